@@ -1,0 +1,42 @@
+"""Command-line entry points, one small module per command (see ``DESIGN.md``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+__all__ = ["fail", "run_command"]
+
+#: Errors that mean "bad input": reported in one line, exit status 2.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, ImportError, OSError)
+
+
+def fail(program: str, message: str, status: int = 2) -> NoReturn:
+    """Print ``PROGRAM: error: MESSAGE`` on one line to stderr and exit.
+
+    Args:
+        program: Command name.
+        message: What was wrong and what to do.
+        status: Exit status.
+    """
+    print(f"{program}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def run_command(program: str, command: Callable[[], int | None]) -> int:
+    """Run a command body, turning input errors into a one-line message and exit status 2.
+
+    Args:
+        program: Command name used in the message.
+        command: The work; returns an exit status (``None`` means 0).
+
+    Returns:
+        The exit status.
+    """
+    try:
+        return command() or 0
+    except INPUT_ERRORS as err:
+        fail(program, str(err))
+    except KeyboardInterrupt:
+        fail(program, "interrupted", status=130)

@@ -1,0 +1,201 @@
+"""``aras-data``: build, import, prepare, inspect and verify shard sets.
+
+Subcommands::
+
+    aras-data demo --out data/demo                 procedural demo set (train/val/test)
+    aras-data import ROOT --out DIR                published ARAS400k release -> shards
+    aras-data prepare --s2 DIR --worldcover DIR --out DIR   GeoTIFFs -> patches -> shards
+    aras-data stats DIR [DIR ...] --plot fig.png   per-class table and Figure-3 bar chart
+    aras-data verify DIR [DIR ...]                 check shards against manifests
+
+Every subcommand takes ``--config FILE.yaml`` with the same option names.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from aras400k.cli import run_command
+
+__all__ = ["build_parser", "main"]
+
+PROGRAM = "aras-data"
+
+
+def _subparser(description: str) -> ArgumentParser:
+    parser = ArgumentParser(description=description)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    return parser
+
+
+def build_parser() -> ArgumentParser:
+    """Build the ``aras-data`` parser with its five subcommands.
+
+    Returns:
+        The parser.
+    """
+    parser = ArgumentParser(prog=PROGRAM, description="Build, import, prepare, inspect and verify aras400k shard sets.")
+    commands = parser.add_subcommands(dest="command")
+
+    demo = _subparser("Write the procedural demo set as OUT/{train,val,test} shard sets.")
+    demo.add_argument("--out", type=str, default="data/demo", help="destination folder")
+    demo.add_argument("--train", type=int, default=1600, help="training samples")
+    demo.add_argument("--val", type=int, default=200, help="validation samples")
+    demo.add_argument("--test", type=int, default=200, help="test samples")
+    demo.add_argument("--image_size", type=int, default=64, help="patch side in pixels (the paper: 256)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the whole set")
+    demo.add_argument("--samples_per_shard", type=int, default=200, help="samples per tar file")
+    demo.add_argument("--overwrite", type=bool, default=False, help="replace existing shard sets")
+    commands.add_subcommand("demo", demo, help="build the procedural demo set")
+
+    imp = _subparser("Import the published ARAS400k release (ROOT/{split}/{images,masks}/*.png) into shards.")
+    imp.add_argument("root", type=str, help="release folder")
+    imp.add_argument("--out", type=str, required=True, help="destination folder (one shard set per split)")
+    imp.add_argument("--splits", type=list[str] | None, default=None, help="splits to import (default: all found)")
+    imp.add_argument("--synth_source", choices=["synth_uncond", "synth_cond"], default="synth_uncond")
+    imp.add_argument(
+        "--on_error", "--on-error", choices=["skip", "fail"], default="fail", help="skip or stop at a bad file"
+    )
+    imp.add_argument(
+        "--unknown_colours",
+        "--unknown-colours",
+        choices=["error", "ignore"],
+        default="error",
+        help="unknown mask colours",
+    )
+    imp.add_argument("--captions", type=list[str], default=[], help="extra caption CSVs (filename,caption)")
+    imp.add_argument("--samples_per_shard", type=int, default=1000)
+    imp.add_argument("--overwrite", type=bool, default=False)
+    commands.add_subcommand("import", imp, help="import the ARAS400k release folders")
+
+    prep = _subparser("Cut Sentinel-2 + WorldCover GeoTIFFs into patches and write OUT/{train,val,test} shards.")
+    prep.add_argument("--s2", type=str, required=True, help="folder of *_S2RGBNIR.tif tiles")
+    prep.add_argument("--worldcover", type=str, required=True, help="folder of WorldCover *_Map.tif tiles")
+    prep.add_argument("--out", type=str, required=True, help="destination folder")
+    prep.add_argument("--patch_size", type=int, default=256)
+    prep.add_argument(
+        "--remap",
+        type=dict[int, int] | None,
+        default=None,
+        help="WorldCover code -> class index overrides of the default remap, e.g. '{90: 0}' sends wetland to tree",
+    )
+    prep.add_argument("--max_water", type=float, default=0.9, help="drop patches with more water than this")
+    prep.add_argument("--ratios", type=tuple[float, float, float], default=(0.8, 0.1, 0.1), help="train/val/test")
+    prep.add_argument("--seed", type=int, default=0, help="seed of the split hash")
+    prep.add_argument("--samples_per_shard", type=int, default=1000)
+    prep.add_argument("--overwrite", type=bool, default=False)
+    commands.add_subcommand("prepare", prep, help="GeoTIFFs -> patches -> shards (needs the geo extra)")
+
+    stats = _subparser("Print the per-class composition of shard sets and draw the Figure-3 bar chart.")
+    stats.add_argument("dirs", nargs="+", help="shard set folders")
+    stats.add_argument("--labels", type=list[str] | None, default=None, help="display names")
+    stats.add_argument("--plot", type=str | None, default=None, help="PNG file for the bar chart")
+    commands.add_subcommand("stats", stats, help="per-class composition table and chart")
+
+    verify = _subparser("Check shard sets against their manifests and decode every sample.")
+    verify.add_argument("dirs", nargs="+", help="shard set folders (a folder of split folders is expanded)")
+    verify.add_argument("--quiet", type=bool, default=False, help="no progress bar")
+    commands.add_subcommand("verify", verify, help="verify shard sets; exits 1 on any problem")
+    return parser
+
+
+def _demo(cfg: Namespace) -> int:
+    from aras400k.data.demo import make_demo
+
+    written = make_demo(
+        cfg.out, (cfg.train, cfg.val, cfg.test), cfg.image_size, cfg.seed, cfg.samples_per_shard, cfg.overwrite
+    )
+    print(f"wrote {sum(written.values())} samples to {cfg.out}: " + ", ".join(f"{k} {v}" for k, v in written.items()))
+    return 0
+
+
+def _import(cfg: Namespace) -> int:
+    from aras400k.data.release import import_release
+
+    report = import_release(
+        cfg.root,
+        cfg.out,
+        splits=cfg.splits,
+        synth_source=cfg.synth_source,
+        on_error=cfg.on_error,
+        unknown_colours=cfg.unknown_colours,
+        captions=cfg.captions,
+        samples_per_shard=cfg.samples_per_shard,
+        overwrite=cfg.overwrite,
+    )
+    print(report.summary())
+    return 0
+
+
+def _prepare(cfg: Namespace) -> int:
+    from aras400k.classes import DEFAULT_WORLDCOVER_REMAP
+    from aras400k.data.geotiff import prepare_geotiffs
+
+    report = prepare_geotiffs(
+        cfg.s2,
+        cfg.worldcover,
+        cfg.out,
+        patch_size=cfg.patch_size,
+        remap={**DEFAULT_WORLDCOVER_REMAP, **cfg.remap} if cfg.remap else None,
+        max_water=cfg.max_water,
+        ratios=cfg.ratios,
+        seed=cfg.seed,
+        samples_per_shard=cfg.samples_per_shard,
+        overwrite=cfg.overwrite,
+    )
+    print(report.summary())
+    return 0
+
+
+def _stats(cfg: Namespace) -> int:
+    from aras400k.data.stats import composition_table, load_compositions, plot_compositions
+
+    datasets = load_compositions(_expand(cfg.dirs), cfg.labels)
+    print(composition_table(datasets))
+    if cfg.plot:
+        print(f"bar chart written to {plot_compositions(datasets, cfg.plot)}")
+    return 0
+
+
+def _expand(dirs: list[str]) -> list[Path]:
+    """Replace a folder without a manifest by its sub-folders that have one (e.g. a demo root)."""
+    out: list[Path] = []
+    for d in map(Path, dirs):
+        children = sorted(p.parent for p in d.glob("*/manifest.json")) if not (d / "manifest.json").exists() else []
+        out.extend(children or [d])
+    return out
+
+
+def _verify(cfg: Namespace) -> int:
+    from aras400k.data.verify import verify_shards
+
+    status = 0
+    for directory in _expand(cfg.dirs):
+        report = verify_shards(directory, progress=not cfg.quiet)
+        print(report.summary())
+        status = status or (0 if report.ok else 1)
+    return status
+
+
+_COMMANDS: dict[str, Any] = {"demo": _demo, "import": _import, "prepare": _prepare, "stats": _stats, "verify": _verify}
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run ``aras-data``.
+
+    Args:
+        args: Command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 1 when ``verify`` finds problems, 2 on bad input.
+    """
+    cfg = build_parser().parse_args(args)
+    return run_command(PROGRAM, lambda: _COMMANDS[cfg.command](cfg[cfg.command]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""LightningDataModules over shard sets: segmentation, and images (or image + mask) for GANs.
+
+Both read a *root* folder holding ``train``, ``val`` and ``test`` shard sets; any of
+these can be replaced by explicit shard sets, and the training set can be a weighted
+list of sources, so the paper's data configurations (real; synthetic 100k or 300k;
+real + conditional; real + unconditional; real + both) are a few lines of YAML::
+
+    data:
+      class_path: aras400k.data.SegmentationDataModule
+      init_args:
+        root: data/aras400k
+        train:
+          - {path: data/aras400k/train}
+          - {path: data/synth_uncond, num_samples: 100000}
+
+With ``demo: true`` (the default) and no data at ``root``, ``prepare_data`` builds the
+procedural demo set there, so every config runs on a fresh machine.
+Augmentation and normalisation run on the device in ``on_after_batch_transfer``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
+
+from aras400k.data.datasets import EpochDataLoader, ShardDataset, ShardSource
+from aras400k.data.demo import DEFAULT_DEMO_SAMPLES, demo_is_ready, make_demo
+from aras400k.data.transforms import JointAugmentation, Normalize
+
+__all__ = ["GANDataModule", "SegmentationDataModule", "ShardDataModule"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ShardDataModule(LightningDataModule):
+    """Shared machinery: the demo set, datasets per stage and device-side transforms.
+
+    Subclasses set ``with_mask`` and choose the transforms in :meth:`configure_transforms`.
+
+    Args:
+        root: Folder holding ``train``, ``val`` and ``test`` shard sets.
+        train: Training sources; default ``[root/train]``.
+        val: Validation shard set; default ``root/val``.
+        test: Test shard set; default ``root/test``.
+        predict: Shard set for ``predict``; default the test set.
+        demo: Build the procedural demo set at ``root`` in ``prepare_data`` if it holds no data.
+        demo_samples: Demo train/val/test sizes.
+        demo_image_size: Demo patch size in pixels.
+        batch_size: Samples per batch (per device).
+        num_workers: Loader processes per device.
+        samples_per_epoch: Training samples per epoch over all devices; default: every
+            training sample once (or the summed source sizes with weighted sources).
+        shuffle_buffer: Per-worker shuffle buffer of the training stream.
+        augment: Apply :class:`JointAugmentation` to training batches.
+        mean: Per-channel normalisation mean (``[0, 1]`` units).
+        std: Per-channel normalisation std.
+        seed: Seed of shuffling (and of the demo set).
+    """
+
+    with_mask: bool = True
+
+    def __init__(
+        self,
+        root: str = "data/demo",
+        train: list[ShardSource] | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        predict: str | None = None,
+        demo: bool = True,
+        demo_samples: tuple[int, int, int] = DEFAULT_DEMO_SAMPLES,
+        demo_image_size: int = 64,
+        batch_size: int = 16,
+        num_workers: int = 2,
+        samples_per_epoch: int | None = None,
+        shuffle_buffer: int = 512,
+        augment: bool = True,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.root = Path(root)
+        self.train_sources = [self._source(s) for s in train] if train else [ShardSource(str(self.root / "train"))]
+        self.val_path = val or str(self.root / "val")
+        self.test_path = test or str(self.root / "test")
+        self.predict_path = predict or self.test_path
+        self.demo = demo
+        self.demo_samples = tuple(demo_samples)
+        self.demo_image_size = demo_image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.samples_per_epoch = samples_per_epoch
+        self.shuffle_buffer = shuffle_buffer
+        self.augment = augment
+        self.seed = seed
+        self.normalize, self.augmentation = self.configure_transforms(mean, std)
+        self.datasets: dict[str, ShardDataset] = {}
+
+    @staticmethod
+    def _source(source: ShardSource | dict | str) -> ShardSource:
+        if isinstance(source, ShardSource):
+            return source
+        if isinstance(source, dict):
+            return ShardSource(**source)
+        return ShardSource(path=str(source))
+
+    def configure_transforms(
+        self, mean: tuple[float, float, float], std: tuple[float, float, float]
+    ) -> tuple[Normalize, JointAugmentation | None]:
+        """Build the normaliser and the training augmentation (override to change them).
+
+        Args:
+            mean: Normalisation mean.
+            std: Normalisation std.
+
+        Returns:
+            ``(normalize, augmentation or None)``.
+        """
+        return Normalize(mean, std), JointAugmentation() if self.augment else None
+
+    def prepare_data(self) -> None:
+        """Build the demo set at ``root`` when asked to and it is missing (runs on one process)."""
+        if not self.demo or demo_is_ready(self.root):
+            return
+        if self.root.exists() and any(self.root.iterdir()):
+            raise FileNotFoundError(
+                f"{self.root} holds files but no complete train/val/test shard sets; "
+                "point root at a shard set folder, or at an empty/new folder for the demo set"
+            )
+        rank_zero_info(f"Building the procedural demo set in {self.root} (first use only)")
+        make_demo(self.root, self.demo_samples, self.demo_image_size, seed=self.seed)
+
+    def setup(self, stage: str) -> None:
+        """Open the shard sets the stage needs.
+
+        Args:
+            stage: ``fit``, ``validate``, ``test`` or ``predict``.
+        """
+        if stage == "fit":
+            self.datasets["train"] = ShardDataset(
+                self.train_sources,
+                with_mask=self.with_mask,
+                shuffle=True,
+                shuffle_buffer=self.shuffle_buffer,
+                seed=self.seed,
+                samples_per_epoch=self.samples_per_epoch,
+            )
+        if stage in ("fit", "validate"):
+            self.datasets["val"] = ShardDataset([self.val_path], with_mask=self.with_mask)
+        if stage == "test":
+            self.datasets["test"] = ShardDataset([self.test_path], with_mask=self.with_mask)
+        if stage == "predict":
+            self.datasets["predict"] = ShardDataset([self.predict_path], with_mask=False)
+
+    def _loader(self, name: str) -> EpochDataLoader:
+        if name not in self.datasets:
+            raise RuntimeError(f"call setup() for the {name} stage before asking for its dataloader")
+        dataset = self.datasets[name]
+        workers = min(self.num_workers, max(1, len(dataset)))
+        return EpochDataLoader(dataset, batch_size=self.batch_size, num_workers=workers, pin_memory=False)
+
+    def train_dataloader(self) -> EpochDataLoader:
+        """Shuffled training stream."""
+        return self._loader("train")
+
+    def val_dataloader(self) -> EpochDataLoader:
+        """Validation set, each sample once, in order."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> EpochDataLoader:
+        """Test set, each sample once, in order."""
+        return self._loader("test")
+
+    def predict_dataloader(self) -> EpochDataLoader:
+        """Images to predict on, each once, in order."""
+        return self._loader("predict")
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Scale, augment (training only) and normalise a batch on its device.
+
+        Args:
+            batch: Collated samples with a uint8 ``image`` and optional uint8 ``mask``.
+            dataloader_idx: Index of the dataloader.
+
+        Returns:
+            The batch with a float ``image`` and, where present, a long ``mask``.
+        """
+        image = batch["image"].float() / 255.0
+        mask = batch.get("mask")
+        trainer = getattr(self, "trainer", None)
+        training = trainer is not None and trainer.training
+        if training and self.augmentation is not None:
+            image, mask = self.augmentation(image, mask)
+        batch["image"] = self.normalize.to(image.device)(image)
+        if mask is not None:
+            batch["mask"] = mask.long()
+        return batch
+
+    def denormalize(self, image: torch.Tensor) -> torch.Tensor:
+        """Map a normalised batch back to ``[0, 1]`` for display."""
+        return self.normalize.to(image.device).denormalize(image)
+
+
+class SegmentationDataModule(ShardDataModule):
+    """Image + mask batches for segmentation, training on one or several sources.
+
+    Batches hold ``image`` (normalised float ``(B, 3, H, W)``), ``mask`` (long
+    ``(B, H, W)``, 255 = ignore), ``key`` and ``source``. Validation and test come from
+    real data. See :class:`ShardDataModule` for the arguments.
+    """
+
+    with_mask = True
+
+
+class GANDataModule(ShardDataModule):
+    """Images (and, for conditional GANs, masks) scaled to ``[-1, 1]`` for GAN training.
+
+    Augmentation is a horizontal flip only (StyleGAN's ``--mirror=1``); ADA-style
+    augmentation belongs to the GAN module, not the data.
+
+    Args:
+        with_mask: Also return masks (mask-conditioned GANs).
+        mirror: Randomly flip training images horizontally.
+        root: See :class:`ShardDataModule`.
+        train: See :class:`ShardDataModule`.
+        val: See :class:`ShardDataModule`.
+        test: See :class:`ShardDataModule`.
+        demo: See :class:`ShardDataModule`.
+        demo_samples: See :class:`ShardDataModule`.
+        demo_image_size: See :class:`ShardDataModule`.
+        batch_size: See :class:`ShardDataModule`.
+        num_workers: See :class:`ShardDataModule`.
+        samples_per_epoch: See :class:`ShardDataModule`.
+        shuffle_buffer: See :class:`ShardDataModule`.
+        seed: See :class:`ShardDataModule`.
+    """
+
+    def __init__(
+        self,
+        with_mask: bool = False,
+        mirror: bool = True,
+        root: str = "data/demo",
+        train: list[ShardSource] | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        demo: bool = True,
+        demo_samples: tuple[int, int, int] = DEFAULT_DEMO_SAMPLES,
+        demo_image_size: int = 64,
+        batch_size: int = 16,
+        num_workers: int = 2,
+        samples_per_epoch: int | None = None,
+        shuffle_buffer: int = 512,
+        seed: int = 0,
+    ) -> None:
+        self.with_mask = with_mask
+        self.mirror = mirror
+        super().__init__(
+            root=root,
+            train=train,
+            val=val,
+            test=test,
+            demo=demo,
+            demo_samples=demo_samples,
+            demo_image_size=demo_image_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            samples_per_epoch=samples_per_epoch,
+            shuffle_buffer=shuffle_buffer,
+            augment=mirror,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            seed=seed,
+        )
+
+    def configure_transforms(
+        self, mean: tuple[float, float, float], std: tuple[float, float, float]
+    ) -> tuple[Normalize, JointAugmentation | None]:
+        """Normalise to ``[-1, 1]``; flip horizontally when ``mirror`` is set."""
+        flip = JointAugmentation(hflip=0.5, vflip=0, rotate90=0, brightness=0, contrast=0) if self.mirror else None
+        return Normalize(mean, std), flip

@@ -1,0 +1,337 @@
+"""Streaming datasets over shard sets, split exactly across nodes and loader workers.
+
+:class:`ShardDataset` reads one or more shard sets (*sources*) as a torch
+``IterableDataset``. Two ways of combining sources:
+
+* **Every sample once** (no source has a ``weight``): an epoch visits each selected
+  sample exactly once. The samples of all sources, in a per-epoch shuffled shard
+  order, are cut into ``world_size * num_workers`` contiguous ranges, one per worker,
+  using the per-shard counts of the manifests. Ranks and workers therefore see
+  disjoint samples that together cover the data exactly once, and each worker opens
+  only the shards its range touches.
+* **Weighted mixing** (every source has a ``weight``): each worker draws the next
+  sample's source with probability proportional to the weights; a source that runs
+  out starts over (reshuffled). An epoch has ``samples_per_epoch`` samples.
+
+A source can be cut to its first ``num_samples`` samples (manifest order), which is
+how the paper's "synthetic 100k" and "synthetic 300k" sets are configs over one
+300k shard set. Corrupt samples are skipped with a warning and counted instead of
+ending a long run.
+"""
+
+from __future__ import annotations
+
+import random
+import tarfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from aras400k.data.shards import SampleError, decode_sample, iter_raw_samples, read_manifest
+
+__all__ = ["EpochDataLoader", "ShardDataset", "ShardSource", "partition_range"]
+
+
+@dataclass
+class ShardSource:
+    """One shard set used as a source of samples.
+
+    Attributes:
+        path: Shard set folder (holding ``manifest.json``).
+        num_samples: Use only the first this many samples (manifest order); ``None`` for all.
+        weight: Mixing weight; give it to every source or to none (see :class:`ShardDataset`).
+    """
+
+    path: str
+    num_samples: int | None = None
+    weight: float | None = None
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """A run of samples inside one shard: skip ``start`` samples, then take ``count``."""
+
+    source: int
+    shard: Path
+    start: int
+    count: int
+
+
+def partition_range(total: int, part: int, parts: int) -> tuple[int, int]:
+    """Return the half-open range of part ``part`` when ``total`` items are cut into ``parts``.
+
+    Ranges differ in length by at most one and cover ``0..total`` exactly once.
+
+    Args:
+        total: Number of items.
+        part: Zero-based part index.
+        parts: Number of parts.
+
+    Returns:
+        ``(start, stop)``.
+    """
+    return (part * total) // parts, ((part + 1) * total) // parts
+
+
+def _as_source(source: ShardSource | str | Path | dict) -> ShardSource:
+    if isinstance(source, ShardSource):
+        return source
+    if isinstance(source, dict):
+        return ShardSource(**source)
+    return ShardSource(path=str(source))
+
+
+def _worker_slot() -> tuple[int, int]:
+    """Index and count of this loader worker across all ranks."""
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return rank * workers + worker, world * workers
+
+
+class ShardDataset(IterableDataset):
+    """Stream decoded samples from one or more shard sets.
+
+    Each item is a dict with ``image`` (``(3, H, W)`` uint8 tensor), ``key`` (str),
+    ``source`` (index into ``sources``) and, when ``with_mask`` is set, ``mask``
+    (``(H, W)`` uint8 tensor, 255 = ignore).
+
+    Args:
+        sources: Shard sets (paths or :class:`ShardSource`).
+        with_mask: Decode masks and require every selected sample to have one.
+        shuffle: Shuffle shard order per epoch and samples through a buffer.
+        shuffle_buffer: Samples held by each worker for shuffling.
+        seed: Base seed; epoch ``e`` uses ``seed + e``.
+        samples_per_epoch: Epoch length over all ranks and workers. Required meaning
+            only with weighted sources (default: the sum of the sources' sizes); in
+            every-sample-once mode a value other than that total cuts or repeats the data.
+
+    Raises:
+        ValueError: If weights are given to some sources but not all, a weight is not
+            positive, or ``num_samples`` exceeds a source's size.
+        aras400k.data.ManifestError: If a source is not a shard set.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[ShardSource | str | Path | dict],
+        with_mask: bool = True,
+        shuffle: bool = False,
+        shuffle_buffer: int = 256,
+        seed: int = 0,
+        samples_per_epoch: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not sources:
+            raise ValueError("ShardDataset needs at least one source")
+        self.sources = [_as_source(s) for s in sources]
+        self.with_mask = with_mask
+        self.shuffle = shuffle
+        self.shuffle_buffer = max(1, shuffle_buffer)
+        self.seed = seed
+        self.epoch = 0
+        self.passes = 0  # epochs started through an EpochDataLoader (counted in the main process)
+        weights = [s.weight for s in self.sources]
+        if any(w is not None for w in weights) and any(w is None for w in weights):
+            raise ValueError("give a weight to every source or to none")
+        if any(w is not None and w <= 0 for w in weights):
+            raise ValueError(f"source weights must be positive, got {weights}")
+        self.weighted = weights[0] is not None
+        self._segments = [self._source_segments(i, s) for i, s in enumerate(self.sources)]
+        self.sizes = [sum(seg.count for seg in segs) for segs in self._segments]
+        self.total = sum(self.sizes)
+        self.samples_per_epoch = samples_per_epoch if samples_per_epoch is not None else self.total
+        self.skipped = 0
+
+    def _source_segments(self, index: int, source: ShardSource) -> list[_Segment]:
+        manifest = read_manifest(source.path)
+        available = int(manifest["num_samples"])
+        wanted = available if source.num_samples is None else int(source.num_samples)
+        if wanted > available:
+            raise ValueError(f"{source.path} holds {available} samples, fewer than num_samples={wanted}")
+        if self.with_mask and manifest.get("num_masks", available) < available:
+            raise ValueError(
+                f"{source.path} has {available - manifest.get('num_masks', 0)} samples without a mask; "
+                "label them first (aras-synth label) or use it as an image-only source"
+            )
+        segments, left = [], wanted
+        for shard in manifest["shards"]:
+            if left <= 0:
+                break
+            take = min(left, int(shard["num_samples"]))
+            if take <= 0:
+                continue
+            segments.append(_Segment(index, Path(source.path) / shard["name"], 0, take))
+            left -= take
+        return segments
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch that seeds shuffling (called by :class:`EpochDataLoader`).
+
+        Args:
+            epoch: Zero-based epoch number.
+        """
+        self.epoch = epoch
+
+    def _epoch_rng(self, slot: int = 0) -> random.Random:
+        return random.Random(f"{self.seed}-{self.epoch}-{slot}")
+
+    def __len__(self) -> int:
+        """Samples this rank yields in one epoch (summed over its loader workers)."""
+        rank, world = 0, 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        start, stop = partition_range(self.samples_per_epoch, rank, world)
+        return stop - start
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Yield this worker's samples for the current epoch."""
+        slot, slots = _worker_slot()
+        stream = self._weighted_stream(slot, slots) if self.weighted else self._once_stream(slot, slots)
+        if self.shuffle:
+            stream = self._buffer_shuffle(stream, self._epoch_rng(slot + 1), self.shuffle_buffer)
+        yield from stream
+
+    # -- every sample once -------------------------------------------------------------
+
+    def _epoch_segments(self) -> list[_Segment]:
+        segments = [seg for segs in self._segments for seg in segs]
+        if self.shuffle:
+            self._epoch_rng().shuffle(segments)
+        return segments
+
+    def _once_stream(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
+        start, stop = partition_range(self.samples_per_epoch, slot, slots)
+        segments = self._epoch_segments()
+        if not segments:
+            return
+        # Repeat the (shuffled) data when samples_per_epoch exceeds it.
+        offset = 0
+        while offset < stop:
+            for seg in segments:
+                lo, hi = max(start, offset), min(stop, offset + seg.count)
+                if lo < hi:
+                    yield from self._read(_Segment(seg.source, seg.shard, seg.start + lo - offset, hi - lo))
+                offset += seg.count
+                if offset >= stop:
+                    return
+
+    # -- weighted mixing -----------------------------------------------------------------
+
+    def _weighted_stream(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
+        start, stop = partition_range(self.samples_per_epoch, slot, slots)
+        rng = self._epoch_rng(slot)
+        weights = np.array([s.weight for s in self.sources], dtype=np.float64)
+        streams = [self._cycle_source(i, slot, slots, rng) for i in range(len(self.sources))]
+        for _ in range(stop - start):
+            pick = rng.choices(range(len(streams)), weights=weights)[0]
+            yield next(streams[pick])
+
+    def _cycle_source(self, index: int, slot: int, slots: int, rng: random.Random) -> Iterator[dict[str, Any]]:
+        segments = list(self._segments[index])
+        lo, hi = partition_range(self.sizes[index], slot, slots)
+        if hi <= lo:  # more workers than samples in this source: share the whole source
+            lo, hi = 0, self.sizes[index]
+        if hi <= lo:
+            raise ValueError(f"source {self.sources[index].path} has no samples to draw from")
+        while True:
+            produced = 0
+            offset = 0
+            mine = []
+            for seg in segments:
+                a, b = max(lo, offset), min(hi, offset + seg.count)
+                if a < b:
+                    mine.append(_Segment(seg.source, seg.shard, seg.start + a - offset, b - a))
+                offset += seg.count
+            if self.shuffle:
+                rng.shuffle(mine)
+            for seg in mine:
+                for item in self._read(seg):
+                    produced += 1
+                    yield item
+            if produced == 0:
+                raise RuntimeError(f"source {self.sources[index].path} yielded no readable sample")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self, seg: _Segment) -> Iterator[dict[str, Any]]:
+        """Decode samples ``start .. start+count`` of one shard, skipping corrupt ones."""
+        position = 0
+        try:
+            for raw in iter_raw_samples(seg.shard):
+                if position >= seg.start + seg.count:
+                    return
+                position += 1
+                if position <= seg.start:
+                    continue
+                item = self._decode(raw, seg)
+                if item is not None:
+                    yield item
+        except (tarfile.TarError, OSError, EOFError) as err:
+            self.skipped += 1
+            warnings.warn(f"skipping the rest of corrupt shard {seg.shard} ({err})", RuntimeWarning, stacklevel=2)
+
+    def _decode(self, raw: dict[str, Any], seg: _Segment) -> dict[str, Any] | None:
+        try:
+            sample = decode_sample(raw, with_mask=self.with_mask, with_captions=False)
+            if self.with_mask and sample.mask is None:
+                raise SampleError(f"sample {sample.key}: member mask.png is missing")
+        except SampleError as err:
+            self.skipped += 1
+            warnings.warn(
+                f"skipping corrupt sample in {seg.shard.name} ({err}); {self.skipped} skipped so far in this worker",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
+        item: dict[str, Any] = {
+            "image": torch.from_numpy(np.ascontiguousarray(sample.image.transpose(2, 0, 1))),
+            "key": sample.key,
+            "source": seg.source,
+        }
+        if self.with_mask:
+            assert sample.mask is not None
+            item["mask"] = torch.from_numpy(np.ascontiguousarray(sample.mask))
+        return item
+
+    @staticmethod
+    def _buffer_shuffle(stream: Iterator[dict[str, Any]], rng: random.Random, size: int) -> Iterator[dict[str, Any]]:
+        buffer: list[dict[str, Any]] = []
+        for item in stream:
+            if len(buffer) < size:
+                buffer.append(item)
+                continue
+            index = rng.randrange(size)
+            yield buffer[index]
+            buffer[index] = item
+        rng.shuffle(buffer)
+        yield from buffer
+
+
+class EpochDataLoader(DataLoader):
+    """A ``DataLoader`` that tells its :class:`ShardDataset` the epoch before each pass.
+
+    Workers get a copy of the dataset when an epoch starts, so setting the epoch here
+    (in the main process, before the workers start) gives each epoch its own shuffle.
+    Do not combine with ``persistent_workers=True``, whose workers keep their first copy.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("persistent_workers"):
+            raise ValueError("EpochDataLoader cannot use persistent_workers: workers would keep epoch 0's order")
+        super().__init__(*args, **kwargs)
+
+    def __iter__(self) -> Iterator[Any]:
+        """Start an epoch."""
+        if isinstance(self.dataset, ShardDataset):
+            self.dataset.set_epoch(self.dataset.passes)
+            self.dataset.passes += 1
+        return super().__iter__()

@@ -1,0 +1,513 @@
+"""Webdataset shard sets: the on-disk format every stage of aras400k reads and writes.
+
+A *shard set* is a folder of webdataset tar files plus ``manifest.json``. One sample
+is a group of tar members sharing a key (see ``DESIGN.md``):
+
+==================  ==============================================================
+``image.png``       RGB uint8
+``mask.png``        one-channel uint8 class indices (0-6, 255 = ignore); optional
+``meta.json``       ``source``, ``split``, ``composition`` and whatever else is known
+``captions.json``   optional list of ``{text, model, mode}``
+==================  ==============================================================
+
+Shards are never edited in place: :class:`ShardWriter` writes each tar under a
+temporary name and renames it when complete, and writes the manifest last, so a
+folder with a manifest is a finished shard set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import webdataset as wds
+from PIL import Image
+
+from aras400k.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from aras400k.data.composition import class_counts, composition_from_counts
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "SOURCES",
+    "ManifestError",
+    "Sample",
+    "SampleError",
+    "ShardWriter",
+    "decode_image",
+    "decode_mask",
+    "decode_sample",
+    "encode_png",
+    "iter_raw_samples",
+    "iter_samples",
+    "read_manifest",
+    "shard_paths",
+    "write_json_atomic",
+]
+
+FORMAT_NAME = "aras400k-shards"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+#: Allowed values of ``meta.json``'s ``source``.
+SOURCES = ("real", "synth_uncond", "synth_cond")
+Source = Literal["real", "synth_uncond", "synth_cond"]
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+class ManifestError(ValueError):
+    """A shard set folder has no readable manifest, or the manifest is malformed."""
+
+
+class SampleError(ValueError):
+    """A sample cannot be decoded (corrupt or missing member, bad mask value, ...)."""
+
+
+@dataclass
+class Sample:
+    """One decoded sample of a shard set.
+
+    Attributes:
+        key: Patch id (real) or generated id (synthetic); letters, digits, ``_`` and ``-``.
+        image: ``(H, W, 3)`` uint8 RGB image.
+        mask: ``(H, W)`` uint8 class indices, or ``None`` for an unlabelled image.
+        meta: Contents of ``meta.json``.
+        captions: Contents of ``captions.json``, or ``None``.
+    """
+
+    key: str
+    image: np.ndarray
+    mask: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    captions: list[dict[str, Any]] | None = None
+
+
+def encode_png(array: np.ndarray, compress_level: int = 6) -> bytes:
+    """Encode an ``(H, W)`` or ``(H, W, 3)`` uint8 array as PNG bytes.
+
+    Args:
+        array: Image or mask.
+        compress_level: zlib level 0-9.
+
+    Returns:
+        The PNG file content.
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(
+        buffer, format="PNG", compress_level=compress_level
+    )
+    return buffer.getvalue()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode PNG/JPEG bytes into an ``(H, W, 3)`` uint8 RGB array.
+
+    Raises:
+        SampleError: If the bytes are not a readable image.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            return np.array(img)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise SampleError(f"image is not a readable picture ({err})") from err
+
+
+def decode_mask(data: bytes) -> np.ndarray:
+    """Decode a one-channel index-mask PNG and check its values.
+
+    Raises:
+        SampleError: If unreadable, not one channel, or holding values other than 0-6 and 255.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.mode not in ("L", "P"):
+                raise SampleError(f"mask must be a one-channel PNG, got mode {img.mode}")
+            mask = np.array(img)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise SampleError(f"mask is not a readable PNG ({err})") from err
+    top = int(mask.max()) if mask.size else 0
+    if top >= NUM_CLASSES and (top != IGNORE_INDEX or _has_bad_values(mask)):
+        bad = sorted(set(np.unique(mask).tolist()) - set(range(NUM_CLASSES)) - {IGNORE_INDEX})
+        raise SampleError(f"mask holds values {bad} that are neither classes 0-{NUM_CLASSES - 1} nor {IGNORE_INDEX}")
+    return mask
+
+
+def _has_bad_values(mask: np.ndarray) -> bool:
+    return bool(((mask >= NUM_CLASSES) & (mask != IGNORE_INDEX)).any())
+
+
+def decode_sample(raw: Mapping[str, bytes], with_mask: bool = True, with_captions: bool = True) -> Sample:
+    """Decode one raw webdataset sample (``__key__`` plus member bytes).
+
+    Args:
+        raw: ``{"__key__": key, "image.png": bytes, ...}``.
+        with_mask: Decode ``mask.png`` when present.
+        with_captions: Parse ``captions.json`` when present.
+
+    Returns:
+        The decoded :class:`Sample`.
+
+    Raises:
+        SampleError: If ``image.png`` or ``meta.json`` is missing or corrupt, a mask is
+            invalid, or the image and mask sizes differ. The message names the key.
+    """
+    key = str(raw.get("__key__", "?"))
+    try:
+        if "image.png" not in raw:
+            raise SampleError("member image.png is missing")
+        if "meta.json" not in raw:
+            raise SampleError("member meta.json is missing")
+        image = decode_image(raw["image.png"])
+        try:
+            meta = json.loads(raw["meta.json"])
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise SampleError(f"meta.json is not valid JSON ({err})") from err
+        mask = None
+        if with_mask and "mask.png" in raw:
+            mask = decode_mask(raw["mask.png"])
+            if mask.shape != image.shape[:2]:
+                raise SampleError(
+                    f"mask is {mask.shape[1]}x{mask.shape[0]} but image is {image.shape[1]}x{image.shape[0]}"
+                )
+        captions = None
+        if with_captions and "captions.json" in raw:
+            try:
+                captions = json.loads(raw["captions.json"])
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise SampleError(f"captions.json is not valid JSON ({err})") from err
+    except SampleError as err:
+        raise SampleError(f"sample {key}: {err}") from err
+    return Sample(key=key, image=image, mask=mask, meta=meta, captions=captions)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename.
+
+    Args:
+        path: Destination file.
+        obj: JSON-serialisable object.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ShardWriter:
+    """Write samples into a new shard set (a folder of tar shards plus ``manifest.json``).
+
+    Use it as a context manager; the manifest is written when it closes without error::
+
+        with ShardWriter("data/demo/train", split="train", source="real") as writer:
+            writer.write(Sample(key="N36E027_000_001", image=rgb, mask=mask))
+
+    Each shard is written as ``NAME.tar.tmp`` and renamed to ``NAME.tar`` once full, so
+    an interrupted run never leaves a truncated ``.tar``. ``source``, ``split`` and
+    ``composition`` are filled into ``meta.json`` when the sample does not set them.
+
+    Args:
+        out_dir: Folder to create. It must not already hold a manifest unless
+            ``overwrite`` is set.
+        split: Split name stored in the manifest and in every sample's meta.
+        source: ``real``, ``synth_uncond`` or ``synth_cond``.
+        samples_per_shard: Samples per tar file.
+        prefix: Shard file name prefix (default: the split name).
+        overwrite: Replace an existing shard set in ``out_dir``.
+        compress_level: PNG zlib level for images and masks.
+        extra: Additional fields stored in the manifest (e.g. how it was made).
+
+    Raises:
+        FileExistsError: If ``out_dir`` already holds a shard set and ``overwrite`` is off.
+        ValueError: On an unknown ``source``.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        split: str,
+        source: Source = "real",
+        samples_per_shard: int = 1000,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        compress_level: int = 6,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+        self.out_dir = Path(out_dir)
+        if (self.out_dir / MANIFEST_NAME).exists():
+            if not overwrite:
+                raise FileExistsError(
+                    f"{self.out_dir} already holds a shard set; pass overwrite=True (--overwrite true) to replace it"
+                )
+            for old in shard_paths(self.out_dir, check=False):
+                old.unlink()
+            (self.out_dir / MANIFEST_NAME).unlink()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.split = split
+        self.source = source
+        self.samples_per_shard = samples_per_shard
+        self.prefix = prefix or split
+        self.compress_level = compress_level
+        self.extra = dict(extra or {})
+        self.shards: list[dict[str, Any]] = []
+        self.num_samples = 0
+        self.num_masks = 0
+        self.pixel_counts = np.zeros(NUM_CLASSES, dtype=np.int64)
+        self._keys: set[str] = set()
+        self._tar: wds.TarWriter | None = None
+        self._tar_count = 0
+        self._closed = False
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _shard_name(self, index: int) -> str:
+        return f"{self.prefix}-{index:06d}.tar"
+
+    def _open_next(self) -> None:
+        name = self._shard_name(len(self.shards))
+        self._tmp_path = self.out_dir / (name + ".tmp")
+        # A fixed mtime makes shards byte-identical across runs with the same input.
+        self._tar = wds.TarWriter(str(self._tmp_path), mtime=0.0)
+        self._tar_count = 0
+
+    def _finish_shard(self) -> None:
+        if self._tar is None:
+            return
+        self._tar.close()
+        name = self._shard_name(len(self.shards))
+        final = self.out_dir / name
+        os.replace(self._tmp_path, final)
+        self.shards.append({"name": name, "num_samples": self._tar_count, "sha256": _sha256(final)})
+        self._tar = None
+
+    def write(self, sample: Sample) -> None:
+        """Append one sample.
+
+        Args:
+            sample: The sample; its ``meta`` gets ``source``, ``split`` and
+                ``composition`` added when missing (composition needs a mask).
+
+        Raises:
+            ValueError: On a bad key, a repeated key, or a malformed image or mask.
+        """
+        if self._closed:
+            raise RuntimeError("ShardWriter is closed")
+        key = sample.key
+        if not _KEY_RE.match(key):
+            raise ValueError(f"sample key {key!r} may hold only letters, digits, '_' and '-'")
+        if key in self._keys:
+            raise ValueError(f"sample key {key!r} is written twice")
+        image = np.asarray(sample.image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"sample {key}: image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        meta = dict(sample.meta)
+        meta.setdefault("source", self.source)
+        meta.setdefault("split", self.split)
+        members: dict[str, Any] = {"__key__": key, "image.png": encode_png(image, self.compress_level)}
+        if sample.mask is not None:
+            mask = np.asarray(sample.mask)
+            if mask.shape != image.shape[:2]:
+                raise ValueError(f"sample {key}: mask shape {mask.shape} differs from image shape {image.shape[:2]}")
+            if mask.dtype != np.uint8:
+                raise ValueError(f"sample {key}: mask must be uint8, got {mask.dtype}")
+            if _has_bad_values(mask):
+                raise ValueError(f"sample {key}: mask holds values outside 0-{NUM_CLASSES - 1} and {IGNORE_INDEX}")
+            counts = class_counts(mask)
+            self.pixel_counts += counts
+            self.num_masks += 1
+            meta.setdefault("composition", composition_from_counts(counts))
+            members["mask.png"] = encode_png(mask, self.compress_level)
+        elif "composition" in meta:
+            # An unlabelled sample may carry a composition from elsewhere (e.g. a CSV);
+            # weight it by its pixel count so the dataset total stays pixel-weighted.
+            shares = np.array([float(meta["composition"].get(c.name, 0.0)) for c in CLASSES])
+            self.pixel_counts += np.rint(shares * image.shape[0] * image.shape[1]).astype(np.int64)
+        members["meta.json"] = json.dumps(meta).encode()
+        if sample.captions is not None:
+            members["captions.json"] = json.dumps(sample.captions).encode()
+        if self._tar is None:
+            self._open_next()
+        assert self._tar is not None
+        self._tar.write(members)
+        self._keys.add(key)
+        self._tar_count += 1
+        self.num_samples += 1
+        if self._tar_count >= self.samples_per_shard:
+            self._finish_shard()
+
+    def close(self) -> dict[str, Any]:
+        """Finish the last shard and write ``manifest.json``.
+
+        Returns:
+            The manifest as written.
+        """
+        if self._closed:
+            return self.manifest
+        self._finish_shard()
+        self.manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "classes": [{"index": c.index, "name": c.name, "colour": list(c.colour)} for c in CLASSES],
+            "split": self.split,
+            "source": self.source,
+            "num_samples": self.num_samples,
+            "num_masks": self.num_masks,
+            "shards": self.shards,
+            "class_pixels": {c.name: int(n) for c, n in zip(CLASSES, self.pixel_counts, strict=True)},
+            "composition": composition_from_counts(self.pixel_counts),
+            **self.extra,
+        }
+        write_json_atomic(self.out_dir / MANIFEST_NAME, self.manifest)
+        self._closed = True
+        return self.manifest
+
+    def abort(self) -> None:
+        """Stop without writing a manifest, removing the unfinished shard."""
+        if self._tar is not None:
+            self._tar.close()
+            self._tmp_path.unlink(missing_ok=True)
+            self._tar = None
+        self._closed = True
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """Read and check the manifest of a shard set.
+
+    Args:
+        directory: Shard set folder (or its ``manifest.json``).
+
+    Returns:
+        The manifest dict.
+
+    Raises:
+        ManifestError: If the folder or manifest is missing, unreadable or of another format.
+    """
+    path = Path(directory)
+    if path.name != MANIFEST_NAME:
+        path = path / MANIFEST_NAME
+    if not path.parent.is_dir():
+        raise ManifestError(f"{path.parent} is not a folder")
+    if not path.is_file():
+        raise ManifestError(f"{path.parent} is not a shard set: it has no {MANIFEST_NAME}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path} is not readable JSON ({err})") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise ManifestError(f"{path} is not an {FORMAT_NAME} manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise ManifestError(
+            f"{path} has format version {manifest['format_version']}, newer than this library's {FORMAT_VERSION}"
+        )
+    for required in ("shards", "num_samples", "split", "source"):
+        if required not in manifest:
+            raise ManifestError(f"{path} lacks the field {required!r}")
+    return manifest
+
+
+def shard_paths(directory: str | Path, check: bool = True) -> list[Path]:
+    """List the tar shards of a shard set in manifest order.
+
+    Args:
+        directory: Shard set folder.
+        check: Read the manifest (and fail if absent); otherwise glob ``*.tar``.
+
+    Returns:
+        Paths of the shards.
+    """
+    directory = Path(directory)
+    if not check:
+        return sorted(directory.glob("*.tar"))
+    return [directory / s["name"] for s in read_manifest(directory)["shards"]]
+
+
+def iter_raw_samples(shard: str | Path) -> Iterator[dict[str, Any]]:
+    """Iterate the raw samples of one tar shard, grouping members by key.
+
+    Members are grouped the webdataset way: the key is the file name up to its first
+    dot, the rest is the member name (``image.png``, ``meta.json``, ...).
+
+    Args:
+        shard: Path of a ``.tar`` file.
+
+    Yields:
+        ``{"__key__": key, "__shard__": path, member: bytes, ...}``.
+
+    Raises:
+        tarfile.ReadError: If the tar itself is corrupt (the samples before the damage
+            have been yielded).
+    """
+    current: dict[str, Any] | None = None
+    with tarfile.open(shard, mode="r:") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            base = info.name.rsplit("/", 1)[-1]
+            if "." not in base:
+                continue
+            key, member = base.split(".", 1)
+            if current is not None and current["__key__"] != key:
+                yield current
+                current = None
+            if current is None:
+                current = {"__key__": key, "__shard__": str(shard)}
+            fh = tar.extractfile(info)
+            current[member] = fh.read() if fh is not None else b""
+    if current is not None:
+        yield current
+
+
+def iter_samples(
+    directory: str | Path, with_mask: bool = True, with_captions: bool = True, shards: Sequence[str] | None = None
+) -> Iterator[Sample]:
+    """Iterate the decoded samples of a shard set in manifest order.
+
+    Args:
+        directory: Shard set folder.
+        with_mask: Decode masks.
+        with_captions: Parse captions.
+        shards: Only these shard names (default: all).
+
+    Yields:
+        :class:`Sample` objects.
+
+    Raises:
+        ManifestError: If the folder is not a shard set.
+        SampleError: On the first corrupt sample (use :func:`aras400k.data.verify.verify_shards`
+            to list them all).
+    """
+    for path in shard_paths(directory):
+        if shards is not None and path.name not in shards:
+            continue
+        for raw in iter_raw_samples(path):
+            yield decode_sample(raw, with_mask=with_mask, with_captions=with_captions)

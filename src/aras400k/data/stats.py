@@ -1,0 +1,144 @@
+"""Dataset composition tables and the paper's Figure 3 bar chart (``aras-data stats``).
+
+Dataset compositions come from the manifests' summed class pixels, so a table over
+millions of samples costs one JSON read per shard set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aras400k.classes import CLASS_NAMES, CLASSES
+from aras400k.data.shards import read_manifest
+
+__all__ = ["DatasetComposition", "composition_table", "load_compositions", "plot_compositions"]
+
+
+@dataclass
+class DatasetComposition:
+    """The summed composition of one shard set.
+
+    Attributes:
+        label: Name shown in tables and legends.
+        source: ``real``, ``synth_uncond`` or ``synth_cond``.
+        num_samples: Samples in the set.
+        shares: Class name -> fraction of labelled pixels.
+    """
+
+    label: str
+    source: str
+    num_samples: int
+    shares: dict[str, float]
+
+
+def _labels(dirs: Sequence[Path]) -> list[str]:
+    names = [d.name for d in dirs]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{d.parent.name}/{d.name}" for d in dirs]
+
+
+def load_compositions(dirs: Sequence[str | Path], labels: Sequence[str] | None = None) -> list[DatasetComposition]:
+    """Read the summed composition of several shard sets from their manifests.
+
+    Args:
+        dirs: Shard set folders.
+        labels: Display names (default: the folder names).
+
+    Returns:
+        One :class:`DatasetComposition` per folder.
+
+    Raises:
+        ValueError: If ``labels`` has the wrong length.
+        aras400k.data.ManifestError: If a folder is not a shard set.
+    """
+    paths = [Path(d) for d in dirs]
+    if labels is not None and len(labels) != len(paths):
+        raise ValueError(f"got {len(labels)} labels for {len(paths)} datasets")
+    names = list(labels) if labels is not None else _labels(paths)
+    result = []
+    for name, path in zip(names, paths, strict=True):
+        manifest = read_manifest(path)
+        pixels = np.array([manifest.get("class_pixels", {}).get(n, 0) for n in CLASS_NAMES], dtype=np.float64)
+        shares = pixels / pixels.sum() if pixels.sum() > 0 else pixels
+        result.append(
+            DatasetComposition(
+                label=name,
+                source=manifest["source"],
+                num_samples=int(manifest["num_samples"]),
+                shares={n: float(s) for n, s in zip(CLASS_NAMES, shares, strict=True)},
+            )
+        )
+    return result
+
+
+def composition_table(datasets: Sequence[DatasetComposition]) -> str:
+    """Render per-class shares (in %) of several datasets as a Markdown table.
+
+    Args:
+        datasets: Compositions to compare.
+
+    Returns:
+        The table, one row per class plus a row of sample counts.
+    """
+    header = "| class | " + " | ".join(d.label for d in datasets) + " |"
+    rule = "|---|" + "---:|" * len(datasets)
+    rows = [f"| {n} | " + " | ".join(f"{100 * d.shares[n]:.2f}" for d in datasets) + " |" for n in CLASS_NAMES]
+    rows.append("| samples | " + " | ".join(f"{d.num_samples:,}" for d in datasets) + " |")
+    return "\n".join([header, rule, *rows])
+
+
+def plot_compositions(datasets: Sequence[DatasetComposition], path: str | Path, title: str | None = None) -> Path:
+    """Draw the grouped per-class bar chart (the first dataset plain, the others hatched, as in Figure 3).
+
+    Args:
+        datasets: Compositions to compare.
+        path: PNG file to write (folders are created).
+        title: Optional figure title.
+
+    Returns:
+        The written path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = max(1, len(datasets))
+    width = 0.8 / n
+    x = np.arange(len(CLASSES))
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(CLASSES), 4.0), dpi=120)
+    handles = []
+    for i, data in enumerate(datasets):
+        hatch = None if i == 0 else ["//", "xx", "..", "\\\\", "++"][(i - 1) % 5]
+        heights = [100 * data.shares[c.name] for c in CLASSES]
+        colours = [np.array(c.colour) / 255 for c in CLASSES]
+        ax.bar(
+            x - 0.4 + width * (i + 0.5),
+            heights,
+            width,
+            color=colours,
+            edgecolor="black",
+            linewidth=0.6,
+            hatch=hatch,
+        )
+        label = f"{data.label} ({data.source}, n={data.num_samples:,})"
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch=hatch, label=label))
+    ax.set_xticks(x, [c.name for c in CLASSES])
+    ax.set_ylabel("share of pixels (%)")
+    ax.set_title(title or "Per-class composition")
+    ax.legend(handles=handles, fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

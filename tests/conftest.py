@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny, seeded shard sets built by code (never downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aras400k.data.demo import make_demo
+from aras400k.data.shards import Sample, ShardWriter
+
+
+def write_random_set(
+    out: Path,
+    n: int,
+    size: int = 32,
+    split: str = "train",
+    source: str = "real",
+    per_shard: int = 4,
+    masks: bool = True,
+    prefix: str = "s",
+) -> Path:
+    """Write ``n`` random samples keyed ``{prefix}{i:04d}`` as a shard set."""
+    rng = np.random.default_rng(abs(hash((str(out), n))) % 2**32)
+    with ShardWriter(out, split=split, source=source, samples_per_shard=per_shard) as writer:
+        for i in range(n):
+            image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            mask = rng.integers(0, 7, (size, size), dtype=np.uint8) if masks else None
+            writer.write(Sample(key=f"{prefix}{i:04d}", image=image, mask=mask))
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo set (48/16/16 samples of 32 px) shared by the whole session."""
+    root = tmp_path_factory.mktemp("demo") / "demo"
+    make_demo(root, (48, 16, 16), image_size=32, samples_per_shard=8, progress=False)
+    return root
