@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from aras400k.data.shards import SampleError, decode_sample, iter_raw_samples, read_manifest
 
@@ -229,7 +230,7 @@ class ShardDataset(IterableDataset):
     def _weighted_stream(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
         start, stop = partition_range(self.samples_per_epoch, slot, slots)
         rng = self._epoch_rng(slot)
-        weights = np.array([s.weight for s in self.sources], dtype=np.float64)
+        weights = [float(s.weight or 0.0) for s in self.sources]
         streams = [self._cycle_source(i, slot, slots, rng) for i in range(len(self.sources))]
         for _ in range(stop - start):
             pick = rng.choices(range(len(streams)), weights=weights)[0]
@@ -329,7 +330,7 @@ class EpochDataLoader(DataLoader):
             raise ValueError("EpochDataLoader cannot use persistent_workers: workers would keep epoch 0's order")
         super().__init__(*args, **kwargs)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> _BaseDataLoaderIter:
         """Start an epoch."""
         if isinstance(self.dataset, ShardDataset):
             self.dataset.set_epoch(self.dataset.passes)

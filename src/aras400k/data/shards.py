@@ -273,6 +273,7 @@ class ShardWriter:
         self.compress_level = compress_level
         self.extra = dict(extra or {})
         self.shards: list[dict[str, Any]] = []
+        self.manifest: dict[str, Any] = {}
         self.num_samples = 0
         self.num_masks = 0
         self.pixel_counts = np.zeros(NUM_CLASSES, dtype=np.int64)

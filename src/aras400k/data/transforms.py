@@ -6,6 +6,8 @@ GPU when there is one and the loader workers only decode PNGs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import kornia.augmentation as K
 import torch
 from torch import nn
@@ -39,7 +41,7 @@ class JointAugmentation(nn.Module):
         colour_p: float = 0.5,
     ) -> None:
         super().__init__()
-        steps: list[nn.Module] = []
+        steps: list[Any] = []
         if hflip > 0:
             steps.append(K.RandomHorizontalFlip(p=hflip))
         if vflip > 0:
@@ -79,6 +81,9 @@ class Normalize(nn.Module):
         mean: Per-channel mean in ``[0, 1]`` units.
         std: Per-channel standard deviation in ``[0, 1]`` units.
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(
         self, mean: tuple[float, ...] = (0.485, 0.456, 0.406), std: tuple[float, ...] = (0.229, 0.224, 0.225)

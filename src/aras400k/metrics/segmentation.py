@@ -1,0 +1,124 @@
+"""The paper's segmentation metrics from one confusion matrix.
+
+:class:`SegmentationMetrics` accumulates a ``C x C`` confusion matrix (summed across
+processes) and derives everything from it: macro F1, IoU, precision and recall, pixel
+accuracy (the paper's Table 3), and per-class F1 and IoU by class name (its Table 4).
+
+Macro averages follow scikit-learn's ``f1_score(..., average="macro", zero_division=0)``
+over all flattened pixels of a split: the mean runs over the classes that occur in the
+truth *or* the prediction (scikit-learn's default ``labels``), and an undefined ratio
+counts as 0. A class absent from both has no per-class score (NaN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import Metric
+
+from aras400k.classes import CLASS_NAMES, IGNORE_INDEX
+
+__all__ = ["SegmentationMetrics", "scores_from_confusion"]
+
+
+def _safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    return torch.where(den > 0, num / den.clamp(min=1e-12), torch.zeros_like(num))
+
+
+def scores_from_confusion(confmat: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, torch.Tensor]:
+    """Compute the paper's scores from a confusion matrix (rows = truth, columns = prediction).
+
+    Args:
+        confmat: ``(C, C)`` matrix of pixel counts.
+        class_names: Names used for the per-class keys.
+
+    Returns:
+        ``f1_macro``, ``iou_macro``, ``precision_macro``, ``recall_macro``, ``accuracy``
+        and ``f1_<name>``, ``iou_<name>``, ``precision_<name>``, ``recall_<name>`` for every class
+        (NaN for a class absent from truth and prediction).
+    """
+    cm = confmat.double()
+    tp = cm.diagonal()
+    support = cm.sum(1)  # tp + fn
+    predicted = cm.sum(0)  # tp + fp
+    present = (support + predicted) > 0
+    precision = _safe_divide(tp, predicted)
+    recall = _safe_divide(tp, support)
+    f1 = _safe_divide(2 * tp, support + predicted)
+    iou = _safe_divide(tp, support + predicted - tp)
+    n_present = present.sum().clamp(min=1)
+    scores: dict[str, torch.Tensor] = {
+        "f1_macro": f1[present].sum() / n_present,
+        "iou_macro": iou[present].sum() / n_present,
+        "precision_macro": precision[present].sum() / n_present,
+        "recall_macro": recall[present].sum() / n_present,
+        "accuracy": _safe_divide(tp.sum(), cm.sum()),
+    }
+    nan = torch.tensor(float("nan"), dtype=cm.dtype, device=cm.device)
+    for kind, values in (("f1", f1), ("iou", iou), ("precision", precision), ("recall", recall)):
+        for i, name in enumerate(class_names):
+            scores[f"{kind}_{name}"] = torch.where(present[i], values[i], nan)
+    return {k: v.float() for k, v in scores.items()}
+
+
+class SegmentationMetrics(Metric):
+    """Confusion-matrix segmentation metrics: macro and per-class F1/IoU/precision/recall, accuracy.
+
+    One ``bincount`` per batch is the only work on the training path; the scores are
+    derived in :meth:`compute`. The state is summed across processes, so the result on
+    every rank equals a single-process computation over all pixels.
+
+    Args:
+        num_classes: Number of classes.
+        ignore_index: Target value excluded from every score.
+        class_names: Names for per-class keys (default: the land-cover classes).
+
+    Raises:
+        ValueError: If ``class_names`` does not have ``num_classes`` entries.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    confmat: torch.Tensor
+
+    def __init__(
+        self, num_classes: int = 7, ignore_index: int | None = IGNORE_INDEX, class_names: Sequence[str] | None = None
+    ) -> None:
+        super().__init__()
+        names = tuple(class_names) if class_names is not None else tuple(CLASS_NAMES[:num_classes])
+        if len(names) != num_classes:
+            raise ValueError(f"got {len(names)} class names for {num_classes} classes")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = names
+        self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch.
+
+        Args:
+            preds: ``(B, C, H, W)`` logits/probabilities or ``(B, H, W)`` class indices.
+            target: ``(B, H, W)`` class indices (``ignore_index`` pixels are skipped).
+
+        Raises:
+            ValueError: On mismatched shapes or a target value out of range.
+        """
+        if preds.ndim == target.ndim + 1:
+            preds = preds.argmax(1)
+        if preds.shape != target.shape:
+            raise ValueError(f"prediction shape {tuple(preds.shape)} differs from target shape {tuple(target.shape)}")
+        target = target.reshape(-1).long()
+        preds = preds.reshape(-1).long()
+        if self.ignore_index is not None:
+            keep = target != self.ignore_index
+            target, preds = target[keep], preds[keep]
+        if target.numel() and (int(target.max()) >= self.num_classes or int(target.min()) < 0):
+            raise ValueError(f"target holds values outside 0..{self.num_classes - 1} (and ignore {self.ignore_index})")
+        index = target * self.num_classes + preds
+        self.confmat += torch.bincount(index, minlength=self.num_classes**2).reshape(self.num_classes, -1)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Scores over everything added since the last reset (see :func:`scores_from_confusion`)."""
+        return scores_from_confusion(self.confmat, self.class_names)

@@ -1,0 +1,341 @@
+"""``SegmentationTask``: the paper's six segmenters as one LightningModule.
+
+One string picks the architecture (segmentation-models-pytorch's factory), one the
+encoder. Networks, losses and metrics are built in ``configure_models``,
+``configure_losses`` and ``configure_metrics``, so a subclass changes one part by
+overriding one hook. Training, validation and test share one step.
+
+The paper reports macro F1, IoU, precision, recall and pixel accuracy (Table 3) and
+per-class F1 (Table 4); they are logged as ``{stage}_f1_macro``, ``{stage}_f1_tree``, ...
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MetricCollection
+
+from aras400k.classes import CLASS_NAMES, IGNORE_INDEX
+from aras400k.metrics.segmentation import SegmentationMetrics
+
+__all__ = ["ARCHITECTURES", "LOSSES", "SegmentationTask", "load_encoder_weights"]
+
+Architecture = Literal["unet", "unetplusplus", "pan", "deeplabv3plus", "segformer", "fpn"]
+LossName = Literal["dice", "ce", "dice+ce", "focal"]
+#: The six architectures of the paper's Table 3.
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+#: Available training losses.
+LOSSES: tuple[str, ...] = get_args(LossName)
+
+# Smallest input side each architecture accepts (PAN's feature pyramid attention
+# halves the 1/16 feature map three more times). Inputs are padded up to it.
+_MIN_SIZE = {"pan": 128}
+_STRIDE = 32
+_HEAD_KEYS = re.compile(r"^(fc|classifier|head|last_linear)\.")
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> int:
+    """Load encoder weights from a local file (never from the network).
+
+    Accepts a plain encoder ``state_dict`` (e.g. a torchvision/timm ResNet checkpoint;
+    classifier head keys are dropped), a full smp model ``state_dict`` (keys under
+    ``encoder.``), or a Lightning checkpoint of a :class:`SegmentationTask`
+    (``state_dict`` with ``model.encoder.`` keys). ``.safetensors`` files are read with
+    safetensors, anything else with ``torch.load(weights_only=True)``.
+
+    Args:
+        encoder: The smp encoder to fill.
+        path: Local weights file.
+
+    Returns:
+        Number of tensors loaded.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If the file does not hold weights for every encoder parameter.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state: dict[str, Any] = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    for prefix in ("model.encoder.", "encoder."):
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            break
+    state = {k: v for k, v in state.items() if not _HEAD_KEYS.match(k)}
+    own = encoder.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not match the encoder: {len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+        )
+    encoder.load_state_dict(state)
+    return len(state)
+
+
+class SegmentationTask(LightningModule):
+    """Semantic segmentation of land-cover patches with any of the paper's six networks.
+
+    Batches are dicts with ``image`` (normalised ``(B, C, H, W)`` floats) and ``mask``
+    (``(B, H, W)`` longs, ``ignore_index`` = ignore), as the aras400k DataModules give.
+
+    Args:
+        arch: Network: ``unet``, ``unetplusplus``, ``pan``, ``deeplabv3plus``, ``segformer`` or ``fpn``.
+        encoder: Any segmentation-models-pytorch encoder name (e.g. ``resnet18``, ``mobilenet_v2``).
+        encoder_weights: ``None`` (random init) or the path of a local weights file
+            (see :func:`load_encoder_weights`). Named sets such as ``"imagenet"`` would
+            download and are refused.
+        in_channels: Input bands.
+        num_classes: Output classes.
+        loss: ``ce``, ``dice``, ``dice+ce`` or ``focal``.
+        class_weights: Per-class cross-entropy weights (``num_classes`` values).
+        ignore_index: Mask value left out of loss and metrics.
+        lr: AdamW learning rate (when ``optimizer`` is not given).
+        weight_decay: AdamW weight decay (when ``optimizer`` is not given).
+        patience: ReduceLROnPlateau patience in epochs (when ``lr_scheduler`` is not given).
+        monitor: Metric the default scheduler follows (maximised).
+        optimizer: Optimiser factory from the config (``class_path`` + ``init_args``); default AdamW.
+        lr_scheduler: Scheduler factory from the config; default ReduceLROnPlateau on ``monitor``.
+
+    Raises:
+        ValueError: On an unknown architecture or loss, wrong ``class_weights`` length,
+            or a named (downloadable) ``encoder_weights``.
+    """
+
+    def __init__(
+        self,
+        arch: Architecture = "unet",
+        encoder: str = "resnet18",
+        encoder_weights: str | None = None,
+        in_channels: int = 3,
+        num_classes: int = 7,
+        loss: LossName = "ce",
+        class_weights: list[float] | None = None,
+        ignore_index: int = IGNORE_INDEX,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        patience: int = 5,
+        monitor: str = "val_f1_macro",
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHITECTURES}")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(f"class_weights has {len(class_weights)} values for {num_classes} classes")
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.class_names = (
+            tuple(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else tuple(f"class{i}" for i in range(num_classes))
+        )
+        self.last_confmat: dict[str, torch.Tensor] = {}
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+
+    # -- overridable parts -------------------------------------------------------------
+
+    def configure_models(self) -> None:
+        """Build ``self.model`` (an smp model) and load local encoder weights if given."""
+        hp = self.hparams
+        weights = hp["encoder_weights"]
+        if weights is not None and not Path(weights).exists() and Path(weights).suffix == "" and "/" not in weights:
+            raise ValueError(
+                f"encoder_weights={weights!r} names a pretrained set that would be downloaded; aras400k never "
+                "downloads at run time: pass the path of a local weights file, or null for random init"
+            )
+        self.model = smp.create_model(
+            hp["arch"],
+            encoder_name=hp["encoder"],
+            encoder_weights=None,
+            in_channels=hp["in_channels"],
+            classes=hp["num_classes"],
+        )
+        if weights is not None:
+            load_encoder_weights(self.model.encoder, weights)
+
+    def configure_losses(self) -> None:
+        """Build ``self.criterion`` from ``loss``, ``class_weights`` and ``ignore_index``."""
+        hp = self.hparams
+        weight = torch.tensor(hp["class_weights"], dtype=torch.float32) if hp["class_weights"] else None
+        ce = nn.CrossEntropyLoss(weight=weight, ignore_index=hp["ignore_index"])
+        dice = smp.losses.DiceLoss("multiclass", ignore_index=hp["ignore_index"])
+        losses: dict[str, nn.Module] = {
+            "ce": ce,
+            "dice": dice,
+            "focal": smp.losses.FocalLoss("multiclass", ignore_index=hp["ignore_index"]),
+            "dice+ce": _SumLoss(dice, ce),
+        }
+        self.criterion = losses[hp["loss"]]
+
+    def configure_metrics(self) -> None:
+        """Build one metric collection per stage (``train_``, ``val_``, ``test_`` prefixes)."""
+        base = MetricCollection(
+            [SegmentationMetrics(self.hparams["num_classes"], self.hparams["ignore_index"], self.class_names)]
+        )
+        self.train_metrics = base.clone(prefix="train_")
+        self.val_metrics = base.clone(prefix="val_")
+        self.test_metrics = base.clone(prefix="test_")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW + ReduceLROnPlateau on validation macro F1 unless the config gives factories."""
+        if self.optimizer_factory is not None:
+            optimizer = self.optimizer_factory(self.parameters())
+        else:
+            optimizer = torch.optim.AdamW(
+                self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
+            )
+        if self.scheduler_factory is not None:
+            scheduler = self.scheduler_factory(optimizer)
+        else:
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=0.5, patience=self.hparams["patience"]
+            )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams["monitor"], "strict": False},
+        }
+
+    # -- inference -----------------------------------------------------------------------
+
+    def _padded_size(self, side: int) -> int:
+        side = max(side, _MIN_SIZE.get(self.hparams["arch"], _STRIDE))
+        return -(-side // _STRIDE) * _STRIDE
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits for a batch; inputs are padded to a size the network accepts and cropped back.
+
+        Args:
+            images: ``(B, C, H, W)`` normalised images.
+
+        Returns:
+            ``(B, num_classes, H, W)`` logits.
+        """
+        h, w = images.shape[-2:]
+        ph, pw = self._padded_size(h) - h, self._padded_size(w) - w
+        if ph or pw:
+            pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+            mode = "reflect" if max(pad) < min(h, w) else "replicate"
+            logits = self.model(F.pad(images, pad, mode=mode))
+            return logits[..., pad[2] : pad[2] + h, pad[0] : pad[0] + w]
+        return self.model(images)
+
+    @torch.no_grad()
+    def predict_masks(self, images: torch.Tensor) -> torch.Tensor:
+        """Predicted class index per pixel.
+
+        Args:
+            images: ``(B, C, H, W)`` normalised images.
+
+        Returns:
+            ``(B, H, W)`` uint8 class indices.
+        """
+        return self(images).argmax(1).to(torch.uint8)
+
+    @torch.no_grad()
+    def extract_features(self, images: torch.Tensor, pooled: bool = True) -> torch.Tensor:
+        """Bottleneck (deepest encoder) features, the domain feature space for FID and t-SNE/UMAP.
+
+        Args:
+            images: ``(B, C, H, W)`` normalised images.
+            pooled: Global-average-pool to ``(B, D)``; otherwise return the ``(B, D, h, w)`` map.
+
+        Returns:
+            The features.
+        """
+        h, w = images.shape[-2:]
+        ph, pw = self._padded_size(h) - h, self._padded_size(w) - w
+        if ph or pw:
+            images = F.pad(images, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
+        deepest = self.model.encoder(images)[-1]
+        return deepest.mean(dim=(2, 3)) if pooled else deepest
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:
+        images, masks = batch["image"], batch["mask"]
+        logits = self(images)
+        loss = self.criterion(logits, masks)
+        if not torch.isfinite(loss):
+            keys = batch.get("key", [])[:4]
+            raise FloatingPointError(
+                f"{stage} loss became {loss.item()} at step {self.global_step} (batch keys {keys}); "
+                "lower the learning rate or check the inputs"
+            )
+        preds = logits.detach().argmax(1)
+        self._metrics(stage).update(preds, masks)
+        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(masks))
+        return {"loss": loss, "preds": preds}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """One optimisation step."""
+        return self._shared_step(batch, "train")["loss"]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Loss and metric update on a validation batch; returns predictions for callbacks."""
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Loss and metric update on a test batch; returns predictions for callbacks."""
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Predicted masks with their keys."""
+        return {"key": batch.get("key"), "mask": self.predict_masks(batch["image"])}
+
+    def _metrics(self, stage: str) -> MetricCollection:
+        return getattr(self, f"{stage}_metrics")
+
+    def _log_epoch(self, stage: str) -> None:
+        collection = self._metrics(stage)
+        scores = collection.compute()
+        metric = next(iter(collection.values()))
+        self.last_confmat[stage] = metric.confmat.detach().cpu().clone()
+        headline = f"{stage}_f1_macro"
+        self.log(headline, scores.pop(headline), prog_bar=True)
+        self.log_dict(scores)
+        collection.reset()
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's training metrics."""
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the validation metrics (macro F1 drives the scheduler and checkpoints)."""
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log the test metrics."""
+        self._log_epoch("test")
+
+
+class _SumLoss(nn.Module):
+    """Sum of several losses on the same inputs (``dice+ce``)."""
+
+    def __init__(self, *losses: nn.Module) -> None:
+        super().__init__()
+        self.losses = nn.ModuleList(losses)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum((loss(logits, target) for loss in self.losses), torch.zeros((), device=logits.device))

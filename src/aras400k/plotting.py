@@ -1,0 +1,112 @@
+"""Figures written as PNG files, so they work with any logger (or none)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from aras400k.classes import IGNORE_INDEX, index_to_colour
+
+__all__ = ["plot_confusion_matrix", "plot_prediction_grid", "save_figure"]
+
+
+def _pyplot():  # noqa: ANN202 - matplotlib's module type
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: object, path: str | Path) -> Path:
+    """Save a matplotlib figure atomically (temporary name, then rename) and close it.
+
+    Args:
+        fig: A matplotlib ``Figure``.
+        path: Destination PNG.
+
+    Returns:
+        The path written.
+    """
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)  # type: ignore[attr-defined]
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_confusion_matrix(
+    confmat: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = "Confusion matrix"
+) -> Path:
+    """Draw a row-normalised confusion matrix (rows: truth, columns: prediction) with counts.
+
+    Args:
+        confmat: ``(C, C)`` pixel counts.
+        class_names: Class labels.
+        path: Destination PNG.
+        title: Figure title.
+
+    Returns:
+        The path written.
+    """
+    plt = _pyplot()
+    cm = np.asarray(confmat, dtype=np.float64)
+    rows = cm.sum(1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.7 * n), dpi=120)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(
+                j, i, f"{100 * share[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                color="white" if share[i, j] > 0.5 else "black",
+            )  # fmt: skip
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), [f"{name} ({int(rows[i, 0]):,})" for i, name in enumerate(class_names)])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (pixels)")
+    ax.set_title(f"{title} (% of true pixels)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_prediction_grid(
+    images: np.ndarray, masks: np.ndarray | None, preds: np.ndarray, path: str | Path, keys: Sequence[str] | None = None
+) -> Path:
+    """Draw rows of image / true mask / predicted mask in the release colours.
+
+    Args:
+        images: ``(N, H, W, 3)`` floats in ``[0, 1]`` or uint8.
+        masks: ``(N, H, W)`` true class indices (255 drawn black), or ``None``.
+        preds: ``(N, H, W)`` predicted class indices.
+        path: Destination PNG.
+        keys: Optional sample keys for the row titles.
+
+    Returns:
+        The path written.
+    """
+    plt = _pyplot()
+    n = len(images)
+    cols = 3 if masks is not None else 2
+    fig, axes = plt.subplots(n, cols, figsize=(2.2 * cols, 2.2 * n), dpi=100, squeeze=False)
+    for i in range(n):
+        panels = [images[i]]
+        titles = [keys[i] if keys is not None else "image"]
+        if masks is not None:
+            panels.append(index_to_colour(np.where(masks[i] == IGNORE_INDEX, IGNORE_INDEX, masks[i])))
+            titles.append("truth")
+        panels.append(index_to_colour(preds[i]))
+        titles.append("prediction")
+        for ax, panel, title in zip(axes[i], panels, titles, strict=True):
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_title(title, fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    return save_figure(fig, path)
