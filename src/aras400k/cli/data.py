@@ -50,6 +50,12 @@ def build_parser() -> ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the whole set")
     demo.add_argument("--samples_per_shard", type=int, default=200, help="samples per tar file")
     demo.add_argument("--overwrite", type=bool, default=False, help="replace existing shard sets")
+    demo.add_argument(
+        "--source",
+        choices=["real", "synth_uncond", "synth_cond"],
+        default="real",
+        help="source recorded in the shards (a synth_* set with another seed is a stand-in for GAN output)",
+    )
     commands.add_subcommand("demo", demo, help="build the procedural demo set")
 
     imp = _subparser("Import the published ARAS400k release (ROOT/{split}/{images,masks}/*.png) into shards.")
@@ -107,7 +113,13 @@ def _demo(cfg: Namespace) -> int:
     from aras400k.data.demo import make_demo
 
     written = make_demo(
-        cfg.out, (cfg.train, cfg.val, cfg.test), cfg.image_size, cfg.seed, cfg.samples_per_shard, cfg.overwrite
+        cfg.out,
+        (cfg.train, cfg.val, cfg.test),
+        cfg.image_size,
+        cfg.seed,
+        cfg.samples_per_shard,
+        cfg.overwrite,
+        source=cfg.source,
     )
     print(f"wrote {sum(written.values())} samples to {cfg.out}: " + ", ".join(f"{k} {v}" for k, v in written.items()))
     return 0

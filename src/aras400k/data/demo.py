@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from aras400k.data.scenes import generate_scene
-from aras400k.data.shards import MANIFEST_NAME, Sample, ShardWriter
+from aras400k.data.shards import MANIFEST_NAME, Sample, ShardWriter, Source
 from aras400k.data.splits import SPLIT_NAMES
 
 __all__ = ["DEFAULT_DEMO_SAMPLES", "demo_is_ready", "demo_sample", "make_demo"]
@@ -54,6 +54,7 @@ def make_demo(
     samples_per_shard: int = 200,
     overwrite: bool = False,
     progress: bool = True,
+    source: Source = "real",
 ) -> dict[str, int]:
     """Write the procedural demo set as ``out_dir/{train,val,test}`` shard sets.
 
@@ -66,6 +67,9 @@ def make_demo(
         samples_per_shard: Samples per tar file.
         overwrite: Replace existing shard sets.
         progress: Show a progress bar.
+        source: ``source`` recorded in the shards. Another seed with ``synth_uncond`` or
+            ``synth_cond`` gives a procedural stand-in for synthetic data, for trying the
+            real/synthetic study before any GAN is trained.
 
     Returns:
         Split name -> samples written.
@@ -85,7 +89,12 @@ def make_demo(
     with bar:
         for split, count in zip(SPLIT_NAMES, num_samples, strict=True):
             with ShardWriter(
-                out_dir / split, split=split, samples_per_shard=samples_per_shard, overwrite=overwrite, extra=extra
+                out_dir / split,
+                split=split,
+                source=source,
+                samples_per_shard=samples_per_shard,
+                overwrite=overwrite,
+                extra=extra,
             ) as writer:
                 for index in range(count):
                     writer.write(demo_sample(split, index, image_size, seed))
