@@ -20,6 +20,7 @@ Augmentation and normalisation run on the device in ``on_after_batch_transfer``.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,10 @@ from aras400k.data.demo import DEFAULT_DEMO_SAMPLES, demo_is_ready, make_demo
 from aras400k.data.transforms import JointAugmentation, Normalize
 
 __all__ = ["GANDataModule", "SegmentationDataModule", "ShardDataModule"]
+
+# ShardDataset partitions samples exactly over ranks and workers, so Lightning's
+# caution about __len__ on multi-worker IterableDatasets does not apply to it.
+warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
