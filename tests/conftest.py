@@ -6,9 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from aras400k.data.demo import make_demo
 from aras400k.data.shards import Sample, ShardWriter
+
+# Test models are tiny: one intra-op thread is faster than two, and on a shared
+# 2-core machine more threads than cores slows torch down several-fold.
+torch.set_num_threads(1)
 
 
 def write_random_set(

@@ -21,6 +21,7 @@ Augmentation and normalisation run on the device in ``on_after_batch_transfer``.
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,9 @@ class ShardDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # Checkpoints store these hyperparameters and load with weights_only=True:
+        # keep them plain values (dicts), not ShardSource objects.
+        self.hparams["train"] = [asdict(self._source(s)) for s in train] if train else None
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:

@@ -63,6 +63,9 @@ SOURCES = ("real", "synth_uncond", "synth_cond")
 Source = Literal["real", "synth_uncond", "synth_cond"]
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+#: Members the writer builds itself; a raw member may not replace them (the manifest's
+#: pixel counts and the meta defaults depend on them).
+_WRITER_MEMBERS = frozenset({"image.png", "mask.png", "meta.json"})
 
 
 class ManifestError(ValueError):
@@ -83,6 +86,10 @@ class Sample:
         mask: ``(H, W)`` uint8 class indices, or ``None`` for an unlabelled image.
         meta: Contents of ``meta.json``.
         captions: Contents of ``captions.json``, or ``None``.
+        image_png: Already-encoded ``image.png`` written verbatim instead of encoding
+            ``image`` (to copy a sample byte for byte); it must decode to ``image``.
+        raw_members: Further members written verbatim, name -> bytes (e.g. members
+            this library does not know, copied from another shard set).
     """
 
     key: str
@@ -90,6 +97,8 @@ class Sample:
     mask: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     captions: list[dict[str, Any]] | None = None
+    image_png: bytes | None = None
+    raw_members: dict[str, bytes] = field(default_factory=dict)
 
 
 def encode_png(array: np.ndarray, compress_level: int = 6) -> bytes:
@@ -224,6 +233,8 @@ class ShardWriter:
     Each shard is written as ``NAME.tar.tmp`` and renamed to ``NAME.tar`` once full, so
     an interrupted run never leaves a truncated ``.tar``. ``source``, ``split`` and
     ``composition`` are filled into ``meta.json`` when the sample does not set them.
+    A sample's ``image_png`` and ``raw_members`` are stored byte for byte, so a stage
+    can copy samples from another shard set and change only what it recomputes.
 
     Args:
         out_dir: Folder to create. It must not already hold a manifest unless
@@ -297,8 +308,9 @@ class ShardWriter:
     def _open_next(self) -> None:
         name = self._shard_name(len(self.shards))
         self._tmp_path = self.out_dir / (name + ".tmp")
-        # A fixed mtime makes shards byte-identical across runs with the same input.
-        self._tar = wds.TarWriter(str(self._tmp_path), mtime=0.0)
+        # A fixed mtime makes shards byte-identical across runs with the same input; no
+        # encoder, so every member (all bytes already) is stored exactly as given.
+        self._tar = wds.TarWriter(str(self._tmp_path), mtime=0.0, encoder=False)
         self._tar_count = 0
 
     def _finish_shard(self) -> None:
@@ -317,9 +329,11 @@ class ShardWriter:
         Args:
             sample: The sample; its ``meta`` gets ``source``, ``split`` and
                 ``composition`` added when missing (composition needs a mask).
+                ``image_png`` and ``raw_members`` are written verbatim.
 
         Raises:
-            ValueError: On a bad key, a repeated key, or a malformed image or mask.
+            ValueError: On a bad key, a repeated key, a malformed image or mask, or a raw
+                member with a bad name or one the writer builds itself.
         """
         if self._closed:
             raise RuntimeError("ShardWriter is closed")
@@ -331,10 +345,14 @@ class ShardWriter:
         image = np.asarray(sample.image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"sample {key}: image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        raw_members = _check_raw_members(key, sample.raw_members, with_captions=sample.captions is not None)
+        if sample.image_png is not None and not isinstance(sample.image_png, bytes):
+            raise ValueError(f"sample {key}: image_png must be bytes, got {type(sample.image_png).__name__}")
         meta = dict(sample.meta)
         meta.setdefault("source", self.source)
         meta.setdefault("split", self.split)
-        members: dict[str, Any] = {"__key__": key, "image.png": encode_png(image, self.compress_level)}
+        image_png = sample.image_png if sample.image_png is not None else encode_png(image, self.compress_level)
+        members: dict[str, Any] = {"__key__": key, "image.png": image_png}
         if sample.mask is not None:
             mask = np.asarray(sample.mask)
             if mask.shape != image.shape[:2]:
@@ -356,6 +374,7 @@ class ShardWriter:
         members["meta.json"] = json.dumps(meta).encode()
         if sample.captions is not None:
             members["captions.json"] = json.dumps(sample.captions).encode()
+        members.update(raw_members)
         if self._tar is None:
             self._open_next()
         assert self._tar is not None
@@ -399,6 +418,21 @@ class ShardWriter:
             self._tmp_path.unlink(missing_ok=True)
             self._tar = None
         self._closed = True
+
+
+def _check_raw_members(key: str, raw: Mapping[str, bytes], with_captions: bool) -> dict[str, bytes]:
+    """Check the names and types of a sample's verbatim members (before anything is counted)."""
+    taken = _WRITER_MEMBERS | ({"captions.json"} if with_captions else set())
+    for name, data in raw.items():
+        if not name or name.startswith(("_", ".")) or "/" in name:
+            raise ValueError(
+                f"sample {key}: raw member name {name!r} must not be empty, start with '_' or '.', or hold '/'"
+            )
+        if name in taken:
+            raise ValueError(f"sample {key}: raw member {name!r} would replace a member the writer builds")
+        if not isinstance(data, bytes):
+            raise ValueError(f"sample {key}: raw member {name!r} must be bytes, got {type(data).__name__}")
+    return dict(raw)
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torchmetrics import MetricCollection
 
@@ -31,7 +32,7 @@ __all__ = ["ARCHITECTURES", "LOSSES", "SegmentationTask", "load_encoder_weights"
 Architecture = Literal["unet", "unetplusplus", "pan", "deeplabv3plus", "segformer", "fpn"]
 LossName = Literal["dice", "ce", "dice+ce", "focal"]
 #: The six architectures of the paper's Table 3.
-ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
 #: Available training losses.
 LOSSES: tuple[str, ...] = get_args(LossName)
 
@@ -198,7 +199,7 @@ class SegmentationTask(LightningModule):
         self.val_metrics = base.clone(prefix="val_")
         self.test_metrics = base.clone(prefix="test_")
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW + ReduceLROnPlateau on validation macro F1 unless the config gives factories."""
         if self.optimizer_factory is not None:
             optimizer = self.optimizer_factory(self.parameters())
@@ -310,7 +311,7 @@ class SegmentationTask(LightningModule):
     def _log_epoch(self, stage: str) -> None:
         collection = self._metrics(stage)
         scores = collection.compute()
-        metric = next(iter(collection.values()))
+        metric: SegmentationMetrics = next(iter(collection.values()))  # type: ignore[assignment]
         self.last_confmat[stage] = metric.confmat.detach().cpu().clone()
         headline = f"{stage}_f1_macro"
         self.log(headline, scores.pop(headline), prog_bar=True)

@@ -1,0 +1,78 @@
+"""Caption backends behind one interface: ``template``, ``transformers`` and ``openai``.
+
+The ``transformers`` and ``openai`` modules are imported on first use, so the template
+backend (the embedded default) never pays for importing ``transformers``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from aras400k.captioning.backends.base import BackendError, CaptionBackend
+from aras400k.captioning.backends.template import TemplateBackend
+
+__all__ = [
+    "BACKENDS",
+    "BackendError",
+    "CaptionBackend",
+    "OpenAIBackend",
+    "TemplateBackend",
+    "TransformersBackend",
+    "backend_class",
+    "build_backend",
+]
+
+#: Backend name -> ``module:class`` implementing it.
+BACKENDS: dict[str, str] = {
+    "template": "aras400k.captioning.backends.template:TemplateBackend",
+    "transformers": "aras400k.captioning.backends.transformers:TransformersBackend",
+    "openai": "aras400k.captioning.backends.openai:OpenAIBackend",
+}
+
+
+def backend_class(name: str) -> type[CaptionBackend]:
+    """Look up a backend class by its short name.
+
+    Args:
+        name: ``template``, ``transformers`` or ``openai``.
+
+    Returns:
+        The class.
+
+    Raises:
+        ValueError: On an unknown name; the message lists the known ones.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown caption backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    module, _, cls = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_backend(name: str, options: Mapping[str, Any] | None = None) -> CaptionBackend:
+    """Build a backend from its short name and constructor options.
+
+    Args:
+        name: ``template``, ``transformers`` or ``openai``.
+        options: Keyword arguments of the backend's constructor.
+
+    Returns:
+        The backend.
+
+    Raises:
+        ValueError: On an unknown name or option, or a bad option value.
+    """
+    cls = backend_class(name)
+    try:
+        return cls(**dict(options or {}))
+    except TypeError as err:
+        raise ValueError(f"bad options for the {name} caption backend: {err}") from err
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TransformersBackend":
+        return backend_class("transformers")
+    if name == "OpenAIBackend":
+        return backend_class("openai")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,57 @@
+"""The interface every caption backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+from aras400k.captioning.requests import CaptionRequest
+
+__all__ = ["BackendError", "CaptionBackend"]
+
+
+class BackendError(RuntimeError):
+    """A backend could not produce captions (a server kept failing, a model refused the input)."""
+
+
+class CaptionBackend(ABC):
+    """Turns caption requests into caption texts.
+
+    A backend receives a batch of :class:`~aras400k.captioning.requests.CaptionRequest`
+    objects and returns one raw text per request, in order; the
+    :class:`~aras400k.captioning.Captioner` builds the requests, post-processes the
+    texts and handles redundancy and files. Subclass it to add a backend: implement
+    :meth:`generate` and :attr:`model_name`, and release resources in :meth:`close`.
+    """
+
+    #: Short name used by :func:`~aras400k.captioning.backends.build_backend` and the CLI.
+    name: ClassVar[str] = "base"
+
+    @property
+    @abstractmethod
+    def model_name(self) -> str:
+        """Name of the model recorded with every caption (the sidecar's ``model``)."""
+
+    @abstractmethod
+    def generate(self, requests: Sequence[CaptionRequest]) -> list[str]:
+        """Generate one text per request.
+
+        Args:
+            requests: The batch; requests may mix images and text-only prompts.
+
+        Returns:
+            The raw generated texts, in the order of ``requests``.
+
+        Raises:
+            BackendError: If the captions cannot be produced.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release models, threads or connections (the default holds none)."""
+
+    def __enter__(self) -> CaptionBackend:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close()

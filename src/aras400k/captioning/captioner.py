@@ -1,0 +1,568 @@
+"""The :class:`Captioner`: text, vision and hybrid captions for images and shard sets.
+
+The captioner builds one :class:`~aras400k.captioning.requests.CaptionRequest` per
+caption from a sample's image, mask and composition, sends them to a
+:class:`~aras400k.captioning.backends.CaptionBackend` in batches, cleans the texts,
+regenerates repeats with another seed, and for a shard set appends the captions to a
+resumable JSONL sidecar (:mod:`~aras400k.captioning.sidecar`) and optionally writes a
+new shard set with ``captions.json``.
+
+Subclass hooks, each overridable on its own: :meth:`Captioner.build_system_prompt`,
+:meth:`Captioner.build_user_prompt`, :meth:`Captioner.build_request`,
+:meth:`Captioner.caption_seed`, :meth:`Captioner.postprocess` and
+:meth:`Captioner.load_input`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from aras400k.captioning.backends.base import BackendError, CaptionBackend
+from aras400k.captioning.backends.template import TemplateBackend
+from aras400k.captioning.prompts import (
+    DEFAULT_SYSTEM_PROMPT,
+    DEFAULT_USER_PROMPTS,
+    check_user_prompt,
+    prompt_hash,
+    render_prompt,
+)
+from aras400k.captioning.redundancy import DedupeLevel, DuplicateFilter
+from aras400k.captioning.requests import CaptionRequest, Mode, SamplingSettings, check_mode
+from aras400k.captioning.sidecar import CaptionSidecarWriter
+from aras400k.data.composition import composition as mask_composition
+from aras400k.data.shards import SampleError, decode_image, decode_mask, iter_raw_samples, read_manifest, shard_paths
+
+__all__ = ["CaptionInput", "CaptionReport", "CaptionStats", "Captioner"]
+
+_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
+_LABEL = re.compile(r"^\W{0,2}caption\W{0,2}\s*:\s*", re.IGNORECASE)
+_QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019"}
+
+
+@dataclass
+class CaptionInput:
+    """What one sample gives the captioner.
+
+    Attributes:
+        key: Sample key.
+        image: ``(H, W, 3)`` uint8 RGB image (vision and hybrid modes).
+        mask: ``(H, W)`` uint8 class-index mask, when known.
+        composition: Class name -> fraction (text and hybrid modes; computed from the
+            mask when missing).
+        meta: The sample's ``meta.json``, for hooks that want more.
+    """
+
+    key: str
+    image: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    composition: Mapping[str, float] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CaptionStats:
+    """Counts of one captioning call.
+
+    Attributes:
+        captions: Captions produced.
+        regenerated: Captions asked for again because they repeated one already kept
+            (or came back empty).
+        duplicates: Captions kept although they repeat an earlier one (retries ran out,
+            or deduplication is off).
+        empty: Captions kept although empty after post-processing.
+    """
+
+    captions: int = 0
+    regenerated: int = 0
+    duplicates: int = 0
+    empty: int = 0
+
+
+@dataclass
+class CaptionReport:
+    """What :meth:`Captioner.caption_shards` did.
+
+    Attributes:
+        sidecar: The JSONL sidecar.
+        shards_out: The new shard set, if one was written.
+        mode: Captioning mode.
+        model: Model name recorded with the captions.
+        samples: Samples looked at (after ``limit``).
+        resumed: Captions already in the sidecar from an earlier run.
+        stats: Counts of the captions made by this run.
+        skipped: Keys of samples that could not be captioned (corrupt, or lacking the
+            image or composition the mode needs).
+        discarded_bytes: Bytes of a partial last line cut from the sidecar.
+        seconds: Wall time of the captioning.
+    """
+
+    sidecar: Path
+    shards_out: Path | None
+    mode: str
+    model: str
+    samples: int = 0
+    resumed: int = 0
+    stats: CaptionStats = field(default_factory=CaptionStats)
+    skipped: list[str] = field(default_factory=list)
+    discarded_bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def captions_per_s(self) -> float:
+        """Captions made by this run per second."""
+        return self.stats.captions / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One paragraph for the terminal.
+
+        Returns:
+            The summary.
+        """
+        lines = [
+            f"{self.stats.captions} new captions ({self.mode}, {self.model}) for {self.samples} samples "
+            f"in {self.seconds:.1f} s ({self.captions_per_s:.1f} captions/s); {self.resumed} were already "
+            f"in {self.sidecar}",
+            f"regenerated {self.stats.regenerated} repeated or empty captions; "
+            f"{self.stats.duplicates} repeats and {self.stats.empty} empty captions were kept after the retry limit",
+        ]
+        if self.discarded_bytes:
+            lines.append(f"cut a partial last line ({self.discarded_bytes} bytes) left by an interrupted run")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} samples: {', '.join(self.skipped[:5])}")
+        if self.shards_out is not None:
+            lines.append(f"wrote the shard set with captions.json to {self.shards_out}")
+        return "\n".join(lines)
+
+
+class Captioner:
+    """Captions images from their pixels, their class composition, or both.
+
+    Args:
+        mode: ``text`` (a language model reads the composition), ``vision`` (a
+            vision-language model sees the image) or ``hybrid`` (it gets both).
+        backend: What writes the captions; ``None`` uses the model-free
+            :class:`~aras400k.captioning.backends.TemplateBackend`.
+        system_prompt: System prompt; ``None`` uses
+            :data:`~aras400k.captioning.prompts.DEFAULT_SYSTEM_PROMPT`.
+        user_prompt: User prompt template (fields ``{composition}``, ``{dominant}``,
+            ``{key}``); ``None`` uses the mode's default.
+        captions_per_image: Captions per sample (the paper: 5).
+        batch_size: Requests sent to the backend at once.
+        temperature: Sampling temperature (0 = greedy).
+        top_p: Nucleus-sampling mass.
+        max_new_tokens: Longest caption in tokens.
+        seed: Base seed; each caption's seed derives from it, the key, the index and the retry.
+        dedupe: Reject repeats of captions already produced: ``exact`` strings,
+            ``normalized`` (case, whitespace and punctuation ignored) or ``off``.
+        max_retries: Regenerations per caption when it repeats one (or is empty).
+        progress: Show a progress bar with captions/s.
+
+    Raises:
+        ValueError: On an unknown mode or dedupe level, a prompt using fields its mode
+            lacks, or non-positive counts.
+    """
+
+    def __init__(
+        self,
+        mode: Mode = "text",
+        backend: CaptionBackend | None = None,
+        system_prompt: str | None = None,
+        user_prompt: str | None = None,
+        captions_per_image: int = 5,
+        batch_size: int = 16,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        max_new_tokens: int = 96,
+        seed: int = 0,
+        dedupe: DedupeLevel = "normalized",
+        max_retries: int = 3,
+        progress: bool = True,
+    ) -> None:
+        self.mode: Mode = check_mode(mode)
+        if captions_per_image < 1:
+            raise ValueError(f"captions_per_image must be >= 1, got {captions_per_image}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        DuplicateFilter(dedupe)  # validates the level
+        self.backend = backend if backend is not None else TemplateBackend()
+        self.system_prompt = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+        self.user_prompt = check_user_prompt(DEFAULT_USER_PROMPTS[mode] if user_prompt is None else user_prompt, mode)
+        self.captions_per_image = captions_per_image
+        self.batch_size = batch_size
+        self.sampling = SamplingSettings(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+        self.seed = seed
+        self.dedupe: DedupeLevel = dedupe
+        self.max_retries = max_retries
+        self.progress = progress
+        #: Counts of the latest :meth:`caption` or :meth:`caption_shards` call.
+        self.stats = CaptionStats()
+
+    @property
+    def model_name(self) -> str:
+        """The backend's model name, recorded with every caption."""
+        return self.backend.model_name
+
+    @property
+    def prompt_hash(self) -> str:
+        """Hash of the system and user prompt templates (the sidecar's ``prompt_hash``)."""
+        return prompt_hash(self.system_prompt, self.user_prompt)
+
+    # -- hooks ------------------------------------------------------------------------
+
+    def build_system_prompt(self, item: CaptionInput) -> str:
+        """Render the system prompt for a sample (hook).
+
+        Args:
+            item: The sample.
+
+        Returns:
+            The system prompt.
+        """
+        return render_prompt(self.system_prompt, key=item.key, composition=item.composition)
+
+    def build_user_prompt(self, item: CaptionInput) -> str:
+        """Render the user prompt for a sample (hook).
+
+        Args:
+            item: The sample.
+
+        Returns:
+            The user prompt.
+        """
+        return render_prompt(self.user_prompt, key=item.key, composition=item.composition)
+
+    def caption_seed(self, key: str, index: int, attempt: int) -> int:
+        """Seed of one caption try (hook); stable across runs and machines.
+
+        Args:
+            key: Sample key.
+            index: Caption index.
+            attempt: 0 for the first try, then 1, 2, ... for regenerations.
+
+        Returns:
+            A seed in ``0 .. 2**31 - 1``.
+        """
+        digest = hashlib.sha256(f"{self.seed}/{key}/{index}/{attempt}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+    def build_request(self, item: CaptionInput, index: int, attempt: int = 0) -> CaptionRequest:
+        """Build the request for one caption try (hook).
+
+        Args:
+            item: The sample.
+            index: Caption index.
+            attempt: Regeneration count.
+
+        Returns:
+            The request; vision and hybrid requests carry the image.
+        """
+        return CaptionRequest(
+            system_prompt=self.build_system_prompt(item),
+            user_prompt=self.build_user_prompt(item),
+            image=item.image if self.mode != "text" else None,
+            seed=self.caption_seed(item.key, index, attempt),
+            sampling=self.sampling,
+            mode=self.mode,
+            key=item.key,
+            index=index,
+            composition=item.composition,
+            mask=item.mask,
+        )
+
+    def postprocess(self, text: str, request: CaptionRequest) -> str:
+        """Clean a generated text (hook).
+
+        Removes ``<think>`` blocks, a leading ``Caption:`` label and wrapping quotes,
+        and collapses whitespace.
+
+        Args:
+            text: Raw backend output.
+            request: The request it answers.
+
+        Returns:
+            The caption.
+        """
+        text = _LABEL.sub("", _THINK.sub("", text).strip())
+        if len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
+            text = text[1:-1]
+        return " ".join(text.split())
+
+    def load_input(self, raw: Mapping[str, Any]) -> CaptionInput:
+        """Decode the members of one raw shard sample that this mode needs (hook).
+
+        Args:
+            raw: ``{"__key__": key, "image.png": bytes, ...}`` from
+                :func:`~aras400k.data.shards.iter_raw_samples`.
+
+        Returns:
+            The input; text mode skips decoding the image.
+
+        Raises:
+            SampleError: If a needed member is missing or corrupt.
+        """
+        key = str(raw["__key__"])
+        try:
+            meta = json.loads(raw["meta.json"]) if "meta.json" in raw else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise SampleError(f"sample {key}: meta.json is not valid JSON ({err})") from err
+        composition = meta.get("composition") if isinstance(meta, dict) else None
+        image = None
+        if self.mode != "text":
+            if "image.png" not in raw:
+                raise SampleError(f"sample {key}: member image.png is missing")
+            image = decode_image(raw["image.png"])
+        mask = None
+        if "mask.png" in raw and (self.mode != "text" or composition is None):
+            mask = decode_mask(raw["mask.png"])
+        return CaptionInput(key=key, image=image, mask=mask, composition=composition, meta=meta)
+
+    # -- machinery --------------------------------------------------------------------
+
+    def _complete(self, item: CaptionInput) -> CaptionInput:
+        """Fill the composition from the mask and check the mode's inputs are there."""
+        if item.composition is None and item.mask is not None:
+            item.composition = mask_composition(item.mask)
+        if self.mode in ("vision", "hybrid") and item.image is None:
+            raise ValueError(f"sample {item.key}: {self.mode} mode needs an image")
+        if self.mode in ("text", "hybrid") and item.composition is None:
+            raise ValueError(f"sample {item.key}: {self.mode} mode needs a composition or a mask")
+        return item
+
+    def _run_jobs(
+        self, jobs: Sequence[tuple[CaptionInput, int]], dupes: DuplicateFilter, stats: CaptionStats
+    ) -> list[tuple[str, int]]:
+        """Caption a batch of (sample, index) jobs, regenerating repeats; returns (text, seed) per job."""
+        attempts = [0] * len(jobs)
+        results: list[tuple[str, int] | None] = [None] * len(jobs)
+        todo = list(range(len(jobs)))
+        while todo:
+            requests = [self.build_request(jobs[i][0], jobs[i][1], attempts[i]) for i in todo]
+            texts = self.backend.generate(requests)
+            if len(texts) != len(requests):
+                raise BackendError(
+                    f"backend {self.backend.name} returned {len(texts)} texts for {len(requests)} requests"
+                )
+            retry = []
+            for i, request, raw in zip(todo, requests, texts, strict=True):
+                text = self.postprocess(raw, request)
+                if (not text or dupes.rejects(text)) and attempts[i] < self.max_retries:
+                    attempts[i] += 1
+                    stats.regenerated += 1
+                    retry.append(i)
+                    continue
+                if not text:
+                    stats.empty += 1
+                elif dupes.is_repeat(text):
+                    stats.duplicates += 1
+                dupes.add(text)
+                stats.captions += 1
+                results[i] = (text, request.seed)
+            todo = retry
+        return [r for r in results if r is not None]
+
+    def _bar(self, total: int) -> tqdm:
+        return tqdm(
+            total=total,
+            unit=" captions",
+            desc=f"captions ({self.mode}, {self.model_name})",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+
+    # -- public API -------------------------------------------------------------------
+
+    def caption(
+        self,
+        images: Sequence[np.ndarray] | None = None,
+        compositions: Sequence[Mapping[str, float]] | None = None,
+        masks: Sequence[np.ndarray] | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> list[list[str]]:
+        """Caption images in memory.
+
+        Args:
+            images: ``(H, W, 3)`` uint8 images (vision and hybrid modes).
+            compositions: Class name -> fraction per sample (text and hybrid modes).
+            masks: Class-index masks; give compositions for text mode when missing,
+                and spatial hints to the template backend.
+            keys: Sample names (default ``"0"``, ``"1"``, ...); they seed the captions.
+
+        Returns:
+            ``captions_per_image`` captions per sample, in input order. Repeats are
+            regenerated across the whole call; :attr:`stats` holds the counts.
+
+        Raises:
+            ValueError: If the inputs differ in length or lack what the mode needs.
+            BackendError: If the backend fails.
+        """
+        given = [seq for seq in (images, compositions, masks, keys) if seq is not None]
+        lengths = {len(seq) for seq in given}
+        if not given or len(lengths) != 1:
+            raise ValueError(
+                f"give images, compositions or masks of the same length; got lengths {[len(seq) for seq in given]}"
+            )
+        count = lengths.pop()
+        items = [
+            self._complete(
+                CaptionInput(
+                    key=str(keys[i]) if keys is not None else str(i),
+                    image=None if images is None else np.asarray(images[i]),
+                    mask=None if masks is None else np.asarray(masks[i]),
+                    composition=None if compositions is None else dict(compositions[i]),
+                )
+            )
+            for i in range(count)
+        ]
+        dupes = DuplicateFilter(self.dedupe)
+        self.stats = CaptionStats()
+        jobs = [(item, index) for item in items for index in range(self.captions_per_image)]
+        texts: list[str] = []
+        with self._bar(len(jobs)) as bar:
+            for start in range(0, len(jobs), self.batch_size):
+                batch = jobs[start : start + self.batch_size]
+                texts.extend(text for text, _ in self._run_jobs(batch, dupes, self.stats))
+                bar.update(len(batch))
+        per = self.captions_per_image
+        return [texts[i * per : (i + 1) * per] for i in range(count)]
+
+    def _iter_inputs(self, in_dir: Path, limit: int | None, skipped: list[str]) -> Iterator[CaptionInput]:
+        """Yield the inputs of the first ``limit`` samples; corrupt or incomplete ones are skipped."""
+        seen = 0
+        for path in shard_paths(in_dir):
+            for raw in iter_raw_samples(path):
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                try:
+                    yield self._complete(self.load_input(raw))
+                except ValueError as err:  # SampleError is a ValueError
+                    skipped.append(str(raw.get("__key__", "?")))
+                    if len(skipped) <= 3:
+                        warnings.warn(f"skipping a sample of {path}: {err}", stacklevel=3)
+
+    def caption_shards(
+        self,
+        in_dir: str | Path,
+        out: str | Path,
+        shards_out: str | Path | None = None,
+        limit: int | None = None,
+        overwrite: bool = False,
+        samples_per_shard: int | None = None,
+    ) -> CaptionReport:
+        """Caption a shard set into a JSONL sidecar, resuming what an earlier run left.
+
+        Captions already in ``out`` for a ``(key, index)`` are kept and not made again;
+        a partial last line is cut off first. Every batch is appended and flushed, so a
+        killed run loses at most the batch in flight.
+
+        Args:
+            in_dir: Shard set folder.
+            out: The ``.jsonl`` sidecar (created, or resumed).
+            shards_out: Also write a new shard set here, every member of the input
+                copied plus ``captions.json`` (existing captions first, then these); one
+                made earlier from the same input and sidecar is replaced.
+            limit: Caption only the first ``limit`` samples.
+            overwrite: Start the sidecar afresh and replace an existing ``shards_out``.
+            samples_per_shard: Samples per tar in ``shards_out`` (default: as the input).
+
+        Returns:
+            The report.
+
+        Raises:
+            ManifestError: If ``in_dir`` is not a shard set.
+            ValueError: If the sidecar holds captions of another mode, model or prompt,
+                or ``shards_out`` is the input.
+            FileExistsError: If ``shards_out`` holds another shard set and ``overwrite`` is off.
+            BackendError: If the backend fails (captions of finished batches are kept).
+        """
+        from aras400k.captioning.shards import check_shards_out, write_captioned_shards
+
+        in_dir, out = Path(in_dir), Path(out)
+        manifest = read_manifest(in_dir)
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        if shards_out is not None:
+            check_shards_out(in_dir, shards_out, overwrite, out)
+        report = CaptionReport(
+            sidecar=out, shards_out=Path(shards_out) if shards_out else None, mode=self.mode, model=self.model_name
+        )
+        self.stats = report.stats
+        start = time.perf_counter()
+        with CaptionSidecarWriter(out, overwrite=overwrite) as writer:
+            self._check_resumable(writer)
+            report.discarded_bytes = writer.discarded_bytes
+            done = writer.done
+            report.resumed = len(done)
+            dupes = DuplicateFilter(self.dedupe, seen=(r["text"] for r in writer.records))
+            samples = manifest["num_samples"] if limit is None else min(limit, manifest["num_samples"])
+            total = max(samples * self.captions_per_image - len(done), 0)
+            jobs: list[tuple[CaptionInput, int]] = []
+            with self._bar(total) as bar:
+                for item in self._iter_inputs(in_dir, limit, report.skipped):
+                    report.samples += 1
+                    jobs.extend((item, i) for i in range(self.captions_per_image) if (item.key, i) not in done)
+                    while len(jobs) >= self.batch_size:
+                        self._write_batch(jobs[: self.batch_size], writer, dupes, bar)
+                        del jobs[: self.batch_size]
+                if jobs:
+                    self._write_batch(jobs, writer, dupes, bar)
+            report.samples += len(report.skipped)
+        report.seconds = time.perf_counter() - start
+        if report.skipped:
+            warnings.warn(
+                f"skipped {len(report.skipped)} samples of {in_dir} (first: {', '.join(report.skipped[:5])})",
+                stacklevel=2,
+            )
+        if shards_out is not None:
+            write_captioned_shards(
+                in_dir, out, shards_out, limit=limit, overwrite=overwrite, samples_per_shard=samples_per_shard
+            )
+        return report
+
+    def _write_batch(
+        self,
+        jobs: Sequence[tuple[CaptionInput, int]],
+        writer: CaptionSidecarWriter,
+        dupes: DuplicateFilter,
+        bar: tqdm,
+    ) -> None:
+        results = self._run_jobs(jobs, dupes, self.stats)
+        model, digest = self.model_name, self.prompt_hash
+        writer.write(
+            {
+                "key": item.key,
+                "index": index,
+                "text": text,
+                "model": model,
+                "mode": self.mode,
+                "prompt_hash": digest,
+                "seed": seed,
+            }
+            for (item, index), (text, seed) in zip(jobs, results, strict=True)
+        )
+        bar.update(len(jobs))
+
+    def _check_resumable(self, writer: CaptionSidecarWriter) -> None:
+        """Refuse to append to a sidecar made with another mode, model or prompt."""
+        mine = (self.mode, self.model_name, self.prompt_hash)
+        for record in writer.records:
+            theirs = (record["mode"], record["model"], record["prompt_hash"])
+            if theirs != mine:
+                raise ValueError(
+                    f"{writer.path} holds captions made with mode={theirs[0]}, model={theirs[1]}, "
+                    f"prompt_hash={theirs[2]} but this run uses mode={mine[0]}, model={mine[1]}, "
+                    f"prompt_hash={mine[2]}; give another output file or overwrite it (--overwrite true)"
+                )

@@ -1,0 +1,217 @@
+"""The caption sidecar: a keyed JSONL file with one caption per line.
+
+Each line is one JSON object::
+
+    {"key": "N36E027_000_001", "index": 0, "text": "...", "model": "Qwen3-VL-8B",
+     "mode": "hybrid", "prompt_hash": "3f2a...", "seed": 1234}
+
+``index`` runs over ``0 .. captions_per_image - 1`` and each ``(key, index)`` occurs at
+most once. ``prompt_hash`` identifies the system + user prompt templates
+(:func:`~aras400k.captioning.prompts.prompt_hash`); ``seed`` is the seed the caption
+was generated with. A writer appends whole batches and flushes after each, so a killed
+run leaves at most one partial last line; readers ignore a last line without its
+newline and :class:`CaptionSidecarWriter` cuts it off before appending.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aras400k.captioning.requests import MODES
+
+__all__ = ["SIDECAR_FIELDS", "CaptionSidecarWriter", "check_record", "read_caption_records", "read_captions"]
+
+#: Field name -> type of a sidecar record.
+SIDECAR_FIELDS: dict[str, type] = {
+    "key": str,
+    "index": int,
+    "text": str,
+    "model": str,
+    "mode": str,
+    "prompt_hash": str,
+    "seed": int,
+}
+
+
+def check_record(record: Mapping[str, Any], where: str = "record") -> dict[str, Any]:
+    """Check one sidecar record's fields and types.
+
+    Args:
+        record: The record.
+        where: Location named in the error message (e.g. ``"file.jsonl line 3"``).
+
+    Returns:
+        The record as a plain dict with the fields in :data:`SIDECAR_FIELDS` order
+        (extra fields are kept after them).
+
+    Raises:
+        ValueError: On a missing field, a wrong type, a negative index or an unknown mode.
+    """
+    if not isinstance(record, Mapping):
+        raise ValueError(f"{where}: a caption record must be a JSON object, got {type(record).__name__}")
+    for name, kind in SIDECAR_FIELDS.items():
+        if name not in record:
+            raise ValueError(f"{where}: caption record lacks the field {name!r}")
+        value = record[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"{where}: field {name!r} must be {kind.__name__}, got {value!r}")
+    if record["index"] < 0:
+        raise ValueError(f"{where}: caption index must be >= 0, got {record['index']}")
+    if record["mode"] not in MODES:
+        raise ValueError(f"{where}: mode must be one of {', '.join(MODES)}, got {record['mode']!r}")
+    out = {name: record[name] for name in SIDECAR_FIELDS}
+    out.update({k: v for k, v in record.items() if k not in SIDECAR_FIELDS})
+    return out
+
+
+def _read_complete(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Parse the newline-terminated lines of a sidecar.
+
+    Returns:
+        The records and the byte length of the complete lines (where a partial tail starts).
+    """
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    records: list[dict[str, Any]] = []
+    seen: set[tuple[str, int]] = set()
+    for number, line in enumerate(data[:end].splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{where} is not valid JSON ({err}); the sidecar is corrupt") from err
+        record = check_record(record, where)
+        ident = (record["key"], record["index"])
+        if ident in seen:
+            raise ValueError(f"{where}: a second caption for key {ident[0]!r} index {ident[1]}")
+        seen.add(ident)
+        records.append(record)
+    return records, end
+
+
+def read_caption_records(path: str | Path) -> list[dict[str, Any]]:
+    """Read every complete record of a sidecar, in file order.
+
+    A last line without its newline (a write cut short by a kill) is ignored.
+
+    Args:
+        path: The ``.jsonl`` sidecar.
+
+    Returns:
+        The records.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: On a malformed line or a repeated ``(key, index)``; the message names
+            the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"caption sidecar {path} does not exist")
+    return _read_complete(path)[0]
+
+
+def read_captions(path: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """Read a sidecar grouped by sample key.
+
+    Args:
+        path: The ``.jsonl`` sidecar.
+
+    Returns:
+        Key -> that sample's records sorted by ``index``, keys in order of first appearance.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: On a malformed line or a repeated ``(key, index)``.
+    """
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for record in read_caption_records(path):
+        grouped.setdefault(record["key"], []).append(record)
+    for records in grouped.values():
+        records.sort(key=lambda r: r["index"])
+    return grouped
+
+
+class CaptionSidecarWriter:
+    """Append caption records to a sidecar, resuming a file a killed run left behind.
+
+    On opening, an existing file's complete records are read back into :attr:`records`
+    and a partial last line is cut off, so appending continues cleanly. Every
+    :meth:`write` appends a whole batch and flushes it.
+
+    Args:
+        path: The ``.jsonl`` sidecar; its folder is created.
+        overwrite: Start a new file instead of resuming an existing one.
+        fsync: Also ``fsync`` after each batch (survives a power cut, not just a kill).
+
+    Raises:
+        ValueError: If an existing file is malformed (see :func:`read_caption_records`).
+    """
+
+    def __init__(self, path: str | Path, overwrite: bool = False, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.records: list[dict[str, Any]] = []
+        #: Bytes of a partial last line cut off when resuming.
+        self.discarded_bytes = 0
+        if self.path.exists() and not overwrite:
+            self.records, end = _read_complete(self.path)
+            self.discarded_bytes = self.path.stat().st_size - end
+            if self.discarded_bytes:
+                with self.path.open("r+b") as fh:
+                    fh.truncate(end)
+        self._done = {(r["key"], r["index"]) for r in self.records}
+        self._fh = self.path.open("ab" if not overwrite else "wb")
+
+    @property
+    def done(self) -> frozenset[tuple[str, int]]:
+        """The ``(key, index)`` pairs already in the file."""
+        return frozenset(self._done)
+
+    def write(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Append a batch of records and flush it.
+
+        Args:
+            records: Records with the fields of :data:`SIDECAR_FIELDS`.
+
+        Raises:
+            ValueError: On a malformed record or a ``(key, index)`` already written; the
+                batch is then not written at all.
+        """
+        batch = [check_record(r) for r in records]
+        idents = [(r["key"], r["index"]) for r in batch]
+        in_batch: set[tuple[str, int]] = set()
+        repeated = []
+        for ident in idents:
+            if ident in self._done or ident in in_batch:
+                repeated.append(ident)
+            in_batch.add(ident)
+        if repeated:
+            raise ValueError(f"{self.path}: captions for (key, index) {repeated[:3]} are already written")
+        if not batch:
+            return
+        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch).encode()
+        self._fh.write(payload)
+        self._fh.flush()
+        if self.fsync:
+            os.fsync(self._fh.fileno())
+        self.records.extend(batch)
+        self._done.update(idents)
+
+    def close(self) -> None:
+        """Close the file."""
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> CaptionSidecarWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close()

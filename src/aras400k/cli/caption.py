@@ -1,0 +1,196 @@
+r"""``aras-caption``: caption a shard set into a resumable JSONL sidecar (and new shards).
+
+Examples::
+
+    aras-caption --input data/demo/train --out captions/train.text.jsonl
+    aras-caption --config configs/caption_template.yaml --limit 100
+    aras-caption --input DIR --out c.jsonl --mode vision --backend transformers \
+        --transformers.model_path /models/Qwen3-VL-8B-Instruct --transformers.dtype bfloat16
+    aras-caption --input DIR --out c.jsonl --mode hybrid --backend openai \
+        --openai.model Qwen/Qwen3-VL-8B-Instruct \
+        --openai.base_urls '[http://gpu1:8000/v1, http://gpu2:8000/v1]' --batch_size 64
+
+Rerunning the same command after a kill resumes: captions already in ``--out`` are
+kept and only the missing ones are made. ``--shards_out DIR`` also writes a new shard
+set whose samples carry ``captions.json``. The options of a backend are nested under
+its name (``--transformers.*``, ``--openai.*``, ``--template.*``), also in the YAML
+config.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from aras400k.cli import fail, run_command
+
+__all__ = ["build_parser", "main"]
+
+PROGRAM = "aras-caption"
+_SPLITS = ("train", "val", "test")
+
+
+def build_parser() -> ArgumentParser:
+    """Build the ``aras-caption`` parser.
+
+    Returns:
+        The parser.
+    """
+    parser = ArgumentParser(
+        prog=PROGRAM,
+        description="Caption a shard set (text, vision or hybrid) into a resumable JSONL sidecar.",
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    parser.add_argument("--input", type=str, default="data/demo/train", help="shard set to caption")
+    parser.add_argument("--out", type=str, required=True, help="JSONL caption sidecar (created or resumed)")
+    parser.add_argument("--shards_out", type=str | None, default=None, help="also write a new shard set here")
+    parser.add_argument("--mode", type=Literal["text", "vision", "hybrid"], default="text", help="captioning mode")
+    parser.add_argument(
+        "--backend", type=Literal["template", "transformers", "openai"], default="template", help="caption backend"
+    )
+    parser.add_argument("--limit", type=int | None, default=None, help="caption only the first N samples")
+    parser.add_argument("--captions_per_image", type=int, default=5, help="captions per sample (the paper: 5)")
+    parser.add_argument("--batch_size", type=int, default=16, help="requests sent to the backend at once")
+    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
+    parser.add_argument("--top_p", type=float, default=0.9, help="nucleus-sampling mass")
+    parser.add_argument("--max_new_tokens", type=int, default=96, help="longest caption in tokens")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of the captions")
+    parser.add_argument("--system_prompt", type=str | None, default=None, help="system prompt (default: built in)")
+    parser.add_argument(
+        "--user_prompt",
+        type=str | None,
+        default=None,
+        help="user prompt template with {composition}, {dominant}, {key} (default: the mode's)",
+    )
+    parser.add_argument(
+        "--dedupe",
+        type=Literal["off", "exact", "normalized"],
+        default="normalized",
+        help="regenerate captions repeating an earlier one (normalized: ignoring case, spaces, punctuation)",
+    )
+    parser.add_argument("--max_retries", type=int, default=3, help="regenerations of a repeated caption")
+    parser.add_argument("--overwrite", type=bool, default=False, help="restart the sidecar; replace --shards_out")
+    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar with captions/s")
+    parser.add_argument(
+        "--demo",
+        type=bool,
+        default=True,
+        help="when --input is missing and ends in train/val/test, build the demo set in its parent first",
+    )
+
+    parser.add_argument("--template.spatial_hints", type=bool, default=True, help="say where classes lie")
+    parser.add_argument("--template.image_tones", type=bool, default=True, help="describe brightness and colour")
+    parser.add_argument("--template.max_classes", type=int, default=5, help="classes named with a share or place")
+    parser.add_argument(
+        "--template.min_named_share", type=float, default=0.03, help="smaller classes are only summed up"
+    )
+
+    parser.add_argument("--transformers.model_path", type=str | None, default=None, help="local model folder")
+    parser.add_argument("--transformers.model_name", type=str | None, default=None, help="name in the sidecar")
+    parser.add_argument("--transformers.dtype", type=Literal["auto", "float32", "float16", "bfloat16"], default="auto")
+    parser.add_argument("--transformers.device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--transformers.attn_implementation",
+        type=Literal["eager", "sdpa", "flash_attention_2"] | None,
+        default=None,
+    )
+    parser.add_argument("--transformers.trust_remote_code", type=bool, default=False, help="run the folder's code")
+    parser.add_argument(
+        "--transformers.chat_template_kwargs",
+        type=dict[str, Any] | None,
+        default=None,
+        help="chat template variables (default: {enable_thinking: false})",
+    )
+    parser.add_argument("--transformers.num_threads", type=int | None, default=None, help="torch CPU threads")
+
+    parser.add_argument("--openai.model", type=str | None, default=None, help="model name served")
+    parser.add_argument(
+        "--openai.base_urls", type=list[str] | None, default=None, help="API roots, e.g. [http://host:8000/v1]"
+    )
+    parser.add_argument("--openai.api_key_env", type=str | None, default="OPENAI_API_KEY", help="env var of the key")
+    parser.add_argument("--openai.max_concurrency", type=int, default=8, help="requests in flight")
+    parser.add_argument("--openai.timeout_s", type=float, default=120.0, help="seconds per response")
+    parser.add_argument("--openai.max_retries", type=int, default=5, help="retries on 429/5xx/timeouts")
+    parser.add_argument("--openai.backoff_s", type=float, default=1.0, help="first retry delay (doubles)")
+    parser.add_argument("--openai.max_backoff_s", type=float, default=30.0, help="longest retry delay")
+    parser.add_argument("--openai.image_format", type=Literal["png", "jpeg"], default="png")
+    parser.add_argument("--openai.extra_body", type=dict[str, Any] | None, default=None, help="extra request fields")
+    parser.add_argument("--openai.send_seed", type=bool, default=True, help="send each caption's seed")
+    return parser
+
+
+def _backend_options(cfg: Namespace) -> dict[str, Any]:
+    options = dict(vars(cfg[cfg.backend]))
+    if cfg.backend == "transformers" and not options.get("model_path"):
+        raise ValueError(
+            "the transformers backend needs a local model folder: pass --transformers.model_path DIR "
+            "(nothing is downloaded)"
+        )
+    if cfg.backend == "openai" and not options.get("model"):
+        raise ValueError("the openai backend needs the served model name: pass --openai.model NAME")
+    return options
+
+
+def _ensure_input(cfg: Namespace) -> None:
+    path = Path(cfg.input)
+    if path.exists() or not cfg.demo or path.name not in _SPLITS:
+        return
+    from aras400k.data.demo import demo_is_ready, make_demo
+
+    if not demo_is_ready(path.parent):
+        if path.parent.exists() and any(path.parent.iterdir()):
+            raise FileNotFoundError(f"{path} does not exist (and {path.parent} is not empty, so no demo set is built)")
+        print(f"{PROGRAM}: building the procedural demo set in {path.parent} (first use only)", file=sys.stderr)
+        make_demo(path.parent, progress=cfg.progress)
+
+
+def _run(cfg: Namespace) -> int:
+    from aras400k.captioning import BackendError, Captioner, build_backend
+
+    _ensure_input(cfg)
+    backend = build_backend(cfg.backend, _backend_options(cfg))
+    try:
+        captioner = Captioner(
+            mode=cfg.mode,
+            backend=backend,
+            system_prompt=cfg.system_prompt,
+            user_prompt=cfg.user_prompt,
+            captions_per_image=cfg.captions_per_image,
+            batch_size=cfg.batch_size,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens,
+            seed=cfg.seed,
+            dedupe=cfg.dedupe,
+            max_retries=cfg.max_retries,
+            progress=cfg.progress,
+        )
+        report = captioner.caption_shards(
+            cfg.input, cfg.out, shards_out=cfg.shards_out, limit=cfg.limit, overwrite=cfg.overwrite
+        )
+    except BackendError as err:
+        fail(PROGRAM, f"{err} (captions of finished batches are kept in {cfg.out}; rerun to resume)", status=1)
+    finally:
+        backend.close()
+    print(report.summary())
+    return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run ``aras-caption``.
+
+    Args:
+        args: Command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 1 when the backend fails, 2 on bad input.
+    """
+    cfg = build_parser().parse_args(args)
+    return run_command(PROGRAM, lambda: _run(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

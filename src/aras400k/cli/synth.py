@@ -1,0 +1,127 @@
+"""``aras-synth``: make synthetic shard sets and label them with a trained segmenter.
+
+Subcommands::
+
+    aras-synth label --ckpt SEG.ckpt --input DIR --out DIR    pseudo-label a shard set
+
+Every subcommand takes ``--config FILE.yaml`` with the same option names. A subcommand
+is one :class:`Subcommand` entry in ``SUBCOMMANDS``: a function adding its options to a
+parser and a function running it on the parsed options.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from aras400k.cli import run_command
+
+__all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
+
+PROGRAM = "aras-synth"
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``aras-synth`` subcommand.
+
+    Attributes:
+        help: One line shown in ``aras-synth --help``.
+        description: Text shown in ``aras-synth NAME --help``.
+        add_arguments: Adds the subcommand's options to its parser (``--config`` is already there).
+        run: Does the work on the parsed options; returns the exit status.
+    """
+
+    help: str
+    description: str
+    add_arguments: Callable[[ArgumentParser], None]
+    run: Callable[[Namespace], int]
+
+
+def _label_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--ckpt", type=str, required=True, help="segmenter checkpoint (aras-fit / Lightning .ckpt)")
+    parser.add_argument("--input", type=str, required=True, help="shard set to label (with or without masks)")
+    parser.add_argument("--out", type=str, required=True, help="folder of the new, labelled shard set")
+    parser.add_argument("--batch_size", type=int, default=32, help="images per forward pass")
+    parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--mean",
+        type=tuple[float, float, float] | None,
+        default=None,
+        help="normalisation mean if the checkpoint records none (default: ImageNet's)",
+    )
+    parser.add_argument(
+        "--std",
+        type=tuple[float, float, float] | None,
+        default=None,
+        help="normalisation std if the checkpoint records none (default: ImageNet's)",
+    )
+    parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing shard set at --out")
+    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+
+
+def _label(cfg: Namespace) -> int:
+    from aras400k.synthesis import label_shards
+
+    normalisation: dict[str, Any] = {k: cfg[k] for k in ("mean", "std") if cfg[k] is not None}
+    report = label_shards(
+        cfg.ckpt,
+        cfg.input,
+        cfg.out,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        overwrite=cfg.overwrite,
+        progress=cfg.progress,
+        **normalisation,
+    )
+    print(report.summary())
+    return 0
+
+
+#: The subcommands, in the order ``--help`` lists them.
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "label": Subcommand(
+        help="label a shard set with a trained segmenter",
+        description="Write a new shard set whose masks are a segmenter's predictions (the paper's pseudo-labels); "
+        "images, captions and other members are copied byte for byte.",
+        add_arguments=_label_arguments,
+        run=_label,
+    ),
+}
+
+
+def build_parser() -> ArgumentParser:
+    """Build the ``aras-synth`` parser with one subparser per entry of ``SUBCOMMANDS``.
+
+    Returns:
+        The parser.
+    """
+    parser = ArgumentParser(prog=PROGRAM, description="Make synthetic aras400k shard sets and label them.")
+    commands = parser.add_subcommands(dest="command")
+    for name, command in SUBCOMMANDS.items():
+        sub = ArgumentParser(description=command.description)
+        sub.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+        command.add_arguments(sub)
+        commands.add_subcommand(name, sub, help=command.help)
+    return parser
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run ``aras-synth``.
+
+    Args:
+        args: Command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 2 on bad input (with a one-line message).
+    """
+    cfg = build_parser().parse_args(args)
+    return run_command(PROGRAM, lambda: SUBCOMMANDS[cfg.command].run(cfg[cfg.command]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

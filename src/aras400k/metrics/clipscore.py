@@ -1,0 +1,282 @@
+"""CLIPScore of captions against their images, from a CLIP model in a local directory.
+
+The score of a caption ``c`` for an image ``v`` is ``100 * max(cos(E_c, E_v), 0)`` with
+``E`` the CLIP text and image embeddings: Hessel et al.'s CLIP-S with the weight 100 that
+torchmetrics uses (Hessel et al. use 2.5), which is the scale of the paper's Tables 1
+and 2 (scores around 30). A dataset's score is the mean over its captions.
+
+Why not ``torchmetrics.multimodal.CLIPScore`` itself (torchmetrics 1.9):
+
+- a string ``model_name_or_path`` must name one of its hub models, so a local directory
+  is refused (a callable returning a model and processor does work);
+- with transformers 5 it fails outright: ``get_text_features`` returns a model output,
+  not a tensor, and torchmetrics calls ``.norm`` on it;
+- a caption over the text encoder's 77 tokens is cut by slicing the padded token ids,
+  which drops the end-of-text token that CLIP pools, so the truncated caption's
+  embedding is read at a wrong position; the truncation is a warning, never counted;
+- it clamps the *mean* score at 0, not each caption's score.
+
+So this module computes the same formula with ``transformers.CLIPModel`` and
+``CLIPProcessor`` loaded with ``local_files_only=True``, truncates with the tokenizer
+(keeping the end token, as OpenAI's ``clip.tokenize(truncate=True)`` does), counts the
+truncated captions and warns once. ``tests/metrics/test_clipscore.py`` checks it against
+torchmetrics' formula on the same model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from aras400k.metrics.captions import CaptionMetric
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel, CLIPProcessor
+
+__all__ = ["CLIPScore", "load_clip"]
+
+_NEEDED = (
+    "a directory written by CLIPModel.save_pretrained and CLIPProcessor.save_pretrained "
+    "(config.json, model.safetensors, the tokenizer files and preprocessor_config.json/processor_config.json), "
+    "e.g. a local copy of openai/clip-vit-base-patch32"
+)
+_COLUMNS = ("score_sum", "captions", "truncated")
+
+ImageBatch = torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
+
+
+def load_clip(model_path: str | Path) -> tuple[CLIPModel, CLIPProcessor]:
+    """Load a CLIP model and its processor from a local directory, never from the network.
+
+    Args:
+        model_path: Directory holding the model and processor files.
+
+    Returns:
+        The model (in eval mode, gradients off) and the processor.
+
+    Raises:
+        FileNotFoundError: If the directory, its ``config.json`` or the processor files
+            are missing; the message says what to pass.
+    """
+    path = Path(model_path).expanduser()
+    if not (path / "config.json").is_file():
+        what = "does not exist" if not path.exists() else "has no config.json"
+        raise FileNotFoundError(f"CLIP model_path {str(path)!r} {what}; pass {_NEEDED}")
+    from transformers import CLIPModel, CLIPProcessor
+
+    try:
+        model = CLIPModel.from_pretrained(path, local_files_only=True)
+        processor = CLIPProcessor.from_pretrained(path, local_files_only=True)
+    except OSError as err:
+        raise FileNotFoundError(
+            f"could not load a CLIP model and processor from {str(path)!r} ({err}); pass {_NEEDED}"
+        ) from err
+    model.eval().requires_grad_(False)
+    return model, processor
+
+
+def _features(output: Any) -> torch.Tensor:
+    """Projected embeddings from ``get_*_features`` (a tensor before transformers 5, a model output since)."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def _as_uint8_images(images: ImageBatch) -> list[torch.Tensor]:
+    """``(3, H, W)`` uint8 tensors from a batch tensor, a list of CHW tensors or HWC arrays."""
+    if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
+        images = list(images)
+    out = []
+    for image in images:
+        tensor = torch.as_tensor(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
+        if isinstance(image, np.ndarray) and tensor.ndim == 3 and tensor.shape[-1] == 3:
+            tensor = tensor.permute(2, 0, 1)  # HWC array -> CHW
+        if tensor.ndim != 3 or tensor.shape[0] != 3:
+            raise ValueError(
+                f"expected RGB images (3, H, W) tensors or (H, W, 3) arrays, got shape {tuple(image.shape)}"
+            )
+        if tensor.is_floating_point():
+            if tensor.min() < 0 or tensor.max() > 1:
+                raise ValueError("float images must be in [0, 1]; pass uint8 images for 0..255")
+            tensor = (tensor * 255).round().to(torch.uint8)
+        out.append(tensor.to("cpu", torch.uint8))
+    return out
+
+
+class CLIPScore(CaptionMetric):
+    """Mean CLIPScore ``100 * max(cos, 0)`` of captions against their images, overall and per group.
+
+    The model is a submodule, so ``metric.to(device)`` moves it. Captions longer than
+    the text encoder's context (77 tokens for OpenAI CLIP) are truncated by the
+    tokenizer, keeping the end token; :meth:`compute` reports how many were, and the
+    first batch holding one warns once.
+
+    Args:
+        model_path: Local directory of a CLIP model and processor (see :func:`load_clip`).
+        batch_size: Images and captions encoded per forward pass.
+
+    Raises:
+        FileNotFoundError: If ``model_path`` holds no loadable CLIP model.
+        ValueError: If ``batch_size`` is not positive.
+    """
+
+    higher_is_better = True
+    sums: torch.Tensor
+
+    def __init__(self, model_path: str | Path, batch_size: int = 64) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.model, self.processor = load_clip(model_path)
+        self.batch_size = batch_size
+        limit = int(self.model.config.text_config.max_position_embeddings)  # type: ignore[union-attr]
+        self.max_length = int(min(limit, getattr(self.processor.tokenizer, "model_max_length", limit)))
+        self._dim = int(self.model.config.projection_dim or 0)
+        self.add_state("sums", torch.zeros(len(_COLUMNS), dtype=torch.float64), dist_reduce_fx="sum")
+        self._add_group_states(_COLUMNS)
+        self._warned = False
+
+    @torch.no_grad()
+    def image_features(self, images: ImageBatch) -> torch.Tensor:
+        """L2-normalised CLIP image embeddings.
+
+        Args:
+            images: ``(N, 3, H, W)`` uint8 tensor (floats in ``[0, 1]`` are scaled), a
+                list of ``(3, H, W)`` tensors, or ``(H, W, 3)`` uint8 arrays.
+
+        Returns:
+            ``(N, D)`` float tensor on the metric's device.
+
+        Raises:
+            ValueError: If an image is not RGB or a float image is outside ``[0, 1]``.
+        """
+        pictures = _as_uint8_images(images)
+        chunks = [torch.zeros(0, self._dim, device=self.device)]
+        for i in range(0, len(pictures), self.batch_size):
+            pixels = self.processor.image_processor(images=pictures[i : i + self.batch_size], return_tensors="pt")
+            chunks.append(_features(self.model.get_image_features(pixel_values=pixels["pixel_values"].to(self.device))))
+        return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+
+    @torch.no_grad()
+    def text_features(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """L2-normalised CLIP text embeddings, with which captions had to be truncated.
+
+        Args:
+            captions: The captions.
+
+        Returns:
+            ``(N, D)`` float embeddings on the metric's device and an ``(N,)`` bool tensor,
+            True where a caption was longer than ``max_length`` tokens and truncated.
+        """
+        tokenizer = self.processor.tokenizer
+        chunks = [torch.zeros(0, self._dim, device=self.device)]
+        truncated: list[bool] = []
+        for i in range(0, len(captions), self.batch_size):
+            batch = list(captions[i : i + self.batch_size])
+            lengths = [len(ids) for ids in tokenizer(batch, truncation=False, verbose=False)["input_ids"]]
+            truncated += [n > self.max_length for n in lengths]
+            tokens = tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            output = self.model.get_text_features(
+                input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)
+            )
+            chunks.append(_features(output))
+        return torch.nn.functional.normalize(torch.cat(chunks), dim=-1), torch.tensor(truncated, dtype=torch.bool)
+
+    def per_caption(
+        self, images: ImageBatch, captions: Sequence[str], image_index: Sequence[int] | torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score each caption against its image without accumulating anything.
+
+        Args:
+            images: The images (see :meth:`image_features`); each is encoded once.
+            captions: The captions.
+            image_index: For each caption, the index of its image in ``images``; ``None``
+                pairs caption ``i`` with image ``i`` (then the counts must match).
+
+        Returns:
+            ``(N,)`` float64 scores ``100 * max(cos, 0)`` and ``(N,)`` bool truncation flags.
+
+        Raises:
+            ValueError: On a count mismatch or an image index out of range.
+        """
+        if isinstance(captions, str):
+            raise ValueError("captions must be a sequence of strings, not one string")
+        pictures = _as_uint8_images(images)
+        n_images = len(pictures)
+        if image_index is None:
+            if n_images != len(captions):
+                raise ValueError(f"got {n_images} images but {len(captions)} captions; pass image_index to pair them")
+            index = torch.arange(len(captions))
+        else:
+            index = torch.as_tensor(image_index, dtype=torch.long).reshape(-1)
+            if index.numel() != len(captions) or (index.numel() and (index.min() < 0 or index.max() >= n_images)):
+                raise ValueError(f"image_index must give one index in 0..{n_images - 1} per caption ({len(captions)})")
+        if not len(captions):
+            return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.bool)
+        image_emb = self.image_features(pictures)
+        text_emb, truncated = self.text_features(captions)
+        cos = (text_emb * image_emb[index.to(image_emb.device)]).sum(-1)
+        return (100.0 * cos.clamp(min=0)).double().cpu(), truncated
+
+    def update(
+        self,
+        images: ImageBatch,
+        captions: Sequence[str],
+        groups: Sequence[str] | None = None,
+        image_index: Sequence[int] | torch.Tensor | None = None,
+    ) -> None:
+        """Add a batch of captions with their images.
+
+        Args:
+            images: The images (see :meth:`image_features`).
+            captions: The captions.
+            groups: Optional group name per caption, e.g. ``f"{model}/{mode}"``.
+            image_index: For each caption, its image's index in ``images`` (for several
+                captions per image); ``None`` pairs them one to one.
+
+        Raises:
+            ValueError: On mismatched counts or bad images.
+        """
+        scores, truncated = self.per_caption(images, captions, image_index)
+        rows = torch.stack([scores, torch.ones_like(scores), truncated.double()], dim=1)
+        self.sums += rows.sum(0).to(self.sums.device)
+        if groups is not None:
+            self._update_groups(groups, rows)
+        n_truncated = int(truncated.sum())
+        if n_truncated and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"{n_truncated} of {len(captions)} captions in this batch are longer than the CLIP text encoder's "
+                f"{self.max_length} tokens and were truncated (end token kept); compute()['truncated'] counts them all",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    @staticmethod
+    def _means(sums: dict[str, float]) -> dict[str, float]:
+        n = sums["captions"]
+        return {
+            "clip_score": sums["score_sum"] / n if n > 0 else float("nan"),
+            "captions": int(n),
+            "truncated": int(sums["truncated"]),
+        }
+
+    def compute(self) -> dict[str, Any]:
+        """Mean score over every caption added (and gathered), overall and per group.
+
+        Returns:
+            ``clip_score`` (float64 tensor, NaN before any caption), ``captions`` and
+            ``truncated`` (int64 tensor counts), and ``groups``: group name -> the same
+            keys as plain Python numbers (empty if no groups were given).
+        """
+        overall = self._means(dict(zip(_COLUMNS, self.sums.tolist(), strict=True)))
+        result: dict[str, Any] = {
+            "clip_score": torch.tensor(overall["clip_score"], dtype=torch.float64),
+            "captions": torch.tensor(overall["captions"], dtype=torch.long),
+            "truncated": torch.tensor(overall["truncated"], dtype=torch.long),
+        }
+        result["groups"] = {name: self._means(sums) for name, sums in self._group_totals().items()}
+        return result

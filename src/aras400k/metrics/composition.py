@@ -1,0 +1,533 @@
+"""Composition distributions of datasets and distances between them (the paper's Figure 3).
+
+:class:`CompositionDistribution` accumulates, from masks, two things in bounded memory:
+
+* the per-class pixel counts (their pooled shares are what the paper's Figure 3 and
+  :func:`aras400k.data.stats.plot_compositions` show), and
+* for every class, a fixed-bin histogram of the *per-image* share of that class
+  (``num_bins`` equal bins over ``[0, 1]``), so that datasets with the same pooled
+  composition but different per-image mixtures (every image half tree and half crop
+  versus half the images all tree) can be told apart.
+
+All states are sums, so the result over several processes equals a single-process
+computation. Two datasets are compared by:
+
+* the Jensen-Shannon **divergence** of their pooled class shares, in **bits**
+  (log base 2, so it lies in ``[0, 1]``); the Jensen-Shannon *distance*, its square
+  root (what :func:`scipy.spatial.distance.jensenshannon` returns), is reported next to it;
+* per class, the Wasserstein-1 distance between their per-image share distributions,
+  in share units (0.01 = one percentage point). It is computed from the histograms with
+  each image's share placed at its bin centre, which moves every share by at most half
+  a bin; the result is therefore within ``1 / num_bins`` (0.01 for 100 bins) of the
+  exact distance between the unbinned shares (:func:`scipy.stats.wasserstein_distance`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchmetrics import Metric
+from tqdm.auto import tqdm
+
+from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from aras400k.data.composition import class_counts
+from aras400k.data.shards import SampleError, decode_mask, iter_raw_samples, read_manifest, shard_paths
+from aras400k.data.stats import DatasetComposition
+from aras400k.plotting import save_figure
+
+__all__ = [
+    "CompositionComparison",
+    "CompositionDistribution",
+    "compare_compositions",
+    "composition_distances",
+    "composition_from_shards",
+    "dataset_composition",
+    "jensen_shannon_divergence",
+    "plot_share_distributions",
+    "wasserstein_from_histograms",
+]
+
+
+class CompositionDistribution(Metric):
+    """Pooled class shares and per-image share histograms of a set of masks.
+
+    Args:
+        num_classes: Number of classes.
+        num_bins: Equal-width bins over ``[0, 1]`` for the per-image share histograms;
+            the Wasserstein distances are exact to within ``1 / num_bins``.
+        ignore_index: Mask value that is not counted.
+        class_names: Names for per-class keys (default: the land-cover classes).
+
+    Raises:
+        ValueError: If ``num_bins < 1`` or ``class_names`` does not have ``num_classes`` entries.
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+    pixels: torch.Tensor
+    histogram: torch.Tensor
+    share_sum: torch.Tensor
+    num_images: torch.Tensor
+    num_unlabelled: torch.Tensor
+
+    def __init__(
+        self,
+        num_classes: int = NUM_CLASSES,
+        num_bins: int = 100,
+        ignore_index: int | None = IGNORE_INDEX,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        names = tuple(class_names) if class_names is not None else tuple(CLASS_NAMES[:num_classes])
+        if len(names) != num_classes:
+            raise ValueError(f"got {len(names)} class names for {num_classes} classes")
+        if num_bins < 1:
+            raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+        self.num_classes = num_classes
+        self.num_bins = num_bins
+        self.ignore_index = ignore_index
+        self.class_names = names
+        self.add_state("pixels", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("histogram", torch.zeros(num_classes, num_bins, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("share_sum", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("num_images", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("num_unlabelled", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, masks: torch.Tensor | None = None, counts: torch.Tensor | None = None) -> None:
+        """Add a batch of masks, or of per-image pixel counts.
+
+        Args:
+            masks: ``(B, H, W)`` (or one ``(H, W)``) integer class indices; ``ignore_index``
+                pixels are not counted.
+            counts: Instead of masks, ``(B, num_classes)`` non-negative integer pixel counts,
+                one row per image (e.g. from ``meta.json`` compositions). An image without
+                labelled pixels (a row of zeros, an all-ignored mask) is counted in
+                ``num_unlabelled`` and left out of the per-image statistics.
+
+        Raises:
+            ValueError: If not exactly one of ``masks`` and ``counts`` is given, a mask holds
+                a value that is neither a class nor ``ignore_index``, or counts have a wrong
+                shape or are negative.
+        """
+        if (masks is None) == (counts is None):
+            raise ValueError("give either masks or counts")
+        if masks is not None:
+            counts = self._mask_counts(masks)
+        assert counts is not None
+        self._add_counts(counts)
+
+    def update_counts(self, counts: torch.Tensor) -> None:
+        """Add images given as per-class pixel counts (``update(counts=counts)``).
+
+        Args:
+            counts: ``(B, num_classes)`` non-negative integer pixel counts.
+        """
+        self.update(counts=counts)
+
+    def _mask_counts(self, masks: torch.Tensor) -> torch.Tensor:
+        """``(B, num_classes)`` per-image pixel counts of a mask batch (one ``bincount``)."""
+        if masks.ndim == 2:
+            masks = masks.unsqueeze(0)
+        flat = masks.reshape(masks.shape[0], -1).long()
+        labelled = (flat >= 0) & (flat < self.num_classes)
+        bad = ~labelled if self.ignore_index is None else ~labelled & (flat != self.ignore_index)
+        if bool(bad.any()):
+            values = sorted(set(flat[bad].unique().tolist()))[:5]
+            raise ValueError(
+                f"masks hold values {values} that are neither classes 0-{self.num_classes - 1} "
+                f"nor the ignore index {self.ignore_index}"
+            )
+        rows = torch.arange(flat.shape[0], device=flat.device).unsqueeze(1).expand_as(flat)
+        index = (rows * self.num_classes + flat)[labelled]
+        return torch.bincount(index, minlength=flat.shape[0] * self.num_classes).reshape(-1, self.num_classes)
+
+    def _add_counts(self, counts: torch.Tensor) -> None:
+        if counts.ndim != 2 or counts.shape[1] != self.num_classes:
+            raise ValueError(f"counts must be (B, {self.num_classes}), got {tuple(counts.shape)}")
+        counts = counts.to(self.pixels.device).long()
+        if bool((counts < 0).any()):
+            raise ValueError("counts must not be negative")
+        totals = counts.sum(1)
+        keep = totals > 0
+        self.num_unlabelled += (~keep).sum()
+        counts, totals = counts[keep], totals[keep]
+        self.pixels += counts.sum(0)
+        self.num_images += counts.shape[0]
+        self.share_sum += (counts.double() / totals.unsqueeze(1).double()).sum(0)
+        # Integer arithmetic puts a share exactly on a bin edge into the upper bin (and
+        # a share of 1 into the last bin) without floating-point rounding.
+        bins = torch.clamp(counts * self.num_bins // totals.unsqueeze(1), max=self.num_bins - 1)
+        offsets = torch.arange(self.num_classes, device=bins.device) * self.num_bins
+        flat = torch.bincount((bins + offsets).reshape(-1), minlength=self.num_classes * self.num_bins)
+        self.histogram += flat.reshape(self.num_classes, self.num_bins)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """The accumulated distribution.
+
+        Returns:
+            ``shares``: ``(C,)`` pooled pixel shares (zeros when nothing was counted);
+            ``mean_image_share``: ``(C,)`` mean over images of each class's share;
+            ``histogram``: ``(C, num_bins)`` image counts per share bin;
+            ``num_images``: images with labelled pixels; ``num_unlabelled``: images without.
+        """
+        total = self.pixels.sum()
+        shares = self.pixels.double() / total if total > 0 else torch.zeros_like(self.share_sum)
+        mean = self.share_sum / self.num_images if self.num_images > 0 else torch.zeros_like(self.share_sum)
+        return {
+            "shares": shares,
+            "mean_image_share": mean,
+            "histogram": self.histogram.clone(),
+            "num_images": self.num_images.clone(),
+            "num_unlabelled": self.num_unlabelled.clone(),
+        }
+
+    @property
+    def bin_edges(self) -> np.ndarray:
+        """The ``num_bins + 1`` histogram bin edges over ``[0, 1]``."""
+        return np.linspace(0.0, 1.0, self.num_bins + 1)
+
+    @property
+    def bin_centres(self) -> np.ndarray:
+        """The ``num_bins`` histogram bin centres, where binned shares are placed."""
+        return (np.arange(self.num_bins) + 0.5) / self.num_bins
+
+
+# -- distances ---------------------------------------------------------------------------------
+
+
+def jensen_shannon_divergence(
+    p: Sequence[float] | np.ndarray, q: Sequence[float] | np.ndarray, base: float = 2.0
+) -> float:
+    """Jensen-Shannon divergence between two discrete distributions.
+
+    ``JSD(p, q) = (KL(p || m) + KL(q || m)) / 2`` with ``m = (p + q) / 2``; both inputs
+    are normalised to sum to 1 first. In base 2 it lies in ``[0, 1]`` (bits). Its square
+    root is the Jensen-Shannon distance of :func:`scipy.spatial.distance.jensenshannon`.
+
+    Args:
+        p: Non-negative weights (e.g. pooled class shares).
+        q: Non-negative weights of the same length.
+        base: Logarithm base (2: bits, ``e``: nats).
+
+    Returns:
+        The divergence, or NaN if either input sums to zero.
+
+    Raises:
+        ValueError: On different lengths or negative weights.
+    """
+    p_arr, q_arr = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    if p_arr.shape != q_arr.shape:
+        raise ValueError(f"distributions have different shapes {p_arr.shape} and {q_arr.shape}")
+    if (p_arr < 0).any() or (q_arr < 0).any():
+        raise ValueError("distributions must not hold negative weights")
+    if p_arr.sum() <= 0 or q_arr.sum() <= 0:
+        return math.nan
+    p_arr, q_arr = p_arr / p_arr.sum(), q_arr / q_arr.sum()
+    m = (p_arr + q_arr) / 2
+
+    def kl(a: np.ndarray) -> float:
+        nz = a > 0
+        return float(np.sum(a[nz] * np.log(a[nz] / m[nz])))
+
+    return max(0.0, (kl(p_arr) + kl(q_arr)) / 2 / math.log(base))
+
+
+def wasserstein_from_histograms(hist_p: Sequence[float] | np.ndarray, hist_q: Sequence[float] | np.ndarray) -> float:
+    """Wasserstein-1 distance between two histograms over ``[0, 1]`` with equal-width bins.
+
+    Each bin's mass sits at the bin centre, so the result equals
+    ``scipy.stats.wasserstein_distance(centres, centres, hist_p, hist_q)`` and is within
+    one bin width of the distance between the unbinned values.
+
+    Args:
+        hist_p: Counts (or weights) per bin.
+        hist_q: Counts per bin, same number of bins.
+
+    Returns:
+        The distance in units of ``[0, 1]``, or NaN if either histogram is empty.
+
+    Raises:
+        ValueError: On different numbers of bins.
+    """
+    p, q = np.asarray(hist_p, dtype=np.float64), np.asarray(hist_q, dtype=np.float64)
+    if p.shape != q.shape or p.ndim != 1:
+        raise ValueError(f"histograms must be 1-D with equal bins, got {p.shape} and {q.shape}")
+    if p.sum() <= 0 or q.sum() <= 0:
+        return math.nan
+    # W1 = integral |F_p - F_q|; between consecutive centres (1 / bins apart) the CDFs are constant.
+    cdf_gap = np.abs(np.cumsum(p / p.sum()) - np.cumsum(q / q.sum()))[:-1]
+    return float(cdf_gap.sum() / len(p))
+
+
+@dataclass
+class CompositionComparison:
+    """Distances between the compositions of a reference dataset and another.
+
+    Attributes:
+        reference: Label of the reference dataset (e.g. the real data).
+        other: Label of the compared dataset.
+        js_divergence: Jensen-Shannon divergence of the pooled class shares, in bits (``[0, 1]``).
+        js_distance: Its square root (scipy's ``jensenshannon(p, q, base=2)``).
+        wasserstein: Class name -> Wasserstein-1 distance of the per-image shares
+            (share units; within ``1 / num_bins`` of the unbinned value).
+        wasserstein_mean: Mean of the per-class Wasserstein distances.
+        num_images: Label -> images with labelled pixels.
+    """
+
+    reference: str
+    other: str
+    js_divergence: float
+    js_distance: float
+    wasserstein: dict[str, float]
+    wasserstein_mean: float
+    num_images: dict[str, int] = field(default_factory=dict)
+
+
+def compare_compositions(
+    reference: CompositionDistribution,
+    other: CompositionDistribution,
+    reference_label: str = "reference",
+    other_label: str = "other",
+) -> CompositionComparison:
+    """Compare two composition distributions.
+
+    Args:
+        reference: The reference distribution (e.g. real data).
+        other: The distribution to compare with it.
+        reference_label: Name of the reference in the result.
+        other_label: Name of the other in the result.
+
+    Returns:
+        The distances (see :class:`CompositionComparison`).
+
+    Raises:
+        ValueError: If the two were built with different classes or bins.
+    """
+    if reference.class_names != other.class_names or reference.num_bins != other.num_bins:
+        raise ValueError(
+            f"cannot compare {reference_label} and {other_label}: built with different classes or bin counts "
+            f"({reference.num_bins} and {other.num_bins} bins)"
+        )
+    ref, oth = reference.compute(), other.compute()
+    jsd = jensen_shannon_divergence(ref["shares"].numpy(), oth["shares"].numpy())
+    w1 = {
+        name: wasserstein_from_histograms(ref["histogram"][i].numpy(), oth["histogram"][i].numpy())
+        for i, name in enumerate(reference.class_names)
+    }
+    finite = [v for v in w1.values() if not math.isnan(v)]
+    return CompositionComparison(
+        reference=reference_label,
+        other=other_label,
+        js_divergence=jsd,
+        js_distance=math.sqrt(jsd) if not math.isnan(jsd) else math.nan,
+        wasserstein=w1,
+        wasserstein_mean=float(np.mean(finite)) if finite else math.nan,
+        num_images={reference_label: int(ref["num_images"]), other_label: int(oth["num_images"])},
+    )
+
+
+def composition_distances(
+    distributions: Mapping[str, CompositionDistribution], reference: str | None = None
+) -> list[CompositionComparison]:
+    """Compare every dataset with a reference one.
+
+    Args:
+        distributions: Label -> distribution, e.g. ``{"real": ..., "synth_uncond": ...}``.
+        reference: Label of the reference (default: the first).
+
+    Returns:
+        One comparison per non-reference dataset, in the mapping's order.
+
+    Raises:
+        KeyError: If ``reference`` is not a label of ``distributions``.
+        ValueError: If ``distributions`` is empty.
+    """
+    if not distributions:
+        raise ValueError("no distributions to compare")
+    ref_label = reference if reference is not None else next(iter(distributions))
+    if ref_label not in distributions:
+        raise KeyError(f"reference {ref_label!r} is not one of {list(distributions)}")
+    ref = distributions[ref_label]
+    return [
+        compare_compositions(ref, dist, ref_label, label) for label, dist in distributions.items() if label != ref_label
+    ]
+
+
+# -- from shard sets -----------------------------------------------------------------------------
+
+
+def composition_from_shards(
+    shard_dir: str | Path, num_bins: int = 100, max_samples: int | None = None, progress: bool = True
+) -> CompositionDistribution:
+    """Accumulate the composition distribution of a shard set.
+
+    A sample's mask is used when it has one; an unlabelled sample that carries a
+    ``composition`` in its ``meta.json`` counts as that many pixels of its image
+    (as :class:`~aras400k.data.ShardWriter` sums it into the manifest); a sample with
+    neither is counted in ``num_unlabelled``.
+
+    Args:
+        shard_dir: Shard set folder.
+        num_bins: Histogram bins of the per-image shares.
+        max_samples: Read at most this many samples (in manifest order).
+        progress: Show a progress bar.
+
+    Returns:
+        The filled :class:`CompositionDistribution`.
+
+    Raises:
+        aras400k.data.ManifestError: If the folder is not a shard set.
+        aras400k.data.SampleError: On a corrupt sample.
+    """
+    total = int(read_manifest(shard_dir)["num_samples"])
+    total = min(total, max_samples) if max_samples is not None else total
+    metric = CompositionDistribution(num_bins=num_bins)
+    rows: list[np.ndarray] = []
+    with tqdm(total=total, desc=f"composition {Path(shard_dir).name}", unit="img", disable=not progress) as bar:
+        seen = 0
+        for path in shard_paths(shard_dir):
+            for raw in iter_raw_samples(path):
+                if seen >= total:
+                    break
+                rows.append(_raw_counts(raw))
+                if len(rows) == 256:
+                    metric.update_counts(torch.from_numpy(np.stack(rows)))
+                    rows.clear()
+                seen += 1
+                bar.update(1)
+    if rows:
+        metric.update_counts(torch.from_numpy(np.stack(rows)))
+    return metric
+
+
+def _raw_counts(raw: Mapping[str, Any]) -> np.ndarray:
+    """Per-class pixel counts of one raw sample, from its mask or else its meta composition.
+
+    Only the mask is decoded (the image only has its header read, when its size is needed).
+    """
+    key = raw.get("__key__", "?")
+    try:
+        if "mask.png" in raw:
+            return class_counts(decode_mask(raw["mask.png"]))
+        meta = json.loads(raw.get("meta.json", b"{}"))
+        comp = meta.get("composition") if isinstance(meta, dict) else None
+        if not isinstance(comp, Mapping) or "image.png" not in raw:
+            return np.zeros(NUM_CLASSES, dtype=np.int64)
+        with Image.open(io.BytesIO(raw["image.png"])) as img:
+            width, height = img.size
+    except (SampleError, json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        raise SampleError(f"{raw.get('__shard__', '?')}: sample {key}: {err}") from err
+    shares = np.array([float(comp.get(name, 0.0)) for name in CLASS_NAMES])
+    return np.rint(shares * width * height).astype(np.int64)
+
+
+def dataset_composition(metric: CompositionDistribution, label: str, source: str) -> DatasetComposition:
+    """A :class:`~aras400k.data.stats.DatasetComposition` record, for the Figure-3 bar chart and table.
+
+    Draw the grouped bar chart with :func:`aras400k.data.stats.plot_compositions` and the
+    table with :func:`aras400k.data.stats.composition_table`.
+
+    Args:
+        metric: A filled distribution.
+        label: Dataset name.
+        source: ``real``, ``synth_uncond`` or ``synth_cond``.
+
+    Returns:
+        The record (pooled shares; ``num_samples`` counts labelled and unlabelled images).
+    """
+    result = metric.compute()
+    return DatasetComposition(
+        label=label,
+        source=source,
+        num_samples=int(result["num_images"] + result["num_unlabelled"]),
+        shares={name: float(s) for name, s in zip(metric.class_names, result["shares"].tolist(), strict=True)},
+    )
+
+
+# -- figure ---------------------------------------------------------------------------------------
+
+
+def plot_share_distributions(
+    distributions: Mapping[str, CompositionDistribution],
+    path: str | Path,
+    title: str | None = None,
+    bins: int = 20,
+) -> Path:
+    """Draw per-class panels of the per-image share distributions, one colour per dataset.
+
+    Each panel shows, for one class, the fraction of images (log scale) whose share of
+    that class falls in each of ``bins`` equal bins, as a step line per dataset; the
+    legend gives each dataset's mean per-image share of the class.
+
+    Args:
+        distributions: Label -> filled distribution (same classes and bins).
+        path: Destination PNG.
+        title: Figure title.
+        bins: Bins drawn; must divide the distributions' ``num_bins`` (they are merged).
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: If there is nothing to draw or ``bins`` does not divide ``num_bins``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not distributions:
+        raise ValueError("no distributions to draw")
+    first = next(iter(distributions.values()))
+    if first.num_bins % bins:
+        raise ValueError(f"bins={bins} must divide the distributions' num_bins={first.num_bins}")
+    names = first.class_names
+    ncols = 4
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.6 * nrows), dpi=110, squeeze=False)
+    colours = [plt.get_cmap("tab10")(i) for i in range(10)]
+    edges = np.linspace(0, 100, bins + 1)
+    results = {label: dist.compute() for label, dist in distributions.items()}
+    # the y axis reaches down to one image of the largest dataset
+    floor = 0.5 / max(1, *(int(r["num_images"]) for r in results.values()))
+    for i, name in enumerate(names):
+        ax = axes.flat[i]
+        for j, result in enumerate(results.values()):
+            hist = result["histogram"][i].numpy().reshape(bins, -1).sum(1).astype(np.float64)
+            frac = hist / hist.sum() if hist.sum() > 0 else hist
+            mean = 100 * float(result["mean_image_share"][i])
+            ax.stairs(
+                np.where(frac > 0, frac, np.nan), edges, color=colours[j % 10], linewidth=1.6, label=f"mean {mean:.1f}%"
+            )
+        ax.set_yscale("log")
+        ax.set_ylim(floor, 1.5)
+        ax.set_xlim(0, 100)
+        ax.set_title(name, fontsize=10)
+        ax.legend(fontsize=7, frameon=False, loc="upper right")
+        ax.grid(alpha=0.3)
+        if i % ncols == 0:
+            ax.set_ylabel("fraction of images")
+        if i >= len(names) - ncols:
+            ax.set_xlabel("share of the image (%)")
+    legend_ax = axes.flat[len(names)] if len(names) < nrows * ncols else None
+    for ax in axes.flat[len(names) :]:
+        ax.axis("off")
+    if legend_ax is not None:
+        handles = [
+            plt.Line2D([], [], color=colours[j % 10], linewidth=2, label=f"{label} (n={int(r['num_images']):,})")
+            for j, (label, r) in enumerate(results.items())
+        ]
+        legend_ax.legend(handles=handles, loc="center", frameon=False, title="dataset")
+    fig.suptitle(title or "Per-image class shares")
+    fig.tight_layout()
+    return save_figure(fig, path)

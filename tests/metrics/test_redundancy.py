@@ -1,0 +1,157 @@
+import copy
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from aras400k.metrics.captions import CaptionRedundancy, caption_hashes, normalize_caption
+
+
+def sync_as_ranks(metrics):
+    """Run torchmetrics' own ``_sync_dist`` on each metric as if they were the ranks of one group.
+
+    A first pass records, per rank, the tensors ``_sync_dist`` hands to the gather; the
+    second answers each rank's k-th gather with every rank's k-th tensor, as
+    ``all_gather`` does.
+    """
+    recorded = []
+    for metric in metrics:
+        calls = []
+
+        def record(tensor, group=None, calls=calls):
+            calls.append(tensor.clone())
+            return [tensor]
+
+        copy.deepcopy(metric)._sync_dist(record)
+        recorded.append(calls)
+    for metric in metrics:
+        answers = iter(zip(*recorded, strict=True))
+        metric._sync_dist(lambda tensor, group=None, answers=answers: list(next(answers)))
+
+
+def table2_captions(unique=71_899, total=100_240, seed=0):
+    """Captions with exactly ``unique`` distinct strings among ``total``, shuffled."""
+    rng = random.Random(seed)
+    distinct = [f"scene {i}: tree {i % 97}%, crop {i % 89}%" for i in range(unique)]
+    captions = distinct + [rng.choice(distinct) for _ in range(total - unique)]
+    rng.shuffle(captions)
+    return captions
+
+
+def test_table2_example_matches_python_set():
+    captions = table2_captions()
+    metric = CaptionRedundancy()
+    start = 0
+    for size in [1, 999, 70_000, 13_000, 16_240]:  # uneven batches; the 70k one triggers deduplication
+        metric.update(captions[start : start + size])
+        start += size
+    assert start == len(captions)
+    result = metric.compute()
+    assert result["total"] == 100_240 and result["unique"] == len(set(captions)) == 71_899
+    assert result["redundancy"].item() == pytest.approx(1 - 71_899 / 100_240)
+    assert round(100 * result["redundancy"].item(), 2) == 28.27  # the paper's Table 2 figure
+    # The state is deduplicated 64-bit hashes, never strings.
+    state = torch.cat(metric.hashes)
+    assert state.dtype == torch.int64 and state.numel() < 100_240
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A forest.", "a forest"),
+        ("  A \t Forest  WITH\na lake!!  ", "a forest with a lake"),
+        ("Tree 41.2%, crop 30.5%.", "tree 41.2%, crop 30.5%"),
+        ("(forest)", "(forest)"),  # brackets, quotes and % stay
+        ("Ärzte…", "ärzte"),
+    ],
+)
+def test_basic_normalization_hand_worked(text, expected):
+    assert normalize_caption(text, "basic") == expected
+    assert normalize_caption(text, "none") == text
+
+
+def test_normalize_modes_count_against_sets():
+    captions = ["A forest.", "a  forest", "A Forest!", "a forest with a lake", "A forest with a lake .", "Forest"]
+    for mode, unique in [("none", 6), ("basic", 3)]:
+        metric = CaptionRedundancy(normalize=mode)
+        metric.update(captions)
+        result = metric.compute()
+        assert result["unique"] == unique == len({normalize_caption(c, mode) for c in captions})
+        assert result["redundancy"].item() == pytest.approx(1 - unique / 6)
+
+
+def test_hashes_are_deterministic_blake2b():
+    import hashlib
+
+    hashes = caption_hashes(["a", "b", "a"])
+    expected = int.from_bytes(hashlib.blake2b(b"a", digest_size=8).digest(), "little", signed=True)
+    assert hashes.tolist() == [expected, hashes[1].item(), expected]
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")
+def test_ranks_gather_equals_single_process():
+    captions = table2_captions(unique=3_000, total=5_000, seed=1)
+    ranks = [CaptionRedundancy(), CaptionRedundancy(), CaptionRedundancy()]
+    ranks[0].update(captions[:2_000])
+    ranks[0].update(captions[2_000:2_500])
+    ranks[1].update(captions[2_500:])
+    # ranks[2] saw nothing: it must still gather an int64 tensor, or the hashes become float32.
+    sync_as_ranks(ranks)
+    for metric in ranks:
+        assert metric.hashes.dtype == torch.int64
+        result = metric.compute()
+        assert result["unique"] == len(set(captions)) == 3_000 and result["total"] == 5_000
+
+
+def test_merge_state_and_forward():
+    a, b = CaptionRedundancy(), CaptionRedundancy()
+    a.update(["x", "y", "x"])
+    batch = b(["y", "z", "z", "z"])  # forward: this batch only
+    assert batch["unique"] == 2 and batch["total"] == 4
+    assert a.compute()["unique"] == 2  # cached by torchmetrics; merge_state must drop it
+    a.merge_state(b)
+    result = a.compute()
+    assert result["unique"] == 3 and result["total"] == 7
+    a.reset()
+    a.update(["q"])
+    assert a.compute()["redundancy"].item() == 0.0
+
+
+def test_errors_and_empty():
+    metric = CaptionRedundancy()
+    with pytest.raises(TypeError, match="not one string"):
+        metric.update("a caption")
+    with pytest.raises(TypeError, match="must be strings, got int"):
+        metric.update(["ok", 3])
+    with pytest.raises(ValueError, match="'none' or 'basic'"):
+        CaptionRedundancy(normalize="lower")
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        assert math.isnan(CaptionRedundancy().compute()["redundancy"].item())
+
+
+def _gloo_worker(rank, world, store, out):
+    import torch.distributed as dist
+
+    from aras400k.metrics.captions import CaptionRedundancy
+    from aras400k.metrics.consistency import CompositionConsistency
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    redundancy, consistency = CaptionRedundancy(), CompositionConsistency()
+    if rank == 0:  # rank 1 sees nothing
+        redundancy.update(["a", "b", "a", "c"])
+        consistency.update(["tree 40%", "a lake"], [{"tree": 0.5, "water": 0.5}, {"water": 1.0}], ["m/x", "m/y"])
+    red, con = redundancy.compute(), consistency.compute()
+    if rank == 1:
+        out.write_text(json.dumps({"unique": int(red["unique"]), "groups": con["groups"]}))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_real_gloo_process_group_with_an_empty_rank(tmp_path):
+    torch.multiprocessing.spawn(_gloo_worker, args=(2, tmp_path / "store", tmp_path / "out.json"), nprocs=2)
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["unique"] == 3
+    assert result["groups"]["m/x"]["percent_mae"] == pytest.approx(10.0)
+    assert result["groups"]["m/y"]["recall"] == 1.0
