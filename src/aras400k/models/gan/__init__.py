@@ -1,0 +1,54 @@
+"""Architecture-independent GAN training parts: losses, regularisers, ADA and EMA.
+
+Both GAN LightningModules (StyleGAN3 and SPADE) compose these, so a user can swap one
+without touching a network class.
+"""
+
+from aras400k.models.gan.augment import AUGMENT_PIPES, AdaptiveAugment, AugmentParams, AugmentPipe, JointFlipRot90
+from aras400k.models.gan.ema import ExponentialMovingAverage, stylegan_ema_kimg
+from aras400k.models.gan.losses import (
+    ADVERSARIAL_LOSSES,
+    AdversarialLossName,
+    discriminator_hinge_loss,
+    discriminator_logistic_loss,
+    generator_hinge_loss,
+    generator_logistic_loss,
+    get_adversarial_loss,
+)
+from aras400k.models.gan.regularizers import (
+    LazyOptimizerParams,
+    NonFiniteGuard,
+    PathLengthRegularizer,
+    blur_images,
+    blur_sigma,
+    lazy_optimizer_params,
+    r1_penalty,
+    style_mixing,
+    stylegan_blur_fade_kimg,
+)
+
+__all__ = [
+    "ADVERSARIAL_LOSSES",
+    "AUGMENT_PIPES",
+    "AdaptiveAugment",
+    "AdversarialLossName",
+    "AugmentParams",
+    "AugmentPipe",
+    "ExponentialMovingAverage",
+    "JointFlipRot90",
+    "LazyOptimizerParams",
+    "NonFiniteGuard",
+    "PathLengthRegularizer",
+    "blur_images",
+    "blur_sigma",
+    "discriminator_hinge_loss",
+    "discriminator_logistic_loss",
+    "generator_hinge_loss",
+    "generator_logistic_loss",
+    "get_adversarial_loss",
+    "lazy_optimizer_params",
+    "r1_penalty",
+    "style_mixing",
+    "stylegan_blur_fade_kimg",
+    "stylegan_ema_kimg",
+]

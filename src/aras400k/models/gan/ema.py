@@ -1,0 +1,171 @@
+"""Exponential moving average (EMA) of a network's weights, for sampling.
+
+Both GANs sample from an EMA copy of their generator (Karras et al., "Progressive
+Growing of GANs", 2018; kept in StyleGAN2/3 and used by SPADE follow-ups such as
+OASIS). Two ways to pick the decay ``beta`` of ``shadow <- beta * shadow + (1 - beta) * w``:
+
+- **Half-life in images** (StyleGAN2-ADA / StyleGAN3 ``training_loop.py``): the average
+  forgets half of its weight every ``ema_kimg`` thousand images, so
+  ``beta = 0.5 ** (batch_size / (ema_kimg * 1000))`` does not depend on the batch size
+  per image seen. A ramp-up shortens the half-life to ``ema_rampup * cur_nimg`` early in
+  training, so the average is not dominated by the random initialisation. The official
+  ``train.py`` uses ``ema_kimg = batch * 10 / 32`` (:func:`stylegan_ema_kimg`) and ramp-up
+  ``0.05``.
+- **Constant decay** (e.g. ``0.999`` per step), the common choice for SPADE-style
+  generators.
+
+Buffers (running statistics, the mapping network's tracked average ``w``, spectral-norm
+vectors) are copied, not averaged, as in the official code.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["ExponentialMovingAverage", "stylegan_ema_kimg"]
+
+
+def stylegan_ema_kimg(batch_size: int) -> float:
+    """The official StyleGAN3 ``train.py`` EMA half-life: ``batch_size * 10 / 32`` kimg.
+
+    Args:
+        batch_size: Total batch size of one training iteration.
+
+    Returns:
+        The half-life in thousands of images.
+
+    Raises:
+        ValueError: If ``batch_size`` is not positive.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    return batch_size * 10 / 32
+
+
+class ExponentialMovingAverage(nn.Module):
+    """A deep-copied shadow of a module whose parameters follow an EMA of the original.
+
+    Being an ``nn.Module``, the shadow moves with ``.to()``, and its weights are saved in
+    (and restored from) the owner's ``state_dict`` under ``<attr>.shadow.*``. The shadow
+    never needs gradients and always stays in eval mode, even when the owner is switched
+    to training mode. Call it like the original module (``ema(z)``) to sample.
+
+    Args:
+        model: The module to average (deep-copied once; later it is only read).
+        ema_kimg: Half-life of the average in thousands of images (StyleGAN mode).
+        ema_rampup: Ramp-up coefficient: the half-life is at most ``ema_rampup`` times the
+            images seen so far. ``None`` disables the ramp-up.
+        decay: Constant per-update decay (e.g. ``0.999``). When given, ``ema_kimg`` and
+            ``ema_rampup`` are ignored.
+
+    Raises:
+        ValueError: If ``decay`` is outside ``[0, 1)``, ``ema_kimg`` is not positive or
+            ``ema_rampup`` is not positive.
+    """
+
+    num_updates: torch.Tensor
+
+    def __init__(
+        self,
+        model: nn.Module,
+        ema_kimg: float = 10.0,
+        ema_rampup: float | None = 0.05,
+        decay: float | None = None,
+    ) -> None:
+        super().__init__()
+        if decay is not None and not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        if ema_kimg <= 0:
+            raise ValueError(f"ema_kimg must be positive, got {ema_kimg}")
+        if ema_rampup is not None and ema_rampup <= 0:
+            raise ValueError(f"ema_rampup must be positive or None, got {ema_rampup}")
+        self.ema_kimg = float(ema_kimg)
+        self.ema_rampup = ema_rampup
+        self.decay = decay
+        self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def train(self, mode: bool = True) -> ExponentialMovingAverage:
+        """Set the training flag of this wrapper; the shadow itself stays in eval mode.
+
+        Args:
+            mode: Training mode flag.
+
+        Returns:
+            ``self``.
+        """
+        self.training = mode
+        self.shadow.eval()
+        return self
+
+    def beta(self, step: int, batch_size: int) -> float:
+        """The decay used by :meth:`update` at a given point of training.
+
+        Args:
+            step: Training iterations completed before this update (so that
+                ``cur_nimg = step * batch_size`` images have been seen).
+            batch_size: Total batch size of one iteration.
+
+        Returns:
+            ``beta`` in ``[0, 1)``: ``decay`` in constant mode, otherwise
+            ``0.5 ** (batch_size / max(ema_nimg, 1e-8))`` with
+            ``ema_nimg = min(ema_kimg * 1000, cur_nimg * ema_rampup)``.
+        """
+        if self.decay is not None:
+            return self.decay
+        ema_nimg = self.ema_kimg * 1000
+        if self.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, step * batch_size * self.ema_rampup)
+        return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int, batch_size: int) -> float:
+        """Move the shadow's parameters toward ``model``'s and copy its buffers.
+
+        Args:
+            model: The trained module (same architecture as the shadow).
+            step: Training iterations completed before this update; with a ramp-up the
+                first update (``step=0``) copies the weights outright, as in StyleGAN.
+            batch_size: Total batch size of one iteration.
+
+        Returns:
+            The decay ``beta`` that was used.
+
+        Raises:
+            KeyError: If ``model`` lacks a parameter or buffer of the shadow.
+        """
+        beta = self.beta(step, batch_size)
+        params = dict(model.named_parameters())
+        for name, shadow_param in self.shadow.named_parameters():
+            # lerp(p, shadow, beta) = beta * shadow + (1 - beta) * p.
+            shadow_param.copy_(params[name].detach().lerp(shadow_param, beta))
+        buffers = dict(model.named_buffers())
+        for name, shadow_buffer in self.shadow.named_buffers():
+            shadow_buffer.copy_(buffers[name])
+        self.num_updates += 1
+        return beta
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Copy the averaged parameters and buffers into ``model`` (e.g. for export).
+
+        Args:
+            model: A module with the shadow's architecture.
+        """
+        model.load_state_dict(self.shadow.state_dict())
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the shadow module.
+
+        Args:
+            *args: Positional arguments of the wrapped module's ``forward``.
+            **kwargs: Keyword arguments of the wrapped module's ``forward``.
+
+        Returns:
+            Whatever the wrapped module returns.
+        """
+        return self.shadow(*args, **kwargs)
