@@ -1,0 +1,78 @@
+"""``aras-eval``: the evaluation report (the paper's Tables 1-2, consistency, Figures 3-4, FID/KID).
+
+::
+
+    aras-eval --config configs/eval.yaml
+    aras-eval --config configs/eval.yaml --max_samples 200 --clip /models/clip-vit-base-patch32
+    aras-eval --config configs/eval.yaml --segmenter null      # no FID/KID, no embedding
+
+Every field of :class:`aras400k.evaluation.EvalConfig` can be given in the YAML file or
+on the command line. A missing input stops the run before any work with one line that
+names it and the command that makes it (exit status 2).
+"""
+
+from __future__ import annotations
+
+import sys
+from argparse import ArgumentError
+from dataclasses import fields
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from aras400k.cli import fail, run_command
+
+__all__ = ["build_parser", "main"]
+
+PROGRAM = "aras-eval"
+
+
+def build_parser() -> ArgumentParser:
+    """Build the ``aras-eval`` parser (every :class:`EvalConfig` field is an option).
+
+    Returns:
+        The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
+    """
+    from aras400k.evaluation import EvalConfig
+
+    parser = ArgumentParser(
+        prog=PROGRAM,
+        description="Evaluate shard sets (real and synthetic) and write report.md, report.json, CSV tables and "
+        "figures: caption volume, redundancy and CLIPScore (Tables 1-2), caption/mask consistency, composition "
+        "(Figure 3), FID/KID and t-SNE/UMAP (Figure 4) against a reference set.",
+        exit_on_error=False,
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    parser.add_class_arguments(EvalConfig, as_group=False)
+    return parser
+
+
+def _run(cfg: Namespace) -> int:
+    from aras400k.evaluation import EvalConfig, run_evaluation
+    from aras400k.evaluation.report import headline_markdown
+
+    init = build_parser().instantiate(cfg)
+    config = EvalConfig(**{f.name: init[f.name] for f in fields(EvalConfig)})
+    result = run_evaluation(config)
+    print(headline_markdown(result))
+    print("written: " + ", ".join(str(path) for path in result.files.values()))
+    return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run ``aras-eval``.
+
+    Args:
+        args: Command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 2 on bad input (one line on stderr).
+    """
+    try:
+        cfg = build_parser().parse_args(args)
+    except ArgumentError as err:
+        fail(PROGRAM, str(err))
+    return run_command(PROGRAM, lambda: _run(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
