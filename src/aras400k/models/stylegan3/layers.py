@@ -1,0 +1,285 @@
+"""Building blocks shared by the StyleGAN2/3 generators and the discriminator.
+
+All layers use the *equalised learning rate* of ProGAN/StyleGAN: parameters are stored
+with unit-variance initialisation and scaled by ``1 / sqrt(fan_in)`` (times a
+learning-rate multiplier) every time they are used, so that Adam's per-parameter
+step size acts the same on every layer. The stored tensors therefore match the
+official NVlabs checkpoints one to one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aras400k.models.stylegan3.filters import setup_filter, upfirdn2d
+
+__all__ = ["Conv2dLayer", "FullyConnectedLayer", "bias_act", "modulated_conv2d"]
+
+Activation = Literal["linear", "lrelu"]
+
+#: Gain that keeps the signal magnitude after a leaky ReLU with slope 0.2 (He et al.).
+LRELU_GAIN = math.sqrt(2)
+
+
+def bias_act(
+    x: Tensor,
+    b: Tensor | None = None,
+    activation: Activation = "linear",
+    gain: float = 1.0,
+    clamp: float | None = None,
+) -> Tensor:
+    """Add a per-channel bias, apply the activation, scale and clamp.
+
+    Args:
+        x: Activations ``[N, C, ...]``.
+        b: Bias ``[C]``, or ``None``.
+        activation: ``"linear"`` or ``"lrelu"`` (slope 0.2, default gain ``sqrt(2)``).
+        gain: Extra gain on top of the activation's default gain.
+        clamp: Clamp the result to ``[-clamp, clamp]``; ``None`` disables.
+
+    Returns:
+        The transformed activations.
+
+    Raises:
+        ValueError: For an unknown activation.
+    """
+    if b is not None:
+        x = x + b.to(x.dtype).reshape([1, -1] + [1] * (x.ndim - 2))
+    if activation == "lrelu":
+        x = F.leaky_relu(x, 0.2)
+        gain = gain * LRELU_GAIN
+    elif activation != "linear":
+        raise ValueError(f"unknown activation {activation!r}; choose 'linear' or 'lrelu'")
+    if gain != 1:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+class FullyConnectedLayer(nn.Module):
+    """Dense layer with equalised learning rate.
+
+    Args:
+        in_features: Input features.
+        out_features: Output features.
+        activation: ``"linear"`` or ``"lrelu"``.
+        bias: Learn an additive bias.
+        lr_multiplier: Learning-rate multiplier (0.01 in the mapping network).
+        weight_init: Standard deviation of the effective initial weights.
+        bias_init: Initial value of the effective bias (scalar or one per output).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation: Activation = "linear",
+        bias: bool = True,
+        lr_multiplier: float = 1.0,
+        weight_init: float = 1.0,
+        bias_init: float | Sequence[float] = 0.0,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation: Activation = activation
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+        self.weight = nn.Parameter(torch.randn([out_features, in_features]) * (weight_init / lr_multiplier))
+        if bias:
+            init = np.broadcast_to(np.asarray(bias_init, dtype=np.float32), [out_features])
+            self.bias: nn.Parameter | None = nn.Parameter(torch.from_numpy(init / lr_multiplier))
+        else:
+            self.bias = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the layer to ``x`` ``[N, in_features]``."""
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = None if self.bias is None else self.bias.to(x.dtype) * self.bias_gain
+        if self.activation == "linear" and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        return bias_act(x.matmul(w.t()), b, self.activation)
+
+    def extra_repr(self) -> str:
+        """Summarise the layer."""
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+
+
+class Conv2dLayer(nn.Module):
+    """Convolution with equalised learning rate and optional FIR-filtered downsampling.
+
+    Downsampling blurs with the ``resample_filter`` (the binomial ``[1, 3, 3, 1]`` by
+    default) before a strided convolution, as in StyleGAN2's discriminator.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        kernel_size: Square kernel size.
+        bias: Learn an additive bias.
+        activation: ``"linear"`` or ``"lrelu"``.
+        down: Integer downsampling factor.
+        resample_filter: 1-D taps of the low-pass filter used when downsampling.
+        conv_clamp: Clamp the output to ``[-conv_clamp, conv_clamp]``; ``None``
+            disables.
+    """
+
+    resample_filter: Tensor
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        bias: bool = True,
+        activation: Activation = "linear",
+        down: int = 1,
+        resample_filter: Sequence[float] = (1, 3, 3, 1),
+        conv_clamp: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.activation: Activation = activation
+        self.down = down
+        self.conv_clamp = conv_clamp
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        self.padding = kernel_size // 2
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
+
+    def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
+        """Convolve ``x``, then add the bias, activate and clamp (scaled by ``gain``)."""
+        w = (self.weight * self.weight_gain).to(x.dtype)
+        if self.down > 1:
+            x = _blur_for_downsampling(x, self.resample_filter, self.down, self.padding, w.shape[-1])
+            x = F.conv2d(x, w, stride=self.down) if w.shape[-1] > 1 else F.conv2d(x, w)
+        else:
+            x = F.conv2d(x, w, padding=self.padding)
+        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
+        return bias_act(x, self.bias, self.activation, gain=gain, clamp=clamp)
+
+    def extra_repr(self) -> str:
+        """Summarise the layer."""
+        return (
+            f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
+            f"activation={self.activation}, down={self.down}"
+        )
+
+
+def _blur_for_downsampling(x: Tensor, f: Tensor, down: int, padding: int, kernel_size: int) -> Tensor:
+    """Low-pass ``x`` ahead of a stride-``down`` convolution with ``padding``.
+
+    The filter is centred so that output pixel ``i`` of the strided convolution sees
+    the input around ``down * i + (down - 1) / 2``. A 1x1 convolution only needs every
+    ``down``-th blurred pixel, so the blur itself is strided then.
+    """
+    fw = f.shape[-1]
+    p0 = padding + (fw - down + 1) // 2
+    p1 = padding + (fw - down) // 2
+    if kernel_size == 1:
+        return upfirdn2d(x, f, down=down, padding=(p0, p1, p0, p1))
+    return upfirdn2d(x, f, padding=(p0, p1, p0, p1))
+
+
+def modulated_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    styles: Tensor,
+    demodulate: bool = True,
+    padding: int = 0,
+    up: int = 1,
+    resample_filter: Tensor | None = None,
+    input_gain: Tensor | None = None,
+    fused: bool = True,
+) -> Tensor:
+    """Modulated convolution of StyleGAN2 (Karras et al. 2020, Sec. 2.2), used by both generators.
+
+    Each sample's weights are scaled per input channel by its style ``s``,
+    ``w'_ijk = s_i w_ijk``, and, with ``demodulate``, renormalised per output channel,
+    ``w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + eps)`` (StyleGAN2, Eq. 1 and 3), so
+    that unit-variance inputs give unit-variance outputs.
+
+    Args:
+        x: Input ``[N, I, H, W]``.
+        weight: Shared weights ``[O, I, k, k]`` (already scaled as wanted).
+        styles: Per-sample styles ``[N, I]``.
+        demodulate: Apply weight demodulation.
+        padding: Zero padding of the convolution (with respect to the upsampled
+            image when ``up > 1``).
+        up: Upsampling factor (2 for StyleGAN2's upsampling layers): a stride-2
+            transposed convolution followed by the ``resample_filter`` blur.
+        resample_filter: Low-pass filter used when ``up > 1``.
+        input_gain: Optional factor on the input channels (a scalar, ``[I]`` or
+            ``[N, I]``) applied after demodulation; StyleGAN3 passes
+            ``1 / sqrt(magnitude EMA)``.
+        fused: Run as one grouped convolution with per-sample weights (``True``) or
+            as a shared-weight convolution between two per-channel scalings (faster
+            for training, same result).
+
+    Returns:
+        Output ``[N, O, H', W']``.
+    """
+    n = x.shape[0]
+    out_channels, in_channels, kh, kw = weight.shape
+    if demodulate:
+        # Pre-normalise weights and styles: the demodulation below cancels their
+        # scale, and this keeps reduced-precision arithmetic in range.
+        weight = weight * weight.square().mean([1, 2, 3], keepdim=True).rsqrt()
+        styles = styles * styles.square().mean(1, keepdim=True).rsqrt()
+    w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, k, k]
+    dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() if demodulate else None  # [N, O]
+    if input_gain is not None:
+        input_gain = input_gain.expand(n, in_channels)
+    in_scale = styles if input_gain is None else styles * input_gain
+
+    if not fused:
+        x = x * in_scale.to(x.dtype).reshape(n, -1, 1, 1)
+        shared = weight.transpose(0, 1) if up > 1 else weight  # transposed conv: [I, O, k, k]
+        x = _conv_resample(x, shared.to(x.dtype), padding, up, resample_filter, groups=1)
+        if dcoefs is not None:
+            x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
+        return x
+
+    if dcoefs is not None:
+        w = w * dcoefs.reshape(n, -1, 1, 1, 1)
+    if input_gain is not None:
+        w = w * input_gain.reshape(n, 1, -1, 1, 1)
+    x = x.reshape(1, -1, *x.shape[2:])
+    if up > 1:
+        # conv_transpose2d wants [in, out / groups, k, k] weights.
+        w = w.transpose(1, 2).reshape(n * in_channels, out_channels, kh, kw)
+    else:
+        w = w.reshape(n * out_channels, in_channels, kh, kw)
+    x = _conv_resample(x, w.to(x.dtype), padding, up, resample_filter, groups=n)
+    return x.reshape(n, -1, *x.shape[2:])
+
+
+def _conv_resample(x: Tensor, w: Tensor, padding: int, up: int, resample_filter: Tensor | None, groups: int) -> Tensor:
+    """Convolution, or for ``up > 1`` a transposed convolution followed by a FIR blur.
+
+    ``w`` is ``[O, I / groups, k, k]`` without upsampling and ``[I, O / groups, k, k]``
+    with it. With ``up > 1`` the result equals zero-stuffing by ``up``, convolving with
+    the weights (as a true convolution) and low-pass filtering, with the output
+    aligned as in StyleGAN2.
+    """
+    if up == 1:
+        return F.conv2d(x, w, padding=padding, groups=groups)
+    if resample_filter is None:
+        raise ValueError("upsampling needs a resample_filter")
+    k = w.shape[-1]
+    fw = resample_filter.shape[-1]
+    # Padding of the zero-stuffed image that centres the blurred result.
+    p0 = padding + (fw + up - 1) // 2 - (k - 1)
+    p1 = padding + (fw - up) // 2 - (k - up)
+    pt = max(min(-p0, -p1), 0)  # part of it done by the transposed convolution
+    x = F.conv_transpose2d(x, w, stride=up, padding=pt, groups=groups)
+    return upfirdn2d(x, resample_filter, padding=(p0 + pt, p1 + pt, p0 + pt, p1 + pt), gain=up**2)

@@ -1,0 +1,120 @@
+import math
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+from aras400k.models.stylegan3 import (
+    design_lowpass_filter,
+    filtered_lrelu,
+    filtered_lrelu_reference,
+    setup_filter,
+    upfirdn2d,
+)
+
+
+def _response(taps: np.ndarray, fs: float, n: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    return np.fft.rfftfreq(n, 1 / fs), np.abs(np.fft.rfft(taps, n))
+
+
+@pytest.mark.parametrize(("numtaps", "cutoff", "half_width", "fs"), [(12, 8, 8, 64), (12, 2, 6, 32), (24, 8, 8, 64)])
+def test_kaiser_lowpass_passes_dc_and_stops_the_stopband(numtaps, cutoff, half_width, fs):
+    taps = design_lowpass_filter(numtaps, cutoff, 2 * half_width, fs).numpy()
+    freqs, gain = _response(taps, fs)
+    assert gain[0] == pytest.approx(1.0, abs=1e-6)
+    assert gain[freqs <= max(cutoff - half_width, 0.5)].min() > 0.98
+    # Kaiser's formula predicts the attenuation; allow 6 dB of slack, and every
+    # design used here stays below -40 dB from the stopband edge f_c + f_h on.
+    predicted = scipy.signal.kaiser_atten(numtaps, 2 * half_width / (fs / 2))
+    stop_db = 20 * np.log10(gain[freqs >= cutoff + half_width].max())
+    assert stop_db < -(predicted - 6)
+    assert stop_db < -40
+
+
+def test_radial_lowpass_is_round_and_stops_beyond_the_stopband_radius():
+    numtaps, cutoff, half_width, fs = 12, 8, 8, 64
+    taps = design_lowpass_filter(numtaps, cutoff, 2 * half_width, fs, radial=True).numpy()
+    assert taps.shape == (12, 12)
+    np.testing.assert_allclose(taps, taps.T, atol=1e-7)
+    response = np.abs(np.fft.fft2(taps, (256, 256)))
+    freqs = np.fft.fftfreq(256, 1 / fs)
+    radius = np.hypot(*np.meshgrid(freqs, freqs))
+    assert response[0, 0] == pytest.approx(1.0, abs=1e-5)
+    assert response[radius <= 0.5].min() > 0.99
+    assert 20 * np.log10(response[radius >= cutoff + half_width].max()) < -35
+
+
+def test_single_tap_means_no_filter():
+    assert design_lowpass_filter(1, 2, 1, 16) is None
+    with pytest.raises(ValueError, match="numtaps"):
+        design_lowpass_filter(0, 2, 1, 16)
+
+
+def _asymmetric(taps):
+    # Real filters are symmetric; a skew checks that filters are not flipped wrongly.
+    return None if taps is None else taps.double() + torch.linspace(0, 0.05, taps.numel()).reshape(taps.shape)
+
+
+@pytest.mark.parametrize(
+    ("up", "down", "up_taps", "down_taps", "padding", "radial"),
+    [
+        (2, 2, 12, 12, (9, 8, 9, 8), False),  # the usual StyleGAN3 layer
+        (4, 2, 24, 12, (-6, -9, -6, -9), False),  # up 4, cropping
+        (2, 2, 12, 12, (-11, -12, -11, -12), False),  # crop of the margin
+        (2, 2, 12, 12, (3, 1, 2, 0), True),  # radial downsampling filter (config R)
+        (2, 1, 12, 1, (5, 6, 7, 4), False),  # upsampling only
+        (1, 2, 1, 12, (0, 1, 2, 3), False),  # downsampling only
+        (1, 1, 1, 1, (0, 0, 0, 0), False),  # the ToRGB case: bias + clamp
+    ],
+)
+def test_filtered_lrelu_equals_the_naive_sequence(up, down, up_taps, down_taps, padding, radial):
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 30, 26, dtype=torch.float64) * 3
+    bias = torch.randn(5, dtype=torch.float64)
+    fs = 32 * up
+    fu = _asymmetric(design_lowpass_filter(up_taps, 6, 8, fs))
+    fd = _asymmetric(design_lowpass_filter(down_taps, 6, 8, fs, radial=radial))
+    kwargs = dict(fu=fu, fd=fd, b=bias, up=up, down=down, padding=padding, gain=math.sqrt(2), slope=0.2, clamp=4.0)
+    fast = filtered_lrelu(x, **kwargs)
+    naive = filtered_lrelu_reference(x, **kwargs)
+    assert fast.shape == naive.shape
+    torch.testing.assert_close(fast, naive, rtol=0, atol=1e-12)
+
+
+def test_filtered_lrelu_gradients_equal_the_naive_sequence():
+    torch.manual_seed(1)
+    fu = design_lowpass_filter(12, 4, 6, 32)
+    fd = design_lowpass_filter(12, 4, 6, 32, radial=True)
+    grads = []
+    for fn in (filtered_lrelu, filtered_lrelu_reference):
+        x = torch.randn(2, 3, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+        x.requires_grad_(True)
+        b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+        out = fn(x, fu.double(), fd.double(), b, up=2, down=2, padding=(9, 8, 9, 8), clamp=1.0)
+        (out * torch.arange(out.numel(), dtype=torch.float64).reshape(out.shape)).sum().backward()
+        grads.append((x.grad, b.grad))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_filtered_lrelu_leaves_its_input_alone():
+    x = torch.randn(1, 2, 8, 8)
+    before = x.clone()
+    with torch.no_grad():
+        filtered_lrelu(x, clamp=0.1)
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize(("up", "down", "padding"), [(2, 1, (2, 1, 2, 1)), (1, 2, (1, 1, 1, 1)), (3, 2, (0, 4, 1, 2))])
+def test_upfirdn2d_with_a_full_2d_filter(up, down, padding):
+    x = torch.randn(2, 3, 8, 9, dtype=torch.float64)
+    f = setup_filter([1, 3, 3, 1]).double() + torch.rand(4, 4, dtype=torch.float64) * 0.1
+    fast = upfirdn2d(x, f, up=up, down=down, padding=padding, gain=up**2)
+    naive = filtered_lrelu_reference(x, f, None, None, up, down, padding, gain=1, slope=1)
+    torch.testing.assert_close(fast, naive)
+
+
+def test_setup_filter_matches_the_stylegan2_layout():
+    f = setup_filter([1, 3, 3, 1])
+    assert f.shape == (4, 4) and f.sum().item() == pytest.approx(1.0)
+    assert setup_filter(torch.ones(8)).shape == (8,)
