@@ -106,7 +106,7 @@ class SegmentationMetrics(Metric):
             ValueError: On mismatched shapes or a target value out of range.
         """
         if preds.ndim == target.ndim + 1:
-            preds = preds.argmax(1)
+            preds = preds.max(1).indices
         if preds.shape != target.shape:
             raise ValueError(f"prediction shape {tuple(preds.shape)} differs from target shape {tuple(target.shape)}")
         target = target.reshape(-1).long()
