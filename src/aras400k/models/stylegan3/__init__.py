@@ -5,8 +5,11 @@
   defaults; :class:`Generator` also takes the ``init_kwargs`` of official checkpoints.
 * :func:`build_discriminator` / :class:`Discriminator`: StyleGAN2's residual
   discriminator, shared by all configs.
+* :class:`StyleGAN3`: the LightningModule that trains them (ADA, lazy R1, EMA, ...).
 * :mod:`~aras400k.models.stylegan3.filters`: filter design, resampling and the
   filtered leaky ReLU; :mod:`~aras400k.models.stylegan3.equivariance`: EQ-T / EQ-R.
+* :func:`load_official` reads NVlabs' network pickles through a restricted
+  unpickler (no code from the file runs); :func:`export_official_state_dict` is the inverse.
 
 Module, parameter and buffer names match NVlabs' official implementation, so
 official weights map without a rename table.
@@ -38,6 +41,13 @@ from aras400k.models.stylegan3.filters import (
 from aras400k.models.stylegan3.generator import CONFIGS, Config, Generator, build_generator
 from aras400k.models.stylegan3.layers import Conv2dLayer, FullyConnectedLayer, modulated_conv2d
 from aras400k.models.stylegan3.mapping import MappingNetwork
+from aras400k.models.stylegan3.module import StyleGAN3
+from aras400k.models.stylegan3.official import (
+    OfficialNetworks,
+    UnsafePickleError,
+    export_official_state_dict,
+    load_official,
+)
 from aras400k.models.stylegan3.stylegan2 import (
     StyleGAN2SynthesisLayer,
     StyleGAN2SynthesisNetwork,
@@ -64,13 +74,16 @@ __all__ = [
     "LayerSchedule",
     "MappingNetwork",
     "MinibatchStdLayer",
+    "OfficialNetworks",
     "StyleGAN2SynthesisLayer",
     "StyleGAN2SynthesisNetwork",
+    "StyleGAN3",
     "SynthesisBlock",
     "SynthesisInput",
     "SynthesisLayer",
     "SynthesisNetwork",
     "ToRGBLayer",
+    "UnsafePickleError",
     "apply_fractional_translation",
     "apply_integer_translation",
     "apply_pseudo_rotation",
@@ -81,9 +94,11 @@ __all__ = [
     "compute_eq_t",
     "compute_equivariance",
     "design_lowpass_filter",
+    "export_official_state_dict",
     "filtered_lrelu",
     "filtered_lrelu_reference",
     "layer_schedule",
+    "load_official",
     "modulated_conv2d",
     "setup_filter",
     "upfirdn2d",
