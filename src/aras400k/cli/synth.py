@@ -3,6 +3,8 @@
 Subcommands::
 
     aras-synth label --ckpt SEG.ckpt --input DIR --out DIR    pseudo-label a shard set
+    aras-synth spade --ckpt GAN.ckpt --masks DIR --out DIR --per-mask K
+                                                              images from real masks (SPADE GAN)
 
 Every subcommand takes ``--config FILE.yaml`` with the same option names. A subcommand
 is one :class:`Subcommand` entry in ``SUBCOMMANDS``: a function adding its options to a
@@ -82,6 +84,55 @@ def _label(cfg: Namespace) -> int:
     return 0
 
 
+def _spade_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--ckpt", type=str, required=True, help="SPADEGAN checkpoint (aras-fit / Lightning .ckpt)")
+    parser.add_argument("--masks", type=str, required=True, help="shard set whose masks condition the generator")
+    parser.add_argument("--out", type=str, required=True, help="folder of the new shard set")
+    parser.add_argument("--per_mask", "--per-mask", type=int, default=1, help="images generated per mask")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the run (the same seed gives the same images)")
+    parser.add_argument("--batch_size", type=int, default=16, help="images per forward pass")
+    parser.add_argument(
+        "--force_split", type=bool, default=False, help="accept masks from a split other than train (leakage risk)"
+    )
+    parser.add_argument(
+        "--label_with",
+        type=str | None,
+        default=None,
+        help="segmenter checkpoint: store its predictions as the masks (pseudo-labels) and report their IoU",
+    )
+    parser.add_argument("--use_ema", type=bool, default=True, help="sample from the EMA generator")
+    parser.add_argument(
+        "--samples_per_shard", type=int | None, default=None, help="samples per output tar (default: input's x K)"
+    )
+    parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--overwrite", type=bool, default=False, help="replace a finished set at --out (an unfinished one resumes)"
+    )
+    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+
+
+def _spade(cfg: Namespace) -> int:
+    from aras400k.synthesis_spade import synthesize_conditional
+
+    report = synthesize_conditional(
+        cfg.ckpt,
+        cfg.masks,
+        cfg.out,
+        per_mask=cfg.per_mask,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        force_split=cfg.force_split,
+        label_with=cfg.label_with,
+        device=cfg.device,
+        use_ema=cfg.use_ema,
+        samples_per_shard=cfg.samples_per_shard,
+        overwrite=cfg.overwrite,
+        progress=cfg.progress,
+    )
+    print(report.summary())
+    return 0
+
+
 #: The subcommands, in the order ``--help`` lists them.
 SUBCOMMANDS: dict[str, Subcommand] = {
     "label": Subcommand(
@@ -90,6 +141,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "images, captions and other members are copied byte for byte.",
         add_arguments=_label_arguments,
         run=_label,
+    ),
+    "spade": Subcommand(
+        help="generate images from real masks with a SPADE GAN checkpoint",
+        description="Write a new shard set (source synth_cond) with K generated images per mask of a train shard "
+        "set; each keeps its parent's mask.png byte for byte. Deterministic by --seed; an interrupted run resumes "
+        "when rerun with the same options.",
+        add_arguments=_spade_arguments,
+        run=_spade,
     ),
 }
 

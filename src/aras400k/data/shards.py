@@ -88,6 +88,9 @@ class Sample:
         captions: Contents of ``captions.json``, or ``None``.
         image_png: Already-encoded ``image.png`` written verbatim instead of encoding
             ``image`` (to copy a sample byte for byte); it must decode to ``image``.
+        mask_png: Already-encoded ``mask.png`` written verbatim instead of encoding
+            ``mask`` (which is still required, for checks and pixel counts); it must
+            decode to ``mask``.
         raw_members: Further members written verbatim, name -> bytes (e.g. members
             this library does not know, copied from another shard set).
     """
@@ -98,6 +101,7 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
     captions: list[dict[str, Any]] | None = None
     image_png: bytes | None = None
+    mask_png: bytes | None = None
     raw_members: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -346,8 +350,12 @@ class ShardWriter:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"sample {key}: image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
         raw_members = _check_raw_members(key, sample.raw_members, with_captions=sample.captions is not None)
-        if sample.image_png is not None and not isinstance(sample.image_png, bytes):
-            raise ValueError(f"sample {key}: image_png must be bytes, got {type(sample.image_png).__name__}")
+        for name in ("image_png", "mask_png"):
+            value = getattr(sample, name)
+            if value is not None and not isinstance(value, bytes):
+                raise ValueError(f"sample {key}: {name} must be bytes, got {type(value).__name__}")
+        if sample.mask_png is not None and sample.mask is None:
+            raise ValueError(f"sample {key}: mask_png needs the decoded mask too (for checks and pixel counts)")
         meta = dict(sample.meta)
         meta.setdefault("source", self.source)
         meta.setdefault("split", self.split)
@@ -365,7 +373,9 @@ class ShardWriter:
             self.pixel_counts += counts
             self.num_masks += 1
             meta.setdefault("composition", composition_from_counts(counts))
-            members["mask.png"] = encode_png(mask, self.compress_level)
+            members["mask.png"] = (
+                sample.mask_png if sample.mask_png is not None else encode_png(mask, self.compress_level)
+            )
         elif "composition" in meta:
             # An unlabelled sample may carry a composition from elsewhere (e.g. a CSV);
             # weight it by its pixel count so the dataset total stays pixel-weighted.

@@ -7,6 +7,10 @@
   per-pixel heads; ``unetgan`` or ``oasis`` conditioning).
 - :mod:`~aras400k.models.spade.losses`: adversarial, N+1, CutMix/LabelMix consistency,
   feature-matching, perceptual and KL losses.
+- :mod:`~aras400k.models.spade.module`: ``SPADEGAN``, the LightningModule that trains
+  them (EMA sampling, NaN guard, sample grids, segmentation score), and
+  ``load_spade_generator`` for sampling from its checkpoints.
+- :mod:`~aras400k.models.spade.figures`: the mask / real / samples grid.
 """
 
 from aras400k.models.spade.discriminator import (
@@ -37,17 +41,27 @@ from aras400k.models.spade.losses import (
     mix,
     n_plus_one_loss,
 )
+from aras400k.models.spade.module import (
+    SPADEGAN,
+    MixMode,
+    PerceptualNet,
+    load_spade_generator,
+    spade_generator_from_hparams,
+)
 from aras400k.models.spade.normalization import SPADE, ParamFreeNorm, one_hot_mask
 
 __all__ = [
     "SPADE",
+    "SPADEGAN",
     "VGG19_LAYER_WEIGHTS",
     "AdversarialTerms",
     "Conditioning",
     "ImageEncoder",
+    "MixMode",
     "NoiseMode",
     "ParamFreeNorm",
     "PerceptualLoss",
+    "PerceptualNet",
     "ResidualDownBlock",
     "ResidualUpBlock",
     "SPADEGenerator",
@@ -67,8 +81,10 @@ __all__ = [
     "is_degenerate_mix",
     "kl_divergence",
     "labelmix_mask",
+    "load_spade_generator",
     "mix",
     "n_plus_one_loss",
     "one_hot_mask",
     "reparameterize",
+    "spade_generator_from_hparams",
 ]
