@@ -131,3 +131,16 @@ def test_decode_sample_errors_name_the_key():
         decode_sample({**good, "mask.png": encode_png(np.zeros((4, 4, 3), np.uint8))})
     with pytest.raises(SampleError, match="meta.json is not valid JSON"):
         decode_sample({**good, "meta.json": b"{"})
+
+
+def test_pre_encoded_members_are_written_verbatim(tmp_path):
+    image = np.full((8, 8, 3), 5, np.uint8)
+    mask = np.full((8, 8), 2, np.uint8)
+    image_png, mask_png = encode_png(image, compress_level=0), encode_png(mask, compress_level=0)
+    with ShardWriter(tmp_path / "s", split="train") as writer:
+        writer.write(Sample("k", image, mask, image_png=image_png, mask_png=mask_png, raw_members={"extra.bin": b"x"}))
+        with pytest.raises(ValueError, match="mask_png needs the decoded mask"):
+            writer.write(Sample("m", image, None, mask_png=mask_png))
+    (raw,) = iter_raw_samples(tmp_path / "s" / "train-000000.tar")
+    assert raw["image.png"] == image_png and raw["mask.png"] == mask_png and raw["extra.bin"] == b"x"
+    assert read_manifest(tmp_path / "s")["class_pixels"]["grass"] == 64
