@@ -5,6 +5,7 @@ Subcommands::
     aras-synth label --ckpt SEG.ckpt --input DIR --out DIR    pseudo-label a shard set
     aras-synth spade --ckpt GAN.ckpt --masks DIR --out DIR --per-mask K
                                                               images from real masks (SPADE GAN)
+    aras-synth stylegan3 --ckpt G.ckpt --n N --out DIR     unconditional images (StyleGAN3; seed i -> sample i)
 
 Every subcommand takes ``--config FILE.yaml`` with the same option names. A subcommand
 is one :class:`Subcommand` entry in ``SUBCOMMANDS``: a function adding its options to a
@@ -133,6 +134,65 @@ def _spade(cfg: Namespace) -> int:
     return 0
 
 
+def _stylegan3_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument(
+        "--ckpt", type=str, required=True, help="StyleGAN3 checkpoint (.ckpt) or official snapshot (.pkl)"
+    )
+    parser.add_argument("--out", type=str, required=True, help="folder of the new shard set")
+    parser.add_argument("--n", type=int | None, default=None, help="number of images (seeds 0..n-1 unless --seeds)")
+    parser.add_argument(
+        "--seeds",
+        type=str | None,
+        default=None,
+        help="seeds, a range or a list: '0-99', '1,5,7' (sample i uses seed i)",
+    )
+    parser.add_argument("--truncation", type=float, default=1.0, help="truncation psi (1: none)")
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=16, help="images per forward pass")
+    parser.add_argument(
+        "--label_with",
+        "--label-with",
+        type=str | None,
+        default=None,
+        help="segmenter checkpoint: add its predicted masks (pseudo-labels) and their composition",
+    )
+    parser.add_argument(
+        "--equivariance", type=bool, default=False, help="also print EQ-T/EQ-R of the generator (stylegan3-t/-r)"
+    )
+    parser.add_argument("--equivariance_samples", type=int, default=64, help="latents for the equivariance metrics")
+    parser.add_argument("--use_ema", type=bool, default=True, help="sample from the EMA generator (.ckpt only)")
+    parser.add_argument("--samples_per_shard", type=int, default=1000, help="samples per output tar")
+    parser.add_argument("--chunk_size", type=int, default=1000, help="seeds per resumable part")
+    parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--overwrite", type=bool, default=False, help="replace a finished set at --out (an unfinished one resumes)"
+    )
+    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+
+
+def _stylegan3(cfg: Namespace) -> int:
+    from aras400k.synthesis_stylegan3 import parse_seeds, synthesize_unconditional
+
+    report = synthesize_unconditional(
+        cfg.ckpt,
+        cfg.out,
+        seeds=parse_seeds(cfg.seeds) if cfg.seeds is not None else None,
+        n=cfg.n,
+        truncation=cfg.truncation,
+        batch_size=cfg.batch_size,
+        label_with=cfg.label_with,
+        equivariance=cfg.equivariance,
+        equivariance_samples=cfg.equivariance_samples,
+        device=cfg.device,
+        use_ema=cfg.use_ema,
+        samples_per_shard=cfg.samples_per_shard,
+        chunk_size=cfg.chunk_size,
+        overwrite=cfg.overwrite,
+        progress=cfg.progress,
+    )
+    print(report.summary())
+    return 0
+
+
 #: The subcommands, in the order ``--help`` lists them.
 SUBCOMMANDS: dict[str, Subcommand] = {
     "label": Subcommand(
@@ -149,6 +209,15 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "when rerun with the same options.",
         add_arguments=_spade_arguments,
         run=_spade,
+    ),
+    "stylegan3": Subcommand(
+        help="generate unconditional images with a StyleGAN3 checkpoint or official pickle",
+        description="Write a new shard set (source synth_uncond) with one generated image per seed (sample "
+        "sg3_{seed:08d} uses seed seed, so split or resumed runs give the same images); optionally label them "
+        "(--label_with) and print the generator's EQ-T/EQ-R (--equivariance true). An interrupted run resumes "
+        "when rerun with the same options.",
+        add_arguments=_stylegan3_arguments,
+        run=_stylegan3,
     ),
 }
 

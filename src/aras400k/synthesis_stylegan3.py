@@ -1,0 +1,443 @@
+"""Unconditional synthesis: sample a trained StyleGAN3 into a new shard set.
+
+:func:`synthesize_unconditional` draws one image per seed with the EMA generator of a
+:class:`~aras400k.models.stylegan3.StyleGAN3` checkpoint (or the ``G_ema`` of an official
+NVlabs ``.pkl``) and writes it as sample ``sg3_{seed:08d}``::
+
+    report = synthesize_unconditional("runs/gan_stylegan3/checkpoints/last.ckpt", "data/synth_uncond",
+                                      seeds=range(1000), truncation=0.7)
+    print(report.summary())
+
+Guarantees (the same as :mod:`aras400k.synthesis_spade`, whose work-folder helpers this
+module uses):
+
+- **Sample i uses seed i.** Its latent is drawn from a CPU generator seeded with ``i``
+  (as :meth:`StyleGAN3.latents`), so a split run (``0-3`` then ``4-7``) or a resumed
+  run gives the same images as one run over all seeds.
+- **Resumable without duplicates.** Seeds are cut into chunks of ``chunk_size``; each
+  chunk becomes one part (a complete shard set) in ``OUT/.partial``. A rerun with the
+  same settings keeps finished parts and redoes only unfinished ones; other settings
+  are refused rather than mixed in. Parts are assembled into ``OUT`` at the end and
+  ``OUT/manifest.json`` is written last.
+
+Lightning checkpoints are read with ``torch.load(weights_only=True)``
+(:func:`~aras400k.synthesis.read_checkpoint`); ``.pkl`` files with the restricted
+unpickler of :func:`~aras400k.models.stylegan3.official.load_official`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from aras400k.data.composition import format_composition
+from aras400k.data.shards import (
+    MANIFEST_NAME,
+    Sample,
+    ShardWriter,
+    decode_sample,
+    iter_raw_samples,
+    read_manifest,
+    shard_paths,
+)
+from aras400k.models.stylegan3.generator import Generator, build_generator
+from aras400k.synthesis import _resolve_device, label_shards, read_checkpoint
+from aras400k.synthesis_spade import WORK_DIR, _file_sha256, _open_work_dir
+
+__all__ = [
+    "StyleGAN3SynthesisReport",
+    "load_stylegan3_generator",
+    "parse_seeds",
+    "sample_key",
+    "synthesize_unconditional",
+]
+
+_RUN_FORMAT = 1
+_SPLIT = "train"
+_SOURCE = "synth_uncond"
+
+
+def sample_key(seed: int) -> str:
+    """The key of the sample drawn from ``seed`` (``sg3_{seed:08d}``)."""
+    return f"sg3_{seed:08d}"
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """Parse a seed list: ranges and single seeds separated by commas (``"0-99"``, ``"1,5,7"``, ``"0-3,9"``).
+
+    Args:
+        spec: The text.
+
+    Returns:
+        The seeds, in the order given.
+
+    Raises:
+        ValueError: On a malformed item, a negative seed, an empty or reversed range, or a repeated seed.
+    """
+    seeds: list[int] = []
+    for item in (part.strip() for part in str(spec).split(",")):
+        first, sep, last = item.partition("-")
+        if not first.strip().isdigit() or (sep and not last.strip().isdigit()):
+            raise ValueError(f"seeds must be non-negative integers or ranges like '0-99' or '1,5,7', got {spec!r}")
+        low, high = int(first), int(last) if sep else int(first)
+        if high < low:
+            raise ValueError(f"seed range {item!r} is reversed (write low-high)")
+        seeds.extend(range(low, high + 1))
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {spec!r} name a seed more than once")
+    return seeds
+
+
+@dataclass
+class StyleGAN3SynthesisReport:
+    """What :func:`synthesize_unconditional` wrote.
+
+    Attributes:
+        out_dir: The new shard set.
+        manifest: Path of its ``manifest.json``.
+        num_samples: Images written (one per seed).
+        num_shards: Tar shards written.
+        first_seed: Smallest seed.
+        last_seed: Largest seed.
+        truncation: Truncation psi.
+        checkpoint: The generator checkpoint or pickle.
+        checkpoint_sha256: Its sha256 (first 16 hex digits).
+        resumed_parts: Seed chunks kept from an earlier, interrupted run.
+        composition: Class name -> pixel fraction of the predicted masks (when labelled).
+        labelled_with: Segmenter checkpoint whose predictions are the masks, if any.
+        equivariance: ``{"eqt_int", "eqt_frac", "eqr"}`` PSNRs in dB, if asked for and available.
+        equivariance_note: Why no equivariance figures were computed, if asked for and unavailable.
+    """
+
+    out_dir: str
+    manifest: str
+    num_samples: int
+    num_shards: int
+    first_seed: int
+    last_seed: int
+    truncation: float
+    checkpoint: str
+    checkpoint_sha256: str
+    resumed_parts: int = 0
+    composition: dict[str, float] = field(default_factory=dict)
+    labelled_with: str | None = None
+    equivariance: dict[str, float] | None = None
+    equivariance_note: str | None = None
+
+    def summary(self) -> str:
+        """Render the report for a terminal.
+
+        Returns:
+            A few lines: what was generated, where it went, and any labels or equivariance figures.
+        """
+        lines = [
+            f"generated {self.num_samples} images (seeds {self.first_seed}..{self.last_seed}, truncation "
+            f"{self.truncation:g}) with {self.checkpoint} (sha256 {self.checkpoint_sha256})",
+            f"wrote {self.num_shards} shards to {self.out_dir} (manifest {self.manifest})",
+        ]
+        if self.resumed_parts:
+            lines.append(f"resumed: {self.resumed_parts} seed chunks were kept from the interrupted run")
+        if self.labelled_with is not None:
+            lines.append(f"masks are the predictions of {self.labelled_with}")
+            lines.append(f"composition: {format_composition(self.composition) or 'empty'}")
+        if self.equivariance is not None:
+            eq = self.equivariance
+            lines.append(
+                f"equivariance: EQ-T {eq['eqt_int']:.2f} dB, EQ-T (sub-pixel) {eq['eqt_frac']:.2f} dB, "
+                f"EQ-R {eq['eqr']:.2f} dB"
+            )
+        if self.equivariance_note is not None:
+            lines.append(f"equivariance: {self.equivariance_note}")
+        return "\n".join(lines)
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def load_stylegan3_generator(
+    path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu"
+) -> Generator:
+    """Load the (EMA) generator of a StyleGAN3 Lightning checkpoint or an official ``.pkl``, safely.
+
+    Args:
+        path: A :class:`~aras400k.models.stylegan3.StyleGAN3` checkpoint (read with
+            ``weights_only=True``), or an official NVlabs snapshot (suffix ``.pkl``; its
+            ``G_ema`` is rebuilt without running its code).
+        use_ema: Load the EMA weights rather than the trained ones (checkpoints only;
+            official snapshots give ``G_ema``).
+        map_location: Where the weights are loaded.
+
+    Returns:
+        The unconditional generator in eval mode, without gradients.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If the file is not a StyleGAN3 checkpoint or snapshot, or the generator is conditional.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".pkl":
+        from aras400k.models.stylegan3.official import load_official
+
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint file {path} does not exist")
+        generator = load_official(path, which=("G_ema",)).G_ema
+        assert generator is not None
+    else:
+        checkpoint = read_checkpoint(path, map_location)
+        hp, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
+        if not isinstance(hp, Mapping) or not isinstance(state, Mapping) or not {"cfg", "cbase"} <= hp.keys():
+            raise ValueError(
+                f"{path} is not a StyleGAN3 checkpoint (it lacks the GAN's hyper_parameters or state_dict)"
+            )
+        generator = build_generator(
+            hp["cfg"],
+            resolution=hp["resolution"],
+            channel_base=hp["cbase"],
+            channel_max=hp["cmax"],
+            map_depth=hp.get("map"),
+            z_dim=hp["z_dim"],
+            w_dim=hp["w_dim"],
+            batch_size=hp.get("batch"),
+        )
+        prefix = "ema.shadow." if use_ema else "generator."
+        weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        try:
+            generator.load_state_dict(weights, strict=True)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise ValueError(f"{path}: the {prefix.rstrip('.')} weights do not fit the generator ({first})") from err
+    if generator.c_dim:
+        raise ValueError(f"{path}: the generator is conditional (c_dim={generator.c_dim}); only unconditional ones")
+    return generator.to(map_location).eval().requires_grad_(False)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """Settings of one synthesis run, shared by its steps."""
+
+    generator: Generator
+    device: torch.device
+    truncation: float
+    batch_size: int
+    generator_meta: dict[str, Any]
+
+
+def synthesize_unconditional(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    seeds: Iterable[int] | None = None,
+    n: int | None = None,
+    truncation: float = 1.0,
+    batch_size: int = 16,
+    label_with: str | Path | None = None,
+    equivariance: bool = False,
+    equivariance_samples: int = 64,
+    device: str = "auto",
+    use_ema: bool = True,
+    samples_per_shard: int = 1000,
+    chunk_size: int = 1000,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> StyleGAN3SynthesisReport:
+    """Generate one image per seed and write them as a new ``synth_uncond`` shard set.
+
+    Each sample has ``image.png`` (uint8, from the generator's ``[-1, 1]``) and a
+    ``meta.json`` with ``source: synth_uncond``, ``split: train``, ``composition: {}``
+    (unknown without a mask) and ``generator``
+    (``checkpoint``, ``checkpoint_sha256``, ``seed``, ``truncation``); with
+    ``label_with``, also the segmenter's ``mask.png``, ``composition`` and
+    ``labelled_by``. Samples follow the order of ``seeds``.
+
+    Args:
+        checkpoint: StyleGAN3 Lightning checkpoint, or official snapshot (``.pkl``).
+        out_dir: Folder of the new shard set.
+        seeds: Seeds, one image each (default ``range(n)``).
+        n: Number of images when ``seeds`` is not given (if both are, it must equal their number).
+        truncation: Truncation psi (1: none).
+        batch_size: Images per generator forward pass.
+        label_with: Segmenter checkpoint; its predictions become the masks (pseudo-labels).
+        equivariance: Also compute EQ-T/EQ-R of the generator (StyleGAN3 T/R configs only;
+            for others the report says why not).
+        equivariance_samples: Latents used for the equivariance metrics.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        use_ema: Sample from the EMA generator (checkpoints only).
+        samples_per_shard: Samples per output tar.
+        chunk_size: Seeds per resumable part.
+        overwrite: Replace a finished shard set at ``out_dir``, and discard an unfinished
+            run there that used other settings (one with the same settings is resumed).
+        progress: Show a progress bar.
+
+    Returns:
+        A :class:`StyleGAN3SynthesisReport`.
+
+    Raises:
+        FileNotFoundError: If the checkpoint does not exist.
+        FileExistsError: If ``out_dir`` holds a shard set and ``overwrite`` is off.
+        ValueError: On bad seeds or numbers, a file that is not a StyleGAN3 checkpoint,
+            or an unfinished run at ``out_dir`` with other settings.
+    """
+    seed_list = _check_inputs(seeds, n, truncation, batch_size, samples_per_shard, chunk_size)
+    out_dir = Path(out_dir)
+    if (out_dir / MANIFEST_NAME).exists() and not overwrite:
+        raise FileExistsError(
+            f"{out_dir} already holds a shard set; pass overwrite=True (--overwrite true) to replace it"
+        )
+    torch_device = _resolve_device(device)
+    generator = load_stylegan3_generator(checkpoint, use_ema=use_ema, map_location=torch_device)
+    digest = _file_sha256(Path(checkpoint))[:16]
+    meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "truncation": float(truncation)}
+    run = _Run(generator, torch_device, float(truncation), batch_size, meta)
+    work = out_dir / WORK_DIR
+    record = {
+        "format": _RUN_FORMAT,
+        "generator": meta | {"use_ema": use_ema},
+        "seeds_sha256": hashlib.sha256(",".join(map(str, seed_list)).encode()).hexdigest(),
+        "num_seeds": len(seed_list),
+        "chunk_size": chunk_size,
+        "batch_size": batch_size,
+        "device": torch_device.type,
+    }
+    _open_work_dir(work, record, overwrite)
+    chunks = [seed_list[i : i + chunk_size] for i in range(0, len(seed_list), chunk_size)]
+    resumed = _write_parts(run, chunks, work, progress)
+    extra = {"generator": meta | {"num_seeds": len(seed_list)}}
+    if label_with is None:
+        written = _assemble(work, out_dir, samples_per_shard, extra, overwrite)
+    else:
+        assembled = work / "assembled"
+        _assemble(work, assembled, samples_per_shard, extra, overwrite=True)
+        label_shards(label_with, assembled, out_dir, batch_size=batch_size, device=str(torch_device),
+                     overwrite=True, progress=progress)  # fmt: skip
+        written = read_manifest(out_dir)
+    shutil.rmtree(work)
+    report = StyleGAN3SynthesisReport(
+        out_dir=str(out_dir),
+        manifest=str(out_dir / MANIFEST_NAME),
+        num_samples=int(written["num_samples"]),
+        num_shards=len(written["shards"]),
+        first_seed=min(seed_list),
+        last_seed=max(seed_list),
+        truncation=float(truncation),
+        checkpoint=str(checkpoint),
+        checkpoint_sha256=digest,
+        resumed_parts=resumed,
+        composition=dict(written.get("composition") or {}),
+        labelled_with=str(label_with) if label_with is not None else None,
+    )
+    if equivariance:
+        report.equivariance, report.equivariance_note = _equivariance(generator, equivariance_samples, batch_size)
+    return report
+
+
+def _check_inputs(
+    seeds: Iterable[int] | None, n: int | None, truncation: float, batch_size: int, spp: int, chunk_size: int
+) -> list[int]:
+    """Check the numbers; return the seed list."""
+    if batch_size < 1 or spp < 1 or chunk_size < 1:
+        raise ValueError(
+            f"batch_size, samples_per_shard and chunk_size must be >= 1, got {batch_size}, {spp} and {chunk_size}"
+        )
+    if not np.isfinite(truncation):
+        raise ValueError(f"truncation must be a finite number, got {truncation}")
+    if seeds is None:
+        if n is None or n < 1:
+            raise ValueError(f"pass n >= 1 (--n) or a list of seeds (--seeds), got n={n}")
+        return list(range(n))
+    seed_list = [int(s) for s in seeds]
+    if not seed_list or min(seed_list) < 0 or len(set(seed_list)) != len(seed_list):
+        raise ValueError("seeds must be a non-empty list of distinct non-negative integers")
+    if n is not None and n != len(seed_list):
+        raise ValueError(f"n={n} does not match the {len(seed_list)} seeds given; pass one or make them agree")
+    return seed_list
+
+
+def _write_parts(run: _Run, chunks: Sequence[list[int]], work: Path, progress: bool) -> int:
+    """Write the part of every seed chunk that is not finished; return how many were kept."""
+    kept = 0
+    with tqdm(total=sum(map(len, chunks)), desc="stylegan3", unit="img", disable=not progress) as bar:
+        for index, chunk in enumerate(chunks):
+            part = work / f"part-{index:06d}"
+            if (part / MANIFEST_NAME).is_file():
+                bar.update(len(chunk))
+                kept += 1
+                continue
+            if part.exists():
+                shutil.rmtree(part)  # unfinished: redo from its first seed
+            writer = ShardWriter(part, split=_SPLIT, source=_SOURCE, samples_per_shard=10**9, prefix="part")
+            with writer:
+                for start in range(0, len(chunk), run.batch_size):
+                    batch = chunk[start : start + run.batch_size]
+                    images = _generate_batch(run.generator, batch, run.truncation, run.device)
+                    for seed, image in zip(batch, images, strict=True):
+                        # No mask, so no known composition: {} (label_shards fills it in from its prediction).
+                        meta = {
+                            "source": _SOURCE,
+                            "split": _SPLIT,
+                            "composition": {},
+                            "generator": run.generator_meta | {"seed": seed},
+                        }
+                        writer.write(Sample(key=sample_key(seed), image=image, meta=meta))
+                    bar.update(len(batch))
+    return kept
+
+
+@torch.no_grad()
+def _generate_batch(generator: Generator, seeds: Sequence[int], truncation: float, device: torch.device) -> np.ndarray:
+    """Generate one image per seed (latent of seed ``s`` drawn as :meth:`StyleGAN3.latents` does).
+
+    Returns:
+        ``(B, H, W, 3)`` uint8 images.
+    """
+    z = torch.stack([torch.randn(generator.z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    images = generator(z.to(device), truncation_psi=truncation, noise_mode="const")
+    pixels = torch.round((images.float().clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _iter_part_samples(work: Path) -> Iterator[Sample]:
+    """Samples of all parts in order, image bytes kept verbatim."""
+    for part in sorted(work.glob("part-*")):
+        for path in shard_paths(part):
+            for raw in iter_raw_samples(path):
+                sample = decode_sample(raw, with_mask=False, with_captions=False)
+                sample.image_png = raw["image.png"]
+                yield sample
+
+
+def _assemble(
+    work: Path, out_dir: Path, samples_per_shard: int, extra: Mapping[str, Any], overwrite: bool
+) -> dict[str, Any]:
+    """Copy the parts, in order, into the final shard set; return its manifest."""
+    writer = ShardWriter(
+        out_dir, split=_SPLIT, source=_SOURCE, samples_per_shard=samples_per_shard, overwrite=overwrite, extra=extra
+    )
+    with writer:
+        for sample in _iter_part_samples(work):
+            writer.write(sample)
+    return writer.manifest
+
+
+def _equivariance(
+    generator: Generator, num_samples: int, batch_size: int
+) -> tuple[dict[str, float] | None, str | None]:
+    """EQ-T/EQ-R of the generator, or ``None`` and why not."""
+    from aras400k.models.stylegan3.equivariance import compute_equivariance
+
+    transform = getattr(getattr(generator.synthesis, "input", None), "transform", None)
+    if not isinstance(transform, torch.Tensor) or transform.shape != (3, 3):
+        return None, (
+            "not computed: EQ-T/EQ-R need a generator with Fourier input features "
+            "(a stylegan3-t or stylegan3-r config); this one has none (stylegan2)"
+        )
+    return compute_equivariance(generator, num_samples=num_samples, batch_size=batch_size), None
