@@ -18,7 +18,7 @@ The numbers follow NVlabs' ``stylegan3/training/loss.py``, ``training_loop.py`` 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -31,6 +31,7 @@ __all__ = [
     "PathLengthRegularizer",
     "blur_images",
     "blur_sigma",
+    "guarded_step",
     "lazy_optimizer_params",
     "r1_penalty",
     "style_mixing",
@@ -390,3 +391,39 @@ class NonFiniteGuard(nn.Module):
         """
         self.counts = {str(k): int(v) for k, v in state.get("counts", {}).items()}
         self.consecutive = int(state.get("consecutive", 0))
+
+
+def guarded_step(
+    loss: torch.Tensor,
+    parameters: Iterable[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    guard: NonFiniteGuard,
+    name: str,
+    backward: Callable[[torch.Tensor], None],
+) -> bool:
+    """Backward and step one optimiser unless the loss or a gradient is NaN/inf.
+
+    The manual-optimisation step both GAN modules share: gradients are cleared,
+    ``backward(loss)`` runs (``LightningModule.manual_backward`` in a module), the
+    guard checks loss and gradients and counts a skip under ``name``, and the
+    optimiser steps only when everything is finite. Gradients are cleared again so a
+    skipped step leaves nothing behind.
+
+    Args:
+        loss: Scalar loss.
+        parameters: Parameters whose gradients are checked (those ``optimizer`` updates).
+        optimizer: The optimiser to step.
+        guard: Counts skipped steps.
+        name: Phase name for the skip count (e.g. ``"G"``, ``"D"``).
+        backward: Function that back-propagates ``loss``.
+
+    Returns:
+        Whether the optimiser stepped.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    backward(loss)
+    stepped = guard.check(loss.detach(), parameters, name=name)
+    if stepped:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return stepped

@@ -43,7 +43,7 @@ from torch import nn
 from aras400k.classes import NUM_CLASSES
 from aras400k.data.transforms import Normalize
 from aras400k.metrics.segmentation import SegmentationMetrics
-from aras400k.models.gan import ExponentialMovingAverage, JointFlipRot90, NonFiniteGuard
+from aras400k.models.gan import ExponentialMovingAverage, JointFlipRot90, NonFiniteGuard, guarded_step
 from aras400k.models.gan.losses import ADVERSARIAL_LOSSES, AdversarialLossName
 from aras400k.models.spade.discriminator import Conditioning, UNetDiscriminator
 from aras400k.models.spade.figures import plot_conditional_grid, to_display
@@ -505,13 +505,7 @@ class SPADEGAN(LightningModule):
 
     def _optimise(self, loss: torch.Tensor, net: nn.Module, optimizer: Any, name: str) -> bool:
         """Backward and step unless the loss or a gradient is NaN/inf (then count a skip)."""
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        stepped = self.guard.check(loss.detach(), net.parameters(), name=name)
-        if stepped:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return stepped
+        return guarded_step(loss, net.parameters(), optimizer, self.guard, name, self.manual_backward)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """One iteration: generator forward, discriminator step, generator step, EMA update.

@@ -56,6 +56,7 @@ from aras400k.models.gan import (
     blur_sigma,
     discriminator_logistic_loss,
     generator_logistic_loss,
+    guarded_step,
     lazy_optimizer_params,
     r1_penalty,
     style_mixing,
@@ -363,13 +364,7 @@ class StyleGAN3(LightningModule):
 
     def _optimise(self, loss: torch.Tensor, net: nn.Module, optimizer: Any, name: str) -> bool:
         """Backward and step unless the loss or a gradient is NaN/inf (then count a skip)."""
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        stepped = self.guard.check(loss.detach(), net.parameters(), name=name)
-        if stepped:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return stepped
+        return guarded_step(loss, net.parameters(), optimizer, self.guard, name, self.manual_backward)
 
     def generator_main_step(self, n: int, sigma: float, optimizer: Any) -> dict[str, torch.Tensor]:
         """Gmain: non-saturating logistic loss on generated images.
