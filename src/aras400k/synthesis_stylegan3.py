@@ -32,7 +32,7 @@ import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ __all__ = [
 
 _RUN_FORMAT = 1
 _SPLIT = "train"
-_SOURCE = "synth_uncond"
+_SOURCE: Final = "synth_uncond"
 
 
 def sample_key(seed: int) -> str:
@@ -440,4 +440,5 @@ def _equivariance(
             "not computed: EQ-T/EQ-R need a generator with Fourier input features "
             "(a stylegan3-t or stylegan3-r config); this one has none (stylegan2)"
         )
-    return compute_equivariance(generator, num_samples=num_samples, batch_size=batch_size), None
+    equivariance = compute_equivariance(generator, num_samples=num_samples, batch_size=batch_size)  # type: ignore[arg-type]
+    return equivariance, None

@@ -457,7 +457,7 @@ class StyleGAN3(LightningModule):
         n = len(real)
         batch_size = self.batch_size(real)
         sigma = self.current_blur_sigma(batch_size)
-        opt_g, opt_d = self.optimizers()  # type: ignore[misc]
+        opt_g, opt_d = self.optimizers()  # type: ignore[misc,attr-defined]
         it = int(self.iterations)
         terms = self.generator_main_step(n, sigma, opt_g)
         if self.pl_weight > 0 and it % _PL_INTERVAL == 0:

@@ -262,7 +262,8 @@ def _safe_numpy_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
     """
     if subtype is not np.ndarray:
         raise UnsafePickleError(f"refusing to reconstruct a numpy array of type {subtype!r}")
-    return _np_reconstruct(np.ndarray, shape, dtype)
+    array: np.ndarray = _np_reconstruct(np.ndarray, shape, dtype)  # type: ignore[assignment]
+    return array
 
 
 #: ``(module, name)`` of every global an official pickle may name, and what it resolves to.
@@ -452,7 +453,7 @@ def _build_discriminator(record: PersistentObject) -> tuple[Discriminator, dict[
     """Build our :class:`Discriminator` from an official discriminator record."""
     kwargs = _init_kwargs(record, _DISCRIMINATOR_POSITIONAL)
     _check_kwargs("Discriminator", kwargs, _parameter_names(Discriminator))
-    block_fixed = ("in_channels", "tmp_channels", "out_channels", "resolution", "img_channels")
+    block_fixed: tuple[str, ...] = ("in_channels", "tmp_channels", "out_channels", "resolution", "img_channels")
     block_fixed += ("first_layer_idx", "architecture", "conv_clamp")
     _check_kwargs(
         "Discriminator block_kwargs",
