@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from argparse import ArgumentError
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
-__all__ = ["fail", "run_command"]
+__all__ = ["fail", "parse_and_run", "run_command"]
 
 #: Errors that mean "bad input": reported in one line, exit status 2.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, ImportError, OSError)
@@ -40,3 +41,24 @@ def run_command(program: str, command: Callable[[], int | None]) -> int:
         fail(program, str(err))
     except KeyboardInterrupt:
         fail(program, "interrupted", status=130)
+
+
+def parse_and_run(program: str, parser: Any, args: list[str] | None, command: Callable[[Any], int | None]) -> int:
+    """Parse arguments with a parser that raises (``exit_on_error=False``), then run the command.
+
+    Parser errors and input errors both become one line on stderr and exit status 2.
+
+    Args:
+        program: Command name used in messages.
+        parser: A jsonargparse parser built to raise ``argparse.ArgumentError``.
+        args: Command-line arguments (default: ``sys.argv[1:]``).
+        command: The work, given the parsed config; returns an exit status.
+
+    Returns:
+        The exit status.
+    """
+    try:
+        cfg = parser.parse_args(args)
+    except ArgumentError as err:
+        fail(program, str(err))
+    return run_command(program, lambda: command(cfg))

@@ -14,12 +14,11 @@ names it and the command that makes it (exit status 2).
 from __future__ import annotations
 
 import sys
-from argparse import ArgumentError
 from dataclasses import fields
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
-from aras400k.cli import fail, run_command
+from aras400k.cli import parse_and_run
 
 __all__ = ["build_parser", "main"]
 
@@ -67,11 +66,7 @@ def main(args: list[str] | None = None) -> int:
     Returns:
         The exit status: 0 on success, 2 on bad input (one line on stderr).
     """
-    try:
-        cfg = build_parser().parse_args(args)
-    except ArgumentError as err:
-        fail(PROGRAM, str(err))
-    return run_command(PROGRAM, lambda: _run(cfg))
+    return parse_and_run(PROGRAM, build_parser(), args, _run)
 
 
 if __name__ == "__main__":
