@@ -1,4 +1,4 @@
-"""Architecture-independent GAN training parts: losses, regularisers, ADA and EMA.
+"""Architecture-independent GAN training parts: losses, regularisers, ADA, EMA, FID callback.
 
 Both GAN LightningModules (StyleGAN3 and SPADE) compose these, so a user can swap one
 without touching a network class.
@@ -6,6 +6,7 @@ without touching a network class.
 
 from aras400k.models.gan.augment import AUGMENT_PIPES, AdaptiveAugment, AugmentParams, AugmentPipe, JointFlipRot90
 from aras400k.models.gan.ema import ExponentialMovingAverage, stylegan_ema_kimg
+from aras400k.models.gan.fid_callback import FIDSampler, GeneratorFID
 from aras400k.models.gan.losses import (
     ADVERSARIAL_LOSSES,
     AdversarialLossName,
@@ -36,6 +37,8 @@ __all__ = [
     "AugmentParams",
     "AugmentPipe",
     "ExponentialMovingAverage",
+    "FIDSampler",
+    "GeneratorFID",
     "JointFlipRot90",
     "LazyOptimizerParams",
     "NonFiniteGuard",

@@ -351,6 +351,18 @@ class SPADEGAN(LightningModule):
         with _eval_mode(net):
             return net(onehot, z=z, generator=generator)
 
+    def fid_samples(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        """EMA samples for the batch's masks, for :class:`~aras400k.models.gan.GeneratorFID`.
+
+        Args:
+            batch: A validation batch with ``mask``.
+            batch_idx: Index of the batch (seeds the noise, so every validation uses the same noise).
+
+        Returns:
+            ``(B, 3, H, W)`` images in ``[-1, 1]``.
+        """
+        return self.generate(_image_and_mask(batch)[1], seed=batch_idx)
+
     @torch.no_grad()
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         """Segment generator-range images with the validation segmenter.

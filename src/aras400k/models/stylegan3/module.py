@@ -76,6 +76,8 @@ _AUG_MODES = ("noaug", "ada", "fixed")
 _ADAM_BETAS = (0.0, 0.99)
 _PL_INTERVAL = 4  # G_reg_interval of the official --cfg=stylegan2.
 _PL_BATCH_SHRINK = 2
+#: First latent seed of the FID samples (apart from the sample-grid seeds 0, 1, ...).
+FID_SEED_OFFSET = 1_000_000
 
 
 class StyleGAN3(LightningModule):
@@ -518,6 +520,22 @@ class StyleGAN3(LightningModule):
         """
         logits = self.discriminator(batch["image"])
         self.log("val_d_real_sign", logits.sign().mean(), on_epoch=True, batch_size=len(logits))
+
+    def fid_samples(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        """EMA samples for :class:`~aras400k.models.gan.GeneratorFID`, as many as the batch holds.
+
+        Seeds start at ``FID_SEED_OFFSET + batch_idx * len(batch)``, so every validation
+        uses the same latents and FID changes only with the generator.
+
+        Args:
+            batch: A validation batch (only its size is used).
+            batch_idx: Index of the batch.
+
+        Returns:
+            ``(B, 3, resolution, resolution)`` images in ``[-1, 1]``.
+        """
+        n = len(batch["image"])
+        return self.generate(n, seed=FID_SEED_OFFSET + batch_idx * n)
 
     def on_validation_epoch_end(self) -> None:
         """Write the fixed-seed sample grid of the EMA generator."""
