@@ -1,4 +1,4 @@
-"""Data layer: shard sets, the demo set, importers, composition and DataModules.
+"""Data layer: shard sets (local or remote), the demo set, importers, composition and DataModules.
 
 The DataModules import Lightning and are loaded on first use, so that the data tools
 (``aras-data``) start quickly.
@@ -10,12 +10,15 @@ import importlib
 from typing import Any
 
 from aras400k.data.composition import class_counts, composition, composition_from_counts, format_composition
+from aras400k.data.remote import PipeError
 from aras400k.data.shards import (
     ManifestError,
     Sample,
     SampleError,
+    ShardList,
     ShardWriter,
     iter_samples,
+    list_shards,
     read_manifest,
     shard_paths,
 )
@@ -30,10 +33,12 @@ _LAZY = {
 __all__ = [
     "GANDataModule",
     "ManifestError",
+    "PipeError",
     "Sample",
     "SampleError",
     "SegmentationDataModule",
     "ShardDataset",
+    "ShardList",
     "ShardSource",
     "ShardWriter",
     "class_counts",
@@ -41,6 +46,7 @@ __all__ = [
     "composition_from_counts",
     "format_composition",
     "iter_samples",
+    "list_shards",
     "read_manifest",
     "shard_paths",
 ]

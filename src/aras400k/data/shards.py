@@ -13,6 +13,11 @@ is a group of tar members sharing a key (see ``DESIGN.md``):
 Shards are never edited in place: :class:`ShardWriter` writes each tar under a
 temporary name and renames it when complete, and writes the manifest last, so a
 folder with a manifest is a finished shard set.
+
+The readers (:func:`read_manifest`, :func:`list_shards`, :func:`iter_raw_samples`,
+:func:`iter_samples`) also take remote specs: shard set folders behind ``http(s)://``
+or fsspec URLs, brace-expanded shard lists and ``pipe:`` commands (see
+:mod:`aras400k.data.remote`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import json
 import os
 import re
 import tarfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +39,7 @@ from PIL import Image
 
 from aras400k.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from aras400k.data.composition import class_counts, composition_from_counts
+from aras400k.data.remote import is_url, join_location, location_name, open_shard, parse_spec, read_location
 
 __all__ = [
     "FORMAT_NAME",
@@ -43,6 +49,7 @@ __all__ = [
     "ManifestError",
     "Sample",
     "SampleError",
+    "ShardList",
     "ShardWriter",
     "decode_image",
     "decode_mask",
@@ -50,6 +57,7 @@ __all__ = [
     "encode_png",
     "iter_raw_samples",
     "iter_samples",
+    "list_shards",
     "read_manifest",
     "shard_paths",
     "write_json_atomic",
@@ -449,14 +457,21 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     """Read and check the manifest of a shard set.
 
     Args:
-        directory: Shard set folder (or its ``manifest.json``).
+        directory: Shard set folder (or its ``manifest.json``), local or a URL such as
+            ``http://host/train/`` or ``s3://bucket/train/`` (see :mod:`aras400k.data.remote`).
 
     Returns:
         The manifest dict.
 
     Raises:
-        ManifestError: If the folder or manifest is missing, unreadable or of another format.
+        ManifestError: If the folder or manifest is missing, unreadable or of another
+            format, or the spec lists shards (brace pattern, ``.tar``, ``pipe:``) instead
+            of naming a folder.
+        OSError: If a URL cannot be reached (other than a missing manifest).
+        ImportError: If the URL needs fsspec or a backend that is not installed.
     """
+    if is_url(directory) or _names_shards(directory):
+        return _read_manifest_spec(directory)
     path = Path(directory)
     if path.name != MANIFEST_NAME:
         path = path / MANIFEST_NAME
@@ -468,20 +483,50 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ManifestError(f"{path} is not readable JSON ({err})") from err
+    return _check_manifest(manifest, str(path))
+
+
+def _names_shards(directory: str | Path) -> bool:
+    """Whether a local spec lists shards (brace pattern or ``.tar``) rather than a folder."""
+    return parse_spec(directory).folder is None
+
+
+def _read_manifest_spec(spec: str | Path) -> dict[str, Any]:
+    """Read the manifest of a URL folder; refuse a spec that lists shards."""
+    parsed = parse_spec(spec)
+    if parsed.folder is None:
+        raise ManifestError(
+            f"{spec} lists {len(parsed.shards)} shard(s), not a shard set folder, so it has no {MANIFEST_NAME}; "
+            "point at the folder holding the shards and their manifest (e.g. http://host/train/) for that"
+        )
+    location = join_location(parsed.folder, MANIFEST_NAME)
+    try:
+        data = read_location(location)
+    except FileNotFoundError as err:
+        raise ManifestError(f"{parsed.folder} is not a shard set: it has no {MANIFEST_NAME} ({err})") from err
+    try:
+        manifest = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{location} is not readable JSON ({err})") from err
+    return _check_manifest(manifest, location)
+
+
+def _check_manifest(manifest: Any, where: str) -> dict[str, Any]:
+    """Check a parsed manifest's format, version and required fields."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise ManifestError(f"{path} is not an {FORMAT_NAME} manifest")
+        raise ManifestError(f"{where} is not an {FORMAT_NAME} manifest")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise ManifestError(
-            f"{path} has format version {manifest['format_version']}, newer than this library's {FORMAT_VERSION}"
+            f"{where} has format version {manifest['format_version']}, newer than this library's {FORMAT_VERSION}"
         )
     for required in ("shards", "num_samples", "split", "source"):
         if required not in manifest:
-            raise ManifestError(f"{path} lacks the field {required!r}")
+            raise ManifestError(f"{where} lacks the field {required!r}")
     return manifest
 
 
 def shard_paths(directory: str | Path, check: bool = True) -> list[Path]:
-    """List the tar shards of a shard set in manifest order.
+    """List the tar shards of a local shard set in manifest order.
 
     Args:
         directory: Shard set folder.
@@ -489,45 +534,109 @@ def shard_paths(directory: str | Path, check: bool = True) -> list[Path]:
 
     Returns:
         Paths of the shards.
+
+    Raises:
+        ValueError: If ``directory`` is a URL or ``pipe:`` spec (use :func:`list_shards`).
     """
+    if is_url(directory):
+        raise ValueError(f"shard_paths lists local files, but {directory} is a URL spec; use list_shards for it")
     directory = Path(directory)
     if not check:
         return sorted(directory.glob("*.tar"))
     return [directory / s["name"] for s in read_manifest(directory)["shards"]]
 
 
-def iter_raw_samples(shard: str | Path) -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class ShardList:
+    """The shards a spec names, with the manifest that counts them when there is one.
+
+    Attributes:
+        spec: The spec as given.
+        locations: Where each shard is read from (local path, URL or ``pipe:`` command),
+            in manifest (or spec) order; pass one to :func:`iter_raw_samples`.
+        names: Each shard's name: the manifest's, or else the file name of the location
+            (the whole command for ``pipe:``).
+        manifest: The shard set's manifest, or ``None`` when the spec lists shards
+            (sample counts are then unknown until the shards are read).
+    """
+
+    spec: str
+    locations: tuple[str, ...]
+    names: tuple[str, ...]
+    manifest: dict[str, Any] | None
+
+
+def list_shards(spec: str | Path) -> ShardList:
+    """Resolve a spec into its shards: a folder through its manifest, a shard list as written.
+
+    Args:
+        spec: Local shard set folder, URL folder (``http://host/train/``), or a shard list
+            (``train-{000000..000009}.tar``, ``pipe:cat ...``, ``https://host/x-{0..3}.tar``).
+
+    Returns:
+        The shards in order.
+
+    Raises:
+        ManifestError: If a folder has no valid manifest.
+        OSError: If a URL folder cannot be reached.
+        ImportError: If the URL needs fsspec or a backend that is not installed.
+    """
+    parsed = parse_spec(spec)
+    if parsed.folder is None:
+        names = tuple(location_name(location) for location in parsed.shards)
+        return ShardList(spec=str(spec), locations=parsed.shards, names=names, manifest=None)
+    manifest = read_manifest(parsed.folder)
+    names = tuple(str(shard["name"]) for shard in manifest["shards"])
+    locations = tuple(join_location(parsed.folder, name) for name in names)
+    return ShardList(spec=str(spec), locations=locations, names=names, manifest=manifest)
+
+
+def iter_raw_samples(shard: str | Path) -> Generator[dict[str, Any], None, None]:
     """Iterate the raw samples of one tar shard, grouping members by key.
 
     Members are grouped the webdataset way: the key is the file name up to its first
-    dot, the rest is the member name (``image.png``, ``meta.json``, ...).
+    dot, the rest is the member name (``image.png``, ``meta.json``, ...). A URL or
+    ``pipe:`` shard is streamed, never stored whole.
 
     Args:
-        shard: Path of a ``.tar`` file.
+        shard: Path of a ``.tar`` file, or one shard's URL or ``pipe:`` command
+            (braces already expanded; see :func:`list_shards`).
 
     Yields:
-        ``{"__key__": key, "__shard__": path, member: bytes, ...}``.
+        ``{"__key__": key, "__shard__": location, member: bytes, ...}``.
 
     Raises:
         tarfile.ReadError: If the tar itself is corrupt (the samples before the damage
             have been yielded).
+        FileNotFoundError: If a URL does not exist (HTTP 404).
+        aras400k.data.remote.PipeError: If a ``pipe:`` command fails.
+        ImportError: If the URL needs fsspec or a backend that is not installed.
     """
-    current: dict[str, Any] | None = None
+    if is_url(shard):
+        with open_shard(shard) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            yield from _group_members(tar, str(shard))
+        return
     with tarfile.open(shard, mode="r:") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            base = info.name.rsplit("/", 1)[-1]
-            if "." not in base:
-                continue
-            key, member = base.split(".", 1)
-            if current is not None and current["__key__"] != key:
-                yield current
-                current = None
-            if current is None:
-                current = {"__key__": key, "__shard__": str(shard)}
-            fh = tar.extractfile(info)
-            current[member] = fh.read() if fh is not None else b""
+        yield from _group_members(tar, str(shard))
+
+
+def _group_members(tar: tarfile.TarFile, shard: str) -> Iterator[dict[str, Any]]:
+    """Group a tar's members into samples by key (members read in order, so streams work)."""
+    current: dict[str, Any] | None = None
+    for info in tar:
+        if not info.isfile():
+            continue
+        base = info.name.rsplit("/", 1)[-1]
+        if "." not in base:
+            continue
+        key, member = base.split(".", 1)
+        if current is not None and current["__key__"] != key:
+            yield current
+            current = None
+        if current is None:
+            current = {"__key__": key, "__shard__": shard}
+        fh = tar.extractfile(info)
+        current[member] = fh.read() if fh is not None else b""
     if current is not None:
         yield current
 
@@ -535,13 +644,14 @@ def iter_raw_samples(shard: str | Path) -> Iterator[dict[str, Any]]:
 def iter_samples(
     directory: str | Path, with_mask: bool = True, with_captions: bool = True, shards: Sequence[str] | None = None
 ) -> Iterator[Sample]:
-    """Iterate the decoded samples of a shard set in manifest order.
+    """Iterate the decoded samples of a shard set in manifest (or spec) order.
 
     Args:
-        directory: Shard set folder.
+        directory: Shard set folder, or any spec :func:`list_shards` takes (URL folder,
+            brace-expanded shard list, ``pipe:`` commands).
         with_mask: Decode masks.
         with_captions: Parse captions.
-        shards: Only these shard names (default: all).
+        shards: Only these shard names (default: all); see :attr:`ShardList.names`.
 
     Yields:
         :class:`Sample` objects.
@@ -551,8 +661,9 @@ def iter_samples(
         SampleError: On the first corrupt sample (use :func:`aras400k.data.verify.verify_shards`
             to list them all).
     """
-    for path in shard_paths(directory):
-        if shards is not None and path.name not in shards:
+    listing = list_shards(directory)
+    for location, name in zip(listing.locations, listing.names, strict=True):
+        if shards is not None and name not in shards:
             continue
-        for raw in iter_raw_samples(path):
+        for raw in iter_raw_samples(location):
             yield decode_sample(raw, with_mask=with_mask, with_captions=with_captions)

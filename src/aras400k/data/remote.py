@@ -1,0 +1,370 @@
+"""Shard specs: local shard sets, brace-expanded shard lists, shell pipes and URLs.
+
+Wherever the library reads a shard set (``iter_samples``, ``read_manifest``,
+``ShardDataset``, the DataModules) it accepts a *spec*, written the webdataset way:
+
+=================================================  ==============================================
+``data/aras400k/train``                            a local shard set folder (today's behaviour)
+``data/train/train-{000000..000099}.tar``          local tar shards, brace-expanded
+``pipe:cat /data/train-{000000..000003}.tar``      one shell command per shard; its stdout is a tar
+``pipe:curl -s http://host/train-{0..9}.tar``      the same, with any downloader
+``http://host/aras400k/train/``                    a shard set folder served over HTTP(S)
+``https://host/train/train-{000000..000099}.tar``  HTTP(S) shards, brace-expanded
+``s3://bucket/aras400k/train/``                    any fsspec URL; needs ``fsspec`` and its backend
+                                                   (``s3fs`` for ``s3://``, ``gcsfs`` for ``gs://``)
+=================================================  ==============================================
+
+A spec names either a **shard set folder** or a **list of shards**. A folder (local
+or URL; a URL whose last part neither ends in ``.tar`` nor holds a brace pattern)
+has a ``manifest.json`` that is read for the shard names and their sample counts,
+so datasets can split it exactly across ranks and workers. A list of shards (brace
+patterns, ``.tar`` names, every ``pipe:`` spec) has no manifest: its sample counts
+are unknown until read, so datasets split it by whole shards (see
+:class:`aras400k.data.ShardDataset`).
+
+This module is the transport layer: it parses specs and opens shard streams. It
+knows nothing of the shard format (:mod:`aras400k.data.shards` builds on it).
+``fsspec`` is imported only when an fsspec URL is opened.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from braceexpand import braceexpand
+
+__all__ = [
+    "HTTP_TIMEOUT_S",
+    "ParsedSpec",
+    "PipeError",
+    "ShardStream",
+    "expand_braces",
+    "is_url",
+    "join_location",
+    "location_name",
+    "open_shard",
+    "parse_spec",
+    "read_location",
+]
+
+#: Seconds an HTTP(S) connection may stay silent before the read fails.
+HTTP_TIMEOUT_S = 60.0
+#: Seconds a ``pipe:`` command is given to exit once its reader stops early.
+_PIPE_GRACE_S = 2.0
+#: Characters of a failed command's stderr quoted in the error.
+_STDERR_TAIL = 2000
+#: Backends of the common fsspec schemes, for the "install it" message.
+_FSSPEC_PACKAGES = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "hf": "huggingface_hub",
+}
+
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_PIPE = "pipe:"
+_SHARD_SUFFIX = ".tar"
+_MANIFEST = "manifest.json"  # = shards.MANIFEST_NAME (this module does not import shards)
+
+
+class PipeError(OSError):
+    """A ``pipe:`` command exited with an error; the message quotes its stderr."""
+
+
+@dataclass(frozen=True)
+class ParsedSpec:
+    """What a spec names: a shard set folder, or a list of shards.
+
+    Attributes:
+        spec: The spec as given.
+        folder: The shard set folder (local path, or URL without its trailing slash), or
+            ``None`` when the spec lists shards.
+        shards: The shard locations (local paths, URLs or ``pipe:`` commands) when the
+            spec lists shards; empty for a folder.
+    """
+
+    spec: str
+    folder: str | None
+    shards: tuple[str, ...] = ()
+
+
+def is_url(spec: str | Path) -> bool:
+    """Whether ``spec`` is a ``pipe:`` command or a ``scheme://`` URL (not a local path).
+
+    Args:
+        spec: A spec; :class:`pathlib.Path` objects are always local.
+
+    Returns:
+        ``True`` for ``pipe:...``, ``http(s)://...``, ``s3://...``, ``file://...`` and so on.
+    """
+    if not isinstance(spec, str):
+        return False
+    return spec.startswith(_PIPE) or _SCHEME_RE.match(spec) is not None
+
+
+def expand_braces(spec: str) -> list[str]:
+    """Expand the brace patterns of a spec, as webdataset does.
+
+    ``{000000..000003}`` is a zero-padded range, ``{a,b}`` a list; braces holding
+    neither (``awk '{print}'``) are left as they are.
+
+    Args:
+        spec: A spec.
+
+    Returns:
+        The expanded specs, in order (``[spec]`` when there is nothing to expand).
+    """
+    return list(braceexpand(spec))
+
+
+def _url_path(location: str) -> str:
+    """The path part of a URL, without query or fragment."""
+    return urllib.parse.urlsplit(location).path
+
+
+def parse_spec(spec: str | Path) -> ParsedSpec:
+    """Tell a shard set folder from a list of shards.
+
+    * ``pipe:`` specs always list shards (one command per expanded spec).
+    * A spec with a brace pattern, or whose (last path part) ends in ``.tar``, lists shards.
+    * Anything else is a folder; a spec ending in ``/manifest.json`` names its folder.
+
+    Args:
+        spec: Local path or URL spec (see the module docstring).
+
+    Returns:
+        The parsed spec.
+
+    Raises:
+        ValueError: On an empty ``pipe:`` command, or a brace pattern that expands to folders.
+    """
+    text = str(spec)
+    if isinstance(spec, str) and spec.startswith(_PIPE):
+        commands = expand_braces(spec)
+        if any(not c[len(_PIPE) :].strip() for c in commands):
+            raise ValueError(f"{spec!r} has an empty command after 'pipe:'")
+        return ParsedSpec(spec=text, folder=None, shards=tuple(commands))
+    url = is_url(spec)
+    if not url and Path(text).is_dir():
+        return ParsedSpec(spec=text, folder=text)  # an existing folder, whatever its name holds
+    expanded = expand_braces(text)
+    last = _url_path(expanded[0]) if url else expanded[0]
+    if len(expanded) > 1 or expanded[0] != text or last.rstrip("/").endswith(_SHARD_SUFFIX):
+        folders = [e for e in expanded if e.endswith("/") or (not url and Path(e).is_dir())]
+        if folders:
+            raise ValueError(
+                f"{text} expands to folders ({', '.join(folders[:3])}, ...); a brace pattern lists shards, "
+                "so give one shard set folder per source instead"
+            )
+        return ParsedSpec(spec=text, folder=None, shards=tuple(expanded))
+    folder = text.rstrip("/") if url else text
+    if folder.endswith("/" + _MANIFEST) or (not url and Path(folder).name == _MANIFEST):
+        folder = folder[: -len(_MANIFEST)].rstrip("/") if url else str(Path(folder).parent)
+    return ParsedSpec(spec=text, folder=folder)
+
+
+def join_location(folder: str, name: str) -> str:
+    """The location of file ``name`` inside a shard set folder (local path or URL).
+
+    Args:
+        folder: Folder path or URL.
+        name: File name (a shard, ``manifest.json``).
+
+    Returns:
+        ``folder/name`` joined the way the folder's kind needs.
+    """
+    if is_url(folder):
+        return f"{folder.rstrip('/')}/{name}"
+    return str(Path(folder) / name)
+
+
+def location_name(location: str | Path) -> str:
+    """A short name for a shard location, used in messages and to select shards.
+
+    Args:
+        location: Local path, URL or ``pipe:`` command.
+
+    Returns:
+        The file name (the last path part of a URL, without query) or, for a
+        ``pipe:`` command, the whole command.
+    """
+    if isinstance(location, Path):
+        return location.name
+    if location.startswith(_PIPE):
+        return location
+    if is_url(location):
+        return _url_path(location).rstrip("/").rsplit("/", 1)[-1]
+    return Path(location).name
+
+
+class ShardStream:
+    """A readable binary stream of one shard; use it as a context manager.
+
+    Local paths and ``file://`` URLs are opened as files, ``http(s)://`` URLs with
+    :mod:`urllib`, ``pipe:`` commands through the shell (stdout is the stream, stderr
+    is kept for the error message), and other URLs with fsspec.
+
+    A ``pipe:`` command is checked when the stream closes: if the reader got to the
+    end, a non-zero exit status raises :class:`PipeError`; if the reader stopped early,
+    the command is stopped, and its status only matters when the reader stopped
+    because of an error (an empty or truncated tar from a failed ``cat`` or ``curl``),
+    in which case :class:`PipeError` is raised from that error.
+
+    Args:
+        location: Local path, URL or ``pipe:`` command.
+
+    Raises:
+        FileNotFoundError: If the file or URL does not exist (HTTP 404).
+        OSError: If a URL cannot be reached or answers with another HTTP error.
+        ImportError: If the URL needs fsspec or an fsspec backend that is not installed.
+        PipeError: See above.
+    """
+
+    def __init__(self, location: str | Path) -> None:
+        self.location = str(location)
+        self._stream: IO[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+
+    def __enter__(self) -> IO[bytes]:
+        location = self.location
+        if location.startswith(_PIPE):
+            self._stream = self._start_pipe(location[len(_PIPE) :])
+        elif not is_url(location):
+            self._stream = Path(location).open("rb")
+        else:
+            scheme = location.split("://", 1)[0].lower()
+            if scheme in ("http", "https"):
+                self._stream = _open_http(location)
+            elif scheme == "file":
+                self._stream = Path(urllib.request.url2pathname(_url_path(location))).open("rb")
+            else:
+                self._stream = _open_fsspec(location, scheme)
+        return self._stream
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._proc is not None:
+            self._finish_pipe(exc)
+        elif self._stream is not None:
+            self._stream.close()
+
+    # -- pipe: ---------------------------------------------------------------------------
+
+    def _start_pipe(self, command: str) -> IO[bytes]:
+        self._stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty command cannot block on it
+        # shell=True on purpose: a pipe: spec is a shell command line, as in webdataset.
+        self._proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=self._stderr)
+        assert self._proc.stdout is not None
+        return self._proc.stdout
+
+    def _finish_pipe(self, exc: BaseException | None) -> None:
+        proc, stderr = self._proc, self._stderr
+        assert proc is not None and proc.stdout is not None and stderr is not None
+        try:
+            if exc is None:
+                # The reader got to the end of the tar: drain the padding so the command can exit.
+                while proc.stdout.read(1 << 16):
+                    pass
+                proc.stdout.close()
+                status = proc.wait()
+                if status != 0:
+                    raise self._pipe_error(status)
+                return
+            proc.stdout.close()  # a command still writing gets SIGPIPE
+            try:
+                status = proc.wait(timeout=_PIPE_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                return
+            # A reader that stopped on purpose (GeneratorExit) or the command's SIGPIPE is no failure.
+            if isinstance(exc, Exception) and status not in (0, -13, 141):
+                raise self._pipe_error(status) from exc
+        finally:
+            stderr.close()
+
+    def _pipe_error(self, status: int) -> PipeError:
+        assert self._stderr is not None
+        self._stderr.seek(0)
+        text = self._stderr.read().decode(errors="replace").strip()
+        if len(text) > _STDERR_TAIL:
+            text = "..." + text[-_STDERR_TAIL:]
+        said = f": {text}" if text else " (it wrote nothing to stderr)"
+        return PipeError(f"shard command {self.location!r} failed with exit status {status}{said}")
+
+
+def open_shard(location: str | Path) -> ShardStream:
+    """Open one shard (a file, URL or command) as a binary stream inside a ``with`` block.
+
+    Args:
+        location: Local path, URL or ``pipe:`` command (one shard, braces already expanded).
+
+    Returns:
+        A context manager yielding a binary stream (see :class:`ShardStream`).
+    """
+    return ShardStream(location)
+
+
+def read_location(location: str | Path) -> bytes:
+    """Read a whole file (e.g. a manifest) from a local path or URL.
+
+    Args:
+        location: Local path, URL or ``pipe:`` command.
+
+    Returns:
+        The file content.
+
+    Raises:
+        FileNotFoundError: If it does not exist.
+        OSError: If it cannot be read.
+        ImportError: If the URL needs a package that is not installed.
+    """
+    with open_shard(location) as stream:
+        return stream.read()
+
+
+def _open_http(url: str) -> IO[bytes]:
+    try:
+        response: IO[bytes] = urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S)
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            raise FileNotFoundError(f"{url} does not exist (HTTP 404 Not Found)") from err
+        raise OSError(f"{url} answered HTTP {err.code} {err.reason}") from err
+    except urllib.error.URLError as err:
+        raise OSError(f"cannot reach {url} ({err.reason})") from err
+    return response
+
+
+def _open_fsspec(url: str, scheme: str) -> IO[bytes]:
+    backend = _FSSPEC_PACKAGES.get(scheme)
+    needs = f"fsspec and {backend}" if backend else "fsspec (and its backend for this scheme)"
+    hint = f"pip install fsspec {backend}" if backend else "pip install fsspec"
+    try:
+        import fsspec
+    except ImportError as err:
+        raise ImportError(f"reading {url} needs {needs}, which are not installed ({hint})") from err
+    try:
+        opened: Any = fsspec.open(url, "rb").open()
+    except ImportError as err:
+        missing = backend or f"the fsspec backend for {scheme}://"
+        raise ImportError(
+            f"reading {url} needs {missing}, which is not installed ({hint}; fsspec says: {err})"
+        ) from err
+    except ValueError as err:  # fsspec: "Protocol not known"
+        raise ValueError(f"cannot read {url}: fsspec does not know the scheme {scheme}:// ({err})") from err
+    return opened  # type: ignore[no-any-return]
