@@ -13,8 +13,12 @@ real + conditional; real + unconditional; real + both) are a few lines of YAML::
           - {path: data/aras400k/train}
           - {path: data/synth_uncond, num_samples: 100000}
 
-With ``demo: true`` (the default) and no data at ``root``, ``prepare_data`` builds the
-procedural demo set there, so every config runs on a fresh machine.
+Every shard set can also be remote: ``root: http://host/aras400k/`` reads
+``http://host/aras400k/train/`` and so on through their manifests, and any source may
+be a URL, brace-expanded shard list or ``pipe:`` command (see :mod:`aras400k.data.remote`).
+
+With ``demo: true`` (the default) and no data at a local ``root``, ``prepare_data``
+builds the procedural demo set there, so every config runs on a fresh machine.
 Augmentation and normalisation run on the device in ``on_after_batch_transfer``.
 """
 
@@ -31,6 +35,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from aras400k.data.datasets import EpochDataLoader, ShardDataset, ShardSource
 from aras400k.data.demo import DEFAULT_DEMO_SAMPLES, demo_is_ready, make_demo
+from aras400k.data.remote import is_url, join_location
 from aras400k.data.transforms import JointAugmentation, Normalize
 
 __all__ = ["GANDataModule", "SegmentationDataModule", "ShardDataModule"]
@@ -48,13 +53,18 @@ class ShardDataModule(LightningDataModule):
 
     Subclasses set ``with_mask`` and choose the transforms in :meth:`configure_transforms`.
 
+    Every shard set below may be a local folder or a remote spec (a URL folder such as
+    ``http://host/train/``, a brace-expanded shard list, ``pipe:`` commands).
+
     Args:
-        root: Folder holding ``train``, ``val`` and ``test`` shard sets.
-        train: Training sources; default ``[root/train]``.
+        root: Folder (or URL) holding ``train``, ``val`` and ``test`` shard sets.
+        train: Training sources (one spec, or a list of specs or :class:`ShardSource`);
+            default ``[root/train]``.
         val: Validation shard set; default ``root/val``.
         test: Test shard set; default ``root/test``.
         predict: Shard set for ``predict``; default the test set.
-        demo: Build the procedural demo set at ``root`` in ``prepare_data`` if it holds no data.
+        demo: Build the procedural demo set at a local ``root`` in ``prepare_data`` if it
+            holds no data (never for a URL ``root``).
         demo_samples: Demo train/val/test sizes.
         demo_image_size: Demo patch size in pixels.
         batch_size: Samples per batch (per device).
@@ -73,7 +83,7 @@ class ShardDataModule(LightningDataModule):
     def __init__(
         self,
         root: str = "data/demo",
-        train: list[ShardSource] | None = None,
+        train: str | list[ShardSource] | None = None,
         val: str | None = None,
         test: str | None = None,
         predict: str | None = None,
@@ -93,15 +103,20 @@ class ShardDataModule(LightningDataModule):
         self.save_hyperparameters()
         # Checkpoints store these hyperparameters and load with weights_only=True:
         # keep them plain values (dicts), not ShardSource objects.
+        if isinstance(train, str):
+            train = [ShardSource(train)]
         self.hparams["train"] = [asdict(self._source(s)) for s in train] if train else None
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        self.root = Path(root)
-        self.train_sources = [self._source(s) for s in train] if train else [ShardSource(str(self.root / "train"))]
-        self.val_path = val or str(self.root / "val")
-        self.test_path = test or str(self.root / "test")
+        #: A local ``root`` as a Path; a URL ``root`` stays a string.
+        self.root: Path | str = root if is_url(root) else Path(root)
+        self.train_sources = (
+            [self._source(s) for s in train] if train else [ShardSource(join_location(str(self.root), "train"))]
+        )
+        self.val_path = val or join_location(str(self.root), "val")
+        self.test_path = test or join_location(str(self.root), "test")
         self.predict_path = predict or self.test_path
         self.demo = demo
         self.demo_samples = tuple(demo_samples)
@@ -138,8 +153,8 @@ class ShardDataModule(LightningDataModule):
         return Normalize(mean, std), JointAugmentation() if self.augment else None
 
     def prepare_data(self) -> None:
-        """Build the demo set at ``root`` when asked to and it is missing (runs on one process)."""
-        if not self.demo or demo_is_ready(self.root):
+        """Build the demo set at a local ``root`` when asked to and it is missing (runs on one process)."""
+        if not self.demo or isinstance(self.root, str) or demo_is_ready(self.root):
             return
         if self.root.exists() and any(self.root.iterdir()):
             raise FileNotFoundError(
@@ -175,7 +190,9 @@ class ShardDataModule(LightningDataModule):
         if name not in self.datasets:
             raise RuntimeError(f"call setup() for the {name} stage before asking for its dataloader")
         dataset = self.datasets[name]
-        workers = min(self.num_workers, max(1, len(dataset)))
+        # No more workers than samples; a shard list without a manifest has no length.
+        size = dataset.samples_per_epoch
+        workers = self.num_workers if size is None else min(self.num_workers, max(1, len(dataset)))
         return EpochDataLoader(dataset, batch_size=self.batch_size, num_workers=workers, pin_memory=False)
 
     def train_dataloader(self) -> EpochDataLoader:
@@ -259,7 +276,7 @@ class GANDataModule(ShardDataModule):
         with_mask: bool = False,
         mirror: bool = True,
         root: str = "data/demo",
-        train: list[ShardSource] | None = None,
+        train: str | list[ShardSource] | None = None,
         val: str | None = None,
         test: str | None = None,
         demo: bool = True,

@@ -13,6 +13,18 @@
   sample's source with probability proportional to the weights; a source that runs
   out starts over (reshuffled). An epoch has ``samples_per_epoch`` samples.
 
+A source is a local shard set folder or any spec of :mod:`aras400k.data.remote`: a
+shard set folder behind a URL (``http://host/train/``, ``s3://bucket/train/``) is
+read through its manifest and split exactly as above. A *shard list* without a
+manifest (``train-{000000..000099}.tar``, ``pipe:curl -s ...``) has unknown sample
+counts, so it is split by **whole shards**: after the (per-epoch shuffled) shard
+order, shard ``i`` goes to worker ``i % (world_size * num_workers)``. Every sample is
+still read exactly once per epoch, but workers (and ranks) may then yield different
+numbers of samples, and workers left without a shard (fewer shards than workers, a
+warning) yield nothing; the dataset has no ``len()`` then. With ``samples_per_epoch``
+set, each worker instead cycles through its shards until it has yielded its equal
+share, which keeps ranks in step under DDP at the cost of exactly-once coverage.
+
 A source can be cut to its first ``num_samples`` samples (manifest order), which is
 how the paper's "synthetic 100k" and "synthetic 300k" sets are configs over one
 300k shard set. Corrupt samples are skipped with a warning and counted instead of
@@ -24,7 +36,8 @@ from __future__ import annotations
 import random
 import tarfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +47,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
-from aras400k.data.shards import SampleError, decode_sample, iter_raw_samples, read_manifest
+from aras400k.data.remote import location_name
+from aras400k.data.shards import SampleError, decode_sample, iter_raw_samples, list_shards
 
 __all__ = ["EpochDataLoader", "ShardDataset", "ShardSource", "partition_range"]
 
@@ -44,8 +58,11 @@ class ShardSource:
     """One shard set used as a source of samples.
 
     Attributes:
-        path: Shard set folder (holding ``manifest.json``).
-        num_samples: Use only the first this many samples (manifest order); ``None`` for all.
+        path: Shard set folder (holding ``manifest.json``), local or a URL such as
+            ``http://host/train/``, or a shard list without a manifest such as
+            ``data/train-{000000..000009}.tar`` or ``pipe:cat ...`` (see :mod:`aras400k.data.remote`).
+        num_samples: Use only the first this many samples (manifest order); ``None`` for
+            all. Needs a manifest.
         weight: Mixing weight; give it to every source or to none (see :class:`ShardDataset`).
     """
 
@@ -56,12 +73,15 @@ class ShardSource:
 
 @dataclass(frozen=True)
 class _Segment:
-    """A run of samples inside one shard: skip ``start`` samples, then take ``count``."""
+    """A run of samples inside one shard: skip ``start`` samples, then take ``count``.
+
+    ``count`` is ``None`` for a shard of a source without a manifest: read it to its end.
+    """
 
     source: int
-    shard: Path
+    shard: str
     start: int
-    count: int
+    count: int | None
 
 
 def partition_range(total: int, part: int, parts: int) -> tuple[int, int]:
@@ -86,6 +106,12 @@ def _as_source(source: ShardSource | str | Path | dict) -> ShardSource:
     if isinstance(source, dict):
         return ShardSource(**source)
     return ShardSource(path=str(source))
+
+
+def _size(segments: list[_Segment]) -> int | None:
+    """Samples in a source's segments; ``None`` if any count is unknown (no manifest)."""
+    counts = [seg.count for seg in segments]
+    return None if None in counts else sum(count or 0 for count in counts)
 
 
 def _worker_slot() -> tuple[int, int]:
@@ -114,11 +140,15 @@ class ShardDataset(IterableDataset):
         samples_per_epoch: Epoch length over all ranks and workers. Required meaning
             only with weighted sources (default: the sum of the sources' sizes); in
             every-sample-once mode a value other than that total cuts or repeats the data.
+            Required with weights when a source has no manifest.
 
     Raises:
         ValueError: If weights are given to some sources but not all, a weight is not
-            positive, or ``num_samples`` exceeds a source's size.
+            positive, ``num_samples`` exceeds a source's size or is given for a source
+            without a manifest, or weighted sources without a manifest lack ``samples_per_epoch``.
         aras400k.data.ManifestError: If a source is not a shard set.
+        OSError: If a URL source cannot be reached.
+        ImportError: If a URL source needs fsspec or a backend that is not installed.
     """
 
     def __init__(
@@ -147,13 +177,29 @@ class ShardDataset(IterableDataset):
             raise ValueError(f"source weights must be positive, got {weights}")
         self.weighted = weights[0] is not None
         self._segments = [self._source_segments(i, s) for i, s in enumerate(self.sources)]
-        self.sizes = [sum(seg.count for seg in segs) for segs in self._segments]
-        self.total = sum(self.sizes)
+        #: Samples per source, ``None`` for a source without a manifest.
+        self.sizes: list[int | None] = [_size(segs) for segs in self._segments]
+        #: Samples over all sources, ``None`` when a source has no manifest (split by shards).
+        self.total: int | None = None if None in self.sizes else sum(size or 0 for size in self.sizes)
+        #: Samples per epoch over all ranks and workers; ``None`` when unknown (no ``len()``).
         self.samples_per_epoch = samples_per_epoch if samples_per_epoch is not None else self.total
+        if self.weighted and self.samples_per_epoch is None:
+            unknown = [s.path for s, size in zip(self.sources, self.sizes, strict=True) if size is None]
+            raise ValueError(
+                f"weighted sources without a manifest ({', '.join(unknown)}) have no known size: give samples_per_epoch"
+            )
         self.skipped = 0
 
     def _source_segments(self, index: int, source: ShardSource) -> list[_Segment]:
-        manifest = read_manifest(source.path)
+        listing = list_shards(source.path)
+        manifest = listing.manifest
+        if manifest is None:
+            if source.num_samples is not None:
+                raise ValueError(
+                    f"{source.path} lists shards without a manifest, so num_samples={source.num_samples} cannot "
+                    "be cut; point at the shard set folder (the one holding manifest.json) instead"
+                )
+            return [_Segment(index, location, 0, None) for location in listing.locations]
         available = int(manifest["num_samples"])
         wanted = available if source.num_samples is None else int(source.num_samples)
         if wanted > available:
@@ -164,13 +210,13 @@ class ShardDataset(IterableDataset):
                 "label them first (aras-synth label) or use it as an image-only source"
             )
         segments, left = [], wanted
-        for shard in manifest["shards"]:
+        for shard, location in zip(manifest["shards"], listing.locations, strict=True):
             if left <= 0:
                 break
             take = min(left, int(shard["num_samples"]))
             if take <= 0:
                 continue
-            segments.append(_Segment(index, Path(source.path) / shard["name"], 0, take))
+            segments.append(_Segment(index, location, 0, take))
             left -= take
         return segments
 
@@ -186,7 +232,17 @@ class ShardDataset(IterableDataset):
         return random.Random(f"{self.seed}-{self.epoch}-{slot}")
 
     def __len__(self) -> int:
-        """Samples this rank yields in one epoch (summed over its loader workers)."""
+        """Samples this rank yields in one epoch (summed over its loader workers).
+
+        Raises:
+            TypeError: If the length is unknown: a source has no manifest and
+                ``samples_per_epoch`` is not set.
+        """
+        if self.samples_per_epoch is None:
+            raise TypeError(
+                "this ShardDataset has no length: a source lists shards without a manifest "
+                "(set samples_per_epoch for a fixed length)"
+            )
         rank, world = 0, 1
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -196,7 +252,12 @@ class ShardDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Yield this worker's samples for the current epoch."""
         slot, slots = _worker_slot()
-        stream = self._weighted_stream(slot, slots) if self.weighted else self._once_stream(slot, slots)
+        if self.weighted:
+            stream = self._weighted_stream(slot, slots)
+        elif self.total is None:
+            stream = self._shard_split_stream(slot, slots)
+        else:
+            stream = self._once_stream(slot, slots)
         if self.shuffle:
             stream = self._buffer_shuffle(stream, self._epoch_rng(slot + 1), self.shuffle_buffer)
         yield from stream
@@ -210,6 +271,7 @@ class ShardDataset(IterableDataset):
         return segments
 
     def _once_stream(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
+        assert self.samples_per_epoch is not None  # every source has a manifest
         start, stop = partition_range(self.samples_per_epoch, slot, slots)
         segments = self._epoch_segments()
         if not segments:
@@ -218,6 +280,7 @@ class ShardDataset(IterableDataset):
         offset = 0
         while offset < stop:
             for seg in segments:
+                assert seg.count is not None
                 lo, hi = max(start, offset), min(stop, offset + seg.count)
                 if lo < hi:
                     yield from self._read(_Segment(seg.source, seg.shard, seg.start + lo - offset, hi - lo))
@@ -225,9 +288,44 @@ class ShardDataset(IterableDataset):
                 if offset >= stop:
                     return
 
+    # -- split by shards (a source without a manifest) ------------------------------------
+
+    def _shard_split_stream(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
+        segments = self._epoch_segments()
+        mine = segments[slot::slots]
+        if len(segments) < slots and slot == 0:
+            warnings.warn(
+                f"{len(segments)} shards for {slots} loader workers over all ranks: "
+                f"{slots - len(segments)} workers get no shard"
+                + (" and yield nothing" if self.samples_per_epoch is None else " and reread all shards")
+                + "; use fewer workers, smaller shards, or the shard set folder (with its manifest) for an exact split",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if self.samples_per_epoch is None:  # every shard once; lengths may differ between workers
+            for seg in mine:
+                yield from self._read(seg)
+            return
+        start, stop = partition_range(self.samples_per_epoch, slot, slots)
+        with closing(self._repeat(mine or segments, "the shards")) as stream:
+            for _ in range(stop - start):
+                yield next(stream)
+
+    def _repeat(self, segments: list[_Segment], what: str) -> Generator[dict[str, Any], None, None]:
+        """Read ``segments`` over and over (the caller stops)."""
+        while True:
+            produced = 0
+            for seg in segments:
+                for item in self._read(seg):
+                    produced += 1
+                    yield item
+            if produced == 0:
+                raise RuntimeError(f"{what} yielded no readable sample")
+
     # -- weighted mixing -----------------------------------------------------------------
 
     def _weighted_stream(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
+        assert self.samples_per_epoch is not None  # checked in __init__
         start, stop = partition_range(self.samples_per_epoch, slot, slots)
         rng = self._epoch_rng(slot)
         weights = [float(s.weight or 0.0) for s in self.sources]
@@ -238,23 +336,29 @@ class ShardDataset(IterableDataset):
 
     def _cycle_source(self, index: int, slot: int, slots: int, rng: random.Random) -> Iterator[dict[str, Any]]:
         segments = list(self._segments[index])
-        lo, hi = partition_range(self.sizes[index], slot, slots)
-        if hi <= lo:  # more workers than samples in this source: share the whole source
-            lo, hi = 0, self.sizes[index]
-        if hi <= lo:
-            raise ValueError(f"source {self.sources[index].path} has no samples to draw from")
-        while True:
-            produced = 0
+        size = self.sizes[index]
+        mine: list[_Segment] = []
+        if size is None:  # no manifest: whole shards; fewer shards than workers: share them all
+            mine = segments[slot::slots] or segments
+        else:
+            lo, hi = partition_range(size, slot, slots)
+            if hi <= lo:  # more workers than samples in this source: share the whole source
+                lo, hi = 0, size
+            if hi <= lo:
+                raise ValueError(f"source {self.sources[index].path} has no samples to draw from")
             offset = 0
-            mine = []
             for seg in segments:
+                assert seg.count is not None
                 a, b = max(lo, offset), min(hi, offset + seg.count)
                 if a < b:
                     mine.append(_Segment(seg.source, seg.shard, seg.start + a - offset, b - a))
                 offset += seg.count
+        while True:
+            produced = 0
+            order = list(mine)
             if self.shuffle:
-                rng.shuffle(mine)
-            for seg in mine:
+                rng.shuffle(order)
+            for seg in order:
                 for item in self._read(seg):
                     produced += 1
                     yield item
@@ -266,19 +370,26 @@ class ShardDataset(IterableDataset):
     def _read(self, seg: _Segment) -> Iterator[dict[str, Any]]:
         """Decode samples ``start .. start+count`` of one shard, skipping corrupt ones."""
         position = 0
+        end = None if seg.count is None else seg.start + seg.count
         try:
-            for raw in iter_raw_samples(seg.shard):
-                if position >= seg.start + seg.count:
-                    return
-                position += 1
-                if position <= seg.start:
-                    continue
-                item = self._decode(raw, seg)
-                if item is not None:
-                    yield item
+            # closing(): a stream stopped early (a pipe: command, a download) ends now, not at GC.
+            with closing(iter_raw_samples(seg.shard)) as raws:
+                for raw in raws:
+                    if end is not None and position >= end:
+                        return
+                    position += 1
+                    if position <= seg.start:
+                        continue
+                    item = self._decode(raw, seg)
+                    if item is not None:
+                        yield item
         except (tarfile.TarError, OSError, EOFError) as err:
             self.skipped += 1
-            warnings.warn(f"skipping the rest of corrupt shard {seg.shard} ({err})", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"skipping the rest of shard {seg.shard}: it is corrupt or cannot be read ({err})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def _decode(self, raw: dict[str, Any], seg: _Segment) -> dict[str, Any] | None:
         try:
@@ -288,7 +399,8 @@ class ShardDataset(IterableDataset):
         except SampleError as err:
             self.skipped += 1
             warnings.warn(
-                f"skipping corrupt sample in {seg.shard.name} ({err}); {self.skipped} skipped so far in this worker",
+                f"skipping corrupt sample in {location_name(seg.shard)} ({err}); "
+                f"{self.skipped} skipped so far in this worker",
                 RuntimeWarning,
                 stacklevel=2,
             )
