@@ -10,6 +10,10 @@ recomputed from it and a ``labelled_by`` record, and whose other members (the
     report = label_shards("runs/seg_unet/checkpoints/last.ckpt", "data/synth_uncond", "data/synth_uncond_labelled")
     print(report.summary())
 
+Batches never cross an input shard, so a run split over workers by input shard
+(``shard_index``/``num_shards``, see :mod:`aras400k.data.merge`) predicts every mask
+exactly as a single run does.
+
 Checkpoints are read with ``torch.load(weights_only=True)``: plain tensors and values
 only, never code (:func:`read_checkpoint`, :func:`load_segmentation_task`).
 """
@@ -32,6 +36,8 @@ from tqdm.auto import tqdm
 from aras400k.classes import NUM_CLASSES
 from aras400k.data.composition import composition, format_composition
 from aras400k.data.datamodules import IMAGENET_MEAN, IMAGENET_STD
+from aras400k.data.datasets import partition_range
+from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
@@ -77,6 +83,7 @@ class LabelReport:
         labelled_by: The ``labelled_by`` record stored in every sample's meta.
         mean: Normalisation mean the images were given.
         std: Normalisation std the images were given.
+        worker: ``(shard_index, num_shards)`` of a worker of a split run; ``None`` for a single run.
     """
 
     input_dir: str
@@ -89,6 +96,7 @@ class LabelReport:
     labelled_by: dict[str, Any] = field(default_factory=dict)
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    worker: tuple[int, int] | None = None
 
     def summary(self) -> str:
         """Render the report for a terminal.
@@ -99,15 +107,18 @@ class LabelReport:
         by = self.labelled_by
         source = by.get("checkpoint") or "an in-memory model"
         comp = format_composition(self.composition)
-        return "\n".join(
-            [
-                f"labelled {self.num_samples} samples of {self.input_dir} with {by.get('arch')}/{by.get('encoder')} "
-                f"({source}; normalised with mean {list(self.mean)}, std {list(self.std)})",
-                f"wrote {self.num_shards} shards to {self.out_dir} (manifest {self.manifest})",
-                f"{self.num_replaced} existing masks replaced",
-                f"predicted composition: {comp or 'empty'}",
-            ]
-        )
+        worker = f"worker {self.worker[0]} of {self.worker[1]}: " if self.worker else ""
+        lines = [
+            f"{worker}labelled {self.num_samples} samples of {self.input_dir} with "
+            f"{by.get('arch')}/{by.get('encoder')} ({source}; normalised with mean {list(self.mean)}, "
+            f"std {list(self.std)})",
+            f"wrote {self.num_shards} shards to {self.out_dir} (manifest {self.manifest})",
+            f"{self.num_replaced} existing masks replaced",
+            f"predicted composition: {comp or 'empty'}",
+        ]
+        if self.worker:
+            lines.append(merge_hint(self.out_dir, self.worker))
+        return "\n".join(lines)
 
 
 # -- checkpoints ----------------------------------------------------------------------------
@@ -234,6 +245,8 @@ def label_shards(
     overwrite: bool = False,
     progress: bool = True,
     compress_level: int = 6,
+    shard_index: int = 0,
+    num_shards: int = 1,
 ) -> LabelReport:
     """Label every image of a shard set with a segmenter, writing a new shard set.
 
@@ -245,7 +258,13 @@ def label_shards(
     other member is copied byte for byte. Images are scaled to ``[0, 1]`` and normalised
     with the ``mean``/``std`` recorded in the checkpoint's DataModule hyperparameters,
     or with the ``mean``/``std`` arguments when it records none or ``segmenter`` is a
-    task instance.
+    task instance. Batches never cross an input shard.
+
+    With ``num_shards > 1`` this call is one worker of a split run: it labels only the
+    ``shard_index``-th of ``num_shards`` contiguous runs of input shards into
+    ``out_dir/part-K-of-N`` (:func:`~aras400k.data.merge.worker_dir`), whose manifest
+    records the worker; :func:`~aras400k.data.merge.merge_shard_sets` joins the parts
+    into the single run's shard set (same shards, same bytes).
 
     Args:
         segmenter: A trained task, or the path of its Lightning checkpoint.
@@ -258,6 +277,8 @@ def label_shards(
         overwrite: Replace an existing shard set at ``out_dir``.
         progress: Show a progress bar.
         compress_level: PNG zlib level of the predicted masks.
+        shard_index: This worker's part of a split run, ``0 .. num_shards - 1``.
+        num_shards: Workers the run is split over (1: this call labels everything).
 
     Returns:
         A :class:`LabelReport` with the counts and the new manifest's path.
@@ -269,13 +290,17 @@ def label_shards(
         ValueError: If ``out_dir`` is ``input_dir``, the input is not a shard set
             (:class:`~aras400k.data.ManifestError`), the checkpoint is not a segmentation
             task's, the task does not predict the 7 classes from RGB, an argument is
-            out of range, or a sample is corrupt (:class:`~aras400k.data.SampleError`,
+            out of range (``shard_index`` outside ``0 .. num_shards - 1`` included), or a
+            sample is corrupt (:class:`~aras400k.data.SampleError`,
             naming the shard and key; nothing is skipped).
     """
-    input_dir, out_dir = Path(input_dir), Path(out_dir)
+    check_worker(shard_index, num_shards)
+    input_dir, out_dir = Path(input_dir), worker_dir(out_dir, shard_index, num_shards)
     manifest = _check_paths(input_dir, out_dir, overwrite)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    low, high = partition_range(len(manifest["shards"]), shard_index, num_shards)
+    shards = manifest["shards"][low:high]
     torch_device = _resolve_device(device)
     task, checkpoint_path, norm = _resolve_segmenter(segmenter, torch_device)
     mean, std = norm or (tuple(float(m) for m in mean), tuple(float(s) for s in std))
@@ -283,11 +308,15 @@ def label_shards(
     labeller = _Labeller(task, Normalize(mean, std), torch_device)
     extra = {k: v for k, v in manifest.items() if k not in _MANIFEST_FIELDS}
     extra.update(labelled_by=labelled_by, labelled_from=str(input_dir))
+    if num_shards > 1:
+        inputs = [{"name": s["name"], "sha256": s.get("sha256")} for s in manifest["shards"]]
+        extra[WORKER_FIELD] = worker_record(shard_index, num_shards, {"inputs": inputs, "labelled_by": labelled_by})
     writer = _open_writer(manifest, out_dir, overwrite, compress_level, extra)
     replaced = 0
-    bar = tqdm(total=manifest["num_samples"], desc=f"label {input_dir.name}", unit="img", disable=not progress)
+    total = sum(int(s["num_samples"]) for s in shards)
+    bar = tqdm(total=total, desc=f"label {input_dir.name}", unit="img", disable=not progress)
     with labeller, writer, bar:
-        for batch in _batches(_read_samples(input_dir, [s["name"] for s in manifest["shards"]]), batch_size):
+        for batch in _batches(_read_samples(input_dir, [s["name"] for s in shards]), batch_size):
             for raw, sample, mask in zip(batch.raws, batch.samples, labeller(batch.images()), strict=True):
                 replaced += int("mask.png" in raw)
                 writer.write(_labelled_sample(raw, sample, mask, labelled_by))
@@ -303,6 +332,7 @@ def label_shards(
         labelled_by=labelled_by,
         mean=mean,
         std=std,
+        worker=(shard_index, num_shards) if num_shards > 1 else None,
     )
 
 
@@ -426,10 +456,14 @@ def _read_samples(directory: Path, shard_names: list[str]) -> Iterator[tuple[dic
 
 
 def _batches(samples: Iterator[tuple[dict[str, Any], Sample]], batch_size: int) -> Iterator[_Batch]:
-    """Group samples into batches of up to ``batch_size`` images of one size, keeping order."""
+    """Group samples into batches of up to ``batch_size`` images of one size and one shard, keeping order."""
     batch = _Batch()
     for raw, sample in samples:
-        if batch.samples and (len(batch.samples) >= batch_size or sample.image.shape != batch.samples[0].image.shape):
+        if batch.samples and (
+            len(batch.samples) >= batch_size
+            or sample.image.shape != batch.samples[0].image.shape
+            or raw.get("__shard__") != batch.raws[0].get("__shard__")
+        ):
             yield batch
             batch = _Batch()
         batch.raws.append(raw)

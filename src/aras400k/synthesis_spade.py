@@ -24,6 +24,11 @@ Guarantees:
   refused rather than mixed in. The parts
   are assembled into ``OUT`` at the end and removed; ``OUT/manifest.json`` is written
   last, so ``OUT`` is a finished shard set only when everything is there.
+- **Splittable over workers.** With ``shard_index=K, num_shards=N`` worker ``K`` makes
+  the parts of the ``K``-th of ``N`` contiguous runs of input shards into
+  ``OUT/part-K-of-N`` (so use at most as many workers as input shards); since batches
+  never cross an input shard, its images are the single run's, byte for byte.
+  :func:`~aras400k.data.merge.merge_shard_sets` (``aras-data merge``) joins the parts.
 
 Checkpoints are read with ``torch.load(weights_only=True)``
 (:func:`~aras400k.models.spade.load_spade_generator`).
@@ -44,6 +49,8 @@ import torch
 from tqdm.auto import tqdm
 
 from aras400k.data.composition import composition, format_composition
+from aras400k.data.datasets import partition_range
+from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
@@ -97,7 +104,7 @@ class SpadeSynthesisReport:
         masks_dir: The shard set whose masks were used.
         out_dir: The new shard set.
         manifest: Path of its ``manifest.json``.
-        num_parents: Masks used.
+        num_parents: Masks used (by this worker, in a split run).
         num_samples: Images written (``num_parents * per_mask``).
         num_shards: Tar shards written.
         per_mask: Images per mask.
@@ -108,6 +115,7 @@ class SpadeSynthesisReport:
         composition: Class name -> fraction of all mask pixels of the new set.
         labelled_with: Segmenter checkpoint whose predictions replaced the masks, if any.
         label_miou: Macro IoU of those predictions against the input masks, if labelled.
+        worker: ``(shard_index, num_shards)`` of a worker of a split run; ``None`` for a single run.
     """
 
     masks_dir: str
@@ -124,6 +132,7 @@ class SpadeSynthesisReport:
     composition: dict[str, float] = field(default_factory=dict)
     labelled_with: str | None = None
     label_miou: float | None = None
+    worker: tuple[int, int] | None = None
 
     def summary(self) -> str:
         """Render the report for a terminal.
@@ -131,11 +140,14 @@ class SpadeSynthesisReport:
         Returns:
             A few lines: what was generated from what, where it went, and the composition.
         """
+        worker = f"worker {self.worker[0]} of {self.worker[1]}: " if self.worker else ""
         lines = [
-            f"generated {self.num_samples} images ({self.per_mask} per mask, seed {self.seed}) from "
+            f"{worker}generated {self.num_samples} images ({self.per_mask} per mask, seed {self.seed}) from "
             f"{self.num_parents} masks of {self.masks_dir} with {self.checkpoint} (sha256 {self.checkpoint_sha256})",
             f"wrote {self.num_shards} shards to {self.out_dir} (manifest {self.manifest})",
         ]
+        if self.worker:
+            lines.append(merge_hint(self.out_dir, self.worker))
         if self.resumed_parts:
             lines.append(f"resumed: {self.resumed_parts} input shards were kept from the interrupted run")
         if self.labelled_with is not None:
@@ -162,6 +174,7 @@ class _Run:
     seed: int
     batch_size: int
     generator_meta: dict[str, Any]
+    shards: list[int] = field(default_factory=list)
 
     @property
     def split(self) -> str:
@@ -183,6 +196,8 @@ def synthesize_conditional(
     samples_per_shard: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    shard_index: int = 0,
+    num_shards: int = 1,
 ) -> SpadeSynthesisReport:
     """Generate ``per_mask`` images for every mask of a shard set and write them as a new shard set.
 
@@ -192,6 +207,11 @@ def synthesize_conditional(
     (``checkpoint``, ``checkpoint_sha256``, ``seed``, ``index``, ``sample_seed``,
     ``use_ema``). Keys are ``{parent}_c{k}``; samples follow the input order, parent by
     parent. See the module docstring for determinism and resuming.
+
+    With ``num_shards > 1`` this call is one worker of a split run: it uses only the
+    masks of its contiguous run of input shards and writes into ``out_dir/part-K-of-N``
+    (:func:`~aras400k.data.merge.worker_dir`), whose manifest records the worker; merge
+    the parts with :func:`~aras400k.data.merge.merge_shard_sets`.
 
     Args:
         checkpoint: A :class:`~aras400k.models.spade.SPADEGAN` Lightning checkpoint.
@@ -210,6 +230,8 @@ def synthesize_conditional(
         overwrite: Replace a finished shard set at ``out_dir``, and discard an unfinished
             run there that used other settings (one with the same settings is resumed).
         progress: Show a progress bar.
+        shard_index: This worker's part of a split run, ``0 .. num_shards - 1``.
+        num_shards: Workers the run is split over (1: this call does everything).
 
     Returns:
         A :class:`SpadeSynthesisReport`.
@@ -218,22 +240,30 @@ def synthesize_conditional(
         FileNotFoundError: If the checkpoint or a listed shard does not exist.
         FileExistsError: If ``out_dir`` holds a shard set and ``overwrite`` is off.
         ValueError: If the masks are not from ``train`` (without ``force_split``), an
-            argument is out of range, the checkpoint is not a SPADEGAN's, a sample has
-            no mask or one of a size the generator cannot take, ``out_dir`` is the input,
-            or ``out_dir`` holds an unfinished run with other settings.
+            argument is out of range (``shard_index`` outside ``0 .. num_shards - 1``
+            included), the checkpoint is not a SPADEGAN's, a sample has no mask or one
+            of a size the generator cannot take, ``out_dir`` is the input, or
+            ``out_dir`` holds an unfinished run with other settings.
     """
-    masks_dir, out_dir = Path(masks_dir), Path(out_dir)
+    check_worker(shard_index, num_shards)
+    masks_dir, out_dir = Path(masks_dir), worker_dir(out_dir, shard_index, num_shards)
     manifest = _check_inputs(masks_dir, out_dir, per_mask, batch_size, force_split, overwrite)
     torch_device = _resolve_device(device)
     generator = load_spade_generator(checkpoint, use_ema=use_ema, map_location=torch_device)
     digest = _file_sha256(Path(checkpoint))[:16]
     meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "seed": seed, "use_ema": use_ema}
-    run = _Run(generator, torch_device, masks_dir, manifest, per_mask, seed, batch_size, meta)
+    low, high = partition_range(len(manifest["shards"]), shard_index, num_shards)
+    run = _Run(generator, torch_device, masks_dir, manifest, per_mask, seed, batch_size, meta, list(range(low, high)))
     work = out_dir / WORK_DIR
-    _open_work_dir(work, _run_record(run), overwrite)
+    record = _run_record(run)
+    extra: dict[str, Any] = {"generator": meta | {"per_mask": per_mask}, "conditioned_on": str(masks_dir)}
+    if num_shards > 1:
+        # Every worker of the run has the same work (all input shards, seed, batching); the device may differ.
+        extra[WORKER_FIELD] = worker_record(shard_index, num_shards, record | {"device": None})
+        record["worker"] = [shard_index, num_shards]
+    _open_work_dir(work, record, overwrite)
     resumed = _write_parts(run, work, progress)
     spp = samples_per_shard or _default_shard_size(manifest, per_mask)
-    extra = {"generator": meta | {"per_mask": per_mask}, "conditioned_on": str(masks_dir)}
     if label_with is None:
         written = _assemble(work, out_dir, run.split, spp, extra, overwrite)
         label_miou = None
@@ -244,7 +274,7 @@ def synthesize_conditional(
         masks_dir=str(masks_dir),
         out_dir=str(out_dir),
         manifest=str(out_dir / MANIFEST_NAME),
-        num_parents=int(manifest["num_samples"]),
+        num_parents=sum(int(manifest["shards"][i]["num_samples"]) for i in run.shards),
         num_samples=int(written["num_samples"]),
         num_shards=len(written["shards"]),
         per_mask=per_mask,
@@ -255,6 +285,7 @@ def synthesize_conditional(
         composition=dict(written["composition"]),
         labelled_with=str(label_with) if label_with is not None else None,
         label_miou=label_miou,
+        worker=(shard_index, num_shards) if num_shards > 1 else None,
     )
 
 
@@ -332,10 +363,11 @@ def _open_work_dir(work: Path, record: dict[str, Any], overwrite: bool) -> None:
 def _write_parts(run: _Run, work: Path, progress: bool) -> int:
     """Write the part of every input shard that is not finished; return how many were kept."""
     shards = run.manifest["shards"]
-    total = int(run.manifest["num_samples"]) * run.per_mask
+    total = sum(int(shards[i]["num_samples"]) for i in run.shards) * run.per_mask
     kept = 0
     with tqdm(total=total, desc=f"spade {run.masks_dir.name}", unit="img", disable=not progress) as bar:
-        for index, entry in enumerate(shards):
+        for index in run.shards:
+            entry = shards[index]
             part = work / f"part-{index:06d}"
             if (part / MANIFEST_NAME).is_file():
                 bar.update(int(read_manifest(part)["num_samples"]))

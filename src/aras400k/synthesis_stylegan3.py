@@ -19,6 +19,11 @@ module uses):
   same settings keeps finished parts and redoes only unfinished ones; other settings
   are refused rather than mixed in. Parts are assembled into ``OUT`` at the end and
   ``OUT/manifest.json`` is written last.
+- **Splittable over workers.** With ``shard_index=K, num_shards=N`` worker ``K`` makes
+  the ``K``-th of ``N`` contiguous runs of whole batches of the single run (batches as a
+  single run forms them, so every image is computed exactly as there) into
+  ``OUT/part-K-of-N``; :func:`~aras400k.data.merge.merge_shard_sets` (``aras-data
+  merge``) joins the parts into the single run's samples, in its order.
 
 Lightning checkpoints are read with ``torch.load(weights_only=True)``
 (:func:`~aras400k.synthesis.read_checkpoint`); ``.pkl`` files with the restricted
@@ -39,6 +44,8 @@ import torch
 from tqdm.auto import tqdm
 
 from aras400k.data.composition import format_composition
+from aras400k.data.datasets import partition_range
+from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
@@ -58,6 +65,7 @@ __all__ = [
     "parse_seeds",
     "sample_key",
     "synthesize_unconditional",
+    "worker_chunks",
 ]
 
 _RUN_FORMAT = 1
@@ -105,8 +113,8 @@ class StyleGAN3SynthesisReport:
         manifest: Path of its ``manifest.json``.
         num_samples: Images written (one per seed).
         num_shards: Tar shards written.
-        first_seed: Smallest seed.
-        last_seed: Largest seed.
+        first_seed: Smallest seed written (``None`` for a worker left without seeds).
+        last_seed: Largest seed written (``None`` for a worker left without seeds).
         truncation: Truncation psi.
         checkpoint: The generator checkpoint or pickle.
         checkpoint_sha256: Its sha256 (first 16 hex digits).
@@ -115,14 +123,15 @@ class StyleGAN3SynthesisReport:
         labelled_with: Segmenter checkpoint whose predictions are the masks, if any.
         equivariance: ``{"eqt_int", "eqt_frac", "eqr"}`` PSNRs in dB, if asked for and available.
         equivariance_note: Why no equivariance figures were computed, if asked for and unavailable.
+        worker: ``(shard_index, num_shards)`` of a worker of a split run; ``None`` for a single run.
     """
 
     out_dir: str
     manifest: str
     num_samples: int
     num_shards: int
-    first_seed: int
-    last_seed: int
+    first_seed: int | None
+    last_seed: int | None
     truncation: float
     checkpoint: str
     checkpoint_sha256: str
@@ -131,6 +140,7 @@ class StyleGAN3SynthesisReport:
     labelled_with: str | None = None
     equivariance: dict[str, float] | None = None
     equivariance_note: str | None = None
+    worker: tuple[int, int] | None = None
 
     def summary(self) -> str:
         """Render the report for a terminal.
@@ -138,11 +148,15 @@ class StyleGAN3SynthesisReport:
         Returns:
             A few lines: what was generated, where it went, and any labels or equivariance figures.
         """
+        seeds = f"seeds {self.first_seed}..{self.last_seed}" if self.num_samples else "no seeds"
+        worker = f"worker {self.worker[0]} of {self.worker[1]}: " if self.worker else ""
         lines = [
-            f"generated {self.num_samples} images (seeds {self.first_seed}..{self.last_seed}, truncation "
+            f"{worker}generated {self.num_samples} images ({seeds}, truncation "
             f"{self.truncation:g}) with {self.checkpoint} (sha256 {self.checkpoint_sha256})",
             f"wrote {self.num_shards} shards to {self.out_dir} (manifest {self.manifest})",
         ]
+        if self.worker:
+            lines.append(merge_hint(self.out_dir, self.worker))
         if self.resumed_parts:
             lines.append(f"resumed: {self.resumed_parts} seed chunks were kept from the interrupted run")
         if self.labelled_with is not None:
@@ -249,6 +263,8 @@ def synthesize_unconditional(
     chunk_size: int = 1000,
     overwrite: bool = False,
     progress: bool = True,
+    shard_index: int = 0,
+    num_shards: int = 1,
 ) -> StyleGAN3SynthesisReport:
     """Generate one image per seed and write them as a new ``synth_uncond`` shard set.
 
@@ -258,6 +274,12 @@ def synthesize_unconditional(
     (``checkpoint``, ``checkpoint_sha256``, ``seed``, ``truncation``); with
     ``label_with``, also the segmenter's ``mask.png``, ``composition`` and
     ``labelled_by``. Samples follow the order of ``seeds``.
+
+    With ``num_shards > 1`` this call is one worker of a split run: it makes only its
+    part of the seeds (a contiguous run of whole batches, as a single run batches them)
+    into ``out_dir/part-K-of-N`` (:func:`~aras400k.data.merge.worker_dir`), whose
+    manifest records the worker; merge the parts with
+    :func:`~aras400k.data.merge.merge_shard_sets`.
 
     Args:
         checkpoint: StyleGAN3 Lightning checkpoint, or official snapshot (``.pkl``).
@@ -277,18 +299,22 @@ def synthesize_unconditional(
         overwrite: Replace a finished shard set at ``out_dir``, and discard an unfinished
             run there that used other settings (one with the same settings is resumed).
         progress: Show a progress bar.
+        shard_index: This worker's part of a split run, ``0 .. num_shards - 1``.
+        num_shards: Workers the run is split over (1: this call does everything).
 
     Returns:
         A :class:`StyleGAN3SynthesisReport`.
 
     Raises:
         FileNotFoundError: If the checkpoint does not exist.
-        FileExistsError: If ``out_dir`` holds a shard set and ``overwrite`` is off.
-        ValueError: On bad seeds or numbers, a file that is not a StyleGAN3 checkpoint,
-            or an unfinished run at ``out_dir`` with other settings.
+        FileExistsError: If ``out_dir`` (the worker's folder) holds a shard set and ``overwrite`` is off.
+        ValueError: On bad seeds or numbers (``shard_index`` outside ``0 .. num_shards - 1``
+            included), a file that is not a StyleGAN3 checkpoint, or an unfinished run at
+            ``out_dir`` with other settings.
     """
     seed_list = _check_inputs(seeds, n, truncation, batch_size, samples_per_shard, chunk_size)
-    out_dir = Path(out_dir)
+    check_worker(shard_index, num_shards)
+    out_dir = worker_dir(out_dir, shard_index, num_shards)
     if (out_dir / MANIFEST_NAME).exists() and not overwrite:
         raise FileExistsError(
             f"{out_dir} already holds a shard set; pass overwrite=True (--overwrite true) to replace it"
@@ -299,19 +325,25 @@ def synthesize_unconditional(
     meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "truncation": float(truncation)}
     run = _Run(generator, torch_device, float(truncation), batch_size, meta)
     work = out_dir / WORK_DIR
+    seeds_sha256 = hashlib.sha256(",".join(map(str, seed_list)).encode()).hexdigest()
     record = {
         "format": _RUN_FORMAT,
         "generator": meta | {"use_ema": use_ema},
-        "seeds_sha256": hashlib.sha256(",".join(map(str, seed_list)).encode()).hexdigest(),
+        "seeds_sha256": seeds_sha256,
         "num_seeds": len(seed_list),
         "chunk_size": chunk_size,
         "batch_size": batch_size,
         "device": torch_device.type,
     }
+    extra: dict[str, Any] = {"generator": meta | {"num_seeds": len(seed_list)}}
+    if num_shards > 1:
+        record["worker"] = [shard_index, num_shards]
+        work_of_run = {"seeds_sha256": seeds_sha256, "chunk_size": chunk_size, "batch_size": batch_size}
+        extra[WORKER_FIELD] = worker_record(shard_index, num_shards, work_of_run)
     _open_work_dir(work, record, overwrite)
-    chunks = [seed_list[i : i + chunk_size] for i in range(0, len(seed_list), chunk_size)]
+    chunks = worker_chunks(seed_list, chunk_size, batch_size, shard_index, num_shards)
     resumed = _write_parts(run, chunks, work, progress)
-    extra = {"generator": meta | {"num_seeds": len(seed_list)}}
+    mine = [seed for _, chunk in chunks for seed in chunk]
     if label_with is None:
         written = _assemble(work, out_dir, samples_per_shard, extra, overwrite)
     else:
@@ -326,14 +358,15 @@ def synthesize_unconditional(
         manifest=str(out_dir / MANIFEST_NAME),
         num_samples=int(written["num_samples"]),
         num_shards=len(written["shards"]),
-        first_seed=min(seed_list),
-        last_seed=max(seed_list),
+        first_seed=min(mine, default=None),
+        last_seed=max(mine, default=None),
         truncation=float(truncation),
         checkpoint=str(checkpoint),
         checkpoint_sha256=digest,
         resumed_parts=resumed,
         composition=dict(written.get("composition") or {}),
         labelled_with=str(label_with) if label_with is not None else None,
+        worker=(shard_index, num_shards) if num_shards > 1 else None,
     )
     if equivariance:
         report.equivariance, report.equivariance_note = _equivariance(generator, equivariance_samples, batch_size)
@@ -362,11 +395,47 @@ def _check_inputs(
     return seed_list
 
 
-def _write_parts(run: _Run, chunks: Sequence[list[int]], work: Path, progress: bool) -> int:
+def worker_chunks(
+    seeds: Sequence[int], chunk_size: int, batch_size: int, shard_index: int = 0, num_shards: int = 1
+) -> list[tuple[int, list[int]]]:
+    """The seed chunks one worker of a split run generates, as ``(chunk number, seeds)``.
+
+    A single run cuts ``seeds`` into chunks of ``chunk_size`` (its resumable parts) and
+    each chunk into batches of ``batch_size``. The batches are dealt out to the workers
+    as ``num_shards`` contiguous runs (:func:`~aras400k.data.datasets.partition_range`);
+    a worker's chunks are the pieces of the single run's chunks its batches cover, so it
+    forms exactly the single run's batches (and so computes the same images).
+
+    Args:
+        seeds: All seeds of the run, in order.
+        chunk_size: Seeds per resumable part.
+        batch_size: Images per forward pass.
+        shard_index: The worker's part.
+        num_shards: Workers of the run.
+
+    Returns:
+        The worker's chunks in order, numbered as in the single run (all of them for one worker).
+    """
+    check_worker(shard_index, num_shards)
+    total = len(seeds)
+    batches = [
+        (chunk, start)
+        for chunk, first in enumerate(range(0, total, chunk_size))
+        for start in range(first, min(first + chunk_size, total), batch_size)
+    ]
+    low, high = partition_range(len(batches), shard_index, num_shards)
+    chunks: dict[int, list[int]] = {}
+    for chunk, start in batches[low:high]:
+        stop = min(start + batch_size, (chunk + 1) * chunk_size, total)
+        chunks.setdefault(chunk, []).extend(seeds[start:stop])
+    return list(chunks.items())
+
+
+def _write_parts(run: _Run, chunks: Sequence[tuple[int, list[int]]], work: Path, progress: bool) -> int:
     """Write the part of every seed chunk that is not finished; return how many were kept."""
     kept = 0
-    with tqdm(total=sum(map(len, chunks)), desc="stylegan3", unit="img", disable=not progress) as bar:
-        for index, chunk in enumerate(chunks):
+    with tqdm(total=sum(len(c) for _, c in chunks), desc="stylegan3", unit="img", disable=not progress) as bar:
+        for index, chunk in chunks:
             part = work / f"part-{index:06d}"
             if (part / MANIFEST_NAME).is_file():
                 bar.update(len(chunk))

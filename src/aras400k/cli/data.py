@@ -7,6 +7,7 @@ Subcommands::
     aras-data prepare --s2 DIR --worldcover DIR --out DIR   GeoTIFFs -> patches -> shards
     aras-data stats DIR [DIR ...] --plot fig.png   per-class table and Figure-3 bar chart
     aras-data verify DIR [DIR ...]                 check shards against manifests
+    aras-data merge DIR [DIR ...] --out DIR        join the part-K-of-N sets of split workers
 
 Every subcommand takes ``--config FILE.yaml`` with the same option names.
 """
@@ -33,7 +34,7 @@ def _subparser(description: str) -> ArgumentParser:
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-data`` parser with its five subcommands.
+    """Build the ``aras-data`` parser with its six subcommands.
 
     Returns:
         The parser.
@@ -106,6 +107,17 @@ def build_parser() -> ArgumentParser:
     verify.add_argument("dirs", nargs="+", help="shard set folders (a folder of split folders is expanded)")
     verify.add_argument("--quiet", type=bool, default=False, help="no progress bar")
     commands.add_subcommand("verify", verify, help="verify shard sets; exits 1 on any problem")
+
+    merge = _subparser(
+        "Join shard sets of one run into one shard set: the OUT/part-K-of-N sets written by workers of a split "
+        "aras-synth run (--shard_index/--num_shards), taken in worker order, or other sets made the same way. "
+        "Tar files are hard-linked when possible (else copied) and renumbered; the manifest sums the counts."
+    )
+    merge.add_argument("dirs", nargs="+", help="shard sets to merge; a folder holding part-K-of-N sets stands for them")
+    merge.add_argument("--out", type=str, required=True, help="folder of the merged set (may hold the parts)")
+    merge.add_argument("--overwrite", type=bool, default=False, help="replace a shard set already at --out")
+    merge.add_argument("--link", type=bool, default=True, help="hard-link the tar files when possible (else copy)")
+    commands.add_subcommand("merge", merge, help="join the part-K-of-N shard sets of split workers")
     return parser
 
 
@@ -193,7 +205,23 @@ def _verify(cfg: Namespace) -> int:
     return status
 
 
-_COMMANDS: dict[str, Any] = {"demo": _demo, "import": _import, "prepare": _prepare, "stats": _stats, "verify": _verify}
+def _merge(cfg: Namespace) -> int:
+    from aras400k.data.merge import merge_shard_sets, worker_parts
+
+    parts = [part for d in cfg.dirs for part in (worker_parts(d) or [Path(d)])]
+    report = merge_shard_sets(parts, cfg.out, overwrite=cfg.overwrite, link=cfg.link)
+    print(report.summary())
+    return 0
+
+
+_COMMANDS: dict[str, Any] = {
+    "demo": _demo,
+    "import": _import,
+    "prepare": _prepare,
+    "stats": _stats,
+    "verify": _verify,
+    "merge": _merge,
+}
 
 
 def main(args: list[str] | None = None) -> int:

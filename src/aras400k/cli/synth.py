@@ -7,9 +7,12 @@ Subcommands::
                                                               images from real masks (SPADE GAN)
     aras-synth stylegan3 --ckpt G.ckpt --n N --out DIR     unconditional images (StyleGAN3; seed i -> sample i)
 
-Every subcommand takes ``--config FILE.yaml`` with the same option names. A subcommand
-is one :class:`Subcommand` entry in ``SUBCOMMANDS``: a function adding its options to a
-parser and a function running it on the parsed options.
+Every subcommand takes ``--config FILE.yaml`` with the same option names, and
+``--shard_index K --num_shards N`` to run as worker ``K`` of ``N`` (e.g. a cluster job
+array): each worker writes its part into ``OUT/part-K-of-N``, and ``aras-data merge OUT
+--out OUT`` joins the parts into the shard set one worker would have written. A
+subcommand is one :class:`Subcommand` entry in ``SUBCOMMANDS``: a function adding its
+options to a parser and a function running it on the parsed options.
 """
 
 from __future__ import annotations
@@ -45,6 +48,21 @@ class Subcommand:
     run: Callable[[Namespace], int]
 
 
+def _worker_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument(
+        "--shard_index",
+        type=int,
+        default=0,
+        help="this worker's part of a split run, 0..num_shards-1 (e.g. $SLURM_ARRAY_TASK_ID)",
+    )
+    parser.add_argument(
+        "--num_shards",
+        type=int,
+        default=1,
+        help="workers the run is split over; each writes OUT/part-K-of-N (join them with aras-data merge)",
+    )
+
+
 def _label_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--ckpt", type=str, required=True, help="segmenter checkpoint (aras-fit / Lightning .ckpt)")
     parser.add_argument("--input", type=str, required=True, help="shard set to label (with or without masks)")
@@ -65,6 +83,7 @@ def _label_arguments(parser: ArgumentParser) -> None:
     )
     parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing shard set at --out")
     parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+    _worker_arguments(parser)
 
 
 def _label(cfg: Namespace) -> int:
@@ -79,6 +98,8 @@ def _label(cfg: Namespace) -> int:
         device=cfg.device,
         overwrite=cfg.overwrite,
         progress=cfg.progress,
+        shard_index=cfg.shard_index,
+        num_shards=cfg.num_shards,
         **normalisation,
     )
     print(report.summary())
@@ -110,6 +131,7 @@ def _spade_arguments(parser: ArgumentParser) -> None:
         "--overwrite", type=bool, default=False, help="replace a finished set at --out (an unfinished one resumes)"
     )
     parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+    _worker_arguments(parser)
 
 
 def _spade(cfg: Namespace) -> int:
@@ -129,6 +151,8 @@ def _spade(cfg: Namespace) -> int:
         samples_per_shard=cfg.samples_per_shard,
         overwrite=cfg.overwrite,
         progress=cfg.progress,
+        shard_index=cfg.shard_index,
+        num_shards=cfg.num_shards,
     )
     print(report.summary())
     return 0
@@ -167,6 +191,7 @@ def _stylegan3_arguments(parser: ArgumentParser) -> None:
         "--overwrite", type=bool, default=False, help="replace a finished set at --out (an unfinished one resumes)"
     )
     parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+    _worker_arguments(parser)
 
 
 def _stylegan3(cfg: Namespace) -> int:
@@ -188,6 +213,8 @@ def _stylegan3(cfg: Namespace) -> int:
         chunk_size=cfg.chunk_size,
         overwrite=cfg.overwrite,
         progress=cfg.progress,
+        shard_index=cfg.shard_index,
+        num_shards=cfg.num_shards,
     )
     print(report.summary())
     return 0

@@ -1,0 +1,485 @@
+"""Scale-out: split a stage over independent workers and merge their shard sets into one.
+
+``aras-synth stylegan3|spade|label`` (and ``aras-caption``) take ``--shard_index K
+--num_shards N``: worker ``K`` of ``N`` does a deterministic, contiguous ``K``-th part of
+the work and writes it as a complete shard set of its own in ``OUT/part-K-of-N``
+(:func:`worker_dir`), whose manifest records the worker (:func:`worker_record`). Each
+worker resumes like a single run. :func:`merge_shard_sets` (``aras-data merge``) then
+joins the parts, in worker order, into one shard set::
+
+    # a job array of 4 (K = 0..3), then:
+    aras-synth stylegan3 --ckpt G.ckpt --n 100000 --out data/synth --shard_index $K --num_shards 4
+    aras-data merge data/synth --out data/synth
+
+The merged set holds the same samples, in the same order and with the same member
+bytes, as one worker doing everything; its manifest has the summed counts, class pixels
+and composition and the run's fields (``generator``, ...). Its shards are the parts'
+tar files, renumbered, hard-linked when the file system allows (else copied), so the
+parts stay valid shard sets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aras400k.classes import CLASS_NAMES
+from aras400k.data.composition import composition_from_counts
+from aras400k.data.shards import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    ManifestError,
+    read_manifest,
+    write_json_atomic,
+)
+
+__all__ = [
+    "WORKER_FIELD",
+    "MergeReport",
+    "check_worker",
+    "merge_hint",
+    "merge_shard_sets",
+    "work_digest",
+    "worker_dir",
+    "worker_name",
+    "worker_parts",
+    "worker_record",
+]
+
+#: Manifest field recording which part of a split run a shard set is.
+WORKER_FIELD = "worker"
+#: Manifest fields a shard set writes itself (summed or rebuilt when merging).
+_OWN_FIELDS = frozenset(
+    {"format", "format_version", "classes", "split", "source", "num_samples", "num_masks", "shards"}
+    | {"class_pixels", "composition"}
+)
+#: Provenance fields that may differ between the parts of one run (paths of each worker's
+#: intermediate files); the merged manifest keeps a common value, or the list of values.
+_PER_PART_FIELDS = frozenset({"labelled_from", "captions_sidecar"})
+_SHARD_NAME_RE = re.compile(r"^(?P<prefix>.+)-\d{6}\.tar$")
+_PART_RE = re.compile(r"^part-\d+-of-\d+$")
+
+
+def check_worker(shard_index: int, num_shards: int) -> None:
+    """Check a worker's place in a split run.
+
+    Args:
+        shard_index: This worker's part, ``0 .. num_shards - 1``.
+        num_shards: Workers the run is split over.
+
+    Raises:
+        ValueError: If ``num_shards < 1`` or ``shard_index`` is outside ``0 .. num_shards - 1``.
+    """
+    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
+        raise ValueError(f"num_shards must be an integer >= 1 (the number of workers), got {num_shards!r}")
+    if isinstance(shard_index, bool) or not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
+        raise ValueError(
+            f"shard_index must be in 0..{num_shards - 1} (one per worker of num_shards={num_shards}), "
+            f"got {shard_index!r}"
+        )
+
+
+def worker_name(shard_index: int, num_shards: int) -> str:
+    """Folder (or file) name part of worker ``shard_index`` of ``num_shards``: ``part-K-of-N``.
+
+    ``K`` is zero-padded to the width of ``N - 1``, so the names sort in worker order.
+
+    Args:
+        shard_index: The worker's part.
+        num_shards: Workers of the run.
+
+    Returns:
+        E.g. ``part-3-of-4`` or ``part-03-of-16``.
+
+    Raises:
+        ValueError: On an invalid ``shard_index``/``num_shards`` pair.
+    """
+    check_worker(shard_index, num_shards)
+    return f"part-{shard_index:0{len(str(num_shards - 1))}d}-of-{num_shards}"
+
+
+def worker_dir(out_dir: str | Path, shard_index: int, num_shards: int) -> Path:
+    """Where a worker writes its shard set: ``out_dir`` itself for one worker, else ``out_dir/part-K-of-N``.
+
+    Args:
+        out_dir: The run's output folder (where the merged set goes).
+        shard_index: The worker's part.
+        num_shards: Workers of the run.
+
+    Returns:
+        The worker's folder.
+
+    Raises:
+        ValueError: On an invalid ``shard_index``/``num_shards`` pair.
+    """
+    out_dir = Path(out_dir)
+    return out_dir if num_shards == 1 and shard_index == 0 else out_dir / worker_name(shard_index, num_shards)
+
+
+def work_digest(work: Any) -> str:
+    """A short hash of a JSON-serialisable description of a whole run's work (seeds, inputs, batching).
+
+    Args:
+        work: What every worker of the run must agree on.
+
+    Returns:
+        16 hex digits.
+    """
+    return hashlib.sha256(json.dumps(work, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def worker_record(shard_index: int, num_shards: int, work: Any) -> dict[str, Any]:
+    """The ``worker`` manifest field of part ``shard_index`` of a split run.
+
+    Args:
+        shard_index: The worker's part.
+        num_shards: Workers of the run.
+        work: Description of the whole run's work (see :func:`work_digest`); parts with
+            different descriptions are not merged.
+
+    Returns:
+        ``{"shard_index", "num_shards", "work_sha256"}``.
+    """
+    check_worker(shard_index, num_shards)
+    return {"shard_index": shard_index, "num_shards": num_shards, "work_sha256": work_digest(work)}
+
+
+def merge_hint(part_dir: str | Path, worker: tuple[int, int]) -> str:
+    """The line a worker prints about joining the parts once all ``N`` are done.
+
+    Args:
+        part_dir: The worker's folder (``OUT/part-K-of-N``).
+        worker: ``(shard_index, num_shards)``.
+
+    Returns:
+        E.g. ``part 1 of 4; when all 4 are done, join them with: aras-data merge OUT --out OUT``.
+    """
+    out = Path(part_dir).parent
+    return (
+        f"part {worker[0]} of {worker[1]}; when all {worker[1]} are done, join them with: "
+        f"aras-data merge {out} --out {out}"
+    )
+
+
+def worker_parts(directory: str | Path) -> list[Path]:
+    """The worker parts in a run's output folder: its ``part-K-of-N`` sub-folders holding a manifest.
+
+    Args:
+        directory: The folder given as ``--out`` to the workers.
+
+    Returns:
+        The part folders in name (= worker) order; empty if there are none.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _PART_RE.match(p.name) and (p / MANIFEST_NAME).is_file())
+
+
+@dataclass
+class MergeReport:
+    """What :func:`merge_shard_sets` wrote.
+
+    Attributes:
+        out_dir: The merged shard set.
+        manifest: Path of its ``manifest.json``.
+        parts: The merged shard sets, in the order their samples were taken.
+        num_samples: Samples in the merged set.
+        num_shards: Tar files in the merged set.
+        linked: Tar files hard-linked rather than copied.
+    """
+
+    out_dir: str
+    manifest: str
+    parts: list[str]
+    num_samples: int
+    num_shards: int
+    linked: int
+
+    def summary(self) -> str:
+        """Render the report for a terminal.
+
+        Returns:
+            Two lines: what was merged and where it went.
+        """
+        copied = self.num_shards - self.linked
+        how = f"{self.linked} hard-linked, {copied} copied" if self.linked else f"{copied} copied"
+        return "\n".join(
+            [
+                f"merged {len(self.parts)} shard sets ({', '.join(self.parts[:4])}"
+                f"{', ...' if len(self.parts) > 4 else ''}) into {self.num_samples} samples",
+                f"wrote {self.num_shards} shards ({how}) to {self.out_dir} (manifest {self.manifest})",
+            ]
+        )
+
+
+def merge_shard_sets(
+    parts: Sequence[str | Path], out_dir: str | Path, overwrite: bool = False, link: bool = True
+) -> MergeReport:
+    """Join shard sets of one run (e.g. the ``part-K-of-N`` sets of split workers) into one shard set.
+
+    The parts must agree on split, source, classes and every run field of their
+    manifests (``generator``, ``labelled_by``, ...), and no key may occur in two parts.
+    Worker parts (with a ``worker`` field) must be all ``N`` parts of one run; they are
+    taken in worker order whatever order they are given in, so the merged set has the
+    samples of a single-worker run in the same order. Other shard sets are taken in the
+    order given.
+
+    The merged manifest has the summed ``num_samples``, ``num_masks`` and
+    ``class_pixels``, the composition recomputed from them, and the parts' common
+    fields (no ``worker`` field: the set is the whole run). The tar files are taken as
+    they are (hard-linked when possible, else copied) and renumbered
+    ``{prefix}-{i:06d}.tar``; their sha256 is taken from the parts' manifests (run
+    :func:`~aras400k.data.verify.verify_shards` to check every byte). The manifest is
+    written last, so ``out_dir`` is a shard set only once the merge is complete.
+
+    Args:
+        parts: Shard set folders to merge (at least one).
+        out_dir: Folder of the merged set; it may be the folder holding the parts.
+        overwrite: Replace a shard set already in ``out_dir``.
+        link: Hard-link the tar files when on the same file system (no extra space);
+            otherwise, or when ``False``, copy them.
+
+    Returns:
+        A :class:`MergeReport`.
+
+    Raises:
+        ManifestError: If a part is not a shard set, or its manifest lacks ``class_pixels``.
+        FileExistsError: If ``out_dir`` holds a shard set and ``overwrite`` is off.
+        ValueError: If no parts are given, ``out_dir`` is one of them, the parts differ in
+            split, source, classes or a run field (e.g. another generator), worker parts
+            are missing or from different runs, a key occurs twice, or a shard does not
+            hold the number of samples its manifest says.
+    """
+    out_dir = Path(out_dir)
+    if not parts:
+        raise ValueError("give at least one shard set to merge (e.g. the part-K-of-N folders of a split run)")
+    paths = [Path(p) for p in parts]
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise ValueError(f"a shard set is given twice among {', '.join(map(str, paths))}")
+    if out_dir.resolve() in {p.resolve() for p in paths}:
+        raise ValueError(f"out_dir {out_dir} is one of the parts; merge into another folder")
+    manifests = [read_manifest(p) for p in paths]
+    paths, manifests = _order_parts(paths, manifests)
+    extra = _common_fields(paths, manifests)
+    sources = _check_keys(paths, manifests)
+    _clear_out_dir(out_dir, overwrite)
+    prefix = _prefix(manifests)
+    shards, linked = [], 0
+    for index, (source, entry) in enumerate(sources):
+        name = f"{prefix}-{index:06d}.tar"
+        linked += _place(source, out_dir / name, link)
+        shards.append({**entry, "name": name})
+    pixels = np.zeros(len(CLASS_NAMES), dtype=np.int64)
+    for path, manifest in zip(paths, manifests, strict=True):
+        pixels += _class_pixels(path, manifest)
+    first = manifests[0]
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": first.get("format_version", FORMAT_VERSION),
+        "classes": first.get("classes"),
+        "split": first["split"],
+        "source": first["source"],
+        "num_samples": sum(int(m["num_samples"]) for m in manifests),
+        "num_masks": sum(int(m.get("num_masks", 0)) for m in manifests),
+        "shards": shards,
+        "class_pixels": {name: int(n) for name, n in zip(CLASS_NAMES, pixels, strict=True)},
+        "composition": composition_from_counts(pixels),
+        **extra,
+    }
+    if "classes" not in first:
+        del manifest["classes"]
+    _remove_stale(out_dir, prefix, len(shards))
+    write_json_atomic(out_dir / MANIFEST_NAME, manifest)
+    return MergeReport(
+        out_dir=str(out_dir),
+        manifest=str(out_dir / MANIFEST_NAME),
+        parts=[str(p) for p in paths],
+        num_samples=int(manifest["num_samples"]),
+        num_shards=len(shards),
+        linked=linked,
+    )
+
+
+def _order_parts(paths: list[Path], manifests: list[dict[str, Any]]) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Check worker records (all parts of one run, none missing) and sort the parts by worker."""
+    records = [m.get(WORKER_FIELD) for m in manifests]
+    if all(r is None for r in records):
+        return paths, manifests
+    for path, record in zip(paths, records, strict=True):
+        if not isinstance(record, Mapping) or not {"shard_index", "num_shards", "work_sha256"} <= record.keys():
+            other = next(p for p, r in zip(paths, records, strict=True) if r is not None)
+            raise ValueError(
+                f"{other} is a part of a split run but {path} is not; merge only the part-K-of-N sets of one run"
+            )
+    first_path, first = paths[0], records[0]
+    assert first is not None
+    for path, record in zip(paths, records, strict=True):
+        assert record is not None
+        for name in ("num_shards", "work_sha256"):
+            if record[name] != first[name]:
+                raise ValueError(
+                    f"{first_path} and {path} are parts of different runs (their worker {name} differ: "
+                    f"{first[name]} vs {record[name]}); rerun the workers with the same options"
+                )
+    total = int(first["num_shards"])
+    indices = [int(r["shard_index"]) for r in records if r is not None]
+    if len(set(indices)) != len(indices):
+        repeated = sorted({i for i in indices if indices.count(i) > 1})
+        raise ValueError(f"part(s) {repeated} of {total} are given more than once")
+    missing = sorted(set(range(total)) - set(indices))
+    if missing:
+        raise ValueError(
+            f"part(s) {', '.join(map(str, missing))} of {total} are missing (given: {', '.join(map(str, paths))}); "
+            "run those workers (--shard_index K) to completion first"
+        )
+    order = sorted(range(len(paths)), key=lambda i: indices[i])
+    return [paths[i] for i in order], [manifests[i] for i in order]
+
+
+def _common_fields(paths: list[Path], manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """Check the parts agree on everything but counts and shards; return the run fields of the merged manifest."""
+    first_path, first = paths[0], manifests[0]
+    for path, manifest in zip(paths[1:], manifests[1:], strict=True):
+        for name in ("split", "source", "classes", "format_version"):
+            if manifest.get(name) != first.get(name):
+                raise ValueError(
+                    f"{first_path} and {path} differ in {name} ({_short(first.get(name))} vs "
+                    f"{_short(manifest.get(name))}); only shard sets of one split and source can be merged"
+                )
+    names = [n for m in manifests for n in m if n not in _OWN_FIELDS and n != WORKER_FIELD]
+    extra: dict[str, Any] = {}
+    for name in dict.fromkeys(names):
+        values = [m.get(name) for m in manifests]
+        if all(v == values[0] for v in values):
+            extra[name] = values[0]
+            continue
+        if name in _PER_PART_FIELDS:
+            extra[name] = values
+            continue
+        other = next(i for i, v in enumerate(values) if v != values[0])
+        raise ValueError(
+            f"{first_path} and {paths[other]} differ in {name!r} ({_short(values[0])} vs {_short(values[other])}); "
+            "only shard sets made the same way (same generator, checkpoint and settings) can be merged"
+        )
+    return extra
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_keys(paths: list[Path], manifests: list[dict[str, Any]]) -> list[tuple[Path, dict[str, Any]]]:
+    """Read every shard's keys (tar headers only); fail on a repeated key or a wrong count.
+
+    Returns:
+        ``(tar path, manifest entry)`` of every shard, in merge order.
+    """
+    owner: dict[str, Path] = {}
+    sources = []
+    for path, manifest in zip(paths, manifests, strict=True):
+        for entry in manifest["shards"]:
+            shard = path / entry["name"]
+            if not shard.is_file():
+                raise FileNotFoundError(f"shard {shard} listed in the manifest is missing")
+            keys = _shard_keys(shard)
+            if len(keys) != int(entry["num_samples"]):
+                raise ValueError(
+                    f"{shard} holds {len(keys)} samples but its manifest says {entry['num_samples']}; "
+                    f"check it with aras-data verify {path}"
+                )
+            for key in keys:
+                if key in owner:
+                    raise ValueError(
+                        f"key {key!r} is in both {owner[key]} and {path}; the parts overlap "
+                        "(were they made from overlapping seeds or inputs?), so merging would repeat a sample"
+                    )
+                owner[key] = path
+            sources.append((shard, dict(entry)))
+    return sources
+
+
+def _shard_keys(shard: Path) -> list[str]:
+    """Sample keys of a tar shard, in order, from its member names (the data is not read)."""
+    keys: list[str] = []
+    try:
+        with tarfile.open(shard, mode="r:") as tar:
+            for info in tar:
+                base = info.name.rsplit("/", 1)[-1]
+                if info.isfile() and "." in base:
+                    key = base.split(".", 1)[0]
+                    if not keys or keys[-1] != key:
+                        keys.append(key)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise ValueError(f"{shard} is not a readable tar file ({err}); check it with aras-data verify") from err
+    return keys
+
+
+def _class_pixels(path: Path, manifest: Mapping[str, Any]) -> np.ndarray:
+    recorded = manifest.get("class_pixels")
+    if not isinstance(recorded, Mapping):
+        raise ManifestError(f"{path / MANIFEST_NAME} lacks class_pixels; rewrite it with this version of aras400k")
+    return np.array([int(recorded.get(name, 0)) for name in CLASS_NAMES], dtype=np.int64)
+
+
+def _prefix(manifests: list[dict[str, Any]]) -> str:
+    """The shard name prefix of the first part (``train`` of ``train-000000.tar``), else the split."""
+    for manifest in manifests:
+        for entry in manifest["shards"]:
+            match = _SHARD_NAME_RE.match(entry["name"])
+            return match.group("prefix") if match else str(manifest["split"])
+    return str(manifests[0]["split"])
+
+
+def _clear_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse, or remove, a shard set already in ``out_dir``; create the folder."""
+    if (out_dir / MANIFEST_NAME).exists():
+        if not overwrite:
+            raise FileExistsError(
+                f"{out_dir} already holds a shard set; pass overwrite=True (--overwrite true) to replace it"
+            )
+        try:
+            old = read_manifest(out_dir)["shards"]
+        except ManifestError:
+            old = []
+        (out_dir / MANIFEST_NAME).unlink()
+        for entry in old:
+            (out_dir / entry["name"]).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _place(source: Path, dest: Path, link: bool) -> int:
+    """Hard-link (or copy) ``source`` to ``dest`` through a temporary name; return 1 if linked."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    linked = 0
+    if link:
+        try:
+            os.link(source, tmp)
+            linked = 1
+        except OSError:
+            linked = 0
+    if not linked:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
+    return linked
+
+
+def _remove_stale(out_dir: Path, prefix: str, count: int) -> None:
+    """Remove shards of this prefix beyond ``count`` left by an interrupted or larger earlier merge."""
+    for path in out_dir.glob(f"{prefix}-*.tar"):
+        match = re.fullmatch(rf"{re.escape(prefix)}-(\d{{6}})\.tar", path.name)
+        if match and int(match.group(1)) >= count:
+            path.unlink()
