@@ -11,6 +11,11 @@ Subclass hooks, each overridable on its own: :meth:`Captioner.build_system_promp
 :meth:`Captioner.build_user_prompt`, :meth:`Captioner.build_request`,
 :meth:`Captioner.caption_seed`, :meth:`Captioner.postprocess` and
 :meth:`Captioner.load_input`.
+
+A run splits over workers: :meth:`Captioner.caption_shards` with ``shard_index`` and
+``num_shards`` captions one contiguous range of samples into a worker sidecar, and
+:meth:`Captioner.merge_parts` joins the workers' sidecars into the single run's
+(see :mod:`aras400k.captioning.parts`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import re
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,13 @@ from tqdm.auto import tqdm
 
 from aras400k.captioning.backends.base import BackendError, CaptionBackend
 from aras400k.captioning.backends.template import TemplateBackend
+from aras400k.captioning.parts import (
+    TRIES_FIELD,
+    check_part_run,
+    part_run_path,
+    part_sidecar_path,
+    read_part_answers,
+)
 from aras400k.captioning.prompts import (
     DEFAULT_SYSTEM_PROMPT,
     DEFAULT_USER_PROMPTS,
@@ -41,6 +53,8 @@ from aras400k.captioning.redundancy import DedupeLevel, DuplicateFilter
 from aras400k.captioning.requests import CaptionRequest, Mode, SamplingSettings, check_mode
 from aras400k.captioning.sidecar import CaptionSidecarWriter
 from aras400k.data.composition import composition as mask_composition
+from aras400k.data.datasets import partition_range
+from aras400k.data.merge import check_worker
 from aras400k.data.shards import SampleError, decode_image, decode_mask, iter_raw_samples, read_manifest, shard_paths
 
 __all__ = ["CaptionInput", "CaptionReport", "CaptionStats", "Captioner"]
@@ -81,12 +95,17 @@ class CaptionStats:
         duplicates: Captions kept although they repeat an earlier one (retries ran out,
             or deduplication is off).
         empty: Captions kept although empty after post-processing.
+        reused: Tries answered from the workers' sidecars instead of the backend
+            (:meth:`Captioner.merge_parts` only).
+        asked: Tries sent to the backend.
     """
 
     captions: int = 0
     regenerated: int = 0
     duplicates: int = 0
     empty: int = 0
+    reused: int = 0
+    asked: int = 0
 
 
 @dataclass
@@ -105,6 +124,9 @@ class CaptionReport:
             image or composition the mode needs).
         discarded_bytes: Bytes of a partial last line cut from the sidecar.
         seconds: Wall time of the captioning.
+        worker: ``(shard_index, num_shards)`` of a worker of a split run; ``None`` otherwise.
+        merged_parts: Worker sidecars a merge reused (0 when not merging).
+        deferred_shards_out: The ``shards_out`` a worker left to the merge.
     """
 
     sidecar: Path
@@ -117,6 +139,9 @@ class CaptionReport:
     skipped: list[str] = field(default_factory=list)
     discarded_bytes: int = 0
     seconds: float = 0.0
+    worker: tuple[int, int] | None = None
+    merged_parts: int = 0
+    deferred_shards_out: Path | None = None
 
     @property
     def captions_per_s(self) -> float:
@@ -129,8 +154,9 @@ class CaptionReport:
         Returns:
             The summary.
         """
+        worker = f"worker {self.worker[0]} of {self.worker[1]}: " if self.worker else ""
         lines = [
-            f"{self.stats.captions} new captions ({self.mode}, {self.model}) for {self.samples} samples "
+            f"{worker}{self.stats.captions} new captions ({self.mode}, {self.model}) for {self.samples} samples "
             f"in {self.seconds:.1f} s ({self.captions_per_s:.1f} captions/s); {self.resumed} were already "
             f"in {self.sidecar}",
             f"regenerated {self.stats.regenerated} repeated or empty captions; "
@@ -140,8 +166,19 @@ class CaptionReport:
             lines.append(f"cut a partial last line ({self.discarded_bytes} bytes) left by an interrupted run")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} samples: {', '.join(self.skipped[:5])}")
+        if self.merged_parts:
+            lines.append(
+                f"merged {self.merged_parts} worker sidecars: {self.stats.reused} tries taken from them, "
+                f"{self.stats.asked} asked of the backend (repeats across parts, or missing)"
+            )
         if self.shards_out is not None:
             lines.append(f"wrote the shard set with captions.json to {self.shards_out}")
+        if self.worker:
+            later = f"; that also writes {self.deferred_shards_out}" if self.deferred_shards_out else ""
+            lines.append(
+                f"when all {self.worker[1]} workers are done, merge their sidecars: rerun with the same options, "
+                f"--merge true and no --shard_index{later}"
+            )
         return "\n".join(lines)
 
 
@@ -209,6 +246,8 @@ class Captioner:
         self.progress = progress
         #: Counts of the latest :meth:`caption` or :meth:`caption_shards` call.
         self.stats = CaptionStats()
+        #: Texts the workers of a split run got, ``(key, index, seed) -> text``, while merging.
+        self._answers: dict[tuple[str, int, int], str] | None = None
 
     @property
     def model_name(self) -> str:
@@ -341,26 +380,40 @@ class Captioner:
             raise ValueError(f"sample {item.key}: {self.mode} mode needs a composition or a mask")
         return item
 
+    def _generate(self, requests: Sequence[CaptionRequest], stats: CaptionStats) -> list[str]:
+        """Post-processed texts of a batch: what a worker already got (when merging), else the backend's."""
+        answers = self._answers or {}
+        known = [answers.get((r.key, r.index, r.seed)) for r in requests]
+        asked = [r for r, text in zip(requests, known, strict=True) if text is None]
+        raw = self.backend.generate(asked) if asked else []
+        if len(raw) != len(asked):
+            raise BackendError(f"backend {self.backend.name} returned {len(raw)} texts for {len(asked)} requests")
+        stats.asked += len(asked)
+        stats.reused += len(requests) - len(asked)
+        fresh = iter([self.postprocess(text, request) for request, text in zip(asked, raw, strict=True)])
+        return [text if text is not None else next(fresh) for text in known]
+
     def _run_jobs(
         self, jobs: Sequence[tuple[CaptionInput, int]], dupes: DuplicateFilter, stats: CaptionStats
-    ) -> list[tuple[str, int]]:
-        """Caption a batch of (sample, index) jobs, regenerating repeats; returns (text, seed) per job."""
+    ) -> list[tuple[str, int, list[dict[str, Any]]]]:
+        """Caption a batch of (sample, index) jobs, regenerating repeats.
+
+        Returns:
+            ``(text, seed, rejected tries as {seed, text})`` per job.
+        """
         attempts = [0] * len(jobs)
-        results: list[tuple[str, int] | None] = [None] * len(jobs)
+        results: list[tuple[str, int, list[dict[str, Any]]] | None] = [None] * len(jobs)
+        tries: list[list[dict[str, Any]]] = [[] for _ in jobs]
         todo = list(range(len(jobs)))
         while todo:
             requests = [self.build_request(jobs[i][0], jobs[i][1], attempts[i]) for i in todo]
-            texts = self.backend.generate(requests)
-            if len(texts) != len(requests):
-                raise BackendError(
-                    f"backend {self.backend.name} returned {len(texts)} texts for {len(requests)} requests"
-                )
+            texts = self._generate(requests, stats)
             retry = []
-            for i, request, raw in zip(todo, requests, texts, strict=True):
-                text = self.postprocess(raw, request)
+            for i, request, text in zip(todo, requests, texts, strict=True):
                 if (not text or dupes.rejects(text)) and attempts[i] < self.max_retries:
                     attempts[i] += 1
                     stats.regenerated += 1
+                    tries[i].append({"seed": request.seed, "text": text})
                     retry.append(i)
                     continue
                 if not text:
@@ -369,7 +422,7 @@ class Captioner:
                     stats.duplicates += 1
                 dupes.add(text)
                 stats.captions += 1
-                results[i] = (text, request.seed)
+                results[i] = (text, request.seed, tries[i])
             todo = retry
         return [r for r in results if r is not None]
 
@@ -433,25 +486,38 @@ class Captioner:
         with self._bar(len(jobs)) as bar:
             for start in range(0, len(jobs), self.batch_size):
                 batch = jobs[start : start + self.batch_size]
-                texts.extend(text for text, _ in self._run_jobs(batch, dupes, self.stats))
+                texts.extend(result[0] for result in self._run_jobs(batch, dupes, self.stats))
                 bar.update(len(batch))
         per = self.captions_per_image
         return [texts[i * per : (i + 1) * per] for i in range(count)]
 
-    def _iter_inputs(self, in_dir: Path, limit: int | None, skipped: list[str]) -> Iterator[CaptionInput]:
-        """Yield the inputs of the first ``limit`` samples; corrupt or incomplete ones are skipped."""
-        seen = 0
-        for path in shard_paths(in_dir):
-            for raw in iter_raw_samples(path):
-                if limit is not None and seen >= limit:
+    def _iter_inputs(
+        self, in_dir: Path, manifest: Mapping[str, Any], start: int, stop: int, skipped: list[str]
+    ) -> Iterator[CaptionInput]:
+        """Yield the inputs of samples ``start .. stop - 1`` (manifest order); corrupt or incomplete ones are skipped.
+
+        Shards wholly outside the range are not opened (their sizes come from the manifest).
+        """
+        first = 0
+        for path, entry in zip(shard_paths(in_dir), manifest["shards"], strict=True):
+            count = int(entry["num_samples"])
+            if first >= stop:
+                return
+            if first + count <= start:
+                first += count
+                continue
+            for position, raw in enumerate(iter_raw_samples(path), start=first):
+                if position < start:
+                    continue
+                if position >= stop:
                     return
-                seen += 1
                 try:
                     yield self._complete(self.load_input(raw))
                 except ValueError as err:  # SampleError is a ValueError
                     skipped.append(str(raw.get("__key__", "?")))
                     if len(skipped) <= 3:
                         warnings.warn(f"skipping a sample of {path}: {err}", stacklevel=3)
+            first += count
 
     def caption_shards(
         self,
@@ -461,12 +527,20 @@ class Captioner:
         limit: int | None = None,
         overwrite: bool = False,
         samples_per_shard: int | None = None,
+        shard_index: int = 0,
+        num_shards: int = 1,
     ) -> CaptionReport:
         """Caption a shard set into a JSONL sidecar, resuming what an earlier run left.
 
         Captions already in ``out`` for a ``(key, index)`` are kept and not made again;
         a partial last line is cut off first. Every batch is appended and flushed, so a
         killed run loses at most the batch in flight.
+
+        With ``num_shards > 1`` this call is worker ``shard_index`` of a split run: it
+        captions the ``shard_index``-th of ``num_shards`` contiguous ranges of the
+        (first ``limit``) samples into ``OUT.part-K-of-N.jsonl`` next to ``out``
+        (:func:`~aras400k.captioning.parts.part_sidecar_path`), resuming it the same
+        way, and leaves ``shards_out`` to :meth:`merge_parts`, which joins the parts.
 
         Args:
             in_dir: Shard set folder.
@@ -477,48 +551,64 @@ class Captioner:
             limit: Caption only the first ``limit`` samples.
             overwrite: Start the sidecar afresh and replace an existing ``shards_out``.
             samples_per_shard: Samples per tar in ``shards_out`` (default: as the input).
+            shard_index: This worker's part of a split run, ``0 .. num_shards - 1``.
+            num_shards: Workers the run is split over (1: this call captions everything).
 
         Returns:
             The report.
 
         Raises:
             ManifestError: If ``in_dir`` is not a shard set.
-            ValueError: If the sidecar holds captions of another mode, model or prompt,
-                or ``shards_out`` is the input.
+            ValueError: If the sidecar holds captions of another mode, model or prompt (or,
+                for a worker, its part was begun with other settings), ``shards_out`` is
+                the input, or ``shard_index`` is outside ``0 .. num_shards - 1``.
             FileExistsError: If ``shards_out`` holds another shard set and ``overwrite`` is off.
             BackendError: If the backend fails (captions of finished batches are kept).
         """
         from aras400k.captioning.shards import check_shards_out, write_captioned_shards
 
+        check_worker(shard_index, num_shards)
         in_dir, out = Path(in_dir), Path(out)
         manifest = read_manifest(in_dir)
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
+        worker = (shard_index, num_shards) if num_shards > 1 else None
+        deferred = None
+        if worker is not None:
+            record = self._run_record(manifest, limit, num_shards)
+            check_part_run(part_run_path(out, *worker), record | {"shard_index": shard_index}, overwrite)
+            out, deferred, shards_out = part_sidecar_path(out, *worker), shards_out, None
         if shards_out is not None:
             check_shards_out(in_dir, shards_out, overwrite, out)
         report = CaptionReport(
-            sidecar=out, shards_out=Path(shards_out) if shards_out else None, mode=self.mode, model=self.model_name
+            sidecar=out,
+            shards_out=Path(shards_out) if shards_out else None,
+            mode=self.mode,
+            model=self.model_name,
+            worker=worker,
+            deferred_shards_out=Path(deferred) if deferred else None,
         )
         self.stats = report.stats
         start = time.perf_counter()
+        samples = manifest["num_samples"] if limit is None else min(limit, manifest["num_samples"])
+        first, stop = partition_range(samples, shard_index, num_shards)
         with CaptionSidecarWriter(out, overwrite=overwrite) as writer:
             self._check_resumable(writer)
             report.discarded_bytes = writer.discarded_bytes
             done = writer.done
             report.resumed = len(done)
             dupes = DuplicateFilter(self.dedupe, seen=(r["text"] for r in writer.records))
-            samples = manifest["num_samples"] if limit is None else min(limit, manifest["num_samples"])
-            total = max(samples * self.captions_per_image - len(done), 0)
+            total = max((stop - first) * self.captions_per_image - len(done), 0)
             jobs: list[tuple[CaptionInput, int]] = []
             with self._bar(total) as bar:
-                for item in self._iter_inputs(in_dir, limit, report.skipped):
+                for item in self._iter_inputs(in_dir, manifest, first, stop, report.skipped):
                     report.samples += 1
                     jobs.extend((item, i) for i in range(self.captions_per_image) if (item.key, i) not in done)
                     while len(jobs) >= self.batch_size:
-                        self._write_batch(jobs[: self.batch_size], writer, dupes, bar)
+                        self._write_batch(jobs[: self.batch_size], writer, dupes, bar, worker is not None)
                         del jobs[: self.batch_size]
                 if jobs:
-                    self._write_batch(jobs, writer, dupes, bar)
+                    self._write_batch(jobs, writer, dupes, bar, worker is not None)
             report.samples += len(report.skipped)
         report.seconds = time.perf_counter() - start
         if report.skipped:
@@ -532,17 +622,92 @@ class Captioner:
             )
         return report
 
+    def merge_parts(
+        self,
+        in_dir: str | Path,
+        out: str | Path,
+        num_shards: int,
+        shards_out: str | Path | None = None,
+        limit: int | None = None,
+        overwrite: bool = False,
+        samples_per_shard: int | None = None,
+    ) -> CaptionReport:
+        """Join the worker sidecars of a split run into the sidecar one worker would have written.
+
+        Captions are deduplicated across the whole dataset, which no worker saw, so
+        this runs :meth:`caption_shards` over all samples, taking every text a worker
+        already got for the same sample, caption index and seed (captions and rejected
+        tries) and asking the backend only for tries no worker made (those that repeat
+        a caption of an earlier part). With a deterministic backend (the template one,
+        or a model with seeded sampling) ``out`` then holds the single run's records, in
+        its order. Needs the workers' options (``limit``, ``mode``, seed, sampling,
+        prompts, ...) and all ``num_shards`` parts, which are kept. An interrupted merge
+        resumes like any run.
+
+        Args:
+            in_dir: The shard set the workers captioned.
+            out: The merged sidecar; the workers' ``OUT.part-K-of-N.jsonl`` lie next to it.
+            num_shards: Workers the run was split over (at least 2).
+            shards_out: Also write the shard set with ``captions.json`` here.
+            limit: The workers' ``limit``.
+            overwrite: Start ``out`` afresh and replace an existing ``shards_out``.
+            samples_per_shard: Samples per tar in ``shards_out`` (default: as the input).
+
+        Returns:
+            The report; ``stats.reused`` and ``stats.asked`` count the tries taken from
+            the parts and sent to the backend.
+
+        Raises:
+            FileNotFoundError: If a worker's sidecar or run record is missing.
+            ValueError: If ``num_shards < 2``, or a part was made with other settings.
+            ManifestError: If ``in_dir`` is not a shard set.
+            BackendError: If the backend fails (captions of finished batches are kept).
+        """
+        if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 2:
+            raise ValueError(f"merging needs the number of workers the run was split over (>= 2), got {num_shards!r}")
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        manifest = read_manifest(in_dir)
+        answers, parts = read_part_answers(out, num_shards, self._run_record(manifest, limit, num_shards))
+        self._answers = answers
+        try:
+            report = self.caption_shards(
+                in_dir, out, shards_out, limit=limit, overwrite=overwrite, samples_per_shard=samples_per_shard
+            )
+        finally:
+            self._answers = None
+        report.merged_parts = len(parts)
+        return report
+
+    def _run_record(self, manifest: Mapping[str, Any], limit: int | None, num_shards: int) -> dict[str, Any]:
+        """What the captions of a split run depend on; its workers and its merge must agree on it."""
+        return {
+            "input_shards": [[s["name"], s.get("sha256")] for s in manifest["shards"]],
+            "limit": limit,
+            "mode": self.mode,
+            "model": self.model_name,
+            "prompt_hash": self.prompt_hash,
+            "seed": self.seed,
+            "sampling": asdict(self.sampling),
+            "captions_per_image": self.captions_per_image,
+            "dedupe": self.dedupe,
+            "max_retries": self.max_retries,
+            "num_shards": num_shards,
+        }
+
     def _write_batch(
         self,
         jobs: Sequence[tuple[CaptionInput, int]],
         writer: CaptionSidecarWriter,
         dupes: DuplicateFilter,
         bar: tqdm,
+        keep_tries: bool = False,
     ) -> None:
         results = self._run_jobs(jobs, dupes, self.stats)
         model, digest = self.model_name, self.prompt_hash
-        writer.write(
-            {
+        records = []
+        for (item, index), (text, seed, tries) in zip(jobs, results, strict=True):
+            record = {
                 "key": item.key,
                 "index": index,
                 "text": text,
@@ -551,8 +716,10 @@ class Captioner:
                 "prompt_hash": digest,
                 "seed": seed,
             }
-            for (item, index), (text, seed) in zip(jobs, results, strict=True)
-        )
+            if keep_tries and tries:
+                record[TRIES_FIELD] = tries
+            records.append(record)
+        writer.write(records)
         bar.update(len(jobs))
 
     def _check_resumable(self, writer: CaptionSidecarWriter) -> None:

@@ -12,7 +12,14 @@ Examples::
 
 Rerunning the same command after a kill resumes: captions already in ``--out`` are
 kept and only the missing ones are made. ``--shards_out DIR`` also writes a new shard
-set whose samples carry ``captions.json``. The options of a backend are nested under
+set whose samples carry ``captions.json``.
+
+A run splits over workers (e.g. a cluster job array): ``--shard_index K --num_shards
+N`` captions the K-th of N contiguous sample ranges into ``OUT.part-K-of-N.jsonl``
+(each worker resumes on its own); then the same command with ``--merge true`` instead
+of ``--shard_index`` joins the parts into ``--out`` (and writes ``--shards_out``),
+reusing every worker caption and asking the backend only for captions that repeat one
+of another part, so ``--out`` equals a one-worker run's sidecar. The options of a backend are nested under
 its name (``--transformers.*``, ``--openai.*``, ``--template.*``), also in the YAML
 config.
 """
@@ -73,6 +80,24 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--max_retries", type=int, default=3, help="regenerations of a repeated caption")
     parser.add_argument("--overwrite", type=bool, default=False, help="restart the sidecar; replace --shards_out")
+    parser.add_argument(
+        "--shard_index",
+        type=int,
+        default=0,
+        help="this worker's part of a split run, 0..num_shards-1 (e.g. $SLURM_ARRAY_TASK_ID)",
+    )
+    parser.add_argument(
+        "--num_shards",
+        type=int,
+        default=1,
+        help="workers the run is split over; each writes OUT.part-K-of-N.jsonl (join them with --merge true)",
+    )
+    parser.add_argument(
+        "--merge",
+        type=bool,
+        default=False,
+        help="join the --num_shards worker sidecars into --out (same options as the workers, no --shard_index)",
+    )
     parser.add_argument("--progress", type=bool, default=True, help="show a progress bar with captions/s")
     parser.add_argument(
         "--demo",
@@ -168,11 +193,29 @@ def _run(cfg: Namespace) -> int:
             max_retries=cfg.max_retries,
             progress=cfg.progress,
         )
-        report = captioner.caption_shards(
-            cfg.input, cfg.out, shards_out=cfg.shards_out, limit=cfg.limit, overwrite=cfg.overwrite
-        )
+        if cfg.merge:
+            if cfg.shard_index != 0:
+                raise ValueError("--merge true joins all the workers' parts; give it without --shard_index")
+            report = captioner.merge_parts(
+                cfg.input, cfg.out, cfg.num_shards, shards_out=cfg.shards_out, limit=cfg.limit, overwrite=cfg.overwrite
+            )
+        else:
+            report = captioner.caption_shards(
+                cfg.input,
+                cfg.out,
+                shards_out=cfg.shards_out,
+                limit=cfg.limit,
+                overwrite=cfg.overwrite,
+                shard_index=cfg.shard_index,
+                num_shards=cfg.num_shards,
+            )
     except BackendError as err:
-        fail(PROGRAM, f"{err} (captions of finished batches are kept in {cfg.out}; rerun to resume)", status=1)
+        kept = cfg.out
+        if cfg.num_shards > 1 and not cfg.merge:
+            from aras400k.captioning.parts import part_sidecar_path
+
+            kept = part_sidecar_path(cfg.out, cfg.shard_index, cfg.num_shards)
+        fail(PROGRAM, f"{err} (captions of finished batches are kept in {kept}; rerun to resume)", status=1)
     finally:
         backend.close()
     print(report.summary())

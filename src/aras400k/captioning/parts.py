@@ -1,0 +1,152 @@
+"""Split captioning runs: the worker sidecars, their run records, and what a merge reuses from them.
+
+Worker ``K`` of ``N`` (``aras-caption --shard_index K --num_shards N``) captions the
+``K``-th of ``N`` contiguous ranges of the input's samples into its own sidecar,
+``OUT.part-K-of-N.jsonl`` (:func:`part_sidecar_path`), next to a run record
+``OUT.part-K-of-N.run.json`` (:func:`part_run_path`) holding everything its captions
+depend on. Its records carry one extra field, ``tries``: the ``{seed, text}`` of tries
+it rejected as repeats (or empty).
+
+Captions are deduplicated across the whole dataset, which no worker sees, so the merge
+(``aras-caption --merge true``, :meth:`~aras400k.captioning.Captioner.merge_parts`)
+replays the single run over the input, taking every backend answer the workers already
+got (:func:`read_part_answers`, keyed by sample, caption index and seed) and asking the
+backend only for the rest (the tries that repeat a caption of another part). With a
+deterministic backend the merged sidecar is the single-worker sidecar, record for
+record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aras400k.captioning.sidecar import read_caption_records
+from aras400k.data.merge import worker_name
+from aras400k.data.shards import write_json_atomic
+
+__all__ = [
+    "TRIES_FIELD",
+    "check_part_run",
+    "part_run_path",
+    "part_sidecar_path",
+    "read_part_answers",
+]
+
+#: Extra record field of worker sidecars: the rejected tries of that caption.
+TRIES_FIELD = "tries"
+_RUN_FORMAT = 1
+
+
+def part_sidecar_path(out: str | Path, shard_index: int, num_shards: int) -> Path:
+    """The sidecar of worker ``shard_index`` of a run writing ``out``: ``caps.jsonl`` -> ``caps.part-K-of-N.jsonl``.
+
+    Args:
+        out: The run's (merged) sidecar.
+        shard_index: The worker's part.
+        num_shards: Workers of the run.
+
+    Returns:
+        The worker's sidecar path, next to ``out``.
+
+    Raises:
+        ValueError: On an invalid ``shard_index``/``num_shards`` pair.
+    """
+    out = Path(out)
+    return out.with_name(f"{out.stem}.{worker_name(shard_index, num_shards)}{out.suffix}")
+
+
+def part_run_path(out: str | Path, shard_index: int, num_shards: int) -> Path:
+    """The run record of worker ``shard_index``: ``caps.jsonl`` -> ``caps.part-K-of-N.run.json``.
+
+    Args:
+        out: The run's (merged) sidecar.
+        shard_index: The worker's part.
+        num_shards: Workers of the run.
+
+    Returns:
+        The record's path, next to ``out``.
+    """
+    out = Path(out)
+    return out.with_name(f"{out.stem}.{worker_name(shard_index, num_shards)}.run.json")
+
+
+def check_part_run(path: Path, record: Mapping[str, Any], overwrite: bool) -> None:
+    """Write a worker's run record, or check that the one there is the same (a resumed worker).
+
+    Args:
+        path: The record file (:func:`part_run_path`).
+        record: Everything the worker's captions depend on.
+        overwrite: Replace a record of other settings (the worker's sidecar starts afresh).
+
+    Raises:
+        ValueError: If the file holds other settings and ``overwrite`` is off.
+    """
+    previous = _read_run(path) if path.is_file() else None
+    if previous is not None and previous != record and not overwrite:
+        changed = sorted(k for k in record.keys() | previous.keys() if record.get(k) != previous.get(k))
+        raise ValueError(
+            f"{path} records a worker begun with other settings ({', '.join(changed)} "
+            f"{'differs' if len(changed) == 1 else 'differ'}); rerun it with the same options to resume, "
+            "or pass overwrite=True (--overwrite true) to start the part afresh"
+        )
+    write_json_atomic(path, {"format": _RUN_FORMAT, **record})
+
+
+def _read_run(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{path} is not a readable worker run record ({err}); delete it to start the part afresh"
+        ) from err
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a worker run record")
+    record.pop("format", None)
+    return record
+
+
+def read_part_answers(
+    out: str | Path, num_shards: int, record: Mapping[str, Any]
+) -> tuple[dict[tuple[str, int, int], str], list[Path]]:
+    """Read the texts all workers of a split run got, checking they ran with the merge's settings.
+
+    Args:
+        out: The run's (merged) sidecar; the parts lie next to it.
+        num_shards: Workers of the run.
+        record: The merge's own run record (as the workers', ``shard_index`` aside).
+
+    Returns:
+        ``{(key, index, seed): text}`` of every caption and rejected try of every part,
+        and the part sidecars read.
+
+    Raises:
+        FileNotFoundError: If a part's sidecar or run record is missing (the message lists them).
+        ValueError: If a part ran with other settings (input, mode, model, prompts, seed,
+            sampling, ...) or its sidecar is malformed.
+    """
+    sidecars = [part_sidecar_path(out, k, num_shards) for k in range(num_shards)]
+    runs = [part_run_path(out, k, num_shards) for k in range(num_shards)]
+    missing = [str(p) for pair in zip(sidecars, runs, strict=True) for p in pair if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"worker parts are missing: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}; "
+            "run every worker (--shard_index K) before merging"
+        )
+    answers: dict[tuple[str, int, int], str] = {}
+    for k, (sidecar, run) in enumerate(zip(sidecars, runs, strict=True)):
+        theirs = _read_run(run)
+        mine = {**record, "shard_index": k}
+        if theirs != mine:
+            changed = sorted(n for n in mine.keys() | theirs.keys() if mine.get(n) != theirs.get(n))
+            raise ValueError(
+                f"{sidecar} was made with other settings than this merge ({', '.join(changed)} "
+                f"{'differs' if len(changed) == 1 else 'differ'}); merge with the options the workers ran with"
+            )
+        for item in read_caption_records(sidecar):
+            answers[(item["key"], item["index"], item["seed"])] = item["text"]
+            for attempt in item.get(TRIES_FIELD) or ():
+                answers[(item["key"], item["index"], int(attempt["seed"]))] = str(attempt["text"])
+    return answers, sidecars
