@@ -179,10 +179,76 @@ def upfirdn2d(
     """
     if up < 1 or down < 1:
         raise ValueError(f"up and down must be >= 1, got up={up}, down={down}")
-    px0, px1, py0, py1 = parse_padding(padding)
+    pads = parse_padding(padding)
     if f is None:
         f = x.new_ones([1])
     f = f.to(dtype=x.dtype, device=x.device)
+    if f.ndim not in (1, 2):
+        raise ValueError(f"filter must be 1-D (separable) or 2-D, got shape {tuple(f.shape)}")
+    if f.requires_grad:  # a learned filter: let autograd differentiate the computation itself
+        return _upfirdn2d(x, f, up, down, pads, gain)
+    return _UpFirDn2d.apply(x, f, up, down, pads, gain)
+
+
+class _UpFirDn2d(torch.autograd.Function):
+    """:func:`upfirdn2d` whose gradient is its adjoint, itself an ``upfirdn2d``.
+
+    The operation is linear in ``x``: upsample by zero insertion, pad, convolve, keep
+    every ``down``-th sample. Its adjoint reverses each step: zero-insert by
+    ``down``, convolve with the flipped filter, crop, keep every ``up``-th sample.
+    Along one axis, with ``L`` inputs, ``K`` taps, ``L_out`` outputs and padding
+    ``(p0, p1)``, that is ``upfirdn`` with ``up`` and ``down`` swapped and padding
+    ``(K - 1 - p0, L * up + p0 - L_out * down)``. One call replaces autograd's walk
+    back through the pads, polyphase writes and slices of the forward (several times
+    faster on CPU), and since the backward calls this function again, gradients of
+    gradients (R1, path length) work too.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        x: Tensor,
+        f: Tensor,
+        up: int,
+        down: int,
+        pads: tuple[int, int, int, int],
+        gain: float,
+    ) -> Tensor:
+        y = _upfirdn2d(x, f, up, down, pads, gain)
+        ctx.save_for_backward(f)
+        ctx.up, ctx.down, ctx.gain = up, down, gain  # type: ignore[attr-defined]
+        ctx.adjoint_pads = _adjoint_padding(x.shape, y.shape, f, up, down, pads)  # type: ignore[attr-defined]
+        return y
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, dy: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (f,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        dx = None
+        if ctx.needs_input_grad[0]:  # type: ignore[attr-defined]
+            flipped = f.flip(list(range(f.ndim)))
+            up, down, gain = ctx.down, ctx.up, ctx.gain  # type: ignore[attr-defined]
+            dx = _UpFirDn2d.apply(dy, flipped, up, down, ctx.adjoint_pads, gain)  # type: ignore[attr-defined]
+        return dx, None, None, None, None, None
+
+
+def _adjoint_padding(
+    x_shape: torch.Size, y_shape: torch.Size, f: Tensor, up: int, down: int, pads: tuple[int, int, int, int]
+) -> tuple[int, int, int, int]:
+    """Padding of the adjoint ``upfirdn2d`` (see :class:`_UpFirDn2d`)."""
+    px0, _, py0, _ = pads
+    kw = f.shape[-1]
+    kh = f.shape[0]
+    return (
+        kw - 1 - px0,
+        x_shape[3] * up + px0 - y_shape[3] * down,
+        kh - 1 - py0,
+        x_shape[2] * up + py0 - y_shape[2] * down,
+    )
+
+
+def _upfirdn2d(x: Tensor, f: Tensor, up: int, down: int, pads: tuple[int, int, int, int], gain: float) -> Tensor:
+    """The computation of :func:`upfirdn2d` (checked arguments, filter on ``x``'s device)."""
+    px0, px1, py0, py1 = pads
     if f.ndim == 1:
         # Depthwise convolutions along y are slower than along x: run them on the
         # smaller tensor (first when upsampling, last when downsampling).
@@ -192,9 +258,7 @@ def upfirdn2d(
             return _upfirdn_axis(x, f, up, down, px0, px1, axis_gain, dim=3)
         x = _upfirdn_axis(x, f, up, down, px0, px1, axis_gain, dim=3)
         return _upfirdn_axis(x, f, up, down, py0, py1, axis_gain, dim=2)
-    if f.ndim == 2:
-        return _upfirdn_full(x, f * gain, up, down, (px0, px1, py0, py1))
-    raise ValueError(f"filter must be 1-D (separable) or 2-D, got shape {tuple(f.shape)}")
+    return _upfirdn_full(x, f * gain, up, down, (px0, px1, py0, py1))
 
 
 def _depthwise(x: Tensor, kernel: Tensor, stride: int | tuple[int, int] = 1) -> Tensor:
@@ -315,15 +379,16 @@ def filtered_lrelu(
     """
     y = x if b is None else x + b.to(x.dtype).reshape(1, -1, 1, 1)
     # Depthwise 1-D convolutions run several times faster on channels-last tensors;
-    # full 2-D filters do not, so a radial downsampling filter gets NCHW back.
-    if fu is None or fu.ndim == 1:
+    # full 2-D (radial) filters do not, and converting the large upsampled tensor back
+    # costs more (forward and backward) than channels-last saves on the way up, so a
+    # layer with a radial filter stays NCHW throughout.
+    separable = all(f is None or f.ndim == 1 for f in (fu, fd))
+    if separable:
         y = y.contiguous(memory_format=torch.channels_last)
     y = upfirdn2d(y, fu, up=up, padding=padding, gain=up**2)
     # In place is safe on our own intermediate when autograd does not record it.
     inplace = y is not x and not (torch.is_grad_enabled() and y.requires_grad)
     y = _lrelu_gain_clamp(y, slope, gain, clamp, inplace)
-    if fd is not None and fd.ndim == 2:
-        y = y.contiguous()
     return upfirdn2d(y, fd, down=down).contiguous()
 
 
