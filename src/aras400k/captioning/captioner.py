@@ -55,7 +55,15 @@ from aras400k.captioning.sidecar import CaptionSidecarWriter
 from aras400k.data.composition import composition as mask_composition
 from aras400k.data.datasets import partition_range
 from aras400k.data.merge import check_worker
-from aras400k.data.shards import SampleError, decode_image, decode_mask, iter_raw_samples, read_manifest, shard_paths
+from aras400k.data.remote import is_url
+from aras400k.data.shards import (
+    SampleError,
+    decode_image,
+    decode_mask,
+    iter_raw_samples,
+    list_shards,
+    read_manifest,
+)
 
 __all__ = ["CaptionInput", "CaptionReport", "CaptionStats", "Captioner"]
 
@@ -492,14 +500,14 @@ class Captioner:
         return [texts[i * per : (i + 1) * per] for i in range(count)]
 
     def _iter_inputs(
-        self, in_dir: Path, manifest: Mapping[str, Any], start: int, stop: int, skipped: list[str]
+        self, in_dir: str | Path, manifest: Mapping[str, Any], start: int, stop: int, skipped: list[str]
     ) -> Iterator[CaptionInput]:
         """Yield the inputs of samples ``start .. stop - 1`` (manifest order); corrupt or incomplete ones are skipped.
 
         Shards wholly outside the range are not opened (their sizes come from the manifest).
         """
         first = 0
-        for path, entry in zip(shard_paths(in_dir), manifest["shards"], strict=True):
+        for path, entry in zip(list_shards(in_dir).locations, manifest["shards"], strict=True):
             count = int(entry["num_samples"])
             if first >= stop:
                 return
@@ -568,7 +576,7 @@ class Captioner:
         from aras400k.captioning.shards import check_shards_out, write_captioned_shards
 
         check_worker(shard_index, num_shards)
-        in_dir, out = Path(in_dir), Path(out)
+        in_dir, out = _location(in_dir), Path(out)
         manifest = read_manifest(in_dir)
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -733,3 +741,8 @@ class Captioner:
                     f"prompt_hash={theirs[2]} but this run uses mode={mine[0]}, model={mine[1]}, "
                     f"prompt_hash={mine[2]}; give another output file or overwrite it (--overwrite true)"
                 )
+
+
+def _location(spec: str | Path) -> str | Path:
+    """A shard set folder as a :class:`Path`, or a URL spec unchanged (``Path`` would merge its ``//``)."""
+    return spec if is_url(spec) else Path(spec)

@@ -20,8 +20,8 @@ from aras400k.data.shards import (
     ShardWriter,
     decode_sample,
     iter_raw_samples,
+    list_shards,
     read_manifest,
-    shard_paths,
 )
 
 __all__ = ["check_shards_out", "write_captioned_shards"]
@@ -119,7 +119,7 @@ def write_captioned_shards(
         overwrite=replace,
         extra=extra,
     ) as writer:
-        for path in shard_paths(in_dir):
+        for path in list_shards(in_dir).locations:
             for raw in iter_raw_samples(path):
                 if limit is not None and seen >= limit:
                     break

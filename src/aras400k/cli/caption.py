@@ -33,6 +33,7 @@ from typing import Any, Literal
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from aras400k.cli import fail, run_command
+from aras400k.data.remote import is_url
 
 __all__ = ["build_parser", "main"]
 
@@ -160,6 +161,8 @@ def _backend_options(cfg: Namespace) -> dict[str, Any]:
 
 
 def _ensure_input(cfg: Namespace) -> None:
+    if is_url(cfg.input):
+        return
     path = Path(cfg.input)
     if path.exists() or not cfg.demo or path.name not in _SPLITS:
         return

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aras400k.captioning.sidecar import read_captions
-from aras400k.data.shards import ManifestError, read_manifest, shard_paths
+from aras400k.data.remote import open_shard
+from aras400k.data.shards import ManifestError, list_shards, read_manifest
 
 __all__ = [
     "CLIP_HINT",
@@ -226,9 +227,9 @@ def evaluated_keys(shard_dir: str | Path, limit: int | None = None) -> list[str]
         ValueError: If a shard is missing or not a readable tar file.
     """
     keys: list[str] = []
-    for path in shard_paths(shard_dir):
+    for path in list_shards(shard_dir).locations:
         try:
-            with tarfile.open(path, mode="r:") as tar:
+            with open_shard(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
                 for info in tar:
                     base = info.name.rsplit("/", 1)[-1]
                     if not info.isfile() or "." not in base:

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from aras400k.data.composition import class_counts
-from aras400k.data.shards import SampleError, decode_mask, iter_raw_samples, read_manifest, shard_paths
+from aras400k.data.shards import SampleError, decode_mask, iter_raw_samples, list_shards, read_manifest
 from aras400k.data.stats import DatasetComposition
 from aras400k.plotting import save_figure
 
@@ -395,7 +395,7 @@ def composition_from_shards(
     rows: list[np.ndarray] = []
     with tqdm(total=total, desc=f"composition {Path(shard_dir).name}", unit="img", disable=not progress) as bar:
         seen = 0
-        for path in shard_paths(shard_dir):
+        for path in list_shards(shard_dir).locations:
             for raw in iter_raw_samples(path):
                 if seen >= total:
                     break
