@@ -10,6 +10,7 @@ re-exports from its modules are documented once, in the module that defines them
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,18 @@ def _submodules(package: str) -> list[str]:
     return [f"{package}.{name}" for name in sorted(found)]
 
 
+def _defined_in(init: Path) -> list[str]:
+    """Public classes, functions and constants defined (not imported) in a package's ``__init__.py``."""
+    names = []
+    for node in ast.parse(init.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.append(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return [name for name in names if not name.startswith("_")]
+
+
 def _directives(module: str) -> list[str]:
     """The mkdocstrings directives for a module, or for a package and everything under it."""
     module, _, only = module.partition(":")
@@ -99,8 +112,11 @@ def _directives(module: str) -> list[str]:
         if not _path(module).with_suffix(".py").is_file():
             raise FileNotFoundError(f"docs/hooks/api_pages.py names {module}, which is not in {SRC}")
         return [f"::: {module}\n"]
-    # The package's docstring only: its re-exports are documented where they are defined.
-    lines = [f"::: {module}\n    options:\n      members: false\n"]
+    # The package's docstring and what its __init__ defines; its re-exports are
+    # documented where they are defined.
+    own = _defined_in(_path(module) / "__init__.py")
+    members = f"[{', '.join(own)}]" if own else "false"
+    lines = [f"::: {module}\n    options:\n      members: {members}\n"]
     for sub in _submodules(module):
         lines += _directives(sub)
     return lines
