@@ -1,13 +1,20 @@
-"""Griffe extension: turn the Sphinx roles of aras400k's docstrings into API cross-references.
+"""Griffe extension: render the reStructuredText bits of aras400k's docstrings as Markdown.
 
-The docstrings cite other objects Sphinx-style (``:class:`Generator```,
-``:func:`~aras400k.synthesis.read_checkpoint```). mkdocstrings does not read those
-roles and would print them verbatim, so before rendering this extension rewrites each
-one: to a link to the object's entry in the API reference (``[`Generator`][path]``)
-when the name resolves to an object of ``aras400k`` that the reference renders, and to
-inline code otherwise (objects of other libraries, private names, the ``cli`` modules).
-A leading ``~`` shows the last component only, as in Sphinx. The source files are not
-changed.
+The docstrings are Google style, but cite other objects Sphinx-style
+(``:class:`Generator```, ``:func:`~aras400k.synthesis.read_checkpoint```), end a
+paragraph before a literal block with ``::`` and lay out a few two-column lists as
+RST simple tables. mkdocstrings reads Markdown and would print those verbatim, so
+before rendering this extension rewrites them:
+
+* a role becomes a link to the object's entry in the API reference
+  (``[`Generator`][path]``) when the name resolves to an object of ``aras400k`` that
+  the reference renders, and inline code otherwise (objects of other libraries,
+  private names, the ``cli`` modules); a leading ``~`` shows the last component only;
+* ``text::`` becomes ``text:`` and a lone ``::`` line is dropped (the indented block
+  after it is a code block in Markdown too);
+* a simple table (``====  ====`` borders) becomes a bullet list ``- first: second``.
+
+The source files are not changed.
 """
 
 from __future__ import annotations
@@ -21,6 +28,42 @@ import griffe
 PACKAGE = "aras400k"
 #: ``:role:`target``` or ``:py:role:`~target```, for the roles the docstrings use.
 ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|data|attr|exc|obj|const):`(?P<tilde>~?)(?P<name>[^`<>]+)`")
+
+
+#: A simple-table border: runs of ``=`` separated by spaces.
+BORDER = re.compile(r"^\s*=+(?:\s+=+)+\s*$")
+#: A table row starting in the first column: the first cell, two or more spaces, the rest.
+ROW = re.compile(r"^(?P<first>\S.*?)(?:\s{2,}(?P<rest>.*))?$")
+
+
+def _tables_to_lists(text: str) -> str:
+    """Turn RST simple tables (no header row) into ``- first: rest`` bullet lists."""
+    lines, out, i = text.split("\n"), [], 0
+    while i < len(lines):
+        if not BORDER.match(lines[i]):
+            out.append(lines[i])
+            i += 1
+            continue
+        rows: list[list[str]] = []
+        i += 1
+        while i < len(lines) and not BORDER.match(lines[i]):
+            # The first column ends at the first run of two spaces (not at the border's
+            # column, which a long first cell may overrun).
+            cells = ROW.match(lines[i])
+            if cells:
+                rows.append([cells["first"], cells["rest"].strip()])
+            elif rows and lines[i].strip():  # a continuation line of the last column
+                rows[-1][1] = f"{rows[-1][1]} {lines[i].strip()}".strip()
+            i += 1
+        i += 1  # the closing border
+        out += [f"- {first}: {rest}" for first, rest in rows]
+    return "\n".join(out)
+
+
+def _literal_markers(text: str) -> str:
+    """``paragraph::`` -> ``paragraph:``; a line holding only ``::`` is dropped."""
+    text = re.sub(r"(?m)^[ \t]*::[ \t]*\n", "", text)
+    return re.sub(r"(?m)(\S)::[ \t]*$", r"\1:", text)
 
 
 def _walk(obj: griffe.Object) -> Iterator[griffe.Object]:
@@ -71,10 +114,10 @@ def _replace(match: re.Match[str], obj: griffe.Object, pkg: griffe.Module) -> st
 
 
 class SphinxRoles(griffe.Extension):
-    """Rewrite the Sphinx roles of every docstring of the ``aras400k`` package once it is loaded."""
+    """Rewrite the RST bits of every docstring of the ``aras400k`` package once it is loaded."""
 
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
-        """Rewrite the roles of every docstring in the package.
+        """Rewrite roles, literal-block markers and simple tables in every docstring of the package.
 
         Args:
             pkg: The loaded package.
@@ -84,5 +127,5 @@ class SphinxRoles(griffe.Extension):
             return
         for obj in _walk(pkg):
             if obj.docstring is not None:
-                value = obj.docstring.value
+                value = _literal_markers(_tables_to_lists(obj.docstring.value))
                 obj.docstring.value = ROLE.sub(lambda m, obj=obj: _replace(m, obj, pkg), value)
