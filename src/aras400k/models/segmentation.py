@@ -7,6 +7,8 @@ overriding one hook. Training, validation and test share one step.
 
 The paper reports macro F1, IoU, precision, recall and pixel accuracy (Table 3) and
 per-class F1 (Table 4); they are logged as ``{stage}_f1_macro``, ``{stage}_f1_tree``, ...
+Under DDP every score, the loss and the kept confusion matrix cover all ranks' samples:
+the same value on every rank as one process would compute over the whole split.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX
 from aras400k.metrics.segmentation import SegmentationMetrics
@@ -191,13 +193,19 @@ class SegmentationTask(LightningModule):
         self.criterion = losses[hp["loss"]]
 
     def configure_metrics(self) -> None:
-        """Build one metric collection per stage (``train_``, ``val_``, ``test_`` prefixes)."""
+        """Build one metric collection per stage (``train_``, ``val_``, ``test_`` prefixes) and the loss means."""
         base = MetricCollection(
             [SegmentationMetrics(self.hparams["num_classes"], self.hparams["ignore_index"], self.class_names)]
         )
         self.train_metrics = base.clone(prefix="train_")
         self.val_metrics = base.clone(prefix="val_")
         self.test_metrics = base.clone(prefix="test_")
+        # The epoch loss as a sample-weighted mean whose sums are reduced across ranks. (Lightning's
+        # own `sync_dist` mean floors the summed batch sizes when ranks see unequal sample counts,
+        # lightning#21859.)
+        self.train_loss_mean = MeanMetric()
+        self.val_loss_mean = MeanMetric()
+        self.test_loss_mean = MeanMetric()
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW + ReduceLROnPlateau on validation macro F1 unless the config gives factories."""
@@ -287,7 +295,9 @@ class SegmentationTask(LightningModule):
         # max(1).indices: same first-maximum index as argmax, ~10x faster on CPU NCHW tensors.
         preds = logits.detach().max(1).indices
         self._metrics(stage).update(preds, masks)
-        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(masks))
+        mean: MeanMetric = getattr(self, f"{stage}_loss_mean")
+        mean(loss.detach(), len(masks))  # forward: the step value is this batch's loss
+        self.log(f"{stage}_loss", mean, on_step=stage == "train", on_epoch=True, prog_bar=True)
         return {"loss": loss, "preds": preds}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -313,7 +323,9 @@ class SegmentationTask(LightningModule):
         collection = self._metrics(stage)
         scores = collection.compute()
         metric: SegmentationMetrics = next(iter(collection.values()))  # type: ignore[assignment]
-        self.last_confmat[stage] = metric.confmat.detach().cpu().clone()
+        # compute() gives back the rank's own state when it is done; keep the matrix summed over ranks.
+        with metric.sync_context():
+            self.last_confmat[stage] = metric.confmat.detach().cpu().clone()
         headline = f"{stage}_f1_macro"
         self.log(headline, scores.pop(headline), prog_bar=True)
         self.log_dict(scores)
