@@ -123,15 +123,7 @@ def _same(a: float, b: float) -> bool:
     [
         IN_PROCESS,
         WORKERS,
-        pytest.param(
-            PARTIAL_BATCHES,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="EpochDataLoader's len() is ceil(rank's samples / batch size), but each loader worker "
-                "ends on its own partial batch, so a rank yields more batches than len() and Lightning ends "
-                "the epoch early, dropping the last ones (the fix belongs in aras400k.data)",
-            ),
-        ),
+        PARTIAL_BATCHES,  # each worker ends on its own partial batch: len(loader) must count them all
     ],
     ids=["in_process", "2_workers", "2_workers_partial_batches"],
 )

@@ -3,6 +3,7 @@ import warnings
 import pytest
 import torch
 
+import aras400k.data.datasets as datasets
 from aras400k.data.datasets import EpochDataLoader, ShardDataset, ShardSource, partition_range
 from tests.conftest import write_random_set
 
@@ -109,3 +110,41 @@ def test_ranks_and_workers_see_disjoint_samples_covering_all(tmp_path, monkeypat
     flat = [k for part in seen for k in part]
     assert len(flat) == len(set(flat)) == 17
     assert max(map(len, seen)) - min(map(len, seen)) <= 1
+
+
+@pytest.mark.parametrize("num_workers, batch_size", [(0, 4), (2, 4), (3, 5), (2, 1)])
+def test_loader_len_counts_each_workers_partial_batch(tmp_path, num_workers, batch_size):
+    """Lightning stops an epoch after len(loader) batches, so len() must count every worker's last batch."""
+    src = write_random_set(tmp_path / "a", 22, per_shard=5)
+    dataset = ShardDataset([src], shuffle=True)
+    loader = EpochDataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    batches = list(loader)
+    assert len(loader) == len(batches)
+    assert sum(len(b["key"]) for b in batches) == 22
+    dropping = EpochDataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=True)
+    assert len(dropping) == len(list(dropping))
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_even_ranks_gives_every_rank_the_same_share(tmp_path, monkeypatch, world):
+    """DDP training: equal samples and batches on every rank, at most world - 1 left out, disjoint."""
+    src = write_random_set(tmp_path / "a", 25, per_shard=4)
+    dataset = ShardDataset([src], shuffle=True, even_ranks=True)
+    keys, lengths, batches = [], [], []
+    for rank in range(world):
+        monkeypatch.setattr(datasets, "_rank_and_world", lambda rank=rank: (rank, world))
+        lengths.append(len(dataset))
+        per_rank = []
+        for worker in range(2):  # two loader workers per rank, simulated
+            monkeypatch.setattr(datasets, "_worker_slot", lambda w=worker, r=rank: (r * 2 + w, world * 2))
+            per_rank.append([item["key"] for item in dataset])
+        batches.append(sum(-(-len(k) // 3) for k in per_rank))  # batch size 3, per worker
+        keys.append([k for part in per_rank for k in part])
+    assert len(set(lengths)) == 1 and lengths[0] == 25 // world
+    assert len(set(batches)) == 1, batches
+    flat = [k for part in keys for k in part]
+    assert len(flat) == len(set(flat)) == 25 - 25 % world
+    assert [len(k) for k in keys] == lengths
+    plain = ShardDataset([src])
+    monkeypatch.setattr(datasets, "_rank_and_world", lambda: (0, world))
+    assert plain.epoch_samples() == 25  # evaluation keeps every sample

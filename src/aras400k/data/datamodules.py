@@ -178,6 +178,7 @@ class ShardDataModule(LightningDataModule):
                 shuffle_buffer=self.shuffle_buffer,
                 seed=self.seed,
                 samples_per_epoch=self.samples_per_epoch,
+                even_ranks=True,  # DDP ranks must take the same number of steps
             )
         if stage in ("fit", "validate"):
             self.datasets["val"] = ShardDataset([self.val_path], with_mask=self.with_mask)

@@ -114,11 +114,16 @@ def _size(segments: list[_Segment]) -> int | None:
     return None if None in counts else sum(count or 0 for count in counts)
 
 
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (``(0, 1)`` without torch.distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def _worker_slot() -> tuple[int, int]:
     """Index and count of this loader worker across all ranks."""
-    rank, world = 0, 1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank, world = _rank_and_world()
     info = get_worker_info()
     worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
     return rank * workers + worker, world * workers
@@ -141,6 +146,14 @@ class ShardDataset(IterableDataset):
             only with weighted sources (default: the sum of the sources' sizes); in
             every-sample-once mode a value other than that total cuts or repeats the data.
             Required with weights when a source has no manifest.
+        even_ranks: Cut the epoch to a multiple of the number of processes, so every
+            rank gets the same number of samples (and, split over the same number of
+            loader workers, the same number of batches). Distributed *training* needs
+            it: ranks must take the same number of steps, or their gradient
+            all-reduces mismatch and the run aborts or hangs. At most ``world_size - 1``
+            samples are left out per epoch, different ones each epoch when shuffling.
+            Leave it off for evaluation, where every sample counts and unequal shares
+            are harmless.
 
     Raises:
         ValueError: If weights are given to some sources but not all, a weight is not
@@ -159,6 +172,7 @@ class ShardDataset(IterableDataset):
         shuffle_buffer: int = 256,
         seed: int = 0,
         samples_per_epoch: int | None = None,
+        even_ranks: bool = False,
     ) -> None:
         super().__init__()
         if not sources:
@@ -168,6 +182,7 @@ class ShardDataset(IterableDataset):
         self.shuffle = shuffle
         self.shuffle_buffer = max(1, shuffle_buffer)
         self.seed = seed
+        self.even_ranks = even_ranks
         self.epoch = 0
         self.passes = 0  # epochs started through an EpochDataLoader (counted in the main process)
         weights = [s.weight for s in self.sources]
@@ -243,11 +258,40 @@ class ShardDataset(IterableDataset):
                 "this ShardDataset has no length: a source lists shards without a manifest "
                 "(set samples_per_epoch for a fixed length)"
             )
-        rank, world = 0, 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        start, stop = partition_range(self.samples_per_epoch, rank, world)
+        rank, world = _rank_and_world()
+        start, stop = partition_range(self.epoch_samples(world), rank, world)
         return stop - start
+
+    def epoch_samples(self, world: int | None = None) -> int:
+        """Samples per epoch over all ranks: ``samples_per_epoch``, cut to a multiple of ``world`` with ``even_ranks``.
+
+        Args:
+            world: Number of processes (default: torch.distributed's, else 1).
+
+        Raises:
+            TypeError: If the length is unknown (see :meth:`__len__`).
+        """
+        if self.samples_per_epoch is None:
+            raise TypeError("this ShardDataset has no length (a source lists shards without a manifest)")
+        if not self.even_ranks:
+            return self.samples_per_epoch
+        world = _rank_and_world()[1] if world is None else world
+        return self.samples_per_epoch - self.samples_per_epoch % world
+
+    def worker_lengths(self, num_workers: int) -> list[int]:
+        """Samples each loader worker of this rank yields in one epoch.
+
+        Args:
+            num_workers: The DataLoader's ``num_workers`` (0: the main process reads).
+
+        Returns:
+            One count per worker (one for ``num_workers=0``).
+        """
+        rank, world = _rank_and_world()
+        workers = max(1, num_workers)
+        total = self.epoch_samples(world)
+        spans = (partition_range(total, rank * workers + w, world * workers) for w in range(workers))
+        return [stop - start for start, stop in spans]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Yield this worker's samples for the current epoch."""
@@ -272,7 +316,7 @@ class ShardDataset(IterableDataset):
 
     def _once_stream(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
         assert self.samples_per_epoch is not None  # every source has a manifest
-        start, stop = partition_range(self.samples_per_epoch, slot, slots)
+        start, stop = partition_range(self.epoch_samples(), slot, slots)
         segments = self._epoch_segments()
         if not segments:
             return
@@ -306,7 +350,7 @@ class ShardDataset(IterableDataset):
             for seg in mine:
                 yield from self._read(seg)
             return
-        start, stop = partition_range(self.samples_per_epoch, slot, slots)
+        start, stop = partition_range(self.epoch_samples(), slot, slots)
         with closing(self._repeat(mine or segments, "the shards")) as stream:
             for _ in range(stop - start):
                 yield next(stream)
@@ -326,7 +370,7 @@ class ShardDataset(IterableDataset):
 
     def _weighted_stream(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
         assert self.samples_per_epoch is not None  # checked in __init__
-        start, stop = partition_range(self.samples_per_epoch, slot, slots)
+        start, stop = partition_range(self.epoch_samples(), slot, slots)
         rng = self._epoch_rng(slot)
         weights = [float(s.weight or 0.0) for s in self.sources]
         streams = [self._cycle_source(i, slot, slots, rng) for i in range(len(self.sources))]
@@ -441,6 +485,23 @@ class EpochDataLoader(DataLoader):
         if kwargs.get("persistent_workers"):
             raise ValueError("EpochDataLoader cannot use persistent_workers: workers would keep epoch 0's order")
         super().__init__(*args, **kwargs)
+
+    def __len__(self) -> int:
+        """Batches in one epoch of this rank, counted per loader worker.
+
+        Each worker batches its own share, so a rank yields the sum over its workers
+        of ``ceil(share / batch_size)`` batches (``floor`` with ``drop_last``), which
+        is more than ``ceil(rank share / batch_size)`` when several workers end on a
+        partial batch. Lightning stops an epoch after ``len()`` batches, so this
+        count must be exact or the last batches are lost.
+        """
+        dataset = self.dataset
+        if not isinstance(dataset, ShardDataset) or self.batch_size is None:
+            return super().__len__()
+        lengths = dataset.worker_lengths(self.num_workers)
+        if self.drop_last:
+            return sum(n // self.batch_size for n in lengths)
+        return sum(-(-n // self.batch_size) for n in lengths)
 
     def __iter__(self) -> _BaseDataLoaderIter:
         """Start an epoch."""
