@@ -274,3 +274,17 @@ def test_cli_bad_input_gives_one_line_error(checkpoint, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("aras-synth: error:") and "\n" not in err and "nope" in err
+
+
+def test_segmenter_loads_inside_a_lightningcli_instantiation(tmp_path):
+    """SPADEGAN(segmenter_ckpt=...) built by LightningCLI: the nested task keeps its own hyper-parameters."""
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
+
+    from aras400k.models.segmentation import SegmentationTask
+
+    task = SegmentationTask(arch="fpn", encoder="tu-mobilenetv3_small_050")
+    ckpt = tmp_path / "seg.ckpt"
+    torch.save({"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict()}, ckpt)
+    with _given_hyperparameters_context(hparams={"g_base_channels": 8}, instantiator="cli"):
+        loaded = load_segmentation_task(ckpt)
+    assert loaded.hparams["arch"] == "fpn" and "g_base_channels" not in loaded.hparams

@@ -24,7 +24,7 @@ import inspect
 import pickle
 import re
 import tarfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,6 +210,26 @@ def checkpoint_normalization(checkpoint: Mapping[str, Any]) -> tuple[tuple[float
     return tuple(float(m) for m in hparams["mean"]), tuple(float(s) for s in hparams["std"])
 
 
+def _outside_cli_instantiation(build: Callable[[], SegmentationTask]) -> SegmentationTask:
+    """Build a task with its own hyper-parameters even inside another module's LightningCLI instantiation.
+
+    While LightningCLI instantiates a module, Lightning hands that module's config to
+    every ``save_hyperparameters()`` call through a context variable. A segmenter
+    loaded inside the module's ``__init__`` (``SPADEGAN(segmenter_ckpt=...)``) would
+    then record the outer module's arguments instead of its own. Lightning offers no
+    public switch, so the variable is cleared here when it exists.
+    """
+    try:
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:  # pragma: no cover - other Lightning versions
+        return build()
+    token = _given_hyperparameters.set(None)
+    try:
+        return build()
+    finally:
+        _given_hyperparameters.reset(token)
+
+
 def _task_from_checkpoint(
     checkpoint: Mapping[str, Any], name: str, task_class: type[SegmentationTask]
 ) -> SegmentationTask:
@@ -223,7 +243,7 @@ def _task_from_checkpoint(
     kwargs = {k: v for k, v in hparams.items() if k in accepted}
     kwargs["encoder_weights"] = None  # the state dict holds every weight
     try:
-        task = task_class(**kwargs)
+        task = _outside_cli_instantiation(lambda: task_class(**kwargs))
         task.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
