@@ -1,0 +1,83 @@
+"""``aras-pipeline``: the paper's stages in order, from one config.
+
+::
+
+    aras-pipeline --config configs/pipeline_demo.yaml                 # everything (resumes)
+    aras-pipeline --config configs/pipeline_demo.yaml --from captions  # redo captions, eval, ablate
+    aras-pipeline --config configs/pipeline_demo.yaml --only eval      # redo one stage
+    aras-pipeline --config configs/pipeline_paper.yaml --dry_run true  # write and check the configs only
+
+Every field of :class:`aras400k.pipeline.PipelineConfig` is an option.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from aras400k.cli import parse_and_run
+
+__all__ = ["build_parser", "main"]
+
+PROGRAM = "aras-pipeline"
+
+
+def build_parser() -> ArgumentParser:
+    """Build the ``aras-pipeline`` parser.
+
+    Returns:
+        The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
+    """
+    from aras400k.pipeline import STAGE_NAMES, PipelineConfig
+
+    parser = ArgumentParser(
+        prog=PROGRAM,
+        description="Run the paper's stages (data, segmenter, StyleGAN3, SPADE, synthesis, labels, captions, "
+        "evaluation, study) into one run folder with an index.md. Finished stages are skipped; an interrupted "
+        "stage resumes.",
+        exit_on_error=False,
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    parser.add_argument(
+        "--from",
+        dest="from_stage",
+        type=str | None,
+        default=None,
+        help=f"rerun this stage and all later ones from scratch ({', '.join(STAGE_NAMES)})",
+    )
+    parser.add_argument("--only", type=list[str] | None, default=None, help="run only these stages, from scratch")
+    parser.add_argument("--dry_run", type=bool, default=False, help="write and check the stage configs; run nothing")
+    parser.add_argument("--verbose", type=bool, default=False, help="show the commands' output (else logs/<stage>.log)")
+    parser.add_class_arguments(PipelineConfig, as_group=False)
+    return parser
+
+
+def _run(cfg: Namespace) -> int:
+    from aras400k.pipeline import PipelineConfig, PipelineError, run_pipeline
+
+    init = build_parser().instantiate(cfg)
+    config = PipelineConfig(**{f.name: init[f.name] for f in fields(PipelineConfig)})
+    try:
+        run_pipeline(config, from_stage=cfg.from_stage, only=cfg.only, dry_run=cfg.dry_run, verbose=cfg.verbose)
+    except PipelineError as err:
+        print(f"{PROGRAM}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run ``aras-pipeline``.
+
+    Args:
+        args: Command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 1 when a stage fails, 2 on bad input.
+    """
+    return parse_and_run(PROGRAM, build_parser(), args, _run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

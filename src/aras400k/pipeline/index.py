@@ -1,0 +1,99 @@
+"""``index.md`` of a pipeline run: every table, figure and checkpoint, one line each.
+
+Rewritten after every stage, so an interrupted run's index shows what exists so far.
+Links are relative to the run folder; a figure is also shown inline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aras400k.pipeline.runner import StageRecord
+    from aras400k.pipeline.stages import RunLayout, Stage
+
+__all__ = ["write_index"]
+
+
+def _rel(path: Path, root: Path) -> str:
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def _recorded(layout: RunLayout, name: str) -> dict | None:
+    try:
+        return json.loads((layout.state / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _time(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{seconds:.1f} s"
+
+
+def write_index(layout: RunLayout, stages: Sequence[Stage], records: Sequence[StageRecord]) -> Path:
+    """Write ``run_dir/index.md`` and return its path.
+
+    Args:
+        layout: The run's paths.
+        stages: All stages, in order.
+        records: What this invocation did to each stage so far.
+
+    Returns:
+        The index file.
+    """
+    root = layout.run_dir
+    status = {r.name: r.status for r in records}
+    lines = [
+        f"# Pipeline run `{root}`",
+        "",
+        "Every stage's output, with one line on what it is. Each stage ran one of the library's",
+        "commands on the config in [`configs/`](configs); rerun a stage by hand with the command",
+        "shown, or with `aras-pipeline --config ... --only STAGE`. Full command output is in",
+        "[`logs/`](logs).",
+        "",
+        "| stage | what | wall time | state | command |",
+        "|---|---|---:|---|---|",
+    ]
+    total = 0.0
+    for stage in stages:
+        record = _recorded(layout, stage.name)
+        seconds = float(record["seconds"]) if record else 0.0
+        total += seconds
+        state = "finished" if record else status.get(stage.name, "not run")
+        if state == "ran":
+            state = "finished"
+        commands = record["commands"] if record else []
+        command = "<br>".join(f"`{c}`" for c in commands) or "-"
+        wall = _time(seconds) if record else "-"
+        lines.append(f"| {stage.name} | {stage.summary} | {wall} | {state} | {command} |")
+    lines += ["", f"Total recorded wall time: {_time(total)}.", ""]
+    for stage in stages:
+        found = [a for a in stage.artefacts() if a.path.exists()]
+        log = layout.logs / f"{stage.name}.log"
+        if not found and not log.exists():
+            continue
+        lines += [f"## {stage.name}: {stage.summary}", ""]
+        record = _recorded(layout, stage.name)
+        if record and record.get("work"):
+            amounts = ", ".join(f"{name}: {count:,}" for name, count in record["work"].items())
+            lines += [f"Written: {amounts}.", ""]
+        for artefact in found:
+            link = _rel(artefact.path, root)
+            lines.append(f"- [`{link}`]({link}): {artefact.what}")
+        if log.exists():
+            lines.append(f"- [`{_rel(log, root)}`]({_rel(log, root)}): the stage's command output")
+        figures = [a for a in found if a.path.suffix == ".png"]
+        if figures:
+            lines.append("")
+            lines += [f"![{a.what}]({_rel(a.path, root)})" for a in figures]
+        lines.append("")
+    path = root / "index.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path

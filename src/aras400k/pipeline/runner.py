@@ -1,0 +1,342 @@
+"""Run the stages in order: skip finished ones, resume an interrupted one, record times.
+
+A stage is *finished* when ``run_dir/.pipeline/<stage>.json`` records it with the
+same commands and config files as now, and its outputs exist (shard sets must have a
+valid manifest and every shard file). A finished stage is skipped; once a stage runs,
+every later stage runs too, since its inputs changed. A stage that was interrupted
+(no record) is run again *without* deleting what it wrote, so the commands resume:
+training restarts from ``last.ckpt``, synthesis and captioning continue where they
+stopped. ``--from`` / ``--only`` force stages to run from scratch (their outputs are
+deleted first).
+
+Each command runs in this process, its output (both streams, file-descriptor level)
+going to ``run_dir/logs/<stage>.log``; the console shows one line per stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from aras400k.data.shards import MANIFEST_NAME, ManifestError, read_manifest
+from aras400k.pipeline.config import STAGE_NAMES, PipelineConfig
+from aras400k.pipeline.index import write_index
+from aras400k.pipeline.stages import STAGES, Command, RunLayout, Stage
+
+__all__ = ["PipelineError", "PipelineResult", "StageRecord", "plan_stages", "run_pipeline"]
+
+
+class PipelineError(RuntimeError):
+    """A stage's command failed; the message names the stage, the command and its log."""
+
+
+@dataclass
+class StageRecord:
+    """What happened to one stage in this run.
+
+    Attributes:
+        name: Stage name.
+        status: ``ran``, ``skipped`` (finished earlier), ``not run`` (``--only`` / ``skip``) or ``planned`` (dry run).
+        seconds: Wall time of this run's commands (or the recorded time of a skipped stage).
+        commands: The command lines.
+    """
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    commands: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PipelineResult:
+    """The stages' records and the index file."""
+
+    stages: list[StageRecord]
+    index: Path | None
+
+
+def _programs() -> dict[str, Callable[[list[str]], Any]]:
+    """Console scripts by name, imported when first needed."""
+    from aras400k.cli import ablate, caption, data, eval, synth
+    from aras400k.cli.main import cli, fit_main
+
+    def aras(args: list[str]) -> None:
+        cli(args)
+
+    return {
+        "aras": aras,
+        "aras-fit": fit_main,
+        "aras-data": data.main,
+        "aras-synth": synth.main,
+        "aras-caption": caption.main,
+        "aras-eval": eval.main,
+        "aras-ablate": ablate.main,
+    }
+
+
+def plan_stages(
+    config: PipelineConfig, from_stage: str | None = None, only: Sequence[str] | None = None
+) -> tuple[list[Stage], set[str]]:
+    """Build the stages and decide which are forced to run from scratch.
+
+    Args:
+        config: The pipeline config.
+        from_stage: Rerun this stage and every later one.
+        only: Run only these stages (forced).
+
+    Returns:
+        ``(stages, forced)``: every stage in order, and the names forced.
+
+    Raises:
+        ValueError: On an unknown stage name, or both ``from_stage`` and ``only``.
+    """
+    for name in [*(only or []), *([from_stage] if from_stage else [])]:
+        if name not in STAGE_NAMES:
+            raise ValueError(f"unknown stage {name!r}; the stages are {', '.join(STAGE_NAMES)}")
+    if from_stage and only:
+        raise ValueError("pass either --from or --only, not both")
+    layout = RunLayout(config)
+    stages = [make(layout) for make in STAGES]
+    forced: set[str] = set(only or [])
+    if from_stage:
+        forced = set(STAGE_NAMES[STAGE_NAMES.index(from_stage) :])
+    return stages, forced
+
+
+def _fingerprint(commands: Sequence[Command], stage: Stage) -> str:
+    """Hash of the command lines and the contents of the config files they read."""
+    digest = hashlib.sha256()
+    for command in commands:
+        digest.update(str(command).encode())
+        for arg in command.args:
+            path = Path(arg)
+            if arg.endswith(".yaml") and path.is_file():
+                text = path.read_text()
+                digest.update(text.encode())
+    digest.update(stage.name.encode())
+    return digest.hexdigest()
+
+
+def _stable(commands: Sequence[Command]) -> list[Command]:
+    """Commands without the resume arguments (``--ckpt_path last.ckpt`` depends on the state, not the settings)."""
+    stable = []
+    for command in commands:
+        args = list(command.args)
+        if command.program == "aras-fit" and "--ckpt_path" in args:
+            i = args.index("--ckpt_path")
+            del args[i : i + 2]
+        stable.append(Command(command.program, tuple(args)))
+    return stable
+
+
+def _output_ok(path: Path) -> bool:
+    if path.is_dir() and (path / MANIFEST_NAME).is_file():
+        try:
+            manifest = read_manifest(path)
+        except ManifestError:
+            return False
+        return all((path / str(shard["name"])).is_file() for shard in manifest["shards"])
+    return path.exists()
+
+
+def _record_path(layout: RunLayout, name: str) -> Path:
+    return layout.state / f"{name}.json"
+
+
+def _read_record(layout: RunLayout, name: str) -> dict[str, Any] | None:
+    path = _record_path(layout, name)
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record
+
+
+def _finished(stage: Stage, fingerprint: str) -> dict[str, Any] | None:
+    record = _read_record(stage.layout, stage.name)
+    if record is None or record.get("fingerprint") != fingerprint:
+        return None
+    if not all(_output_ok(path) for path in stage.outputs()):
+        return None
+    return record
+
+
+@contextlib.contextmanager
+def _output_to(log: IO[bytes] | None) -> Iterator[None]:
+    """Send this process's stdout and stderr (Python and C level) to ``log``; ``None`` keeps them."""
+    if log is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def _run_command(command: Command, programs: dict[str, Callable[[list[str]], Any]]) -> None:
+    """Run one command in-process; a non-zero exit or an exception raises."""
+    try:
+        status = programs[command.program](list(command.args))
+    except SystemExit as stop:
+        status = stop.code
+    if status not in (None, 0):
+        raise PipelineError(f"`{command}` exited with status {status}")
+
+
+def _console(line: str, stream: IO[str]) -> None:
+    print(line, file=stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    from_stage: str | None = None,
+    only: Sequence[str] | None = None,
+    dry_run: bool = False,
+    verbose: bool = False,
+    console: IO[str] | None = None,
+) -> PipelineResult:
+    """Run the paper's stages (see the module docstring).
+
+    Args:
+        config: The pipeline config.
+        from_stage: Rerun this stage and all later ones from scratch.
+        only: Run only these stages, from scratch.
+        dry_run: Write the stage configs, check each with its command's parser, print
+            the commands; run nothing.
+        verbose: Show the commands' own output instead of writing it to the stage logs.
+        console: Where the progress lines go (default: standard output).
+
+    Returns:
+        The stage records and the index path.
+
+    Raises:
+        ValueError: On bad stage names.
+        PipelineError: When a stage's command fails (its log is named).
+    """
+    stream = console or sys.stdout
+    stages, forced = plan_stages(config, from_stage, only)
+    layout = stages[0].layout
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    if dry_run:
+        from aras400k.pipeline.validate import validate_commands
+
+        return PipelineResult(validate_commands(stages, stream), None)
+    programs = _programs()
+    records: list[StageRecord] = []
+    rerun_rest = False
+    width = len(str(len(stages)))
+    for number, stage in enumerate(stages, start=1):
+        tag = f"[{number:>{width}}/{len(stages)}] {stage.name:<12}"
+        if stage.name in config.skip or (only and stage.name not in only):
+            records.append(StageRecord(stage.name, "not run"))
+            _console(f"{tag} not run ({'skip' if stage.name in config.skip else 'not in --only'})", stream)
+            continue
+        commands = stage.commands()
+        fingerprint = _fingerprint(_stable(commands), stage)
+        fresh = stage.name in forced or rerun_rest
+        previous = None if fresh else _finished(stage, fingerprint)
+        if previous is not None:
+            seconds = float(previous.get("seconds", 0.0))
+            records.append(StageRecord(stage.name, "skipped", seconds, [str(c) for c in commands]))
+            _console(f"{tag} up to date ({stage.summary}; took {_duration(seconds)})", stream)
+            continue
+        if stage.name in forced or _read_record(layout, stage.name) is not None:
+            # Forced, or finished before with other settings or inputs: start from scratch.
+            # A stage without a record was interrupted: keep its outputs, its commands resume.
+            _record_path(layout, stage.name).unlink(missing_ok=True)
+            for path in stage.reset():
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            commands = stage.commands()
+        rerun_rest = True
+        records.append(_run_stage(stage, commands, fingerprint, programs, tag, verbose, stream))
+        write_index(layout, stages, records)
+    index = write_index(layout, stages, records)
+    _console(f"index: {index}", stream)
+    return PipelineResult(records, index)
+
+
+def _run_stage(
+    stage: Stage,
+    commands: list[Command],
+    fingerprint: str,
+    programs: dict[str, Callable[[list[str]], Any]],
+    tag: str,
+    verbose: bool,
+    stream: IO[str],
+) -> StageRecord:
+    layout = stage.layout
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    layout.state.mkdir(parents=True, exist_ok=True)
+    log_path = layout.logs / f"{stage.name}.log"
+    start = time.perf_counter()
+    failed: BaseException | None = None
+    print(f"{tag} {stage.summary} ...", end="", file=stream, flush=True)
+    with open(log_path, "ab") as log, _output_to(None if verbose else log):
+        try:
+            for command in commands:
+                print(f"\n$ {command}", flush=True)
+                _run_command(command, programs)
+        except BaseException as err:
+            print(traceback.format_exc(), flush=True)
+            failed = err
+    seconds = time.perf_counter() - start
+    if failed is not None:
+        _console(f" FAILED after {_duration(seconds)} (log: {log_path})", stream)
+        if isinstance(failed, KeyboardInterrupt):
+            raise failed
+        raise PipelineError(f"stage {stage.name} failed: {failed} (full output in {log_path})") from failed
+    missing = [str(p) for p in stage.outputs() if not _output_ok(p)]
+    if missing:
+        _console(f" FAILED: no {', '.join(missing)} (log: {log_path})", stream)
+        raise PipelineError(f"stage {stage.name} finished without its outputs {missing} (see {log_path})")
+    record = {
+        "stage": stage.name,
+        "fingerprint": fingerprint,
+        "seconds": round(seconds, 2),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "commands": [str(c) for c in commands],
+        "work": _work(stage),
+    }
+    path = _record_path(layout, stage.name)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+    _console(f" done in {_duration(seconds)}", stream)
+    return StageRecord(stage.name, "ran", seconds, [str(c) for c in commands])
+
+
+def _work(stage: Stage) -> dict[str, int]:
+    """Amounts of work a stage did, for per-sample costs: samples written, captions, ..."""
+    work: dict[str, int] = {}
+    for path in stage.outputs():
+        if path.is_dir() and (path / MANIFEST_NAME).is_file():
+            work[path.name] = int(read_manifest(path)["num_samples"])
+        elif path.suffix == ".jsonl" and path.is_file():
+            with open(path, "rb") as handle:
+                work[path.name] = sum(1 for _ in handle)
+    return work

@@ -1,0 +1,694 @@
+"""The paper's stages, each a call of one of the library's own commands on a written config.
+
+A :class:`Stage` knows, for a given run (:class:`RunLayout`), the commands it runs
+(:class:`Command`: a program such as ``aras-fit`` and its arguments, always
+``--config run_dir/configs/<stage>.yaml`` plus a subcommand where the program has
+them), the outputs that prove it finished, and the artefacts ``index.md`` links.
+There is no second implementation here: a stage only writes a config and calls the
+command a user would call.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from aras400k.data.remote import is_url, join_location
+from aras400k.pipeline.config import CaptionModel, PipelineConfig, StageConfig
+
+__all__ = [
+    "STAGES",
+    "Artefact",
+    "Command",
+    "RunLayout",
+    "Stage",
+    "deep_update",
+    "load_yaml",
+    "set_dotted",
+]
+
+SPLITS = ("train", "val", "test")
+
+
+def load_yaml(path: str | Path | None) -> dict[str, Any]:
+    """Read a YAML mapping (``None`` gives an empty one).
+
+    Args:
+        path: The file.
+
+    Returns:
+        The mapping.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it does not hold a mapping.
+    """
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"stage config {path} does not exist (paths are relative to the working directory)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``config["a"]["b"]["c"] = value`` for ``key="a.b.c"``, creating mappings on the way.
+
+    Args:
+        config: The nested mapping (changed in place).
+        key: Dotted path.
+        value: The value.
+
+    Raises:
+        ValueError: If a part of the path is not a mapping.
+    """
+    node = config
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"cannot set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def deep_update(config: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """Lay ``options`` over ``config``: mappings are merged key by key, other values replaced.
+
+    Args:
+        config: The base (changed in place).
+        options: The values laid over it.
+
+    Returns:
+        ``config``.
+    """
+    for key, value in options.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            deep_update(config[key], value)
+        else:
+            config[key] = value
+    return config
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command line of a stage.
+
+    Attributes:
+        program: Console script (``aras-fit``, ``aras``, ``aras-data``, ``aras-synth``,
+            ``aras-caption``, ``aras-eval``, ``aras-ablate``).
+        args: Its arguments.
+    """
+
+    program: str
+    args: tuple[str, ...]
+
+    def __str__(self) -> str:
+        """The command line as a user would type it."""
+        return " ".join((self.program, *self.args))
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """A file ``index.md`` links, with one line saying what it is."""
+
+    path: Path
+    what: str
+
+
+@dataclass
+class RunLayout:
+    """Where every stage reads and writes inside ``run_dir``.
+
+    Attributes:
+        config: The pipeline config.
+        run_dir: Its run folder.
+    """
+
+    config: PipelineConfig
+    run_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        """Resolve the run folder."""
+        self.run_dir = Path(self.config.run_dir)
+
+    @property
+    def configs(self) -> Path:
+        """Merged stage configs (each stage can be rerun by hand with its file)."""
+        return self.run_dir / "configs"
+
+    @property
+    def logs(self) -> Path:
+        """One log file per stage (the commands' own output)."""
+        return self.run_dir / "logs"
+
+    @property
+    def state(self) -> Path:
+        """Stage completion records."""
+        return self.run_dir / ".pipeline"
+
+    @property
+    def data(self) -> Path:
+        """Shard sets written by the pipeline."""
+        return self.run_dir / "data"
+
+    def real(self, split: str) -> str:
+        """Real shard set of a split (``train``, ``val``, ``test``); a URL for remote existing data."""
+        data = self.config.data
+        if data.command == "existing":
+            if not data.root:
+                raise ValueError("data.command 'existing' needs data.root (the folder or URL holding train/val/test)")
+            return join_location(data.root, split) if is_url(data.root) else str(Path(data.root) / split)
+        return str(self.data / "real" / split)
+
+    def real_root(self) -> str:
+        """Folder (or URL) holding the real splits."""
+        data = self.config.data
+        if data.command == "existing":
+            return str(data.root)
+        return str(self.data / "real")
+
+    def stage_dir(self, name: str) -> Path:
+        """Output folder of a training stage."""
+        return self.run_dir / name
+
+    def checkpoint(self, name: str) -> Path:
+        """``last.ckpt`` of a training stage."""
+        return self.stage_dir(name) / "checkpoints" / "last.ckpt"
+
+    def synth(self, name: str) -> Path:
+        """A synthetic shard set: ``synth_uncond_unlabelled``, ``synth_uncond`` or ``synth_cond``."""
+        return self.data / name
+
+    def caption_file(self, dataset: str, mode: str, model: str) -> Path:
+        """Caption sidecar of one set, mode and captioning model."""
+        return self.run_dir / "captions" / f"{dataset}.{mode}.{model}.jsonl"
+
+    def caption_input(self, dataset: str) -> str:
+        """The shard set a caption set name refers to."""
+        return self.real("train") if dataset == "real" else str(self.synth(dataset))
+
+
+class Stage:
+    """A pipeline stage; subclasses set the class attributes and the three methods.
+
+    Args:
+        layout: The run's paths.
+    """
+
+    name: ClassVar[str]
+    #: One line for the progress output and ``index.md``.
+    summary: ClassVar[str]
+
+    def __init__(self, layout: RunLayout) -> None:
+        self.layout = layout
+        self.config: PipelineConfig = layout.config
+        section = getattr(layout.config, self.name)
+        self.section: StageConfig = section if isinstance(section, StageConfig) else StageConfig()
+
+    def config_path(self, suffix: str = "") -> Path:
+        """``run_dir/configs/<stage><suffix>.yaml``."""
+        return self.layout.configs / f"{self.name}{suffix}.yaml"
+
+    def write_config(self, data: dict[str, Any], suffix: str = "") -> Path:
+        """Write a merged stage config and return its path.
+
+        Args:
+            data: The config.
+            suffix: Added to the file stem (for stages with several commands).
+
+        Returns:
+            The file written.
+        """
+        path = self.config_path(suffix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = f"# Written by aras-pipeline for stage {self.name!r}; rerun it by hand with this file.\n"
+        path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def flat_config(
+        self, required: dict[str, Any], defaults: dict[str, Any] | None = None, section: StageConfig | None = None
+    ) -> dict[str, Any]:
+        """Base config + pipeline defaults + options, with the pipeline's paths (``required``) last.
+
+        Args:
+            required: Paths and settings the pipeline must own (inputs, outputs).
+            defaults: Settings the pipeline prefers but options may change.
+            section: Base config and options (default: the stage's section).
+
+        Returns:
+            The merged mapping.
+        """
+        section = section or self.section
+        merged = load_yaml(section.config)
+        merged.update(defaults or {})
+        deep_update(merged, copy.deepcopy(section.options))
+        merged.update(required)
+        return merged
+
+    def commands(self) -> list[Command]:
+        """Write the stage's configs and return its commands, in order."""
+        raise NotImplementedError
+
+    def outputs(self) -> list[Path]:
+        """Files or shard set folders that exist once the stage has finished."""
+        raise NotImplementedError
+
+    def artefacts(self) -> list[Artefact]:
+        """Files ``index.md`` links (only those that exist are listed)."""
+        return []
+
+    def reset(self) -> list[Path]:
+        """Folders and files to delete before the stage runs again from scratch."""
+        return self.outputs()
+
+
+def _newest(paths: Iterable[Path]) -> list[Path]:
+    return sorted(paths, key=lambda p: (p.stat().st_mtime, str(p)))
+
+
+def _latest_version(stage_dir: Path) -> Path | None:
+    versions = _newest(p for p in (stage_dir / "logs").glob("version_*") if p.is_dir())
+    return versions[-1] if versions else None
+
+
+class DataStageRunner(Stage):
+    """Real shard sets: ``aras-data demo``, ``import`` or ``prepare`` into ``run_dir/data/real``."""
+
+    name = "data"
+    summary = "real shard sets (train / val / test)"
+
+    def commands(self) -> list[Command]:
+        """``aras-data <command> --config configs/data.yaml``, or nothing for existing sets."""
+        data = self.config.data
+        if data.command == "existing":
+            return []
+        out = str(self.layout.data / "real")
+        path = self.write_config(self.flat_config({"out": out}))
+        return [Command("aras-data", (data.command, "--config", str(path)))]
+
+    def outputs(self) -> list[Path]:
+        """The three split folders (local data only)."""
+        if self.config.data.command == "existing":
+            return []
+        return [self.layout.data / "real" / split for split in SPLITS]
+
+    def artefacts(self) -> list[Artefact]:
+        """The split folders' manifests."""
+        return [
+            Artefact(
+                Path(self.layout.real(split)) / "manifest.json", f"real {split} set: per-shard counts, class pixels"
+            )
+            for split in SPLITS
+            if not is_url(self.layout.real(split))
+        ]
+
+
+class FitStage(Stage):
+    """Train with ``aras-fit`` on a LightningCLI config whose paths point into the run."""
+
+    #: Whether the stage trains a GAN (gets the FID callback when ``gan_fid`` is on).
+    gan: ClassVar[bool] = False
+
+    def lightning_config(self) -> dict[str, Any]:
+        """Base config with the options and the run's paths applied."""
+        config = load_yaml(self.section.config)
+        for key, value in self.section.options.items():
+            set_dotted(config, key, copy.deepcopy(value))
+        stage_dir = self.layout.stage_dir(self.name)
+        trainer = config.setdefault("trainer", {})
+        trainer["default_root_dir"] = str(stage_dir)
+        trainer["enable_progress_bar"] = False  # the pipeline prints one line per stage; logs keep the rest
+        logger = trainer.get("logger")
+        if isinstance(logger, dict) and "save_dir" in logger.get("init_args", {}):
+            logger["init_args"]["save_dir"] = str(stage_dir)
+        callbacks = trainer.setdefault("callbacks", []) or []
+        for callback in callbacks:
+            if str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
+                callback.setdefault("init_args", {})["dirpath"] = str(stage_dir / "checkpoints")
+        if self.gan and self.config.gan_fid:
+            callbacks.append(
+                {
+                    "class_path": "aras400k.models.gan.GeneratorFID",
+                    "init_args": {"feature": "segmenter", "path": str(self.layout.checkpoint("segmenter"))},
+                }
+            )
+        trainer["callbacks"] = callbacks
+        data = config.setdefault("data", {}).setdefault("init_args", {})
+        data["root"] = self.layout.real_root()
+        data["demo"] = False
+        return config
+
+    def commands(self) -> list[Command]:
+        """``aras-fit --config configs/<stage>.yaml`` (resuming from ``last.ckpt`` when one exists)."""
+        path = self.write_config(self.lightning_config())
+        args: tuple[str, ...] = ("--config", str(path))
+        last = self.layout.checkpoint(self.name)
+        if last.is_file():
+            args += ("--ckpt_path", str(last))
+        return [Command("aras-fit", args)]
+
+    def outputs(self) -> list[Path]:
+        """``last.ckpt``."""
+        return [self.layout.checkpoint(self.name)]
+
+    def reset(self) -> list[Path]:
+        """The whole stage folder."""
+        return [self.layout.stage_dir(self.name)]
+
+
+class SegmenterStage(FitStage):
+    """Train the segmenter, then test it on the real test split (scores table, figures)."""
+
+    name = "segmenter"
+    summary = "segmenter training and test (aras-fit, aras test)"
+
+    def commands(self) -> list[Command]:
+        """Fit, then ``aras test`` with the last checkpoint."""
+        fit = super().commands()
+        test = Command("aras", ("test", "--config", str(self.config_path()), "--ckpt_path", str(self.outputs()[0])))
+        return [*fit, test]
+
+    def outputs(self) -> list[Path]:
+        """``last.ckpt``."""
+        return [self.layout.checkpoint(self.name)]
+
+    def artefacts(self) -> list[Artefact]:
+        """Checkpoints, test table, confusion matrices and prediction grids."""
+        stage_dir = self.layout.stage_dir(self.name)
+        found = [
+            Artefact(self.layout.checkpoint(self.name), "segmenter checkpoint (last epoch); labels synthetic images")
+        ]
+        found += [
+            Artefact(p, "best segmenter checkpoint by validation macro F1")
+            for p in _newest((stage_dir / "checkpoints").glob("best-*.ckpt"))
+        ]
+        for version in _newest(p for p in (stage_dir / "logs").glob("version_*") if p.is_dir()):
+            figures = version / "figures"
+            for name, what in (
+                ("test_scores.md", "segmenter test scores on the real test split (macro and per class)"),
+                ("test_confusion.png", "segmenter confusion matrix on the test split"),
+                ("test_predictions.png", "test images, true masks and predictions"),
+            ):
+                if (figures / name).is_file():
+                    found.append(Artefact(figures / name, what))
+            confusions = _newest(figures.glob("val_confusion_epoch*.png"))
+            if confusions:
+                found.append(Artefact(confusions[-1], "validation confusion matrix, last epoch"))
+            metrics = version / "metrics.csv"
+            if metrics.is_file():
+                found.append(Artefact(metrics, "training and validation metrics per step (CSV)"))
+        return found
+
+
+class GANStage(FitStage):
+    """Train a GAN; sample grids (and FID) are logged."""
+
+    gan = True
+
+    def artefacts(self) -> list[Artefact]:
+        """Checkpoint, last sample grid, metrics."""
+        stage_dir = self.layout.stage_dir(self.name)
+        found = [Artefact(self.layout.checkpoint(self.name), f"{self.name} checkpoint (generator, EMA, discriminator)")]
+        version = _latest_version(stage_dir)
+        if version is not None:
+            grids = _newest((version / "samples").glob("*.png"))
+            if grids:
+                found.append(Artefact(grids[-1], f"{self.name} samples from fixed seeds, end of training"))
+            if (version / "metrics.csv").is_file():
+                what = f"{self.name} losses and validation scores (val_fid, ...) per step (CSV)"
+                found.append(Artefact(version / "metrics.csv", what))
+        return found
+
+
+class StyleGAN3Stage(GANStage):
+    """Unconditional StyleGAN3 (or StyleGAN2 config) training."""
+
+    name = "stylegan3"
+    summary = "unconditional GAN training (aras-fit StyleGAN3)"
+
+
+class SpadeStage(GANStage):
+    """SPADE generator + U-Net discriminator training."""
+
+    name = "spade"
+    summary = "mask-conditioned GAN training (aras-fit SPADE)"
+
+    def lightning_config(self) -> dict[str, Any]:
+        """Also score generated images with the segmenter (``val_seg_miou``) when ``gan_fid`` is on."""
+        config = super().lightning_config()
+        if self.config.gan_fid:
+            set_dotted(config, "model.init_args.segmenter_ckpt", str(self.layout.checkpoint("segmenter")))
+        return config
+
+
+class SynthUncondStage(Stage):
+    """Sample the unconditional GAN into a shard set (labelled in the ``label`` stage)."""
+
+    name = "synth_uncond"
+    summary = "unconditional synthesis (aras-synth stylegan3)"
+
+    def commands(self) -> list[Command]:
+        """``aras-synth stylegan3 --config configs/synth_uncond.yaml``."""
+        required = {"ckpt": str(self.layout.checkpoint("stylegan3")), "out": str(self.outputs()[0])}
+        path = self.write_config(self.flat_config(required, {"n": 1000, "progress": False}))
+        return [Command("aras-synth", ("stylegan3", "--config", str(path)))]
+
+    def outputs(self) -> list[Path]:
+        """The unlabelled set."""
+        return [self.layout.synth("synth_uncond_unlabelled")]
+
+    def artefacts(self) -> list[Artefact]:
+        """Its manifest."""
+        return [Artefact(self.outputs()[0] / "manifest.json", "unconditional synthetic set, before labelling")]
+
+
+class SynthCondStage(Stage):
+    """Generate an image for every real training mask with the SPADE GAN."""
+
+    name = "synth_cond"
+    summary = "conditional synthesis from real masks (aras-synth spade)"
+
+    def commands(self) -> list[Command]:
+        """``aras-synth spade --config configs/synth_cond.yaml``."""
+        required = {
+            "ckpt": str(self.layout.checkpoint("spade")),
+            "masks": self.layout.real("train"),
+            "out": str(self.outputs()[0]),
+        }
+        path = self.write_config(self.flat_config(required, {"progress": False}))
+        return [Command("aras-synth", ("spade", "--config", str(path)))]
+
+    def outputs(self) -> list[Path]:
+        """The conditional set."""
+        return [self.layout.synth("synth_cond")]
+
+    def artefacts(self) -> list[Artefact]:
+        """Its manifest."""
+        return [Artefact(self.outputs()[0] / "manifest.json", "conditional synthetic set (masks from the real set)")]
+
+
+class LabelStage(Stage):
+    """Pseudo-label the unconditional images with the segmenter."""
+
+    name = "label"
+    summary = "pseudo-labelling of the unconditional images (aras-synth label)"
+
+    def commands(self) -> list[Command]:
+        """``aras-synth label --config configs/label.yaml``."""
+        required = {
+            "ckpt": str(self.layout.checkpoint("segmenter")),
+            "input": str(self.layout.synth("synth_uncond_unlabelled")),
+            "out": str(self.outputs()[0]),
+        }
+        path = self.write_config(self.flat_config(required, {"progress": False}))
+        return [Command("aras-synth", ("label", "--config", str(path)))]
+
+    def outputs(self) -> list[Path]:
+        """The labelled unconditional set."""
+        return [self.layout.synth("synth_uncond")]
+
+    def artefacts(self) -> list[Artefact]:
+        """Its manifest."""
+        return [Artefact(self.outputs()[0] / "manifest.json", "unconditional synthetic set with pseudo-labels")]
+
+
+class CaptionsStage(Stage):
+    """Caption every chosen set with every model in each of its modes."""
+
+    name = "captions"
+    summary = "captions (aras-caption, text / vision / hybrid)"
+
+    def _runs(self) -> list[tuple[str, str, CaptionModel]]:
+        captions = self.config.captions
+        return [
+            (dataset, mode, model) for dataset in captions.sets for model in captions.models for mode in model.modes
+        ]
+
+    def commands(self) -> list[Command]:
+        """One ``aras-caption --config configs/captions.<set>.<mode>.<model>.yaml`` per set, model and mode."""
+        commands = []
+        for dataset, mode, model in self._runs():
+            required = {
+                "input": self.layout.caption_input(dataset),
+                "out": str(self.layout.caption_file(dataset, mode, model.name)),
+                "mode": mode,
+                "shards_out": None,
+            }
+            section = StageConfig(model.config, model.options)
+            merged = self.flat_config(required, {"progress": False}, section=section)
+            path = self.write_config(merged, suffix=f".{dataset}.{mode}.{model.name}")
+            commands.append(Command("aras-caption", ("--config", str(path))))
+        return commands
+
+    def outputs(self) -> list[Path]:
+        """The sidecars."""
+        return [self.layout.caption_file(dataset, mode, model.name) for dataset, mode, model in self._runs()]
+
+    def artefacts(self) -> list[Artefact]:
+        """The sidecars."""
+        return [
+            Artefact(self.layout.caption_file(d, m, model.name), f"captions of {d}, {m} mode, {model.name} (JSONL)")
+            for d, m, model in self._runs()
+        ]
+
+
+class EvalStage(Stage):
+    """The evaluation report over the real and synthetic sets."""
+
+    name = "eval"
+    summary = "evaluation report (aras-eval)"
+
+    FIGURES: ClassVar[dict[str, str]] = {
+        "composition.png": "class composition of each set (the paper's Figure 3)",
+        "share_distributions.png": "per-image class share distributions, real vs synthetic",
+    }
+    TABLES: ClassVar[dict[str, str]] = {
+        "table1.csv": "caption volume and redundancy per set (Table 1)",
+        "table2.csv": "caption redundancy and CLIPScore per mode (Table 2)",
+        "consistency.csv": "caption / mask consistency",
+        "composition.csv": "composition distances to the real set (JS divergence, Wasserstein)",
+        "fid.csv": "FID / KID against the real set, with a real-vs-real floor",
+        "embedding.csv": "silhouette scores of the feature embedding (Figure 4)",
+    }
+
+    def _datasets(self) -> list[dict[str, Any]]:
+        captions = self.config.captions
+        captioned = set(captions.sets) if "captions" not in self.config.skip else set()
+        sets = []
+        for name in ("real", "synth_uncond", "synth_cond"):
+            files = [
+                str(self.layout.caption_file(name, mode, model.name))
+                for model in captions.models
+                for mode in model.modes
+                if name in captioned
+            ]
+            sets.append({"name": name, "path": self.layout.caption_input(name), "captions": files})
+        return sets
+
+    def commands(self) -> list[Command]:
+        """``aras-eval --config configs/eval.yaml``."""
+        required = {
+            "out_dir": str(self.outputs()[0].parent),
+            "datasets": self._datasets(),
+            "reference": "real",
+            "segmenter": str(self.layout.checkpoint("segmenter")),
+        }
+        path = self.write_config(self.flat_config(required, {"progress": False}))
+        return [Command("aras-eval", ("--config", str(path)))]
+
+    def outputs(self) -> list[Path]:
+        """``report.md``."""
+        return [self.layout.run_dir / "eval" / "report.md"]
+
+    def artefacts(self) -> list[Artefact]:
+        """Report, tables and figures."""
+        out = self.outputs()[0].parent
+        found = [Artefact(out / "report.md", "evaluation report: every table and figure below, with notes")]
+        found += [Artefact(out / name, what) for name, what in self.TABLES.items()]
+        found += [Artefact(out / name, what) for name, what in self.FIGURES.items()]
+        known = set(self.FIGURES)
+        found += [
+            Artefact(p, "feature embedding of real and synthetic samples (Figure 4)")
+            for p in sorted(out.glob("*.png"))
+            if p.name not in known
+        ]
+        return found
+
+
+class AblateStage(Stage):
+    """The real / synthetic / mixed study over the pipeline's own synthetic sets."""
+
+    name = "ablate"
+    summary = "real / synthetic / mixed study, Tables 3-4 (aras-ablate)"
+
+    def _configurations(self) -> list[dict[str, Any]]:
+        real = {"path": self.layout.real("train")}
+        uncond = {"path": str(self.layout.synth("synth_uncond"))}
+        cond = {"path": str(self.layout.synth("synth_cond"))}
+        size = self.config.synth_uncond.options.get("n", 1000)
+        small = {**uncond, "num_samples": max(1, int(size) // 3)}  # the paper: 100k of 300k
+        return [
+            {"name": "real", "train": [real]},
+            {"name": "synth_small", "train": [small]},
+            {"name": "synth_large", "train": [uncond]},
+            {"name": "real+cond", "train": [real, cond]},
+            {"name": "real+uncond", "train": [real, uncond]},
+            {"name": "real+both", "train": [real, uncond, cond]},
+        ]
+
+    def commands(self) -> list[Command]:
+        """``aras-ablate --config configs/ablate.yaml``."""
+        required = {
+            "out_dir": str(self.layout.run_dir / "ablate"),
+            "root": self.layout.real_root(),
+            "demo": False,
+            "demo_stand_ins": [],
+        }
+        defaults = {"configurations": self._configurations(), "progress_bar": False}
+        base = self.flat_config(required, defaults)
+        if "configurations" not in self.section.options:  # the base file's stand-in paths do not apply
+            base["configurations"] = self._configurations()
+        path = self.write_config(base)
+        return [Command("aras-ablate", ("--config", str(path)))]
+
+    def outputs(self) -> list[Path]:
+        """``table3.md``."""
+        return [self.layout.run_dir / "ablate" / "table3.md"]
+
+    def reset(self) -> list[Path]:
+        """The study folder."""
+        return [self.layout.run_dir / "ablate"]
+
+    def artefacts(self) -> list[Artefact]:
+        """Tables 3 and 4 and the per-class chart."""
+        out = self.layout.run_dir / "ablate"
+        return [
+            Artefact(out / "table3.md", "Table 3: test scores per training configuration and model"),
+            Artefact(out / "table4.md", "Table 4: per-class test F1 per model and configuration"),
+            Artefact(out / "per_class_f1.png", "per-class F1 chart of the study"),
+            Artefact(out / "summary.json", "every run's scores and checkpoint (JSON)"),
+        ]
+
+
+#: Stage classes in run order (names match :data:`aras400k.pipeline.config.STAGE_NAMES`).
+STAGES: tuple[Callable[[RunLayout], Stage], ...] = (
+    DataStageRunner,
+    SegmenterStage,
+    StyleGAN3Stage,
+    SpadeStage,
+    SynthUncondStage,
+    SynthCondStage,
+    LabelStage,
+    CaptionsStage,
+    EvalStage,
+    AblateStage,
+)

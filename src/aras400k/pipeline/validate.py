@@ -1,0 +1,93 @@
+"""Dry run: write every stage's config and check it with its command's own parser.
+
+Nothing is trained or written besides ``run_dir/configs``. LightningCLI configs are
+checked with ``--print_config`` (which resolves every ``class_path`` and validates
+its ``init_args`` against the class signature); the other commands' configs are
+parsed by their jsonargparse parsers. This is how ``configs/pipeline_paper.yaml``, a
+GPU-cluster config, is tested on a CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING
+
+from aras400k.pipeline.stages import Command, Stage
+
+if TYPE_CHECKING:
+    from aras400k.pipeline.runner import StageRecord
+
+__all__ = ["check_command", "validate_commands"]
+
+
+def check_command(command: Command) -> None:
+    """Parse one command line without running it.
+
+    Args:
+        command: The command.
+
+    Raises:
+        ValueError: If its parser rejects the arguments (the parser's message is included).
+    """
+    from aras400k.cli import ablate, caption, data, eval, synth
+    from aras400k.cli.main import cli
+
+    args = list(command.args)
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            if command.program in ("aras-fit", "aras"):
+                full = ["fit", *args] if command.program == "aras-fit" else args
+                try:
+                    cli([*full, "--print_config"])
+                except SystemExit as stop:
+                    if stop.code not in (None, 0):
+                        raise ValueError(f"exit status {stop.code}") from None
+            else:
+                parsers = {
+                    "aras-data": data.build_parser,
+                    "aras-synth": synth.build_parser,
+                    "aras-caption": caption.build_parser,
+                    "aras-eval": eval.build_parser,
+                    "aras-ablate": ablate.build_parser,
+                }
+                parsers[command.program]().parse_args(args)
+    except (SystemExit, ValueError, TypeError, KeyError) as err:
+        detail = " ".join(sink.getvalue().split())[-600:]
+        raise ValueError(f"`{command}` does not parse: {err} {detail}".strip()) from err
+
+
+def validate_commands(stages: Sequence[Stage], stream: IO[str]) -> list[StageRecord]:
+    """Write each stage's configs, check every command, and print the plan.
+
+    Args:
+        stages: The stages, in order.
+        stream: Where the plan goes.
+
+    Returns:
+        One ``planned`` record per stage.
+
+    Raises:
+        ValueError: On the first command that does not parse.
+    """
+    from aras400k.pipeline.runner import StageRecord
+
+    records = []
+    for number, stage in enumerate(stages, start=1):
+        if stage.name in stage.config.skip:
+            print(f"[{number}/{len(stages)}] {stage.name}: skipped by the config", file=stream)
+            records.append(StageRecord(stage.name, "not run"))
+            continue
+        commands = stage.commands()
+        for command in commands:
+            if command.program == "aras" and "test" in command.args:
+                continue  # the same config as the fit command, checked there
+            check_command(command)
+        print(f"[{number}/{len(stages)}] {stage.name}: {stage.summary}", file=stream)
+        for command in commands:
+            print(f"    {command}", file=stream)
+        records.append(StageRecord(stage.name, "planned", commands=[str(c) for c in commands]))
+    print(f"dry run: every command parses; configs in {stages[0].layout.configs}", file=stream)
+    return records

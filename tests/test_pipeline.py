@@ -1,0 +1,224 @@
+"""aras-pipeline: the paper's stages from one config, resumable, with an index of every output."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aras400k.cli.pipeline import main
+from aras400k.pipeline import STAGE_NAMES, PipelineConfig, PipelineError, run_pipeline
+from aras400k.pipeline.stages import deep_update, set_dotted
+
+ROOT = Path(__file__).parents[1]
+CONFIGS = ROOT / "configs"
+TINY_ENCODER = "tu-mobilenetv3_small_050"
+
+
+@pytest.fixture
+def in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stage configs name the base files relative to the repository root, as users run them."""
+    monkeypatch.chdir(ROOT)
+
+
+def _tiny_config(run_dir: Path) -> dict:
+    """The demo pipeline at 32 px with 8-32 channel networks and a few steps per stage."""
+    trainer = {"trainer.max_time": None, "trainer.max_epochs": 1, "trainer.limit_train_batches": 2}
+    return {
+        "run_dir": str(run_dir),
+        "data": {"command": "demo", "options": {"train": 24, "val": 8, "test": 8, "image_size": 32}},
+        "segmenter": {
+            "config": "configs/seg_unet.yaml",
+            "options": trainer
+            | {"model.init_args.arch": "fpn", "model.init_args.encoder": TINY_ENCODER, "data.init_args.num_workers": 0},
+        },
+        "stylegan3": {
+            "config": "configs/gan_stylegan3.yaml",
+            "options": trainer
+            | {
+                "trainer.check_val_every_n_epoch": 1,
+                "trainer.limit_val_batches": 1,
+                "model.init_args.resolution": 32,
+                "model.init_args.cbase": 256,
+                "model.init_args.cmax": 16,
+                "model.init_args.z_dim": 16,
+                "model.init_args.w_dim": 16,
+                "model.init_args.sample_seeds": 4,
+                "data.init_args.batch_size": 4,
+                "data.init_args.num_workers": 0,
+            },
+        },
+        "spade": {
+            "config": "configs/gan_spade.yaml",
+            "options": trainer
+            | {
+                "trainer.max_steps": -1,
+                "trainer.val_check_interval": None,
+                "trainer.limit_val_batches": 1,
+                "model.init_args.g_num_upsamplings": 2,
+                "model.init_args.g_base_channels": 8,
+                "model.init_args.g_max_channels": 16,
+                "model.init_args.g_spade_hidden": 16,
+                "model.init_args.z_dim": 8,
+                "model.init_args.d_num_downsamplings": 3,
+                "model.init_args.d_base_channels": 8,
+                "model.init_args.d_max_channels": 16,
+                "model.init_args.grid_rows": 2,
+                "model.init_args.samples_per_mask": 2,
+                "data.init_args.batch_size": 4,
+                "data.init_args.num_workers": 0,
+            },
+        },
+        "synth_uncond": {"options": {"n": 12, "batch_size": 6, "device": "cpu"}},
+        "synth_cond": {"options": {"batch_size": 12, "device": "cpu"}},
+        "label": {"options": {"batch_size": 12, "device": "cpu"}},
+        "captions": {
+            "sets": ["real", "synth_uncond"],
+            "models": [
+                {
+                    "name": "template",
+                    "modes": ["text", "hybrid"],
+                    "config": "configs/caption_template.yaml",
+                    "options": {"captions_per_image": 2},
+                }
+            ],
+        },
+        "eval": {
+            "config": "configs/eval.yaml",
+            "options": {
+                "max_samples": 12,
+                "embedding_methods": ["tsne"],
+                "perplexity": 5,
+                "kid_subsets": 5,
+                "kid_subset_size": 6,
+                "num_threads": 1,
+            },
+        },
+        "ablate": {
+            "config": "configs/ablate.yaml",
+            "options": {
+                "archs": ["fpn"],
+                "encoder": TINY_ENCODER,
+                "max_epochs": 1,
+                "samples_per_epoch": 8,
+                "batch_size": 4,
+                "num_workers": 0,
+            },
+        },
+    }
+
+
+def _links(index: Path) -> list[Path]:
+    return [index.parent / link for link in re.findall(r"\]\(([^)#]+)\)", index.read_text())]
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_tiny_pipeline_runs_every_stage_indexes_and_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    config_file = tmp_path / "pipeline.yaml"
+    config_file.write_text(yaml.safe_dump(_tiny_config(run_dir)))
+    console = io.StringIO()
+    config = _load(config_file)
+    result = run_pipeline(config, console=console)
+
+    # Every stage ran once, one progress line each, and left its outputs.
+    assert [r.name for r in result.stages] == list(STAGE_NAMES)
+    assert all(r.status == "ran" for r in result.stages), result.stages
+    lines = [line for line in console.getvalue().splitlines() if line.startswith("[")]
+    assert len(lines) == len(STAGE_NAMES) and all(" done in " in line for line in lines)
+    for name in ("real/train", "synth_uncond", "synth_cond"):
+        assert (run_dir / "data" / name / "manifest.json").is_file()
+    labelled = json.loads((run_dir / "data" / "synth_uncond" / "manifest.json").read_text())
+    assert labelled["num_samples"] == 12 and labelled["num_masks"] == 12
+    assert (run_dir / "eval" / "report.md").is_file() and (run_dir / "ablate" / "table3.md").is_file()
+    assert len(list((run_dir / "captions").glob("*.jsonl"))) == 4
+
+    # The GANs logged FID in the segmenter's feature space during training.
+    metrics = next((run_dir / "stylegan3" / "logs").glob("version_*/metrics.csv")).read_text()
+    assert "val_fid" in metrics.splitlines()[0]
+
+    # index.md links only files that exist, including checkpoints, tables and figures.
+    index = result.index
+    assert index == run_dir / "index.md"
+    links = _links(index)
+    assert links and all(p.exists() for p in links), [p for p in links if not p.exists()]
+    names = {p.name for p in links}
+    assert {"last.ckpt", "report.md", "table3.md", "composition.png", "per_class_f1.png"} <= names
+
+    # A rerun skips everything; --only reruns one stage from scratch and nothing after it.
+    again = run_pipeline(config, console=io.StringIO())
+    assert all(r.status == "skipped" for r in again.stages)
+    only = run_pipeline(config, only=["eval"], console=io.StringIO())
+    assert {r.name: r.status for r in only.stages}["eval"] == "ran"
+    assert all(r.status == "not run" for r in only.stages if r.name != "eval")
+
+    # An interrupted stage (no completion record) resumes, and every later stage reruns.
+    (run_dir / ".pipeline" / "captions.json").unlink()
+    sidecar = run_dir / "captions" / "real.text.template.jsonl"
+    full = sidecar.read_text()
+    sidecar.write_text("".join(full.splitlines(keepends=True)[:5]))
+    resumed = run_pipeline(config, console=io.StringIO())
+    status = {r.name: r.status for r in resumed.stages}
+    assert status["label"] == "skipped" and status["captions"] == status["eval"] == status["ablate"] == "ran"
+    assert sidecar.read_text() == full
+
+
+def _load(path: Path) -> PipelineConfig:
+    from dataclasses import fields
+
+    from aras400k.cli.pipeline import build_parser
+
+    parser = build_parser()
+    init = parser.instantiate(parser.parse_args(["--config", str(path)]))
+    return PipelineConfig(**{f.name: init[f.name] for f in fields(PipelineConfig)})
+
+
+@pytest.mark.usefixtures("in_repo")
+@pytest.mark.parametrize("name", ["pipeline_demo.yaml", "pipeline_paper.yaml"])
+def test_shipped_configs_pass_a_dry_run(name, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["--config", str(CONFIGS / name), "--run_dir", str(run_dir), "--dry_run", "true"]) == 0
+    out = capsys.readouterr().out
+    assert "every command parses" in out
+    assert not (run_dir / "index.md").exists() and not (run_dir / "data").exists()  # nothing ran
+    stylegan = yaml.safe_load((run_dir / "configs" / "stylegan3.yaml").read_text())
+    callbacks = [c["class_path"] for c in stylegan["trainer"]["callbacks"]]
+    assert "aras400k.models.gan.GeneratorFID" in callbacks
+    assert stylegan["data"]["init_args"]["root"] == str(run_dir / "data" / "real")
+    if name == "pipeline_paper.yaml":
+        assert stylegan["model"]["init_args"]["resolution"] == 256
+        assert len(list((run_dir / "configs").glob("captions.*.yaml"))) == 3 * 5  # 3 sets x 5 model-modes
+        synth = yaml.safe_load((run_dir / "configs" / "synth_uncond.yaml").read_text())
+        assert synth["n"] == 300_000
+        gemma = yaml.safe_load((run_dir / "configs" / "captions.real.vision.gemma3-4b.yaml").read_text())
+        assert gemma["openai"]["model"] == "google/gemma-3-4b-it" and gemma["openai"]["max_concurrency"] == 32
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_bad_stage_names_and_a_failing_stage(tmp_path, capsys):
+    args = ["--config", str(CONFIGS / "pipeline_demo.yaml"), "--run_dir", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--only", "[captionz]"])
+    assert stop.value.code == 2 and "unknown stage 'captionz'" in capsys.readouterr().err
+    # Labelling before anything was trained fails; the message names the stage's log.
+    assert main([*args, "--only", "[label]"]) == 1
+    err = capsys.readouterr().err
+    assert "stage label failed" in err and str(tmp_path / "run" / "logs" / "label.log") in err
+    with pytest.raises(ValueError, match="unknown stages"):
+        PipelineConfig(skip=["nope"])
+    with pytest.raises(PipelineError):
+        raise PipelineError("x")
+
+
+def test_config_helpers():
+    config = {"trainer": {"max_epochs": 3}, "openai": {"model": "a", "timeout_s": 5}}
+    set_dotted(config, "trainer.callbacks.x", 1)
+    assert config["trainer"] == {"max_epochs": 3, "callbacks": {"x": 1}}
+    with pytest.raises(ValueError, match="not a mapping"):
+        set_dotted(config, "trainer.max_epochs.y", 1)
+    deep_update(config, {"openai": {"model": "b"}})
+    assert config["openai"] == {"model": "b", "timeout_s": 5}
