@@ -72,6 +72,11 @@ PAGES: dict[str, tuple[str, str, list[str]]] = {
         "The `aras-eval` report and the real / synthetic study of `aras-ablate`.",
         ["aras400k.evaluation", "aras400k.ablation"],
     ),
+    "api/pipeline.md": (
+        "aras400k.pipeline",
+        "`aras-pipeline`: the paper's stages from one config, run, resumed and indexed.",
+        ["aras400k.pipeline"],
+    ),
 }
 
 

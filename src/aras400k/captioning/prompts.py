@@ -6,11 +6,11 @@ percentages ordered by share, absent classes dropped (``"tree 41.2%, crop 30.5%"
 
 User prompts are :meth:`str.format` templates with these fields:
 
-================  ==============================================================
+=================  ==============================================================
 ``{composition}``  the rendered composition (text and hybrid modes only)
 ``{key}``          the sample key
 ``{dominant}``     the name of the largest class (text and hybrid modes only)
-================  ==============================================================
+=================  ==============================================================
 """
 
 from __future__ import annotations

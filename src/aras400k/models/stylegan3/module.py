@@ -26,8 +26,8 @@ every schedule. All state (EMA weights, ADA ``p``, ``pl_mean``, skip counts, ite
 lives in buffers or submodules, so it is in the checkpoint's ``state_dict`` and a run
 resumes from ``ckpt_path``. Checkpoints load with ``torch.load(weights_only=True)``.
 
-FID is not computed here yet: :mod:`aras400k.metrics.fid` can be wired in later through a
-callback that calls :meth:`StyleGAN3.generate`.
+FID during training: add the :class:`~aras400k.models.gan.GeneratorFID` callback, which
+draws :meth:`StyleGAN3.fid_samples` (fixed seeds) at every validation and logs ``val_fid``.
 """
 
 from __future__ import annotations
