@@ -89,15 +89,17 @@ class CaptionModel:
 class CaptionStage:
     """Captioning of the real and synthetic training sets.
 
-    The paper captions every image five times with three models: Qwen3-4B (text mode,
-    from the class composition), Gemma3-4B and Qwen3-VL-8B (vision and hybrid modes).
+    The paper captions every image five times, once per model and mode: Qwen3-4B (text
+    mode, from the class composition), Gemma3-4B and Qwen3-VL-8B (vision and hybrid
+    modes), i.e. ``captions_per_image: 1`` for each of the five (model, mode) pairs.
 
     Attributes:
-        sets: Which sets to caption, from ``real``, ``synth_uncond`` and ``synth_cond``.
+        sets: Which sets to caption: ``real`` (the real train split), ``real_val``,
+            ``real_test``, ``synth_uncond`` and ``synth_cond``.
         models: The captioning models; each writes one sidecar per set and mode.
     """
 
-    sets: list[Literal["real", "synth_uncond", "synth_cond"]] = field(
+    sets: list[Literal["real", "real_val", "real_test", "synth_uncond", "synth_cond"]] = field(
         default_factory=lambda: ["real", "synth_uncond", "synth_cond"]
     )
     models: list[CaptionModel] = field(default_factory=lambda: [CaptionModel()])

@@ -193,8 +193,9 @@ class RunLayout:
         return self.run_dir / "captions" / f"{dataset}.{mode}.{model}.jsonl"
 
     def caption_input(self, dataset: str) -> str:
-        """The shard set a caption set name refers to."""
-        return self.real("train") if dataset == "real" else str(self.synth(dataset))
+        """The shard set a caption set name refers to (``real`` is the real train split)."""
+        real = {"real": "train", "real_val": "val", "real_test": "test"}
+        return self.real(real[dataset]) if dataset in real else str(self.synth(dataset))
 
 
 class Stage:
