@@ -148,6 +148,7 @@ def test_tiny_pipeline_runs_every_stage_indexes_and_resumes(tmp_path):
     assert links and all(p.exists() for p in links), [p for p in links if not p.exists()]
     names = {p.name for p in links}
     assert {"last.ckpt", "report.md", "table3.md", "composition.png", "per_class_f1.png"} <= names
+    assert {"real.png", "synth_uncond.png", "synth_cond.png"} <= names  # aras-data preview of each set
 
     # A rerun skips everything; --only reruns one stage from scratch and nothing after it.
     again = run_pipeline(config, console=io.StringIO())

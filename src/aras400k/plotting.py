@@ -9,7 +9,7 @@ import numpy as np
 
 from aras400k.classes import IGNORE_INDEX, index_to_colour
 
-__all__ = ["plot_confusion_matrix", "plot_prediction_grid", "save_figure"]
+__all__ = ["plot_confusion_matrix", "plot_prediction_grid", "plot_sample_grid", "save_figure"]
 
 
 def _pyplot():  # noqa: ANN202 - matplotlib's module type
@@ -110,3 +110,55 @@ def plot_prediction_grid(
             ax.axis("off")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_sample_grid(
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None],
+    path: str | Path,
+    keys: Sequence[str] | None = None,
+    columns: int = 4,
+    title: str | None = None,
+) -> Path:
+    """Draw samples as image / mask pairs in a grid, masks in the release colours.
+
+    Args:
+        images: ``(H, W, 3)`` uint8 images.
+        masks: ``(H, W)`` class indices per image (255 drawn black), or ``None`` for an
+            unlabelled sample (its mask tile is left empty).
+        path: Destination PNG.
+        keys: Sample keys, shown above the images.
+        columns: Image / mask pairs per row.
+        title: Figure title.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: If there are no images, or ``masks``/``keys`` differ in length.
+    """
+    if not images:
+        raise ValueError("plot_sample_grid needs at least one image")
+    if len(masks) != len(images) or (keys is not None and len(keys) != len(images)):
+        raise ValueError(f"got {len(images)} images, {len(masks)} masks and {len(keys or [])} keys")
+    plt = _pyplot()
+    columns = max(1, min(columns, len(images)))
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(rows, 2 * columns, figsize=(2.0 * columns * 2, 2.1 * rows), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        row, col = divmod(i, columns)
+        ax_image, ax_mask = axes[row][2 * col], axes[row][2 * col + 1]
+        ax_image.imshow(image, interpolation="nearest")
+        ax_image.set_title(keys[i] if keys is not None else f"sample {i}", fontsize=7)
+        if mask is not None:
+            ax_mask.imshow(index_to_colour(mask), interpolation="nearest")
+            ax_mask.set_title("mask", fontsize=7)
+        else:
+            ax_mask.set_title("no mask", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+

@@ -82,3 +82,32 @@ def test_prepare_command_on_small_geotiffs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "skipped nodata" in out and "written" in out
     assert main(["verify", str(paths["out"]), "--quiet", "true"]) == 0
+
+
+def test_preview_draws_image_mask_pairs(tmp_path, capsys, monkeypatch):
+    import aras400k.data.preview as preview
+
+    labelled = write_random_set(tmp_path / "labelled", 10, per_shard=4)
+    drawn = {}
+
+    def spy(images, masks, path, keys=None, columns=4, title=None):  # records what would be drawn
+        drawn.update(images=images, masks=masks, keys=keys, title=title)
+        return real_plot(images, masks, path, keys=keys, columns=columns, title=title)
+
+    real_plot = preview.plot_sample_grid
+    monkeypatch.setattr(preview, "plot_sample_grid", spy)
+    out = tmp_path / "grid.png"
+    assert main(["preview", str(labelled), "--out", str(out), "--n", "4", "--spread", "true"]) == 0
+    assert "preview written" in capsys.readouterr().out
+    assert drawn["keys"] == ["s0000", "s0003", "s0006", "s0009"]  # evenly spread over 10
+    assert all(m is not None and m.shape == (32, 32) for m in drawn["masks"])
+    assert "4 of 10 samples" in drawn["title"]
+    width, height = Image.open(out).size
+    assert width > height > 0  # 4 image / mask pairs side by side
+
+    unlabelled = write_random_set(tmp_path / "unlabelled", 3, masks=False)
+    assert main(["preview", str(unlabelled), "--out", str(tmp_path / "u.png"), "--n", "8"]) == 0
+    assert drawn["keys"] == ["s0000", "s0001", "s0002"] and drawn["masks"] == [None, None, None]
+    with pytest.raises(SystemExit):
+        main(["preview", str(unlabelled), "--out", str(tmp_path / "x.png"), "--n", "0"])
+    assert "n and columns must be >= 1" in capsys.readouterr().err

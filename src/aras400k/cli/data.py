@@ -6,6 +6,7 @@ Subcommands::
     aras-data import ROOT --out DIR                published ARAS400k release -> shards
     aras-data prepare --s2 DIR --worldcover DIR --out DIR   GeoTIFFs -> patches -> shards
     aras-data stats DIR [DIR ...] --plot fig.png   per-class table and Figure-3 bar chart
+    aras-data preview DIR --out grid.png           image / mask grid of a set's samples
     aras-data verify DIR [DIR ...]                 check shards against manifests
     aras-data merge DIR [DIR ...] --out DIR        join the part-K-of-N sets of split workers
 
@@ -103,6 +104,14 @@ def build_parser() -> ArgumentParser:
     stats.add_argument("--plot", type=str | None, default=None, help="PNG file for the bar chart")
     commands.add_subcommand("stats", stats, help="per-class composition table and chart")
 
+    preview = _subparser("Draw the first (or evenly spread) samples of a shard set as image / mask pairs.")
+    preview.add_argument("dir", type=str, help="shard set folder (or URL folder)")
+    preview.add_argument("--out", type=str, required=True, help="PNG file to write")
+    preview.add_argument("--n", type=int, default=16, help="number of samples")
+    preview.add_argument("--columns", type=int, default=4, help="image / mask pairs per row")
+    preview.add_argument("--spread", type=bool, default=False, help="evenly spaced samples instead of the first n")
+    commands.add_subcommand("preview", preview, help="a PNG grid of a shard set's samples and masks")
+
     verify = _subparser("Check shard sets against their manifests and decode every sample.")
     verify.add_argument("dirs", nargs="+", help="shard set folders (a folder of split folders is expanded)")
     verify.add_argument("--quiet", type=bool, default=False, help="no progress bar")
@@ -185,6 +194,13 @@ def _stats(cfg: Namespace) -> int:
     return 0
 
 
+def _preview(cfg: Namespace) -> int:
+    from aras400k.data.preview import preview_shards
+
+    print(f"preview written to {preview_shards(cfg.dir, cfg.out, n=cfg.n, columns=cfg.columns, spread=cfg.spread)}")
+    return 0
+
+
 def _expand(dirs: list[str]) -> list[Path]:
     """Replace a folder without a manifest by its sub-folders that have one (e.g. a demo root)."""
     out: list[Path] = []
@@ -219,6 +235,7 @@ _COMMANDS: dict[str, Any] = {
     "import": _import,
     "prepare": _prepare,
     "stats": _stats,
+    "preview": _preview,
     "verify": _verify,
     "merge": _merge,
 }

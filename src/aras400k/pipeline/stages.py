@@ -176,6 +176,10 @@ class RunLayout:
             return str(data.root)
         return str(self.data / "real")
 
+    def figure(self, name: str) -> Path:
+        """A figure the pipeline draws itself (sample previews): ``run_dir/figures/<name>.png``."""
+        return self.run_dir / "figures" / f"{name}.png"
+
     def stage_dir(self, name: str) -> Path:
         """Output folder of a training stage."""
         return self.run_dir / name
@@ -259,6 +263,11 @@ class Stage:
         """Write the stage's configs and return its commands, in order."""
         raise NotImplementedError
 
+    def preview(self, shard_dir: str | Path, name: str) -> Command:
+        """``aras-data preview`` of a shard set the stage wrote, into ``run_dir/figures/<name>.png``."""
+        out = self.layout.figure(name)
+        return Command("aras-data", ("preview", str(shard_dir), "--out", str(out), "--n", "12", "--spread", "true"))
+
     def outputs(self) -> list[Path]:
         """Files or shard set folders that exist once the stage has finished."""
         raise NotImplementedError
@@ -294,7 +303,7 @@ class DataStageRunner(Stage):
             return []
         out = str(self.layout.data / "real")
         path = self.write_config(self.flat_config({"out": out}))
-        return [Command("aras-data", (data.command, "--config", str(path)))]
+        return [Command("aras-data", (data.command, "--config", str(path))), self.preview(f"{out}/train", "real")]
 
     def outputs(self) -> list[Path]:
         """The three split folders (local data only)."""
@@ -304,13 +313,14 @@ class DataStageRunner(Stage):
 
     def artefacts(self) -> list[Artefact]:
         """The split folders' manifests."""
-        return [
+        found = [
             Artefact(
                 Path(self.layout.real(split)) / "manifest.json", f"real {split} set: per-shard counts, class pixels"
             )
             for split in SPLITS
             if not is_url(self.layout.real(split))
         ]
+        return [*found, Artefact(self.layout.figure("real"), "real training patches and their masks")]
 
 
 class FitStage(Stage):
@@ -486,7 +496,7 @@ class SynthCondStage(Stage):
             "out": str(self.outputs()[0]),
         }
         path = self.write_config(self.flat_config(required, {"progress": False}))
-        return [Command("aras-synth", ("spade", "--config", str(path)))]
+        return [Command("aras-synth", ("spade", "--config", str(path))), self.preview(self.outputs()[0], self.name)]
 
     def outputs(self) -> list[Path]:
         """The conditional set."""
@@ -494,7 +504,10 @@ class SynthCondStage(Stage):
 
     def artefacts(self) -> list[Artefact]:
         """Its manifest."""
-        return [Artefact(self.outputs()[0] / "manifest.json", "conditional synthetic set (masks from the real set)")]
+        return [
+            Artefact(self.outputs()[0] / "manifest.json", "conditional synthetic set (masks from the real set)"),
+            Artefact(self.layout.figure(self.name), "conditional synthetic images with the real masks they follow"),
+        ]
 
 
 class LabelStage(Stage):
@@ -511,7 +524,10 @@ class LabelStage(Stage):
             "out": str(self.outputs()[0]),
         }
         path = self.write_config(self.flat_config(required, {"progress": False}))
-        return [Command("aras-synth", ("label", "--config", str(path)))]
+        return [
+            Command("aras-synth", ("label", "--config", str(path))),
+            self.preview(self.outputs()[0], "synth_uncond"),
+        ]
 
     def outputs(self) -> list[Path]:
         """The labelled unconditional set."""
@@ -519,7 +535,10 @@ class LabelStage(Stage):
 
     def artefacts(self) -> list[Artefact]:
         """Its manifest."""
-        return [Artefact(self.outputs()[0] / "manifest.json", "unconditional synthetic set with pseudo-labels")]
+        return [
+            Artefact(self.outputs()[0] / "manifest.json", "unconditional synthetic set with pseudo-labels"),
+            Artefact(self.layout.figure("synth_uncond"), "unconditional synthetic images and their pseudo-labels"),
+        ]
 
 
 class CaptionsStage(Stage):
