@@ -42,11 +42,14 @@ and paper FLOPs / demo FLOPs the growth of each stage.
 training images (the paper's section 5) and 10,029 each for val and test (the rest of
 the 100,240, split evenly: an assumption); StyleGAN3 iterations = ``max_steps`` / 2.31
 (2 optimiser steps + R1 every 16 + path length every 4), SPADE = ``max_steps`` / 2;
-validation passes as the trainer settings schedule them; the ablation's 36 runs over
-each configuration's training-set size; captions for every set, (model, mode) sidecar
-and ``captions_per_image``. Hours on one H100 = paper FLOPs / an assumed achieved
-rate, or the host-side floor when that is slower: PNG decode on the loader cores
-(``num_workers`` per GPU) for training and eval, PNG encode in the one writer process
+validation passes as Lightning schedules them from the trainer settings
+(``val_check_interval``, ``check_val_every_n_epoch``, ``num_sanity_val_steps``); the
+ablation's 36 runs over each configuration's training-set size; captions for every
+captioning stage config (set x model x mode) times its ``captions_per_image``, the sets
+``real``, ``real_val``, ``real_test`` being the real train, val and test splits; evaluation
+over the eval config's datasets and the caption sidecars it lists. Hours on one H100 =
+paper FLOPs / an assumed achieved rate, or the host-side floor when that is slower: PNG
+decode on the loader cores (``num_workers`` per GPU) for training and eval, PNG encode in the one writer process
 of synthesis and labelling, PNG encode of each captioning request's image on the
 client; the per-sample PNG costs are measured here at 256 px. The rates are
 parameters, printed with their sources:
@@ -61,8 +64,10 @@ parameters, printed with their sources:
   which PyTorch's cuDNN convolutions use by default);
 * captioning (no model runs here): a roofline of a served model, per request a
   compute-bound prefill (text + image tokens, vision encoder) and a decode that
-  reads the weights and KV cache once per step shared by ``--concurrency``
-  requests; the models' shapes are from their published ``config.json`` files.
+  reads the weights and KV cache once per step shared by the requests in flight on a
+  server: min(``batch_size``, ``openai.max_concurrency``) over the model's ``base_urls``,
+  from the caption configs (the client sends a batch and waits for it), or
+  ``--concurrency``; the models' shapes are from their published ``config.json`` files.
 
 Totals for N GPUs assume near-linear data-parallel scaling of every stage (the
 ablation's 36 runs and the caption servers are independent; GAN training with a
@@ -448,7 +453,7 @@ def prompt_tokens(mode: str) -> int:
     return math.ceil((len(DEFAULT_SYSTEM_PROMPT) + len(user)) / 4) + template
 
 
-def caption_seconds(model: LanguageModel, mode: str, args: argparse.Namespace, concurrency: int) -> float:
+def caption_seconds(model: LanguageModel, mode: str, args: argparse.Namespace, concurrency: float) -> float:
     """GPU-seconds per caption on one H100 serving ``concurrency`` requests at once."""
     image = mode != "text"
     tokens_in = prompt_tokens(mode) + (model.image_tokens if image else 0)
@@ -601,6 +606,37 @@ def demo_stages(run_dir: Path, cfg: dict[str, dict[str, Any]], costs: Costs) -> 
     return st
 
 
+def val_batches(trainer: dict[str, Any], iterations: int, batches_per_epoch: int) -> tuple[int, int]:
+    """(validation passes, validation batches incl. the sanity check) of a GAN run, as Lightning schedules them.
+
+    An integer ``val_check_interval`` counts training batches (one per GAN iteration): across
+    epochs when ``check_val_every_n_epoch`` is null, else within each epoch; otherwise one pass
+    at the end of every ``check_val_every_n_epoch``-th epoch.
+    """
+    interval = trainer.get("val_check_interval", 1.0)
+    every = trainer.get("check_val_every_n_epoch", 1)
+    if isinstance(interval, int) and every is None:
+        passes = iterations // interval
+    elif isinstance(interval, int):
+        if interval > batches_per_epoch:
+            sys.exit(f"val_check_interval {interval} exceeds the {batches_per_epoch} batches of an epoch")
+        passes = iterations // batches_per_epoch // every * (batches_per_epoch // interval)
+    else:
+        passes = iterations // batches_per_epoch // every * round(1 / float(interval))
+    sanity = int(trainer.get("num_sanity_val_steps", 2))
+    return passes, passes * int(trainer["limit_val_batches"]) + sanity
+
+
+def requests_per_server(config: dict[str, Any]) -> float:
+    """Requests a caption stage keeps in flight per server.
+
+    The client sends ``batch_size`` requests at a time on ``openai.max_concurrency`` threads
+    (over all ``base_urls``, round-robin) and waits for the whole batch.
+    """
+    openai = config["openai"]
+    return min(int(config["batch_size"]), int(openai["max_concurrency"])) / len(openai["base_urls"])
+
+
 def paper_stages(
     st: dict[str, Stage],
     pcfg: dict[str, dict[str, Any]],
@@ -621,16 +657,16 @@ def paper_stages(
     sg = pcfg["stylegan3"]
     sg_batch = int(sg["data"]["init_args"]["batch_size"])
     sg_iterations = round(int(sg["trainer"]["max_steps"]) / 2.31)  # 2 + 1/16 + 1/4 optimiser steps per iteration
-    sg_vals = sg_iterations // math.ceil(train / sg_batch)  # check_val_every_n_epoch: 1
-    sg_val_images = sg_vals * int(sg["trainer"]["limit_val_batches"]) * sg_batch
+    sg_vals, sg_val_batches = val_batches(sg["trainer"], sg_iterations, math.ceil(train / sg_batch))
+    sg_val_images = sg_val_batches * sg_batch
     st["stylegan3"].paper_work = sg_iterations * sg_batch
     st["stylegan3"].paper_flops = sg_iterations * sg_batch * c.sg_train + sg_val_images * (c.sg_gen + c.seg_fwd)
 
     sp = pcfg["spade"]
     sp_batch = int(sp["data"]["init_args"]["batch_size"])
     sp_iterations = int(sp["trainer"]["max_steps"]) // 2
-    sp_vals = sp_iterations // int(sp["trainer"]["val_check_interval"]) + 1
-    sp_val_images = sp_vals * int(sp["trainer"]["limit_val_batches"]) * sp_batch
+    sp_vals, sp_val_batches = val_batches(sp["trainer"], sp_iterations, math.ceil(train / sp_batch))
+    sp_val_images = sp_val_batches * sp_batch
     st["spade"].paper_work = sp_iterations * sp_batch
     st["spade"].paper_flops = sp_iterations * sp_batch * c.spade_train + sp_val_images * (c.spade_gen + 3 * c.seg_fwd)
 
@@ -641,20 +677,29 @@ def paper_stages(
     ):
         st[name].paper_work, st[name].paper_flops = n, n * per_image
 
-    # captions as configured: every set x every (model, mode) x captions_per_image
-    set_size = {"real": train, "synth_uncond": n_uncond, "synth_cond": n_cond}
-    jobs: list[tuple[str, str, int]] = []
+    # captions as configured: one stage config per set x (model, mode), each with its captions_per_image;
+    # the set names map to shard sets as RunLayout.caption_input does (real = the real train split)
+    set_size = {"real": train, "real_val": val, "real_test": val, "synth_uncond": n_uncond, "synth_cond": n_cond}
+    jobs: list[tuple[str, str, str, int]] = []  # (set, model, mode, captions)
+    in_flight: dict[str, set[float]] = {}  # per model: requests in flight per server
     for name, config in sorted(pcfg.items()):
         if name.startswith("captions."):
             _, set_name, mode, model = name.split(".")
-            jobs.append((model, mode, set_size[set_name] * int(config["captions_per_image"])))
-    captions = sum(n for _, _, n in jobs)
+            jobs.append((set_name, model, mode, set_size[set_name] * int(config["captions_per_image"])))
+            in_flight.setdefault(model, set()).add(requests_per_server(config))
+    if any(len(values) > 1 for values in in_flight.values()):
+        sys.exit(f"caption configs of one model differ in requests per server: {in_flight}")
+    captions = sum(n for *_, n in jobs)
     st["captions"].paper_work = captions
 
-    images = train + n_uncond + n_cond
-    st["eval"].paper_work = images
-    st["eval"].paper_flops = images * (c.seg_fwd + evalnets["inception"] + evalnets["clip_image"])
-    st["eval"].paper_flops += captions * evalnets["clip_text"]
+    # evaluation: the eval config's datasets (every sample: max_samples null) and their caption sidecars
+    eval_sets = {d["name"]: d for d in pcfg["eval"]["datasets"]}
+    eval_images = sum(set_size[name] for name in eval_sets)
+    listed = {Path(f).name for d in eval_sets.values() for f in d.get("captions") or []}
+    eval_captions = sum(n for set_name, model, mode, n in jobs if f"{set_name}.{mode}.{model}.jsonl" in listed)
+    st["eval"].paper_work = eval_images
+    st["eval"].paper_flops = eval_images * (c.seg_fwd + evalnets["inception"] + evalnets["clip_image"])
+    st["eval"].paper_flops += eval_captions * evalnets["clip_text"]
 
     ab = pcfg["ablate"]
     sizes = {"train": train, "synth_uncond": n_uncond, "synth_cond": n_cond}  # by folder name
@@ -673,9 +718,15 @@ def paper_stages(
         for fwd, train_flops in c.archs.values()
     )
     return {
-        "images": images,
+        "images": train + 2 * val + n_uncond + n_cond,
+        "eval_captions": eval_captions,
         "captions": captions,
         "jobs": jobs,
+        "in_flight": {model: values.pop() for model, values in in_flight.items()},
+        "sets": sorted({set_name for set_name, *_ in jobs}, key=list(set_size).index),
+        "set_size": set_size,
+        "sg_vals": sg_vals,
+        "sp_vals": sp_vals,
         "epochs": epochs,
         "ab_runs": len(config_sizes) * len(c.archs),
         "ab_eval": per_run_eval,
@@ -711,7 +762,7 @@ def estimate(
         "ablate": tf32_rate,
     }
     # host floors: `workers` loader cores per GPU decode; synthesis / labelling encode in their one process
-    image_requests = sum(n for _, mode, n in facts["jobs"] if mode != "text")
+    image_requests = sum(n for _, _, mode, n in facts["jobs"] if mode != "text")
     host_s = {
         "segmenter": (st["segmenter"].paper_work + (facts["epochs"] + 1) * val) * pair / workers,
         "stylegan3": st["stylegan3"].paper_work * image / workers,  # unconditional: no masks
@@ -723,8 +774,9 @@ def estimate(
         "ablate": (st["ablate"].paper_work + facts["ab_runs"] * facts["ab_eval"]) * pair / workers,
         "captions": image_requests * host["encode_image"] / workers,  # one PNG per request with an image
     }
-    per_caption = {(m, mode): caption_seconds(MODELS[m], mode, args, args.concurrency) for m, mode, _ in facts["jobs"]}
-    caption_s = sum(per_caption[(m, mode)] * n for m, mode, n in facts["jobs"])
+    in_flight = {m: args.concurrency or facts["in_flight"][m] for _, m, _, _ in facts["jobs"]}
+    per_caption = {(m, mode): caption_seconds(MODELS[m], mode, args, in_flight[m]) for _, m, mode, _ in facts["jobs"]}
+    caption_s = sum(per_caption[(m, mode)] * n for _, m, mode, n in facts["jobs"])
     for name, s in st.items():
         s.rate, s.host_s = rates.get(name, 0.0), host_s.get(name, 0.0)
         if name == "data":
@@ -740,6 +792,7 @@ def estimate(
         "bf16": float(bf16),
         "workers": workers,
         "per_caption": per_caption,
+        "in_flight": in_flight,
     }
 
 
@@ -758,15 +811,24 @@ def report_sensitivity(
 ) -> None:
     """One-H100 totals with one assumption changed at a time (the stages are recomputed, then restored)."""
     print("## Sensitivity (one H100, one assumption changed at a time)\n")
-    variants = [
+    variants: list[tuple[str, dict[str, Any]]] = [
         ("as assumed", {}),
         ("H100/A100 for the GAN code 1.6 (HBM ratio)", {"h100_over_a100": 1.6}),
         ("H100/A100 for the GAN code 3.2 (dense-peak ratio)", {"h100_over_a100": 3.2}),
         (f"conv_mfu {args.conv_mfu / 2:g}", {"conv_mfu": args.conv_mfu / 2}),
-        ("captions: 16 in flight per server (the config's max_concurrency 32 over 2 servers)", {"concurrency": 16}),
-        ("captions: 256 in flight per server", {"concurrency": 256}),
-        ("captions: hbm_eff 0.3, llm_mfu 0.2", {"hbm_eff": 0.3, "llm_mfu": 0.2}),
     ]
+    # the threads a model's config allows per server (openai.max_concurrency over its base_urls)
+    threads = {
+        int(c["openai"]["max_concurrency"]) / len(c["openai"]["base_urls"])
+        for name, c in pcfg.items()
+        if name.startswith("captions.")
+    }
+    configured = {args.concurrency} if args.concurrency else set(facts["in_flight"].values())
+    for n in sorted({16.0, 256.0} | threads):
+        if {n} != configured:
+            note = " (max_concurrency over base_urls: batch_size raised to it)" if n in threads else ""
+            variants.append((f"captions: {n:g} in flight per server{note}", {"concurrency": n}))
+    variants.append(("captions: hbm_eff 0.3, llm_mfu 0.2", {"hbm_eff": 0.3, "llm_mfu": 0.2}))
     rows = []
     for label, change in variants:
         estimate(st, pcfg, official_train, host, facts, argparse.Namespace(**{**vars(args), **change}))
@@ -860,8 +922,9 @@ def report_costs(
 
 
 def report_assumptions(
-    rates: dict[str, float],
+    rates: dict[str, Any],
     host: dict[str, float],
+    facts: dict[str, Any],
     args: argparse.Namespace,
     res: int,
 ) -> None:
@@ -888,8 +951,17 @@ def report_assumptions(
     print(
         f"- captions: bf16 {si(H100_BF16, 'FLOP/s')} x {args.llm_mfu:.0%} in prefill and the vision encoder, HBM "
         f"{H100_HBM / 1e12:.2f} TB/s x {args.hbm_eff:.0%} in decode (weights + KV cache once per step), "
-        f"{args.concurrency} requests in flight per server, {args.out_tokens} output tokens per caption, prompt "
-        "tokens = characters / 4 + 20, no prefix cache across a sample's requests\n"
+        f"{in_flight_note(rates, args)}, {args.out_tokens} output tokens per caption, prompt tokens = "
+        "characters / 4 + 20, no prefix cache across a sample's requests"
+    )
+    print(
+        f"- paper-scale validation as the trainer settings schedule it: StyleGAN3 {facts['sg_vals']:,} passes, "
+        f"SPADE {facts['sp_vals']:,} passes"
+    )
+    sets = ", ".join(f"{name} {facts['set_size'][name]:,}" for name in facts["sets"])
+    print(
+        f"- captioned sets (images): {sets}; {len(facts['jobs'])} sidecars, {facts['captions']:,} captions; "
+        f"evaluation reads {facts['eval_captions']:,} of them\n"
     )
     rows = []
     for (model, mode), seconds in sorted(rates["per_caption"].items()):
@@ -898,6 +970,7 @@ def report_assumptions(
             [
                 f"{model} {mode}",
                 f"{tokens}",
+                f"{rates['in_flight'][model]:g}",
                 f"{1000 * seconds:.1f}",
                 f"{3600 / seconds:,.0f}",
                 f"{caption_seconds(MODELS[model], mode, args, 1):.2f}",
@@ -907,11 +980,24 @@ def report_assumptions(
         [
             "model, mode",
             "prompt tokens",
-            f"ms/caption ({args.concurrency} in flight)",
+            "in flight per server",
+            "ms/caption",
             "captions/h per GPU",
             "s/caption (1 in flight)",
         ],
         rows,
+    )
+
+
+def in_flight_note(rates: dict[str, Any], args: argparse.Namespace) -> str:
+    """How many requests each caption server has in flight, and where the number comes from."""
+    values = sorted(set(rates["in_flight"].values()))
+    if args.concurrency:
+        return f"{args.concurrency:g} requests in flight per server (--concurrency)"
+    counts = "/".join(f"{v:g}" for v in values)
+    return (
+        f"{counts} requests in flight per server as the caption configs allow: min(batch_size, "
+        "openai.max_concurrency) over the model's base_urls (the client waits for each batch)"
     )
 
 
@@ -975,6 +1061,7 @@ def report_paper(
     st: dict[str, Stage],
     facts: dict[str, Any],
     per_caption: dict[tuple[str, str], float],
+    rates_in_flight: dict[str, float],
     pipeline_h: float,
     args: argparse.Namespace,
 ) -> None:
@@ -983,6 +1070,7 @@ def report_paper(
     seg_h = st["segmenter"].gpu_hours + st["label"].gpu_hours
     pairs = sorted(per_caption)
     batched = sum(per_caption[p] for p in pairs) / len(pairs)
+    in_flight = "/".join(f"{v:g}" for v in sorted(set(rates_in_flight.values())))
     one = sum(caption_seconds(MODELS[m], mode, args, 1) for m, mode in pairs) / len(pairs)
     seg_images = st["segmenter"].paper_work + st["label"].paper_work
     ab_hours = PAPER_ALL_H - PAPER_TOTAL_H
@@ -1004,13 +1092,14 @@ def report_paper(
             f"captions, {PAPER_CAPTIONS:,} (one per image and model/mode)",
             f"{PAPER_HOURS['captions']:.0f}",
             f"{PAPER_CAPTIONS * batched / 3600:,.1f} / {PAPER_CAPTIONS * one / 3600:,.1f}",
-            f"{args.concurrency} in flight / one at a time; the paper's is {paper_s:.2f} s/caption",
+            f"{in_flight} in flight per server / one at a time; the paper's is {paper_s:.2f} s/caption",
         ],
         [
             f"captions as pipeline_paper.yaml asks, {facts['captions']:,}",
             "-",
             f"{st['captions'].gpu_hours:,.1f}",
-            f"{len(facts['jobs'])} sidecars x captions_per_image",
+            f"{len(facts['jobs'])} sidecars ({len(facts['sets'])} sets x {len(per_caption)} model/modes) "
+            "x captions_per_image",
         ],
         ["evaluation report", "-", f"{st['eval'].gpu_hours:,.1f}", "aras-eval over every sample"],
         ["total without the ablation", f"~{PAPER_TOTAL_H:.0f}", f"{pipeline_h:,.1f}", "the pipeline rows above"],
@@ -1024,7 +1113,7 @@ def report_paper(
             "images per hour",
             f"{PAPER_IMAGES / PAPER_TOTAL_H:,.0f}",
             f"{facts['images'] / pipeline_h:,.0f}",
-            f"{facts['images']:,} images / pipeline hours",
+            f"{facts['images']:,} images (every real split + synthetic) / pipeline hours",
         ],
     ]
     table(["part", "paper h", "estimate h", "note"], rows)
@@ -1061,7 +1150,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--llm_mfu", type=float, default=0.4, help="achieved share of the bf16 peak in prefill")
     parser.add_argument("--hbm_eff", type=float, default=0.6, help="achieved share of HBM bandwidth in decode")
-    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight per caption server")
+    parser.add_argument(
+        "--concurrency",
+        type=float,
+        default=0,
+        help="requests in flight per caption server (0: as the paper's caption configs allow)",
+    )
     parser.add_argument("--out_tokens", type=int, default=60, help="generated tokens per caption")
     parser.add_argument(
         "--loader_workers", type=int, default=0, help="host cores decoding per GPU (0: the paper config's num_workers)"
@@ -1096,9 +1190,9 @@ def main(argv: list[str] | None = None) -> None:
     rates = estimate(st, pcfg, official_train, host, facts, args)
     report_demo(st)
     report_costs(demo, paper, evalnets, official_train, cpu_check)
-    report_assumptions(rates, host, args, paper.res)
+    report_assumptions(rates, host, facts, args, paper.res)
     pipeline_h = report_estimate(st, demo.res, paper.res, args)
-    report_paper(st, facts, rates["per_caption"], pipeline_h, args)
+    report_paper(st, facts, rates["per_caption"], rates["in_flight"], pipeline_h, args)
     report_sensitivity(st, pcfg, official_train, host, facts, args)
     print(f"Done in {time.perf_counter() - started:.0f} s.")
 
