@@ -192,12 +192,12 @@ def test_shipped_configs_pass_a_dry_run(name, tmp_path, capsys):
     assert stylegan["data"]["init_args"]["root"] == str(run_dir / "data" / "real")
     if name == "pipeline_paper.yaml":
         assert stylegan["model"]["init_args"]["resolution"] == 256
-        assert len(list((run_dir / "configs").glob("captions.*.yaml"))) == 5 * 5  # 5 sets x 5 model-modes
+        assert len(list((run_dir / "configs").glob("captions.*.yaml"))) == 4 * 5  # 4 sets x 5 model-modes
         synth = yaml.safe_load((run_dir / "configs" / "synth_uncond.yaml").read_text())
         assert synth["n"] == 300_000
         gemma = yaml.safe_load((run_dir / "configs" / "captions.real.vision.gemma3-4b.yaml").read_text())
         assert gemma["openai"]["model"] == "google/gemma-3-4b-it" and gemma["openai"]["timeout_s"] == 120
-        assert gemma["captions_per_image"] == 1 and gemma["openai"]["max_concurrency"] == 128
+        assert gemma["captions_per_image"] == 1 and gemma["openai"]["max_concurrency"] == gemma["batch_size"] == 128
         spade = yaml.safe_load((run_dir / "configs" / "spade.yaml").read_text())
         assert spade["trainer"]["check_val_every_n_epoch"] is None
 
