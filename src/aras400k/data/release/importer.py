@@ -1,0 +1,291 @@
+"""The import itself: :func:`import_release` and its :class:`ImportReport`.
+
+It checks the arguments, scans the splits (:mod:`aras400k.data.release.layout`),
+attaches the CSVs (:mod:`aras400k.data.release.tables`), then reads every image and
+mask (:mod:`aras400k.data.release.pictures`) and writes one shard set per split.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tqdm import tqdm
+
+from aras400k.classes import CLASS_NAMES
+from aras400k.data.composition import composition
+from aras400k.data.release.layout import (
+    _UNLABELLED_SPLIT,
+    _check_caption_paths,
+    _discover_caption_csvs,
+    _Entry,
+    _find_splits,
+    _scan_split,
+    _SplitPlan,
+)
+from aras400k.data.release.pictures import _read_image, _read_mask
+from aras400k.data.release.problems import _SIZE_MISMATCH, _WARNING_KINDS, _kind_of, _Problem, _ProblemLog
+from aras400k.data.release.tables import _attach_captions, _attach_percentages, _compare_composition
+from aras400k.data.shards import MANIFEST_NAME, Sample, ShardWriter
+
+__all__ = ["ImportReport", "import_release"]
+
+_MADE_BY = "aras-data import"
+
+
+@dataclass
+class ImportReport:
+    """What :func:`import_release` wrote and every problem it found.
+
+    Attributes:
+        written: Split name -> number of samples written to its shard set.
+        problems: ``(file path, reason)`` for every problem, in the order found. A
+            reason reads ``"<kind>: <details>"``, e.g. ``"image without mask: ..."``.
+    """
+
+    written: dict[str, int]
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self, max_problems: int = 10) -> str:
+        """Render the report for a terminal.
+
+        Args:
+            max_problems: How many problems to list one by one.
+
+        Returns:
+            Multi-line text: samples per split, problem counts by kind (warnings
+            marked) and the first ``max_problems`` problems.
+        """
+        per_split = ", ".join(f"{split} {n}" for split, n in self.written.items())
+        lines = [f"wrote {sum(self.written.values())} samples ({per_split or 'no splits'})"]
+        if not self.problems:
+            lines.append("no problems found")
+            return "\n".join(lines)
+        kinds = Counter(_kind_of(reason) for _, reason in self.problems)
+        lines.append(f"{len(self.problems)} problems:")
+        for kind, count in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])):
+            tag = " (warning)" if kind in _WARNING_KINDS else ""
+            lines.append(f"  {kind}: {count}{tag}")
+        shown = self.problems[:max_problems]
+        lines.append(f"first {len(shown)}:")
+        lines.extend(f"  {path}: {reason}" for path, reason in shown)
+        if len(self.problems) > len(shown):
+            lines.append(f"  ... and {len(self.problems) - len(shown)} more")
+        return "\n".join(lines)
+
+
+def import_release(
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    splits: Sequence[str] | None = None,
+    synth_source: Literal["synth_uncond", "synth_cond"] = "synth_uncond",
+    on_error: Literal["skip", "fail"] = "fail",
+    unknown_colours: Literal["error", "ignore"] = "error",
+    captions: Sequence[str | Path] = (),
+    samples_per_shard: int = 1000,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ImportReport:
+    """Import an ARAS400k release folder into one shard set per split.
+
+    Samples are written in sorted file-name order, so two imports of the same release
+    give byte-identical shards. The key of a sample is its image's file stem with every
+    character other than letters, digits, ``_`` and ``-`` replaced by ``_``. Colour masks
+    become index masks; one-channel index masks are taken as they are. ``synth`` images
+    without a mask are written unlabelled, with the composition from
+    ``class_percentages/synth.csv`` when it has their row.
+
+    Args:
+        root: The release folder (holding ``train``, ``val``, ``test``, ``synth``).
+        out_dir: Folder that receives one shard set per split (``out_dir/train``, ...).
+        splits: Splits to import; default: those of ``train``, ``val``, ``test`` and
+            ``synth`` present under ``root``.
+        synth_source: ``source`` of the ``synth`` split's samples (which generator made
+            them): ``synth_uncond`` (StyleGAN3) or ``synth_cond`` (SPADE).
+        on_error: ``"fail"`` stops at the first problem file (nothing is written);
+            ``"skip"`` skips it and lists it in the report.
+        unknown_colours: ``"error"`` treats a mask colour outside the class table as a
+            problem; ``"ignore"`` maps it to 255 (ignore).
+        captions: Extra caption CSVs (``filename,caption``), applied to whichever split
+            holds each file name. Captions found under ``root/captions`` are always read.
+        samples_per_shard: Samples per tar shard.
+        overwrite: Replace shard sets already in ``out_dir``.
+        progress: Show a progress bar per split.
+
+    Returns:
+        The :class:`ImportReport`: samples written per split and every problem found.
+
+    Raises:
+        ValueError: On an invalid argument (an unknown choice, a bad split name).
+        ReleaseImportError: If ``root`` is missing, holds no split folder, a requested
+            split or a caption CSV is missing, a split has no images, or (with
+            ``on_error="fail"``) on the first problem file; the message names the file.
+        FileExistsError: If an output shard set exists and ``overwrite`` is off.
+    """
+    _check_choice("synth_source", synth_source, ("synth_uncond", "synth_cond"))
+    _check_choice("on_error", on_error, ("skip", "fail"))
+    _check_choice("unknown_colours", unknown_colours, ("error", "ignore"))
+    if samples_per_shard < 1:
+        raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+    root, out_dir = Path(root), Path(out_dir)
+    split_dirs = _find_splits(root, splits)
+    extra_captions = _check_caption_paths(captions)
+    _check_outputs(out_dir, split_dirs, overwrite)
+
+    problems = _ProblemLog(on_error)
+    plans = [_scan_split(name, folder, problems) for name, folder in split_dirs.items()]
+    discovered: set[Path] = set()
+    for plan in plans:
+        percentages = root / "class_percentages" / f"{plan.name}.csv"
+        if percentages.is_file():
+            _attach_percentages(plan, percentages, problems)
+        for path in _discover_caption_csvs(root, plan.name):
+            discovered.add(path.resolve())
+            _attach_captions([plan], path, problems)
+    for path in extra_captions:
+        if path.resolve() not in discovered:
+            _attach_captions(plans, path, problems)
+
+    written = _write_splits(
+        plans,
+        root=root,
+        out_dir=out_dir,
+        synth_source=synth_source,
+        unknown_colours=unknown_colours,
+        samples_per_shard=samples_per_shard,
+        overwrite=overwrite,
+        progress=progress,
+        problems=problems,
+    )
+    return ImportReport(written=written, problems=problems.items)
+
+
+# --- arguments and outputs -------------------------------------------------------------
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise a ``ValueError`` naming the valid choices if ``value`` is not one."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def _check_outputs(out_dir: Path, split_dirs: dict[str, Path], overwrite: bool) -> None:
+    """Refuse, before writing anything, to replace existing shard sets without ``overwrite``.
+
+    Raises:
+        FileExistsError: If a split's output folder holds a manifest and ``overwrite`` is off.
+    """
+    if overwrite:
+        return
+    existing = [str(out_dir / s) for s in split_dirs if (out_dir / s / MANIFEST_NAME).exists()]
+    if existing:
+        raise FileExistsError(
+            f"{', '.join(existing)} already hold{'s' if len(existing) == 1 else ''} a shard set; "
+            "pass overwrite=True (--overwrite) to replace it"
+        )
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+def _load_sample(entry: _Entry, root: Path, unknown: Literal["error", "ignore"], problems: _ProblemLog) -> Sample:
+    """Read one image (and mask) into a :class:`Sample`, checking the CSV composition.
+
+    Raises:
+        _Problem: If the image or mask cannot be used.
+    """
+    image = _read_image(entry.image)
+    meta: dict[str, object] = {"release_file": entry.image.relative_to(root).as_posix()}
+    mask = None
+    if entry.mask is not None:
+        mask = _read_mask(entry.mask, unknown)
+        if mask.shape != image.shape[:2]:
+            raise _Problem(
+                _SIZE_MISMATCH,
+                f"mask {entry.mask.name} is {mask.shape[1]}x{mask.shape[0]} "
+                f"but the image is {image.shape[1]}x{image.shape[0]}",
+                entry.image,
+            )
+        if entry.csv_percent is not None:
+            _compare_composition(entry, composition(mask), problems)
+    elif entry.csv_percent is not None:
+        meta["composition"] = {c: round(entry.csv_percent[c] / 100.0, 6) for c in CLASS_NAMES}
+    return Sample(key=entry.key, image=image, mask=mask, meta=meta, captions=list(entry.captions) or None)
+
+
+def _write_splits(
+    plans: list[_SplitPlan],
+    *,
+    root: Path,
+    out_dir: Path,
+    synth_source: Literal["synth_uncond", "synth_cond"],
+    unknown_colours: Literal["error", "ignore"],
+    samples_per_shard: int,
+    overwrite: bool,
+    progress: bool,
+    problems: _ProblemLog,
+) -> dict[str, int]:
+    """Write every split; manifests are written only once all splits succeeded.
+
+    Returns:
+        Split name -> samples written.
+    """
+    writers: list[ShardWriter] = []
+    written: dict[str, int] = {}
+    try:
+        for plan in plans:
+            writer = ShardWriter(
+                out_dir / plan.name,
+                split=plan.name,
+                source=synth_source if plan.name == _UNLABELLED_SPLIT else "real",
+                samples_per_shard=samples_per_shard,
+                overwrite=overwrite,
+                extra={"made_by": _MADE_BY, "release_root": str(root)},
+            )
+            writers.append(writer)
+            written[plan.name] = _write_split(plan, writer, root, unknown_colours, problems, progress)
+        for writer in writers:
+            writer.close()
+    except BaseException:
+        for writer in writers:
+            _discard(writer)
+        raise
+    return written
+
+
+def _write_split(
+    plan: _SplitPlan,
+    writer: ShardWriter,
+    root: Path,
+    unknown: Literal["error", "ignore"],
+    problems: _ProblemLog,
+    progress: bool,
+) -> int:
+    """Write the samples of one split in file-name order.
+
+    Returns:
+        The number of samples written.
+    """
+    count = 0
+    for entry in tqdm(plan.entries, desc=f"import {plan.name}", unit="image", disable=not progress):
+        try:
+            sample = _load_sample(entry, root, unknown, problems)
+        except _Problem as problem:
+            problems.add_problem(problem)
+            continue
+        writer.write(sample)
+        count += 1
+    return count
+
+
+def _discard(writer: ShardWriter) -> None:
+    """Abort a writer and remove the shards it finished, unless its manifest is written."""
+    writer.abort()
+    if (writer.out_dir / MANIFEST_NAME).exists():
+        return
+    for shard in writer.shards:
+        (writer.out_dir / shard["name"]).unlink(missing_ok=True)

@@ -1,0 +1,236 @@
+"""The release's layout: its split folders, the images and masks in them, the caption CSVs.
+
+Scanning a split pairs each image with its mask, gives it a sample key and lists it in
+the split's plan, in file-name order; the CSV readers attach percentages and captions
+to the plan's entries before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from aras400k.data.release.problems import (
+    _IMAGE_WITHOUT_MASK,
+    _KEY_COLLISION,
+    _MASK_WITHOUT_IMAGE,
+    _UNEXPECTED_FILE,
+    ReleaseImportError,
+    _ProblemLog,
+)
+
+__all__: list[str] = []
+
+#: The split folders of the release, in import order.
+_RELEASE_SPLITS = ("train", "val", "test", "synth")
+#: The split whose images may come without masks.
+_UNLABELLED_SPLIT = "synth"
+#: File suffixes read as pictures (case-insensitive).
+_PICTURE_SUFFIXES = (".png", ".tif", ".tiff")
+_SPLIT_NAME_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+_KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+@dataclass
+class _Entry:
+    """One image of a split and everything attached to it before writing."""
+
+    image: Path
+    key: str
+    mask: Path | None = None
+    csv_percent: dict[str, float] | None = None
+    csv_where: str = ""
+    captions: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _SplitPlan:
+    """The images of one split to write, and lookups of all its images by file name."""
+
+    name: str
+    folder: Path
+    entries: list[_Entry]
+    by_name: dict[str, _Entry]
+    by_stem: dict[str, _Entry]
+
+    def find(self, filename: str) -> _Entry | None:
+        """Find the image a CSV ``filename`` cell names (by file name, else by stem)."""
+        name = PurePosixPath(filename.strip().replace("\\", "/")).name
+        return self.by_name.get(name) or self.by_stem.get(name) or self.by_stem.get(PurePosixPath(name).stem)
+
+
+# --- folders ---------------------------------------------------------------------------
+
+
+def _find_splits(root: Path, splits: Sequence[str] | None) -> dict[str, Path]:
+    """Resolve the split folders to import.
+
+    Raises:
+        ValueError: On an empty, repeated or malformed split name.
+        ReleaseImportError: If ``root`` or a requested split folder is missing, or (by
+            default) ``root`` holds none of the release splits.
+    """
+    if not root.exists():
+        raise ReleaseImportError(f"release folder {root} does not exist")
+    if not root.is_dir():
+        raise ReleaseImportError(f"release folder {root} is not a folder")
+    present = [s for s in _RELEASE_SPLITS if (root / s).is_dir()]
+    if splits is None:
+        if not present:
+            raise ReleaseImportError(
+                f"{root} holds none of the release split folders {', '.join(_RELEASE_SPLITS)}{_nested_hint(root)}"
+            )
+        return {name: root / name for name in present}
+    names = [str(s) for s in splits]
+    if not names:
+        raise ValueError("splits is empty; give at least one split name or None for all present")
+    for name in names:
+        if not _SPLIT_NAME_RE.match(name):
+            raise ValueError(f"split name {name!r} may hold only letters, digits, '_' and '-'")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"splits {repeated} are given more than once")
+    for name in names:
+        if not (root / name).is_dir():
+            found = ", ".join(present) or "none of " + ", ".join(_RELEASE_SPLITS)
+            raise ReleaseImportError(f"split folder {root / name} does not exist ({root} holds {found})")
+    return {name: root / name for name in names}
+
+
+def _nested_hint(root: Path) -> str:
+    """Suggest a subfolder of ``root`` that looks like the release folder."""
+    candidates = [
+        child
+        for child in sorted(root.iterdir())
+        if child.is_dir() and any((child / s).is_dir() for s in _RELEASE_SPLITS)
+    ]
+    return f"; did you mean {candidates[0]}?" if candidates else ""
+
+
+def _check_caption_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Check that every explicitly given caption CSV exists.
+
+    Raises:
+        ReleaseImportError: If one is missing.
+    """
+    checked = [Path(p) for p in paths]
+    for path in checked:
+        if not path.is_file():
+            raise ReleaseImportError(f"caption CSV {path} does not exist")
+    return checked
+
+
+def _discover_caption_csvs(root: Path, split: str) -> list[Path]:
+    """Caption CSVs of a split: ``captions/{split}/*.csv``, then ``captions/{split}*.csv``."""
+    folder = root / "captions"
+    found = sorted((folder / split).glob("*.csv")) if (folder / split).is_dir() else []
+    found += sorted(p for p in folder.glob(f"{split}*.csv") if p.is_file()) if folder.is_dir() else []
+    return found
+
+
+def _sanitise_key(stem: str) -> str:
+    """Turn a file stem into a sample key (letters, digits, ``_`` and ``-`` only)."""
+    return _KEY_BAD_CHARS.sub("_", stem) or "_"
+
+
+# --- scanning a split ------------------------------------------------------------------
+
+
+def _list_pictures(directory: Path, problems: _ProblemLog) -> list[Path]:
+    """List the picture files of a folder in file-name order, reporting anything else.
+
+    Hidden files (``.DS_Store``, ...) are not data and pass unreported.
+    """
+    pictures = []
+    for path in sorted(directory.iterdir(), key=lambda p: p.name):
+        if path.name.startswith("."):
+            continue
+        if path.is_file() and path.suffix.lower() in _PICTURE_SUFFIXES:
+            pictures.append(path)
+        else:
+            problems.add(path, _UNEXPECTED_FILE, f"not a {'/'.join(_PICTURE_SUFFIXES)} file; not imported")
+    return pictures
+
+
+def _scan_split(name: str, folder: Path, problems: _ProblemLog) -> _SplitPlan:
+    """Pair the images of a split with their masks and give each a key.
+
+    Raises:
+        ReleaseImportError: If the split has no images.
+    """
+    images_dir, masks_dir = folder / "images", folder / "masks"
+    if not images_dir.is_dir():
+        raise ReleaseImportError(f"split folder {folder} has no images folder ({images_dir})")
+    images = _list_pictures(images_dir, problems)
+    if not images:
+        raise ReleaseImportError(f"split folder {folder} is empty: {images_dir} holds no {'/'.join(_PICTURE_SUFFIXES)}")
+    masks = _list_pictures(masks_dir, problems) if masks_dir.is_dir() else []
+    pairs = _pair_masks(images, masks, problems)
+
+    labelled = name != _UNLABELLED_SPLIT
+    entries: list[_Entry] = []
+    by_name: dict[str, _Entry] = {}
+    by_stem: dict[str, _Entry] = {}
+    keys: dict[str, Path] = {}
+    for image in images:
+        entry = _Entry(image=image, key=_sanitise_key(image.stem), mask=pairs.get(image))
+        by_name.setdefault(image.name, entry)
+        by_stem.setdefault(image.stem, entry)
+        if entry.mask is None and labelled:
+            missing = "" if masks_dir.is_dir() else " (the folder does not exist)"
+            problems.add(
+                image,
+                _IMAGE_WITHOUT_MASK,
+                f"no mask {image.stem}.png or {image.stem}_mask.png in {masks_dir}{missing}",
+            )
+            continue
+        if entry.key in keys:
+            problems.add(
+                image,
+                _KEY_COLLISION,
+                f"its key {entry.key!r} is already taken by {keys[entry.key].name}; rename one of them",
+            )
+            continue
+        keys[entry.key] = image
+        entries.append(entry)
+    return _SplitPlan(name=name, folder=folder, entries=entries, by_name=by_name, by_stem=by_stem)
+
+
+def _pair_masks(images: list[Path], masks: list[Path], problems: _ProblemLog) -> dict[Path, Path]:
+    """Match each image with a mask of the same stem (or the stem plus ``_mask``).
+
+    A mask with the image's own suffix is preferred. Masks left unmatched are problems.
+
+    Returns:
+        Image path -> mask path, for the images that have a mask.
+    """
+    exact: dict[str, list[Path]] = {}
+    suffixed: dict[str, list[Path]] = {}
+    for mask in masks:
+        exact.setdefault(mask.stem, []).append(mask)
+        if mask.stem.endswith("_mask"):
+            suffixed.setdefault(mask.stem[: -len("_mask")], []).append(mask)
+    pairs: dict[Path, Path] = {}
+    used: dict[Path, Path] = {}
+    for image in images:
+        for group in (exact.get(image.stem, []), suffixed.get(image.stem, [])):
+            free = [m for m in group if m not in used]
+            free.sort(key=lambda m: m.suffix.lower() != image.suffix.lower())
+            if free:
+                pairs[image] = free[0]
+                used[free[0]] = image
+                break
+    image_stems = {image.stem for image in images}
+    for mask in masks:
+        if mask in used:
+            continue
+        stem = mask.stem[: -len("_mask")] if mask.stem.endswith("_mask") else mask.stem
+        owner = next((used[m] for m in exact.get(stem, []) + suffixed.get(stem, []) if m in used), None)
+        if owner is not None or mask.stem in image_stems or stem in image_stems:
+            detail = f"image {owner.name if owner else stem} already has another mask"
+        else:
+            detail = f"no image named {mask.stem}.* in {mask.parent.parent / 'images'}"
+        problems.add(mask, _MASK_WITHOUT_IMAGE, detail)
+    return pairs

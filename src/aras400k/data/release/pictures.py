@@ -1,0 +1,121 @@
+"""The release's pictures: images as RGB, masks as class indices.
+
+A mask is a colour mask in the release colours (RGB or palette PNG) or a one-channel
+index mask; colours and values outside the class table are a problem, or map to 255
+(ignore) with ``unknown="ignore"``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from aras400k.classes import IGNORE_INDEX, NUM_CLASSES, UnknownColourError, colour_to_index
+from aras400k.data.release.problems import _UNKNOWN_COLOUR, _UNREADABLE, _Problem
+
+__all__: list[str] = []
+
+#: Image modes converted to RGB without loss of meaning.
+_IMAGE_MODES = ("RGB", "RGBA", "L", "P")
+#: One-channel mask modes read as class indices.
+_INDEX_MODES = ("L", "LA", "I", "I;16", "I;16B", "I;16L")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB.
+
+    Raises:
+        _Problem: If the file is not a readable picture or has an unsupported mode.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            rgb = np.asarray(img.convert("RGB")) if mode in _IMAGE_MODES else None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise _Problem(_UNREADABLE, f"not a readable image ({err})", path) from err
+    if rgb is None:
+        raise _Problem(_UNREADABLE, f"unsupported image mode {mode}; expected an RGB picture", path)
+    return rgb
+
+
+def _read_mask(path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
+    """Read a colour mask (RGB or palette) or a one-channel index mask as class indices.
+
+    Raises:
+        _Problem: If the file is unreadable, has an unsupported mode, or holds unknown
+            colours or values while ``unknown="error"``.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            pixels = np.asarray(img)
+            palette = img.getpalette() if mode == "P" else None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise _Problem(_UNREADABLE, f"not a readable mask ({err})", path) from err
+    if mode in ("RGB", "RGBA"):
+        return _colours_to_index(pixels[..., :3], path, unknown)
+    if mode == "P":
+        return _palette_to_index(pixels, palette or [], path, unknown)
+    if mode in _INDEX_MODES:
+        return _check_indices(pixels[..., 0] if mode == "LA" else pixels, path, unknown)
+    raise _Problem(
+        _UNREADABLE, f"unsupported mask mode {mode}; expected an RGB colour mask or a one-channel index mask", path
+    )
+
+
+def _colours_to_index(rgb: np.ndarray, path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
+    """Convert release colours to indices (a vectorised lookup).
+
+    Raises:
+        _Problem: On an unknown colour while ``unknown="error"``.
+    """
+    try:
+        return colour_to_index(rgb, unknown=unknown, source=path)
+    except UnknownColourError as err:
+        detail = str(err).removeprefix(f"{_UNKNOWN_COLOUR} ")
+        raise _Problem(_UNKNOWN_COLOUR, f"{detail} with --unknown-colours ignore", path) from err
+
+
+def _palette_to_index(
+    values: np.ndarray, palette: list[int], path: Path, unknown: Literal["error", "ignore"]
+) -> np.ndarray:
+    """Read a palette PNG as a colour mask if it uses release colours, else as indices.
+
+    Raises:
+        _Problem: On unknown colours or values while ``unknown="error"``.
+    """
+    table = np.zeros((256, 3), dtype=np.uint8)
+    entries = np.asarray(palette[: 256 * 3], dtype=np.uint8).reshape(-1, 3)
+    table[: len(entries)] = entries
+    used = table[np.unique(values)]
+    release = colour_to_index(used[None], unknown="ignore") != IGNORE_INDEX
+    if release.any():
+        return _colours_to_index(table[values], path, unknown)
+    return _check_indices(values, path, unknown)
+
+
+def _check_indices(values: np.ndarray, path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
+    """Check a one-channel mask holds only class indices and 255.
+
+    Raises:
+        _Problem: On other values while ``unknown="error"``.
+    """
+    values = np.asarray(values)
+    valid = (values >= 0) & ((values < NUM_CLASSES) | (values == IGNORE_INDEX))
+    if valid.all():
+        return values.astype(np.uint8)
+    if unknown == "ignore":
+        return np.where(valid, values, IGNORE_INDEX).astype(np.uint8)
+    bad = np.unique(values[~valid])
+    listed = ", ".join(str(int(v)) for v in bad[:8]) + (", ..." if len(bad) > 8 else "")
+    raise _Problem(
+        _UNKNOWN_COLOUR,
+        f"one-channel mask holds values {listed} on {int((~valid).sum())} pixels, neither classes "
+        f"0-{NUM_CLASSES - 1} nor {IGNORE_INDEX}; map them to ignore ({IGNORE_INDEX}) with --unknown-colours ignore",
+        path,
+    )

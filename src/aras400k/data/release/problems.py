@@ -1,0 +1,88 @@
+"""Problems with single files of the release: their kinds, the error, and the log that collects them.
+
+Every problem's reason reads ``"<kind>: <details>"``. Most kinds are real problems: with
+``on_error="fail"`` the first one stops the import with a :class:`ReleaseImportError`,
+with ``on_error="skip"`` the file is skipped. The warning kinds (a CSV row for a file
+that does not exist, a CSV composition that disagrees with the mask, ...) are reported
+and never stop the import nor skip a sample.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["ReleaseImportError"]
+
+_SKIP_HINT = "pass --on-error skip (on_error='skip') to skip such files and list them in the report"
+
+# Problem kinds: every problem's reason starts with one of these, then ": ".
+_IMAGE_WITHOUT_MASK = "image without mask"
+_MASK_WITHOUT_IMAGE = "mask without image"
+_SIZE_MISMATCH = "size mismatch"
+_UNKNOWN_COLOUR = "unknown mask colour"
+_UNREADABLE = "unreadable file"
+_KEY_COLLISION = "key collision"
+_BAD_CSV = "bad csv"
+_CSV_ROW_WITHOUT_FILE = "csv row for missing file"
+_CSV_DIFFERS = "csv composition differs"
+_CSV_SUM = "csv percentages do not sum to 100"
+_CSV_DUPLICATE = "duplicate csv row"
+_CSV_COLUMN_IGNORED = "csv column ignored"
+_EMPTY_CAPTION = "empty caption"
+_UNEXPECTED_FILE = "unexpected file"
+#: Kinds that are reported but never stop the import nor skip a sample.
+_WARNING_KINDS = frozenset(
+    {
+        _CSV_ROW_WITHOUT_FILE,
+        _CSV_DIFFERS,
+        _CSV_SUM,
+        _CSV_DUPLICATE,
+        _CSV_COLUMN_IGNORED,
+        _EMPTY_CAPTION,
+        _UNEXPECTED_FILE,
+    }
+)
+
+
+class ReleaseImportError(ValueError):
+    """The release folder cannot be imported (missing, empty, or a file with a problem)."""
+
+
+def _kind_of(reason: str) -> str:
+    """Return the kind a problem reason starts with."""
+    return reason.split(": ", 1)[0]
+
+
+class _Problem(Exception):
+    """A problem with one file, raised by the readers and recorded by :class:`_ProblemLog`."""
+
+    def __init__(self, kind: str, detail: str, path: Path | None = None) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+        self.path = path
+
+
+class _ProblemLog:
+    """Collects problems; raises on the first real one when ``on_error="fail"``."""
+
+    def __init__(self, on_error: Literal["skip", "fail"]) -> None:
+        self.on_error = on_error
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, path: Path, kind: str, detail: str) -> None:
+        """Record a problem with ``path``.
+
+        Raises:
+            ReleaseImportError: If the problem is not a warning and ``on_error="fail"``.
+        """
+        reason = " ".join(f"{kind}: {detail}".split())  # one line, whatever the detail holds
+        self.items.append((str(path), reason))
+        if self.on_error == "fail" and kind not in _WARNING_KINDS:
+            raise ReleaseImportError(f"{path}: {reason}; {_SKIP_HINT}")
+
+    def add_problem(self, problem: _Problem, path: Path | None = None) -> None:
+        """Record a :class:`_Problem`, at its own path unless ``path`` is given."""
+        where = path if path is not None else problem.path
+        self.add(where if where is not None else Path("?"), problem.kind, problem.detail)
