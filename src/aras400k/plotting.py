@@ -161,4 +161,3 @@ def plot_sample_grid(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
-

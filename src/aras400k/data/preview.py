@@ -18,9 +18,7 @@ from aras400k.plotting import plot_sample_grid
 __all__ = ["preview_shards"]
 
 
-def preview_shards(
-    shard_dir: str | Path, out: str | Path, n: int = 16, columns: int = 4, spread: bool = False
-) -> Path:
+def preview_shards(shard_dir: str | Path, out: str | Path, n: int = 16, columns: int = 4, spread: bool = False) -> Path:
     """Draw ``n`` samples of a shard set as a grid of image / mask pairs.
 
     Args:
