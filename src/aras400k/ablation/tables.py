@@ -1,0 +1,222 @@
+"""The paper's Tables 3 and 4 from finished runs: rows, Markdown, CSV and the per-class F1 chart.
+
+The builders work on :class:`~aras400k.ablation.runs.RunScores` lists, without training.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aras400k.ablation.runs import RunScores
+from aras400k.classes import CLASS_NAMES
+from aras400k.plotting import save_figure
+
+__all__ = [
+    "MEAN",
+    "TABLE3_METRICS",
+    "build_table3",
+    "build_table4",
+    "format_table3",
+    "format_table4",
+    "plot_per_class_f1",
+]
+
+#: Table 3's columns: score key (as in ``scores.json``) and header.
+TABLE3_METRICS: tuple[tuple[str, str], ...] = (
+    ("f1_macro", "F1"),
+    ("iou_macro", "IoU"),
+    ("precision_macro", "precision"),
+    ("recall_macro", "recall"),
+    ("accuracy", "accuracy"),
+)
+#: Model name of the rows that average over architectures.
+MEAN = "mean"
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def _order(runs: Sequence[RunScores], attribute: str, given: Sequence[str] | None) -> list[str]:
+    if given is not None:
+        return list(given)
+    return list(dict.fromkeys(getattr(run, attribute) for run in runs))
+
+
+def _grid_rows(
+    runs: Sequence[RunScores],
+    keys: Sequence[str],
+    configurations: Sequence[str] | None,
+    archs: Sequence[str] | None,
+) -> dict[tuple[str, str], dict[str, float]]:
+    """``(configuration, model) -> {key: value}`` including ``(configuration, MEAN)`` rows."""
+    by_cell = {(run.configuration, run.arch): run for run in runs}
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for conf in _order(runs, "configuration", configurations):
+        present = [by_cell[(conf, arch)] for arch in _order(runs, "arch", archs) if (conf, arch) in by_cell]
+        for run in present:
+            out[(conf, run.arch)] = {k: run.scores.get(k, float("nan")) for k in keys}
+        if present:
+            out[(conf, MEAN)] = {k: _nanmean([run.scores.get(k, float("nan")) for run in present]) for k in keys}
+    return out
+
+
+def build_table3(
+    runs: Sequence[RunScores],
+    configurations: Sequence[str] | None = None,
+    archs: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Table 3: overall test scores per configuration and architecture, plus a mean row.
+
+    Args:
+        runs: Finished runs.
+        configurations: Row order of configurations (default: order of first appearance).
+        archs: Row order of architectures within a configuration (default: as above).
+
+    Returns:
+        Rows ``{"configuration", "model", "f1_macro", "iou_macro", "precision_macro",
+        "recall_macro", "accuracy"}`` with fractions; after each configuration's
+        architectures, a row with model :data:`MEAN` averaging them (NaN values skipped).
+    """
+    keys = [key for key, _ in TABLE3_METRICS]
+    grid = _grid_rows(runs, keys, configurations, archs)
+    return [{"configuration": conf, "model": model, **values} for (conf, model), values in grid.items()]
+
+
+def build_table4(
+    runs: Sequence[RunScores],
+    configurations: Sequence[str] | None = None,
+    archs: Sequence[str] | None = None,
+    class_names: Sequence[str] = CLASS_NAMES,
+) -> list[dict[str, Any]]:
+    """Table 4: per-class test F1 per configuration, one block per architecture and the mean.
+
+    Args:
+        runs: Finished runs.
+        configurations: Row order within a block (default: order of first appearance).
+        archs: Block order (default: order of first appearance); the mean block comes last.
+        class_names: Classes (columns).
+
+    Returns:
+        Rows ``{"model", "configuration", <class>: fraction, ...}`` grouped by model
+        (each architecture, then :data:`MEAN`); NaN where a class has no score.
+    """
+    keys = [f"f1_{name}" for name in class_names]
+    grid = _grid_rows(runs, keys, configurations, archs)
+    models = [*_order(runs, "arch", archs), MEAN]
+    rows = []
+    for model in models:
+        for (conf, row_model), values in grid.items():
+            if row_model == model:
+                rows.append({"model": model, "configuration": conf, **{n: values[f"f1_{n}"] for n in class_names}})
+    return rows
+
+
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> list[str]:
+    align = ["---" if i < numeric_from else "---:" for i in range(len(header))]
+    return [f"| {' | '.join(line)} |" for line in (header, align, *rows)]
+
+
+def format_table3(rows: Sequence[dict[str, Any]]) -> str:
+    """Render Table 3 rows (from :func:`build_table3`) as Markdown, values in %.
+
+    Args:
+        rows: Table 3 rows.
+
+    Returns:
+        The Markdown table (mean rows in bold, NaN as ``n/a``).
+    """
+    header = ["training data", "model", *(title for _, title in TABLE3_METRICS)]
+    body = []
+    for row in rows:
+        model = f"**{MEAN}**" if row["model"] == MEAN else row["model"]
+        body.append([row["configuration"], model, *(_pct(row[key]) for key, _ in TABLE3_METRICS)])
+    return "\n".join(_markdown(header, body, numeric_from=2))
+
+
+def format_table4(rows: Sequence[dict[str, Any]], class_names: Sequence[str] = CLASS_NAMES) -> str:
+    """Render Table 4 rows (from :func:`build_table4`) as Markdown blocks, values in %.
+
+    Args:
+        rows: Table 4 rows.
+        class_names: Classes (columns).
+
+    Returns:
+        One ``###`` block per architecture and one for the mean, NaN as ``n/a``.
+    """
+    blocks = []
+    for model in dict.fromkeys(row["model"] for row in rows):
+        title = "mean over architectures" if model == MEAN else model
+        body = [[row["configuration"], *(_pct(row[n]) for n in class_names)] for row in rows if row["model"] == model]
+        blocks.append("\n".join([f"### {title}", "", *_markdown(["training data", *class_names], body, 1)]))
+    return "\n\n".join(blocks)
+
+
+def _write_csv(rows: Sequence[dict[str, Any]], labels: Sequence[str], values: Sequence[str], path: Path) -> Path:
+    """Label columns as text, value columns in % with 4 decimals (NaN as ``n/a``)."""
+    lines: list[list[str]] = [[*labels, *values]]
+    for row in rows:
+        cells = ["n/a" if math.isnan(row[v]) else f"{100 * row[v]:.4f}" for v in values]
+        lines.append([*(str(row[label]) for label in labels), *cells])
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
+        csv.writer(fh).writerows(lines)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_per_class_f1(
+    table4: Sequence[dict[str, Any]], path: str | Path, class_names: Sequence[str] = CLASS_NAMES
+) -> Path:
+    """Grouped bar chart of per-class F1 (mean over architectures): a group per class, a bar per configuration.
+
+    Args:
+        table4: Table 4 rows; only the :data:`MEAN` rows are drawn.
+        path: Destination PNG.
+        class_names: Classes (bar groups).
+
+    Returns:
+        The path written.
+    """
+    from matplotlib.figure import Figure
+
+    rows = [row for row in table4 if row["model"] == MEAN]
+    x = np.arange(len(class_names))
+    width = 0.8 / max(1, len(rows))
+    fig = Figure(figsize=(max(8.0, 0.2 * len(rows) * len(class_names) + 3), 4.8), dpi=120, layout="constrained")
+    ax = fig.subplots()
+    colours = _palette(len(rows))
+    for j, row in enumerate(rows):
+        values = np.array([100 * row[name] for name in class_names], dtype=float)
+        offsets = x - 0.4 + width * (j + 0.5)
+        ax.bar(offsets, np.nan_to_num(values), width, label=row["configuration"], color=colours[j])
+        for offset, value in zip(offsets, values, strict=True):
+            if math.isnan(value):
+                ax.text(offset, 1, "n/a", ha="center", va="bottom", rotation=90, fontsize=7)
+    ax.set_xticks(x, list(class_names))
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("test F1 (%)")
+    ax.set_title("Per-class test F1 on real data, mean over architectures")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    fig.legend(title="training data", loc="outside lower center", ncols=min(len(rows), 6) or 1, frameon=False)
+    return save_figure(fig, path)
+
+
+def _palette(n: int) -> list[tuple[float, float, float, float]]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
