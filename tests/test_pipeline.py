@@ -226,3 +226,6 @@ def test_config_helpers():
         set_dotted(config, "trainer.max_epochs.y", 1)
     deep_update(config, {"openai": {"model": "b"}})
     assert config["openai"] == {"model": "b", "timeout_s": 5}
+    deep_update(config, {"openai": {"extra_body": {"x": 1}}})
+    deep_update(config, {"openai": {"extra_body": {}}})  # an empty mapping clears
+    assert config["openai"]["extra_body"] == {}

@@ -83,6 +83,8 @@ def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
 def deep_update(config: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """Lay ``options`` over ``config``: mappings are merged key by key, other values replaced.
 
+    An empty mapping replaces (clears) the base's mapping, e.g. ``extra_body: {}``.
+
     Args:
         config: The base (changed in place).
         options: The values laid over it.
@@ -91,7 +93,7 @@ def deep_update(config: dict[str, Any], options: dict[str, Any]) -> dict[str, An
         ``config``.
     """
     for key, value in options.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
+        if isinstance(value, dict) and value and isinstance(config.get(key), dict):
             deep_update(config[key], value)
         else:
             config[key] = value
