@@ -7,7 +7,7 @@ from argparse import ArgumentError
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-__all__ = ["fail", "parse_and_run", "run_command"]
+__all__ = ["add_worker_arguments", "fail", "parse_and_run", "run_command"]
 
 #: Errors that mean "bad input": reported in one line, exit status 2.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, ImportError, OSError)
@@ -62,3 +62,20 @@ def parse_and_run(program: str, parser: Any, args: list[str] | None, command: Ca
     except ArgumentError as err:
         fail(program, str(err))
     return run_command(program, lambda: command(cfg))
+
+
+def add_worker_arguments(parser: Any, output: str) -> None:
+    """Add ``--shard_index`` / ``--num_shards``: this process's part of a run split over workers.
+
+    Args:
+        parser: A jsonargparse parser.
+        output: What each worker writes and how the parts are joined (for the help text).
+    """
+    parser.add_argument(
+        "--shard_index",
+        type=int,
+        default=0,
+        help="this worker's part of a split run, 0..num_shards-1 (e.g. $SLURM_ARRAY_TASK_ID)",
+    )
+    parser.add_argument("--num_shards", type=int, default=1, help=f"workers the run is split over; {output}")
+

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
-from aras400k.cli import fail, run_command
+from aras400k.cli import add_worker_arguments, fail, run_command
 from aras400k.data.remote import is_url
 
 __all__ = ["build_parser", "main"]
@@ -81,18 +81,7 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--max_retries", type=int, default=3, help="regenerations of a repeated caption")
     parser.add_argument("--overwrite", type=bool, default=False, help="restart the sidecar; replace --shards_out")
-    parser.add_argument(
-        "--shard_index",
-        type=int,
-        default=0,
-        help="this worker's part of a split run, 0..num_shards-1 (e.g. $SLURM_ARRAY_TASK_ID)",
-    )
-    parser.add_argument(
-        "--num_shards",
-        type=int,
-        default=1,
-        help="workers the run is split over; each writes OUT.part-K-of-N.jsonl (join them with --merge true)",
-    )
+    add_worker_arguments(parser, "each writes OUT.part-K-of-N.jsonl (join them with --merge true)")
     parser.add_argument(
         "--merge",
         type=bool,

@@ -24,7 +24,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
-from aras400k.cli import run_command
+from aras400k.cli import add_worker_arguments, run_command
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 
@@ -49,18 +49,7 @@ class Subcommand:
 
 
 def _worker_arguments(parser: ArgumentParser) -> None:
-    parser.add_argument(
-        "--shard_index",
-        type=int,
-        default=0,
-        help="this worker's part of a split run, 0..num_shards-1 (e.g. $SLURM_ARRAY_TASK_ID)",
-    )
-    parser.add_argument(
-        "--num_shards",
-        type=int,
-        default=1,
-        help="workers the run is split over; each writes OUT/part-K-of-N (join them with aras-data merge)",
-    )
+    add_worker_arguments(parser, "each writes OUT/part-K-of-N (join them with aras-data merge)")
 
 
 def _label_arguments(parser: ArgumentParser) -> None:

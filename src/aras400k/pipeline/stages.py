@@ -11,6 +11,7 @@ command a user would call.
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,8 +205,8 @@ class RunLayout:
         return self.real(real[dataset]) if dataset in real else str(self.synth(dataset))
 
 
-class Stage:
-    """A pipeline stage; subclasses set the class attributes and the three methods.
+class Stage(ABC):
+    """A pipeline stage; subclasses set ``name`` and ``summary`` and implement the methods.
 
     Args:
         layout: The run's paths.
@@ -261,18 +262,18 @@ class Stage:
         merged.update(required)
         return merged
 
+    @abstractmethod
     def commands(self) -> list[Command]:
         """Write the stage's configs and return its commands, in order."""
-        raise NotImplementedError
 
     def preview(self, shard_dir: str | Path, name: str) -> Command:
         """``aras-data preview`` of a shard set the stage wrote, into ``run_dir/figures/<name>.png``."""
         out = self.layout.figure(name)
         return Command("aras-data", ("preview", str(shard_dir), "--out", str(out), "--n", "12", "--spread", "true"))
 
+    @abstractmethod
     def outputs(self) -> list[Path]:
         """Files or shard set folders that exist once the stage has finished."""
-        raise NotImplementedError
 
     def artefacts(self) -> list[Artefact]:
         """Files ``index.md`` links (only those that exist are listed)."""
