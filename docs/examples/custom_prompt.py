@@ -7,7 +7,8 @@ model can name the region and its typical landscape, and makes every caption end
 with a full stop. It overrides two hooks and the prompt hash; everything else
 (batching, deduplication, the resumable sidecar) is the parent's.
 
-Use it from Python (``aras-caption`` always builds a plain ``Captioner``)::
+Use it from the command line with its module on ``PYTHONPATH``
+(``aras-caption --captioner custom_prompt.LocatedCaptioner ...``), or from Python::
 
     captioner = LocatedCaptioner("hybrid", OpenAIBackend("Qwen/Qwen3-VL-8B-Instruct"))
     captioner.caption_shards("data/aras400k/train", "runs/captions/train.located.jsonl")

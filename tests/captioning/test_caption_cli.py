@@ -56,3 +56,35 @@ def test_cli_bad_inputs_give_one_line_errors(demo_root, tmp_path, capsys):
     down = ["--backend", "openai", "--openai.model", "m", "--openai.base_urls", "[http://127.0.0.1:9/v1]"]
     err = _error(capsys, [*base, *down, "--openai.max_retries", "0", "--progress", "false"], code=1)
     assert "rerun to resume" in err
+
+
+SUBCLASS = '''
+from aras400k.captioning import Captioner
+
+
+class ShoutingCaptioner(Captioner):
+    def postprocess(self, text, request):
+        return super().postprocess(text, request).upper()
+
+
+class NotACaptioner:
+    pass
+'''
+
+
+def test_cli_runs_a_captioner_subclass(demo_root, tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_prompts.py").write_text(SUBCLASS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "shout.jsonl"
+    args = ["--input", str(demo_root / "train"), "--out", str(out), "--limit", "3", "--progress", "false"]
+    assert main([*args, "--captioner", "my_prompts.ShoutingCaptioner"]) == 0
+    texts = [json.loads(line)["text"] for line in out.read_text().splitlines()]
+    assert len(texts) == 15 and all(t == t.upper() and any(c.isalpha() for c in t) for t in texts)
+    for bad, message in (
+        ("my_prompts.NotACaptioner", "not a subclass"),
+        ("my_prompts.Missing", "cannot import"),
+        ("Captioner", "module.Class"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            main([*args, "--out", str(tmp_path / "x.jsonl"), "--captioner", bad])
+        assert stop.value.code == 2 and message in capsys.readouterr().err

@@ -26,16 +26,20 @@ config.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from aras400k.cli import add_worker_arguments, fail, run_command
 from aras400k.data.remote import is_url
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    from aras400k.captioning import Captioner
+
+__all__ = ["build_parser", "captioner_class", "main"]
 
 PROGRAM = "aras-caption"
 _SPLITS = ("train", "val", "test")
@@ -56,6 +60,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--out", type=str, required=True, help="JSONL caption sidecar (created or resumed)")
     parser.add_argument("--shards_out", type=str | None, default=None, help="also write a new shard set here")
     parser.add_argument("--mode", type=Literal["text", "vision", "hybrid"], default="text", help="captioning mode")
+    parser.add_argument(
+        "--captioner",
+        type=str,
+        default="aras400k.captioning.Captioner",
+        help="Captioner class (a subclass with your own prompt hooks, as module.Class; its module must be importable)",
+    )
     parser.add_argument(
         "--backend", type=Literal["template", "transformers", "openai"], default="template", help="caption backend"
     )
@@ -164,13 +174,40 @@ def _ensure_input(cfg: Namespace) -> None:
         make_demo(path.parent, progress=cfg.progress)
 
 
+def captioner_class(path: str) -> type[Captioner]:
+    """Import a :class:`~aras400k.captioning.Captioner` (sub)class named ``module.Class``.
+
+    Args:
+        path: Dotted path, e.g. ``aras400k.captioning.Captioner`` or ``my_prompts.LocatedCaptioner``.
+
+    Returns:
+        The class.
+
+    Raises:
+        ValueError: If the path cannot be imported or names something that is not a Captioner class.
+    """
+    from aras400k.captioning import Captioner
+
+    module_name, _, name = path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"--captioner must be module.Class, got {path!r}")
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import the captioner class {path!r} ({err}); is its module on PYTHONPATH?") from err
+    if not (isinstance(found, type) and issubclass(found, Captioner)):
+        raise ValueError(f"--captioner {path!r} is not a subclass of aras400k.captioning.Captioner")
+    return found
+
+
 def _run(cfg: Namespace) -> int:
-    from aras400k.captioning import BackendError, Captioner, build_backend
+    from aras400k.captioning import BackendError, build_backend
 
     _ensure_input(cfg)
+    captioner_type = captioner_class(cfg.captioner)
     backend = build_backend(cfg.backend, _backend_options(cfg))
     try:
-        captioner = Captioner(
+        captioner = captioner_type(
             mode=cfg.mode,
             backend=backend,
             system_prompt=cfg.system_prompt,
