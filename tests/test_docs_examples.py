@@ -181,6 +181,17 @@ def test_illumination_gan_trains_and_its_checkpoint_samples(examples, demo_root,
     actual = loaded(one_hot_mask(mask, 7), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(actual, expected)
 
+    # aras-synth spade samples it when told the module class, and refuses it when not.
+    from aras400k.cli.synth import main as synth
+
+    args = ["spade", "--ckpt", str(path), "--masks", str(demo_root / "train"), "--progress", "false"]
+    module_class = ["--module_class", "custom_generator.IlluminationSPADEGAN"]
+    assert synth([*args, "--out", str(tmp_path / "illum"), *module_class]) == 0
+    assert (tmp_path / "illum" / "manifest.json").is_file()
+    with pytest.raises(SystemExit) as stop:
+        synth([*args, "--out", str(tmp_path / "plain")])
+    assert stop.value.code == 2
+
 
 def test_illumination_gan_trains_through_aras_fit(examples, demo_root, tmp_path):
     custom_generator = examples("custom_generator")

@@ -8,6 +8,8 @@ from aras400k.cli.synth import main
 from aras400k.data.composition import composition
 from aras400k.data.shards import iter_raw_samples, iter_samples, read_manifest, shard_paths
 from aras400k.data.verify import verify_shards
+from aras400k.models.gan import ExponentialMovingAverage
+from aras400k.models.stylegan3 import StyleGAN3
 from aras400k.synthesis_stylegan3 import load_stylegan3_generator, parse_seeds, synthesize_unconditional
 from tests.models.spade.test_module import make_segmenter_checkpoint
 from tests.models.stylegan3.test_module import fit, tiny
@@ -75,8 +77,6 @@ def test_writes_valid_shards_with_keys_seeds_and_meta(sg3_ckpt, tmp_path):
 
 
 def test_images_match_the_modules_generate(sg3_ckpt, tmp_path):
-    from aras400k.models.stylegan3 import StyleGAN3
-
     run(sg3_ckpt, tmp_path / "out", n=3)
     model = StyleGAN3.load_from_checkpoint(sg3_ckpt, map_location="cpu", weights_only=True)
     expected = torch.round((model.generate(n=3, seed=0) + 1) * 127.5).to(torch.uint8).permute(0, 2, 3, 1)
@@ -206,3 +206,33 @@ def test_parse_seeds():
     assert parse_seeds("9, 0-1") == [9, 0, 1]
     with pytest.raises(ValueError, match="more than once"):
         parse_seeds("0-3,2")
+
+
+class TintedStyleGAN3(StyleGAN3):
+    """A subclass whose generator carries one more weight (a learned tint), as a custom generator would."""
+
+    def configure_models(self) -> None:
+        super().configure_models()
+        self.generator.register_parameter("tint", torch.nn.Parameter(torch.zeros(3)))
+        self.ema = ExponentialMovingAverage(self.generator, ema_kimg=10.0, ema_rampup=None)
+
+
+def test_module_class_samples_a_subclass_generator(tmp_path, capsys):
+    model = TintedStyleGAN3(**tiny("stylegan3-t").hparams)
+    ckpt = tmp_path / "tinted.ckpt"
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, ckpt)
+    generator = load_stylegan3_generator(ckpt, module_class=TintedStyleGAN3)
+    assert "tint" in dict(generator.named_parameters())
+    with pytest.raises(ValueError, match="do not fit"):
+        load_stylegan3_generator(ckpt)  # the standard generator has no tint
+    with pytest.raises(TypeError, match="StyleGAN3 subclass"):
+        load_stylegan3_generator(ckpt, module_class=torch.nn.Module)  # type: ignore[arg-type]
+    out = tmp_path / "out"
+    args = ["stylegan3", "--ckpt", str(ckpt), "--out", str(out), "--n", "2", "--progress", "false"]
+    assert main([*args, "--module_class", "tests.test_synthesis_stylegan3.TintedStyleGAN3"]) == 0
+    got = torch.stack([torch.from_numpy(s.image) for s in iter_samples(out)]).permute(0, 3, 1, 2).int()
+    expected = torch.round((model.generate(n=2, seed=0) + 1) * 127.5).int()
+    assert (got - expected).abs().max() <= 1
+    with pytest.raises(SystemExit):
+        main([*args, "--out", str(tmp_path / "x"), "--module_class", "tests.test_synthesis_stylegan3.nothing"])
+    assert "cannot import --module_class" in capsys.readouterr().err

@@ -15,9 +15,14 @@ parent's. Train it with ``aras-fit`` (``docs/examples`` must be importable)::
     export PYTHONPATH=docs/examples
     aras-fit --config configs/gan_spade.yaml --model.class_path custom_generator.IlluminationSPADEGAN
 
-``aras-synth spade`` rebuilds a plain ``SPADEGenerator`` and refuses this checkpoint
-(its ``illumination_gain`` weight is unexpected); sample it with
-:func:`load_illumination_generator` instead.
+``aras-synth spade`` samples it when told the module class, which builds the
+generator as in training before the checkpoint's weights are loaded::
+
+    aras-synth spade --ckpt runs/gan_spade/checkpoints/last.ckpt --masks data/demo/train \
+        --out data/synth_illum --module_class custom_generator.IlluminationSPADEGAN
+
+(without ``--module_class`` it rebuilds a plain ``SPADEGenerator`` and refuses the
+checkpoint: its ``illumination_gain`` weight is unexpected).
 """
 
 from __future__ import annotations
@@ -30,8 +35,7 @@ import torch
 from torch import nn
 
 from aras400k.models.gan import ExponentialMovingAverage
-from aras400k.models.spade import SPADEGAN, SPADEGenerator
-from aras400k.synthesis import read_checkpoint
+from aras400k.models.spade import SPADEGAN, SPADEGenerator, load_spade_generator
 
 
 class IlluminationGenerator(SPADEGenerator):
@@ -105,6 +109,8 @@ class IlluminationSPADEGAN(SPADEGAN):
 def load_illumination_generator(path: str | Path, use_ema: bool = True) -> IlluminationGenerator:
     """Load the (EMA) generator of an :class:`IlluminationSPADEGAN` checkpoint with ``weights_only=True``.
 
+    The library's loader, told the module class (what ``--module_class`` does).
+
     Args:
         path: Lightning checkpoint written by ``aras-fit``.
         use_ema: Load the EMA weights (the ones to sample from).
@@ -112,9 +118,6 @@ def load_illumination_generator(path: str | Path, use_ema: bool = True) -> Illum
     Returns:
         The generator in eval mode, on the CPU.
     """
-    checkpoint = read_checkpoint(path)
-    prefix = "ema.shadow." if use_ema else "generator."
-    weights = {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    generator = illumination_generator_from_hparams(checkpoint["hyper_parameters"])
-    generator.load_state_dict(weights)
-    return generator.eval().requires_grad_(False)
+    generator = load_spade_generator(path, use_ema=use_ema, module_class=IlluminationSPADEGAN)
+    assert isinstance(generator, IlluminationGenerator)
+    return generator

@@ -27,10 +27,11 @@ import tarfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from aras400k.classes import NUM_CLASSES
@@ -50,11 +51,15 @@ from aras400k.data.shards import (
 from aras400k.data.transforms import Normalize
 from aras400k.models.segmentation import SegmentationTask
 
+_T = TypeVar("_T")
+
 __all__ = [
     "LabelReport",
     "checkpoint_normalization",
+    "generator_from_module",
     "label_shards",
     "load_segmentation_task",
+    "outside_cli_instantiation",
     "read_checkpoint",
 ]
 
@@ -210,14 +215,20 @@ def checkpoint_normalization(checkpoint: Mapping[str, Any]) -> tuple[tuple[float
     return tuple(float(m) for m in hparams["mean"]), tuple(float(s) for s in hparams["std"])
 
 
-def _outside_cli_instantiation(build: Callable[[], SegmentationTask]) -> SegmentationTask:
-    """Build a task with its own hyper-parameters even inside another module's LightningCLI instantiation.
+def outside_cli_instantiation(build: Callable[[], _T]) -> _T:
+    """Build a LightningModule with its own hyper-parameters, even inside another module's LightningCLI instantiation.
 
     While LightningCLI instantiates a module, Lightning hands that module's config to
-    every ``save_hyperparameters()`` call through a context variable. A segmenter
-    loaded inside the module's ``__init__`` (``SPADEGAN(segmenter_ckpt=...)``) would
-    then record the outer module's arguments instead of its own. Lightning offers no
-    public switch, so the variable is cleared here when it exists.
+    every ``save_hyperparameters()`` call through a context variable. A module built
+    inside the outer module's ``__init__`` (``SPADEGAN(segmenter_ckpt=...)`` loading a
+    segmenter) would then record the outer module's arguments instead of its own.
+    Lightning offers no public switch, so the variable is cleared here when it exists.
+
+    Args:
+        build: Builds and returns the module.
+
+    Returns:
+        What ``build`` returns.
     """
     try:
         from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
@@ -228,6 +239,59 @@ def _outside_cli_instantiation(build: Callable[[], SegmentationTask]) -> Segment
         return build()
     finally:
         _given_hyperparameters.reset(token)
+
+
+def generator_from_module(
+    module_class: type[nn.Module],
+    checkpoint: Mapping[str, Any],
+    prefix: str,
+    name: str,
+    overrides: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """Build a GAN module subclass from a checkpoint's hyper-parameters and return its generator, loaded.
+
+    This is how a generator of your own (built in a subclass's ``configure_models``)
+    is sampled: the subclass builds it exactly as in training, then the checkpoint's
+    ``generator.*`` or ``ema.shadow.*`` weights are loaded into it, strictly. Only the
+    class you name is imported; nothing in the checkpoint is run.
+
+    Args:
+        module_class: The LightningModule class that trained the checkpoint (e.g. a
+            :class:`~aras400k.models.spade.SPADEGAN` subclass).
+        checkpoint: The checkpoint dict (see :func:`read_checkpoint`).
+        prefix: State-dict prefix of the wanted weights (``"ema.shadow."`` or ``"generator."``).
+        name: The checkpoint's name, for messages.
+        overrides: Constructor arguments replacing the recorded ones (e.g. to skip
+            loading networks that only training needs).
+
+    Returns:
+        The module's ``generator`` attribute with the checkpoint's weights.
+
+    Raises:
+        ValueError: If the checkpoint does not fit the class.
+    """
+    hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
+    if not isinstance(hparams, Mapping) or not isinstance(state, Mapping):
+        raise ValueError(f"{name} is not a Lightning checkpoint with hyper_parameters and a state_dict")
+    accepted = inspect.signature(module_class.__init__).parameters
+    kwargs = {k: v for k, v in hparams.items() if k in accepted}
+    kwargs |= {k: v for k, v in (overrides or {}).items() if k in accepted}
+    try:
+        module = outside_cli_instantiation(lambda: module_class(**kwargs))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}: cannot build {module_class.__name__} from its hyper-parameters ({err})") from err
+    generator = getattr(module, "generator", None)
+    if not isinstance(generator, nn.Module):
+        raise ValueError(f"{module_class.__name__} has no generator module to sample from")
+    weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        generator.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(
+            f"{name}: the {prefix.rstrip('.')} weights do not fit {module_class.__name__}'s generator ({first})"
+        ) from err
+    return generator
 
 
 def _task_from_checkpoint(
@@ -243,7 +307,7 @@ def _task_from_checkpoint(
     kwargs = {k: v for k, v in hparams.items() if k in accepted}
     kwargs["encoder_weights"] = None  # the state dict holds every weight
     try:
-        task = _outside_cli_instantiation(lambda: task_class(**kwargs))
+        task = outside_cli_instantiation(lambda: task_class(**kwargs))
         task.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

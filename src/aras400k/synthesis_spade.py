@@ -66,7 +66,7 @@ from aras400k.data.shards import (
 )
 from aras400k.metrics.segmentation import SegmentationMetrics
 from aras400k.models.spade.generator import SPADEGenerator
-from aras400k.models.spade.module import load_spade_generator
+from aras400k.models.spade.module import SPADEGAN, load_spade_generator
 from aras400k.models.spade.normalization import one_hot_mask
 from aras400k.synthesis import _resolve_device, label_shards
 
@@ -198,6 +198,7 @@ def synthesize_conditional(
     progress: bool = True,
     shard_index: int = 0,
     num_shards: int = 1,
+    module_class: type[SPADEGAN] | None = None,
 ) -> SpadeSynthesisReport:
     """Generate ``per_mask`` images for every mask of a shard set and write them as a new shard set.
 
@@ -232,6 +233,8 @@ def synthesize_conditional(
         progress: Show a progress bar.
         shard_index: This worker's part of a split run, ``0 .. num_shards - 1``.
         num_shards: Workers the run is split over (1: this call does everything).
+        module_class: The :class:`~aras400k.models.spade.SPADEGAN` subclass that trained the
+            checkpoint, when it builds a generator of its own (``None``: the standard one).
 
     Returns:
         A :class:`SpadeSynthesisReport`.
@@ -249,7 +252,7 @@ def synthesize_conditional(
     masks_dir, out_dir = Path(masks_dir), worker_dir(out_dir, shard_index, num_shards)
     manifest = _check_inputs(masks_dir, out_dir, per_mask, batch_size, force_split, overwrite)
     torch_device = _resolve_device(device)
-    generator = load_spade_generator(checkpoint, use_ema=use_ema, map_location=torch_device)
+    generator = load_spade_generator(checkpoint, use_ema=use_ema, map_location=torch_device, module_class=module_class)
     digest = _file_sha256(Path(checkpoint))[:16]
     meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "seed": seed, "use_ema": use_ema}
     low, high = partition_range(len(manifest["shards"]), shard_index, num_shards)

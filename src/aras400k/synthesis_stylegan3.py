@@ -56,7 +56,8 @@ from aras400k.data.shards import (
     shard_paths,
 )
 from aras400k.models.stylegan3.generator import Generator, build_generator
-from aras400k.synthesis import _resolve_device, label_shards, read_checkpoint
+from aras400k.models.stylegan3.module import StyleGAN3
+from aras400k.synthesis import _resolve_device, generator_from_module, label_shards, read_checkpoint
 from aras400k.synthesis_spade import WORK_DIR, _file_sha256, _open_work_dir
 
 __all__ = [
@@ -177,7 +178,10 @@ class StyleGAN3SynthesisReport:
 
 
 def load_stylegan3_generator(
-    path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu"
+    path: str | Path,
+    use_ema: bool = True,
+    map_location: str | torch.device = "cpu",
+    module_class: type[StyleGAN3] | None = None,
 ) -> Generator:
     """Load the (EMA) generator of a StyleGAN3 Lightning checkpoint or an official ``.pkl``, safely.
 
@@ -188,6 +192,9 @@ def load_stylegan3_generator(
         use_ema: Load the EMA weights rather than the trained ones (checkpoints only;
             official snapshots give ``G_ema``).
         map_location: Where the weights are loaded.
+        module_class: The :class:`~aras400k.models.stylegan3.StyleGAN3` subclass that
+            trained the checkpoint, when its ``configure_models`` builds a generator of
+            its own (``None``: the generator the checkpoint's ``cfg`` names).
 
     Returns:
         The unconditional generator in eval mode, without gradients.
@@ -195,6 +202,7 @@ def load_stylegan3_generator(
     Raises:
         FileNotFoundError: If ``path`` does not exist.
         ValueError: If the file is not a StyleGAN3 checkpoint or snapshot, or the generator is conditional.
+        TypeError: If ``module_class`` is not a StyleGAN3 subclass.
     """
     path = Path(path)
     if path.suffix.lower() == ".pkl":
@@ -202,8 +210,9 @@ def load_stylegan3_generator(
 
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint file {path} does not exist")
-        generator = load_official(path, which=("G_ema",)).G_ema
-        assert generator is not None
+        official = load_official(path, which=("G_ema",)).G_ema
+        assert official is not None
+        generator: Generator = official
     else:
         checkpoint = read_checkpoint(path, map_location)
         hp, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
@@ -211,23 +220,32 @@ def load_stylegan3_generator(
             raise ValueError(
                 f"{path} is not a StyleGAN3 checkpoint (it lacks the GAN's hyper_parameters or state_dict)"
             )
-        generator = build_generator(
-            hp["cfg"],
-            resolution=hp["resolution"],
-            channel_base=hp["cbase"],
-            channel_max=hp["cmax"],
-            map_depth=hp.get("map"),
-            z_dim=hp["z_dim"],
-            w_dim=hp["w_dim"],
-            batch_size=hp.get("batch"),
-        )
         prefix = "ema.shadow." if use_ema else "generator."
-        weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-        try:
-            generator.load_state_dict(weights, strict=True)
-        except RuntimeError as err:
-            first = str(err).strip().splitlines()[0]
-            raise ValueError(f"{path}: the {prefix.rstrip('.')} weights do not fit the generator ({first})") from err
+        if module_class is not None:
+            if not (isinstance(module_class, type) and issubclass(module_class, StyleGAN3)):
+                raise TypeError(f"module_class must be a StyleGAN3 subclass, got {module_class!r}")
+            built = generator_from_module(module_class, checkpoint, prefix, str(path))
+            if not isinstance(built, Generator):
+                raise ValueError(f"{module_class.__name__}'s generator is not a StyleGAN generator")
+            generator = built
+        else:
+            generator = build_generator(
+                hp["cfg"],
+                resolution=hp["resolution"],
+                channel_base=hp["cbase"],
+                channel_max=hp["cmax"],
+                map_depth=hp.get("map"),
+                z_dim=hp["z_dim"],
+                w_dim=hp["w_dim"],
+                batch_size=hp.get("batch"),
+            )
+            weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+            try:
+                generator.load_state_dict(weights, strict=True)
+            except RuntimeError as err:
+                first = str(err).strip().splitlines()[0]
+                message = f"{path}: the {prefix.rstrip('.')} weights do not fit the generator ({first})"
+                raise ValueError(message) from err
     if generator.c_dim:
         raise ValueError(f"{path}: the generator is conditional (c_dim={generator.c_dim}); only unconditional ones")
     return generator.to(map_location).eval().requires_grad_(False)
@@ -265,6 +283,7 @@ def synthesize_unconditional(
     progress: bool = True,
     shard_index: int = 0,
     num_shards: int = 1,
+    module_class: type[StyleGAN3] | None = None,
 ) -> StyleGAN3SynthesisReport:
     """Generate one image per seed and write them as a new ``synth_uncond`` shard set.
 
@@ -301,6 +320,8 @@ def synthesize_unconditional(
         progress: Show a progress bar.
         shard_index: This worker's part of a split run, ``0 .. num_shards - 1``.
         num_shards: Workers the run is split over (1: this call does everything).
+        module_class: The :class:`~aras400k.models.stylegan3.StyleGAN3` subclass that
+            trained the checkpoint, when it builds a generator of its own (``None``: the standard one).
 
     Returns:
         A :class:`StyleGAN3SynthesisReport`.
@@ -320,7 +341,9 @@ def synthesize_unconditional(
             f"{out_dir} already holds a shard set; pass overwrite=True (--overwrite true) to replace it"
         )
     torch_device = _resolve_device(device)
-    generator = load_stylegan3_generator(checkpoint, use_ema=use_ema, map_location=torch_device)
+    generator = load_stylegan3_generator(
+        checkpoint, use_ema=use_ema, map_location=torch_device, module_class=module_class
+    )
     digest = _file_sha256(Path(checkpoint))[:16]
     meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "truncation": float(truncation)}
     run = _Run(generator, torch_device, float(truncation), batch_size, meta)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from argparse import ArgumentError
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-__all__ = ["add_worker_arguments", "fail", "parse_and_run", "run_command"]
+__all__ = ["add_worker_arguments", "fail", "import_class", "parse_and_run", "run_command"]
 
 #: Errors that mean "bad input": reported in one line, exit status 2.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, ImportError, OSError)
@@ -79,3 +80,28 @@ def add_worker_arguments(parser: Any, output: str) -> None:
     )
     parser.add_argument("--num_shards", type=int, default=1, help=f"workers the run is split over; {output}")
 
+
+def import_class(path: str, base: type, option: str) -> type:
+    """Import a class named ``module.Class`` that must subclass ``base`` (for options naming your subclass).
+
+    Args:
+        path: Dotted path, e.g. ``my_prompts.LocatedCaptioner``; its module must be importable.
+        base: The class it must be or subclass.
+        option: The option's name, for messages.
+
+    Returns:
+        The class.
+
+    Raises:
+        ValueError: If the path cannot be imported or names something else.
+    """
+    module_name, _, name = path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"{option} must be module.Class, got {path!r}")
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import {option} {path!r} ({err}); is its module on PYTHONPATH?") from err
+    if not (isinstance(found, type) and issubclass(found, base)):
+        raise ValueError(f"{option} {path!r} is not a subclass of {base.__module__}.{base.__qualname__}")
+    return found

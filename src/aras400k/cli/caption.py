@@ -26,14 +26,13 @@ config.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
-from aras400k.cli import add_worker_arguments, fail, run_command
+from aras400k.cli import add_worker_arguments, fail, import_class, run_command
 from aras400k.data.remote import is_url
 
 if TYPE_CHECKING:
@@ -188,15 +187,7 @@ def captioner_class(path: str) -> type[Captioner]:
     """
     from aras400k.captioning import Captioner
 
-    module_name, _, name = path.rpartition(".")
-    if not module_name:
-        raise ValueError(f"--captioner must be module.Class, got {path!r}")
-    try:
-        found = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import the captioner class {path!r} ({err}); is its module on PYTHONPATH?") from err
-    if not (isinstance(found, type) and issubclass(found, Captioner)):
-        raise ValueError(f"--captioner {path!r} is not a subclass of aras400k.captioning.Captioner")
+    found: type[Captioner] = import_class(path, Captioner, "--captioner")
     return found
 
 

@@ -20,11 +20,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
-from aras400k.cli import add_worker_arguments, run_command
+from aras400k.cli import add_worker_arguments, import_class, run_command
+
+if TYPE_CHECKING:
+    from aras400k.models.spade import SPADEGAN
+    from aras400k.models.stylegan3 import StyleGAN3
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 
@@ -113,6 +117,12 @@ def _spade_arguments(parser: ArgumentParser) -> None:
     )
     parser.add_argument("--use_ema", type=bool, default=True, help="sample from the EMA generator")
     parser.add_argument(
+        "--module_class",
+        type=str | None,
+        default=None,
+        help="the SPADEGAN subclass that trained --ckpt, as module.Class, when it builds its own generator",
+    )
+    parser.add_argument(
         "--samples_per_shard", type=int | None, default=None, help="samples per output tar (default: input's x K)"
     )
     parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
@@ -142,9 +152,28 @@ def _spade(cfg: Namespace) -> int:
         progress=cfg.progress,
         shard_index=cfg.shard_index,
         num_shards=cfg.num_shards,
+        module_class=_spade_class(cfg.module_class),
     )
     print(report.summary())
     return 0
+
+
+def _spade_class(path: str | None) -> type[SPADEGAN] | None:
+    if path is None:
+        return None
+    from aras400k.models.spade import SPADEGAN
+
+    found: type[SPADEGAN] = import_class(path, SPADEGAN, "--module_class")
+    return found
+
+
+def _stylegan3_class(path: str | None) -> type[StyleGAN3] | None:
+    if path is None:
+        return None
+    from aras400k.models.stylegan3 import StyleGAN3
+
+    found: type[StyleGAN3] = import_class(path, StyleGAN3, "--module_class")
+    return found
 
 
 def _stylegan3_arguments(parser: ArgumentParser) -> None:
@@ -173,6 +202,12 @@ def _stylegan3_arguments(parser: ArgumentParser) -> None:
     )
     parser.add_argument("--equivariance_samples", type=int, default=64, help="latents for the equivariance metrics")
     parser.add_argument("--use_ema", type=bool, default=True, help="sample from the EMA generator (.ckpt only)")
+    parser.add_argument(
+        "--module_class",
+        type=str | None,
+        default=None,
+        help="the StyleGAN3 subclass that trained --ckpt, as module.Class, when it builds its own generator",
+    )
     parser.add_argument("--samples_per_shard", type=int, default=1000, help="samples per output tar")
     parser.add_argument("--chunk_size", type=int, default=1000, help="seeds per resumable part")
     parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
@@ -204,6 +239,7 @@ def _stylegan3(cfg: Namespace) -> int:
         progress=cfg.progress,
         shard_index=cfg.shard_index,
         num_shards=cfg.num_shards,
+        module_class=_stylegan3_class(cfg.module_class),
     )
     print(report.summary())
     return 0

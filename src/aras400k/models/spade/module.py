@@ -741,7 +741,10 @@ def spade_generator_from_hparams(hparams: Mapping[str, Any]) -> SPADEGenerator:
 
 
 def load_spade_generator(
-    path: str | Path, use_ema: bool = True, map_location: str | torch.device = "cpu"
+    path: str | Path,
+    use_ema: bool = True,
+    map_location: str | torch.device = "cpu",
+    module_class: type[SPADEGAN] | None = None,
 ) -> SPADEGenerator:
     """Load the (EMA) generator of a :class:`SPADEGAN` checkpoint, safely (``weights_only=True``).
 
@@ -752,21 +755,33 @@ def load_spade_generator(
         path: Lightning checkpoint written by ``aras-fit`` / ``Trainer.save_checkpoint``.
         use_ema: Load the EMA weights (the ones to sample from) rather than the trained ones.
         map_location: Where the weights are loaded.
+        module_class: The :class:`SPADEGAN` subclass that trained the checkpoint, when
+            its ``configure_models`` builds a generator of its own; the generator is
+            then built by that class (without the segmenter and perceptual networks
+            only training needs). ``None``: the standard :class:`SPADEGenerator`.
 
     Returns:
         The generator in eval mode, without gradients.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is not a SPADEGAN checkpoint (or holds code).
+        ValueError: If the file is not a SPADEGAN checkpoint (or holds code), or does
+            not fit ``module_class``.
+        TypeError: If ``module_class`` is not a SPADEGAN subclass.
     """
-    from aras400k.synthesis import read_checkpoint
+    from aras400k.synthesis import generator_from_module, read_checkpoint
 
     checkpoint = read_checkpoint(path, map_location)
     hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
     if not isinstance(hparams, Mapping) or not isinstance(state, Mapping) or "g_base_channels" not in hparams:
         raise ValueError(f"{path} is not a SPADEGAN checkpoint (it lacks the GAN's hyper_parameters or state_dict)")
     prefix = "ema.shadow." if use_ema else "generator."
+    if module_class is not None:
+        if not (isinstance(module_class, type) and issubclass(module_class, SPADEGAN)):
+            raise TypeError(f"module_class must be a SPADEGAN subclass, got {module_class!r}")
+        skip = {"segmenter_ckpt": None, "perceptual": "none", "perceptual_weights": None}
+        built = generator_from_module(module_class, checkpoint, prefix, str(path), overrides=skip)
+        return built.to(map_location).eval().requires_grad_(False)  # type: ignore[return-value]
     weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     generator = spade_generator_from_hparams(hparams)
     try:
