@@ -470,14 +470,15 @@ def _generate_batch(
 # -- assembly -------------------------------------------------------------------------------
 
 
-def _iter_part_samples(work: Path) -> Iterator[Sample]:
-    """Samples of all parts in order, image and mask bytes kept verbatim."""
+def _iter_part_samples(work: Path, with_mask: bool = True) -> Iterator[Sample]:
+    """Samples of all parts in order, image (and mask) bytes kept verbatim."""
     for part in sorted(work.glob("part-*")):
         for path in shard_paths(part):
             for raw in iter_raw_samples(path):
-                sample = decode_sample(raw, with_captions=False)
+                sample = decode_sample(raw, with_mask=with_mask, with_captions=False)
                 sample.image_png = raw["image.png"]
-                sample.mask_png = raw["mask.png"]
+                if with_mask:
+                    sample.mask_png = raw["mask.png"]
                 yield sample
 
 

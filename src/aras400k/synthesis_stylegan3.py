@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -50,15 +50,12 @@ from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
     ShardWriter,
-    decode_sample,
-    iter_raw_samples,
     read_manifest,
-    shard_paths,
 )
 from aras400k.models.stylegan3.generator import Generator, build_generator
 from aras400k.models.stylegan3.module import StyleGAN3
 from aras400k.synthesis import _resolve_device, generator_from_module, label_shards, read_checkpoint
-from aras400k.synthesis_spade import WORK_DIR, _file_sha256, _open_work_dir
+from aras400k.synthesis_spade import WORK_DIR, _file_sha256, _iter_part_samples, _open_work_dir
 
 __all__ = [
     "StyleGAN3SynthesisReport",
@@ -497,16 +494,6 @@ def _generate_batch(generator: Generator, seeds: Sequence[int], truncation: floa
     return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _iter_part_samples(work: Path) -> Iterator[Sample]:
-    """Samples of all parts in order, image bytes kept verbatim."""
-    for part in sorted(work.glob("part-*")):
-        for path in shard_paths(part):
-            for raw in iter_raw_samples(path):
-                sample = decode_sample(raw, with_mask=False, with_captions=False)
-                sample.image_png = raw["image.png"]
-                yield sample
-
-
 def _assemble(
     work: Path, out_dir: Path, samples_per_shard: int, extra: Mapping[str, Any], overwrite: bool
 ) -> dict[str, Any]:
@@ -515,7 +502,7 @@ def _assemble(
         out_dir, split=_SPLIT, source=_SOURCE, samples_per_shard=samples_per_shard, overwrite=overwrite, extra=extra
     )
     with writer:
-        for sample in _iter_part_samples(work):
+        for sample in _iter_part_samples(work, with_mask=False):
             writer.write(sample)
     return writer.manifest
 
