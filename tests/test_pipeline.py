@@ -212,6 +212,7 @@ def test_bad_stage_names_and_a_failing_stage(tmp_path, capsys):
     assert main([*args, "--only", "[label]"]) == 1
     err = capsys.readouterr().err
     assert "stage label failed" in err and str(tmp_path / "run" / "logs" / "label.log") in err
+    assert "aras-synth: error:" in err  # the command's own reason, taken from the stage log
     with pytest.raises(ValueError, match="unknown stages"):
         PipelineConfig(skip=["nope"])
     with pytest.raises(PipelineError):

@@ -293,6 +293,7 @@ def _run_stage(
     layout.logs.mkdir(parents=True, exist_ok=True)
     layout.state.mkdir(parents=True, exist_ok=True)
     log_path = layout.logs / f"{stage.name}.log"
+    log_start = log_path.stat().st_size if log_path.exists() else 0
     start = time.perf_counter()
     failed: BaseException | None = None
     print(f"{tag} {stage.summary} ...", end="", file=stream, flush=True)
@@ -309,7 +310,10 @@ def _run_stage(
         _console(f" FAILED after {_duration(seconds)} (log: {log_path})", stream)
         if isinstance(failed, KeyboardInterrupt):
             raise failed
-        raise PipelineError(f"stage {stage.name} failed: {failed} (full output in {log_path})") from failed
+        reason = _failure_reason(log_path, log_start)
+        raise PipelineError(
+            f"stage {stage.name} failed: {failed}{f': {reason}' if reason else ''} (full output in {log_path})"
+        ) from failed
     missing = [str(p) for p in stage.outputs() if not _output_ok(p)]
     if missing:
         _console(f" FAILED: no {', '.join(missing)} (log: {log_path})", stream)
@@ -328,6 +332,23 @@ def _run_stage(
     tmp.replace(path)
     _console(f" done in {_duration(seconds)}", stream)
     return StageRecord(stage.name, "ran", seconds, [str(c) for c in commands])
+
+
+def _failure_reason(log_path: Path, offset: int) -> str | None:
+    """The last error line a failed command wrote to its log (from ``offset`` on), if any."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(offset)
+            lines = log.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    ours = ("Traceback", "File ", "raise ", "aras400k.pipeline.runner.PipelineError", "$ ")
+    candidates = [
+        line.strip()
+        for line in lines
+        if "error" in line.lower() and not line.strip().startswith(ours) and "PipelineError" not in line
+    ]
+    return candidates[-1][:300] if candidates else None
 
 
 def _work(stage: Stage) -> dict[str, int]:
