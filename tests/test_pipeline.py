@@ -149,6 +149,9 @@ def test_tiny_pipeline_runs_every_stage_indexes_and_resumes(tmp_path):
     names = {p.name for p in links}
     assert {"last.ckpt", "report.md", "table3.md", "composition.png", "per_class_f1.png"} <= names
     assert {"real.png", "synth_uncond.png", "synth_cond.png"} <= names  # aras-data preview of each set
+    glance = index.read_text().split("## Results at a glance")[1].split("\n## ")[0]
+    for headline in ("Segmenter on the real test split", "stylegan3 `val_fid`", "spade `val_fid`", "Table 3"):
+        assert headline in glance
 
     # A rerun skips everything; --only reruns one stage from scratch and nothing after it.
     again = run_pipeline(config, console=io.StringIO())

@@ -72,6 +72,12 @@ def write_index(layout: RunLayout, stages: Sequence[Stage], records: Sequence[St
         wall = _time(seconds) if record else "-"
         lines.append(f"| {stage.name} | {stage.summary} | {wall} | {state} | {command} |")
     lines += ["", f"Total recorded wall time: {_time(total)}.", ""]
+    glance = [text for stage in stages if (text := stage.results())]
+    if glance:
+        note = "Headline numbers of each stage (with the demo's tiny models they show the machinery, not the paper)."
+        lines += ["## Results at a glance", "", note, ""]
+        for text in glance:
+            lines += [text, ""]
     for stage in stages:
         found = [a for a in stage.artefacts() if a.path.exists()]
         log = layout.logs / f"{stage.name}.log"

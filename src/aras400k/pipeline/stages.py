@@ -11,6 +11,7 @@ command a user would call.
 from __future__ import annotations
 
 import copy
+import csv
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -279,6 +280,10 @@ class Stage(ABC):
         """Files ``index.md`` links (only those that exist are listed)."""
         return []
 
+    def results(self) -> str | None:
+        """A few lines of Markdown with the stage's headline numbers for ``index.md`` (``None``: none)."""
+        return None
+
     def reset(self) -> list[Path]:
         """Folders and files to delete before the stage runs again from scratch."""
         return self.outputs()
@@ -286,6 +291,27 @@ class Stage(ABC):
 
 def _newest(paths: Iterable[Path]) -> list[Path]:
     return sorted(paths, key=lambda p: (p.stat().st_mtime, str(p)))
+
+
+def _first_table(path: Path) -> str | None:
+    """The first Markdown table in a file (its consecutive ``|`` lines)."""
+    if not path.is_file():
+        return None
+    rows: list[str] = []
+    for line in path.read_text().splitlines():
+        if line.startswith("|"):
+            rows.append(line)
+        elif rows:
+            break
+    return "\n".join(rows) or None
+
+
+def _metric_trajectory(metrics_csv: Path, name: str) -> list[float]:
+    """Every logged value of one metric in a Lightning ``metrics.csv``, in order."""
+    if not metrics_csv.is_file():
+        return []
+    with open(metrics_csv, newline="") as handle:
+        return [float(row[name]) for row in csv.DictReader(handle) if row.get(name)]
 
 
 def _latest_version(stage_dir: Path) -> Path | None:
@@ -395,6 +421,12 @@ class SegmenterStage(FitStage):
         """``last.ckpt``."""
         return [self.layout.checkpoint(self.name)]
 
+    def results(self) -> str | None:
+        """The test split's macro scores (%)."""
+        tables = _newest(self.layout.stage_dir(self.name).glob("logs/version_*/figures/test_scores.md"))
+        table = _first_table(tables[-1]) if tables else None
+        return f"Segmenter on the real test split (%):\n\n{table}" if table else None
+
     def artefacts(self) -> list[Artefact]:
         """Checkpoints, test table, confusion matrices and prediction grids."""
         stage_dir = self.layout.stage_dir(self.name)
@@ -427,6 +459,15 @@ class GANStage(FitStage):
     """Train a GAN; sample grids (and FID) are logged."""
 
     gan = True
+
+    def results(self) -> str | None:
+        """``val_fid`` at the first and the last validation."""
+        version = _latest_version(self.layout.stage_dir(self.name))
+        fids = _metric_trajectory(version / "metrics.csv", "val_fid") if version is not None else []
+        if not fids:
+            return None
+        first, last, count = fids[0], fids[-1], len(fids)
+        return f"{self.name} `val_fid`: {first:.1f} at the first validation, {last:.1f} at the last ({count})."
 
     def artefacts(self) -> list[Artefact]:
         """Checkpoint, last sample grid, metrics."""
@@ -632,6 +673,11 @@ class EvalStage(Stage):
         """``report.md``."""
         return [self.layout.run_dir / "eval" / "report.md"]
 
+    def results(self) -> str | None:
+        """The report's headline table."""
+        table = _first_table(self.outputs()[0])
+        return f"Evaluation against the real set:\n\n{table}" if table else None
+
     def artefacts(self) -> list[Artefact]:
         """Report, tables and figures."""
         out = self.outputs()[0].parent
@@ -690,6 +736,11 @@ class AblateStage(Stage):
     def reset(self) -> list[Path]:
         """The study folder."""
         return [self.layout.run_dir / "ablate"]
+
+    def results(self) -> str | None:
+        """Table 3."""
+        table = _first_table(self.outputs()[0])
+        return f"Table 3, test scores (%) by training data:\n\n{table}" if table else None
 
     def artefacts(self) -> list[Artefact]:
         """Tables 3 and 4 and the per-class chart."""
