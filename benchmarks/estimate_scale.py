@@ -107,6 +107,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from aras400k.pipeline.config import STAGE_NAMES
+
 # -- published numbers (assumptions, printed with every run) -----------------------------------
 
 #: NVIDIA H100 SXM5 datasheet, dense (no sparsity): bf16 989.4, TF32 494.7 TFLOP/s; HBM3 3.35 TB/s.
@@ -469,18 +471,7 @@ def caption_seconds(model: LanguageModel, mode: str, args: argparse.Namespace, c
 
 # -- the stages: demo work, paper work, FLOPs -------------------------------------------------------
 
-STAGES = (
-    "data",
-    "segmenter",
-    "stylegan3",
-    "spade",
-    "synth_uncond",
-    "synth_cond",
-    "label",
-    "captions",
-    "eval",
-    "ablate",
-)
+STAGES = STAGE_NAMES  # the pipeline's stages, in run order
 
 
 @dataclass
