@@ -14,14 +14,13 @@ Batches never cross an input shard, so a run split over workers by input shard
 (``shard_index``/``num_shards``, see :mod:`aras400k.data.merge`) predicts every mask
 exactly as a single run does.
 
-Checkpoints are read with ``torch.load(weights_only=True)``: plain tensors and values
-only, never code (:func:`read_checkpoint`, :func:`load_segmentation_task`).
+Checkpoints are read by :func:`aras400k.checkpoints.read_checkpoint`: plain tensors and
+values only, never code (:func:`load_segmentation_task`).
 """
 
 from __future__ import annotations
 
 import inspect
-import pickle
 import re
 import tarfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from aras400k.checkpoints import read_checkpoint
 from aras400k.classes import NUM_CLASSES
 from aras400k.data.composition import composition, format_composition
 from aras400k.data.datamodules import IMAGENET_MEAN, IMAGENET_STD
@@ -127,45 +127,6 @@ class LabelReport:
 
 
 # -- checkpoints ----------------------------------------------------------------------------
-
-
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a Lightning checkpoint safely, with ``torch.load(weights_only=True)``.
-
-    Only tensors and plain values are unpickled; nothing in the file can run code.
-    Lightning's ``load_from_checkpoint`` (2.6) leaves ``weights_only`` to torch's
-    default, which an environment variable (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``) can
-    turn off; this explicit path cannot be switched off. (aras400k's DataModules store
-    their hyperparameters as plain values so that their checkpoints load this way.)
-
-    Args:
-        path: Checkpoint file.
-        map_location: Where tensors are loaded (``"cpu"``, ``"cuda"``, a device).
-
-    Returns:
-        The checkpoint dict.
-
-    Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is not a readable checkpoint, or holds objects other
-            than tensors and plain values.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"{path} is not a plain-weights checkpoint ({first}); aras400k loads checkpoints with "
-            "weights_only=True and never unpickles code"
-        ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({err})") from err
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path} is not a Lightning checkpoint (it holds a {type(checkpoint).__name__})")
-    return checkpoint
 
 
 def load_segmentation_task(

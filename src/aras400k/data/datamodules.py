@@ -33,10 +33,12 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 
+from aras400k.classes import NUM_CLASSES
 from aras400k.data.datasets import EpochDataLoader, ShardDataset, ShardSource
 from aras400k.data.demo import DEFAULT_DEMO_SAMPLES, demo_is_ready, make_demo
 from aras400k.data.remote import is_url, join_location
 from aras400k.data.transforms import JointAugmentation, Normalize
+from aras400k.errors import ConfigError
 
 __all__ = ["GANDataModule", "SegmentationDataModule", "ShardDataModule"]
 
@@ -55,6 +57,10 @@ class ShardDataModule(LightningDataModule):
 
     Every shard set below may be a local folder or a remote spec (a URL folder such as
     ``http://host/train/``, a brace-expanded shard list, ``pipe:`` commands).
+
+    Attributes:
+        num_classes: Classes the masks hold (the class table of :mod:`aras400k.classes`);
+            a segmenter with another ``num_classes`` is refused before training.
 
     Args:
         root: Folder (or URL) holding ``train``, ``val`` and ``test`` shard sets.
@@ -100,6 +106,7 @@ class ShardDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        self.num_classes = NUM_CLASSES
         self.save_hyperparameters()
         # Checkpoints store these hyperparameters and load with weights_only=True:
         # keep them plain values (dicts), not ShardSource objects.
@@ -169,7 +176,11 @@ class ShardDataModule(LightningDataModule):
 
         Args:
             stage: ``fit``, ``validate``, ``test`` or ``predict``.
+
+        Raises:
+            ConfigError: If a local ``root`` that the stage reads from does not exist.
         """
+        self._check_root(stage)
         if stage == "fit":
             self.datasets["train"] = ShardDataset(
                 self.train_sources,
@@ -186,6 +197,22 @@ class ShardDataModule(LightningDataModule):
             self.datasets["test"] = ShardDataset([self.test_path], with_mask=self.with_mask)
         if stage == "predict":
             self.datasets["predict"] = ShardDataset([self.predict_path], with_mask=False)
+
+    def _check_root(self, stage: str) -> None:
+        """Refuse a missing local ``root`` in one line when the stage reads a set under it."""
+        if isinstance(self.root, str) or self.root.is_dir():
+            return
+        under_root = {
+            "fit": [s.path for s in self.train_sources] + [self.val_path],
+            "validate": [self.val_path],
+            "test": [self.test_path],
+            "predict": [self.predict_path],
+        }[stage]
+        if any(str(path).startswith(str(self.root)) for path in under_root):
+            hint = "" if self.demo else ", or set demo: true to build the procedural demo set there"
+            raise ConfigError(
+                f"data root {self.root} does not exist; point root at a folder holding train/val/test shard sets{hint}"
+            )
 
     def _loader(self, name: str) -> EpochDataLoader:
         if name not in self.datasets:

@@ -37,6 +37,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 from tqdm.auto import tqdm
 
+from aras400k.checkpoints import load_checkpoint
 from aras400k.data.shards import iter_samples, read_manifest
 
 if TYPE_CHECKING:
@@ -272,10 +273,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return dict(load_file(str(path)))
-    try:
-        state: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for unreadable or unsafe files
-        raise ValueError(f"{path} is not a readable weights-only PyTorch file ({err})") from err
+    state: Any = load_checkpoint(path)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

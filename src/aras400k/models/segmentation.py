@@ -13,6 +13,7 @@ the same value on every rank as one process would compute over the whole split.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -26,7 +27,9 @@ from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from aras400k.checkpoints import SafeLoadingMixin, load_checkpoint
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX
+from aras400k.errors import ConfigError
 from aras400k.metrics.segmentation import SegmentationMetrics
 
 __all__ = ["ARCHITECTURES", "LOSSES", "SegmentationTask", "load_encoder_weights"]
@@ -52,7 +55,8 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> int:
     classifier head keys are dropped), a full smp model ``state_dict`` (keys under
     ``encoder.``), or a Lightning checkpoint of a :class:`SegmentationTask`
     (``state_dict`` with ``model.encoder.`` keys). ``.safetensors`` files are read with
-    safetensors, anything else with ``torch.load(weights_only=True)``.
+    safetensors, anything else with :func:`aras400k.checkpoints.load_checkpoint` (tensors
+    and plain values only).
 
     Args:
         encoder: The smp encoder to fill.
@@ -73,7 +77,9 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> int:
 
         state: dict[str, Any] = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict (it holds a {type(state).__name__})")
     if "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     for prefix in ("model.encoder.", "encoder."):
@@ -93,7 +99,27 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> int:
     return len(state)
 
 
-class SegmentationTask(LightningModule):
+def check_encoder_name(name: str) -> None:
+    """Check that segmentation-models-pytorch knows the encoder ``name``.
+
+    Args:
+        name: An smp encoder name (e.g. ``resnet18``) or a timm one with the ``tu-`` prefix.
+
+    Raises:
+        ValueError: For an unknown name, listing the closest known names.
+    """
+    known = smp.encoders.get_encoder_names()
+    if name in known or name.startswith("tu-"):
+        return
+    near = difflib.get_close_matches(name, known, n=4, cutoff=0.6)
+    hint = f"did you mean {', '.join(near)}?" if near else f"e.g. {', '.join(known[:4])}"
+    raise ValueError(
+        f"unknown encoder {name!r}: {hint} (smp knows {len(known)} encoders, listed by "
+        "segmentation_models_pytorch.encoders.get_encoder_names(); timm encoders take the 'tu-' prefix)"
+    )
+
+
+class SegmentationTask(SafeLoadingMixin, LightningModule):
     """Semantic segmentation of land-cover patches with any of the paper's six networks.
 
     Batches are dicts with ``image`` (normalised ``(B, C, H, W)`` floats) and ``mask``
@@ -159,6 +185,24 @@ class SegmentationTask(LightningModule):
 
     # -- overridable parts -------------------------------------------------------------
 
+    def setup(self, stage: str) -> None:
+        """Check, before any step, that the DataModule's masks have this task's classes.
+
+        Args:
+            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
+
+        Raises:
+            ConfigError: If the DataModule says its masks hold another number of classes.
+        """
+        super().setup(stage)
+        data_classes = getattr(getattr(self._trainer, "datamodule", None), "num_classes", None)
+        if isinstance(data_classes, int) and data_classes != self.hparams["num_classes"]:
+            names = ", ".join(CLASS_NAMES) if data_classes == len(CLASS_NAMES) else f"{data_classes} classes"
+            raise ConfigError(
+                f"model num_classes is {self.hparams['num_classes']} but the data's masks hold {data_classes} "
+                f"classes ({names}); set num_classes: {data_classes}"
+            )
+
     def configure_models(self) -> None:
         """Build ``self.model`` (an smp model) and load local encoder weights if given."""
         hp = self.hparams
@@ -168,6 +212,7 @@ class SegmentationTask(LightningModule):
                 f"encoder_weights={weights!r} names a pretrained set that would be downloaded; aras400k never "
                 "downloads at run time: pass the path of a local weights file, or null for random init"
             )
+        check_encoder_name(hp["encoder"])
         self.model = smp.create_model(
             hp["arch"],
             encoder_name=hp["encoder"],

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aras400k.checkpoints import load_checkpoint
 from aras400k.models.gan.losses import ADVERSARIAL_LOSSES, AdversarialLossName, get_adversarial_loss
 from aras400k.models.spade.discriminator import UNetDiscriminatorOutput
 
@@ -552,7 +553,7 @@ class VGG19Features(_ImageFeatures):
                 f"VGG19 weights file {path} does not exist; give the path of a local torchvision vgg19 "
                 "state_dict (e.g. vgg19-dcbb9e9d.pth) — aras400k never downloads weights"
             )
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         with torch.device("meta"):  # no random init of 143M parameters that are overwritten anyway

@@ -40,6 +40,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
+from aras400k.checkpoints import SafeLoadingMixin
 from aras400k.classes import NUM_CLASSES
 from aras400k.data.transforms import Normalize
 from aras400k.metrics.segmentation import SegmentationMetrics
@@ -79,7 +80,7 @@ _MIX_MODES: tuple[str, ...] = ("cutmix", "labelmix", "none")
 _PERCEPTUAL_NETS: tuple[str, ...] = ("none", "vgg19", "segmenter")
 
 
-class SPADEGAN(LightningModule):
+class SPADEGAN(SafeLoadingMixin, LightningModule):
     """Mask-conditioned GAN: SPADE generator, U-Net discriminator, EMA sampling, guarded manual optimisation.
 
     Batches are dicts with ``image`` (``(B, 3, H, W)`` in ``[-1, 1]``) and ``mask``

@@ -46,6 +46,7 @@ from PIL import Image
 from torch import nn
 from torchvision.utils import make_grid
 
+from aras400k.checkpoints import SafeLoadingMixin
 from aras400k.models.gan import (
     AdaptiveAugment,
     AugmentPipe,
@@ -80,7 +81,7 @@ _PL_BATCH_SHRINK = 2
 FID_SEED_OFFSET = 1_000_000
 
 
-class StyleGAN3(LightningModule):
+class StyleGAN3(SafeLoadingMixin, LightningModule):
     """Unconditional StyleGAN3 (configs T and R) or StyleGAN2, trained with ADA.
 
     Arguments named like the official ``train.py`` options take its defaults; where the

@@ -1,0 +1,305 @@
+"""Checkpoint reading that never runs code from a file, whoever calls it and wherever the file is.
+
+A PyTorch checkpoint is a pickle, and a pickle can name any Python callable to run
+while it loads. Every checkpoint aras400k or its Trainer reads — a local path, an
+``http(s)://`` URL, an fsspec URL such as ``s3://``, a resumed run, a ``segmenter_ckpt``,
+encoder weights — goes through :func:`load_checkpoint`, which unpickles tensors and
+plain values only (``torch.load(weights_only=True)``, passed explicitly so no
+environment variable can switch it off). A file that names anything else is refused
+with one line naming the file and the global it asked for; nothing in it runs.
+
+Three doors lead here:
+
+- :func:`load_checkpoint` / :func:`read_checkpoint` for the library's own readers;
+- :class:`SafeCheckpointIO`, the Trainer's checkpoint plugin, which the ``aras`` /
+  ``aras-fit`` CLI installs and every aras400k LightningModule installs again in its
+  ``setup`` hook (so a plain ``lightning.Trainer`` is covered too, because Lightning
+  calls ``setup`` before it restores ``ckpt_path``);
+- :class:`SafeLoadingMixin`, whose ``load_from_checkpoint`` reads through the same
+  loader (no download into torch hub's cache, no ``weights_only=False`` for URLs).
+
+Official NVlabs StyleGAN pickles hold code by design; they are read by the restricted
+unpickler in :mod:`aras400k.models.stylegan3.official` instead.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from aras400k.errors import is_disk_full
+
+__all__ = [
+    "CHECKPOINT_HTTP_TIMEOUT_S",
+    "CheckpointError",
+    "SafeCheckpointIO",
+    "SafeLoadingMixin",
+    "checkpoint_errors",
+    "install_safe_checkpoint_io",
+    "is_url",
+    "load_checkpoint",
+    "read_checkpoint",
+]
+
+#: Seconds an ``http(s)://`` checkpoint download may wait for the server between reads.
+CHECKPOINT_HTTP_TIMEOUT_S = 60.0
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_UNPICKLER = re.compile(r"WeightsUnpickler error:\s*(\S[^\n]*)")
+
+MapLocation = str | torch.device | Callable[..., Any] | dict[str, str] | None
+
+
+class CheckpointError(ValueError):
+    """A checkpoint was refused or could not be read; the message is one line naming the file."""
+
+
+def is_url(location: str | Path) -> bool:
+    """Whether ``location`` is a URL (``scheme://...``) rather than a local path.
+
+    Args:
+        location: A path or URL.
+
+    Returns:
+        True for ``http://``, ``s3://``, ``file://``, ...
+    """
+    return isinstance(location, str) and bool(_URL.match(location))
+
+
+def _refusal(location: str, err: Exception) -> CheckpointError:
+    """The one-line message for a checkpoint that ``weights_only=True`` refused."""
+    found = _GLOBAL.search(str(err))
+    if found is None:
+        detail = _UNPICKLER.search(str(err))
+        reason = detail.group(1).strip() if detail else _last_line(err)
+        return CheckpointError(f"{location} is not a readable PyTorch checkpoint ({reason})")
+    return CheckpointError(
+        f"refused to load checkpoint {location}: it would import {found.group(1)}; aras400k reads only "
+        "tensors and plain values from checkpoints and never runs code stored in them"
+    )
+
+
+def _last_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+def _source(location: str | Path, timeout: float) -> str | IO[bytes]:
+    """What ``torch.load`` reads: a local path, or the remote file's bytes in memory."""
+    text = str(location)
+    if text.startswith("file://"):
+        text = text.removeprefix("file://")
+    elif text.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(text, timeout=timeout) as response:
+                return io.BytesIO(response.read())
+        except (urllib.error.URLError, TimeoutError, OSError) as err:
+            reason = getattr(err, "reason", None) or err
+            raise CheckpointError(f"cannot download checkpoint {text}: {reason}") from err
+    elif is_url(text):
+        import fsspec
+
+        try:
+            with fsspec.open(text, "rb") as remote:
+                return io.BytesIO(remote.read())
+        except (OSError, ValueError, ImportError) as err:
+            raise CheckpointError(f"cannot read checkpoint {text}: {_last_line(err)}") from err
+    path = Path(text)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    return str(path)
+
+
+@contextmanager
+def checkpoint_errors(location: str, unreadable: bool = True) -> Iterator[None]:
+    """Turn torch's errors for a refused (or unreadable) checkpoint into a one-line :class:`CheckpointError`.
+
+    Args:
+        location: The checkpoint's path or URL, for the message.
+        unreadable: Also translate ``RuntimeError`` / ``EOFError`` (a corrupt or
+            truncated file); leave false around code that raises them for other reasons.
+
+    Yields:
+        Nothing: wrap the ``torch.load`` call.
+    """
+    try:
+        yield
+    except pickle.UnpicklingError as err:
+        raise _refusal(location, err) from err
+    except (RuntimeError, EOFError) as err:
+        if not unreadable:
+            raise
+        raise CheckpointError(f"{location} is not a readable PyTorch checkpoint ({_last_line(err)})") from err
+
+
+def load_checkpoint(
+    location: str | Path,
+    map_location: MapLocation = "cpu",
+    timeout: float = CHECKPOINT_HTTP_TIMEOUT_S,
+) -> Any:
+    """Load a PyTorch checkpoint, unpickling tensors and plain values only.
+
+    Args:
+        location: Local path, ``file://``, ``http(s)://`` or fsspec URL (``s3://``, ``gs://``, ...).
+            Remote files are read into memory, never into a cache folder.
+        map_location: Where tensors are loaded (as ``torch.load``'s ``map_location``).
+        timeout: Seconds an HTTP download may wait for the server.
+
+    Returns:
+        What the file holds.
+
+    Raises:
+        FileNotFoundError: If a local ``location`` does not exist.
+        CheckpointError: If the file names code or anything else than tensors and plain
+            values, is not a checkpoint, or cannot be downloaded.
+    """
+    source = _source(location, timeout)
+    with checkpoint_errors(str(location)):
+        return torch.load(source, map_location=map_location, weights_only=True)  # type: ignore[arg-type]
+
+
+def read_checkpoint(location: str | Path, map_location: MapLocation = "cpu") -> dict[str, Any]:
+    """Read a Lightning checkpoint (a dict) with :func:`load_checkpoint`.
+
+    Args:
+        location: Checkpoint file or URL.
+        map_location: Where tensors are loaded (``"cpu"``, ``"cuda"``, a device).
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        FileNotFoundError: If a local ``location`` does not exist.
+        CheckpointError: If the file is refused, unreadable, or not a dict.
+    """
+    checkpoint = load_checkpoint(location, map_location)
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{location} is not a Lightning checkpoint (it holds a {type(checkpoint).__name__})")
+    return checkpoint
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """The Trainer's checkpoint plugin: saves as Lightning does, loads through :func:`load_checkpoint`.
+
+    A caller's ``weights_only=False`` is ignored: nothing loaded through this plugin can
+    run code. Used by the ``aras`` CLI; for a plain Trainer pass
+    ``plugins=[SafeCheckpointIO()]`` (aras400k's modules install it in ``setup`` anyway).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        """Save as Lightning does; a full disk raises an ``OSError`` that names ``path``.
+
+        Args:
+            checkpoint: The checkpoint dict.
+            path: Where to write it.
+            storage_options: Passed on to Lightning (unused by it).
+        """
+        try:
+            super().save_checkpoint(checkpoint, path, storage_options)
+        except OSError as err:
+            if err.filename is not None or not is_disk_full(err):
+                raise
+            raise OSError(err.errno, f"{err.strerror} (writing checkpoint)", str(path)) from err
+
+    def load_checkpoint(
+        self,
+        path: str | Path,
+        map_location: Any = None,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        """Load the checkpoint at ``path`` (local, URL or fsspec) with tensors and plain values only.
+
+        Args:
+            path: Checkpoint location.
+            map_location: As ``torch.load``'s.
+            weights_only: Ignored (always true).
+
+        Returns:
+            The checkpoint dict.
+        """
+        del weights_only
+        return read_checkpoint(path, map_location)
+
+
+def install_safe_checkpoint_io(trainer: Any) -> None:
+    """Make ``trainer`` load checkpoints through :class:`SafeCheckpointIO`.
+
+    Lightning's default :class:`TorchCheckpointIO` is replaced. Any other plugin is
+    refused, since its loading cannot be vouched for (a wrapping plugin such as async
+    saving gets a default inner plugin from Lightning each time it is used).
+
+    Args:
+        trainer: A ``lightning.Trainer`` (anything without a strategy is left alone).
+
+    Raises:
+        ValueError: If the trainer uses another checkpoint plugin than a :class:`SafeCheckpointIO`.
+    """
+    strategy = getattr(trainer, "strategy", None)
+    if strategy is None:
+        return
+    current = strategy._checkpoint_io  # None until first used: Lightning then makes a TorchCheckpointIO
+    if current is None or type(current) is TorchCheckpointIO:
+        strategy.checkpoint_io = SafeCheckpointIO()
+    elif not isinstance(current, SafeCheckpointIO):
+        raise ValueError(
+            f"the trainer's checkpoint plugin {type(current).__name__} may run code stored in checkpoints; "
+            "use aras400k.checkpoints.SafeCheckpointIO (or a subclass of it)"
+        )
+
+
+class SafeLoadingMixin:
+    """For LightningModules: safe ``load_from_checkpoint`` and a safe Trainer plugin from ``setup``.
+
+    Put it first among the bases (``class MyTask(SafeLoadingMixin, LightningModule)``);
+    aras400k's modules already have it, so subclasses inherit it.
+    """
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | Path,
+        map_location: MapLocation = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Build the module from a checkpoint read by :func:`load_checkpoint` (see Lightning's method).
+
+        Args:
+            checkpoint_path: Local path or URL.
+            map_location: As ``torch.load``'s.
+            hparams_file: Optional YAML of hyperparameters (as Lightning's).
+            strict: Whether the state dict must match exactly.
+            **kwargs: Constructor arguments overriding the saved hyperparameters.
+
+        Returns:
+            The module.
+        """
+        kwargs.pop("weights_only", None)
+        source = _source(checkpoint_path, CHECKPOINT_HTTP_TIMEOUT_S)
+        with checkpoint_errors(str(checkpoint_path), unreadable=False):
+            return super().load_from_checkpoint(  # type: ignore[misc]
+                source, map_location=map_location, hparams_file=hparams_file, strict=strict, weights_only=True, **kwargs
+            )
+
+    def setup(self, stage: str) -> None:
+        """Install :class:`SafeCheckpointIO` on the Trainer before it restores any ``ckpt_path``.
+
+        Args:
+            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
+        """
+        install_safe_checkpoint_io(getattr(self, "_trainer", None))
+        parent = getattr(super(), "setup", None)
+        if parent is not None:
+            parent(stage)
