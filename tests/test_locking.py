@@ -46,9 +46,14 @@ def _python(code: str, *args: str, **kwargs: object) -> subprocess.Popen:
 
 
 def test_lock_file_lies_beside_the_output(tmp_path):
+    tmp_path = tmp_path.resolve()
     assert lock_path(tmp_path / "caps.jsonl") == tmp_path / "caps.jsonl.lock"
     assert lock_path(tmp_path / "synth") == tmp_path / "synth.lock"
     assert lock_path(tmp_path / "synth" / ".partial") == tmp_path / "synth" / ".partial.lock"
+    if sys.platform != "win32":  # two paths to one output share its lock
+        (tmp_path / "real").mkdir()
+        (tmp_path / "link").symlink_to(tmp_path / "real")
+        assert lock_path(tmp_path / "link" / "caps.jsonl") == tmp_path / "real" / "caps.jsonl.lock"
     with pytest.raises(ValueError, match="no name"):
         lock_path("/")
 

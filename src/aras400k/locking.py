@@ -96,12 +96,13 @@ def lock_path(target: str | Path) -> Path:
         target: The output (a file or a folder; it need not exist yet).
 
     Returns:
-        ``target`` + :data:`LOCK_SUFFIX`, e.g. ``caps.jsonl`` -> ``caps.jsonl.lock``.
+        The resolved ``target`` + :data:`LOCK_SUFFIX`, e.g. ``caps.jsonl`` -> ``caps.jsonl.lock``.
 
     Raises:
         ValueError: If ``target`` has no name (the file system root).
     """
-    absolute = Path(os.path.abspath(target))
+    # Resolved, so two runs naming one output through different paths (symlinks) share its lock.
+    absolute = Path(target).resolve()
     if not absolute.name:
         raise ValueError(f"cannot lock {target}: it has no name to put a lock file beside")
     return absolute.with_name(absolute.name + LOCK_SUFFIX)
