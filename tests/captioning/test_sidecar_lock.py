@@ -214,3 +214,6 @@ def test_cli_repair_then_resume(demo_root, tmp_path, capsys):
     assert out.read_bytes() == first
     assert main(_cli_args(demo_root, out)) == 0
     assert "0 new captions" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:  # a worker's --repair mends its part
+        main(["--out", str(out), "--repair", "true", "--num_shards", "2", "--shard_index", "1"])
+    assert exc.value.code == 2 and f"{part_sidecar_path(out, 1, 2)} does not exist" in capsys.readouterr().err
