@@ -49,6 +49,7 @@ from aras400k.data.shards import (
     read_manifest,
 )
 from aras400k.data.transforms import Normalize
+from aras400k.locking import exclusive_lock
 from aras400k.models.segmentation import SegmentationTask
 
 _T = TypeVar("_T")
@@ -338,8 +339,42 @@ def label_shards(
             out of range (``shard_index`` outside ``0 .. num_shards - 1`` included), or a
             sample is corrupt (:class:`~aras400k.data.SampleError`,
             naming the shard and key; nothing is skipped).
+        LockedError: If another run is writing ``out_dir`` (the worker's part for a
+            worker); the lock (:mod:`aras400k.locking`) is held for the whole call.
     """
     check_worker(shard_index, num_shards)
+    with exclusive_lock(worker_dir(out_dir, shard_index, num_shards)):
+        return _label_shards(
+            segmenter,
+            input_dir,
+            out_dir,
+            batch_size=batch_size,
+            device=device,
+            mean=mean,
+            std=std,
+            overwrite=overwrite,
+            progress=progress,
+            compress_level=compress_level,
+            shard_index=shard_index,
+            num_shards=num_shards,
+        )
+
+
+def _label_shards(
+    segmenter: SegmentationTask | str | Path,
+    input_dir: str | Path,
+    out_dir: str | Path,
+    batch_size: int = 32,
+    device: str = "auto",
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    overwrite: bool = False,
+    progress: bool = True,
+    compress_level: int = 6,
+    shard_index: int = 0,
+    num_shards: int = 1,
+) -> LabelReport:
+    """:func:`label_shards` with the lock of its output already held (by the caller)."""
     input_dir, out_dir = Path(input_dir), worker_dir(out_dir, shard_index, num_shards)
     manifest = _check_paths(input_dir, out_dir, overwrite)
     if batch_size < 1:

@@ -24,6 +24,11 @@ Guarantees:
   refused rather than mixed in. The parts
   are assembled into ``OUT`` at the end and removed; ``OUT/manifest.json`` is written
   last, so ``OUT`` is a finished shard set only when everything is there.
+- **One run per output.** A run holds the lock ``OUT.lock`` beside ``OUT`` (a worker:
+  ``OUT/part-K-of-N.lock``; see :mod:`aras400k.locking`; beside, since the work folder
+  inside ``OUT`` is deleted at the end) from its first check to its last write; a
+  second run on the same output stops at once with
+  :class:`~aras400k.locking.LockedError` naming the first one's PID.
 - **Splittable over workers.** With ``shard_index=K, num_shards=N`` worker ``K`` makes
   the parts of the ``K``-th of ``N`` contiguous runs of input shards into
   ``OUT/part-K-of-N`` (so use at most as many workers as input shards); since batches
@@ -64,11 +69,12 @@ from aras400k.data.shards import (
     shard_paths,
     write_json_atomic,
 )
+from aras400k.locking import exclusive_lock
 from aras400k.metrics.segmentation import SegmentationMetrics
 from aras400k.models.spade.generator import SPADEGenerator
 from aras400k.models.spade.module import SPADEGAN, load_spade_generator
 from aras400k.models.spade.normalization import one_hot_mask
-from aras400k.synthesis import _resolve_device, label_shards
+from aras400k.synthesis import _label_shards, _resolve_device
 
 __all__ = ["SpadeSynthesisReport", "sample_seed", "synthesize_conditional"]
 
@@ -247,49 +253,55 @@ def synthesize_conditional(
             included), the checkpoint is not a SPADEGAN's, a sample has no mask or one
             of a size the generator cannot take, ``out_dir`` is the input, or
             ``out_dir`` holds an unfinished run with other settings.
+        LockedError: If another run is writing ``out_dir`` (the worker's part for a worker).
     """
     check_worker(shard_index, num_shards)
     masks_dir, out_dir = Path(masks_dir), worker_dir(out_dir, shard_index, num_shards)
-    manifest = _check_inputs(masks_dir, out_dir, per_mask, batch_size, force_split, overwrite)
-    torch_device = _resolve_device(device)
-    generator = load_spade_generator(checkpoint, use_ema=use_ema, map_location=torch_device, module_class=module_class)
-    digest = _file_sha256(Path(checkpoint))[:16]
-    meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "seed": seed, "use_ema": use_ema}
-    low, high = partition_range(len(manifest["shards"]), shard_index, num_shards)
-    run = _Run(generator, torch_device, masks_dir, manifest, per_mask, seed, batch_size, meta, list(range(low, high)))
-    work = out_dir / WORK_DIR
-    record = _run_record(run)
-    extra: dict[str, Any] = {"generator": meta | {"per_mask": per_mask}, "conditioned_on": str(masks_dir)}
-    if num_shards > 1:
-        # Every worker of the run has the same work (all input shards, seed, batching); the device may differ.
-        extra[WORKER_FIELD] = worker_record(shard_index, num_shards, record | {"device": None})
-        record["worker"] = [shard_index, num_shards]
-    _open_work_dir(work, record, overwrite)
-    resumed = _write_parts(run, work, progress)
-    spp = samples_per_shard or _default_shard_size(manifest, per_mask)
-    if label_with is None:
-        written = _assemble(work, out_dir, run.split, spp, extra, overwrite)
-        label_miou = None
-    else:
-        written, label_miou = _assemble_and_label(run, work, out_dir, spp, extra, Path(label_with), progress)
-    shutil.rmtree(work)
-    return SpadeSynthesisReport(
-        masks_dir=str(masks_dir),
-        out_dir=str(out_dir),
-        manifest=str(out_dir / MANIFEST_NAME),
-        num_parents=sum(int(manifest["shards"][i]["num_samples"]) for i in run.shards),
-        num_samples=int(written["num_samples"]),
-        num_shards=len(written["shards"]),
-        per_mask=per_mask,
-        seed=seed,
-        checkpoint=str(checkpoint),
-        checkpoint_sha256=digest,
-        resumed_parts=resumed,
-        composition=dict(written["composition"]),
-        labelled_with=str(label_with) if label_with is not None else None,
-        label_miou=label_miou,
-        worker=(shard_index, num_shards) if num_shards > 1 else None,
-    )
+    with exclusive_lock(out_dir):  # beside out_dir: the work folder inside it is deleted at the end
+        manifest = _check_inputs(masks_dir, out_dir, per_mask, batch_size, force_split, overwrite)
+        torch_device = _resolve_device(device)
+        generator = load_spade_generator(
+            checkpoint, use_ema=use_ema, map_location=torch_device, module_class=module_class
+        )
+        digest = _file_sha256(Path(checkpoint))[:16]
+        meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "seed": seed, "use_ema": use_ema}
+        low, high = partition_range(len(manifest["shards"]), shard_index, num_shards)
+        run = _Run(
+            generator, torch_device, masks_dir, manifest, per_mask, seed, batch_size, meta, list(range(low, high))
+        )
+        work = out_dir / WORK_DIR
+        record = _run_record(run)
+        extra: dict[str, Any] = {"generator": meta | {"per_mask": per_mask}, "conditioned_on": str(masks_dir)}
+        if num_shards > 1:
+            # Every worker of the run has the same work (all input shards, seed, batching); the device may differ.
+            extra[WORKER_FIELD] = worker_record(shard_index, num_shards, record | {"device": None})
+            record["worker"] = [shard_index, num_shards]
+        _open_work_dir(work, record, overwrite)
+        resumed = _write_parts(run, work, progress)
+        spp = samples_per_shard or _default_shard_size(manifest, per_mask)
+        if label_with is None:
+            written = _assemble(work, out_dir, run.split, spp, extra, overwrite)
+            label_miou = None
+        else:
+            written, label_miou = _assemble_and_label(run, work, out_dir, spp, extra, Path(label_with), progress)
+        shutil.rmtree(work)
+        return SpadeSynthesisReport(
+            masks_dir=str(masks_dir),
+            out_dir=str(out_dir),
+            manifest=str(out_dir / MANIFEST_NAME),
+            num_parents=sum(int(manifest["shards"][i]["num_samples"]) for i in run.shards),
+            num_samples=int(written["num_samples"]),
+            num_shards=len(written["shards"]),
+            per_mask=per_mask,
+            seed=seed,
+            checkpoint=str(checkpoint),
+            checkpoint_sha256=digest,
+            resumed_parts=resumed,
+            composition=dict(written["composition"]),
+            labelled_with=str(label_with) if label_with is not None else None,
+            label_miou=label_miou,
+            worker=(shard_index, num_shards) if num_shards > 1 else None,
+        )
 
 
 def _check_inputs(
@@ -511,7 +523,7 @@ def _assemble_and_label(
     """Assemble into the work folder, label into ``out_dir``; return the manifest and the mask agreement."""
     assembled = work / "assembled"
     _assemble(work, assembled, run.split, samples_per_shard, extra, overwrite=True)
-    label_shards(
+    _label_shards(
         segmenter,
         assembled,
         out_dir,

@@ -24,6 +24,9 @@ module uses):
   single run forms them, so every image is computed exactly as there) into
   ``OUT/part-K-of-N``; :func:`~aras400k.data.merge.merge_shard_sets` (``aras-data
   merge``) joins the parts into the single run's samples, in its order.
+- **One run per output.** A run holds the lock ``OUT.lock`` beside ``OUT`` (or
+  ``OUT/part-K-of-N.lock`` for a worker); a second run on the same output stops at once
+  with :class:`~aras400k.locking.LockedError`.
 
 Lightning checkpoints are read with ``torch.load(weights_only=True)``
 (:func:`~aras400k.synthesis.read_checkpoint`); ``.pkl`` files with the restricted
@@ -52,9 +55,10 @@ from aras400k.data.shards import (
     ShardWriter,
     read_manifest,
 )
+from aras400k.locking import exclusive_lock
 from aras400k.models.stylegan3.generator import Generator, build_generator
 from aras400k.models.stylegan3.module import StyleGAN3
-from aras400k.synthesis import _resolve_device, generator_from_module, label_shards, read_checkpoint
+from aras400k.synthesis import _label_shards, _resolve_device, generator_from_module, read_checkpoint
 from aras400k.synthesis_spade import WORK_DIR, _file_sha256, _iter_part_samples, _open_work_dir
 
 __all__ = [
@@ -329,68 +333,70 @@ def synthesize_unconditional(
         ValueError: On bad seeds or numbers (``shard_index`` outside ``0 .. num_shards - 1``
             included), a file that is not a StyleGAN3 checkpoint, or an unfinished run at
             ``out_dir`` with other settings.
+        LockedError: If another run is writing ``out_dir`` (the worker's part for a worker).
     """
     seed_list = _check_inputs(seeds, n, truncation, batch_size, samples_per_shard, chunk_size)
     check_worker(shard_index, num_shards)
     out_dir = worker_dir(out_dir, shard_index, num_shards)
-    if (out_dir / MANIFEST_NAME).exists() and not overwrite:
-        raise FileExistsError(
-            f"{out_dir} already holds a shard set; pass overwrite=True (--overwrite true) to replace it"
+    with exclusive_lock(out_dir):  # beside out_dir: the work folder inside it is deleted at the end
+        if (out_dir / MANIFEST_NAME).exists() and not overwrite:
+            raise FileExistsError(
+                f"{out_dir} already holds a shard set; pass overwrite=True (--overwrite true) to replace it"
+            )
+        torch_device = _resolve_device(device)
+        generator = load_stylegan3_generator(
+            checkpoint, use_ema=use_ema, map_location=torch_device, module_class=module_class
         )
-    torch_device = _resolve_device(device)
-    generator = load_stylegan3_generator(
-        checkpoint, use_ema=use_ema, map_location=torch_device, module_class=module_class
-    )
-    digest = _file_sha256(Path(checkpoint))[:16]
-    meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "truncation": float(truncation)}
-    run = _Run(generator, torch_device, float(truncation), batch_size, meta)
-    work = out_dir / WORK_DIR
-    seeds_sha256 = hashlib.sha256(",".join(map(str, seed_list)).encode()).hexdigest()
-    record = {
-        "format": _RUN_FORMAT,
-        "generator": meta | {"use_ema": use_ema},
-        "seeds_sha256": seeds_sha256,
-        "num_seeds": len(seed_list),
-        "chunk_size": chunk_size,
-        "batch_size": batch_size,
-        "device": torch_device.type,
-    }
-    extra: dict[str, Any] = {"generator": meta | {"num_seeds": len(seed_list)}}
-    if num_shards > 1:
-        record["worker"] = [shard_index, num_shards]
-        work_of_run = {"seeds_sha256": seeds_sha256, "chunk_size": chunk_size, "batch_size": batch_size}
-        extra[WORKER_FIELD] = worker_record(shard_index, num_shards, work_of_run)
-    _open_work_dir(work, record, overwrite)
-    chunks = worker_chunks(seed_list, chunk_size, batch_size, shard_index, num_shards)
-    resumed = _write_parts(run, chunks, work, progress)
-    mine = [seed for _, chunk in chunks for seed in chunk]
-    if label_with is None:
-        written = _assemble(work, out_dir, samples_per_shard, extra, overwrite)
-    else:
-        assembled = work / "assembled"
-        _assemble(work, assembled, samples_per_shard, extra, overwrite=True)
-        label_shards(label_with, assembled, out_dir, batch_size=batch_size, device=str(torch_device),
-                     overwrite=True, progress=progress)  # fmt: skip
-        written = read_manifest(out_dir)
-    shutil.rmtree(work)
-    report = StyleGAN3SynthesisReport(
-        out_dir=str(out_dir),
-        manifest=str(out_dir / MANIFEST_NAME),
-        num_samples=int(written["num_samples"]),
-        num_shards=len(written["shards"]),
-        first_seed=min(mine, default=None),
-        last_seed=max(mine, default=None),
-        truncation=float(truncation),
-        checkpoint=str(checkpoint),
-        checkpoint_sha256=digest,
-        resumed_parts=resumed,
-        composition=dict(written.get("composition") or {}),
-        labelled_with=str(label_with) if label_with is not None else None,
-        worker=(shard_index, num_shards) if num_shards > 1 else None,
-    )
-    if equivariance:
-        report.equivariance, report.equivariance_note = _equivariance(generator, equivariance_samples, batch_size)
-    return report
+        digest = _file_sha256(Path(checkpoint))[:16]
+        meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "truncation": float(truncation)}
+        run = _Run(generator, torch_device, float(truncation), batch_size, meta)
+        work = out_dir / WORK_DIR
+        seeds_sha256 = hashlib.sha256(",".join(map(str, seed_list)).encode()).hexdigest()
+        record = {
+            "format": _RUN_FORMAT,
+            "generator": meta | {"use_ema": use_ema},
+            "seeds_sha256": seeds_sha256,
+            "num_seeds": len(seed_list),
+            "chunk_size": chunk_size,
+            "batch_size": batch_size,
+            "device": torch_device.type,
+        }
+        extra: dict[str, Any] = {"generator": meta | {"num_seeds": len(seed_list)}}
+        if num_shards > 1:
+            record["worker"] = [shard_index, num_shards]
+            work_of_run = {"seeds_sha256": seeds_sha256, "chunk_size": chunk_size, "batch_size": batch_size}
+            extra[WORKER_FIELD] = worker_record(shard_index, num_shards, work_of_run)
+        _open_work_dir(work, record, overwrite)
+        chunks = worker_chunks(seed_list, chunk_size, batch_size, shard_index, num_shards)
+        resumed = _write_parts(run, chunks, work, progress)
+        mine = [seed for _, chunk in chunks for seed in chunk]
+        if label_with is None:
+            written = _assemble(work, out_dir, samples_per_shard, extra, overwrite)
+        else:
+            assembled = work / "assembled"
+            _assemble(work, assembled, samples_per_shard, extra, overwrite=True)
+            _label_shards(label_with, assembled, out_dir, batch_size=batch_size, device=str(torch_device),
+                          overwrite=True, progress=progress)  # fmt: skip
+            written = read_manifest(out_dir)
+        shutil.rmtree(work)
+        report = StyleGAN3SynthesisReport(
+            out_dir=str(out_dir),
+            manifest=str(out_dir / MANIFEST_NAME),
+            num_samples=int(written["num_samples"]),
+            num_shards=len(written["shards"]),
+            first_seed=min(mine, default=None),
+            last_seed=max(mine, default=None),
+            truncation=float(truncation),
+            checkpoint=str(checkpoint),
+            checkpoint_sha256=digest,
+            resumed_parts=resumed,
+            composition=dict(written.get("composition") or {}),
+            labelled_with=str(label_with) if label_with is not None else None,
+            worker=(shard_index, num_shards) if num_shards > 1 else None,
+        )
+        if equivariance:
+            report.equivariance, report.equivariance_note = _equivariance(generator, equivariance_samples, batch_size)
+        return report
 
 
 def _check_inputs(

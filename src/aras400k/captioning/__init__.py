@@ -23,7 +23,13 @@ from aras400k.captioning.prompts import DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_PROM
 from aras400k.captioning.redundancy import DuplicateFilter, normalize_caption
 from aras400k.captioning.requests import MODES, CaptionRequest, Mode, SamplingSettings
 from aras400k.captioning.shards import write_captioned_shards
-from aras400k.captioning.sidecar import CaptionSidecarWriter, read_caption_records, read_captions
+from aras400k.captioning.sidecar import (
+    CaptionSidecarWriter,
+    RepairReport,
+    read_caption_records,
+    read_captions,
+    repair_sidecar,
+)
 
 __all__ = [
     "BACKENDS",
@@ -41,6 +47,7 @@ __all__ = [
     "DuplicateFilter",
     "Mode",
     "OpenAIBackend",
+    "RepairReport",
     "SamplingSettings",
     "TemplateBackend",
     "TransformersBackend",
@@ -50,6 +57,7 @@ __all__ = [
     "prompt_hash",
     "read_caption_records",
     "read_captions",
+    "repair_sidecar",
     "write_captioned_shards",
 ]
 

@@ -26,6 +26,7 @@ import re
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ from aras400k.data.shards import (
     list_shards,
     read_manifest,
 )
+from aras400k.locking import RunLock, exclusive_lock
 
 __all__ = ["CaptionInput", "CaptionReport", "CaptionStats", "Captioner"]
 
@@ -572,10 +574,31 @@ class Captioner:
                 the input, or ``shard_index`` is outside ``0 .. num_shards - 1``.
             FileExistsError: If ``shards_out`` holds another shard set and ``overwrite`` is off.
             BackendError: If the backend fails (captions of finished batches are kept).
+            LockedError: If another run is writing the same sidecar (the worker's part
+                for a worker); the lock is held for the whole call.
         """
+        check_worker(shard_index, num_shards)
+        sidecar = part_sidecar_path(out, shard_index, num_shards) if num_shards > 1 else Path(out)
+        with exclusive_lock(sidecar) as lock:
+            return self._caption_shards(
+                in_dir, out, lock, shards_out, limit, overwrite, samples_per_shard, shard_index, num_shards
+            )
+
+    def _caption_shards(
+        self,
+        in_dir: str | Path,
+        out: str | Path,
+        lock: RunLock,
+        shards_out: str | Path | None,
+        limit: int | None,
+        overwrite: bool,
+        samples_per_shard: int | None,
+        shard_index: int,
+        num_shards: int,
+    ) -> CaptionReport:
+        """:meth:`caption_shards` with the lock of the sidecar it writes already held."""
         from aras400k.captioning.shards import check_shards_out, write_captioned_shards
 
-        check_worker(shard_index, num_shards)
         in_dir, out = _location(in_dir), Path(out)
         manifest = read_manifest(in_dir)
         if limit is not None and limit < 0:
@@ -600,7 +623,7 @@ class Captioner:
         start = time.perf_counter()
         samples = manifest["num_samples"] if limit is None else min(limit, manifest["num_samples"])
         first, stop = partition_range(samples, shard_index, num_shards)
-        with CaptionSidecarWriter(out, overwrite=overwrite) as writer:
+        with CaptionSidecarWriter(out, overwrite=overwrite, lock=lock) as writer:
             self._check_resumable(writer)
             report.discarded_bytes = writer.discarded_bytes
             done = writer.done
@@ -669,6 +692,7 @@ class Captioner:
             FileNotFoundError: If a worker's sidecar or run record is missing.
             ValueError: If ``num_shards < 2``, or a part was made with other settings.
             ManifestError: If ``in_dir`` is not a shard set.
+            LockedError: If another run is writing ``out``, or a worker is still writing its part.
             BackendError: If the backend fails (captions of finished batches are kept).
         """
         if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 2:
@@ -676,14 +700,17 @@ class Captioner:
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         manifest = read_manifest(in_dir)
-        answers, parts = read_part_answers(out, num_shards, self._run_record(manifest, limit, num_shards))
-        self._answers = answers
-        try:
-            report = self.caption_shards(
-                in_dir, out, shards_out, limit=limit, overwrite=overwrite, samples_per_shard=samples_per_shard
-            )
-        finally:
-            self._answers = None
+        with exclusive_lock(out) as lock:
+            with ExitStack() as workers:
+                # A worker still writing its part would be merged half done: refuse while one runs.
+                for k in range(num_shards):
+                    workers.enter_context(exclusive_lock(part_sidecar_path(out, k, num_shards)))
+                answers, parts = read_part_answers(out, num_shards, self._run_record(manifest, limit, num_shards))
+            self._answers = answers
+            try:
+                report = self._caption_shards(in_dir, out, lock, shards_out, limit, overwrite, samples_per_shard, 0, 1)
+            finally:
+                self._answers = None
         report.merged_parts = len(parts)
         return report
 

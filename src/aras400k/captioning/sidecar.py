@@ -11,19 +11,36 @@ most once. ``prompt_hash`` identifies the system + user prompt templates
 was generated with. A writer appends whole batches and flushes after each, so a killed
 run leaves at most one partial last line; readers ignore a last line without its
 newline and :class:`CaptionSidecarWriter` cuts it off before appending.
+
+A writer holds the sidecar's run lock (:mod:`aras400k.locking`, the file
+``OUT.jsonl.lock`` beside it) while it is open, so a second run on the same sidecar
+stops at once instead of writing every caption twice. A sidecar that two runs wrote at
+once before this lock existed is mended with :func:`repair_sidecar` (``aras-caption
+--repair true``), which keeps the first caption of each ``(key, index)``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aras400k.captioning.requests import MODES
+from aras400k.locking import RunLock, lock_path
 
-__all__ = ["SIDECAR_FIELDS", "CaptionSidecarWriter", "check_record", "read_caption_records", "read_captions"]
+__all__ = [
+    "SIDECAR_FIELDS",
+    "CaptionSidecarWriter",
+    "RepairReport",
+    "check_record",
+    "read_caption_records",
+    "read_captions",
+    "repair_sidecar",
+]
 
 #: Field name -> type of a sidecar record.
 SIDECAR_FIELDS: dict[str, type] = {
@@ -68,17 +85,13 @@ def check_record(record: Mapping[str, Any], where: str = "record") -> dict[str, 
     return out
 
 
-def _read_complete(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Parse the newline-terminated lines of a sidecar.
+def _iter_complete(path: Path, data: bytes) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+    """Parse the newline-terminated lines of a sidecar's bytes into ``(line number, line, record)``.
 
-    Returns:
-        The records and the byte length of the complete lines (where a partial tail starts).
+    Blank lines are skipped; a last line without its newline is left out.
     """
-    data = path.read_bytes()
     end = data.rfind(b"\n") + 1
-    records: list[dict[str, Any]] = []
-    seen: set[tuple[str, int]] = set()
-    for number, line in enumerate(data[:end].splitlines(), start=1):
+    for number, line in enumerate(data[:end].splitlines(keepends=True), start=1):
         if not line.strip():
             continue
         where = f"{path} line {number}"
@@ -86,13 +99,29 @@ def _read_complete(path: Path) -> tuple[list[dict[str, Any]], int]:
             record = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{where} is not valid JSON ({err}); the sidecar is corrupt") from err
-        record = check_record(record, where)
+        yield number, line, check_record(record, where)
+
+
+def _read_complete(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Parse the newline-terminated lines of a sidecar.
+
+    Returns:
+        The records and the byte length of the complete lines (where a partial tail starts).
+    """
+    data = path.read_bytes()
+    records: list[dict[str, Any]] = []
+    seen: set[tuple[str, int]] = set()
+    for number, _, record in _iter_complete(path, data):
         ident = (record["key"], record["index"])
         if ident in seen:
-            raise ValueError(f"{where}: a second caption for key {ident[0]!r} index {ident[1]}")
+            raise ValueError(
+                f"{path} line {number}: a second caption for key {ident[0]!r} index {ident[1]} (two runs wrote "
+                f"this file at once?); keep the first caption of each with aras-caption --repair true --out {path} "
+                "(the file is backed up first)"
+            )
         seen.add(ident)
         records.append(record)
-    return records, end
+    return records, data.rfind(b"\n") + 1
 
 
 def read_caption_records(path: str | Path) -> list[dict[str, Any]]:
@@ -141,26 +170,43 @@ def read_captions(path: str | Path) -> dict[str, list[dict[str, Any]]]:
 class CaptionSidecarWriter:
     """Append caption records to a sidecar, resuming a file a killed run left behind.
 
-    On opening, an existing file's complete records are read back into :attr:`records`
-    and a partial last line is cut off, so appending continues cleanly. Every
-    :meth:`write` appends a whole batch and flushes it.
+    On opening, the sidecar's run lock is taken (see :mod:`aras400k.locking`), then an
+    existing file's complete records are read back into :attr:`records` and a partial
+    last line is cut off, so appending continues cleanly. Every :meth:`write` appends a
+    whole batch and flushes it. :meth:`close` releases the lock.
 
     Args:
         path: The ``.jsonl`` sidecar; its folder is created.
         overwrite: Start a new file instead of resuming an existing one.
         fsync: Also ``fsync`` after each batch (survives a power cut, not just a kill).
+        lock: The sidecar's lock when the caller already holds it for a longer run (it is
+            then left to the caller to release); ``None`` takes and releases it here.
 
     Raises:
-        ValueError: If an existing file is malformed (see :func:`read_caption_records`).
+        LockedError: If another run holds the sidecar's lock.
+        ValueError: If an existing file is malformed (see :func:`read_caption_records`),
+            or ``lock`` is not a held lock of this sidecar.
     """
 
-    def __init__(self, path: str | Path, overwrite: bool = False, fsync: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, overwrite: bool = False, fsync: bool = False, lock: RunLock | None = None
+    ) -> None:
         self.path = Path(path)
         self.fsync = fsync
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.records: list[dict[str, Any]] = []
         #: Bytes of a partial last line cut off when resuming.
         self.discarded_bytes = 0
+        if lock is not None and not (lock.held and lock.lock_file == lock_path(self.path)):
+            raise ValueError(f"{lock!r} is not a held lock of the sidecar {self.path}")
+        self._own_lock = RunLock(self.path).acquire() if lock is None else None
+        try:
+            self._open(overwrite)
+        except BaseException:
+            self._release()
+            raise
+
+    def _open(self, overwrite: bool) -> None:
         if self.path.exists() and not overwrite:
             self.records, end = _read_complete(self.path)
             self.discarded_bytes = self.path.stat().st_size - end
@@ -169,6 +215,10 @@ class CaptionSidecarWriter:
                     fh.truncate(end)
         self._done = {(r["key"], r["index"]) for r in self.records}
         self._fh = self.path.open("ab" if not overwrite else "wb")
+
+    def _release(self) -> None:
+        if self._own_lock is not None:
+            self._own_lock.release()
 
     @property
     def done(self) -> frozenset[tuple[str, int]]:
@@ -206,12 +256,111 @@ class CaptionSidecarWriter:
         self._done.update(idents)
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file and release the lock taken on opening."""
         if not self._fh.closed:
             self._fh.close()
+        self._release()
 
     def __enter__(self) -> CaptionSidecarWriter:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.close()
+
+
+@dataclass
+class RepairReport:
+    """What :func:`repair_sidecar` did.
+
+    Attributes:
+        path: The sidecar.
+        kept: Captions kept (the first of each ``(key, index)``).
+        dropped: Later captions of a ``(key, index)`` already kept, left out.
+        dropped_ids: The ``(key, index)`` of the dropped captions, in file order.
+        discarded_bytes: Bytes of a partial last line cut off.
+        backup: Where the file as it was is kept (``None``: nothing was changed).
+    """
+
+    path: Path
+    kept: int = 0
+    dropped: int = 0
+    dropped_ids: list[tuple[str, int]] = field(default_factory=list)
+    discarded_bytes: int = 0
+    backup: Path | None = None
+
+    def summary(self) -> str:
+        """One line saying what was repaired.
+
+        Returns:
+            The text.
+        """
+        if self.backup is None:
+            return f"{self.path}: {self.kept} captions, no (key, index) twice; nothing to repair"
+        first = ", ".join(f"{key} index {index}" for key, index in self.dropped_ids[:3])
+        dropped = f"dropped {self.dropped} repeated captions (first: {first})" if self.dropped else "dropped none"
+        cut = f", cut a partial last line of {self.discarded_bytes} bytes" if self.discarded_bytes else ""
+        return f"{self.path}: kept {self.kept} captions, {dropped}{cut}; the old file is kept as {self.backup}"
+
+
+def repair_sidecar(path: str | Path) -> RepairReport:
+    """Keep the first caption of each ``(key, index)`` of a sidecar that two runs wrote at once.
+
+    Two runs on one sidecar (before the run lock) write every ``(key, index)`` twice,
+    and every resume then refuses the file. This keeps the first caption of each in
+    file order (the lines unchanged), drops the later ones and a partial last line, and
+    replaces the file atomically: the repaired copy is written and synced next to it,
+    the original is kept as ``OUT.jsonl.bak`` (``.bak.1``, ... if taken), then the copy
+    is renamed over it. A sidecar without repeats is left untouched. The sidecar's run
+    lock is held throughout.
+
+    Args:
+        path: The ``.jsonl`` sidecar.
+
+    Returns:
+        The report.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        LockedError: If a run is writing the sidecar.
+        ValueError: If a line is not a valid caption record (that is not a repeat; the
+            file is left as it is).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"caption sidecar {path} does not exist")
+    with RunLock(path):
+        data = path.read_bytes()
+        report = RepairReport(path, discarded_bytes=len(data) - (data.rfind(b"\n") + 1))
+        kept: list[bytes] = []
+        seen: set[tuple[str, int]] = set()
+        for _, line, record in _iter_complete(path, data):
+            ident = (record["key"], record["index"])
+            if ident in seen:
+                report.dropped_ids.append(ident)
+            else:
+                seen.add(ident)
+                kept.append(line)
+        report.kept, report.dropped = len(kept), len(report.dropped_ids)
+        if report.dropped or report.discarded_bytes:
+            report.backup = _replace_keeping_backup(path, b"".join(kept))
+    return report
+
+
+def _replace_keeping_backup(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a synced temporary file, keep ``path`` as a backup, then rename the file over it."""
+    tmp = path.with_name(path.name + ".repair.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    backup = path.with_name(path.name + ".bak")
+    number = 0
+    while backup.exists():
+        number += 1
+        backup = path.with_name(f"{path.name}.bak.{number}")
+    try:
+        os.link(path, backup)  # the same bytes under a second name: no copy
+    except OSError:
+        shutil.copy2(path, backup)
+    os.replace(tmp, path)
+    return backup

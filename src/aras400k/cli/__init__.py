@@ -8,10 +8,14 @@ from argparse import ArgumentError
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-__all__ = ["add_worker_arguments", "fail", "import_class", "parse_and_run", "run_command"]
+from aras400k.locking import LockedError
+
+__all__ = ["LOCKED_STATUS", "add_worker_arguments", "fail", "import_class", "parse_and_run", "run_command"]
 
 #: Errors that mean "bad input": reported in one line, exit status 2.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, ImportError, OSError)
+#: Exit status when another run holds the output's lock (``EX_TEMPFAIL``: try again later).
+LOCKED_STATUS = 75
 
 
 def fail(program: str, message: str, status: int = 2) -> NoReturn:
@@ -29,6 +33,9 @@ def fail(program: str, message: str, status: int = 2) -> NoReturn:
 def run_command(program: str, command: Callable[[], int | None]) -> int:
     """Run a command body, turning input errors into a one-line message and exit status 2.
 
+    An output in use by another run (:class:`~aras400k.locking.LockedError`) also gives
+    one line, naming the holder, with exit status :data:`LOCKED_STATUS`.
+
     Args:
         program: Command name used in the message.
         command: The work; returns an exit status (``None`` means 0).
@@ -38,6 +45,8 @@ def run_command(program: str, command: Callable[[], int | None]) -> int:
     """
     try:
         return command() or 0
+    except LockedError as err:
+        fail(program, str(err), status=LOCKED_STATUS)
     except INPUT_ERRORS as err:
         fail(program, str(err))
     except KeyboardInterrupt:

@@ -22,6 +22,12 @@ reusing every worker caption and asking the backend only for captions that repea
 of another part, so ``--out`` equals a one-worker run's sidecar. The options of a backend are nested under
 its name (``--transformers.*``, ``--openai.*``, ``--template.*``), also in the YAML
 config.
+
+One run writes a sidecar at a time: a run holds ``OUT.jsonl.lock`` (beside ``--out``,
+or the worker's part) until it ends, and a second run on the same file stops at once
+naming the first one's PID (exit status 75). A sidecar two runs wrote at once (before
+this lock) holds captions twice and every resume refuses it; ``aras-caption --repair
+true --out OUT.jsonl`` keeps the first caption of each and backs the file up first.
 """
 
 from __future__ import annotations
@@ -96,6 +102,13 @@ def build_parser() -> ArgumentParser:
         type=bool,
         default=False,
         help="join the --num_shards worker sidecars into --out (same options as the workers, no --shard_index)",
+    )
+    parser.add_argument(
+        "--repair",
+        type=bool,
+        default=False,
+        help="only repair --out (or the worker's part): keep the first caption of each (key, index), "
+        "backing the file up as OUT.bak first",
     )
     parser.add_argument("--progress", type=bool, default=True, help="show a progress bar with captions/s")
     parser.add_argument(
@@ -191,9 +204,22 @@ def captioner_class(path: str) -> type[Captioner]:
     return found
 
 
+def _repair(cfg: Namespace) -> int:
+    from aras400k.captioning import repair_sidecar
+    from aras400k.captioning.parts import part_sidecar_path
+
+    if cfg.merge:
+        raise ValueError("--repair true mends one sidecar; give it without --merge")
+    path = part_sidecar_path(cfg.out, cfg.shard_index, cfg.num_shards) if cfg.num_shards > 1 else Path(cfg.out)
+    print(repair_sidecar(path).summary())
+    return 0
+
+
 def _run(cfg: Namespace) -> int:
     from aras400k.captioning import BackendError, build_backend
 
+    if cfg.repair:
+        return _repair(cfg)
     _ensure_input(cfg)
     captioner_type = captioner_class(cfg.captioner)
     backend = build_backend(cfg.backend, _backend_options(cfg))
@@ -249,7 +275,8 @@ def main(args: list[str] | None = None) -> int:
         args: Command-line arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 on success, 1 when the backend fails, 2 on bad input.
+        The exit status: 0 on success, 1 when the backend fails, 2 on bad input, 75 when
+        another run is writing the sidecar.
     """
     cfg = build_parser().parse_args(args)
     return run_command(PROGRAM, lambda: _run(cfg))

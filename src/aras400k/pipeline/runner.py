@@ -11,6 +11,10 @@ deleted first).
 
 Each command runs in this process, its output (both streams, file-descriptor level)
 going to ``run_dir/logs/<stage>.log``; the console shows one line per stage.
+
+One pipeline runs in a run folder at a time: it holds the lock ``RUN_DIR.lock`` beside
+the folder (:mod:`aras400k.locking`) until it ends, and a second one on the same folder
+stops at once naming the first one's PID.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from aras400k.data.shards import MANIFEST_NAME, ManifestError, read_manifest
+from aras400k.locking import exclusive_lock
 from aras400k.pipeline.config import STAGE_NAMES, PipelineConfig
 from aras400k.pipeline.index import write_index
 from aras400k.pipeline.stages import STAGES, Command, RunLayout, Stage
@@ -237,11 +242,28 @@ def run_pipeline(
     Raises:
         ValueError: On bad stage names.
         PipelineError: When a stage's command fails (its log is named).
+        LockedError: If another pipeline is running in the same run folder (the lock
+            ``RUN_DIR.lock`` beside it is held for the whole call, dry runs included).
     """
     stream = console or sys.stdout
     stages, forced = plan_stages(config, from_stage, only)
     layout = stages[0].layout
     layout.run_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(layout.run_dir):
+        return _run_stages(config, stages, forced, only, dry_run, verbose, stream)
+
+
+def _run_stages(
+    config: PipelineConfig,
+    stages: list[Stage],
+    forced: set[str],
+    only: Sequence[str] | None,
+    dry_run: bool,
+    verbose: bool,
+    stream: IO[str],
+) -> PipelineResult:
+    """:func:`run_pipeline` once the run folder's lock is held."""
+    layout = stages[0].layout
     if dry_run:
         from aras400k.pipeline.validate import validate_commands
 
