@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import tarfile
 from argparse import ArgumentError
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -12,6 +13,8 @@ __all__ = ["add_worker_arguments", "fail", "import_class", "parse_and_run", "run
 
 #: Errors that mean "bad input": reported in one line, exit status 2.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, ImportError, OSError)
+#: Errors that mean "the data is damaged" (a truncated or corrupt tar shard): one line, exit status 1.
+DATA_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError,)
 
 
 def fail(program: str, message: str, status: int = 2) -> NoReturn:
@@ -29,6 +32,9 @@ def fail(program: str, message: str, status: int = 2) -> NoReturn:
 def run_command(program: str, command: Callable[[], int | None]) -> int:
     """Run a command body, turning input errors into a one-line message and exit status 2.
 
+    A damaged shard (:data:`DATA_ERRORS`) is reported the same way with exit status 1,
+    as ``aras-data verify`` does for any problem it finds.
+
     Args:
         program: Command name used in the message.
         command: The work; returns an exit status (``None`` means 0).
@@ -38,6 +44,8 @@ def run_command(program: str, command: Callable[[], int | None]) -> int:
     """
     try:
         return command() or 0
+    except DATA_ERRORS as err:
+        fail(program, str(err), status=1)
     except INPUT_ERRORS as err:
         fail(program, str(err))
     except KeyboardInterrupt:
