@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from aras400k.cli.caption import main as caption_main
 from aras400k.cli.data import main as data_main
 from aras400k.cli.synth import main as synth_main
 from aras400k.data.remote import DEADLINE_ENV, ShardTimeoutError, as_location, open_shard, read_deadline
@@ -185,6 +186,14 @@ def test_aras_synth_spade_takes_an_http_folder(server: str, tmp_path: Path) -> N
     assert synth_main([*args, "--device", "cpu", "--progress", "false"]) == 0
     manifest = read_manifest(out)
     assert manifest["num_samples"] == NUM_TRAIN and manifest["conditioned_on"] == f"{server}/train/"
+
+
+def test_aras_caption_records_an_http_input_as_given(server: str, tmp_path: Path) -> None:  # noqa: F811
+    url = f"{server}/train/"
+    args = ["--input", url, "--out", str(tmp_path / "c.jsonl"), "--shards_out", str(tmp_path / "captioned")]
+    assert caption_main([*args, "--mode", "text", "--progress", "false"]) == 0
+    manifest = read_manifest(tmp_path / "captioned")
+    assert manifest["parent"] == url and manifest["num_samples"] == NUM_TRAIN
 
 
 def test_aras_eval_checks_an_http_dataset(server: str) -> None:  # noqa: F811
