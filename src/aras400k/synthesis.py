@@ -39,10 +39,12 @@ from aras400k.data.composition import composition, format_composition
 from aras400k.data.datamodules import IMAGENET_MEAN, IMAGENET_STD
 from aras400k.data.datasets import partition_range
 from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
+from aras400k.data.remote import as_location, locate, location_name
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
     SampleError,
+    ShardReadError,
     ShardWriter,
     decode_sample,
     iter_raw_samples,
@@ -375,7 +377,7 @@ def _label_shards(
     num_shards: int = 1,
 ) -> LabelReport:
     """:func:`label_shards` with the lock of its output already held (by the caller)."""
-    input_dir, out_dir = Path(input_dir), worker_dir(out_dir, shard_index, num_shards)
+    input_dir, out_dir = as_location(input_dir), worker_dir(out_dir, shard_index, num_shards)
     manifest = _check_paths(input_dir, out_dir, overwrite)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -394,7 +396,7 @@ def _label_shards(
     writer = _open_writer(manifest, out_dir, overwrite, compress_level, extra)
     replaced = 0
     total = sum(int(s["num_samples"]) for s in shards)
-    bar = tqdm(total=total, desc=f"label {input_dir.name}", unit="img", disable=not progress)
+    bar = tqdm(total=total, desc=f"label {location_name(str(input_dir).rstrip('/'))}", unit="img", disable=not progress)
     with labeller, writer, bar:
         for batch in _batches(_read_samples(input_dir, [s["name"] for s in shards]), batch_size):
             for raw, sample, mask in zip(batch.raws, batch.samples, labeller(batch.images()), strict=True):
@@ -416,9 +418,9 @@ def _label_shards(
     )
 
 
-def _check_paths(input_dir: Path, out_dir: Path, overwrite: bool) -> dict[str, Any]:
+def _check_paths(input_dir: str | Path, out_dir: Path, overwrite: bool) -> dict[str, Any]:
     """Check the input is a shard set and the output a new place; return the input manifest."""
-    if input_dir.resolve() == out_dir.resolve():
+    if isinstance(input_dir, Path) and input_dir.resolve() == out_dir.resolve():
         raise ValueError(f"out_dir {out_dir} is the input shard set; shards are never edited in place")
     manifest = read_manifest(input_dir)
     if (out_dir / MANIFEST_NAME).exists() and not overwrite:
@@ -517,11 +519,11 @@ class _Batch:
         return np.stack([s.image for s in self.samples])
 
 
-def _read_samples(directory: Path, shard_names: list[str]) -> Iterator[tuple[dict[str, Any], Sample]]:
+def _read_samples(directory: str | Path, shard_names: list[str]) -> Iterator[tuple[dict[str, Any], Sample]]:
     """Yield ``(raw members, decoded sample)`` in manifest order; fail naming shard and key."""
     for name in shard_names:
-        path = directory / name
-        if not path.is_file():
+        path = locate(directory, name)
+        if isinstance(path, Path) and not path.is_file():
             raise FileNotFoundError(f"shard {path} listed in the manifest is missing")
         key = None
         try:
@@ -532,7 +534,8 @@ def _read_samples(directory: Path, shard_names: list[str]) -> Iterator[tuple[dic
             raise SampleError(f"{path}: {err}; fix or remove it (aras-data verify lists every problem)") from err
         except (tarfile.TarError, EOFError) as err:
             where = f"after sample {key}" if key else "before its first sample"
-            raise SampleError(f"{path}: the tar file is corrupt {where} ({err})") from err
+            reason = err.reason if isinstance(err, ShardReadError) else err
+            raise SampleError(f"{path}: the tar file is corrupt {where} ({reason})") from err
 
 
 def _batches(samples: Iterator[tuple[dict[str, Any], Sample]], batch_size: int) -> Iterator[_Batch]:

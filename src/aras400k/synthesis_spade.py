@@ -56,6 +56,7 @@ from tqdm.auto import tqdm
 from aras400k.data.composition import composition, format_composition
 from aras400k.data.datasets import partition_range
 from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
+from aras400k.data.remote import as_location, locate, location_name
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
@@ -174,7 +175,7 @@ class _Run:
 
     generator: SPADEGenerator
     device: torch.device
-    masks_dir: Path
+    masks_dir: str | Path
     manifest: dict[str, Any]
     per_mask: int
     seed: int
@@ -256,7 +257,7 @@ def synthesize_conditional(
         LockedError: If another run is writing ``out_dir`` (the worker's part for a worker).
     """
     check_worker(shard_index, num_shards)
-    masks_dir, out_dir = Path(masks_dir), worker_dir(out_dir, shard_index, num_shards)
+    masks_dir, out_dir = as_location(masks_dir), worker_dir(out_dir, shard_index, num_shards)
     with exclusive_lock(out_dir):  # beside out_dir: the work folder inside it is deleted at the end
         manifest = _check_inputs(masks_dir, out_dir, per_mask, batch_size, force_split, overwrite)
         torch_device = _resolve_device(device)
@@ -305,12 +306,12 @@ def synthesize_conditional(
 
 
 def _check_inputs(
-    masks_dir: Path, out_dir: Path, per_mask: int, batch_size: int, force_split: bool, overwrite: bool
+    masks_dir: str | Path, out_dir: Path, per_mask: int, batch_size: int, force_split: bool, overwrite: bool
 ) -> dict[str, Any]:
     """Check arguments, the split and the output; return the input manifest."""
     if per_mask < 1 or batch_size < 1:
         raise ValueError(f"per_mask and batch_size must be >= 1, got {per_mask} and {batch_size}")
-    if masks_dir.resolve() == out_dir.resolve():
+    if isinstance(masks_dir, Path) and masks_dir.resolve() == out_dir.resolve():
         raise ValueError(f"out_dir {out_dir} is the input shard set; shards are never edited in place")
     manifest = read_manifest(masks_dir)
     if manifest["split"] != "train" and not force_split:
@@ -380,7 +381,8 @@ def _write_parts(run: _Run, work: Path, progress: bool) -> int:
     shards = run.manifest["shards"]
     total = sum(int(shards[i]["num_samples"]) for i in run.shards) * run.per_mask
     kept = 0
-    with tqdm(total=total, desc=f"spade {run.masks_dir.name}", unit="img", disable=not progress) as bar:
+    name = location_name(str(run.masks_dir).rstrip("/"))
+    with tqdm(total=total, desc=f"spade {name}", unit="img", disable=not progress) as bar:
         for index in run.shards:
             entry = shards[index]
             part = work / f"part-{index:06d}"
@@ -390,13 +392,13 @@ def _write_parts(run: _Run, work: Path, progress: bool) -> int:
                 continue
             if part.exists():
                 shutil.rmtree(part)  # unfinished: redo from its first sample
-            _write_part(run, run.masks_dir / entry["name"], part, bar)
+            _write_part(run, locate(run.masks_dir, entry["name"]), part, bar)
     return kept
 
 
-def _write_part(run: _Run, shard: Path, part: Path, bar: tqdm) -> None:
+def _write_part(run: _Run, shard: str | Path, part: Path, bar: tqdm) -> None:
     """Generate the samples of one input shard into a shard set of its own."""
-    if not shard.is_file():
+    if isinstance(shard, Path) and not shard.is_file():
         raise FileNotFoundError(f"shard {shard} listed in the manifest is missing")
     writer = ShardWriter(part, split=run.split, source="synth_cond", samples_per_shard=10**9, prefix="part")
     with writer:
@@ -430,7 +432,7 @@ class _Job:
         return Sample(key=key, image=image, mask=self.mask, meta=meta, mask_png=self.mask_png)
 
 
-def _jobs(run: _Run, shard: Path) -> Iterator[_Job]:
+def _jobs(run: _Run, shard: str | Path) -> Iterator[_Job]:
     """The shard's masks, each repeated ``per_mask`` times, in input order."""
     factor = 2**run.generator.num_upsamplings
     for raw in iter_raw_samples(shard):

@@ -56,7 +56,7 @@ from aras400k.captioning.sidecar import CaptionSidecarWriter
 from aras400k.data.composition import composition as mask_composition
 from aras400k.data.datasets import partition_range
 from aras400k.data.merge import check_worker
-from aras400k.data.remote import is_url
+from aras400k.data.remote import as_location
 from aras400k.data.shards import (
     SampleError,
     decode_image,
@@ -599,7 +599,7 @@ class Captioner:
         """:meth:`caption_shards` with the lock of the sidecar it writes already held."""
         from aras400k.captioning.shards import check_shards_out, write_captioned_shards
 
-        in_dir, out = _location(in_dir), Path(out)
+        in_dir, out = as_location(in_dir), Path(out)
         manifest = read_manifest(in_dir)
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -768,8 +768,3 @@ class Captioner:
                     f"prompt_hash={theirs[2]} but this run uses mode={mine[0]}, model={mine[1]}, "
                     f"prompt_hash={mine[2]}; give another output file or overwrite it (--overwrite true)"
                 )
-
-
-def _location(spec: str | Path) -> str | Path:
-    """A shard set folder as a :class:`Path`, or a URL spec unchanged (``Path`` would merge its ``//``)."""
-    return spec if is_url(spec) else Path(spec)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aras400k.captioning.sidecar import read_captions
+from aras400k.data.remote import as_location
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
@@ -50,7 +51,7 @@ def check_shards_out(
         ValueError: If ``shards_out`` is the input folder (shards are never edited in place).
         FileExistsError: If ``shards_out`` holds another shard set and ``overwrite`` is off.
     """
-    if Path(shards_out).resolve() == Path(in_dir).resolve():
+    if str(Path(shards_out).resolve()) == _identity(in_dir):
         raise ValueError(f"shards_out {shards_out} is the input shard set; shards are never edited in place")
     if not (Path(shards_out) / MANIFEST_NAME).exists():
         return False
@@ -61,6 +62,12 @@ def check_shards_out(
     )
 
 
+def _identity(in_dir: str | Path) -> str:
+    """The input recorded as ``parent``: a local folder resolved, a URL as given (``Path`` would mangle it)."""
+    location = as_location(in_dir)
+    return location if isinstance(location, str) else str(location.resolve())
+
+
 def _made_from(shards_out: str | Path, in_dir: str | Path, sidecar: str | Path) -> bool:
     try:
         manifest = read_manifest(shards_out)
@@ -68,7 +75,7 @@ def _made_from(shards_out: str | Path, in_dir: str | Path, sidecar: str | Path) 
         return False
     return (
         manifest.get("made_by") == "aras-caption"
-        and manifest.get("parent") == str(Path(in_dir).resolve())
+        and manifest.get("parent") == _identity(in_dir)
         and manifest.get("captions_sidecar") == str(Path(sidecar).resolve())
     )
 
@@ -106,7 +113,7 @@ def write_captioned_shards(
     per_shard = samples_per_shard or max((int(s["num_samples"]) for s in manifest["shards"]), default=1000)
     extra = {
         "made_by": "aras-caption",
-        "parent": str(Path(in_dir).resolve()),
+        "parent": _identity(in_dir),
         "captions_sidecar": str(Path(sidecar).resolve()),
     }
     skipped: list[str] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import tarfile
 from argparse import ArgumentError
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -16,6 +17,8 @@ __all__ = ["LOCKED_STATUS", "add_worker_arguments", "fail", "import_class", "par
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, ImportError, OSError)
 #: Exit status when another run holds the output's lock (``EX_TEMPFAIL``: try again later).
 LOCKED_STATUS = 75
+#: Errors that mean "the data is damaged" (a truncated or corrupt tar shard): one line, exit status 1.
+DATA_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError,)
 
 
 def fail(program: str, message: str, status: int = 2) -> NoReturn:
@@ -35,6 +38,8 @@ def run_command(program: str, command: Callable[[], int | None]) -> int:
 
     An output in use by another run (:class:`~aras400k.locking.LockedError`) also gives
     one line, naming the holder, with exit status :data:`LOCKED_STATUS`.
+    A damaged shard (:data:`DATA_ERRORS`) is reported the same way with exit status 1,
+    as ``aras-data verify`` does for any problem it finds.
 
     Args:
         program: Command name used in the message.
@@ -47,6 +52,8 @@ def run_command(program: str, command: Callable[[], int | None]) -> int:
         return command() or 0
     except LockedError as err:
         fail(program, str(err), status=LOCKED_STATUS)
+    except DATA_ERRORS as err:
+        fail(program, str(err), status=1)
     except INPUT_ERRORS as err:
         fail(program, str(err))
     except KeyboardInterrupt:

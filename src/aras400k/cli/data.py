@@ -22,6 +22,7 @@ from typing import Any
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from aras400k.cli import run_command
+from aras400k.data.remote import as_location
 
 __all__ = ["build_parser", "main"]
 
@@ -99,7 +100,7 @@ def build_parser() -> ArgumentParser:
     commands.add_subcommand("prepare", prep, help="GeoTIFFs -> patches -> shards (needs the geo extra)")
 
     stats = _subparser("Print the per-class composition of shard sets and draw the Figure-3 bar chart.")
-    stats.add_argument("dirs", nargs="+", help="shard set folders")
+    stats.add_argument("dirs", nargs="+", help="shard set folders (or URL folders)")
     stats.add_argument("--labels", type=list[str] | None, default=None, help="display names")
     stats.add_argument("--plot", type=str | None, default=None, help="PNG file for the bar chart")
     commands.add_subcommand("stats", stats, help="per-class composition table and chart")
@@ -113,7 +114,9 @@ def build_parser() -> ArgumentParser:
     commands.add_subcommand("preview", preview, help="a PNG grid of a shard set's samples and masks")
 
     verify = _subparser("Check shard sets against their manifests and decode every sample.")
-    verify.add_argument("dirs", nargs="+", help="shard set folders (a folder of split folders is expanded)")
+    verify.add_argument(
+        "dirs", nargs="+", help="shard set folders or URL folders (a local folder of split folders is expanded)"
+    )
     verify.add_argument("--quiet", type=bool, default=False, help="no progress bar")
     commands.add_subcommand("verify", verify, help="verify shard sets; exits 1 on any problem")
 
@@ -122,7 +125,11 @@ def build_parser() -> ArgumentParser:
         "aras-synth run (--shard_index/--num_shards), taken in worker order, or other sets made the same way. "
         "Tar files are hard-linked when possible (else copied) and renumbered; the manifest sums the counts."
     )
-    merge.add_argument("dirs", nargs="+", help="shard sets to merge; a folder holding part-K-of-N sets stands for them")
+    merge.add_argument(
+        "dirs",
+        nargs="+",
+        help="shard sets to merge (local or URL folders); a folder holding part-K-of-N sets stands for them",
+    )
     merge.add_argument("--out", type=str, required=True, help="folder of the merged set (may hold the parts)")
     merge.add_argument("--overwrite", type=bool, default=False, help="replace a shard set already at --out")
     merge.add_argument("--link", type=bool, default=True, help="hard-link the tar files when possible (else copy)")
@@ -201,10 +208,17 @@ def _preview(cfg: Namespace) -> int:
     return 0
 
 
-def _expand(dirs: list[str]) -> list[Path]:
-    """Replace a folder without a manifest by its sub-folders that have one (e.g. a demo root)."""
-    out: list[Path] = []
-    for d in map(Path, dirs):
+def _expand(dirs: list[str]) -> list[str | Path]:
+    """Replace a local folder without a manifest by its sub-folders that have one (e.g. a demo root).
+
+    URL specs are kept as given (a URL folder cannot be listed).
+    """
+    out: list[str | Path] = []
+    for spec in dirs:
+        d = as_location(spec)
+        if isinstance(d, str):
+            out.append(d)
+            continue
         children = sorted(p.parent for p in d.glob("*/manifest.json")) if not (d / "manifest.json").exists() else []
         out.extend(children or [d])
     return out
@@ -224,7 +238,9 @@ def _verify(cfg: Namespace) -> int:
 def _merge(cfg: Namespace) -> int:
     from aras400k.data.merge import merge_shard_sets, worker_parts
 
-    parts = [part for d in cfg.dirs for part in (worker_parts(d) or [Path(d)])]
+    parts: list[str | Path] = []
+    for d in cfg.dirs:
+        parts.extend(worker_parts(d) or [as_location(d)])
     report = merge_shard_sets(parts, cfg.out, overwrite=cfg.overwrite, link=cfg.link)
     print(report.summary())
     return 0

@@ -35,6 +35,7 @@ import numpy as np
 
 from aras400k.classes import CLASS_NAMES
 from aras400k.data.composition import composition_from_counts
+from aras400k.data.remote import as_location, is_url, locate, open_shard
 from aras400k.data.shards import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -179,8 +180,11 @@ def worker_parts(directory: str | Path) -> list[Path]:
         directory: The folder given as ``--out`` to the workers.
 
     Returns:
-        The part folders in name (= worker) order; empty if there are none.
+        The part folders in name (= worker) order; empty if there are none (always for a URL,
+        which cannot be listed: give its parts one by one).
     """
+    if is_url(directory):
+        return []
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -242,10 +246,12 @@ def merge_shard_sets(
     they are (hard-linked when possible, else copied) and renumbered
     ``{prefix}-{i:06d}.tar``; their sha256 is taken from the parts' manifests (run
     :func:`~aras400k.data.verify.verify_shards` to check every byte). The manifest is
-    written last, so ``out_dir`` is a shard set only once the merge is complete.
+    written last, so ``out_dir`` is a shard set only once the merge is complete. A part
+    behind a URL is downloaded (its tar headers are read once to check the keys, then
+    the files are copied).
 
     Args:
-        parts: Shard set folders to merge (at least one).
+        parts: Shard set folders to merge (at least one), local or URLs.
         out_dir: Folder of the merged set; it may be the folder holding the parts.
         overwrite: Replace a shard set already in ``out_dir``.
         link: Hard-link the tar files when on the same file system (no extra space);
@@ -265,10 +271,10 @@ def merge_shard_sets(
     out_dir = Path(out_dir)
     if not parts:
         raise ValueError("give at least one shard set to merge (e.g. the part-K-of-N folders of a split run)")
-    paths = [Path(p) for p in parts]
-    if len({p.resolve() for p in paths}) != len(paths):
+    paths = [as_location(p) for p in parts]
+    if len({_identity(p) for p in paths}) != len(paths):
         raise ValueError(f"a shard set is given twice among {', '.join(map(str, paths))}")
-    if out_dir.resolve() in {p.resolve() for p in paths}:
+    if _identity(out_dir) in {_identity(p) for p in paths}:
         raise ValueError(f"out_dir {out_dir} is one of the parts; merge into another folder")
     manifests = [read_manifest(p) for p in paths]
     paths, manifests = _order_parts(paths, manifests)
@@ -312,7 +318,14 @@ def merge_shard_sets(
     )
 
 
-def _order_parts(paths: list[Path], manifests: list[dict[str, Any]]) -> tuple[list[Path], list[dict[str, Any]]]:
+def _identity(location: str | Path) -> str | Path:
+    """What tells two shard set folders apart: the resolved path, or the URL without a trailing slash."""
+    return location.rstrip("/") if isinstance(location, str) else location.resolve()
+
+
+def _order_parts(
+    paths: list[str | Path], manifests: list[dict[str, Any]]
+) -> tuple[list[str | Path], list[dict[str, Any]]]:
     """Check worker records (all parts of one run, none missing) and sort the parts by worker."""
     records = [m.get(WORKER_FIELD) for m in manifests]
     if all(r is None for r in records):
@@ -348,7 +361,7 @@ def _order_parts(paths: list[Path], manifests: list[dict[str, Any]]) -> tuple[li
     return [paths[i] for i in order], [manifests[i] for i in order]
 
 
-def _common_fields(paths: list[Path], manifests: list[dict[str, Any]]) -> dict[str, Any]:
+def _common_fields(paths: list[str | Path], manifests: list[dict[str, Any]]) -> dict[str, Any]:
     """Check the parts agree on everything but counts and shards; return the run fields of the merged manifest."""
     first_path, first = paths[0], manifests[0]
     for path, manifest in zip(paths[1:], manifests[1:], strict=True):
@@ -381,18 +394,18 @@ def _short(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_keys(paths: list[Path], manifests: list[dict[str, Any]]) -> list[tuple[Path, dict[str, Any]]]:
+def _check_keys(paths: list[str | Path], manifests: list[dict[str, Any]]) -> list[tuple[str | Path, dict[str, Any]]]:
     """Read every shard's keys (tar headers only); fail on a repeated key or a wrong count.
 
     Returns:
-        ``(tar path, manifest entry)`` of every shard, in merge order.
+        ``(tar location, manifest entry)`` of every shard, in merge order.
     """
-    owner: dict[str, Path] = {}
+    owner: dict[str, str | Path] = {}
     sources = []
     for path, manifest in zip(paths, manifests, strict=True):
         for entry in manifest["shards"]:
-            shard = path / entry["name"]
-            if not shard.is_file():
+            shard = locate(path, entry["name"])
+            if isinstance(shard, Path) and not shard.is_file():
                 raise FileNotFoundError(f"shard {shard} listed in the manifest is missing")
             keys = _shard_keys(shard)
             if len(keys) != int(entry["num_samples"]):
@@ -411,26 +424,35 @@ def _check_keys(paths: list[Path], manifests: list[dict[str, Any]]) -> list[tupl
     return sources
 
 
-def _shard_keys(shard: Path) -> list[str]:
-    """Sample keys of a tar shard, in order, from its member names (the data is not read)."""
+def _shard_keys(shard: str | Path) -> list[str]:
+    """Sample keys of a tar shard, in order, from its member names (a local file's data is not read)."""
     keys: list[str] = []
     try:
-        with tarfile.open(shard, mode="r:") as tar:
-            for info in tar:
-                base = info.name.rsplit("/", 1)[-1]
-                if info.isfile() and "." in base:
-                    key = base.split(".", 1)[0]
-                    if not keys or keys[-1] != key:
-                        keys.append(key)
+        if isinstance(shard, str):
+            with open_shard(shard) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+                _add_keys(tar, keys)
+        else:
+            with tarfile.open(shard, mode="r:") as tar:
+                _add_keys(tar, keys)
     except (tarfile.TarError, OSError, EOFError) as err:
         raise ValueError(f"{shard} is not a readable tar file ({err}); check it with aras-data verify") from err
     return keys
 
 
-def _class_pixels(path: Path, manifest: Mapping[str, Any]) -> np.ndarray:
+def _add_keys(tar: tarfile.TarFile, keys: list[str]) -> None:
+    for info in tar:
+        base = info.name.rsplit("/", 1)[-1]
+        if info.isfile() and "." in base:
+            key = base.split(".", 1)[0]
+            if not keys or keys[-1] != key:
+                keys.append(key)
+
+
+def _class_pixels(path: str | Path, manifest: Mapping[str, Any]) -> np.ndarray:
     recorded = manifest.get("class_pixels")
     if not isinstance(recorded, Mapping):
-        raise ManifestError(f"{path / MANIFEST_NAME} lacks class_pixels; rewrite it with this version of aras400k")
+        where = locate(path, MANIFEST_NAME)
+        raise ManifestError(f"{where} lacks class_pixels; rewrite it with this version of aras400k")
     return np.array([int(recorded.get(name, 0)) for name in CLASS_NAMES], dtype=np.int64)
 
 
@@ -460,10 +482,15 @@ def _clear_out_dir(out_dir: Path, overwrite: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _place(source: Path, dest: Path, link: bool) -> int:
-    """Hard-link (or copy) ``source`` to ``dest`` through a temporary name; return 1 if linked."""
+def _place(source: str | Path, dest: Path, link: bool) -> int:
+    """Hard-link (or copy, or download) ``source`` to ``dest`` through a temporary name; return 1 if linked."""
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.unlink(missing_ok=True)
+    if isinstance(source, str):
+        with open_shard(source) as stream, tmp.open("wb") as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+        os.replace(tmp, dest)
+        return 0
     linked = 0
     if link:
         try:

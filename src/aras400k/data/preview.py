@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aras400k.data.remote import location_name
 from aras400k.data.shards import iter_samples, read_manifest
 from aras400k.plotting import plot_sample_grid
 
@@ -34,6 +35,7 @@ def preview_shards(shard_dir: str | Path, out: str | Path, n: int = 16, columns:
     Raises:
         ValueError: If ``n`` or ``columns`` is below 1 or the set is empty.
         aras400k.data.ManifestError: If the folder is not a shard set.
+        aras400k.data.shards.ShardReadError: If a shard is truncated or corrupt (named).
     """
     if n < 1 or columns < 1:
         raise ValueError(f"n and columns must be >= 1, got n={n}, columns={columns}")
@@ -51,6 +53,7 @@ def preview_shards(shard_dir: str | Path, out: str | Path, n: int = 16, columns:
             keys.append(sample.key)
         if len(images) == count:
             break
-    source = manifest.get("source", "?")
-    title = f"{Path(str(shard_dir)).name}: {count} of {total:,} samples ({source}, split {manifest.get('split', '?')})"
+    name = location_name(str(shard_dir).rstrip("/"))
+    source, split = manifest.get("source", "?"), manifest.get("split", "?")
+    title = f"{name}: {count} of {total:,} samples ({source}, split {split})"
     return plot_sample_grid(images, masks, out, keys=keys, columns=columns, title=title)

@@ -29,35 +29,53 @@ knows nothing of the shard format (:mod:`aras400k.data.shards` builds on it).
 
 from __future__ import annotations
 
+import functools
+import io
+import os
 import re
+import signal
+import socket
 import subprocess
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from braceexpand import braceexpand
 
 __all__ = [
+    "DEADLINE_ENV",
+    "DEADLINE_S",
     "HTTP_TIMEOUT_S",
     "ParsedSpec",
     "PipeError",
     "ShardStream",
+    "ShardTimeoutError",
+    "as_location",
     "expand_braces",
     "is_url",
     "join_location",
+    "locate",
     "location_name",
     "open_shard",
     "parse_spec",
+    "read_deadline",
     "read_location",
 ]
 
 #: Seconds an HTTP(S) connection may stay silent before the read fails.
 HTTP_TIMEOUT_S = 60.0
+#: Default seconds a remote shard (URL or ``pipe:``) may spend waiting for its bytes.
+DEADLINE_S = 600.0
+#: Environment variable overriding :data:`DEADLINE_S` (seconds; ``0`` or ``none``: no deadline).
+DEADLINE_ENV = "ARAS_REMOTE_TIMEOUT"
 #: Seconds a ``pipe:`` command is given to exit once its reader stops early.
 _PIPE_GRACE_S = 2.0
 #: Characters of a failed command's stderr quoted in the error.
@@ -82,6 +100,10 @@ _MANIFEST = "manifest.json"  # = shards.MANIFEST_NAME (this module does not impo
 
 class PipeError(OSError):
     """A ``pipe:`` command exited with an error; the message quotes its stderr."""
+
+
+class ShardTimeoutError(TimeoutError):
+    """A remote shard was not read completely within its deadline; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -210,12 +232,181 @@ def location_name(location: str | Path) -> str:
     return Path(location).name
 
 
+def as_location(spec: str | Path) -> str | Path:
+    """A spec in the form the readers keep: a local one as a :class:`Path`, a URL one unchanged.
+
+    ``Path("http://host/set/")`` would merge the ``//`` into ``/``; every place that takes a
+    shard set spec and wants a ``Path`` for local work goes through this function instead.
+
+    Args:
+        spec: Local path or URL / ``pipe:`` spec.
+
+    Returns:
+        ``Path(spec)`` for a local spec, else ``spec`` as the string it is.
+    """
+    return spec if is_url(spec) else Path(spec)
+
+
+def locate(folder: str | Path, name: str) -> str | Path:
+    """The location of file ``name`` in a shard set folder, a :class:`Path` when the folder is local.
+
+    Args:
+        folder: Folder path or URL.
+        name: File name (a shard, ``manifest.json``).
+
+    Returns:
+        ``Path(folder) / name`` for a local folder, else the joined URL (see :func:`join_location`).
+    """
+    return join_location(str(folder), name) if is_url(folder) else Path(folder) / name
+
+
+def read_deadline(deadline_s: float | None = None) -> float | None:
+    """The deadline of one remote shard: ``deadline_s``, else ``$ARAS_REMOTE_TIMEOUT``, else 600 s.
+
+    Args:
+        deadline_s: Seconds, or ``None`` to read the environment; ``0`` or less: no deadline.
+
+    Returns:
+        Seconds, or ``None`` for no deadline.
+
+    Raises:
+        ValueError: If ``$ARAS_REMOTE_TIMEOUT`` is neither a number nor ``none``.
+    """
+    if deadline_s is None:
+        text = os.environ.get(DEADLINE_ENV, "").strip()
+        if not text:
+            return DEADLINE_S
+        if text.lower() in ("none", "off"):
+            return None
+        try:
+            deadline_s = float(text)
+        except ValueError:
+            raise ValueError(f"{DEADLINE_ENV}={text!r} must be seconds (e.g. 600) or 'none'") from None
+    return deadline_s if deadline_s > 0 else None
+
+
+class _Deadline:
+    """A budget of seconds that a remote shard may spend waiting for its bytes.
+
+    Only the time spent inside reads counts, so a caller that is slow with the samples
+    (a model labelling them, say) is never cut off. A watchdog thread calls ``abort`` once
+    the budget is spent, which wakes a read blocked on a server that trickles bytes
+    (shut the socket, kill the command).
+
+    Args:
+        location: The shard, for the message.
+        seconds: The budget.
+        abort: Called once, from the watchdog thread, when the budget is spent.
+    """
+
+    def __init__(self, location: str, seconds: float, abort: Callable[[], None]) -> None:
+        self.location = location
+        self.seconds = seconds
+        self.expired = False
+        self._abort = abort
+        self._spent = 0.0
+        self._since: float | None = None
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._watch, name=f"deadline {location_name(location)}", daemon=True)
+        self._thread.start()
+
+    def error(self) -> ShardTimeoutError:
+        """The error that names the shard and the deadline."""
+        return ShardTimeoutError(
+            f"{self.location}: no complete read within {self.seconds:g} s (deadline; "
+            f"set {DEADLINE_ENV} to allow more seconds per shard)"
+        )
+
+    def start(self) -> None:
+        """A read begins.
+
+        Raises:
+            ShardTimeoutError: If the budget is already spent.
+        """
+        with self._cond:
+            if self.expired:
+                raise self.error()
+            self._since = time.monotonic()
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """A read ended."""
+        with self._cond:
+            if self._since is not None:
+                self._spent += time.monotonic() - self._since
+                self._since = None
+
+    def close(self) -> None:
+        """Stop the watchdog."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._since is None:
+                    self._cond.wait()
+                    continue
+                left = self.seconds - self._spent - (time.monotonic() - self._since)
+                if left <= 0:
+                    self.expired = True
+                    break
+                self._cond.wait(left)
+        if self.expired:
+            self._abort()
+
+
+class _TimedReader(io.RawIOBase):
+    """A binary stream whose reads are charged to a :class:`_Deadline`."""
+
+    def __init__(self, inner: IO[bytes], deadline: _Deadline) -> None:
+        super().__init__()
+        self._inner = inner
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self._deadline.start()
+        try:
+            data = self._inner.read(-1 if size is None else size)
+        except Exception as err:
+            if self._deadline.expired:
+                raise self._deadline.error() from err
+            raise
+        finally:
+            self._deadline.stop()
+        if self._deadline.expired:
+            raise self._deadline.error()
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._deadline.close()
+            self._inner.close()
+        super().close()
+
+
 class ShardStream:
     """A readable binary stream of one shard; use it as a context manager.
 
     Local paths and ``file://`` URLs are opened as files, ``http(s)://`` URLs with
     :mod:`urllib`, ``pipe:`` commands through the shell (stdout is the stream, stderr
     is kept for the error message), and other URLs with fsspec.
+
+    A remote shard (URL or ``pipe:``) has a deadline: when its reads have waited
+    ``deadline_s`` seconds in all (default ``$ARAS_REMOTE_TIMEOUT``, else 600 s), the read
+    fails with :class:`ShardTimeoutError` naming the shard, even on a server that keeps
+    the connection alive with a byte now and then. An HTTP(S) connection silent for
+    :data:`HTTP_TIMEOUT_S` seconds fails sooner.
 
     A ``pipe:`` command is checked when the stream closes: if the reader got to the
     end, a non-zero exit status raises :class:`PipeError`; if the reader stopped early,
@@ -225,35 +416,47 @@ class ShardStream:
 
     Args:
         location: Local path, URL or ``pipe:`` command.
+        deadline_s: Seconds the reads of a remote shard may wait in all; ``None``: see
+            :func:`read_deadline`; ``0``: no deadline.
 
     Raises:
         FileNotFoundError: If the file or URL does not exist (HTTP 404).
         OSError: If a URL cannot be reached or answers with another HTTP error.
+        ShardTimeoutError: If a remote shard is not read within its deadline.
         ImportError: If the URL needs fsspec or an fsspec backend that is not installed.
         PipeError: See above.
     """
 
-    def __init__(self, location: str | Path) -> None:
+    def __init__(self, location: str | Path, deadline_s: float | None = None) -> None:
         self.location = str(location)
+        self.deadline_s = deadline_s
         self._stream: IO[bytes] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
 
     def __enter__(self) -> IO[bytes]:
         location = self.location
-        if location.startswith(_PIPE):
-            self._stream = self._start_pipe(location[len(_PIPE) :])
-        elif not is_url(location):
+        if not is_url(location):
             self._stream = Path(location).open("rb")
+            return self._stream
+        scheme = location.split("://", 1)[0].lower() if not location.startswith(_PIPE) else "pipe"
+        if scheme == "file":
+            self._stream = Path(urllib.request.url2pathname(_url_path(location))).open("rb")
+            return self._stream
+        seconds = read_deadline(self.deadline_s)
+        abort: Callable[[], None] = _do_nothing
+        if scheme == "pipe":
+            stream = self._start_pipe(location[len(_PIPE) :])
+            abort = self._kill_pipe
+        elif scheme in ("http", "https"):
+            stream = _open_http(location, HTTP_TIMEOUT_S if seconds is None else min(HTTP_TIMEOUT_S, seconds))
+            abort = functools.partial(_shut_down, stream)
         else:
-            scheme = location.split("://", 1)[0].lower()
-            if scheme in ("http", "https"):
-                self._stream = _open_http(location)
-            elif scheme == "file":
-                self._stream = Path(urllib.request.url2pathname(_url_path(location))).open("rb")
-            else:
-                self._stream = _open_fsspec(location, scheme)
-        return self._stream
+            stream = _open_fsspec(location, scheme)
+        if seconds is not None:
+            stream = cast(IO[bytes], _TimedReader(stream, _Deadline(location, seconds, abort)))
+        self._stream = stream
+        return stream
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -267,33 +470,47 @@ class ShardStream:
 
     def _start_pipe(self, command: str) -> IO[bytes]:
         self._stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty command cannot block on it
-        # shell=True on purpose: a pipe: spec is a shell command line, as in webdataset.
-        self._proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=self._stderr)
+        # shell=True on purpose: a pipe: spec is a shell command line, as in webdataset. A session
+        # of its own, so that stopping it stops every process of the line (curl | zcat, sleep, ...).
+        self._proc = subprocess.Popen(
+            command, shell=True, stdout=subprocess.PIPE, stderr=self._stderr, start_new_session=True
+        )
         assert self._proc.stdout is not None
         return self._proc.stdout
 
+    def _kill_pipe(self) -> None:
+        """Kill the command and everything it started (its stdout then ends)."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            proc.kill()
+
     def _finish_pipe(self, exc: BaseException | None) -> None:
-        proc, stderr = self._proc, self._stderr
-        assert proc is not None and proc.stdout is not None and stderr is not None
+        proc, stderr, stream = self._proc, self._stderr, self._stream
+        assert proc is not None and stream is not None and stderr is not None
         try:
             if exc is None:
                 # The reader got to the end of the tar: drain the padding so the command can exit.
-                while proc.stdout.read(1 << 16):
+                while stream.read(1 << 16):
                     pass
-                proc.stdout.close()
+                stream.close()
                 status = proc.wait()
                 if status != 0:
                     raise self._pipe_error(status)
                 return
-            proc.stdout.close()  # a command still writing gets SIGPIPE
+            stream.close()  # a command still writing gets SIGPIPE
             try:
                 status = proc.wait(timeout=_PIPE_GRACE_S)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                self._kill_pipe()
                 proc.wait()
                 return
-            # A reader that stopped on purpose (GeneratorExit) or the command's SIGPIPE is no failure.
-            if isinstance(exc, Exception) and status not in (0, -13, 141):
+            # A reader that stopped on purpose (GeneratorExit), the command's SIGPIPE, or the
+            # deadline (which killed the command) is no failure of the command.
+            if isinstance(exc, Exception) and not isinstance(exc, ShardTimeoutError) and status not in (0, -13, 141):
                 raise self._pipe_error(status) from exc
         finally:
             stderr.close()
@@ -308,45 +525,64 @@ class ShardStream:
         return PipeError(f"shard command {self.location!r} failed with exit status {status}{said}")
 
 
-def open_shard(location: str | Path) -> ShardStream:
+def open_shard(location: str | Path, deadline_s: float | None = None) -> ShardStream:
     """Open one shard (a file, URL or command) as a binary stream inside a ``with`` block.
 
     Args:
         location: Local path, URL or ``pipe:`` command (one shard, braces already expanded).
+        deadline_s: Seconds the reads of a remote shard may wait in all before
+            :class:`ShardTimeoutError`; ``None``: ``$ARAS_REMOTE_TIMEOUT``, else 600 s
+            (see :func:`read_deadline`).
 
     Returns:
         A context manager yielding a binary stream (see :class:`ShardStream`).
     """
-    return ShardStream(location)
+    return ShardStream(location, deadline_s)
 
 
-def read_location(location: str | Path) -> bytes:
+def read_location(location: str | Path, deadline_s: float | None = None) -> bytes:
     """Read a whole file (e.g. a manifest) from a local path or URL.
 
     Args:
         location: Local path, URL or ``pipe:`` command.
+        deadline_s: Deadline of a remote read (see :func:`open_shard`).
 
     Returns:
         The file content.
 
     Raises:
         FileNotFoundError: If it does not exist.
-        OSError: If it cannot be read.
+        OSError: If it cannot be read (:class:`ShardTimeoutError` past the deadline).
         ImportError: If the URL needs a package that is not installed.
     """
-    with open_shard(location) as stream:
+    with open_shard(location, deadline_s) as stream:
         return stream.read()
 
 
-def _open_http(url: str) -> IO[bytes]:
+def _do_nothing() -> None:
+    pass
+
+
+def _shut_down(response: IO[bytes]) -> None:
+    """Shut an HTTP response's socket down, from another thread: a read blocked on it returns."""
     try:
-        response: IO[bytes] = urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S)
+        with socket.socket(fileno=os.dup(response.fileno())) as sock:  # a duplicate: shutdown acts on both
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError, AttributeError):
+        pass  # already closed
+
+
+def _open_http(url: str, timeout: float = HTTP_TIMEOUT_S) -> IO[bytes]:
+    try:
+        response: IO[bytes] = urllib.request.urlopen(url, timeout=timeout)
     except urllib.error.HTTPError as err:
         if err.code == 404:
             raise FileNotFoundError(f"{url} does not exist (HTTP 404 Not Found)") from err
         raise OSError(f"{url} answered HTTP {err.code} {err.reason}") from err
     except urllib.error.URLError as err:
         raise OSError(f"cannot reach {url} ({err.reason})") from err
+    except TimeoutError as err:
+        raise ShardTimeoutError(f"{url}: no answer within {timeout:g} s") from err
     return response
 
 

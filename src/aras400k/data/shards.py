@@ -31,7 +31,7 @@ import tarfile
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal, cast
 
 import numpy as np
 import webdataset as wds
@@ -50,6 +50,7 @@ __all__ = [
     "Sample",
     "SampleError",
     "ShardList",
+    "ShardReadError",
     "ShardWriter",
     "decode_image",
     "decode_mask",
@@ -82,6 +83,21 @@ class ManifestError(ValueError):
 
 class SampleError(ValueError):
     """A sample cannot be decoded (corrupt or missing member, bad mask value, ...)."""
+
+
+class ShardReadError(tarfile.ReadError):
+    """A tar shard is truncated or corrupt; the message names it and the last sample read.
+
+    Attributes:
+        location: The shard (local path, URL or ``pipe:`` command).
+        reason: What the tar reader said.
+    """
+
+    def __init__(self, location: str, last_key: str | None, reason: str) -> None:
+        where = f"after sample {last_key}" if last_key else "before its first sample"
+        super().__init__(f"{location}: tar file is truncated or corrupt {where} ({reason})")
+        self.location = location
+        self.reason = reason
 
 
 @dataclass
@@ -591,7 +607,9 @@ def list_shards(spec: str | Path) -> ShardList:
     return ShardList(spec=str(spec), locations=locations, names=names, manifest=manifest)
 
 
-def iter_raw_samples(shard: str | Path) -> Generator[dict[str, Any], None, None]:
+def iter_raw_samples(
+    shard: str | Path, deadline_s: float | None = None, digest: Any | None = None
+) -> Generator[dict[str, Any], None, None]:
     """Iterate the raw samples of one tar shard, grouping members by key.
 
     Members are grouped the webdataset way: the key is the file name up to its first
@@ -601,23 +619,56 @@ def iter_raw_samples(shard: str | Path) -> Generator[dict[str, Any], None, None]
     Args:
         shard: Path of a ``.tar`` file, or one shard's URL or ``pipe:`` command
             (braces already expanded; see :func:`list_shards`).
+        deadline_s: Seconds the reads of a remote shard may wait in all (see
+            :func:`aras400k.data.remote.open_shard`; ``None``: ``$ARAS_REMOTE_TIMEOUT``, else 600 s).
+        digest: A :mod:`hashlib` object updated with every byte of the shard, which is
+            then read to its end (to check a remote shard's sha256 in the same pass).
 
     Yields:
         ``{"__key__": key, "__shard__": location, member: bytes, ...}``.
 
     Raises:
-        tarfile.ReadError: If the tar itself is corrupt (the samples before the damage
-            have been yielded).
+        ShardReadError: If the tar itself is truncated or corrupt (the samples before the
+            damage have been yielded); a :class:`tarfile.ReadError` that names the shard.
         FileNotFoundError: If a URL does not exist (HTTP 404).
+        aras400k.data.remote.ShardTimeoutError: If a remote shard misses its deadline.
         aras400k.data.remote.PipeError: If a ``pipe:`` command fails.
         ImportError: If the URL needs fsspec or a backend that is not installed.
     """
-    if is_url(shard):
-        with open_shard(shard) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            yield from _group_members(tar, str(shard))
-        return
-    with tarfile.open(shard, mode="r:") as tar:
-        yield from _group_members(tar, str(shard))
+    location, key = str(shard), None
+    try:
+        if is_url(shard) or digest is not None:
+            with open_shard(shard, deadline_s) as stream:
+                source = stream if digest is None else cast(IO[bytes], _Hashing(stream, digest))
+                with tarfile.open(fileobj=source, mode="r|") as tar:
+                    for raw in _group_members(tar, location):
+                        key = raw["__key__"]
+                        yield raw
+                if digest is not None:
+                    while source.read(1 << 16):
+                        pass
+            return
+        with tarfile.open(shard, mode="r:") as tar:
+            for raw in _group_members(tar, location):
+                key = raw["__key__"]
+                yield raw
+    except ShardReadError:
+        raise
+    except (tarfile.TarError, EOFError) as err:
+        raise ShardReadError(location, key, str(err) or type(err).__name__) from err
+
+
+class _Hashing:
+    """A read-only stream that feeds every byte it reads to a hash."""
+
+    def __init__(self, stream: Any, digest: Any) -> None:
+        self._stream = stream
+        self._digest = digest
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._stream.read(size)
+        self._digest.update(data)
+        return data
 
 
 def _group_members(tar: tarfile.TarFile, shard: str) -> Iterator[dict[str, Any]]:

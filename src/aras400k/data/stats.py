@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from aras400k.classes import CLASS_NAMES, CLASSES
+from aras400k.data.remote import is_url, location_name
 from aras400k.data.shards import read_manifest
 
 __all__ = ["DatasetComposition", "composition_table", "load_compositions", "plot_compositions"]
@@ -35,18 +36,26 @@ class DatasetComposition:
     shares: dict[str, float]
 
 
-def _labels(dirs: Sequence[Path]) -> list[str]:
-    names = [d.name for d in dirs]
+def _labels(dirs: Sequence[str | Path]) -> list[str]:
+    """Folder names, with their parent's name when two are alike (``a/train``, ``b/train``)."""
+    names = [location_name(str(d).rstrip("/")) for d in dirs]
     if len(set(names)) == len(names):
         return names
-    return [f"{d.parent.name}/{d.name}" for d in dirs]
+    return [f"{location_name(_parent(d))}/{name}" for d, name in zip(dirs, names, strict=True)]
+
+
+def _parent(spec: str | Path) -> str:
+    """The folder holding a shard set folder (local path or URL)."""
+    if is_url(spec):
+        return str(spec).rstrip("/").rsplit("/", 1)[0]
+    return str(Path(spec).parent)
 
 
 def load_compositions(dirs: Sequence[str | Path], labels: Sequence[str] | None = None) -> list[DatasetComposition]:
     """Read the summed composition of several shard sets from their manifests.
 
     Args:
-        dirs: Shard set folders.
+        dirs: Shard set folders, local or URLs (``http://host/train/``, ``s3://bucket/train/``).
         labels: Display names (default: the folder names).
 
     Returns:
@@ -56,13 +65,12 @@ def load_compositions(dirs: Sequence[str | Path], labels: Sequence[str] | None =
         ValueError: If ``labels`` has the wrong length.
         aras400k.data.ManifestError: If a folder is not a shard set.
     """
-    paths = [Path(d) for d in dirs]
-    if labels is not None and len(labels) != len(paths):
-        raise ValueError(f"got {len(labels)} labels for {len(paths)} datasets")
-    names = list(labels) if labels is not None else _labels(paths)
+    if labels is not None and len(labels) != len(dirs):
+        raise ValueError(f"got {len(labels)} labels for {len(dirs)} datasets")
+    names = list(labels) if labels is not None else _labels(dirs)
     result = []
-    for name, path in zip(names, paths, strict=True):
-        manifest = read_manifest(path)
+    for name, spec in zip(names, dirs, strict=True):
+        manifest = read_manifest(spec)
         pixels = np.array([manifest.get("class_pixels", {}).get(n, 0) for n in CLASS_NAMES], dtype=np.float64)
         shares = pixels / pixels.sum() if pixels.sum() > 0 else pixels
         result.append(

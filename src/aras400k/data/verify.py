@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -12,10 +13,12 @@ from tqdm.auto import tqdm
 
 from aras400k.classes import CLASS_NAMES, NUM_CLASSES
 from aras400k.data.composition import class_counts
+from aras400k.data.remote import as_location, locate, location_name
 from aras400k.data.shards import (
     SOURCES,
     ManifestError,
     SampleError,
+    ShardReadError,
     _sha256,
     decode_sample,
     iter_raw_samples,
@@ -76,28 +79,35 @@ def verify_shards(directory: str | Path, progress: bool = True) -> VerifyReport:
     ``mask.png`` of the image's size where present and parsable ``captions.json``; keys
     are unique; the totals and summed class pixels equal the manifest's.
 
+    A URL folder (``http://host/train/``, ``s3://bucket/train/``) is checked the same way,
+    each shard downloaded once, except that it cannot be listed for unlisted or
+    temporary files.
+
     Args:
-        directory: Shard set folder.
+        directory: Shard set folder, local or a URL.
         progress: Show a progress bar over shards.
 
     Returns:
-        The report; ``report.ok`` is false when anything is wrong.
+        The report; ``report.ok`` is false when anything is wrong (a shard that cannot be
+        read, or misses its deadline, included).
     """
-    directory = Path(directory)
-    report = VerifyReport(str(directory))
+    directory = as_location(directory)
+    name = str(directory).rstrip("/") if isinstance(directory, str) else str(directory)
+    report = VerifyReport(name)
     try:
         manifest = read_manifest(directory)
     except ManifestError as err:
-        report.problems.append((str(directory), str(err)))
+        report.problems.append((name, str(err)))
         return report
-    listed = {s["name"] for s in manifest["shards"]}
-    for extra in sorted(p.name for p in directory.glob("*.tar") if p.name not in listed):
-        report.problems.append((extra, "shard file is not listed in the manifest"))
-    for tmp in sorted(directory.glob("*.tmp")):
-        report.warnings.append((tmp.name, "temporary file left by an interrupted write"))
+    if isinstance(directory, Path):
+        listed = {s["name"] for s in manifest["shards"]}
+        for extra in sorted(p.name for p in directory.glob("*.tar") if p.name not in listed):
+            report.problems.append((extra, "shard file is not listed in the manifest"))
+        for tmp in sorted(directory.glob("*.tmp")):
+            report.warnings.append((tmp.name, "temporary file left by an interrupted write"))
     seen: set[str] = set()
     pixels = np.zeros(NUM_CLASSES, dtype=np.int64)
-    for entry in _progress(manifest["shards"], progress, directory.name):
+    for entry in _progress(manifest["shards"], progress, location_name(name)):
         _verify_shard(directory, entry, seen, pixels, report)
     if report.num_samples != manifest["num_samples"] and not report.problems:
         report.problems.append(
@@ -115,17 +125,21 @@ def _progress(items: list[dict], enabled: bool, name: str) -> Iterable[dict]:
     return tqdm(items, desc=f"verify {name}", unit="shard", disable=not enabled)
 
 
-def _verify_shard(directory: Path, entry: dict, seen: set[str], pixels: np.ndarray, report: VerifyReport) -> None:
+def _verify_shard(directory: str | Path, entry: dict, seen: set[str], pixels: np.ndarray, report: VerifyReport) -> None:
     name = entry["name"]
-    path = directory / name
-    if not path.is_file():
-        report.problems.append((name, "shard file is missing"))
-        return
-    if "sha256" in entry and _sha256(path) != entry["sha256"]:
-        report.problems.append((name, "sha256 differs from the manifest (file changed or truncated)"))
+    path = locate(directory, name)
+    digest = None
+    if isinstance(path, Path):
+        if not path.is_file():
+            report.problems.append((name, "shard file is missing"))
+            return
+        if "sha256" in entry and _sha256(path) != entry["sha256"]:
+            report.problems.append((name, "sha256 differs from the manifest (file changed or truncated)"))
+    elif "sha256" in entry:
+        digest = hashlib.sha256()  # a remote shard is hashed as it is read, not downloaded twice
     count = 0
     try:
-        for raw in iter_raw_samples(path):
+        for raw in iter_raw_samples(path, digest=digest):
             count += 1
             key = raw["__key__"]
             where = f"{name}:{key}"
@@ -146,8 +160,16 @@ def _verify_shard(directory: Path, entry: dict, seen: set[str], pixels: np.ndarr
             if sample.mask is not None:
                 pixels += class_counts(sample.mask)
             report.num_samples += 1
+    except FileNotFoundError:
+        report.problems.append((name, "shard file is missing"))
+        return
+    except ShardReadError as err:
+        report.problems.append((name, f"tar file is corrupt after {count} samples ({err.reason})"))
+        return
     except (tarfile.TarError, OSError, EOFError) as err:
         report.problems.append((name, f"tar file is corrupt after {count} samples ({err})"))
         return
+    if digest is not None and digest.hexdigest() != entry["sha256"]:
+        report.problems.append((name, "sha256 differs from the manifest (file changed or truncated)"))
     if count != entry.get("num_samples", count):
         report.problems.append((name, f"manifest says {entry['num_samples']} samples, shard holds {count}"))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aras400k.captioning.sidecar import read_captions
-from aras400k.data.remote import open_shard
+from aras400k.data.remote import as_location, open_shard
 from aras400k.data.shards import ManifestError, list_shards, read_manifest
 
 __all__ = [
@@ -49,7 +49,8 @@ class DatasetSpec:
     Attributes:
         name: Label in tables, legends and ``report.json`` (unique; letters, digits and
             ``_ . + -``).
-        path: Shard set folder (holding ``manifest.json``), relative to the working directory.
+        path: Shard set folder (holding ``manifest.json``), relative to the working directory,
+            or a URL folder (``http://host/train/``, ``s3://bucket/train/``).
         captions: Caption sidecars of this shard set (JSONL files written by ``aras-caption``).
         shard_captions: Also count the ``captions.json`` members stored in the shards
             (e.g. the published captions of an imported release).
@@ -252,8 +253,8 @@ def _missing_set_message(spec: DatasetSpec) -> str:
 
 
 def _check_dataset(spec: DatasetSpec, max_samples: int | None) -> DatasetInputs:
-    path = Path(spec.path)
-    if not path.exists():
+    path = as_location(spec.path)
+    if isinstance(path, Path) and not path.exists():
         raise FileNotFoundError(_missing_set_message(spec))
     try:
         manifest = read_manifest(path)

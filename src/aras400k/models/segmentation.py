@@ -119,7 +119,7 @@ def check_encoder_name(name: str) -> None:
     )
 
 
-class SegmentationTask(SafeLoadingMixin, LightningModule):
+class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lightning types load_from_checkpoint as a private descriptor
     """Semantic segmentation of land-cover patches with any of the paper's six networks.
 
     Batches are dicts with ``image`` (normalised ``(B, C, H, W)`` floats) and ``mask``

@@ -80,7 +80,7 @@ _MIX_MODES: tuple[str, ...] = ("cutmix", "labelmix", "none")
 _PERCEPTUAL_NETS: tuple[str, ...] = ("none", "vgg19", "segmenter")
 
 
-class SPADEGAN(SafeLoadingMixin, LightningModule):
+class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lightning types load_from_checkpoint as a private descriptor
     """Mask-conditioned GAN: SPADE generator, U-Net discriminator, EMA sampling, guarded manual optimisation.
 
     Batches are dicts with ``image`` (``(B, 3, H, W)`` in ``[-1, 1]``) and ``mask``

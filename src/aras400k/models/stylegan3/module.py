@@ -81,7 +81,7 @@ _PL_BATCH_SHRINK = 2
 FID_SEED_OFFSET = 1_000_000
 
 
-class StyleGAN3(SafeLoadingMixin, LightningModule):
+class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lightning types load_from_checkpoint as a private descriptor
     """Unconditional StyleGAN3 (configs T and R) or StyleGAN2, trained with ADA.
 
     Arguments named like the official ``train.py`` options take its defaults; where the
