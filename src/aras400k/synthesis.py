@@ -37,7 +37,6 @@ from aras400k.checkpoints import read_checkpoint
 from aras400k.classes import NUM_CLASSES
 from aras400k.data.composition import composition, format_composition
 from aras400k.data.datamodules import IMAGENET_MEAN, IMAGENET_STD
-from aras400k.data.datasets import partition_range
 from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
 from aras400k.data.remote import as_location, locate, location_name
 from aras400k.data.shards import (
@@ -50,6 +49,7 @@ from aras400k.data.shards import (
     iter_raw_samples,
     read_manifest,
 )
+from aras400k.data.sources import partition_range
 from aras400k.data.transforms import Normalize
 from aras400k.locking import exclusive_lock
 from aras400k.models.segmentation import SegmentationTask

@@ -54,7 +54,6 @@ import torch
 from tqdm.auto import tqdm
 
 from aras400k.data.composition import composition, format_composition
-from aras400k.data.datasets import partition_range
 from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
 from aras400k.data.remote import as_location, locate, location_name
 from aras400k.data.shards import (
@@ -70,6 +69,7 @@ from aras400k.data.shards import (
     shard_paths,
     write_json_atomic,
 )
+from aras400k.data.sources import partition_range
 from aras400k.locking import exclusive_lock
 from aras400k.metrics.segmentation import SegmentationMetrics
 from aras400k.models.spade.generator import SPADEGenerator

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aras400k.data.datasets import ShardSource
 from aras400k.data.demo import DEFAULT_DEMO_SAMPLES
 from aras400k.data.shards import SOURCES, Source
-from aras400k.models.segmentation import ARCHITECTURES, LOSSES, Architecture, LossName
+from aras400k.data.sources import ShardSource
+from aras400k.models.choices import ARCHITECTURES, LOSSES, Architecture, LossName
 
 __all__ = ["AblationConfig", "DataConfiguration", "DemoStandIn", "validate_config"]
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aras400k.ablation.config import AblationConfig
-from aras400k.data.datasets import ShardDataset, ShardSource
 from aras400k.data.demo import demo_is_ready, make_demo
 from aras400k.data.shards import read_manifest
+from aras400k.data.sources import ShardSource
 
 __all__ = ["build_demo_data", "check_data"]
 
@@ -59,6 +59,8 @@ def build_demo_data(config: AblationConfig) -> list[Path]:
 
 
 def _shard_check(sources: Sequence[ShardSource | str], what: str, samples_per_epoch: int | None = None) -> None:
+    from aras400k.data.datasets import ShardDataset  # imports torch
+
     try:
         ShardDataset(list(sources), with_mask=True, samples_per_epoch=samples_per_epoch)
     except ValueError as err:

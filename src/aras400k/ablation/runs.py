@@ -15,15 +15,17 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-from lightning.pytorch import Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from typing import TYPE_CHECKING, Any
 
 from aras400k.ablation.config import AblationConfig, DataConfiguration
-from aras400k.data.datamodules import SegmentationDataModule
-from aras400k.models.segmentation import Architecture, SegmentationTask
+from aras400k.models.choices import Architecture
+
+if TYPE_CHECKING:  # Lightning, smp and torch load when a run trains, not at start-up
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from aras400k.data.datamodules import SegmentationDataModule
+    from aras400k.models.segmentation import SegmentationTask
 
 __all__ = ["SCORES_NAME", "RunScores", "read_run_scores", "run_folder", "train_and_evaluate", "write_run_scores"]
 
@@ -149,6 +151,8 @@ def _run_settings(config: AblationConfig, configuration: DataConfiguration, arch
 
 
 def _make_task(config: AblationConfig, arch: Architecture) -> SegmentationTask:
+    from aras400k.models.segmentation import SegmentationTask
+
     return SegmentationTask(
         arch=arch,
         encoder=config.encoder,
@@ -161,6 +165,8 @@ def _make_task(config: AblationConfig, arch: Architecture) -> SegmentationTask:
 
 
 def _make_datamodule(config: AblationConfig, configuration: DataConfiguration) -> SegmentationDataModule:
+    from aras400k.data.datamodules import SegmentationDataModule
+
     return SegmentationDataModule(
         root=config.root,
         train=list(configuration.train),
@@ -198,6 +204,8 @@ def train_and_evaluate(
     Raises:
         KeyboardInterrupt: If training was interrupted (so that no scores are written).
     """
+    from lightning.pytorch import seed_everything
+
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -235,6 +243,8 @@ def train_and_evaluate(
 
 def _make_checkpoint(config: AblationConfig, folder: Path) -> ModelCheckpoint:
     """Weights-only checkpoints: the best by validation macro F1, or the last without validation."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     if config.validate:
         return ModelCheckpoint(
             dirpath=folder / "checkpoints", filename="best", monitor="val_f1_macro", mode="max",
@@ -244,6 +254,9 @@ def _make_checkpoint(config: AblationConfig, folder: Path) -> ModelCheckpoint:
 
 
 def _make_trainer(config: AblationConfig, folder: Path, checkpoint: ModelCheckpoint) -> Trainer:
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.loggers import CSVLogger
+
     return Trainer(
         default_root_dir=folder,
         max_epochs=config.max_epochs,

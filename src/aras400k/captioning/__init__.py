@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aras400k._lazy import public_dir
 from aras400k.captioning.backends import (
     BACKENDS,
     BackendError,
@@ -69,3 +70,7 @@ def __getattr__(name: str) -> Any:
     if name == "OpenAIBackend":
         return backend_class("openai")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return public_dir(__name__, __all__)

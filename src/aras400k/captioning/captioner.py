@@ -54,7 +54,6 @@ from aras400k.captioning.redundancy import DedupeLevel, DuplicateFilter
 from aras400k.captioning.requests import CaptionRequest, Mode, SamplingSettings, check_mode
 from aras400k.captioning.sidecar import CaptionSidecarWriter
 from aras400k.data.composition import composition as mask_composition
-from aras400k.data.datasets import partition_range
 from aras400k.data.merge import check_worker
 from aras400k.data.remote import as_location
 from aras400k.data.shards import (
@@ -65,6 +64,7 @@ from aras400k.data.shards import (
     list_shards,
     read_manifest,
 )
+from aras400k.data.sources import partition_range
 from aras400k.locking import RunLock, exclusive_lock
 
 __all__ = ["CaptionInput", "CaptionReport", "CaptionStats", "Captioner"]

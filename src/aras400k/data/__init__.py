@@ -1,14 +1,13 @@
 """Data layer: shard sets (local or remote), the demo set, importers, composition and DataModules.
 
-The DataModules import Lightning and are loaded on first use, so that the data tools
-(``aras-data``) start quickly.
+The DataModules and :class:`ShardDataset` import torch and Lightning and are loaded on
+first access (``aras400k.data.SegmentationDataModule``), so that the data tools
+(``aras-data``) and the commands' ``--help`` start quickly.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from aras400k._lazy import lazy_attributes
 from aras400k.data.composition import class_counts, composition, composition_from_counts, format_composition
 from aras400k.data.remote import PipeError
 from aras400k.data.shards import (
@@ -22,11 +21,11 @@ from aras400k.data.shards import (
     read_manifest,
     shard_paths,
 )
+from aras400k.data.sources import ShardSource
 
 _LAZY = {
     "SegmentationDataModule": "aras400k.data.datamodules",
     "GANDataModule": "aras400k.data.datamodules",
-    "ShardSource": "aras400k.data.datasets",
     "ShardDataset": "aras400k.data.datasets",
 }
 
@@ -52,8 +51,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import the Lightning-dependent parts on first access."""
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

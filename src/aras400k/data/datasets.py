@@ -49,26 +49,9 @@ from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from aras400k.data.remote import location_name
 from aras400k.data.shards import SampleError, decode_sample, iter_raw_samples, list_shards
+from aras400k.data.sources import ShardSource, partition_range
 
 __all__ = ["EpochDataLoader", "ShardDataset", "ShardSource", "partition_range"]
-
-
-@dataclass
-class ShardSource:
-    """One shard set used as a source of samples.
-
-    Attributes:
-        path: Shard set folder (holding ``manifest.json``), local or a URL such as
-            ``http://host/train/``, or a shard list without a manifest such as
-            ``data/train-{000000..000009}.tar`` or ``pipe:cat ...`` (see :mod:`aras400k.data.remote`).
-        num_samples: Use only the first this many samples (manifest order); ``None`` for
-            all. Needs a manifest.
-        weight: Mixing weight; give it to every source or to none (see :class:`ShardDataset`).
-    """
-
-    path: str
-    num_samples: int | None = None
-    weight: float | None = None
 
 
 @dataclass(frozen=True)
@@ -82,22 +65,6 @@ class _Segment:
     shard: str
     start: int
     count: int | None
-
-
-def partition_range(total: int, part: int, parts: int) -> tuple[int, int]:
-    """Return the half-open range of part ``part`` when ``total`` items are cut into ``parts``.
-
-    Ranges differ in length by at most one and cover ``0..total`` exactly once.
-
-    Args:
-        total: Number of items.
-        part: Zero-based part index.
-        parts: Number of parts.
-
-    Returns:
-        ``(start, stop)``.
-    """
-    return (part * total) // parts, ((part + 1) * total) // parts
 
 
 def _as_source(source: ShardSource | str | Path | dict) -> ShardSource:

@@ -31,15 +31,17 @@ import tarfile
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
-import webdataset as wds
 from PIL import Image
 
 from aras400k.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from aras400k.data.composition import class_counts, composition_from_counts
 from aras400k.data.remote import is_url, join_location, location_name, open_shard, parse_spec, read_location
+
+if TYPE_CHECKING:
+    import webdataset as wds
 
 __all__ = [
     "FORMAT_NAME",
@@ -334,6 +336,8 @@ class ShardWriter:
         return f"{self.prefix}-{index:06d}.tar"
 
     def _open_next(self) -> None:
+        import webdataset as wds  # imports torch: loaded when a shard is written, not at start-up
+
         name = self._shard_name(len(self.shards))
         self._tmp_path = self.out_dir / (name + ".tmp")
         # A fixed mtime makes shards byte-identical across runs with the same input; no

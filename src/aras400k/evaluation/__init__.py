@@ -10,11 +10,13 @@
   ``report.json``, CSV tables and PNG figures.
 
 The metrics themselves are :mod:`aras400k.metrics`; this package only reads shard sets
-and sidecars into them and lays out their results.
+and sidecars into them and lays out their results. The configuration and tables load without torch; the
+report (:class:`EvalResult`, :func:`run_evaluation`, :func:`write_report`) imports the
+metrics (torch, torchmetrics) on first access, so that ``aras-eval --help`` starts quickly.
 """
 
+from aras400k._lazy import lazy_attributes
 from aras400k.evaluation.config import DatasetInputs, DatasetSpec, EvalConfig, check_config, check_inputs
-from aras400k.evaluation.report import EvalResult, run_evaluation, write_report
 from aras400k.evaluation.tables import Section
 
 __all__ = [
@@ -28,3 +30,7 @@ __all__ = [
     "run_evaluation",
     "write_report",
 ]
+
+_LAZY = {name: "aras400k.evaluation.report" for name in ("EvalResult", "run_evaluation", "write_report")}
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

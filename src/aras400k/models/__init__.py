@@ -1,5 +1,18 @@
-"""LightningModules: the six segmenters (the GANs are in ``models.stylegan3`` and ``models.spade``)."""
+"""LightningModules: the six segmenters (the GANs are in ``models.stylegan3`` and ``models.spade``).
 
-from aras400k.models.segmentation import ARCHITECTURES, LOSSES, SegmentationTask, load_encoder_weights
+:class:`SegmentationTask` and :func:`load_encoder_weights` import torch, Lightning and
+segmentation-models-pytorch and are loaded on first access; the architecture and loss
+names (:mod:`aras400k.models.choices`) are not.
+"""
+
+from aras400k._lazy import lazy_attributes
+from aras400k.models.choices import ARCHITECTURES, LOSSES
 
 __all__ = ["ARCHITECTURES", "LOSSES", "SegmentationTask", "load_encoder_weights"]
+
+_LAZY = {
+    "SegmentationTask": "aras400k.models.segmentation",
+    "load_encoder_weights": "aras400k.models.segmentation",
+}
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
@@ -31,15 +31,9 @@ from aras400k.checkpoints import SafeLoadingMixin, load_checkpoint
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX
 from aras400k.errors import ConfigError
 from aras400k.metrics.segmentation import SegmentationMetrics
+from aras400k.models.choices import ARCHITECTURES, LOSSES, Architecture, LossName
 
 __all__ = ["ARCHITECTURES", "LOSSES", "SegmentationTask", "load_encoder_weights"]
-
-Architecture = Literal["unet", "unetplusplus", "pan", "deeplabv3plus", "segformer", "fpn"]
-LossName = Literal["dice", "ce", "dice+ce", "focal"]
-#: The six architectures of the paper's Table 3.
-ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
-#: Available training losses.
-LOSSES: tuple[str, ...] = get_args(LossName)
 
 # Smallest input side each architecture accepts (PAN's feature pyramid attention
 # halves the 1/16 feature map three more times). Inputs are padded up to it.

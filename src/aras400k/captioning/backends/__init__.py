@@ -10,6 +10,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from aras400k._lazy import public_dir
 from aras400k.captioning.backends.base import BackendError, CaptionBackend
 from aras400k.captioning.backends.template import TemplateBackend
 
@@ -76,3 +77,7 @@ def __getattr__(name: str) -> Any:
     if name == "OpenAIBackend":
         return backend_class("openai")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return public_dir(__name__, __all__)

@@ -1,0 +1,49 @@
+"""Shard sources and how a run's samples are cut into parts, importable without torch.
+
+:class:`ShardSource` names one shard set a dataset reads (see
+:class:`aras400k.data.datasets.ShardDataset`); :func:`partition_range` is the one rule
+that splits a count of items over loader workers, ranks or the workers of a split
+command (``--shard_index`` / ``--num_shards``, see ``docs/scaling.md``). Both are used
+by configs that commands parse before any model is built, so this module imports
+neither torch nor Lightning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ShardSource", "partition_range"]
+
+
+@dataclass
+class ShardSource:
+    """One shard set used as a source of samples.
+
+    Attributes:
+        path: Shard set folder (holding ``manifest.json``), local or a URL such as
+            ``http://host/train/``, or a shard list without a manifest such as
+            ``data/train-{000000..000009}.tar`` or ``pipe:cat ...`` (see :mod:`aras400k.data.remote`).
+        num_samples: Use only the first this many samples (manifest order); ``None`` for
+            all. Needs a manifest.
+        weight: Mixing weight; give it to every source or to none (see :class:`aras400k.data.datasets.ShardDataset`).
+    """
+
+    path: str
+    num_samples: int | None = None
+    weight: float | None = None
+
+
+def partition_range(total: int, part: int, parts: int) -> tuple[int, int]:
+    """Return the half-open range of part ``part`` when ``total`` items are cut into ``parts``.
+
+    Ranges differ in length by at most one and cover ``0..total`` exactly once.
+
+    Args:
+        total: Number of items.
+        part: Zero-based part index.
+        parts: Number of parts.
+
+    Returns:
+        ``(start, stop)``.
+    """
+    return (part * total) // parts, ((part + 1) * total) // parts
