@@ -1,16 +1,24 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
 import aras400k.synthesis_stylegan3 as synthesis_stylegan3
 from aras400k.cli.synth import main
 from aras400k.data.composition import composition
+from aras400k.data.merge import merge_shard_sets, worker_parts
 from aras400k.data.shards import iter_raw_samples, iter_samples, read_manifest, shard_paths
 from aras400k.data.verify import verify_shards
 from aras400k.models.gan import ExponentialMovingAverage
 from aras400k.models.stylegan3 import StyleGAN3
-from aras400k.synthesis_stylegan3 import load_stylegan3_generator, parse_seeds, synthesize_unconditional
+from aras400k.synthesis_stylegan3 import (
+    load_stylegan3_generator,
+    parse_seeds,
+    resolve_latents,
+    seed_latents,
+    synthesize_unconditional,
+)
 from tests.models.spade.test_module import make_segmenter_checkpoint
 from tests.models.stylegan3.test_module import fit, tiny
 from tests.models.stylegan3.test_official import write_snapshot
@@ -67,6 +75,7 @@ def test_writes_valid_shards_with_keys_seeds_and_meta(sg3_ckpt, tmp_path):
         assert meta["generator"] == {
             "checkpoint": str(sg3_ckpt),
             "checkpoint_sha256": report.checkpoint_sha256,
+            "latents": "torch",
             "seed": seed,
             "truncation": 0.7,
         }
@@ -236,3 +245,141 @@ def test_module_class_samples_a_subclass_generator(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "--out", str(tmp_path / "x"), "--module_class", "tests.test_synthesis_stylegan3.nothing"])
     assert "cannot import --module_class" in capsys.readouterr().err
+
+
+# -- seed conventions: NVlabs' gen_images.py (official pickles) and torch (our checkpoints) -----
+
+
+def nvlabs_gen_images(generator, seed, truncation_psi=1.0, noise_mode="const"):
+    """Image ``seed`` as NVlabs' gen_images.py makes it (one seed per call, unconditional label)."""
+    z = torch.from_numpy(np.random.RandomState(seed).randn(1, generator.z_dim))
+    label = torch.zeros([1, generator.c_dim])
+    with torch.no_grad():
+        img = generator(z, label, truncation_psi=truncation_psi, noise_mode=noise_mode)
+    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].numpy()
+
+
+@pytest.fixture(scope="module", params=["stylegan3-t", "stylegan2"])
+def official(request, tmp_path_factory):
+    """A tiny generator and the official-format snapshot that holds it as G_ema."""
+    folder = tmp_path_factory.mktemp("official")
+    generator = tiny_generator(request.param, seed=2)
+    return generator, write_snapshot(folder / "snapshot.pkl", {"G_ema": generator}, folder / "code-ran.txt")
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_official_pickle_seed_n_is_nvlabs_image_n(official, tmp_path, batch_size):
+    generator, path = official
+    seeds = [0, 1, 7, 42]
+    report = run(path, tmp_path / "out", seeds=seeds, truncation=0.7, batch_size=batch_size)
+    got = {s.key: s.image for s in iter_samples(tmp_path / "out")}
+    for seed in seeds:
+        np.testing.assert_array_equal(got[f"sg3_{seed:08d}"], nvlabs_gen_images(generator, seed, truncation_psi=0.7))
+    assert report.latents == "nvlabs" and "nvlabs latents" in report.summary()
+
+
+def test_latents_are_recorded_in_meta_manifest_and_run_record(official, tmp_path, monkeypatch):
+    _, path = official
+    run(path, tmp_path / "out", n=2)
+    assert {s.meta["generator"]["latents"] for s in iter_samples(tmp_path / "out")} == {"nvlabs"}
+    assert read_manifest(tmp_path / "out")["generator"]["latents"] == "nvlabs"
+
+    def killed(*args):
+        raise Killed
+
+    monkeypatch.setattr(synthesis_stylegan3, "_generate_batch", killed)
+    with pytest.raises(Killed):
+        run(path, tmp_path / "cut", n=2, latents="torch")
+    record = json.loads((tmp_path / "cut" / ".partial" / "run.json").read_text())
+    assert record["generator"]["latents"] == "torch"
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"other settings \(generator differs\)"):
+        run(path, tmp_path / "cut", n=2)  # auto is nvlabs for a .pkl: not mixed into a torch run
+    run(path, tmp_path / "cut", n=2, latents="torch")
+
+
+def test_torch_latents_on_a_pickle_and_nvlabs_latents_on_a_checkpoint(official, sg3_ckpt, tmp_path):
+    generator, path = official
+    run(path, tmp_path / "torch", seeds=[3], latents="torch")
+    z = seed_latents([3], generator.z_dim, "torch")
+    with torch.no_grad():
+        expected = torch.round((generator(z, noise_mode="const").clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
+    np.testing.assert_array_equal(next(iter_samples(tmp_path / "torch")).image, expected[0].permute(1, 2, 0).numpy())
+    assert not np.array_equal(next(iter_samples(tmp_path / "torch")).image, nvlabs_gen_images(generator, 3))
+
+    default, nvlabs = tmp_path / "default", tmp_path / "nvlabs"
+    assert run(sg3_ckpt, default, n=2).latents == "torch"  # our checkpoints keep their images
+    assert run(sg3_ckpt, nvlabs, n=2, latents="nvlabs").latents == "nvlabs"
+    assert images_by_key(default) != images_by_key(nvlabs)
+
+
+def test_seed_latents_depend_on_their_own_seed_only():
+    for convention in ("nvlabs", "torch"):
+        together = seed_latents([5, 0, 9], 8, convention)
+        alone = torch.cat([seed_latents([s], 8, convention) for s in (5, 0, 9)])
+        assert together.shape == (3, 8) and torch.equal(together, alone)
+    np.testing.assert_array_equal(seed_latents([4], 6, "nvlabs").numpy(), np.random.RandomState(4).randn(1, 6))
+    assert seed_latents([], 6, "nvlabs").shape == seed_latents([], 6, "torch").shape == (0, 6)
+
+
+def test_resolve_latents():
+    assert resolve_latents("auto", "runs/x/network-snapshot-000100.PKL") == "nvlabs"
+    assert resolve_latents("auto", "runs/x/last.ckpt") == "torch"
+    assert resolve_latents("torch", "a.pkl") == "torch"
+    with pytest.raises(ValueError, match="latents must be auto, nvlabs or torch"):
+        resolve_latents("numpy", "a.pkl")
+
+
+def test_an_unfinished_run_of_an_older_version_resumes_as_torch(sg3_ckpt, tmp_path, monkeypatch):
+    reference = tmp_path / "reference"
+    run(sg3_ckpt, reference, n=4, chunk_size=2)
+
+    calls = []
+    generate = synthesis_stylegan3._generate_batch
+
+    def killed_on_the_second_batch(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Killed
+        return generate(*args)
+
+    monkeypatch.setattr(synthesis_stylegan3, "_generate_batch", killed_on_the_second_batch)
+    out = tmp_path / "out"
+    with pytest.raises(Killed):
+        run(sg3_ckpt, out, n=4, chunk_size=2)
+    monkeypatch.undo()
+    record_path = out / ".partial" / "run.json"
+    record = json.loads(record_path.read_text())
+    del record["generator"]["latents"]  # as written before the convention was recorded
+    record_path.write_text(json.dumps(record))
+    assert run(sg3_ckpt, out, n=4, chunk_size=2).resumed_parts == 1
+    assert images_by_key(out) == images_by_key(reference)
+
+
+def test_split_nvlabs_run_merges_into_the_single_run(official, tmp_path):
+    _, path = official
+    single = run(path, tmp_path / "single", n=5, batch_size=2)
+    out = tmp_path / "split"
+    for index in range(2):
+        assert run(path, out, n=5, batch_size=2, shard_index=index, num_shards=2).latents == "nvlabs"
+    merge_shard_sets(worker_parts(out), out)
+    assert images_by_key(out) == images_by_key(tmp_path / "single") and single.num_samples == 5
+    mixed = tmp_path / "mixed"
+    run(path, mixed, n=5, batch_size=2, shard_index=0, num_shards=2)
+    run(path, mixed, n=5, batch_size=2, shard_index=1, num_shards=2, latents="torch")
+    with pytest.raises(ValueError, match="generator"):
+        merge_shard_sets(worker_parts(mixed), mixed)
+
+
+def test_cli_latents_option(official, tmp_path, capsys):
+    generator, path = official
+    base = ["stylegan3", "--ckpt", str(path), "--seeds", "4", "--progress", "false", "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path / "auto")]) == 0
+    assert "nvlabs latents" in capsys.readouterr().out
+    np.testing.assert_array_equal(next(iter_samples(tmp_path / "auto")).image, nvlabs_gen_images(generator, 4))
+    assert main([*base, "--out", str(tmp_path / "torch"), "--latents", "torch"]) == 0
+    assert "torch latents" in capsys.readouterr().out
+    assert next(iter_samples(tmp_path / "torch")).meta["generator"]["latents"] == "torch"
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "--out", str(tmp_path / "bad"), "--latents", "numpy"])
+    assert exc.value.code == 2 and "invalid choice: 'numpy'" in capsys.readouterr().err

@@ -11,9 +11,15 @@ NVlabs ``.pkl``) and writes it as sample ``sg3_{seed:08d}``::
 Guarantees (the same as :mod:`aras400k.synthesis_spade`, whose work-folder helpers this
 module uses):
 
-- **Sample i uses seed i.** Its latent is drawn from a CPU generator seeded with ``i``
-  (as :meth:`StyleGAN3.latents`), so a split run (``0-3`` then ``4-7``) or a resumed
-  run gives the same images as one run over all seeds.
+- **Sample i uses seed i.** Its latent depends on ``i`` alone, so a split run (``0-3``
+  then ``4-7``) or a resumed run gives the same images as one run over all seeds. Two
+  conventions turn a seed into a latent (``latents``, see ``docs/stylegan3.md``):
+  ``"nvlabs"``, the default for official ``.pkl`` snapshots, draws
+  ``np.random.RandomState(i).randn(1, z_dim)`` and converts pixels as NVlabs'
+  ``gen_images.py`` does, so seed ``i`` gives that script's image ``i``; ``"torch"``,
+  the default for Lightning checkpoints, draws ``torch.randn`` from a CPU generator
+  seeded with ``i`` (as :meth:`StyleGAN3.latents`). The convention is recorded in each
+  sample's ``meta.json``, the run record and the manifest.
 - **Resumable without duplicates.** Seeds are cut into chunks of ``chunk_size``; each
   chunk becomes one part (a complete shard set) in ``OUT/.partial``. A rerun with the
   same settings keeps finished parts and redoes only unfinished ones; other settings
@@ -36,36 +42,42 @@ unpickler of :func:`~aras400k.models.stylegan3.official.load_official`.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, cast
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from aras400k.data.composition import format_composition
-from aras400k.data.datasets import partition_range
 from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
     ShardWriter,
     read_manifest,
+    write_json_atomic,
 )
+from aras400k.data.sources import partition_range
 from aras400k.locking import exclusive_lock
 from aras400k.models.stylegan3.generator import Generator, build_generator
 from aras400k.models.stylegan3.module import StyleGAN3
 from aras400k.synthesis import _label_shards, _resolve_device, generator_from_module, read_checkpoint
-from aras400k.synthesis_spade import WORK_DIR, _file_sha256, _iter_part_samples, _open_work_dir
+from aras400k.synthesis_spade import _RUN_RECORD, WORK_DIR, _file_sha256, _iter_part_samples, _open_work_dir
 
 __all__ = [
+    "LATENT_CONVENTIONS",
+    "LatentConvention",
     "StyleGAN3SynthesisReport",
     "load_stylegan3_generator",
     "parse_seeds",
+    "resolve_latents",
     "sample_key",
+    "seed_latents",
     "synthesize_unconditional",
     "worker_chunks",
 ]
@@ -73,6 +85,52 @@ __all__ = [
 _RUN_FORMAT = 1
 _SPLIT = "train"
 _SOURCE: Final = "synth_uncond"
+
+#: How a seed becomes a latent: ``nvlabs`` (NVlabs' ``gen_images.py``) or ``torch`` (:meth:`StyleGAN3.latents`).
+LatentConvention = Literal["nvlabs", "torch"]
+LATENT_CONVENTIONS: Final = ("nvlabs", "torch")
+
+
+def resolve_latents(latents: str, checkpoint: str | Path) -> LatentConvention:
+    """The latent convention of a run: ``auto`` is ``nvlabs`` for a ``.pkl`` snapshot, else ``torch``.
+
+    Args:
+        latents: ``auto``, ``nvlabs`` or ``torch``.
+        checkpoint: The generator's file (its suffix decides ``auto``).
+
+    Returns:
+        ``nvlabs`` or ``torch``.
+
+    Raises:
+        ValueError: On another value.
+    """
+    if latents == "auto":
+        return "nvlabs" if Path(checkpoint).suffix.lower() == ".pkl" else "torch"
+    if latents not in LATENT_CONVENTIONS:
+        raise ValueError(f"latents must be auto, nvlabs or torch, got {latents!r}")
+    return cast(LatentConvention, latents)
+
+
+def seed_latents(seeds: Sequence[int], z_dim: int, latents: LatentConvention = "torch") -> torch.Tensor:
+    """The latent of each seed, on the CPU; each row depends on its own seed only.
+
+    Args:
+        seeds: Seeds, one latent each.
+        z_dim: Latent width.
+        latents: ``nvlabs``: ``np.random.RandomState(seed).randn(1, z_dim)`` as NVlabs'
+            ``gen_images.py`` draws it (float64; the mapping network's first step makes it
+            float32, as NVlabs' does); ``torch``: ``torch.randn(z_dim)`` from a
+            ``torch.Generator`` seeded with ``seed`` (:meth:`StyleGAN3.latents`).
+
+    Returns:
+        ``(len(seeds), z_dim)`` latents (float64 for ``nvlabs``, float32 for ``torch``).
+    """
+    if latents == "nvlabs":
+        rows = [np.random.RandomState(seed).randn(1, z_dim) for seed in seeds]
+        return torch.from_numpy(np.concatenate(rows) if rows else np.zeros((0, z_dim)))
+    if not seeds:
+        return torch.zeros(0, z_dim)
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(seed)) for seed in seeds])
 
 
 def sample_key(seed: int) -> str:
@@ -126,6 +184,7 @@ class StyleGAN3SynthesisReport:
         equivariance: ``{"eqt_int", "eqt_frac", "eqr"}`` PSNRs in dB, if asked for and available.
         equivariance_note: Why no equivariance figures were computed, if asked for and unavailable.
         worker: ``(shard_index, num_shards)`` of a worker of a split run; ``None`` for a single run.
+        latents: How seeds became latents: ``nvlabs`` or ``torch`` (see :func:`seed_latents`).
     """
 
     out_dir: str
@@ -143,6 +202,7 @@ class StyleGAN3SynthesisReport:
     equivariance: dict[str, float] | None = None
     equivariance_note: str | None = None
     worker: tuple[int, int] | None = None
+    latents: LatentConvention = "torch"
 
     def summary(self) -> str:
         """Render the report for a terminal.
@@ -154,7 +214,7 @@ class StyleGAN3SynthesisReport:
         worker = f"worker {self.worker[0]} of {self.worker[1]}: " if self.worker else ""
         lines = [
             f"{worker}generated {self.num_samples} images ({seeds}, truncation "
-            f"{self.truncation:g}) with {self.checkpoint} (sha256 {self.checkpoint_sha256})",
+            f"{self.truncation:g}) with {self.checkpoint} (sha256 {self.checkpoint_sha256}, {self.latents} latents)",
             f"wrote {self.num_shards} shards to {self.out_dir} (manifest {self.manifest})",
         ]
         if self.worker:
@@ -264,6 +324,7 @@ class _Run:
     truncation: float
     batch_size: int
     generator_meta: dict[str, Any]
+    latents: LatentConvention
 
 
 def synthesize_unconditional(
@@ -285,13 +346,14 @@ def synthesize_unconditional(
     shard_index: int = 0,
     num_shards: int = 1,
     module_class: type[StyleGAN3] | None = None,
+    latents: str = "auto",
 ) -> StyleGAN3SynthesisReport:
     """Generate one image per seed and write them as a new ``synth_uncond`` shard set.
 
     Each sample has ``image.png`` (uint8, from the generator's ``[-1, 1]``) and a
     ``meta.json`` with ``source: synth_uncond``, ``split: train``, ``composition: {}``
     (unknown without a mask) and ``generator``
-    (``checkpoint``, ``checkpoint_sha256``, ``seed``, ``truncation``); with
+    (``checkpoint``, ``checkpoint_sha256``, ``latents``, ``seed``, ``truncation``); with
     ``label_with``, also the segmenter's ``mask.png``, ``composition`` and
     ``labelled_by``. Samples follow the order of ``seeds``.
 
@@ -323,6 +385,9 @@ def synthesize_unconditional(
         num_shards: Workers the run is split over (1: this call does everything).
         module_class: The :class:`~aras400k.models.stylegan3.StyleGAN3` subclass that
             trained the checkpoint, when it builds a generator of its own (``None``: the standard one).
+        latents: How seed ``s`` becomes a latent (:func:`seed_latents`): ``nvlabs`` (seed ``s``
+            gives image ``s`` of NVlabs' ``gen_images.py``), ``torch`` (as
+            :meth:`StyleGAN3.latents`), or ``auto``: ``nvlabs`` for a ``.pkl``, ``torch`` else.
 
     Returns:
         A :class:`StyleGAN3SynthesisReport`.
@@ -336,6 +401,7 @@ def synthesize_unconditional(
         LockedError: If another run is writing ``out_dir`` (the worker's part for a worker).
     """
     seed_list = _check_inputs(seeds, n, truncation, batch_size, samples_per_shard, chunk_size)
+    convention = resolve_latents(latents, checkpoint)
     check_worker(shard_index, num_shards)
     out_dir = worker_dir(out_dir, shard_index, num_shards)
     with exclusive_lock(out_dir):  # beside out_dir: the work folder inside it is deleted at the end
@@ -348,8 +414,13 @@ def synthesize_unconditional(
             checkpoint, use_ema=use_ema, map_location=torch_device, module_class=module_class
         )
         digest = _file_sha256(Path(checkpoint))[:16]
-        meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "truncation": float(truncation)}
-        run = _Run(generator, torch_device, float(truncation), batch_size, meta)
+        meta = {
+            "checkpoint": str(checkpoint),
+            "checkpoint_sha256": digest,
+            "latents": convention,
+            "truncation": float(truncation),
+        }
+        run = _Run(generator, torch_device, float(truncation), batch_size, meta, convention)
         work = out_dir / WORK_DIR
         seeds_sha256 = hashlib.sha256(",".join(map(str, seed_list)).encode()).hexdigest()
         record = {
@@ -366,6 +437,7 @@ def synthesize_unconditional(
             record["worker"] = [shard_index, num_shards]
             work_of_run = {"seeds_sha256": seeds_sha256, "chunk_size": chunk_size, "batch_size": batch_size}
             extra[WORKER_FIELD] = worker_record(shard_index, num_shards, work_of_run)
+        _adopt_older_record(work)
         _open_work_dir(work, record, overwrite)
         chunks = worker_chunks(seed_list, chunk_size, batch_size, shard_index, num_shards)
         resumed = _write_parts(run, chunks, work, progress)
@@ -393,6 +465,7 @@ def synthesize_unconditional(
             composition=dict(written.get("composition") or {}),
             labelled_with=str(label_with) if label_with is not None else None,
             worker=(shard_index, num_shards) if num_shards > 1 else None,
+            latents=convention,
         )
         if equivariance:
             report.equivariance, report.equivariance_note = _equivariance(generator, equivariance_samples, batch_size)
@@ -473,7 +546,7 @@ def _write_parts(run: _Run, chunks: Sequence[tuple[int, list[int]]], work: Path,
             with writer:
                 for start in range(0, len(chunk), run.batch_size):
                     batch = chunk[start : start + run.batch_size]
-                    images = _generate_batch(run.generator, batch, run.truncation, run.device)
+                    images = _generate_batch(run.generator, batch, run.truncation, run.device, run.latents)
                     for seed, image in zip(batch, images, strict=True):
                         # No mask, so no known composition: {} (label_shards fills it in from its prediction).
                         meta = {
@@ -487,16 +560,41 @@ def _write_parts(run: _Run, chunks: Sequence[tuple[int, list[int]]], work: Path,
     return kept
 
 
+def _adopt_older_record(work: Path) -> None:
+    """Record ``torch`` latents in a run record written before the convention was recorded (so it resumes)."""
+    path = work / _RUN_RECORD
+    if not path.is_file():
+        return
+    previous = json.loads(path.read_text())
+    generator = previous.get("generator") if isinstance(previous, dict) else None
+    if isinstance(generator, dict) and "latents" not in generator:
+        previous["generator"] = generator | {"latents": "torch"}
+        write_json_atomic(path, previous)
+
+
 @torch.no_grad()
-def _generate_batch(generator: Generator, seeds: Sequence[int], truncation: float, device: torch.device) -> np.ndarray:
-    """Generate one image per seed (latent of seed ``s`` drawn as :meth:`StyleGAN3.latents` does).
+def _generate_batch(
+    generator: Generator,
+    seeds: Sequence[int],
+    truncation: float,
+    device: torch.device,
+    latents: LatentConvention = "torch",
+) -> np.ndarray:
+    """Generate one image per seed, its latent drawn by :func:`seed_latents`.
+
+    Pixels are ``round((x + 1) * 127.5)`` for ``torch``; for ``nvlabs`` they are
+    ``gen_images.py``'s ``(x * 127.5 + 128).clamp(0, 255)`` truncated to ``uint8``, which
+    differs only where ``(x + 1) * 127.5`` ends in exactly ``.5``.
 
     Returns:
         ``(B, H, W, 3)`` uint8 images.
     """
-    z = torch.stack([torch.randn(generator.z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
-    images = generator(z.to(device), truncation_psi=truncation, noise_mode="const")
-    pixels = torch.round((images.float().clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
+    z = seed_latents(seeds, generator.z_dim, latents).to(torch.float32)
+    images = generator(z.to(device), truncation_psi=truncation, noise_mode="const").float()
+    if latents == "nvlabs":
+        pixels = (images * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    else:
+        pixels = torch.round((images.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
     return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 

@@ -189,6 +189,13 @@ def _stylegan3_arguments(parser: ArgumentParser) -> None:
         help="seeds, a range or a list: '0-99', '1,5,7' (sample i uses seed i)",
     )
     parser.add_argument("--truncation", type=float, default=1.0, help="truncation psi (1: none)")
+    parser.add_argument(
+        "--latents",
+        choices=["auto", "nvlabs", "torch"],
+        default="auto",
+        help="how seed N becomes a latent: nvlabs (as NVlabs' gen_images.py, so seed N gives its image N), torch "
+        "(torch.randn, as the StyleGAN3 module samples), or auto: nvlabs for a .pkl, torch for a .ckpt",
+    )
     parser.add_argument("--batch_size", "--batch-size", type=int, default=16, help="images per forward pass")
     parser.add_argument(
         "--label_with",
@@ -240,6 +247,7 @@ def _stylegan3(cfg: Namespace) -> int:
         shard_index=cfg.shard_index,
         num_shards=cfg.num_shards,
         module_class=_stylegan3_class(cfg.module_class),
+        latents=cfg.latents,
     )
     print(report.summary())
     return 0
