@@ -501,7 +501,7 @@ def worker_chunks(
 
     A single run cuts ``seeds`` into chunks of ``chunk_size`` (its resumable parts) and
     each chunk into batches of ``batch_size``. The batches are dealt out to the workers
-    as ``num_shards`` contiguous runs (:func:`~aras400k.data.datasets.partition_range`);
+    as ``num_shards`` contiguous runs (:func:`~aras400k.data.sources.partition_range`);
     a worker's chunks are the pieces of the single run's chunks its batches cover, so it
     forms exactly the single run's batches (and so computes the same images).
 

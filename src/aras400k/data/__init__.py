@@ -7,6 +7,8 @@ first access (``aras400k.data.SegmentationDataModule``), so that the data tools
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aras400k._lazy import lazy_attributes
 from aras400k.data.composition import class_counts, composition, composition_from_counts, format_composition
 from aras400k.data.remote import PipeError
@@ -22,6 +24,10 @@ from aras400k.data.shards import (
     shard_paths,
 )
 from aras400k.data.sources import ShardSource
+
+if TYPE_CHECKING:  # for type checkers and the API docs; loaded by __getattr__ at run time
+    from aras400k.data.datamodules import GANDataModule, SegmentationDataModule
+    from aras400k.data.datasets import ShardDataset
 
 _LAZY = {
     "SegmentationDataModule": "aras400k.data.datamodules",

@@ -51,7 +51,7 @@ from aras400k.data.remote import location_name
 from aras400k.data.shards import SampleError, decode_sample, iter_raw_samples, list_shards
 from aras400k.data.sources import ShardSource, partition_range
 
-__all__ = ["EpochDataLoader", "ShardDataset", "ShardSource", "partition_range"]
+__all__ = ["EpochDataLoader", "ShardDataset"]  # ShardSource and partition_range: aras400k.data.sources
 
 
 @dataclass(frozen=True)

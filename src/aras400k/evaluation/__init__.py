@@ -15,9 +15,14 @@ report (:class:`EvalResult`, :func:`run_evaluation`, :func:`write_report`) impor
 metrics (torch, torchmetrics) on first access, so that ``aras-eval --help`` starts quickly.
 """
 
+from typing import TYPE_CHECKING
+
 from aras400k._lazy import lazy_attributes
 from aras400k.evaluation.config import DatasetInputs, DatasetSpec, EvalConfig, check_config, check_inputs
 from aras400k.evaluation.tables import Section
+
+if TYPE_CHECKING:  # for type checkers and the API docs; loaded by __getattr__ at run time
+    from aras400k.evaluation.report import EvalResult, run_evaluation, write_report
 
 __all__ = [
     "DatasetInputs",

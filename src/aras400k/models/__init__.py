@@ -5,8 +5,13 @@ segmentation-models-pytorch and are loaded on first access; the architecture and
 names (:mod:`aras400k.models.choices`) are not.
 """
 
+from typing import TYPE_CHECKING
+
 from aras400k._lazy import lazy_attributes
 from aras400k.models.choices import ARCHITECTURES, LOSSES
+
+if TYPE_CHECKING:  # for type checkers and the API docs; loaded by __getattr__ at run time
+    from aras400k.models.segmentation import SegmentationTask, load_encoder_weights
 
 __all__ = ["ARCHITECTURES", "LOSSES", "SegmentationTask", "load_encoder_weights"]
 
