@@ -62,7 +62,7 @@ WORKER_FIELD = "worker"
 #: Manifest fields a shard set writes itself (summed or rebuilt when merging).
 _OWN_FIELDS = frozenset(
     {"format", "format_version", "classes", "split", "source", "num_samples", "num_masks", "shards"}
-    | {"class_pixels", "composition"}
+    | {"class_pixels", "composition", "image_size"}
 )
 #: Provenance fields that may differ between the parts of one run (paths of each worker's
 #: intermediate files); the merged manifest keeps a common value, or the list of values.
@@ -300,6 +300,9 @@ def merge_shard_sets(
     }
     if "classes" not in first:
         del manifest["classes"]
+    size = _image_size(paths, manifests)
+    if size is not None:
+        manifest["image_size"] = size
     _remove_stale(out_dir, prefix, len(shards))
     write_json_atomic(out_dir / MANIFEST_NAME, manifest)
     return MergeReport(
@@ -374,6 +377,18 @@ def _common_fields(paths: list[Path], manifests: list[dict[str, Any]]) -> dict[s
             "only shard sets made the same way (same generator, checkpoint and settings) can be merged"
         )
     return extra
+
+
+def _image_size(paths: list[Path], manifests: list[dict[str, Any]]) -> list[int] | None:
+    """The parts' common ``image_size`` (parts without samples, or from older versions, have none)."""
+    sizes = [(path, m["image_size"]) for path, m in zip(paths, manifests, strict=True) if "image_size" in m]
+    for path, size in sizes[1:]:
+        if size != sizes[0][1]:
+            raise ValueError(
+                f"{sizes[0][0]} and {path} differ in image_size ({sizes[0][1]} vs {size}); "
+                "a shard set holds images of one size"
+            )
+    return sizes[0][1] if sizes else None
 
 
 def _short(value: Any, limit: int = 160) -> str:
