@@ -300,8 +300,8 @@ def merge_shard_sets(
     }
     if "classes" not in first:
         del manifest["classes"]
-    size = _image_size(paths, manifests)
-    if size is not None:
+    recorded, size = _image_size(manifests)
+    if recorded:
         manifest["image_size"] = size
     _remove_stale(out_dir, prefix, len(shards))
     write_json_atomic(out_dir / MANIFEST_NAME, manifest)
@@ -379,16 +379,15 @@ def _common_fields(paths: list[Path], manifests: list[dict[str, Any]]) -> dict[s
     return extra
 
 
-def _image_size(paths: list[Path], manifests: list[dict[str, Any]]) -> list[int] | None:
-    """The parts' common ``image_size`` (parts without samples, or from older versions, have none)."""
-    sizes = [(path, m["image_size"]) for path, m in zip(paths, manifests, strict=True) if "image_size" in m]
-    for path, size in sizes[1:]:
-        if size != sizes[0][1]:
-            raise ValueError(
-                f"{sizes[0][0]} and {path} differ in image_size ({sizes[0][1]} vs {size}); "
-                "a shard set holds images of one size"
-            )
-    return sizes[0][1] if sizes else None
+def _image_size(manifests: list[dict[str, Any]]) -> tuple[bool, list[int] | None]:
+    """The merged ``image_size``: whether to record one, and the parts' common size or ``None`` (mixed).
+
+    Parts without samples, or written before sizes were recorded, have none and do not count.
+    """
+    sizes = [m["image_size"] for m in manifests if "image_size" in m]
+    if not sizes:
+        return False, None
+    return True, sizes[0] if all(size == sizes[0] for size in sizes) else None
 
 
 def _short(value: Any, limit: int = 160) -> str:

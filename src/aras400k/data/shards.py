@@ -64,6 +64,7 @@ __all__ = [
     "iter_samples",
     "list_shards",
     "manifest_image_size",
+    "mixes_sizes",
     "read_image_size",
     "read_manifest",
     "shard_paths",
@@ -430,8 +431,8 @@ class ShardWriter:
         self.manifest: dict[str, Any] = {}
         self.num_samples = 0
         self.num_masks = 0
-        #: ``(height, width)`` of every image, set by the first sample.
-        self.image_size: Size | None = None
+        #: Every ``(height, width)`` written (one, unless the set mixes sizes).
+        self.image_sizes: set[Size] = set()
         self.pixel_counts = np.zeros(NUM_CLASSES, dtype=np.int64)
         self._keys: set[str] = set()
         self._tar: wds.TarWriter | None = None
@@ -478,8 +479,8 @@ class ShardWriter:
 
         Raises:
             ValueError: On a bad key, a repeated key, a malformed image or mask, an image
-                of another size than the first (or over :data:`MAX_IMAGE_PIXELS`), or a raw
-                member with a bad name or one the writer builds itself.
+                over :data:`MAX_IMAGE_PIXELS`, or a raw member with a bad name or one the
+                writer builds itself.
         """
         if self._closed:
             raise RuntimeError("ShardWriter is closed")
@@ -494,11 +495,6 @@ class ShardWriter:
         size = (int(image.shape[0]), int(image.shape[1]))
         if size[0] * size[1] > MAX_IMAGE_PIXELS:
             raise ValueError(f"sample {key}: image is {size[1]}x{size[0]} px, more than {MAX_IMAGE_PIXELS} pixels")
-        if self.image_size is not None and size != self.image_size:
-            raise ValueError(
-                f"sample {key}: image is {size[1]}x{size[0]} px but the set's images are "
-                f"{self.image_size[1]}x{self.image_size[0]}; a shard set holds one image size"
-            )
         raw_members = _check_raw_members(key, sample.raw_members, with_captions=sample.captions is not None)
         for name in ("image_png", "mask_png"):
             value = getattr(sample, name)
@@ -540,7 +536,7 @@ class ShardWriter:
         assert self._tar is not None
         self._tar.write(members)
         self._keys.add(key)
-        self.image_size = size
+        self.image_sizes.add(size)
         self._tar_count += 1
         self.num_samples += 1
         if self._tar_count >= self.samples_per_shard:
@@ -568,10 +564,11 @@ class ShardWriter:
             "composition": composition_from_counts(self.pixel_counts),
             **self.extra,
         }
-        # The writer's own measurement; a copied-over value is not trusted.
+        # The writer's own measurement (a copied-over value is not trusted): the one
+        # size of all images, null when they differ, absent when there are none.
         self.manifest.pop("image_size", None)
-        if self.image_size is not None:
-            self.manifest["image_size"] = list(self.image_size)
+        if self.image_sizes:
+            self.manifest["image_size"] = list(*self.image_sizes) if len(self.image_sizes) == 1 else None
         write_json_atomic(self.out_dir / MANIFEST_NAME, self.manifest)
         self._closed = True
         return self.manifest
@@ -688,7 +685,7 @@ def _check_manifest(manifest: Any, where: str) -> dict[str, Any]:
     pixels = manifest.get("class_pixels")
     if pixels is not None and not (isinstance(pixels, dict) and all(_is_count(n) for n in pixels.values())):
         raise ManifestError(f"{where}: class_pixels must map class names to pixel counts, got {_brief(pixels)}")
-    if "image_size" in manifest:
+    if manifest.get("image_size") is not None:
         _check_image_size(manifest["image_size"], where)
     return manifest
 
@@ -759,17 +756,33 @@ def _brief(value: Any, limit: int = 60) -> str:
 def manifest_image_size(manifest: Mapping[str, Any] | None) -> Size | None:
     """The ``(height, width)`` of every image of a set, as its manifest records it.
 
-    Manifests written before ``image_size`` was recorded have none; readers then take
-    the first sample's size instead.
+    ``image_size`` is ``null`` in the manifest of a set whose images differ in size
+    (see :func:`mixes_sizes`); manifests written before it was recorded lack it, and
+    readers then take the first sample's size instead.
 
     Args:
         manifest: A manifest from :func:`read_manifest`, or ``None``.
 
     Returns:
-        ``(height, width)``, or ``None`` when not recorded.
+        ``(height, width)``, or ``None`` when not recorded or the sizes differ.
     """
     size = manifest.get("image_size") if manifest is not None else None
     return (int(size[0]), int(size[1])) if size is not None else None
+
+
+def mixes_sizes(manifest: Mapping[str, Any] | None) -> bool:
+    """Whether a manifest says its images differ in size (``image_size`` is ``null``).
+
+    Such a set suits per-sample tools (labelling, captioning); :class:`~aras400k.data.ShardDataset`
+    batches need one size and keep the first sample's.
+
+    Args:
+        manifest: A manifest from :func:`read_manifest`, or ``None``.
+
+    Returns:
+        ``True`` only when ``image_size`` is present and ``null``.
+    """
+    return manifest is not None and "image_size" in manifest and manifest["image_size"] is None
 
 
 def shard_paths(directory: str | Path, check: bool = True) -> list[Path]:
@@ -908,15 +921,17 @@ def iter_samples(
     Raises:
         ManifestError: If the folder is not a shard set.
         SampleError: On the first corrupt sample, or one of another size than the
-            manifest's ``image_size`` (else the first sample's); use
+            manifest's ``image_size`` (else the first sample's; any size in a set that
+            :func:`mixes_sizes`); use
             :func:`aras400k.data.verify.verify_shards` to list them all.
     """
     listing = list_shards(directory)
-    size = manifest_image_size(listing.manifest)
+    size, learn = manifest_image_size(listing.manifest), not mixes_sizes(listing.manifest)
     for location, name in zip(listing.locations, listing.names, strict=True):
         if shards is not None and name not in shards:
             continue
         for raw in iter_raw_samples(location):
             sample = decode_sample(raw, with_mask=with_mask, with_captions=with_captions, size=size)
-            size = size or (sample.image.shape[0], sample.image.shape[1])
+            if size is None and learn:
+                size = (sample.image.shape[0], sample.image.shape[1])
             yield sample
