@@ -2,7 +2,9 @@
 
 import io
 import json
+import shutil
 import struct
+import subprocess
 import tarfile
 import warnings
 import zlib
@@ -24,6 +26,7 @@ from aras400k.data.shards import (
     decode_mask,
     decode_sample,
     encode_png,
+    iter_raw_samples,
     read_image_size,
     read_manifest,
 )
@@ -257,3 +260,19 @@ def test_composition_counts_survive_a_bomb_without_a_mask(tmp_path):
     meta = json.dumps({"composition": {"tree": 1.0}}).encode()
     with pytest.raises(SampleError, match="30000x30000"):
         _raw_counts({"__key__": "k", "image.png": bomb_png(30000, 30000), "meta.json": meta})
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar to write a sparse member")
+def test_sparse_tar_member_bomb_is_refused_unread(tmp_path):
+    """A 10 kB tar whose sparse member expands to 2 GiB is an unreadable shard, never read into memory."""
+    work = tmp_path / "work"
+    work.mkdir()
+    with open(work / "k.image.png", "wb") as fh:
+        fh.truncate(2**31)
+    (work / "k.meta.json").write_text("{}")
+    shard = tmp_path / "bomb.tar"
+    done = subprocess.run(["tar", "-S", "-cf", str(shard), "k.image.png", "k.meta.json"], cwd=work, check=False)
+    if done.returncode != 0 or shard.stat().st_size > 1 << 20:
+        pytest.skip("this tar does not write sparse members")
+    with pytest.raises(tarfile.ReadError, match="over the"):
+        list(iter_raw_samples(shard))
