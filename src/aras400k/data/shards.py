@@ -338,9 +338,20 @@ def _parse_json(data: Any, member: str, kind: type) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
         raise SampleError(f"{member} is not valid JSON ({err})") from err
     if not isinstance(value, kind):
-        expected = "an object" if kind is dict else "a list"
-        raise SampleError(f"{member} must hold {expected}, got {type(value).__name__}")
+        raise SampleError(f"{member} must hold {_json_kind(kind())}, got {_json_kind(value)}")
     return value
+
+
+def _json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words (``null``, ``a string``, ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    names: dict[type, str] = {str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
