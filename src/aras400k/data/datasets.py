@@ -27,8 +27,9 @@ share, which keeps ranks in step under DDP at the cost of exactly-once coverage.
 
 A source can be cut to its first ``num_samples`` samples (manifest order), which is
 how the paper's "synthetic 100k" and "synthetic 300k" sets are configs over one
-300k shard set. Corrupt samples are skipped with a warning and counted instead of
-ending a long run.
+300k shard set. Corrupt samples, and samples of another size than the set's (the
+manifest's ``image_size``, else the first sample's), are skipped with a warning naming
+the key and counted instead of ending a long run.
 """
 
 from __future__ import annotations
@@ -48,7 +49,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from aras400k.data.remote import location_name
-from aras400k.data.shards import SampleError, decode_sample, iter_raw_samples, list_shards
+from aras400k.data.shards import (
+    SampleError,
+    Size,
+    decode_sample,
+    iter_raw_samples,
+    list_shards,
+    manifest_image_size,
+)
 
 __all__ = ["EpochDataLoader", "ShardDataset", "ShardSource", "partition_range"]
 
@@ -158,7 +166,8 @@ class ShardDataset(IterableDataset):
     Raises:
         ValueError: If weights are given to some sources but not all, a weight is not
             positive, ``num_samples`` exceeds a source's size or is given for a source
-            without a manifest, or weighted sources without a manifest lack ``samples_per_epoch``.
+            without a manifest, weighted sources without a manifest lack ``samples_per_epoch``,
+            or the sources' manifests record different image sizes.
         aras400k.data.ManifestError: If a source is not a shard set.
         OSError: If a URL source cannot be reached.
         ImportError: If a URL source needs fsspec or a backend that is not installed.
@@ -191,7 +200,12 @@ class ShardDataset(IterableDataset):
         if any(w is not None and w <= 0 for w in weights):
             raise ValueError(f"source weights must be positive, got {weights}")
         self.weighted = weights[0] is not None
+        self._recorded_sizes: list[Size | None] = []
         self._segments = [self._source_segments(i, s) for i, s in enumerate(self.sources)]
+        #: ``(height, width)`` of every sample: the manifests' ``image_size``, else (older
+        #: manifests, sets of mixed sizes, shard lists) the first sample read. Samples of
+        #: another size are skipped: a batch holds one size.
+        self.image_size = self._common_size()
         #: Samples per source, ``None`` for a source without a manifest.
         self.sizes: list[int | None] = [_size(segs) for segs in self._segments]
         #: Samples over all sources, ``None`` when a source has no manifest (split by shards).
@@ -205,9 +219,18 @@ class ShardDataset(IterableDataset):
             )
         self.skipped = 0
 
+    def _common_size(self) -> Size | None:
+        """The one image size the sources' manifests record; batches cannot mix sizes."""
+        recorded = {size: s.path for s, size in zip(self.sources, self._recorded_sizes, strict=True) if size}
+        if len(recorded) > 1:
+            found = ", ".join(f"{path}: {w}x{h}" for (h, w), path in recorded.items())
+            raise ValueError(f"the sources hold images of different sizes ({found}); a batch needs one size")
+        return next(iter(recorded), None)
+
     def _source_segments(self, index: int, source: ShardSource) -> list[_Segment]:
         listing = list_shards(source.path)
         manifest = listing.manifest
+        self._recorded_sizes.append(manifest_image_size(manifest))
         if manifest is None:
             if source.num_samples is not None:
                 raise ValueError(
@@ -437,7 +460,7 @@ class ShardDataset(IterableDataset):
 
     def _decode(self, raw: dict[str, Any], seg: _Segment) -> dict[str, Any] | None:
         try:
-            sample = decode_sample(raw, with_mask=self.with_mask, with_captions=False)
+            sample = decode_sample(raw, with_mask=self.with_mask, with_captions=False, size=self.image_size)
             if self.with_mask and sample.mask is None:
                 raise SampleError(f"sample {sample.key}: member mask.png is missing")
         except SampleError as err:
@@ -449,6 +472,8 @@ class ShardDataset(IterableDataset):
                 stacklevel=2,
             )
             return None
+        if self.image_size is None:
+            self.image_size = (sample.image.shape[0], sample.image.shape[1])
         item: dict[str, Any] = {
             "image": torch.from_numpy(np.ascontiguousarray(sample.image.transpose(2, 0, 1))),
             "key": sample.key,

@@ -24,7 +24,6 @@ computation. Two datasets are compared by:
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -34,13 +33,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torchmetrics import Metric
 from tqdm.auto import tqdm
 
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from aras400k.data.composition import class_counts
-from aras400k.data.shards import SampleError, decode_mask, iter_raw_samples, list_shards, read_manifest
+from aras400k.data.shards import (
+    SampleError,
+    decode_mask,
+    iter_raw_samples,
+    list_shards,
+    read_image_size,
+    read_manifest,
+)
 from aras400k.data.stats import DatasetComposition
 from aras400k.plotting import save_figure
 
@@ -423,8 +428,7 @@ def _raw_counts(raw: Mapping[str, Any]) -> np.ndarray:
         comp = meta.get("composition") if isinstance(meta, dict) else None
         if not isinstance(comp, Mapping) or "image.png" not in raw:
             return np.zeros(NUM_CLASSES, dtype=np.int64)
-        with Image.open(io.BytesIO(raw["image.png"])) as img:
-            width, height = img.size
+        height, width = read_image_size(raw["image.png"])
     except (SampleError, json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
         raise SampleError(f"{raw.get('__shard__', '?')}: sample {key}: {err}") from err
     shares = np.array([float(comp.get(name, 0.0)) for name in CLASS_NAMES])
