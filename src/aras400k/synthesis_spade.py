@@ -70,6 +70,7 @@ from aras400k.data.shards import (
     shard_paths,
     write_json_atomic,
 )
+from aras400k.files import sha256_file
 from aras400k.locking import exclusive_lock
 from aras400k.metrics.segmentation import SegmentationMetrics
 from aras400k.models.spade.generator import SPADEGenerator
@@ -264,7 +265,7 @@ def synthesize_conditional(
         generator = load_spade_generator(
             checkpoint, use_ema=use_ema, map_location=torch_device, module_class=module_class
         )
-        digest = _file_sha256(Path(checkpoint))[:16]
+        digest = sha256_file(checkpoint)[:16]
         meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "seed": seed, "use_ema": use_ema}
         low, high = partition_range(len(manifest["shards"]), shard_index, num_shards)
         run = _Run(
@@ -330,14 +331,6 @@ def _default_shard_size(manifest: Mapping[str, Any], per_mask: int) -> int:
     """The input's samples per shard times ``per_mask`` (so output shards follow the input's)."""
     shards = manifest["shards"]
     return max(1, int(shards[0]["num_samples"]) * per_mask) if shards else 1000
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _run_record(run: _Run) -> dict[str, Any]:

@@ -55,11 +55,12 @@ from aras400k.data.shards import (
     ShardWriter,
     read_manifest,
 )
+from aras400k.files import sha256_file
 from aras400k.locking import exclusive_lock
 from aras400k.models.stylegan3.generator import Generator, build_generator
 from aras400k.models.stylegan3.module import StyleGAN3
 from aras400k.synthesis import _label_shards, _resolve_device, generator_from_module, read_checkpoint
-from aras400k.synthesis_spade import WORK_DIR, _file_sha256, _iter_part_samples, _open_work_dir
+from aras400k.synthesis_spade import WORK_DIR, _iter_part_samples, _open_work_dir
 
 __all__ = [
     "StyleGAN3SynthesisReport",
@@ -347,7 +348,7 @@ def synthesize_unconditional(
         generator = load_stylegan3_generator(
             checkpoint, use_ema=use_ema, map_location=torch_device, module_class=module_class
         )
-        digest = _file_sha256(Path(checkpoint))[:16]
+        digest = sha256_file(checkpoint)[:16]
         meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "truncation": float(truncation)}
         run = _Run(generator, torch_device, float(truncation), batch_size, meta)
         work = out_dir / WORK_DIR

@@ -99,8 +99,8 @@ def test_verify_reports_a_manifest_naming_a_file_outside_and_never_opens_it(tmp_
     _edit_manifest(root, lambda m: m["shards"].__setitem__(1, {**m["shards"][1], "name": "../outside.tar"}))
     (root / "train-000001.tar").unlink()
     opened: list[Path] = []
-    real_sha, real_iter = verify_module._sha256, verify_module.iter_raw_samples
-    monkeypatch.setattr(verify_module, "_sha256", lambda p: opened.append(Path(p)) or real_sha(p))
+    real_sha, real_iter = verify_module.sha256_file, verify_module.iter_raw_samples
+    monkeypatch.setattr(verify_module, "sha256_file", lambda p: opened.append(Path(p)) or real_sha(p))
     monkeypatch.setattr(verify_module, "iter_raw_samples", lambda p: opened.append(Path(p)) or real_iter(p))
     report = verify_shards(root, progress=False)
     assert not report.ok

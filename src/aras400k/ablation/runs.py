@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from aras400k.ablation.config import AblationConfig, DataConfiguration
 from aras400k.data.datamodules import SegmentationDataModule
+from aras400k.files import write_atomic
 from aras400k.models.segmentation import Architecture, SegmentationTask
 
 __all__ = ["SCORES_NAME", "RunScores", "read_run_scores", "run_folder", "train_and_evaluate", "write_run_scores"]
@@ -131,10 +132,7 @@ def read_run_scores(path: str | Path) -> RunScores:
 def _write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, text, tmp_name=f".{path.name}.tmp")
 
 
 def _run_settings(config: AblationConfig, configuration: DataConfiguration, arch: str) -> dict[str, Any]:

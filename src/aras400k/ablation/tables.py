@@ -6,8 +6,8 @@ The builders work on :class:`~aras400k.ablation.runs.RunScores` lists, without t
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import numpy as np
 
 from aras400k.ablation.runs import RunScores
 from aras400k.classes import CLASS_NAMES
+from aras400k.files import write_atomic
 from aras400k.plotting import save_figure
 
 __all__ = [
@@ -170,11 +171,9 @@ def _write_csv(rows: Sequence[dict[str, Any]], labels: Sequence[str], values: Se
     for row in rows:
         cells = ["n/a" if math.isnan(row[v]) else f"{100 * row[v]:.4f}" for v in values]
         lines.append([*(str(row[label]) for label in labels), *cells])
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        csv.writer(fh).writerows(lines)
-    os.replace(tmp, path)
-    return path
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer).writerows(lines)
+    return write_atomic(path, buffer.getvalue(), tmp_name=f".{path.name}.tmp")
 
 
 def plot_per_class_f1(

@@ -22,7 +22,6 @@ or fsspec URLs, brace-expanded shard lists and ``pipe:`` commands (see
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -42,6 +41,8 @@ from PIL import Image
 from aras400k.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from aras400k.data.composition import class_counts, composition_from_counts
 from aras400k.data.remote import is_url, join_location, location_name, open_shard, parse_spec, read_location
+from aras400k.files import naming_path, sha256_file
+from aras400k.files import write_json_atomic as _write_json_atomic
 
 __all__ = [
     "FORMAT_NAME",
@@ -377,18 +378,7 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
         path: Destination file.
         obj: JSON-serialisable object.
     """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    _write_json_atomic(path, obj)
 
 
 class ShardWriter:
@@ -483,17 +473,19 @@ class ShardWriter:
         self._tmp_path = self.out_dir / (name + ".tmp")
         # A fixed mtime makes shards byte-identical across runs with the same input; no
         # encoder, so every member (all bytes already) is stored exactly as given.
-        self._tar = wds.TarWriter(str(self._tmp_path), mtime=0.0, encoder=False)
+        with naming_path(self._tmp_path):
+            self._tar = wds.TarWriter(str(self._tmp_path), mtime=0.0, encoder=False)
         self._tar_count = 0
 
     def _finish_shard(self) -> None:
         if self._tar is None:
             return
-        self._tar.close()
+        with naming_path(self._tmp_path):
+            self._tar.close()
         name = self._shard_name(len(self.shards))
         final = self.out_dir / name
         os.replace(self._tmp_path, final)
-        self.shards.append({"name": name, "num_samples": self._tar_count, "sha256": _sha256(final)})
+        self.shards.append({"name": name, "num_samples": self._tar_count, "sha256": sha256_file(final)})
         self._tar = None
 
     def write(self, sample: Sample) -> None:
@@ -561,7 +553,8 @@ class ShardWriter:
         if self._tar is None:
             self._open_next()
         assert self._tar is not None
-        self._tar.write(members)
+        with naming_path(self._tmp_path):
+            self._tar.write(members)
         self._keys.add(key)
         self.image_sizes.add(size)
         self._tar_count += 1

@@ -24,13 +24,13 @@ from aras400k.data.shards import (
     ShardReadError,
     Size,
     _brief,
-    _sha256,
     decode_sample,
     iter_raw_samples,
     manifest_image_size,
     mixes_sizes,
     read_manifest,
 )
+from aras400k.files import sha256_file
 
 __all__ = ["VerifyReport", "verify_shards"]
 
@@ -156,7 +156,7 @@ def _verify_shard(directory: str | Path, entry: dict, state: _SetState, report: 
         if not path.is_file():
             report.problems.append((name, "shard file is missing"))
             return
-        if "sha256" in entry and _sha256(path) != entry["sha256"]:
+        if "sha256" in entry and sha256_file(path) != entry["sha256"]:
             report.problems.append((name, "sha256 differs from the manifest (file changed or truncated)"))
     elif "sha256" in entry:
         digest = hashlib.sha256()  # a remote shard is hashed as it is read, not downloaded twice

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aras400k.files import write_atomic
+
 if TYPE_CHECKING:
     from aras400k.pipeline.runner import StageRecord
     from aras400k.pipeline.stages import RunLayout, Stage
@@ -99,7 +101,4 @@ def write_index(layout: RunLayout, stages: Sequence[Stage], records: Sequence[St
             lines += [f"![{a.what}]({_rel(a.path, root)})" for a in figures]
         lines.append("")
     path = root / "index.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    return write_atomic(path, "\n".join(lines))

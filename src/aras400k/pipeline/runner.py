@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from aras400k.data.shards import MANIFEST_NAME, ManifestError, read_manifest
+from aras400k.files import write_json_atomic
 from aras400k.locking import exclusive_lock
 from aras400k.pipeline.config import STAGE_NAMES, PipelineConfig
 from aras400k.pipeline.index import write_index
@@ -349,9 +350,7 @@ def _run_stage(
         "work": _work(stage),
     }
     path = _record_path(layout, stage.name)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, record)
     _console(f" done in {_duration(seconds)}", stream)
     return StageRecord(stage.name, "ran", seconds, [str(c) for c in commands])
 
