@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from aras400k.checkpoints import checkpoint_sha256
 from aras400k.data.composition import composition, format_composition
 from aras400k.data.datasets import partition_range
 from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
@@ -70,7 +71,6 @@ from aras400k.data.shards import (
     shard_paths,
     write_json_atomic,
 )
-from aras400k.files import sha256_file
 from aras400k.locking import exclusive_lock
 from aras400k.metrics.segmentation import SegmentationMetrics
 from aras400k.models.spade.generator import SPADEGenerator
@@ -265,7 +265,7 @@ def synthesize_conditional(
         generator = load_spade_generator(
             checkpoint, use_ema=use_ema, map_location=torch_device, module_class=module_class
         )
-        digest = sha256_file(checkpoint)[:16]
+        digest = checkpoint_sha256(checkpoint)[:16]
         meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "seed": seed, "use_ema": use_ema}
         low, high = partition_range(len(manifest["shards"]), shard_index, num_shards)
         run = _Run(

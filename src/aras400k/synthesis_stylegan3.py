@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from aras400k.checkpoints import checkpoint_sha256, is_url
 from aras400k.data.composition import format_composition
 from aras400k.data.datasets import partition_range
 from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
@@ -55,7 +56,6 @@ from aras400k.data.shards import (
     ShardWriter,
     read_manifest,
 )
-from aras400k.files import sha256_file
 from aras400k.locking import exclusive_lock
 from aras400k.models.stylegan3.generator import Generator, build_generator
 from aras400k.models.stylegan3.module import StyleGAN3
@@ -206,13 +206,13 @@ def load_stylegan3_generator(
         ValueError: If the file is not a StyleGAN3 checkpoint or snapshot, or the generator is conditional.
         TypeError: If ``module_class`` is not a StyleGAN3 subclass.
     """
-    path = Path(path)
-    if path.suffix.lower() == ".pkl":
+    path = path if is_url(str(path)) else Path(path)
+    if str(path).lower().endswith(".pkl"):
         from aras400k.models.stylegan3.official import load_official
 
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file {path} does not exist")
-        official = load_official(path, which=("G_ema",)).G_ema
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"official snapshot {path} must be a local file (download it first)")
+        official = load_official(Path(path), which=("G_ema",)).G_ema
         assert official is not None
         generator: Generator = official
     else:
@@ -348,7 +348,7 @@ def synthesize_unconditional(
         generator = load_stylegan3_generator(
             checkpoint, use_ema=use_ema, map_location=torch_device, module_class=module_class
         )
-        digest = sha256_file(checkpoint)[:16]
+        digest = checkpoint_sha256(checkpoint)[:16]
         meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "truncation": float(truncation)}
         run = _Run(generator, torch_device, float(truncation), batch_size, meta)
         work = out_dir / WORK_DIR
