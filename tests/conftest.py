@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from aras400k.data.shards import Sample, ShardWriter
 # Test models are tiny: one intra-op thread is faster than two, and on a shared
 # 2-core machine more threads than cores slows torch down several-fold.
 torch.set_num_threads(1)
+os.environ.setdefault("ARAS_THREADS", "1")  # what the commands set (aras400k.threads) in-process
 
 
 def write_random_set(

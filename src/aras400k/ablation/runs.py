@@ -25,6 +25,7 @@ from aras400k.ablation.config import AblationConfig, DataConfiguration
 from aras400k.data.datamodules import SegmentationDataModule
 from aras400k.files import write_atomic
 from aras400k.models.segmentation import Architecture, SegmentationTask
+from aras400k.threads import configure_threads
 
 __all__ = ["SCORES_NAME", "RunScores", "read_run_scores", "run_folder", "train_and_evaluate", "write_run_scores"]
 
@@ -242,6 +243,7 @@ def _make_checkpoint(config: AblationConfig, folder: Path) -> ModelCheckpoint:
 
 
 def _make_trainer(config: AblationConfig, folder: Path, checkpoint: ModelCheckpoint) -> Trainer:
+    configure_threads(loader_workers=config.num_workers)
     return Trainer(
         default_root_dir=folder,
         max_epochs=config.max_epochs,

@@ -133,6 +133,9 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         sample_seeds: Images in the fixed-seed sample grid (image ``i`` uses seed ``i``).
         sample_every_n_steps: Write a sample grid every this many training iterations
             (0: only after validation).
+        kimg: Training length in thousands of real images shown (``--kimg``): training
+            stops once ``iterations x batch`` reaches ``kimg x 1000``; ``None``: the
+            Trainer's own limits decide.
 
     Raises:
         ValueError: If ``cfg`` or ``aug`` is unknown, or a number is out of range.
@@ -171,6 +174,7 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         max_consecutive_skips: int | None = None,
         sample_seeds: int = 16,
         sample_every_n_steps: int = 500,
+        kimg: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -183,6 +187,8 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         self.blur_init_sigma = blur_sigma if blur_sigma is not None else (0.0 if stylegan2 else 10.0)
         self.register_buffer("iterations", torch.zeros((), dtype=torch.long))
         self.last_grid_path: Path | None = None
+        #: Total batch size of the last training iteration (for the ``kimg`` budget).
+        self.last_batch_size: int | None = None
         self.configure_models()
 
     # -- construction ----------------------------------------------------------------------
@@ -471,7 +477,24 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         self.update_ema(batch_size)
         self.augment.adjust(batch_size)
         self.iterations += 1
+        self.last_batch_size = batch_size
         self._log_training(terms, n, sigma)
+        if self.kimg_reached(batch_size) and self._trainer is not None:
+            self.trainer.should_stop = True
+
+    def kimg_reached(self, batch_size: int | None = None) -> bool:
+        """Whether the ``kimg`` budget is spent (always false without one).
+
+        Args:
+            batch_size: Total batch size of the iterations (default: ``batch``, else the
+                last training batch's).
+
+        Returns:
+            True once ``iterations x batch_size >= kimg x 1000``.
+        """
+        kimg = self.hparams.get("kimg")
+        size = batch_size or self.hparams["batch"] or self.last_batch_size
+        return kimg is not None and size is not None and int(self.iterations) * size >= kimg * 1000
 
     def update_ema(self, batch_size: int) -> None:
         """Move the EMA generator toward the trained one (official half-life and ramp-up).
@@ -585,6 +608,8 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
 
 def _check_arguments(hp: Mapping[str, Any]) -> None:
     """Fail early, naming the argument and the valid choices."""
+    if hp.get("kimg") is not None and not hp["kimg"] > 0:
+        raise ValueError(f"kimg must be > 0 (thousands of real images to train on) or null, got {hp['kimg']}")
     if hp["cfg"] not in _CONFIGS:
         raise ValueError(f"unknown cfg {hp['cfg']!r}; choose one of {list(_CONFIGS)}")
     if hp["aug"] not in _AUG_MODES:
