@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -461,6 +461,11 @@ def dataset_composition(metric: CompositionDistribution, label: str, source: str
 # -- figure ---------------------------------------------------------------------------------------
 
 
+#: Line styles and markers of the datasets in :func:`plot_share_distributions`, in order.
+_LINE_STYLES: tuple[Literal["-", "--", ":", "-."], ...] = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
 def plot_share_distributions(
     distributions: Mapping[str, CompositionDistribution],
     path: str | Path,
@@ -510,9 +515,14 @@ def plot_share_distributions(
             hist = result["histogram"][i].numpy().reshape(bins, -1).sum(1).astype(np.float64)
             frac = hist / hist.sum() if hist.sum() > 0 else hist
             mean = 100 * float(result["mean_image_share"][i])
-            ax.stairs(
-                np.where(frac > 0, frac, np.nan), edges, color=colours[j % 10], linewidth=1.6, label=f"mean {mean:.1f}%"
-            )
+            values = np.where(frac > 0, frac, np.nan)
+            # Earlier datasets are drawn wider and later ones dashed on top, with a marker per
+            # bin, so a line that coincides with another stays visible.
+            style = _LINE_STYLES[j % len(_LINE_STYLES)]
+            width = max(1.0, 3.2 - 0.7 * j)
+            ax.stairs(values, edges, color=colours[j % 10], linewidth=width, linestyle=style, label=f"mean {mean:.1f}%")
+            centres = (edges[:-1] + edges[1:]) / 2
+            ax.plot(centres, values, _MARKERS[j % len(_MARKERS)], color=colours[j % 10], markersize=3.5)
         ax.set_yscale("log")
         ax.set_ylim(floor, 1.5)
         ax.set_xlim(0, 100)
@@ -528,7 +538,11 @@ def plot_share_distributions(
         ax.axis("off")
     if legend_ax is not None:
         handles = [
-            plt.Line2D([], [], color=colours[j % 10], linewidth=2, label=f"{label} (n={int(r['num_images']):,})")
+            plt.Line2D(
+                [], [], color=colours[j % 10], linewidth=max(1.0, 3.2 - 0.7 * j),
+                linestyle=_LINE_STYLES[j % len(_LINE_STYLES)], marker=_MARKERS[j % len(_MARKERS)], markersize=4,
+                label=f"{label} (n={int(r['num_images']):,})",
+            )
             for j, (label, r) in enumerate(results.items())
         ]
         legend_ax.legend(handles=handles, loc="center", frameon=False, title="dataset")

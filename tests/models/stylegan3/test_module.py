@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -146,7 +147,10 @@ def test_sample_grid_png_is_written(tmp_path):
     path = tmp_path / "samples" / "train_it0000001.png"
     assert path.is_file() and model.last_grid_path == path
     with Image.open(path) as image:
-        assert image.size == (2 * RES + 3, 2 * RES + 3)  # 2x2 grid with 1-px padding.
+        pixels = np.asarray(image.convert("L"))
+    # A 16-px title band (black text on white) above a 2x2 grid with 1-px padding.
+    assert pixels.shape[0] == 16 + 2 * RES + 3 and pixels.shape[1] >= 2 * RES + 3
+    assert (pixels[:16] < 128).any() and (pixels[:16] > 250).mean() > 0.5
 
 
 def test_bad_arguments_name_the_choices():

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from torchvision.utils import make_grid
 
@@ -580,20 +580,32 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         Returns:
             The path written, or ``None`` on processes other than rank 0.
         """
-        images = self.generate(self.hparams["sample_seeds"], seed=0)
-        path = self._save_grid(self.sample_dir() / f"{name}.png", images)
+        count = int(self.hparams["sample_seeds"])
+        images = self.generate(count, seed=0)
+        it = int(self.iterations)
+        shown = f", {it * self.last_batch_size / 1000:.2f} kimg" if self.last_batch_size else ""
+        title = f"StyleGAN EMA samples, seeds 0-{count - 1}, iteration {it}{shown}"
+        path = self._save_grid(self.sample_dir() / f"{name}.png", images, title)
         if path is not None:
             self.last_grid_path = path
         return path
 
     @rank_zero_only
-    def _save_grid(self, path: Path, images: torch.Tensor) -> Path:
+    def _save_grid(self, path: Path, images: torch.Tensor, title: str = "") -> Path:
         nrow = max(1, math.ceil(math.sqrt(len(images))))
         grid = make_grid(images.float().cpu().add(1).div(2).clamp(0, 1), nrow=nrow, padding=1, pad_value=1.0)
         array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        picture = Image.fromarray(array)
+        if title:  # a white band above the grid with the title in the default bitmap font
+            font = ImageFont.load_default()
+            band = 16
+            titled = Image.new("RGB", (max(picture.width, 6 * len(title) + 8), picture.height + band), "white")
+            titled.paste(picture, (0, band))
+            ImageDraw.Draw(titled).text((4, 2), title, fill="black", font=font)
+            picture = titled
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.png")
-        Image.fromarray(array).save(tmp)
+        picture.save(tmp)
         tmp.replace(path)
         return path
 
