@@ -215,6 +215,23 @@ def _repair(cfg: Namespace) -> int:
     return 0
 
 
+def _backend_failure(cfg: Namespace, err: Exception, written: int) -> str:
+    """The one-line message of a failed backend: what went wrong, what was kept, whether a rerun helps."""
+    from aras400k.captioning.parts import part_sidecar_path
+
+    kept = cfg.out
+    if cfg.num_shards > 1 and not cfg.merge:
+        kept = part_sidecar_path(cfg.out, cfg.shard_index, cfg.num_shards)
+    done = (
+        f"the {written} captions of finished batches are kept in {kept}"
+        if written
+        else (f"nothing was written to {kept} by this run")
+    )
+    if getattr(err, "resumable", True):
+        return f"{err} ({done}; rerun to resume)"
+    return f"{err} ({done}; with that fixed, the same command goes on from there)"
+
+
 def _run(cfg: Namespace) -> int:
     from aras400k.captioning import BackendError, build_backend
 
@@ -223,6 +240,7 @@ def _run(cfg: Namespace) -> int:
     _ensure_input(cfg)
     captioner_type = captioner_class(cfg.captioner)
     backend = build_backend(cfg.backend, _backend_options(cfg))
+    captioner: Captioner | None = None
     try:
         captioner = captioner_type(
             mode=cfg.mode,
@@ -256,12 +274,7 @@ def _run(cfg: Namespace) -> int:
                 num_shards=cfg.num_shards,
             )
     except BackendError as err:
-        kept = cfg.out
-        if cfg.num_shards > 1 and not cfg.merge:
-            from aras400k.captioning.parts import part_sidecar_path
-
-            kept = part_sidecar_path(cfg.out, cfg.shard_index, cfg.num_shards)
-        fail(PROGRAM, f"{err} (captions of finished batches are kept in {kept}; rerun to resume)", status=1)
+        fail(PROGRAM, _backend_failure(cfg, err, captioner.stats.captions if captioner else 0), status=1)
     finally:
         backend.close()
     print(report.summary())
