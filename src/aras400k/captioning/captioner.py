@@ -26,8 +26,9 @@ import re
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,9 @@ from tqdm.auto import tqdm
 from aras400k.captioning.backends.base import BackendError, CaptionBackend
 from aras400k.captioning.backends.template import TemplateBackend
 from aras400k.captioning.parts import (
+    ATTEMPTS_FIELD,
     TRIES_FIELD,
+    append_run_log,
     check_part_run,
     part_run_path,
     part_sidecar_path,
@@ -108,6 +111,12 @@ class CaptionStats:
         reused: Tries answered from the workers' sidecars instead of the backend
             (:meth:`Captioner.merge_parts` only).
         asked: Tries sent to the backend.
+        best_earlier: Captions whose retries ran out and that keep an earlier try,
+            better than the last one (not empty, or repeating a less used caption).
+        retries: Requests the backend sent again (a server answered 429 or 5xx, timed
+            out, or dropped the connection).
+        timeouts: Tries that timed out.
+        failed_tries: Other failed tries by cause (``HTTP 503``, ``connection errors``, ...).
     """
 
     captions: int = 0
@@ -116,6 +125,22 @@ class CaptionStats:
     empty: int = 0
     reused: int = 0
     asked: int = 0
+    best_earlier: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    failed_tries: dict[str, int] = field(default_factory=dict)
+
+    def server_trouble(self) -> str:
+        """``N requests retried (T timeouts, HTTP 429 n, ...)``, or ``""`` when nothing failed.
+
+        Returns:
+            The text.
+        """
+        if not (self.retries or self.timeouts or self.failed_tries):
+            return ""
+        causes = [f"{self.timeouts} timeouts"] if self.timeouts else []
+        causes += [f"{cause} {count}" for cause, count in sorted(self.failed_tries.items())]
+        return f"{self.retries} requests retried ({', '.join(causes)})"
 
 
 @dataclass
@@ -172,6 +197,10 @@ class CaptionReport:
             f"regenerated {self.stats.regenerated} repeated or empty captions; "
             f"{self.stats.duplicates} repeats and {self.stats.empty} empty captions were kept after the retry limit",
         ]
+        if self.stats.best_earlier:
+            lines.append(f"kept the best of its tries for {self.stats.best_earlier} captions (not the last one)")
+        if trouble := self.stats.server_trouble():
+            lines.append(f"server trouble: {trouble}")
         if self.discarded_bytes:
             lines.append(f"cut a partial last line ({self.discarded_bytes} bytes) left by an interrupted run")
         if self.skipped:
@@ -258,6 +287,7 @@ class Captioner:
         self.stats = CaptionStats()
         #: Texts the workers of a split run got, ``(key, index, seed) -> text``, while merging.
         self._answers: dict[tuple[str, int, int], str] | None = None
+        self._retry_base: dict[str, int] = {}
 
     @property
     def model_name(self) -> str:
@@ -405,14 +435,17 @@ class Captioner:
 
     def _run_jobs(
         self, jobs: Sequence[tuple[CaptionInput, int]], dupes: DuplicateFilter, stats: CaptionStats
-    ) -> list[tuple[str, int, list[dict[str, Any]]]]:
+    ) -> list[tuple[str, int, list[dict[str, Any]], int]]:
         """Caption a batch of (sample, index) jobs, regenerating repeats.
 
+        When a job's retries run out, the best of its tries is kept (:meth:`_best_try`),
+        not the last one.
+
         Returns:
-            ``(text, seed, rejected tries as {seed, text})`` per job.
+            ``(text, seed, the other tries as {seed, text}, number of tries)`` per job.
         """
         attempts = [0] * len(jobs)
-        results: list[tuple[str, int, list[dict[str, Any]]] | None] = [None] * len(jobs)
+        results: list[tuple[str, int, list[dict[str, Any]], int] | None] = [None] * len(jobs)
         tries: list[list[dict[str, Any]]] = [[] for _ in jobs]
         todo = list(range(len(jobs)))
         while todo:
@@ -420,30 +453,62 @@ class Captioner:
             texts = self._generate(requests, stats)
             retry = []
             for i, request, text in zip(todo, requests, texts, strict=True):
-                if (not text or dupes.rejects(text)) and attempts[i] < self.max_retries:
+                tries[i].append({"seed": request.seed, "text": text})
+                rejected = not text or dupes.rejects(text)
+                if rejected and attempts[i] < self.max_retries:
                     attempts[i] += 1
                     stats.regenerated += 1
-                    tries[i].append({"seed": request.seed, "text": text})
                     retry.append(i)
                     continue
+                best = self._best_try(tries[i], dupes) if rejected else len(tries[i]) - 1
+                stats.best_earlier += best != len(tries[i]) - 1
+                chosen = tries[i].pop(best)
+                text = chosen["text"]
                 if not text:
                     stats.empty += 1
                 elif dupes.is_repeat(text):
                     stats.duplicates += 1
                 dupes.add(text)
                 stats.captions += 1
-                results[i] = (text, request.seed, tries[i])
+                results[i] = (text, chosen["seed"], tries[i], attempts[i] + 1)
             todo = retry
         return [r for r in results if r is not None]
 
-    def _bar(self, total: int) -> tqdm:
-        return tqdm(
+    @staticmethod
+    def _best_try(tries: Sequence[Mapping[str, Any]], dupes: DuplicateFilter) -> int:
+        """Index of the try to keep when all were rejected: non-empty, least repeated, earliest."""
+        return min(range(len(tries)), key=lambda j: (not tries[j]["text"], dupes.count(tries[j]["text"]), j))
+
+    @contextmanager
+    def _bar(self, total: int) -> Iterator[tqdm]:
+        """A progress bar showing regenerations, retries and timeouts live (also counted in :attr:`stats`)."""
+        backend = self.backend
+        self._retry_base = dict(backend.retry_counts())
+        listener = backend.retry_listener
+        with tqdm(
             total=total,
             unit=" captions",
             desc=f"captions ({self.mode}, {self.model_name})",
             disable=not self.progress,
             dynamic_ncols=True,
-        )
+        ) as bar:
+            backend.retry_listener = lambda: self._show_counts(bar)
+            try:
+                yield bar
+            finally:
+                backend.retry_listener = listener
+                self._show_counts(bar)
+
+    def _show_counts(self, bar: tqdm) -> None:
+        """Copy the backend's retries since the bar opened into :attr:`stats` and onto the bar."""
+        now = self.backend.retry_counts()
+        since = {cause: n - self._retry_base.get(cause, 0) for cause, n in now.items()}
+        since = {cause: n for cause, n in since.items() if n > 0}
+        stats = self.stats
+        stats.retries, stats.timeouts = since.pop("retries", 0), since.pop("timeouts", 0)
+        stats.failed_tries = since
+        shown = {"regenerated": stats.regenerated, "retries": stats.retries, "timeouts": stats.timeouts}
+        bar.set_postfix({name: n for name, n in shown.items() if n}, refresh=True)
 
     # -- public API -------------------------------------------------------------------
 
@@ -498,6 +563,7 @@ class Captioner:
                 batch = jobs[start : start + self.batch_size]
                 texts.extend(result[0] for result in self._run_jobs(batch, dupes, self.stats))
                 bar.update(len(batch))
+                self._show_counts(bar)
         per = self.captions_per_image
         return [texts[i * per : (i + 1) * per] for i in range(count)]
 
@@ -623,25 +689,33 @@ class Captioner:
         start = time.perf_counter()
         samples = manifest["num_samples"] if limit is None else min(limit, manifest["num_samples"])
         first, stop = partition_range(samples, shard_index, num_shards)
-        with CaptionSidecarWriter(out, overwrite=overwrite, lock=lock) as writer:
-            self._check_resumable(writer)
-            report.discarded_bytes = writer.discarded_bytes
-            done = writer.done
-            report.resumed = len(done)
-            dupes = DuplicateFilter(self.dedupe, seen=(r["text"] for r in writer.records))
-            total = max((stop - first) * self.captions_per_image - len(done), 0)
-            jobs: list[tuple[CaptionInput, int]] = []
-            with self._bar(total) as bar:
-                for item in self._iter_inputs(in_dir, manifest, first, stop, report.skipped):
-                    report.samples += 1
-                    jobs.extend((item, i) for i in range(self.captions_per_image) if (item.key, i) not in done)
-                    while len(jobs) >= self.batch_size:
-                        self._write_batch(jobs[: self.batch_size], writer, dupes, bar, worker is not None)
-                        del jobs[: self.batch_size]
-                if jobs:
-                    self._write_batch(jobs, writer, dupes, bar, worker is not None)
-            report.samples += len(report.skipped)
-        report.seconds = time.perf_counter() - start
+        started, status = time.time(), "failed"
+        try:
+            with CaptionSidecarWriter(out, overwrite=overwrite, lock=lock) as writer:
+                self._check_resumable(writer)
+                report.discarded_bytes = writer.discarded_bytes
+                done = writer.done
+                report.resumed = len(done)
+                dupes = DuplicateFilter(self.dedupe, seen=(r["text"] for r in writer.records))
+                total = max((stop - first) * self.captions_per_image - len(done), 0)
+                jobs: list[tuple[CaptionInput, int]] = []
+                with self._bar(total) as bar:
+                    for item in self._iter_inputs(in_dir, manifest, first, stop, report.skipped):
+                        report.samples += 1
+                        jobs.extend((item, i) for i in range(self.captions_per_image) if (item.key, i) not in done)
+                        while len(jobs) >= self.batch_size:
+                            self._write_batch(jobs[: self.batch_size], writer, dupes, bar, worker is not None)
+                            del jobs[: self.batch_size]
+                    if jobs:
+                        self._write_batch(jobs, writer, dupes, bar, worker is not None)
+                report.samples += len(report.skipped)
+            status = "finished"
+        except BaseException as err:
+            status = "interrupted" if isinstance(err, KeyboardInterrupt) else f"failed: {err}"
+            raise
+        finally:
+            report.seconds = time.perf_counter() - start
+            self._log_run(out, report, started, status)
         if report.skipped:
             warnings.warn(
                 f"skipped {len(report.skipped)} samples of {in_dir} (first: {', '.join(report.skipped[:5])})",
@@ -741,7 +815,7 @@ class Captioner:
         results = self._run_jobs(jobs, dupes, self.stats)
         model, digest = self.model_name, self.prompt_hash
         records = []
-        for (item, index), (text, seed, tries) in zip(jobs, results, strict=True):
+        for (item, index), (text, seed, tries, attempts) in zip(jobs, results, strict=True):
             record = {
                 "key": item.key,
                 "index": index,
@@ -750,12 +824,32 @@ class Captioner:
                 "mode": self.mode,
                 "prompt_hash": digest,
                 "seed": seed,
+                ATTEMPTS_FIELD: attempts,
             }
             if keep_tries and tries:
                 record[TRIES_FIELD] = tries
             records.append(record)
         writer.write(records)
         bar.update(len(jobs))
+        self._show_counts(bar)
+
+    def _log_run(self, sidecar: Path, report: CaptionReport, started: float, status: str) -> None:
+        """Append this run's counts, retries and outcome to the sidecar's run record (``OUT.run.json``)."""
+        stats = report.stats
+        entry = {
+            "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(report.seconds, 3),
+            "status": status,
+            "mode": self.mode,
+            "model": self.model_name,
+            "samples": report.samples,
+            "resumed": report.resumed,
+            **{name: value for name, value in asdict(stats).items() if name not in ("reused", "asked")},
+        }
+        try:
+            append_run_log(sidecar, entry)
+        except OSError as err:  # the captions are what matters; a log that cannot be written only warns
+            warnings.warn(f"could not log the run in {sidecar}'s run record: {err}", stacklevel=3)
 
     def _check_resumable(self, writer: CaptionSidecarWriter) -> None:
         """Refuse to append to a sidecar made with another mode, model or prompt."""
