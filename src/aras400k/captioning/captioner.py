@@ -25,7 +25,7 @@ import json
 import re
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -37,6 +37,14 @@ from tqdm.auto import tqdm
 
 from aras400k.captioning.backends.base import BackendError, CaptionBackend
 from aras400k.captioning.backends.template import TemplateBackend
+from aras400k.captioning.batchfile import (
+    MAX_BYTES,
+    MAX_REQUESTS,
+    BatchJob,
+    BatchRound,
+    RequestFileWriter,
+    ResultsLookup,
+)
 from aras400k.captioning.parts import (
     ATTEMPTS_FIELD,
     TRIES_FIELD,
@@ -162,6 +170,7 @@ class CaptionReport:
         worker: ``(shard_index, num_shards)`` of a worker of a split run; ``None`` otherwise.
         merged_parts: Worker sidecars a merge reused (0 when not merging).
         deferred_shards_out: The ``shards_out`` a worker left to the merge.
+        batch: What a batch-file pass did (:meth:`Captioner.caption_batch_file`); ``None`` for a live run.
     """
 
     sidecar: Path
@@ -177,6 +186,7 @@ class CaptionReport:
     worker: tuple[int, int] | None = None
     merged_parts: int = 0
     deferred_shards_out: Path | None = None
+    batch: BatchRound | None = None
 
     @property
     def captions_per_s(self) -> float:
@@ -210,6 +220,8 @@ class CaptionReport:
                 f"merged {self.merged_parts} worker sidecars: {self.stats.reused} tries taken from them, "
                 f"{self.stats.asked} asked of the backend (repeats across parts, or missing)"
             )
+        if self.batch is not None:
+            lines.append(self.batch.summary())
         if self.shards_out is not None:
             lines.append(f"wrote the shard set with captions.json to {self.shards_out}")
         if self.worker:
@@ -287,6 +299,8 @@ class Captioner:
         self.stats = CaptionStats()
         #: Texts the workers of a split run got, ``(key, index, seed) -> text``, while merging.
         self._answers: dict[tuple[str, int, int], str] | None = None
+        #: The batch job being taken in (:meth:`caption_batch_file`).
+        self._results: ResultsLookup | None = None
         self._retry_base: dict[str, int] = {}
 
     @property
@@ -420,8 +434,17 @@ class Captioner:
             raise ValueError(f"sample {item.key}: {self.mode} mode needs a composition or a mask")
         return item
 
-    def _generate(self, requests: Sequence[CaptionRequest], stats: CaptionStats) -> list[str]:
-        """Post-processed texts of a batch: what a worker already got (when merging), else the backend's."""
+    def _generate(self, requests: Sequence[CaptionRequest], stats: CaptionStats) -> list[str | None]:
+        """Post-processed texts of a batch: what a worker already got (when merging), else the backend's.
+
+        While a batch job is taken in, answers come from its results files instead and
+        ``None`` marks a request still without one.
+        """
+        if self._results is not None:
+            found = self._results.lookup(list(requests))
+            return [
+                None if text is None else self.postprocess(text, r) for r, text in zip(requests, found, strict=True)
+            ]
         answers = self._answers or {}
         known = [answers.get((r.key, r.index, r.seed)) for r in requests]
         asked = [r for r, text in zip(requests, known, strict=True) if text is None]
@@ -435,14 +458,15 @@ class Captioner:
 
     def _run_jobs(
         self, jobs: Sequence[tuple[CaptionInput, int]], dupes: DuplicateFilter, stats: CaptionStats
-    ) -> list[tuple[str, int, list[dict[str, Any]], int]]:
+    ) -> list[tuple[str, int, list[dict[str, Any]], int] | None]:
         """Caption a batch of (sample, index) jobs, regenerating repeats.
 
         When a job's retries run out, the best of its tries is kept (:meth:`_best_try`),
         not the last one.
 
         Returns:
-            ``(text, seed, the other tries as {seed, text}, number of tries)`` per job.
+            ``(text, seed, the other tries as {seed, text}, number of tries)`` per job;
+            ``None`` for a job still waiting for a batch-file answer.
         """
         attempts = [0] * len(jobs)
         results: list[tuple[str, int, list[dict[str, Any]], int] | None] = [None] * len(jobs)
@@ -453,13 +477,15 @@ class Captioner:
             texts = self._generate(requests, stats)
             retry = []
             for i, request, text in zip(todo, requests, texts, strict=True):
+                if text is None:  # its answer is not in the batch job's results yet
+                    continue
                 tries[i].append({"seed": request.seed, "text": text})
                 rejected = not text or dupes.rejects(text)
                 if rejected and attempts[i] < self.max_retries:
                     attempts[i] += 1
-                    stats.regenerated += 1
                     retry.append(i)
                     continue
+                stats.regenerated += attempts[i]
                 best = self._best_try(tries[i], dupes) if rejected else len(tries[i]) - 1
                 stats.best_earlier += best != len(tries[i]) - 1
                 chosen = tries[i].pop(best)
@@ -472,7 +498,7 @@ class Captioner:
                 stats.captions += 1
                 results[i] = (text, chosen["seed"], tries[i], attempts[i] + 1)
             todo = retry
-        return [r for r in results if r is not None]
+        return results
 
     @staticmethod
     def _best_try(tries: Sequence[Mapping[str, Any]], dupes: DuplicateFilter) -> int:
@@ -561,7 +587,7 @@ class Captioner:
         with self._bar(len(jobs)) as bar:
             for start in range(0, len(jobs), self.batch_size):
                 batch = jobs[start : start + self.batch_size]
-                texts.extend(result[0] for result in self._run_jobs(batch, dupes, self.stats))
+                texts.extend(result[0] for result in self._run_jobs(batch, dupes, self.stats) if result is not None)
                 bar.update(len(batch))
                 self._show_counts(bar)
         per = self.captions_per_image
@@ -788,6 +814,64 @@ class Captioner:
         report.merged_parts = len(parts)
         return report
 
+    def caption_batch_file(
+        self,
+        in_dir: str | Path,
+        out: str | Path,
+        folder: str | Path,
+        body: Callable[[CaptionRequest], dict[str, Any]],
+        limit: int | None = None,
+        overwrite: bool = False,
+        max_requests: int = MAX_REQUESTS,
+        max_bytes: int = MAX_BYTES,
+    ) -> CaptionReport:
+        """One pass of batch-file captioning: take in the answers there are, write requests for the rest.
+
+        The pass runs the live captioning over the samples (the same batches, dedupe,
+        regeneration and best-try rule, the same sidecar records), answering each try
+        from the job's results files (:class:`~aras400k.captioning.batchfile.BatchJob`).
+        Captions whose tries are all answered go to the sidecar; the tries without an
+        answer are written to new request files, except those already waiting in a
+        file without results. Rerun after the results of the new files are in (from the
+        Batch API, or ``vllm run_batch``) until the report's ``batch.complete``: each
+        pass takes in what came back and asks for the regenerations it calls for. A
+        caption regenerated in a later pass is compared with every caption kept so far,
+        so it is deduplicated like a live run's; only which of two colliding captions is
+        regenerated may differ from a live run.
+
+        Args:
+            in_dir: Shard set folder.
+            out: The ``.jsonl`` sidecar (created, or resumed).
+            folder: The job folder.
+            body: Builds a request's chat-completions body (``OpenAIBackend.request_body``).
+            limit: Caption only the first ``limit`` samples.
+            overwrite: Start the sidecar afresh (the job folder is kept).
+            max_requests: Most requests per request file.
+            max_bytes: Most bytes per request file.
+
+        Returns:
+            The report; ``batch`` says what was written and what waits.
+
+        Raises:
+            ManifestError: If ``in_dir`` is not a shard set.
+            ValueError: If the sidecar holds captions of another mode, model or prompt, or
+                a results file is malformed.
+            LockedError: If another run is writing the sidecar.
+        """
+        job = BatchJob(folder)
+        writer = RequestFileWriter(job, max_requests, max_bytes)
+        with exclusive_lock(out) as lock:
+            self._results = ResultsLookup(job, body, writer)
+            try:
+                report = self._caption_shards(in_dir, out, lock, None, limit, overwrite, None, 0, 1)
+                report.batch = self._results.finish()
+            except BaseException:
+                writer.discard()
+                raise
+            finally:
+                self._results = None
+        return report
+
     def _run_record(self, manifest: Mapping[str, Any], limit: int | None, num_shards: int) -> dict[str, Any]:
         """What the captions of a split run depend on; its workers and its merge must agree on it."""
         return {
@@ -815,7 +899,10 @@ class Captioner:
         results = self._run_jobs(jobs, dupes, self.stats)
         model, digest = self.model_name, self.prompt_hash
         records = []
-        for (item, index), (text, seed, tries, attempts) in zip(jobs, results, strict=True):
+        for (item, index), result in zip(jobs, results, strict=True):
+            if result is None:
+                continue
+            text, seed, tries, attempts = result
             record = {
                 "key": item.key,
                 "index": index,
@@ -830,7 +917,7 @@ class Captioner:
                 record[TRIES_FIELD] = tries
             records.append(record)
         writer.write(records)
-        bar.update(len(jobs))
+        bar.update(len(records))
         self._show_counts(bar)
 
     def _log_run(self, sidecar: Path, report: CaptionReport, started: float, status: str) -> None:
