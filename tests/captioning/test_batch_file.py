@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -132,3 +133,130 @@ def test_a_killed_pass_leaves_whole_files_and_the_rerun_asks_only_the_rest(demo_
     assert [p.name for p in job.request_files()] == ["requests-00000.jsonl"] and not list(folder.glob("*.tmp"))
     report = captioner.caption_batch_file(demo_root / "val", out, folder, backend.request_body, limit=4)
     assert report.batch.written == 6 and report.batch.waiting == 2
+
+
+class FakeBatchAPI:
+    """The ``files`` and ``batches`` calls of an ``openai.OpenAI`` client; batches finish on the second look."""
+
+    def __init__(self, answer=unique_answer, fail_first: int = 0) -> None:
+        self.files = self
+        self.batches = _Batches(self)
+        self.stored: dict[str, bytes] = {}
+        self.uploads = 0
+        self.answer = answer
+        self.fail_first = fail_first  # answer the first N requests with an error line
+
+    def create(self, *, file, purpose):  # files.create
+        assert purpose == "batch"
+        self.uploads += 1
+        file_id = f"file-{len(self.stored)}"
+        self.stored[file_id] = file.read()
+        return SimpleNamespace(id=file_id)
+
+    def content(self, file_id):  # files.content
+        return SimpleNamespace(content=self.stored[file_id])
+
+
+class _Batches:
+    def __init__(self, api: FakeBatchAPI) -> None:
+        self.api = api
+        self.made: dict[str, SimpleNamespace] = {}
+        self.looks: dict[str, int] = {}
+
+    def create(self, *, input_file_id, endpoint, completion_window, metadata=None):
+        assert endpoint == "/v1/chat/completions" and completion_window == "24h"
+        total = len(self.api.stored[input_file_id].splitlines())
+        batch = SimpleNamespace(
+            id=f"batch_{len(self.made)}", status="validating", input_file_id=input_file_id, output_file_id=None,
+            error_file_id=None, errors=None, request_counts=SimpleNamespace(total=total, completed=0, failed=0),
+        )  # fmt: skip
+        self.made[batch.id] = batch
+        return batch
+
+    def list(self, limit=100):
+        return list(self.made.values())
+
+    def retrieve(self, batch_id):
+        batch = self.made[batch_id]
+        self.looks[batch_id] = self.looks.get(batch_id, 0) + 1
+        if self.looks[batch_id] == 1:
+            batch.status = "in_progress"
+        elif batch.status != "completed":
+            self._finish(batch)
+        return batch
+
+    def _finish(self, batch):
+        requests = self.api.stored[batch.input_file_id].decode().splitlines()
+        good, bad = [], []
+        for raw in requests:
+            request = json.loads(raw)
+            if self.api.fail_first > 0:
+                self.api.fail_first -= 1
+                error = {"code": "server_error", "message": "try again"}
+                bad.append({"id": "x", "custom_id": request["custom_id"], "response": None, "error": error})
+                continue
+            message = {"role": "assistant", "content": self.api.answer(request["body"])}
+            body = {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+            good.append({"id": "x", "custom_id": request["custom_id"], "response": {"status_code": 200, "body": body}})
+        for name, lines in (("output_file_id", good), ("error_file_id", bad)):
+            if lines:
+                file_id = f"file-{len(self.api.stored)}"
+                self.api.stored[file_id] = "".join(json.dumps(line) + "\n" for line in lines).encode()
+                setattr(batch, name, file_id)
+        batch.status = "completed"
+        batch.request_counts = SimpleNamespace(total=len(requests), completed=len(good), failed=len(bad))
+
+
+def test_submit_poll_download_and_ingest_with_the_batch_api(demo_root, tmp_path):
+    from aras400k.captioning.batch_api import run_batch_job, submit_waiting
+
+    options = {"captions_per_image": 2, "batch_size": 4, "progress": False}
+    live = Captioner("text", ScriptedBackend(lambda r: f"{r.user_prompt[-60:]} seed {r.seed}", model="m"), **options)
+    live.caption_shards(demo_root / "val", tmp_path / "live.jsonl", limit=3)
+    backend = OpenAIBackend("m")
+    captioner = Captioner("text", backend, **options)
+    out, job = tmp_path / "caps.jsonl", BatchJob(tmp_path / "job")
+    api = FakeBatchAPI(fail_first=2)
+
+    def one_pass():
+        return captioner.caption_batch_file(demo_root / "val", out, job.folder, backend.request_body, limit=3)
+
+    first = run_batch_job(one_pass, job, api, wait=False)  # write and submit, do not wait
+    assert first.batch.written == 6 and api.uploads == 1 and len(api.batches.made) == 1
+    assert job.state()["requests-00000.jsonl"]["batch_id"] == "batch_0"
+    assert submit_waiting(job, api) == [] and api.uploads == 1  # a rerun never submits a file twice
+    passes = []
+    last = run_batch_job(one_pass, job, api, poll_s=0, progress=False, report=passes.append)
+    assert last.batch.complete and api.uploads == 2  # the 2 failed requests went in a follow-up batch
+    retried = [p.batch for p in passes if p.batch.failed]
+    assert len(retried) == 1 and retried[0].failed == 2 and "try again" in retried[0].first_failure
+    assert BatchJob.errors_path(job.request_files()[0]).is_file()
+    # The same records as a live run; the two answered in the follow-up batch come last.
+    by_id = lambda r: (r["key"], r["index"])  # noqa: E731
+    assert sorted(read_caption_records(out), key=by_id) == sorted(
+        read_caption_records(tmp_path / "live.jsonl"), key=by_id
+    )
+
+
+def test_a_batch_created_before_a_kill_is_adopted_not_created_again(tmp_path):
+    from aras400k.captioning.batch_api import submit_waiting
+
+    job = BatchJob(tmp_path / "job")
+    job.folder.mkdir()
+    (job.folder / "requests-00000.jsonl").write_text('{"custom_id": "k#0#1", "body": {}}\n')
+    api = FakeBatchAPI()
+    api.stored["file-0"] = (job.folder / "requests-00000.jsonl").read_bytes()
+    made = api.batches.create(input_file_id="file-0", endpoint="/v1/chat/completions", completion_window="24h")
+    job.save_state({"requests-00000.jsonl": {"input_file_id": "file-0"}})  # killed before the batch id was saved
+    submit_waiting(job, api)
+    assert len(api.batches.made) == 1 and job.state()["requests-00000.jsonl"]["batch_id"] == made.id
+
+
+def test_without_the_openai_package_the_error_says_what_to_install(monkeypatch):
+    import sys
+
+    from aras400k.captioning.batch_api import openai_client
+
+    monkeypatch.setitem(sys.modules, "openai", None)
+    with pytest.raises(ValueError, match=r"pip install 'aras400k\[openai\]'"):
+        openai_client()

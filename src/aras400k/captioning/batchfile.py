@@ -376,6 +376,7 @@ class BatchJob:
         Args:
             files: Request file name -> its submission record.
         """
+        self.folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.state_path, {"format": 1, "files": dict(files)})
 
     def request_files(self) -> list[Path]:
