@@ -260,3 +260,29 @@ def test_without_the_openai_package_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "openai", None)
     with pytest.raises(ValueError, match=r"pip install 'aras400k\[openai\]'"):
         openai_client()
+
+
+def test_cli_write_run_results_rerun_then_shards(demo_root, tmp_path, capsys):
+    from aras400k.cli.caption import main
+    from aras400k.data.shards import read_manifest
+
+    out, shards = tmp_path / "caps.jsonl", tmp_path / "shards"
+    args = [
+        "--input", str(demo_root / "val"), "--out", str(out), "--limit", "3", "--captions_per_image", "2",
+        "--progress", "false", "--backend", "openai", "--openai.model", "m", "--shards_out", str(shards),
+        "--batch_file.action", "write", "--batch_file.max_requests", "4",
+    ]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 6 requests to requests-00000.jsonl, requests-00001.jsonl" in printed and "run_batch" in printed
+    job = BatchJob(tmp_path / "caps.batch")
+    assert not shards.exists()
+    for path in job.request_files():
+        run_batch(path)
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "6 new captions" in printed and "every caption is in the sidecar" in printed
+    assert len(read_caption_records(out)) == 6 and read_manifest(shards)["num_samples"] == 3
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--backend", "template"])
+    assert stop.value.code == 2 and "--batch_file.action needs --backend openai" in capsys.readouterr().err
