@@ -286,3 +286,22 @@ def test_cli_write_run_results_rerun_then_shards(demo_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main([*args, "--backend", "template"])
     assert stop.value.code == 2 and "--batch_file.action needs --backend openai" in capsys.readouterr().err
+
+
+def test_request_files_split_at_the_byte_limit_and_keys_need_the_api_key(tmp_path, monkeypatch):
+    from aras400k.captioning.batch_api import openai_client
+    from aras400k.captioning.batchfile import RequestFileWriter
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "x" * 60}]}
+    line = len(json.dumps({"custom_id": "k#0#7", "method": "POST", "url": "/v1/chat/completions", "body": body})) + 1
+    writer = RequestFileWriter(BatchJob(tmp_path / "job"), max_requests=100, max_bytes=2 * line + 10)
+    for i in range(5):
+        writer.write(custom_id("k", i, 7), body)
+    writer.close()
+    sizes = [path.stat().st_size for path in writer.files]
+    assert len(writer.files) == 3 and all(size <= 2 * line + 10 for size in sizes) and writer.requests == 5
+    assert [len(p.read_text().splitlines()) for p in writer.files] == [2, 2, 1]
+    pytest.importorskip("openai")
+    monkeypatch.delenv("ARAS_TEST_KEY", raising=False)
+    with pytest.raises(ValueError, match=r"\$ARAS_TEST_KEY is not set"):
+        openai_client("ARAS_TEST_KEY")
