@@ -107,6 +107,19 @@ class ArasCLI(LightningCLI):
                 stacklevel=2,
             )
 
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        """Add ``--predictions.*``: the :class:`~aras400k.prediction.PredictionWriter` of ``aras predict``.
+
+        It is a callback of every subcommand but writes only in ``predict`` (files under
+        ``<trainer.default_root_dir>/predictions`` by default; see ``docs/segmentation.md``).
+
+        Args:
+            parser: The subcommand's parser.
+        """
+        from aras400k.prediction import PredictionWriter
+
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+
     def before_fit(self) -> None:
         """Check ``--ckpt_path`` (resume) before training."""
         self._check_ckpt_path()
