@@ -18,7 +18,7 @@ from aras400k.classes import PALETTE, colour_to_index
 from aras400k.cli.main import cli, main
 from aras400k.data.datamodules import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataModule
 from aras400k.data.datasets import EpochDataLoader, ShardDataset, collate_samples
-from aras400k.data.shards import iter_samples
+from aras400k.data.shards import SampleError, iter_samples
 from aras400k.data.transforms import Normalize
 from aras400k.models.segmentation import SegmentationTask
 from aras400k.prediction import PredictionWriter, blend, georeference
@@ -287,3 +287,20 @@ def test_epoch_loader_keeps_a_given_collate_fn(tmp_path):
     loader = EpochDataLoader(ShardDataset([root]), batch_size=2, collate_fn=len)
     assert list(loader) == [2, 2]
     assert os.path.isdir(root)
+
+
+def test_docs_example_writes_the_files(trained, demo_root, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "docs" / "examples"))
+    from predict_files import write_predictions
+
+    write_predictions(str(trained[1]), str(demo_root), str(tmp_path / "out"))
+    assert len(list((tmp_path / "out").glob("*_overlay.png"))) == 16
+    assert (tmp_path / "out" / "predictions.zip").is_file() and (tmp_path / "out" / "index.csv").is_file()
+
+
+def test_a_malformed_georeference_names_the_sample(tmp_path):
+    writer = PredictionWriter(out_dir=str(tmp_path), overlay=False)
+    writer._folder = tmp_path
+    batch = {"key": ["k1"], "meta": [{"crs": "EPSG:4326", "transform": [1, 0, 0]}]}
+    with pytest.raises(SampleError, match=r"sample k1: meta.json transform must be 6 finite numbers"):
+        writer.write_on_batch_end(None, None, {"mask": torch.zeros(1, 4, 4)}, None, batch, 0, 0)  # type: ignore[arg-type]

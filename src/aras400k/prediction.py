@@ -40,6 +40,7 @@ from PIL import Image
 
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, PALETTE, index_to_colour
 from aras400k.data.composition import composition
+from aras400k.data.shards import SampleError
 from aras400k.errors import ConfigError
 
 __all__ = ["Georeference", "PredictionWriter", "blend", "georeference", "write_geotiff"]
@@ -323,13 +324,17 @@ class PredictionWriter(BasePredictionWriter):
 
         Raises:
             ValueError: If the prediction has no ``mask`` or the batch no sample keys.
+            aras400k.data.SampleError: If a sample's ``meta.json`` georeference is malformed.
         """
         masks, keys = _masks_and_keys(prediction, batch)
         metas = batch.get("meta") if isinstance(batch, dict) else None
         metas = metas if metas is not None else [{}] * len(keys)
         todo = []
         for i, key in enumerate(keys):
-            where = self._where(metas[i], *masks.shape[1:])
+            try:
+                where = self._where(metas[i], *masks.shape[1:])
+            except ValueError as err:
+                raise SampleError(f"sample {key}: {err}") from err
             names = self._names(key, where is not None)
             if not self.overwrite and all((self._dir / name).is_file() for name in names.values()):
                 self._keep(key, names)
