@@ -3,13 +3,13 @@
 :class:`PredictionWriter` is a Lightning prediction writer. After each predict batch it
 writes, for every sample ``KEY`` (see ``docs/segmentation.md``, section Predictions):
 
-================  ====================================================================
-``KEY_mask.png``  one channel, uint8 class indices 0-6 (the ``mask.png`` format of a shard)
-``KEY_color.png`` RGB in the release colours (:data:`aras400k.classes.PALETTE`)
+===================  =================================================================
+``KEY_mask.png``     one channel, uint8 class indices 0-6 (a shard's ``mask.png`` format)
+``KEY_color.png``    RGB in the release colours (:data:`aras400k.classes.PALETTE`)
 ``KEY_overlay.png``  the image blended with the colour mask (``overlay=True``)
-``KEY.tif``       GeoTIFF of the class indices with a colour table, the sample's CRS and
-                  affine transform, nodata 255; only for georeferenced samples
-================  ====================================================================
+``KEY.tif``          GeoTIFF of the class indices with a colour table, the sample's CRS
+                     and affine transform, nodata 255; only for georeferenced samples
+===================  =================================================================
 
 and, when the run ends, ``index.csv`` (one row per sample: its files and predicted
 composition), ``predictions.json`` (which model wrote the folder) and, with
