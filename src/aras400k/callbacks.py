@@ -1,4 +1,7 @@
-"""Callbacks that write figures and tables as files, independent of the logger."""
+"""Callbacks that write figures, tables and prediction files, independent of the logger.
+
+:class:`PredictionWriter` lives in :mod:`aras400k.prediction` and is re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
 from aras400k.plotting import plot_confusion_matrix, plot_prediction_grid
+from aras400k.prediction import PredictionWriter
 
-__all__ = ["SegmentationReport", "format_scores_table"]
+__all__ = ["PredictionWriter", "SegmentationReport", "format_scores_table"]
 
 
 def format_scores_table(scores: dict[str, float], class_names: tuple[str, ...], stage: str) -> str:

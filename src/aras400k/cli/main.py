@@ -62,11 +62,18 @@ class ArasCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser: Any) -> None:
-        """Add ``--threads``: torch's intra-op threads (see :mod:`aras400k.threads`).
+        """Add ``--threads`` (torch's intra-op threads, see :mod:`aras400k.threads`) and ``--predictions.*``.
+
+        ``--predictions.*`` configures the :class:`~aras400k.prediction.PredictionWriter`, a
+        callback of every subcommand that writes only in ``predict`` (files under
+        ``<trainer.default_root_dir>/predictions`` by default; see ``docs/segmentation.md``).
 
         Args:
             parser: The subcommand's parser.
         """
+        from aras400k.prediction import PredictionWriter
+
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_argument(
             "--threads",
             type=int | None,

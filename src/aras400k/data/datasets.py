@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from aras400k.data.remote import location_name
@@ -58,7 +58,7 @@ from aras400k.data.shards import (
     manifest_image_size,
 )
 
-__all__ = ["EpochDataLoader", "ShardDataset", "ShardSource", "partition_range"]
+__all__ = ["EpochDataLoader", "ShardDataset", "ShardSource", "collate_samples", "partition_range"]
 
 
 @dataclass
@@ -141,12 +141,15 @@ class ShardDataset(IterableDataset):
     """Stream decoded samples from one or more shard sets.
 
     Each item is a dict with ``image`` (``(3, H, W)`` uint8 tensor), ``key`` (str),
-    ``source`` (index into ``sources``) and, when ``with_mask`` is set, ``mask``
-    (``(H, W)`` uint8 tensor, 255 = ignore).
+    ``source`` (index into ``sources``), when ``with_mask`` is set ``mask``
+    (``(H, W)`` uint8 tensor, 255 = ignore), and when ``with_meta`` is set ``meta``
+    (the sample's ``meta.json`` as a dict; batch such items with :func:`collate_samples`).
 
     Args:
         sources: Shard sets (paths or :class:`ShardSource`).
         with_mask: Decode masks and require every selected sample to have one.
+        with_meta: Add each sample's ``meta.json`` (e.g. its georeference, for
+            prediction files; see ``docs/data.md``).
         shuffle: Shuffle shard order per epoch and samples through a buffer.
         shuffle_buffer: Samples held by each worker for shuffling.
         seed: Base seed; epoch ``e`` uses ``seed + e``.
@@ -182,12 +185,14 @@ class ShardDataset(IterableDataset):
         seed: int = 0,
         samples_per_epoch: int | None = None,
         even_ranks: bool = False,
+        with_meta: bool = False,
     ) -> None:
         super().__init__()
         if not sources:
             raise ValueError("ShardDataset needs at least one source")
         self.sources = [_as_source(s) for s in sources]
         self.with_mask = with_mask
+        self.with_meta = with_meta
         self.shuffle = shuffle
         self.shuffle_buffer = max(1, shuffle_buffer)
         self.seed = seed
@@ -482,6 +487,8 @@ class ShardDataset(IterableDataset):
         if self.with_mask:
             assert sample.mask is not None
             item["mask"] = torch.from_numpy(np.ascontiguousarray(sample.mask))
+        if self.with_meta:
+            item["meta"] = sample.meta
         return item
 
     @staticmethod
@@ -498,17 +505,41 @@ class ShardDataset(IterableDataset):
         yield from buffer
 
 
+def collate_samples(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch :class:`ShardDataset` items: tensors stacked, keys listed, ``meta`` kept as a list of dicts.
+
+    PyTorch's ``default_collate`` would turn ``meta.json`` numbers into tensors and fail
+    on samples whose ``meta`` holds different fields, so ``meta`` is left as it is.
+
+    Args:
+        items: Items of one batch.
+
+    Returns:
+        The batch dict (``meta``, where the items have it, is a list with one dict per sample).
+    """
+    metas = [item.get("meta") for item in items]
+    batch: dict[str, Any] = default_collate([{k: v for k, v in item.items() if k != "meta"} for item in items])
+    if any(meta is not None for meta in metas):
+        batch["meta"] = [meta or {} for meta in metas]
+    return batch
+
+
 class EpochDataLoader(DataLoader):
     """A ``DataLoader`` that tells its :class:`ShardDataset` the epoch before each pass.
 
     Workers get a copy of the dataset when an epoch starts, so setting the epoch here
     (in the main process, before the workers start) gives each epoch its own shuffle.
     Do not combine with ``persistent_workers=True``, whose workers keep their first copy.
+    Batches are made by :func:`collate_samples` unless a ``collate_fn`` is given.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if kwargs.get("persistent_workers"):
             raise ValueError("EpochDataLoader cannot use persistent_workers: workers would keep epoch 0's order")
+        batch_size = args[1] if len(args) > 1 else kwargs.get("batch_size", 1)
+        # collate_fn is DataLoader's seventh positional argument; without batching it is not a collation.
+        if len(args) < 7 and kwargs.get("collate_fn") is None and batch_size is not None:
+            kwargs["collate_fn"] = collate_samples
         super().__init__(*args, **kwargs)
 
     def __len__(self) -> int:
