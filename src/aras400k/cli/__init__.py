@@ -1,4 +1,4 @@
-"""Command-line entry points, one small module per command (see ``DESIGN.md``)."""
+"""Command-line entry points, one small module per command (see ``docs/architecture.md``)."""
 
 from __future__ import annotations
 

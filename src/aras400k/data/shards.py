@@ -1,7 +1,7 @@
 """Webdataset shard sets: the on-disk format every stage of aras400k reads and writes.
 
 A *shard set* is a folder of webdataset tar files plus ``manifest.json``. One sample
-is a group of tar members sharing a key (see ``DESIGN.md``):
+is a group of tar members sharing a key (see ``docs/data.md``):
 
 ==================  ==============================================================
 ``image.png``       RGB uint8
