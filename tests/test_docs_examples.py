@@ -211,4 +211,4 @@ def test_plain_trainer_example_trains_and_tests(examples, demo_root, tmp_path):
     )
     assert 0.0 <= scores["test_f1_macro"] <= 1.0
     assert len(list((tmp_path / "plain" / "checkpoints").glob("*.ckpt"))) == 1
-    assert (tmp_path / "plain" / "figures" / "test_scores.md").is_file()
+    assert (tmp_path / "plain" / "test" / "test_scores.md").is_file()

@@ -433,8 +433,8 @@ class SegmenterStage(FitStage):
 
     def results(self) -> str | None:
         """The test split's macro scores (%)."""
-        tables = _newest(self.layout.stage_dir(self.name).glob("logs/version_*/figures/test_scores.md"))
-        table = _first_table(tables[-1]) if tables else None
+        scores = self.layout.stage_dir(self.name) / "test" / "test_scores.md"
+        table = _first_table(scores) if scores.is_file() else None
         return f"Segmenter on the real test split (%):\n\n{table}" if table else None
 
     def artefacts(self) -> list[Artefact]:
@@ -447,15 +447,15 @@ class SegmenterStage(FitStage):
             Artefact(p, "best segmenter checkpoint by validation macro F1")
             for p in _newest((stage_dir / "checkpoints").glob("best-*.ckpt"))
         ]
+        for name, what in (
+            ("test_scores.md", "segmenter test scores on the real test split (macro and per class)"),
+            ("test_confusion.png", "segmenter confusion matrix on the test split"),
+            ("test_predictions.png", "test images, true masks and predictions"),
+        ):
+            if (stage_dir / "test" / name).is_file():
+                found.append(Artefact(stage_dir / "test" / name, what))
         for version in _newest(p for p in (stage_dir / "logs").glob("version_*") if p.is_dir()):
             figures = version / "figures"
-            for name, what in (
-                ("test_scores.md", "segmenter test scores on the real test split (macro and per class)"),
-                ("test_confusion.png", "segmenter confusion matrix on the test split"),
-                ("test_predictions.png", "test images, true masks and predictions"),
-            ):
-                if (figures / name).is_file():
-                    found.append(Artefact(figures / name, what))
             confusions = _newest(figures.glob("val_confusion_epoch*.png"))
             if confusions:
                 found.append(Artefact(confusions[-1], "validation confusion matrix, last epoch"))
