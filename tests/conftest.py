@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,9 @@ def write_random_set(
     prefix: str = "s",
 ) -> Path:
     """Write ``n`` random samples keyed ``{prefix}{i:04d}`` as a shard set."""
-    rng = np.random.default_rng(abs(hash((str(out), n))) % 2**32)
+    # A fixed seed per (folder name, n): the same pixels in every process and tmp folder
+    # (hash() of a str changes with PYTHONHASHSEED).
+    rng = np.random.default_rng(zlib.crc32(f"{Path(out).name}:{n}:{prefix}".encode()))
     with ShardWriter(out, split=split, source=source, samples_per_shard=per_shard) as writer:
         for i in range(n):
             image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)

@@ -236,7 +236,7 @@ def load_stylegan3_generator(
                 resolution=hp["resolution"],
                 channel_base=hp["cbase"],
                 channel_max=hp["cmax"],
-                map_depth=hp.get("map"),
+                map_depth=hp.get("map_depth", hp.get("map")),  # "map": checkpoints before 0.2
                 z_dim=hp["z_dim"],
                 w_dim=hp["w_dim"],
                 batch_size=hp.get("batch"),

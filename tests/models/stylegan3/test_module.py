@@ -185,3 +185,21 @@ def test_config_runs_fast_dev_run(cfg, demo_root, tmp_path):
 def test_copy_keeps_module_usable():
     model = tiny("stylegan2")
     assert torch.equal(copy.deepcopy(model).generate(1, seed=0), model.generate(1, seed=0))
+
+
+def test_map_is_a_deprecated_name_of_map_depth(tmp_path):
+    with pytest.warns(FutureWarning, match="use map_depth"):
+        old = tiny(map=3)
+    assert old.hparams["map_depth"] == 3 and "map" not in old.hparams
+    assert len([n for n in old.generator.state_dict() if n.startswith("mapping.fc")]) // 2 == 3
+    with pytest.raises(ValueError, match="disagree"), pytest.warns(FutureWarning):
+        tiny(map=3, map_depth=2)
+    # A checkpoint written before the rename (hyper-parameter "map") still loads.
+    new = tiny(map_depth=3)
+    checkpoint = {"state_dict": new.state_dict(), "hyper_parameters": {**dict(new.hparams), "map": 3}}
+    checkpoint["hyper_parameters"].pop("map_depth")
+    checkpoint["pytorch-lightning_version"] = "2.6.0"
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    with pytest.warns(FutureWarning):
+        loaded = StyleGAN3.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert loaded.hparams["map_depth"] == 3

@@ -108,8 +108,8 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         glr: Generator learning rate (``--glr``); ``None``: 0.002 for ``stylegan2``,
             0.0025 otherwise.
         dlr: Discriminator learning rate (``--dlr``).
-        map: Mapping network depth (``--map-depth``); ``None``: 8 for ``stylegan2``, 2
-            otherwise.
+        map_depth: Mapping network depth (``--map-depth``); ``None``: 8 for ``stylegan2``,
+            2 otherwise.
         cbase: Capacity multiplier (``--cbase``).
         cmax: Maximum channels per layer (``--cmax``).
         z_dim: Latent dimensionality.
@@ -136,6 +136,7 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         kimg: Training length in thousands of real images shown (``--kimg``): training
             stops once ``iterations x batch`` reaches ``kimg x 1000``; ``None``: the
             Trainer's own limits decide.
+        map: Deprecated name of ``map_depth`` (accepted with a warning).
 
     Raises:
         ValueError: If ``cfg`` or ``aug`` is unknown, or a number is out of range.
@@ -155,7 +156,7 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         batch: int | None = None,
         glr: float | None = None,
         dlr: float = 0.002,
-        map: int | None = None,  # the official option's name (--map-depth)
+        map_depth: int | None = None,
         cbase: int = 32768,
         cmax: int = 512,
         z_dim: int = 512,
@@ -175,9 +176,21 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         sample_seeds: int = 16,
         sample_every_n_steps: int = 500,
         kimg: float | None = None,
+        map: int | None = None,  # deprecated name of map_depth, kept so old configs and checkpoints load
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        if map is not None:
+            warnings.warn(
+                "StyleGAN3(map=...) is deprecated and will be removed in the next release; use map_depth "
+                "(the official --map-depth)",
+                FutureWarning,
+                stacklevel=2,
+            )
+            if map_depth is not None and map_depth != map:
+                raise ValueError(f"map={map} and map_depth={map_depth} disagree; give map_depth only")
+            map_depth = map
+        self.save_hyperparameters(ignore=["map"])
+        self.hparams["map_depth"] = map_depth
         _check_arguments(self.hparams)
         self.automatic_optimization = False
         stylegan2 = cfg == "stylegan2"
@@ -204,7 +217,7 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
             resolution=hp["resolution"],
             channel_base=hp["cbase"],
             channel_max=hp["cmax"],
-            map_depth=hp["map"],
+            map_depth=hp["map_depth"],
             z_dim=hp["z_dim"],
             w_dim=hp["w_dim"],
             batch_size=hp["batch"],
