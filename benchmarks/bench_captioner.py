@@ -12,19 +12,33 @@ Every caption runs to exactly ``--max_new_tokens`` tokens (``min_new_tokens`` is
 the tiny models' generation config) so both batch sizes do the same work. Prints the
 rates and the ratios (the figures that matter on a noisy machine). The tiny models
 say how much batching saves in per-call overhead, not what a 4B model does on a GPU.
+
+The ``openai`` backend is measured at concurrency 1, 8 and 32 in the same run against
+an OpenAI-compatible server: one given with ``--openai_url URL --openai_model NAME``,
+or a vLLM server this script starts on 127.0.0.1 over the tiny causal LM when vLLM is
+installed (``--openai auto``, the default; it says so and skips the case otherwise).
+Every answer runs to ``--max_new_tokens`` tokens (``ignore_eos``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from aras400k.captioning import Captioner, TemplateBackend
+from aras400k.captioning.backends.openai import OpenAIBackend
 from aras400k.captioning.backends.transformers import TransformersBackend
 from aras400k.captioning.tiny import build_tiny_causal_lm, build_tiny_vlm
 from aras400k.data.demo import make_demo
@@ -60,6 +74,84 @@ def template_rate(root: Path, samples: int) -> tuple[float, float]:
     return report.captions_per_s, report.stats.captions
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def vllm_server(model_dir: Path, log: Path, start_timeout_s: float = 600.0) -> Iterator[str | None]:
+    """Serve ``model_dir`` with vLLM on 127.0.0.1 under the name ``tiny``; yield its API root (``None`` if it died)."""
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+        "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "512",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + start_timeout_s
+            while server.poll() is None and time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(url + "/models", timeout=2):
+                        break
+                except OSError:
+                    time.sleep(1)
+            alive = server.poll() is None and time.monotonic() < deadline
+            if not alive:
+                tail = log.read_text(errors="replace").splitlines()[-5:]
+                print(f"the vLLM server did not start; skipping the openai case ({' | '.join(tail)})")
+            yield url if alive else None
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def openai_rates(url: str, model: str, compositions, tokens: int, levels=(1, 8, 32)) -> dict[int, tuple[float, int]]:
+    """Captions/s and retried requests of the openai backend at each concurrency (one batch size for all)."""
+    rates = {}
+    for concurrency in levels:
+        backend = OpenAIBackend(
+            model, [url], max_concurrency=concurrency, timeout_s=300, extra_body={"ignore_eos": True}
+        )
+        captioner = Captioner(
+            "text", backend, captions_per_image=1, batch_size=max(levels), max_new_tokens=tokens, dedupe="off",
+            progress=False,
+        )  # fmt: skip
+        captioner.caption(compositions=compositions[: max(levels)])  # warm up
+        start = time.perf_counter()
+        captioner.caption(compositions=compositions)
+        rates[concurrency] = (len(compositions) / (time.perf_counter() - start), captioner.stats.retries)
+        backend.close()
+    return rates
+
+
+def openai_case(
+    args: argparse.Namespace, compositions, tmp_path: Path
+) -> tuple[str, dict[int, tuple[float, int]]] | None:
+    """Measure the openai backend on the given server, or on a vLLM server started here; ``None`` when skipped."""
+    if args.openai_url:
+        return f"{args.openai_url} ({args.openai_model})", openai_rates(
+            args.openai_url, args.openai_model, compositions, args.max_new_tokens
+        )
+    if args.openai == "off":
+        return None
+    if importlib.util.find_spec("vllm") is None:
+        print("vLLM is not installed: skipping the openai (OpenAI-compatible server) case; pip install vllm, or")
+        print("give a running server with --openai_url http://host:8000/v1 --openai_model NAME")
+        return None
+    model_dir = build_tiny_causal_lm(tmp_path / "served-lm")
+    with vllm_server(model_dir, tmp_path / "vllm.log") as url:
+        if url is None:
+            return None
+        return "vLLM on 127.0.0.1 (tiny Qwen2)", openai_rates(url, "tiny", compositions, args.max_new_tokens)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=64, help="captions per transformers measurement")
@@ -67,6 +159,11 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for tiny models)")
     parser.add_argument("--template_samples", type=int, default=400, help="demo samples (x5 captions)")
+    parser.add_argument("--openai", choices=["auto", "off"], default="auto", help="start vLLM when installed")
+    parser.add_argument("--openai_url", default=None, help="measure this OpenAI-compatible server instead")
+    parser.add_argument("--openai_model", default="tiny", help="model name the --openai_url server serves")
+    parser.add_argument("--openai_samples", type=int, default=256, help="captions per concurrency level")
+    parser.add_argument("--skip_transformers", action="store_true", help="only the template and openai cases")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
@@ -83,7 +180,14 @@ def main() -> None:
     rows: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        models = {"text": build_tiny_causal_lm(tmp_path / "lm"), "vision": build_tiny_vlm(tmp_path / "vlm")}
+        served = openai_case(
+            args, (compositions * (args.openai_samples // len(compositions) + 1))[: args.openai_samples], tmp_path
+        )
+        models = (
+            {}
+            if args.skip_transformers
+            else {"text": build_tiny_causal_lm(tmp_path / "lm"), "vision": build_tiny_vlm(tmp_path / "vlm")}
+        )
         for mode, model_dir in models.items():
             fixed_length(model_dir, args.max_new_tokens)
             batched = transformers_rate(model_dir, mode, args.batch_size, images, compositions, args.max_new_tokens)
@@ -104,6 +208,14 @@ def main() -> None:
         print(f"template / transformers {mode} one at a time: {template / single:.0f}x")
     minutes = 100_000 * 5 / template / 60
     print(f"template backend: 100k samples x 5 captions in about {minutes:.1f} min on this machine")
+    if served is not None:
+        where, rates = served
+        print()
+        print(f"openai backend against {where}, {args.openai_samples} captions of {args.max_new_tokens} tokens")
+        print("| concurrency | captions/s | ratio to concurrency 1 | requests retried |")
+        print("|---|---|---|---|")
+        for concurrency, (rate, retries) in rates.items():
+            print(f"| {concurrency} | {rate:.1f} | {rate / rates[1][0]:.2f}x | {retries} |")
 
 
 if __name__ == "__main__":

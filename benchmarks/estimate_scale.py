@@ -119,7 +119,7 @@ H100_HBM = 3.35e12
 A100_TF32 = 156e12
 #: NVlabs/stylegan3 docs/configs.md, "Old StyleGAN2-ADA configurations", 256^2, 1 GPU, A100.
 OFFICIAL_S_PER_KIMG = 12.53
-OFFICIAL_CONFIG = {"cfg": "stylegan2", "resolution": 256, "cbase": 16384, "cmax": 512, "map": 2, "gamma": 0.8192}
+OFFICIAL_CONFIG = {"cfg": "stylegan2", "resolution": 256, "cbase": 16384, "cmax": 512, "map_depth": 2, "gamma": 0.8192}
 OFFICIAL_BATCH = 16
 
 #: The paper (section 6): one H100, 80 h GANs + synthesis, 20 h segmentation, 300 h captions, ~400 h;

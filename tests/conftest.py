@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from aras400k.data.shards import Sample, ShardWriter
 # Test models are tiny: one intra-op thread is faster than two, and on a shared
 # 2-core machine more threads than cores slows torch down several-fold.
 torch.set_num_threads(1)
+os.environ.setdefault("ARAS_THREADS", "1")  # what the commands set (aras400k.threads) in-process
 
 
 def write_random_set(
@@ -27,7 +30,9 @@ def write_random_set(
     prefix: str = "s",
 ) -> Path:
     """Write ``n`` random samples keyed ``{prefix}{i:04d}`` as a shard set."""
-    rng = np.random.default_rng(abs(hash((str(out), n))) % 2**32)
+    # A fixed seed per (folder name, n): the same pixels in every process and tmp folder
+    # (hash() of a str changes with PYTHONHASHSEED).
+    rng = np.random.default_rng(zlib.crc32(f"{Path(out).name}:{n}:{prefix}".encode()))
     with ShardWriter(out, split=split, source=source, samples_per_shard=per_shard) as writer:
         for i in range(n):
             image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)

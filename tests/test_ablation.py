@@ -22,6 +22,7 @@ from aras400k.ablation import (
     build_table4,
     format_table3,
     format_table4,
+    plot_per_class_f1,
     run_ablation,
     run_folder,
     validate_config,
@@ -89,7 +90,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
 # -- table builders (no training) -------------------------------------------------------------
 
 
-def test_tables_from_hand_made_scores():
+def test_tables_from_hand_made_scores(tmp_path):
     runs = [
         _fake_scores("real", "unet", 0.6),
         _fake_scores("real", "fpn", 0.8),
@@ -122,6 +123,11 @@ def test_tables_from_hand_made_scores():
     assert text4.splitlines()[-1].endswith("| n/a |")  # mean synth water
     # order of first appearance when no order is given
     assert [r["model"] for r in build_table3(runs)[:3]] == ["unet", "fpn", MEAN]
+    # one architecture: no mean row repeating it, and the chart draws that architecture
+    single = [run for run in runs if run.arch == "unet"]
+    assert [r["model"] for r in build_table3(single)] == ["unet", "unet"]
+    assert "mean" not in format_table3(build_table3(single)) and "mean" not in format_table4(build_table4(single))
+    assert plot_per_class_f1(build_table4(single), tmp_path / "single.png").is_file()
 
 
 def test_report_files_render_nan_as_na(tmp_path):
@@ -215,7 +221,7 @@ def test_tables_only_trains_nothing_and_notes_missing_runs(demo_root, tmp_path, 
     ablation.write_run_scores(_fake_scores("a", "unet"), run_folder(config, "a", "unet") / SCORES_NAME)
     monkeypatch.setattr(ablation, "train_and_evaluate", FakeTrainer(fail_on="b/unet"))
     result = run_ablation(config, tables_only=True)
-    assert result.missing == ["b/unet"] and [r["model"] for r in result.table3] == ["unet", MEAN]
+    assert result.missing == ["b/unet"] and [r["model"] for r in result.table3] == ["unet"]  # one arch: no mean row
     assert "No scores yet for: b/unet" in result.files["table3.md"].read_text()
 
 

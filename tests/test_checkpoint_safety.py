@@ -198,6 +198,18 @@ def test_library_readers_refuse_malicious_files(files, server, tmp_path, capsys)
     _assert_one_line_refusal(capsys.readouterr().err, str(evil))
 
 
+@pytest.mark.parametrize("use_url", [False, True])
+def test_aras_synth_generators_refuse_malicious_checkpoints(use_url, files, server, tmp_path, capsys):
+    evil = f"{server}/evil.ckpt" if use_url else str(files / "evil.ckpt")
+    masks = str(write_random_set(tmp_path / "masks", 2))
+    for args in (["stylegan3", "--ckpt", evil, "--n", "2", "--out", str(tmp_path / "sg")],
+                 ["spade", "--ckpt", evil, "--masks", masks, "--out", str(tmp_path / "sp")]):  # fmt: skip
+        with pytest.raises(SystemExit) as exc:
+            synth_main([*args, "--device", "cpu", "--progress", "false"])
+        assert exc.value.code == 2
+        _assert_one_line_refusal(capsys.readouterr().err, evil)
+
+
 def test_install_replaces_the_default_plugin_and_refuses_unknown_ones():
     trainer = Trainer(logger=False, accelerator="cpu")
     install_safe_checkpoint_io(trainer)

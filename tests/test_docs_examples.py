@@ -203,3 +203,12 @@ def test_illumination_gan_trains_through_aras_fit(examples, demo_root, tmp_path)
     assert isinstance(result.model, custom_generator.IlluminationSPADEGAN) and result.trainer.state.finished
     assert result.model.hparams["g_base_channels"] == 16  # the config's init_args were kept
     assert isinstance(result.model.ema.shadow, custom_generator.IlluminationGenerator)
+
+
+def test_plain_trainer_example_trains_and_tests(examples, demo_root, tmp_path):
+    scores = examples("plain_trainer").train_and_test(
+        root=str(demo_root), out_dir=str(tmp_path / "plain"), epochs=1, encoder="tu-mobilenetv3_small_050"
+    )
+    assert 0.0 <= scores["test_f1_macro"] <= 1.0
+    assert len(list((tmp_path / "plain" / "checkpoints").glob("*.ckpt"))) == 1
+    assert (tmp_path / "plain" / "test" / "test_scores.md").is_file()

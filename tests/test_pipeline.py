@@ -149,6 +149,16 @@ def test_tiny_pipeline_runs_every_stage_indexes_and_resumes(tmp_path):
     names = {p.name for p in links}
     assert {"last.ckpt", "report.md", "table3.md", "composition.png", "per_class_f1.png"} <= names
     assert {"real.png", "synth_uncond.png", "synth_cond.png"} <= names  # aras-data preview of each set
+    # The tiny StyleGAN is undertrained by its own config (2 iterations of a 3.2 kimg
+    # budget): console and index say so in words; the segmenter saw its whole epoch.
+    text = index.read_text()
+    flagged = text.split("## ⚠ Results not to trust")[1].split("\n## ")[0]
+    assert "**stylegan3**: the GAN stopped at 0.01 of its 3.2 kimg: it is undertrained" in flagged
+    assert "**segmenter**" not in flagged
+    assert "WARNING (stylegan3): the GAN stopped at 0.01 of its 3.2 kimg" in console.getvalue()
+    assert "| stylegan3 |" in text and "⚠ not trustworthy" in text
+    summary = json.loads((run_dir / "stylegan3" / "training_summary.json").read_text())
+    assert summary["stopped_by"] == "max_epochs" and summary["iterations"] == 2 and summary["budget"]["kimg"] == 3.2
     glance = index.read_text().split("## Results at a glance")[1].split("\n## ")[0]
     for headline in ("Segmenter on the real test split", "stylegan3 `val_fid`", "spade `val_fid`", "Table 3"):
         assert headline in glance

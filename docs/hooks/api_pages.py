@@ -24,8 +24,11 @@ SRC = Path(__file__).parents[2] / "src"
 PAGES: dict[str, tuple[str, str, list[str]]] = {
     "api/index.md": (
         "aras400k",
-        "The top-level package, the class table and the logger-independent callbacks and figures.",
-        ["aras400k:doc", "aras400k.classes", "aras400k.callbacks", "aras400k.plotting"],
+        "The top-level package, the class table, the logger-independent callbacks, figures and prediction files, "
+        "and the safe-I/O layer: checkpoint loading, file writing, run locks, input errors, threads and budgets.",
+        ["aras400k:doc", "aras400k.classes", "aras400k.callbacks", "aras400k.prediction", "aras400k.plotting",
+         "aras400k.checkpoints", "aras400k.files", "aras400k.locking", "aras400k.errors", "aras400k.threads",
+         "aras400k.budget"],
     ),
     "api/data.md": (
         "aras400k.data",

@@ -1,8 +1,12 @@
-"""Callbacks that write figures and tables as files, independent of the logger."""
+"""Callbacks that write figures, tables and prediction files, independent of the logger.
+
+:class:`PredictionWriter` lives in :mod:`aras400k.prediction` and is re-exported here.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -10,9 +14,11 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
+from aras400k.files import write_atomic
 from aras400k.plotting import plot_confusion_matrix, plot_prediction_grid
+from aras400k.prediction import PredictionWriter
 
-__all__ = ["SegmentationReport", "format_scores_table"]
+__all__ = ["PredictionWriter", "SegmentationReport", "format_scores_table"]
 
 
 def format_scores_table(scores: dict[str, float], class_names: tuple[str, ...], stage: str) -> str:
@@ -51,11 +57,13 @@ def format_scores_table(scores: dict[str, float], class_names: tuple[str, ...], 
 class SegmentationReport(Callback):
     """Write a confusion matrix PNG, an image / truth / prediction grid and a score table.
 
-    Files go to ``out_dir`` (default ``<trainer.log_dir or default_root_dir>/figures``):
+    Validation figures go to ``out_dir`` (default ``<trainer.log_dir or
+    default_root_dir>/figures``, one folder per training run):
     ``val_confusion_epoch{E}.png`` and ``val_predictions_epoch{E}.png`` every
-    ``every_n_epochs`` validation epochs, and ``test_confusion.png``,
-    ``test_predictions.png``, ``test_scores.md`` and ``test_scores.csv`` after a test run
-    (the table is printed too). Works with any logger, or none.
+    ``every_n_epochs`` validation epochs. A test run writes ``test_confusion.png``,
+    ``test_predictions.png``, ``test_scores.md`` and ``test_scores.csv`` to ``out_dir``
+    (default ``<default_root_dir>/test``: the same place every time, replacing the last
+    test's files) and prints the table. Works with any logger, or none.
 
     Args:
         every_n_epochs: Validation epochs between figures (0 disables validation figures).
@@ -70,9 +78,11 @@ class SegmentationReport(Callback):
         self.out_dir = out_dir
         self._grid: dict[str, Any] | None = None
 
-    def _folder(self, trainer: Trainer) -> Path:
+    def _folder(self, trainer: Trainer, stage: str = "val") -> Path:
         if self.out_dir is not None:
             return Path(self.out_dir)
+        if stage == "test":
+            return Path(trainer.default_root_dir) / "test"
         return Path(trainer.log_dir or trainer.default_root_dir) / "figures"
 
     def _collect(self, trainer: Trainer, outputs: Any, batch: dict[str, Any], batch_idx: int) -> None:
@@ -118,7 +128,7 @@ class SegmentationReport(Callback):
 
     @rank_zero_only
     def _write(self, trainer: Trainer, pl_module: LightningModule, stage: str, suffix: str) -> None:
-        folder = self._folder(trainer)
+        folder = self._folder(trainer, stage)
         names = tuple(getattr(pl_module, "class_names", ()))
         confmat = getattr(pl_module, "last_confmat", {}).get(stage)
         if confmat is not None and names:
@@ -148,13 +158,14 @@ class SegmentationReport(Callback):
         names = tuple(getattr(pl_module, "class_names", ()))
         if not scores or not names:
             return
-        folder = self._folder(trainer)
+        folder = self._folder(trainer, "test")
         folder.mkdir(parents=True, exist_ok=True)
         table = format_scores_table(scores, names, "test")
-        (folder / "test_scores.md").write_text(table + "\n")
-        with (folder / "test_scores.csv").open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["metric", "value"])
-            for key in sorted(scores):
-                writer.writerow([key, f"{scores[key]:.6f}"])
+        write_atomic(folder / "test_scores.md", table + "\n")
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerow(["metric", "value"])
+        for key in sorted(scores):
+            writer.writerow([key, f"{scores[key]:.6f}"])
+        write_atomic(folder / "test_scores.csv", buffer.getvalue())
         print(f"\nTest scores (%), also in {folder / 'test_scores.md'}:\n\n{table}\n")

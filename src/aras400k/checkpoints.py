@@ -24,6 +24,7 @@ unpickler in :mod:`aras400k.models.stylegan3.official` instead.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import re
@@ -38,6 +39,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from aras400k.errors import is_disk_full
+from aras400k.files import sha256_file
 
 __all__ = [
     "CHECKPOINT_HTTP_TIMEOUT_S",
@@ -45,6 +47,7 @@ __all__ = [
     "SafeCheckpointIO",
     "SafeLoadingMixin",
     "checkpoint_errors",
+    "checkpoint_sha256",
     "install_safe_checkpoint_io",
     "is_url",
     "load_checkpoint",
@@ -167,6 +170,22 @@ def load_checkpoint(
     source = _source(location, timeout)
     with checkpoint_errors(str(location)):
         return torch.load(source, map_location=map_location, weights_only=True)  # type: ignore[arg-type]
+
+
+def checkpoint_sha256(location: str | Path, timeout: float = CHECKPOINT_HTTP_TIMEOUT_S) -> str:
+    """The hex sha256 of a checkpoint file, local or remote (for run records).
+
+    Args:
+        location: Local path or URL (read as :func:`load_checkpoint` reads it).
+        timeout: Seconds an HTTP download may wait for the server.
+
+    Returns:
+        The digest.
+    """
+    source = _source(location, timeout)
+    if isinstance(source, str):
+        return sha256_file(source)
+    return hashlib.sha256(source.read()).hexdigest()
 
 
 def read_checkpoint(location: str | Path, map_location: MapLocation = "cpu") -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The seven ARAS400k land-cover classes, the WorldCover remap and colour <-> index lookups.
 
-The class table is a fixed contract of the project (see ``DESIGN.md``): every mask in
-every shard stores these indices, and index :data:`IGNORE_INDEX` (255) means "ignore".
+The class table is a fixed contract of the project (see ``docs/architecture.md`` and
+``docs/data.md``): every mask in every shard stores these indices, and index
+:data:`IGNORE_INDEX` (255) means "ignore".
 
 Colour conversion is a table lookup on packed 24-bit colours, never a loop over classes,
 so converting a 256x256 release mask costs about as much as one ``np.unique``.

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from aras400k.classes import IGNORE_INDEX, index_to_colour
+from aras400k.classes import CLASSES, IGNORE_INDEX, index_to_colour
 
-__all__ = ["plot_confusion_matrix", "plot_prediction_grid", "plot_sample_grid", "save_figure"]
+__all__ = ["add_class_legend", "plot_confusion_matrix", "plot_prediction_grid", "plot_sample_grid", "save_figure"]
 
 
 def _pyplot():  # noqa: ANN202 - matplotlib's module type
@@ -19,6 +19,37 @@ def _pyplot():  # noqa: ANN202 - matplotlib's module type
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def add_class_legend(fig: object, ignore: bool = True, fontsize: int = 7) -> float:
+    """Put a legend of the class colours (the release colours) under a figure of masks.
+
+    Call it after drawing and before ``tight_layout``; pass the returned height to
+    ``fig.tight_layout(rect=(0, height, 1, 1))`` so the panels leave room for it.
+
+    Args:
+        fig: A matplotlib ``Figure``.
+        ignore: Also show the ignore value (255), drawn black.
+        fontsize: Legend font size.
+
+    Returns:
+        The fraction of the figure's height the legend takes, from the bottom.
+    """
+    from matplotlib.patches import Patch
+
+    entries: list[tuple[str, tuple[float, float, float]]] = [
+        (c.name, (c.colour[0] / 255, c.colour[1] / 255, c.colour[2] / 255)) for c in CLASSES
+    ]
+    if ignore:
+        entries.append(("ignore / no data", (0.0, 0.0, 0.0)))
+    handles = [Patch(facecolor=colour, edgecolor="0.3", linewidth=0.5, label=name) for name, colour in entries]
+    fig.legend(  # type: ignore[attr-defined]
+        handles=handles, loc="lower center", ncol=min(len(handles), 8), frameon=False, fontsize=fontsize,
+        handlelength=1.2, columnspacing=1.0,
+    )  # fmt: skip
+    height_in = fig.get_size_inches()[1]  # type: ignore[attr-defined]
+    rows = -(-len(handles) // 8)
+    return min(0.4, 0.28 * rows / height_in)
 
 
 def save_figure(fig: object, path: str | Path) -> Path:
@@ -108,7 +139,7 @@ def plot_prediction_grid(
             ax.imshow(panel, interpolation="nearest")
             ax.set_title(title, fontsize=7)
             ax.axis("off")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, add_class_legend(fig), 1, 1))
     return save_figure(fig, path)
 
 
@@ -159,5 +190,6 @@ def plot_sample_grid(
             ax_mask.set_title("no mask", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    legend = add_class_legend(fig) if any(mask is not None for mask in masks) else 0.0
+    fig.tight_layout(rect=(0, legend, 1, 1))
     return save_figure(fig, path)

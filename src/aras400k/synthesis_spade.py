@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from aras400k.checkpoints import checkpoint_sha256
 from aras400k.data.composition import composition, format_composition
 from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
 from aras400k.data.remote import as_location, locate, location_name
@@ -264,7 +265,7 @@ def synthesize_conditional(
         generator = load_spade_generator(
             checkpoint, use_ema=use_ema, map_location=torch_device, module_class=module_class
         )
-        digest = _file_sha256(Path(checkpoint))[:16]
+        digest = checkpoint_sha256(checkpoint)[:16]
         meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "seed": seed, "use_ema": use_ema}
         low, high = partition_range(len(manifest["shards"]), shard_index, num_shards)
         run = _Run(
@@ -330,14 +331,6 @@ def _default_shard_size(manifest: Mapping[str, Any], per_mask: int) -> int:
     """The input's samples per shard times ``per_mask`` (so output shards follow the input's)."""
     shards = manifest["shards"]
     return max(1, int(shards[0]["num_samples"]) * per_mask) if shards else 1000
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _run_record(run: _Run) -> dict[str, Any]:

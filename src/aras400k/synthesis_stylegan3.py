@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from aras400k.checkpoints import checkpoint_sha256, is_url
 from aras400k.data.composition import format_composition
 from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
 from aras400k.data.shards import (
@@ -67,7 +68,7 @@ from aras400k.locking import exclusive_lock
 from aras400k.models.stylegan3.generator import Generator, build_generator
 from aras400k.models.stylegan3.module import StyleGAN3
 from aras400k.synthesis import _label_shards, _resolve_device, generator_from_module, read_checkpoint
-from aras400k.synthesis_spade import _RUN_RECORD, WORK_DIR, _file_sha256, _iter_part_samples, _open_work_dir
+from aras400k.synthesis_spade import _RUN_RECORD, WORK_DIR, _iter_part_samples, _open_work_dir
 
 __all__ = [
     "LATENT_CONVENTIONS",
@@ -96,7 +97,7 @@ def resolve_latents(latents: str, checkpoint: str | Path) -> LatentConvention:
 
     Args:
         latents: ``auto``, ``nvlabs`` or ``torch``.
-        checkpoint: The generator's file (its suffix decides ``auto``).
+        checkpoint: The generator's file or URL (a name ending in ``.pkl`` is an official snapshot).
 
     Returns:
         ``nvlabs`` or ``torch``.
@@ -105,7 +106,7 @@ def resolve_latents(latents: str, checkpoint: str | Path) -> LatentConvention:
         ValueError: On another value.
     """
     if latents == "auto":
-        return "nvlabs" if Path(checkpoint).suffix.lower() == ".pkl" else "torch"
+        return "nvlabs" if str(checkpoint).lower().endswith(".pkl") else "torch"
     if latents not in LATENT_CONVENTIONS:
         raise ValueError(f"latents must be auto, nvlabs or torch, got {latents!r}")
     return cast(LatentConvention, latents)
@@ -265,13 +266,13 @@ def load_stylegan3_generator(
         ValueError: If the file is not a StyleGAN3 checkpoint or snapshot, or the generator is conditional.
         TypeError: If ``module_class`` is not a StyleGAN3 subclass.
     """
-    path = Path(path)
-    if path.suffix.lower() == ".pkl":
+    path = path if is_url(str(path)) else Path(path)
+    if str(path).lower().endswith(".pkl"):
         from aras400k.models.stylegan3.official import load_official
 
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file {path} does not exist")
-        official = load_official(path, which=("G_ema",)).G_ema
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"official snapshot {path} must be a local file (download it first)")
+        official = load_official(Path(path), which=("G_ema",)).G_ema
         assert official is not None
         generator: Generator = official
     else:
@@ -295,7 +296,7 @@ def load_stylegan3_generator(
                 resolution=hp["resolution"],
                 channel_base=hp["cbase"],
                 channel_max=hp["cmax"],
-                map_depth=hp.get("map"),
+                map_depth=hp.get("map_depth", hp.get("map")),  # "map": checkpoints before 0.2
                 z_dim=hp["z_dim"],
                 w_dim=hp["w_dim"],
                 batch_size=hp.get("batch"),
@@ -413,7 +414,7 @@ def synthesize_unconditional(
         generator = load_stylegan3_generator(
             checkpoint, use_ema=use_ema, map_location=torch_device, module_class=module_class
         )
-        digest = _file_sha256(Path(checkpoint))[:16]
+        digest = checkpoint_sha256(checkpoint)[:16]
         meta = {
             "checkpoint": str(checkpoint),
             "checkpoint_sha256": digest,

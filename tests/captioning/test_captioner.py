@@ -101,7 +101,7 @@ def test_caption_shards_writes_sidecar_and_new_shards(demo_root, tmp_path):
     assert "20 new captions" in report.summary()
     records = read_caption_records(out)
     assert len(records) == 20 and len({(r["key"], r["index"]) for r in records}) == 20
-    assert set(records[0]) == {"key", "index", "text", "model", "mode", "prompt_hash", "seed"}
+    assert set(records[0]) == {"key", "index", "text", "model", "mode", "prompt_hash", "seed", "attempts"}
     assert {r["mode"] for r in records} == {"hybrid"} and {r["model"] for r in records} == {"template"}
     manifest = read_manifest(shards)
     assert manifest["num_samples"] == 10 and manifest["split"] == "val" and len(manifest["shards"]) == 3
@@ -247,3 +247,48 @@ def test_resume_after_a_real_kill(demo_root, tmp_path):
     assert sorted(records, key=lambda r: (r["key"], r["index"])) == sorted(
         read_caption_records(reference), key=lambda r: (r["key"], r["index"])
     )
+
+
+def test_when_tries_run_out_the_best_try_is_kept_and_the_tries_recorded(demo_root, tmp_path):
+    # Answers per (sample, caption index) and try: the last try of the two repeats is empty.
+    script = {(0, 0): ["alpha"], (0, 1): ["beta"], (1, 0): ["alpha", "alpha", ""], (1, 1): ["alpha", "beta", ""]}
+    captioner = Captioner("text", captions_per_image=2, max_retries=2, batch_size=8, progress=False)
+    order: dict[str, int] = {}
+
+    def answer(request):
+        attempt = next(a for a in range(3) if captioner.caption_seed(request.key, request.index, a) == request.seed)
+        return script[(order.setdefault(request.key, len(order)), request.index)][attempt]
+
+    captioner.backend = ScriptedBackend(answer=answer)
+    report = captioner.caption_shards(demo_root / "val", tmp_path / "c.jsonl", limit=2)
+    records = read_caption_records(tmp_path / "c.jsonl")
+    # Not the empty last try: the earliest non-empty one repeating the least-used caption.
+    assert [(r["text"], r["attempts"]) for r in records] == [("alpha", 1), ("beta", 1), ("alpha", 3), ("beta", 3)]
+    second = records[2]["key"]
+    assert records[2]["seed"] == captioner.caption_seed(second, 0, 0)
+    assert records[3]["seed"] == captioner.caption_seed(second, 1, 1)
+    stats = report.stats
+    assert stats.empty == 0 and stats.duplicates == 2 and stats.regenerated == 4 and stats.best_earlier == 2
+    assert "kept the best of its tries for 2 captions" in report.summary()
+
+
+def test_retries_and_timeouts_show_in_the_bar_the_summary_and_the_run_record(demo_root, tmp_path, capsys):
+    from aras400k.captioning.backends.openai import OpenAIBackend
+    from tests.captioning.test_openai_backend import FakeServer
+
+    server = FakeServer(fail_with=[200, 503, 429, 200, 200], stalls=[0.0, 0.0, 0.0, 1.0])
+    try:
+        backend = OpenAIBackend("m", base_urls=[server.url], backoff_s=0.01, timeout_s=0.4, max_concurrency=1)
+        captioner = Captioner("text", backend, captions_per_image=2, batch_size=4, progress=True)
+        report = captioner.caption_shards(demo_root / "val", tmp_path / "c.jsonl", limit=2)
+        backend.close()
+    finally:
+        server.close()
+    stats = report.stats
+    assert stats.retries == 3 and stats.timeouts == 1 and stats.failed_tries == {"HTTP 503": 1, "HTTP 429": 1}
+    bar = capsys.readouterr().err
+    assert "retries=3" in bar and "timeouts=1" in bar
+    assert "3 requests retried (1 timeouts, HTTP 429 1, HTTP 503 1)" in report.summary()
+    run = json.loads((tmp_path / "c.run.json").read_text())["runs"][-1]
+    assert run["retries"] == 3 and run["timeouts"] == 1 and run["failed_tries"] == {"HTTP 503": 1, "HTTP 429": 1}
+    assert run["captions"] == 4 and run["status"] == "finished"

@@ -16,11 +16,14 @@ from aras400k.captioning.backends.openai import OpenAIBackend
 class FakeServer:
     """An OpenAI-compatible chat-completions server on 127.0.0.1 that records what it gets."""
 
-    def __init__(self, fail_with: list[int] | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self, fail_with: list[int] | None = None, delay: float = 0.0, stalls: list[float] | None = None
+    ) -> None:
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
         self.fail_with = list(fail_with or [])
         self.delay = delay
+        self.stalls = list(stalls or [])  # extra seconds before answering the first requests
         self.active = 0
         self.peak = 0
         self.lock = threading.Lock()
@@ -38,7 +41,8 @@ class FakeServer:
                     server.bodies.append(body)
                     server.headers.append(dict(self.headers))
                     status = server.fail_with.pop(0) if server.fail_with else 200
-                time.sleep(server.delay)
+                    stall = server.stalls.pop(0) if server.stalls else 0.0
+                time.sleep(server.delay + stall)
                 with server.lock:
                     server.active -= 1
                 if status != 200:
@@ -47,6 +51,8 @@ class FakeServer:
                     self.end_headers()
                     self.wfile.write(b'{"error": "busy"}')
                     return
+                if stall:
+                    return  # the client timed out; nobody reads the answer
                 text = body["messages"][-1]["content"]
                 text = text if isinstance(text, str) else text[-1]["text"]
                 answer = {"choices": [{"message": {"role": "assistant", "content": f"{self.path} {text}"}}]}
@@ -117,7 +123,7 @@ def test_retries_after_503_and_gives_up_with_a_clear_error(servers):
     bad = servers(fail_with=[400])
     with pytest.raises(BackendError, match="HTTP 400"):
         OpenAIBackend("m", base_urls=[bad.url], backoff_s=0.01).generate([CaptionRequest("", "hi")])
-    assert len(bad.bodies) == 1  # a 4xx other than 408/409/429 is not retried
+    assert len(bad.bodies) == 1  # a 4xx other than 408/429 is not retried
     down = OpenAIBackend("m", base_urls=["http://127.0.0.1:9/v1"], backoff_s=0.01, max_retries=1, timeout_s=2)
     with pytest.raises(BackendError, match="failed 2 times"):
         down.generate([CaptionRequest("", "hi")])
@@ -144,3 +150,67 @@ def test_bad_configuration():
         OpenAIBackend("m", base_urls=[])
     with pytest.raises(ValueError, match="max_concurrency"):
         OpenAIBackend("m", max_concurrency=0)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422])
+def test_a_fatal_answer_is_sent_once_and_stops_the_batch(servers, status):
+    # A wrong model name (404), key (401/403) or body (400/422) fails every request alike:
+    # one request finds it out, none is retried and the rest of the batch is never sent.
+    bad = servers(fail_with=[status] * 50)
+    backend = OpenAIBackend("m", base_urls=[bad.url], backoff_s=0.01, max_concurrency=4)
+    with pytest.raises(BackendError, match=f"HTTP {status}") as info:
+        backend.generate([CaptionRequest("", f"p{i}", key=f"k{i}") for i in range(8)])
+    backend.close()
+    assert len(bad.bodies) == 1
+    assert not info.value.resumable  # rerunning the same command cannot help
+
+
+def test_a_fatal_answer_cancels_the_requests_in_flight(servers):
+    # After one request succeeded the batch goes out concurrently; a 404 then stops the
+    # other requests' retries at once instead of letting them spend their backoff.
+    server = servers(fail_with=[200, 503, 503, 503, 404] + [503] * 50)
+    backend = OpenAIBackend("m", base_urls=[server.url], backoff_s=2.0, max_backoff_s=2.0, max_concurrency=4)
+    assert backend.generate([CaptionRequest("", "first")]) == ["/v1/chat/completions first"]
+    start = time.perf_counter()
+    with pytest.raises(BackendError, match="HTTP 404"):
+        backend.generate([CaptionRequest("", f"p{i}") for i in range(4)])
+    backend.close()
+    assert time.perf_counter() - start < 1.5  # not after the 2 s backoff of the 503s
+    time.sleep(2.5)
+    assert len(server.bodies) == 5  # the 503s were not retried after the 404
+
+
+def test_retries_and_timeouts_are_counted(servers):
+    server = servers(fail_with=[503, 429, 200, 503], stalls=[0.0, 0.0, 1.5])
+    backend = OpenAIBackend("m", base_urls=[server.url], backoff_s=0.01, timeout_s=0.5, max_retries=5)
+    seen = []
+    backend.retry_listener = lambda: seen.append(dict(backend.retry_counts()))
+    assert backend.generate([CaptionRequest("", "hi")]) == ["/v1/chat/completions hi"]
+    backend.close()
+    counts = backend.retry_counts()
+    assert counts["retries"] == 4 and counts["timeouts"] == 1
+    assert counts["HTTP 503"] == 2 and counts["HTTP 429"] == 1
+    assert len(seen) == 4 and seen[-1] == counts  # told live, after every retry
+
+
+def test_409_is_not_retried(servers):
+    conflict = servers(fail_with=[409, 200])
+    with pytest.raises(BackendError, match="HTTP 409"):
+        OpenAIBackend("m", base_urls=[conflict.url], backoff_s=0.01).generate([CaptionRequest("", "hi")])
+    assert len(conflict.bodies) == 1
+
+
+def test_failure_messages_say_what_to_fix(servers, monkeypatch):
+    monkeypatch.delenv("ARAS_TEST_KEY", raising=False)
+    unauthorized = servers(fail_with=[401])
+    backend = OpenAIBackend("m", base_urls=[unauthorized.url], api_key_env="ARAS_TEST_KEY")
+    with pytest.raises(BackendError, match=r"ARAS_TEST_KEY.*not set"):
+        backend.generate([CaptionRequest("", "hi")])
+    missing = servers(fail_with=[404])
+    backend = OpenAIBackend("no-such-model", base_urls=[missing.url])
+    with pytest.raises(BackendError, match=r"'no-such-model'.*--openai\.model.*--openai\.base_urls"):
+        backend.generate([CaptionRequest("", "hi")])
+    down = OpenAIBackend("m", base_urls=["http://127.0.0.1:9/v1"], backoff_s=0.01, max_retries=0)
+    with pytest.raises(BackendError) as info:
+        down.generate([CaptionRequest("", "hi")])
+    assert info.value.resumable  # a server that is down may be back on a rerun

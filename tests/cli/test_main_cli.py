@@ -43,7 +43,7 @@ def test_fit_then_test_with_checkpoint_writes_report(demo_root, tmp_path, capsys
     cli(["test", *args, "--ckpt_path", str(checkpoints[0])])
     out = capsys.readouterr().out
     assert "| class | F1 | IoU | precision | recall |" in out and "| water |" in out
-    figures = tmp_path / "figures"
+    figures = tmp_path / "test"  # the same folder for every test run
     assert (figures / "test_confusion.png").is_file() and (figures / "test_predictions.png").is_file()
     assert (figures / "test_scores.csv").read_text().startswith("metric,value")
 
@@ -59,3 +59,18 @@ def test_bad_config_value_exits_with_message(tmp_path, capsys):
         cli(["fit", "--config", str(CONFIGS / "seg_unet.yaml"), "--model.init_args.arch", "segnet"])
     assert exc.value.code != 0
     assert "segnet" in capsys.readouterr().err
+
+
+def test_aras_test_writes_its_scores_to_the_same_place_every_time(demo_root, tmp_path, capsys):
+    """With the config's CSV logger each run gets a new version_N; the test table does not move."""
+    args = ["--config", str(CONFIGS / "seg_fpn.yaml"), "--data.init_args.root", str(demo_root),
+            "--data.init_args.num_workers", "0", "--trainer.limit_test_batches", "1",
+            "--trainer.enable_progress_bar", "false",
+            "--model.init_args.encoder", "tu-mobilenetv3_small_050"]  # fmt: skip
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="untrained model"):
+            cli(["test", *args])
+    root = tmp_path / "runs" / "seg_fpn"
+    assert (root / "test" / "test_scores.md").is_file() and (root / "test" / "test_confusion.png").is_file()
+    assert not list(root.glob("logs/version_*/figures/test_scores.md"))
+    assert f"also in {Path('runs/seg_fpn/test/test_scores.md')}" in capsys.readouterr().out

@@ -64,7 +64,7 @@ def test_prepare_data_refuses_to_fill_a_foreign_folder(tmp_path):
 def test_missing_data_without_demo_is_a_clear_error(tmp_path):
     dm = SegmentationDataModule(root=str(tmp_path / "nothing"), demo=False, num_workers=0)
     dm.prepare_data()
-    with pytest.raises(ValueError, match="not a folder"):
+    with pytest.raises(ValueError, match=r"data root .*nothing does not exist"):
         dm.setup("fit")
 
 

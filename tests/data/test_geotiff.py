@@ -219,7 +219,7 @@ def test_images_are_scaled_by_the_patch_maximum(scene: dict) -> None:
         np.testing.assert_array_equal(samples[key].image, expected, err_msg=key)
 
 
-def test_meta_holds_tile_bounds_crs_and_composition(scene: dict) -> None:
+def test_meta_holds_tile_bounds_crs_transform_and_composition(scene: dict) -> None:
     _run(scene)
     samples = _read_all(scene["out"])
     for key, sample in samples.items():
@@ -228,6 +228,8 @@ def test_meta_holds_tile_bounds_crs_and_composition(scene: dict) -> None:
         assert sample.meta["tile"] == TILE
         assert sample.meta["crs"] == "EPSG:4326"
         assert sample.meta["bounds"] == pytest.approx([left, top - PATCH * RES, left + PATCH * RES, top])
+        # rasterio's Affine order a, b, c, d, e, f: the patch's own upper-left corner and pixel size
+        assert sample.meta["transform"] == pytest.approx([RES, 0.0, left, 0.0, -RES, top])
         assert sample.meta["source"] == "real"
         assert sum(sample.meta["composition"].values()) == pytest.approx(1.0)
     assert samples[f"{TILE}_002_001"].meta["composition"]["water"] == pytest.approx(0.5)

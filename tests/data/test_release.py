@@ -13,6 +13,7 @@ from PIL import Image
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE
 from aras400k.data import iter_samples, read_manifest
 from aras400k.data.release import ImportReport, ReleaseImportError, import_release
+from tests.data.test_bad_samples import bomb_png
 
 SIZE = 32
 SPLIT_FILES = {
@@ -164,6 +165,13 @@ def _key_collision(root: Path) -> Path:
     return root / "train" / "images" / "t_0.png"
 
 
+def _bomb_image(root: Path) -> Path:
+    # A 12000x12000 palette PNG of a few kB: refused from its header, never decoded (1.4 GB as RGB).
+    path = root / "train" / "images" / "t1.png"
+    path.write_bytes(bomb_png(12000, 12000))
+    return path
+
+
 DEFECTS = {
     # name: (make the defect, problem kind, samples written to train in skip mode)
     "image without mask": (_no_mask, "image without mask", 2),
@@ -172,6 +180,7 @@ DEFECTS = {
     "unknown colour": (_unknown_colour, "unknown mask colour", 2),
     "corrupt image": (_corrupt_image, "unreadable file", 2),
     "truncated mask": (_truncated_mask, "unreadable file", 2),
+    "decompression bomb": (_bomb_image, "unreadable file", 2),
     "key collision": (_key_collision, "key collision", 4),
 }
 

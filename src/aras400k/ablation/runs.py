@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aras400k.ablation.config import AblationConfig, DataConfiguration
+from aras400k.files import write_atomic
 from aras400k.models.choices import Architecture
+from aras400k.threads import configure_threads
 
 if TYPE_CHECKING:  # Lightning, smp and torch load when a run trains, not at start-up
     from lightning.pytorch import Trainer
@@ -133,10 +135,7 @@ def read_run_scores(path: str | Path) -> RunScores:
 def _write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, text, tmp_name=f".{path.name}.tmp")
 
 
 def _run_settings(config: AblationConfig, configuration: DataConfiguration, arch: str) -> dict[str, Any]:
@@ -257,6 +256,7 @@ def _make_trainer(config: AblationConfig, folder: Path, checkpoint: ModelCheckpo
     from lightning.pytorch import Trainer
     from lightning.pytorch.loggers import CSVLogger
 
+    configure_threads(loader_workers=config.num_workers)
     return Trainer(
         default_root_dir=folder,
         max_epochs=config.max_epochs,

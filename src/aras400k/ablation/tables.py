@@ -6,8 +6,8 @@ The builders work on :class:`~aras400k.ablation.runs.RunScores` lists, without t
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import numpy as np
 
 from aras400k.ablation.runs import RunScores
 from aras400k.classes import CLASS_NAMES
+from aras400k.files import write_atomic
 from aras400k.plotting import save_figure
 
 __all__ = [
@@ -57,14 +58,14 @@ def _grid_rows(
     configurations: Sequence[str] | None,
     archs: Sequence[str] | None,
 ) -> dict[tuple[str, str], dict[str, float]]:
-    """``(configuration, model) -> {key: value}`` including ``(configuration, MEAN)`` rows."""
+    """``(configuration, model) -> {key: value}``; ``(configuration, MEAN)`` rows where several architectures ran."""
     by_cell = {(run.configuration, run.arch): run for run in runs}
     out: dict[tuple[str, str], dict[str, float]] = {}
     for conf in _order(runs, "configuration", configurations):
         present = [by_cell[(conf, arch)] for arch in _order(runs, "arch", archs) if (conf, arch) in by_cell]
         for run in present:
             out[(conf, run.arch)] = {k: run.scores.get(k, float("nan")) for k in keys}
-        if present:
+        if len(present) > 1:  # the mean of one architecture would only repeat its row
             out[(conf, MEAN)] = {k: _nanmean([run.scores.get(k, float("nan")) for run in present]) for k in keys}
     return out
 
@@ -84,7 +85,8 @@ def build_table3(
     Returns:
         Rows ``{"configuration", "model", "f1_macro", "iou_macro", "precision_macro",
         "recall_macro", "accuracy"}`` with fractions; after each configuration's
-        architectures, a row with model :data:`MEAN` averaging them (NaN values skipped).
+        architectures, a row with model :data:`MEAN` averaging them (NaN values skipped)
+        when there is more than one.
     """
     keys = [key for key, _ in TABLE3_METRICS]
     grid = _grid_rows(runs, keys, configurations, archs)
@@ -111,7 +113,7 @@ def build_table4(
     """
     keys = [f"f1_{name}" for name in class_names]
     grid = _grid_rows(runs, keys, configurations, archs)
-    models = [*_order(runs, "arch", archs), MEAN]
+    models = [*_order(runs, "arch", archs), MEAN]  # MEAN rows exist only with several architectures
     rows = []
     for model in models:
         for (conf, row_model), values in grid.items():
@@ -170,20 +172,19 @@ def _write_csv(rows: Sequence[dict[str, Any]], labels: Sequence[str], values: Se
     for row in rows:
         cells = ["n/a" if math.isnan(row[v]) else f"{100 * row[v]:.4f}" for v in values]
         lines.append([*(str(row[label]) for label in labels), *cells])
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        csv.writer(fh).writerows(lines)
-    os.replace(tmp, path)
-    return path
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer).writerows(lines)
+    return write_atomic(path, buffer.getvalue(), tmp_name=f".{path.name}.tmp")
 
 
 def plot_per_class_f1(
     table4: Sequence[dict[str, Any]], path: str | Path, class_names: Sequence[str] = CLASS_NAMES
 ) -> Path:
-    """Grouped bar chart of per-class F1 (mean over architectures): a group per class, a bar per configuration.
+    """Grouped bar chart of per-class F1: a group per land-cover class, a bar per training configuration.
 
     Args:
-        table4: Table 4 rows; only the :data:`MEAN` rows are drawn.
+        table4: Table 4 rows; the :data:`MEAN` rows are drawn (with a single
+            architecture, its rows).
         path: Destination PNG.
         class_names: Classes (bar groups).
 
@@ -193,6 +194,10 @@ def plot_per_class_f1(
     from matplotlib.figure import Figure
 
     rows = [row for row in table4 if row["model"] == MEAN]
+    models = list(dict.fromkeys(row["model"] for row in table4))
+    if not rows and len(models) == 1:
+        rows = list(table4)
+    what = "mean over architectures" if rows and rows[0]["model"] == MEAN else (models[0] if models else "")
     x = np.arange(len(class_names))
     width = 0.8 / max(1, len(rows))
     fig = Figure(figsize=(max(8.0, 0.2 * len(rows) * len(class_names) + 3), 4.8), dpi=120, layout="constrained")
@@ -206,12 +211,13 @@ def plot_per_class_f1(
             if math.isnan(value):
                 ax.text(offset, 1, "n/a", ha="center", va="bottom", rotation=90, fontsize=7)
     ax.set_xticks(x, list(class_names))
+    ax.set_xlabel("land-cover class")
     ax.set_ylim(0, 100)
-    ax.set_ylabel("test F1 (%)")
-    ax.set_title("Per-class test F1 on real data, mean over architectures")
+    ax.set_ylabel("test F1 on the real test split (%)")
+    ax.set_title(f"Per-class test F1 by training data ({what})")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    fig.legend(title="training data", loc="outside lower center", ncols=min(len(rows), 6) or 1, frameon=False)
+    fig.legend(title="bars: training data", loc="outside right upper", frameon=False)
     return save_figure(fig, path)
 
 

@@ -25,9 +25,10 @@ import json
 import re
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,18 @@ from tqdm.auto import tqdm
 
 from aras400k.captioning.backends.base import BackendError, CaptionBackend
 from aras400k.captioning.backends.template import TemplateBackend
+from aras400k.captioning.batchfile import (
+    MAX_BYTES,
+    MAX_REQUESTS,
+    BatchJob,
+    BatchRound,
+    RequestFileWriter,
+    ResultsLookup,
+)
 from aras400k.captioning.parts import (
+    ATTEMPTS_FIELD,
     TRIES_FIELD,
+    append_run_log,
     check_part_run,
     part_run_path,
     part_sidecar_path,
@@ -108,6 +119,12 @@ class CaptionStats:
         reused: Tries answered from the workers' sidecars instead of the backend
             (:meth:`Captioner.merge_parts` only).
         asked: Tries sent to the backend.
+        best_earlier: Captions whose retries ran out and that keep an earlier try,
+            better than the last one (not empty, or repeating a less used caption).
+        retries: Requests the backend sent again (a server answered 429 or 5xx, timed
+            out, or dropped the connection).
+        timeouts: Tries that timed out.
+        failed_tries: Other failed tries by cause (``HTTP 503``, ``connection errors``, ...).
     """
 
     captions: int = 0
@@ -116,6 +133,22 @@ class CaptionStats:
     empty: int = 0
     reused: int = 0
     asked: int = 0
+    best_earlier: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    failed_tries: dict[str, int] = field(default_factory=dict)
+
+    def server_trouble(self) -> str:
+        """``N requests retried (T timeouts, HTTP 429 n, ...)``, or ``""`` when nothing failed.
+
+        Returns:
+            The text.
+        """
+        if not (self.retries or self.timeouts or self.failed_tries):
+            return ""
+        causes = [f"{self.timeouts} timeouts"] if self.timeouts else []
+        causes += [f"{cause} {count}" for cause, count in sorted(self.failed_tries.items())]
+        return f"{self.retries} requests retried ({', '.join(causes)})"
 
 
 @dataclass
@@ -137,6 +170,7 @@ class CaptionReport:
         worker: ``(shard_index, num_shards)`` of a worker of a split run; ``None`` otherwise.
         merged_parts: Worker sidecars a merge reused (0 when not merging).
         deferred_shards_out: The ``shards_out`` a worker left to the merge.
+        batch: What a batch-file pass did (:meth:`Captioner.caption_batch_file`); ``None`` for a live run.
     """
 
     sidecar: Path
@@ -152,6 +186,7 @@ class CaptionReport:
     worker: tuple[int, int] | None = None
     merged_parts: int = 0
     deferred_shards_out: Path | None = None
+    batch: BatchRound | None = None
 
     @property
     def captions_per_s(self) -> float:
@@ -172,6 +207,10 @@ class CaptionReport:
             f"regenerated {self.stats.regenerated} repeated or empty captions; "
             f"{self.stats.duplicates} repeats and {self.stats.empty} empty captions were kept after the retry limit",
         ]
+        if self.stats.best_earlier:
+            lines.append(f"kept the best of its tries for {self.stats.best_earlier} captions (not the last one)")
+        if trouble := self.stats.server_trouble():
+            lines.append(f"server trouble: {trouble}")
         if self.discarded_bytes:
             lines.append(f"cut a partial last line ({self.discarded_bytes} bytes) left by an interrupted run")
         if self.skipped:
@@ -181,6 +220,8 @@ class CaptionReport:
                 f"merged {self.merged_parts} worker sidecars: {self.stats.reused} tries taken from them, "
                 f"{self.stats.asked} asked of the backend (repeats across parts, or missing)"
             )
+        if self.batch is not None:
+            lines.append(self.batch.summary())
         if self.shards_out is not None:
             lines.append(f"wrote the shard set with captions.json to {self.shards_out}")
         if self.worker:
@@ -258,6 +299,9 @@ class Captioner:
         self.stats = CaptionStats()
         #: Texts the workers of a split run got, ``(key, index, seed) -> text``, while merging.
         self._answers: dict[tuple[str, int, int], str] | None = None
+        #: The batch job being taken in (:meth:`caption_batch_file`).
+        self._results: ResultsLookup | None = None
+        self._retry_base: dict[str, int] = {}
 
     @property
     def model_name(self) -> str:
@@ -390,8 +434,17 @@ class Captioner:
             raise ValueError(f"sample {item.key}: {self.mode} mode needs a composition or a mask")
         return item
 
-    def _generate(self, requests: Sequence[CaptionRequest], stats: CaptionStats) -> list[str]:
-        """Post-processed texts of a batch: what a worker already got (when merging), else the backend's."""
+    def _generate(self, requests: Sequence[CaptionRequest], stats: CaptionStats) -> list[str | None]:
+        """Post-processed texts of a batch: what a worker already got (when merging), else the backend's.
+
+        While a batch job is taken in, answers come from its results files instead and
+        ``None`` marks a request still without one.
+        """
+        if self._results is not None:
+            found = self._results.lookup(list(requests))
+            return [
+                None if text is None else self.postprocess(text, r) for r, text in zip(requests, found, strict=True)
+            ]
         answers = self._answers or {}
         known = [answers.get((r.key, r.index, r.seed)) for r in requests]
         asked = [r for r, text in zip(requests, known, strict=True) if text is None]
@@ -405,14 +458,18 @@ class Captioner:
 
     def _run_jobs(
         self, jobs: Sequence[tuple[CaptionInput, int]], dupes: DuplicateFilter, stats: CaptionStats
-    ) -> list[tuple[str, int, list[dict[str, Any]]]]:
+    ) -> list[tuple[str, int, list[dict[str, Any]], int] | None]:
         """Caption a batch of (sample, index) jobs, regenerating repeats.
 
+        When a job's retries run out, the best of its tries is kept (:meth:`_best_try`),
+        not the last one.
+
         Returns:
-            ``(text, seed, rejected tries as {seed, text})`` per job.
+            ``(text, seed, the other tries as {seed, text}, number of tries)`` per job;
+            ``None`` for a job still waiting for a batch-file answer.
         """
         attempts = [0] * len(jobs)
-        results: list[tuple[str, int, list[dict[str, Any]]] | None] = [None] * len(jobs)
+        results: list[tuple[str, int, list[dict[str, Any]], int] | None] = [None] * len(jobs)
         tries: list[list[dict[str, Any]]] = [[] for _ in jobs]
         todo = list(range(len(jobs)))
         while todo:
@@ -420,30 +477,64 @@ class Captioner:
             texts = self._generate(requests, stats)
             retry = []
             for i, request, text in zip(todo, requests, texts, strict=True):
-                if (not text or dupes.rejects(text)) and attempts[i] < self.max_retries:
+                if text is None:  # its answer is not in the batch job's results yet
+                    continue
+                tries[i].append({"seed": request.seed, "text": text})
+                rejected = not text or dupes.rejects(text)
+                if rejected and attempts[i] < self.max_retries:
                     attempts[i] += 1
-                    stats.regenerated += 1
-                    tries[i].append({"seed": request.seed, "text": text})
                     retry.append(i)
                     continue
+                stats.regenerated += attempts[i]
+                best = self._best_try(tries[i], dupes) if rejected else len(tries[i]) - 1
+                stats.best_earlier += best != len(tries[i]) - 1
+                chosen = tries[i].pop(best)
+                text = chosen["text"]
                 if not text:
                     stats.empty += 1
                 elif dupes.is_repeat(text):
                     stats.duplicates += 1
                 dupes.add(text)
                 stats.captions += 1
-                results[i] = (text, request.seed, tries[i])
+                results[i] = (text, chosen["seed"], tries[i], attempts[i] + 1)
             todo = retry
-        return [r for r in results if r is not None]
+        return results
 
-    def _bar(self, total: int) -> tqdm:
-        return tqdm(
+    @staticmethod
+    def _best_try(tries: Sequence[Mapping[str, Any]], dupes: DuplicateFilter) -> int:
+        """Index of the try to keep when all were rejected: non-empty, least repeated, earliest."""
+        return min(range(len(tries)), key=lambda j: (not tries[j]["text"], dupes.count(tries[j]["text"]), j))
+
+    @contextmanager
+    def _bar(self, total: int) -> Iterator[tqdm]:
+        """A progress bar showing regenerations, retries and timeouts live (also counted in :attr:`stats`)."""
+        backend = self.backend
+        self._retry_base = dict(backend.retry_counts())
+        listener = backend.retry_listener
+        with tqdm(
             total=total,
             unit=" captions",
             desc=f"captions ({self.mode}, {self.model_name})",
             disable=not self.progress,
             dynamic_ncols=True,
-        )
+        ) as bar:
+            backend.retry_listener = lambda: self._show_counts(bar)
+            try:
+                yield bar
+            finally:
+                backend.retry_listener = listener
+                self._show_counts(bar)
+
+    def _show_counts(self, bar: tqdm) -> None:
+        """Copy the backend's retries since the bar opened into :attr:`stats` and onto the bar."""
+        now = self.backend.retry_counts()
+        since = {cause: n - self._retry_base.get(cause, 0) for cause, n in now.items()}
+        since = {cause: n for cause, n in since.items() if n > 0}
+        stats = self.stats
+        stats.retries, stats.timeouts = since.pop("retries", 0), since.pop("timeouts", 0)
+        stats.failed_tries = since
+        shown = {"regenerated": stats.regenerated, "retries": stats.retries, "timeouts": stats.timeouts}
+        bar.set_postfix({name: n for name, n in shown.items() if n}, refresh=True)
 
     # -- public API -------------------------------------------------------------------
 
@@ -496,8 +587,9 @@ class Captioner:
         with self._bar(len(jobs)) as bar:
             for start in range(0, len(jobs), self.batch_size):
                 batch = jobs[start : start + self.batch_size]
-                texts.extend(result[0] for result in self._run_jobs(batch, dupes, self.stats))
+                texts.extend(result[0] for result in self._run_jobs(batch, dupes, self.stats) if result is not None)
                 bar.update(len(batch))
+                self._show_counts(bar)
         per = self.captions_per_image
         return [texts[i * per : (i + 1) * per] for i in range(count)]
 
@@ -623,25 +715,33 @@ class Captioner:
         start = time.perf_counter()
         samples = manifest["num_samples"] if limit is None else min(limit, manifest["num_samples"])
         first, stop = partition_range(samples, shard_index, num_shards)
-        with CaptionSidecarWriter(out, overwrite=overwrite, lock=lock) as writer:
-            self._check_resumable(writer)
-            report.discarded_bytes = writer.discarded_bytes
-            done = writer.done
-            report.resumed = len(done)
-            dupes = DuplicateFilter(self.dedupe, seen=(r["text"] for r in writer.records))
-            total = max((stop - first) * self.captions_per_image - len(done), 0)
-            jobs: list[tuple[CaptionInput, int]] = []
-            with self._bar(total) as bar:
-                for item in self._iter_inputs(in_dir, manifest, first, stop, report.skipped):
-                    report.samples += 1
-                    jobs.extend((item, i) for i in range(self.captions_per_image) if (item.key, i) not in done)
-                    while len(jobs) >= self.batch_size:
-                        self._write_batch(jobs[: self.batch_size], writer, dupes, bar, worker is not None)
-                        del jobs[: self.batch_size]
-                if jobs:
-                    self._write_batch(jobs, writer, dupes, bar, worker is not None)
-            report.samples += len(report.skipped)
-        report.seconds = time.perf_counter() - start
+        started, status = time.time(), "failed"
+        try:
+            with CaptionSidecarWriter(out, overwrite=overwrite, lock=lock) as writer:
+                self._check_resumable(writer)
+                report.discarded_bytes = writer.discarded_bytes
+                done = writer.done
+                report.resumed = len(done)
+                dupes = DuplicateFilter(self.dedupe, seen=(r["text"] for r in writer.records))
+                total = max((stop - first) * self.captions_per_image - len(done), 0)
+                jobs: list[tuple[CaptionInput, int]] = []
+                with self._bar(total) as bar:
+                    for item in self._iter_inputs(in_dir, manifest, first, stop, report.skipped):
+                        report.samples += 1
+                        jobs.extend((item, i) for i in range(self.captions_per_image) if (item.key, i) not in done)
+                        while len(jobs) >= self.batch_size:
+                            self._write_batch(jobs[: self.batch_size], writer, dupes, bar, worker is not None)
+                            del jobs[: self.batch_size]
+                    if jobs:
+                        self._write_batch(jobs, writer, dupes, bar, worker is not None)
+                report.samples += len(report.skipped)
+            status = "finished"
+        except BaseException as err:
+            status = "interrupted" if isinstance(err, KeyboardInterrupt) else f"failed: {err}"
+            raise
+        finally:
+            report.seconds = time.perf_counter() - start
+            self._log_run(out, report, started, status)
         if report.skipped:
             warnings.warn(
                 f"skipped {len(report.skipped)} samples of {in_dir} (first: {', '.join(report.skipped[:5])})",
@@ -714,6 +814,64 @@ class Captioner:
         report.merged_parts = len(parts)
         return report
 
+    def caption_batch_file(
+        self,
+        in_dir: str | Path,
+        out: str | Path,
+        folder: str | Path,
+        body: Callable[[CaptionRequest], dict[str, Any]],
+        limit: int | None = None,
+        overwrite: bool = False,
+        max_requests: int = MAX_REQUESTS,
+        max_bytes: int = MAX_BYTES,
+    ) -> CaptionReport:
+        """One pass of batch-file captioning: take in the answers there are, write requests for the rest.
+
+        The pass runs the live captioning over the samples (the same batches, dedupe,
+        regeneration and best-try rule, the same sidecar records), answering each try
+        from the job's results files (:class:`~aras400k.captioning.batchfile.BatchJob`).
+        Captions whose tries are all answered go to the sidecar; the tries without an
+        answer are written to new request files, except those already waiting in a
+        file without results. Rerun after the results of the new files are in (from the
+        Batch API, or ``vllm run_batch``) until the report's ``batch.complete``: each
+        pass takes in what came back and asks for the regenerations it calls for. A
+        caption regenerated in a later pass is compared with every caption kept so far,
+        so it is deduplicated like a live run's; only which of two colliding captions is
+        regenerated may differ from a live run.
+
+        Args:
+            in_dir: Shard set folder.
+            out: The ``.jsonl`` sidecar (created, or resumed).
+            folder: The job folder.
+            body: Builds a request's chat-completions body (``OpenAIBackend.request_body``).
+            limit: Caption only the first ``limit`` samples.
+            overwrite: Start the sidecar afresh (the job folder is kept).
+            max_requests: Most requests per request file.
+            max_bytes: Most bytes per request file.
+
+        Returns:
+            The report; ``batch`` says what was written and what waits.
+
+        Raises:
+            ManifestError: If ``in_dir`` is not a shard set.
+            ValueError: If the sidecar holds captions of another mode, model or prompt, or
+                a results file is malformed.
+            LockedError: If another run is writing the sidecar.
+        """
+        job = BatchJob(folder)
+        writer = RequestFileWriter(job, max_requests, max_bytes)
+        with exclusive_lock(out) as lock:
+            self._results = ResultsLookup(job, body, writer)
+            try:
+                report = self._caption_shards(in_dir, out, lock, None, limit, overwrite, None, 0, 1)
+                report.batch = self._results.finish()
+            except BaseException:
+                writer.discard()
+                raise
+            finally:
+                self._results = None
+        return report
+
     def _run_record(self, manifest: Mapping[str, Any], limit: int | None, num_shards: int) -> dict[str, Any]:
         """What the captions of a split run depend on; its workers and its merge must agree on it."""
         return {
@@ -741,7 +899,10 @@ class Captioner:
         results = self._run_jobs(jobs, dupes, self.stats)
         model, digest = self.model_name, self.prompt_hash
         records = []
-        for (item, index), (text, seed, tries) in zip(jobs, results, strict=True):
+        for (item, index), result in zip(jobs, results, strict=True):
+            if result is None:
+                continue
+            text, seed, tries, attempts = result
             record = {
                 "key": item.key,
                 "index": index,
@@ -750,12 +911,32 @@ class Captioner:
                 "mode": self.mode,
                 "prompt_hash": digest,
                 "seed": seed,
+                ATTEMPTS_FIELD: attempts,
             }
             if keep_tries and tries:
                 record[TRIES_FIELD] = tries
             records.append(record)
         writer.write(records)
-        bar.update(len(jobs))
+        bar.update(len(records))
+        self._show_counts(bar)
+
+    def _log_run(self, sidecar: Path, report: CaptionReport, started: float, status: str) -> None:
+        """Append this run's counts, retries and outcome to the sidecar's run record (``OUT.run.json``)."""
+        stats = report.stats
+        entry = {
+            "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(report.seconds, 3),
+            "status": status,
+            "mode": self.mode,
+            "model": self.model_name,
+            "samples": report.samples,
+            "resumed": report.resumed,
+            **{name: value for name, value in asdict(stats).items() if name not in ("reused", "asked")},
+        }
+        try:
+            append_run_log(sidecar, entry)
+        except OSError as err:  # the captions are what matters; a log that cannot be written only warns
+            warnings.warn(f"could not log the run in {sidecar}'s run record: {err}", stacklevel=3)
 
     def _check_resumable(self, writer: CaptionSidecarWriter) -> None:
         """Refuse to append to a sidecar made with another mode, model or prompt."""

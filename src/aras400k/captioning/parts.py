@@ -28,15 +28,23 @@ from aras400k.data.merge import worker_name
 from aras400k.data.shards import write_json_atomic
 
 __all__ = [
+    "ATTEMPTS_FIELD",
+    "RUNS_FIELD",
     "TRIES_FIELD",
+    "append_run_log",
     "check_part_run",
     "part_run_path",
     "part_sidecar_path",
     "read_part_answers",
+    "run_record_path",
 ]
 
 #: Extra record field of worker sidecars: the rejected tries of that caption.
 TRIES_FIELD = "tries"
+#: Record field of every sidecar: how many tries the caption took (1: the first was kept).
+ATTEMPTS_FIELD = "attempts"
+#: Field of a run record (``OUT.run.json``) logging each run: counts, retries, outcome.
+RUNS_FIELD = "runs"
 _RUN_FORMAT = 1
 
 
@@ -85,6 +93,7 @@ def check_part_run(path: Path, record: Mapping[str, Any], overwrite: bool) -> No
         ValueError: If the file holds other settings and ``overwrite`` is off.
     """
     previous = _read_run(path) if path.is_file() else None
+    runs = _read_runs(path) if previous is not None else []
     if previous is not None and previous != record and not overwrite:
         changed = sorted(k for k in record.keys() | previous.keys() if record.get(k) != previous.get(k))
         raise ValueError(
@@ -92,7 +101,56 @@ def check_part_run(path: Path, record: Mapping[str, Any], overwrite: bool) -> No
             f"{'differs' if len(changed) == 1 else 'differ'}); rerun it with the same options to resume, "
             "or pass overwrite=True (--overwrite true) to start the part afresh"
         )
-    write_json_atomic(path, {"format": _RUN_FORMAT, **record})
+    write_json_atomic(path, {"format": _RUN_FORMAT, **record, RUNS_FIELD: runs})
+
+
+def run_record_path(sidecar: str | Path) -> Path:
+    """The run record next to a sidecar: ``caps.jsonl`` -> ``caps.run.json`` (for a part, :func:`part_run_path`).
+
+    Args:
+        sidecar: The sidecar a run writes.
+
+    Returns:
+        The record's path.
+    """
+    sidecar = Path(sidecar)
+    return sidecar.with_name(f"{sidecar.stem}.run.json")
+
+
+def append_run_log(sidecar: str | Path, entry: Mapping[str, Any]) -> Path:
+    """Append what one run did (counts, retries, timeouts, outcome) to the sidecar's run record.
+
+    The record (:func:`run_record_path`) keeps every run's entry under ``runs``; a
+    worker's settings stay as :func:`check_part_run` wrote them.
+
+    Args:
+        sidecar: The sidecar the run wrote.
+        entry: What to log.
+
+    Returns:
+        The record's path.
+    """
+    path = run_record_path(sidecar)
+    record: dict[str, Any] = {"format": _RUN_FORMAT}
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            found = None  # a damaged log is started afresh rather than failing a finished run
+        if isinstance(found, dict):
+            record = found
+    runs = record.get(RUNS_FIELD)
+    record[RUNS_FIELD] = [*(runs if isinstance(runs, list) else []), dict(entry)]
+    write_json_atomic(path, record)
+    return path
+
+
+def _read_runs(path: Path) -> list[Any]:
+    try:
+        runs = json.loads(path.read_text()).get(RUNS_FIELD)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return []
+    return runs if isinstance(runs, list) else []
 
 
 def _read_run(path: Path) -> dict[str, Any]:
@@ -105,6 +163,7 @@ def _read_run(path: Path) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise ValueError(f"{path} is not a worker run record")
     record.pop("format", None)
+    record.pop(RUNS_FIELD, None)  # the log of runs is no setting
     return record
 
 

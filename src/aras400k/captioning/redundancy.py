@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from typing import Literal
 
@@ -59,7 +60,7 @@ class DuplicateFilter:
         if level not in _DEDUPE_LEVELS:
             raise ValueError(f"dedupe must be one of {', '.join(_DEDUPE_LEVELS)}; got {level!r}")
         self.level = level
-        self._seen: set[str] = set()
+        self._seen: Counter[str] = Counter()
         self._last = ("", "")  # (text, key) of the latest lookup: a caption is checked, then added
         for text in seen:
             self.add(text)
@@ -75,13 +76,17 @@ class DuplicateFilter:
         """Whether ``text`` repeats a kept caption (compared the way ``level`` says; normalised when off)."""
         return self._key(text) in self._seen
 
+    def count(self, text: str) -> int:
+        """How many kept captions ``text`` repeats (compared as :meth:`is_repeat` does)."""
+        return self._seen[self._key(text)]
+
     def rejects(self, text: str) -> bool:
         """Whether ``text`` should be regenerated: a repeat while deduplication is on."""
         return self.level != "off" and self.is_repeat(text)
 
     def add(self, text: str) -> None:
         """Remember a kept caption."""
-        self._seen.add(self._key(text))
+        self._seen[self._key(text)] += 1
 
     def __len__(self) -> int:
         return len(self._seen)

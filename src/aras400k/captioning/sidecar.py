@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from aras400k.captioning.requests import MODES
+from aras400k.files import naming_path
 from aras400k.locking import RunLock, lock_path
 
 __all__ = [
@@ -248,10 +249,11 @@ class CaptionSidecarWriter:
         if not batch:
             return
         payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch).encode()
-        self._fh.write(payload)
-        self._fh.flush()
-        if self.fsync:
-            os.fsync(self._fh.fileno())
+        with naming_path(self.path):
+            self._fh.write(payload)
+            self._fh.flush()
+            if self.fsync:
+                os.fsync(self._fh.fileno())
         self.records.extend(batch)
         self._done.update(idents)
 

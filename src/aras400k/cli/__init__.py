@@ -1,4 +1,4 @@
-"""Command-line entry points, one small module per command (see ``DESIGN.md``)."""
+"""Command-line entry points, one small module per command (see ``docs/architecture.md``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from aras400k.locking import LockedError
+from aras400k.threads import configure_threads
 
 __all__ = ["LOCKED_STATUS", "add_worker_arguments", "fail", "import_class", "parse_and_run", "run_command"]
 
@@ -49,6 +50,7 @@ def run_command(program: str, command: Callable[[], int | None]) -> int:
         The exit status.
     """
     try:
+        configure_threads()
         return command() or 0
     except LockedError as err:
         fail(program, str(err), status=LOCKED_STATUS)

@@ -19,9 +19,15 @@ N`` captions the K-th of N contiguous sample ranges into ``OUT.part-K-of-N.jsonl
 (each worker resumes on its own); then the same command with ``--merge true`` instead
 of ``--shard_index`` joins the parts into ``--out`` (and writes ``--shards_out``),
 reusing every worker caption and asking the backend only for captions that repeat one
-of another part, so ``--out`` equals a one-worker run's sidecar. The options of a backend are nested under
-its name (``--transformers.*``, ``--openai.*``, ``--template.*``), also in the YAML
-config.
+of another part, so ``--out`` equals a one-worker run's sidecar.
+
+Batch files (``--backend openai --batch_file.action write|submit|run``) write the
+requests as OpenAI Batch-format JSONL in ``OUT.batch/`` instead of sending them; run
+them with ``vllm run_batch`` (or let ``submit``/``run`` hand them to the Batch API with
+the ``openai`` SDK) and rerun to take the answers in, until every caption is there.
+
+The options of a backend are nested under its name (``--transformers.*``,
+``--openai.*``, ``--template.*``), also in the YAML config.
 
 One run writes a sidecar at a time: a run holds ``OUT.jsonl.lock`` (beside ``--out``,
 or the worker's part) until it ends, and a second run on the same file stops at once
@@ -156,6 +162,20 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--openai.image_format", type=Literal["png", "jpeg"], default="png")
     parser.add_argument("--openai.extra_body", type=dict[str, Any] | None, default=None, help="extra request fields")
     parser.add_argument("--openai.send_seed", type=bool, default=True, help="send each caption's seed")
+
+    parser.add_argument(
+        "--batch_file.action",
+        type=Literal["off", "write", "submit", "run"],
+        default="off",
+        help="batch-file captioning (needs --backend openai): write = take in results, write request files "
+        "(for vllm run_batch); submit = also upload them to the Batch API; run = submit and wait until done",
+    )
+    parser.add_argument("--batch_file.dir", type=str | None, default=None, help="job folder (default: OUT.batch)")
+    parser.add_argument("--batch_file.max_requests", type=int, default=50_000, help="requests per file")
+    parser.add_argument("--batch_file.max_bytes", type=int, default=200_000_000, help="bytes per request file")
+    parser.add_argument("--batch_file.base_url", type=str | None, default=None, help="Batch API root (default: OpenAI)")
+    parser.add_argument("--batch_file.poll_s", type=float, default=60.0, help="seconds between polls (run)")
+    parser.add_argument("--batch_file.max_rounds", type=int, default=10, help="passes of run (one per regeneration)")
     return parser
 
 
@@ -215,6 +235,73 @@ def _repair(cfg: Namespace) -> int:
     return 0
 
 
+def _backend_failure(cfg: Namespace, err: Exception, written: int) -> str:
+    """The one-line message of a failed backend: what went wrong, what was kept, whether a rerun helps."""
+    from aras400k.captioning.parts import part_sidecar_path
+
+    kept = cfg.out
+    if cfg.num_shards > 1 and not cfg.merge:
+        kept = part_sidecar_path(cfg.out, cfg.shard_index, cfg.num_shards)
+    done = (
+        f"the {written} captions of finished batches are kept in {kept}"
+        if written
+        else (f"nothing was written to {kept} by this run")
+    )
+    if getattr(err, "resumable", True):
+        return f"{err} ({done}; rerun to resume)"
+    return f"{err} ({done}; with that fixed, the same command goes on from there)"
+
+
+def _run_batch_file(cfg: Namespace, captioner: Captioner, backend: Any) -> int:
+    """``--batch_file.action write|submit|run``: one pass, or passes with the Batch API until done."""
+    from aras400k.captioning.batchfile import BatchJob, batch_folder
+
+    options = cfg.batch_file
+    if cfg.backend != "openai":
+        raise ValueError("--batch_file.action needs --backend openai (its options build the requests)")
+    if cfg.merge or cfg.num_shards > 1:
+        raise ValueError("--batch_file.action captions in one process; give it without --merge and --num_shards")
+    job = BatchJob(options.dir or batch_folder(cfg.out))
+
+    def one_pass() -> Any:
+        return captioner.caption_batch_file(
+            cfg.input,
+            cfg.out,
+            job.folder,
+            backend.request_body,
+            limit=cfg.limit,
+            overwrite=cfg.overwrite,
+            max_requests=options.max_requests,
+            max_bytes=options.max_bytes,
+        )
+
+    if options.action == "write":
+        report = one_pass()
+        print(report.summary())
+    else:
+        from aras400k.captioning.batch_api import openai_client, run_batch_job
+
+        client = openai_client(cfg.openai.api_key_env, options.base_url)
+        report = run_batch_job(
+            one_pass,
+            job,
+            client,
+            wait=options.action == "run",
+            poll_s=options.poll_s,
+            max_rounds=options.max_rounds,
+            progress=cfg.progress,
+            report=lambda r: print(r.summary()),
+        )
+        if options.action == "run" and not report.batch.complete:
+            fail(PROGRAM, f"{job.folder} is not done after {options.max_rounds} rounds; rerun to go on", status=1)
+    if report.batch.complete and cfg.shards_out:
+        from aras400k.captioning import write_captioned_shards
+
+        write_captioned_shards(cfg.input, cfg.out, cfg.shards_out, limit=cfg.limit, overwrite=cfg.overwrite)
+        print(f"wrote the shard set with captions.json to {cfg.shards_out}")
+    return 0
+
+
 def _run(cfg: Namespace) -> int:
     from aras400k.captioning import BackendError, build_backend
 
@@ -223,6 +310,7 @@ def _run(cfg: Namespace) -> int:
     _ensure_input(cfg)
     captioner_type = captioner_class(cfg.captioner)
     backend = build_backend(cfg.backend, _backend_options(cfg))
+    captioner: Captioner | None = None
     try:
         captioner = captioner_type(
             mode=cfg.mode,
@@ -239,6 +327,8 @@ def _run(cfg: Namespace) -> int:
             max_retries=cfg.max_retries,
             progress=cfg.progress,
         )
+        if cfg.batch_file.action != "off":
+            return _run_batch_file(cfg, captioner, backend)
         if cfg.merge:
             if cfg.shard_index != 0:
                 raise ValueError("--merge true joins all the workers' parts; give it without --shard_index")
@@ -256,12 +346,7 @@ def _run(cfg: Namespace) -> int:
                 num_shards=cfg.num_shards,
             )
     except BackendError as err:
-        kept = cfg.out
-        if cfg.num_shards > 1 and not cfg.merge:
-            from aras400k.captioning.parts import part_sidecar_path
-
-            kept = part_sidecar_path(cfg.out, cfg.shard_index, cfg.num_shards)
-        fail(PROGRAM, f"{err} (captions of finished batches are kept in {kept}; rerun to resume)", status=1)
+        fail(PROGRAM, _backend_failure(cfg, err, captioner.stats.captions if captioner else 0), status=1)
     finally:
         backend.close()
     print(report.summary())

@@ -18,10 +18,13 @@ from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
+from aras400k.budget import summarize_fit
 from aras400k.checkpoints import CheckpointError, checkpoint_errors, install_safe_checkpoint_io, is_url
 from aras400k.cli import fail
 from aras400k.errors import ConfigError, is_disk_full
+from aras400k.threads import configure_threads, usable_cores
 
 __all__ = ["ArasCLI", "cli", "fit_main", "main"]
 
@@ -57,6 +60,39 @@ class ArasCLI(LightningCLI):
     - A ``--ckpt_path`` that does not exist is refused before anything runs.
     - Evaluating without ``--ckpt_path`` warns that the model is untrained.
     """
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        """Add ``--threads`` (torch's intra-op threads, see :mod:`aras400k.threads`) and ``--predictions.*``.
+
+        ``--predictions.*`` configures the :class:`~aras400k.prediction.PredictionWriter`, a
+        callback of every subcommand that writes only in ``predict`` (files under
+        ``<trainer.default_root_dir>/predictions`` by default; see ``docs/segmentation.md``).
+
+        Args:
+            parser: The subcommand's parser.
+        """
+        from aras400k.prediction import PredictionWriter
+
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_argument(
+            "--threads",
+            type=int | None,
+            default=None,
+            help="torch intra-op threads (default: ARAS_THREADS or OMP_NUM_THREADS if set, else the usable "
+            "cores less one per loader worker)",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """Size torch's thread pool to the machine before anything is built."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        data = config.get("data")
+        init_args = data.get("init_args") if data is not None and hasattr(data, "get") else None
+        workers = init_args.get("num_workers", 0) if init_args is not None and hasattr(init_args, "get") else 0
+        count = configure_threads(config.get("threads"), loader_workers=int(workers or 0))
+        rank_zero_info(
+            f"aras: {count} torch thread{'s' if count > 1 else ''} ({usable_cores()} usable cores, "
+            f"{workers or 0} loader worker{'s' if workers != 1 else ''})"
+        )
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         """Parse as Lightning does, without its warning about passing ``args`` (the console scripts do)."""
@@ -110,6 +146,17 @@ class ArasCLI(LightningCLI):
     def before_fit(self) -> None:
         """Check ``--ckpt_path`` (resume) before training."""
         self._check_ckpt_path()
+
+    def after_fit(self) -> None:
+        """Say whether the run did its work: ``training_summary.json`` and a warning line per problem."""
+        import torch
+
+        summary = summarize_fit(self.trainer, self.model, threads=torch.get_num_threads())
+        if not self.trainer.is_global_zero:
+            return
+        path = summary.write(self.trainer.default_root_dir)
+        for warning in summary.warnings:
+            print(f"aras-fit: warning: {warning} (see {path})", file=sys.stderr, flush=True)
 
     def before_validate(self) -> None:
         """Check ``--ckpt_path``; warn if none is given."""

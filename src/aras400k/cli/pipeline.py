@@ -12,12 +12,14 @@ Every field of :class:`aras400k.pipeline.PipelineConfig` is an option.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import fields
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from aras400k.cli import parse_and_run
+from aras400k.threads import THREADS_VARIABLE
 
 __all__ = ["build_parser", "main"]
 
@@ -50,6 +52,13 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--only", type=list[str] | None, default=None, help="run only these stages, from scratch")
     parser.add_argument("--dry_run", type=bool, default=False, help="write and check the stage configs; run nothing")
     parser.add_argument("--verbose", type=bool, default=False, help="show the commands' output (else logs/<stage>.log)")
+    parser.add_argument(
+        "--threads",
+        type=int | None,
+        default=None,
+        help="torch intra-op threads for every stage (default: ARAS_THREADS or OMP_NUM_THREADS if set, else the "
+        "usable cores less one per loader worker)",
+    )
     parser.add_class_arguments(PipelineConfig, as_group=False)
     return parser
 
@@ -57,6 +66,10 @@ def build_parser() -> ArgumentParser:
 def _run(cfg: Namespace) -> int:
     from aras400k.pipeline import PipelineConfig, PipelineError, run_pipeline
 
+    if cfg.threads is not None:
+        if cfg.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {cfg.threads}")
+        os.environ[THREADS_VARIABLE] = str(cfg.threads)  # every stage's command reads it
     init = build_parser().instantiate(cfg)
     config = PipelineConfig(**{f.name: init[f.name] for f in fields(PipelineConfig)})
     try:

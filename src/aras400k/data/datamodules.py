@@ -196,7 +196,8 @@ class ShardDataModule(LightningDataModule):
         if stage == "test":
             self.datasets["test"] = ShardDataset([self.test_path], with_mask=self.with_mask)
         if stage == "predict":
-            self.datasets["predict"] = ShardDataset([self.predict_path], with_mask=False)
+            # meta: the prediction writer needs each sample's georeference (docs/data.md).
+            self.datasets["predict"] = ShardDataset([self.predict_path], with_mask=False, with_meta=True)
 
     def _check_root(self, stage: str) -> None:
         """Refuse a missing local ``root`` in one line when the stage reads a set under it."""

@@ -27,8 +27,9 @@ share, which keeps ranks in step under DDP at the cost of exactly-once coverage.
 
 A source can be cut to its first ``num_samples`` samples (manifest order), which is
 how the paper's "synthetic 100k" and "synthetic 300k" sets are configs over one
-300k shard set. Corrupt samples are skipped with a warning and counted instead of
-ending a long run.
+300k shard set. Corrupt samples, and samples of another size than the set's (the
+manifest's ``image_size``, else the first sample's), are skipped with a warning naming
+the key and counted instead of ending a long run.
 """
 
 from __future__ import annotations
@@ -44,14 +45,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from aras400k.data.remote import location_name
-from aras400k.data.shards import SampleError, decode_sample, iter_raw_samples, list_shards
+from aras400k.data.shards import (
+    SampleError,
+    Size,
+    decode_sample,
+    iter_raw_samples,
+    list_shards,
+    manifest_image_size,
+)
 from aras400k.data.sources import ShardSource, partition_range
 
-__all__ = ["EpochDataLoader", "ShardDataset"]  # ShardSource and partition_range: aras400k.data.sources
+# ShardSource and partition_range are defined in aras400k.data.sources (no torch) and re-exported here.
+__all__ = ["EpochDataLoader", "ShardDataset", "collate_samples"]
 
 
 @dataclass(frozen=True)
@@ -100,12 +109,15 @@ class ShardDataset(IterableDataset):
     """Stream decoded samples from one or more shard sets.
 
     Each item is a dict with ``image`` (``(3, H, W)`` uint8 tensor), ``key`` (str),
-    ``source`` (index into ``sources``) and, when ``with_mask`` is set, ``mask``
-    (``(H, W)`` uint8 tensor, 255 = ignore).
+    ``source`` (index into ``sources``), when ``with_mask`` is set ``mask``
+    (``(H, W)`` uint8 tensor, 255 = ignore), and when ``with_meta`` is set ``meta``
+    (the sample's ``meta.json`` as a dict; batch such items with :func:`collate_samples`).
 
     Args:
         sources: Shard sets (paths or :class:`ShardSource`).
         with_mask: Decode masks and require every selected sample to have one.
+        with_meta: Add each sample's ``meta.json`` (e.g. its georeference, for
+            prediction files; see ``docs/data.md``).
         shuffle: Shuffle shard order per epoch and samples through a buffer.
         shuffle_buffer: Samples held by each worker for shuffling.
         seed: Base seed; epoch ``e`` uses ``seed + e``.
@@ -125,7 +137,8 @@ class ShardDataset(IterableDataset):
     Raises:
         ValueError: If weights are given to some sources but not all, a weight is not
             positive, ``num_samples`` exceeds a source's size or is given for a source
-            without a manifest, or weighted sources without a manifest lack ``samples_per_epoch``.
+            without a manifest, weighted sources without a manifest lack ``samples_per_epoch``,
+            or the sources' manifests record different image sizes.
         aras400k.data.ManifestError: If a source is not a shard set.
         OSError: If a URL source cannot be reached.
         ImportError: If a URL source needs fsspec or a backend that is not installed.
@@ -140,12 +153,14 @@ class ShardDataset(IterableDataset):
         seed: int = 0,
         samples_per_epoch: int | None = None,
         even_ranks: bool = False,
+        with_meta: bool = False,
     ) -> None:
         super().__init__()
         if not sources:
             raise ValueError("ShardDataset needs at least one source")
         self.sources = [_as_source(s) for s in sources]
         self.with_mask = with_mask
+        self.with_meta = with_meta
         self.shuffle = shuffle
         self.shuffle_buffer = max(1, shuffle_buffer)
         self.seed = seed
@@ -158,7 +173,12 @@ class ShardDataset(IterableDataset):
         if any(w is not None and w <= 0 for w in weights):
             raise ValueError(f"source weights must be positive, got {weights}")
         self.weighted = weights[0] is not None
+        self._recorded_sizes: list[Size | None] = []
         self._segments = [self._source_segments(i, s) for i, s in enumerate(self.sources)]
+        #: ``(height, width)`` of every sample: the manifests' ``image_size``, else (older
+        #: manifests, sets of mixed sizes, shard lists) the first sample read. Samples of
+        #: another size are skipped: a batch holds one size.
+        self.image_size = self._common_size()
         #: Samples per source, ``None`` for a source without a manifest.
         self.sizes: list[int | None] = [_size(segs) for segs in self._segments]
         #: Samples over all sources, ``None`` when a source has no manifest (split by shards).
@@ -172,9 +192,18 @@ class ShardDataset(IterableDataset):
             )
         self.skipped = 0
 
+    def _common_size(self) -> Size | None:
+        """The one image size the sources' manifests record; batches cannot mix sizes."""
+        recorded = {size: s.path for s, size in zip(self.sources, self._recorded_sizes, strict=True) if size}
+        if len(recorded) > 1:
+            found = ", ".join(f"{path}: {w}x{h}" for (h, w), path in recorded.items())
+            raise ValueError(f"the sources hold images of different sizes ({found}); a batch needs one size")
+        return next(iter(recorded), None)
+
     def _source_segments(self, index: int, source: ShardSource) -> list[_Segment]:
         listing = list_shards(source.path)
         manifest = listing.manifest
+        self._recorded_sizes.append(manifest_image_size(manifest))
         if manifest is None:
             if source.num_samples is not None:
                 raise ValueError(
@@ -404,7 +433,7 @@ class ShardDataset(IterableDataset):
 
     def _decode(self, raw: dict[str, Any], seg: _Segment) -> dict[str, Any] | None:
         try:
-            sample = decode_sample(raw, with_mask=self.with_mask, with_captions=False)
+            sample = decode_sample(raw, with_mask=self.with_mask, with_captions=False, size=self.image_size)
             if self.with_mask and sample.mask is None:
                 raise SampleError(f"sample {sample.key}: member mask.png is missing")
         except SampleError as err:
@@ -416,6 +445,8 @@ class ShardDataset(IterableDataset):
                 stacklevel=2,
             )
             return None
+        if self.image_size is None:
+            self.image_size = (sample.image.shape[0], sample.image.shape[1])
         item: dict[str, Any] = {
             "image": torch.from_numpy(np.ascontiguousarray(sample.image.transpose(2, 0, 1))),
             "key": sample.key,
@@ -424,6 +455,8 @@ class ShardDataset(IterableDataset):
         if self.with_mask:
             assert sample.mask is not None
             item["mask"] = torch.from_numpy(np.ascontiguousarray(sample.mask))
+        if self.with_meta:
+            item["meta"] = sample.meta
         return item
 
     @staticmethod
@@ -440,17 +473,41 @@ class ShardDataset(IterableDataset):
         yield from buffer
 
 
+def collate_samples(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch :class:`ShardDataset` items: tensors stacked, keys listed, ``meta`` kept as a list of dicts.
+
+    PyTorch's ``default_collate`` would turn ``meta.json`` numbers into tensors and fail
+    on samples whose ``meta`` holds different fields, so ``meta`` is left as it is.
+
+    Args:
+        items: Items of one batch.
+
+    Returns:
+        The batch dict (``meta``, where the items have it, is a list with one dict per sample).
+    """
+    metas = [item.get("meta") for item in items]
+    batch: dict[str, Any] = default_collate([{k: v for k, v in item.items() if k != "meta"} for item in items])
+    if any(meta is not None for meta in metas):
+        batch["meta"] = [meta or {} for meta in metas]
+    return batch
+
+
 class EpochDataLoader(DataLoader):
     """A ``DataLoader`` that tells its :class:`ShardDataset` the epoch before each pass.
 
     Workers get a copy of the dataset when an epoch starts, so setting the epoch here
     (in the main process, before the workers start) gives each epoch its own shuffle.
     Do not combine with ``persistent_workers=True``, whose workers keep their first copy.
+    Batches are made by :func:`collate_samples` unless a ``collate_fn`` is given.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if kwargs.get("persistent_workers"):
             raise ValueError("EpochDataLoader cannot use persistent_workers: workers would keep epoch 0's order")
+        batch_size = args[1] if len(args) > 1 else kwargs.get("batch_size", 1)
+        # collate_fn is DataLoader's seventh positional argument; without batching it is not a collation.
+        if len(args) < 7 and kwargs.get("collate_fn") is None and batch_size is not None:
+            kwargs["collate_fn"] = collate_samples
         super().__init__(*args, **kwargs)
 
     def __len__(self) -> int:

@@ -296,6 +296,16 @@ def _window_bounds(window: Window, transform: Affine) -> Bounds:
     return float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))
 
 
+def _affine(dataset: DatasetReader, window: Window) -> list[float]:
+    """A window's affine transform as six numbers in rasterio's order ``a, b, c, d, e, f``.
+
+    A pixel ``(col, row)`` of the patch has its upper-left corner at
+    ``x = a * col + b * row + c``, ``y = d * col + e * row + f`` (``rasterio.Affine(*t)``).
+    """
+    t = dataset.window_transform(window)
+    return [float(t.a), float(t.b), float(t.c), float(t.d), float(t.e), float(t.f)]
+
+
 def _find_files(folder: Path, pattern: str, what: str) -> list[Path]:
     """List the files matching ``pattern`` under ``folder``, recursively and sorted.
 
@@ -441,7 +451,7 @@ def _prepare_tile(
                     continue
                 key = f"{tile.tile}_{row:03d}_{col:03d}"
                 split = split_for_key(key, opts.ratios, opts.seed)
-                meta = {"tile": tile.tile, "bounds": list(bounds), "crs": crs}
+                meta = {"tile": tile.tile, "bounds": list(bounds), "crs": crs, "transform": _affine(s2, window)}
                 writers[split].write(Sample(key=key, image=result[0], mask=result[1], meta=meta))
                 report.written[split] += 1
             bar.update(1)
@@ -475,7 +485,10 @@ def prepare_geotiffs(
     no-data (WorldCover 0, a code ``remap`` lacks, or no map coverage), or if more than
     ``max_water`` of it is water, checked in that order. Kept images are scaled by the
     patch's maximum to uint8. ``meta.json`` gets ``tile``, ``bounds`` (left, bottom,
-    right, top in the Sentinel-2 CRS) and ``crs``; the writer adds the composition.
+    right, top in the Sentinel-2 CRS), ``crs`` (as ``rasterio.crs.CRS.to_string()``
+    gives it: ``EPSG:32635`` or WKT) and ``transform`` (the patch's affine transform,
+    six numbers in rasterio's order ``a, b, c, d, e, f``; see ``docs/data.md``), which
+    prediction GeoTIFFs reuse; the writer adds the composition.
 
     Args:
         s2_dir: Folder holding the Sentinel-2 tiles.

@@ -63,7 +63,7 @@ WORKER_FIELD = "worker"
 #: Manifest fields a shard set writes itself (summed or rebuilt when merging).
 _OWN_FIELDS = frozenset(
     {"format", "format_version", "classes", "split", "source", "num_samples", "num_masks", "shards"}
-    | {"class_pixels", "composition"}
+    | {"class_pixels", "composition", "image_size"}
 )
 #: Provenance fields that may differ between the parts of one run (paths of each worker's
 #: intermediate files); the merged manifest keeps a common value, or the list of values.
@@ -306,6 +306,9 @@ def merge_shard_sets(
     }
     if "classes" not in first:
         del manifest["classes"]
+    recorded, size = _image_size(manifests)
+    if recorded:
+        manifest["image_size"] = size
     _remove_stale(out_dir, prefix, len(shards))
     write_json_atomic(out_dir / MANIFEST_NAME, manifest)
     return MergeReport(
@@ -387,6 +390,17 @@ def _common_fields(paths: list[str | Path], manifests: list[dict[str, Any]]) -> 
             "only shard sets made the same way (same generator, checkpoint and settings) can be merged"
         )
     return extra
+
+
+def _image_size(manifests: list[dict[str, Any]]) -> tuple[bool, list[int] | None]:
+    """The merged ``image_size``: whether to record one, and the parts' common size or ``None`` (mixed).
+
+    Parts without samples, or written before sizes were recorded, have none and do not count.
+    """
+    sizes = [m["image_size"] for m in manifests if "image_size" in m]
+    if not sizes:
+        return False, None
+    return True, sizes[0] if all(size == sizes[0] for size in sizes) else None
 
 
 def _short(value: Any, limit: int = 160) -> str:

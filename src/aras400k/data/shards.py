@@ -1,7 +1,7 @@
 """Webdataset shard sets: the on-disk format every stage of aras400k reads and writes.
 
 A *shard set* is a folder of webdataset tar files plus ``manifest.json``. One sample
-is a group of tar members sharing a key (see ``DESIGN.md``):
+is a group of tar members sharing a key (see ``docs/data.md``):
 
 ==================  ==============================================================
 ``image.png``       RGB uint8
@@ -22,12 +22,13 @@ or fsspec URLs, brace-expanded shard lists and ``pipe:`` commands (see
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import re
+import struct
 import tarfile
+import zlib
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ from PIL import Image
 from aras400k.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from aras400k.data.composition import class_counts, composition_from_counts
 from aras400k.data.remote import is_url, join_location, location_name, open_shard, parse_spec, read_location
+from aras400k.files import naming_path, sha256_file
+from aras400k.files import write_json_atomic as _write_json_atomic
 
 if TYPE_CHECKING:
     import webdataset as wds
@@ -47,6 +50,8 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
+    "MAX_IMAGE_PIXELS",
+    "MAX_MEMBER_BYTES",
     "SOURCES",
     "ManifestError",
     "Sample",
@@ -58,9 +63,13 @@ __all__ = [
     "decode_mask",
     "decode_sample",
     "encode_png",
+    "is_shard_name",
     "iter_raw_samples",
     "iter_samples",
     "list_shards",
+    "manifest_image_size",
+    "mixes_sizes",
+    "read_image_size",
     "read_manifest",
     "shard_paths",
     "write_json_atomic",
@@ -72,6 +81,12 @@ MANIFEST_NAME = "manifest.json"
 #: Allowed values of ``meta.json``'s ``source``.
 SOURCES = ("real", "synth_uncond", "synth_cond")
 Source = Literal["real", "synth_uncond", "synth_cond"]
+
+#: Most pixels an image or mask may have (4096 x 4096). Larger ones are bad samples,
+#: rejected from their header before anything is decoded, so memory stays bounded.
+MAX_IMAGE_PIXELS = 4096 * 4096
+#: Most bytes one tar member may hold; a larger (or sparse) member makes its shard unreadable.
+MAX_MEMBER_BYTES = 256 * 1024 * 1024
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 #: Members the writer builds itself; a raw member may not replace them (the manifest's
@@ -148,33 +163,141 @@ def encode_png(array: np.ndarray, compress_level: int = 6) -> bytes:
     return buffer.getvalue()
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode PNG/JPEG bytes into an ``(H, W, 3)`` uint8 RGB array.
+#: What Pillow raises on bytes it cannot decode (a decompression bomb included, and its
+#: warning when warnings are errors).
+_PIL_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    TypeError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Formats an image member may hold; masks are PNG only. Other decoders are never tried.
+_IMAGE_FORMATS = ("PNG", "JPEG")
+_MASK_FORMATS = ("PNG",)
+
+Size = tuple[int, int]
+
+
+def read_image_size(data: bytes, what: str = "image") -> Size:
+    """Read an image's ``(height, width)`` from its header, decoding no pixels.
+
+    A PNG's size comes straight from its ``IHDR`` chunk; other formats are opened
+    lazily with Pillow, which reads only the header.
+
+    Args:
+        data: PNG or JPEG bytes.
+        what: What the bytes are, for the message (``image``, ``mask``).
+
+    Returns:
+        ``(height, width)`` in pixels.
 
     Raises:
-        SampleError: If the bytes are not a readable image.
+        SampleError: If the header is unreadable or the picture has more than
+            :data:`MAX_IMAGE_PIXELS` pixels.
+    """
+    size = _png_size(data)
+    if size is None:
+        try:
+            with Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS) as img:
+                size = (img.height, img.width)
+        except _PIL_ERRORS as err:
+            raise SampleError(f"{what} is not a readable picture ({err})") from err
+    _check_size(size, what)
+    return size
+
+
+def _png_size(data: bytes) -> Size | None:
+    """``(height, width)`` from a PNG's ``IHDR`` chunk, or ``None`` if ``data`` is not a PNG."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise SampleError("PNG has no IHDR header chunk")
+    width, height = struct.unpack(">II", data[16:24])
+    return height, width
+
+
+def _check_size(size: Size, what: str, expected: Size | None = None, of: str = "the set's size") -> None:
+    """Refuse an empty or oversized picture, or one of another size than ``expected``."""
+    height, width = size
+    if height < 1 or width < 1 or height * width > MAX_IMAGE_PIXELS:
+        raise SampleError(f"{what} is {width}x{height} px, outside 1 to {MAX_IMAGE_PIXELS} pixels")
+    if expected is not None and tuple(size) != tuple(expected):
+        raise SampleError(f"{what} is {width}x{height} but {of} is {expected[1]}x{expected[0]}")
+
+
+def _open(data: bytes, what: str, formats: tuple[str, ...], size: Size | None, of: str) -> Image.Image:
+    """Open picture bytes lazily, having checked the size in their header (nothing decoded yet)."""
+    header = _png_size(data)
+    if header is not None:
+        _check_size(header, what, size, of)
+    img = Image.open(io.BytesIO(data), formats=formats)
+    try:
+        _check_size((img.height, img.width), what, size, of)
+    except SampleError:
+        img.close()
+        raise
+    return img
+
+
+def decode_image(data: bytes, size: Size | None = None) -> np.ndarray:
+    """Decode PNG/JPEG bytes into an ``(H, W, 3)`` uint8 RGB array.
+
+    The size is read from the header first: a picture over :data:`MAX_IMAGE_PIXELS`
+    (a decompression bomb) or of another size than ``size`` is refused undecoded.
+
+    Args:
+        data: The encoded image.
+        size: ``(height, width)`` the image must have (e.g. the set's); ``None``: any
+            size up to :data:`MAX_IMAGE_PIXELS`.
+
+    Returns:
+        The image.
+
+    Raises:
+        SampleError: If the bytes are not a readable image or it has the wrong size.
     """
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with _open(data, "image", _IMAGE_FORMATS, size, "the set's size") as img:
             if img.mode != "RGB":
                 img = img.convert("RGB")
             return np.array(img)
-    except (OSError, SyntaxError, ValueError) as err:
+    except SampleError:
+        raise
+    except _PIL_ERRORS as err:
         raise SampleError(f"image is not a readable picture ({err})") from err
 
 
-def decode_mask(data: bytes) -> np.ndarray:
-    """Decode a one-channel index-mask PNG and check its values.
+def decode_mask(data: bytes, size: Size | None = None, of: str = "image") -> np.ndarray:
+    """Decode a one-channel index-mask PNG and check its size and values.
+
+    Args:
+        data: The encoded mask.
+        size: ``(height, width)`` the mask must have (its image's); ``None``: any size
+            up to :data:`MAX_IMAGE_PIXELS`.
+        of: Whose size ``size`` is, for the message.
+
+    Returns:
+        The ``(H, W)`` uint8 class indices.
 
     Raises:
-        SampleError: If unreadable, not one channel, or holding values other than 0-6 and 255.
+        SampleError: If unreadable, of the wrong size, not one channel, or holding
+            values other than 0-6 and 255.
     """
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with _open(data, "mask", _MASK_FORMATS, size, of) as img:
             if img.mode not in ("L", "P"):
                 raise SampleError(f"mask must be a one-channel PNG, got mode {img.mode}")
             mask = np.array(img)
-    except (OSError, SyntaxError, ValueError) as err:
+    except SampleError:
+        raise
+    except _PIL_ERRORS as err:
         raise SampleError(f"mask is not a readable PNG ({err})") from err
     top = int(mask.max()) if mask.size else 0
     if top >= NUM_CLASSES and (top != IGNORE_INDEX or _has_bad_values(mask)):
@@ -187,20 +310,26 @@ def _has_bad_values(mask: np.ndarray) -> bool:
     return bool(((mask >= NUM_CLASSES) & (mask != IGNORE_INDEX)).any())
 
 
-def decode_sample(raw: Mapping[str, bytes], with_mask: bool = True, with_captions: bool = True) -> Sample:
+def decode_sample(
+    raw: Mapping[str, bytes], with_mask: bool = True, with_captions: bool = True, size: Size | None = None
+) -> Sample:
     """Decode one raw webdataset sample (``__key__`` plus member bytes).
 
     Args:
         raw: ``{"__key__": key, "image.png": bytes, ...}``.
         with_mask: Decode ``mask.png`` when present.
         with_captions: Parse ``captions.json`` when present.
+        size: ``(height, width)`` every image and mask of the set has (see
+            :func:`manifest_image_size`); a sample of another size is refused before
+            it is decoded. ``None``: any size up to :data:`MAX_IMAGE_PIXELS`.
 
     Returns:
         The decoded :class:`Sample`.
 
     Raises:
-        SampleError: If ``image.png`` or ``meta.json`` is missing or corrupt, a mask is
-            invalid, or the image and mask sizes differ. The message names the key.
+        SampleError: If ``image.png`` or ``meta.json`` is missing or corrupt, ``meta.json``
+            is not a JSON object, ``captions.json`` not a JSON list, a mask is invalid, or
+            the image or mask has the wrong size. The message names the key.
     """
     key = str(raw.get("__key__", "?"))
     try:
@@ -208,27 +337,40 @@ def decode_sample(raw: Mapping[str, bytes], with_mask: bool = True, with_caption
             raise SampleError("member image.png is missing")
         if "meta.json" not in raw:
             raise SampleError("member meta.json is missing")
-        image = decode_image(raw["image.png"])
-        try:
-            meta = json.loads(raw["meta.json"])
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise SampleError(f"meta.json is not valid JSON ({err})") from err
+        meta = _parse_json(raw["meta.json"], "meta.json", dict)
+        image = decode_image(raw["image.png"], size)
         mask = None
         if with_mask and "mask.png" in raw:
-            mask = decode_mask(raw["mask.png"])
-            if mask.shape != image.shape[:2]:
-                raise SampleError(
-                    f"mask is {mask.shape[1]}x{mask.shape[0]} but image is {image.shape[1]}x{image.shape[0]}"
-                )
+            mask = decode_mask(raw["mask.png"], image.shape[:2])
         captions = None
         if with_captions and "captions.json" in raw:
-            try:
-                captions = json.loads(raw["captions.json"])
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise SampleError(f"captions.json is not valid JSON ({err})") from err
+            captions = _parse_json(raw["captions.json"], "captions.json", list)
     except SampleError as err:
         raise SampleError(f"sample {key}: {err}") from err
     return Sample(key=key, image=image, mask=mask, meta=meta, captions=captions)
+
+
+def _parse_json(data: Any, member: str, kind: type) -> Any:
+    """Parse a JSON member that must hold a ``kind`` (``dict``: an object, ``list``: a list)."""
+    try:
+        value = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+        raise SampleError(f"{member} is not valid JSON ({err})") from err
+    if not isinstance(value, kind):
+        raise SampleError(f"{member} must hold {_json_kind(kind())}, got {_json_kind(value)}")
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words (``null``, ``a string``, ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    names: dict[type, str] = {str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -238,18 +380,7 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
         path: Destination file.
         obj: JSON-serialisable object.
     """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    _write_json_atomic(path, obj)
 
 
 class ShardWriter:
@@ -311,12 +442,16 @@ class ShardWriter:
         self.source = source
         self.samples_per_shard = samples_per_shard
         self.prefix = prefix or split
+        if not is_shard_name(self._shard_name(0)):
+            raise ValueError(f"shard name prefix {self.prefix!r} must be a plain file name (no path separators)")
         self.compress_level = compress_level
         self.extra = dict(extra or {})
         self.shards: list[dict[str, Any]] = []
         self.manifest: dict[str, Any] = {}
         self.num_samples = 0
         self.num_masks = 0
+        #: Every ``(height, width)`` written (one, unless the set mixes sizes).
+        self.image_sizes: set[Size] = set()
         self.pixel_counts = np.zeros(NUM_CLASSES, dtype=np.int64)
         self._keys: set[str] = set()
         self._tar: wds.TarWriter | None = None
@@ -342,17 +477,19 @@ class ShardWriter:
         self._tmp_path = self.out_dir / (name + ".tmp")
         # A fixed mtime makes shards byte-identical across runs with the same input; no
         # encoder, so every member (all bytes already) is stored exactly as given.
-        self._tar = wds.TarWriter(str(self._tmp_path), mtime=0.0, encoder=False)
+        with naming_path(self._tmp_path):
+            self._tar = wds.TarWriter(str(self._tmp_path), mtime=0.0, encoder=False)
         self._tar_count = 0
 
     def _finish_shard(self) -> None:
         if self._tar is None:
             return
-        self._tar.close()
+        with naming_path(self._tmp_path):
+            self._tar.close()
         name = self._shard_name(len(self.shards))
         final = self.out_dir / name
         os.replace(self._tmp_path, final)
-        self.shards.append({"name": name, "num_samples": self._tar_count, "sha256": _sha256(final)})
+        self.shards.append({"name": name, "num_samples": self._tar_count, "sha256": sha256_file(final)})
         self._tar = None
 
     def write(self, sample: Sample) -> None:
@@ -364,8 +501,9 @@ class ShardWriter:
                 ``image_png`` and ``raw_members`` are written verbatim.
 
         Raises:
-            ValueError: On a bad key, a repeated key, a malformed image or mask, or a raw
-                member with a bad name or one the writer builds itself.
+            ValueError: On a bad key, a repeated key, a malformed image or mask, an image
+                over :data:`MAX_IMAGE_PIXELS`, or a raw member with a bad name or one the
+                writer builds itself.
         """
         if self._closed:
             raise RuntimeError("ShardWriter is closed")
@@ -377,6 +515,9 @@ class ShardWriter:
         image = np.asarray(sample.image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"sample {key}: image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        size = (int(image.shape[0]), int(image.shape[1]))
+        if size[0] * size[1] > MAX_IMAGE_PIXELS:
+            raise ValueError(f"sample {key}: image is {size[1]}x{size[0]} px, more than {MAX_IMAGE_PIXELS} pixels")
         raw_members = _check_raw_members(key, sample.raw_members, with_captions=sample.captions is not None)
         for name in ("image_png", "mask_png"):
             value = getattr(sample, name)
@@ -416,8 +557,10 @@ class ShardWriter:
         if self._tar is None:
             self._open_next()
         assert self._tar is not None
-        self._tar.write(members)
+        with naming_path(self._tmp_path):
+            self._tar.write(members)
         self._keys.add(key)
+        self.image_sizes.add(size)
         self._tar_count += 1
         self.num_samples += 1
         if self._tar_count >= self.samples_per_shard:
@@ -445,6 +588,11 @@ class ShardWriter:
             "composition": composition_from_counts(self.pixel_counts),
             **self.extra,
         }
+        # The writer's own measurement (a copied-over value is not trusted): the one
+        # size of all images, null when they differ, absent when there are none.
+        self.manifest.pop("image_size", None)
+        if self.image_sizes:
+            self.manifest["image_size"] = list(*self.image_sizes) if len(self.image_sizes) == 1 else None
         write_json_atomic(self.out_dir / MANIFEST_NAME, self.manifest)
         self._closed = True
         return self.manifest
@@ -532,17 +680,133 @@ def _read_manifest_spec(spec: str | Path) -> dict[str, Any]:
 
 
 def _check_manifest(manifest: Any, where: str) -> dict[str, Any]:
-    """Check a parsed manifest's format, version and required fields."""
+    """Check a parsed manifest's format, version, fields and shard entries.
+
+    This is the one gate every reader passes: after it, ``shards`` is a list of
+    entries whose ``name`` is a plain ``.tar`` file name inside the set (see
+    :func:`is_shard_name`), so no reader opens, and no writer deletes, a file outside
+    the folder because a manifest names it.
+    """
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise ManifestError(f"{where} is not an {FORMAT_NAME} manifest")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise ManifestError(
-            f"{where} has format version {manifest['format_version']}, newer than this library's {FORMAT_VERSION}"
-        )
+    version = manifest.get("format_version", 0)
+    if not _is_count(version):
+        raise ManifestError(f"{where}: format_version must be a whole number, got {_brief(version)}")
+    if version > FORMAT_VERSION:
+        raise ManifestError(f"{where} has format version {version}, newer than this library's {FORMAT_VERSION}")
     for required in ("shards", "num_samples", "split", "source"):
         if required not in manifest:
             raise ManifestError(f"{where} lacks the field {required!r}")
+    for name in ("split", "source"):
+        if not isinstance(manifest[name], str):
+            raise ManifestError(f"{where}: {name} must be a string, got {_brief(manifest[name])}")
+    if not is_shard_name(f"{manifest['split']}.tar"):
+        raise ManifestError(f"{where}: split {_brief(manifest['split'])} is not a plain name (it names the shards)")
+    for name in ("num_samples", "num_masks"):
+        if name in manifest and not _is_count(manifest[name]):
+            raise ManifestError(f"{where}: {name} must be a whole number >= 0, got {_brief(manifest[name])}")
+    _check_shard_entries(manifest["shards"], where)
+    pixels = manifest.get("class_pixels")
+    if pixels is not None and not (isinstance(pixels, dict) and all(_is_count(n) for n in pixels.values())):
+        raise ManifestError(f"{where}: class_pixels must map class names to pixel counts, got {_brief(pixels)}")
+    if manifest.get("image_size") is not None:
+        _check_image_size(manifest["image_size"], where)
     return manifest
+
+
+def _check_shard_entries(shards: Any, where: str) -> None:
+    """Check the ``shards`` list: entries with a plain, unique ``name``, a ``num_samples`` and a string ``sha256``."""
+    if not isinstance(shards, list):
+        raise ManifestError(f"{where}: shards must be a list of entries, got {_brief(shards)}")
+    seen: set[str] = set()
+    for index, entry in enumerate(shards):
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise ManifestError(f"{where}: shard entry {index} is not an object with a name, got {_brief(entry)}")
+        name = entry["name"]
+        if not is_shard_name(name):
+            raise ManifestError(
+                f"{where}: shard entry {index} has name {_brief(name)}, not a plain .tar file name inside the set"
+            )
+        if name in seen:
+            raise ManifestError(f"{where}: shard {name} is listed twice")
+        seen.add(name)
+        if not _is_count(entry.get("num_samples")):
+            raise ManifestError(f"{where}: shard {name} needs num_samples, a whole number >= 0")
+        if not isinstance(entry.get("sha256", ""), str):
+            raise ManifestError(f"{where}: shard {name} has a sha256 that is not a string")
+
+
+def _check_image_size(size: Any, where: str) -> None:
+    """Check a manifest's ``image_size``: ``[height, width]``, positive, at most :data:`MAX_IMAGE_PIXELS`."""
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_count(n) and n > 0 for n in size)):
+        raise ManifestError(f"{where}: image_size must be [height, width] in pixels, got {_brief(size)}")
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ManifestError(f"{where}: image_size {size} exceeds the {MAX_IMAGE_PIXELS} pixels an image may have")
+
+
+def is_shard_name(name: Any) -> bool:
+    """Whether ``name`` is a plain shard file name: ``NAME.tar`` inside the set folder.
+
+    Plain means a non-empty string ending in ``.tar``, without path separators (slash
+    or backslash), NUL, or a leading ``.`` (so neither ``..`` nor hidden files).
+    Manifests may list only such names, so a shard set never points outside its folder.
+
+    Args:
+        name: A manifest's shard name (any JSON value).
+
+    Returns:
+        Whether it is a plain shard name.
+    """
+    return (
+        isinstance(name, str)
+        and len(name) > len(".tar")
+        and name.endswith(".tar")
+        and not name.startswith(".")
+        and not any(c in name for c in "/\\\0")
+    )
+
+
+def _is_count(value: Any) -> bool:
+    """Whether a JSON value is a whole number >= 0 (``true`` is not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _brief(value: Any, limit: int = 60) -> str:
+    """A value's repr, cut for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def manifest_image_size(manifest: Mapping[str, Any] | None) -> Size | None:
+    """The ``(height, width)`` of every image of a set, as its manifest records it.
+
+    ``image_size`` is ``null`` in the manifest of a set whose images differ in size
+    (see :func:`mixes_sizes`); manifests written before it was recorded lack it, and
+    readers then take the first sample's size instead.
+
+    Args:
+        manifest: A manifest from :func:`read_manifest`, or ``None``.
+
+    Returns:
+        ``(height, width)``, or ``None`` when not recorded or the sizes differ.
+    """
+    size = manifest.get("image_size") if manifest is not None else None
+    return (int(size[0]), int(size[1])) if size is not None else None
+
+
+def mixes_sizes(manifest: Mapping[str, Any] | None) -> bool:
+    """Whether a manifest says its images differ in size (``image_size`` is ``null``).
+
+    Such a set suits per-sample tools (labelling, captioning); :class:`~aras400k.data.ShardDataset`
+    batches need one size and keep the first sample's.
+
+    Args:
+        manifest: A manifest from :func:`read_manifest`, or ``None``.
+
+    Returns:
+        ``True`` only when ``image_size`` is present and ``null``.
+    """
+    return manifest is not None and "image_size" in manifest and manifest["image_size"] is None
 
 
 def shard_paths(directory: str | Path, check: bool = True) -> list[Path]:
@@ -632,8 +896,9 @@ def iter_raw_samples(
         ``{"__key__": key, "__shard__": location, member: bytes, ...}``.
 
     Raises:
-        ShardReadError: If the tar itself is truncated or corrupt (the samples before the
-            damage have been yielded); a :class:`tarfile.ReadError` that names the shard.
+        ShardReadError: If the tar itself is truncated or corrupt, or a member holds more
+            than :data:`MAX_MEMBER_BYTES` (the samples before the damage have been yielded);
+            a :class:`tarfile.ReadError` that names the shard.
         FileNotFoundError: If a URL does not exist (HTTP 404).
         aras400k.data.remote.ShardTimeoutError: If a remote shard misses its deadline.
         aras400k.data.remote.PipeError: If a ``pipe:`` command fails.
@@ -690,6 +955,8 @@ def _group_members(tar: tarfile.TarFile, shard: str) -> Iterator[dict[str, Any]]
             current = None
         if current is None:
             current = {"__key__": key, "__shard__": shard}
+        if info.size > MAX_MEMBER_BYTES:
+            raise tarfile.ReadError(f"member {info.name!r} holds {info.size} bytes, over the {MAX_MEMBER_BYTES} limit")
         fh = tar.extractfile(info)
         current[member] = fh.read() if fh is not None else b""
     if current is not None:
@@ -713,12 +980,18 @@ def iter_samples(
 
     Raises:
         ManifestError: If the folder is not a shard set.
-        SampleError: On the first corrupt sample (use :func:`aras400k.data.verify.verify_shards`
-            to list them all).
+        SampleError: On the first corrupt sample, or one of another size than the
+            manifest's ``image_size`` (else the first sample's; any size in a set that
+            :func:`mixes_sizes`); use
+            :func:`aras400k.data.verify.verify_shards` to list them all.
     """
     listing = list_shards(directory)
+    size, learn = manifest_image_size(listing.manifest), not mixes_sizes(listing.manifest)
     for location, name in zip(listing.locations, listing.names, strict=True):
         if shards is not None and name not in shards:
             continue
         for raw in iter_raw_samples(location):
-            yield decode_sample(raw, with_mask=with_mask, with_captions=with_captions)
+            sample = decode_sample(raw, with_mask=with_mask, with_captions=with_captions, size=size)
+            if size is None and learn:
+                size = (sample.image.shape[0], sample.image.shape[1])
+            yield sample

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -15,15 +17,20 @@ from aras400k.classes import CLASS_NAMES, NUM_CLASSES
 from aras400k.data.composition import class_counts
 from aras400k.data.remote import as_location, locate, location_name
 from aras400k.data.shards import (
+    _KEY_RE,
     SOURCES,
     ManifestError,
     SampleError,
     ShardReadError,
-    _sha256,
+    Size,
+    _brief,
     decode_sample,
     iter_raw_samples,
+    manifest_image_size,
+    mixes_sizes,
     read_manifest,
 )
+from aras400k.files import sha256_file
 
 __all__ = ["VerifyReport", "verify_shards"]
 
@@ -73,11 +80,16 @@ class VerifyReport:
 def verify_shards(directory: str | Path, progress: bool = True) -> VerifyReport:
     """Check every shard of a set against the manifest and decode every sample.
 
-    Checks: the manifest is readable; every listed shard exists with the recorded
-    sha256 and sample count; no unlisted ``.tar`` files; every sample has a readable
-    ``image.png`` and ``meta.json`` (with ``source``, ``split``, ``composition``), a valid
-    ``mask.png`` of the image's size where present and parsable ``captions.json``; keys
-    are unique; the totals and summed class pixels equal the manifest's.
+    Checks: the manifest is readable and well formed (its shard names plain ``.tar``
+    file names inside the set: a manifest naming any other file is a problem, and that
+    file is never opened); every listed shard exists with the recorded sha256 and
+    sample count; no unlisted ``.tar`` files; every sample has a valid key, a readable
+    ``image.png`` of the set's size (the manifest's ``image_size``, else the first
+    sample's; any size when the manifest says the sizes differ) and a ``meta.json``
+    object (with a known ``source``, a ``split`` and a ``composition``), a valid
+    ``mask.png`` of the image's size where present and a ``captions.json`` list; keys
+    are unique; the totals and summed class pixels equal the manifest's. Whatever the
+    files hold, it reports problems and never raises.
 
     A URL folder (``http://host/train/``, ``s3://bucket/train/``) is checked the same way,
     each shard downloaded once, except that it cannot be listed for unlisted or
@@ -105,10 +117,11 @@ def verify_shards(directory: str | Path, progress: bool = True) -> VerifyReport:
             report.problems.append((extra, "shard file is not listed in the manifest"))
         for tmp in sorted(directory.glob("*.tmp")):
             report.warnings.append((tmp.name, "temporary file left by an interrupted write"))
-    seen: set[str] = set()
-    pixels = np.zeros(NUM_CLASSES, dtype=np.int64)
+    if mixes_sizes(manifest):
+        report.warnings.append((MANIFEST_FIELD, "images differ in size (image_size is null); training needs one size"))
+    state = _SetState(size=manifest_image_size(manifest), learn_size=not mixes_sizes(manifest))
     for entry in _progress(manifest["shards"], progress, location_name(name)):
-        _verify_shard(directory, entry, seen, pixels, report)
+        _verify_shard(directory, entry, state, report)
     if report.num_samples != manifest["num_samples"] and not report.problems:
         report.problems.append(
             (MANIFEST_FIELD, f"manifest says {manifest['num_samples']} samples, shards hold {report.num_samples}")
@@ -116,16 +129,26 @@ def verify_shards(directory: str | Path, progress: bool = True) -> VerifyReport:
     recorded = manifest.get("class_pixels")
     if recorded is not None and manifest.get("num_masks", 0) == manifest["num_samples"] and not report.problems:
         expected = np.array([recorded.get(n, 0) for n in CLASS_NAMES])
-        if not np.array_equal(expected, pixels):
+        if not np.array_equal(expected, state.pixels):
             report.problems.append((MANIFEST_FIELD, "class_pixels differ from the masks in the shards"))
     return report
+
+
+@dataclass
+class _SetState:
+    """What the shards of one set have shown so far."""
+
+    size: Size | None
+    learn_size: bool = True
+    seen: set[str] = field(default_factory=set)
+    pixels: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, dtype=np.int64))
 
 
 def _progress(items: list[dict], enabled: bool, name: str) -> Iterable[dict]:
     return tqdm(items, desc=f"verify {name}", unit="shard", disable=not enabled)
 
 
-def _verify_shard(directory: str | Path, entry: dict, seen: set[str], pixels: np.ndarray, report: VerifyReport) -> None:
+def _verify_shard(directory: str | Path, entry: dict, state: _SetState, report: VerifyReport) -> None:
     name = entry["name"]
     path = locate(directory, name)
     digest = None
@@ -133,7 +156,7 @@ def _verify_shard(directory: str | Path, entry: dict, seen: set[str], pixels: np
         if not path.is_file():
             report.problems.append((name, "shard file is missing"))
             return
-        if "sha256" in entry and _sha256(path) != entry["sha256"]:
+        if "sha256" in entry and sha256_file(path) != entry["sha256"]:
             report.problems.append((name, "sha256 differs from the manifest (file changed or truncated)"))
     elif "sha256" in entry:
         digest = hashlib.sha256()  # a remote shard is hashed as it is read, not downloaded twice
@@ -141,25 +164,15 @@ def _verify_shard(directory: str | Path, entry: dict, seen: set[str], pixels: np
     try:
         for raw in iter_raw_samples(path, digest=digest):
             count += 1
-            key = raw["__key__"]
-            where = f"{name}:{key}"
-            if key in seen:
+            where = f"{name}:{raw['__key__']}"
+            if raw["__key__"] in state.seen:
                 report.problems.append((where, "key occurs more than once in the set"))
-            seen.add(key)
-            try:
-                sample = decode_sample(raw)
-            except SampleError as err:
-                report.problems.append((where, str(err).removeprefix(f"sample {key}: ")))
-                continue
-            missing = [f for f in _REQUIRED_META if f not in sample.meta]
-            if missing:
-                report.problems.append((where, f"meta.json lacks {missing}"))
-                continue
-            if sample.meta["source"] not in SOURCES:
-                report.problems.append((where, f"meta source {sample.meta['source']!r} is not one of {SOURCES}"))
-            if sample.mask is not None:
-                pixels += class_counts(sample.mask)
-            report.num_samples += 1
+            state.seen.add(raw["__key__"])
+            problem = _verify_sample(raw, state)
+            if problem is not None:
+                report.problems.append((where, problem))
+            else:
+                report.num_samples += 1
     except FileNotFoundError:
         report.problems.append((name, "shard file is missing"))
         return
@@ -171,5 +184,43 @@ def _verify_shard(directory: str | Path, entry: dict, seen: set[str], pixels: np
         return
     if digest is not None and digest.hexdigest() != entry["sha256"]:
         report.problems.append((name, "sha256 differs from the manifest (file changed or truncated)"))
-    if count != entry.get("num_samples", count):
+    if count != entry["num_samples"]:
         report.problems.append((name, f"manifest says {entry['num_samples']} samples, shard holds {count}"))
+
+
+def _verify_sample(raw: dict, state: _SetState) -> str | None:
+    """Check one raw sample; return what is wrong with it, or ``None``."""
+    key = raw["__key__"]
+    if not _KEY_RE.match(key):
+        return f"key {key!r} may hold only letters, digits, '_' and '-'"
+    try:
+        sample = decode_sample(raw, size=state.size)
+    except SampleError as err:
+        return str(err).removeprefix(f"sample {key}: ")
+    problem = _meta_problem(sample.meta)
+    if problem is not None:
+        return problem
+    if state.size is None and state.learn_size:
+        state.size = (sample.image.shape[0], sample.image.shape[1])
+    if sample.mask is not None:
+        state.pixels += class_counts(sample.mask)
+    return None
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with a sample's ``meta.json`` object, or ``None``."""
+    missing = [f for f in _REQUIRED_META if f not in meta]
+    if missing:
+        return f"meta.json lacks {missing}"
+    if not isinstance(meta["source"], str) or meta["source"] not in SOURCES:
+        return f"meta source {_brief(meta['source'])} is not one of {SOURCES}"
+    if not isinstance(meta["split"], str):
+        return f"meta split {_brief(meta['split'])} is not a string"
+    composition = meta["composition"]
+    if not isinstance(composition, dict) or not all(_is_share(v) for v in composition.values()):
+        return f"meta composition {_brief(composition)} does not map class names to shares"
+    return None
+
+
+def _is_share(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,6 +35,7 @@ from aras400k.evaluation.captions import (
 from aras400k.evaluation.config import CLIP_HINT, SEGMENTER_HINT, DatasetInputs, EvalConfig, check_inputs
 from aras400k.evaluation.distributions import composition_section, dataset_features, embedding_section, fid_section
 from aras400k.evaluation.tables import NA, Section, count, markdown_table, number, percent
+from aras400k.files import write_atomic
 from aras400k.metrics import CLIPScore, feature_extractor
 from aras400k.metrics.fid import FeatureExtractor, SegmenterFeatures
 
@@ -370,10 +370,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, text)
 
 
 def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:

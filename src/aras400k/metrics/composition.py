@@ -24,23 +24,28 @@ computation. Two datasets are compared by:
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image
 from torchmetrics import Metric
 from tqdm.auto import tqdm
 
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from aras400k.data.composition import class_counts
-from aras400k.data.shards import SampleError, decode_mask, iter_raw_samples, list_shards, read_manifest
+from aras400k.data.shards import (
+    SampleError,
+    decode_mask,
+    iter_raw_samples,
+    list_shards,
+    read_image_size,
+    read_manifest,
+)
 from aras400k.data.stats import DatasetComposition
 from aras400k.plotting import save_figure
 
@@ -423,8 +428,7 @@ def _raw_counts(raw: Mapping[str, Any]) -> np.ndarray:
         comp = meta.get("composition") if isinstance(meta, dict) else None
         if not isinstance(comp, Mapping) or "image.png" not in raw:
             return np.zeros(NUM_CLASSES, dtype=np.int64)
-        with Image.open(io.BytesIO(raw["image.png"])) as img:
-            width, height = img.size
+        height, width = read_image_size(raw["image.png"])
     except (SampleError, json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
         raise SampleError(f"{raw.get('__shard__', '?')}: sample {key}: {err}") from err
     shares = np.array([float(comp.get(name, 0.0)) for name in CLASS_NAMES])
@@ -455,6 +459,11 @@ def dataset_composition(metric: CompositionDistribution, label: str, source: str
 
 
 # -- figure ---------------------------------------------------------------------------------------
+
+
+#: Line styles and markers of the datasets in :func:`plot_share_distributions`, in order.
+_LINE_STYLES: tuple[Literal["-", "--", ":", "-."], ...] = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 def plot_share_distributions(
@@ -506,9 +515,14 @@ def plot_share_distributions(
             hist = result["histogram"][i].numpy().reshape(bins, -1).sum(1).astype(np.float64)
             frac = hist / hist.sum() if hist.sum() > 0 else hist
             mean = 100 * float(result["mean_image_share"][i])
-            ax.stairs(
-                np.where(frac > 0, frac, np.nan), edges, color=colours[j % 10], linewidth=1.6, label=f"mean {mean:.1f}%"
-            )
+            values = np.where(frac > 0, frac, np.nan)
+            # Earlier datasets are drawn wider and later ones dashed on top, with a marker per
+            # bin, so a line that coincides with another stays visible.
+            style = _LINE_STYLES[j % len(_LINE_STYLES)]
+            width = max(1.0, 3.2 - 0.7 * j)
+            ax.stairs(values, edges, color=colours[j % 10], linewidth=width, linestyle=style, label=f"mean {mean:.1f}%")
+            centres = (edges[:-1] + edges[1:]) / 2
+            ax.plot(centres, values, _MARKERS[j % len(_MARKERS)], color=colours[j % 10], markersize=3.5)
         ax.set_yscale("log")
         ax.set_ylim(floor, 1.5)
         ax.set_xlim(0, 100)
@@ -524,7 +538,11 @@ def plot_share_distributions(
         ax.axis("off")
     if legend_ax is not None:
         handles = [
-            plt.Line2D([], [], color=colours[j % 10], linewidth=2, label=f"{label} (n={int(r['num_images']):,})")
+            plt.Line2D(
+                [], [], color=colours[j % 10], linewidth=max(1.0, 3.2 - 0.7 * j),
+                linestyle=_LINE_STYLES[j % len(_LINE_STYLES)], marker=_MARKERS[j % len(_MARKERS)], markersize=4,
+                label=f"{label} (n={int(r['num_images']):,})",
+            )
             for j, (label, r) in enumerate(results.items())
         ]
         legend_ax.legend(handles=handles, loc="center", frameon=False, title="dataset")

@@ -124,6 +124,7 @@ class PipelineConfig:
         eval: ``aras-eval`` (base config and options; data sets and paths are filled in).
         ablate: ``aras-ablate`` (base config and options; configurations are filled in).
         gan_fid: Log ``val_fid`` of both GANs during training in the segmenter's feature space.
+        fid_bound: A GAN whose last ``val_fid`` is above this is flagged as not trustworthy.
         skip: Stages not to run (their outputs must then come from an earlier run).
     """
 
@@ -139,6 +140,7 @@ class PipelineConfig:
     eval: StageConfig = field(default_factory=lambda: StageConfig("configs/eval.yaml"))
     ablate: StageConfig = field(default_factory=lambda: StageConfig("configs/ablate.yaml"))
     gan_fid: bool = True
+    fid_bound: float = 1000.0
     skip: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:

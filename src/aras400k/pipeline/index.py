@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aras400k.files import write_atomic
+
 if TYPE_CHECKING:
     from aras400k.pipeline.runner import StageRecord
     from aras400k.pipeline.stages import RunLayout, Stage
@@ -67,11 +69,19 @@ def write_index(layout: RunLayout, stages: Sequence[Stage], records: Sequence[St
         state = "finished" if record else status.get(stage.name, "not run")
         if state == "ran":
             state = "finished"
+        if record and stage.warnings():
+            state += " ⚠ not trustworthy (see below)"
         commands = record["commands"] if record else []
         command = "<br>".join(f"`{c}`" for c in commands) or "-"
         wall = _time(seconds) if record else "-"
         lines.append(f"| {stage.name} | {stage.summary} | {wall} | {state} | {command} |")
     lines += ["", f"Total recorded wall time: {_time(total)}.", ""]
+    finished = [stage for stage in stages if _recorded(layout, stage.name)]
+    flagged = [(stage.name, warning) for stage in finished for warning in stage.warnings()]
+    if flagged:
+        lines += ["## ⚠ Results not to trust", ""]
+        lines += [f"- **{name}**: {warning}." for name, warning in flagged]
+        lines.append("")
     glance = [text for stage in stages if (text := stage.results())]
     if glance:
         note = "Headline numbers of each stage (with the demo's tiny models they show the machinery, not the paper)."
@@ -99,7 +109,4 @@ def write_index(layout: RunLayout, stages: Sequence[Stage], records: Sequence[St
             lines += [f"![{a.what}]({_rel(a.path, root)})" for a in figures]
         lines.append("")
     path = root / "index.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    return write_atomic(path, "\n".join(lines))

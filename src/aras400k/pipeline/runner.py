@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from aras400k.data.shards import MANIFEST_NAME, ManifestError, read_manifest
+from aras400k.files import write_json_atomic
 from aras400k.locking import exclusive_lock
 from aras400k.pipeline.config import STAGE_NAMES, PipelineConfig
 from aras400k.pipeline.index import write_index
@@ -212,6 +213,12 @@ def _console(line: str, stream: IO[str]) -> None:
     print(line, file=stream, flush=True)
 
 
+def _console_warnings(stage: Stage, stream: IO[str]) -> None:
+    """One indented line per reason not to trust the stage's result."""
+    for warning in stage.warnings():
+        _console(f"      WARNING ({stage.name}): {warning}", stream)
+
+
 def _duration(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}m{rest:02d}s" if minutes else f"{seconds:.1f}s"
@@ -286,6 +293,7 @@ def _run_stages(
             seconds = float(previous.get("seconds", 0.0))
             records.append(StageRecord(stage.name, "skipped", seconds, [str(c) for c in commands]))
             _console(f"{tag} up to date ({stage.summary}; took {_duration(seconds)})", stream)
+            _console_warnings(stage, stream)
             continue
         if stage.name in forced or _read_record(layout, stage.name) is not None:
             # Forced, or finished before with other settings or inputs: start from scratch.
@@ -349,10 +357,9 @@ def _run_stage(
         "work": _work(stage),
     }
     path = _record_path(layout, stage.name)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, record)
     _console(f" done in {_duration(seconds)}", stream)
+    _console_warnings(stage, stream)
     return StageRecord(stage.name, "ran", seconds, [str(c) for c in commands])
 
 

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from aras400k.budget import fid_warning, read_summary
 from aras400k.data.remote import is_url, join_location
 from aras400k.pipeline.config import CaptionModel, PipelineConfig, StageConfig
 
@@ -288,6 +289,10 @@ class Stage(ABC):
         """Folders and files to delete before the stage runs again from scratch."""
         return self.outputs()
 
+    def warnings(self) -> list[str]:
+        """Plain-language reasons not to trust the stage's result (printed and put in ``index.md``)."""
+        return []
+
 
 def _newest(paths: Iterable[Path]) -> list[Path]:
     return sorted(paths, key=lambda p: (p.stat().st_mtime, str(p)))
@@ -404,6 +409,11 @@ class FitStage(Stage):
         """The whole stage folder."""
         return [self.layout.stage_dir(self.name)]
 
+    def warnings(self) -> list[str]:
+        """The training summary's warnings (undertrained, cut by ``max_time``, ...)."""
+        summary = read_summary(self.layout.stage_dir(self.name))
+        return list(summary.warnings) if summary is not None else []
+
 
 class SegmenterStage(FitStage):
     """Train the segmenter, then test it on the real test split (scores table, figures)."""
@@ -423,8 +433,8 @@ class SegmenterStage(FitStage):
 
     def results(self) -> str | None:
         """The test split's macro scores (%)."""
-        tables = _newest(self.layout.stage_dir(self.name).glob("logs/version_*/figures/test_scores.md"))
-        table = _first_table(tables[-1]) if tables else None
+        scores = self.layout.stage_dir(self.name) / "test" / "test_scores.md"
+        table = _first_table(scores) if scores.is_file() else None
         return f"Segmenter on the real test split (%):\n\n{table}" if table else None
 
     def artefacts(self) -> list[Artefact]:
@@ -437,15 +447,15 @@ class SegmenterStage(FitStage):
             Artefact(p, "best segmenter checkpoint by validation macro F1")
             for p in _newest((stage_dir / "checkpoints").glob("best-*.ckpt"))
         ]
+        for name, what in (
+            ("test_scores.md", "segmenter test scores on the real test split (macro and per class)"),
+            ("test_confusion.png", "segmenter confusion matrix on the test split"),
+            ("test_predictions.png", "test images, true masks and predictions"),
+        ):
+            if (stage_dir / "test" / name).is_file():
+                found.append(Artefact(stage_dir / "test" / name, what))
         for version in _newest(p for p in (stage_dir / "logs").glob("version_*") if p.is_dir()):
             figures = version / "figures"
-            for name, what in (
-                ("test_scores.md", "segmenter test scores on the real test split (macro and per class)"),
-                ("test_confusion.png", "segmenter confusion matrix on the test split"),
-                ("test_predictions.png", "test images, true masks and predictions"),
-            ):
-                if (figures / name).is_file():
-                    found.append(Artefact(figures / name, what))
             confusions = _newest(figures.glob("val_confusion_epoch*.png"))
             if confusions:
                 found.append(Artefact(confusions[-1], "validation confusion matrix, last epoch"))
@@ -468,6 +478,15 @@ class GANStage(FitStage):
             return None
         first, last, count = fids[0], fids[-1], len(fids)
         return f"{self.name} `val_fid`: {first:.1f} at the first validation, {last:.1f} at the last ({count})."
+
+    def warnings(self) -> list[str]:
+        """The training summary's warnings, and a ``val_fid`` above the config's ``fid_bound``."""
+        found = super().warnings()
+        version = _latest_version(self.layout.stage_dir(self.name))
+        fids = _metric_trajectory(version / "metrics.csv", "val_fid") if version is not None else []
+        if (fid := fid_warning(fids, self.config.fid_bound)) is not None:
+            found.append(fid)
+        return found
 
     def artefacts(self) -> list[Artefact]:
         """Checkpoint, last sample grid, metrics."""

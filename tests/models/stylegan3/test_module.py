@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -146,7 +147,10 @@ def test_sample_grid_png_is_written(tmp_path):
     path = tmp_path / "samples" / "train_it0000001.png"
     assert path.is_file() and model.last_grid_path == path
     with Image.open(path) as image:
-        assert image.size == (2 * RES + 3, 2 * RES + 3)  # 2x2 grid with 1-px padding.
+        pixels = np.asarray(image.convert("L"))
+    # A 16-px title band (black text on white) above a 2x2 grid with 1-px padding.
+    assert pixels.shape[0] == 16 + 2 * RES + 3 and pixels.shape[1] >= 2 * RES + 3
+    assert (pixels[:16] < 128).any() and (pixels[:16] > 250).mean() > 0.5
 
 
 def test_bad_arguments_name_the_choices():
@@ -181,3 +185,21 @@ def test_config_runs_fast_dev_run(cfg, demo_root, tmp_path):
 def test_copy_keeps_module_usable():
     model = tiny("stylegan2")
     assert torch.equal(copy.deepcopy(model).generate(1, seed=0), model.generate(1, seed=0))
+
+
+def test_map_is_a_deprecated_name_of_map_depth(tmp_path):
+    with pytest.warns(FutureWarning, match="use map_depth"):
+        old = tiny(map=3)
+    assert old.hparams["map_depth"] == 3 and "map" not in old.hparams
+    assert len([n for n in old.generator.state_dict() if n.startswith("mapping.fc")]) // 2 == 3
+    with pytest.raises(ValueError, match="disagree"), pytest.warns(FutureWarning):
+        tiny(map=3, map_depth=2)
+    # A checkpoint written before the rename (hyper-parameter "map") still loads.
+    new = tiny(map_depth=3)
+    checkpoint = {"state_dict": new.state_dict(), "hyper_parameters": {**dict(new.hparams), "map": 3}}
+    checkpoint["hyper_parameters"].pop("map_depth")
+    checkpoint["pytorch-lightning_version"] = "2.6.0"
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    with pytest.warns(FutureWarning):
+        loaded = StyleGAN3.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert loaded.hparams["map_depth"] == 3

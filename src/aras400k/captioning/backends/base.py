@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 from aras400k.captioning.requests import CaptionRequest
@@ -12,7 +12,18 @@ __all__ = ["BackendError", "CaptionBackend"]
 
 
 class BackendError(RuntimeError):
-    """A backend could not produce captions (a server kept failing, a model refused the input)."""
+    """A backend could not produce captions (a server kept failing, a model refused the input).
+
+    Args:
+        message: What went wrong and what to fix.
+        resumable: Whether rerunning the same command may succeed (a server that was
+            down or overloaded); ``False`` when the setup must change first (a wrong
+            model name, API key or URL, a request the server rejects).
+    """
+
+    def __init__(self, message: str, resumable: bool = True) -> None:
+        super().__init__(message)
+        self.resumable = resumable
 
 
 class CaptionBackend(ABC):
@@ -27,6 +38,9 @@ class CaptionBackend(ABC):
 
     #: Short name used by :func:`~aras400k.captioning.backends.build_backend` and the CLI.
     name: ClassVar[str] = "base"
+    #: Called, from any thread, after each retry of a request (the captioner refreshes
+    #: its progress bar); ``None`` calls nothing.
+    retry_listener: Callable[[], None] | None = None
 
     @property
     @abstractmethod
@@ -46,6 +60,15 @@ class CaptionBackend(ABC):
         Raises:
             BackendError: If the captions cannot be produced.
         """
+
+    def retry_counts(self) -> Mapping[str, int]:
+        """Failed tries of requests so far, by cause (a backend without a network has none).
+
+        Returns:
+            ``retries`` (tries sent again), ``timeouts``, and one count per cause such
+            as ``HTTP 429`` or ``connection``; empty when nothing failed.
+        """
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release models, threads or connections (the default holds none)."""

@@ -2,10 +2,16 @@
 
 Works with vLLM, SGLang, Ollama, llama.cpp's server and hosted APIs. Requests go out
 on a thread pool of ``max_concurrency`` workers, round-robin over ``base_urls`` so
-captioning scales out to a fleet of servers; a request that fails with 429, a 5xx
+captioning scales out to a fleet of servers; a request that fails with 408, 429, a 5xx
 status, a timeout or a dropped connection is retried with exponential backoff on the
-next server. Images travel as base64 PNG (or JPEG) data URLs. Only the standard
-library is used.
+next server, and every retry is counted (:meth:`OpenAIBackend.retry_counts`).
+
+Any other answer (400, 401, 403, 404, 409, 422, ...) means the setup is wrong (API key,
+model name, URL, request fields) and every request would get it: it is never retried,
+the requests in flight are cancelled and their retries dropped, and the error says what
+to fix. Until a first request has been answered, requests go out one at a time, so a
+wrong model name costs one request, not a batch. Images travel as base64 PNG (or JPEG)
+data URLs. Only the standard library is used. See ``docs/captioning.md``.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ import itertools
 import json
 import os
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -30,9 +36,10 @@ from PIL import Image
 from aras400k.captioning.backends.base import BackendError, CaptionBackend
 from aras400k.captioning.requests import CaptionRequest
 
-__all__ = ["OpenAIBackend", "image_data_url"]
+__all__ = ["RETRY_STATUS", "OpenAIBackend", "image_data_url"]
 
-_RETRY_STATUS = frozenset({408, 409, 429})
+#: HTTP statuses retried (as is every 5xx); any other error status is final.
+RETRY_STATUS = frozenset({408, 429})
 
 
 def image_data_url(image: np.ndarray, image_format: Literal["png", "jpeg"] = "png") -> str:
@@ -55,9 +62,16 @@ def image_data_url(image: np.ndarray, image_format: Literal["png", "jpeg"] = "pn
 
 
 class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    """A failed try worth repeating; ``cause`` is what :meth:`OpenAIBackend.retry_counts` counts it as."""
+
+    def __init__(self, message: str, cause: str, retry_after: float | None = None) -> None:
         super().__init__(message)
+        self.cause = cause
         self.retry_after = retry_after
+
+
+class _Cancelled(Exception):
+    """Another request of the batch failed for good; this one stopped without sending again."""
 
 
 class OpenAIBackend(CaptionBackend):
@@ -71,7 +85,7 @@ class OpenAIBackend(CaptionBackend):
             token when set); ``None`` sends no key.
         max_concurrency: Requests in flight at once (over all servers).
         timeout_s: Seconds to wait for one response.
-        max_retries: Retries of one request on 429, 5xx, timeouts and connection errors.
+        max_retries: Retries of one request on 408, 429, 5xx, timeouts and connection errors.
         backoff_s: First retry delay; it doubles per retry up to ``max_backoff_s``
             (a server's ``Retry-After`` is honoured within that cap).
         max_backoff_s: Longest delay between retries.
@@ -126,6 +140,8 @@ class OpenAIBackend(CaptionBackend):
         self._cycle = itertools.cycle(range(len(self.endpoints)))
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._counts: Counter[str] = Counter()
+        self._answered = False  # one request at a time until a server has answered
 
     @property
     def model_name(self) -> str:
@@ -179,6 +195,58 @@ class OpenAIBackend(CaptionBackend):
         body.update(self.extra_body)
         return body
 
+    def retry_counts(self) -> Mapping[str, int]:
+        """Failed tries so far, by cause.
+
+        Returns:
+            ``retries`` (tries sent again), ``timeouts``, ``connection errors``,
+            ``bad answers`` (not JSON) and ``HTTP <status>`` counts; only causes seen.
+        """
+        with self._lock:
+            return dict(self._counts)
+
+    def _count(self, cause: str, retried: bool) -> None:
+        with self._lock:
+            self._counts[cause] += 1
+            if retried:
+                self._counts["retries"] += 1
+        if retried and self.retry_listener is not None:
+            self.retry_listener()
+
+    def _served_models(self, url: str) -> str:
+        """``; the server serves: a, b`` from ``GET /models``, or ``""`` when it does not say."""
+        root = url.removesuffix("/chat/completions")
+        request = urllib.request.Request(root + "/models", headers=self._headers())
+        try:
+            with urllib.request.urlopen(request, timeout=min(self.timeout_s, 5.0)) as response:
+                names = [str(m["id"]) for m in json.loads(response.read())["data"]]
+        except Exception:  # only a hint: any failure means no hint
+            return ""
+        return f"; the server serves: {', '.join(names[:8])}" if names else ""
+
+    def _fatal(self, url: str, code: int, detail: str) -> BackendError:
+        """The error of a status that retrying cannot mend, saying what to fix."""
+        root = url.removesuffix("/chat/completions")
+        env = self.api_key_env
+        if code in (401, 403) and not env:
+            fix = "the server wants an API key: name the environment variable holding it (--openai.api_key_env)"
+        elif code in (401, 403) and not os.environ.get(env or ""):
+            fix = f"${env} is not set: export the server's API key there (--openai.api_key_env names the variable)"
+        elif code in (401, 403):
+            what = "was refused" if code == 401 else "has no access to this model or endpoint"
+            fix = f"the API key in ${env} {what}; check it (--openai.api_key_env names the variable)"
+        elif code == 404:
+            fix = (
+                f"check the model name {self.model!r} (--openai.model){self._served_models(url)} "
+                f"and the API root {root} (--openai.base_urls)"
+            )
+        else:
+            fix = (
+                "the server rejects the request itself; check --openai.extra_body, --max_new_tokens and, "
+                "for vision and hybrid, that the model reads images"
+            )
+        return BackendError(f"{url} answered HTTP {code}: {detail}; {fix}", resumable=False)
+
     def _post(self, url: str, payload: bytes) -> dict[str, Any]:
         request = urllib.request.Request(url, data=payload, headers=self._headers(), method="POST")
         try:
@@ -186,56 +254,91 @@ class OpenAIBackend(CaptionBackend):
                 data = response.read()
         except urllib.error.HTTPError as err:
             detail = err.read()[:300].decode("utf-8", "replace") if err.fp is not None else ""
-            message = f"{url} answered HTTP {err.code}: {' '.join(detail.split())}"
-            if err.code in _RETRY_STATUS or err.code >= 500:
-                retry_after = err.headers.get("Retry-After") if err.headers else None
-                try:
-                    wait = float(retry_after) if retry_after is not None else None
-                except ValueError:
-                    wait = None
-                raise _Retryable(message, wait) from err
-            raise BackendError(message) from err
+            detail = " ".join(detail.split())
+            if err.code not in RETRY_STATUS and err.code < 500:
+                raise self._fatal(url, err.code, detail) from err
+            retry_after = err.headers.get("Retry-After") if err.headers else None
+            try:
+                wait_s = float(retry_after) if retry_after is not None else None
+            except ValueError:
+                wait_s = None
+            raise _Retryable(f"{url} answered HTTP {err.code}: {detail}", f"HTTP {err.code}", wait_s) from err
         except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as err:
             reason = getattr(err, "reason", err)
-            raise _Retryable(f"{url}: {type(reason).__name__}: {reason}") from err
+            cause = "timeouts" if isinstance(reason, TimeoutError) else "connection errors"
+            raise _Retryable(f"{url}: {type(reason).__name__}: {reason}", cause) from err
         try:
             return json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise _Retryable(f"{url} returned a body that is not JSON ({err})") from err
+            raise _Retryable(f"{url} returned a body that is not JSON ({err})", "bad answers") from err
 
     @staticmethod
     def _content(response: dict[str, Any], url: str) -> str:
         try:
             content = response["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as err:
-            raise BackendError(f"{url} returned no choices[0].message.content: {str(response)[:300]}") from err
+            raise BackendError(
+                f"{url} returned no choices[0].message.content: {str(response)[:300]}; is it an OpenAI-compatible "
+                "API root (--openai.base_urls ending in /v1)?",
+                resumable=False,
+            ) from err
         if isinstance(content, list):  # some servers return content parts
             content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
         return content or ""
 
-    def _complete(self, request: CaptionRequest) -> str:
+    def _complete(self, request: CaptionRequest, cancel: threading.Event) -> str:
+        """One request with its retries; stops without sending again once ``cancel`` is set."""
         payload = json.dumps(self.request_body(request)).encode()
         failures: list[str] = []
         for attempt in range(self.max_retries + 1):
+            if cancel.is_set():
+                raise _Cancelled
             url = self._next_endpoint()
             try:
-                return self._content(self._post(url, payload), url)
+                text = self._content(self._post(url, payload), url)
             except _Retryable as err:
                 failures.append(str(err))
-                if attempt == self.max_retries:
+                last = attempt == self.max_retries
+                self._count(err.cause, retried=not last)
+                if last:
                     break
                 delay = min(self.backoff_s * 2**attempt, self.max_backoff_s)
                 if err.retry_after is not None:
                     delay = min(max(delay, err.retry_after), self.max_backoff_s)
-                time.sleep(delay)
+                if cancel.wait(delay):
+                    raise _Cancelled from err
+                continue
+            self._answered = True
+            return text
         raise BackendError(
             f"openai backend: request for sample {request.key or '?'} failed {len(failures)} "
             f"time{'s' if len(failures) != 1 else ''}; "
             f"last error: {failures[-1]}"
         )
 
+    def _complete_all(self, requests: Sequence[CaptionRequest], cancel: threading.Event) -> list[str]:
+        """Send requests on the pool; at the first failure cancel the rest and raise it."""
+        if not requests:
+            return []
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="aras-caption")
+        futures = [self._pool.submit(self._complete, request, cancel) for request in requests]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+        if failed:
+            cancel.set()
+            for future in futures:
+                future.cancel()
+            raise _first_error(failed)
+        return [f.result() for f in futures]
+
     def generate(self, requests: Sequence[CaptionRequest]) -> list[str]:
         """Send the requests concurrently and collect the answers in order.
+
+        Until a server has answered once, the first request goes alone. At the first
+        request that fails for good, the others stop: queued ones are not sent and
+        those waiting to retry do not, so the error comes back within one
+        ``timeout_s`` (the requests on the wire are left to finish or time out).
 
         Args:
             requests: The batch (use a batch size of at least ``max_concurrency`` to
@@ -245,16 +348,29 @@ class OpenAIBackend(CaptionBackend):
             The message contents, in order.
 
         Raises:
-            BackendError: If a request fails with a non-retryable status or runs out of retries.
+            BackendError: If a request fails with a status that is not retried (its
+                ``resumable`` is false) or runs out of retries.
         """
         if not requests:
             return []
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="aras-caption")
-        return list(self._pool.map(self._complete, requests))
+        cancel = threading.Event()
+        try:
+            if self._answered:
+                return self._complete_all(requests, cancel)
+            first = self._complete(requests[0], cancel)
+            return [first, *self._complete_all(requests[1:], cancel)]
+        except BaseException:
+            cancel.set()  # also on Ctrl-C: nothing is retried behind the user's back
+            raise
 
     def close(self) -> None:
-        """Shut the thread pool down."""
+        """Shut the thread pool down without waiting: requests not yet sent are dropped."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+def _first_error(failed: Sequence[Future[str]]) -> BaseException:
+    """The error that stopped a batch: the first one that is not another request's cancellation."""
+    errors = [error for f in failed if (error := f.exception()) is not None]
+    return next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])

@@ -15,6 +15,7 @@ from PIL import Image
 
 from aras400k.classes import IGNORE_INDEX, NUM_CLASSES, UnknownColourError, colour_to_index
 from aras400k.data.release.problems import _UNKNOWN_COLOUR, _UNREADABLE, _Problem
+from aras400k.data.shards import MAX_IMAGE_PIXELS
 
 __all__: list[str] = []
 
@@ -22,6 +23,14 @@ __all__: list[str] = []
 _IMAGE_MODES = ("RGB", "RGBA", "L", "P")
 #: One-channel mask modes read as class indices.
 _INDEX_MODES = ("L", "LA", "I", "I;16", "I;16B", "I;16L")
+
+
+def _check_pixels(img: Image.Image, path: Path, what: str) -> None:
+    """Refuse a picture over :data:`~aras400k.data.shards.MAX_IMAGE_PIXELS` from its header, before decoding."""
+    if img.width * img.height > MAX_IMAGE_PIXELS:
+        raise _Problem(
+            _UNREADABLE, f"{what} is {img.width}x{img.height} px, more than {MAX_IMAGE_PIXELS} pixels", path
+        )
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -32,6 +41,7 @@ def _read_image(path: Path) -> np.ndarray:
     """
     try:
         with Image.open(path) as img:
+            _check_pixels(img, path, "image")
             img.load()
             mode = img.mode
             rgb = np.asarray(img.convert("RGB")) if mode in _IMAGE_MODES else None
@@ -51,6 +61,7 @@ def _read_mask(path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
     """
     try:
         with Image.open(path) as img:
+            _check_pixels(img, path, "mask")
             img.load()
             mode = img.mode
             pixels = np.asarray(img)

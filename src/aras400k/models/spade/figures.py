@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from aras400k.classes import IGNORE_INDEX, index_to_colour
-from aras400k.plotting import save_figure
+from aras400k.plotting import add_class_legend, save_figure
 
 __all__ = ["plot_conditional_grid", "to_display"]
 
@@ -79,5 +79,5 @@ def plot_conditional_grid(
             ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, add_class_legend(fig, fontsize=6), 1, 1))
     return save_figure(fig, path)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_only
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from torchvision.utils import make_grid
 
@@ -108,8 +108,8 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         glr: Generator learning rate (``--glr``); ``None``: 0.002 for ``stylegan2``,
             0.0025 otherwise.
         dlr: Discriminator learning rate (``--dlr``).
-        map: Mapping network depth (``--map-depth``); ``None``: 8 for ``stylegan2``, 2
-            otherwise.
+        map_depth: Mapping network depth (``--map-depth``); ``None``: 8 for ``stylegan2``,
+            2 otherwise.
         cbase: Capacity multiplier (``--cbase``).
         cmax: Maximum channels per layer (``--cmax``).
         z_dim: Latent dimensionality.
@@ -133,6 +133,10 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         sample_seeds: Images in the fixed-seed sample grid (image ``i`` uses seed ``i``).
         sample_every_n_steps: Write a sample grid every this many training iterations
             (0: only after validation).
+        kimg: Training length in thousands of real images shown (``--kimg``): training
+            stops once ``iterations x batch`` reaches ``kimg x 1000``; ``None``: the
+            Trainer's own limits decide.
+        map: Deprecated name of ``map_depth`` (accepted with a warning).
 
     Raises:
         ValueError: If ``cfg`` or ``aug`` is unknown, or a number is out of range.
@@ -152,7 +156,7 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         batch: int | None = None,
         glr: float | None = None,
         dlr: float = 0.002,
-        map: int | None = None,  # the official option's name (--map-depth)
+        map_depth: int | None = None,
         cbase: int = 32768,
         cmax: int = 512,
         z_dim: int = 512,
@@ -171,9 +175,22 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         max_consecutive_skips: int | None = None,
         sample_seeds: int = 16,
         sample_every_n_steps: int = 500,
+        kimg: float | None = None,
+        map: int | None = None,  # deprecated name of map_depth, kept so old configs and checkpoints load
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        if map is not None:
+            warnings.warn(
+                "StyleGAN3(map=...) is deprecated and will be removed in the next release; use map_depth "
+                "(the official --map-depth)",
+                FutureWarning,
+                stacklevel=2,
+            )
+            if map_depth is not None and map_depth != map:
+                raise ValueError(f"map={map} and map_depth={map_depth} disagree; give map_depth only")
+            map_depth = map
+        self.save_hyperparameters(ignore=["map"])
+        self.hparams["map_depth"] = map_depth
         _check_arguments(self.hparams)
         self.automatic_optimization = False
         stylegan2 = cfg == "stylegan2"
@@ -183,6 +200,8 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         self.blur_init_sigma = blur_sigma if blur_sigma is not None else (0.0 if stylegan2 else 10.0)
         self.register_buffer("iterations", torch.zeros((), dtype=torch.long))
         self.last_grid_path: Path | None = None
+        #: Total batch size of the last training iteration (for the ``kimg`` budget).
+        self.last_batch_size: int | None = None
         self.configure_models()
 
     # -- construction ----------------------------------------------------------------------
@@ -198,7 +217,7 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
             resolution=hp["resolution"],
             channel_base=hp["cbase"],
             channel_max=hp["cmax"],
-            map_depth=hp["map"],
+            map_depth=hp["map_depth"],
             z_dim=hp["z_dim"],
             w_dim=hp["w_dim"],
             batch_size=hp["batch"],
@@ -471,7 +490,24 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         self.update_ema(batch_size)
         self.augment.adjust(batch_size)
         self.iterations += 1
+        self.last_batch_size = batch_size
         self._log_training(terms, n, sigma)
+        if self.kimg_reached(batch_size) and self._trainer is not None:
+            self.trainer.should_stop = True
+
+    def kimg_reached(self, batch_size: int | None = None) -> bool:
+        """Whether the ``kimg`` budget is spent (always false without one).
+
+        Args:
+            batch_size: Total batch size of the iterations (default: ``batch``, else the
+                last training batch's).
+
+        Returns:
+            True once ``iterations x batch_size >= kimg x 1000``.
+        """
+        kimg = self.hparams.get("kimg")
+        size = batch_size or self.hparams["batch"] or self.last_batch_size
+        return kimg is not None and size is not None and int(self.iterations) * size >= kimg * 1000
 
     def update_ema(self, batch_size: int) -> None:
         """Move the EMA generator toward the trained one (official half-life and ramp-up).
@@ -557,20 +593,32 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         Returns:
             The path written, or ``None`` on processes other than rank 0.
         """
-        images = self.generate(self.hparams["sample_seeds"], seed=0)
-        path = self._save_grid(self.sample_dir() / f"{name}.png", images)
+        count = int(self.hparams["sample_seeds"])
+        images = self.generate(count, seed=0)
+        it = int(self.iterations)
+        shown = f", {it * self.last_batch_size / 1000:.2f} kimg" if self.last_batch_size else ""
+        title = f"StyleGAN EMA samples, seeds 0-{count - 1}, iteration {it}{shown}"
+        path = self._save_grid(self.sample_dir() / f"{name}.png", images, title)
         if path is not None:
             self.last_grid_path = path
         return path
 
     @rank_zero_only
-    def _save_grid(self, path: Path, images: torch.Tensor) -> Path:
+    def _save_grid(self, path: Path, images: torch.Tensor, title: str = "") -> Path:
         nrow = max(1, math.ceil(math.sqrt(len(images))))
         grid = make_grid(images.float().cpu().add(1).div(2).clamp(0, 1), nrow=nrow, padding=1, pad_value=1.0)
         array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        picture = Image.fromarray(array)
+        if title:  # a white band above the grid with the title in the default bitmap font
+            font = ImageFont.load_default()
+            band = 16
+            titled = Image.new("RGB", (max(picture.width, 6 * len(title) + 8), picture.height + band), "white")
+            titled.paste(picture, (0, band))
+            ImageDraw.Draw(titled).text((4, 2), title, fill="black", font=font)
+            picture = titled
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.png")
-        Image.fromarray(array).save(tmp)
+        picture.save(tmp)
         tmp.replace(path)
         return path
 
@@ -585,6 +633,8 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
 
 def _check_arguments(hp: Mapping[str, Any]) -> None:
     """Fail early, naming the argument and the valid choices."""
+    if hp.get("kimg") is not None and not hp["kimg"] > 0:
+        raise ValueError(f"kimg must be > 0 (thousands of real images to train on) or null, got {hp['kimg']}")
     if hp["cfg"] not in _CONFIGS:
         raise ValueError(f"unknown cfg {hp['cfg']!r}; choose one of {list(_CONFIGS)}")
     if hp["aug"] not in _AUG_MODES:

@@ -1,0 +1,104 @@
+"""Writing files safely: whole or not at all, and a full disk that names the file.
+
+Every file aras400k writes for a reader to find (manifests, records, reports, tables,
+indexes) goes through :func:`write_atomic`: the bytes go to ``NAME.tmp`` beside the
+destination, which is then renamed over it, so a crash or a full disk never leaves a
+half-written file under the real name. Streams written piece by piece (shards, caption
+sidecars) wrap their writes in :func:`naming_path` instead, so that a full disk says
+which file it was writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from aras400k.errors import is_disk_full
+
+__all__ = ["naming_path", "sha256_file", "write_atomic", "write_json_atomic"]
+
+
+@contextmanager
+def naming_path(path: str | Path) -> Iterator[None]:
+    """Re-raise a disk-full ``OSError`` that does not name a file as one that names ``path``.
+
+    Args:
+        path: The file being written.
+
+    Yields:
+        Nothing: wrap the writes.
+
+    Raises:
+        OSError: ``ENOSPC`` / ``EDQUOT`` / ``EFBIG`` with ``filename`` set to ``path``.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or not is_disk_full(err):
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
+
+
+def write_atomic(path: str | Path, data: str | bytes, tmp_name: str | None = None) -> Path:
+    """Write ``data`` to ``path`` through a temporary file beside it and a rename.
+
+    On any error the temporary file is removed and ``path`` is left as it was.
+
+    Args:
+        path: Destination file (its folder must exist).
+        data: Text (written as UTF-8) or bytes.
+        tmp_name: Name of the temporary file in the same folder (default ``NAME.tmp``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OSError: If the write fails; a full disk names ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(tmp_name or f"{path.name}.tmp")
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        with naming_path(path):
+            tmp.write_bytes(payload)
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON (with a final newline) to ``path`` with :func:`write_atomic`.
+
+    Args:
+        path: Destination file.
+        obj: JSON-serialisable object.
+        indent: JSON indentation.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    return write_atomic(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
+    """The hex sha256 of a file, read in blocks.
+
+    Args:
+        path: The file.
+        block: Bytes read at a time.
+
+    Returns:
+        The digest.
+    """
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(block), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
