@@ -72,6 +72,8 @@ __all__ = [
 
 #: Seconds an HTTP(S) connection may stay silent before the read fails.
 HTTP_TIMEOUT_S = 60.0
+#: Extra seconds the socket of a read with a deadline waits beyond the deadline.
+_SOCKET_GRACE_S = 5.0
 #: Default seconds a remote shard (URL or ``pipe:``) may spend waiting for its bytes.
 DEADLINE_S = 600.0
 #: Environment variable overriding :data:`DEADLINE_S` (seconds; ``0`` or ``none``: no deadline).
@@ -376,6 +378,8 @@ class _TimedReader(io.RawIOBase):
         except Exception as err:
             if self._deadline.expired:
                 raise self._deadline.error() from err
+            if isinstance(err, TimeoutError):  # the socket gave up waiting for the next bytes
+                raise ShardTimeoutError(f"{self._deadline.location}: the server stopped sending ({err})") from err
             raise
         finally:
             self._deadline.stop()
@@ -449,7 +453,10 @@ class ShardStream:
             stream = self._start_pipe(location[len(_PIPE) :])
             abort = self._kill_pipe
         elif scheme in ("http", "https"):
-            stream = _open_http(location, HTTP_TIMEOUT_S if seconds is None else min(HTTP_TIMEOUT_S, seconds))
+            # The socket waits a little longer than the deadline, so the deadline's own
+            # watchdog (which names the shard) ends a stalled read first, even on a busy machine.
+            socket_s = HTTP_TIMEOUT_S if seconds is None else min(HTTP_TIMEOUT_S, seconds + _SOCKET_GRACE_S)
+            stream = _open_http(location, socket_s)
             abort = functools.partial(_shut_down, stream)
         else:
             stream = _open_fsspec(location, scheme)
