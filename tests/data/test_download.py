@@ -410,3 +410,38 @@ def test_terrascope_without_credentials_or_coverage(monkeypatch) -> None:
     monkeypatch.setenv(TERRASCOPE_PASSWORD_ENV, "good")
     with pytest.raises(ValueError, match="no tiles of collection urn:eop:VITO:ESA_WorldCover_S2RGBNIR_10m_2021_V2"):
         terrascope_plan(BOX, 2021, catalogue=_FakeCatalogue({}))
+
+
+@pytest.mark.slow  # runs aras-data download and prepare as subprocesses (about 13 s on a busy 2-core CPU)
+def test_the_pipeline_data_stage_downloads_then_prepares(stac: StacServer, tmp_path, capsys) -> None:
+    import yaml
+
+    from aras400k.cli.pipeline import main as pipeline_main
+
+    config = {
+        "run_dir": str(tmp_path / "run"),
+        "data": {
+            "command": "download",
+            "options": {"patch_size": 32, "ratios": [0.5, 0.25, 0.25]},
+            "download": {
+                "options": {
+                    "bbox": BOX,
+                    "source": "stac",
+                    "stac_url": f"{stac.url}/",
+                    "s2_collection": S2,
+                    "worldcover_collection": WC,
+                    "quiet": True,
+                }
+            },
+        },
+    }
+    path = tmp_path / "region.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert pipeline_main(["--config", str(path), "--only", "[data]"]) == 0
+    raw = tmp_path / "run" / "data" / "raw"
+    assert (raw / "s2" / f"{TILE}_S2RGBNIR.tif").read_bytes() == stac.files[f"{TILE}_S2RGBNIR.tif"]
+    counts = [
+        json.loads((tmp_path / "run" / "data" / "real" / s / "manifest.json").read_text())["num_samples"]
+        for s in ("train", "val", "test")
+    ]
+    assert sum(counts) == 4
