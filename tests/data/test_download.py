@@ -86,6 +86,7 @@ class StacServer:
         self.stall: set[str] = set()  # files that never answer
         self.token: str | None = None  # bearer token the server demands
         self.ranges: list[str] = []  # Range headers received
+        self.no_range = False  # answer every request with the whole file
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
@@ -193,6 +194,9 @@ class StacServer:
                     return
                 start = 0
                 rng = self.headers.get("Range")
+                if rng and server.no_range:
+                    server.ranges.append("ignored " + rng)
+                    rng = None
                 if rng:
                     server.ranges.append(rng)
                     start = int(rng.removeprefix("bytes=").split("-")[0])
@@ -270,6 +274,21 @@ def test_a_retry_in_the_same_run_resumes_the_part_file(stac: StacServer, tmp_pat
     download(stac_plan(f"{stac.url}/", BOX, 2021, (S2, WC)), tmp_path, retries=1, progress=False)
     assert (tmp_path / "s2" / f"{TILE}_S2RGBNIR.tif").read_bytes() == stac.files[f"{TILE}_S2RGBNIR.tif"]
     assert len(stac.ranges) == 1
+
+
+def test_a_server_without_range_support_restarts_the_file(stac: StacServer, tmp_path, capsys) -> None:
+    name = f"{TILE}_S2RGBNIR.tif"
+    plan = stac_plan(f"{stac.url}/", BOX, 2021, (S2, WC))
+    stac.drop_once.add(name)
+    with pytest.raises(OSError, match="connection lost"):
+        download(plan, tmp_path, retries=0, progress=False)
+    stac.no_range = True
+    report = download(plan, tmp_path, workers=1, progress=True)
+    assert stac.ranges and stac.ranges[0].startswith("ignored bytes=")
+    assert (tmp_path / "s2" / name).read_bytes() == stac.files[name]
+    assert report.bytes == len(stac.files[name])  # the whole file again
+    bar = capsys.readouterr().err
+    assert "download: 100%" in bar and "B/s" in bar  # a progress bar in bytes
 
 
 def test_a_damaged_file_is_fetched_again_and_a_bad_checksum_is_refused(stac: StacServer, tmp_path) -> None:

@@ -487,6 +487,8 @@ class _Fetcher:
             resumed = response.status_code == 206 and response.headers.get("Content-Range", "").startswith(
                 f"bytes {have}-"
             )
+            if resumed:
+                self.progress(have)  # the bar counts the whole file; the report only what travelled
             expected = _expected_length(response, have if resumed else 0)
             with part.open("ab" if resumed else "wb") as f:
                 written = have if resumed else 0
