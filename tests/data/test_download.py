@@ -464,3 +464,11 @@ def test_the_pipeline_data_stage_downloads_then_prepares(stac: StacServer, tmp_p
         for s in ("train", "val", "test")
     ]
     assert sum(counts) == 4
+
+
+def test_terrascope_products_without_the_expected_file_are_named(monkeypatch) -> None:
+    monkeypatch.setenv(TERRASCOPE_USER_ENV, "me")
+    monkeypatch.setenv(TERRASCOPE_PASSWORD_ENV, "good")
+    s2 = "urn:eop:VITO:ESA_WorldCover_S2RGBNIR_10m_2021_V2"
+    with pytest.raises(ValueError, match=f"1 products of {s2} cover the box but none has a \\*_S2RGBNIR.tif"):
+        terrascope_plan(BOX, 2021, catalogue=_FakeCatalogue({s2: [_product("a", "quicklook.png")]}))

@@ -363,8 +363,11 @@ def terrascope_plan(
                 catalogue.get_products(collection, start=f"{year}-01-01", end=f"{year}-12-31", bbox=list(box))
             )
             files = [(p.id, f) for p in products for f in p.data if _url_name(f.href).endswith(KINDS[kind][1])]
-            if not files:
+            if not products:
                 raise ValueError(_no_coverage(collection, box, year))
+            if not files:
+                wanted = KINDS[kind][1]
+                raise ValueError(f"{len(products)} products of {collection} cover the box but none has a *{wanted}")
             items.extend(_item(kind, pid, f.href, f.length, None) for pid, f in files)
     except ValueError:
         raise
