@@ -191,14 +191,31 @@ def _load(path: Path) -> PipelineConfig:
     return PipelineConfig(**{f.name: init[f.name] for f in fields(PipelineConfig)})
 
 
+def _check_region_configs(run_dir: Path, out: str) -> None:
+    """The region config downloads a box into data/raw, prepares it into data/real, trains a segmenter."""
+    configs = run_dir / "configs"
+    fetch = yaml.safe_load((configs / "data.download.yaml").read_text())
+    prepare = yaml.safe_load((configs / "data.yaml").read_text())
+    assert fetch["out"] == str(run_dir / "data" / "raw") and len(fetch["bbox"]) == 4
+    assert prepare["s2"] == str(run_dir / "data" / "raw" / "s2")
+    assert prepare["worldcover"] == str(run_dir / "data" / "raw" / "worldcover")
+    assert prepare["out"] == str(run_dir / "data" / "real")
+    assert out.index("aras-data download") < out.index("aras-data prepare") < out.index("aras-fit")
+    segmenter = yaml.safe_load((configs / "segmenter.yaml").read_text())
+    assert segmenter["data"]["init_args"]["root"] == str(run_dir / "data" / "real")
+
+
 @pytest.mark.usefixtures("in_repo")
-@pytest.mark.parametrize("name", ["pipeline_demo.yaml", "pipeline_paper.yaml"])
+@pytest.mark.parametrize("name", ["pipeline_demo.yaml", "pipeline_paper.yaml", "pipeline_region.yaml"])
 def test_shipped_configs_pass_a_dry_run(name, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["--config", str(CONFIGS / name), "--run_dir", str(run_dir), "--dry_run", "true"]) == 0
     out = capsys.readouterr().out
     assert "every command parses" in out
     assert not (run_dir / "index.md").exists() and not (run_dir / "data").exists()  # nothing ran
+    if name == "pipeline_region.yaml":
+        _check_region_configs(run_dir, out)
+        return
     stylegan = yaml.safe_load((run_dir / "configs" / "stylegan3.yaml").read_text())
     callbacks = [c["class_path"] for c in stylegan["trainer"]["callbacks"]]
     assert "aras400k.models.gan.GeneratorFID" in callbacks

@@ -4,6 +4,7 @@ Subcommands::
 
     aras-data demo --out data/demo                 procedural demo set (train/val/test)
     aras-data import ROOT --out DIR                published ARAS400k release -> shards
+    aras-data download --bbox W S E N --out DIR    Sentinel-2 + WorldCover tiles of a box
     aras-data prepare --s2 DIR --worldcover DIR --out DIR   GeoTIFFs -> patches -> shards
     aras-data stats DIR [DIR ...] --plot fig.png   per-class table and Figure-3 bar chart
     aras-data preview DIR --out grid.png           image / mask grid of a set's samples
@@ -81,6 +82,8 @@ def build_parser() -> ArgumentParser:
     imp.add_argument("--overwrite", type=bool, default=False)
     commands.add_subcommand("import", imp, help="import the ARAS400k release folders")
 
+    _add_download(commands)
+
     prep = _subparser("Cut Sentinel-2 + WorldCover GeoTIFFs into patches and write OUT/{train,val,test} shards.")
     prep.add_argument("--s2", type=str, required=True, help="folder of *_S2RGBNIR.tif tiles")
     prep.add_argument("--worldcover", type=str, required=True, help="folder of WorldCover *_Map.tif tiles")
@@ -135,6 +138,66 @@ def build_parser() -> ArgumentParser:
     merge.add_argument("--link", type=bool, default=True, help="hard-link the tar files when possible (else copy)")
     commands.add_subcommand("merge", merge, help="join the part-K-of-N shard sets of split workers")
     return parser
+
+
+def _add_download(commands: Any) -> None:
+    """The ``download`` subcommand (``docs/mapping.md``)."""
+    down = _subparser(
+        "Find and fetch the Sentinel-2 RGBNIR and WorldCover tiles covering a box into OUT/s2 and OUT/worldcover "
+        "(the folders aras-data prepare reads). Resumable: a rerun fetches only missing or incomplete files."
+    )
+    down.add_argument("--bbox", type=float, nargs=4, required=True, metavar=("W", "S", "E", "N"), help="degrees")
+    down.add_argument("--year", type=int, default=2021, help="year of the composites and maps")
+    down.add_argument("--out", type=str, required=True, help="destination folder")
+    down.add_argument(
+        "--source",
+        choices=["terrascope", "stac"],
+        default="terrascope",
+        help="terrascope (TERRASCOPE_USERNAME / TERRASCOPE_PASSWORD) or a STAC API (--stac_url)",
+    )
+    down.add_argument("--stac_url", type=str | None, default=None, help="STAC API landing page (source stac)")
+    down.add_argument("--s2_collection", type=str | None, default=None, help="collection id of the S2 RGBNIR tiles")
+    down.add_argument("--worldcover_collection", type=str | None, default=None, help="collection id of the maps")
+    down.add_argument("--s2_asset", type=str | None, default=None, help="STAC asset key (default: *_S2RGBNIR.tif)")
+    down.add_argument("--worldcover_asset", type=str | None, default=None, help="STAC asset key (default: *_Map.tif)")
+    down.add_argument("--workers", type=int, default=4, help="parallel downloads")
+    down.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer")
+    down.add_argument("--retries", type=int, default=2, help="extra tries of a dropped file (resuming it)")
+    down.add_argument(
+        "--dry_run", "--dry-run", type=bool, default=False, help="list the files and sizes; fetch nothing"
+    )
+    down.add_argument("--quiet", type=bool, default=False, help="no progress bar")
+    commands.add_subcommand("download", down, help="fetch the S2 + WorldCover tiles of a bounding box")
+
+
+def _download_plan(cfg: Namespace) -> Any:
+    from aras400k.data import download as dl
+
+    if cfg.source == "stac":
+        if not cfg.stac_url:
+            raise ValueError("--source stac needs --stac_url")
+        defaults = dl.DEFAULT_STAC_COLLECTIONS
+        collections = (cfg.s2_collection or defaults[0], cfg.worldcover_collection or defaults[1])
+        assets = (cfg.s2_asset, cfg.worldcover_asset)
+        return dl.stac_plan(cfg.stac_url, cfg.bbox, cfg.year, collections, assets, timeout=cfg.timeout)
+    named = (cfg.s2_collection, cfg.worldcover_collection)
+    if any(named) and not all(named):
+        raise ValueError("name both --s2_collection and --worldcover_collection, or neither")
+    return dl.terrascope_plan(cfg.bbox, cfg.year, named if all(named) else None)
+
+
+def _download(cfg: Namespace) -> int:
+    from aras400k.data.download import download
+
+    plan = _download_plan(cfg)
+    if cfg.dry_run:
+        print(plan.describe(cfg.out))
+        return 0
+    report = download(
+        plan, cfg.out, workers=cfg.workers, timeout=cfg.timeout, retries=cfg.retries, progress=not cfg.quiet
+    )
+    print(report.summary())
+    return 0
 
 
 def _demo(cfg: Namespace) -> int:
@@ -249,6 +312,7 @@ def _merge(cfg: Namespace) -> int:
 _COMMANDS: dict[str, Any] = {
     "demo": _demo,
     "import": _import,
+    "download": _download,
     "prepare": _prepare,
     "stats": _stats,
     "preview": _preview,

@@ -59,13 +59,19 @@ class DataStage(StageConfig):
 
     Attributes:
         command: ``demo`` (procedural set), ``import`` (the ARAS400k release folders),
-            ``prepare`` (Sentinel-2 + WorldCover GeoTIFFs; needs the ``geo`` extra) or
-            ``existing`` (shard sets already at ``root``, which may be a URL).
+            ``prepare`` (Sentinel-2 + WorldCover GeoTIFFs; needs the ``geo`` extra),
+            ``download`` (``aras-data download`` of a bounding box into ``run_dir/data/raw``,
+            then ``prepare`` of it; see ``docs/mapping.md``) or ``existing`` (shard sets
+            already at ``root``, which may be a URL). ``config`` and ``options`` are those of
+            the command (of ``prepare`` for ``download``).
         root: For ``existing``: the folder holding ``train``, ``val`` and ``test``.
+        download: For ``download``: the ``aras-data download`` config and options
+            (``bbox``, ``year``, ``source``, ...); ``out`` is the pipeline's.
     """
 
-    command: Literal["demo", "import", "prepare", "existing"] = "demo"
+    command: Literal["demo", "import", "prepare", "download", "existing"] = "demo"
     root: str | None = None
+    download: StageConfig = field(default_factory=StageConfig)
 
 
 @dataclass

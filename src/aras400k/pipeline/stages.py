@@ -325,7 +325,11 @@ def _latest_version(stage_dir: Path) -> Path | None:
 
 
 class DataStageRunner(Stage):
-    """Real shard sets: ``aras-data demo``, ``import`` or ``prepare`` into ``run_dir/data/real``."""
+    """Real shard sets: ``aras-data demo``, ``import`` or ``prepare`` into ``run_dir/data/real``.
+
+    ``download`` fetches the tiles of a bounding box into ``run_dir/data/raw`` first
+    (resumable: a rerun fetches only what is missing) and prepares them.
+    """
 
     name = "data"
     summary = "real shard sets (train / val / test)"
@@ -336,8 +340,21 @@ class DataStageRunner(Stage):
         if data.command == "existing":
             return []
         out = str(self.layout.data / "real")
+        if data.command == "download":
+            return [*self.download_commands(out), self.preview(f"{out}/train", "real")]
         path = self.write_config(self.flat_config({"out": out}))
         return [Command("aras-data", (data.command, "--config", str(path))), self.preview(f"{out}/train", "real")]
+
+    def download_commands(self, out: str) -> list[Command]:
+        """``aras-data download`` into ``run_dir/data/raw``, then ``aras-data prepare`` of it into ``out``."""
+        raw = self.layout.data / "raw"
+        fetch = self.write_config(self.flat_config({"out": str(raw)}, section=self.config.data.download), ".download")
+        inputs = {"s2": str(raw / "s2"), "worldcover": str(raw / "worldcover"), "out": out}
+        prepare = self.write_config(self.flat_config(inputs))
+        return [
+            Command("aras-data", ("download", "--config", str(fetch))),
+            Command("aras-data", ("prepare", "--config", str(prepare))),
+        ]
 
     def outputs(self) -> list[Path]:
         """The three split folders (local data only)."""
