@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aras400k.files import write_atomic
 
 if TYPE_CHECKING:
-    from aras400k.pipeline.runner import StageRecord
+    from aras400k.pipeline.records import StageRecord
     from aras400k.pipeline.stages import RunLayout, Stage
 
 __all__ = ["write_index"]

@@ -28,7 +28,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,38 +36,10 @@ from aras400k.files import write_json_atomic
 from aras400k.locking import exclusive_lock
 from aras400k.pipeline.config import STAGE_NAMES, PipelineConfig
 from aras400k.pipeline.index import write_index
+from aras400k.pipeline.records import PipelineError, PipelineResult, StageRecord
 from aras400k.pipeline.stages import STAGES, Command, RunLayout, Stage
 
 __all__ = ["PipelineError", "PipelineResult", "StageRecord", "plan_stages", "run_pipeline"]
-
-
-class PipelineError(RuntimeError):
-    """A stage's command failed; the message names the stage, the command and its log."""
-
-
-@dataclass
-class StageRecord:
-    """What happened to one stage in this run.
-
-    Attributes:
-        name: Stage name.
-        status: ``ran``, ``skipped`` (finished earlier), ``not run`` (``--only`` / ``skip``) or ``planned`` (dry run).
-        seconds: Wall time of this run's commands (or the recorded time of a skipped stage).
-        commands: The command lines.
-    """
-
-    name: str
-    status: str
-    seconds: float = 0.0
-    commands: list[str] = field(default_factory=list)
-
-
-@dataclass
-class PipelineResult:
-    """The stages' records and the index file."""
-
-    stages: list[StageRecord]
-    index: Path | None
 
 
 def _programs() -> dict[str, Callable[[list[str]], Any]]:

@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING
 from aras400k.pipeline.stages import Command, Stage
 
 if TYPE_CHECKING:
-    from aras400k.pipeline.runner import StageRecord
+    from aras400k.pipeline.records import StageRecord
 
 __all__ = ["check_command", "validate_commands"]
 
@@ -72,7 +72,7 @@ def validate_commands(stages: Sequence[Stage], stream: IO[str]) -> list[StageRec
     Raises:
         ValueError: On the first command that does not parse.
     """
-    from aras400k.pipeline.runner import StageRecord
+    from aras400k.pipeline.records import StageRecord
 
     records = []
     for number, stage in enumerate(stages, start=1):

@@ -1,0 +1,37 @@
+"""What a pipeline run did to each stage (kept apart so the runner, the index and the checks share it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["PipelineError", "PipelineResult", "StageRecord"]
+
+
+class PipelineError(RuntimeError):
+    """A stage's command failed; the message names the stage, the command and its log."""
+
+
+@dataclass
+class StageRecord:
+    """What happened to one stage in this run.
+
+    Attributes:
+        name: Stage name.
+        status: ``ran``, ``skipped`` (finished earlier), ``not run`` (``--only`` / ``skip``) or ``planned`` (dry run).
+        seconds: Wall time of this run's commands (or the recorded time of a skipped stage).
+        commands: The command lines.
+    """
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    commands: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PipelineResult:
+    """The stages' records and the index file."""
+
+    stages: list[StageRecord]
+    index: Path | None
