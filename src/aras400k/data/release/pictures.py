@@ -28,7 +28,9 @@ _INDEX_MODES = ("L", "LA", "I", "I;16", "I;16B", "I;16L")
 def _check_pixels(img: Image.Image, path: Path, what: str) -> None:
     """Refuse a picture over :data:`~aras400k.data.shards.MAX_IMAGE_PIXELS` from its header, before decoding."""
     if img.width * img.height > MAX_IMAGE_PIXELS:
-        raise _Problem(_UNREADABLE, f"{what} is {img.width}x{img.height} px, more than {MAX_IMAGE_PIXELS} pixels", path)
+        raise _Problem(
+            _UNREADABLE, f"{what} is {img.width}x{img.height} px, more than {MAX_IMAGE_PIXELS} pixels", path
+        )
 
 
 def _read_image(path: Path) -> np.ndarray:
