@@ -111,3 +111,19 @@ def test_preview_draws_image_mask_pairs(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["preview", str(unlabelled), "--out", str(tmp_path / "x.png"), "--n", "0"])
     assert "n and columns must be >= 1" in capsys.readouterr().err
+
+
+def test_import_command_takes_workers(tmp_path):
+    mask = np.zeros((8, 8), np.uint8)
+    for split in ("train", "val"):
+        (tmp_path / "rel" / split / "images").mkdir(parents=True)
+        (tmp_path / "rel" / split / "masks").mkdir(parents=True)
+        Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(tmp_path / "rel" / split / "images" / "a.png")
+        Image.fromarray(index_to_colour(mask)).save(tmp_path / "rel" / split / "masks" / "a.png")
+    for n in (1, 2):
+        assert main(["import", str(tmp_path / "rel"), "--out", str(tmp_path / f"w{n}"), "--workers", str(n)]) == 0
+    for split in ("train", "val"):
+        one, two = ((tmp_path / f"w{n}" / split / f"{split}-000000.tar").read_bytes() for n in (1, 2))
+        assert one == two
+    with pytest.raises(SystemExit):
+        main(["import", str(tmp_path / "rel"), "--out", str(tmp_path / "w0"), "--workers", "0"])

@@ -148,3 +148,22 @@ def test_even_ranks_gives_every_rank_the_same_share(tmp_path, monkeypatch, world
     plain = ShardDataset([src])
     monkeypatch.setattr(datasets, "_rank_and_world", lambda: (0, world))
     assert plain.epoch_samples() == 25  # evaluation keeps every sample
+
+
+def test_shuffle_buffer_yields_while_it_fills():
+    import random
+
+    read = []
+
+    def stream():
+        for i in range(200):
+            read.append(i)
+            yield {"key": i}
+
+    shuffled = ShardDataset._buffer_shuffle(stream(), random.Random(0), 64)
+    first = next(shuffled)
+    assert len(read) <= 4, f"the first sample waited for {len(read)} reads"
+    rest = [first["key"]] + [item["key"] for item in shuffled]
+    assert sorted(rest) == list(range(200)) and rest != list(range(200))
+    late = rest[100:]
+    assert max(abs(k - i - 100) for i, k in enumerate(late)) > 20  # a full buffer mixes widely

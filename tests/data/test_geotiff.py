@@ -406,3 +406,29 @@ def test_missing_rasterio_gives_an_install_hint(scene: dict, monkeypatch: pytest
     monkeypatch.setitem(sys.modules, "rasterio", None)
     with pytest.raises(ImportError, match=re.escape('pip install "aras400k[geo]"')):
         _run(scene)
+
+
+def test_workers_write_the_same_bytes_as_one(scene: dict, tmp_path: Path) -> None:
+    reports = [_run(scene, out=tmp_path / f"w{n}", samples_per_shard=2, workers=n) for n in (1, 2, 3)]
+    assert reports[0] == reports[1] == reports[2]
+    files = [
+        {
+            p.relative_to(tmp_path / f"w{n}").as_posix(): p.read_bytes()
+            for p in sorted((tmp_path / f"w{n}").rglob("*"))
+            if p.is_file()
+        }
+        for n in (1, 2, 3)
+    ]
+    assert any(name.endswith(".tar") for name in files[0])
+    assert files[0] == files[1] == files[2]
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        _run(scene, out=tmp_path / "none", workers=0)
+
+
+def test_progress_on_a_log_is_a_few_lines(scene: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    _run(scene, progress=True, workers=1)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert 2 <= len(lines) <= 12, lines
+    assert lines[-1].startswith("prepare: ") and lines[-1].endswith("rows/s")

@@ -1,9 +1,11 @@
 import hashlib
+import io
 import json
 import tarfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from aras400k.data import ManifestError, Sample, ShardWriter, iter_samples, read_manifest
 from aras400k.data.shards import SampleError, decode_sample, encode_png, iter_raw_samples
@@ -144,3 +146,28 @@ def test_pre_encoded_members_are_written_verbatim(tmp_path):
     (raw,) = iter_raw_samples(tmp_path / "s" / "train-000000.tar")
     assert raw["image.png"] == image_png and raw["mask.png"] == mask_png and raw["extra.bin"] == b"x"
     assert read_manifest(tmp_path / "s")["class_pixels"]["grass"] == 64
+
+
+def test_masks_are_encoded_run_length_small_and_lossless():
+    blocks = np.random.default_rng(0).integers(0, 7, size=(16, 16), dtype=np.uint8)
+    mask = np.kron(blocks, np.ones((16, 16), np.uint8))
+    mask[::37, ::11] = 255
+    data = encode_png(mask)
+    default = io.BytesIO()
+    Image.fromarray(mask).save(default, format="PNG", compress_level=6)
+    assert len(data) < len(default.getvalue())
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.mode == "L"
+        np.testing.assert_array_equal(np.asarray(img), mask)
+    assert encode_png(mask) == data  # deterministic
+
+
+def test_new_shards_have_no_pax_headers(tmp_path):
+    with ShardWriter(tmp_path, split="train") as writer:
+        writer.write(Sample("a", np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), captions=[]))
+    with tarfile.open(tmp_path / "train-000000.tar") as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == ["a.captions.json", "a.image.png", "a.mask.png", "a.meta.json"]
+    assert all(not m.pax_headers and m.mtime == 0 for m in members)
+    data = (tmp_path / "train-000000.tar").read_bytes()
+    assert b"PaxHeader" not in data

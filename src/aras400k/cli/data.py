@@ -80,6 +80,7 @@ def build_parser() -> ArgumentParser:
     imp.add_argument("--captions", type=list[str], default=[], help="extra caption CSVs (filename,caption)")
     imp.add_argument("--samples_per_shard", type=int, default=1000)
     imp.add_argument("--overwrite", type=bool, default=False)
+    imp.add_argument("--workers", type=int | None, default=None, help="processes (default: every usable core)")
     commands.add_subcommand("import", imp, help="import the ARAS400k release folders")
 
     _add_download(commands)
@@ -100,6 +101,7 @@ def build_parser() -> ArgumentParser:
     prep.add_argument("--seed", type=int, default=0, help="seed of the split hash")
     prep.add_argument("--samples_per_shard", type=int, default=1000)
     prep.add_argument("--overwrite", type=bool, default=False)
+    prep.add_argument("--workers", type=int | None, default=None, help="processes (default: every usable core)")
     commands.add_subcommand("prepare", prep, help="GeoTIFFs -> patches -> shards (needs the geo extra)")
 
     stats = _subparser("Print the per-class composition of shard sets and draw the Figure-3 bar chart.")
@@ -229,6 +231,7 @@ def _import(cfg: Namespace) -> int:
         captions=cfg.captions,
         samples_per_shard=cfg.samples_per_shard,
         overwrite=cfg.overwrite,
+        workers=cfg.workers,
     )
     print(report.summary())
     return 0
@@ -249,6 +252,7 @@ def _prepare(cfg: Namespace) -> int:
         seed=cfg.seed,
         samples_per_shard=cfg.samples_per_shard,
         overwrite=cfg.overwrite,
+        workers=cfg.workers,
     )
     print(report.summary())
     return 0

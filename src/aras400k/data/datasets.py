@@ -119,7 +119,8 @@ class ShardDataset(IterableDataset):
         with_meta: Add each sample's ``meta.json`` (e.g. its georeference, for
             prediction files; see ``docs/data.md``).
         shuffle: Shuffle shard order per epoch and samples through a buffer.
-        shuffle_buffer: Samples held by each worker for shuffling.
+        shuffle_buffer: Samples held by each worker for shuffling (the buffer yields
+            while it fills, so the first batch does not wait for it).
         seed: Base seed; epoch ``e`` uses ``seed + e``.
         samples_per_epoch: Epoch length over all ranks and workers. Required meaning
             only with weighted sources (default: the sum of the sources' sizes); in
@@ -461,14 +462,18 @@ class ShardDataset(IterableDataset):
 
     @staticmethod
     def _buffer_shuffle(stream: Iterator[dict[str, Any]], rng: random.Random, size: int) -> Iterator[dict[str, Any]]:
+        """Shuffle through a buffer of up to ``size`` samples that yields while it fills.
+
+        The buffer holds half of the samples read so far until it reaches ``size``, so
+        the first batch comes after a few samples are read, not after ``size`` of them.
+        """
         buffer: list[dict[str, Any]] = []
-        for item in stream:
-            if len(buffer) < size:
-                buffer.append(item)
-                continue
-            index = rng.randrange(size)
-            yield buffer[index]
-            buffer[index] = item
+        for seen, item in enumerate(stream, start=1):
+            buffer.append(item)
+            if len(buffer) > min(size, (seen + 1) // 2):
+                index = rng.randrange(len(buffer))
+                buffer[index], buffer[-1] = buffer[-1], buffer[index]
+                yield buffer.pop()
         rng.shuffle(buffer)
         yield from buffer
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,9 @@ import numpy as np
 from tqdm import tqdm
 
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, WORLDCOVER_NODATA, worldcover_lookup
-from aras400k.data.shards import MANIFEST_NAME, Sample, ShardWriter
+from aras400k.data.parallel import LineProgress, ordered_map, resolve_workers
+from aras400k.data.parallel import progress as progress_bar
+from aras400k.data.shards import MANIFEST_NAME, Sample, ShardWriter, encode_png
 from aras400k.data.splits import SPLIT_NAMES, split_for_key
 
 if TYPE_CHECKING:
@@ -416,15 +418,19 @@ def _patch(
     return _scale_to_uint8(rgb, peak), mask
 
 
-def _prepare_tile(
+def _tile_samples(
     tile: _S2Tile,
     index: _WorldCoverIndex,
-    writers: Mapping[str, ShardWriter],
     report: PrepareReport,
     opts: _Options,
-    bar: tqdm,
-) -> None:
-    """Cut one Sentinel-2 tile into patches, a row of patches per window read."""
+    bar: tqdm[Any] | LineProgress,
+) -> Iterator[tuple[str, Sample]]:
+    """Cut one Sentinel-2 tile into patches, a row of patches per window read.
+
+    Yields:
+        ``(split, sample)`` for every kept patch, in row-major order; skips are counted
+        in ``report`` as they are found.
+    """
     import rasterio
     from rasterio.windows import Window
 
@@ -450,12 +456,18 @@ def _prepare_tile(
                     report.skipped[result] += 1
                     continue
                 key = f"{tile.tile}_{row:03d}_{col:03d}"
-                split = split_for_key(key, opts.ratios, opts.seed)
                 meta = {"tile": tile.tile, "bounds": list(bounds), "crs": crs, "transform": _affine(s2, window)}
-                writers[split].write(Sample(key=key, image=result[0], mask=result[1], meta=meta))
-                report.written[split] += 1
+                yield split_for_key(key, opts.ratios, opts.seed), Sample(key, result[0], result[1], meta)
             bar.update(1)
     report.tiles += 1
+
+
+def _encode(job: tuple[str, Sample, int]) -> tuple[str, Sample]:
+    """Encode a sample's image and mask PNGs (in a worker), so the writer stores them as they are."""
+    split, sample, level = job
+    sample.image_png = encode_png(sample.image, level)
+    sample.mask_png = encode_png(sample.mask, level) if sample.mask is not None else None
+    return split, sample
 
 
 def prepare_geotiffs(
@@ -471,6 +483,7 @@ def prepare_geotiffs(
     samples_per_shard: int = 1000,
     overwrite: bool = False,
     progress: bool = True,
+    workers: int | None = None,
 ) -> PrepareReport:
     """Cut Sentinel-2 tiles and WorldCover maps into ``train``/``val``/``test`` shard sets.
 
@@ -502,7 +515,10 @@ def prepare_geotiffs(
         seed: Seed of the key-hash split assignment.
         samples_per_shard: Samples per tar shard.
         overwrite: Replace existing shard sets in ``out_dir``.
-        progress: Show a progress bar over rows of patches.
+        progress: Show a progress bar over rows of patches (rows/s; a few lines on a non-terminal).
+        workers: Processes encoding the patches' PNGs (reading stays in this one);
+            ``None``: every usable core. The shards are the same, byte for byte, for
+            any number.
 
     Returns:
         The counts of tiles, patches, samples written per split and skips per reason.
@@ -521,6 +537,7 @@ def prepare_geotiffs(
     if not 0.0 <= max_water <= 1.0:
         raise ValueError(f"max_water must be within [0, 1], got {max_water}")
     split_for_key("", ratios, seed)  # fail early on bad ratios
+    workers = resolve_workers(workers)
     opts = _Options(patch_size, worldcover_lookup(remap), float(max_water), tuple(ratios), seed)
 
     tiles = _index_s2(_find_files(Path(s2_dir), _S2_GLOB, "Sentinel-2"), patch_size)
@@ -547,9 +564,12 @@ def prepare_geotiffs(
             )
             for split in SPLIT_NAMES
         }
-        bar = stack.enter_context(
-            tqdm(total=sum(t.rows for t in tiles), unit="row", desc="prepare", disable=not progress)
+        bar = stack.enter_context(progress_bar(sum(t.rows for t in tiles), "prepare", "row", progress))
+        level = writers[SPLIT_NAMES[0]].compress_level
+        jobs = (
+            (split, sample, level) for tile in tiles for split, sample in _tile_samples(tile, index, report, opts, bar)
         )
-        for tile in tiles:
-            _prepare_tile(tile, index, writers, report, opts, bar)
+        for split, sample in ordered_map(_encode, jobs, workers):
+            writers[split].write(sample)
+            report.written[split] += 1
     return report

@@ -149,6 +149,10 @@ class Sample:
 def encode_png(array: np.ndarray, compress_level: int = 6) -> bytes:
     """Encode an ``(H, W)`` or ``(H, W, 3)`` uint8 array as PNG bytes.
 
+    A one-channel array (a class-index mask) is deflated with zlib's run-length
+    strategy (``Z_RLE``): masks are runs of a few values, and it makes their PNGs about
+    3x faster to write and smaller than the default strategy does (see ``docs/data.md``).
+
     Args:
         array: Image or mask.
         compress_level: zlib level 0-9.
@@ -156,10 +160,12 @@ def encode_png(array: np.ndarray, compress_level: int = 6) -> bytes:
     Returns:
         The PNG file content.
     """
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    options: dict[str, int] = {"compress_level": compress_level}
+    if array.ndim == 2:
+        options["compress_type"] = zlib.Z_RLE
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(
-        buffer, format="PNG", compress_level=compress_level
-    )
+    Image.fromarray(array).save(buffer, format="PNG", **options)
     return buffer.getvalue()
 
 
@@ -475,10 +481,11 @@ class ShardWriter:
 
         name = self._shard_name(len(self.shards))
         self._tmp_path = self.out_dir / (name + ".tmp")
-        # A fixed mtime makes shards byte-identical across runs with the same input; no
-        # encoder, so every member (all bytes already) is stored exactly as given.
+        # A fixed mtime makes shards byte-identical across runs with the same input; an
+        # int one, as a float makes tarfile add a pax header before every member (which
+        # readers then parse). No encoder: every member (all bytes) is stored as given.
         with naming_path(self._tmp_path):
-            self._tar = wds.TarWriter(str(self._tmp_path), mtime=0.0, encoder=False)
+            self._tar = wds.TarWriter(str(self._tmp_path), mtime=0, encoder=False)
         self._tar_count = 0
 
     def _finish_shard(self) -> None:

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from tqdm import tqdm
-
 from aras400k.classes import CLASS_NAMES
 from aras400k.data.composition import composition
+from aras400k.data.parallel import ordered_map, progress, resolve_workers
 from aras400k.data.release.layout import (
     _UNLABELLED_SPLIT,
     _check_caption_paths,
@@ -26,10 +25,10 @@ from aras400k.data.release.layout import (
     _scan_split,
     _SplitPlan,
 )
-from aras400k.data.release.pictures import _read_image, _read_mask
+from aras400k.data.release.pictures import _read_image, _read_mask, _verbatim_png
 from aras400k.data.release.problems import _SIZE_MISMATCH, _WARNING_KINDS, _kind_of, _Problem, _ProblemLog
 from aras400k.data.release.tables import _attach_captions, _attach_percentages, _compare_composition
-from aras400k.data.shards import MANIFEST_NAME, Sample, ShardWriter
+from aras400k.data.shards import MANIFEST_NAME, Sample, ShardWriter, encode_png
 
 __all__ = ["ImportReport", "import_release"]
 
@@ -89,6 +88,7 @@ def import_release(
     samples_per_shard: int = 1000,
     overwrite: bool = False,
     progress: bool = True,
+    workers: int | None = None,
 ) -> ImportReport:
     """Import an ARAS400k release folder into one shard set per split.
 
@@ -98,6 +98,11 @@ def import_release(
     become index masks; one-channel index masks are taken as they are. ``synth`` images
     without a mask are written unlabelled, with the composition from
     ``class_percentages/synth.csv`` when it has their row.
+
+    An 8-bit RGB PNG image is copied into the shard verbatim (it is decoded once, to
+    check it, never re-encoded); other images and every mask are encoded anew. Reading
+    and encoding run in ``workers`` processes, and the shards are the same, byte for
+    byte, whatever their number (see ``docs/data.md``).
 
     Args:
         root: The release folder (holding ``train``, ``val``, ``test``, ``synth``).
@@ -114,7 +119,8 @@ def import_release(
             holds each file name. Captions found under ``root/captions`` are always read.
         samples_per_shard: Samples per tar shard.
         overwrite: Replace shard sets already in ``out_dir``.
-        progress: Show a progress bar per split.
+        progress: Show a progress bar per split (images/s; a few lines on a non-terminal).
+        workers: Processes reading and encoding pictures; ``None``: every usable core.
 
     Returns:
         The :class:`ImportReport`: samples written per split and every problem found.
@@ -131,6 +137,7 @@ def import_release(
     _check_choice("unknown_colours", unknown_colours, ("error", "ignore"))
     if samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+    workers = resolve_workers(workers)
     root, out_dir = Path(root), Path(out_dir)
     split_dirs = _find_splits(root, splits)
     extra_captions = _check_caption_paths(captions)
@@ -160,6 +167,7 @@ def import_release(
         overwrite=overwrite,
         progress=progress,
         problems=problems,
+        workers=workers,
     )
     return ImportReport(written=written, problems=problems.items)
 
@@ -190,6 +198,35 @@ def _check_outputs(out_dir: Path, split_dirs: dict[str, Path], overwrite: bool) 
 
 
 # --- writing ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One picture pair to read and encode in a worker (picklable)."""
+
+    entry: _Entry
+    root: Path
+    unknown: Literal["error", "ignore"]
+    compress_level: int
+
+
+#: A worker's answer: the sample and its warnings, or the problem ``(kind, detail, path)``.
+_Loaded = tuple[Sample | None, list[tuple[str, str]], tuple[str, str, Path | None] | None]
+
+
+def _load_job(job: _Job) -> _Loaded:
+    """Read and encode one sample in a worker; problems come back as values, not exceptions."""
+    warnings = _ProblemLog("skip")
+    try:
+        sample = _load_sample(job.entry, job.root, job.unknown, warnings)
+    except _Problem as problem:
+        return None, warnings.items, (problem.kind, problem.detail, problem.path)
+    sample.image_png = _verbatim_png(job.entry.image)
+    if sample.image_png is None:
+        sample.image_png = encode_png(sample.image, job.compress_level)
+    if sample.mask is not None:
+        sample.mask_png = encode_png(sample.mask, job.compress_level)
+    return sample, warnings.items, None
 
 
 def _load_sample(entry: _Entry, root: Path, unknown: Literal["error", "ignore"], problems: _ProblemLog) -> Sample:
@@ -228,6 +265,7 @@ def _write_splits(
     overwrite: bool,
     progress: bool,
     problems: _ProblemLog,
+    workers: int = 1,
 ) -> dict[str, int]:
     """Write every split; manifests are written only once all splits succeeded.
 
@@ -247,7 +285,7 @@ def _write_splits(
                 extra={"made_by": _MADE_BY, "release_root": str(root)},
             )
             writers.append(writer)
-            written[plan.name] = _write_split(plan, writer, root, unknown_colours, problems, progress)
+            written[plan.name] = _write_split(plan, writer, root, unknown_colours, problems, progress, workers)
         for writer in writers:
             writer.close()
     except BaseException:
@@ -263,22 +301,28 @@ def _write_split(
     root: Path,
     unknown: Literal["error", "ignore"],
     problems: _ProblemLog,
-    progress: bool,
+    progress_bar: bool,
+    workers: int = 1,
 ) -> int:
-    """Write the samples of one split in file-name order.
+    """Write the samples of one split in file-name order, read and encoded by ``workers`` processes.
 
     Returns:
         The number of samples written.
     """
     count = 0
-    for entry in tqdm(plan.entries, desc=f"import {plan.name}", unit="image", disable=not progress):
-        try:
-            sample = _load_sample(entry, root, unknown, problems)
-        except _Problem as problem:
-            problems.add_problem(problem)
-            continue
-        writer.write(sample)
-        count += 1
+    jobs = (_Job(entry, root, unknown, writer.compress_level) for entry in plan.entries)
+    with progress(len(plan.entries), f"import {plan.name}", "image", progress_bar) as bar:
+        for sample, warnings, problem in ordered_map(_load_job, jobs, workers):
+            for path, reason in warnings:
+                kind, _, detail = reason.partition(": ")
+                problems.add(Path(path), kind, detail)
+            bar.update(1)
+            if problem is not None:
+                problems.add_problem(_Problem(*problem))
+                continue
+            assert sample is not None
+            writer.write(sample)
+            count += 1
     return count
 
 

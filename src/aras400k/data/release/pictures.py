@@ -52,6 +52,24 @@ def _read_image(path: Path) -> np.ndarray:
     return rgb
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: IHDR bit depth and colour type of the PNGs copied verbatim: 8-bit truecolour (RGB).
+_VERBATIM_IHDR = (8, 2)
+
+
+def _verbatim_png(path: Path) -> bytes | None:
+    """The file's bytes if it is an 8-bit RGB PNG, which a shard may hold as its ``image.png`` unchanged.
+
+    Call it after :func:`_read_image` has decoded the file (that is the check that it
+    is readable); the header alone decides here. Any other picture (palette, grey,
+    RGBA, 16-bit, JPEG) returns ``None`` and is encoded anew as an RGB PNG.
+    """
+    data = path.read_bytes()
+    if len(data) < 29 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    return data if (data[24], data[25]) == _VERBATIM_IHDR else None
+
+
 def _read_mask(path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
     """Read a colour mask (RGB or palette) or a one-channel index mask as class indices.
 

@@ -1,0 +1,93 @@
+"""Images/s of ``aras-data import`` on a release of realistic-entropy PNGs.
+
+Three runs of :func:`aras400k.data.release.import_release` on the same release, in
+one process, interleaved ``--repeats`` times (medians are reported):
+
+- the old path: every image decoded and re-encoded as PNG, one process;
+- image PNGs copied verbatim, one process;
+- image PNGs copied verbatim, ``--workers`` processes.
+
+Also printed: the limit of one process, reading and decoding the image and the colour
+mask (what the import must still do) with nothing encoded or written.
+
+    python benchmarks/bench_import.py --images 400 --size 256 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+from PIL import Image
+
+from aras400k.classes import index_to_colour
+from aras400k.data.release import import_release, importer
+from realistic import realistic_sample  # benchmarks/ is on the path when a script here runs
+
+
+def build(root: Path, images: int, size: int) -> float:
+    """Write a ``train`` release folder; return its mean image PNG size in KiB."""
+    (root / "train" / "images").mkdir(parents=True)
+    (root / "train" / "masks").mkdir(parents=True)
+    for i in range(images):
+        sample = realistic_sample(i, size)
+        assert sample.mask is not None
+        Image.fromarray(sample.image).save(root / "train" / "images" / f"p{i:06d}.png")
+        Image.fromarray(index_to_colour(sample.mask)).save(root / "train" / "masks" / f"p{i:06d}.png")
+    return float(np.mean([p.stat().st_size for p in (root / "train" / "images").glob("*.png")])) / 1024
+
+
+def run(root: Path, out: Path, workers: int, verbatim: bool) -> float:
+    """Images/s of one import (the output folder is replaced)."""
+    start = time.perf_counter()
+    if verbatim:
+        report = import_release(root, out, workers=workers, progress=False, overwrite=True)
+    else:
+        with mock.patch.object(importer, "_verbatim_png", lambda path: None):
+            report = import_release(root, out, workers=workers, progress=False, overwrite=True)
+    return sum(report.written.values()) / (time.perf_counter() - start)
+
+
+def decode_limit(root: Path) -> float:
+    """Images/s of reading and decoding each image and colour mask, nothing else (one process)."""
+    paths = sorted((root / "train" / "images").glob("*.png"))
+    start = time.perf_counter()
+    for path in paths:
+        np.asarray(Image.open(path).convert("RGB"))
+        np.asarray(Image.open(root / "train" / "masks" / path.name).convert("RGB"))
+    return len(paths) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=400)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each; medians are printed")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root, out = Path(tmp) / "release", Path(tmp) / "out"
+        kib = build(root, args.images, args.size)
+        print(f"release: {args.images} images of {args.size} px, image PNGs {kib:.0f} KiB on average")
+        names = ("re-encoded, 1 process", "verbatim, 1 process", f"verbatim, {args.workers} processes", "decode limit")
+        rates: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(args.repeats):
+            rates[names[0]].append(run(root, out, 1, verbatim=False))
+            rates[names[1]].append(run(root, out, 1, verbatim=True))
+            rates[names[2]].append(run(root, out, args.workers, verbatim=True))
+            rates[names[3]].append(decode_limit(root))
+    med = {name: statistics.median(r) for name, r in rates.items()}
+    for name in names:
+        print(f"{name:28s} {med[name]:8.1f} images/s  (runs: {', '.join(f'{r:.1f}' for r in rates[name])})")
+    print(f"verbatim / re-encoded (1 process): {med[names[1]] / med[names[0]]:.2f}x")
+    print(f"{args.workers} processes / 1 (verbatim):     {med[names[2]] / med[names[1]]:.2f}x")
+    print(f"verbatim 1 process / decode limit: {med[names[1]] / med[names[3]]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
