@@ -83,7 +83,7 @@ def normalize_caption(text: str, mode: Literal["none", "basic"] = "basic") -> st
 
 
 def normalize_captions(captions: Sequence[str]) -> list[str]:
-    """Apply ``normalize_caption(text, "basic")`` to a batch of captions, several times faster.
+    """Apply ``normalize_caption(text, "basic")`` to a batch of captions at once.
 
     The batch is joined into one string, lower-cased and encoded in one call each, split
     apart again and stripped of trailing punctuation. A caption this shortcut would not
