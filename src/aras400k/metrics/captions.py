@@ -2,10 +2,10 @@
 
 :class:`CaptionRedundancy` is the paper's redundancy (its Tables 1 and 2): the share of
 captions that repeat an earlier caption, ``1 - unique / total``. Captions are never
-kept as strings: each is reduced to a 64-bit key of its (optionally normalised) UTF-8
-text (see :func:`caption_hashes`), and the keys are kept, deduplicated, in a tensor
-state that is concatenated across processes. The unique count over the gathered keys
-equals a single-process count over all captions, up to key collisions (see the class
+kept as strings: each is reduced to a 64-bit BLAKE2b hash of its (optionally
+normalised) UTF-8 text, and the hashes are kept, deduplicated, in a tensor state that
+is concatenated across processes. The unique count over the gathered hashes equals a
+single-process count over all captions, up to hash collisions (see the class
 docstring for their probability).
 
 :class:`CaptionMetric` is the base the caption metrics share: list states that survive
@@ -15,9 +15,8 @@ name (for example a caption model and mode, ``"qwen2-vl/hybrid"``), gathered exa
 
 from __future__ import annotations
 
-import sys
+import hashlib
 import unicodedata
-import zlib
 from collections.abc import Callable, Sequence
 from itertools import repeat
 from typing import Any, Literal
@@ -50,9 +49,6 @@ _MAX_GROUP_CHUNKS = 64
 # spaces); "%", quotes and brackets carry meaning and stay.
 _TRAILING_PUNCTUATION = " .,;:!?\u2026\u3002\uff01\uff1f\uff0c\uff1b\uff1a"
 _TRAILING_ASCII = _TRAILING_PUNCTUATION.encode("ascii", "ignore")
-_MERSENNE_61 = (1 << 61) - 1
-# On 64-bit CPython, hash() of a non-negative int is that int modulo 2**61 - 1, reduced in C.
-_reduce_61: Callable[[int], int] = hash if sys.hash_info.modulus == _MERSENNE_61 else _MERSENNE_61.__rmod__
 # Joins a batch of captions into one string for normalising; a caption holding it is normalised alone.
 _SEPARATOR = "\x00"
 
@@ -134,21 +130,10 @@ def _irregular_bytes(raw: np.ndarray) -> np.ndarray:
 
 
 def caption_hashes(captions: Sequence[str], normalize: Literal["none", "basic"] = "none") -> torch.Tensor:
-    """Hash captions to 64-bit keys of their (normalised) UTF-8 text.
+    """Hash captions to 64-bit integers (BLAKE2b, 8-byte digest of the normalised UTF-8 text).
 
-    A key joins two hashes of the text's bytes ``b``, of unrelated kinds: the bytes
-    read as a little-endian integer modulo the prime ``2**61 - 1`` (a polynomial hash
-    with base 256, exact for texts of up to 7 bytes), XOR the CRC-32 of ``b`` (linear
-    over GF(2); it detects every difference of up to three bits) in the upper 32
-    bits. Both run in C, one call per caption. Unlike Python's ``hash`` of a string,
-    the key does not depend on the process (``PYTHONHASHSEED``), so keys from
-    different ranks and machines compare.
-
-    Two different texts share a key only if their two hashes collide together. The
-    polynomial hash's blind spots are byte differences that cancel modulo the prime
-    (``2**61 = 1`` there, so a byte weighs ``2**(8 i mod 61)``: a swap 61 bytes apart,
-    or ``+8`` at one byte with ``-1`` eight bytes later); the CRC sees those as a few
-    flipped bits and tells the texts apart.
+    The hash is deterministic across processes and machines (unlike Python's ``hash``),
+    so hashes computed on different ranks can be compared.
 
     Args:
         captions: The captions.
@@ -172,20 +157,13 @@ def caption_hashes(captions: Sequence[str], normalize: Literal["none", "basic"] 
         if bad is None:
             raise
         raise TypeError(f"captions must be strings, got {type(bad).__name__}: {bad!r}") from err
-    keys = _polynomial_lane(data) ^ (_crc_lane(data) << np.uint64(32))
-    return torch.from_numpy(keys.view(np.int64))
+    return torch.from_numpy(_hash_utf8(data))
 
 
-def _crc_lane(data: list[bytes]) -> np.ndarray:
-    """The CRC-32 of each byte string (uint64)."""
-    return np.fromiter(map(zlib.crc32, data), dtype=np.uint64, count=len(data))
-
-
-def _polynomial_lane(data: list[bytes]) -> np.ndarray:
-    """Each byte string as a little-endian integer modulo ``2**61 - 1`` (uint64)."""
-    little: Literal["little"] = "little"
-    integers = map(int.from_bytes, data, repeat(little))
-    return np.fromiter(map(_reduce_61, integers), dtype=np.uint64, count=len(data))
+def _hash_utf8(data: list[bytes]) -> np.ndarray:
+    """The 8-byte BLAKE2b digest of each byte string, as little-endian int64."""
+    blake2b = hashlib.blake2b
+    return np.frombuffer(b"".join([blake2b(d, digest_size=8).digest() for d in data]), dtype="<i8").astype(np.int64)
 
 
 def _as_chunks(state: list[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
@@ -334,26 +312,23 @@ class CaptionRedundancy(CaptionMetric):
     of 28.27%. ``normalize="basic"`` also treats captions that differ only in case,
     whitespace or trailing punctuation as repeats.
 
-    Memory: each caption becomes a 64-bit key (:func:`caption_hashes`), each update's
-    keys are sorted, and the sorted runs are merged into the deduplicated state whenever
-    they reach half its size, so the state holds 8 to 12 bytes per *unique* caption,
-    never the strings, and merging peaks at about 24 bytes per unique caption. Hashing and
-    deduplicating cost about what ``len(set(captions))`` does, at under half its peak
-    memory (``benchmarks/bench_metrics.py``; ``set`` also needs its 16-byte slots at
-    a load of at most 60%, and grows by copying).
+    Memory: each caption becomes a 64-bit BLAKE2b hash, each update's hashes are sorted,
+    and the sorted runs are merged into the deduplicated state whenever they reach half
+    its size (a linear-time merge), so the state holds 8 to 12 bytes per *unique*
+    caption, never the strings, and merging peaks at about 24 bytes per unique caption
+    (``benchmarks/bench_metrics.py`` measures 46 MiB of peak RSS for 1.43 million unique
+    of 2 million captions, where ``len(set(captions))`` needs 96 MiB besides the strings).
 
     Distributed: the state is concatenated across processes (``dist_reduce_fx="cat"``)
     and deduplicated again in :meth:`compute`, so the result on every rank equals a
-    single-process count over all captions; deduplicating a rank's keys early does
+    single-process count over all captions; deduplicating a rank's hashes early does
     not change it, since ``unique(cat(a, b)) = unique(cat(unique(a), b))``.
 
-    Collisions: the state keeps keys, not strings, so two different captions with the
-    same key count once. A key combines two independent hashes (see
-    :func:`caption_hashes`), so both must collide; for well-mixed keys the chance that
-    any pair of ``n`` unique captions collides is about ``n * (n - 1) / 2**65``:
-    ~1e-7 for two million, ~3e-4 for 100 million. A collision undercounts ``unique``
-    by one. Telling every collision apart would need the strings themselves, more
-    memory than ``set`` uses.
+    Collisions: two different captions share a hash with probability ``2**-64``, so
+    over ``n`` unique captions the chance that any pair collides is about
+    ``n * (n - 1) / 2**65``: ~1e-7 for two million, ~3e-4 for 100 million. A collision
+    undercounts ``unique`` by one. Telling every collision apart would need the strings
+    themselves, more memory than ``set`` uses.
 
     Args:
         normalize: ``"none"`` (the paper's exact strings) or ``"basic"`` (see
