@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from aras400k.metrics.captions import CaptionRedundancy, caption_hashes, normalize_caption
+from aras400k.metrics.captions import CaptionRedundancy, caption_hashes, normalize_caption, normalize_captions
 
 
 def sync_as_ranks(metrics):
@@ -88,6 +88,64 @@ def test_hashes_are_deterministic_blake2b():
     hashes = caption_hashes(["a", "b", "a"])
     expected = int.from_bytes(hashlib.blake2b(b"a", digest_size=8).digest(), "little", signed=True)
     assert hashes.tolist() == [expected, hashes[1].item(), expected]
+
+
+def _random_captions(n, seed, alphabet="ab. ", max_len=6):
+    """Many short captions over a tiny alphabet: plenty of exact repeats, and near misses."""
+    rng = random.Random(seed)
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randrange(max_len + 1))) for _ in range(n)]
+
+
+def _count_in_batches(captions, sizes, normalize="none"):
+    metric, start = CaptionRedundancy(normalize=normalize), 0
+    for size in sizes:
+        metric.update(captions[start : start + size])
+        start += size
+    metric.update(captions[start:])
+    return metric
+
+
+def test_counting_is_exact_in_the_key_domain_under_heavy_collisions(monkeypatch):
+    # With the hash cut to 4 bits every key repeats thousands of times; sorting, merging
+    # and deduplicating (incrementally, in sorted runs) must still count each key once.
+    from aras400k.metrics import captions as module
+
+    digest = module._hash_utf8
+    monkeypatch.setattr(module, "_hash_utf8", lambda data: digest(data) & 15)
+    captions = _random_captions(200_000, seed=4, alphabet="abcdefgh", max_len=5)
+    keys = set(module.caption_hashes(captions).tolist())
+    metric = _count_in_batches(captions, [70_000, 1, 65_535, 10])  # merges a sorted state with runs
+    assert metric.compute()["unique"] == len(keys) == 16
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")
+@pytest.mark.parametrize("normalize", ["none", "basic"])
+def test_random_captions_equal_the_set_in_one_run_and_across_ranks(normalize):
+    captions = _random_captions(150_000, seed=5, alphabet="aAbB .!\t\u00e9", max_len=8)
+    reference = len({normalize_caption(c, normalize) for c in captions})
+    single = _count_in_batches(captions, [999, 70_001, 3], normalize).compute()
+    assert single["unique"] == reference and single["total"] == len(captions)
+    ranks = [CaptionRedundancy(normalize=normalize) for _ in range(3)]
+    ranks[0].update(captions[:80_000])  # deduplicated early on this rank
+    ranks[0].update(captions[80_000:90_000])
+    ranks[1].update(captions[90_000:])
+    sync_as_ranks(ranks)
+    assert all(rank.compute()["unique"] == reference for rank in ranks)
+    merged = CaptionRedundancy(normalize=normalize)
+    merged.update(captions[:50_000])
+    other = CaptionRedundancy(normalize=normalize)
+    other.update(captions[50_000:])
+    merged.merge_state(other)
+    assert merged.compute()["unique"] == reference
+
+
+def test_batched_basic_normalization_equals_the_per_caption_one():
+    alphabet = ["a", "B", " ", "  ", "\t", "\n", ".", "!", ",", "\u2026", "\u212a", "\u0130", "e\u0301", "\x1c", "\xa0"]
+    rng = random.Random(6)
+    captions = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(8))) for _ in range(5_000)]
+    assert normalize_captions(captions) == [normalize_caption(c, "basic") for c in captions]
+    with_nul = ["a\x00b. ", " A  c!"]  # a caption holding the join separator is normalised alone
+    assert normalize_captions(with_nul) == ["a\x00b", "a c"] and normalize_captions([]) == []
 
 
 @pytest.mark.filterwarnings("ignore:The ``compute`` method")

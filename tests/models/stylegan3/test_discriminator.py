@@ -88,3 +88,73 @@ def test_conditional_discriminator_and_freeze_layers():
 def test_invalid_resolution_is_named():
     with pytest.raises(ValueError, match="power of two"):
         build_discriminator(resolution=24)
+
+
+def _reference_ops():
+    """The benchmark's reference: NVlabs' discriminator forward on its reference ops, with our weights."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_stylegan3.py"
+    spec = importlib.util.spec_from_file_location("bench_stylegan3", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _scores_and_gradients(forward, d, img0, create_graph=False):
+    d.zero_grad(set_to_none=True)
+    img = img0.clone().requires_grad_(True)
+    scores = forward(img)
+    (grad_img,) = torch.autograd.grad(torch.nn.functional.softplus(scores).sum(), img, create_graph=create_graph)
+    # R1: the gradient of the image gradient's norm reaches every weight (double backward).
+    grad_img.square().sum().backward() if create_graph else None
+    return [scores, grad_img] + ([p.grad for p in d.parameters()] if create_graph else [])
+
+
+@pytest.mark.parametrize("clamped", [False, True])
+def test_scores_and_gradients_equal_the_official_reference_ops(clamped):
+    reference = _reference_ops().reference_discriminator
+    torch.manual_seed(1)
+    d = build_discriminator(resolution=16, channel_base=256, channel_max=32)
+    img0 = torch.randn(4, 3, 16, 16) * (400.0 if clamped else 1.0)
+    if clamped:  # large inputs push activations past conv_clamp=256 in the first block
+        first = d.b16.fromrgb
+        with torch.no_grad():
+            assert (first.weight.abs().max() * first.weight_gain * 400 * 3) > 256
+    for create_graph in (False, True):
+        ours = _scores_and_gradients(d, d, img0, create_graph)
+        theirs = _scores_and_gradients(lambda img: reference(d, img), d, img0, create_graph)
+        for a, b in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_float32_scores_and_gradients_within_1e4_of_the_reference():
+    reference = _reference_ops().reference_discriminator
+    torch.manual_seed(2)
+    d = build_discriminator(resolution=32, channel_base=512, channel_max=32)
+    img0 = torch.randn(4, 3, 32, 32)
+    grads = []
+    for forward in (d, lambda img: reference(d, img)):
+        d.zero_grad(set_to_none=True)
+        img = img0.clone().requires_grad_(True)
+        scores = forward(img)
+        torch.nn.functional.softplus(scores).sum().backward()
+        grads.append([scores.detach(), img.grad, *[p.grad.clone() for p in d.parameters()]])
+    for a, b in zip(*grads, strict=True):
+        assert (a - b).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("gain", [-0.5, 0.0, 0.7])
+def test_conv_layer_with_any_gain_equals_bias_act_of_the_convolution(gain):
+    from aras400k.models.stylegan3 import Conv2dLayer
+    from aras400k.models.stylegan3.layers import bias_act
+
+    torch.manual_seed(3)
+    layer = Conv2dLayer(4, 6, kernel_size=3, activation="lrelu", conv_clamp=0.5)
+    torch.nn.init.normal_(layer.bias)
+    x = torch.randn(2, 4, 8, 8)
+    plain = torch.nn.functional.conv2d(x, layer.weight * layer.weight_gain, padding=1)
+    # gain > 0 takes the folded path; gain <= 0 (where lrelu(g * z) != g * lrelu(z)) the plain one.
+    expected = bias_act(plain, layer.bias, "lrelu", gain=gain, clamp=0.5 * gain)
+    torch.testing.assert_close(layer(x, gain=gain), expected, rtol=1e-5, atol=1e-6)

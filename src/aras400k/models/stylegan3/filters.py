@@ -261,15 +261,17 @@ def _upfirdn2d(x: Tensor, f: Tensor, up: int, down: int, pads: tuple[int, int, i
     return _upfirdn_full(x, f * gain, up, down, (px0, px1, py0, py1))
 
 
-def _depthwise(x: Tensor, kernel: Tensor, stride: int | tuple[int, int] = 1) -> Tensor:
-    """Correlate every channel of ``x`` with the same 2-D ``kernel`` ``[kh, kw]``.
+def _depthwise(
+    x: Tensor, kernel: Tensor, stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0
+) -> Tensor:
+    """Correlate every channel of ``x`` (zero-padded by ``padding``) with the same 2-D ``kernel`` ``[kh, kw]``.
 
     A grouped convolution with one group per channel (a depthwise convolution): on CPU
     it is an order of magnitude faster than folding channels into the batch.
     """
     c = x.shape[1]
     weight = kernel[None, None].expand(c, 1, *kernel.shape).contiguous()
-    return F.conv2d(x, weight, stride=stride, groups=c)
+    return F.conv2d(x, weight, stride=stride, padding=padding, groups=c)
 
 
 def _upfirdn_axis(x: Tensor, f: Tensor, up: int, down: int, p0: int, p1: int, gain: float, dim: int) -> Tensor:
@@ -330,6 +332,8 @@ def _upfirdn_full(x: Tensor, f: Tensor, up: int, down: int, pads: tuple[int, int
     kh, kw = f.shape
     _, c, h, w = x.shape
     if up == 1:
+        if px0 == px1 >= 0 and py0 == py1 >= 0:  # the convolution pads: no padded copy of x
+            return _depthwise(x, f.flip(0, 1), stride=down, padding=(py0, px0))
         return _depthwise(F.pad(x, [px0, px1, py0, py1]), f.flip(0, 1), stride=down)
     # A transposed convolution with stride ``up`` is the full convolution of the
     # zero-stuffed image; crop/pad it to the requested window.

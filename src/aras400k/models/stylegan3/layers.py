@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from aras400k.models.stylegan3.filters import setup_filter, upfirdn2d
 
-__all__ = ["Conv2dLayer", "FullyConnectedLayer", "bias_act", "modulated_conv2d"]
+__all__ = ["Conv2dLayer", "FullyConnectedLayer", "activate_", "bias_act", "modulated_conv2d"]
 
 Activation = Literal["linear", "lrelu"]
 
@@ -62,6 +62,44 @@ def bias_act(
     if clamp is not None:
         x = x.clamp(-clamp, clamp)
     return x
+
+
+def activate_(x: Tensor, activation: Activation = "linear", clamp: float | None = None) -> Tensor:
+    """Activate and clamp a freshly computed tensor, in place where autograd allows.
+
+    The leaky ReLU (slope 0.2, no gain) runs in place: its backward needs only its
+    output, which the next layer keeps anyway. The clamp is applied only when a value
+    lies outside ``[-clamp, clamp]`` (checked with one ``aminmax`` pass); where none
+    does it is the identity, gradient included, and its passes are saved. Under
+    ``torch.compile`` the clamp is always applied, so the graph has no data-dependent
+    branch.
+
+    Args:
+        x: A tensor no other operation needs unchanged (a convolution's output).
+        activation: ``"linear"`` or ``"lrelu"``.
+        clamp: Clamp to ``[-clamp, clamp]``; ``None`` disables.
+
+    Returns:
+        The activated tensor (``x`` itself, unless clamped).
+
+    Raises:
+        ValueError: For an unknown activation.
+    """
+    if activation == "lrelu":
+        x = F.leaky_relu_(x, 0.2)
+    elif activation != "linear":
+        raise ValueError(f"unknown activation {activation!r}; choose 'linear' or 'lrelu'")
+    if clamp is not None and (torch.compiler.is_compiling() or _exceeds(x, clamp)):
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def _exceeds(x: Tensor, clamp: float) -> bool:
+    """Whether any value of ``x`` lies outside ``[-clamp, clamp]``."""
+    if x.numel() == 0:
+        return False
+    low, high = torch.aminmax(x.detach())
+    return bool(low < -clamp) or bool(high > clamp)
 
 
 class FullyConnectedLayer(nn.Module):
@@ -157,15 +195,36 @@ class Conv2dLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
 
     def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
-        """Convolve ``x``, then add the bias, activate and clamp (scaled by ``gain``)."""
-        w = (self.weight * self.weight_gain).to(x.dtype)
+        """Convolve ``x``, then add the bias, activate and clamp (scaled by ``gain``).
+
+        For ``gain > 0`` the activation gain is folded into the weights and the bias
+        (``lrelu(g * z) = g * lrelu(z)``), the bias is added by the convolution and the
+        leaky ReLU runs in place, so no temporaries are made for the bias, the gain or
+        the clamp; the result equals :func:`bias_act` of the plain convolution up to
+        float rounding (``docs/stylegan3.md``).
+        """
+        if gain <= 0:
+            return bias_act(
+                self._convolve(x, self.weight * self.weight_gain, None),
+                self.bias,
+                self.activation,
+                gain=gain,
+                clamp=None if self.conv_clamp is None else self.conv_clamp * gain,
+            )
+        act_gain = gain * (LRELU_GAIN if self.activation == "lrelu" else 1.0)
+        w = (self.weight * (self.weight_gain * act_gain)).to(x.dtype)
+        b = None if self.bias is None else (self.bias * act_gain).to(x.dtype)
+        x = self._convolve(x, w, b)
+        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
+        return activate_(x, self.activation, clamp)
+
+    def _convolve(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        """The (blurred, strided) convolution with weights ``w`` and bias ``b``."""
+        w = w.to(x.dtype)
         if self.down > 1:
             x = _blur_for_downsampling(x, self.resample_filter, self.down, self.padding, w.shape[-1])
-            x = F.conv2d(x, w, stride=self.down) if w.shape[-1] > 1 else F.conv2d(x, w)
-        else:
-            x = F.conv2d(x, w, padding=self.padding)
-        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
-        return bias_act(x, self.bias, self.activation, gain=gain, clamp=clamp)
+            return F.conv2d(x, w, b, stride=self.down if w.shape[-1] > 1 else 1)
+        return F.conv2d(x, w, b, padding=self.padding)
 
     def extra_repr(self) -> str:
         """Summarise the layer."""
