@@ -7,10 +7,7 @@ the canary must never appear.
 
 from __future__ import annotations
 
-import functools
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import fsspec
@@ -34,7 +31,7 @@ from aras400k.metrics.fid import _load_state_dict
 from aras400k.models import SegmentationTask
 from aras400k.models.spade.losses import VGG19Features
 from aras400k.synthesis import load_segmentation_task
-from tests.conftest import write_random_set
+from tests.conftest import serve_directory, write_random_set
 
 ARCH, ENCODER = "fpn", "tu-mobilenetv3_small_050"
 
@@ -47,11 +44,6 @@ class _Canary:
 
     def __reduce__(self):
         return (open, (str(self.path), "w"))
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +72,8 @@ def good_checkpoint(demo_root, files) -> Path:
 @pytest.fixture(scope="module")
 def server(files) -> Iterator[str]:
     """Serve the checkpoint folder on 127.0.0.1."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(files)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve_directory(files) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import sys
-import threading
 import warnings
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,15 +15,11 @@ import aras400k.data.datasets as datasets
 from aras400k.data import ManifestError, SegmentationDataModule, ShardDataset, ShardSource
 from aras400k.data.remote import PipeError, is_url, location_name, parse_spec
 from aras400k.data.shards import iter_raw_samples, iter_samples, list_shards, read_manifest, shard_paths
-from tests.conftest import write_random_set
+from tests.conftest import serve_directory, write_random_set
 
 NUM_TRAIN = 10  # 3 shards of 4, 4 and 2 samples
 SHARDS = "train-{000000..000002}.tar"
 
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +34,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(root: Path) -> Iterator[str]:
     """Serve ``root`` over HTTP on 127.0.0.1; yields the base URL (no trailing slash)."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve_directory(root) as url:
+        yield url
 
 
 def _raw(spec_shards: list[str]) -> list[dict]:
