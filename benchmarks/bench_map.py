@@ -7,11 +7,12 @@ tiles/s are compared with a baseline measured in the same run: the bare forward 
 ratio is the share of the model's speed that survives reading, scaling, blending and
 writing.
 
-Memory: each of ``--memory_sizes`` is mapped in a fresh subprocess and its peak
+Memory: each of ``--memory_sizes`` is mapped (with full batches: pick ``--batch`` no
+larger than the smallest size's tiles per row) in a fresh subprocess and its peak
 resident memory is printed (``VmHWM`` of ``/proc/self/status``: Linux carries
 ``getrusage``'s maxrss over from the parent through fork and exec, so a child of this
 process would report this process's peak) beside a baseline
-subprocess that loads the same model and maps a 256-px scene. The increments over the
+subprocess that loads the same model and maps one row of tiles (one full batch). The increments over the
 baseline show that peak memory follows the scene's width (one band of tile rows), not
 its area. Scenes are written to a temporary folder and deleted afterwards.
 
@@ -47,21 +48,22 @@ def write_checkpoint(path: Path) -> Path:
     return path
 
 
-def write_scene(path: Path, size: int) -> Path:
-    """Write a blocky 4-band uint16 scene, one band of 512 rows at a time (bounded memory)."""
+def write_scene(path: Path, size: int, width: int | None = None) -> Path:
+    """Write a blocky 4-band uint16 ``size`` x ``width`` scene, 512 rows at a time (bounded memory)."""
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
     rng = np.random.default_rng(0)
+    height, size = size, width or size
     profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": 4, "dtype": "uint16", "crs": "EPSG:32635",
+        "driver": "GTiff", "width": size, "height": height, "count": 4, "dtype": "uint16", "crs": "EPSG:32635",
         "transform": from_origin(500000.0, 4200000.0, 10.0, 10.0), "tiled": True, "blockxsize": 256,
         "blockysize": 256, "compress": "deflate",
     }  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
-        for y in range(0, size, 512):
-            h = min(512, size - y)
+        for y in range(0, height, 512):
+            h = min(512, height - y)
             blocks = rng.integers(1, 4000, size=(4, -(-h // 16), size // 16 + 1), dtype=np.uint16)
             dst.write(np.kron(blocks, np.ones((1, 16, 16), np.uint16))[:, :h, :size], window=Window(0, y, size, h))
     return path
@@ -123,9 +125,10 @@ def main() -> None:
             )
             scene.unlink()
         if args.memory_sizes:
-            small = write_scene(folder / "base.tif", args.tile)
+            width = args.tile + (args.batch - 1) * args.memory_stride  # one row of tiles: one full batch
+            small = write_scene(folder / "base.tif", args.tile, width)
             base_mib = peak_rss_mib(ckpt, small, folder / "base_map.tif", args.tile, args.memory_stride, args.batch)
-            print(f"memory baseline (model + a {args.tile}^2 scene): peak {base_mib:.0f} MiB")
+            print(f"memory baseline (model + one full batch: a {args.tile}x{width} scene): peak {base_mib:.0f} MiB")
             for size in args.memory_sizes:
                 scene = write_scene(folder / f"mem_{size}.tif", size)
                 start = time.perf_counter()
