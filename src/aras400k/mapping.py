@@ -11,8 +11,9 @@ sum; with ``stride == tile_size`` every pixel is seen by exactly one tile.
 Memory is bounded by one band of tile rows: the probabilities are accumulated in a
 ``(classes, tile_size, width)`` float32 buffer; rows that no later tile touches are
 finished, written with a windowed write and dropped. Peak memory is therefore
-``O(tile_size x scene width x classes)`` plus one batch of tiles, independent of the
-scene's height, and the scene is read one band of ``tile_size`` rows at a time.
+``O(tile_size x scene width x classes)`` plus one batch of tiles and GDAL's block
+cache (held at 64 MB), independent of the scene's height, and the scene is read one
+band of ``tile_size`` rows at a time.
 
 Scaling: ``aras-data prepare`` scales every 256-px patch by its own maximum to uint8
 (``docs/preparing-data.md``), so each tile here is scaled by the maximum of its valid
@@ -50,6 +51,9 @@ from aras400k.models.segmentation import SegmentationTask
 __all__ = ["MapReport", "map_scene", "tile_starts", "tile_weights"]
 
 _MADE_BY = "aras-map"
+#: GDAL's raster block cache while mapping, in MB. GDAL's default (5 % of the RAM)
+#: would let the cached blocks of the scene and the map grow with the scene's size.
+_GDAL_CACHE_MB = 64
 #: Rows read at a time when comparing with a reference.
 _REFERENCE_ROWS = 512
 
@@ -274,7 +278,7 @@ def map_scene(
     look = out.with_suffix(".png") if quicklook == "auto" else (Path(quicklook) if quicklook is not None else None)
     _check_outputs(out, look, reference, overwrite)
     torch_device = _resolve_device(device)
-    with _open_raster(rasterio, scene, "scene") as src:
+    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB), _open_raster(rasterio, scene, "scene") as src:
         if src.count < 3:
             raise ValueError(f"scene {scene} has {src.count} band(s); bands 1-3 must be R, G, B")
         ref_path = _check_reference(rasterio, Path(reference), src) if reference is not None else None
@@ -509,7 +513,8 @@ def _compare(report: MapReport, reference: Path, remap: Mapping[int, int] | None
 
     lut = worldcover_lookup(remap)
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
-    with rasterio.open(report.out) as mapped, rasterio.open(reference) as ref, WarpedVRT(
+    env = rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB)
+    with env, rasterio.open(report.out) as mapped, rasterio.open(reference) as ref, WarpedVRT(
         ref, crs=mapped.crs, transform=mapped.transform, width=mapped.width, height=mapped.height,
         resampling=Resampling.nearest, nodata=0,
     ) as vrt:  # fmt: skip
