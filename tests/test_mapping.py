@@ -179,10 +179,11 @@ def test_reference_scores_equal_a_hand_computation(task_and_ckpt, tmp_path):
 
 
 def test_memory_is_bounded_by_one_band_of_tile_rows(task_and_ckpt, tmp_path, monkeypatch):
-    """The buffers and reads do not grow with the scene's height."""
+    """The buffers, the reads and GDAL's block cache do not grow with the scene's height."""
     _, ckpt = task_and_ckpt
     buffers: list[tuple[int, ...]] = []
     reads: list[int] = []
+    cache: list[object] = []  # GDAL's block cache would otherwise keep the scene's blocks (5 % of the RAM)
     original_band, original_valid = mapping._Band, mapping._valid_pixels
 
     def band(acc, *args):
@@ -191,6 +192,7 @@ def test_memory_is_bounded_by_one_band_of_tile_rows(task_and_ckpt, tmp_path, mon
 
     def valid(src, window):
         reads.append(int(window.height))
+        cache.append(rasterio.env.getenv().get("GDAL_CACHEMAX"))
         return original_valid(src, window)
 
     monkeypatch.setattr(mapping, "_Band", band)
@@ -200,6 +202,7 @@ def test_memory_is_bounded_by_one_band_of_tile_rows(task_and_ckpt, tmp_path, mon
         map_scene(ckpt, scene, tmp_path / f"m_{h}.tif", tile_size=P, batch_size=8, progress=False)
     assert buffers == [(NUM_CLASSES, P, 50)] * 2
     assert max(reads) == P
+    assert set(cache) == {mapping._GDAL_CACHE_MB}
 
 
 def test_cli_maps_and_bad_inputs_give_one_line(task_and_ckpt, tmp_path, capsys):
