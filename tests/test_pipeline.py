@@ -203,6 +203,11 @@ def _check_region_configs(run_dir: Path, out: str) -> None:
     assert out.index("aras-data download") < out.index("aras-data prepare") < out.index("aras-fit")
     segmenter = yaml.safe_load((configs / "segmenter.yaml").read_text())
     assert segmenter["data"]["init_args"]["root"] == str(run_dir / "data" / "real")
+    mapping = yaml.safe_load((configs / "segmenter.map.yaml").read_text())
+    assert out.index("aras-fit") < out.index("aras-map")  # the map comes from the trained segmenter
+    assert mapping["ckpt_path"] == str(run_dir / "segmenter" / "checkpoints" / "last.ckpt")
+    assert mapping["out"] == str(run_dir / "segmenter" / "map" / "landcover.tif")
+    assert mapping["scene"].startswith(str(run_dir / "data" / "raw" / "s2"))
 
 
 @pytest.mark.usefixtures("in_repo")
@@ -260,3 +265,28 @@ def test_config_helpers():
     deep_update(config, {"openai": {"extra_body": {"x": 1}}})
     deep_update(config, {"openai": {"extra_body": {}}})  # an empty mapping clears
     assert config["openai"]["extra_body"] == {}
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_the_segmenter_stage_maps_a_scene_when_the_map_section_names_one(tmp_path):
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    scene = tmp_path / "scene.tif"
+    rng = np.random.default_rng(0)
+    bands = np.kron(rng.integers(1, 3000, (4, 6, 8)), np.ones((1, 8, 8), dtype=np.int64)).astype(np.uint16)
+    with rasterio.open(scene, "w", driver="GTiff", width=64, height=48, count=4, dtype="uint16",
+                       crs="EPSG:32635", transform=from_origin(500000, 4100000, 10, 10)) as dst:  # fmt: skip
+        dst.write(bands)
+    run_dir = tmp_path / "run"
+    config = _tiny_config(run_dir)
+    config["map"] = {"options": {"scene": str(scene), "tile_size": 32, "batch_size": 4, "progress": False}}
+    config_file = tmp_path / "pipeline.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    run_pipeline(_load(config_file), only=["data", "segmenter"], console=io.StringIO())
+    landcover = run_dir / "segmenter" / "map" / "landcover.tif"
+    with rasterio.open(landcover) as out, rasterio.open(scene) as src:
+        assert out.crs == src.crs and out.transform == src.transform and out.shape == src.shape
+    links = {p.name for p in _links(run_dir / "index.md")}
+    assert {"landcover.tif", "landcover.png"} <= links

@@ -3,7 +3,7 @@
 Subcommands::
 
     aras-data demo --out data/demo                 procedural demo set (train/val/test)
-    aras-data import ROOT --out DIR                published ARAS400k release -> shards
+    aras-data import ROOT|ZIP... --out DIR         published ARAS400k release (folder or zips) -> shards
     aras-data download --bbox W S E N --out DIR    Sentinel-2 + WorldCover tiles of a box
     aras-data prepare --s2 DIR --worldcover DIR --out DIR   GeoTIFFs -> patches -> shards
     aras-data stats DIR [DIR ...] --plot fig.png   per-class table and Figure-3 bar chart
@@ -62,8 +62,11 @@ def build_parser() -> ArgumentParser:
     )
     commands.add_subcommand("demo", demo, help="build the procedural demo set")
 
-    imp = _subparser("Import the published ARAS400k release (ROOT/{split}/{images,masks}/*.png) into shards.")
-    imp.add_argument("root", type=str, help="release folder")
+    imp = _subparser(
+        "Import the published ARAS400k release into shards: the extracted folder (ROOT/{split}/{images,masks}/*.png) "
+        "or the released zips as they are (train.zip val.zip test.zip synth.zip; read in place, MD5-checked first)."
+    )
+    imp.add_argument("root", nargs="+", help="release folder, or the release zips")
     imp.add_argument("--out", type=str, required=True, help="destination folder (one shard set per split)")
     imp.add_argument("--splits", type=list[str] | None, default=None, help="splits to import (default: all found)")
     imp.add_argument("--synth_source", choices=["synth_uncond", "synth_cond"], default="synth_uncond")
@@ -81,6 +84,13 @@ def build_parser() -> ArgumentParser:
     imp.add_argument("--samples_per_shard", type=int, default=1000)
     imp.add_argument("--overwrite", type=bool, default=False)
     imp.add_argument("--workers", type=int | None, default=None, help="processes (default: every usable core)")
+    imp.add_argument(
+        "--check_md5",
+        "--check-md5",
+        type=bool,
+        default=True,
+        help="check zips with a published name against the published MD5 table before importing",
+    )
     commands.add_subcommand("import", imp, help="import the ARAS400k release folders")
 
     _add_download(commands)
@@ -221,8 +231,9 @@ def _demo(cfg: Namespace) -> int:
 def _import(cfg: Namespace) -> int:
     from aras400k.data.release import import_release
 
+    roots = [str(r) for r in cfg.root]
     report = import_release(
-        cfg.root,
+        roots[0] if len(roots) == 1 else roots,
         cfg.out,
         splits=cfg.splits,
         synth_source=cfg.synth_source,
@@ -232,6 +243,8 @@ def _import(cfg: Namespace) -> int:
         samples_per_shard=cfg.samples_per_shard,
         overwrite=cfg.overwrite,
         workers=cfg.workers,
+        check_md5=cfg.check_md5,
+        notice=lambda line: print(line, file=sys.stderr),
     )
     print(report.summary())
     return 0

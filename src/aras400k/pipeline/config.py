@@ -129,6 +129,10 @@ class PipelineConfig:
         captions: ``aras-caption``: the sets and the models (each with its modes and backend).
         eval: ``aras-eval`` (base config and options; data sets and paths are filled in).
         ablate: ``aras-ablate`` (base config and options; configurations are filled in).
+        map: ``aras-map`` config and options (``scene``, ``reference``, ``tile_size``, ...):
+            when they name a ``scene``, the segmenter stage maps it with the trained model
+            into ``run_dir/segmenter/map/landcover.tif`` (see ``docs/mapping.md``);
+            ``{run_dir}`` in a path stands for the run folder.
         gan_fid: Log ``val_fid`` of both GANs during training in the segmenter's feature space.
         fid_bound: A GAN whose last ``val_fid`` is above this is flagged as not trustworthy.
         skip: Stages not to run (their outputs must then come from an earlier run).
@@ -145,6 +149,7 @@ class PipelineConfig:
     captions: CaptionStage = field(default_factory=CaptionStage)
     eval: StageConfig = field(default_factory=lambda: StageConfig("configs/eval.yaml"))
     ablate: StageConfig = field(default_factory=lambda: StageConfig("configs/ablate.yaml"))
+    map: StageConfig = field(default_factory=StageConfig)
     gan_fid: bool = True
     fid_bound: float = 1000.0
     skip: list[str] = field(default_factory=list)

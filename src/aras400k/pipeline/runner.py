@@ -45,6 +45,7 @@ __all__ = ["PipelineError", "PipelineResult", "StageRecord", "plan_stages", "run
 def _programs() -> dict[str, Callable[[list[str]], Any]]:
     """Console scripts by name, imported when first needed."""
     from aras400k.cli import ablate, caption, data, eval, synth
+    from aras400k.cli import map as map_cli
     from aras400k.cli.main import cli, fit_main
 
     def aras(args: list[str]) -> None:
@@ -58,6 +59,7 @@ def _programs() -> dict[str, Callable[[list[str]], Any]]:
         "aras-caption": caption.main,
         "aras-eval": eval.main,
         "aras-ablate": ablate.main,
+        "aras-map": map_cli.main,
     }
 
 

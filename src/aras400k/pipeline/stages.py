@@ -439,14 +439,32 @@ class SegmenterStage(FitStage):
     summary = "segmenter training and test (aras-fit, aras test)"
 
     def commands(self) -> list[Command]:
-        """Fit, then ``aras test`` with the last checkpoint."""
+        """Fit, then ``aras test`` with the last checkpoint, then ``aras-map`` of a scene when ``map`` names one."""
         fit = super().commands()
         test = Command("aras", ("test", "--config", str(self.config_path()), "--ckpt_path", str(self.outputs()[0])))
-        return [*fit, test]
+        commands = [*fit, test]
+        if self.maps_a_scene():
+            required = {"ckpt_path": str(self.layout.checkpoint(self.name)), "out": str(self.map_path())}
+            merged = self.flat_config(required, {"overwrite": True}, self.config.map)
+            # "{run_dir}" in a path option stands for the run folder (the scene a data stage downloaded).
+            merged = {k: v.replace("{run_dir}", str(self.layout.run_dir)) if isinstance(v, str) else v
+                      for k, v in merged.items()}  # fmt: skip
+            path = self.write_config(merged, ".map")
+            commands.append(Command("aras-map", ("--config", str(path))))
+        return commands
+
+    def maps_a_scene(self) -> bool:
+        """Whether the pipeline's ``map`` section names a scene to map with the trained segmenter."""
+        section = self.config.map
+        return bool(section.options.get("scene") or load_yaml(section.config).get("scene"))
+
+    def map_path(self) -> Path:
+        """``run_dir/segmenter/map/landcover.tif``."""
+        return self.layout.stage_dir(self.name) / "map" / "landcover.tif"
 
     def outputs(self) -> list[Path]:
-        """``last.ckpt``."""
-        return [self.layout.checkpoint(self.name)]
+        """``last.ckpt`` (and the land-cover map when a scene is mapped)."""
+        return [self.layout.checkpoint(self.name), *([self.map_path()] if self.maps_a_scene() else [])]
 
     def results(self) -> str | None:
         """The test split's macro scores (%)."""
@@ -458,7 +476,9 @@ class SegmenterStage(FitStage):
         """Checkpoints, test table, confusion matrices and prediction grids."""
         stage_dir = self.layout.stage_dir(self.name)
         found = [
-            Artefact(self.layout.checkpoint(self.name), "segmenter checkpoint (last epoch); labels synthetic images")
+            Artefact(self.layout.checkpoint(self.name), "segmenter checkpoint (last epoch); labels synthetic images"),
+            Artefact(self.map_path(), "land-cover map of the scene (GeoTIFF, class ids, release colours)"),
+            Artefact(self.map_path().with_suffix(".png"), "quicklook of the land-cover map"),
         ]
         found += [
             Artefact(p, "best segmenter checkpoint by validation macro F1")

@@ -32,6 +32,7 @@ def check_command(command: Command) -> None:
         ValueError: If its parser rejects the arguments (the parser's message is included).
     """
     from aras400k.cli import ablate, caption, data, eval, synth
+    from aras400k.cli import map as map_cli
     from aras400k.cli.main import cli
 
     args = list(command.args)
@@ -52,6 +53,7 @@ def check_command(command: Command) -> None:
                     "aras-caption": caption.build_parser,
                     "aras-eval": eval.build_parser,
                     "aras-ablate": ablate.build_parser,
+                    "aras-map": map_cli.build_parser,
                 }
                 parsers[command.program]().parse_args(args)
     except (SystemExit, ValueError, TypeError, KeyError) as err:

@@ -8,6 +8,9 @@ The release layout this reads::
     ROOT/captions/{split}/*.csv                optional: ``filename,caption``
     ROOT/captions/{split}*.csv                 optional: ``filename,caption``
 
+The released zips (``train.zip``, ``val.zip``, ``test.zip``, ``synth.zip``) are read as
+they are, without extraction, after an MD5 check against :data:`RELEASE_MD5`.
+
 Each split folder becomes the shard set ``OUT/{split}`` (see :mod:`aras400k.data.shards`).
 The import is loud, never lossy: every file that cannot be imported (an image without
 a mask, a mask without an image, a size mismatch, an unknown mask colour, a corrupt
@@ -21,6 +24,8 @@ The modules, in the order an import uses them:
 
 - :mod:`aras400k.data.release.importer`: :func:`import_release` and its
   :class:`ImportReport`; checks the arguments and writes the shard sets.
+- :mod:`aras400k.data.release.zips`: the published MD5 table; checks and opens the
+  release zips for reading in place.
 - :mod:`aras400k.data.release.layout`: finds the split folders and the caption CSVs,
   pairs each image with its mask and gives it a sample key.
 - :mod:`aras400k.data.release.tables`: reads the class-percentage and caption CSVs.
@@ -32,5 +37,6 @@ The modules, in the order an import uses them:
 
 from aras400k.data.release.importer import ImportReport, import_release
 from aras400k.data.release.problems import ReleaseImportError
+from aras400k.data.release.zips import RELEASE_MD5, md5_of_file
 
-__all__ = ["ImportReport", "ReleaseImportError", "import_release"]
+__all__ = ["RELEASE_MD5", "ImportReport", "ReleaseImportError", "import_release", "md5_of_file"]

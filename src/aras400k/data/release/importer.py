@@ -8,10 +8,10 @@ mask (:mod:`aras400k.data.release.pictures`) and writes one shard set per split.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from aras400k.classes import CLASS_NAMES
 from aras400k.data.composition import composition
@@ -26,8 +26,16 @@ from aras400k.data.release.layout import (
     _SplitPlan,
 )
 from aras400k.data.release.pictures import _read_image, _read_mask, _verbatim_png
-from aras400k.data.release.problems import _SIZE_MISMATCH, _WARNING_KINDS, _kind_of, _Problem, _ProblemLog
+from aras400k.data.release.problems import (
+    _SIZE_MISMATCH,
+    _WARNING_KINDS,
+    ReleaseImportError,
+    _kind_of,
+    _Problem,
+    _ProblemLog,
+)
 from aras400k.data.release.tables import _attach_captions, _attach_percentages, _compare_composition
+from aras400k.data.release.zips import ReleaseZip, open_release_zips
 from aras400k.data.shards import MANIFEST_NAME, Sample, ShardWriter, encode_png
 
 __all__ = ["ImportReport", "import_release"]
@@ -77,7 +85,7 @@ class ImportReport:
 
 
 def import_release(
-    root: str | Path,
+    root: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     *,
     splits: Sequence[str] | None = None,
@@ -89,8 +97,14 @@ def import_release(
     overwrite: bool = False,
     progress: bool = True,
     workers: int | None = None,
+    check_md5: bool = True,
+    notice: Callable[[str], None] = print,
 ) -> ImportReport:
-    """Import an ARAS400k release folder into one shard set per split.
+    """Import an ARAS400k release folder, or the released zips as they are, into one shard set per split.
+
+    The zips (``train.zip``, ``val.zip``, ``test.zip``, ``synth.zip``) are read in place,
+    nothing extracted; each is checked against the published MD5 table
+    (:data:`~aras400k.data.release.zips.RELEASE_MD5`) before anything is imported.
 
     Samples are written in sorted file-name order, so two imports of the same release
     give byte-identical shards. The key of a sample is its image's file stem with every
@@ -105,7 +119,8 @@ def import_release(
     byte, whatever their number (see ``docs/data.md``).
 
     Args:
-        root: The release folder (holding ``train``, ``val``, ``test``, ``synth``).
+        root: The release folder (holding ``train``, ``val``, ``test``, ``synth``), or
+            one or more release zips (see :mod:`aras400k.data.release.zips`).
         out_dir: Folder that receives one shard set per split (``out_dir/train``, ...).
         splits: Splits to import; default: those of ``train``, ``val``, ``test`` and
             ``synth`` present under ``root``.
@@ -119,8 +134,13 @@ def import_release(
             holds each file name. Captions found under ``root/captions`` are always read.
         samples_per_shard: Samples per tar shard.
         overwrite: Replace shard sets already in ``out_dir``.
-        progress: Show a progress bar per split (images/s; a few lines on a non-terminal).
-        workers: Processes reading and encoding pictures; ``None``: every usable core.
+        progress: Show a progress bar per split (images/s; a few lines on a non-terminal)
+            and per zip while hashing.
+        workers: Processes reading and encoding pictures; ``None``: every usable core
+            (zips are read by one process).
+        check_md5: Check zips with a published name against the MD5 table; zips
+            with other names are imported with a notice and no check.
+        notice: Receives the notices (one line each) about unchecked zips.
 
     Returns:
         The :class:`ImportReport`: samples written per split and every problem found.
@@ -128,7 +148,8 @@ def import_release(
     Raises:
         ValueError: On an invalid argument (an unknown choice, a bad split name).
         ReleaseImportError: If ``root`` is missing, holds no split folder, a requested
-            split or a caption CSV is missing, a split has no images, or (with
+            split or a caption CSV is missing, a split has no images, a zip is missing,
+            not a zip or has the wrong MD5 digest, or (with
             ``on_error="fail"``) on the first problem file; the message names the file.
         FileExistsError: If an output shard set exists and ``overwrite`` is off.
     """
@@ -138,38 +159,120 @@ def import_release(
     if samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
     workers = resolve_workers(workers)
-    root, out_dir = Path(root), Path(out_dir)
-    split_dirs = _find_splits(root, splits)
+    out_dir = Path(out_dir)
     extra_captions = _check_caption_paths(captions)
-    _check_outputs(out_dir, split_dirs, overwrite)
+    sources, archives = _open_sources(root, splits, check_md5=check_md5, progress=progress, notice=notice)
+    try:
+        _check_outputs(out_dir, [s.name for s in sources], overwrite)
+        problems = _ProblemLog(on_error)
+        plans = [_scan_split(s.name, s.folder, problems) for s in sources]
+        _attach_tables(plans, sources, extra_captions, problems)
+        written = _write_splits(
+            plans,
+            sources=sources,
+            out_dir=out_dir,
+            synth_source=synth_source,
+            unknown_colours=unknown_colours,
+            samples_per_shard=samples_per_shard,
+            overwrite=overwrite,
+            progress=progress,
+            problems=problems,
+            workers=workers,
+        )
+    finally:
+        for archive in archives:
+            archive.close()
+    return ImportReport(written=written, problems=problems.items)
 
-    problems = _ProblemLog(on_error)
-    plans = [_scan_split(name, folder, problems) for name, folder in split_dirs.items()]
-    discovered: set[Path] = set()
-    for plan in plans:
-        percentages = root / "class_percentages" / f"{plan.name}.csv"
+
+# --- where the splits come from -------------------------------------------------------
+
+
+@dataclass
+class _Source:
+    """One split to import: its folder (on disk or in a zip) and the release root above it.
+
+    Attributes:
+        name: The split name.
+        folder: The split folder (``Path`` or ``zipfile.Path``).
+        root: The folder holding ``class_percentages`` and ``captions`` for the split.
+        label: The release root or zip, as recorded in the manifest.
+    """
+
+    name: str
+    folder: Any
+    root: Any
+    label: str
+
+
+def _is_zip_input(root: str | Path | Sequence[str | Path]) -> bool:
+    """Whether ``root`` names zips rather than one release folder."""
+    if isinstance(root, (str, Path)):
+        return str(root).lower().endswith(".zip")
+    return True
+
+
+def _open_sources(
+    root: str | Path | Sequence[str | Path],
+    splits: Sequence[str] | None,
+    *,
+    check_md5: bool,
+    progress: bool,
+    notice: Callable[[str], None],
+) -> tuple[list[_Source], list[ReleaseZip]]:
+    """Resolve the splits to import from a release folder or from release zips.
+
+    Returns:
+        The splits, and the opened zips (empty for a folder) for the caller to close.
+
+    Raises:
+        ReleaseImportError: As :func:`_find_splits` and :func:`open_release_zips` do.
+    """
+    if not _is_zip_input(root):
+        folder = Path(root)  # type: ignore[arg-type]
+        found = _find_splits(folder, splits)
+        return [_Source(name, path, folder, str(folder)) for name, path in found.items()], []
+    items = [root] if isinstance(root, (str, Path)) else list(root)
+    if len(items) == 1 and not str(items[0]).lower().endswith(".zip"):
+        return _open_sources(items[0], splits, check_md5=check_md5, progress=progress, notice=notice)
+    archives = open_release_zips(items, check_md5=check_md5, progress=progress, notice=notice)
+    wanted = [a for a in archives if splits is None or a.split in splits]
+    missing = [s for s in (splits or []) if s not in {a.split for a in archives}]
+    if missing:
+        for archive in archives:
+            archive.close()
+        held = ", ".join(a.split for a in archives)
+        raise ReleaseImportError(f"no zip holds split {missing[0]!r} (the zips hold {held})")
+    return [_Source(a.split, a.folder, a.root, str(a.path)) for a in wanted], archives
+
+
+def _attach_tables(
+    plans: list[_SplitPlan], sources: list[_Source], extra_captions: list[Path], problems: _ProblemLog
+) -> None:
+    """Attach the class-percentage and caption CSVs next to each split, then the extra caption CSVs."""
+    discovered: set[str] = set()
+    for plan, source in zip(plans, sources, strict=True):
+        percentages = source.root / "class_percentages" / f"{plan.name}.csv"
         if percentages.is_file():
             _attach_percentages(plan, percentages, problems)
-        for path in _discover_caption_csvs(root, plan.name):
-            discovered.add(path.resolve())
+        for path in _discover_caption_csvs(source.root, plan.name):
+            discovered.add(_identity(path))
             _attach_captions([plan], path, problems)
     for path in extra_captions:
-        if path.resolve() not in discovered:
+        if _identity(path) not in discovered:
             _attach_captions(plans, path, problems)
 
-    written = _write_splits(
-        plans,
-        root=root,
-        out_dir=out_dir,
-        synth_source=synth_source,
-        unknown_colours=unknown_colours,
-        samples_per_shard=samples_per_shard,
-        overwrite=overwrite,
-        progress=progress,
-        problems=problems,
-        workers=workers,
-    )
-    return ImportReport(written=written, problems=problems.items)
+
+def _identity(path: Any) -> str:
+    """A string naming a file on disk (resolved) or in a zip."""
+    return str(path.resolve()) if isinstance(path, Path) else str(path)
+
+
+def _relative(path: Any, root: Any) -> str:
+    """``path`` relative to ``root``, with ``/`` separators (on disk or in a zip)."""
+    if isinstance(path, Path):
+        return path.relative_to(root).as_posix()
+    return str(path.at)[len(str(root.at)) :]
 
 
 # --- arguments and outputs -------------------------------------------------------------
@@ -181,7 +284,7 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
-def _check_outputs(out_dir: Path, split_dirs: dict[str, Path], overwrite: bool) -> None:
+def _check_outputs(out_dir: Path, split_dirs: Sequence[str], overwrite: bool) -> None:
     """Refuse, before writing anything, to replace existing shard sets without ``overwrite``.
 
     Raises:
@@ -205,7 +308,7 @@ class _Job:
     """One picture pair to read and encode in a worker (picklable)."""
 
     entry: _Entry
-    root: Path
+    root: Any
     unknown: Literal["error", "ignore"]
     compress_level: int
 
@@ -229,14 +332,14 @@ def _load_job(job: _Job) -> _Loaded:
     return sample, warnings.items, None
 
 
-def _load_sample(entry: _Entry, root: Path, unknown: Literal["error", "ignore"], problems: _ProblemLog) -> Sample:
+def _load_sample(entry: _Entry, root: Any, unknown: Literal["error", "ignore"], problems: _ProblemLog) -> Sample:
     """Read one image (and mask) into a :class:`Sample`, checking the CSV composition.
 
     Raises:
         _Problem: If the image or mask cannot be used.
     """
     image = _read_image(entry.image)
-    meta: dict[str, object] = {"release_file": entry.image.relative_to(root).as_posix()}
+    meta: dict[str, object] = {"release_file": _relative(entry.image, root)}
     mask = None
     if entry.mask is not None:
         mask = _read_mask(entry.mask, unknown)
@@ -257,7 +360,7 @@ def _load_sample(entry: _Entry, root: Path, unknown: Literal["error", "ignore"],
 def _write_splits(
     plans: list[_SplitPlan],
     *,
-    root: Path,
+    sources: list[_Source],
     out_dir: Path,
     synth_source: Literal["synth_uncond", "synth_cond"],
     unknown_colours: Literal["error", "ignore"],
@@ -275,17 +378,21 @@ def _write_splits(
     writers: list[ShardWriter] = []
     written: dict[str, int] = {}
     try:
-        for plan in plans:
+        for plan, source in zip(plans, sources, strict=True):
             writer = ShardWriter(
                 out_dir / plan.name,
                 split=plan.name,
                 source=synth_source if plan.name == _UNLABELLED_SPLIT else "real",
                 samples_per_shard=samples_per_shard,
                 overwrite=overwrite,
-                extra={"made_by": _MADE_BY, "release_root": str(root)},
+                extra={"made_by": _MADE_BY, "release_root": source.label},
             )
             writers.append(writer)
-            written[plan.name] = _write_split(plan, writer, root, unknown_colours, problems, progress, workers)
+            # Zip members are read through one open archive, so a zip is read by this process.
+            split_workers = workers if isinstance(source.root, Path) else 1
+            written[plan.name] = _write_split(
+                plan, writer, source.root, unknown_colours, problems, progress, split_workers
+            )
         for writer in writers:
             writer.close()
     except BaseException:
@@ -298,7 +405,7 @@ def _write_splits(
 def _write_split(
     plan: _SplitPlan,
     writer: ShardWriter,
-    root: Path,
+    root: Any,
     unknown: Literal["error", "ignore"],
     problems: _ProblemLog,
     progress_bar: bool,

@@ -8,7 +8,7 @@ to the plan's entries before anything is written.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -125,9 +125,15 @@ def _check_caption_paths(paths: Sequence[str | Path]) -> list[Path]:
 def _discover_caption_csvs(root: Path, split: str) -> list[Path]:
     """Caption CSVs of a split: ``captions/{split}/*.csv``, then ``captions/{split}*.csv``."""
     folder = root / "captions"
-    found = sorted((folder / split).glob("*.csv")) if (folder / split).is_dir() else []
-    found += sorted(p for p in folder.glob(f"{split}*.csv") if p.is_file()) if folder.is_dir() else []
+    found = _csv_files(folder / split, lambda name: True) if (folder / split).is_dir() else []
+    found += _csv_files(folder, lambda name: name.startswith(split)) if folder.is_dir() else []
     return found
+
+
+def _csv_files(folder: Path, keep: Callable[[str], bool]) -> list[Path]:
+    """The ``*.csv`` files of a folder (or a folder in a zip) whose name ``keep`` accepts, by name."""
+    found = [p for p in folder.iterdir() if p.is_file() and p.name.endswith(".csv") and keep(p.name)]
+    return sorted(found, key=lambda p: p.name)
 
 
 def _sanitise_key(stem: str) -> str:

@@ -28,9 +28,7 @@ _INDEX_MODES = ("L", "LA", "I", "I;16", "I;16B", "I;16L")
 def _check_pixels(img: Image.Image, path: Path, what: str) -> None:
     """Refuse a picture over :data:`~aras400k.data.shards.MAX_IMAGE_PIXELS` from its header, before decoding."""
     if img.width * img.height > MAX_IMAGE_PIXELS:
-        raise _Problem(
-            _UNREADABLE, f"{what} is {img.width}x{img.height} px, more than {MAX_IMAGE_PIXELS} pixels", path
-        )
+        raise _Problem(_UNREADABLE, f"{what} is {img.width}x{img.height} px, more than {MAX_IMAGE_PIXELS} pixels", path)
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -40,7 +38,7 @@ def _read_image(path: Path) -> np.ndarray:
         _Problem: If the file is not a readable picture or has an unsupported mode.
     """
     try:
-        with Image.open(path) as img:
+        with path.open("rb") as fh, Image.open(fh) as img:
             _check_pixels(img, path, "image")
             img.load()
             mode = img.mode
@@ -78,7 +76,7 @@ def _read_mask(path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
             colours or values while ``unknown="error"``.
     """
     try:
-        with Image.open(path) as img:
+        with path.open("rb") as fh, Image.open(fh) as img:
             _check_pixels(img, path, "mask")
             img.load()
             mode = img.mode

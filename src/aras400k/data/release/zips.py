@@ -1,0 +1,207 @@
+"""The released zips as they are: MD5 check against the published table, then read in place.
+
+The release is four zips, ``train.zip``, ``val.zip``, ``test.zip`` and ``synth.zip``,
+published with the MD5 digests in :data:`RELEASE_MD5`. :func:`open_release_zips` checks
+every zip before anything is imported: that it exists, that it is a zip, and (for a zip
+with a published name, unless the check is turned off) that its MD5 digest is the
+published one. The members are then read straight from the zip (``zipfile.Path``):
+nothing is extracted to disk. Zips with other names are accepted with a notice and no
+digest check. The layout inside a zip may be any of::
+
+    {split}/images/*.png, {split}/masks/*.png      the split folder at the top
+    images/*.png, masks/*.png                      the zip is the split folder
+    ANY/{split}/images/*.png ...                   one folder above the split folder
+
+The split name is the split folder's name, else the zip's stem (``train.zip`` ->
+``train``). ``class_percentages/`` and ``captions/`` next to the split folder are read
+as in a release folder (see ``docs/data.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from aras400k.data.release.problems import ReleaseImportError
+
+__all__ = ["RELEASE_MD5", "ReleaseZip", "md5_of_file", "open_release_zips"]
+
+#: MD5 digests of the published release zips, by file name (the ARAS400k download page).
+RELEASE_MD5: dict[str, str] = {
+    "train.zip": "95cd5caea68c813fd86888f9cd95b627",
+    "val.zip": "76e61fd7557d65ba0596e44c0f92b43f",
+    "test.zip": "01679231ee8e38701f5d3ab7de0b5719",
+    "synth.zip": "0dc95bfdda44a816ade0d7ea747e4f9c",
+}
+_CHUNK = 1 << 20
+
+
+@dataclass
+class ReleaseZip:
+    """One opened release zip.
+
+    Attributes:
+        path: The zip file.
+        split: The split it holds.
+        root: The folder inside the zip that holds the split folder (``zipfile.Path``).
+        folder: The split folder inside the zip (holding ``images`` and ``masks``).
+        archive: The open ``zipfile.ZipFile``; close it with :meth:`close`.
+    """
+
+    path: Path
+    split: str
+    root: Any
+    folder: Any
+    archive: zipfile.ZipFile
+
+    def close(self) -> None:
+        """Close the zip file."""
+        self.archive.close()
+
+
+def md5_of_file(path: str | Path, progress: bool = False) -> str:
+    """MD5 hex digest of a file, read in 1 MiB chunks.
+
+    Args:
+        path: The file.
+        progress: Show a progress bar in bytes.
+
+    Returns:
+        The lower-case hex digest.
+    """
+    path = Path(path)
+    digest = hashlib.md5(usedforsecurity=False)
+    with (
+        path.open("rb") as fh,
+        tqdm(
+            total=path.stat().st_size, unit="B", unit_scale=True, desc=f"md5 {path.name}", disable=not progress
+        ) as bar,
+    ):
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def open_release_zips(
+    zips: Sequence[str | Path],
+    *,
+    check_md5: bool = True,
+    progress: bool = True,
+    notice: Callable[[str], None] = print,
+) -> list[ReleaseZip]:
+    """Check the release zips and open each one's split folder for reading in place.
+
+    Every zip is checked for existence and readability before any digest is computed,
+    so a missing zip is named at once rather than after minutes of hashing.
+
+    Args:
+        zips: The zip files, e.g. ``train.zip val.zip test.zip synth.zip``.
+        check_md5: Compare zips with a published name against :data:`RELEASE_MD5`.
+        progress: Show a progress bar while hashing.
+        notice: Receives one line per zip with a name outside the table.
+
+    Returns:
+        One :class:`ReleaseZip` per zip, in the order given.
+
+    Raises:
+        ReleaseImportError: If a zip is missing, not a zip, has the wrong digest, holds
+            no split folder, or two zips hold the same split.
+    """
+    paths = [Path(z) for z in zips]
+    if not paths:
+        raise ReleaseImportError("no zip given; name the release zips, e.g. train.zip val.zip test.zip synth.zip")
+    for path in paths:
+        if not path.is_file():
+            raise ReleaseImportError(f"release zip {path} does not exist")
+    opened: list[ReleaseZip] = []
+    try:
+        for path in paths:
+            opened.append(_open_zip(path))
+        _check_unique_splits(opened)
+        for path in paths:
+            _check_digest(path, check_md5, progress, notice)
+    except BaseException:
+        for item in opened:
+            item.close()
+        raise
+    return opened
+
+
+def _check_digest(path: Path, check_md5: bool, progress: bool, notice: Callable[[str], None]) -> None:
+    """Compare a zip's MD5 with the published one, or say why it is not checked.
+
+    Raises:
+        ReleaseImportError: If the digests differ.
+    """
+    expected = RELEASE_MD5.get(path.name)
+    if expected is None:
+        notice(f"note: {path.name} is not a published release zip name ({', '.join(RELEASE_MD5)}); MD5 not checked")
+        return
+    if not check_md5:
+        return
+    actual = md5_of_file(path, progress=progress)
+    if actual != expected:
+        raise ReleaseImportError(
+            f"release zip {path} is corrupt or incomplete: MD5 {actual}, expected {expected}; "
+            "download it again (or pass --check_md5 false to import it anyway)"
+        )
+
+
+def _open_zip(path: Path) -> ReleaseZip:
+    """Open a zip and find its split folder.
+
+    Raises:
+        ReleaseImportError: If the file is not a readable zip or holds no split folder.
+    """
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ReleaseImportError(f"release zip {path} is not a readable zip ({err})") from err
+    try:
+        root, split, folder = _find_split_folder(path, zipfile.Path(archive))
+    except BaseException:
+        archive.close()
+        raise
+    return ReleaseZip(path=path, split=split, root=root, folder=folder, archive=archive)
+
+
+def _find_split_folder(path: Path, top: Any) -> tuple[Any, str, Any]:
+    """Find ``(root, split name, split folder)`` inside a zip (the layouts in the module docstring).
+
+    Raises:
+        ReleaseImportError: If no folder of the zip holds an ``images`` folder.
+    """
+    stem = path.stem
+    candidates = [top] + [child for child in top.iterdir() if child.is_dir()]
+    for root in candidates:
+        if (root / stem / "images").is_dir():
+            return root, stem, root / stem
+    for root in candidates:
+        splits = [c for c in root.iterdir() if c.is_dir() and (c / "images").is_dir()]
+        if len(splits) == 1:
+            return root, splits[0].name, splits[0]
+    if (top / "images").is_dir():
+        return top, stem, top
+    raise ReleaseImportError(
+        f"release zip {path} holds no split folder ({stem}/images/*.png or images/*.png at its top)"
+    )
+
+
+def _check_unique_splits(opened: list[ReleaseZip]) -> None:
+    """Refuse two zips holding the same split.
+
+    Raises:
+        ReleaseImportError: If a split comes from two zips.
+    """
+    seen: dict[str, Path] = {}
+    for item in opened:
+        if item.split in seen:
+            raise ReleaseImportError(f"release zips {seen[item.split]} and {item.path} both hold split {item.split!r}")
+        seen[item.split] = item.path

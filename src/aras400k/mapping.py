@@ -1,0 +1,545 @@
+"""Whole-scene land-cover maps: a trained segmenter slid over a Sentinel-2 scene of any size.
+
+:func:`map_scene` (the ``aras-map`` command, ``docs/map.md``) cuts the scene into
+``tile_size`` tiles every ``stride`` pixels (the last row and column of tiles end at the
+scene's edge), predicts each tile's class probabilities in batches, and blends
+overlapping tiles by weighting each tile's softmax with a separable triangular window
+(largest at the tile's centre, never zero, so a pixel at the scene's edge seen by one
+tile keeps that tile's prediction). The class of a pixel is the arg-max of the weighted
+sum; with ``stride == tile_size`` every pixel is seen by exactly one tile.
+
+Memory is bounded by one band of tile rows: the probabilities are accumulated in a
+``(classes, tile_size, width)`` float32 buffer; rows that no later tile touches are
+finished, written with a windowed write and dropped. Peak memory is therefore
+``O(tile_size x scene width x classes)`` plus one batch of tiles and GDAL's block
+cache (held at 64 MB), independent of the scene's height, and the scene is read one
+band of ``tile_size`` rows at a time.
+
+Scaling: ``aras-data prepare`` scales every 256-px patch by its own maximum to uint8
+(``docs/preparing-data.md``), so each tile here is scaled by the maximum of its valid
+pixels the same way; the model sees what it was trained on. ``peak`` scales the whole
+scene by one value instead. Bands 1-3 are read as R, G, B, as ``prepare`` does.
+
+The output is a tiled, DEFLATE-compressed uint8 GeoTIFF with the scene's CRS and
+transform, the release's colour table, and 255 (no data) where the scene has no data;
+a PNG quicklook with the class legend is drawn alongside. With a WorldCover
+``reference``, the map is compared with it (remapped to the seven classes, resampled
+nearest onto the map's grid) over the pixels where both have data: per-class F1 / IoU
+and a confusion-matrix figure.
+
+rasterio is an optional dependency (``pip install "aras400k[geo]"``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE, index_to_colour, worldcover_lookup
+from aras400k.data.transforms import Normalize
+from aras400k.models.segmentation import SegmentationTask
+
+__all__ = ["MapReport", "map_scene", "tile_starts", "tile_weights"]
+
+_MADE_BY = "aras-map"
+#: GDAL's raster block cache while mapping, in MB. GDAL's default (5 % of the RAM)
+#: would let the cached blocks of the scene and the map grow with the scene's size.
+_GDAL_CACHE_MB = 64
+#: Rows read at a time when comparing with a reference.
+_REFERENCE_ROWS = 512
+
+
+@dataclass
+class MapReport:
+    """What :func:`map_scene` wrote, how fast, and (with a reference) how well.
+
+    Attributes:
+        out: The land-cover GeoTIFF.
+        quicklook: The PNG quicklook, or ``None``.
+        width: Scene width in pixels.
+        height: Scene height in pixels.
+        tiles: Tiles predicted.
+        seconds: Wall time of the prediction loop (reading, predicting, blending, writing).
+        device: The device the segmenter ran on.
+        tile_size: Tile side in pixels.
+        stride: Distance between tile origins in pixels.
+        nodata_pixels: Pixels written as no data (255).
+        reference: The reference map, or ``None``.
+        overlap_pixels: Pixels where both the map and the reference have a class.
+        confusion: ``(7, 7)`` pixel counts (rows: reference, columns: map), or ``None``.
+        scores: Per-class and macro F1 / IoU / precision / recall and accuracy, or ``None``.
+        confusion_figure: The confusion-matrix PNG, or ``None``.
+    """
+
+    out: Path
+    quicklook: Path | None
+    width: int
+    height: int
+    tiles: int
+    seconds: float
+    device: str
+    tile_size: int
+    stride: int
+    nodata_pixels: int = 0
+    reference: Path | None = None
+    overlap_pixels: int = 0
+    confusion: np.ndarray | None = None
+    scores: dict[str, float] | None = None
+    confusion_figure: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tiles_per_second(self) -> float:
+        """Tiles predicted per second of the prediction loop."""
+        return self.tiles / self.seconds if self.seconds > 0 else float("inf")
+
+    def summary(self) -> str:
+        """Render the report for a terminal (a few lines, then the per-class scores)."""
+        lines = [
+            f"wrote {self.out} ({self.width}x{self.height} px, {self.nodata_pixels} no-data px): {self.tiles} tiles "
+            f"of {self.tile_size} px, stride {self.stride}, in {self.seconds:.1f}s "
+            f"({self.tiles_per_second:.1f} tiles/s on {self.device})"
+        ]
+        if self.quicklook is not None:
+            lines.append(f"quicklook: {self.quicklook}")
+        if self.reference is not None:
+            lines.append(f"reference {self.reference}: {self.overlap_pixels} px compared")
+            if self.scores is not None:
+                lines.append(f"  {'class':<8} {'F1':>6} {'IoU':>6}")
+                for name in CLASS_NAMES:
+                    f1, iou = self.scores[f"f1_{name}"], self.scores[f"iou_{name}"]
+                    lines.append(f"  {name:<8} {_pct(f1):>6} {_pct(iou):>6}")
+                lines.append(f"  {'macro':<8} {_pct(self.scores['f1_macro']):>6} {_pct(self.scores['iou_macro']):>6}")
+            if self.confusion_figure is not None:
+                lines.append(f"confusion matrix: {self.confusion_figure}")
+        return "\n".join(lines)
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.1f}"
+
+
+# --- tiling and blending ---------------------------------------------------------------
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Origins of the tiles along one axis: every ``stride`` pixels, the last one ending at the edge.
+
+    Args:
+        length: The axis length in pixels.
+        tile: Tile side.
+        stride: Distance between origins (``1 <= stride <= tile``).
+
+    Returns:
+        Sorted origins; ``[0]`` when the axis is no longer than a tile.
+    """
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return [*starts, length - tile]
+
+
+def tile_weights(tile: int) -> np.ndarray:
+    """The blending window: a separable triangle, largest at the centre, never zero.
+
+    Along one axis the weight of pixel ``i`` is ``min(i + 0.5, tile - i - 0.5) / (tile / 2)``,
+    so the outermost pixels weigh ``1 / tile`` of the centre's.
+
+    Args:
+        tile: Tile side.
+
+    Returns:
+        ``(tile, tile)`` float32 weights in ``(0, 1]``.
+    """
+    i = np.arange(tile, dtype=np.float64)
+    ramp = np.minimum(i + 0.5, tile - i - 0.5) / (tile / 2.0)
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+def scale_tile(rgb: np.ndarray, valid: np.ndarray, peak: float | None = None) -> np.ndarray:
+    """Scale raw Sentinel-2 values to uint8 as ``aras-data prepare`` does: by the maximum.
+
+    Args:
+        rgb: ``(3, h, w)`` raw values.
+        valid: ``(h, w)`` bool, the pixels with data.
+        peak: Divisor; ``None`` uses the maximum of the valid pixels (prepare's rule).
+
+    Returns:
+        ``(h, w, 3)`` uint8 image; pixels without data are 0.
+    """
+    values = rgb.astype(np.float64)
+    if peak is None:
+        peak = float(values[:, valid].max()) if valid.any() else 0.0
+    if not peak > 0:
+        return np.zeros((*rgb.shape[1:], 3), dtype=np.uint8)
+    scaled = np.clip(np.round(values / peak * 255.0), 0, 255).astype(np.uint8)
+    scaled[:, ~valid] = 0
+    return np.ascontiguousarray(scaled.transpose(1, 2, 0))
+
+
+class _Predictor:
+    """Runs the segmenter on uint8 tiles and returns weighted softmax probabilities."""
+
+    def __init__(self, task: SegmentationTask, normalize: Normalize, device: torch.device, weights: np.ndarray) -> None:
+        self.task = task.to(device).eval()
+        self.normalize = normalize.to(device)
+        self.device = device
+        self.weights = torch.from_numpy(weights).to(device)
+
+    @torch.no_grad()
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        """``(B, h, w, 3)`` uint8 tiles -> ``(B, C, h, w)`` float32 probabilities x weights."""
+        batch = torch.from_numpy(tiles).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        h, w = tiles.shape[1:3]
+        size = self.weights.shape[0]
+        if h < size or w < size:  # a scene smaller than a tile: mirror it up to the tile size
+            batch = _mirror_pad(batch, size)
+        probs = self.task(self.normalize(batch)).float().softmax(1) * self.weights
+        return probs[:, :, :h, :w].cpu().numpy()
+
+
+def _mirror_pad(batch: torch.Tensor, size: int) -> torch.Tensor:
+    """Pad a batch at the bottom and right to ``size`` by repeated mirroring (a 1-px side is repeated)."""
+    pad = torch.nn.functional.pad
+    while batch.shape[2] < size or batch.shape[3] < size:
+        h, w = batch.shape[2], batch.shape[3]
+        if min(h, w) == 1:
+            return pad(batch, (0, size - w, 0, size - h), mode="replicate")
+        batch = pad(batch, (0, min(size - w, w - 1), 0, min(size - h, h - 1)), mode="reflect")
+    return batch
+
+
+# --- the map ---------------------------------------------------------------------------
+
+
+def map_scene(
+    segmenter: SegmentationTask | str | Path,
+    scene: str | Path,
+    out: str | Path,
+    *,
+    tile_size: int = 256,
+    stride: int | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    peak: float | None = None,
+    quicklook: str | Path | None = "auto",
+    quicklook_size: int = 1024,
+    reference: str | Path | None = None,
+    remap: Mapping[int, int] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> MapReport:
+    """Map a whole Sentinel-2 scene with a trained segmenter (sliding window, blended tiles).
+
+    Args:
+        segmenter: A checkpoint written by ``aras-fit`` (loaded safely, with the
+            normalisation it was trained with) or a :class:`SegmentationTask`.
+        scene: GeoTIFF whose bands 1-3 are R, G, B (e.g. a ``*_S2RGBNIR.tif`` tile).
+        out: The land-cover GeoTIFF to write.
+        tile_size: Tile side in pixels (the paper's patches: 256).
+        stride: Distance between tiles; default ``tile_size // 2`` (half-overlapping
+            tiles). ``tile_size`` gives no overlap.
+        batch_size: Tiles per forward pass.
+        device: ``"auto"`` (the GPU when there is one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        peak: Scale every tile by this value instead of by its own maximum.
+        quicklook: PNG quicklook path; ``"auto"``: ``out`` with ``.png``; ``None``: none.
+        quicklook_size: Longest side of the quicklook's map, in pixels.
+        reference: Optional ESA WorldCover GeoTIFF to compare the map with.
+        remap: WorldCover code -> class index overrides (see
+            :func:`~aras400k.classes.worldcover_lookup`); default: the release's remap.
+        overwrite: Replace ``out`` (and its quicklook and figures) if they exist.
+        progress: Show a progress bar over the tiles.
+
+    Returns:
+        The :class:`MapReport`.
+
+    Raises:
+        FileNotFoundError: If the checkpoint, the scene or the reference is missing.
+        FileExistsError: If ``out`` exists and ``overwrite`` is off.
+        ValueError: On a bad argument, a file that is not a GeoTIFF, a scene with
+            fewer than three bands, or a reference that does not overlap the scene.
+        ImportError: If rasterio is not installed.
+    """
+    rasterio = _require_rasterio()
+    from aras400k.synthesis import _resolve_device, _resolve_segmenter
+
+    scene, out = Path(scene), Path(out)
+    stride = tile_size // 2 if stride is None else stride
+    _check_arguments(tile_size, stride, batch_size, quicklook_size, peak)
+    look = out.with_suffix(".png") if quicklook == "auto" else (Path(quicklook) if quicklook is not None else None)
+    _check_outputs(out, look, reference, overwrite)
+    torch_device = _resolve_device(device)
+    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB), _open_raster(rasterio, scene, "scene") as src:
+        if src.count < 3:
+            raise ValueError(f"scene {scene} has {src.count} band(s); bands 1-3 must be R, G, B")
+        ref_path = _check_reference(rasterio, Path(reference), src) if reference is not None else None
+        task, _, norm = _resolve_segmenter(segmenter, torch_device)
+        predictor = _Predictor(task, Normalize(*norm) if norm else Normalize(), torch_device, tile_weights(tile_size))
+        report = _write_map(src, out, predictor, tile_size, stride, batch_size, peak, quicklook_size, progress)
+    report.device = str(torch_device)
+    if look is not None:
+        report.quicklook = _draw_quicklook(report.extra.pop("quicklook"), look, scene.name)
+    if ref_path is not None:
+        _compare(report, ref_path, remap)
+    return report
+
+
+def _require_rasterio() -> Any:
+    try:
+        import rasterio
+    except ImportError as err:  # pragma: no cover - the geo extra is installed in the tests
+        raise ImportError('aras-map needs rasterio: pip install "aras400k[geo]"') from err
+    return rasterio
+
+
+def _check_arguments(tile_size: int, stride: int, batch_size: int, quicklook_size: int, peak: float | None) -> None:
+    """Raise a ``ValueError`` naming the first bad argument."""
+    if tile_size < 16:
+        raise ValueError(f"tile_size must be >= 16, got {tile_size}")
+    if not 1 <= stride <= tile_size:
+        raise ValueError(f"stride must be in 1..tile_size ({tile_size}), got {stride}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if quicklook_size < 16:
+        raise ValueError(f"quicklook_size must be >= 16, got {quicklook_size}")
+    if peak is not None and not peak > 0:
+        raise ValueError(f"peak must be > 0, got {peak}")
+
+
+def _check_outputs(out: Path, look: Path | None, reference: str | Path | None, overwrite: bool) -> None:
+    """Refuse to replace files without ``overwrite`` and outputs that clash with each other."""
+    if look is not None and look.resolve() == out.resolve():
+        raise ValueError(f"the quicklook {look} would replace the map; give the map a .tif name")
+    if reference is not None and Path(reference).resolve() == out.resolve():
+        raise ValueError(f"out {out} is the reference; choose another output name")
+    if not overwrite:
+        taken = [p for p in (out, look) if p is not None and p.exists()]
+        if taken:
+            raise FileExistsError(f"{taken[0]} exists; pass overwrite=True (--overwrite true) to replace it")
+
+
+def _open_raster(rasterio: Any, path: Path, what: str) -> Any:
+    """Open a raster for reading, with one-line errors.
+
+    Raises:
+        FileNotFoundError: If the file is missing.
+        ValueError: If it is not a readable raster.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as err:
+        raise ValueError(f"{what} {path} is not a readable GeoTIFF ({' '.join(str(err).split())})") from err
+
+
+def _check_reference(rasterio: Any, path: Path, src: Any) -> Path:
+    """Check that the reference opens and overlaps the scene.
+
+    Raises:
+        ValueError: If it has no CRS, or does not overlap the scene.
+    """
+    from rasterio.warp import transform_bounds
+
+    with _open_raster(rasterio, path, "reference") as ref:
+        if ref.crs is None or src.crs is None:
+            which = "reference" if ref.crs is None else "scene"
+            raise ValueError(f"the {which} has no CRS; cannot line up {path} with the scene")
+        left, bottom, right, top = transform_bounds(ref.crs, src.crs, *ref.bounds)
+    s = src.bounds
+    if left >= s.right or right <= s.left or bottom >= s.top or top <= s.bottom:
+        raise ValueError(f"reference {path} does not overlap the scene")
+    return path
+
+
+def _valid_pixels(src: Any, window: Any) -> np.ndarray:
+    """Pixels of the window where every RGB band has data (rasterio's band masks)."""
+    masks = src.read_masks((1, 2, 3), window=window)
+    return np.all(masks > 0, axis=0)
+
+
+@dataclass
+class _Band:
+    """The running sum of weighted probabilities over one band of tile rows.
+
+    The weights need no running sum of their own: dividing by it would not change
+    the arg-max at any pixel.
+    """
+
+    acc: np.ndarray
+    top: int = 0
+
+    def advance(self, top: int) -> None:
+        """Move the buffer down to start at scene row ``top``, zeroing the new rows."""
+        shift = top - self.top
+        if shift <= 0:
+            return
+        if shift < self.acc.shape[1]:
+            self.acc[:, :-shift] = self.acc[:, shift:]
+        self.acc[:, -shift:] = 0
+        self.top = top
+
+
+def _write_map(
+    src: Any,
+    out: Path,
+    predict: _Predictor,
+    tile: int,
+    stride: int,
+    batch_size: int,
+    peak: float | None,
+    quicklook_size: int,
+    progress: bool,
+) -> MapReport:
+    """Predict, blend and write the map band by band, to a temporary file renamed at the end."""
+    import rasterio
+    from rasterio.windows import Window
+
+    height, width = src.height, src.width
+    rows, cols = tile_starts(height, tile, stride), tile_starts(width, tile, stride)
+    th, tw = min(tile, height), min(tile, width)
+    band = _Band(np.zeros((NUM_CLASSES, th, width), np.float32))
+    step = max(1, math.ceil(max(height, width) / quicklook_size))
+    look_rows: list[np.ndarray] = []
+    nodata = 0
+    tmp = out.with_name(out.name + ".tmp.tif")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        with (
+            rasterio.open(tmp, "w", **_profile(src)) as dst,
+            tqdm(total=len(rows) * len(cols), desc=f"map {out.name}", unit="tile", disable=not progress) as bar,
+        ):
+            dst.write_colormap(1, _colour_table())
+            dst.update_tags(made_by=_MADE_BY, tile_size=str(tile), stride=str(stride))
+            for i, y in enumerate(rows):
+                band.advance(y)
+                window = Window(0, y, width, th)
+                rgb, valid = src.read((1, 2, 3), window=window), _valid_pixels(src, window)
+                for batch in _tile_batches(rgb, valid, cols, tw, batch_size, peak):
+                    probs = predict(np.stack([t for _, t in batch]))
+                    for (x, _), p in zip(batch, probs, strict=True):
+                        band.acc[:, :, x : x + tw] += p
+                    bar.update(len(batch))
+                done = (rows[i + 1] if i + 1 < len(rows) else height) - y
+                labels = band.acc[:, :done].argmax(0).astype(np.uint8)
+                labels[~valid[:done]] = IGNORE_INDEX
+                nodata += int(np.count_nonzero(~valid[:done]))
+                dst.write(labels, 1, window=Window(0, y, width, done))
+                first = (-y) % step
+                look_rows.extend(labels[first::step, ::step])
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    seconds = time.perf_counter() - start
+    report = MapReport(
+        out=out, quicklook=None, width=width, height=height, tiles=len(rows) * len(cols), seconds=seconds,
+        device="", tile_size=tile, stride=stride, nodata_pixels=nodata,
+    )  # fmt: skip
+    report.extra["quicklook"] = np.stack(look_rows) if look_rows else np.zeros((1, 1), np.uint8)
+    return report
+
+
+def _tile_batches(
+    rgb: np.ndarray, valid: np.ndarray, cols: list[int], tw: int, batch_size: int, peak: float | None
+) -> Iterator[list[tuple[int, np.ndarray]]]:
+    """The row's tiles, scaled to uint8, in batches of ``(column origin, tile)``."""
+    batch: list[tuple[int, np.ndarray]] = []
+    for x in cols:
+        batch.append((x, scale_tile(rgb[:, :, x : x + tw], valid[:, x : x + tw], peak)))
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _profile(src: Any) -> dict[str, Any]:
+    """The output's GeoTIFF profile: the scene's grid, uint8, tiled, DEFLATE, no data 255."""
+    profile: dict[str, Any] = {
+        "driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
+        "crs": src.crs, "transform": src.transform, "nodata": IGNORE_INDEX, "compress": "deflate",
+    }  # fmt: skip
+    if src.width >= 256 and src.height >= 256:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    return profile
+
+
+def _colour_table() -> dict[int, tuple[int, int, int, int]]:
+    """The release's class colours, and transparent black for no data."""
+    table = {i: (int(r), int(g), int(b), 255) for i, (r, g, b) in enumerate(PALETTE)}
+    table[IGNORE_INDEX] = (0, 0, 0, 0)
+    return table
+
+
+# --- quicklook and reference -----------------------------------------------------------
+
+
+def _draw_quicklook(labels: np.ndarray, path: Path, title: str) -> Path:
+    """Draw the downsampled map in the class colours with the class legend."""
+    from aras400k.plotting import _pyplot, add_class_legend, save_figure
+
+    plt = _pyplot()
+    h, w = labels.shape
+    scale = 6.0 / max(h, w)
+    fig, ax = plt.subplots(figsize=(max(3.0, w * scale), max(2.0, h * scale) + 0.6), dpi=max(100, max(h, w) // 6))
+    ax.imshow(index_to_colour(labels), interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
+    legend = add_class_legend(fig, fontsize=6)
+    fig.tight_layout(rect=(0, legend, 1, 1))
+    return save_figure(fig, path)
+
+
+def _compare(report: MapReport, reference: Path, remap: Mapping[int, int] | None) -> None:
+    """Fill the report's reference fields: confusion matrix, scores, figure and JSON."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+    from rasterio.windows import Window
+
+    from aras400k.metrics.segmentation import scores_from_confusion
+    from aras400k.plotting import plot_confusion_matrix
+
+    lut = worldcover_lookup(remap)
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    env = rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB)
+    with env, rasterio.open(report.out) as mapped, rasterio.open(reference) as ref, WarpedVRT(
+        ref, crs=mapped.crs, transform=mapped.transform, width=mapped.width, height=mapped.height,
+        resampling=Resampling.nearest, nodata=0,
+    ) as vrt:  # fmt: skip
+        for y in range(0, mapped.height, _REFERENCE_ROWS):
+            window = Window(0, y, mapped.width, min(_REFERENCE_ROWS, mapped.height - y))
+            confusion += _confusion(vrt.read(1, window=window), mapped.read(1, window=window), lut)
+    report.reference = reference
+    report.confusion = confusion
+    report.overlap_pixels = int(confusion.sum())
+    if report.overlap_pixels == 0:
+        return
+    report.scores = {k: float(v) for k, v in scores_from_confusion(torch.from_numpy(confusion)).items()}
+    stem = report.out.with_suffix("")
+    report.confusion_figure = plot_confusion_matrix(
+        confusion, CLASS_NAMES, f"{stem}_confusion.png", title=f"{report.out.name} vs {reference.name}"
+    )
+    payload = {"reference": str(reference), "pixels": report.overlap_pixels, "confusion": confusion.tolist()}
+    payload["scores"] = {k: (None if math.isnan(v) else round(v, 6)) for k, v in report.scores.items()}
+    Path(f"{stem}_reference.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def _confusion(codes: np.ndarray, labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Pixel counts of (reference class, map class) where both have a class."""
+    known = (codes >= 0) & (codes < len(lut))
+    truth = np.where(known, lut[np.clip(codes, 0, len(lut) - 1)], IGNORE_INDEX)
+    both = (truth != IGNORE_INDEX) & (labels != IGNORE_INDEX)
+    pairs = truth[both].astype(np.int64) * NUM_CLASSES + labels[both]
+    return np.bincount(pairs, minlength=NUM_CLASSES * NUM_CLASSES).reshape(NUM_CLASSES, NUM_CLASSES)
