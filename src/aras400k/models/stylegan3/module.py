@@ -612,7 +612,8 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         if title:  # a white band above the grid with the title in the default bitmap font
             font = ImageFont.load_default()
             band = 16
-            titled = Image.new("RGB", (max(picture.width, 6 * len(title) + 8), picture.height + band), "white")
+            width = int(ImageDraw.Draw(picture).textlength(title, font=font)) + 8
+            titled = Image.new("RGB", (max(picture.width, width), picture.height + band), "white")
             titled.paste(picture, (0, band))
             ImageDraw.Draw(titled).text((4, 2), title, fill="black", font=font)
             picture = titled
