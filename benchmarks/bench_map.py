@@ -1,31 +1,37 @@
 """Mapping speed (tiles/s) and peak memory of ``aras-map`` by scene size.
 
-Speed: a synthetic ``--size`` x ``--size`` scene is mapped with a tiny segmenter
-(FPN / MobileNetV3-small-0.5, random weights: speed does not depend on them) and the
-tiles/s are compared with a baseline measured in the same run: the bare forward pass
-(normalise, segmenter, softmax) on the same number of tiles already in memory. The
-ratio is the share of the model's speed that survives reading, scaling, blending and
-writing.
+Each of ``--sizes`` (default 2048², 4096² and 8192²) is a synthetic blocky 4-band
+uint16 scene, mapped with a tiny segmenter (FPN / MobileNetV3-small-0.5, random
+weights: neither speed nor memory depends on them) in a fresh subprocess, so that
+every size starts from the same memory. The subprocess reports:
 
-Memory: each of ``--memory_sizes`` is mapped (with full batches: pick ``--batch`` no
-larger than the smallest size's tiles per row) in a fresh subprocess and its peak
-resident memory is printed (``VmHWM`` of ``/proc/self/status``: Linux carries
-``getrusage``'s maxrss over from the parent through fork and exec, so a child of this
-process would report this process's peak) beside a baseline
-subprocess that loads the same model and maps one row of tiles (one full batch). The increments over the
-baseline show that peak memory follows the scene's width (one band of tile rows), not
-its area. Scenes are written to a temporary folder and deleted afterwards.
+* tiles/s: the scene's tiles over the wall time of the prediction loop (reading,
+  scaling, predicting, blending, writing, compressing);
+* the tracemalloc peak: every numpy buffer (the accumulator, the windows read, the
+  tiles, the labels, the quicklook) and Python object allocated while mapping; torch's
+  own allocations (the model's activations) and GDAL's are not traced;
+* the peak resident memory (``VmHWM`` of ``/proc/self/status``; ``getrusage``'s
+  maxrss would carry over the parent's peak through fork and exec).
 
-    python benchmarks/bench_map.py --size 4096 --memory_sizes 2048 8192
+A baseline subprocess loads the same model and runs the bare forward pass (normalise,
+segmenter, softmax, copy to the host) on full batches of tiles already in memory: its
+tiles/s is the ceiling of the mapping's tiles/s, its peak resident memory the floor
+of the mapping's. The table gives each size's figures, the increment over the
+baseline, and the ratio of the largest size's peak memory to the smallest's (flat
+memory: ~1.0x). Scenes are written to a temporary folder and deleted afterwards.
 
-Print ``uptime`` beside the figures: the machine's load changes the absolute rates.
+    python benchmarks/bench_map.py                      # 2048², 4096², 8192²
+    python benchmarks/bench_map.py --skip_large         # without 8192² (the slow one on a CPU)
+
+Timings change with the machine's load: the load average is printed beside them, and
+the tiles/s are compared with the ceiling measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,9 +41,49 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aras400k.data.transforms import Normalize
-from aras400k.mapping import map_scene, tile_starts
+from aras400k.mapping import DEFAULT_STRIP_WIDTH
 from aras400k.models.segmentation import SegmentationTask
+
+#: Sizes dropped by ``--skip_large``.
+_LARGE = 4096
+
+_MAP_CHILD = """
+import json, sys, tracemalloc
+from aras400k.mapping import map_scene
+args = json.loads(sys.argv[1])
+tracemalloc.start()
+report = map_scene(args["ckpt"], args["scene"], args["out"], tile_size=args["tile"], stride=args["stride"],
+                   batch_size=args["batch"], strip_width=args["strip"], device=args["device"], quicklook=None,
+                   overwrite=True, progress=False)
+traced = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+print(json.dumps({"tiles": report.tiles, "predicted": report.predicted, "seconds": report.seconds,
+                  "traced": traced, "rss_kb": hwm}))
+"""
+
+_FORWARD_CHILD = """
+import json, sys, time, tracemalloc
+import torch
+from aras400k.data.transforms import Normalize
+from aras400k.synthesis import load_segmentation_task
+args = json.loads(sys.argv[1])
+tracemalloc.start()
+task = load_segmentation_task(args["ckpt"], map_location=args["device"]).eval()
+norm = Normalize().to(args["device"])
+images = torch.randint(0, 256, (args["batch"], 3, args["tile"], args["tile"]), dtype=torch.uint8)
+with torch.no_grad():
+    task(norm(images.to(args["device"]).float() / 255.0))  # warm-up
+    start, done = time.perf_counter(), 0
+    while done < args["tiles"]:
+        task(norm(images.to(args["device"]).float() / 255.0)).float().softmax(1).cpu().numpy()
+        done += args["batch"]
+    seconds = time.perf_counter() - start
+traced = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+print(json.dumps({"tiles": done, "seconds": seconds, "traced": traced, "rss_kb": hwm}))
+"""
 
 
 def write_checkpoint(path: Path) -> Path:
@@ -69,81 +115,71 @@ def write_scene(path: Path, size: int, width: int | None = None) -> Path:
     return path
 
 
-def forward_baseline(ckpt: Path, tiles: int, tile: int, batch: int, device: str) -> float:
-    """Tiles/s of the bare forward pass on tiles already in memory."""
-    from aras400k.synthesis import load_segmentation_task
-
-    task = load_segmentation_task(ckpt, map_location=device)
-    norm = Normalize().to(device)
-    images = torch.randint(0, 256, (batch, 3, tile, tile), dtype=torch.uint8, device=device)
-    with torch.no_grad():
-        task(norm(images.float() / 255.0))  # warm-up
-        start, done = time.perf_counter(), 0
-        while done < tiles:
-            task(norm(images.float() / 255.0)).softmax(1).cpu()
-            done += batch
-    return done / (time.perf_counter() - start)
-
-
-def peak_rss_mib(ckpt: Path, scene: Path, out: Path, tile: int, stride: int, batch: int) -> float:
-    """Map a scene in a fresh subprocess and return its peak resident memory in MiB."""
-    code = (
-        "from aras400k.mapping import map_scene\n"
-        f"map_scene({str(ckpt)!r}, {str(scene)!r}, {str(out)!r}, tile_size={tile}, stride={stride}, "
-        f"batch_size={batch}, device='cpu', quicklook=None, overwrite=True, progress=False)\n"
-        "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+def run_child(code: str, **args: object) -> dict[str, float]:
+    """Run ``code`` in a fresh Python with ``args`` as JSON and return the JSON line it prints last."""
+    result = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, env=os.environ, check=False
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
-    return int(result.stdout.strip().splitlines()[-1]) / 1024.0  # kB -> MiB
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=4096, help="side of the speed scene")
-    parser.add_argument("--memory_sizes", type=int, nargs="*", default=[2048, 8192], help="sides for the memory runs")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192], help="sides of the scenes")
+    parser.add_argument("--skip_large", action="store_true", help=f"skip sizes above {_LARGE} (slow on a CPU)")
     parser.add_argument("--tile", type=int, default=256)
-    parser.add_argument("--stride", type=int, default=128, help="stride of the speed run")
-    parser.add_argument("--memory_stride", type=int, default=256, help="stride of the memory runs")
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--stride", type=int, default=256, help="tile step (256: no overlap, the fewest tiles)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--strip", type=int, default=DEFAULT_STRIP_WIDTH, help="strip width in pixels")
+    parser.add_argument("--forward_tiles", type=int, default=64, help="tiles of the forward-pass ceiling")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1, 5 min), {os.cpu_count()} cores, {args.device}")
+    sizes = [s for s in args.sizes if not (args.skip_large and s > _LARGE)]
+    load = os.getloadavg()
+    print(f"load: {load[0]:.2f} {load[1]:.2f} (1, 5 min), {os.cpu_count()} cores, {args.device}; "
+          f"tile {args.tile}, stride {args.stride}, batch {args.batch}, strips of {args.strip} px")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench_map_", dir="/tmp") as tmp:
         folder = Path(tmp)
-        ckpt = write_checkpoint(folder / "seg.ckpt")
-        if args.size:
-            scene = write_scene(folder / "speed.tif", args.size)
-            report = map_scene(
-                ckpt, scene, folder / "speed_map.tif", tile_size=args.tile, stride=args.stride,
-                batch_size=args.batch, device=args.device, quicklook=None, progress=False,
+        ckpt = str(write_checkpoint(folder / "seg.ckpt"))
+        common = {"ckpt": ckpt, "tile": args.tile, "batch": args.batch, "device": args.device}
+        base = run_child(_FORWARD_CHILD, tiles=args.forward_tiles, **common)
+        ceiling, base_mib = base["tiles"] / base["seconds"], base["rss_kb"] / 1024
+        print(
+            f"ceiling: bare forward pass {ceiling:.2f} tiles/s ({base['tiles']} tiles in batches of {args.batch}); "
+            f"baseline peak RSS (model + one batch) {base_mib:.0f} MiB"
+        )
+        header = (
+            f"{'scene':>7} {'tiles':>6} {'predicted':>9} {'seconds':>8} {'tiles/s':>8} {'x ceiling':>9} "
+            f"{'traced MiB':>10} {'RSS MiB':>8} {'RSS - base':>10}"
+        )
+        print(header)
+        rows: dict[int, dict[str, float]] = {}
+        for size in sizes:
+            scene = write_scene(folder / f"scene_{size}.tif", size)
+            run = run_child(
+                _MAP_CHILD, scene=str(scene), out=str(folder / f"map_{size}.tif"), stride=args.stride,
+                strip=args.strip, **common,
             )  # fmt: skip
-            base = forward_baseline(ckpt, min(report.tiles, 64), args.tile, args.batch, args.device)
+            rows[size] = run
+            rate, mib = run["tiles"] / run["seconds"], run["rss_kb"] / 1024
             print(
-                f"speed {args.size}^2, tile {args.tile}, stride {args.stride}: {report.tiles} tiles in "
-                f"{report.seconds:.1f}s = {report.tiles_per_second:.1f} tiles/s; bare forward {base:.1f} tiles/s; "
-                f"ratio {report.tiles_per_second / base:.2f}"
+                f"{size:>6}² {run['tiles']:>6} {run['predicted']:>9} {run['seconds']:>8.1f} {rate:>8.2f} "
+                f"{rate / ceiling:>9.2f} {run['traced'] / 2**20:>10.1f} {mib:>8.0f} {mib - base_mib:>+10.0f}",
+                flush=True,
             )
             scene.unlink()
-        if args.memory_sizes:
-            width = args.tile + (args.batch - 1) * args.memory_stride  # one row of tiles: one full batch
-            small = write_scene(folder / "base.tif", args.tile, width)
-            base_mib = peak_rss_mib(ckpt, small, folder / "base_map.tif", args.tile, args.memory_stride, args.batch)
-            print(f"memory baseline (model + one full batch: a {args.tile}x{width} scene): peak {base_mib:.0f} MiB")
-            for size in args.memory_sizes:
-                scene = write_scene(folder / f"mem_{size}.tif", size)
-                start = time.perf_counter()
-                mib = peak_rss_mib(
-                    ckpt, scene, folder / f"mem_{size}_map.tif", args.tile, args.memory_stride, args.batch
-                )
-                tiles = len(tile_starts(size, args.tile, args.memory_stride)) ** 2
-                print(
-                    f"memory {size}^2 ({tiles} tiles, {time.perf_counter() - start:.0f}s): peak {mib:.0f} MiB, "
-                    f"+{mib - base_mib:.0f} MiB over the baseline; bound: one band of tile rows = "
-                    f"{7 * args.tile * size * 4 / 2**20:.0f} MiB of float32 probabilities "
-                    f"+ {3 * args.tile * size * 2 / 2**20:.0f} MiB read"
-                )
-                scene.unlink()
-    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+            (folder / f"map_{size}.tif").unlink()
+        if len(rows) > 1:
+            small, large = rows[min(rows)], rows[max(rows)]
+            grow = (large["rss_kb"] - base["rss_kb"]) / max(small["rss_kb"] - base["rss_kb"], 1)
+            print(
+                f"peak memory {max(rows)}² vs {min(rows)}² ({(max(rows) / min(rows)) ** 2:.0f}x the pixels): "
+                f"traced {large['traced'] / small['traced']:.2f}x, RSS {large['rss_kb'] / small['rss_kb']:.2f}x, "
+                f"RSS over the baseline {grow:.2f}x"
+            )
+    print(f"{time.strftime('%H:%M:%S')} load: {os.getloadavg()[0]:.2f} (1 min)")
 
 
 if __name__ == "__main__":

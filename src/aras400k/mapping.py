@@ -8,12 +8,18 @@ overlapping tiles by weighting each tile's softmax with a separable triangular w
 tile keeps that tile's prediction). The class of a pixel is the arg-max of the weighted
 sum; with ``stride == tile_size`` every pixel is seen by exactly one tile.
 
-Memory is bounded by one band of tile rows: the probabilities are accumulated in a
-``(classes, tile_size, width)`` float32 buffer; rows that no later tile touches are
-finished, written with a windowed write and dropped. Peak memory is therefore
-``O(tile_size x scene width x classes)`` plus one batch of tiles and GDAL's block
-cache (held at 64 MB), independent of the scene's height, and the scene is read one
-band of ``tile_size`` rows at a time.
+Memory is bounded by a fixed strip width, whatever the scene's size. The scene is
+processed in column strips of ``strip_width`` pixels (:func:`column_strips`); a strip
+predicts every tile that touches its columns (tiles across a strip's edge are
+predicted by both strips it touches: the one-tile overlap margin), and within it the
+tile rows are taken top to bottom: the probabilities are accumulated in a
+``(classes, tile_size, strip_width + margin)`` float32 buffer, rows that no later tile
+touches are finished, only the strip's own columns are written with a windowed write,
+and the buffer moves down. Every pixel is summed from the same tiles in the same
+order as over the whole width, so the map does not depend on the strip width. Peak
+memory is ``O(tile_size x strip_width x classes)`` plus one batch of tiles and GDAL's
+block cache (held at 64 MB), independent of the scene's width and height; the scene is
+read one window of ``tile_size`` rows by a strip's columns at a time.
 
 Scaling: ``aras-data prepare`` scales every 256-px patch by its own maximum to uint8
 (``docs/preparing-data.md``), so each tile here is scaled by the maximum of its valid
@@ -32,6 +38,7 @@ rasterio is an optional dependency (``pip install "aras400k[geo]"``).
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import time
@@ -48,14 +55,25 @@ from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE, in
 from aras400k.data.transforms import Normalize
 from aras400k.models.segmentation import SegmentationTask
 
-__all__ = ["MapReport", "map_scene", "tile_starts", "tile_weights"]
+__all__ = [
+    "DEFAULT_STRIP_WIDTH",
+    "ColumnStrip",
+    "MapReport",
+    "column_strips",
+    "map_scene",
+    "tile_starts",
+    "tile_weights",
+]
 
 _MADE_BY = "aras-map"
 #: GDAL's raster block cache while mapping, in MB. GDAL's default (5 % of the RAM)
 #: would let the cached blocks of the scene and the map grow with the scene's size.
 _GDAL_CACHE_MB = 64
-#: Rows read at a time when comparing with a reference.
-_REFERENCE_ROWS = 512
+#: Side of the square windows read at a time when comparing with a reference.
+_REFERENCE_BLOCK = 1024
+#: Default width of the column strips in pixels: a multiple of the output's 256-px
+#: blocks and of the usual strides (128, 256), so that strip edges fall on tile origins.
+DEFAULT_STRIP_WIDTH = 2048
 
 
 @dataclass
@@ -73,6 +91,9 @@ class MapReport:
         tile_size: Tile side in pixels.
         stride: Distance between tile origins in pixels.
         nodata_pixels: Pixels written as no data (255).
+        predicted: Tile predictions made: ``tiles`` plus the tiles across the edges of
+            the column strips, predicted once by each strip they touch.
+        strip_width: Width of the column strips in pixels.
         reference: The reference map, or ``None``.
         overlap_pixels: Pixels where both the map and the reference have a class.
         confusion: ``(7, 7)`` pixel counts (rows: reference, columns: map), or ``None``.
@@ -90,6 +111,8 @@ class MapReport:
     tile_size: int
     stride: int
     nodata_pixels: int = 0
+    predicted: int = 0
+    strip_width: int = 0
     reference: Path | None = None
     overlap_pixels: int = 0
     confusion: np.ndarray | None = None
@@ -109,6 +132,11 @@ class MapReport:
             f"of {self.tile_size} px, stride {self.stride}, in {self.seconds:.1f}s "
             f"({self.tiles_per_second:.1f} tiles/s on {self.device})"
         ]
+        if self.predicted > self.tiles:
+            lines.append(
+                f"{self.predicted - self.tiles} tile predictions repeated across the edges of "
+                f"{self.strip_width}-px column strips ({self.predicted / self.tiles:.2f}x the tiles)"
+            )
         if self.quicklook is not None:
             lines.append(f"quicklook: {self.quicklook}")
         if self.reference is not None:
@@ -163,6 +191,65 @@ def tile_weights(tile: int) -> np.ndarray:
     i = np.arange(tile, dtype=np.float64)
     ramp = np.minimum(i + 0.5, tile - i - 0.5) / (tile / 2.0)
     return np.outer(ramp, ramp).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ColumnStrip:
+    """One column strip of a scene: the columns it writes and the tiles it predicts.
+
+    Attributes:
+        start: First column the strip writes.
+        stop: One past the last column it writes.
+        origins: Column origins of the tiles that touch ``start:stop``, sorted.
+        read_start: First column it reads (the first tile's origin).
+        read_stop: One past the last column it reads (the last tile's end).
+    """
+
+    start: int
+    stop: int
+    origins: tuple[int, ...]
+    read_start: int
+    read_stop: int
+
+    @property
+    def read_width(self) -> int:
+        """Columns read and accumulated: the strip's own plus the overlap margin on each side."""
+        return self.read_stop - self.read_start
+
+
+def column_strips(width: int, tile: int, stride: int, strip_width: int) -> list[ColumnStrip]:
+    """Cut a scene's columns into strips of ``strip_width`` and list the tiles each needs.
+
+    A strip writes the columns ``[k * strip_width, (k + 1) * strip_width)`` (the last one
+    ends at the scene's edge) and predicts every tile of :func:`tile_starts` that
+    touches them, so each of its pixels gets the contributions of every tile that
+    covers it. A tile across a strip's edge is predicted by each strip it touches;
+    with ``strip_width`` a multiple of ``stride`` the edges fall on tile origins and
+    ``ceil(tile / stride) - 1`` tile columns are repeated per edge.
+
+    Args:
+        width: Scene width in pixels.
+        tile: Tile side.
+        stride: Distance between tile origins (``1 <= stride <= tile``).
+        strip_width: Columns written per strip (``>= 1``).
+
+    Returns:
+        The strips, left to right.
+
+    Raises:
+        ValueError: If ``width`` or ``strip_width`` is below 1.
+    """
+    if width < 1 or strip_width < 1:
+        raise ValueError(f"width and strip_width must be >= 1, got {width} and {strip_width}")
+    origins = tile_starts(width, tile, stride)
+    tw = min(tile, width)
+    strips = []
+    for start in range(0, width, strip_width):
+        stop = min(start + strip_width, width)
+        first, end = bisect.bisect_right(origins, start - tw), bisect.bisect_left(origins, stop)
+        used = tuple(origins[first:end])
+        strips.append(ColumnStrip(start, stop, used, used[0], used[-1] + tw))
+    return strips
 
 
 def scale_tile(rgb: np.ndarray, valid: np.ndarray, peak: float | None = None) -> np.ndarray:
@@ -229,6 +316,7 @@ def map_scene(
     tile_size: int = 256,
     stride: int | None = None,
     batch_size: int = 16,
+    strip_width: int = DEFAULT_STRIP_WIDTH,
     device: str = "auto",
     peak: float | None = None,
     quicklook: str | Path | None = "auto",
@@ -248,7 +336,11 @@ def map_scene(
         tile_size: Tile side in pixels (the paper's patches: 256).
         stride: Distance between tiles; default ``tile_size // 2`` (half-overlapping
             tiles). ``tile_size`` gives no overlap.
-        batch_size: Tiles per forward pass.
+        batch_size: Tiles per forward pass (a batch may span tile rows).
+        strip_width: Width of the column strips the scene is processed in, in pixels;
+            memory grows with it, not with the scene. The map is the same for any
+            width; a multiple of ``stride`` and of 256 (the output's blocks) repeats
+            the fewest tiles and writes whole blocks.
         device: ``"auto"`` (the GPU when there is one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         peak: Scale every tile by this value instead of by its own maximum.
         quicklook: PNG quicklook path; ``"auto"``: ``out`` with ``.png``; ``None``: none.
@@ -274,7 +366,7 @@ def map_scene(
 
     scene, out = Path(scene), Path(out)
     stride = tile_size // 2 if stride is None else stride
-    _check_arguments(tile_size, stride, batch_size, quicklook_size, peak)
+    _check_arguments(tile_size, stride, batch_size, strip_width, quicklook_size, peak)
     look = out.with_suffix(".png") if quicklook == "auto" else (Path(quicklook) if quicklook is not None else None)
     _check_outputs(out, look, reference, overwrite)
     torch_device = _resolve_device(device)
@@ -284,7 +376,8 @@ def map_scene(
         ref_path = _check_reference(rasterio, Path(reference), src) if reference is not None else None
         task, _, norm = _resolve_segmenter(segmenter, torch_device)
         predictor = _Predictor(task, Normalize(*norm) if norm else Normalize(), torch_device, tile_weights(tile_size))
-        report = _write_map(src, out, predictor, tile_size, stride, batch_size, peak, quicklook_size, progress)
+        layout = _Layout(src.height, src.width, tile_size, stride, strip_width)
+        report = _write_map(src, out, predictor, layout, batch_size, peak, quicklook_size, progress)
     report.device = str(torch_device)
     if look is not None:
         report.quicklook = _draw_quicklook(report.extra.pop("quicklook"), look, scene.name)
@@ -301,7 +394,9 @@ def _require_rasterio() -> Any:
     return rasterio
 
 
-def _check_arguments(tile_size: int, stride: int, batch_size: int, quicklook_size: int, peak: float | None) -> None:
+def _check_arguments(
+    tile_size: int, stride: int, batch_size: int, strip_width: int, quicklook_size: int, peak: float | None
+) -> None:
     """Raise a ``ValueError`` naming the first bad argument."""
     if tile_size < 16:
         raise ValueError(f"tile_size must be >= 16, got {tile_size}")
@@ -309,6 +404,8 @@ def _check_arguments(tile_size: int, stride: int, batch_size: int, quicklook_siz
         raise ValueError(f"stride must be in 1..tile_size ({tile_size}), got {stride}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if strip_width < 1:
+        raise ValueError(f"strip_width must be >= 1, got {strip_width}")
     if quicklook_size < 16:
         raise ValueError(f"quicklook_size must be >= 16, got {quicklook_size}")
     if peak is not None and not peak > 0:
@@ -367,16 +464,24 @@ def _valid_pixels(src: Any, window: Any) -> np.ndarray:
     return np.all(masks > 0, axis=0)
 
 
-@dataclass
 class _Band:
-    """The running sum of weighted probabilities over one band of tile rows.
+    """The running sum of weighted probabilities over one band of tile rows of a strip.
 
-    The weights need no running sum of their own: dividing by it would not change
-    the arg-max at any pixel.
+    One buffer as wide as the widest strip is allocated once; each strip uses its
+    left part. The weights need no running sum of their own: dividing by it would not
+    change the arg-max at any pixel.
     """
 
-    acc: np.ndarray
-    top: int = 0
+    def __init__(self, rows: int, width: int) -> None:
+        self.buffer = np.zeros((NUM_CLASSES, rows, width), np.float32)
+        self.acc = self.buffer
+        self.top = 0
+
+    def start(self, width: int) -> None:
+        """Start a strip ``width`` columns wide at scene row 0, zeroed."""
+        self.acc = self.buffer[:, :, :width]
+        self.acc[...] = 0
+        self.top = 0
 
     def advance(self, top: int) -> None:
         """Move the buffer down to start at scene row ``top``, zeroing the new rows."""
@@ -389,90 +494,212 @@ class _Band:
         self.top = top
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Where the tiles and the strips of a scene lie."""
+
+    height: int
+    width: int
+    tile: int
+    stride: int
+    strip_width: int
+
+    @property
+    def rows(self) -> list[int]:
+        """Row origins of the tiles."""
+        return tile_starts(self.height, self.tile, self.stride)
+
+    @property
+    def strips(self) -> list[ColumnStrip]:
+        """The column strips, left to right."""
+        return column_strips(self.width, self.tile, self.stride, self.strip_width)
+
+    @property
+    def tile_rows(self) -> int:
+        """Rows of a tile (the scene's height when it is shorter than a tile)."""
+        return min(self.tile, self.height)
+
+    @property
+    def tile_cols(self) -> int:
+        """Columns of a tile (the scene's width when it is narrower than a tile)."""
+        return min(self.tile, self.width)
+
+
+class _Quicklook:
+    """The map downsampled by ``step`` (nearest), filled window by window."""
+
+    def __init__(self, height: int, width: int, size: int) -> None:
+        self.step = max(1, math.ceil(max(height, width) / size))
+        self.labels = np.full((-(-height // self.step), -(-width // self.step)), IGNORE_INDEX, np.uint8)
+
+    def add(self, labels: np.ndarray, y: int, x: int) -> None:
+        """Copy the window's pixels on the quicklook's grid (``labels`` starts at row ``y``, column ``x``)."""
+        r, c = (-y) % self.step, (-x) % self.step
+        sub = labels[r :: self.step, c :: self.step]
+        top, left = (y + r) // self.step, (x + c) // self.step
+        self.labels[top : top + sub.shape[0], left : left + sub.shape[1]] = sub
+
+
 def _write_map(
     src: Any,
     out: Path,
     predict: _Predictor,
-    tile: int,
-    stride: int,
+    layout: _Layout,
     batch_size: int,
     peak: float | None,
     quicklook_size: int,
     progress: bool,
 ) -> MapReport:
-    """Predict, blend and write the map band by band, to a temporary file renamed at the end."""
+    """Predict, blend and write the map strip by strip, to a temporary file renamed at the end."""
     import rasterio
-    from rasterio.windows import Window
 
-    height, width = src.height, src.width
-    rows, cols = tile_starts(height, tile, stride), tile_starts(width, tile, stride)
-    th, tw = min(tile, height), min(tile, width)
-    band = _Band(np.zeros((NUM_CLASSES, th, width), np.float32))
-    step = max(1, math.ceil(max(height, width) / quicklook_size))
-    look_rows: list[np.ndarray] = []
+    rows, strips = layout.rows, layout.strips
+    band = _Band(layout.tile_rows, max(strip.read_width for strip in strips))
+    look = _Quicklook(layout.height, layout.width, quicklook_size)
+    tiles = len(rows) * len(tile_starts(layout.width, layout.tile, layout.stride))
+    predicted = len(rows) * sum(len(strip.origins) for strip in strips)
     nodata = 0
-    tmp = out.with_name(out.name + ".tmp.tif")
+    raw, tmp = out.with_name(out.name + ".raw.tmp.tif"), out.with_name(out.name + ".tmp.tif")
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
+        # Strips write parts of the output's blocks, strip after strip; a compressed block
+        # written twice is stored twice, so the strips go to an uncompressed file (written
+        # in place), which GDAL then copies block by block, compressing each block once.
         with (
-            rasterio.open(tmp, "w", **_profile(src)) as dst,
-            tqdm(total=len(rows) * len(cols), desc=f"map {out.name}", unit="tile", disable=not progress) as bar,
+            rasterio.open(raw, "w", **_profile(src, compress=False)) as dst,
+            tqdm(total=predicted, desc=f"map {out.name}", unit="tile", disable=not progress) as bar,
         ):
             dst.write_colormap(1, _colour_table())
-            dst.update_tags(made_by=_MADE_BY, tile_size=str(tile), stride=str(stride))
-            for i, y in enumerate(rows):
-                band.advance(y)
-                window = Window(0, y, width, th)
-                rgb, valid = src.read((1, 2, 3), window=window), _valid_pixels(src, window)
-                for batch in _tile_batches(rgb, valid, cols, tw, batch_size, peak):
-                    probs = predict(np.stack([t for _, t in batch]))
-                    for (x, _), p in zip(batch, probs, strict=True):
-                        band.acc[:, :, x : x + tw] += p
-                    bar.update(len(batch))
-                done = (rows[i + 1] if i + 1 < len(rows) else height) - y
-                labels = band.acc[:, :done].argmax(0).astype(np.uint8)
-                labels[~valid[:done]] = IGNORE_INDEX
-                nodata += int(np.count_nonzero(~valid[:done]))
-                dst.write(labels, 1, window=Window(0, y, width, done))
-                first = (-y) % step
-                look_rows.extend(labels[first::step, ::step])
+            dst.update_tags(made_by=_MADE_BY, tile_size=str(layout.tile), stride=str(layout.stride))
+            for strip in strips:
+                nodata += _map_strip(src, dst, strip, layout, rows, band, look, predict, batch_size, peak, bar)
+        _compress(raw, tmp, src)
         tmp.replace(out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        raw.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     report = MapReport(
-        out=out, quicklook=None, width=width, height=height, tiles=len(rows) * len(cols), seconds=seconds,
-        device="", tile_size=tile, stride=stride, nodata_pixels=nodata,
+        out=out, quicklook=None, width=layout.width, height=layout.height, tiles=tiles, seconds=seconds,
+        device="", tile_size=layout.tile, stride=layout.stride, nodata_pixels=nodata, predicted=predicted,
+        strip_width=layout.strip_width,
     )  # fmt: skip
-    report.extra["quicklook"] = np.stack(look_rows) if look_rows else np.zeros((1, 1), np.uint8)
+    report.extra["quicklook"] = look.labels
     return report
 
 
-def _tile_batches(
-    rgb: np.ndarray, valid: np.ndarray, cols: list[int], tw: int, batch_size: int, peak: float | None
-) -> Iterator[list[tuple[int, np.ndarray]]]:
-    """The row's tiles, scaled to uint8, in batches of ``(column origin, tile)``."""
-    batch: list[tuple[int, np.ndarray]] = []
-    for x in cols:
-        batch.append((x, scale_tile(rgb[:, :, x : x + tw], valid[:, x : x + tw], peak)))
-        if len(batch) == batch_size:
+def _map_strip(
+    src: Any,
+    dst: Any,
+    strip: ColumnStrip,
+    layout: _Layout,
+    rows: list[int],
+    band: _Band,
+    look: _Quicklook,
+    predict: _Predictor,
+    batch_size: int,
+    peak: float | None,
+    bar: tqdm,
+) -> int:
+    """Predict, blend and write one column strip, top to bottom; return its no-data pixels.
+
+    Tiles are taken in row-major order (as over the whole width, so every pixel's sum
+    is added in the same order) and batched across tile rows; a tile row is finished
+    and written once the first tile of the next row has been predicted.
+    """
+    from rasterio.windows import Window
+
+    tw = layout.tile_cols
+    band.start(strip.read_width)
+    masks: dict[int, np.ndarray] = {}  # the valid pixels of the tile rows read and not yet written
+    nodata, row = 0, 0
+    own = slice(strip.start - strip.read_start, strip.stop - strip.read_start)
+
+    def finish(i: int) -> int:
+        y = rows[i]
+        done = (rows[i + 1] if i + 1 < len(rows) else layout.height) - y
+        labels = band.acc[:, :done, own].argmax(0).astype(np.uint8)
+        invalid = ~masks.pop(i)[:done, own]
+        labels[invalid] = IGNORE_INDEX
+        dst.write(labels, 1, window=Window(strip.start, y, strip.stop - strip.start, done))
+        look.add(labels, y, strip.start)
+        return int(np.count_nonzero(invalid))
+
+    for batch in _batches(_strip_tiles(src, strip, rows, layout.tile_rows, tw, peak, masks), batch_size):
+        probs = predict(np.stack([t for _, _, t in batch]))
+        for (i, x, _), p in zip(batch, probs, strict=True):
+            if i != row:
+                nodata += finish(row)
+                band.advance(rows[i])
+                row = i
+            left = x - strip.read_start
+            band.acc[:, :, left : left + tw] += p
+        bar.update(len(batch))
+    return nodata + finish(row)
+
+
+def _strip_tiles(
+    src: Any,
+    strip: ColumnStrip,
+    rows: list[int],
+    th: int,
+    tw: int,
+    peak: float | None,
+    masks: dict[int, np.ndarray],
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The strip's tiles, scaled to uint8, as ``(tile row, column origin, tile)`` in row-major order.
+
+    Reads one window of ``th`` rows by the strip's read columns per tile row and keeps
+    its valid pixels in ``masks`` under the tile row's index.
+    """
+    from rasterio.windows import Window
+
+    for i, y in enumerate(rows):
+        window = Window(strip.read_start, y, strip.read_width, th)
+        rgb, valid = src.read((1, 2, 3), window=window), _valid_pixels(src, window)
+        masks[i] = valid
+        for x in strip.origins:
+            left = x - strip.read_start
+            yield i, x, scale_tile(rgb[:, :, left : left + tw], valid[:, left : left + tw], peak)
+
+
+def _batches(items: Iterator[tuple[int, int, np.ndarray]], size: int) -> Iterator[list[tuple[int, int, np.ndarray]]]:
+    """Lists of ``size`` items (the last one shorter)."""
+    batch: list[tuple[int, int, np.ndarray]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
             yield batch
             batch = []
     if batch:
         yield batch
 
 
-def _profile(src: Any) -> dict[str, Any]:
-    """The output's GeoTIFF profile: the scene's grid, uint8, tiled, DEFLATE, no data 255."""
+def _profile(src: Any, compress: bool = True) -> dict[str, Any]:
+    """The output's GeoTIFF profile: the scene's grid, uint8, tiled, DEFLATE (or none), no data 255."""
     profile: dict[str, Any] = {
         "driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
-        "crs": src.crs, "transform": src.transform, "nodata": IGNORE_INDEX, "compress": "deflate",
+        "crs": src.crs, "transform": src.transform, "nodata": IGNORE_INDEX,
     }  # fmt: skip
+    if compress:
+        profile["compress"] = "deflate"
     if src.width >= 256 and src.height >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
     return profile
+
+
+def _compress(raw: Path, out: Path, src: Any) -> None:
+    """Copy the uncompressed map to ``out`` with DEFLATE, keeping its grid, colours and tags.
+
+    GDAL copies block by block within its block cache, so memory stays bounded.
+    """
+    from rasterio.shutil import copy
+
+    options = {k: v for k, v in _profile(src).items() if k in ("tiled", "blockxsize", "blockysize", "compress")}
+    copy(raw, out, driver="GTiff", **options)
 
 
 def _colour_table() -> dict[int, tuple[int, int, int, int]]:
@@ -518,9 +745,10 @@ def _compare(report: MapReport, reference: Path, remap: Mapping[int, int] | None
         ref, crs=mapped.crs, transform=mapped.transform, width=mapped.width, height=mapped.height,
         resampling=Resampling.nearest, nodata=0,
     ) as vrt:  # fmt: skip
-        for y in range(0, mapped.height, _REFERENCE_ROWS):
-            window = Window(0, y, mapped.width, min(_REFERENCE_ROWS, mapped.height - y))
-            confusion += _confusion(vrt.read(1, window=window), mapped.read(1, window=window), lut)
+        for y in range(0, mapped.height, _REFERENCE_BLOCK):
+            for x in range(0, mapped.width, _REFERENCE_BLOCK):
+                window = Window(x, y, min(_REFERENCE_BLOCK, mapped.width - x), min(_REFERENCE_BLOCK, mapped.height - y))
+                confusion += _confusion(vrt.read(1, window=window), mapped.read(1, window=window), lut)
     report.reference = reference
     report.confusion = confusion
     report.overlap_pixels = int(confusion.sum())
