@@ -337,6 +337,28 @@ def test_peak_memory_does_not_grow_with_the_scene_width(task_and_ckpt, tmp_path)
     assert peaks[1024] - peaks[256] < full_width_band / 8, peaks
 
 
+def test_a_failure_midway_leaves_the_old_map_and_no_temporary_files(task_and_ckpt, tmp_path, monkeypatch):
+    _, ckpt = task_and_ckpt
+    scene = _write_scene(tmp_path / "S2.tif", _random_scene(64, 200))
+    out = tmp_path / "m.tif"
+    out.write_bytes(b"the previous map")
+
+    class Failing(_ProjectionModel):
+        calls = 0
+
+        def __call__(self, tiles: np.ndarray) -> np.ndarray:
+            Failing.calls += 1
+            if Failing.calls == 3:  # in the second strip: the first one is written
+                raise RuntimeError("device lost")
+            return super().__call__(tiles)
+
+    monkeypatch.setattr(mapping, "_Predictor", Failing)
+    with pytest.raises(RuntimeError, match="device lost"):
+        map_scene(ckpt, scene, out, tile_size=P, batch_size=8, strip_width=64, overwrite=True, progress=False)
+    assert out.read_bytes() == b"the previous map"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["S2.tif", "m.tif"]
+
+
 def test_cli_maps_and_bad_inputs_give_one_line(task_and_ckpt, tmp_path, capsys):
     _, ckpt = task_and_ckpt
     scene = _write_scene(tmp_path / "S2.tif", _random_scene(40, 40))

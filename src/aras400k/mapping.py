@@ -10,16 +10,17 @@ sum; with ``stride == tile_size`` every pixel is seen by exactly one tile.
 
 Memory is bounded by a fixed strip width, whatever the scene's size. The scene is
 processed in column strips of ``strip_width`` pixels (:func:`column_strips`); a strip
-predicts every tile that touches its columns (tiles across a strip's edge are
-predicted by both strips it touches: the one-tile overlap margin), and within it the
-tile rows are taken top to bottom: the probabilities are accumulated in a
-``(classes, tile_size, strip_width + margin)`` float32 buffer, rows that no later tile
-touches are finished, only the strip's own columns are written with a windowed write,
-and the buffer moves down. Every pixel is summed from the same tiles in the same
-order as over the whole width, so the map does not depend on the strip width. Peak
-memory is ``O(tile_size x strip_width x classes)`` plus one batch of tiles and GDAL's
-block cache (held at 64 MB), independent of the scene's width and height; the scene is
-read one window of ``tile_size`` rows by a strip's columns at a time.
+predicts every tile that touches its columns (so it reads a margin of
+``tile_size - stride`` px on each side, and a tile across a strip's edge is predicted
+by both strips), and within it the tile rows are taken top to bottom: the
+probabilities are accumulated in a ``(classes, tile_size, strip_width + 2 x margin)``
+float32 buffer, rows that no later tile touches are finished, only the strip's own
+columns are written with a windowed write, and the buffer moves down. Every pixel is
+summed from the same tiles in the same order as over the whole width, so the map does
+not depend on the strip width. Peak memory is ``O(tile_size x strip_width x classes)``
+plus one batch of tiles and GDAL's block cache (held at 64 MB), independent of the
+scene's width and height; the scene is read one window of ``tile_size`` rows by a
+strip's columns at a time.
 
 Scaling: ``aras-data prepare`` scales every 256-px patch by its own maximum to uint8
 (``docs/preparing-data.md``), so each tile here is scaled by the maximum of its valid
@@ -27,7 +28,9 @@ pixels the same way; the model sees what it was trained on. ``peak`` scales the 
 scene by one value instead. Bands 1-3 are read as R, G, B, as ``prepare`` does.
 
 The output is a tiled, DEFLATE-compressed uint8 GeoTIFF with the scene's CRS and
-transform, the release's colour table, and 255 (no data) where the scene has no data;
+transform, the release's colour table, and 255 (no data) where the scene has no data
+(the strips are written to an uncompressed temporary file, compressed block by block
+at the end, so that no block is stored twice);
 a PNG quicklook with the class legend is drawn alongside. With a WorldCover
 ``reference``, the map is compared with it (remapped to the seven classes, resampled
 nearest onto the map's grid) over the pixels where both have data: per-class F1 / IoU
@@ -239,8 +242,10 @@ def column_strips(width: int, tile: int, stride: int, strip_width: int) -> list[
     Raises:
         ValueError: If ``width`` or ``strip_width`` is below 1.
     """
-    if width < 1 or strip_width < 1:
-        raise ValueError(f"width and strip_width must be >= 1, got {width} and {strip_width}")
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    if strip_width < 1:
+        raise ValueError(f"strip_width must be >= 1, got {strip_width}")
     origins = tile_starts(width, tile, stride)
     tw = min(tile, width)
     strips = []
