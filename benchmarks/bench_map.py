@@ -8,19 +8,21 @@ every size starts from the same memory. The subprocess reports:
 * tiles/s: the scene's tiles over the wall time of the prediction loop (reading,
   scaling, predicting, blending, writing, compressing), and the tile predictions
   made (tiles across the edges of the column strips are predicted by both strips);
-* the ceiling: ``aras-map``'s predictor alone (normalise, segmenter, softmax times
-  the blending weights, copy to the host) on full batches of uint8 tiles already in
-  memory, timed in the same process right after the map, so under the same load;
+* the ceiling: the tiles/s of ``aras-map``'s predictor alone (normalise, segmenter,
+  softmax times the blending weights, copy to the host), timed around its calls
+  within the same map, so under the same load; the ratio of the two is the share
+  of the wall time the model takes (reading, scaling, blending, writing and the
+  repeated predictions at strip edges take the rest);
 * the tracemalloc peak while mapping: every numpy buffer (the accumulator, the
   windows read, the tiles, the labels, the quicklook) and Python object; torch's own
-  allocations (the model's activations) and GDAL's are not traced. tracemalloc stays
-  on for the ceiling too, so the ratio of the two rates compares like with like;
+  allocations (the model's activations) and GDAL's are not traced;
 * the peak resident memory while mapping (``VmHWM`` of ``/proc/self/status``;
   ``getrusage``'s maxrss would carry over the parent's peak through fork and exec).
 
-A baseline subprocess loads the same model and runs only the forward passes: its
-peak resident memory is the floor of the mapping's, and it times the forward pass
-with and without tracemalloc (the cost of tracing). The table gives each size's
+A baseline subprocess loads the same model and runs only the predictor on full
+batches of tiles already in memory: its peak resident memory is the floor of the
+mapping's, and it times the predictor with and without tracemalloc (the cost of
+tracing). The table gives each size's
 figures and the increment over the baseline, then the ratio of the largest size's
 peak memory to the smallest's (flat memory: ~1.0x). Scenes are written to a temporary
 folder and deleted afterwards.
@@ -29,7 +31,7 @@ folder and deleted afterwards.
     python benchmarks/bench_map.py --skip_large         # without 8192² (the slow one on a CPU)
 
 Timings change with the machine's load: the load average is printed before and after,
-and each size's tiles/s is compared with the ceiling measured in the same process.
+and each size's tiles/s is compared with the ceiling measured in the same run.
 """
 
 from __future__ import annotations
@@ -80,17 +82,27 @@ _MAP_CHILD = (
     _FORWARD
     + """
 import json, sys, tracemalloc
-from aras400k.mapping import map_scene
+from aras400k import mapping
 args = json.loads(sys.argv[1])
+predicting = [0.0]
+call = mapping._Predictor.__call__
+
+def timed(self, tiles):  # the model's share of the same run: its ceiling, under the same load
+    start = time.perf_counter()
+    try:
+        return call(self, tiles)
+    finally:
+        predicting[0] += time.perf_counter() - start
+
+mapping._Predictor.__call__ = timed
 tracemalloc.start()
-report = map_scene(args["ckpt"], args["scene"], args["out"], tile_size=args["tile"], stride=args["stride"],
-                   batch_size=args["batch"], strip_width=args["strip"], device=args["device"], quicklook=None,
-                   overwrite=True, progress=False)
+report = mapping.map_scene(args["ckpt"], args["scene"], args["out"], tile_size=args["tile"], stride=args["stride"],
+                           batch_size=args["batch"], strip_width=args["strip"], device=args["device"], quicklook=None,
+                           overwrite=True, progress=False)
 traced, rss_kb = tracemalloc.get_traced_memory()[1], peak_rss_kb()
-forward = forward_rate(args)  # the ceiling, in the same process and conditions (tracemalloc still on)
 tracemalloc.stop()
 print(json.dumps({"tiles": report.tiles, "predicted": report.predicted, "seconds": report.seconds,
-                  "traced": traced, "rss_kb": rss_kb, "forward": forward}))
+                  "predicting": predicting[0], "traced": traced, "rss_kb": rss_kb}))
 """
 )
 
@@ -155,7 +167,7 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=256, help="tile step (256: no overlap, the fewest tiles)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--strip", type=int, default=DEFAULT_STRIP_WIDTH, help="strip width in pixels")
-    parser.add_argument("--forward_tiles", type=int, default=64, help="tiles timed for the forward-pass ceiling")
+    parser.add_argument("--forward_tiles", type=int, default=64, help="tiles the baseline predicts")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     sizes = [s for s in args.sizes if not (args.skip_large and s > _LARGE)]
@@ -170,7 +182,7 @@ def main() -> None:
         base = run_child(_BASELINE_CHILD, **common)
         base_mib = base["rss_kb"] / 1024
         print(
-            f"baseline (model + bare forward passes of {args.batch} tiles): peak RSS {base_mib:.0f} MiB; "
+            f"baseline (model + aras-map's predictor on batches of {args.batch} tiles): peak RSS {base_mib:.0f} MiB; "
             f"{base['forward_untraced']:.2f} tiles/s, {base['forward']:.2f} under tracemalloc"
         )
         print(
@@ -186,9 +198,10 @@ def main() -> None:
             )  # fmt: skip
             rows[size] = run
             rate, mib = run["tiles"] / run["seconds"], run["rss_kb"] / 1024
+            ceiling = run["predicted"] / run["predicting"]
             print(
                 f"{size:>6}² {run['tiles']:>6} {run['predicted']:>9} {run['seconds']:>8.1f} {rate:>8.2f} "
-                f"{run['forward']:>8.2f} {rate / run['forward']:>6.2f} {run['traced'] / 2**20:>10.1f} "
+                f"{ceiling:>8.2f} {rate / ceiling:>6.2f} {run['traced'] / 2**20:>10.1f} "
                 f"{mib:>8.0f} {mib - base_mib:>+10.0f}",
                 flush=True,
             )
