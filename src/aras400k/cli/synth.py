@@ -80,7 +80,7 @@ def _label_arguments(parser: ArgumentParser) -> None:
 
 
 def _label(cfg: Namespace) -> int:
-    from aras400k.synthesis import label_shards
+    from aras400k.synthesis.label import label_shards
 
     normalisation: dict[str, Any] = {k: cfg[k] for k in ("mean", "std") if cfg[k] is not None}
     report = label_shards(
@@ -134,7 +134,7 @@ def _spade_arguments(parser: ArgumentParser) -> None:
 
 
 def _spade(cfg: Namespace) -> int:
-    from aras400k.synthesis_spade import synthesize_conditional
+    from aras400k.synthesis.conditional import synthesize_conditional
 
     report = synthesize_conditional(
         cfg.ckpt,
@@ -226,7 +226,7 @@ def _stylegan3_arguments(parser: ArgumentParser) -> None:
 
 
 def _stylegan3(cfg: Namespace) -> int:
-    from aras400k.synthesis_stylegan3 import parse_seeds, synthesize_unconditional
+    from aras400k.synthesis.unconditional import parse_seeds, synthesize_unconditional
 
     report = synthesize_unconditional(
         cfg.ckpt,

@@ -27,7 +27,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
-from aras400k.metrics.fid import FeatureFID, FeatureKID, feature_extractor
+from aras400k.metrics.fid import FeatureFID, FeatureKID
+from aras400k.models.features import feature_extractor
 
 __all__ = ["FIDSampler", "GeneratorFID"]
 

@@ -704,7 +704,8 @@ def _eval_mode(net: nn.Module) -> Iterator[None]:
 
 def _load_segmenter(path: str) -> tuple[SegmentationTask, Normalize]:
     """A frozen segmenter from its checkpoint and the normalisation it was trained with."""
-    from aras400k.synthesis import checkpoint_normalization, load_segmentation_task, read_checkpoint
+    from aras400k.checkpoints import checkpoint_normalization, read_checkpoint
+    from aras400k.models.segmentation import load_segmentation_task
 
     task = load_segmentation_task(path)
     mean, std = checkpoint_normalization(read_checkpoint(path)) or (IMAGENET_MEAN, IMAGENET_STD)
@@ -770,7 +771,7 @@ def load_spade_generator(
             not fit ``module_class``.
         TypeError: If ``module_class`` is not a SPADEGAN subclass.
     """
-    from aras400k.synthesis import generator_from_module, read_checkpoint
+    from aras400k.checkpoints import generator_from_module, read_checkpoint
 
     checkpoint = read_checkpoint(path, map_location)
     hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
