@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
-__all__ = ["lazy_attributes", "moved_attributes", "public_dir"]
+__all__ = ["lazy_attributes", "moved_attributes", "public_dir", "warn_moved_module"]
 
 
 def public_dir(package: str, public: Iterable[str]) -> list[str]:
@@ -107,3 +107,15 @@ def moved_attributes(module: str, moved: Mapping[str, str]) -> Callable[[str], A
         return getattr(importlib.import_module(moved[name]), name)
 
     return __getattr__
+
+
+def warn_moved_module(module: str, new: str) -> None:
+    """Warn, from a module kept at its old path for one release, where it lives now.
+
+    Args:
+        module: The old module's ``__name__``.
+        new: Where it moved.
+    """
+    warnings.warn(
+        f"{module} moved to {new}; the old path will be removed in the next release", FutureWarning, stacklevel=3
+    )

@@ -1,18 +1,7 @@
-"""Deprecated: this module moved to :mod:`aras400k.synthesis.conditional`; the old path goes in the next release."""
+"""Deprecated: moved to :mod:`aras400k.synthesis.conditional`; this path goes in the next release."""
 
-import warnings
+from aras400k._lazy import warn_moved_module
+from aras400k.synthesis.conditional import *  # noqa: F403 - the moved module's public names
+from aras400k.synthesis.conditional import __all__  # noqa: F401 - re-exported
 
-from aras400k.synthesis.conditional import (
-    SpadeSynthesisReport,
-    sample_seed,
-    synthesize_conditional,
-)
-
-__all__ = ["SpadeSynthesisReport", "sample_seed", "synthesize_conditional"]
-
-warnings.warn(
-    "aras400k.synthesis_spade moved to aras400k.synthesis.conditional; "
-    "the old path will be removed in the next release",
-    FutureWarning,
-    stacklevel=2,
-)
+warn_moved_module(__name__, "aras400k.synthesis.conditional")

@@ -1,36 +1,7 @@
-"""Deprecated: this module moved to :mod:`aras400k.synthesis.unconditional`; the old path goes in the next release."""
+"""Deprecated: moved to :mod:`aras400k.synthesis.unconditional`; this path goes in the next release."""
 
-import warnings
+from aras400k._lazy import warn_moved_module
+from aras400k.synthesis.unconditional import *  # noqa: F403 - the moved module's public names
+from aras400k.synthesis.unconditional import __all__  # noqa: F401 - re-exported
 
-from aras400k.synthesis.unconditional import (
-    LATENT_CONVENTIONS,
-    LatentConvention,
-    StyleGAN3SynthesisReport,
-    load_stylegan3_generator,
-    parse_seeds,
-    resolve_latents,
-    sample_key,
-    seed_latents,
-    synthesize_unconditional,
-    worker_chunks,
-)
-
-__all__ = [
-    "LATENT_CONVENTIONS",
-    "LatentConvention",
-    "StyleGAN3SynthesisReport",
-    "load_stylegan3_generator",
-    "parse_seeds",
-    "resolve_latents",
-    "sample_key",
-    "seed_latents",
-    "synthesize_unconditional",
-    "worker_chunks",
-]
-
-warnings.warn(
-    "aras400k.synthesis_stylegan3 moved to aras400k.synthesis.unconditional; "
-    "the old path will be removed in the next release",
-    FutureWarning,
-    stacklevel=2,
-)
+warn_moved_module(__name__, "aras400k.synthesis.unconditional")

@@ -184,18 +184,7 @@ def label_shards(
     """
     job = ShardJob(out_dir, shard_index, num_shards)
     with job.lock():
-        return label_job(
-            job,
-            segmenter,
-            input_dir,
-            batch_size=batch_size,
-            device=device,
-            mean=mean,
-            std=std,
-            overwrite=overwrite,
-            progress=progress,
-            compress_level=compress_level,
-        )
+        return label_job(job, segmenter, input_dir, batch_size, device, mean, std, overwrite, progress, compress_level)
 
 
 def label_job(
