@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from aras400k.classes import CLASSES, IGNORE_INDEX, index_to_colour
+from aras400k.files import atomic_path
 
 __all__ = ["add_class_legend", "plot_confusion_matrix", "plot_prediction_grid", "plot_sample_grid", "save_figure"]
 
@@ -66,10 +67,11 @@ def save_figure(fig: object, path: str | Path) -> Path:
     plt = pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)  # type: ignore[attr-defined]
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path, tmp_name=path.name + ".tmp.png") as tmp:
+            fig.savefig(tmp)  # type: ignore[attr-defined]
+    finally:
+        plt.close(fig)
     return path
 
 
