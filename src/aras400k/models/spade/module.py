@@ -214,6 +214,7 @@ class SPADEGAN(GANModule):
         # Frozen networks rebuilt from files: not registered, so they stay out of the
         # state dict and the optimisers; _frozen_net moves them along with the module.
         self._frozen: dict[str, nn.Module] = {}
+        self._frozen_place: tuple[Any, ...] = (torch.device("cpu"), torch.get_default_dtype())
         self.configure_models()
         self.configure_losses()
         self.configure_metrics()
@@ -302,11 +303,13 @@ class SPADEGAN(GANModule):
         return PerceptualLoss(features)
 
     def _frozen_net(self, name: str) -> nn.Module | None:
-        """A frozen network, on the module's device and float dtype (it is not a registered submodule)."""
-        net = self._frozen.get(name)
-        if net is not None and isinstance(self.dtype, torch.dtype):
-            net.to(device=self.device, dtype=self.dtype)
-        return net
+        """A frozen network, moved to the module's device and float dtype on first use after the module moved."""
+        place = (self.device, self.dtype)
+        if self._frozen_place != place and isinstance(self.dtype, torch.dtype):
+            for net in self._frozen.values():
+                net.to(device=self.device, dtype=self.dtype)
+            self._frozen_place = place
+        return self._frozen.get(name)
 
     @property
     def perceptual_loss(self) -> PerceptualLoss | None:
