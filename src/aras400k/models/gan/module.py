@@ -41,9 +41,9 @@ __all__ = ["GANModule"]
 class GANModule(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lightning types load_from_checkpoint as a private descriptor
     """Base of the GAN LightningModules: iteration counter, guarded steps, EMA, FID samples, sample grids.
 
-    Subclasses call ``super().__init__()`` first, then ``save_hyperparameters()``; their
-    hyper-parameters must include ``sample_every_n_steps`` (0: grids only after
-    validation).
+    Subclasses call ``super().__init__()`` first, then ``save_hyperparameters()``; a
+    hyper-parameter ``sample_every_n_steps`` sets the interval of the sample grids (absent
+    or 0: only after validation).
     """
 
     iterations: torch.Tensor
@@ -166,7 +166,7 @@ class GANModule(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         """Add a :class:`~aras400k.callbacks.SampleGrid` (``sample_every_n_steps``) unless the trainer has one."""
         if any(isinstance(callback, SampleGrid) for callback in getattr(self.trainer, "callbacks", [])):
             return []
-        return [SampleGrid(every_n_steps=int(self.hparams["sample_every_n_steps"]))]
+        return [SampleGrid(every_n_steps=int(self.hparams.get("sample_every_n_steps", 0)))]
 
     # -- hooks -----------------------------------------------------------------------------
 

@@ -350,7 +350,7 @@ class SPADEGAN(GANModule):
             return net(self._onehot(mask).to(next(net.parameters()).dtype), z=z, generator=generator)
 
     def fid_samples(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        """EMA samples for the batch's masks, for :class:`~aras400k.models.gan.GeneratorFID`.
+        """EMA samples for the batch's masks, for :class:`~aras400k.callbacks.GeneratorFID`.
 
         Args:
             batch: A validation batch with ``mask``.

@@ -517,7 +517,7 @@ class StyleGAN3(GANModule):
         self.log("val_d_real_sign", logits.sign().mean(), on_epoch=True, batch_size=len(logits))
 
     def fid_samples(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        """EMA samples for :class:`~aras400k.models.gan.GeneratorFID`, as many as the batch holds.
+        """EMA samples for :class:`~aras400k.callbacks.GeneratorFID`, as many as the batch holds.
 
         Seeds start at ``FID_SEED_OFFSET + batch_idx * len(batch)``, so every validation
         uses the same latents and FID changes only with the generator.
