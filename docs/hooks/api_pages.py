@@ -52,7 +52,7 @@ PAGES: dict[str, tuple[str, str, list[str]]] = {
     ),
     "api/gan.md": (
         "aras400k.models.gan",
-        "GAN training parts shared by both GANs: losses, regularisers, ADA, EMA, the FID callback.",
+        "What both GANs share: the GANModule base, losses, regularisers, ADA, EMA.",
         ["aras400k.models.gan"],
     ),
     "api/metrics.md": (
