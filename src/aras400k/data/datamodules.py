@@ -222,7 +222,15 @@ class ShardDataModule(LightningDataModule):
         # No more workers than samples; a shard list without a manifest has no length.
         size = dataset.samples_per_epoch
         workers = self.num_workers if size is None else min(self.num_workers, max(1, len(dataset)))
-        return EpochDataLoader(dataset, batch_size=self.batch_size, num_workers=workers, pin_memory=False)
+        # Workers live as long as the loader: an epoch (and every validation pass) starts
+        # without forking and importing again; the epoch reaches them through shared memory.
+        return EpochDataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=workers,
+            pin_memory=False,
+            persistent_workers=workers > 0,
+        )
 
     def train_dataloader(self) -> EpochDataLoader:
         """Shuffled training stream."""
