@@ -74,7 +74,7 @@ class ShardDataModule(LightningDataModule):
         demo_samples: Demo train/val/test sizes.
         demo_image_size: Demo patch size in pixels.
         batch_size: Samples per batch (per device).
-        num_workers: Loader processes per device.
+        num_workers: Loader processes per device (kept alive between epochs).
         samples_per_epoch: Training samples per epoch over all devices; default: every
             training sample once (or the summed source sizes with weighted sources).
         shuffle_buffer: Per-worker shuffle buffer of the training stream.
