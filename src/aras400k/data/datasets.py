@@ -166,7 +166,9 @@ class ShardDataset(IterableDataset):
         self.shuffle_buffer = max(1, shuffle_buffer)
         self.seed = seed
         self.even_ranks = even_ranks
-        self.epoch = 0
+        # The epoch lives in shared memory: loader workers forked from this process (kept
+        # alive between epochs with persistent_workers) read what set_epoch wrote here.
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.passes = 0  # epochs started through an EpochDataLoader (counted in the main process)
         weights = [s.weight for s in self.sources]
         if any(w is not None for w in weights) and any(w is None for w in weights):
@@ -232,13 +234,21 @@ class ShardDataset(IterableDataset):
             left -= take
         return segments
 
+    @property
+    def epoch(self) -> int:
+        """The epoch that seeds shuffling (zero-based), as this process and its loader workers see it."""
+        return int(self._epoch[0])
+
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch that seeds shuffling (called by :class:`EpochDataLoader`).
+
+        The value is in shared memory, so loader workers started earlier (persistent
+        workers) see it when their next epoch begins.
 
         Args:
             epoch: Zero-based epoch number.
         """
-        self.epoch = epoch
+        self._epoch[0] = epoch
 
     def _epoch_rng(self, slot: int = 0) -> random.Random:
         return random.Random(f"{self.seed}-{self.epoch}-{slot}")
@@ -500,15 +510,14 @@ def collate_samples(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 class EpochDataLoader(DataLoader):
     """A ``DataLoader`` that tells its :class:`ShardDataset` the epoch before each pass.
 
-    Workers get a copy of the dataset when an epoch starts, so setting the epoch here
-    (in the main process, before the workers start) gives each epoch its own shuffle.
-    Do not combine with ``persistent_workers=True``, whose workers keep their first copy.
-    Batches are made by :func:`collate_samples` unless a ``collate_fn`` is given.
+    The epoch is set in the main process before the pass starts, in memory the loader
+    workers share, so each epoch gets its own shuffle with fresh workers and with
+    ``persistent_workers=True`` alike (workers kept between epochs skip the start-up
+    of new processes; see ``docs/data.md#loader-speed``). Batches are made by
+    :func:`collate_samples` unless a ``collate_fn`` is given.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if kwargs.get("persistent_workers"):
-            raise ValueError("EpochDataLoader cannot use persistent_workers: workers would keep epoch 0's order")
         batch_size = args[1] if len(args) > 1 else kwargs.get("batch_size", 1)
         # collate_fn is DataLoader's seventh positional argument; without batching it is not a collation.
         if len(args) < 7 and kwargs.get("collate_fn") is None and batch_size is not None:
