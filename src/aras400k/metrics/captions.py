@@ -15,11 +15,9 @@ name (for example a caption model and mode, ``"qwen2-vl/hybrid"``), gathered exa
 
 from __future__ import annotations
 
-import hashlib
 import unicodedata
 from collections.abc import Callable, Sequence
-from itertools import repeat
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +29,7 @@ __all__ = [
     "CaptionMetric",
     "CaptionRedundancy",
     "caption_hashes",
+    "hash_bytes",
     "normalize_caption",
     "normalize_captions",
 ]
@@ -41,6 +40,14 @@ GROUP_KEY_BYTES: int = 128
 # deduplicated ones), so merging costs amortised O(n) per key and the state stays 8-12 bytes
 # per unique caption.
 _MIN_COMPACT = 1 << 16
+# The constants of hash_bytes: odd multipliers of splitmix64 and MurmurHash3's finaliser.
+_HASH_SEED = np.uint64(0xC2B2AE3D27D4EB4F)
+_HASH_STEP = np.uint64(0x9E3779B97F4A7C15)
+_FMIX_1 = np.uint64(0xFF51AFD7ED558CCD)
+_FMIX_2 = np.uint64(0xC4CEB9FE1A85EC53)
+_U32, _U33 = np.uint64(32), np.uint64(33)
+# The bytes of a range's last word that belong to it, by length % 8.
+_TAIL_MASKS = np.array([2**64 - 1] + [(1 << (8 * r)) - 1 for r in range(1, 8)], dtype=np.uint64)
 # Merge a grouped metric's per-update rows once this many chunks are pending.
 _MAX_GROUP_CHUNKS = 64
 
@@ -49,6 +56,8 @@ _MAX_GROUP_CHUNKS = 64
 # spaces); "%", quotes and brackets carry meaning and stay.
 _TRAILING_PUNCTUATION = " .,;:!?\u2026\u3002\uff01\uff1f\uff0c\uff1b\uff1a"
 _TRAILING_ASCII = _TRAILING_PUNCTUATION.encode("ascii", "ignore")
+_TRAILING_TABLE = np.zeros(256, dtype=bool)
+_TRAILING_TABLE[list(_TRAILING_ASCII)] = True
 # Joins a batch of captions into one string for normalising; a caption holding it is normalised alone.
 _SEPARATOR = "\x00"
 
@@ -81,11 +90,12 @@ def normalize_caption(text: str, mode: Literal["none", "basic"] = "basic") -> st
 def normalize_captions(captions: Sequence[str]) -> list[str]:
     """Apply ``normalize_caption(text, "basic")`` to a batch of captions at once.
 
-    The batch is joined into one string, lower-cased and encoded in one call each, split
-    apart again and stripped of trailing punctuation. A caption this shortcut would not
-    normalise exactly as :func:`normalize_caption` does (one with non-ASCII text, a tab
-    or newline, two spaces in a row or a leading space) is found with a few vectorised
-    byte comparisons and normalised alone, so the result always equals the per-caption one.
+    The batch is joined into one string, encoded and lower-cased in one call each, and
+    each caption's trailing punctuation is cut off by moving its end (a few vectorised
+    steps over the batch). A caption this shortcut would not normalise exactly as
+    :func:`normalize_caption` does (one with non-ASCII text, a tab or newline, two
+    spaces in a row or a leading space) is found with a few vectorised byte comparisons
+    and normalised alone, so the result always equals the per-caption one.
 
     Args:
         captions: The captions (strings).
@@ -96,24 +106,101 @@ def normalize_captions(captions: Sequence[str]) -> list[str]:
     Raises:
         TypeError: If a caption is not a string.
     """
-    return [text.decode("utf-8") for text in _normalized_utf8(captions)]
+    batch = _normalized_batch(captions)
+    texts = [batch.data[s : s + n].decode("utf-8") for s, n in zip(batch.starts.tolist(), batch.lengths.tolist())]
+    for i, text in zip(batch.redo.tolist(), batch.redone, strict=True):
+        texts[i] = text.decode("utf-8")
+    return texts
 
 
-def _normalized_utf8(captions: Sequence[str]) -> list[bytes]:
-    """:func:`normalize_captions`, as UTF-8 bytes (what :func:`caption_hashes` hashes)."""
-    joined = _SEPARATOR.join(captions)
+class _Utf8Batch(NamedTuple):
+    """A batch of captions as byte ranges of one buffer, plus captions hashed from their own bytes.
+
+    Caption ``i`` is ``data[starts[i] : starts[i] + lengths[i]]``, except the captions at
+    ``redo``, whose bytes are ``redone`` (in that order).
+    """
+
+    data: bytes
+    starts: np.ndarray
+    lengths: np.ndarray
+    redo: np.ndarray
+    redone: list[bytes]
+
+
+def _joined(captions: Sequence[str]) -> str:
+    """The captions joined by ``_SEPARATOR``; a clear error for a non-string."""
+    if isinstance(captions, str):
+        raise TypeError("captions must be a sequence of strings, not one string")
+    try:
+        return _SEPARATOR.join(captions)
+    except TypeError as err:
+        bad = next((c for c in captions if not isinstance(c, str)), None)
+        if bad is None:
+            raise
+        raise TypeError(f"captions must be strings, got {type(bad).__name__}: {bad!r}") from err
+
+
+def _separated(data: bytes, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Byte positions of the NUL separators in ``data`` and the ``count`` ranges between them.
+
+    Returns:
+        ``(separators, starts, lengths)``, or None when ``data`` does not hold exactly
+        ``count - 1`` NUL bytes (a caption holds the separator itself).
+    """
+    raw = np.frombuffer(data, dtype=np.uint8)
+    separators = np.flatnonzero(raw == 0)
+    if separators.size != count - 1:
+        return None
+    bounds = np.empty(count + 1, dtype=np.int64)
+    bounds[0], bounds[-1] = -1, len(data)
+    bounds[1:-1] = separators
+    starts = bounds[:-1] + 1
+    return separators, starts, bounds[1:] - starts
+
+
+def _byte_batch(parts: Sequence[bytes]) -> _Utf8Batch:
+    """Byte strings (which may hold NUL) as one buffer of ranges."""
+    lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    starts = np.zeros(len(parts), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return _Utf8Batch(b"".join(parts), starts, lengths, np.zeros(0, dtype=np.int64), [])
+
+
+def _utf8_batch(captions: Sequence[str]) -> _Utf8Batch:
+    """The captions' UTF-8 text as ranges of one buffer (``normalize="none"``)."""
+    data = _joined(captions).encode("utf-8")
+    found = _separated(data, len(captions)) if captions else None
+    if found is None:
+        return _byte_batch([c.encode("utf-8") for c in captions])
+    _, starts, lengths = found
+    return _Utf8Batch(data, starts, lengths, np.zeros(0, dtype=np.int64), [])
+
+
+def _normalized_batch(captions: Sequence[str]) -> _Utf8Batch:
+    """The captions' ``"basic"``-normalised UTF-8 text as ranges of one buffer (see :func:`normalize_captions`)."""
+    raw = _joined(captions).encode("utf-8")
+    found = _separated(raw, len(captions)) if captions else None
+    if found is None:
+        return _byte_batch([normalize_caption(c, "basic").encode("utf-8") for c in captions])
+    separators, starts, lengths = found
     # NFC is the identity and casefold() is lower() on ASCII; other captions are redone below.
-    parts = joined.lower().encode("utf-8").split(_SEPARATOR.encode())
-    if len(parts) != len(captions):  # a caption holds the separator itself
-        return [normalize_caption(c, "basic").encode("utf-8") for c in captions]
-    normalized = list(map(bytes.rstrip, parts, repeat(_TRAILING_ASCII)))
-    raw = np.frombuffer(joined.encode("utf-8"), dtype=np.uint8)
-    irregular = _irregular_bytes(raw)
-    if irregular.size:
-        separators = np.flatnonzero(raw == 0)
-        for i in np.unique(np.searchsorted(separators, irregular)).tolist():
-            normalized[i] = normalize_caption(captions[i], "basic").encode("utf-8")
-    return normalized
+    data = raw.lower()
+    ends = _stripped_ends(np.frombuffer(data, dtype=np.uint8), starts, starts + lengths)
+    irregular = _irregular_bytes(np.frombuffer(raw, dtype=np.uint8))
+    redo = np.unique(np.searchsorted(separators, irregular)) if irregular.size else np.zeros(0, dtype=np.int64)
+    redone = [normalize_caption(captions[i], "basic").encode("utf-8") for i in redo.tolist()]
+    return _Utf8Batch(data, starts, ends - starts, redo, redone)
+
+
+def _stripped_ends(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Range ends moved back past trailing ``_TRAILING_ASCII`` bytes (``bytes.rstrip`` on every range)."""
+    ends = ends.copy()
+    active = np.flatnonzero(ends > starts)
+    while active.size:  # one step per stripped byte, over the ranges still ending in one
+        active = active[_TRAILING_TABLE[data[ends[active] - 1]]]
+        ends[active] -= 1
+        active = active[ends[active] > starts[active]]
+    return ends
 
 
 def _irregular_bytes(raw: np.ndarray) -> np.ndarray:
@@ -130,10 +217,10 @@ def _irregular_bytes(raw: np.ndarray) -> np.ndarray:
 
 
 def caption_hashes(captions: Sequence[str], normalize: Literal["none", "basic"] = "none") -> torch.Tensor:
-    """Hash captions to 64-bit integers (BLAKE2b, 8-byte digest of the normalised UTF-8 text).
+    """Hash captions to 64-bit integers (the :func:`hash_bytes` hash of the normalised UTF-8 text).
 
-    The hash is deterministic across processes and machines (unlike Python's ``hash``),
-    so hashes computed on different ranks can be compared.
+    The hash is deterministic across processes, machines and batchings (unlike Python's
+    ``hash``), so hashes computed on different ranks can be compared.
 
     Args:
         captions: The captions.
@@ -143,27 +230,105 @@ def caption_hashes(captions: Sequence[str], normalize: Literal["none", "basic"] 
         ``(len(captions),)`` int64 tensor.
 
     Raises:
-        TypeError: If a caption is not a ``str``.
+        TypeError: If ``captions`` is one string or holds a non-string.
         ValueError: If ``normalize`` is not a known mode.
     """
-    if isinstance(captions, str):
-        raise TypeError("captions must be a sequence of strings, not one string")
+    return torch.from_numpy(_caption_keys(captions, normalize))
+
+
+def _caption_keys(captions: Sequence[str], normalize: str) -> np.ndarray:
+    """:func:`caption_hashes` as a numpy int64 array."""
     if normalize not in ("none", "basic"):
         raise ValueError(f"normalize must be 'none' or 'basic', got {normalize!r}")
-    try:
-        data = _normalized_utf8(captions) if normalize == "basic" else list(map(str.encode, captions))
-    except TypeError as err:
-        bad = next((c for c in captions if not isinstance(c, str)), None)
-        if bad is None:
-            raise
-        raise TypeError(f"captions must be strings, got {type(bad).__name__}: {bad!r}") from err
-    return torch.from_numpy(_hash_utf8(data))
+    batch = _normalized_batch(captions) if normalize == "basic" else _utf8_batch(captions)
+    keys = _hash_ranges(_padded_words(batch.data), batch.starts, batch.lengths)
+    if batch.redone:
+        redone = _byte_batch(batch.redone)
+        keys[batch.redo] = _hash_ranges(_padded_words(redone.data), redone.starts, redone.lengths)
+    return keys.view(np.int64)
 
 
-def _hash_utf8(data: list[bytes]) -> np.ndarray:
-    """The 8-byte BLAKE2b digest of each byte string, as little-endian int64."""
-    blake2b = hashlib.blake2b
-    return np.frombuffer(b"".join([blake2b(d, digest_size=8).digest() for d in data]), dtype="<i8").astype(np.int64)
+def hash_bytes(data: Sequence[bytes]) -> np.ndarray:
+    """Hash byte strings to 64 bits, many at once (the hash behind :class:`CaptionRedundancy`).
+
+    For ``b`` of ``L`` bytes, read as ``m = ceil(L / 8)`` little-endian 64-bit words
+    ``w_0 .. w_{m-1}`` (the last one padded with zero bytes), all arithmetic modulo
+    ``2**64``::
+
+        h = (L + 0xC2B2AE3D27D4EB4F) * 0xFF51AFD7ED558CCD
+        for w in words:  h = (h ^ w) * 0x9E3779B97F4A7C15;  h ^= h >> 32
+        h ^= h >> 33;  h *= 0xFF51AFD7ED558CCD;  h ^= h >> 33;  h *= 0xC4CEB9FE1A85EC53;  h ^= h >> 33
+
+    (the last line is MurmurHash3's 64-bit finaliser). Each step is a bijection of ``h``
+    for a fixed word and of the word for a fixed ``h``, so two byte strings of the same
+    length that differ in exactly one 8-byte word never share a hash; otherwise two
+    different strings share one with probability about ``2**-64`` (the hash is not
+    cryptographic: someone choosing the strings can make them collide). The words of a
+    whole batch are hashed together with numpy, one vectorised step per word position.
+
+    Args:
+        data: The byte strings.
+
+    Returns:
+        ``(len(data),)`` int64 array (the unsigned hash's bits).
+    """
+    batch = _byte_batch(list(data))
+    return _hash_ranges(_padded_words(batch.data), batch.starts, batch.lengths).view(np.int64)
+
+
+def _padded_words(data: bytes) -> np.ndarray:
+    """``data`` as aligned little-endian 64-bit words, followed by at least one zero word."""
+    words = np.zeros(len(data) // 8 + 2, dtype="<u8")
+    words.view(np.uint8)[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+    return words
+
+
+def _hash_ranges(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The :func:`hash_bytes` hash of byte ranges of one buffer, as uint64, in order.
+
+    Args:
+        words: The buffer as :func:`_padded_words` returns it.
+        starts: Each range's first byte (int64).
+        lengths: Each range's length in bytes (int64).
+
+    The ranges are sorted by their number of words, so that step ``j`` works on a
+    suffix of them; each range's ``j``-th (unaligned) word is put together from two
+    aligned words, since numpy gathers aligned words several times faster.
+    """
+    count = (lengths + 7) >> 3
+    hashes = np.empty(count.size, dtype=np.uint64)
+    if not count.size:
+        return hashes
+    longest = int(count.max())
+    order = np.argsort(count.astype(np.uint16) if longest < 1 << 16 else count, kind="stable")
+    count, start, length = count[order], starts[order], lengths[order]
+    h = (length.astype(np.uint64) + _HASH_SEED) * _FMIX_1
+    index = start >> 3
+    low_shift = ((start & 7) << 3).astype(np.uint64)
+    high_shift = 64 - low_shift  # a shift by 64 gives 0 in numpy
+    tail = _TAIL_MASKS[length & 7]
+    first = np.searchsorted(count, np.arange(longest + 1), side="right")  # first range with more than j words
+    low = words[index]
+    for j in range(longest):
+        a, last = first[j], first[j + 1] - first[j]  # ranges a.. have word j; the first `last` end with it
+        index_j = index[a:]
+        index_j += 1
+        high = words[index_j]
+        word = low[a:] >> low_shift[a:]
+        word |= high << high_shift[a:]
+        word[:last] &= tail[a : a + last]
+        h_j = h[a:]
+        h_j ^= word
+        h_j *= _HASH_STEP
+        h_j ^= h_j >> _U32
+        low[a:] = high
+    h ^= h >> _U33
+    h *= _FMIX_1
+    h ^= h >> _U33
+    h *= _FMIX_2
+    h ^= h >> _U33
+    hashes[order] = h
+    return hashes
 
 
 def _as_chunks(state: list[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
@@ -178,28 +343,45 @@ def _appended(state: list[torch.Tensor] | torch.Tensor, chunk: torch.Tensor) -> 
     return chunks
 
 
-def _unique_of(chunks: list[torch.Tensor]) -> torch.Tensor:
-    """Sorted unique values of the concatenated chunks; empties ``chunks`` to free them early.
-
-    On the CPU this sorts one concatenated copy in place (numpy), so the peak is about
-    twice the input; ``torch.unique`` also builds an index tensor and sort buffers. The
-    chunks are sorted runs (the deduplicated state and each sorted update), and numpy's
-    stable sort of int64, a timsort, merges runs in linear time each: merging a state
-    with the updates since costs a tenth of sorting them afresh.
-    """
-    if not chunks:
-        return torch.zeros(0, dtype=torch.long)
-    if chunks[0].device.type != "cpu":
-        unique = torch.unique(torch.cat(chunks))
-        chunks.clear()
-        return unique
-    values = np.concatenate([chunk.numpy() for chunk in chunks])
-    chunks.clear()
-    values.sort(kind="stable")
+def _distinct_sorted(values: np.ndarray) -> np.ndarray:
+    """The distinct values of a sorted array."""
     keep = np.empty(values.shape, dtype=bool)
     keep[:1] = True
     np.not_equal(values[1:], values[:-1], out=keep[1:])
-    return torch.from_numpy(values[keep])
+    return values[keep]
+
+
+def _unique_of(chunks: list[torch.Tensor], count_only: bool = False) -> torch.Tensor:
+    """Sorted unique values of the concatenated chunks (or their number); empties ``chunks``.
+
+    On the CPU the chunks after the first are concatenated, sorted (numpy's quicksort)
+    and deduplicated, then merged with the first chunk by numpy's stable sort, a
+    timsort: when the first chunk is a sorted run (the deduplicated state), that is one
+    linear merge, and whatever the first chunk holds, the result is sorted. No chunk
+    is changed. The peak is about twice the input; ``torch.unique`` (used on other
+    devices) also builds an index tensor and sort buffers.
+
+    Args:
+        chunks: int64 tensors.
+        count_only: Return the number of unique values (a 0-d int64 tensor) instead.
+    """
+    if not chunks or chunks[0].device.type != "cpu":
+        unique = torch.unique(torch.cat(chunks)) if chunks else torch.zeros(0, dtype=torch.long)
+        chunks.clear()
+        return torch.tensor(unique.numel(), dtype=torch.long) if count_only else unique
+    first = chunks[0].numpy()
+    rest = [chunk.numpy() for chunk in chunks[1:]]
+    chunks.clear()
+    pending = np.concatenate(rest) if rest else first[:0]
+    del rest
+    pending.sort()
+    values = np.concatenate([first, _distinct_sorted(pending)])
+    del first, pending
+    values.sort(kind="stable")
+    if count_only:
+        distinct = int(np.count_nonzero(values[1:] != values[:-1])) + int(values.size > 0)
+        return torch.tensor(distinct, dtype=torch.long)
+    return torch.from_numpy(_distinct_sorted(values))
 
 
 def _encode_group(name: str) -> torch.Tensor:
@@ -361,11 +543,10 @@ class CaptionRedundancy(CaptionMetric):
         Raises:
             TypeError: If ``captions`` is a single string or holds a non-string.
         """
-        hashes = caption_hashes(captions, self.normalize)
-        hashes.numpy().sort()  # in place: a sorted run, merged cheaply when deduplicating
-        self.total += hashes.numel()
-        self.hashes = _appended(self.hashes, hashes.to(self.device))
-        self._pending += hashes.numel()
+        keys = torch.from_numpy(_caption_keys(captions, self.normalize))
+        self.total += keys.numel()
+        self.hashes = _appended(self.hashes, keys.to(self.device))
+        self._pending += keys.numel()
         if self._pending >= max(self._deduplicated // 2, _MIN_COMPACT):
             self._deduplicate()
 
@@ -389,7 +570,7 @@ class CaptionRedundancy(CaptionMetric):
             paper's percentages; NaN before any caption), ``unique`` and ``total``
             (int64 counts).
         """
-        unique = torch.tensor(_unique_of(_as_chunks(self.hashes)).numel(), dtype=torch.long)
+        unique = _unique_of(_as_chunks(self.hashes), count_only=True).cpu()
         total = self.total.detach().cpu()
         redundancy = 1.0 - unique.double() / total.double() if total > 0 else torch.tensor(float("nan"))
         return {"redundancy": redundancy.double(), "unique": unique, "total": total}
