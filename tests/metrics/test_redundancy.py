@@ -259,3 +259,53 @@ def test_real_gloo_process_group_with_an_empty_rank(tmp_path):
     assert result["unique"] == 3
     assert result["groups"]["m/x"]["percent_mae"] == pytest.approx(10.0)
     assert result["groups"]["m/y"]["recall"] == 1.0
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")
+@pytest.mark.parametrize("normalize", ["none", "basic"])
+def test_small_updates_are_held_back_and_every_reader_sees_them(normalize):
+    captions = _random_captions(30_000, seed=8, alphabet="aAb .!\u00e9", max_len=7)
+    reference = len({normalize_caption(c, normalize) for c in captions})
+    metric, start, rng = CaptionRedundancy(normalize=normalize), 0, random.Random(9)
+    while start < len(captions):  # batches of 0..60 captions: all held back until HOLD wait
+        size = rng.randrange(61)
+        metric.update(captions[start : start + size])
+        start += size
+        if start > 20_000 and metric._held_count:
+            break
+    assert metric._held_count > 0  # some captions are still held back...
+    copied = copy.deepcopy(metric)
+    assert int(metric.total) == start and metric._held_count == 0  # ...until the state is read
+    assert torch.cat(_chunks(metric.hashes)).numel() <= start
+    metric.update(captions[start:])
+    assert metric.compute()["unique"] == reference
+    # A copy holding captions back, merged into another metric, brings them along.
+    copied.update(captions[start:])
+    other = CaptionRedundancy(normalize=normalize)
+    other.merge_state(copied)
+    assert other.compute()["unique"] == reference and other.compute()["total"] == len(captions)
+    # A gather (here of one rank) and forward see the held-back captions too.
+    ranks = [CaptionRedundancy(normalize=normalize), CaptionRedundancy(normalize=normalize)]
+    ranks[0].update(captions[:100])
+    ranks[1].update(captions[100:250])
+    sync_as_ranks(ranks)
+    assert ranks[1].compute()["unique"] == len({normalize_caption(c, normalize) for c in captions[:250]})
+    running = CaptionRedundancy(normalize=normalize)
+    running.update(captions[:10])
+    assert running(captions[10:20])["total"] == 10
+    assert running.compute()["total"] == 20
+    running.reset()  # drops held-back captions with the rest
+    running.update(captions[:3])
+    assert running.compute()["total"] == 3
+
+
+def test_a_caption_holding_the_separator_is_counted_alone():
+    metric = CaptionRedundancy()
+    metric.update(["a\x00b", "a", "b"])  # the NUL batch is hashed at once, one caption at a time
+    metric.update(["a\x00b", "a\x00", "\x00"])
+    result = metric.compute()
+    assert result["unique"] == 5 and result["total"] == 6
+
+
+def _chunks(state):
+    return list(state) if isinstance(state, list) else [state]
