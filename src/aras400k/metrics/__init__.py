@@ -8,7 +8,7 @@
 - :mod:`~aras400k.metrics.embedding`: t-SNE/UMAP plots with silhouettes (Figure 4).
 """
 
-from aras400k.metrics.captions import CaptionRedundancy, caption_hashes, normalize_caption
+from aras400k.metrics.captions import CaptionRedundancy, caption_hashes, hash_bytes, normalize_caption
 from aras400k.metrics.clipscore import CLIPScore, load_clip
 from aras400k.metrics.composition import (
     CompositionComparison,
@@ -63,6 +63,7 @@ __all__ = [
     "feature_extractor",
     "features_from_shards",
     "fid_from_features",
+    "hash_bytes",
     "jensen_shannon_divergence",
     "kid_from_features",
     "load_clip",

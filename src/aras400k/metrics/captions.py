@@ -2,11 +2,12 @@
 
 :class:`CaptionRedundancy` is the paper's redundancy (its Tables 1 and 2): the share of
 captions that repeat an earlier caption, ``1 - unique / total``. Captions are never
-kept as strings: each is reduced to a 64-bit BLAKE2b hash of its (optionally
-normalised) UTF-8 text, and the hashes are kept, deduplicated, in a tensor state that
-is concatenated across processes. The unique count over the gathered hashes equals a
-single-process count over all captions, up to hash collisions (see the class
-docstring for their probability).
+kept as strings: each is reduced to a 64-bit hash of its (optionally normalised)
+UTF-8 text (:func:`hash_bytes`, computed with numpy for a whole batch at once), and
+the hashes are kept, deduplicated, in a tensor state that is concatenated across
+processes. The unique count over the gathered hashes equals a single-process count
+over all captions, up to hash collisions (see the class docstring for their
+probability).
 
 :class:`CaptionMetric` is the base the caption metrics share: list states that survive
 a distributed gather on a rank that saw no data, and per-group sums keyed by group
@@ -37,10 +38,10 @@ __all__ = [
 #: Longest group name (UTF-8 bytes) a grouped caption metric accepts.
 GROUP_KEY_BYTES: int = 128
 # Deduplicate a CaptionRedundancy's keys once this many are pending (at least half the
-# deduplicated ones), so merging costs amortised O(n) per key and the state stays 8-12 bytes
+# deduplicated ones), so merging costs amortised O(1) per key and the state stays 8-12 bytes
 # per unique caption.
 _MIN_COMPACT = 1 << 16
-# The constants of hash_bytes: odd multipliers of splitmix64 and MurmurHash3's finaliser.
+# The constants of hash_bytes: MurmurHash3's finaliser multipliers and the 64-bit golden ratio.
 _HASH_SEED = np.uint64(0xC2B2AE3D27D4EB4F)
 _HASH_STEP = np.uint64(0x9E3779B97F4A7C15)
 _FMIX_1 = np.uint64(0xFF51AFD7ED558CCD)
@@ -138,12 +139,12 @@ class _Utf8Batch(NamedTuple):
 _NOTHING = np.zeros(0, dtype=np.int64)
 
 
-def _joined(captions: Sequence[str]) -> str:
-    """The captions joined by ``_SEPARATOR``; a clear error for a non-string."""
+def _joined(captions: Sequence[str], separator: str = _SEPARATOR) -> str:
+    """The captions joined by ``separator``; a clear error for a non-string."""
     if isinstance(captions, str):
         raise TypeError("captions must be a sequence of strings, not one string")
     try:
-        return _SEPARATOR.join(captions)
+        return separator.join(captions)
     except TypeError as err:
         bad = next((c for c in captions if not isinstance(c, str)), None)
         if bad is None:
@@ -564,7 +565,7 @@ class _DeferredState:
     def __get__(self, metric: Any, owner: type | None = None) -> Any:
         if metric is None:
             return self
-        if metric.__dict__.get("_held_count"):
+        if metric.__dict__.get("_held"):
             metric._hash_held()
         return metric.__dict__[self.slot]
 
@@ -581,7 +582,7 @@ class CaptionRedundancy(CaptionMetric):
 
     Speed: captions are hashed a batch at a time with numpy (:func:`hash_bytes` over the
     batch joined into one UTF-8 buffer), never one by one in Python; an update of fewer
-    than ``HOLD`` captions is only joined into one string and held back until ``HOLD``
+    than ``HOLD`` captions is only checked and held back (as references) until ``HOLD``
     are waiting or the state is read, so small batches cost about what large ones do.
     ``benchmarks/bench_metrics.py`` counts 2 million captions in batches of 10,000
     faster than ``len(set(captions))``.
@@ -628,8 +629,7 @@ class CaptionRedundancy(CaptionMetric):
         if normalize not in ("none", "basic"):
             raise ValueError(f"normalize must be 'none' or 'basic', got {normalize!r}")
         self.normalize = normalize
-        self._held: list[str] = []  # joined batches of captions not hashed yet
-        self._held_count = 0  # captions in them
+        self._held: list[str] = []  # captions not hashed yet
         self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self._add_list_state("hashes", torch.zeros(0, dtype=torch.long))
         self._deduplicated = 0  # hashes in the deduplicated first chunk
@@ -645,32 +645,25 @@ class CaptionRedundancy(CaptionMetric):
         Raises:
             TypeError: If ``captions`` is a single string or holds a non-string.
         """
-        joined = _joined(captions)  # checks the types now, whenever the batch is hashed
-        count = len(captions)
-        if not count:
+        if isinstance(captions, str):
+            raise TypeError("captions must be a sequence of strings, not one string")
+        if len(captions) + len(self._held) < self.HOLD:
+            _joined(captions, "")  # checks the types now, whenever the batch is hashed
+            self._held.extend(captions)
             return
-        if joined.count(_SEPARATOR) != count - 1:  # a caption holds the separator
-            self._add_keys(_caption_keys(captions, self.normalize), count)
-            return
-        self._held.append(joined)
-        self._held_count += count
-        if self._held_count >= self.HOLD:
-            self._hash_held()
+        if self._held:
+            captions = [*self._held, *captions]
+            self._held = []
+        self._add_keys(_caption_keys(captions, self.normalize))
 
     def _hash_held(self) -> None:
         """Hash the held-back captions into the state."""
-        held, count = self._held, self._held_count
-        self._held, self._held_count = [], 0
-        joined = held[0] if len(held) == 1 else _SEPARATOR.join(held)
-        del held
-        batch = _joined_batch(joined, count, self.normalize)
-        if batch is None:  # cannot happen: update checked the separators of every batch
-            raise RuntimeError("held-back captions lost their separators")
-        self._add_keys(_batch_keys(batch), count)
+        held, self._held = self._held, []
+        self._add_keys(_caption_keys(held, self.normalize))
 
-    def _add_keys(self, keys: np.ndarray, count: int) -> None:
+    def _add_keys(self, keys: np.ndarray) -> None:
         state = self.__dict__
-        state["_state_total"] += count
+        state["_state_total"] += keys.size
         state["_state_hashes"] = _appended(state["_state_hashes"], torch.from_numpy(keys).to(self.device))
         self._pending += keys.size
         if self._pending >= max(self._deduplicated // 2, _MIN_COMPACT):
@@ -690,7 +683,7 @@ class CaptionRedundancy(CaptionMetric):
 
     def reset(self) -> None:
         """Forget every caption added so far."""
-        self._held, self._held_count = [], 0
+        self._held = []
         super().reset()
         self._deduplicated = self._pending = 0
         self._sorted = None
