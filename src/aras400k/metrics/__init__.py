@@ -9,7 +9,7 @@
 """
 
 from aras400k._lazy import moved_attributes
-from aras400k.metrics.captions import CaptionRedundancy, caption_hashes, normalize_caption
+from aras400k.metrics.captions import CaptionRedundancy, caption_hashes, hash_bytes, normalize_caption
 from aras400k.metrics.clipscore import CLIPScore, load_clip
 from aras400k.metrics.composition import (
     CompositionComparison,
@@ -60,6 +60,7 @@ __all__ = [
     "embedding_plot",
     "features_from_shards",
     "fid_from_features",
+    "hash_bytes",
     "jensen_shannon_divergence",
     "kid_from_features",
     "load_clip",
