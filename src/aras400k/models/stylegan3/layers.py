@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aras400k.models.stylegan3.filters import setup_filter, upfirdn2d
+from aras400k.models.stylegan3.filters import exceeds_clamp, setup_filter, upfirdn2d
 
 __all__ = ["Conv2dLayer", "FullyConnectedLayer", "activate_", "bias_act", "modulated_conv2d"]
 
@@ -89,24 +89,9 @@ def activate_(x: Tensor, activation: Activation = "linear", clamp: float | None 
         x = F.leaky_relu_(x, 0.2)
     elif activation != "linear":
         raise ValueError(f"unknown activation {activation!r}; choose 'linear' or 'lrelu'")
-    if clamp is not None and (torch.compiler.is_compiling() or _exceeds(x, clamp)):
+    if clamp is not None and (torch.compiler.is_compiling() or exceeds_clamp(x, clamp)):
         x = x.clamp(-clamp, clamp)
     return x
-
-
-def _exceeds(x: Tensor, clamp: float) -> bool:
-    """Whether any value of ``x`` lies outside ``[-clamp, clamp]``.
-
-    ``aminmax`` copies a tensor that is not contiguous in the default layout, so a
-    channels-last ``x`` is read through its contiguous ``[N, H, W, C]`` view instead.
-    """
-    if x.numel() == 0:
-        return False
-    x = x.detach()
-    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        x = x.permute(0, 2, 3, 1)
-    low, high = torch.aminmax(x)
-    return low.item() < -clamp or high.item() > clamp
 
 
 class FullyConnectedLayer(nn.Module):
