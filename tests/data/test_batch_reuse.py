@@ -10,9 +10,7 @@ from tests.conftest import write_random_set
 
 def _epochs(root, reuse, epochs=3, keep=False, **dataset_args):
     ds = ShardDataset([root], shuffle=True, seed=7, shuffle_buffer=4, **dataset_args)
-    loader = EpochDataLoader(
-        ds, batch_size=3, num_workers=2, persistent_workers=True, reuse_batch_memory=reuse
-    )
+    loader = EpochDataLoader(ds, batch_size=3, num_workers=2, persistent_workers=True, reuse_batch_memory=reuse)
     out = []
     for _ in range(epochs):
         for batch in loader:
