@@ -14,9 +14,13 @@ F1 / IoU against WorldCover, ``landcover_confusion.png`` and ``landcover_referen
 
 from __future__ import annotations
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+import sys
+from typing import TYPE_CHECKING
 
-from aras400k.cli import parse_and_run
+from aras400k.cli import call_with, command_main, command_parser
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser, Namespace
 
 __all__ = ["build_parser", "main"]
 
@@ -26,16 +30,17 @@ PROGRAM = "aras-map"
 def build_parser() -> ArgumentParser:
     """Build the ``aras-map`` parser.
 
+    The options are :func:`aras400k.mapping.map_scene`'s parameters (typed here: that
+    module imports torch, which ``--help`` does not wait for).
+
     Returns:
         The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
     """
-    parser = ArgumentParser(
-        prog=PROGRAM,
-        description="Map a whole Sentinel-2 scene (bands 1-3 = R, G, B) with a trained segmenter: sliding windows, "
-        "overlapping tiles blended, windowed reads and writes; a georeferenced uint8 GeoTIFF and a PNG quicklook.",
-        exit_on_error=False,
+    parser = command_parser(
+        PROGRAM,
+        "Map a whole Sentinel-2 scene (bands 1-3 = R, G, B) with a trained segmenter: sliding windows, overlapping "
+        "tiles blended, windowed reads and writes; a georeferenced uint8 GeoTIFF and a PNG quicklook.",
     )
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
     parser.add_argument("--ckpt_path", type=str, required=True, help="segmenter checkpoint written by aras-fit")
     parser.add_argument("--scene", type=str, required=True, help="Sentinel-2 GeoTIFF (bands 1-3 = R, G, B)")
     parser.add_argument("--out", type=str, required=True, help="land-cover GeoTIFF to write")
@@ -60,33 +65,11 @@ def build_parser() -> ArgumentParser:
 def _run(cfg: Namespace) -> int:
     from aras400k.mapping import map_scene
 
-    report = map_scene(
-        cfg.ckpt_path,
-        cfg.scene,
-        cfg.out,
-        tile_size=cfg.tile_size,
-        stride=cfg.stride,
-        batch_size=cfg.batch_size,
-        device=cfg.device,
-        peak=cfg.peak,
-        quicklook=cfg.quicklook,
-        quicklook_size=cfg.quicklook_size,
-        reference=cfg.reference,
-        remap=cfg.remap,
-        overwrite=cfg.overwrite,
-        progress=cfg.progress,
-    )
-    print(report.summary())
+    print(call_with(map_scene, cfg, segmenter=cfg.ckpt_path).summary())
     return 0
 
 
-def main(args: list[str] | None = None) -> int:
-    """Entry point of ``aras-map``.
+main = command_main(PROGRAM, build_parser, _run)
 
-    Args:
-        args: Command-line arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The exit status.
-    """
-    return parse_and_run(PROGRAM, build_parser(), args, _run)
+if __name__ == "__main__":
+    sys.exit(main())
