@@ -18,7 +18,7 @@ import pytest
 
 SNAPSHOT = Path(__file__).with_name("option_snapshot.json")
 
-#: Command -> its module in ``aras400k.cli`` (the LightningCLI commands are not snapshotted: their options are Lightning's).
+#: Command -> its module in ``aras400k.cli`` (not aras / aras-fit: their options are Lightning's).
 COMMANDS = {
     "aras-ablate": "ablate",
     "aras-caption": "caption",
