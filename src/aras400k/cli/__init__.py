@@ -226,20 +226,22 @@ def optional_argument(parser: ArgumentParser, dest: str, needed_when: str) -> No
     raise KeyError(dest)
 
 
-def call_with(function: Callable[..., T], cfg: Namespace, /, **given: Any) -> T:
+def call_with(function: Callable[..., T], cfg: Namespace, /, like: Callable[..., Any] | None = None, **given: Any) -> T:
     """Call ``function`` with the parsed options named like its parameters.
 
     Args:
         function: A function or class; each parameter with an option of the same name
             gets that option's value.
         cfg: Parsed options.
+        like: Take the parameter names from this signature instead (a base class whose
+            options were added, when ``function`` is a user's subclass).
         **given: Arguments given explicitly (for parameters whose option has another
             name or needs converting); they win over options of the same name.
 
     Returns:
         What ``function`` returns.
     """
-    names = inspect.signature(function).parameters
+    names = inspect.signature(like or function).parameters
     options = {name: cfg[name] for name in names if name not in given and name in cfg}
     return function(**options, **given)
 

@@ -224,15 +224,15 @@ def _run_batch_file(cfg: Namespace, captioner: Captioner, backend: Any) -> int:
     job = BatchJob(options.dir or batch_folder(cfg.out))
 
     def one_pass() -> Any:
-        return captioner.caption_batch_file(
-            cfg.input,
-            cfg.out,
-            job.folder,
-            backend.request_body,
+        return call_with(
+            captioner.caption_batch_file,
+            options,
+            in_dir=cfg.input,
+            out=cfg.out,
+            folder=job.folder,
+            body=backend.request_body,
             limit=cfg.limit,
             overwrite=cfg.overwrite,
-            max_requests=options.max_requests,
-            max_bytes=options.max_bytes,
         )
 
     if options.action == "write":
@@ -242,13 +242,13 @@ def _run_batch_file(cfg: Namespace, captioner: Captioner, backend: Any) -> int:
         from aras400k.captioning.batch_api import openai_client, run_batch_job
 
         client = openai_client(cfg.openai.api_key_env, options.base_url)
-        report = run_batch_job(
-            one_pass,
-            job,
-            client,
+        report = call_with(
+            run_batch_job,
+            options,
+            one_pass=one_pass,
+            job=job,
+            client=client,
             wait=options.action == "run",
-            poll_s=options.poll_s,
-            max_rounds=options.max_rounds,
             progress=cfg.progress,
             report=lambda r: print(r.summary()),
         )
@@ -263,7 +263,7 @@ def _run_batch_file(cfg: Namespace, captioner: Captioner, backend: Any) -> int:
 
 
 def _run(cfg: Namespace) -> int:
-    from aras400k.captioning import BackendError, build_backend
+    from aras400k.captioning import BackendError, Captioner, build_backend
 
     if cfg.repair:
         return _repair(cfg)
@@ -272,25 +272,13 @@ def _run(cfg: Namespace) -> int:
     backend = build_backend(cfg.backend, _backend_options(cfg))
     captioner: Captioner | None = None
     try:
-        captioner = call_with(captioner_type, cfg, backend=backend)
+        captioner = call_with(captioner_type, cfg, like=Captioner, backend=backend)
         if cfg.batch_file.action != "off":
             return _run_batch_file(cfg, captioner, backend)
-        if cfg.merge:
-            if cfg.shard_index != 0:
-                raise ValueError("--merge true joins all the workers' parts; give it without --shard_index")
-            report = captioner.merge_parts(
-                cfg.input, cfg.out, cfg.num_shards, shards_out=cfg.shards_out, limit=cfg.limit, overwrite=cfg.overwrite
-            )
-        else:
-            report = captioner.caption_shards(
-                cfg.input,
-                cfg.out,
-                shards_out=cfg.shards_out,
-                limit=cfg.limit,
-                overwrite=cfg.overwrite,
-                shard_index=cfg.shard_index,
-                num_shards=cfg.num_shards,
-            )
+        if cfg.merge and cfg.shard_index != 0:
+            raise ValueError("--merge true joins all the workers' parts; give it without --shard_index")
+        run = captioner.merge_parts if cfg.merge else captioner.caption_shards
+        report = call_with(run, cfg, in_dir=cfg.input)
     except BackendError as err:
         fail(PROGRAM, _backend_failure(cfg, err, captioner.stats.captions if captioner else 0), status=1)
     finally:
