@@ -5,11 +5,12 @@ from __future__ import annotations
 import inspect
 import sys
 import textwrap
+from argparse import ArgumentError
 
 import pytest
 from jsonargparse import ArgumentParser
 
-from aras400k.cli.signatures import NO_DEFAULT, Parameter, add_options, source_signature
+from aras400k.cli.signatures import NO_DEFAULT, NOT_LITERAL, Parameter, add_options, source_signature
 
 IMPL = '''
 from pathlib import Path
@@ -61,7 +62,7 @@ def test_defaults_annotations_and_help_from_source(package, module):
     assert found["src"] == Parameter("src", NO_DEFAULT, "str | Path", "Where from.")
     assert found["n"] == Parameter("n", None, "int | None", "How many (wrapped over two lines).")
     assert (found["rate"].default, found["name"].default, found["flags"].default) == (0.5, "x", (1, 2))
-    assert found["scale"].default is NO_DEFAULT  # a name, not a literal
+    assert found["scale"].default is NOT_LITERAL  # a name, not a literal
     assert "no_such_heavy_library" not in sys.modules
 
 
@@ -87,9 +88,12 @@ def test_add_options(package):
     found = source_signature("sigpkg", "make")
     parser = ArgumentParser(exit_on_error=False)
     add_options(parser, found, ["n", "rate", "quiet"], aliases={"rate": ["--the-rate"]}, helps={"quiet": "shh"})
+    add_options(parser, found, ["src"])  # no default: required
     add_options(parser, found, ["flags"], types={"flags": tuple[int, ...]})
-    cfg = parser.parse_args(["--the-rate", "2", "--n", "7"])
-    assert (cfg.n, cfg.rate, cfg.quiet, cfg.flags) == (7, 2.0, False, (1, 2))
+    cfg = parser.parse_args(["--the-rate", "2", "--n", "7", "--src", "a"])
+    assert (cfg.n, cfg.rate, cfg.quiet, cfg.flags, cfg.src) == (7, 2.0, False, (1, 2), "a")
+    with pytest.raises(ArgumentError, match="required: src"):
+        parser.parse_args([])
     actions = {a.dest: a for a in parser._actions}
     assert actions["n"].help == "How many (wrapped over two lines)." and actions["quiet"].help == "shh"
     with pytest.raises(ValueError, match="scale has no literal default"):
@@ -102,13 +106,14 @@ SYNTHESIS = [
     ("aras400k.synthesis", "label_shards"),
     ("aras400k.synthesis_spade", "synthesize_conditional"),
     ("aras400k.synthesis_stylegan3", "synthesize_unconditional"),
+    ("aras400k.mapping", "map_scene"),
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("module", "name"), SYNTHESIS)
 def test_source_defaults_equal_the_imported_signature(module, name):
-    """What aras-synth reads from source is what Python sees (imports torch: slow)."""
+    """What aras-synth and aras-map read from source is what Python sees (imports torch: slow)."""
     import importlib
 
     source_signature.cache_clear()
@@ -116,5 +121,7 @@ def test_source_defaults_equal_the_imported_signature(module, name):
     real = inspect.signature(getattr(importlib.import_module(module), name)).parameters
     assert list(read) == list(real)
     for param in real.values():
-        if read[param.name].default is not NO_DEFAULT:
+        if read[param.name].default is NO_DEFAULT:
+            assert param.default is param.empty, param.name
+        elif read[param.name].default is not NOT_LITERAL:
             assert read[param.name].default == param.default, param.name

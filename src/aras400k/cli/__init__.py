@@ -152,7 +152,9 @@ def import_class(path: str, base: type, option: str) -> type:
     return found
 
 
-def command_parser(program: str | None, description: str, *, config: bool = True) -> ArgumentParser:
+def command_parser(
+    program: str | None, description: str, *, config: bool = True, options_of: type | None = None
+) -> ArgumentParser:
     """A jsonargparse parser that raises ``argparse.ArgumentError`` instead of exiting.
 
     :func:`parse_and_run` turns those errors into one line and exit status 2, the same
@@ -162,6 +164,8 @@ def command_parser(program: str | None, description: str, *, config: bool = True
         program: Command name (``None`` for a subcommand's parser).
         description: Text shown by ``--help``.
         config: Add ``--config FILE.yaml`` taking any of the options.
+        options_of: A config dataclass whose fields become options, with the defaults
+            and help of its signature and docstring (build it with :func:`config_from`).
 
     Returns:
         The parser.
@@ -171,6 +175,8 @@ def command_parser(program: str | None, description: str, *, config: bool = True
     parser = ArgumentParser(prog=program, description=description, exit_on_error=False)
     if config:
         parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    if options_of is not None:
+        parser.add_class_arguments(options_of, as_group=False)
     return parser
 
 

@@ -38,11 +38,11 @@ def build_parser() -> ArgumentParser:
         PROGRAM,
         "Train the chosen segmenters on real, synthetic and mixed data and write the paper's Tables 3 and 4 "
         "(tested on the real test split). Resumable: finished runs are skipped.",
+        options_of=AblationConfig,
     )
     parser.add_argument(
         "--tables_only", type=bool, default=False, help="train nothing; rebuild the tables from existing scores.json"
     )
-    parser.add_class_arguments(AblationConfig, as_group=False)
     return parser
 
 

@@ -34,14 +34,13 @@ def build_parser() -> ArgumentParser:
     """
     from aras400k.evaluation import EvalConfig
 
-    parser = command_parser(
+    return command_parser(
         PROGRAM,
         "Evaluate shard sets (real and synthetic) and write report.md, report.json, CSV tables and figures: caption "
         "volume, redundancy and CLIPScore (Tables 1-2), caption/mask consistency, composition (Figure 3), FID/KID "
         "and t-SNE/UMAP (Figure 4) against a reference set.",
+        options_of=EvalConfig,
     )
-    parser.add_class_arguments(EvalConfig, as_group=False)
-    return parser
 
 
 def _run(cfg: Namespace) -> int:

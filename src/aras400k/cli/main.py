@@ -18,6 +18,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from aras400k._lazy import public_dir
 from aras400k.cli import fail
 from aras400k.cli.fast import SUBCOMMANDS, answer, capture_help
 
@@ -97,3 +98,7 @@ def __getattr__(name: str) -> Any:
 
         return ArasCLI
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return public_dir(__name__, __all__)

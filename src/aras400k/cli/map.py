@@ -18,6 +18,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from aras400k.cli import call_with, command_main, command_parser
+from aras400k.cli.signatures import add_options, source_signature
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser, Namespace
@@ -25,13 +26,19 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main"]
 
 PROGRAM = "aras-map"
+_MAP_SCENE = ("aras400k.mapping", "map_scene")
+#: Parameters of ``map_scene`` given as options of the same name (``segmenter`` is ``--ckpt_path``).
+_OPTIONS = [
+    "scene", "out", "tile_size", "stride", "batch_size", "device", "peak", "quicklook", "quicklook_size",
+    "reference", "remap", "overwrite", "progress",
+]  # fmt: skip
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-map`` parser.
+    """Build the ``aras-map`` parser: :func:`aras400k.mapping.map_scene`'s parameters.
 
-    The options are :func:`aras400k.mapping.map_scene`'s parameters (typed here: that
-    module imports torch, which ``--help`` does not wait for).
+    Their defaults and help are read from its source (:mod:`aras400k.cli.signatures`),
+    since that module imports torch, which ``--help`` does not wait for.
 
     Returns:
         The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
@@ -41,24 +48,9 @@ def build_parser() -> ArgumentParser:
         "Map a whole Sentinel-2 scene (bands 1-3 = R, G, B) with a trained segmenter: sliding windows, overlapping "
         "tiles blended, windowed reads and writes; a georeferenced uint8 GeoTIFF and a PNG quicklook.",
     )
+    signature = source_signature(*_MAP_SCENE)
     parser.add_argument("--ckpt_path", type=str, required=True, help="segmenter checkpoint written by aras-fit")
-    parser.add_argument("--scene", type=str, required=True, help="Sentinel-2 GeoTIFF (bands 1-3 = R, G, B)")
-    parser.add_argument("--out", type=str, required=True, help="land-cover GeoTIFF to write")
-    parser.add_argument("--tile_size", type=int, default=256, help="tile side in pixels (the paper's patches: 256)")
-    parser.add_argument("--stride", type=int | None, default=None, help="tile step; default tile_size / 2")
-    parser.add_argument("--batch_size", type=int, default=16, help="tiles per forward pass")
-    parser.add_argument("--device", type=str, default="auto", help="auto (GPU if any), cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--peak", type=float | None, default=None, help="scale the scene by this value (default: each tile's maximum)"
-    )
-    parser.add_argument("--quicklook", type=str | None, default="auto", help="PNG quicklook (auto: OUT with .png)")
-    parser.add_argument("--quicklook_size", type=int, default=1024, help="longest side of the quicklook map")
-    parser.add_argument("--reference", type=str | None, default=None, help="ESA WorldCover GeoTIFF to compare with")
-    parser.add_argument(
-        "--remap", type=dict[int, int] | None, default=None, help="WorldCover code -> class index overrides"
-    )
-    parser.add_argument("--overwrite", type=bool, default=False, help="replace existing outputs")
-    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar over the tiles")
+    add_options(parser, signature, _OPTIONS, types={"remap": dict[int, int] | None})
     return parser
 
 

@@ -39,6 +39,7 @@ def build_parser() -> ArgumentParser:
         PROGRAM,
         "Run the paper's stages (data, segmenter, StyleGAN3, SPADE, synthesis, labels, captions, evaluation, "
         "study) into one run folder with an index.md. Finished stages are skipped; an interrupted stage resumes.",
+        options_of=PipelineConfig,
     )
     parser.add_argument(
         "--from",
@@ -57,7 +58,6 @@ def build_parser() -> ArgumentParser:
         help="torch intra-op threads for every stage (default: ARAS_THREADS or OMP_NUM_THREADS if set, else the "
         "usable cores less one per loader worker)",
     )
-    parser.add_class_arguments(PipelineConfig, as_group=False)
     return parser
 
 

@@ -25,10 +25,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
 
-__all__ = ["NO_DEFAULT", "Parameter", "add_options", "source_signature"]
+__all__ = ["NOT_LITERAL", "NO_DEFAULT", "Parameter", "add_options", "source_signature"]
 
-#: The default of a parameter that has none, or whose default is not a literal.
+#: The default of a parameter that has none.
 NO_DEFAULT: Any = inspect.Parameter.empty
+
+
+class _NotLiteral:
+    def __repr__(self) -> str:
+        return "NOT_LITERAL"
+
+
+#: The default of a parameter whose default is not a literal (a constant's name, a call).
+NOT_LITERAL: Any = _NotLiteral()
 
 #: Names an annotation may use to be turned into an option type (``Path`` is read as ``str``).
 _TYPE_NAMES: dict[str, Any] = {"int": int, "float": float, "bool": bool, "str": str, "Path": str}
@@ -40,7 +49,7 @@ class Parameter:
 
     Attributes:
         name: Parameter name.
-        default: Its default (a literal), or :data:`NO_DEFAULT`.
+        default: Its default (a literal), :data:`NO_DEFAULT` or :data:`NOT_LITERAL`.
         annotation: The annotation's source text (``""`` if none).
         help: Its description in the docstring's ``Args:`` section (``""`` if none).
     """
@@ -141,7 +150,7 @@ def _from_source(node: ast.FunctionDef) -> dict[str, Parameter]:
         try:
             value = NO_DEFAULT if default is None else ast.literal_eval(default)
         except ValueError:
-            value = NO_DEFAULT
+            value = NOT_LITERAL
         annotation = ast.unparse(arg.annotation) if arg.annotation is not None else ""
         found[arg.arg] = Parameter(arg.arg, value, annotation, helps.get(arg.arg, ""))
     return found
@@ -188,6 +197,8 @@ def add_options(
 ) -> None:
     """Add ``--NAME`` options with the defaults and help of the function's parameters.
 
+    A parameter without a default becomes a required option.
+
     Args:
         parser: The parser.
         parameters: From :func:`source_signature`.
@@ -198,18 +209,15 @@ def add_options(
 
     Raises:
         KeyError: If a name is not a parameter.
-        ValueError: If a parameter has no literal default (give such options by hand).
+        ValueError: If a parameter's default is not a literal (give such options by hand).
     """
     types, aliases, helps = types or {}, aliases or {}, helps or {}
     for name in names:
         param = parameters[name]
-        if param.default is NO_DEFAULT:
+        if param.default is NOT_LITERAL:
             raise ValueError(f"{name} has no literal default; add its option by hand")
         option_type = types[name] if name in types else param.option_type()
+        given = {"required": True} if param.default is NO_DEFAULT else {"default": param.default}
         parser.add_argument(
-            f"--{name}",
-            *aliases.get(name, []),
-            type=option_type,
-            default=param.default,
-            help=helps.get(name, param.help),
+            f"--{name}", *aliases.get(name, []), type=option_type, help=helps.get(name, param.help), **given
         )

@@ -85,13 +85,16 @@ def _label_arguments(parser: ArgumentParser) -> None:
     _worker_arguments(parser)
 
 
-def _label(cfg: Namespace) -> int:
-    from aras400k.synthesis import label_shards
-
-    normalisation: dict[str, Any] = {k: cfg[k] for k in ("mean", "std") if cfg[k] is not None}
-    report = call_with(label_shards, cfg, segmenter=cfg.ckpt, input_dir=cfg.input, out_dir=cfg.out, **normalisation)
-    print(report.summary())
+def _call(target: tuple[str, str], cfg: Namespace, **given: Any) -> int:
+    """Import ``module.function`` of ``target``, call it with the options (:func:`call_with`), print its report."""
+    function = getattr(importlib.import_module(target[0]), target[1])
+    print(call_with(function, cfg, **given).summary())
     return 0
+
+
+def _label(cfg: Namespace) -> int:
+    normalisation: dict[str, Any] = {k: cfg[k] for k in ("mean", "std") if cfg[k] is not None}
+    return _call(_LABEL, cfg, segmenter=cfg.ckpt, input_dir=cfg.input, out_dir=cfg.out, **normalisation)
 
 
 def _spade_arguments(parser: ArgumentParser) -> None:
@@ -111,18 +114,8 @@ def _spade_arguments(parser: ArgumentParser) -> None:
 
 
 def _spade(cfg: Namespace) -> int:
-    from aras400k.synthesis_spade import synthesize_conditional
-
-    report = call_with(
-        synthesize_conditional,
-        cfg,
-        checkpoint=cfg.ckpt,
-        masks_dir=cfg.masks,
-        out_dir=cfg.out,
-        module_class=_module_class(cfg.module_class, "aras400k.models.spade", "SPADEGAN"),
-    )
-    print(report.summary())
-    return 0
+    module_class = _module_class(cfg.module_class, "aras400k.models.spade", "SPADEGAN")
+    return _call(_SPADE, cfg, checkpoint=cfg.ckpt, masks_dir=cfg.masks, out_dir=cfg.out, module_class=module_class)
 
 
 def _module_class(path: str | None, module: str, name: str) -> type | None:
@@ -164,18 +157,11 @@ def _stylegan3_arguments(parser: ArgumentParser) -> None:
 
 
 def _stylegan3(cfg: Namespace) -> int:
-    from aras400k.synthesis_stylegan3 import parse_seeds, synthesize_unconditional
+    from aras400k.synthesis_stylegan3 import parse_seeds
 
-    report = call_with(
-        synthesize_unconditional,
-        cfg,
-        checkpoint=cfg.ckpt,
-        out_dir=cfg.out,
-        seeds=parse_seeds(cfg.seeds) if cfg.seeds is not None else None,
-        module_class=_module_class(cfg.module_class, "aras400k.models.stylegan3", "StyleGAN3"),
-    )
-    print(report.summary())
-    return 0
+    seeds = parse_seeds(cfg.seeds) if cfg.seeds is not None else None
+    module_class = _module_class(cfg.module_class, "aras400k.models.stylegan3", "StyleGAN3")
+    return _call(_STYLEGAN3, cfg, checkpoint=cfg.ckpt, out_dir=cfg.out, seeds=seeds, module_class=module_class)
 
 
 #: The subcommands, in the order ``--help`` lists them.
