@@ -17,7 +17,7 @@ import tarfile
 from argparse import ArgumentError
 from collections.abc import Callable
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 from aras400k.locking import LockedError
 from aras400k.threads import configure_threads
@@ -40,6 +40,13 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+class EntryPoint(Protocol):
+    """A console entry point: ``main(args=None) -> exit status``."""
+
+    def __call__(self, args: list[str] | None = None) -> int: ...
+
 
 #: Errors that mean "bad input": reported in one line, exit status 2.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, ImportError, OSError)
@@ -185,7 +192,7 @@ def command_main(
     build_parser: Callable[[], ArgumentParser],
     run: Callable[[Namespace], int | None],
     statuses: str = "0 on success, 2 on bad input (one line on stderr)",
-) -> Callable[[list[str] | None], int]:
+) -> EntryPoint:
     """The console entry point of a command: parse with ``build_parser()``, then ``run(cfg)``.
 
     Args:

@@ -65,7 +65,19 @@ _SPLITS = ("train", "val", "test")
 #: Parameters of :class:`~aras400k.captioning.Captioner` that are not options (``--backend`` names the backend).
 _CAPTIONER_SKIP = {"backend"}
 #: Parameters of :meth:`Captioner.caption_batch_file` and :func:`run_batch_job` given by the command itself.
-_BATCH_SKIP = {"in_dir", "out", "folder", "body", "limit", "overwrite", "one_pass", "job", "client", "wait", "progress"}
+_BATCH_SKIP: set[str | int] = {
+    "in_dir",
+    "out",
+    "folder",
+    "body",
+    "limit",
+    "overwrite",
+    "one_pass",
+    "job",
+    "client",
+    "wait",
+    "progress",
+}
 
 
 def build_parser() -> ArgumentParser:
@@ -124,6 +136,7 @@ def build_parser() -> ArgumentParser:
     optional_argument(parser, "openai.model", "with --backend openai")
 
     parser.add_method_arguments(Captioner, "caption_batch_file", "batch_file", skip=_BATCH_SKIP)
+    assert parser.groups is not None  # add_method_arguments made the group
     batch = parser.groups["batch_file"]
     batch.title = "batch-file captioning (--batch_file.action, needs --backend openai)"
     batch.add_argument(
