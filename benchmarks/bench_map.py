@@ -71,7 +71,7 @@ def write_scene(path: Path, size: int, width: int | None = None) -> Path:
 
 def forward_baseline(ckpt: Path, tiles: int, tile: int, batch: int, device: str) -> float:
     """Tiles/s of the bare forward pass on tiles already in memory."""
-    from aras400k.synthesis import load_segmentation_task
+    from aras400k.models.segmentation import load_segmentation_task
 
     task = load_segmentation_task(ckpt, map_location=device)
     norm = Normalize().to(device)

@@ -40,12 +40,14 @@ def make(src: str | Path, out_dir: str | Path, n: int | None = None, rate: float
 
 @pytest.fixture
 def package(tmp_path, monkeypatch):
-    """``sigpkg.impl`` defines ``make``; ``sigpkg`` re-exports it, ``sigpkg.star`` star-imports it."""
+    """``sigpkg.impl`` defines ``make``; ``sigpkg`` re-exports it, ``sigpkg.star`` star-imports it, ``sigpkg.lazy``
+    imports it for type checkers only (as a lazy package does)."""
     root = tmp_path / "sigpkg"
     root.mkdir()
     (root / "impl.py").write_text(textwrap.dedent(IMPL))
     (root / "__init__.py").write_text("from .impl import make as make\n")
     (root / "star.py").write_text("from sigpkg.impl import *  # noqa\n")
+    (root / "lazy.py").write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from .impl import make\n")
     (tmp_path / "sigassigned.py").write_text("def _make(a: int = 4) -> None:\n    pass\n\n\nmake = _make\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     source_signature.cache_clear()
@@ -55,7 +57,7 @@ def package(tmp_path, monkeypatch):
         del sys.modules[name]
 
 
-@pytest.mark.parametrize("module", ["sigpkg.impl", "sigpkg", "sigpkg.star"])
+@pytest.mark.parametrize("module", ["sigpkg.impl", "sigpkg", "sigpkg.star", "sigpkg.lazy"])
 def test_defaults_annotations_and_help_from_source(package, module):
     found = source_signature(module, "make")
     assert list(found) == ["src", "out_dir", "n", "rate", "name", "flags", "scale", "quiet"]
@@ -103,9 +105,9 @@ def test_add_options(package):
 
 
 SYNTHESIS = [
-    ("aras400k.synthesis", "label_shards"),
-    ("aras400k.synthesis_spade", "synthesize_conditional"),
-    ("aras400k.synthesis_stylegan3", "synthesize_unconditional"),
+    ("aras400k.synthesis.label", "label_shards"),
+    ("aras400k.synthesis.conditional", "synthesize_conditional"),
+    ("aras400k.synthesis.unconditional", "synthesize_unconditional"),
     ("aras400k.mapping", "map_scene"),
 ]
 

@@ -121,7 +121,8 @@ def _find(module: str, name: str, seen: set[str]) -> ast.FunctionDef | None:
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
             return node
-    for node in tree.body:
+    statements = [*tree.body, *(inner for node in tree.body if isinstance(node, ast.If) for inner in node.body)]
+    for node in statements:  # with ``if TYPE_CHECKING:`` imports (a lazy package's names)
         if isinstance(node, ast.ImportFrom):
             for alias in node.names:
                 if alias.name == "*" or (alias.asname or alias.name) == name:

@@ -33,9 +33,9 @@ __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 
 PROGRAM = "aras-synth"
 #: The functions whose signatures give the subcommands' options (read from source: they import torch).
-_LABEL = ("aras400k.synthesis", "label_shards")
-_SPADE = ("aras400k.synthesis_spade", "synthesize_conditional")
-_STYLEGAN3 = ("aras400k.synthesis_stylegan3", "synthesize_unconditional")
+_LABEL = ("aras400k.synthesis.label", "label_shards")
+_SPADE = ("aras400k.synthesis.conditional", "synthesize_conditional")
+_STYLEGAN3 = ("aras400k.synthesis.unconditional", "synthesize_unconditional")
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def _stylegan3_arguments(parser: ArgumentParser) -> None:
 
 
 def _stylegan3(cfg: Namespace) -> int:
-    from aras400k.synthesis_stylegan3 import parse_seeds
+    from aras400k.synthesis.unconditional import parse_seeds
 
     seeds = parse_seeds(cfg.seeds) if cfg.seeds is not None else None
     module_class = _module_class(cfg.module_class, "aras400k.models.stylegan3", "StyleGAN3")
