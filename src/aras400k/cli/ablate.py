@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from aras400k.cli import command_main, command_parser, config_from
+from aras400k.cli import call_with, command_main, command_parser, config_from
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser, Namespace
@@ -27,12 +27,8 @@ PROGRAM = "aras-ablate"
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-ablate`` parser (every :class:`AblationConfig` field is an option).
-
-    Returns:
-        The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
-    """
-    from aras400k.ablation import AblationConfig
+    """Returns the ``aras-ablate`` parser: the :class:`AblationConfig` fields and ``run_ablation``'s ``tables_only``."""
+    from aras400k.ablation import AblationConfig, run_ablation
 
     parser = command_parser(
         PROGRAM,
@@ -40,16 +36,14 @@ def build_parser() -> ArgumentParser:
         "(tested on the real test split). Resumable: finished runs are skipped.",
         options_of=AblationConfig,
     )
-    parser.add_argument(
-        "--tables_only", type=bool, default=False, help="train nothing; rebuild the tables from existing scores.json"
-    )
+    parser.add_function_arguments(run_ablation, as_group=False, skip={"config"})
     return parser
 
 
 def _run(cfg: Namespace) -> int:
     from aras400k.ablation import AblationConfig, run_ablation
 
-    result = run_ablation(config_from(AblationConfig, build_parser(), cfg), tables_only=cfg.tables_only)
+    result = call_with(run_ablation, cfg, config=config_from(AblationConfig, build_parser(), cfg))
     counts = f"{len(result.trained)} trained, {len(result.skipped)} skipped"
     if result.missing:
         counts += f", {len(result.missing)} without scores"

@@ -27,11 +27,7 @@ PROGRAM = "aras-eval"
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-eval`` parser (every :class:`EvalConfig` field is an option).
-
-    Returns:
-        The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
-    """
+    """Returns the ``aras-eval`` parser, whose options are the fields of :class:`~aras400k.evaluation.EvalConfig`."""
     from aras400k.evaluation import EvalConfig
 
     return command_parser(

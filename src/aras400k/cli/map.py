@@ -35,13 +35,10 @@ _OPTIONS = [
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-map`` parser: :func:`aras400k.mapping.map_scene`'s parameters.
+    """Returns the ``aras-map`` parser: :func:`~aras400k.mapping.map_scene`'s parameters as options.
 
     Their defaults and help are read from its source (:mod:`aras400k.cli.signatures`),
     since that module imports torch, which ``--help`` does not wait for.
-
-    Returns:
-        The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
     """
     parser = command_parser(
         PROGRAM,

@@ -28,12 +28,8 @@ PROGRAM = "aras-pipeline"
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-pipeline`` parser.
-
-    Returns:
-        The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
-    """
-    from aras400k.pipeline import STAGE_NAMES, PipelineConfig
+    """Returns the ``aras-pipeline`` parser: ``run_pipeline``'s options, threads, the :class:`PipelineConfig` fields."""
+    from aras400k.pipeline import STAGE_NAMES, PipelineConfig, run_pipeline
 
     parser = command_parser(
         PROGRAM,
@@ -48,9 +44,7 @@ def build_parser() -> ArgumentParser:
         default=None,
         help=f"rerun this stage and all later ones from scratch ({', '.join(STAGE_NAMES)})",
     )
-    parser.add_argument("--only", type=list[str] | None, default=None, help="run only these stages, from scratch")
-    parser.add_argument("--dry_run", type=bool, default=False, help="write and check the stage configs; run nothing")
-    parser.add_argument("--verbose", type=bool, default=False, help="show the commands' output (else logs/<stage>.log)")
+    parser.add_function_arguments(run_pipeline, as_group=False, skip={"config", "from_stage", "console"})
     parser.add_argument(
         "--threads",
         type=int | None,
