@@ -48,7 +48,7 @@ def run(root: Path, out: Path, workers: int, verbatim: bool) -> float:
     if verbatim:
         report = import_release(root, out, workers=workers, progress=False, overwrite=True)
     else:
-        with mock.patch.object(importer, "_verbatim_png", lambda path: None):
+        with mock.patch.object(importer, "verbatim_png", lambda path: None):
             report = import_release(root, out, workers=workers, progress=False, overwrite=True)
     return sum(report.written.values()) / (time.perf_counter() - start)
 

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from aras400k.data.transforms import Normalize
 from aras400k.mapping import _Predictor, tile_weights
-from aras400k.synthesis import load_segmentation_task
+from aras400k.models.segmentation import load_segmentation_task
 
 def forward_rate(args):
     # aras-map's own predictor (uint8 tiles -> normalise, segmenter, softmax x weights, to numpy)

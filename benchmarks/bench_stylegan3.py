@@ -35,8 +35,9 @@ the naive unfused sequence (zero insertion + full 2-D convolution + bias/lrelu/g
 up 2, down 2, 12-tap filters (6 taps per phase), once with separable filters (config
 T) and once with the radial 12x12 downsampling filter (config R). Forward (no grad)
 and forward+backward (gradients of input and bias); the two implementations alternate
-over ``--lrelu-repeats`` rounds; best-of and median per-call times and the ratio
-naive / ours are printed; the best-of ratio is judged against the issue's target of >= 1.44x.
+over ``--lrelu-repeats`` rounds; best-of and median per-call times and both ratios
+naive / ours are printed; the median ratio (steadier than best-of on a shared machine)
+is judged against the issue's target of >= 2x.
 
 Part (c), discriminator. Forward and backward (gradients of the image and of every
 parameter, through ``softplus(D(img)).sum()``) of our
@@ -48,6 +49,10 @@ for 1x1 and strided convolutions; the official minibatch-stddev, fully-connected
 residual layers), in fp32, reading the same module's weights. The largest difference of
 the scores and gradients is printed, then per-call times over ``--d-repeats``
 interleaved rounds; the median ratio reference / ours is judged against 1.44x.
+
+Parts (b) and (c) also print the median ratio of CPU times (``time.process_time``),
+which leaves out the time the process waits for a core and so moves less than wall
+time when other jobs load the machine (see :func:`cpu_ratio`).
 
     python benchmarks/bench_stylegan3.py
     python benchmarks/bench_stylegan3.py --cfg stylegan3-r --cbase 4096 --cmax 128 --compile-timeout 900
@@ -80,7 +85,8 @@ from aras400k.models.stylegan3 import (
 )
 
 VARIANTS = ("eager", "channels_last", "compile", "compile+channels_last")
-TARGET = 1.44  # issue 4: our filtered lrelu, and our discriminator, at >= 1.44x the baseline
+TARGET = 1.44  # issue 4: our discriminator at >= 1.44x the official reference ops (median)
+LRELU_TARGET = 2.0  # our filtered lrelu at >= 2x the naive unfused sequence (median)
 
 
 class CompileTimeoutError(RuntimeError):
@@ -216,6 +222,16 @@ def bench_training(args: argparse.Namespace) -> None:
         )
 
 
+def cpu_ratio(cpu: dict[str, list[float]], baseline: str, ours: str) -> float:
+    """Median CPU time (all threads of this process) of ``baseline`` over that of ``ours``.
+
+    CPU time leaves out the time this process waits for a core, so on a machine shared
+    with other jobs it moves less than wall time. With several threads it includes
+    time they spend waiting for each other, so it is a cross-check, not the verdict.
+    """
+    return statistics.median(cpu[baseline]) / max(statistics.median(cpu[ours]), 1e-9)
+
+
 def lrelu_cases(batch: int, channels: int, size: int) -> list[tuple[str, dict]]:
     """Keyword arguments of a typical 64-px synthesis layer's filtered lrelu, separable (T) and radial (R)."""
     up = down = 2
@@ -266,26 +282,30 @@ def bench_lrelu(args: argparse.Namespace) -> None:
             for f in impls.values():  # warm-up, not timed
                 run(f)
             times: dict[str, list[float]] = {name: [] for name in impls}
+            cpu: dict[str, list[float]] = {name: [] for name in impls}
             for r in range(args.lrelu_repeats):
                 names = list(impls) if r % 2 == 0 else list(impls)[::-1]
                 for name in names:
                     for _ in range(args.lrelu_iters):
-                        start = time.perf_counter()
+                        start, start_cpu = time.perf_counter(), time.process_time()
                         run(impls[name])
                         times[name].append(time.perf_counter() - start)
+                        cpu[name].append(time.process_time() - start_cpu)
             best = {name: min(t) for name, t in times.items()}
             med = {name: statistics.median(t) for name, t in times.items()}
             ratio_best, ratio_med = best["naive"] / best["ours"], med["naive"] / med["ours"]
-            verdicts.append(ratio_best >= TARGET)  # best-of: least disturbed by other jobs
+            verdicts.append(ratio_med >= LRELU_TARGET)
             print(
                 f"    {mode:8s} ours {best['ours'] * 1e3:7.1f} ms (median {med['ours'] * 1e3:7.1f})   "
                 f"naive {best['naive'] * 1e3:7.1f} ms (median {med['naive'] * 1e3:7.1f})   "
-                f"naive/ours: best {ratio_best:.2f}x, median {ratio_med:.2f}x   "
-                f"target >= {TARGET}x {'met' if ratio_best >= TARGET else 'NOT met'}"
+                f"naive/ours: median {ratio_med:.2f}x, best {ratio_best:.2f}x   "
+                f"target >= {LRELU_TARGET:g}x (median) {'met' if ratio_med >= LRELU_TARGET else 'NOT met'}; "
+                f"CPU time: median {cpu_ratio(cpu, 'naive', 'ours'):.2f}x"
             )
     print(
-        f"  target >= {TARGET}x (best-of ratio) met in {sum(verdicts)}/{len(verdicts)} cases "
-        f"({args.lrelu_repeats} interleaved rounds x {args.lrelu_iters} calls each)"
+        f"  target >= {LRELU_TARGET:g}x (median ratio) met in {sum(verdicts)}/{len(verdicts)} cases "
+        f"({args.lrelu_repeats} interleaved rounds x {args.lrelu_iters} calls each); "
+        f"load {os.getloadavg()[0]:.1f}/{os.cpu_count()} CPUs"
     )
 
 
@@ -424,12 +444,14 @@ def bench_discriminator(args: argparse.Namespace) -> None:
     for f in impls.values():  # warm-up
         step(f)
     times: dict[str, list[float]] = {name: [] for name in impls}
+    cpu: dict[str, list[float]] = {name: [] for name in impls}
     for r in range(args.d_repeats):
         for name in list(impls) if r % 2 == 0 else list(impls)[::-1]:
             for _ in range(args.d_iters):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 step(impls[name])
                 times[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
     best = {name: min(t) for name, t in times.items()}
     med = {name: statistics.median(t) for name, t in times.items()}
     ratio_best, ratio_med = best["reference"] / best["ours"], med["reference"] / med["ours"]
@@ -438,6 +460,7 @@ def bench_discriminator(args: argparse.Namespace) -> None:
         f"reference {best['reference'] * 1e3:7.1f} ms (median {med['reference'] * 1e3:7.1f})   "
         f"reference/ours: median {ratio_med:.2f}x, best {ratio_best:.2f}x   "
         f"target >= {TARGET}x (median) {'met' if ratio_med >= TARGET else 'NOT met'}; "
+        f"CPU time: median {cpu_ratio(cpu, 'reference', 'ours'):.2f}x; "
         f"load {os.getloadavg()[0]:.1f}/{os.cpu_count()} CPUs"
     )
 

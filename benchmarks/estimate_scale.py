@@ -310,7 +310,7 @@ def spade_flops(init_args: dict[str, Any], batch: int, size: int, device: str) -
     module = SPADEGAN(**kwargs).to(device)
     module.train()
     _stub_gan(module)
-    module.iterations = 10**9
+    module.iterations = torch.tensor(10**9)  # past the CutMix warm-up; on the CPU: the schedules read it
     classes = int(module.hparams["num_classes"])
     real = torch.randn(batch, 3, size, size, device=device)
     onehot = nn.functional.one_hot(torch.randint(0, classes, (batch, size, size), device=device), classes)

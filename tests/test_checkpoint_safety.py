@@ -29,8 +29,8 @@ from aras400k.cli.synth import main as synth_main
 from aras400k.data import SegmentationDataModule
 from aras400k.metrics.fid import _load_state_dict
 from aras400k.models import SegmentationTask
+from aras400k.models.segmentation import load_segmentation_task
 from aras400k.models.spade.losses import VGG19Features
-from aras400k.synthesis import load_segmentation_task
 from tests.conftest import serve_directory, write_random_set
 
 ARCH, ENCODER = "fpn", "tu-mobilenetv3_small_050"

@@ -73,3 +73,19 @@ def test_caption_sidecar_disk_full_names_the_sidecar(tmp_path, monkeypatch):
     assert exc.value.filename == str(tmp_path / "captions.jsonl")
     monkeypatch.undo()
     writer.close()
+
+
+def test_atomic_path_replaces_on_success_and_keeps_the_old_file_on_error(tmp_path):
+    from aras400k.files import atomic_path
+
+    path = tmp_path / "figure.png"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="writer failed"), atomic_path(path, "figure.tmp.png") as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["figure.png"]
+    with atomic_path(path, "figure.tmp.png") as tmp:
+        assert tmp.name == "figure.tmp.png" and tmp.parent == tmp_path
+        tmp.write_bytes(b"new")
+        assert path.read_bytes() == b"old"  # not before the block ends
+    assert path.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["figure.png"]

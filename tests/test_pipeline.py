@@ -223,7 +223,7 @@ def test_shipped_configs_pass_a_dry_run(name, tmp_path, capsys):
         return
     stylegan = yaml.safe_load((run_dir / "configs" / "stylegan3.yaml").read_text())
     callbacks = [c["class_path"] for c in stylegan["trainer"]["callbacks"]]
-    assert "aras400k.models.gan.GeneratorFID" in callbacks
+    assert "aras400k.callbacks.GeneratorFID" in callbacks
     assert stylegan["data"]["init_args"]["root"] == str(run_dir / "data" / "real")
     if name == "pipeline_paper.yaml":
         assert stylegan["model"]["init_args"]["resolution"] == 256

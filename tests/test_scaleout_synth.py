@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-import aras400k.synthesis_stylegan3 as synthesis_stylegan3
+import aras400k.synthesis.unconditional as synthesis_stylegan3
 from aras400k.cli.data import main as data_main
 from aras400k.cli.synth import main as synth_main
 from aras400k.data.merge import merge_shard_sets, worker_dir, worker_name, worker_parts, worker_record
 from aras400k.data.shards import Sample, ShardWriter, iter_raw_samples, read_manifest, shard_paths
 from aras400k.data.verify import verify_shards
-from aras400k.synthesis import label_shards
-from aras400k.synthesis_spade import synthesize_conditional
-from aras400k.synthesis_stylegan3 import synthesize_unconditional, worker_chunks
+from aras400k.synthesis.conditional import synthesize_conditional
+from aras400k.synthesis.label import label_shards
+from aras400k.synthesis.unconditional import synthesize_unconditional, worker_chunks
 from tests.conftest import write_random_set
 from tests.models.spade.test_module import make_segmenter_checkpoint, tiny_gan
 from tests.models.stylegan3.test_module import tiny

@@ -6,6 +6,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
+from aras400k.checkpoints import checkpoint_normalization, read_checkpoint
 from aras400k.cli.synth import main
 from aras400k.data.composition import composition
 from aras400k.data.datamodules import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataModule
@@ -22,13 +23,8 @@ from aras400k.data.shards import (
 )
 from aras400k.data.transforms import Normalize
 from aras400k.data.verify import verify_shards
-from aras400k.models.segmentation import SegmentationTask
-from aras400k.synthesis import (
-    checkpoint_normalization,
-    label_shards,
-    load_segmentation_task,
-    read_checkpoint,
-)
+from aras400k.models.segmentation import SegmentationTask, load_segmentation_task
+from aras400k.synthesis import label_shards
 from tests.conftest import write_random_set
 
 # Far from ImageNet's, so predictions under the two normalisations differ.

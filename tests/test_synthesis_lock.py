@@ -7,14 +7,14 @@ import shutil
 
 import pytest
 
-import aras400k.synthesis_spade as synthesis_spade
+import aras400k.synthesis.jobs as jobs
 from aras400k.cli import LOCKED_STATUS
 from aras400k.cli.synth import main
 from aras400k.data.shards import read_manifest
 from aras400k.locking import LockedError, RunLock, exclusive_lock, lock_path
-from aras400k.synthesis import label_shards
-from aras400k.synthesis_spade import synthesize_conditional
-from aras400k.synthesis_stylegan3 import synthesize_unconditional
+from aras400k.synthesis.conditional import synthesize_conditional
+from aras400k.synthesis.label import label_shards
+from aras400k.synthesis.unconditional import synthesize_unconditional
 from tests.conftest import write_random_set
 from tests.test_synthesis_spade import gan_ckpt  # noqa: F401 (a fixture)
 
@@ -53,7 +53,7 @@ def test_lock_outlives_the_work_folder_and_is_gone_after_the_run(gan_ckpt, masks
             RunLock(out).acquire()
         removed.append(path)
 
-    monkeypatch.setattr(synthesis_spade.shutil, "rmtree", rmtree_then_check)
+    monkeypatch.setattr(jobs.shutil, "rmtree", rmtree_then_check)
     synthesize_conditional(gan_ckpt, masks, out, per_mask=1, batch_size=2, device="cpu", progress=False)
     assert removed == [out / ".partial"]
     assert read_manifest(out)["num_samples"] == 4

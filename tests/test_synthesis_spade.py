@@ -5,12 +5,12 @@ import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
-import aras400k.synthesis_spade as synthesis_spade
+import aras400k.synthesis.conditional as synthesis_spade
 from aras400k.cli.synth import main
 from aras400k.data.composition import composition
 from aras400k.data.shards import Sample, ShardWriter, iter_raw_samples, iter_samples, read_manifest, shard_paths
 from aras400k.data.verify import verify_shards
-from aras400k.synthesis_spade import sample_seed, synthesize_conditional
+from aras400k.synthesis.conditional import sample_seed, synthesize_conditional
 from tests.conftest import write_random_set
 from tests.models.spade.test_module import gan_data, make_segmenter_checkpoint, tiny_gan
 

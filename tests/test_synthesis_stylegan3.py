@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-import aras400k.synthesis_stylegan3 as synthesis_stylegan3
+import aras400k.synthesis.unconditional as synthesis_stylegan3
 from aras400k.cli.synth import main
 from aras400k.data.composition import composition
 from aras400k.data.merge import merge_shard_sets, worker_parts
@@ -12,7 +12,7 @@ from aras400k.data.shards import iter_raw_samples, iter_samples, read_manifest, 
 from aras400k.data.verify import verify_shards
 from aras400k.models.gan import ExponentialMovingAverage
 from aras400k.models.stylegan3 import StyleGAN3
-from aras400k.synthesis_stylegan3 import (
+from aras400k.synthesis.unconditional import (
     load_stylegan3_generator,
     parse_seeds,
     resolve_latents,

@@ -103,7 +103,8 @@ class IlluminationSPADEGAN(SPADEGAN):
         """Build the parent's networks, then replace the generator and its EMA copy."""
         super().configure_models()  # discriminator, augmentation, NaN guard (and a generator we replace)
         self.generator = illumination_generator_from_hparams(self.hparams)
-        self.ema = ExponentialMovingAverage(self.generator, decay=self.hparams["ema_decay"])
+        hp = self.hparams
+        self.ema = ExponentialMovingAverage(self.generator, decay=hp["ema_decay"], warmup=hp["ema_warmup"])
 
 
 def load_illumination_generator(path: str | Path, use_ema: bool = True) -> IlluminationGenerator:

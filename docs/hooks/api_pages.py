@@ -52,7 +52,7 @@ PAGES: dict[str, tuple[str, str, list[str]]] = {
     ),
     "api/gan.md": (
         "aras400k.models.gan",
-        "GAN training parts shared by both GANs: losses, regularisers, ADA, EMA, the FID callback.",
+        "What both GANs share: the GANModule base, losses, regularisers, ADA, EMA.",
         ["aras400k.models.gan"],
     ),
     "api/metrics.md": (
@@ -68,7 +68,7 @@ PAGES: dict[str, tuple[str, str, list[str]]] = {
     "api/synthesis.md": (
         "aras400k.synthesis",
         "Sampling the GANs into shard sets and pseudo-labelling them with a segmenter.",
-        ["aras400k.synthesis", "aras400k.synthesis_spade", "aras400k.synthesis_stylegan3"],
+        ["aras400k.synthesis"],
     ),
     "api/evaluation.md": (
         "aras400k.evaluation",

@@ -1,7 +1,7 @@
 """Griffe extension: render the reStructuredText bits of aras400k's docstrings as Markdown.
 
 The docstrings are Google style, but cite other objects Sphinx-style
-(``:class:`Generator```, ``:func:`~aras400k.synthesis.read_checkpoint```), end a
+(``:class:`Generator```, ``:func:`~aras400k.checkpoints.read_checkpoint```), end a
 paragraph before a literal block with ``::`` and lay out a few two-column lists as
 RST simple tables. mkdocstrings reads Markdown and would print those verbatim, so
 before rendering this extension rewrites them:

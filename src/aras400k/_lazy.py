@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
-__all__ = ["lazy_attributes", "public_dir"]
+__all__ = ["lazy_attributes", "moved_attributes", "public_dir", "warn_moved_module"]
 
 
 def public_dir(package: str, public: Iterable[str]) -> list[str]:
@@ -45,7 +46,7 @@ def public_dir(package: str, public: Iterable[str]) -> list[str]:
 
 
 def lazy_attributes(
-    package: str, lazy: Mapping[str, str], public: Iterable[str]
+    package: str, lazy: Mapping[str, str], public: Iterable[str], moved: Mapping[str, str] | None = None
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """Build a package's module-level ``__getattr__`` and ``__dir__`` (PEP 562).
 
@@ -53,6 +54,8 @@ def lazy_attributes(
         package: The package's ``__name__``.
         lazy: Attribute name -> module that defines it, imported on first access.
         public: The package's public names (usually ``__all__``), shown by ``dir()``.
+        moved: Names that moved to another module, returned with a warning
+            (see :func:`moved_attributes`); not shown by ``dir()``.
 
     Returns:
         ``(__getattr__, __dir__)``, to assign at the package's top level.
@@ -62,9 +65,11 @@ def lazy_attributes(
     if unknown:
         raise ValueError(f"lazy names of {package} missing from its __all__: {', '.join(unknown)}")
 
+    old_names = moved_attributes(package, moved or {})
+
     def __getattr__(name: str) -> Any:
         if name not in lazy:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+            return old_names(name)
         value = getattr(importlib.import_module(lazy[name]), name)
         setattr(sys.modules[package], name, value)
         return value
@@ -73,3 +78,44 @@ def lazy_attributes(
         return public_dir(package, names)
 
     return __getattr__, __dir__
+
+
+def moved_attributes(module: str, moved: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module-level ``__getattr__`` for names that moved elsewhere: it warns, then returns them.
+
+    Old import paths keep working for one release after a move; each access says where
+    the name lives now (a ``FutureWarning``, shown by default, so users see it)::
+
+        __getattr__ = moved_attributes(__name__, {"SegmenterFeatures": "aras400k.models.features"})
+
+    Args:
+        module: The old module's ``__name__``.
+        moved: Attribute name -> the module that defines it now.
+
+    Returns:
+        The ``__getattr__`` to assign at the old module's top level.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name not in moved:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warnings.warn(
+            f"{module}.{name} moved to {moved[name]}.{name}; the old path will be removed in the next release",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(moved[name]), name)
+
+    return __getattr__
+
+
+def warn_moved_module(module: str, new: str) -> None:
+    """Warn, from a module kept at its old path for one release, where it lives now.
+
+    Args:
+        module: The old module's ``__name__``.
+        new: Where it moved.
+    """
+    warnings.warn(
+        f"{module} moved to {new}; the old path will be removed in the next release", FutureWarning, stacklevel=3
+    )

@@ -25,18 +25,20 @@ unpickler in :mod:`aras400k.models.stylegan3.official` instead.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import pickle
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch import nn
 
 from aras400k.errors import is_disk_full
 from aras400k.files import sha256_file
@@ -47,12 +49,21 @@ __all__ = [
     "SafeCheckpointIO",
     "SafeLoadingMixin",
     "checkpoint_errors",
+    "checkpoint_normalization",
     "checkpoint_sha256",
+    "generator_from_module",
     "install_safe_checkpoint_io",
     "is_url",
     "load_checkpoint",
+    "load_weights",
+    "module_from_checkpoint",
+    "outside_cli_instantiation",
     "read_checkpoint",
+    "resolve_device",
 ]
+
+_T = TypeVar("_T")
+_M = TypeVar("_M", bound=nn.Module)
 
 #: Seconds an ``http(s)://`` checkpoint download may wait for the server between reads.
 CHECKPOINT_HTTP_TIMEOUT_S = 60.0
@@ -206,6 +217,180 @@ def read_checkpoint(location: str | Path, map_location: MapLocation = "cpu") -> 
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{location} is not a Lightning checkpoint (it holds a {type(checkpoint).__name__})")
     return checkpoint
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn ``auto``/``cpu``/``cuda[:N]`` into a device, checking CUDA is there when asked for.
+
+    Args:
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a device.
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: On an unknown name, or CUDA asked for where there is none.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'")
+    return resolved
+
+
+def checkpoint_normalization(checkpoint: Mapping[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The normalisation a model was trained with, from its checkpoint.
+
+    Lightning stores the DataModule's hyperparameters under
+    ``datamodule_hyper_parameters``; a :class:`~aras400k.data.SegmentationDataModule`'s
+    include ``mean`` and ``std``.
+
+    Args:
+        checkpoint: A checkpoint dict (see :func:`read_checkpoint`).
+
+    Returns:
+        ``(mean, std)``, or ``None`` when the checkpoint does not record them.
+    """
+    hparams = checkpoint.get("datamodule_hyper_parameters")
+    if not isinstance(hparams, Mapping) or hparams.get("mean") is None or hparams.get("std") is None:
+        return None
+    return tuple(float(m) for m in hparams["mean"]), tuple(float(s) for s in hparams["std"])
+
+
+def outside_cli_instantiation(build: Callable[[], _T]) -> _T:
+    """Build a LightningModule with its own hyper-parameters, even inside another module's LightningCLI instantiation.
+
+    While LightningCLI instantiates a module, Lightning hands that module's config to
+    every ``save_hyperparameters()`` call through a context variable. A module built
+    inside the outer module's ``__init__`` (``SPADEGAN(segmenter_ckpt=...)`` loading a
+    segmenter) would then record the outer module's arguments instead of its own.
+    Lightning offers no public switch, so the variable is cleared here when it exists.
+
+    Args:
+        build: Builds and returns the module.
+
+    Returns:
+        What ``build`` returns.
+    """
+    try:
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:  # pragma: no cover - other Lightning versions
+        return build()
+    token = _given_hyperparameters.set(None)
+    try:
+        return build()
+    finally:
+        _given_hyperparameters.reset(token)
+
+
+def module_from_checkpoint(
+    module_class: type[_M],
+    checkpoint: Mapping[str, Any],
+    name: str,
+    overrides: Mapping[str, Any] | None = None,
+    required: str | None = None,
+) -> tuple[_M, Mapping[str, Any]]:
+    """Build ``module_class`` from a checkpoint's hyper-parameters (its weights are not loaded).
+
+    Only the hyper-parameters ``module_class.__init__`` accepts are passed; nothing
+    stored in the checkpoint is run, and only the class you name is built.
+
+    Args:
+        module_class: The LightningModule class that wrote the checkpoint (or a subclass
+            taking the same arguments).
+        checkpoint: The checkpoint dict (see :func:`read_checkpoint`).
+        name: The checkpoint's name, for messages.
+        overrides: Constructor arguments replacing the recorded ones (e.g. to skip
+            loading weights the state dict holds anyway).
+        required: A hyper-parameter a checkpoint of this class always records (a cheap
+            check that the file is of the right kind).
+
+    Returns:
+        ``(module, state_dict)``: the new module and the checkpoint's weights.
+
+    Raises:
+        ValueError: If the checkpoint lacks hyper-parameters or weights, or the class
+            refuses its arguments.
+    """
+    hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
+    if not isinstance(hparams, Mapping) or not isinstance(state, Mapping) or (required and required not in hparams):
+        raise ValueError(
+            f"{name} is not a {module_class.__name__} checkpoint (it lacks the module's hyper_parameters "
+            "or state_dict)"
+        )
+    accepted = inspect.signature(module_class.__init__).parameters
+    kwargs = {k: v for k, v in hparams.items() if k in accepted}
+    kwargs |= {k: v for k, v in (overrides or {}).items() if k in accepted}
+    try:
+        module = outside_cli_instantiation(lambda: module_class(**kwargs))
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"{name}: cannot build {module_class.__name__} from its hyper-parameters ({err})") from err
+    return module, state
+
+
+def load_weights(module: nn.Module, weights: Mapping[str, Any], name: str, what: str) -> None:
+    """Load ``weights`` into ``module`` strictly, failing with one line that names the file.
+
+    Args:
+        module: The module to fill.
+        weights: Its state dict.
+        name: The checkpoint's name, for messages.
+        what: What the weights are, for messages (``"the ema.shadow weights"``).
+
+    Raises:
+        ValueError: If the weights do not fit.
+    """
+    try:
+        module.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{name}: {what} do not fit {type(module).__name__} ({_first_line(err)})") from err
+
+
+def generator_from_module(
+    module_class: type[nn.Module],
+    checkpoint: Mapping[str, Any],
+    prefix: str,
+    name: str,
+    overrides: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """Build a GAN module subclass from a checkpoint's hyper-parameters and return its generator, loaded.
+
+    This is how a generator of your own (built in a subclass's ``configure_models``)
+    is sampled: the subclass builds it exactly as in training, then the checkpoint's
+    ``generator.*`` or ``ema.shadow.*`` weights are loaded into it, strictly. Only the
+    class you name is imported; nothing in the checkpoint is run.
+
+    Args:
+        module_class: The LightningModule class that trained the checkpoint (e.g. a
+            :class:`~aras400k.models.spade.SPADEGAN` subclass).
+        checkpoint: The checkpoint dict (see :func:`read_checkpoint`).
+        prefix: State-dict prefix of the wanted weights (``"ema.shadow."`` or ``"generator."``).
+        name: The checkpoint's name, for messages.
+        overrides: Constructor arguments replacing the recorded ones (e.g. to skip
+            loading networks that only training needs).
+
+    Returns:
+        The module's ``generator`` attribute with the checkpoint's weights.
+
+    Raises:
+        ValueError: If the checkpoint does not fit the class.
+    """
+    module, state = module_from_checkpoint(module_class, checkpoint, name, overrides)
+    generator = getattr(module, "generator", None)
+    if not isinstance(generator, nn.Module):
+        raise ValueError(f"{module_class.__name__} has no generator module to sample from")
+    weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    load_weights(generator, weights, name, f"the {prefix.rstrip('.')} weights of {module_class.__name__}")
+    return generator
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

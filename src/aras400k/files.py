@@ -3,9 +3,11 @@
 Every file aras400k writes for a reader to find (manifests, records, reports, tables,
 indexes) goes through :func:`write_atomic`: the bytes go to ``NAME.tmp`` beside the
 destination, which is then renamed over it, so a crash or a full disk never leaves a
-half-written file under the real name. Streams written piece by piece (shards, caption
-sidecars) wrap their writes in :func:`naming_path` instead, so that a full disk says
-which file it was writing.
+half-written file under the real name. Files that a library writes itself (a PNG from
+PIL or matplotlib, a GeoTIFF, a zip, a CSV) are written to the path that
+:func:`atomic_path` yields, with the same guarantee. Streams written piece by piece
+(shards, caption sidecars) wrap their writes in :func:`naming_path` instead, so that a
+full disk says which file it was writing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from aras400k.errors import is_disk_full
 
-__all__ = ["naming_path", "sha256_file", "write_atomic", "write_json_atomic"]
+__all__ = ["atomic_path", "naming_path", "sha256_file", "write_atomic", "write_json_atomic"]
 
 
 @contextmanager
@@ -44,8 +46,39 @@ def naming_path(path: str | Path) -> Iterator[None]:
         raise OSError(err.errno, err.strerror, str(path)) from err
 
 
+@contextmanager
+def atomic_path(path: str | Path, tmp_name: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; rename it over ``path`` when the block ends.
+
+    If the block raises, the temporary file is removed and ``path`` is left as it was::
+
+        with atomic_path(out / "figure.png", tmp_name=".figure.tmp.png") as tmp:
+            fig.savefig(tmp)
+
+    Args:
+        path: Destination file (its folder must exist).
+        tmp_name: Name of the temporary file in the same folder (default ``NAME.tmp``;
+            give one with the right suffix when the writer picks its format from it).
+
+    Yields:
+        The temporary path.
+
+    Raises:
+        OSError: If the write fails; a full disk names ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(tmp_name or f"{path.name}.tmp")
+    try:
+        with naming_path(path):
+            yield tmp
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_atomic(path: str | Path, data: str | bytes, tmp_name: str | None = None) -> Path:
-    """Write ``data`` to ``path`` through a temporary file beside it and a rename.
+    """Write ``data`` to ``path`` through a temporary file beside it and a rename (:func:`atomic_path`).
 
     On any error the temporary file is removed and ``path`` is left as it was.
 
@@ -60,17 +93,9 @@ def write_atomic(path: str | Path, data: str | bytes, tmp_name: str | None = Non
     Raises:
         OSError: If the write fails; a full disk names ``path``.
     """
-    path = Path(path)
-    tmp = path.with_name(tmp_name or f"{path.name}.tmp")
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    try:
-        with naming_path(path):
-            tmp.write_bytes(payload)
-            os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path, tmp_name) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
 
 
 def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> Path:

@@ -321,7 +321,7 @@ def map_scene(
     tile_size: int = 256,
     stride: int | None = None,
     batch_size: int = 16,
-    strip_width: int = DEFAULT_STRIP_WIDTH,
+    strip_width: int = 2048,  # DEFAULT_STRIP_WIDTH: aras-map reads literal defaults from this source
     device: str = "auto",
     peak: float | None = None,
     quicklook: str | Path | None = "auto",
@@ -367,19 +367,20 @@ def map_scene(
         ImportError: If rasterio is not installed.
     """
     rasterio = _require_rasterio()
-    from aras400k.synthesis import _resolve_device, _resolve_segmenter
+    from aras400k.checkpoints import resolve_device
+    from aras400k.models.segmentation import load_segmenter
 
     scene, out = Path(scene), Path(out)
     stride = tile_size // 2 if stride is None else stride
     _check_arguments(tile_size, stride, batch_size, strip_width, quicklook_size, peak)
     look = out.with_suffix(".png") if quicklook == "auto" else (Path(quicklook) if quicklook is not None else None)
     _check_outputs(out, look, reference, overwrite)
-    torch_device = _resolve_device(device)
+    torch_device = resolve_device(device)
     with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB), _open_raster(rasterio, scene, "scene") as src:
         if src.count < 3:
             raise ValueError(f"scene {scene} has {src.count} band(s); bands 1-3 must be R, G, B")
         ref_path = _check_reference(rasterio, Path(reference), src) if reference is not None else None
-        task, _, norm = _resolve_segmenter(segmenter, torch_device)
+        task, _, norm = load_segmenter(segmenter, torch_device, purpose="mapping")
         predictor = _Predictor(task, Normalize(*norm) if norm else Normalize(), torch_device, tile_weights(tile_size))
         layout = _Layout(src.height, src.width, tile_size, stride, strip_width)
         report = _write_map(src, out, predictor, layout, batch_size, peak, quicklook_size, progress)
@@ -719,9 +720,9 @@ def _colour_table() -> dict[int, tuple[int, int, int, int]]:
 
 def _draw_quicklook(labels: np.ndarray, path: Path, title: str) -> Path:
     """Draw the downsampled map in the class colours with the class legend."""
-    from aras400k.plotting import _pyplot, add_class_legend, save_figure
+    from aras400k.plotting import add_class_legend, pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     h, w = labels.shape
     scale = 6.0 / max(h, w)
     fig, ax = plt.subplots(figsize=(max(3.0, w * scale), max(2.0, h * scale) + 0.6), dpi=max(100, max(h, w) // 6))

@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from aras400k.classes import CLASSES, IGNORE_INDEX, index_to_colour
+from aras400k.files import atomic_path
 
 __all__ = ["add_class_legend", "plot_confusion_matrix", "plot_prediction_grid", "plot_sample_grid", "save_figure"]
 
 
-def _pyplot():  # noqa: ANN202 - matplotlib's module type
+def pyplot():  # noqa: ANN202 - matplotlib's module type
+    """``matplotlib.pyplot`` on the file-only Agg backend (imported on first use: it is slow to import)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,13 +64,14 @@ def save_figure(fig: object, path: str | Path) -> Path:
     Returns:
         The path written.
     """
-    plt = _pyplot()
+    plt = pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)  # type: ignore[attr-defined]
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path, tmp_name=path.name + ".tmp.png") as tmp:
+            fig.savefig(tmp)  # type: ignore[attr-defined]
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -86,7 +89,7 @@ def plot_confusion_matrix(
     Returns:
         The path written.
     """
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(confmat, dtype=np.float64)
     rows = cm.sum(1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
@@ -123,7 +126,7 @@ def plot_prediction_grid(
     Returns:
         The path written.
     """
-    plt = _pyplot()
+    plt = pyplot()
     n = len(images)
     cols = 3 if masks is not None else 2
     fig, axes = plt.subplots(n, cols, figsize=(2.2 * cols, 2.2 * n), dpi=100, squeeze=False)
@@ -172,7 +175,7 @@ def plot_sample_grid(
         raise ValueError("plot_sample_grid needs at least one image")
     if len(masks) != len(images) or (keys is not None and len(keys) != len(images)):
         raise ValueError(f"got {len(images)} images, {len(masks)} masks and {len(keys or [])} keys")
-    plt = _pyplot()
+    plt = pyplot()
     columns = max(1, min(columns, len(images)))
     rows = -(-len(images) // columns)
     fig, axes = plt.subplots(rows, 2 * columns, figsize=(2.0 * columns * 2, 2.1 * rows), dpi=100, squeeze=False)

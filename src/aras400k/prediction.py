@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -42,6 +41,7 @@ from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, PALETTE, index_to_colour
 from aras400k.data.composition import composition
 from aras400k.data.shards import SampleError
 from aras400k.errors import ConfigError
+from aras400k.files import atomic_path, write_json_atomic
 
 __all__ = ["Georeference", "PredictionWriter", "blend", "georeference", "write_geotiff"]
 
@@ -119,15 +119,14 @@ def blend(image: np.ndarray, colour: np.ndarray, alpha: float) -> np.ndarray:
     return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
+def _temporary(path: Path) -> str:
+    return f".{path.name}.tmp"
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
     """Write a PNG under a temporary name, then rename it into place."""
-    tmp = _temporary(path)
-    Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path, _temporary(path)) as tmp:
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
 
 
 def write_geotiff(path: str | Path, mask: np.ndarray, where: Georeference) -> None:
@@ -148,7 +147,6 @@ def write_geotiff(path: str | Path, mask: np.ndarray, where: Georeference) -> No
     from rasterio.transform import Affine
 
     path = Path(path)
-    tmp = _temporary(path)
     crs, transform = where
     profile = {
         "driver": "GTiff",
@@ -161,14 +159,13 @@ def write_geotiff(path: str | Path, mask: np.ndarray, where: Georeference) -> No
         "nodata": IGNORE_INDEX,
         "compress": "deflate",
     }
-    with rasterio.open(tmp, "w", **profile) as dst:
+    with atomic_path(path, _temporary(path)) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(np.ascontiguousarray(mask, dtype=np.uint8)[None])
         colours = {i: (*(int(c) for c in PALETTE[i]), 255) for i in range(len(PALETTE))}
         colours[IGNORE_INDEX] = (0, 0, 0, 0)
         dst.write_colormap(1, colours)
         dst.update_tags(classes=",".join(CLASS_NAMES), made_by="aras predict")
         dst.set_band_description(1, "land-cover class index (" + ", ".join(CLASS_NAMES) + "); 255 = no data")
-    os.replace(tmp, path)
 
 
 def _rasterio_available() -> bool:
@@ -432,9 +429,7 @@ class PredictionWriter(BasePredictionWriter):
             "num_samples": len(merged),
             "overlay_alpha": self.alpha if self.overlay else None,
         }
-        tmp = _temporary(folder / RECORD_NAME)
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(tmp, folder / RECORD_NAME)
+        write_json_atomic(folder / RECORD_NAME, record)
         extra = f" and {ARCHIVE_NAME}" if self.archive else ""
         if self.archive:
             _write_archive(folder, merged)
@@ -485,13 +480,11 @@ def _read_index(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _write_index(path: Path, rows: Mapping[str, Mapping[str, Any]]) -> None:
-    tmp = _temporary(path)
-    with tmp.open("w", newline="") as fh:
+    with atomic_path(path, _temporary(path)) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=_INDEX_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for key in sorted(rows):
             writer.writerow(rows[key])
-    os.replace(tmp, path)
 
 
 def _forget(folder: Path, old: Mapping[str, Mapping[str, Any]], keep: Mapping[str, Any]) -> None:
@@ -506,12 +499,13 @@ def _forget(folder: Path, old: Mapping[str, Mapping[str, Any]], keep: Mapping[st
 def _write_archive(folder: Path, rows: Mapping[str, Mapping[str, Any]]) -> None:
     """``predictions.zip``: the colour masks, overlays and ``index.csv``, written under a temporary name."""
     path = folder / ARCHIVE_NAME
-    tmp = _temporary(path)
     visual = tuple(_SUFFIXES[kind] for kind in _VISUAL)
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
+    with (
+        atomic_path(path, _temporary(path)) as tmp,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive,  # PNGs are compressed already
+    ):
         archive.write(folder / INDEX_NAME, INDEX_NAME)
         for key in sorted(rows):
             for name in str(rows[key]["files"]).split(";"):
                 if name.endswith(visual) and (folder / name).is_file():
                     archive.write(folder / name, name)
-    os.replace(tmp, path)

@@ -34,7 +34,7 @@ HEAVY = (
 )
 
 #: Every command module whose parser needs none of HEAVY.
-LIGHT_COMMANDS = ("data", "eval", "ablate", "caption", "synth", "pipeline")
+LIGHT_COMMANDS = ("data", "eval", "ablate", "caption", "synth", "pipeline", "map")
 
 #: Packages whose heavy names load on first access.
 LAZY_PACKAGES = ("aras400k.data", "aras400k.models", "aras400k.evaluation", "aras400k.captioning")
@@ -70,6 +70,11 @@ def test_help_completes_and_imports_nothing_heavy(command: str) -> None:
     assert _heavy_after(help_call) == []
 
 
+def test_lightning_cli_module_imports_nothing_heavy() -> None:
+    """``aras`` / ``aras-fit`` import Lightning only when the real parser runs (see aras400k.cli.fast)."""
+    assert _heavy_after("import aras400k.cli.main\nassert 'ArasCLI' in dir(aras400k.cli.main)") == []
+
+
 def test_argument_error_imports_nothing_heavy() -> None:
     call = (
         "import contextlib, io\nimport aras400k.cli.data as c\n"
@@ -90,7 +95,7 @@ def test_lazy_name_loads_on_first_access() -> None:
     assert "torch" in loaded
 
 
-@pytest.mark.parametrize("package", [*LAZY_PACKAGES, "aras400k.captioning.backends"])
+@pytest.mark.parametrize("package", [*LAZY_PACKAGES, "aras400k.captioning.backends", "aras400k.cli.main"])
 def test_dir_lists_the_public_api(package: str) -> None:
     module = importlib.import_module(package)
     names = dir(module)

@@ -30,6 +30,19 @@ def test_denormalize_inverts_normalisation(demo_root):
     assert torch.allclose(dm.denormalize(batch["image"]), original, atol=1e-5)
 
 
+@pytest.mark.parametrize("module", [SegmentationDataModule, GANDataModule])
+def test_device_step_matches_the_plain_arithmetic_and_keeps_its_input(demo_root, module):
+    dm = module(root=str(demo_root), batch_size=4, num_workers=0)
+    dm.setup("validate")
+    raw = next(iter(dm.val_dataloader()))
+    before = raw["image"].clone()
+    mean, std = dm.normalize.mean, dm.normalize.std
+    expected = (raw["image"].float() / 255.0 - mean) / std  # the step as it was written before (out of place)
+    batch = dm.on_after_batch_transfer(dict(raw), 0)
+    assert torch.equal(batch["image"], expected)  # bit for bit, not merely close
+    assert torch.equal(raw["image"], before) and raw["image"].dtype == torch.uint8
+
+
 def test_mixed_training_sources(tmp_path, demo_root):
     synth = write_random_set(tmp_path / "synth", 20, source="synth_uncond", prefix="g")
     dm = SegmentationDataModule(

@@ -42,6 +42,23 @@ def test_shuffle_changes_between_epochs_and_is_seeded(tmp_path):
     assert [k for b in again for k in b["key"]] == first
 
 
+def test_persistent_workers_follow_the_epochs_of_fresh_workers(tmp_path):
+    """Workers kept between epochs read the epoch set in the main process: same batches as fresh workers."""
+    root = write_random_set(tmp_path / "a", 20, per_shard=6)
+
+    def epochs(persistent):
+        ds = ShardDataset([root], shuffle=True, seed=5, shuffle_buffer=4)
+        loader = EpochDataLoader(ds, batch_size=3, num_workers=2, persistent_workers=persistent)
+        return [[(b["key"], b["image"], b["mask"]) for b in loader] for _ in range(3)]
+
+    fresh, kept = epochs(False), epochs(True)
+    for a, b in zip(fresh, kept, strict=True):
+        assert [keys for keys, _, _ in a] == [keys for keys, _, _ in b]
+        assert all(torch.equal(x[1], y[1]) and torch.equal(x[2], y[2]) for x, y in zip(a, b, strict=True))
+    orders = [[k for keys, _, _ in epoch for k in keys] for epoch in kept]
+    assert orders[0] != orders[1] != orders[2] and sorted(orders[0]) == sorted(orders[2])
+
+
 def test_unshuffled_order_is_manifest_order(tmp_path):
     root = write_random_set(tmp_path / "a", 9)
     assert _keys(ShardDataset([root])) == [f"s{i:04d}" for i in range(9)]

@@ -40,3 +40,12 @@ def test_normalize_round_trip_and_errors():
         Normalize((0.5,), (0.5, 0.5))
     with pytest.raises(ValueError, match="positive"):
         Normalize((0.5,), (0.0,))
+
+
+def test_normalize_in_place_gives_the_same_bits():
+    norm = Normalize()
+    x = torch.rand(2, 3, 5, 5)
+    expected = norm(x)
+    y = x.clone()
+    out = norm(y, inplace=True)
+    assert out is y and torch.equal(out, expected)

@@ -13,12 +13,11 @@ from aras400k.metrics.fid import (
     FeatureFID,
     FeatureKID,
     InceptionFeatures,
-    SegmenterFeatures,
-    feature_extractor,
     features_from_shards,
     fid_from_features,
     kid_from_features,
 )
+from aras400k.models.features import SegmenterFeatures, feature_extractor
 from tests.conftest import write_random_set
 
 
@@ -227,3 +226,14 @@ def test_inception_from_a_local_file_only(tmp_path):
         InceptionFeatures(wrong)
     with pytest.raises(ValueError, match="unknown feature extractor kind"):
         feature_extractor("clip", missing)
+
+
+def test_moved_names_still_import_from_metrics_with_a_warning():
+    import aras400k.metrics
+    import aras400k.metrics.fid
+
+    for module in (aras400k.metrics, aras400k.metrics.fid):
+        with pytest.warns(FutureWarning, match=r"moved to aras400k\.models\.features\.SegmenterFeatures"):
+            assert module.SegmenterFeatures is SegmenterFeatures
+    with pytest.raises(AttributeError):
+        aras400k.metrics.fid.NoSuchThing  # noqa: B018

@@ -3,10 +3,17 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
-from aras400k.metrics.captions import CaptionRedundancy, caption_hashes, normalize_caption, normalize_captions
+from aras400k.metrics.captions import (
+    CaptionRedundancy,
+    caption_hashes,
+    hash_bytes,
+    normalize_caption,
+    normalize_captions,
+)
 
 
 def sync_as_ranks(metrics):
@@ -82,12 +89,51 @@ def test_normalize_modes_count_against_sets():
         assert result["redundancy"].item() == pytest.approx(1 - unique / 6)
 
 
-def test_hashes_are_deterministic_blake2b():
-    import hashlib
+_MASK64 = 2**64 - 1
 
-    hashes = caption_hashes(["a", "b", "a"])
-    expected = int.from_bytes(hashlib.blake2b(b"a", digest_size=8).digest(), "little", signed=True)
-    assert hashes.tolist() == [expected, hashes[1].item(), expected]
+
+def reference_hash(data: bytes) -> int:
+    """The documented hash of ``hash_bytes``, one byte string at a time in plain Python."""
+    h = ((len(data) + 0xC2B2AE3D27D4EB4F) * 0xFF51AFD7ED558CCD) & _MASK64
+    for j in range(0, len(data), 8):
+        h = ((h ^ int.from_bytes(data[j : j + 8], "little")) * 0x9E3779B97F4A7C15) & _MASK64
+        h ^= h >> 32
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _MASK64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _MASK64
+    h ^= h >> 33
+    return h - (1 << 64) if h >> 63 else h
+
+
+def test_hashes_equal_the_documented_hash_whatever_the_batch():
+    rng = random.Random(3)
+    # Every length 0..40 at every alignment in the joined buffer, NUL and multi-byte characters.
+    captions = ["".join(rng.choice("ab .\u00e9\u4e2d\0") for _ in range(rng.randrange(41))) for _ in range(3_000)]
+    expected = [reference_hash(c.encode("utf-8")) for c in captions]
+    assert caption_hashes(captions).tolist() == expected
+    without_nul = [c.replace("\0", "") for c in captions]  # the one-buffer path (a NUL sends a batch to the other)
+    assert caption_hashes(without_nul).tolist() == [reference_hash(c.encode("utf-8")) for c in without_nul]
+    basic = [reference_hash(normalize_caption(c, "basic").encode("utf-8")) for c in without_nul]
+    assert caption_hashes(without_nul, "basic").tolist() == basic
+    assert caption_hashes(without_nul[::-1][:7], "basic").tolist() == basic[::-1][:7]  # another batch, same hashes
+    assert hash_bytes([b"a", b"", bytes(9)]).tolist() == [reference_hash(b) for b in (b"a", b"", bytes(9))]
+    assert hash_bytes([b"a"]).tolist() == [-469978495276621279]  # pinned: states from other versions stay comparable
+    assert caption_hashes([]).tolist() == []
+    long = "x" * 600_000  # more than 2**16 words
+    assert caption_hashes([long, "y"]).tolist() == [reference_hash(long.encode()), reference_hash(b"y")]
+
+
+def test_hash_bits_look_uniform_on_near_identical_captions():
+    # 2**16 captions differing in a few digits: any 24 of the 64 bits must collide about as often
+    # as random values would (2**32 / 2**25 = 128 pairs expected, sd ~11); a hash whose low bits
+    # depended on the low bits of its input only would collide far more often.
+    captions = [f"Tree cover ({i % 1000 / 10:.1f}%), cropland ({i // 1000}%)." for i in range(1 << 16)]
+    keys = caption_hashes(captions).numpy().view("u8")
+    assert len(set(keys.tolist())) == len(captions)
+    for shift in (0, 20, 40):
+        bits = (keys >> shift) & ((1 << 24) - 1)
+        assert 80 <= len(captions) - len(set(bits.tolist())) <= 180, shift
 
 
 def _random_captions(n, seed, alphabet="ab. ", max_len=6):
@@ -110,8 +156,8 @@ def test_counting_is_exact_in_the_key_domain_under_heavy_collisions(monkeypatch)
     # and deduplicating (incrementally, in sorted runs) must still count each key once.
     from aras400k.metrics import captions as module
 
-    digest = module._hash_utf8
-    monkeypatch.setattr(module, "_hash_utf8", lambda data: digest(data) & 15)
+    digest = module._hash_ranges
+    monkeypatch.setattr(module, "_hash_ranges", lambda *ranges: digest(*ranges) & np.uint64(15))
     captions = _random_captions(200_000, seed=4, alphabet="abcdefgh", max_len=5)
     keys = set(module.caption_hashes(captions).tolist())
     metric = _count_in_batches(captions, [70_000, 1, 65_535, 10])  # merges a sorted state with runs
@@ -213,3 +259,53 @@ def test_real_gloo_process_group_with_an_empty_rank(tmp_path):
     assert result["unique"] == 3
     assert result["groups"]["m/x"]["percent_mae"] == pytest.approx(10.0)
     assert result["groups"]["m/y"]["recall"] == 1.0
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")
+@pytest.mark.parametrize("normalize", ["none", "basic"])
+def test_small_updates_are_held_back_and_every_reader_sees_them(normalize):
+    captions = _random_captions(30_000, seed=8, alphabet="aAb .!\u00e9", max_len=7)
+    reference = len({normalize_caption(c, normalize) for c in captions})
+    metric, start, rng = CaptionRedundancy(normalize=normalize), 0, random.Random(9)
+    while start < len(captions):  # batches of 0..60 captions: all held back until HOLD wait
+        size = rng.randrange(61)
+        metric.update(captions[start : start + size])
+        start += size
+        if start > 20_000 and metric._held:
+            break
+    assert len(metric._held) > 0  # some captions are still held back...
+    copied = copy.deepcopy(metric)
+    assert int(metric.total) == start and not metric._held  # ...until the state is read
+    assert torch.cat(_chunks(metric.hashes)).numel() <= start
+    metric.update(captions[start:])
+    assert metric.compute()["unique"] == reference
+    # A copy holding captions back, merged into another metric, brings them along.
+    copied.update(captions[start:])
+    other = CaptionRedundancy(normalize=normalize)
+    other.merge_state(copied)
+    assert other.compute()["unique"] == reference and other.compute()["total"] == len(captions)
+    # A gather (here of one rank) and forward see the held-back captions too.
+    ranks = [CaptionRedundancy(normalize=normalize), CaptionRedundancy(normalize=normalize)]
+    ranks[0].update(captions[:100])
+    ranks[1].update(captions[100:250])
+    sync_as_ranks(ranks)
+    assert ranks[1].compute()["unique"] == len({normalize_caption(c, normalize) for c in captions[:250]})
+    running = CaptionRedundancy(normalize=normalize)
+    running.update(captions[:10])
+    assert running(captions[10:20])["total"] == 10
+    assert running.compute()["total"] == 20
+    running.reset()  # drops held-back captions with the rest
+    running.update(captions[:3])
+    assert running.compute()["total"] == 3
+
+
+def test_a_caption_holding_the_separator_is_counted_alone():
+    metric = CaptionRedundancy()
+    metric.update(["a\x00b", "a", "b"])  # the NUL batch is hashed at once, one caption at a time
+    metric.update(["a\x00b", "a\x00", "\x00"])
+    result = metric.compute()
+    assert result["unique"] == 5 and result["total"] == 6
+
+
+def _chunks(state):
+    return list(state) if isinstance(state, list) else [state]

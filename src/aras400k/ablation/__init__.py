@@ -48,20 +48,20 @@ from aras400k.ablation.report import AblationResult, write_report
 from aras400k.ablation.runs import (
     SCORES_NAME,
     RunScores,
-    _run_settings,
     read_run_scores,
     run_folder,
+    run_settings,
     train_and_evaluate,
     write_run_scores,
 )
 from aras400k.ablation.tables import (
     MEAN,
     TABLE3_METRICS,
-    _pct,
     build_table3,
     build_table4,
     format_table3,
     format_table4,
+    pct,
     plot_per_class_f1,
 )
 
@@ -132,7 +132,7 @@ def run_ablation(config: AblationConfig, tables_only: bool = False) -> AblationR
         path = folder / SCORES_NAME
         if path.is_file():
             run = read_run_scores(path)
-            stale = _stale_keys(run.settings, _run_settings(config, configuration, arch))
+            stale = _stale_keys(run.settings, run_settings(config, configuration, arch))
             print(f"{tag}: skipped, {path} exists" + (f" (made with other {', '.join(stale)})" if stale else ""))
             skipped.append(cell)
         elif tables_only:
@@ -142,9 +142,9 @@ def run_ablation(config: AblationConfig, tables_only: bool = False) -> AblationR
         else:
             print(f"{tag} ...", flush=True)
             run = train_and_evaluate(config, configuration, arch, folder)
-            run.settings = _run_settings(config, configuration, arch)
+            run.settings = run_settings(config, configuration, arch)
             write_run_scores(run, path)
-            print(f"{tag}: test F1 {_pct(run.scores['f1_macro'])}% ({run.selected_by} checkpoint, {run.seconds:.0f} s)")
+            print(f"{tag}: test F1 {pct(run.scores['f1_macro'])}% ({run.selected_by} checkpoint, {run.seconds:.0f} s)")
             trained.append(cell)
         runs.append(run)
     result = write_report(config, runs, missing)

@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from aras400k.ablation.config import AblationConfig
-from aras400k.ablation.runs import RunScores, _write_text
+from aras400k.ablation.runs import RunScores, write_text
 from aras400k.ablation.tables import (
     TABLE3_METRICS,
-    _write_csv,
     build_table3,
     build_table4,
     format_table3,
     format_table4,
     plot_per_class_f1,
+    write_csv,
 )
 from aras400k.classes import CLASS_NAMES
 
@@ -83,12 +83,12 @@ def write_report(config: AblationConfig, runs: Sequence[RunScores], missing: Seq
     intro = "Test scores (%) on the real test split"
     intro4 = "Per-class test F1 (%) on the real test split"
     files = {
-        "table3.md": _write_text(out / "table3.md", f"## Table 3. {intro}\n\n{format_table3(table3)}{note}"),
-        "table3.csv": _write_csv(
+        "table3.md": write_text(out / "table3.md", f"## Table 3. {intro}\n\n{format_table3(table3)}{note}"),
+        "table3.csv": write_csv(
             table3, ["configuration", "model"], [k for k, _ in TABLE3_METRICS], out / "table3.csv"
         ),
-        "table4.md": _write_text(out / "table4.md", f"## Table 4. {intro4}\n\n{format_table4(table4)}{note}"),
-        "table4.csv": _write_csv(table4, ["model", "configuration"], list(CLASS_NAMES), out / "table4.csv"),
+        "table4.md": write_text(out / "table4.md", f"## Table 4. {intro4}\n\n{format_table4(table4)}{note}"),
+        "table4.csv": write_csv(table4, ["model", "configuration"], list(CLASS_NAMES), out / "table4.csv"),
         "per_class_f1.png": plot_per_class_f1(table4, out / "per_class_f1.png"),
     }
     summary = {
@@ -100,5 +100,5 @@ def write_report(config: AblationConfig, runs: Sequence[RunScores], missing: Seq
         "table4": table4,
         "files": {name: str(path) for name, path in files.items()},
     }
-    files["summary.json"] = _write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=2) + "\n")
+    files["summary.json"] = write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=2) + "\n")
     return AblationResult(runs=list(runs), table3=table3, table4=table4, files=files, missing=list(missing))

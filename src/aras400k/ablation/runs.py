@@ -111,7 +111,7 @@ def write_run_scores(scores: RunScores, path: str | Path) -> Path:
     Returns:
         The path written.
     """
-    return _write_text(path, json.dumps(scores.to_json(), indent=2) + "\n")
+    return write_text(path, json.dumps(scores.to_json(), indent=2) + "\n")
 
 
 def read_run_scores(path: str | Path) -> RunScores:
@@ -132,13 +132,15 @@ def read_run_scores(path: str | Path) -> RunScores:
         raise ValueError(f"{path} is not a readable scores file ({err}); delete it to rerun that run") from err
 
 
-def _write_text(path: str | Path, text: str) -> Path:
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` atomically (:func:`~aras400k.files.write_atomic`), creating the parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(path, text, tmp_name=f".{path.name}.tmp")
 
 
-def _run_settings(config: AblationConfig, configuration: DataConfiguration, arch: str) -> dict[str, Any]:
+def run_settings(config: AblationConfig, configuration: DataConfiguration, arch: str) -> dict[str, Any]:
+    """Everything one run of the study depends on (a finished run with other settings is redone)."""
     keys = (
         "encoder", "encoder_weights", "validate", "loss", "lr", "weight_decay", "patience", "batch_size",
         "augment", "max_epochs", "max_steps", "samples_per_epoch", "seed",
@@ -236,7 +238,7 @@ def train_and_evaluate(
         steps=steps,
         train_samples=steps * config.batch_size * trainer.world_size,
         seconds=round(time.perf_counter() - start, 2),
-        settings=_run_settings(config, configuration, arch),
+        settings=run_settings(config, configuration, arch),
     )
 
 

@@ -122,7 +122,8 @@ def build_table4(
     return rows
 
 
-def _pct(value: float) -> str:
+def pct(value: float) -> str:
+    """A fraction as a percentage with two decimals, or ``n/a`` for NaN."""
     return "n/a" if math.isnan(value) else f"{100 * value:.2f}"
 
 
@@ -144,7 +145,7 @@ def format_table3(rows: Sequence[dict[str, Any]]) -> str:
     body = []
     for row in rows:
         model = f"**{MEAN}**" if row["model"] == MEAN else row["model"]
-        body.append([row["configuration"], model, *(_pct(row[key]) for key, _ in TABLE3_METRICS)])
+        body.append([row["configuration"], model, *(pct(row[key]) for key, _ in TABLE3_METRICS)])
     return "\n".join(_markdown(header, body, numeric_from=2))
 
 
@@ -161,12 +162,12 @@ def format_table4(rows: Sequence[dict[str, Any]], class_names: Sequence[str] = C
     blocks = []
     for model in dict.fromkeys(row["model"] for row in rows):
         title = "mean over architectures" if model == MEAN else model
-        body = [[row["configuration"], *(_pct(row[n]) for n in class_names)] for row in rows if row["model"] == model]
+        body = [[row["configuration"], *(pct(row[n]) for n in class_names)] for row in rows if row["model"] == model]
         blocks.append("\n".join([f"### {title}", "", *_markdown(["training data", *class_names], body, 1)]))
     return "\n\n".join(blocks)
 
 
-def _write_csv(rows: Sequence[dict[str, Any]], labels: Sequence[str], values: Sequence[str], path: Path) -> Path:
+def write_csv(rows: Sequence[dict[str, Any]], labels: Sequence[str], values: Sequence[str], path: Path) -> Path:
     """Label columns as text, value columns in % with 4 decimals (NaN as ``n/a``)."""
     lines: list[list[str]] = [[*labels, *values]]
     for row in rows:

@@ -8,11 +8,10 @@ caption files. ``aras-caption`` (:mod:`aras400k.cli.caption`) runs it on shard s
 
 from __future__ import annotations
 
-from typing import Any
-
-from aras400k._lazy import public_dir
+from aras400k._lazy import lazy_attributes
 from aras400k.captioning.backends import (
     BACKENDS,
+    LAZY_BACKENDS,
     BackendError,
     CaptionBackend,
     TemplateBackend,
@@ -63,14 +62,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # The transformers and openai backends load on first use (importing transformers is slow).
-    if name == "TransformersBackend":
-        return backend_class("transformers")
-    if name == "OpenAIBackend":
-        return backend_class("openai")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return public_dir(__name__, __all__)
+# The transformers and openai backends load on first use (importing transformers is slow).
+__getattr__, __dir__ = lazy_attributes(__name__, LAZY_BACKENDS, __all__)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from aras400k.captioning.backends.base import BackendError
 from aras400k.captioning.batchfile import BATCH_ENDPOINT, BatchJob
+from aras400k.files import write_atomic
 
 __all__ = [
     "FINAL_STATES",
@@ -135,10 +136,7 @@ def submit_waiting(job: BatchJob, client: Any) -> list[Path]:
 
 def _download(client: Any, file_id: str | None, path: Path) -> None:
     """Write a service file to ``path`` through a temporary name (an empty file when there is none)."""
-    data = client.files.content(file_id).content if file_id else b""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, client.files.content(file_id).content if file_id else b"")
 
 
 def collect_finished(job: BatchJob, client: Any) -> BatchProgress:

@@ -26,6 +26,7 @@ from typing import Any
 from aras400k.captioning.sidecar import read_caption_records
 from aras400k.data.merge import worker_name
 from aras400k.data.shards import write_json_atomic
+from aras400k.synthesis.jobs import check_settings
 
 __all__ = [
     "ATTEMPTS_FIELD",
@@ -94,12 +95,13 @@ def check_part_run(path: Path, record: Mapping[str, Any], overwrite: bool) -> No
     """
     previous = _read_run(path) if path.is_file() else None
     runs = _read_runs(path) if previous is not None else []
-    if previous is not None and previous != record and not overwrite:
-        changed = sorted(k for k in record.keys() | previous.keys() if record.get(k) != previous.get(k))
-        raise ValueError(
-            f"{path} records a worker begun with other settings ({', '.join(changed)} "
-            f"{'differs' if len(changed) == 1 else 'differ'}); rerun it with the same options to resume, "
-            "or pass overwrite=True (--overwrite true) to start the part afresh"
+    if previous is not None and not overwrite:
+        check_settings(
+            previous,
+            record,
+            f"{path} records a worker begun with other settings",
+            "rerun it with the same options to resume, or pass overwrite=True (--overwrite true) to start the part "
+            "afresh",
         )
     write_json_atomic(path, {"format": _RUN_FORMAT, **record, RUNS_FIELD: runs})
 
@@ -198,12 +200,12 @@ def read_part_answers(
     for k, (sidecar, run) in enumerate(zip(sidecars, runs, strict=True)):
         theirs = _read_run(run)
         mine = {**record, "shard_index": k}
-        if theirs != mine:
-            changed = sorted(n for n in mine.keys() | theirs.keys() if mine.get(n) != theirs.get(n))
-            raise ValueError(
-                f"{sidecar} was made with other settings than this merge ({', '.join(changed)} "
-                f"{'differs' if len(changed) == 1 else 'differ'}); merge with the options the workers ran with"
-            )
+        check_settings(
+            theirs,
+            mine,
+            f"{sidecar} was made with other settings than this merge",
+            "merge with the options the workers ran with",
+        )
         for item in read_caption_records(sidecar):
             answers[(item["key"], item["index"], item["seed"])] = item["text"]
             for attempt in item.get(TRIES_FIELD) or ():

@@ -1,18 +1,52 @@
-"""Command-line entry points, one small module per command (see ``docs/architecture.md``)."""
+"""Command-line entry points, one small module per command (see ``docs/architecture.md``).
+
+A light command module defines ``build_parser()`` (options, from signatures where a
+class or function has them) and ``_run(cfg)`` (one call into the library), and gets its
+console entry point from :func:`command_main`; this module holds the rest: the parser
+that raises instead of exiting (:func:`command_parser`), one-line errors
+(:func:`parse_and_run`, :func:`run_command`, :func:`fail`) and the calls built from
+parsed options (:func:`call_with`, :func:`config_from`).
+"""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import tarfile
 from argparse import ArgumentError
 from collections.abc import Callable
-from typing import Any, NoReturn
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 from aras400k.locking import LockedError
 from aras400k.threads import configure_threads
 
-__all__ = ["LOCKED_STATUS", "add_worker_arguments", "fail", "import_class", "parse_and_run", "run_command"]
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser, Namespace
+
+__all__ = [
+    "LOCKED_STATUS",
+    "add_worker_arguments",
+    "call_with",
+    "command_main",
+    "command_parser",
+    "config_from",
+    "fail",
+    "import_class",
+    "optional_argument",
+    "parse_and_run",
+    "run_command",
+]
+
+T = TypeVar("T")
+
+
+class EntryPoint(Protocol):
+    """A console entry point: ``main(args=None) -> exit status``."""
+
+    def __call__(self, args: list[str] | None = None) -> int: ...
+
 
 #: Errors that mean "bad input": reported in one line, exit status 2.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, ImportError, OSError)
@@ -123,3 +157,118 @@ def import_class(path: str, base: type, option: str) -> type:
     if not (isinstance(found, type) and issubclass(found, base)):
         raise ValueError(f"{option} {path!r} is not a subclass of {base.__module__}.{base.__qualname__}")
     return found
+
+
+def command_parser(
+    program: str | None, description: str, *, config: bool = True, options_of: type | None = None
+) -> ArgumentParser:
+    """A jsonargparse parser that raises ``argparse.ArgumentError`` instead of exiting.
+
+    :func:`parse_and_run` turns those errors into one line and exit status 2, the same
+    for every command and subcommand.
+
+    Args:
+        program: Command name (``None`` for a subcommand's parser).
+        description: Text shown by ``--help``.
+        config: Add ``--config FILE.yaml`` taking any of the options.
+        options_of: A config dataclass whose fields become options, with the defaults
+            and help of its signature and docstring (build it with :func:`config_from`).
+
+    Returns:
+        The parser.
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=program, description=description, exit_on_error=False)
+    if config:
+        parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    if options_of is not None:
+        parser.add_class_arguments(options_of, as_group=False)
+    return parser
+
+
+def command_main(
+    program: str,
+    build_parser: Callable[[], ArgumentParser],
+    run: Callable[[Namespace], int | None],
+    statuses: str = "0 on success, 2 on bad input (one line on stderr)",
+) -> EntryPoint:
+    """The console entry point of a command: parse with ``build_parser()``, then ``run(cfg)``.
+
+    Args:
+        program: Command name, for messages.
+        build_parser: Builds the command's parser (see :func:`command_parser`).
+        run: The work, given the parsed options; returns the exit status.
+        statuses: The exit statuses, for the entry point's docstring.
+
+    Returns:
+        ``main(args=None) -> int``, taking ``sys.argv[1:]`` by default.
+    """
+
+    def main(args: list[str] | None = None) -> int:
+        return parse_and_run(program, build_parser(), args, run)
+
+    main.__doc__ = (
+        f"Run ``{program}``.\n\nArgs:\n    args: Command-line arguments (default: ``sys.argv[1:]``).\n\n"
+        f"Returns:\n    The exit status: {statuses}.\n"
+    )
+    main.__module__ = getattr(run, "__module__", __name__)
+    return main
+
+
+def optional_argument(parser: ArgumentParser, dest: str, needed_when: str) -> None:
+    """Make a required signature parameter an option that defaults to ``None``.
+
+    For a backend's required argument (``--transformers.model_path``) that only matters
+    when that backend is chosen; the command checks it before building the backend.
+
+    Args:
+        parser: The parser holding the option.
+        dest: Its dotted destination, e.g. ``transformers.model_path``.
+        needed_when: When it must be given, for the help text.
+
+    Raises:
+        KeyError: If the parser has no such option.
+    """
+    for action in parser._actions:
+        if action.dest == dest:
+            action.required = False
+            action.default = None
+            action.help = f"{action.help or ''} Needed {needed_when}.".strip()
+            return
+    raise KeyError(dest)
+
+
+def call_with(function: Callable[..., T], cfg: Namespace, /, like: Callable[..., Any] | None = None, **given: Any) -> T:
+    """Call ``function`` with the parsed options named like its parameters.
+
+    Args:
+        function: A function or class; each parameter with an option of the same name
+            gets that option's value.
+        cfg: Parsed options.
+        like: Take the parameter names from this signature instead (a base class whose
+            options were added, when ``function`` is a user's subclass).
+        **given: Arguments given explicitly (for parameters whose option has another
+            name or needs converting); they win over options of the same name.
+
+    Returns:
+        What ``function`` returns.
+    """
+    names = inspect.signature(like or function).parameters
+    options = {name: cfg[name] for name in names if name not in given and name in cfg}
+    return function(**options, **given)
+
+
+def config_from(cls: type[T], parser: ArgumentParser, cfg: Namespace) -> T:
+    """Build the config dataclass ``cls`` from options added by ``add_class_arguments(cls)``.
+
+    Args:
+        cls: A dataclass whose fields are options of ``parser``.
+        parser: The parser that parsed ``cfg``.
+        cfg: Parsed options.
+
+    Returns:
+        The config, its nested classes instantiated.
+    """
+    init = parser.instantiate(cfg)
+    return cls(**{f.name: init[f.name] for f in fields(cls)})  # type: ignore[arg-type]

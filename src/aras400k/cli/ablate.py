@@ -14,11 +14,12 @@ skipped, so the same command continues an interrupted study.
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
+from typing import TYPE_CHECKING
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from aras400k.cli import call_with, command_main, command_parser, config_from
 
-from aras400k.cli import parse_and_run
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser, Namespace
 
 __all__ = ["build_parser", "main"]
 
@@ -26,33 +27,23 @@ PROGRAM = "aras-ablate"
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-ablate`` parser (every :class:`AblationConfig` field is an option).
+    """Returns the ``aras-ablate`` parser: the :class:`AblationConfig` fields and ``run_ablation``'s ``tables_only``."""
+    from aras400k.ablation import AblationConfig, run_ablation
 
-    Returns:
-        The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
-    """
-    from aras400k.ablation import AblationConfig
-
-    parser = ArgumentParser(
-        prog=PROGRAM,
-        description="Train the chosen segmenters on real, synthetic and mixed data and write the paper's "
-        "Tables 3 and 4 (tested on the real test split). Resumable: finished runs are skipped.",
-        exit_on_error=False,
+    parser = command_parser(
+        PROGRAM,
+        "Train the chosen segmenters on real, synthetic and mixed data and write the paper's Tables 3 and 4 "
+        "(tested on the real test split). Resumable: finished runs are skipped.",
+        options_of=AblationConfig,
     )
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
-    parser.add_argument(
-        "--tables_only", type=bool, default=False, help="train nothing; rebuild the tables from existing scores.json"
-    )
-    parser.add_class_arguments(AblationConfig, as_group=False)
+    parser.add_function_arguments(run_ablation, as_group=False, skip={"config"})
     return parser
 
 
 def _run(cfg: Namespace) -> int:
     from aras400k.ablation import AblationConfig, run_ablation
 
-    init = build_parser().instantiate(cfg)
-    config = AblationConfig(**{f.name: init[f.name] for f in fields(AblationConfig)})
-    result = run_ablation(config, tables_only=cfg.tables_only)
+    result = call_with(run_ablation, cfg, config=config_from(AblationConfig, build_parser(), cfg))
     counts = f"{len(result.trained)} trained, {len(result.skipped)} skipped"
     if result.missing:
         counts += f", {len(result.missing)} without scores"
@@ -61,17 +52,7 @@ def _run(cfg: Namespace) -> int:
     return 0
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run ``aras-ablate``.
-
-    Args:
-        args: Command-line arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The exit status: 0 on success, 2 on bad input (one line on stderr).
-    """
-    return parse_and_run(PROGRAM, build_parser(), args, _run)
-
+main = command_main(PROGRAM, build_parser, _run)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -42,66 +42,74 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
-
-from aras400k.cli import add_worker_arguments, fail, import_class, run_command
+from aras400k.cli import (
+    add_worker_arguments,
+    call_with,
+    command_main,
+    command_parser,
+    fail,
+    import_class,
+    optional_argument,
+)
 from aras400k.data.remote import is_url
 
 if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser, Namespace
+
     from aras400k.captioning import Captioner
 
 __all__ = ["build_parser", "captioner_class", "main"]
 
 PROGRAM = "aras-caption"
 _SPLITS = ("train", "val", "test")
+#: Parameters of :class:`~aras400k.captioning.Captioner` that are not options (``--backend`` names the backend).
+_CAPTIONER_SKIP = {"backend"}
+#: Parameters of :meth:`Captioner.caption_batch_file` and :func:`run_batch_job` given by the command itself.
+_BATCH_SKIP: set[str | int] = {
+    "in_dir",
+    "out",
+    "folder",
+    "body",
+    "limit",
+    "overwrite",
+    "one_pass",
+    "job",
+    "client",
+    "wait",
+    "progress",
+}
 
 
 def build_parser() -> ArgumentParser:
     """Build the ``aras-caption`` parser.
 
+    The captioning options are :class:`~aras400k.captioning.Captioner`'s parameters,
+    each backend's are its class's (nested under its name), and the batch-file ones are
+    :meth:`~aras400k.captioning.Captioner.caption_batch_file`'s and
+    :func:`~aras400k.captioning.batch_api.run_batch_job`'s, so defaults and help come
+    from those signatures and docstrings.
+
     Returns:
-        The parser.
+        The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
     """
-    parser = ArgumentParser(
-        prog=PROGRAM,
-        description="Caption a shard set (text, vision or hybrid) into a resumable JSONL sidecar.",
-    )
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+    from aras400k.captioning import Captioner
+    from aras400k.captioning.backends import BACKENDS, backend_class
+    from aras400k.captioning.batch_api import run_batch_job
+
+    parser = command_parser(PROGRAM, "Caption a shard set (text, vision or hybrid) into a resumable JSONL sidecar.")
     parser.add_argument("--input", type=str, default="data/demo/train", help="shard set to caption")
     parser.add_argument("--out", type=str, required=True, help="JSONL caption sidecar (created or resumed)")
     parser.add_argument("--shards_out", type=str | None, default=None, help="also write a new shard set here")
-    parser.add_argument("--mode", type=Literal["text", "vision", "hybrid"], default="text", help="captioning mode")
     parser.add_argument(
         "--captioner",
         type=str,
         default="aras400k.captioning.Captioner",
         help="Captioner class (a subclass with your own prompt hooks, as module.Class; its module must be importable)",
     )
-    parser.add_argument(
-        "--backend", type=Literal["template", "transformers", "openai"], default="template", help="caption backend"
-    )
+    parser.add_argument("--backend", type=Literal[tuple(BACKENDS)], default="template", help="caption backend")
     parser.add_argument("--limit", type=int | None, default=None, help="caption only the first N samples")
-    parser.add_argument("--captions_per_image", type=int, default=5, help="captions per sample (the paper: 5)")
-    parser.add_argument("--batch_size", type=int, default=16, help="requests sent to the backend at once")
-    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0 = greedy)")
-    parser.add_argument("--top_p", type=float, default=0.9, help="nucleus-sampling mass")
-    parser.add_argument("--max_new_tokens", type=int, default=96, help="longest caption in tokens")
-    parser.add_argument("--seed", type=int, default=0, help="base seed of the captions")
-    parser.add_argument("--system_prompt", type=str | None, default=None, help="system prompt (default: built in)")
-    parser.add_argument(
-        "--user_prompt",
-        type=str | None,
-        default=None,
-        help="user prompt template with {composition}, {dominant}, {key} (default: the mode's)",
-    )
-    parser.add_argument(
-        "--dedupe",
-        type=Literal["off", "exact", "normalized"],
-        default="normalized",
-        help="regenerate captions repeating an earlier one (normalized: ignoring case, spaces, punctuation)",
-    )
-    parser.add_argument("--max_retries", type=int, default=3, help="regenerations of a repeated caption")
     parser.add_argument("--overwrite", type=bool, default=False, help="restart the sidecar; replace --shards_out")
+    parser.add_class_arguments(Captioner, as_group=False, skip=_CAPTIONER_SKIP)
     add_worker_arguments(parser, "each writes OUT.part-K-of-N.jsonl (join them with --merge true)")
     parser.add_argument(
         "--merge",
@@ -116,66 +124,31 @@ def build_parser() -> ArgumentParser:
         help="only repair --out (or the worker's part): keep the first caption of each (key, index), "
         "backing the file up as OUT.bak first",
     )
-    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar with captions/s")
     parser.add_argument(
         "--demo",
         type=bool,
         default=True,
         help="when --input is missing and ends in train/val/test, build the demo set in its parent first",
     )
+    for name in BACKENDS:
+        parser.add_class_arguments(backend_class(name), name)
+    optional_argument(parser, "transformers.model_path", "with --backend transformers")
+    optional_argument(parser, "openai.model", "with --backend openai")
 
-    parser.add_argument("--template.spatial_hints", type=bool, default=True, help="say where classes lie")
-    parser.add_argument("--template.image_tones", type=bool, default=True, help="describe brightness and colour")
-    parser.add_argument("--template.max_classes", type=int, default=5, help="classes named with a share or place")
-    parser.add_argument(
-        "--template.min_named_share", type=float, default=0.03, help="smaller classes are only summed up"
-    )
-
-    parser.add_argument("--transformers.model_path", type=str | None, default=None, help="local model folder")
-    parser.add_argument("--transformers.model_name", type=str | None, default=None, help="name in the sidecar")
-    parser.add_argument("--transformers.dtype", type=Literal["auto", "float32", "float16", "bfloat16"], default="auto")
-    parser.add_argument("--transformers.device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--transformers.attn_implementation",
-        type=Literal["eager", "sdpa", "flash_attention_2"] | None,
-        default=None,
-    )
-    parser.add_argument("--transformers.trust_remote_code", type=bool, default=False, help="run the folder's code")
-    parser.add_argument(
-        "--transformers.chat_template_kwargs",
-        type=dict[str, Any] | None,
-        default=None,
-        help="chat template variables (default: {enable_thinking: false})",
-    )
-    parser.add_argument("--transformers.num_threads", type=int | None, default=None, help="torch CPU threads")
-
-    parser.add_argument("--openai.model", type=str | None, default=None, help="model name served")
-    parser.add_argument(
-        "--openai.base_urls", type=list[str] | None, default=None, help="API roots, e.g. [http://host:8000/v1]"
-    )
-    parser.add_argument("--openai.api_key_env", type=str | None, default="OPENAI_API_KEY", help="env var of the key")
-    parser.add_argument("--openai.max_concurrency", type=int, default=8, help="requests in flight")
-    parser.add_argument("--openai.timeout_s", type=float, default=120.0, help="seconds per response")
-    parser.add_argument("--openai.max_retries", type=int, default=5, help="retries on 429/5xx/timeouts")
-    parser.add_argument("--openai.backoff_s", type=float, default=1.0, help="first retry delay (doubles)")
-    parser.add_argument("--openai.max_backoff_s", type=float, default=30.0, help="longest retry delay")
-    parser.add_argument("--openai.image_format", type=Literal["png", "jpeg"], default="png")
-    parser.add_argument("--openai.extra_body", type=dict[str, Any] | None, default=None, help="extra request fields")
-    parser.add_argument("--openai.send_seed", type=bool, default=True, help="send each caption's seed")
-
-    parser.add_argument(
+    parser.add_method_arguments(Captioner, "caption_batch_file", "batch_file", skip=_BATCH_SKIP)
+    assert parser.groups is not None  # add_method_arguments made the group
+    batch = parser.groups["batch_file"]
+    batch.title = "batch-file captioning (--batch_file.action, needs --backend openai)"
+    batch.add_argument(
         "--batch_file.action",
         type=Literal["off", "write", "submit", "run"],
         default="off",
-        help="batch-file captioning (needs --backend openai): write = take in results, write request files "
-        "(for vllm run_batch); submit = also upload them to the Batch API; run = submit and wait until done",
+        help="write = take in results, write request files (for vllm run_batch); submit = also upload them to the "
+        "Batch API; run = submit and wait until done",
     )
-    parser.add_argument("--batch_file.dir", type=str | None, default=None, help="job folder (default: OUT.batch)")
-    parser.add_argument("--batch_file.max_requests", type=int, default=50_000, help="requests per file")
-    parser.add_argument("--batch_file.max_bytes", type=int, default=200_000_000, help="bytes per request file")
-    parser.add_argument("--batch_file.base_url", type=str | None, default=None, help="Batch API root (default: OpenAI)")
-    parser.add_argument("--batch_file.poll_s", type=float, default=60.0, help="seconds between polls (run)")
-    parser.add_argument("--batch_file.max_rounds", type=int, default=10, help="passes of run (one per regeneration)")
+    batch.add_argument("--batch_file.dir", type=str | None, default=None, help="job folder (default: OUT.batch)")
+    batch.add_argument("--batch_file.base_url", type=str | None, default=None, help="Batch API root (default: OpenAI)")
+    batch.add_function_arguments(run_batch_job, "batch_file", as_group=False, skip=_BATCH_SKIP | {"report"})
     return parser
 
 
@@ -264,15 +237,15 @@ def _run_batch_file(cfg: Namespace, captioner: Captioner, backend: Any) -> int:
     job = BatchJob(options.dir or batch_folder(cfg.out))
 
     def one_pass() -> Any:
-        return captioner.caption_batch_file(
-            cfg.input,
-            cfg.out,
-            job.folder,
-            backend.request_body,
+        return call_with(
+            captioner.caption_batch_file,
+            options,
+            in_dir=cfg.input,
+            out=cfg.out,
+            folder=job.folder,
+            body=backend.request_body,
             limit=cfg.limit,
             overwrite=cfg.overwrite,
-            max_requests=options.max_requests,
-            max_bytes=options.max_bytes,
         )
 
     if options.action == "write":
@@ -282,13 +255,13 @@ def _run_batch_file(cfg: Namespace, captioner: Captioner, backend: Any) -> int:
         from aras400k.captioning.batch_api import openai_client, run_batch_job
 
         client = openai_client(cfg.openai.api_key_env, options.base_url)
-        report = run_batch_job(
-            one_pass,
-            job,
-            client,
+        report = call_with(
+            run_batch_job,
+            options,
+            one_pass=one_pass,
+            job=job,
+            client=client,
             wait=options.action == "run",
-            poll_s=options.poll_s,
-            max_rounds=options.max_rounds,
             progress=cfg.progress,
             report=lambda r: print(r.summary()),
         )
@@ -303,7 +276,7 @@ def _run_batch_file(cfg: Namespace, captioner: Captioner, backend: Any) -> int:
 
 
 def _run(cfg: Namespace) -> int:
-    from aras400k.captioning import BackendError, build_backend
+    from aras400k.captioning import BackendError, Captioner, build_backend
 
     if cfg.repair:
         return _repair(cfg)
@@ -312,39 +285,13 @@ def _run(cfg: Namespace) -> int:
     backend = build_backend(cfg.backend, _backend_options(cfg))
     captioner: Captioner | None = None
     try:
-        captioner = captioner_type(
-            mode=cfg.mode,
-            backend=backend,
-            system_prompt=cfg.system_prompt,
-            user_prompt=cfg.user_prompt,
-            captions_per_image=cfg.captions_per_image,
-            batch_size=cfg.batch_size,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens,
-            seed=cfg.seed,
-            dedupe=cfg.dedupe,
-            max_retries=cfg.max_retries,
-            progress=cfg.progress,
-        )
+        captioner = call_with(captioner_type, cfg, like=Captioner, backend=backend)
         if cfg.batch_file.action != "off":
             return _run_batch_file(cfg, captioner, backend)
-        if cfg.merge:
-            if cfg.shard_index != 0:
-                raise ValueError("--merge true joins all the workers' parts; give it without --shard_index")
-            report = captioner.merge_parts(
-                cfg.input, cfg.out, cfg.num_shards, shards_out=cfg.shards_out, limit=cfg.limit, overwrite=cfg.overwrite
-            )
-        else:
-            report = captioner.caption_shards(
-                cfg.input,
-                cfg.out,
-                shards_out=cfg.shards_out,
-                limit=cfg.limit,
-                overwrite=cfg.overwrite,
-                shard_index=cfg.shard_index,
-                num_shards=cfg.num_shards,
-            )
+        if cfg.merge and cfg.shard_index != 0:
+            raise ValueError("--merge true joins all the workers' parts; give it without --shard_index")
+        run = captioner.merge_parts if cfg.merge else captioner.caption_shards
+        report = call_with(run, cfg, in_dir=cfg.input)
     except BackendError as err:
         fail(PROGRAM, _backend_failure(cfg, err, captioner.stats.captions if captioner else 0), status=1)
     finally:
@@ -353,19 +300,13 @@ def _run(cfg: Namespace) -> int:
     return 0
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run ``aras-caption``.
-
-    Args:
-        args: Command-line arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The exit status: 0 on success, 1 when the backend fails, 2 on bad input, 75 when
-        another run is writing the sidecar.
-    """
-    cfg = build_parser().parse_args(args)
-    return run_command(PROGRAM, lambda: _run(cfg))
-
+main = command_main(
+    PROGRAM,
+    build_parser,
+    _run,
+    "0 on success, 1 when the backend fails, 2 on bad input (one line on stderr), 75 when another run is writing "
+    "the sidecar",
+)
 
 if __name__ == "__main__":
     sys.exit(main())

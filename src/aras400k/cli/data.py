@@ -18,22 +18,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
-
-from aras400k.cli import run_command
+from aras400k.cli import call_with, command_main, command_parser
 from aras400k.data.remote import as_location
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser, Namespace
 
 __all__ = ["build_parser", "main"]
 
 PROGRAM = "aras-data"
-
-
-def _subparser(description: str) -> ArgumentParser:
-    parser = ArgumentParser(description=description)
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
-    return parser
 
 
 def build_parser() -> ArgumentParser:
@@ -42,10 +37,10 @@ def build_parser() -> ArgumentParser:
     Returns:
         The parser.
     """
-    parser = ArgumentParser(prog=PROGRAM, description="Build, import, prepare, inspect and verify aras400k shard sets.")
+    parser = command_parser(PROGRAM, "Build, import, prepare, inspect and verify aras400k shard sets.", config=False)
     commands = parser.add_subcommands(dest="command")
 
-    demo = _subparser("Write the procedural demo set as OUT/{train,val,test} shard sets.")
+    demo = command_parser(None, "Write the procedural demo set as OUT/{train,val,test} shard sets.")
     demo.add_argument("--out", type=str, default="data/demo", help="destination folder")
     demo.add_argument("--train", type=int, default=1600, help="training samples")
     demo.add_argument("--val", type=int, default=200, help="validation samples")
@@ -62,9 +57,10 @@ def build_parser() -> ArgumentParser:
     )
     commands.add_subcommand("demo", demo, help="build the procedural demo set")
 
-    imp = _subparser(
+    imp = command_parser(
+        None,
         "Import the published ARAS400k release into shards: the extracted folder (ROOT/{split}/{images,masks}/*.png) "
-        "or the released zips as they are (train.zip val.zip test.zip synth.zip; read in place, MD5-checked first)."
+        "or the released zips as they are (train.zip val.zip test.zip synth.zip; read in place, MD5-checked first).",
     )
     imp.add_argument("root", nargs="+", help="release folder, or the release zips")
     imp.add_argument("--out", type=str, required=True, help="destination folder (one shard set per split)")
@@ -95,7 +91,9 @@ def build_parser() -> ArgumentParser:
 
     _add_download(commands)
 
-    prep = _subparser("Cut Sentinel-2 + WorldCover GeoTIFFs into patches and write OUT/{train,val,test} shards.")
+    prep = command_parser(
+        None, "Cut Sentinel-2 + WorldCover GeoTIFFs into patches and write OUT/{train,val,test} shards."
+    )
     prep.add_argument("--s2", type=str, required=True, help="folder of *_S2RGBNIR.tif tiles")
     prep.add_argument("--worldcover", type=str, required=True, help="folder of WorldCover *_Map.tif tiles")
     prep.add_argument("--out", type=str, required=True, help="destination folder")
@@ -114,13 +112,13 @@ def build_parser() -> ArgumentParser:
     prep.add_argument("--workers", type=int | None, default=None, help="processes (default: every usable core)")
     commands.add_subcommand("prepare", prep, help="GeoTIFFs -> patches -> shards (needs the geo extra)")
 
-    stats = _subparser("Print the per-class composition of shard sets and draw the Figure-3 bar chart.")
+    stats = command_parser(None, "Print the per-class composition of shard sets and draw the Figure-3 bar chart.")
     stats.add_argument("dirs", nargs="+", help="shard set folders (or URL folders)")
     stats.add_argument("--labels", type=list[str] | None, default=None, help="display names")
     stats.add_argument("--plot", type=str | None, default=None, help="PNG file for the bar chart")
     commands.add_subcommand("stats", stats, help="per-class composition table and chart")
 
-    preview = _subparser("Draw the first (or evenly spread) samples of a shard set as image / mask pairs.")
+    preview = command_parser(None, "Draw the first (or evenly spread) samples of a shard set as image / mask pairs.")
     preview.add_argument("dir", type=str, help="shard set folder (or URL folder)")
     preview.add_argument("--out", type=str, required=True, help="PNG file to write")
     preview.add_argument("--n", type=int, default=16, help="number of samples")
@@ -128,17 +126,18 @@ def build_parser() -> ArgumentParser:
     preview.add_argument("--spread", type=bool, default=False, help="evenly spaced samples instead of the first n")
     commands.add_subcommand("preview", preview, help="a PNG grid of a shard set's samples and masks")
 
-    verify = _subparser("Check shard sets against their manifests and decode every sample.")
+    verify = command_parser(None, "Check shard sets against their manifests and decode every sample.")
     verify.add_argument(
         "dirs", nargs="+", help="shard set folders or URL folders (a local folder of split folders is expanded)"
     )
     verify.add_argument("--quiet", type=bool, default=False, help="no progress bar")
     commands.add_subcommand("verify", verify, help="verify shard sets; exits 1 on any problem")
 
-    merge = _subparser(
+    merge = command_parser(
+        None,
         "Join shard sets of one run into one shard set: the OUT/part-K-of-N sets written by workers of a split "
         "aras-synth run (--shard_index/--num_shards), taken in worker order, or other sets made the same way. "
-        "Tar files are hard-linked when possible (else copied) and renumbered; the manifest sums the counts."
+        "Tar files are hard-linked when possible (else copied) and renumbered; the manifest sums the counts.",
     )
     merge.add_argument(
         "dirs",
@@ -154,9 +153,10 @@ def build_parser() -> ArgumentParser:
 
 def _add_download(commands: Any) -> None:
     """The ``download`` subcommand (``docs/mapping.md``)."""
-    down = _subparser(
+    down = command_parser(
+        None,
         "Find and fetch the Sentinel-2 RGBNIR and WorldCover tiles covering a box into OUT/s2 and OUT/worldcover "
-        "(the folders aras-data prepare reads). Resumable: a rerun fetches only missing or incomplete files."
+        "(the folders aras-data prepare reads). Resumable: a rerun fetches only missing or incomplete files.",
     )
     down.add_argument("--bbox", type=float, nargs=4, required=True, metavar=("W", "S", "E", "N"), help="degrees")
     down.add_argument("--year", type=int, default=2021, help="year of the composites and maps")
@@ -205,25 +205,14 @@ def _download(cfg: Namespace) -> int:
     if cfg.dry_run:
         print(plan.describe(cfg.out))
         return 0
-    report = download(
-        plan, cfg.out, workers=cfg.workers, timeout=cfg.timeout, retries=cfg.retries, progress=not cfg.quiet
-    )
-    print(report.summary())
+    print(call_with(download, cfg, plan=plan, progress=not cfg.quiet).summary())
     return 0
 
 
 def _demo(cfg: Namespace) -> int:
     from aras400k.data.demo import make_demo
 
-    written = make_demo(
-        cfg.out,
-        (cfg.train, cfg.val, cfg.test),
-        cfg.image_size,
-        cfg.seed,
-        cfg.samples_per_shard,
-        cfg.overwrite,
-        source=cfg.source,
-    )
+    written = call_with(make_demo, cfg, out_dir=cfg.out, num_samples=(cfg.train, cfg.val, cfg.test))
     print(f"wrote {sum(written.values())} samples to {cfg.out}: " + ", ".join(f"{k} {v}" for k, v in written.items()))
     return 0
 
@@ -232,18 +221,11 @@ def _import(cfg: Namespace) -> int:
     from aras400k.data.release import import_release
 
     roots = [str(r) for r in cfg.root]
-    report = import_release(
-        roots[0] if len(roots) == 1 else roots,
-        cfg.out,
-        splits=cfg.splits,
-        synth_source=cfg.synth_source,
-        on_error=cfg.on_error,
-        unknown_colours=cfg.unknown_colours,
-        captions=cfg.captions,
-        samples_per_shard=cfg.samples_per_shard,
-        overwrite=cfg.overwrite,
-        workers=cfg.workers,
-        check_md5=cfg.check_md5,
+    report = call_with(
+        import_release,
+        cfg,
+        root=roots[0] if len(roots) == 1 else roots,
+        out_dir=cfg.out,
         notice=lambda line: print(line, file=sys.stderr),
     )
     print(report.summary())
@@ -254,18 +236,9 @@ def _prepare(cfg: Namespace) -> int:
     from aras400k.classes import DEFAULT_WORLDCOVER_REMAP
     from aras400k.data.geotiff import prepare_geotiffs
 
-    report = prepare_geotiffs(
-        cfg.s2,
-        cfg.worldcover,
-        cfg.out,
-        patch_size=cfg.patch_size,
-        remap={**DEFAULT_WORLDCOVER_REMAP, **cfg.remap} if cfg.remap else None,
-        max_water=cfg.max_water,
-        ratios=cfg.ratios,
-        seed=cfg.seed,
-        samples_per_shard=cfg.samples_per_shard,
-        overwrite=cfg.overwrite,
-        workers=cfg.workers,
+    remap = {**DEFAULT_WORLDCOVER_REMAP, **cfg.remap} if cfg.remap else None
+    report = call_with(
+        prepare_geotiffs, cfg, s2_dir=cfg.s2, worldcover_dir=cfg.worldcover, out_dir=cfg.out, remap=remap
     )
     print(report.summary())
     return 0
@@ -338,18 +311,12 @@ _COMMANDS: dict[str, Any] = {
 }
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run ``aras-data``.
-
-    Args:
-        args: Command-line arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The exit status: 0 on success, 1 when ``verify`` finds problems, 2 on bad input.
-    """
-    cfg = build_parser().parse_args(args)
-    return run_command(PROGRAM, lambda: _COMMANDS[cfg.command](cfg[cfg.command]))
-
+main = command_main(
+    PROGRAM,
+    build_parser,
+    lambda cfg: _COMMANDS[cfg.command](cfg[cfg.command]),
+    "0 on success, 1 when ``verify`` finds problems, 2 on bad input (one line on stderr)",
+)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,11 +14,12 @@ names it and the command that makes it (exit status 2).
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
+from typing import TYPE_CHECKING
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from aras400k.cli import command_main, command_parser, config_from
 
-from aras400k.cli import parse_and_run
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser, Namespace
 
 __all__ = ["build_parser", "main"]
 
@@ -26,48 +27,29 @@ PROGRAM = "aras-eval"
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-eval`` parser (every :class:`EvalConfig` field is an option).
-
-    Returns:
-        The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
-    """
+    """Returns the ``aras-eval`` parser, whose options are the fields of :class:`~aras400k.evaluation.EvalConfig`."""
     from aras400k.evaluation import EvalConfig
 
-    parser = ArgumentParser(
-        prog=PROGRAM,
-        description="Evaluate shard sets (real and synthetic) and write report.md, report.json, CSV tables and "
-        "figures: caption volume, redundancy and CLIPScore (Tables 1-2), caption/mask consistency, composition "
-        "(Figure 3), FID/KID and t-SNE/UMAP (Figure 4) against a reference set.",
-        exit_on_error=False,
+    return command_parser(
+        PROGRAM,
+        "Evaluate shard sets (real and synthetic) and write report.md, report.json, CSV tables and figures: caption "
+        "volume, redundancy and CLIPScore (Tables 1-2), caption/mask consistency, composition (Figure 3), FID/KID "
+        "and t-SNE/UMAP (Figure 4) against a reference set.",
+        options_of=EvalConfig,
     )
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
-    parser.add_class_arguments(EvalConfig, as_group=False)
-    return parser
 
 
 def _run(cfg: Namespace) -> int:
     from aras400k.evaluation import EvalConfig, run_evaluation
     from aras400k.evaluation.report import headline_markdown
 
-    init = build_parser().instantiate(cfg)
-    config = EvalConfig(**{f.name: init[f.name] for f in fields(EvalConfig)})
-    result = run_evaluation(config)
+    result = run_evaluation(config_from(EvalConfig, build_parser(), cfg))
     print(headline_markdown(result))
     print("written: " + ", ".join(str(path) for path in result.files.values()))
     return 0
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run ``aras-eval``.
-
-    Args:
-        args: Command-line arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The exit status: 0 on success, 2 on bad input (one line on stderr).
-    """
-    return parse_and_run(PROGRAM, build_parser(), args, _run)
-
+main = command_main(PROGRAM, build_parser, _run)
 
 if __name__ == "__main__":
     sys.exit(main())

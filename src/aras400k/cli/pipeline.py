@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import fields
+from typing import TYPE_CHECKING
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
-
-from aras400k.cli import parse_and_run
+from aras400k.cli import call_with, command_main, command_parser, config_from
 from aras400k.threads import THREADS_VARIABLE
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser, Namespace
 
 __all__ = ["build_parser", "main"]
 
@@ -27,21 +28,15 @@ PROGRAM = "aras-pipeline"
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-pipeline`` parser.
+    """Returns the ``aras-pipeline`` parser: ``run_pipeline``'s options, threads, the :class:`PipelineConfig` fields."""
+    from aras400k.pipeline import STAGE_NAMES, PipelineConfig, run_pipeline
 
-    Returns:
-        The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
-    """
-    from aras400k.pipeline import STAGE_NAMES, PipelineConfig
-
-    parser = ArgumentParser(
-        prog=PROGRAM,
-        description="Run the paper's stages (data, segmenter, StyleGAN3, SPADE, synthesis, labels, captions, "
-        "evaluation, study) into one run folder with an index.md. Finished stages are skipped; an interrupted "
-        "stage resumes.",
-        exit_on_error=False,
+    parser = command_parser(
+        PROGRAM,
+        "Run the paper's stages (data, segmenter, StyleGAN3, SPADE, synthesis, labels, captions, evaluation, "
+        "study) into one run folder with an index.md. Finished stages are skipped; an interrupted stage resumes.",
+        options_of=PipelineConfig,
     )
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
     parser.add_argument(
         "--from",
         dest="from_stage",
@@ -49,9 +44,7 @@ def build_parser() -> ArgumentParser:
         default=None,
         help=f"rerun this stage and all later ones from scratch ({', '.join(STAGE_NAMES)})",
     )
-    parser.add_argument("--only", type=list[str] | None, default=None, help="run only these stages, from scratch")
-    parser.add_argument("--dry_run", type=bool, default=False, help="write and check the stage configs; run nothing")
-    parser.add_argument("--verbose", type=bool, default=False, help="show the commands' output (else logs/<stage>.log)")
+    parser.add_function_arguments(run_pipeline, as_group=False, skip={"config", "from_stage", "console"})
     parser.add_argument(
         "--threads",
         type=int | None,
@@ -59,7 +52,6 @@ def build_parser() -> ArgumentParser:
         help="torch intra-op threads for every stage (default: ARAS_THREADS or OMP_NUM_THREADS if set, else the "
         "usable cores less one per loader worker)",
     )
-    parser.add_class_arguments(PipelineConfig, as_group=False)
     return parser
 
 
@@ -70,27 +62,15 @@ def _run(cfg: Namespace) -> int:
         if cfg.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {cfg.threads}")
         os.environ[THREADS_VARIABLE] = str(cfg.threads)  # every stage's command reads it
-    init = build_parser().instantiate(cfg)
-    config = PipelineConfig(**{f.name: init[f.name] for f in fields(PipelineConfig)})
     try:
-        run_pipeline(config, from_stage=cfg.from_stage, only=cfg.only, dry_run=cfg.dry_run, verbose=cfg.verbose)
+        call_with(run_pipeline, cfg, config=config_from(PipelineConfig, build_parser(), cfg))
     except PipelineError as err:
         print(f"{PROGRAM}: {err}", file=sys.stderr)
         return 1
     return 0
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run ``aras-pipeline``.
-
-    Args:
-        args: Command-line arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The exit status: 0 on success, 1 when a stage fails, 2 on bad input.
-    """
-    return parse_and_run(PROGRAM, build_parser(), args, _run)
-
+main = command_main(PROGRAM, build_parser, _run, "0 on success, 1 when a stage fails, 2 on bad input")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,22 +17,25 @@ options to a parser and a function running it on the parsed options.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
-
-from aras400k.cli import add_worker_arguments, import_class, run_command
+from aras400k.cli import add_worker_arguments, call_with, command_main, command_parser, import_class
+from aras400k.cli.signatures import add_options, source_signature
 
 if TYPE_CHECKING:
-    from aras400k.models.spade import SPADEGAN
-    from aras400k.models.stylegan3 import StyleGAN3
+    from jsonargparse import ArgumentParser, Namespace
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
 
 PROGRAM = "aras-synth"
+#: The functions whose signatures give the subcommands' options (read from source: they import torch).
+_LABEL = ("aras400k.synthesis.label", "label_shards")
+_SPADE = ("aras400k.synthesis.conditional", "synthesize_conditional")
+_STYLEGAN3 = ("aras400k.synthesis.unconditional", "synthesize_unconditional")
 
 
 @dataclass(frozen=True)
@@ -56,201 +59,109 @@ def _worker_arguments(parser: ArgumentParser) -> None:
     add_worker_arguments(parser, "each writes OUT/part-K-of-N (join them with aras-data merge)")
 
 
-def _label_arguments(parser: ArgumentParser) -> None:
-    parser.add_argument("--ckpt", type=str, required=True, help="segmenter checkpoint (aras-fit / Lightning .ckpt)")
-    parser.add_argument("--input", type=str, required=True, help="shard set to label (with or without masks)")
-    parser.add_argument("--out", type=str, required=True, help="folder of the new, labelled shard set")
-    parser.add_argument("--batch_size", type=int, default=32, help="images per forward pass")
-    parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--mean",
-        type=tuple[float, float, float] | None,
-        default=None,
-        help="normalisation mean if the checkpoint records none (default: ImageNet's)",
-    )
-    parser.add_argument(
-        "--std",
-        type=tuple[float, float, float] | None,
-        default=None,
-        help="normalisation std if the checkpoint records none (default: ImageNet's)",
-    )
-    parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing shard set at --out")
-    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
-    _worker_arguments(parser)
-
-
-def _label(cfg: Namespace) -> int:
-    from aras400k.synthesis import label_shards
-
-    normalisation: dict[str, Any] = {k: cfg[k] for k in ("mean", "std") if cfg[k] is not None}
-    report = label_shards(
-        cfg.ckpt,
-        cfg.input,
-        cfg.out,
-        batch_size=cfg.batch_size,
-        device=cfg.device,
-        overwrite=cfg.overwrite,
-        progress=cfg.progress,
-        shard_index=cfg.shard_index,
-        num_shards=cfg.num_shards,
-        **normalisation,
-    )
-    print(report.summary())
-    return 0
-
-
-def _spade_arguments(parser: ArgumentParser) -> None:
-    parser.add_argument("--ckpt", type=str, required=True, help="SPADEGAN checkpoint (aras-fit / Lightning .ckpt)")
-    parser.add_argument("--masks", type=str, required=True, help="shard set whose masks condition the generator")
-    parser.add_argument("--out", type=str, required=True, help="folder of the new shard set")
-    parser.add_argument("--per_mask", "--per-mask", type=int, default=1, help="images generated per mask")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the run (the same seed gives the same images)")
-    parser.add_argument("--batch_size", type=int, default=16, help="images per forward pass")
-    parser.add_argument(
-        "--force_split", type=bool, default=False, help="accept masks from a split other than train (leakage risk)"
-    )
-    parser.add_argument(
-        "--label_with",
-        type=str | None,
-        default=None,
-        help="segmenter checkpoint: store its predictions as the masks (pseudo-labels) and report their IoU",
-    )
-    parser.add_argument("--use_ema", type=bool, default=True, help="sample from the EMA generator")
+def _module_class_argument(parser: ArgumentParser, base: str) -> None:
     parser.add_argument(
         "--module_class",
         type=str | None,
         default=None,
-        help="the SPADEGAN subclass that trained --ckpt, as module.Class, when it builds its own generator",
+        help=f"the {base} subclass that trained --ckpt, as module.Class, when it builds its own generator",
     )
-    parser.add_argument(
-        "--samples_per_shard", type=int | None, default=None, help="samples per output tar (default: input's x K)"
+
+
+def _label_arguments(parser: ArgumentParser) -> None:
+    signature = source_signature(*_LABEL)
+    parser.add_argument("--ckpt", type=str, required=True, help="segmenter checkpoint (aras-fit / Lightning .ckpt)")
+    parser.add_argument("--input", type=str, required=True, help="shard set to label (with or without masks)")
+    parser.add_argument("--out", type=str, required=True, help="folder of the new, labelled shard set")
+    add_options(parser, signature, ["batch_size", "device"])
+    for name in ("mean", "std"):
+        parser.add_argument(
+            f"--{name}",
+            type=tuple[float, float, float] | None,
+            default=None,
+            help=f"{signature[name].help} (default: ImageNet's)",
+        )
+    add_options(parser, signature, ["overwrite", "progress"])
+    _worker_arguments(parser)
+
+
+def _call(target: tuple[str, str], cfg: Namespace, **given: Any) -> int:
+    """Import ``module.function`` of ``target``, call it with the options (:func:`call_with`), print its report."""
+    function = getattr(importlib.import_module(target[0]), target[1])
+    print(call_with(function, cfg, **given).summary())
+    return 0
+
+
+def _label(cfg: Namespace) -> int:
+    normalisation: dict[str, Any] = {k: cfg[k] for k in ("mean", "std") if cfg[k] is not None}
+    return _call(_LABEL, cfg, segmenter=cfg.ckpt, input_dir=cfg.input, out_dir=cfg.out, **normalisation)
+
+
+def _spade_arguments(parser: ArgumentParser) -> None:
+    signature = source_signature(*_SPADE)
+    parser.add_argument("--ckpt", type=str, required=True, help="SPADEGAN checkpoint (aras-fit / Lightning .ckpt)")
+    parser.add_argument("--masks", type=str, required=True, help="shard set whose masks condition the generator")
+    parser.add_argument("--out", type=str, required=True, help="folder of the new shard set")
+    add_options(
+        parser,
+        signature,
+        ["per_mask", "seed", "batch_size", "force_split", "label_with", "use_ema"],
+        aliases={"per_mask": ["--per-mask"]},
     )
-    parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--overwrite", type=bool, default=False, help="replace a finished set at --out (an unfinished one resumes)"
-    )
-    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+    _module_class_argument(parser, "SPADEGAN")
+    add_options(parser, signature, ["samples_per_shard", "device", "overwrite", "progress"])
     _worker_arguments(parser)
 
 
 def _spade(cfg: Namespace) -> int:
-    from aras400k.synthesis_spade import synthesize_conditional
-
-    report = synthesize_conditional(
-        cfg.ckpt,
-        cfg.masks,
-        cfg.out,
-        per_mask=cfg.per_mask,
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        force_split=cfg.force_split,
-        label_with=cfg.label_with,
-        device=cfg.device,
-        use_ema=cfg.use_ema,
-        samples_per_shard=cfg.samples_per_shard,
-        overwrite=cfg.overwrite,
-        progress=cfg.progress,
-        shard_index=cfg.shard_index,
-        num_shards=cfg.num_shards,
-        module_class=_spade_class(cfg.module_class),
-    )
-    print(report.summary())
-    return 0
+    module_class = _module_class(cfg.module_class, "aras400k.models.spade", "SPADEGAN")
+    return _call(_SPADE, cfg, checkpoint=cfg.ckpt, masks_dir=cfg.masks, out_dir=cfg.out, module_class=module_class)
 
 
-def _spade_class(path: str | None) -> type[SPADEGAN] | None:
+def _module_class(path: str | None, module: str, name: str) -> type | None:
+    """Import ``--module_class``, a subclass of ``module.name`` (``None`` stays ``None``)."""
     if path is None:
         return None
-    from aras400k.models.spade import SPADEGAN
-
-    found: type[SPADEGAN] = import_class(path, SPADEGAN, "--module_class")
-    return found
-
-
-def _stylegan3_class(path: str | None) -> type[StyleGAN3] | None:
-    if path is None:
-        return None
-    from aras400k.models.stylegan3 import StyleGAN3
-
-    found: type[StyleGAN3] = import_class(path, StyleGAN3, "--module_class")
-    return found
+    return import_class(path, getattr(importlib.import_module(module), name), "--module_class")
 
 
 def _stylegan3_arguments(parser: ArgumentParser) -> None:
+    signature = source_signature(*_STYLEGAN3)
     parser.add_argument(
         "--ckpt", type=str, required=True, help="StyleGAN3 checkpoint (.ckpt) or official snapshot (.pkl)"
     )
     parser.add_argument("--out", type=str, required=True, help="folder of the new shard set")
-    parser.add_argument("--n", type=int | None, default=None, help="number of images (seeds 0..n-1 unless --seeds)")
+    add_options(parser, signature, ["n"])
     parser.add_argument(
         "--seeds",
         type=str | None,
         default=None,
         help="seeds, a range or a list: '0-99', '1,5,7' (sample i uses seed i)",
     )
-    parser.add_argument("--truncation", type=float, default=1.0, help="truncation psi (1: none)")
+    add_options(parser, signature, ["truncation"])
     parser.add_argument(
         "--latents",
         choices=["auto", "nvlabs", "torch"],
-        default="auto",
-        help="how seed N becomes a latent: nvlabs (as NVlabs' gen_images.py, so seed N gives its image N), torch "
-        "(torch.randn, as the StyleGAN3 module samples), or auto: nvlabs for a .pkl, torch for a .ckpt",
+        default=signature["latents"].default,
+        help=signature["latents"].help,
     )
-    parser.add_argument("--batch_size", "--batch-size", type=int, default=16, help="images per forward pass")
-    parser.add_argument(
-        "--label_with",
-        "--label-with",
-        type=str | None,
-        default=None,
-        help="segmenter checkpoint: add its predicted masks (pseudo-labels) and their composition",
+    add_options(
+        parser,
+        signature,
+        ["batch_size", "label_with", "equivariance", "equivariance_samples", "use_ema"],
+        aliases={"batch_size": ["--batch-size"], "label_with": ["--label-with"]},
     )
-    parser.add_argument(
-        "--equivariance", type=bool, default=False, help="also print EQ-T/EQ-R of the generator (stylegan3-t/-r)"
-    )
-    parser.add_argument("--equivariance_samples", type=int, default=64, help="latents for the equivariance metrics")
-    parser.add_argument("--use_ema", type=bool, default=True, help="sample from the EMA generator (.ckpt only)")
-    parser.add_argument(
-        "--module_class",
-        type=str | None,
-        default=None,
-        help="the StyleGAN3 subclass that trained --ckpt, as module.Class, when it builds its own generator",
-    )
-    parser.add_argument("--samples_per_shard", type=int, default=1000, help="samples per output tar")
-    parser.add_argument("--chunk_size", type=int, default=1000, help="seeds per resumable part")
-    parser.add_argument("--device", type=str, default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--overwrite", type=bool, default=False, help="replace a finished set at --out (an unfinished one resumes)"
-    )
-    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+    _module_class_argument(parser, "StyleGAN3")
+    add_options(parser, signature, ["samples_per_shard", "chunk_size", "device", "overwrite", "progress"])
     _worker_arguments(parser)
 
 
 def _stylegan3(cfg: Namespace) -> int:
-    from aras400k.synthesis_stylegan3 import parse_seeds, synthesize_unconditional
+    from aras400k.synthesis.unconditional import parse_seeds
 
-    report = synthesize_unconditional(
-        cfg.ckpt,
-        cfg.out,
-        seeds=parse_seeds(cfg.seeds) if cfg.seeds is not None else None,
-        n=cfg.n,
-        truncation=cfg.truncation,
-        batch_size=cfg.batch_size,
-        label_with=cfg.label_with,
-        equivariance=cfg.equivariance,
-        equivariance_samples=cfg.equivariance_samples,
-        device=cfg.device,
-        use_ema=cfg.use_ema,
-        samples_per_shard=cfg.samples_per_shard,
-        chunk_size=cfg.chunk_size,
-        overwrite=cfg.overwrite,
-        progress=cfg.progress,
-        shard_index=cfg.shard_index,
-        num_shards=cfg.num_shards,
-        module_class=_stylegan3_class(cfg.module_class),
-        latents=cfg.latents,
-    )
-    print(report.summary())
-    return 0
+    seeds = parse_seeds(cfg.seeds) if cfg.seeds is not None else None
+    module_class = _module_class(cfg.module_class, "aras400k.models.stylegan3", "StyleGAN3")
+    return _call(_STYLEGAN3, cfg, checkpoint=cfg.ckpt, out_dir=cfg.out, seeds=seeds, module_class=module_class)
 
 
 #: The subcommands, in the order ``--help`` lists them.
@@ -288,28 +199,16 @@ def build_parser() -> ArgumentParser:
     Returns:
         The parser.
     """
-    parser = ArgumentParser(prog=PROGRAM, description="Make synthetic aras400k shard sets and label them.")
+    parser = command_parser(PROGRAM, "Make synthetic aras400k shard sets and label them.", config=False)
     commands = parser.add_subcommands(dest="command")
     for name, command in SUBCOMMANDS.items():
-        sub = ArgumentParser(description=command.description)
-        sub.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below")
+        sub = command_parser(None, command.description)
         command.add_arguments(sub)
         commands.add_subcommand(name, sub, help=command.help)
     return parser
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run ``aras-synth``.
-
-    Args:
-        args: Command-line arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The exit status: 0 on success, 2 on bad input (with a one-line message).
-    """
-    cfg = build_parser().parse_args(args)
-    return run_command(PROGRAM, lambda: SUBCOMMANDS[cfg.command].run(cfg[cfg.command]))
-
+main = command_main(PROGRAM, build_parser, lambda cfg: SUBCOMMANDS[cfg.command].run(cfg[cfg.command]))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -34,6 +34,8 @@ the key and counted instead of ending a long run.
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
 import tarfile
 import warnings
@@ -45,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
@@ -60,7 +63,7 @@ from aras400k.data.shards import (
 from aras400k.data.sources import ShardSource, partition_range
 
 # ShardSource and partition_range are defined in aras400k.data.sources (no torch) and re-exported here.
-__all__ = ["EpochDataLoader", "ShardDataset", "collate_samples"]
+__all__ = ["EpochDataLoader", "ReusingCollate", "ShardDataset", "collate_samples"]
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,9 @@ class ShardDataset(IterableDataset):
         self.shuffle_buffer = max(1, shuffle_buffer)
         self.seed = seed
         self.even_ranks = even_ranks
-        self.epoch = 0
+        # The epoch lives in shared memory: loader workers forked from this process (kept
+        # alive between epochs with persistent_workers) read what set_epoch wrote here.
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.passes = 0  # epochs started through an EpochDataLoader (counted in the main process)
         weights = [s.weight for s in self.sources]
         if any(w is not None for w in weights) and any(w is None for w in weights):
@@ -232,13 +237,21 @@ class ShardDataset(IterableDataset):
             left -= take
         return segments
 
+    @property
+    def epoch(self) -> int:
+        """The epoch that seeds shuffling (zero-based), as this process and its loader workers see it."""
+        return int(self._epoch[0])
+
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch that seeds shuffling (called by :class:`EpochDataLoader`).
+
+        The value is in shared memory, so loader workers started earlier (persistent
+        workers) see it when their next epoch begins.
 
         Args:
             epoch: Zero-based epoch number.
         """
-        self.epoch = epoch
+        self._epoch[0] = epoch
 
     def _epoch_rng(self, slot: int = 0) -> random.Random:
         return random.Random(f"{self.seed}-{self.epoch}-{slot}")
@@ -497,22 +510,202 @@ def collate_samples(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+#: Shared-memory slots each loader worker keeps for its batches (prefetched ones, the
+#: one in use and a margin); when all are lent out a batch gets a fresh segment.
+BATCH_SLOTS = 6
+_ALIGN = 64  # bytes; every tensor of a packed batch starts at a multiple of this
+_TOKENS = itertools.count(1)
+#: ``token -> lend table`` of the ReusingCollates of this process (see _unpack).
+_TABLES: dict[int, torch.Tensor] = {}
+#: Batches this (main) process holds from loader workers: (storage ref, token, worker, slot, lend number).
+_LENT: list[tuple[StorageWeakRef, int, int, int, int]] = []
+
+
+class ReusingCollate:
+    """Batch :class:`ShardDataset` items into shared memory that loader workers reuse.
+
+    PyTorch's ``default_collate`` gives every batch a worker makes a fresh
+    shared-memory segment per tensor (image, mask, source), and filling fresh pages
+    costs the kernel more than the copy itself (``docs/data.md#loader-speed``). This
+    collation packs a batch into one segment taken from a small per-worker ring of
+    :data:`BATCH_SLOTS` segments, so pages are faulted in once per slot, not per batch.
+
+    Ownership: a worker writes a slot only while the slot's entry in a table shared
+    with the main process is free. The worker marks it lent when it sends the batch;
+    the main process frees it once every tensor of that batch (views included) is gone
+    from it (a weak reference to the storage has expired), checking whenever a new
+    batch arrives. A worker with no free slot uses a fresh segment, so batches kept
+    (``list(loader)``) stay intact. One rule remains: a batch's tensors forwarded to
+    *another* process must be copied (``clone()``) before the main process drops
+    them, as the slot may then be refilled.
+
+    Batches are those of :func:`collate_samples`, bit for bit (keys, order, dtypes,
+    values). Items that are not plain ShardDataset items (other keys or dtypes, mixed
+    shapes) and batches made outside a worker go through :func:`collate_samples`.
+
+    Args:
+        num_workers: The loader's worker count (sizes the shared table).
+    """
+
+    def __init__(self, num_workers: int) -> None:
+        self.token = next(_TOKENS) + (os.getpid() << 20)
+        #: ``[worker, slot]``: 0 = free, else the number of the lend holding the slot.
+        self.table = torch.zeros(max(1, num_workers), BATCH_SLOTS, dtype=torch.int64).share_memory_()
+        _TABLES[self.token] = self.table
+        self._slots: list[torch.Tensor | None] = [None] * BATCH_SLOTS  # this worker's segments
+        self._lends = itertools.count(1)
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> Any:
+        """Collate one batch (in a worker: into a reused segment; else as :func:`collate_samples`)."""
+        info = get_worker_info()
+        layout = _layout(items) if info is not None and info.id < self.table.shape[0] else None
+        if layout is None:
+            return collate_samples(items)
+        assert info is not None
+        nbytes = layout[-1][4]
+        slot, lend = -1, 0
+        for index, segment in enumerate(self._slots):
+            if int(self.table[info.id, index]) == 0:
+                if segment is None or segment.numel() < nbytes:
+                    segment = self._slots[index] = torch.empty(nbytes, dtype=torch.uint8).share_memory_()
+                slot = index
+                break
+        if slot < 0:  # every slot lent out: a fresh segment, as default_collate would
+            store = torch.empty(nbytes, dtype=torch.uint8).share_memory_()
+        else:
+            store = self._slots[slot]
+            assert store is not None
+            lend = (os.getpid() << 32) + next(self._lends)
+            self.table[info.id, slot] = lend
+        tensors = _views(store, layout)
+        for (name, *_), out in zip(layout, tensors, strict=True):
+            if name == "source":
+                out.copy_(torch.tensor([item["source"] for item in items], dtype=torch.int64))
+            else:
+                torch.stack([item[name] for item in items], out=out)
+        keys = [item["key"] for item in items]
+        return _PackedBatch(store, layout, keys, list(items[0]), self.token, info.id, slot, lend)
+
+
+#: (name, dtype, start byte, shape, end byte) of each tensor in a packed batch; the last
+#: entry's end is the size it needs.
+_Layout = list[tuple[str, torch.dtype, int, tuple[int, ...], int]]
+
+
+def _layout(items: Sequence[dict[str, Any]]) -> _Layout | None:
+    """Where each tensor of the packed batch lies, or ``None`` if the items are not plain ShardDataset items."""
+    first = items[0]
+    if set(first) - {"meta"} not in ({"image", "key", "source"}, {"image", "key", "source", "mask"}):
+        return None
+    if "meta" in first:
+        return None
+    out: _Layout = []
+    offset = 0
+    for name in first:
+        if name == "key":
+            continue
+        if name == "source":
+            if not all(type(item["source"]) is int for item in items):
+                return None
+            shape, dtype = (len(items),), torch.int64
+        else:
+            tensor = first[name]
+            if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.uint8:
+                return None
+            if not all(
+                isinstance(other, torch.Tensor) and other.dtype == tensor.dtype and other.shape == tensor.shape
+                for other in (item[name] for item in items)
+            ):
+                return None
+            shape, dtype = (len(items), *tensor.shape), tensor.dtype
+        size = int(np.prod(shape)) * torch.empty(0, dtype=dtype).element_size()
+        out.append((name, dtype, offset, shape, offset + size))
+        offset = -(-(offset + size) // _ALIGN) * _ALIGN
+    return out
+
+
+def _views(store: torch.Tensor, layout: _Layout) -> list[torch.Tensor]:
+    """The batch's tensors as views of one uint8 segment."""
+    return [store[start:end].view(dtype).view(shape) for _, dtype, start, shape, end in layout]
+
+
+class _PackedBatch:
+    """A batch made in a worker; unpickled in the main process it becomes the batch dict."""
+
+    def __init__(
+        self,
+        store: torch.Tensor,
+        layout: _Layout,
+        keys: list[str],
+        order: list[str],
+        token: int,
+        worker: int,
+        slot: int,
+        lend: int,
+    ) -> None:
+        self.args = (store, layout, keys, order, token, worker, slot, lend)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _unpack, self.args
+
+
+def _release_expired() -> None:
+    """Free the slots of lent batches this process no longer holds any tensor of."""
+    kept = []
+    for ref, token, worker, slot, lend in _LENT:
+        if not ref.expired():
+            kept.append((ref, token, worker, slot, lend))
+            continue
+        table = _TABLES.get(token)
+        if table is not None and int(table[worker, slot]) == lend:
+            table[worker, slot] = 0
+    _LENT[:] = kept
+
+
+def _unpack(
+    store: torch.Tensor,
+    layout: _Layout,
+    keys: list[str],
+    order: list[str],
+    token: int,
+    worker: int,
+    slot: int,
+    lend: int,
+) -> dict[str, Any]:
+    """Rebuild a packed batch as the dict :func:`collate_samples` makes, and track its slot."""
+    _release_expired()
+    tensors = dict(zip((entry[0] for entry in layout), _views(store, layout), strict=True))
+    batch = {name: keys if name == "key" else tensors[name] for name in order}
+    if slot >= 0 and token in _TABLES:
+        _LENT.append((StorageWeakRef(store.untyped_storage()), token, worker, slot, lend))
+    return batch
+
+
 class EpochDataLoader(DataLoader):
     """A ``DataLoader`` that tells its :class:`ShardDataset` the epoch before each pass.
 
-    Workers get a copy of the dataset when an epoch starts, so setting the epoch here
-    (in the main process, before the workers start) gives each epoch its own shuffle.
-    Do not combine with ``persistent_workers=True``, whose workers keep their first copy.
-    Batches are made by :func:`collate_samples` unless a ``collate_fn`` is given.
+    The epoch is set in the main process before the pass starts, in memory the loader
+    workers share, so each epoch gets its own shuffle with fresh workers and with
+    ``persistent_workers=True`` alike (workers kept between epochs skip the start-up
+    of new processes; see ``docs/data.md#loader-speed``). Batches are made by
+    :func:`collate_samples` unless a ``collate_fn`` is given; with
+    ``reuse_batch_memory=True`` and workers, by :class:`ReusingCollate` (the same
+    batches, made in shared memory the workers reuse; mind its one rule).
+
+    Args:
+        *args: :class:`~torch.utils.data.DataLoader`'s arguments.
+        reuse_batch_memory: Collate in workers with :class:`ReusingCollate` when no
+            ``collate_fn`` is given.
+        **kwargs: :class:`~torch.utils.data.DataLoader`'s keyword arguments.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if kwargs.get("persistent_workers"):
-            raise ValueError("EpochDataLoader cannot use persistent_workers: workers would keep epoch 0's order")
+    def __init__(self, *args: Any, reuse_batch_memory: bool = False, **kwargs: Any) -> None:
         batch_size = args[1] if len(args) > 1 else kwargs.get("batch_size", 1)
         # collate_fn is DataLoader's seventh positional argument; without batching it is not a collation.
         if len(args) < 7 and kwargs.get("collate_fn") is None and batch_size is not None:
-            kwargs["collate_fn"] = collate_samples
+            workers = args[5] if len(args) > 5 else kwargs.get("num_workers", 0)
+            reuse = reuse_batch_memory and workers > 0
+            kwargs["collate_fn"] = ReusingCollate(workers) if reuse else collate_samples
         super().__init__(*args, **kwargs)
 
     def __len__(self) -> int:

@@ -88,7 +88,7 @@ MAX_IMAGE_PIXELS = 4096 * 4096
 #: Most bytes one tar member may hold; a larger (or sparse) member makes its shard unreadable.
 MAX_MEMBER_BYTES = 256 * 1024 * 1024
 
-_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 #: Members the writer builds itself; a raw member may not replace them (the manifest's
 #: pixel counts and the meta defaults depend on them).
 _WRITER_MEMBERS = frozenset({"image.png", "mask.png", "meta.json"})
@@ -515,7 +515,7 @@ class ShardWriter:
         if self._closed:
             raise RuntimeError("ShardWriter is closed")
         key = sample.key
-        if not _KEY_RE.match(key):
+        if not KEY_RE.match(key):
             raise ValueError(f"sample key {key!r} may hold only letters, digits, '_' and '-'")
         if key in self._keys:
             raise ValueError(f"sample key {key!r} is written twice")
@@ -698,7 +698,7 @@ def _check_manifest(manifest: Any, where: str) -> dict[str, Any]:
         raise ManifestError(f"{where} is not an {FORMAT_NAME} manifest")
     version = manifest.get("format_version", 0)
     if not _is_count(version):
-        raise ManifestError(f"{where}: format_version must be a whole number, got {_brief(version)}")
+        raise ManifestError(f"{where}: format_version must be a whole number, got {brief(version)}")
     if version > FORMAT_VERSION:
         raise ManifestError(f"{where} has format version {version}, newer than this library's {FORMAT_VERSION}")
     for required in ("shards", "num_samples", "split", "source"):
@@ -706,16 +706,16 @@ def _check_manifest(manifest: Any, where: str) -> dict[str, Any]:
             raise ManifestError(f"{where} lacks the field {required!r}")
     for name in ("split", "source"):
         if not isinstance(manifest[name], str):
-            raise ManifestError(f"{where}: {name} must be a string, got {_brief(manifest[name])}")
+            raise ManifestError(f"{where}: {name} must be a string, got {brief(manifest[name])}")
     if not is_shard_name(f"{manifest['split']}.tar"):
-        raise ManifestError(f"{where}: split {_brief(manifest['split'])} is not a plain name (it names the shards)")
+        raise ManifestError(f"{where}: split {brief(manifest['split'])} is not a plain name (it names the shards)")
     for name in ("num_samples", "num_masks"):
         if name in manifest and not _is_count(manifest[name]):
-            raise ManifestError(f"{where}: {name} must be a whole number >= 0, got {_brief(manifest[name])}")
+            raise ManifestError(f"{where}: {name} must be a whole number >= 0, got {brief(manifest[name])}")
     _check_shard_entries(manifest["shards"], where)
     pixels = manifest.get("class_pixels")
     if pixels is not None and not (isinstance(pixels, dict) and all(_is_count(n) for n in pixels.values())):
-        raise ManifestError(f"{where}: class_pixels must map class names to pixel counts, got {_brief(pixels)}")
+        raise ManifestError(f"{where}: class_pixels must map class names to pixel counts, got {brief(pixels)}")
     if manifest.get("image_size") is not None:
         _check_image_size(manifest["image_size"], where)
     return manifest
@@ -724,15 +724,15 @@ def _check_manifest(manifest: Any, where: str) -> dict[str, Any]:
 def _check_shard_entries(shards: Any, where: str) -> None:
     """Check the ``shards`` list: entries with a plain, unique ``name``, a ``num_samples`` and a string ``sha256``."""
     if not isinstance(shards, list):
-        raise ManifestError(f"{where}: shards must be a list of entries, got {_brief(shards)}")
+        raise ManifestError(f"{where}: shards must be a list of entries, got {brief(shards)}")
     seen: set[str] = set()
     for index, entry in enumerate(shards):
         if not isinstance(entry, dict) or "name" not in entry:
-            raise ManifestError(f"{where}: shard entry {index} is not an object with a name, got {_brief(entry)}")
+            raise ManifestError(f"{where}: shard entry {index} is not an object with a name, got {brief(entry)}")
         name = entry["name"]
         if not is_shard_name(name):
             raise ManifestError(
-                f"{where}: shard entry {index} has name {_brief(name)}, not a plain .tar file name inside the set"
+                f"{where}: shard entry {index} has name {brief(name)}, not a plain .tar file name inside the set"
             )
         if name in seen:
             raise ManifestError(f"{where}: shard {name} is listed twice")
@@ -746,7 +746,7 @@ def _check_shard_entries(shards: Any, where: str) -> None:
 def _check_image_size(size: Any, where: str) -> None:
     """Check a manifest's ``image_size``: ``[height, width]``, positive, at most :data:`MAX_IMAGE_PIXELS`."""
     if not (isinstance(size, list) and len(size) == 2 and all(_is_count(n) and n > 0 for n in size)):
-        raise ManifestError(f"{where}: image_size must be [height, width] in pixels, got {_brief(size)}")
+        raise ManifestError(f"{where}: image_size must be [height, width] in pixels, got {brief(size)}")
     if size[0] * size[1] > MAX_IMAGE_PIXELS:
         raise ManifestError(f"{where}: image_size {size} exceeds the {MAX_IMAGE_PIXELS} pixels an image may have")
 
@@ -778,7 +778,7 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _brief(value: Any, limit: int = 60) -> str:
+def brief(value: Any, limit: int = 60) -> str:
     """A value's repr, cut for a one-line message."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

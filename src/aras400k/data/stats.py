@@ -15,6 +15,7 @@ import numpy as np
 from aras400k.classes import CLASS_NAMES, CLASSES
 from aras400k.data.remote import is_url, location_name
 from aras400k.data.shards import read_manifest
+from aras400k.plotting import pyplot, save_figure
 
 __all__ = ["DatasetComposition", "composition_table", "load_compositions", "plot_compositions"]
 
@@ -111,11 +112,9 @@ def plot_compositions(datasets: Sequence[DatasetComposition], path: str | Path, 
     Returns:
         The written path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
+
+    plt = pyplot()
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,8 +144,4 @@ def plot_compositions(datasets: Sequence[DatasetComposition], path: str | Path, 
     ax.legend(handles=handles, fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

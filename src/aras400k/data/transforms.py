@@ -96,8 +96,20 @@ class Normalize(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Normalise a ``(B, C, H, W)`` batch already scaled to ``[0, 1]``."""
+    def forward(self, image: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """Normalise a ``(B, C, H, W)`` batch already scaled to ``[0, 1]``.
+
+        Args:
+            image: Float images in ``[0, 1]``.
+            inplace: Overwrite ``image`` (same values, bit for bit, without allocating
+                two more batches; on a CPU that saves most of the cost, see
+                ``docs/data.md``). Only for a tensor the caller owns.
+
+        Returns:
+            The normalised batch (``image`` itself when ``inplace``).
+        """
+        if inplace:
+            return image.sub_(self.mean).div_(self.std)
         return (image - self.mean) / self.std
 
     def denormalize(self, image: torch.Tensor) -> torch.Tensor:

@@ -17,13 +17,13 @@ from aras400k.classes import CLASS_NAMES, NUM_CLASSES
 from aras400k.data.composition import class_counts
 from aras400k.data.remote import as_location, locate, location_name
 from aras400k.data.shards import (
-    _KEY_RE,
+    KEY_RE,
     SOURCES,
     ManifestError,
     SampleError,
     ShardReadError,
     Size,
-    _brief,
+    brief,
     decode_sample,
     iter_raw_samples,
     manifest_image_size,
@@ -191,7 +191,7 @@ def _verify_shard(directory: str | Path, entry: dict, state: _SetState, report: 
 def _verify_sample(raw: dict, state: _SetState) -> str | None:
     """Check one raw sample; return what is wrong with it, or ``None``."""
     key = raw["__key__"]
-    if not _KEY_RE.match(key):
+    if not KEY_RE.match(key):
         return f"key {key!r} may hold only letters, digits, '_' and '-'"
     try:
         sample = decode_sample(raw, size=state.size)
@@ -213,12 +213,12 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
     if missing:
         return f"meta.json lacks {missing}"
     if not isinstance(meta["source"], str) or meta["source"] not in SOURCES:
-        return f"meta source {_brief(meta['source'])} is not one of {SOURCES}"
+        return f"meta source {brief(meta['source'])} is not one of {SOURCES}"
     if not isinstance(meta["split"], str):
-        return f"meta split {_brief(meta['split'])} is not a string"
+        return f"meta split {brief(meta['split'])} is not a string"
     composition = meta["composition"]
     if not isinstance(composition, dict) or not all(_is_share(v) for v in composition.values()):
-        return f"meta composition {_brief(composition)} does not map class names to shares"
+        return f"meta composition {brief(composition)} does not map class names to shares"
     return None
 
 

@@ -36,8 +36,9 @@ from aras400k.evaluation.config import CLIP_HINT, SEGMENTER_HINT, DatasetInputs,
 from aras400k.evaluation.distributions import composition_section, dataset_features, embedding_section, fid_section
 from aras400k.evaluation.tables import NA, Section, count, markdown_table, number, percent
 from aras400k.files import write_atomic
-from aras400k.metrics import CLIPScore, feature_extractor
-from aras400k.metrics.fid import FeatureExtractor, SegmenterFeatures
+from aras400k.metrics import CLIPScore
+from aras400k.metrics.fid import FeatureExtractor
+from aras400k.models.features import SegmenterFeatures, feature_extractor
 
 __all__ = ["REPORT_FORMAT", "EvalResult", "run_evaluation", "write_report"]
 

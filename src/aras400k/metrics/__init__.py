@@ -8,7 +8,8 @@
 - :mod:`~aras400k.metrics.embedding`: t-SNE/UMAP plots with silhouettes (Figure 4).
 """
 
-from aras400k.metrics.captions import CaptionRedundancy, caption_hashes, normalize_caption
+from aras400k._lazy import moved_attributes
+from aras400k.metrics.captions import CaptionRedundancy, caption_hashes, hash_bytes, normalize_caption
 from aras400k.metrics.clipscore import CLIPScore, load_clip
 from aras400k.metrics.composition import (
     CompositionComparison,
@@ -29,8 +30,6 @@ from aras400k.metrics.fid import (
     FeatureKID,
     IdentityFeatures,
     InceptionFeatures,
-    SegmenterFeatures,
-    feature_extractor,
     features_from_shards,
     fid_from_features,
     kid_from_features,
@@ -52,7 +51,6 @@ __all__ = [
     "InceptionFeatures",
     "Lexicon",
     "SegmentationMetrics",
-    "SegmenterFeatures",
     "caption_hashes",
     "compare_compositions",
     "composition_distances",
@@ -60,9 +58,9 @@ __all__ = [
     "dataset_composition",
     "embed_2d",
     "embedding_plot",
-    "feature_extractor",
     "features_from_shards",
     "fid_from_features",
+    "hash_bytes",
     "jensen_shannon_divergence",
     "kid_from_features",
     "load_clip",
@@ -73,3 +71,9 @@ __all__ = [
     "scores_from_confusion",
     "wasserstein_from_histograms",
 ]
+
+#: Moved to :mod:`aras400k.models.features` (they load a model); importable from here with a
+#: ``FutureWarning`` until the next release.
+__getattr__ = moved_attributes(
+    __name__, {"SegmenterFeatures": "aras400k.models.features", "feature_extractor": "aras400k.models.features"}
+)

@@ -6,7 +6,8 @@ Both need a feature extractor; here it is any ``nn.Module`` that maps a batch of
 images, ``(B, 3, H, W)`` floats in ``[0, 1]`` (or uint8 in ``[0, 255]``), to ``(B, D)``
 features and has an integer ``num_features`` attribute:
 
-* :class:`SegmenterFeatures`: the pooled bottleneck of a trained
+* :class:`~aras400k.models.features.SegmenterFeatures` (in :mod:`aras400k.models.features`,
+  since it loads a model): the pooled bottleneck of a trained
   :class:`~aras400k.models.SegmentationTask` encoder, a remote-sensing feature space;
   inputs are normalised the way the task was trained, ``(x - mean) / std``.
 * :class:`InceptionFeatures`: the 2048-d pool features of torchvision's Inception-v3
@@ -25,9 +26,9 @@ features of a shard set once, for FID, KID and the embedding plot alike.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,11 +38,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 from tqdm.auto import tqdm
 
+from aras400k._lazy import moved_attributes
 from aras400k.checkpoints import load_checkpoint
 from aras400k.data.shards import iter_samples, read_manifest
-
-if TYPE_CHECKING:
-    from aras400k.models.segmentation import SegmentationTask
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -51,12 +50,16 @@ __all__ = [
     "FeatureKID",
     "IdentityFeatures",
     "InceptionFeatures",
-    "SegmenterFeatures",
-    "feature_extractor",
     "features_from_shards",
     "fid_from_features",
     "kid_from_features",
+    "unit_float",
 ]
+
+#: Names that moved to :mod:`aras400k.models.features` (they load a segmenter, a model),
+#: still importable from here with a ``FutureWarning`` until the next release.
+_MOVED = {"SegmenterFeatures": "aras400k.models.features", "feature_extractor": "aras400k.models.features"}
+__getattr__ = moved_attributes(__name__, _MOVED)
 
 #: Default normalisation, the same as the DataModules' (``aras400k.data.datamodules``).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -64,8 +67,15 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
-def _unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[0, 255]`` -> float ``[0, 1]``; floats are taken as already in ``[0, 1]``."""
+def unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[0, 255]`` -> float ``[0, 1]``; floats are taken as already in ``[0, 1]``.
+
+    Args:
+        images: A uint8 or float tensor.
+
+    Returns:
+        Float images in ``[0, 1]``.
+    """
     if images.dtype == torch.uint8:
         return images.float() / 255.0
     return images.float()
@@ -113,87 +123,6 @@ class IdentityFeatures(FeatureExtractor):
         if features.ndim != 2 or features.shape[1] != self.num_features:
             raise ValueError(f"expected (B, {self.num_features}) features, got {tuple(features.shape)}")
         return features
-
-
-class SegmenterFeatures(FeatureExtractor):
-    """Pooled bottleneck features of a trained segmenter's encoder.
-
-    Images in ``[0, 1]`` (or uint8) are normalised with ``(x - mean) / std``, as the
-    task was trained, and passed to :meth:`SegmentationTask.extract_features`
-    (global average pool of the deepest encoder stage, as the paper's visualisation
-    script does).
-
-    Args:
-        task: A trained segmentation task (put in eval mode and frozen).
-        mean: Per-channel normalisation mean the task was trained with (``[0, 1]`` units).
-        std: Per-channel normalisation standard deviation.
-
-    Raises:
-        ValueError: If ``mean`` and ``std`` lengths differ from the task's input bands.
-    """
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(
-        self, task: SegmentationTask, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-    ) -> None:
-        super().__init__()
-        bands = int(task.hparams["in_channels"])
-        if len(mean) != bands or len(std) != bands:
-            raise ValueError(f"mean and std need {bands} values (the task's bands), got {len(mean)} and {len(std)}")
-        self.task = task
-        self.num_features = int(task.model.encoder.out_channels[-1])
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self._freeze()
-
-    @classmethod
-    def from_checkpoint(
-        cls,
-        path: str | Path,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        map_location: str | torch.device = "cpu",
-    ) -> SegmenterFeatures:
-        """Load the segmenter from a Lightning checkpoint (read with ``weights_only=True``).
-
-        Args:
-            path: Checkpoint of a :class:`SegmentationTask` (``aras-fit`` writes them).
-            mean: Normalisation mean; default: the one the checkpoint's DataModule
-                recorded, else the ImageNet mean.
-            std: Normalisation std; default as for ``mean``.
-            map_location: Where the weights are loaded.
-
-        Returns:
-            The feature extractor.
-
-        Raises:
-            FileNotFoundError: If ``path`` does not exist.
-            ValueError: If the file is not a segmentation task checkpoint.
-        """
-        from aras400k.synthesis import checkpoint_normalization, load_segmentation_task, read_checkpoint
-
-        task = load_segmentation_task(path, map_location=map_location)
-        default_mean: Sequence[float] = IMAGENET_MEAN
-        default_std: Sequence[float] = IMAGENET_STD
-        if mean is None or std is None:
-            recorded = checkpoint_normalization(read_checkpoint(path, map_location="cpu"))
-            if recorded is not None:
-                default_mean, default_std = recorded
-        return cls(task, mean if mean is not None else default_mean, std if std is not None else default_std)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Features of a batch.
-
-        Args:
-            images: ``(B, C, H, W)`` floats in ``[0, 1]`` or uint8.
-
-        Returns:
-            ``(B, num_features)`` features.
-        """
-        x = (_unit_float(images) - self.mean) / self.std
-        return self.task.extract_features(x, pooled=True)
 
 
 class InceptionFeatures(FeatureExtractor):
@@ -259,7 +188,7 @@ class InceptionFeatures(FeatureExtractor):
         Returns:
             ``(B, 2048)`` features.
         """
-        x = _unit_float(images)
+        x = unit_float(images)
         if self.backend == "torch-fidelity":  # pragma: no cover - needs torch-fidelity
             return self.net((x * 255).round().clamp(0, 255).to(torch.uint8)).reshape(len(x), -1)
         if self.resize is not None and x.shape[-2:] != (self.resize, self.resize):
@@ -309,41 +238,6 @@ def _fidelity_inception(path: Path) -> nn.Module:  # pragma: no cover - needs to
     return NoTrainInceptionV3(
         name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path)
     )
-
-
-def feature_extractor(
-    kind: Literal["segmenter", "inception"],
-    path: str | Path,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    inception_backend: Literal["torchvision", "torch-fidelity"] = "torchvision",
-    device: str | torch.device = "cpu",
-) -> FeatureExtractor:
-    """Build a feature extractor from a local file.
-
-    Args:
-        kind: ``segmenter`` (a :class:`SegmentationTask` checkpoint; the paper's domain
-            feature space) or ``inception`` (an Inception-v3 weights file).
-        path: The checkpoint or weights file.
-        mean: Segmenter normalisation mean (default: from the checkpoint, else ImageNet's).
-        std: Segmenter normalisation std (default as for ``mean``).
-        inception_backend: See :class:`InceptionFeatures`.
-        device: Where the network runs.
-
-    Returns:
-        A frozen module mapping ``(B, 3, H, W)`` images in ``[0, 1]`` to ``(B, num_features)``.
-
-    Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        ValueError: On an unknown ``kind`` or a file of the wrong kind.
-    """
-    if kind == "segmenter":
-        module: FeatureExtractor = SegmenterFeatures.from_checkpoint(path, mean, std, map_location="cpu")
-    elif kind == "inception":
-        module = InceptionFeatures(path, backend=inception_backend)
-    else:
-        raise ValueError(f"unknown feature extractor kind {kind!r}; choose 'segmenter' or 'inception'")
-    return module.to(device)
 
 
 def _as_module(feature: nn.Module | int) -> nn.Module:

@@ -1,8 +1,9 @@
-"""LightningModules: the six segmenters (the GANs are in ``models.stylegan3`` and ``models.spade``).
+"""LightningModules: the six segmenters, StyleGAN3 / StyleGAN2 and the SPADE GAN, and their ``GANModule`` base.
 
-:class:`SegmentationTask` and :func:`load_encoder_weights` import torch, Lightning and
-segmentation-models-pytorch and are loaded on first access; the architecture and loss
-names (:mod:`aras400k.models.choices`) are not.
+The modules import torch, Lightning (and segmentation-models-pytorch) and are loaded on
+first access; the architecture and loss names (:mod:`aras400k.models.choices`) are not.
+Their building blocks live in ``models.segmentation``, ``models.gan``,
+``models.stylegan3`` and ``models.spade``.
 """
 
 from typing import TYPE_CHECKING
@@ -11,12 +12,18 @@ from aras400k._lazy import lazy_attributes
 from aras400k.models.choices import ARCHITECTURES, LOSSES
 
 if TYPE_CHECKING:  # for type checkers and the API docs; loaded by __getattr__ at run time
+    from aras400k.models.gan.module import GANModule
     from aras400k.models.segmentation import SegmentationTask, load_encoder_weights
+    from aras400k.models.spade.module import SPADEGAN
+    from aras400k.models.stylegan3.module import StyleGAN3
 
-__all__ = ["ARCHITECTURES", "LOSSES", "SegmentationTask", "load_encoder_weights"]
+__all__ = ["ARCHITECTURES", "LOSSES", "SPADEGAN", "GANModule", "SegmentationTask", "StyleGAN3", "load_encoder_weights"]
 
 _LAZY = {
+    "GANModule": "aras400k.models.gan.module",
+    "SPADEGAN": "aras400k.models.spade.module",
     "SegmentationTask": "aras400k.models.segmentation",
+    "StyleGAN3": "aras400k.models.stylegan3.module",
     "load_encoder_weights": "aras400k.models.segmentation",
 }
 

@@ -27,13 +27,30 @@ from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from aras400k.checkpoints import SafeLoadingMixin, load_checkpoint
+from aras400k.checkpoints import (
+    SafeLoadingMixin,
+    checkpoint_normalization,
+    load_checkpoint,
+    module_from_checkpoint,
+    read_checkpoint,
+)
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX
 from aras400k.errors import ConfigError
 from aras400k.metrics.segmentation import SegmentationMetrics
 from aras400k.models.choices import ARCHITECTURES, LOSSES, Architecture, LossName
 
-__all__ = ["ARCHITECTURES", "LOSSES", "SegmentationTask", "load_encoder_weights"]
+__all__ = [
+    "ARCHITECTURES",
+    "LOSSES",
+    "Normalization",
+    "SegmentationTask",
+    "load_encoder_weights",
+    "load_segmentation_task",
+    "load_segmenter",
+]
+
+#: ``(mean, std)`` per band, in ``[0, 1]`` units.
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 
 # Smallest input side each architecture accepts (PAN's feature pyramid attention
 # halves the 1/16 feature map three more times). Inputs are padded up to it.
@@ -381,6 +398,80 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
     def on_test_epoch_end(self) -> None:
         """Log the test metrics."""
         self._log_epoch("test")
+
+
+def load_segmentation_task(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    task_class: type[SegmentationTask] = SegmentationTask,
+) -> SegmentationTask:
+    """Load a trained :class:`SegmentationTask` from a Lightning checkpoint, safely.
+
+    The checkpoint is read with :func:`~aras400k.checkpoints.read_checkpoint`
+    (``weights_only=True``); the task is rebuilt from its saved hyperparameters and its
+    weights loaded strictly. The training-time ``encoder_weights`` file is not needed
+    (the checkpoint holds every weight). The task is returned in eval mode.
+
+    Args:
+        path: Checkpoint written by ``aras-fit`` or ``Trainer.save_checkpoint``.
+        map_location: Where the weights are loaded.
+        task_class: Class to build (a :class:`SegmentationTask` subclass with the same
+            constructor arguments, if the checkpoint came from one).
+
+    Returns:
+        The task, in eval mode, on ``map_location``.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If the file is not a checkpoint of a segmentation task.
+    """
+    return _task_from_checkpoint(read_checkpoint(path, map_location), str(path), task_class)
+
+
+def load_segmenter(
+    segmenter: SegmentationTask | str | Path, device: torch.device, purpose: str | None = None
+) -> tuple[SegmentationTask, str | None, Normalization | None]:
+    """A task given as an instance or a checkpoint path, with where it came from and its normalisation.
+
+    Args:
+        segmenter: A task, or the path of its Lightning checkpoint.
+        device: Where a checkpoint's weights are loaded.
+        purpose: When given, the task must map RGB images to the land-cover classes,
+            and the error says what needed it (``"labelling shards"``).
+
+    Returns:
+        ``(task, checkpoint path or None, (mean, std) recorded in the checkpoint or None)``.
+
+    Raises:
+        ValueError: If the file is not a segmentation task's checkpoint, or (with
+            ``purpose``) the task does not predict the land-cover classes from RGB.
+    """
+    if isinstance(segmenter, SegmentationTask):
+        task, path, norm = segmenter, None, None
+    else:
+        checkpoint = read_checkpoint(segmenter, map_location=device)
+        task = _task_from_checkpoint(checkpoint, str(segmenter), SegmentationTask)
+        path, norm = str(segmenter), checkpoint_normalization(checkpoint)
+    bands, classes = task.hparams["in_channels"], task.hparams["num_classes"]
+    if purpose is not None and (classes != len(CLASS_NAMES) or bands != 3):
+        raise ValueError(
+            f"the segmenter takes {bands} bands and predicts {classes} classes; {purpose} needs RGB input "
+            f"and the {len(CLASS_NAMES)} land-cover classes"
+        )
+    return task, path, norm
+
+
+def _task_from_checkpoint(
+    checkpoint: dict[str, Any], name: str, task_class: type[SegmentationTask]
+) -> SegmentationTask:
+    # encoder_weights=None: the state dict holds every weight
+    task, state = module_from_checkpoint(task_class, checkpoint, name, {"encoder_weights": None}, required="arch")
+    try:
+        task.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(f"{name} is not a checkpoint of {task_class.__name__} ({first})") from err
+    return task.eval()
 
 
 class _SumLoss(nn.Module):

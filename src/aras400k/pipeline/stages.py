@@ -399,7 +399,7 @@ class FitStage(Stage):
         if self.gan and self.config.gan_fid:
             callbacks.append(
                 {
-                    "class_path": "aras400k.models.gan.GeneratorFID",
+                    "class_path": "aras400k.callbacks.GeneratorFID",
                     "init_args": {"feature": "segmenter", "path": str(self.layout.checkpoint("segmenter"))},
                 }
             )

@@ -108,3 +108,18 @@ def test_spectral_norm_module_is_supported():
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ExponentialMovingAverage(_model(), **kwargs)
+
+
+def test_constant_decay_warmup_follows_the_generator_early():
+    ema = ExponentialMovingAverage(_model(), decay=0.999, warmup=True)
+    assert ema.beta(0, 4) == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+    assert ema.beta(90, 4) == pytest.approx(91 / 100)
+    assert ema.beta(10**6, 4) == 0.999  # capped by the decay
+    assert ExponentialMovingAverage(_model(), decay=0.999).beta(0, 4) == 0.999
+
+
+def test_no_ema_kimg_means_the_official_half_life_of_the_batch():
+    official = ExponentialMovingAverage(_model(), ema_kimg=None, ema_rampup=None)
+    for batch in (8, 64):
+        fixed = ExponentialMovingAverage(_model(), ema_kimg=stylegan_ema_kimg(batch), ema_rampup=None)
+        assert official.beta(100, batch) == pytest.approx(fixed.beta(100, batch))

@@ -9,7 +9,8 @@ import pytest
 from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader
 
-from aras400k.metrics.fid import FeatureFID, SegmenterFeatures
+from aras400k.metrics.fid import FeatureFID
+from aras400k.models.features import SegmenterFeatures
 from aras400k.models.gan import GeneratorFID
 from tests.models.spade.test_module import gan_data, make_segmenter_checkpoint, tiny_gan
 from tests.models.stylegan3.test_module import _Images, tiny

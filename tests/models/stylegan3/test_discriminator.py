@@ -158,3 +158,42 @@ def test_conv_layer_with_any_gain_equals_bias_act_of_the_convolution(gain):
     # gain > 0 takes the folded path; gain <= 0 (where lrelu(g * z) != g * lrelu(z)) the plain one.
     expected = bias_act(plain, layer.bias, "lrelu", gain=gain, clamp=0.5 * gain)
     torch.testing.assert_close(layer(x, gain=gain), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kernel_size", "taps"),
+    [(3, [1, 3, 3, 1]), (1, [1, 3, 3, 1]), (3, [1, 2, 1]), (1, [1, 2, 1]), (3, [1, 4, 6, 4, 1])],
+)
+def test_downsampling_conv_layer_equals_the_official_reference_ops(kernel_size, taps):
+    """The one-conv2d blur (even filters, padded evenly) and the upfirdn2d fallback (odd filters)."""
+    from aras400k.models.stylegan3 import Conv2dLayer
+
+    ref_conv2d_layer = _reference_ops().ref_conv2d_layer
+    torch.manual_seed(4)
+    layer = Conv2dLayer(6, 5, kernel_size=kernel_size, activation="lrelu", down=2, resample_filter=taps, conv_clamp=8)
+    torch.nn.init.normal_(layer.bias)
+    x0 = torch.randn(2, 6, 12, 12).contiguous(memory_format=torch.channels_last)
+    results = []
+    for forward in (lambda x: layer(x, gain=0.5), lambda x: ref_conv2d_layer(layer, x, gain=0.5)):
+        layer.zero_grad(set_to_none=True)
+        x = x0.clone().requires_grad_(True)
+        out = forward(x)
+        (grad_x,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        grad_x.square().sum().backward()
+        results.append([out.detach(), grad_x.detach(), layer.weight.grad, layer.bias.grad])
+    assert results[0][0].shape == (2, 5, 6, 6)
+    for ours, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_minibatch_std_official_path_gives_every_sample_its_groups_statistics():
+    """Divisible batches take the official reshape: check every sample and statistics channel."""
+    x = torch.randn(6, 6, 3, 3, dtype=torch.float64)
+    out = MinibatchStdLayer(group_size=2, num_channels=2)(x)
+    assert out.shape == (6, 8, 3, 3)
+    for i in range(6):
+        members = [i % 3, i % 3 + 3]  # sample i is in group i mod (N / group_size)
+        for f, channels in enumerate((slice(0, 3), slice(3, 6))):
+            expected = (x[members, channels].var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+            torch.testing.assert_close(out[i, 6 + f], expected.expand(3, 3))
+    torch.testing.assert_close(out[:, :6], x)

@@ -149,3 +149,66 @@ def test_upfirdn2d_second_order_gradients():
     learned = f.clone().requires_grad_(True)  # a filter with gradients takes the op-by-op path
     upfirdn2d(x, learned, padding=(1, 2, 1, 2)).sum().backward()
     assert learned.grad is not None
+
+
+@pytest.mark.parametrize("up", [2, 3, 4])
+@pytest.mark.parametrize(
+    "padding",
+    [
+        (0, 0, 0, 0),
+        (9, 8, 9, 8),  # the StyleGAN3 layer: exactly the transposed convolution's full output
+        (14, 13, 3, 1),  # zero padding beyond the full convolution
+        (-3, -2, 2, -4),  # crops
+        (5, -1, -2, 7),
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upfirdn2d_separable_upsampling_equals_the_naive_sequence(up, padding, channels_last):
+    """Upsampling by a transposed convolution, cropped and padded, equals zero insertion + filter."""
+    g = torch.Generator().manual_seed(up)
+    f = torch.randn(4 * up - 1, generator=g, dtype=torch.float64)  # odd, asymmetric
+    x = torch.randn(2, 3, 7, 9, generator=g, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    fast = upfirdn2d(x, f, up=up, down=2, padding=padding, gain=up**2)
+    naive = filtered_lrelu_reference(x, f, None, None, up, 2, padding, gain=1, slope=1)
+    assert fast.shape == naive.shape
+    torch.testing.assert_close(fast, naive, rtol=0, atol=1e-12)
+    dy = torch.randn(fast.shape, generator=g, dtype=torch.float64)
+    grads = [torch.autograd.grad(out, x, dy)[0] for out in (fast, naive)]
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("clamp", [None, 50.0, 1.0])  # never, rarely (not here) and often exceeded
+@pytest.mark.parametrize("radial", [False, True])
+def test_filtered_lrelu_float32_gradients_and_second_order_equal_the_naive_sequence(clamp, radial):
+    """The in-place activation under autograd, the gain folded into the filter and the skipped clamp."""
+    fu = design_lowpass_filter(12, 4, 6, 32)
+    fd = design_lowpass_filter(12, 4, 6, 32, radial=radial)
+    x0 = torch.randn(2, 4, 12, 12, generator=torch.Generator().manual_seed(3)) * 2
+    bias = torch.randn(4, generator=torch.Generator().manual_seed(4))
+    results = []
+    for fn in (filtered_lrelu, filtered_lrelu_reference):
+        x, b = x0.clone().requires_grad_(True), bias.clone().requires_grad_(True)
+        out = fn(x, fu, fd, b, up=2, down=2, padding=(9, 8, 9, 8), clamp=clamp)
+        weights = torch.linspace(-1, 1, out.numel()).reshape(out.shape)
+        (grad_x,) = torch.autograd.grad((out.square() * weights).sum(), x, create_graph=True)
+        grad_x.sum().backward()  # second order (as R1 differentiates the image gradient)
+        assert b.grad is not None and b.grad.abs().max() > 0
+        assert torch.equal(x.detach(), x0)  # the input is never overwritten
+        results.append([out.detach(), grad_x.detach(), b.grad])
+    for ours, naive in zip(*results, strict=True):
+        torch.testing.assert_close(ours, naive, rtol=1e-4, atol=1e-4)
+
+
+def test_exceeds_clamp_reads_any_layout():
+    from aras400k.models.stylegan3.filters import exceeds_clamp
+
+    x = torch.zeros(2, 3, 4, 5)
+    x[1, 2, 3, 4] = -2.5
+    for t in (x, x.contiguous(memory_format=torch.channels_last), x[:, :, ::2]):
+        assert exceeds_clamp(t, 2.0) == (t.min().item() < -2.0)
+        assert not exceeds_clamp(t, 2.5)
+    assert exceeds_clamp(torch.tensor([float("nan")]), 1.0)  # clamping NaN keeps NaN: no harm
+    assert not exceeds_clamp(torch.empty(0), 1.0)

@@ -10,12 +10,13 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from aras400k._lazy import public_dir
+from aras400k._lazy import lazy_attributes
 from aras400k.captioning.backends.base import BackendError, CaptionBackend
 from aras400k.captioning.backends.template import TemplateBackend
 
 __all__ = [
     "BACKENDS",
+    "LAZY_BACKENDS",
     "BackendError",
     "CaptionBackend",
     "OpenAIBackend",
@@ -71,13 +72,10 @@ def build_backend(name: str, options: Mapping[str, Any] | None = None) -> Captio
         raise ValueError(f"bad options for the {name} caption backend: {err}") from err
 
 
-def __getattr__(name: str) -> Any:
-    if name == "TransformersBackend":
-        return backend_class("transformers")
-    if name == "OpenAIBackend":
-        return backend_class("openai")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+#: The backends that import heavy packages, loaded on first access.
+LAZY_BACKENDS = {
+    "TransformersBackend": "aras400k.captioning.backends.transformers",
+    "OpenAIBackend": "aras400k.captioning.backends.openai",
+}
 
-
-def __dir__() -> list[str]:
-    return public_dir(__name__, __all__)
+__getattr__, __dir__ = lazy_attributes(__name__, LAZY_BACKENDS, __all__)

@@ -17,24 +17,24 @@ from aras400k.classes import CLASS_NAMES
 from aras400k.data.composition import composition
 from aras400k.data.parallel import ordered_map, progress, resolve_workers
 from aras400k.data.release.layout import (
-    _UNLABELLED_SPLIT,
-    _check_caption_paths,
-    _discover_caption_csvs,
-    _Entry,
-    _find_splits,
-    _scan_split,
-    _SplitPlan,
+    UNLABELLED_SPLIT,
+    Entry,
+    SplitPlan,
+    check_caption_paths,
+    discover_caption_csvs,
+    find_splits,
+    scan_split,
 )
-from aras400k.data.release.pictures import _read_image, _read_mask, _verbatim_png
+from aras400k.data.release.pictures import read_image, read_mask, verbatim_png
 from aras400k.data.release.problems import (
-    _SIZE_MISMATCH,
-    _WARNING_KINDS,
+    SIZE_MISMATCH,
+    WARNING_KINDS,
+    Problem,
+    ProblemLog,
     ReleaseImportError,
-    _kind_of,
-    _Problem,
-    _ProblemLog,
+    kind_of,
 )
-from aras400k.data.release.tables import _attach_captions, _attach_percentages, _compare_composition
+from aras400k.data.release.tables import attach_captions, attach_percentages, compare_composition
 from aras400k.data.release.zips import ReleaseZip, open_release_zips
 from aras400k.data.shards import MANIFEST_NAME, Sample, ShardWriter, encode_png
 
@@ -71,10 +71,10 @@ class ImportReport:
         if not self.problems:
             lines.append("no problems found")
             return "\n".join(lines)
-        kinds = Counter(_kind_of(reason) for _, reason in self.problems)
+        kinds = Counter(kind_of(reason) for _, reason in self.problems)
         lines.append(f"{len(self.problems)} problems:")
         for kind, count in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])):
-            tag = " (warning)" if kind in _WARNING_KINDS else ""
+            tag = " (warning)" if kind in WARNING_KINDS else ""
             lines.append(f"  {kind}: {count}{tag}")
         shown = self.problems[:max_problems]
         lines.append(f"first {len(shown)}:")
@@ -160,12 +160,12 @@ def import_release(
         raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
     workers = resolve_workers(workers)
     out_dir = Path(out_dir)
-    extra_captions = _check_caption_paths(captions)
+    extra_captions = check_caption_paths(captions)
     sources, archives = _open_sources(root, splits, check_md5=check_md5, progress=progress, notice=notice)
     try:
         _check_outputs(out_dir, [s.name for s in sources], overwrite)
-        problems = _ProblemLog(on_error)
-        plans = [_scan_split(s.name, s.folder, problems) for s in sources]
+        problems = ProblemLog(on_error)
+        plans = [scan_split(s.name, s.folder, problems) for s in sources]
         _attach_tables(plans, sources, extra_captions, problems)
         written = _write_splits(
             plans,
@@ -226,11 +226,11 @@ def _open_sources(
         The splits, and the opened zips (empty for a folder) for the caller to close.
 
     Raises:
-        ReleaseImportError: As :func:`_find_splits` and :func:`open_release_zips` do.
+        ReleaseImportError: As :func:`find_splits` and :func:`open_release_zips` do.
     """
     if not _is_zip_input(root):
         folder = Path(root)  # type: ignore[arg-type]
-        found = _find_splits(folder, splits)
+        found = find_splits(folder, splits)
         return [_Source(name, path, folder, str(folder)) for name, path in found.items()], []
     items = [root] if isinstance(root, (str, Path)) else list(root)
     if len(items) == 1 and not str(items[0]).lower().endswith(".zip"):
@@ -247,20 +247,20 @@ def _open_sources(
 
 
 def _attach_tables(
-    plans: list[_SplitPlan], sources: list[_Source], extra_captions: list[Path], problems: _ProblemLog
+    plans: list[SplitPlan], sources: list[_Source], extra_captions: list[Path], problems: ProblemLog
 ) -> None:
     """Attach the class-percentage and caption CSVs next to each split, then the extra caption CSVs."""
     discovered: set[str] = set()
     for plan, source in zip(plans, sources, strict=True):
         percentages = source.root / "class_percentages" / f"{plan.name}.csv"
         if percentages.is_file():
-            _attach_percentages(plan, percentages, problems)
-        for path in _discover_caption_csvs(source.root, plan.name):
+            attach_percentages(plan, percentages, problems)
+        for path in discover_caption_csvs(source.root, plan.name):
             discovered.add(_identity(path))
-            _attach_captions([plan], path, problems)
+            attach_captions([plan], path, problems)
     for path in extra_captions:
         if _identity(path) not in discovered:
-            _attach_captions(plans, path, problems)
+            attach_captions(plans, path, problems)
 
 
 def _identity(path: Any) -> str:
@@ -307,7 +307,7 @@ def _check_outputs(out_dir: Path, split_dirs: Sequence[str], overwrite: bool) ->
 class _Job:
     """One picture pair to read and encode in a worker (picklable)."""
 
-    entry: _Entry
+    entry: Entry
     root: Any
     unknown: Literal["error", "ignore"]
     compress_level: int
@@ -319,12 +319,12 @@ _Loaded = tuple[Sample | None, list[tuple[str, str]], tuple[str, str, Path | Non
 
 def _load_job(job: _Job) -> _Loaded:
     """Read and encode one sample in a worker; problems come back as values, not exceptions."""
-    warnings = _ProblemLog("skip")
+    warnings = ProblemLog("skip")
     try:
         sample = _load_sample(job.entry, job.root, job.unknown, warnings)
-    except _Problem as problem:
+    except Problem as problem:
         return None, warnings.items, (problem.kind, problem.detail, problem.path)
-    sample.image_png = _verbatim_png(job.entry.image)
+    sample.image_png = verbatim_png(job.entry.image)
     if sample.image_png is None:
         sample.image_png = encode_png(sample.image, job.compress_level)
     if sample.mask is not None:
@@ -332,33 +332,33 @@ def _load_job(job: _Job) -> _Loaded:
     return sample, warnings.items, None
 
 
-def _load_sample(entry: _Entry, root: Any, unknown: Literal["error", "ignore"], problems: _ProblemLog) -> Sample:
+def _load_sample(entry: Entry, root: Any, unknown: Literal["error", "ignore"], problems: ProblemLog) -> Sample:
     """Read one image (and mask) into a :class:`Sample`, checking the CSV composition.
 
     Raises:
-        _Problem: If the image or mask cannot be used.
+        Problem: If the image or mask cannot be used.
     """
-    image = _read_image(entry.image)
+    image = read_image(entry.image)
     meta: dict[str, object] = {"release_file": _relative(entry.image, root)}
     mask = None
     if entry.mask is not None:
-        mask = _read_mask(entry.mask, unknown)
+        mask = read_mask(entry.mask, unknown)
         if mask.shape != image.shape[:2]:
-            raise _Problem(
-                _SIZE_MISMATCH,
+            raise Problem(
+                SIZE_MISMATCH,
                 f"mask {entry.mask.name} is {mask.shape[1]}x{mask.shape[0]} "
                 f"but the image is {image.shape[1]}x{image.shape[0]}",
                 entry.image,
             )
         if entry.csv_percent is not None:
-            _compare_composition(entry, composition(mask), problems)
+            compare_composition(entry, composition(mask), problems)
     elif entry.csv_percent is not None:
         meta["composition"] = {c: round(entry.csv_percent[c] / 100.0, 6) for c in CLASS_NAMES}
     return Sample(key=entry.key, image=image, mask=mask, meta=meta, captions=list(entry.captions) or None)
 
 
 def _write_splits(
-    plans: list[_SplitPlan],
+    plans: list[SplitPlan],
     *,
     sources: list[_Source],
     out_dir: Path,
@@ -367,7 +367,7 @@ def _write_splits(
     samples_per_shard: int,
     overwrite: bool,
     progress: bool,
-    problems: _ProblemLog,
+    problems: ProblemLog,
     workers: int = 1,
 ) -> dict[str, int]:
     """Write every split; manifests are written only once all splits succeeded.
@@ -382,7 +382,7 @@ def _write_splits(
             writer = ShardWriter(
                 out_dir / plan.name,
                 split=plan.name,
-                source=synth_source if plan.name == _UNLABELLED_SPLIT else "real",
+                source=synth_source if plan.name == UNLABELLED_SPLIT else "real",
                 samples_per_shard=samples_per_shard,
                 overwrite=overwrite,
                 extra={"made_by": _MADE_BY, "release_root": source.label},
@@ -403,11 +403,11 @@ def _write_splits(
 
 
 def _write_split(
-    plan: _SplitPlan,
+    plan: SplitPlan,
     writer: ShardWriter,
     root: Any,
     unknown: Literal["error", "ignore"],
-    problems: _ProblemLog,
+    problems: ProblemLog,
     progress_bar: bool,
     workers: int = 1,
 ) -> int:
@@ -425,7 +425,7 @@ def _write_split(
                 problems.add(Path(path), kind, detail)
             bar.update(1)
             if problem is not None:
-                problems.add_problem(_Problem(*problem))
+                problems.add_problem(Problem(*problem))
                 continue
             assert sample is not None
             writer.write(sample)

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from aras400k.data.release.problems import (
-    _IMAGE_WITHOUT_MASK,
-    _KEY_COLLISION,
-    _MASK_WITHOUT_IMAGE,
-    _UNEXPECTED_FILE,
+    IMAGE_WITHOUT_MASK,
+    KEY_COLLISION,
+    MASK_WITHOUT_IMAGE,
+    UNEXPECTED_FILE,
+    ProblemLog,
     ReleaseImportError,
-    _ProblemLog,
 )
 
 __all__: list[str] = []
@@ -26,7 +26,7 @@ __all__: list[str] = []
 #: The split folders of the release, in import order.
 _RELEASE_SPLITS = ("train", "val", "test", "synth")
 #: The split whose images may come without masks.
-_UNLABELLED_SPLIT = "synth"
+UNLABELLED_SPLIT = "synth"
 #: File suffixes read as pictures (case-insensitive).
 _PICTURE_SUFFIXES = (".png", ".tif", ".tiff")
 _SPLIT_NAME_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -34,7 +34,7 @@ _KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_\-]")
 
 
 @dataclass
-class _Entry:
+class Entry:
     """One image of a split and everything attached to it before writing."""
 
     image: Path
@@ -46,16 +46,16 @@ class _Entry:
 
 
 @dataclass
-class _SplitPlan:
+class SplitPlan:
     """The images of one split to write, and lookups of all its images by file name."""
 
     name: str
     folder: Path
-    entries: list[_Entry]
-    by_name: dict[str, _Entry]
-    by_stem: dict[str, _Entry]
+    entries: list[Entry]
+    by_name: dict[str, Entry]
+    by_stem: dict[str, Entry]
 
-    def find(self, filename: str) -> _Entry | None:
+    def find(self, filename: str) -> Entry | None:
         """Find the image a CSV ``filename`` cell names (by file name, else by stem)."""
         name = PurePosixPath(filename.strip().replace("\\", "/")).name
         return self.by_name.get(name) or self.by_stem.get(name) or self.by_stem.get(PurePosixPath(name).stem)
@@ -64,7 +64,7 @@ class _SplitPlan:
 # --- folders ---------------------------------------------------------------------------
 
 
-def _find_splits(root: Path, splits: Sequence[str] | None) -> dict[str, Path]:
+def find_splits(root: Path, splits: Sequence[str] | None) -> dict[str, Path]:
     """Resolve the split folders to import.
 
     Raises:
@@ -109,7 +109,7 @@ def _nested_hint(root: Path) -> str:
     return f"; did you mean {candidates[0]}?" if candidates else ""
 
 
-def _check_caption_paths(paths: Sequence[str | Path]) -> list[Path]:
+def check_caption_paths(paths: Sequence[str | Path]) -> list[Path]:
     """Check that every explicitly given caption CSV exists.
 
     Raises:
@@ -122,7 +122,7 @@ def _check_caption_paths(paths: Sequence[str | Path]) -> list[Path]:
     return checked
 
 
-def _discover_caption_csvs(root: Path, split: str) -> list[Path]:
+def discover_caption_csvs(root: Path, split: str) -> list[Path]:
     """Caption CSVs of a split: ``captions/{split}/*.csv``, then ``captions/{split}*.csv``."""
     folder = root / "captions"
     found = _csv_files(folder / split, lambda name: True) if (folder / split).is_dir() else []
@@ -144,7 +144,7 @@ def _sanitise_key(stem: str) -> str:
 # --- scanning a split ------------------------------------------------------------------
 
 
-def _list_pictures(directory: Path, problems: _ProblemLog) -> list[Path]:
+def _list_pictures(directory: Path, problems: ProblemLog) -> list[Path]:
     """List the picture files of a folder in file-name order, reporting anything else.
 
     Hidden files (``.DS_Store``, ...) are not data and pass unreported.
@@ -156,11 +156,11 @@ def _list_pictures(directory: Path, problems: _ProblemLog) -> list[Path]:
         if path.is_file() and path.suffix.lower() in _PICTURE_SUFFIXES:
             pictures.append(path)
         else:
-            problems.add(path, _UNEXPECTED_FILE, f"not a {'/'.join(_PICTURE_SUFFIXES)} file; not imported")
+            problems.add(path, UNEXPECTED_FILE, f"not a {'/'.join(_PICTURE_SUFFIXES)} file; not imported")
     return pictures
 
 
-def _scan_split(name: str, folder: Path, problems: _ProblemLog) -> _SplitPlan:
+def scan_split(name: str, folder: Path, problems: ProblemLog) -> SplitPlan:
     """Pair the images of a split with their masks and give each a key.
 
     Raises:
@@ -175,36 +175,36 @@ def _scan_split(name: str, folder: Path, problems: _ProblemLog) -> _SplitPlan:
     masks = _list_pictures(masks_dir, problems) if masks_dir.is_dir() else []
     pairs = _pair_masks(images, masks, problems)
 
-    labelled = name != _UNLABELLED_SPLIT
-    entries: list[_Entry] = []
-    by_name: dict[str, _Entry] = {}
-    by_stem: dict[str, _Entry] = {}
+    labelled = name != UNLABELLED_SPLIT
+    entries: list[Entry] = []
+    by_name: dict[str, Entry] = {}
+    by_stem: dict[str, Entry] = {}
     keys: dict[str, Path] = {}
     for image in images:
-        entry = _Entry(image=image, key=_sanitise_key(image.stem), mask=pairs.get(image))
+        entry = Entry(image=image, key=_sanitise_key(image.stem), mask=pairs.get(image))
         by_name.setdefault(image.name, entry)
         by_stem.setdefault(image.stem, entry)
         if entry.mask is None and labelled:
             missing = "" if masks_dir.is_dir() else " (the folder does not exist)"
             problems.add(
                 image,
-                _IMAGE_WITHOUT_MASK,
+                IMAGE_WITHOUT_MASK,
                 f"no mask {image.stem}.png or {image.stem}_mask.png in {masks_dir}{missing}",
             )
             continue
         if entry.key in keys:
             problems.add(
                 image,
-                _KEY_COLLISION,
+                KEY_COLLISION,
                 f"its key {entry.key!r} is already taken by {keys[entry.key].name}; rename one of them",
             )
             continue
         keys[entry.key] = image
         entries.append(entry)
-    return _SplitPlan(name=name, folder=folder, entries=entries, by_name=by_name, by_stem=by_stem)
+    return SplitPlan(name=name, folder=folder, entries=entries, by_name=by_name, by_stem=by_stem)
 
 
-def _pair_masks(images: list[Path], masks: list[Path], problems: _ProblemLog) -> dict[Path, Path]:
+def _pair_masks(images: list[Path], masks: list[Path], problems: ProblemLog) -> dict[Path, Path]:
     """Match each image with a mask of the same stem (or the stem plus ``_mask``).
 
     A mask with the image's own suffix is preferred. Masks left unmatched are problems.
@@ -238,5 +238,5 @@ def _pair_masks(images: list[Path], masks: list[Path], problems: _ProblemLog) ->
             detail = f"image {owner.name if owner else stem} already has another mask"
         else:
             detail = f"no image named {mask.stem}.* in {mask.parent.parent / 'images'}"
-        problems.add(mask, _MASK_WITHOUT_IMAGE, detail)
+        problems.add(mask, MASK_WITHOUT_IMAGE, detail)
     return pairs

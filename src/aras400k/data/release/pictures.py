@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from aras400k.classes import IGNORE_INDEX, NUM_CLASSES, UnknownColourError, colour_to_index
-from aras400k.data.release.problems import _UNKNOWN_COLOUR, _UNREADABLE, _Problem
+from aras400k.data.release.problems import UNKNOWN_COLOUR, UNREADABLE, Problem
 from aras400k.data.shards import MAX_IMAGE_PIXELS
 
 __all__: list[str] = []
@@ -28,14 +28,14 @@ _INDEX_MODES = ("L", "LA", "I", "I;16", "I;16B", "I;16L")
 def _check_pixels(img: Image.Image, path: Path, what: str) -> None:
     """Refuse a picture over :data:`~aras400k.data.shards.MAX_IMAGE_PIXELS` from its header, before decoding."""
     if img.width * img.height > MAX_IMAGE_PIXELS:
-        raise _Problem(_UNREADABLE, f"{what} is {img.width}x{img.height} px, more than {MAX_IMAGE_PIXELS} pixels", path)
+        raise Problem(UNREADABLE, f"{what} is {img.width}x{img.height} px, more than {MAX_IMAGE_PIXELS} pixels", path)
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB.
 
     Raises:
-        _Problem: If the file is not a readable picture or has an unsupported mode.
+        Problem: If the file is not a readable picture or has an unsupported mode.
     """
     try:
         with path.open("rb") as fh, Image.open(fh) as img:
@@ -44,9 +44,9 @@ def _read_image(path: Path) -> np.ndarray:
             mode = img.mode
             rgb = np.asarray(img.convert("RGB")) if mode in _IMAGE_MODES else None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise _Problem(_UNREADABLE, f"not a readable image ({err})", path) from err
+        raise Problem(UNREADABLE, f"not a readable image ({err})", path) from err
     if rgb is None:
-        raise _Problem(_UNREADABLE, f"unsupported image mode {mode}; expected an RGB picture", path)
+        raise Problem(UNREADABLE, f"unsupported image mode {mode}; expected an RGB picture", path)
     return rgb
 
 
@@ -55,10 +55,10 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _VERBATIM_IHDR = (8, 2)
 
 
-def _verbatim_png(path: Path) -> bytes | None:
+def verbatim_png(path: Path) -> bytes | None:
     """The file's bytes if it is an 8-bit RGB PNG, which a shard may hold as its ``image.png`` unchanged.
 
-    Call it after :func:`_read_image` has decoded the file (that is the check that it
+    Call it after :func:`read_image` has decoded the file (that is the check that it
     is readable); the header alone decides here. Any other picture (palette, grey,
     RGBA, 16-bit, JPEG) returns ``None`` and is encoded anew as an RGB PNG.
     """
@@ -68,11 +68,11 @@ def _verbatim_png(path: Path) -> bytes | None:
     return data if (data[24], data[25]) == _VERBATIM_IHDR else None
 
 
-def _read_mask(path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
+def read_mask(path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
     """Read a colour mask (RGB or palette) or a one-channel index mask as class indices.
 
     Raises:
-        _Problem: If the file is unreadable, has an unsupported mode, or holds unknown
+        Problem: If the file is unreadable, has an unsupported mode, or holds unknown
             colours or values while ``unknown="error"``.
     """
     try:
@@ -83,15 +83,15 @@ def _read_mask(path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
             pixels = np.asarray(img)
             palette = img.getpalette() if mode == "P" else None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise _Problem(_UNREADABLE, f"not a readable mask ({err})", path) from err
+        raise Problem(UNREADABLE, f"not a readable mask ({err})", path) from err
     if mode in ("RGB", "RGBA"):
         return _colours_to_index(pixels[..., :3], path, unknown)
     if mode == "P":
         return _palette_to_index(pixels, palette or [], path, unknown)
     if mode in _INDEX_MODES:
         return _check_indices(pixels[..., 0] if mode == "LA" else pixels, path, unknown)
-    raise _Problem(
-        _UNREADABLE, f"unsupported mask mode {mode}; expected an RGB colour mask or a one-channel index mask", path
+    raise Problem(
+        UNREADABLE, f"unsupported mask mode {mode}; expected an RGB colour mask or a one-channel index mask", path
     )
 
 
@@ -99,13 +99,13 @@ def _colours_to_index(rgb: np.ndarray, path: Path, unknown: Literal["error", "ig
     """Convert release colours to indices (a vectorised lookup).
 
     Raises:
-        _Problem: On an unknown colour while ``unknown="error"``.
+        Problem: On an unknown colour while ``unknown="error"``.
     """
     try:
         return colour_to_index(rgb, unknown=unknown, source=path)
     except UnknownColourError as err:
-        detail = str(err).removeprefix(f"{_UNKNOWN_COLOUR} ")
-        raise _Problem(_UNKNOWN_COLOUR, f"{detail} with --unknown-colours ignore", path) from err
+        detail = str(err).removeprefix(f"{UNKNOWN_COLOUR} ")
+        raise Problem(UNKNOWN_COLOUR, f"{detail} with --unknown-colours ignore", path) from err
 
 
 def _palette_to_index(
@@ -114,7 +114,7 @@ def _palette_to_index(
     """Read a palette PNG as a colour mask if it uses release colours, else as indices.
 
     Raises:
-        _Problem: On unknown colours or values while ``unknown="error"``.
+        Problem: On unknown colours or values while ``unknown="error"``.
     """
     table = np.zeros((256, 3), dtype=np.uint8)
     entries = np.asarray(palette[: 256 * 3], dtype=np.uint8).reshape(-1, 3)
@@ -130,7 +130,7 @@ def _check_indices(values: np.ndarray, path: Path, unknown: Literal["error", "ig
     """Check a one-channel mask holds only class indices and 255.
 
     Raises:
-        _Problem: On other values while ``unknown="error"``.
+        Problem: On other values while ``unknown="error"``.
     """
     values = np.asarray(values)
     valid = (values >= 0) & ((values < NUM_CLASSES) | (values == IGNORE_INDEX))
@@ -140,8 +140,8 @@ def _check_indices(values: np.ndarray, path: Path, unknown: Literal["error", "ig
         return np.where(valid, values, IGNORE_INDEX).astype(np.uint8)
     bad = np.unique(values[~valid])
     listed = ", ".join(str(int(v)) for v in bad[:8]) + (", ..." if len(bad) > 8 else "")
-    raise _Problem(
-        _UNKNOWN_COLOUR,
+    raise Problem(
+        UNKNOWN_COLOUR,
         f"one-channel mask holds values {listed} on {int((~valid).sum())} pixels, neither classes "
         f"0-{NUM_CLASSES - 1} nor {IGNORE_INDEX}; map them to ignore ({IGNORE_INDEX}) with --unknown-colours ignore",
         path,

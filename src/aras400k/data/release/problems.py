@@ -17,30 +17,30 @@ __all__ = ["ReleaseImportError"]
 _SKIP_HINT = "pass --on-error skip (on_error='skip') to skip such files and list them in the report"
 
 # Problem kinds: every problem's reason starts with one of these, then ": ".
-_IMAGE_WITHOUT_MASK = "image without mask"
-_MASK_WITHOUT_IMAGE = "mask without image"
-_SIZE_MISMATCH = "size mismatch"
-_UNKNOWN_COLOUR = "unknown mask colour"
-_UNREADABLE = "unreadable file"
-_KEY_COLLISION = "key collision"
-_BAD_CSV = "bad csv"
-_CSV_ROW_WITHOUT_FILE = "csv row for missing file"
-_CSV_DIFFERS = "csv composition differs"
-_CSV_SUM = "csv percentages do not sum to 100"
-_CSV_DUPLICATE = "duplicate csv row"
-_CSV_COLUMN_IGNORED = "csv column ignored"
-_EMPTY_CAPTION = "empty caption"
-_UNEXPECTED_FILE = "unexpected file"
+IMAGE_WITHOUT_MASK = "image without mask"
+MASK_WITHOUT_IMAGE = "mask without image"
+SIZE_MISMATCH = "size mismatch"
+UNKNOWN_COLOUR = "unknown mask colour"
+UNREADABLE = "unreadable file"
+KEY_COLLISION = "key collision"
+BAD_CSV = "bad csv"
+CSV_ROW_WITHOUT_FILE = "csv row for missing file"
+CSV_DIFFERS = "csv composition differs"
+CSV_SUM = "csv percentages do not sum to 100"
+CSV_DUPLICATE = "duplicate csv row"
+CSV_COLUMN_IGNORED = "csv column ignored"
+EMPTY_CAPTION = "empty caption"
+UNEXPECTED_FILE = "unexpected file"
 #: Kinds that are reported but never stop the import nor skip a sample.
-_WARNING_KINDS = frozenset(
+WARNING_KINDS = frozenset(
     {
-        _CSV_ROW_WITHOUT_FILE,
-        _CSV_DIFFERS,
-        _CSV_SUM,
-        _CSV_DUPLICATE,
-        _CSV_COLUMN_IGNORED,
-        _EMPTY_CAPTION,
-        _UNEXPECTED_FILE,
+        CSV_ROW_WITHOUT_FILE,
+        CSV_DIFFERS,
+        CSV_SUM,
+        CSV_DUPLICATE,
+        CSV_COLUMN_IGNORED,
+        EMPTY_CAPTION,
+        UNEXPECTED_FILE,
     }
 )
 
@@ -49,13 +49,13 @@ class ReleaseImportError(ValueError):
     """The release folder cannot be imported (missing, empty, or a file with a problem)."""
 
 
-def _kind_of(reason: str) -> str:
+def kind_of(reason: str) -> str:
     """Return the kind a problem reason starts with."""
     return reason.split(": ", 1)[0]
 
 
-class _Problem(Exception):
-    """A problem with one file, raised by the readers and recorded by :class:`_ProblemLog`."""
+class Problem(Exception):
+    """A problem with one file, raised by the readers and recorded by :class:`ProblemLog`."""
 
     def __init__(self, kind: str, detail: str, path: Path | None = None) -> None:
         super().__init__(f"{kind}: {detail}")
@@ -64,7 +64,7 @@ class _Problem(Exception):
         self.path = path
 
 
-class _ProblemLog:
+class ProblemLog:
     """Collects problems; raises on the first real one when ``on_error="fail"``."""
 
     def __init__(self, on_error: Literal["skip", "fail"]) -> None:
@@ -79,10 +79,10 @@ class _ProblemLog:
         """
         reason = " ".join(f"{kind}: {detail}".split())  # one line, whatever the detail holds
         self.items.append((str(path), reason))
-        if self.on_error == "fail" and kind not in _WARNING_KINDS:
+        if self.on_error == "fail" and kind not in WARNING_KINDS:
             raise ReleaseImportError(f"{path}: {reason}; {_SKIP_HINT}")
 
-    def add_problem(self, problem: _Problem, path: Path | None = None) -> None:
-        """Record a :class:`_Problem`, at its own path unless ``path`` is given."""
+    def add_problem(self, problem: Problem, path: Path | None = None) -> None:
+        """Record a :class:`Problem`, at its own path unless ``path`` is given."""
         where = path if path is not None else problem.path
         self.add(where if where is not None else Path("?"), problem.kind, problem.detail)

@@ -15,17 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from aras400k.classes import CLASS_NAMES
-from aras400k.data.release.layout import _Entry, _SplitPlan
+from aras400k.data.release.layout import Entry, SplitPlan
 from aras400k.data.release.problems import (
-    _BAD_CSV,
-    _CSV_COLUMN_IGNORED,
-    _CSV_DIFFERS,
-    _CSV_DUPLICATE,
-    _CSV_ROW_WITHOUT_FILE,
-    _CSV_SUM,
-    _EMPTY_CAPTION,
-    _Problem,
-    _ProblemLog,
+    BAD_CSV,
+    CSV_COLUMN_IGNORED,
+    CSV_DIFFERS,
+    CSV_DUPLICATE,
+    CSV_ROW_WITHOUT_FILE,
+    CSV_SUM,
+    EMPTY_CAPTION,
+    Problem,
+    ProblemLog,
 )
 
 __all__: list[str] = []
@@ -77,16 +77,16 @@ def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     """Read a CSV file into its header and ``(line number, cells)`` rows, blank rows left out.
 
     Raises:
-        _Problem: If the file is unreadable or empty.
+        Problem: If the file is unreadable or empty.
     """
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             rows = [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise _Problem(_BAD_CSV, f"cannot read the CSV ({err})", path) from err
+        raise Problem(BAD_CSV, f"cannot read the CSV ({err})", path) from err
     if not rows:
-        raise _Problem(_BAD_CSV, "the CSV is empty", path)
+        raise Problem(BAD_CSV, "the CSV is empty", path)
     header = [cell.strip() for cell in rows[0][1]]
     return header, ((line, row) for line, row in rows[1:] if any(cell.strip() for cell in row))
 
@@ -94,7 +94,7 @@ def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
 def _cell(row: list[str], index: int, line: int, column: str) -> str:
     """The stripped cell ``index`` of ``row``; a short row is a problem."""
     if index >= len(row):
-        raise _Problem(_BAD_CSV, f"line {line} has no {column!r} cell")
+        raise Problem(BAD_CSV, f"line {line} has no {column!r} cell")
     return row[index].strip()
 
 
@@ -103,11 +103,11 @@ def _optional_cell(row: list[str], index: int | None) -> str:
     return row[index].strip() if index is not None and index < len(row) else ""
 
 
-def _percentage_columns(header: list[str], path: Path, problems: _ProblemLog) -> dict[str, int]:
+def _percentage_columns(header: list[str], path: Path, problems: ProblemLog) -> dict[str, int]:
     """Map each class to its percentage column; other non-filename columns are reported.
 
     Raises:
-        _Problem: If a class has no column or two columns.
+        Problem: If a class has no column or two columns.
     """
     columns: dict[str, int] = {}
     filename_column = _find_column(header, _FILENAME_COLUMNS)
@@ -116,14 +116,14 @@ def _percentage_columns(header: list[str], path: Path, problems: _ProblemLog) ->
             continue
         cls = _class_for_column(name)
         if cls is None:
-            problems.add(path, _CSV_COLUMN_IGNORED, f"column {name!r} is not a class ({', '.join(CLASS_NAMES)})")
+            problems.add(path, CSV_COLUMN_IGNORED, f"column {name!r} is not a class ({', '.join(CLASS_NAMES)})")
         elif cls in columns:
-            raise _Problem(_BAD_CSV, f"columns {header[columns[cls]]!r} and {name!r} both name class {cls}", path)
+            raise Problem(BAD_CSV, f"columns {header[columns[cls]]!r} and {name!r} both name class {cls}", path)
         else:
             columns[cls] = index
     missing = [c for c in CLASS_NAMES if c not in columns]
     if missing:
-        raise _Problem(_BAD_CSV, f"no percentage column for {', '.join(missing)}; columns are {header}", path)
+        raise Problem(BAD_CSV, f"no percentage column for {', '.join(missing)}; columns are {header}", path)
     return columns
 
 
@@ -131,7 +131,7 @@ def _parse_percentages(row: list[str], line: int, columns: dict[str, int]) -> di
     """Read one row's class percentages (0-100), in class order.
 
     Raises:
-        _Problem: On a missing, non-numeric or out-of-range value.
+        Problem: On a missing, non-numeric or out-of-range value.
     """
     values: dict[str, float] = {}
     for cls in CLASS_NAMES:
@@ -139,40 +139,40 @@ def _parse_percentages(row: list[str], line: int, columns: dict[str, int]) -> di
         try:
             value = float(text)
         except ValueError:
-            raise _Problem(_BAD_CSV, f"line {line}: {cls} percentage {text!r} is not a number") from None
+            raise Problem(BAD_CSV, f"line {line}: {cls} percentage {text!r} is not a number") from None
         if not 0.0 <= value <= 100.0:
-            raise _Problem(_BAD_CSV, f"line {line}: {cls} percentage {value} is outside 0-100")
+            raise Problem(BAD_CSV, f"line {line}: {cls} percentage {value} is outside 0-100")
         values[cls] = value
     return values
 
 
-def _attach_percentages(plan: _SplitPlan, path: Path, problems: _ProblemLog) -> None:
+def attach_percentages(plan: SplitPlan, path: Path, problems: ProblemLog) -> None:
     """Attach the class percentages of ``path`` to the images of ``plan``."""
     try:
         header, rows = _read_csv(path)
         filename_column = _find_column(header, _FILENAME_COLUMNS)
         if filename_column is None:
-            raise _Problem(_BAD_CSV, f"no 'filename' column; columns are {header}", path)
+            raise Problem(BAD_CSV, f"no 'filename' column; columns are {header}", path)
         columns = _percentage_columns(header, path, problems)
-    except _Problem as problem:
+    except Problem as problem:
         problems.add_problem(problem, path)
         return
     for line, row in rows:
         try:
             filename = _cell(row, filename_column, line, "filename")
             values = _parse_percentages(row, line, columns)
-        except _Problem as problem:
+        except Problem as problem:
             problems.add_problem(problem, path)
             continue
         entry = plan.find(filename)
         if entry is None:
-            problems.add(path, _CSV_ROW_WITHOUT_FILE, f"line {line}: {filename!r} is not an image of split {plan.name}")
+            problems.add(path, CSV_ROW_WITHOUT_FILE, f"line {line}: {filename!r} is not an image of split {plan.name}")
         elif entry.csv_percent is not None:
-            problems.add(path, _CSV_DUPLICATE, f"line {line}: {filename!r} has a row already ({entry.csv_where})")
+            problems.add(path, CSV_DUPLICATE, f"line {line}: {filename!r} has a row already ({entry.csv_where})")
         else:
             total = sum(values.values())
             if abs(total - 100.0) > _CSV_TOLERANCE:
-                problems.add(path, _CSV_SUM, f"line {line}: the percentages of {filename!r} sum to {total:.2f}")
+                problems.add(path, CSV_SUM, f"line {line}: the percentages of {filename!r} sum to {total:.2f}")
             entry.csv_percent = values
             entry.csv_where = f"{path}:{line}"
 
@@ -183,7 +183,7 @@ def _caption_mode(stem: str) -> str:
     return next((mode for mode in _CAPTION_MODES if mode in lowered), "unknown")
 
 
-def _attach_captions(plans: list[_SplitPlan], path: Path, problems: _ProblemLog) -> None:
+def attach_captions(plans: list[SplitPlan], path: Path, problems: ProblemLog) -> None:
     """Append the captions of ``path`` to the images of ``plans`` it names, in row order.
 
     The caption ``model`` is the CSV's stem and its ``mode`` comes from the stem, unless
@@ -194,8 +194,8 @@ def _attach_captions(plans: list[_SplitPlan], path: Path, problems: _ProblemLog)
         filename_column = _find_column(header, _FILENAME_COLUMNS)
         caption_column = _find_column(header, _CAPTION_COLUMNS)
         if filename_column is None or caption_column is None:
-            raise _Problem(_BAD_CSV, f"a caption CSV needs 'filename' and 'caption' columns; it has {header}", path)
-    except _Problem as problem:
+            raise Problem(BAD_CSV, f"a caption CSV needs 'filename' and 'caption' columns; it has {header}", path)
+    except Problem as problem:
         problems.add_problem(problem, path)
         return
     model_column = _find_column(header, ("model",))
@@ -206,15 +206,15 @@ def _attach_captions(plans: list[_SplitPlan], path: Path, problems: _ProblemLog)
         try:
             filename = _cell(row, filename_column, line, "filename")
             text = _cell(row, caption_column, line, "caption")
-        except _Problem as problem:
+        except Problem as problem:
             problems.add_problem(problem, path)
             continue
         entries = [entry for plan in plans if (entry := plan.find(filename)) is not None]
         if not entries:
-            problems.add(path, _CSV_ROW_WITHOUT_FILE, f"line {line}: {filename!r} is not an image of split {splits}")
+            problems.add(path, CSV_ROW_WITHOUT_FILE, f"line {line}: {filename!r} is not an image of split {splits}")
             continue
         if not text:
-            problems.add(path, _EMPTY_CAPTION, f"line {line}: the caption of {filename!r} is empty; not imported")
+            problems.add(path, EMPTY_CAPTION, f"line {line}: the caption of {filename!r} is empty; not imported")
             continue
         model = _optional_cell(row, model_column) or default_model
         mode = _optional_cell(row, mode_column) or default_mode
@@ -222,7 +222,7 @@ def _attach_captions(plans: list[_SplitPlan], path: Path, problems: _ProblemLog)
             entry.captions.append({"text": text, "model": model, "mode": mode})
 
 
-def _compare_composition(entry: _Entry, from_mask: dict[str, float], problems: _ProblemLog) -> None:
+def compare_composition(entry: Entry, from_mask: dict[str, float], problems: ProblemLog) -> None:
     """Report a CSV composition more than 1 percentage point off the mask's on any class."""
     assert entry.csv_percent is not None
     diffs = {c: 100.0 * from_mask[c] - entry.csv_percent[c] for c in CLASS_NAMES}
@@ -230,7 +230,7 @@ def _compare_composition(entry: _Entry, from_mask: dict[str, float], problems: _
     if abs(diffs[worst]) > _CSV_TOLERANCE + 1e-9:
         problems.add(
             entry.image,
-            _CSV_DIFFERS,
+            CSV_DIFFERS,
             f"{entry.csv_where} gives {worst} {entry.csv_percent[worst]:.2f}% but the mask has "
             f"{100.0 * from_mask[worst]:.2f}%; the mask's composition is kept",
         )

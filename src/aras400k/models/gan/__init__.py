@@ -1,12 +1,13 @@
-"""Architecture-independent GAN training parts: losses, regularisers, ADA, EMA, FID callback.
+"""Architecture-independent GAN training parts: the ``GANModule`` base, losses, regularisers, ADA, EMA.
 
-Both GAN LightningModules (StyleGAN3 and SPADE) compose these, so a user can swap one
-without touching a network class.
+Both GAN LightningModules (StyleGAN3 and SPADE) derive from :class:`GANModule` and
+compose these parts, so a user can swap one without touching a network class.
+``GeneratorFID`` and ``FIDSampler`` are re-exported from :mod:`aras400k.callbacks`.
 """
 
+from aras400k.callbacks.fid import FIDSampler, GeneratorFID
 from aras400k.models.gan.augment import AUGMENT_PIPES, AdaptiveAugment, AugmentParams, AugmentPipe, JointFlipRot90
 from aras400k.models.gan.ema import ExponentialMovingAverage, stylegan_ema_kimg
-from aras400k.models.gan.fid_callback import FIDSampler, GeneratorFID
 from aras400k.models.gan.losses import (
     ADVERSARIAL_LOSSES,
     AdversarialLossName,
@@ -16,6 +17,7 @@ from aras400k.models.gan.losses import (
     generator_logistic_loss,
     get_adversarial_loss,
 )
+from aras400k.models.gan.module import GANModule
 from aras400k.models.gan.regularizers import (
     LazyOptimizerParams,
     NonFiniteGuard,
@@ -38,6 +40,7 @@ __all__ = [
     "AugmentPipe",
     "ExponentialMovingAverage",
     "FIDSampler",
+    "GANModule",
     "GeneratorFID",
     "JointFlipRot90",
     "LazyOptimizerParams",

@@ -9,10 +9,11 @@ OASIS). Two ways to pick the decay ``beta`` of ``shadow <- beta * shadow + (1 - 
   ``beta = 0.5 ** (batch_size / (ema_kimg * 1000))`` does not depend on the batch size
   per image seen. A ramp-up shortens the half-life to ``ema_rampup * cur_nimg`` early in
   training, so the average is not dominated by the random initialisation. The official
-  ``train.py`` uses ``ema_kimg = batch * 10 / 32`` (:func:`stylegan_ema_kimg`) and ramp-up
-  ``0.05``.
+  ``train.py`` uses ``ema_kimg = batch * 10 / 32`` (:func:`stylegan_ema_kimg`, what
+  ``ema_kimg=None`` gives) and ramp-up ``0.05``.
 - **Constant decay** (e.g. ``0.999`` per step), the common choice for SPADE-style
-  generators.
+  generators, optionally warmed up as ``min(decay, (1 + t) / (10 + t))`` at step ``t``
+  so the average follows the generator early instead of its random initialisation.
 
 Buffers (running statistics, the mapping network's tracked average ``w``, spectral-norm
 vectors) are copied, not averaged, as in the official code.
@@ -56,11 +57,13 @@ class ExponentialMovingAverage(nn.Module):
 
     Args:
         model: The module to average (deep-copied once; later it is only read).
-        ema_kimg: Half-life of the average in thousands of images (StyleGAN mode).
+        ema_kimg: Half-life of the average in thousands of images (StyleGAN mode);
+            ``None``: the official ``batch_size * 10 / 32`` of each update.
         ema_rampup: Ramp-up coefficient: the half-life is at most ``ema_rampup`` times the
             images seen so far. ``None`` disables the ramp-up.
         decay: Constant per-update decay (e.g. ``0.999``). When given, ``ema_kimg`` and
             ``ema_rampup`` are ignored.
+        warmup: With ``decay``: use ``min(decay, (1 + t) / (10 + t))`` at step ``t``.
 
     Raises:
         ValueError: If ``decay`` is outside ``[0, 1)``, ``ema_kimg`` is not positive or
@@ -72,20 +75,22 @@ class ExponentialMovingAverage(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        ema_kimg: float = 10.0,
+        ema_kimg: float | None = 10.0,
         ema_rampup: float | None = 0.05,
         decay: float | None = None,
+        warmup: bool = False,
     ) -> None:
         super().__init__()
         if decay is not None and not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
-        if ema_kimg <= 0:
-            raise ValueError(f"ema_kimg must be positive, got {ema_kimg}")
+        if ema_kimg is not None and ema_kimg <= 0:
+            raise ValueError(f"ema_kimg must be positive or None, got {ema_kimg}")
         if ema_rampup is not None and ema_rampup <= 0:
             raise ValueError(f"ema_rampup must be positive or None, got {ema_rampup}")
-        self.ema_kimg = float(ema_kimg)
+        self.ema_kimg = None if ema_kimg is None else float(ema_kimg)
         self.ema_rampup = ema_rampup
         self.decay = decay
+        self.warmup = warmup
         self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
@@ -111,13 +116,14 @@ class ExponentialMovingAverage(nn.Module):
             batch_size: Total batch size of one iteration.
 
         Returns:
-            ``beta`` in ``[0, 1)``: ``decay`` in constant mode, otherwise
-            ``0.5 ** (batch_size / max(ema_nimg, 1e-8))`` with
+            ``beta`` in ``[0, 1)``: ``decay`` in constant mode (with the warm-up when
+            on), otherwise ``0.5 ** (batch_size / max(ema_nimg, 1e-8))`` with
             ``ema_nimg = min(ema_kimg * 1000, cur_nimg * ema_rampup)``.
         """
         if self.decay is not None:
-            return self.decay
-        ema_nimg = self.ema_kimg * 1000
+            return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
+        ema_kimg = self.ema_kimg if self.ema_kimg is not None else stylegan_ema_kimg(batch_size)
+        ema_nimg = ema_kimg * 1000
         if self.ema_rampup is not None:
             ema_nimg = min(ema_nimg, step * batch_size * self.ema_rampup)
         return 0.5 ** (batch_size / max(ema_nimg, 1e-8))

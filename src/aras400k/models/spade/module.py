@@ -18,33 +18,31 @@ discriminator step (on the detached images) and one generator step, each guarded
 :class:`~aras400k.models.gan.NonFiniteGuard` (a NaN/inf loss or gradient skips that
 optimiser step and is counted), then updates the EMA. Lightning counts optimiser
 steps, so ``trainer.max_steps`` is twice the number of iterations (fewer when steps
-are skipped); :attr:`SPADEGAN.iterations` counts iterations and is saved in checkpoints.
+are skipped); the ``iterations`` buffer of :class:`~aras400k.models.gan.GANModule`
+counts iterations. Sample grids (mask, real image, EMA samples per row) are written by
+the base's :class:`~aras400k.callbacks.SampleGrid`.
 
 Frozen feature networks (the perceptual network and the validation segmenter) are
-rebuilt from their files and kept out of the ``state_dict`` and the optimisers:
-checkpoints hold only the trained networks and load with ``torch.load(weights_only=True)``.
+rebuilt from their files and kept out of the ``state_dict`` and the optimisers (they
+follow the module's device and dtype when used): checkpoints hold only the trained
+networks and load with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
-from aras400k.checkpoints import SafeLoadingMixin
 from aras400k.classes import NUM_CLASSES
 from aras400k.data.transforms import Normalize
 from aras400k.metrics.segmentation import SegmentationMetrics
-from aras400k.models.gan import ExponentialMovingAverage, JointFlipRot90, NonFiniteGuard, guarded_step
+from aras400k.models.gan import ExponentialMovingAverage, GANModule, JointFlipRot90, NonFiniteGuard
 from aras400k.models.gan.losses import ADVERSARIAL_LOSSES, AdversarialLossName
 from aras400k.models.spade.discriminator import Conditioning, UNetDiscriminator
 from aras400k.models.spade.figures import plot_conditional_grid, to_display
@@ -80,7 +78,7 @@ _MIX_MODES: tuple[str, ...] = ("cutmix", "labelmix", "none")
 _PERCEPTUAL_NETS: tuple[str, ...] = ("none", "vgg19", "segmenter")
 
 
-class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lightning types load_from_checkpoint as a private descriptor
+class SPADEGAN(GANModule):
     """Mask-conditioned GAN: SPADE generator, U-Net discriminator, EMA sampling, guarded manual optimisation.
 
     Batches are dicts with ``image`` (``(B, 3, H, W)`` in ``[-1, 1]``) and ``mask``
@@ -148,7 +146,8 @@ class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Ligh
             ``val_seg_miou`` (its macro IoU on EMA samples against the input masks) and
             ``val_seg_miou_real`` (the same on the real images, for reference).
         sample_every_n_steps: Write a sample grid every this many iterations (0: only at
-            validation); grids also come at the end of every validation epoch.
+            validation); grids also come at the end of every validation epoch
+            (``samples/step{N}.png``, ``samples/val_epoch{E}_step{N}.png``).
         grid_rows: Masks (rows) in a sample grid.
         samples_per_mask: Generated images per mask in a grid (different noise).
 
@@ -156,6 +155,9 @@ class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Ligh
         ValueError: On an unknown choice, a negative weight, a probability outside
             ``[0, 1]``, or a perceptual loss without its weights file.
     """
+
+    train_grid_name = "step{iterations:07d}"
+    val_grid_name = "val_epoch{epoch:03d}_step{iterations:07d}"
 
     def __init__(
         self,
@@ -206,18 +208,13 @@ class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Ligh
         self.save_hyperparameters(ignore=["optimizer_g", "optimizer_d"])
         self.hparams["betas"] = tuple(float(b) for b in betas)  # plain values for weights_only loading
         _check_arguments(self.hparams)
-        self.automatic_optimization = False
         self.num_classes = num_classes
         self.optimizer_g_factory = optimizer_g
         self.optimizer_d_factory = optimizer_d
-        #: Training iterations done (one D step and one G step each); saved in checkpoints.
-        self.iterations = 0
-        #: Path of the last sample grid written.
-        self.last_grid_path: Path | None = None
-        self._grid_batch: dict[str, Any] | None = None
         # Frozen networks rebuilt from files: not registered, so they stay out of the
-        # state dict and the optimisers (see _apply for device moves).
+        # state dict and the optimisers; _frozen_net moves them along with the module.
         self._frozen: dict[str, nn.Module] = {}
+        self._frozen_place: tuple[Any, ...] = (torch.device("cpu"), torch.get_default_dtype())
         self.configure_models()
         self.configure_losses()
         self.configure_metrics()
@@ -227,7 +224,7 @@ class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Ligh
     def configure_models(self) -> None:
         """Build ``generator``, ``discriminator``, the generator's EMA ``ema`` and ``augment``."""
         hp = self.hparams
-        self.generator = spade_generator_from_hparams(hp)
+        self.generator: SPADEGenerator = spade_generator_from_hparams(hp)
         self.discriminator = UNetDiscriminator(
             num_classes=hp["num_classes"],
             conditioning=hp["conditioning"],
@@ -236,7 +233,7 @@ class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Ligh
             max_channels=hp["d_max_channels"],
             projection=hp["projection"],
         )
-        self.ema = ExponentialMovingAverage(self.generator, decay=hp["ema_decay"])
+        self.ema = ExponentialMovingAverage(self.generator, decay=hp["ema_decay"], warmup=hp["ema_warmup"])
         self.augment = JointFlipRot90(hp["p_flip"], hp["p_rot90"])
         self.guard = NonFiniteGuard(hp["max_consecutive_skips"])
 
@@ -305,23 +302,25 @@ class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Ligh
         features = SegmenterEncoderFeatures(task, normalize.mean.flatten().tolist(), normalize.std.flatten().tolist())
         return PerceptualLoss(features)
 
+    def _frozen_net(self, name: str) -> nn.Module | None:
+        """A frozen network, moved to the module's device and float dtype on first use after the module moved."""
+        place = (self.device, self.dtype)
+        if self._frozen_place != place and isinstance(self.dtype, torch.dtype):
+            for net in self._frozen.values():
+                net.to(device=self.device, dtype=self.dtype)
+            self._frozen_place = place
+        return self._frozen.get(name)
+
     @property
     def perceptual_loss(self) -> PerceptualLoss | None:
         """The frozen perceptual loss, or ``None`` when it is off."""
-        loss = self._frozen.get("perceptual")
+        loss = self._frozen_net("perceptual")
         return loss if isinstance(loss, PerceptualLoss) else None
 
     @property
     def segmenter(self) -> nn.Module | None:
         """The frozen validation segmenter, or ``None`` when ``segmenter_ckpt`` is not set."""
-        return self._frozen.get("segmenter")
-
-    def _apply(self, fn: Any, recurse: bool = True) -> SPADEGAN:
-        """Move/convert the frozen networks along with the registered ones (``.to()``, ``.half()``...)."""
-        super()._apply(fn, recurse)
-        for net in getattr(self, "_frozen", {}).values():
-            net._apply(fn)
-        return self
+        return self._frozen_net("segmenter")
 
     # -- inference ---------------------------------------------------------------------
 
@@ -346,14 +345,12 @@ class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Ligh
         Returns:
             ``(B, 3, H, W)`` images in ``[-1, 1]``.
         """
-        net = self.ema.shadow if use_ema else self.generator
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        onehot = self._onehot(mask).to(next(net.parameters()).dtype)
-        with _eval_mode(net):
-            return net(onehot, z=z, generator=generator)
+        with self.sampler(use_ema) as net:
+            return net(self._onehot(mask).to(next(net.parameters()).dtype), z=z, generator=generator)
 
     def fid_samples(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        """EMA samples for the batch's masks, for :class:`~aras400k.models.gan.GeneratorFID`.
+        """EMA samples for the batch's masks, for :class:`~aras400k.callbacks.GeneratorFID`.
 
         Args:
             batch: A validation batch with ``mask``.
@@ -384,7 +381,7 @@ class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Ligh
         if segmenter is None:
             raise RuntimeError("no segmenter configured; set segmenter_ckpt")
         scaled = torch.round((images.float().clamp(-1, 1) + 1) * 127.5) / 255.0
-        return segmenter.predict_masks(self._frozen["segmenter_normalize"](scaled))  # type: ignore[operator]
+        return segmenter.predict_masks(self._frozen_net("segmenter_normalize")(scaled))  # type: ignore[operator,misc]
 
     # -- training ----------------------------------------------------------------------
 
@@ -470,12 +467,13 @@ class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Ligh
         terms = {"d_consistency": zero} | ({"d_cutmix": zero} if unetgan else {})
         if hp["mix_mode"] == "none":
             return terms
-        probability = cutmix_probability(self.iterations, hp["mix_warmup_steps"], hp["mix_probability"])
+        iterations = int(self.iterations)
+        probability = cutmix_probability(iterations, hp["mix_warmup_steps"], hp["mix_probability"])
         if probability <= 0 or float(torch.rand(())) >= probability:
             return terms
         mix_mask = self.make_mix_mask(onehot)
         mixed_out = self.discriminator(mix(real, fake, mix_mask), onehot)
-        ramp = consistency_weight(self.iterations, hp["mix_warmup_steps"], 1.0)
+        ramp = consistency_weight(iterations, hp["mix_warmup_steps"], 1.0)
         consistency = consistency_loss(mixed_out.pixel_logits, real_pixel_logits, fake_pixel_logits, mix_mask)
         terms["d_consistency"] = ramp * hp["lambda_consistency"] * consistency
         if unetgan:
@@ -516,10 +514,6 @@ class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Ligh
         terms["g_loss"] = torch.stack(list(terms.values())).sum()
         return terms
 
-    def _optimise(self, loss: torch.Tensor, net: nn.Module, optimizer: Any, name: str) -> bool:
-        """Backward and step unless the loss or a gradient is NaN/inf (then count a skip)."""
-        return guarded_step(loss, net.parameters(), optimizer, self.guard, name, self.manual_backward)
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """One iteration: generator forward, discriminator step, generator step, EMA update.
 
@@ -538,27 +532,14 @@ class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Ligh
         with self.toggled_optimizer(opt_g):
             g_terms = self.generator_losses(real, fake, onehot, extra)
             self._optimise(g_terms["g_loss"], self.generator, opt_g, "G")
-        self.update_ema(len(real))
+        decay = self.update_ema(len(real))
         self.iterations += 1
-        self._log_training(d_terms | g_terms, len(real))
-        self._maybe_write_training_grid(batch)
+        self._log_training(d_terms | g_terms, len(real), decay)
 
-    def update_ema(self, batch_size: int) -> None:
-        """Move the EMA generator toward the trained one (with the optional warm-up of the decay).
-
-        Args:
-            batch_size: Images in the iteration.
-        """
-        decay = float(self.hparams["ema_decay"])
-        if self.hparams["ema_warmup"]:
-            decay = min(decay, (1 + self.iterations) / (10 + self.iterations))
-        self.ema.decay = decay
-        self.ema.update(self.generator, self.iterations, batch_size)
-
-    def _log_training(self, terms: Mapping[str, torch.Tensor], batch_size: int) -> None:
+    def _log_training(self, terms: Mapping[str, torch.Tensor], batch_size: int, ema_decay: float) -> None:
         values: dict[str, Any] = {f"train_{name}": value.detach() for name, value in terms.items()}
         values["skipped_steps"] = float(self.guard.num_skipped)
-        values["ema_decay"] = float(self.ema.decay or 0.0)
+        values["ema_decay"] = float(ema_decay)
         self.log_dict(values, on_step=True, on_epoch=False, batch_size=batch_size)
         self.log_dict(
             {"d_loss": terms["d_loss"].detach(), "g_loss": terms["g_loss"].detach()},
@@ -572,7 +553,7 @@ class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Ligh
     # -- validation and sample grids -------------------------------------------------------
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Keep the first batch for the sample grid; update the segmentation scores.
+        """Update the segmentation scores (with a ``segmenter_ckpt``).
 
         Args:
             batch: ``image`` and ``mask`` (and ``key``).
@@ -580,86 +561,40 @@ class SPADEGAN(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Ligh
                 comparable over training).
         """
         image, mask = _image_and_mask(batch)
-        if batch_idx == 0:
-            self._keep_grid_batch(batch)
         if self.segmenter is not None:
             self.seg_metrics_fake.update(self.segment(self.generate(mask, seed=batch_idx)), mask)
             self.seg_metrics_real.update(self.segment(image), mask)
 
     def on_validation_epoch_end(self) -> None:
-        """Log ``val_seg_miou`` (and ``val_seg_miou_real``) and write the validation sample grid."""
+        """Log ``val_seg_miou`` (and ``val_seg_miou_real``)."""
         if self.segmenter is not None:
             for metric, key in ((self.seg_metrics_fake, "val_seg_miou"), (self.seg_metrics_real, "val_seg_miou_real")):
                 self.log(key, metric.compute()["iou_macro"], prog_bar=key == "val_seg_miou")
                 metric.reset()
-        if not self.trainer.sanity_checking:
-            self.write_sample_grid(f"val_epoch{self.current_epoch:03d}_step{self.iterations:07d}")
 
-    def _keep_grid_batch(self, batch: Mapping[str, Any]) -> None:
-        rows = self.hparams["grid_rows"]
-        keys = batch.get("key")
-        self._grid_batch = {
-            "image": batch["image"][:rows].detach(),
-            "mask": batch["mask"][:rows].detach(),
-            "key": list(keys)[:rows] if keys is not None else None,
-        }
-
-    def _maybe_write_training_grid(self, batch: Mapping[str, Any]) -> None:
-        every = self.hparams["sample_every_n_steps"]
-        if every <= 0 or self.iterations % every != 0:
-            return
-        if self._grid_batch is None:  # no validation yet: use this training batch
-            self._keep_grid_batch(batch)
-        self.write_sample_grid(f"step{self.iterations:07d}")
-
-    def sample_dir(self) -> Path:
-        """Folder of the sample grids: ``<log dir or default_root_dir>/samples``."""
-        trainer = self.trainer
-        return Path(trainer.log_dir or trainer.default_root_dir) / "samples"
-
-    def write_sample_grid(self, name: str) -> Path | None:
-        """Write the grid of the kept batch: mask, real image and ``samples_per_mask`` EMA samples per row.
+    def draw_sample_grid(self, path: Path, batch: Mapping[str, Any] | None) -> bool:
+        """One row per mask of the batch's first ``grid_rows``: mask, real image, ``samples_per_mask`` EMA samples.
 
         Sample ``k`` of every grid uses seed ``k``, so grids over training are comparable.
 
         Args:
-            name: File stem (the file is ``<sample_dir>/<name>.png``).
+            path: Destination PNG.
+            batch: ``image`` and ``mask`` (and ``key``); ``None`` draws nothing.
 
         Returns:
-            The path written (``None`` without a kept batch, or on ranks other than 0).
+            Whether the file was written.
         """
-        if self._grid_batch is None:
-            return None
-        path = self.sample_dir() / f"{name}.png"
-        mask = self._grid_batch["mask"]
+        if batch is None:
+            return False
+        rows = self.hparams["grid_rows"]
+        image, mask = (x[:rows] for x in _image_and_mask(batch))
+        keys = batch.get("key")
         samples = torch.stack([self.generate(mask, seed=k) for k in range(self.hparams["samples_per_mask"])], dim=1)
-        self.last_grid_path = self._save_grid(path, samples, f"iteration {self.iterations}")
-        return self.last_grid_path
-
-    @rank_zero_only
-    def _save_grid(self, path: Path, samples: torch.Tensor, title: str) -> Path:
-        batch = self._grid_batch
-        assert batch is not None
-        masks = batch["mask"].cpu().numpy()
-        return plot_conditional_grid(
-            masks, to_display(samples), path, reals=to_display(batch["image"]), keys=batch["key"], title=title
-        )
-
-    # -- checkpoints and hooks ---------------------------------------------------------
-
-    def on_fit_start(self) -> None:
-        """Silence Lightning's "modules in eval mode" warning when only the EMA copy is in eval mode (by design)."""
-        others = [name for name, module in self.named_modules() if not module.training and not name.startswith("ema.")]
-        if self.training and not others:
-            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the iteration count (plain values only)."""
-        checkpoint["spade_gan"] = {"iterations": int(self.iterations)}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the iteration count."""
-        self.iterations = int(checkpoint.get("spade_gan", {}).get("iterations", 0))
+        plot_conditional_grid(
+            mask.cpu().numpy(), to_display(samples), path, reals=to_display(image),
+            keys=list(keys)[:rows] if keys is not None else None, title=f"iteration {int(self.iterations)}",
+        )  # fmt: skip
+        return True
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -691,20 +626,10 @@ def _image_and_mask(batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tenso
     return batch["image"], batch["mask"]
 
 
-@contextlib.contextmanager
-def _eval_mode(net: nn.Module) -> Iterator[None]:
-    """Run ``net`` in eval mode and restore its mode afterwards."""
-    was_training = net.training
-    net.eval()
-    try:
-        yield
-    finally:
-        net.train(was_training)
-
-
 def _load_segmenter(path: str) -> tuple[SegmentationTask, Normalize]:
     """A frozen segmenter from its checkpoint and the normalisation it was trained with."""
-    from aras400k.synthesis import checkpoint_normalization, load_segmentation_task, read_checkpoint
+    from aras400k.checkpoints import checkpoint_normalization, read_checkpoint
+    from aras400k.models.segmentation import load_segmentation_task
 
     task = load_segmentation_task(path)
     mean, std = checkpoint_normalization(read_checkpoint(path)) or (IMAGENET_MEAN, IMAGENET_STD)
@@ -770,7 +695,7 @@ def load_spade_generator(
             not fit ``module_class``.
         TypeError: If ``module_class`` is not a SPADEGAN subclass.
     """
-    from aras400k.synthesis import generator_from_module, read_checkpoint
+    from aras400k.checkpoints import generator_from_module, read_checkpoint
 
     checkpoint = read_checkpoint(path, map_location)
     hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")

@@ -41,7 +41,7 @@ class MinibatchStdLayer(nn.Module):
     channels. When the batch is not divisible by ``group_size``, sample ``i`` joins
     group ``i mod ceil(N / group_size)``: groups then differ in size by at most one
     instead of the official code failing, and divisible batches keep the official
-    grouping exactly.
+    grouping (and computation) exactly.
 
     Args:
         group_size: Samples per group (``None``: the whole batch).
@@ -64,6 +64,13 @@ class MinibatchStdLayer(nn.Module):
         if c % f:
             raise ValueError(f"{c} channels cannot be split into {f} minibatch-std groups")
         group_size = n if self.group_size is None else min(self.group_size, n)
+        if n % group_size == 0:
+            # The official computation: sample i = j * (N / group_size) + k is member j of group k.
+            y = x.reshape(group_size, -1, f, c // f, h, w)
+            y = (y - y.mean(dim=0)).square().mean(dim=0)
+            y = (y + 1e-8).sqrt().mean(dim=[2, 3, 4])  # [N / group_size, F]
+            y = y.reshape(-1, f, 1, 1).repeat(group_size, 1, h, w)
+            return torch.cat([x, y], dim=1)
         num_groups = -(-n // group_size)
         group = torch.arange(n, device=x.device) % num_groups
         one_hot = torch.nn.functional.one_hot(group, num_groups).to(x.dtype)  # [N, G]

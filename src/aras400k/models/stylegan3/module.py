@@ -21,13 +21,15 @@ the phases, the EMA generator and ADA's ``p`` are updated. Steps whose loss or g
 are NaN/inf are skipped and counted (logged as ``skipped_steps``).
 
 Lightning's ``global_step`` counts optimiser steps (two per iteration plus one per lazy
-regularisation step); the module's ``iterations`` buffer counts iterations and drives
-every schedule. All state (EMA weights, ADA ``p``, ``pl_mean``, skip counts, iterations)
+regularisation step); the ``iterations`` buffer of :class:`~aras400k.models.gan.GANModule`
+counts iterations and drives every schedule. All state (EMA weights, ADA ``p``, ``pl_mean``, skip counts, iterations)
 lives in buffers or submodules, so it is in the checkpoint's ``state_dict`` and a run
 resumes from ``ckpt_path``. Checkpoints load with ``torch.load(weights_only=True)``.
 
-FID during training: add the :class:`~aras400k.models.gan.GeneratorFID` callback, which
+FID during training: add the :class:`~aras400k.callbacks.GeneratorFID` callback, which
 draws :meth:`StyleGAN3.fid_samples` (fixed seeds) at every validation and logs ``val_fid``.
+Sample grids (``samples/train_it{N}.png``, ``samples/val_it{N}.png``) come from the
+base's :class:`~aras400k.callbacks.SampleGrid`.
 """
 
 from __future__ import annotations
@@ -40,29 +42,24 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image, ImageDraw, ImageFont
-from torch import nn
 from torchvision.utils import make_grid
 
-from aras400k.checkpoints import SafeLoadingMixin
 from aras400k.models.gan import (
     AdaptiveAugment,
     AugmentPipe,
     ExponentialMovingAverage,
+    GANModule,
     NonFiniteGuard,
     PathLengthRegularizer,
     blur_images,
     blur_sigma,
     discriminator_logistic_loss,
     generator_logistic_loss,
-    guarded_step,
     lazy_optimizer_params,
     r1_penalty,
     style_mixing,
     stylegan_blur_fade_kimg,
-    stylegan_ema_kimg,
 )
 from aras400k.models.stylegan3.discriminator import Discriminator, build_discriminator
 from aras400k.models.stylegan3.generator import Generator, build_generator
@@ -81,7 +78,7 @@ _PL_BATCH_SHRINK = 2
 FID_SEED_OFFSET = 1_000_000
 
 
-class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lightning types load_from_checkpoint as a private descriptor
+class StyleGAN3(GANModule):
     """Unconditional StyleGAN3 (configs T and R) or StyleGAN2, trained with ADA.
 
     Arguments named like the official ``train.py`` options take its defaults; where the
@@ -142,8 +139,6 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         ValueError: If ``cfg`` or ``aug`` is unknown, or a number is out of range.
     """
 
-    iterations: torch.Tensor
-
     def __init__(
         self,
         cfg: StyleGANConfig = "stylegan2",
@@ -192,14 +187,11 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         self.save_hyperparameters(ignore=["map"])
         self.hparams["map_depth"] = map_depth
         _check_arguments(self.hparams)
-        self.automatic_optimization = False
         stylegan2 = cfg == "stylegan2"
         self.glr = glr if glr is not None else (0.002 if stylegan2 else 0.0025)
         self.pl_weight = pl_weight if pl_weight is not None else (2.0 if stylegan2 else 0.0)
         self.style_mixing_prob = style_mixing_prob if style_mixing_prob is not None else (0.9 if stylegan2 else 0.0)
         self.blur_init_sigma = blur_sigma if blur_sigma is not None else (0.0 if stylegan2 else 10.0)
-        self.register_buffer("iterations", torch.zeros((), dtype=torch.long))
-        self.last_grid_path: Path | None = None
         #: Total batch size of the last training iteration (for the ``kimg`` budget).
         self.last_batch_size: int | None = None
         self.configure_models()
@@ -228,10 +220,8 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
             channel_max=hp["cmax"],
             mbstd_group_size=hp["mbstd_group"],
         )
-        # The half-life is set from the actual batch at the first step when ema_kimg is None.
-        self.ema = ExponentialMovingAverage(
-            self.generator, ema_kimg=hp["ema_kimg"] or 10.0, ema_rampup=hp["ema_rampup"]
-        )
+        # ema_kimg None: the official batch * 10 / 32 of the actual batch at every update.
+        self.ema = ExponentialMovingAverage(self.generator, ema_kimg=hp["ema_kimg"], ema_rampup=hp["ema_rampup"])
         aug = hp["aug"]
         self.augment = AdaptiveAugment(
             pipe=hp["augpipe"],
@@ -308,14 +298,8 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         if z is None:
             assert n is not None
             z = self.latents(n, seed)
-        net = self.ema.shadow if use_ema else self.generator
-        was_training = net.training
-        net.eval()
-        try:
-            images = net(z.to(self.device), truncation_psi=truncation_psi, noise_mode=noise_mode)
-        finally:
-            net.train(was_training)
-        return images.clamp(-1, 1)
+        with self.sampler(use_ema) as net:
+            return net(z.to(self.device), truncation_psi=truncation_psi, noise_mode=noise_mode).clamp(-1, 1)
 
     # -- schedules -------------------------------------------------------------------------
 
@@ -383,10 +367,6 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         return torch.randn(n, self.hparams["z_dim"], device=self.device)
 
     # -- the four phases -------------------------------------------------------------------
-
-    def _optimise(self, loss: torch.Tensor, net: nn.Module, optimizer: Any, name: str) -> bool:
-        """Backward and step unless the loss or a gradient is NaN/inf (then count a skip)."""
-        return guarded_step(loss, net.parameters(), optimizer, self.guard, name, self.manual_backward)
 
     def generator_main_step(self, n: int, sigma: float, optimizer: Any) -> dict[str, torch.Tensor]:
         """Gmain: non-saturating logistic loss on generated images.
@@ -509,16 +489,6 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         size = batch_size or self.hparams["batch"] or self.last_batch_size
         return kimg is not None and size is not None and int(self.iterations) * size >= kimg * 1000
 
-    def update_ema(self, batch_size: int) -> None:
-        """Move the EMA generator toward the trained one (official half-life and ramp-up).
-
-        Args:
-            batch_size: Total batch size.
-        """
-        if self.hparams["ema_kimg"] is None:
-            self.ema.ema_kimg = stylegan_ema_kimg(batch_size)
-        self.ema.update(self.generator, int(self.iterations), batch_size)
-
     def _log_training(self, terms: Mapping[str, torch.Tensor], n: int, sigma: float) -> None:
         values: dict[str, Any] = {f"train_{name}": value for name, value in terms.items()}
         values |= {
@@ -531,18 +501,6 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         self.log_dict(values, on_step=True, on_epoch=False, batch_size=n)
         progress = {"d_loss": terms["d_loss"], "g_loss": terms["g_loss"], "p": values["ada_p"]}
         self.log_dict(progress, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=n)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Write a sample grid every ``sample_every_n_steps`` iterations.
-
-        Args:
-            outputs: Output of ``training_step`` (unused).
-            batch: The batch (unused).
-            batch_idx: Index of the batch (unused).
-        """
-        every = self.hparams["sample_every_n_steps"]
-        if every > 0 and int(self.iterations) % every == 0:
-            self.write_sample_grid(f"train_it{int(self.iterations):07d}")
 
     # -- validation ------------------------------------------------------------------------
 
@@ -559,7 +517,7 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         self.log("val_d_real_sign", logits.sign().mean(), on_epoch=True, batch_size=len(logits))
 
     def fid_samples(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        """EMA samples for :class:`~aras400k.models.gan.GeneratorFID`, as many as the batch holds.
+        """EMA samples for :class:`~aras400k.callbacks.GeneratorFID`, as many as the batch holds.
 
         Seeds start at ``FID_SEED_OFFSET + batch_idx * len(batch)``, so every validation
         uses the same latents and FID changes only with the generator.
@@ -574,62 +532,35 @@ class StyleGAN3(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         n = len(batch["image"])
         return self.generate(n, seed=FID_SEED_OFFSET + batch_idx * n)
 
-    def on_validation_epoch_end(self) -> None:
-        """Write the fixed-seed sample grid of the EMA generator."""
-        if not self.trainer.sanity_checking:
-            self.write_sample_grid(f"val_it{int(self.iterations):07d}")
-
-    def sample_dir(self) -> Path:
-        """Folder of the sample grids: ``<log dir or default_root_dir>/samples``."""
-        trainer = self.trainer
-        return Path(trainer.log_dir or trainer.default_root_dir) / "samples"
-
-    def write_sample_grid(self, name: str) -> Path | None:
-        """Write ``sample_seeds`` EMA samples (seeds 0, 1, ...) as one PNG grid.
+    def draw_sample_grid(self, path: Path, batch: Mapping[str, Any] | None = None) -> bool:
+        """``sample_seeds`` EMA samples (seeds 0, 1, ...) in a square grid under a title band.
 
         Args:
-            name: File stem (the file is ``<sample_dir>/<name>.png``).
+            path: Destination PNG.
+            batch: Unused (the samples depend on their seeds only).
 
         Returns:
-            The path written, or ``None`` on processes other than rank 0.
+            True (the file is written).
         """
         count = int(self.hparams["sample_seeds"])
         images = self.generate(count, seed=0)
         it = int(self.iterations)
         shown = f", {it * self.last_batch_size / 1000:.2f} kimg" if self.last_batch_size else ""
         title = f"StyleGAN EMA samples, seeds 0-{count - 1}, iteration {it}{shown}"
-        path = self._save_grid(self.sample_dir() / f"{name}.png", images, title)
-        if path is not None:
-            self.last_grid_path = path
-        return path
-
-    @rank_zero_only
-    def _save_grid(self, path: Path, images: torch.Tensor, title: str = "") -> Path:
         nrow = max(1, math.ceil(math.sqrt(len(images))))
         grid = make_grid(images.float().cpu().add(1).div(2).clamp(0, 1), nrow=nrow, padding=1, pad_value=1.0)
-        array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        picture = Image.fromarray(array)
-        if title:  # a white band above the grid with the title in the default bitmap font
-            font = ImageFont.load_default()
-            band = 16
-            width = int(ImageDraw.Draw(picture).textlength(title, font=font)) + 8
-            titled = Image.new("RGB", (max(picture.width, width), picture.height + band), "white")
-            titled.paste(picture, (0, band))
-            ImageDraw.Draw(titled).text((4, 2), title, fill="black", font=font)
-            picture = titled
+        picture = Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        # A white band above the grid with the title in the default bitmap font.
+        font = ImageFont.load_default()
+        width = int(ImageDraw.Draw(picture).textlength(title, font=font)) + 8
+        titled = Image.new("RGB", (max(picture.width, width), picture.height + 16), "white")
+        titled.paste(picture, (0, 16))
+        ImageDraw.Draw(titled).text((4, 2), title, fill="black", font=font)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.png")
-        picture.save(tmp)
+        titled.save(tmp)
         tmp.replace(path)
-        return path
-
-    # -- hooks -----------------------------------------------------------------------------
-
-    def on_fit_start(self) -> None:
-        """Silence Lightning's "modules in eval mode" warning caused (by design) by the EMA copy only."""
-        others = [name for name, module in self.named_modules() if not module.training and not name.startswith("ema.")]
-        if self.training and not others:
-            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+        return True
 
 
 def _check_arguments(hp: Mapping[str, Any]) -> None:

@@ -15,29 +15,26 @@ Batches never cross an input shard, so a run split over workers by input shard
 exactly as a single run does.
 
 Checkpoints are read by :func:`aras400k.checkpoints.read_checkpoint`: plain tensors and
-values only, never code (:func:`load_segmentation_task`).
+values only, never code (:func:`~aras400k.models.segmentation.load_segmentation_task`).
 """
 
 from __future__ import annotations
 
-import inspect
 import re
 import tarfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from aras400k.checkpoints import read_checkpoint
-from aras400k.classes import NUM_CLASSES
+from aras400k.checkpoints import resolve_device
 from aras400k.data.composition import composition, format_composition
 from aras400k.data.datamodules import IMAGENET_MEAN, IMAGENET_STD
-from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
+from aras400k.data.merge import merge_hint
 from aras400k.data.remote import as_location, locate, location_name
 from aras400k.data.shards import (
     MANIFEST_NAME,
@@ -45,26 +42,17 @@ from aras400k.data.shards import (
     SampleError,
     ShardReadError,
     ShardWriter,
+    Source,
     decode_sample,
     iter_raw_samples,
     read_manifest,
 )
 from aras400k.data.sources import partition_range
 from aras400k.data.transforms import Normalize
-from aras400k.locking import exclusive_lock
-from aras400k.models.segmentation import SegmentationTask
+from aras400k.models.segmentation import SegmentationTask, load_segmenter
+from aras400k.synthesis.jobs import ShardJob, refuse_finished
 
-_T = TypeVar("_T")
-
-__all__ = [
-    "LabelReport",
-    "checkpoint_normalization",
-    "generator_from_module",
-    "label_shards",
-    "load_segmentation_task",
-    "outside_cli_instantiation",
-    "read_checkpoint",
-]
+__all__ = ["LabelReport", "label_job", "label_shards"]
 
 #: Members :func:`label_shards` rebuilds; every other member is copied verbatim.
 _REBUILT_MEMBERS = frozenset({"image.png", "mask.png", "meta.json"})
@@ -127,156 +115,6 @@ class LabelReport:
         if self.worker:
             lines.append(merge_hint(self.out_dir, self.worker))
         return "\n".join(lines)
-
-
-# -- checkpoints ----------------------------------------------------------------------------
-
-
-def load_segmentation_task(
-    path: str | Path,
-    map_location: str | torch.device = "cpu",
-    task_class: type[SegmentationTask] = SegmentationTask,
-) -> SegmentationTask:
-    """Load a trained :class:`SegmentationTask` from a Lightning checkpoint, safely.
-
-    The checkpoint is read with :func:`read_checkpoint` (``weights_only=True``); the task
-    is rebuilt from its saved hyperparameters and its weights loaded strictly. The
-    training-time ``encoder_weights`` file is not needed (the checkpoint holds every
-    weight). The task is returned in eval mode.
-
-    Args:
-        path: Checkpoint written by ``aras-fit`` or ``Trainer.save_checkpoint``.
-        map_location: Where the weights are loaded.
-        task_class: Class to build (a :class:`SegmentationTask` subclass with the same
-            constructor arguments, if the checkpoint came from one).
-
-    Returns:
-        The task, in eval mode, on ``map_location``.
-
-    Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is not a checkpoint of a segmentation task.
-    """
-    return _task_from_checkpoint(read_checkpoint(path, map_location), str(path), task_class)
-
-
-def checkpoint_normalization(checkpoint: Mapping[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """The normalisation a segmenter was trained with, from its checkpoint.
-
-    Lightning stores the DataModule's hyperparameters under
-    ``datamodule_hyper_parameters``; a :class:`~aras400k.data.SegmentationDataModule`'s
-    include ``mean`` and ``std``.
-
-    Args:
-        checkpoint: A checkpoint dict (see :func:`read_checkpoint`).
-
-    Returns:
-        ``(mean, std)``, or ``None`` when the checkpoint does not record them.
-    """
-    hparams = checkpoint.get("datamodule_hyper_parameters")
-    if not isinstance(hparams, Mapping) or hparams.get("mean") is None or hparams.get("std") is None:
-        return None
-    return tuple(float(m) for m in hparams["mean"]), tuple(float(s) for s in hparams["std"])
-
-
-def outside_cli_instantiation(build: Callable[[], _T]) -> _T:
-    """Build a LightningModule with its own hyper-parameters, even inside another module's LightningCLI instantiation.
-
-    While LightningCLI instantiates a module, Lightning hands that module's config to
-    every ``save_hyperparameters()`` call through a context variable. A module built
-    inside the outer module's ``__init__`` (``SPADEGAN(segmenter_ckpt=...)`` loading a
-    segmenter) would then record the outer module's arguments instead of its own.
-    Lightning offers no public switch, so the variable is cleared here when it exists.
-
-    Args:
-        build: Builds and returns the module.
-
-    Returns:
-        What ``build`` returns.
-    """
-    try:
-        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-    except ImportError:  # pragma: no cover - other Lightning versions
-        return build()
-    token = _given_hyperparameters.set(None)
-    try:
-        return build()
-    finally:
-        _given_hyperparameters.reset(token)
-
-
-def generator_from_module(
-    module_class: type[nn.Module],
-    checkpoint: Mapping[str, Any],
-    prefix: str,
-    name: str,
-    overrides: Mapping[str, Any] | None = None,
-) -> nn.Module:
-    """Build a GAN module subclass from a checkpoint's hyper-parameters and return its generator, loaded.
-
-    This is how a generator of your own (built in a subclass's ``configure_models``)
-    is sampled: the subclass builds it exactly as in training, then the checkpoint's
-    ``generator.*`` or ``ema.shadow.*`` weights are loaded into it, strictly. Only the
-    class you name is imported; nothing in the checkpoint is run.
-
-    Args:
-        module_class: The LightningModule class that trained the checkpoint (e.g. a
-            :class:`~aras400k.models.spade.SPADEGAN` subclass).
-        checkpoint: The checkpoint dict (see :func:`read_checkpoint`).
-        prefix: State-dict prefix of the wanted weights (``"ema.shadow."`` or ``"generator."``).
-        name: The checkpoint's name, for messages.
-        overrides: Constructor arguments replacing the recorded ones (e.g. to skip
-            loading networks that only training needs).
-
-    Returns:
-        The module's ``generator`` attribute with the checkpoint's weights.
-
-    Raises:
-        ValueError: If the checkpoint does not fit the class.
-    """
-    hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
-    if not isinstance(hparams, Mapping) or not isinstance(state, Mapping):
-        raise ValueError(f"{name} is not a Lightning checkpoint with hyper_parameters and a state_dict")
-    accepted = inspect.signature(module_class.__init__).parameters
-    kwargs = {k: v for k, v in hparams.items() if k in accepted}
-    kwargs |= {k: v for k, v in (overrides or {}).items() if k in accepted}
-    try:
-        module = outside_cli_instantiation(lambda: module_class(**kwargs))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name}: cannot build {module_class.__name__} from its hyper-parameters ({err})") from err
-    generator = getattr(module, "generator", None)
-    if not isinstance(generator, nn.Module):
-        raise ValueError(f"{module_class.__name__} has no generator module to sample from")
-    weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-    try:
-        generator.load_state_dict(weights, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise ValueError(
-            f"{name}: the {prefix.rstrip('.')} weights do not fit {module_class.__name__}'s generator ({first})"
-        ) from err
-    return generator
-
-
-def _task_from_checkpoint(
-    checkpoint: Mapping[str, Any], name: str, task_class: type[SegmentationTask]
-) -> SegmentationTask:
-    hparams = checkpoint.get("hyper_parameters")
-    state = checkpoint.get("state_dict")
-    if not isinstance(hparams, Mapping) or not isinstance(state, Mapping) or "arch" not in hparams:
-        raise ValueError(
-            f"{name} is not a SegmentationTask checkpoint (it lacks the task's hyper_parameters or state_dict)"
-        )
-    accepted = inspect.signature(task_class.__init__).parameters
-    kwargs = {k: v for k, v in hparams.items() if k in accepted}
-    kwargs["encoder_weights"] = None  # the state dict holds every weight
-    try:
-        task = outside_cli_instantiation(lambda: task_class(**kwargs))
-        task.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{name} is not a checkpoint of {task_class.__name__} ({first})") from err
-    return task.eval()
 
 
 # -- labelling -----------------------------------------------------------------------------
@@ -344,28 +182,15 @@ def label_shards(
         LockedError: If another run is writing ``out_dir`` (the worker's part for a
             worker); the lock (:mod:`aras400k.locking`) is held for the whole call.
     """
-    check_worker(shard_index, num_shards)
-    with exclusive_lock(worker_dir(out_dir, shard_index, num_shards)):
-        return _label_shards(
-            segmenter,
-            input_dir,
-            out_dir,
-            batch_size=batch_size,
-            device=device,
-            mean=mean,
-            std=std,
-            overwrite=overwrite,
-            progress=progress,
-            compress_level=compress_level,
-            shard_index=shard_index,
-            num_shards=num_shards,
-        )
+    job = ShardJob(out_dir, shard_index, num_shards)
+    with job.lock():
+        return label_job(job, segmenter, input_dir, batch_size, device, mean, std, overwrite, progress, compress_level)
 
 
-def _label_shards(
+def label_job(
+    job: ShardJob,
     segmenter: SegmentationTask | str | Path,
     input_dir: str | Path,
-    out_dir: str | Path,
     batch_size: int = 32,
     device: str = "auto",
     mean: Sequence[float] = IMAGENET_MEAN,
@@ -373,26 +198,44 @@ def _label_shards(
     overwrite: bool = False,
     progress: bool = True,
     compress_level: int = 6,
-    shard_index: int = 0,
-    num_shards: int = 1,
 ) -> LabelReport:
-    """:func:`label_shards` with the lock of its output already held (by the caller)."""
-    input_dir, out_dir = as_location(input_dir), worker_dir(out_dir, shard_index, num_shards)
-    manifest = _check_paths(input_dir, out_dir, overwrite)
+    """:func:`label_shards` into ``job.out_dir``, for a caller that already holds the job's lock.
+
+    Synthesis jobs call it to label the images they assembled in their work folder.
+
+    Args:
+        job: The output (and, for a worker, its part of the run).
+        segmenter: As for :func:`label_shards`.
+        input_dir: As for :func:`label_shards`.
+        batch_size: As for :func:`label_shards`.
+        device: As for :func:`label_shards`.
+        mean: As for :func:`label_shards`.
+        std: As for :func:`label_shards`.
+        overwrite: As for :func:`label_shards`.
+        progress: As for :func:`label_shards`.
+        compress_level: As for :func:`label_shards`.
+
+    Returns:
+        A :class:`LabelReport`.
+    """
+    input_dir, out_dir = as_location(input_dir), job.out_dir
+    if isinstance(input_dir, Path) and input_dir.resolve() == out_dir.resolve():
+        raise ValueError(f"out_dir {out_dir} is the input shard set; shards are never edited in place")
+    manifest = read_manifest(input_dir)
+    refuse_finished(out_dir, overwrite)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    low, high = partition_range(len(manifest["shards"]), shard_index, num_shards)
+    low, high = partition_range(len(manifest["shards"]), job.shard_index, job.num_shards)
     shards = manifest["shards"][low:high]
-    torch_device = _resolve_device(device)
-    task, checkpoint_path, norm = _resolve_segmenter(segmenter, torch_device)
+    torch_device = resolve_device(device)
+    task, checkpoint_path, norm = load_segmenter(segmenter, torch_device, purpose="labelling shards")
     mean, std = norm or (tuple(float(m) for m in mean), tuple(float(s) for s in std))
     labelled_by = {"checkpoint": checkpoint_path, "arch": task.hparams["arch"], "encoder": task.hparams["encoder"]}
     labeller = _Labeller(task, Normalize(mean, std), torch_device)
     extra = {k: v for k, v in manifest.items() if k not in _MANIFEST_FIELDS}
     extra.update(labelled_by=labelled_by, labelled_from=str(input_dir))
-    if num_shards > 1:
-        inputs = [{"name": s["name"], "sha256": s.get("sha256")} for s in manifest["shards"]]
-        extra[WORKER_FIELD] = worker_record(shard_index, num_shards, {"inputs": inputs, "labelled_by": labelled_by})
+    inputs = [{"name": s["name"], "sha256": s.get("sha256")} for s in manifest["shards"]]
+    extra.update(job.worker_fields({"inputs": inputs, "labelled_by": labelled_by}))
     writer = _open_writer(manifest, out_dir, overwrite, compress_level, extra)
     replaced = 0
     total = sum(int(s["num_samples"]) for s in shards)
@@ -414,51 +257,46 @@ def _label_shards(
         labelled_by=labelled_by,
         mean=mean,
         std=std,
-        worker=(shard_index, num_shards) if num_shards > 1 else None,
+        worker=job.worker,
     )
 
 
-def _check_paths(input_dir: str | Path, out_dir: Path, overwrite: bool) -> dict[str, Any]:
-    """Check the input is a shard set and the output a new place; return the input manifest."""
-    if isinstance(input_dir, Path) and input_dir.resolve() == out_dir.resolve():
-        raise ValueError(f"out_dir {out_dir} is the input shard set; shards are never edited in place")
-    manifest = read_manifest(input_dir)
-    if (out_dir / MANIFEST_NAME).exists() and not overwrite:
-        raise FileExistsError(
-            f"{out_dir} already holds a shard set; pass overwrite=True (--overwrite true) to replace it"
-        )
-    return manifest
+def label_parts(
+    job: ShardJob,
+    segmenter: str | Path,
+    split: str,
+    source: Source,
+    samples_per_shard: int,
+    extra: Mapping[str, Any],
+    batch_size: int,
+    device: torch.device,
+    progress: bool,
+    with_mask: bool,
+) -> Path:
+    """Assemble a synthesis job's parts inside its work folder, then label them into its output.
 
+    Args:
+        job: The synthesis job (its lock held by the caller).
+        segmenter: The segmenter checkpoint whose predictions become the masks.
+        split: The parts' split.
+        source: The parts' source.
+        samples_per_shard: Samples per output tar.
+        extra: Further manifest fields of the output.
+        batch_size: Images per forward pass.
+        device: Where the segmenter runs.
+        progress: Show progress bars.
+        with_mask: Whether the parts' samples have masks (the generator's conditions).
 
-def _resolve_device(device: str) -> torch.device:
-    """Turn ``auto``/``cpu``/``cuda[:N]`` into a device, checking CUDA is there when asked for."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'")
-    return resolved
-
-
-def _resolve_segmenter(
-    segmenter: SegmentationTask | str | Path, device: torch.device
-) -> tuple[SegmentationTask, str | None, tuple[tuple[float, ...], tuple[float, ...]] | None]:
-    """Return the task, its checkpoint path (or ``None``) and the checkpoint's normalisation."""
-    if isinstance(segmenter, SegmentationTask):
-        task, path, norm = segmenter, None, None
-    else:
-        checkpoint = read_checkpoint(segmenter, map_location=device)
-        task = _task_from_checkpoint(checkpoint, str(segmenter), SegmentationTask)
-        path, norm = str(segmenter), checkpoint_normalization(checkpoint)
-    if task.hparams["num_classes"] != NUM_CLASSES or task.hparams["in_channels"] != 3:
-        raise ValueError(
-            f"the segmenter takes {task.hparams['in_channels']} bands and predicts {task.hparams['num_classes']} "
-            f"classes; labelling shards needs RGB input and the {NUM_CLASSES} land-cover classes"
-        )
-    return task, path, norm
+    Returns:
+        The assembled, unlabelled shard set (inside the work folder, removed by ``job.finish()``).
+    """
+    assembled = job.work / "assembled"
+    job.assemble(assembled, split, source, samples_per_shard, extra, overwrite=True, with_mask=with_mask)
+    # The assembled set holds only this worker's images, so it is labelled whole; the
+    # worker record it carries (in ``extra``) passes on to the output's manifest.
+    whole = ShardJob(job.out_dir)
+    label_job(whole, segmenter, assembled, batch_size=batch_size, device=str(device), overwrite=True, progress=progress)
+    return assembled
 
 
 def _open_writer(

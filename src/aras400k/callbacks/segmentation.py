@@ -1,7 +1,4 @@
-"""Callbacks that write figures, tables and prediction files, independent of the logger.
-
-:class:`PredictionWriter` lives in :mod:`aras400k.prediction` and is re-exported here.
-"""
+"""The segmenters' report: confusion matrices, prediction grids and the score table, as files."""
 
 from __future__ import annotations
 
@@ -16,9 +13,8 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from aras400k.files import write_atomic
 from aras400k.plotting import plot_confusion_matrix, plot_prediction_grid
-from aras400k.prediction import PredictionWriter
 
-__all__ = ["PredictionWriter", "SegmentationReport", "format_scores_table"]
+__all__ = ["SegmentationReport", "format_scores_table"]
 
 
 def format_scores_table(scores: dict[str, float], class_names: tuple[str, ...], stage: str) -> str:

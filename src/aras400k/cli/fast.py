@@ -1,0 +1,317 @@
+"""Answers of ``aras`` / ``aras-fit`` that need no Lightning: cached ``--help``, plain argument errors.
+
+Building the LightningCLI parser means importing Lightning (and with it torch,
+torchmetrics, torchvision), seconds before anything is printed. Two things are cached
+from the real parser, in a folder keyed by everything that can change its output:
+
+- **help texts**: the first ``aras fit --help`` (or ``aras --help``, ``aras test -h``, ...)
+  runs the real parser and stores what it printed; later ones print the stored bytes.
+  Only the plain forms are cached (``--help`` alone, or after a subcommand): with a
+  ``--config`` the help shows that config's values, so it goes to the real parser.
+- **option names** of every subcommand, recorded each time the real parser is built
+  (:func:`record_options`), so that an unknown option (``aras-fit --nonsense``), an
+  unknown or missing subcommand and a ``--config`` file that does not exist are
+  refused at once, in the one-line style of every command.
+
+Anything the check is unsure about (an abbreviation, a nested option under a known one,
+``--print_config``, a token after ``--``) goes to the real parser, so a valid
+invocation always runs as it would without the cache. The cache key holds the versions
+of aras400k, Lightning, jsonargparse, torch and docstring-parser, the Python
+interpreter, a hash of every aras400k source file, the ``JSONARGPARSE_*`` / ``PL_*`` /
+``LIGHTNING_*`` environment, and for help texts the program name, the arguments and the
+terminal width. The folder is ``$ARAS_CACHE_DIR``, else ``$XDG_CACHE_HOME/aras400k/cli``,
+else ``~/.cache/aras400k/cli``; if it cannot be written, every call takes the slow path.
+``ARAS_CLI_CACHE=0`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CACHE_VARIABLE",
+    "SUBCOMMANDS",
+    "answer",
+    "cache_dir",
+    "capture_help",
+    "check_arguments",
+    "environment_key",
+    "help_path",
+    "is_help_request",
+    "options_path",
+    "record_options",
+]
+
+#: The LightningCLI subcommands of ``aras``.
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+#: ``ARAS_CLI_CACHE=0`` turns the cached answers off (every call builds the real parser).
+CACHE_VARIABLE = "ARAS_CLI_CACHE"
+#: Distributions whose version changes what the parser prints.
+_DISTRIBUTIONS = ("lightning", "jsonargparse", "torch", "docstring-parser", "torchmetrics")
+#: Environment variables that change what the parser accepts or prints.
+_ENV_PREFIXES = ("JSONARGPARSE_", "PL_", "LIGHTNING_")
+_HELP = ("-h", "--help")
+#: A ``--config`` value taken for a file name (else it may be an inline YAML/JSON config).
+_CONFIG_FILE = re.compile(r"^[\w./~+-]+\.(ya?ml|json|jsonnet)$")
+
+
+def enabled() -> bool:
+    """Whether cached answers are used (``ARAS_CLI_CACHE`` is not ``0``)."""
+    return os.environ.get(CACHE_VARIABLE, "1").strip() not in ("0", "false", "no")
+
+
+def cache_dir() -> Path:
+    """The cache folder: ``$ARAS_CACHE_DIR``, ``$XDG_CACHE_HOME/aras400k/cli`` or ``~/.cache/aras400k/cli``."""
+    if os.environ.get("ARAS_CACHE_DIR"):
+        return Path(os.environ["ARAS_CACHE_DIR"]).expanduser()
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root).expanduser() / "aras400k" / "cli"
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "absent"
+
+
+def _source_hash() -> str:
+    """sha256 over the path and bytes of every ``.py`` file of the aras400k package."""
+    import aras400k
+
+    root = Path(aras400k.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@cache
+def environment_key() -> str:
+    """A hash of everything the parser's options and texts depend on (see the module docstring).
+
+    Returns:
+        24 hex digits.
+    """
+    import aras400k
+
+    parts: dict[str, Any] = {
+        "aras400k": aras400k.__version__,
+        "python": [sys.version, sys.prefix],
+        "sources": _source_hash(),
+        "versions": {name: _version(name) for name in _DISTRIBUTIONS},
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)},
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _folder() -> Path:
+    return cache_dir() / environment_key()
+
+
+def help_path(args: list[str], prog: str | None = None) -> Path:
+    """Where the help text of ``args`` is cached.
+
+    Args:
+        args: A help request (see :func:`is_help_request`).
+        prog: The program name the parser shows (default: ``basename(sys.argv[0])``, as argparse).
+
+    Returns:
+        The file (it may not exist).
+    """
+    prog = os.path.basename(sys.argv[0]) if prog is None else prog
+    width = shutil.get_terminal_size().columns
+    name = hashlib.sha256(json.dumps([prog, args, width]).encode()).hexdigest()[:24]
+    return _folder() / f"help-{name}.txt"
+
+
+def options_path() -> Path:
+    """Where the option names of the parser are cached."""
+    return _folder() / "options.json"
+
+
+def is_help_request(args: list[str]) -> bool:
+    """Whether ``args`` is a plain help request: ``--help``, or a subcommand then ``--help`` (or ``-h``)."""
+    return (len(args) == 1 and args[0] in _HELP) or (len(args) == 2 and args[0] in SUBCOMMANDS and args[1] in _HELP)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a cache file atomically; a cache that cannot be written is skipped silently."""
+    from aras400k.files import write_atomic
+
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text, tmp_name=f"{path.name}.{os.getpid()}.tmp")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+class _Tee:
+    """A text stream that writes through to ``stream`` and keeps a copy."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def capture_help(args: list[str]) -> Iterator[None]:
+    """Around the real parser: store the help it prints for a plain help request.
+
+    Args:
+        args: The command-line arguments being parsed.
+
+    Yields:
+        Nothing; stdout is passed through (and copied) while the parser runs.
+    """
+    if not (enabled() and is_help_request(args)):
+        yield
+        return
+    tee = _Tee(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(tee):
+            yield
+    except SystemExit as stop:
+        if stop.code in (0, None):
+            _write(help_path(args), "".join(tee.parts))
+        raise
+
+
+def record_options(parser: Any) -> None:
+    """Store the option names of the real parser and its subcommands (once per cache key).
+
+    Args:
+        parser: The LightningCLI root parser, before parsing.
+    """
+    import argparse
+
+    if not enabled():
+        return
+    path = options_path()
+    if path.exists():
+        return
+    found: dict[str, Any] = {"root": [], "subcommands": {}}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found["subcommands"][name] = sorted(o for a in sub._actions for o in a.option_strings)
+        else:
+            found["root"].extend(action.option_strings)
+    found["root"].sort()
+    _write(path, json.dumps(found, indent=1))
+
+
+def _known(name: str, options: set[str]) -> bool | None:
+    """``True`` if the parser takes ``name``, ``False`` if it cannot, ``None`` if unsure."""
+    name = name.rstrip("+")
+    if name in options:
+        return True
+    parts = name.split(".")
+    if any(".".join(parts[:i]) in options for i in range(1, len(parts))):
+        return None  # under a known option: a class's init_args, a dict's key, ... the parser decides
+    if any(option.startswith(name) for option in options):
+        return None  # an abbreviation
+    return False
+
+
+def check_arguments(args: list[str], options: dict[str, Any]) -> str | None:
+    """The message of an error the real parser would surely report, or ``None``.
+
+    Args:
+        args: Command-line arguments (starting with the subcommand).
+        options: The recorded option names (:func:`record_options`).
+
+    Returns:
+        One line, or ``None`` when the arguments may be valid (or the check is unsure).
+    """
+    if any(a in _HELP or a.startswith("--print_config") or a == "--" for a in args):
+        return None
+    choices = ",".join(SUBCOMMANDS)
+    if not args:
+        return f'expected "subcommand" to be one of {{{choices}}}, but it was not provided.'
+    command, rest = args[0], args[1:]
+    if command.startswith("-"):
+        return None  # root options before the subcommand: the real parser decides
+    if command not in options["subcommands"]:
+        listed = ", ".join(repr(name) for name in SUBCOMMANDS)
+        return f"argument subcommand: invalid choice: {command!r} (choose from {listed})"
+    known = set(options["subcommands"][command])
+    for i, token in enumerate(rest):
+        name, has_value, value = token.partition("=")
+        if name in ("-c", "--config"):
+            value = value if has_value else (rest[i + 1] if i + 1 < len(rest) else "")
+            if _CONFIG_FILE.match(value) and not Path(value).expanduser().exists():
+                return f"Parser key \"config\": File does not exist: '{value}'"
+    unknown: list[str] = []
+    taking = False
+    for token in rest:
+        if token.startswith("--"):
+            verdict = _known(token.partition("=")[0], known)
+            if verdict is None:
+                return None
+            taking = not verdict
+            if taking:
+                unknown.append(token)
+        elif taking:
+            unknown.append(token)  # a value of an unknown option: argparse lists it too
+    return f"unrecognized arguments: {' '.join(unknown)}" if unknown else None
+
+
+def answer(program: str, args: list[str]) -> int | None:
+    """Answer ``args`` from the cache if it can: print the help, or refuse in one line.
+
+    Args:
+        program: Command name for messages (``aras``, ``aras-fit``).
+        args: Command-line arguments (starting with the subcommand).
+
+    Returns:
+        The exit status when answered (0 for help; an error exits with status 2 through
+        :func:`aras400k.cli.fail`), ``None`` when the real parser must run.
+    """
+    if not enabled():
+        return None
+    if is_help_request(args):
+        text = _read(help_path(args))
+        if text is None:
+            return None
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    recorded = _read(options_path())
+    if recorded is None:
+        return None
+    try:
+        options = json.loads(recorded)
+    except ValueError:
+        return None
+    message = check_arguments(args, options)
+    if message is None:
+        return None
+    from aras400k.cli import fail
+
+    fail(program, message)

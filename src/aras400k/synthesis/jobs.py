@@ -1,0 +1,251 @@
+"""One resumable, splittable job over shard sets: the engine of synthesis, labelling and captioning.
+
+Every job that writes a shard set from a model's output follows the contract in
+``docs/architecture.md`` ("Resumable jobs over shard sets"); :class:`ShardJob` is that
+contract written once::
+
+    job = ShardJob(out_dir, shard_index, num_shards)
+    with job.lock():                                  # one writer per output
+        job.refuse_finished(overwrite)                # a finished set is replaced only on request
+        job.open(record, overwrite)                   # resume, refuse other settings, or start
+        job.write_parts(parts, write_part, ...)       # one shard set per part, in OUT/.partial
+        manifest = job.assemble(job.out_dir, ...)     # parts -> OUT, manifest last
+        job.finish()                                  # the work folder goes
+
+- **Work folder and run record.** Unfinished work lives in ``OUT/.partial`` beside
+  ``run.json``, every setting the output depends on. A rerun with the same record
+  resumes; with another it is refused (:func:`check_settings`) unless ``overwrite``.
+- **Parts.** Each part is a complete shard set of its own in ``.partial/part-NNNNNN``;
+  a part with a manifest is finished and kept, one without is redone from its start.
+  Jobs cut parts at input-shard (or seed-chunk) boundaries, so a worker of a split run
+  (:func:`~aras400k.data.merge.worker_dir`) computes exactly what the single run does.
+- **Assembly.** Parts are copied in order into the output, image and mask bytes
+  verbatim; the manifest is written last, so a folder with a manifest is finished.
+- **Lock.** :meth:`ShardJob.lock` holds ``OUT.lock`` beside the output (beside, since
+  the work folder inside it is deleted at the end) for the whole run.
+
+Captioning writes sidecars rather than shard sets, so it uses the settings check
+(:func:`check_settings`) of this module and the worker naming of
+:mod:`aras400k.data.merge`, but not the part folders.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from aras400k.data.merge import WORKER_FIELD, check_worker, worker_dir, worker_record
+from aras400k.data.shards import (
+    MANIFEST_NAME,
+    Sample,
+    ShardWriter,
+    Source,
+    decode_sample,
+    iter_raw_samples,
+    shard_paths,
+    write_json_atomic,
+)
+from aras400k.locking import exclusive_lock
+
+__all__ = ["RUN_RECORD", "WORK_DIR", "ShardJob", "check_settings", "refuse_finished"]
+
+#: The work folder inside a job's output.
+WORK_DIR = ".partial"
+#: The run record inside the work folder.
+RUN_RECORD = "run.json"
+
+#: Writes one part: gets the part's writer, the part's number and the progress bar.
+PartWriter = Callable[[ShardWriter, int, "tqdm[Any]"], None]
+
+
+def check_settings(previous: Mapping[str, Any], record: Mapping[str, Any], problem: str, remedy: str) -> None:
+    """Refuse to continue work begun with other settings, naming the settings that differ.
+
+    The message reads ``"{problem} (seed, limit differ); {remedy}"``.
+
+    Args:
+        previous: The settings the work was begun with.
+        record: This run's settings.
+        problem: What is wrong (``"OUT/.partial holds an unfinished run with other settings"``).
+        remedy: What the user can do.
+
+    Raises:
+        ValueError: If the settings differ.
+    """
+    if previous == record:
+        return
+    changed = sorted(k for k in record.keys() | previous.keys() if record.get(k) != previous.get(k))
+    verb = "differs" if len(changed) == 1 else "differ"
+    raise ValueError(f"{problem} ({', '.join(changed)} {verb}); {remedy}")
+
+
+def refuse_finished(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to write into a finished shard set unless ``overwrite``.
+
+    Raises:
+        FileExistsError: If ``out_dir`` holds a manifest and ``overwrite`` is off.
+    """
+    if (out_dir / MANIFEST_NAME).exists() and not overwrite:
+        raise FileExistsError(
+            f"{out_dir} already holds a shard set; pass overwrite=True (--overwrite true) to replace it"
+        )
+
+
+class ShardJob:
+    """The output of one job, or of one worker of a split job: its lock, work folder, parts and assembly.
+
+    Args:
+        out_dir: The job's output shard set (for a worker, the run's; the worker writes
+            into ``out_dir/part-K-of-N``).
+        shard_index: This worker's part of a split run, ``0 .. num_shards - 1``.
+        num_shards: Workers the run is split over (1: a single run).
+
+    Raises:
+        ValueError: On an invalid ``shard_index``/``num_shards`` pair.
+    """
+
+    def __init__(self, out_dir: str | Path, shard_index: int = 0, num_shards: int = 1) -> None:
+        check_worker(shard_index, num_shards)
+        self.shard_index, self.num_shards = shard_index, num_shards
+        self.out_dir = worker_dir(out_dir, shard_index, num_shards)
+        self.work = self.out_dir / WORK_DIR
+
+    @property
+    def worker(self) -> tuple[int, int] | None:
+        """``(shard_index, num_shards)`` for a worker of a split run, ``None`` for a single run."""
+        return (self.shard_index, self.num_shards) if self.num_shards > 1 else None
+
+    def lock(self) -> AbstractContextManager[Any]:
+        """Hold the output's lock (:func:`~aras400k.locking.exclusive_lock`) while the ``with`` block runs."""
+        return exclusive_lock(self.out_dir)
+
+    def refuse_finished(self, overwrite: bool) -> None:
+        """:func:`refuse_finished` for this job's output."""
+        refuse_finished(self.out_dir, overwrite)
+
+    def worker_fields(self, work: Any) -> dict[str, Any]:
+        """The manifest fields that record a worker of a split run (``{}`` for a single run).
+
+        Args:
+            work: What every worker of the run shares (its digest lets the merge check
+                that the parts belong together).
+        """
+        if self.worker is None:
+            return {}
+        return {WORKER_FIELD: worker_record(self.shard_index, self.num_shards, work)}
+
+    def open(self, record: Mapping[str, Any], overwrite: bool) -> None:
+        """Create the work folder, or check that the one there belongs to a run with these settings.
+
+        Args:
+            record: Everything the output depends on (JSON-serialisable).
+            overwrite: Discard an unfinished run with other settings instead of refusing.
+
+        Raises:
+            ValueError: If the work folder holds a run with other settings and ``overwrite`` is off.
+        """
+        path = self.work / RUN_RECORD
+        previous = json.loads(path.read_text()) if path.is_file() else None
+        if previous == record:
+            return  # resume
+        if previous is not None and not overwrite:
+            check_settings(
+                previous,
+                record,
+                f"{self.work} holds an unfinished run with other settings",
+                "rerun with the same settings to resume it, or pass overwrite=True (--overwrite true) to start over",
+            )
+        if self.work.exists():
+            shutil.rmtree(self.work)
+        self.work.mkdir(parents=True)
+        write_json_atomic(path, dict(record))
+
+    def write_parts(
+        self,
+        parts: Sequence[tuple[int, int]],
+        write_part: PartWriter,
+        split: str,
+        source: Source,
+        desc: str,
+        progress: bool,
+    ) -> int:
+        """Write every part that is not finished; return how many finished ones were kept.
+
+        Args:
+            parts: ``(part number, samples it will hold)`` in output order.
+            write_part: Writes one part's samples (see :data:`PartWriter`), updating the bar.
+            split: The parts' split.
+            source: The parts' source.
+            desc: The progress bar's label.
+            progress: Show the progress bar (samples).
+
+        Returns:
+            The number of parts kept from an earlier run.
+        """
+        kept = 0
+        with tqdm(total=sum(n for _, n in parts), desc=desc, unit="img", disable=not progress) as bar:
+            for index, count in parts:
+                part = self.work / f"part-{index:06d}"
+                if (part / MANIFEST_NAME).is_file():
+                    bar.update(count)
+                    kept += 1
+                    continue
+                if part.exists():
+                    shutil.rmtree(part)  # unfinished: redo from its first sample
+                with ShardWriter(part, split=split, source=source, samples_per_shard=10**9, prefix="part") as writer:
+                    write_part(writer, index, bar)
+        return kept
+
+    def samples(self, with_mask: bool = True) -> Iterator[Sample]:
+        """The samples of all parts in order, image (and mask) bytes kept verbatim."""
+        for part in sorted(self.work.glob("part-*")):
+            for path in shard_paths(part):
+                for raw in iter_raw_samples(path):
+                    sample = decode_sample(raw, with_mask=with_mask, with_captions=False)
+                    sample.image_png = raw["image.png"]
+                    if with_mask:
+                        sample.mask_png = raw["mask.png"]
+                    yield sample
+
+    def assemble(
+        self,
+        dest: Path,
+        split: str,
+        source: Source,
+        samples_per_shard: int,
+        extra: Mapping[str, Any],
+        overwrite: bool,
+        with_mask: bool = True,
+    ) -> dict[str, Any]:
+        """Copy the parts, in order, into the shard set ``dest``; return its manifest.
+
+        Shards left by an interrupted assembly have the names of the ones written now,
+        so they are replaced.
+
+        Args:
+            dest: The output (``self.out_dir``, or a folder inside the work folder when
+                another step follows).
+            split: The output's split.
+            source: The output's source.
+            samples_per_shard: Samples per output tar.
+            extra: Further manifest fields.
+            overwrite: Replace a shard set at ``dest``.
+            with_mask: Whether the parts' samples have masks.
+        """
+        writer = ShardWriter(
+            dest, split=split, source=source, samples_per_shard=samples_per_shard, overwrite=overwrite, extra=extra
+        )
+        with writer:
+            for sample in self.samples(with_mask=with_mask):
+                writer.write(sample)
+        return writer.manifest
+
+    def finish(self) -> None:
+        """Remove the work folder (the output is complete)."""
+        shutil.rmtree(self.work)

@@ -1,0 +1,72 @@
+"""ReusingCollate: batches packed into reused shared memory equal collate_samples' bit for bit."""
+
+import pytest
+import torch
+
+import aras400k.data.datasets as datasets
+from aras400k.data.datasets import EpochDataLoader, ReusingCollate, ShardDataset, collate_samples
+from tests.conftest import write_random_set
+
+
+def _epochs(root, reuse, epochs=3, keep=False, **dataset_args):
+    ds = ShardDataset([root], shuffle=True, seed=7, shuffle_buffer=4, **dataset_args)
+    loader = EpochDataLoader(ds, batch_size=3, num_workers=2, persistent_workers=True, reuse_batch_memory=reuse)
+    out = []
+    for _ in range(epochs):
+        for batch in loader:
+            # keep=False: only copies survive the step, so slots are freed and refilled.
+            out.append(batch if keep else {k: v.clone() if torch.is_tensor(v) else v for k, v in batch.items()})
+    return loader, out
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert list(x) == list(y)
+        for key in x:
+            if torch.is_tensor(x[key]):
+                assert x[key].dtype == y[key].dtype and x[key].shape == y[key].shape
+                assert torch.equal(x[key], y[key]), key
+            else:
+                assert x[key] == y[key], key
+
+
+@pytest.mark.parametrize("with_mask", [True, False])
+def test_reused_batches_equal_collate_samples(tmp_path, with_mask):
+    root = write_random_set(tmp_path / "a", 40, per_shard=7)
+    loader, reused = _epochs(root, True, with_mask=with_mask)
+    assert isinstance(loader.collate_fn, ReusingCollate)
+    _, plain = _epochs(root, False, with_mask=with_mask)
+    _assert_same(reused, plain)
+    assert ("mask" in reused[0]) is with_mask and reused[0]["source"].dtype == torch.int64
+
+
+def test_kept_batches_are_never_overwritten(tmp_path):
+    """Batches the main process still holds keep their slots: later batches get other memory."""
+    root = write_random_set(tmp_path / "a", 40, per_shard=7)
+    _, kept = _epochs(root, True, keep=True)  # 42 batches held at once, far more than the slots
+    _, plain = _epochs(root, False)
+    _assert_same(kept, plain)
+
+
+def test_slots_are_reused_and_freed(tmp_path):
+    root = write_random_set(tmp_path / "a", 40, per_shard=7)
+    loader, _ = _epochs(root, True, epochs=2)
+    table = loader.collate_fn.table
+    datasets._release_expired()
+    assert int((table != 0).sum()) == 0  # every batch dropped: every slot free again
+    ds = ShardDataset([root], shuffle=False)
+    loader = EpochDataLoader(ds, batch_size=4, num_workers=1, reuse_batch_memory=True)
+    pointers = {b["image"].untyped_storage().data_ptr() for b in loader}
+    assert len(pointers) < 10  # 10 batches share at most a few slots' mappings
+
+
+def test_meta_and_main_process_batches_fall_back(tmp_path):
+    root = write_random_set(tmp_path / "a", 6)
+    collate = ReusingCollate(1)
+    items = list(ShardDataset([root], with_meta=True))[:3]
+    _assert_same([collate(items)], [collate_samples(items)])  # outside a worker: collate_samples
+    loader = EpochDataLoader(ShardDataset([root], with_meta=True), batch_size=3, num_workers=1, reuse_batch_memory=True)
+    batches = list(loader)
+    assert [len(b["meta"]) for b in batches] == [3, 3]
+    assert EpochDataLoader(ShardDataset([root]), batch_size=3, reuse_batch_memory=True).collate_fn is collate_samples
