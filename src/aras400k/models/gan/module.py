@@ -77,7 +77,7 @@ class GANModule(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         Returns:
             ``(B, 3, H, W)`` EMA samples in ``[-1, 1]``.
         """
-        raise NotImplementedError(f"{type(self).__name__} does not implement fid_samples")
+        raise NotImplementedError(f"{type(self).__name__} does not implement fid_samples")  # abstract hook
 
     def draw_sample_grid(self, path: Path, batch: Mapping[str, Any] | None) -> bool:
         """Draw the sample grid into the PNG file ``path`` (its folder may not exist yet).
@@ -90,7 +90,7 @@ class GANModule(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
         Returns:
             Whether a file was written.
         """
-        raise NotImplementedError(f"{type(self).__name__} does not implement draw_sample_grid")
+        raise NotImplementedError(f"{type(self).__name__} does not implement draw_sample_grid")  # abstract hook
 
     # -- training ------------------------------------------------------------------------
 
