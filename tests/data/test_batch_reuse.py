@@ -70,3 +70,17 @@ def test_meta_and_main_process_batches_fall_back(tmp_path):
     batches = list(loader)
     assert [len(b["meta"]) for b in batches] == [3, 3]
     assert EpochDataLoader(ShardDataset([root]), batch_size=3, reuse_batch_memory=True).collate_fn is collate_samples
+
+
+def test_a_loader_made_under_inference_mode_works_outside_it(tmp_path):
+    """Lightning builds and first iterates validation loaders under inference mode, then trains outside it."""
+    root = write_random_set(tmp_path / "a", 24, per_shard=6)
+    with torch.inference_mode():
+        ds = ShardDataset([root], shuffle=False)
+        loader = EpochDataLoader(ds, batch_size=4, num_workers=1, reuse_batch_memory=True)
+        first = [b["image"].clone() for b in loader]
+    ds.set_epoch(1)
+    again = [b["image"].clone() for b in loader]  # frees the slots lent under inference mode
+    datasets._release_expired()
+    assert int((loader.collate_fn.table != 0).sum()) == 0
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))

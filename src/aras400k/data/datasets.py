@@ -171,7 +171,8 @@ class ShardDataset(IterableDataset):
         self.even_ranks = even_ranks
         # The epoch lives in shared memory: loader workers forked from this process (kept
         # alive between epochs with persistent_workers) read what set_epoch wrote here.
-        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        with torch.inference_mode(False):  # written by set_epoch whatever mode the dataset was made in
+            self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.passes = 0  # epochs started through an EpochDataLoader (counted in the main process)
         weights = [s.weight for s in self.sources]
         if any(w is not None for w in weights) and any(w is None for w in weights):
@@ -550,7 +551,8 @@ class ReusingCollate:
     def __init__(self, num_workers: int) -> None:
         self.token = next(_TOKENS) + (os.getpid() << 20)
         #: ``[worker, slot]``: 0 = free, else the number of the lend holding the slot.
-        self.table = torch.zeros(max(1, num_workers), BATCH_SLOTS, dtype=torch.int64).share_memory_()
+        with torch.inference_mode(False):  # a loader made under inference (validation) is also iterated outside it
+            self.table = torch.zeros(max(1, num_workers), BATCH_SLOTS, dtype=torch.int64).share_memory_()
         _TABLES[self.token] = self.table
         self._slots: list[torch.Tensor | None] = [None] * BATCH_SLOTS  # this worker's segments
         self._lends = itertools.count(1)
