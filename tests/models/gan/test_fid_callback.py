@@ -80,3 +80,18 @@ def test_refuses_a_module_without_fid_samples(tmp_path, segmenter_ckpt):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="every_n_epochs"):
         GeneratorFID("segmenter", "x.ckpt", every_n_epochs=0)
+
+
+def test_fid_validation_then_training_with_a_loader_worker(tmp_path, demo_root, segmenter_ckpt):
+    """FID validation (under inference mode) between training epochs, with a loader worker.
+
+    Worker batches come through shared memory the loaders reuse. This does not reproduce
+    the demo's failure of a loader made under inference mode (that is
+    tests/data/test_batch_reuse.py), but covers the GAN + FID + worker path it hit.
+    """
+    fid_cb = GeneratorFID("segmenter", str(segmenter_ckpt))
+    trainer = _trainer(tmp_path, [fid_cb], epochs=3)
+    data = gan_data(demo_root)
+    data.num_workers = 1
+    trainer.fit(tiny_gan(), datamodule=data)
+    assert trainer.state.finished and [epoch for epoch, _ in fid_cb.history] == [0, 1, 2]
