@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -24,9 +25,15 @@ OPTIONS = {
 }
 
 
+#: The answers shipped with the package, before the fixture below hides them.
+SHIPPED = fast.SHIPPED
+
+
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
+    """An empty cache, and no shipped answers (tests that want them point ``fast.SHIPPED`` back)."""
     monkeypatch.setenv("ARAS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(fast, "SHIPPED", tmp_path / "no_answers.json.gz")
     monkeypatch.delenv(fast.CACHE_VARIABLE, raising=False)
     fast.environment_key.cache_clear()
     yield
@@ -163,15 +170,101 @@ def test_a_changed_key_regenerates(monkeypatch, capsys):
     assert capsys.readouterr().out == "new help\n"
 
 
-def test_key_follows_sources_env_and_width(monkeypatch):
+def test_key_follows_env_program_and_arguments(monkeypatch):
     key = fast.environment_key()
     monkeypatch.setenv("JSONARGPARSE_DEFAULT_ENV", "true")
     fast.environment_key.cache_clear()
     assert fast.environment_key() != key
     narrow = fast.help_path(["--help"])
     monkeypatch.setenv("COLUMNS", "37")
-    assert fast.help_path(["--help"]) != narrow
+    assert fast.help_path(["--help"]) == narrow  # help is always HELP_WIDTH wide
+    assert fast.help_path(["-h"]) == narrow  # -h prints what --help prints
     assert fast.help_path(["--help"], prog="aras") != fast.help_path(["--help"], prog="aras-fit")
+    assert fast.help_path(["fit", "--help"]) != fast.help_path(["test", "--help"])
+
+
+def test_help_is_formatted_at_a_fixed_width(monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("COLUMNS", "150")
+    seen = []
+    with pytest.raises(SystemExit), fast.capture_help(["fit", "--help"]):
+        seen.append(shutil.get_terminal_size().columns)
+        _real_help("help\n")
+    assert seen == [fast.HELP_WIDTH] and os.environ["COLUMNS"] == "150"
+
+
+def _ship(path: Path, modules: list[str], **changes: object) -> Path:
+    """Write shipped answers for this installation (``changes`` override parts of the key)."""
+    key = fast._shipped_key(modules) | changes
+    answers = {"key": key, "help": {"aras-fit\0fit\0--help": "shipped help\n"}, "options": OPTIONS}
+    path.write_bytes(gzip.compress(json.dumps(answers).encode()))
+    return path
+
+
+def test_shipped_answers_serve_an_empty_cache(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(fast, "SHIPPED", _ship(tmp_path / "answers.json.gz", ["classes.py", "cli/fast.py"]))
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/aras-fit"])  # argparse shows this program name
+    assert fast.answer("aras-fit", ["fit", "-h"]) == 0
+    assert capsys.readouterr().out == "shipped help\n"
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/aras"])
+    assert fast.answer("aras", ["fit", "--help"]) is None  # another program: not in these answers
+    with pytest.raises(SystemExit) as stop:
+        fast.answer("aras-fit", ["fit", "--nonsense"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "aras-fit: error: unrecognized arguments: --nonsense\n"
+    assert not fast.cache_dir().exists()  # the shipped answers are read, never copied
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"versions": {"lightning": "0.0.1"}},  # another Lightning (or jsonargparse, torch, ...)
+        {"python": [2, 7]},
+        {"aras400k": "0.0.0"},
+        {"files": {"classes.py": "0" * 64}},  # an edited module the parser imports
+    ],
+)
+def test_shipped_answers_are_ignored_when_anything_differs(tmp_path, monkeypatch, changes):
+    monkeypatch.setattr(fast, "SHIPPED", _ship(tmp_path / "answers.json.gz", ["classes.py"], **changes))
+    monkeypatch.setattr(sys, "argv", ["aras-fit"])
+    assert fast.shipped_answers() is None
+    assert fast.answer("aras-fit", ["fit", "--help"]) is None
+
+
+def test_shipped_answers_are_ignored_with_parser_variables_or_a_broken_file(tmp_path, monkeypatch):
+    path = _ship(tmp_path / "answers.json.gz", ["classes.py"])
+    monkeypatch.setattr(fast, "SHIPPED", path)
+    assert fast.shipped_answers() is not None
+    monkeypatch.setenv("JSONARGPARSE_DEFAULT_ENV", "true")
+    assert fast.shipped_answers() is None
+    monkeypatch.delenv("JSONARGPARSE_DEFAULT_ENV")
+    path.write_bytes(path.read_bytes()[:40])
+    assert fast.shipped_answers() is None
+
+
+def test_the_cache_comes_before_the_shipped_answers(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(fast, "SHIPPED", _ship(tmp_path / "answers.json.gz", ["classes.py"]))
+    monkeypatch.setattr(sys, "argv", ["aras-fit"])
+    with pytest.raises(SystemExit), fast.capture_help(["fit", "--help"]):
+        _real_help("cached help\n")
+    capsys.readouterr()
+    assert fast.answer("aras-fit", ["fit", "--help"]) == 0
+    assert capsys.readouterr().out == "cached help\n"
+
+
+def test_the_shipped_answers_are_current():
+    """The package's answers match this installation; if not, rewrite them: ``python -m aras400k.cli.fast``."""
+    data = json.loads(gzip.decompress(SHIPPED.read_bytes()))
+    key = data["key"]
+    if key["versions"] != fast._shipped_key([])["versions"] or key["python"] != list(sys.version_info[:2]):
+        pytest.skip(f"shipped answers are for {key['versions']} on Python {key['python']}, not this installation")
+    now = fast._file_hashes(list(key["files"]))
+    stale = sorted(name for name, digest in now.items() if key["files"][name] != digest)
+    assert not stale, f"modules changed since the answers were made: {stale}; run python -m aras400k.cli.fast"
+    assert fast.shipped_answers(SHIPPED) == data
+    assert {tuple(k.split("\0")) for k in data["help"]} == {(prog, *args) for prog, args in fast.HELP_FORMS}
+    assert all(text.startswith("usage: ") for text in data["help"].values())
 
 
 def test_record_options_of_a_parser_with_subcommands():
@@ -224,20 +317,35 @@ def test_cached_answers_import_no_lightning(tmp_path):
 MAIN = "import sys; sys.argv[0] = 'aras'; from aras400k.cli.main import main; main()"
 #: ``MAIN``, failing (a traceback on stderr) if Lightning or torch was imported by the time it exits.
 LIGHT_MAIN = f"import atexit; atexit.register(lambda: exec({_HEAVY!r}));" + MAIN
+#: ``MAIN`` without the shipped answers (as with another Lightning version).
+UNSHIPPED_MAIN = "from pathlib import Path; from aras400k.cli import fast; fast.SHIPPED = Path('/no/such');" + MAIN
 
 
 @pytest.mark.slow
 def test_cached_help_equals_the_real_parsers(tmp_path):
     """The real ``aras fit --help``, then the cached one: the same bytes; a fresh real one agrees too."""
     cache = tmp_path / "cache"
-    first = _run(MAIN, "fit", "--help", cache=cache)
+    first = _run(UNSHIPPED_MAIN, "fit", "--help", cache=cache)
     assert first.returncode == 0 and "--trainer.max_epochs" in first.stdout, first.stderr
     assert len(list(cache.glob("*/help-*.txt"))) == 1 and list(cache.glob("*/options.json"))
     cached = _run(LIGHT_MAIN, "fit", "--help", cache=cache)
     assert cached.returncode == 0 and cached.stdout == first.stdout
-    fresh = _run(MAIN, "fit", "--help", cache=tmp_path / "other", **{fast.CACHE_VARIABLE: "0"})
+    fresh = _run(MAIN, "fit", "--help", cache=tmp_path / "other", COLUMNS="150", **{fast.CACHE_VARIABLE: "0"})
     assert fresh.stdout == first.stdout
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.slow
+def test_shipped_help_equals_the_real_parsers(tmp_path):
+    """Every shipped help text is what the real parser prints now (and is served without Lightning)."""
+    data = json.loads(gzip.decompress(SHIPPED.read_bytes()))
+    for prog, args in fast.HELP_FORMS:
+        code = MAIN.replace("'aras'", repr(prog))
+        real = _run(code, *args, cache=tmp_path / "off", **{fast.CACHE_VARIABLE: "0"})
+        assert real.stdout == data["help"]["\0".join((prog, *args))], (prog, args)
+    if fast.shipped_answers(SHIPPED) is not None:
+        served = _run(LIGHT_MAIN.replace("'aras'", "'aras-fit'"), "fit", "--help", cache=tmp_path / "empty")
+        assert served.stdout == data["help"]["aras-fit\0fit\0--help"]
 
 
 @pytest.mark.slow

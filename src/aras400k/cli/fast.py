@@ -18,20 +18,31 @@ Anything the check is unsure about (an abbreviation, a nested option under a kno
 invocation always runs as it would without the cache. The cache key holds the versions
 of aras400k, Lightning, jsonargparse, torch and docstring-parser, the Python
 interpreter, a hash of every aras400k source file, the ``JSONARGPARSE_*`` / ``PL_*`` /
-``LIGHTNING_*`` environment, and for help texts the program name, the arguments and the
-terminal width. The folder is ``$ARAS_CACHE_DIR``, else ``$XDG_CACHE_HOME/aras400k/cli``,
-else ``~/.cache/aras400k/cli``; if it cannot be written, every call takes the slow path.
-``ARAS_CLI_CACHE=0`` turns the cache off.
+``LIGHTNING_*`` environment, and for help texts the program name and the arguments.
+Help is always formatted :data:`HELP_WIDTH` columns wide, whatever the terminal, so a
+text is the same everywhere. The folder is ``$ARAS_CACHE_DIR``, else
+``$XDG_CACHE_HOME/aras400k/cli``, else ``~/.cache/aras400k/cli``; if it cannot be
+written, every call takes the slow path. ``ARAS_CLI_CACHE=0`` turns the cache off.
+
+**Shipped answers.** So that the very first ``aras --help`` after an install is quick
+too, the package carries the help texts and option names of its release
+(:data:`SHIPPED`, written by ``python -m aras400k.cli.fast``), with the versions of the
+distributions above, the Python version and a hash of every aras400k module the parser
+imported. They are used when all of these match this installation (and no
+``JSONARGPARSE_*`` / ``PL_*`` / ``LIGHTNING_*`` variable is set), after the cache and
+before the real parser; anything else (another Lightning, an edited module) falls back
+to the cache and the real parser. ``tests/cli/test_cli_fast.py`` fails when the shipped
+file is stale for the versions the tests run with.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
 import re
-import shutil
 import sys
 from collections.abc import Iterator
 from functools import cache
@@ -40,6 +51,9 @@ from typing import Any
 
 __all__ = [
     "CACHE_VARIABLE",
+    "HELP_FORMS",
+    "HELP_WIDTH",
+    "SHIPPED",
     "SUBCOMMANDS",
     "answer",
     "cache_dir",
@@ -48,8 +62,11 @@ __all__ = [
     "environment_key",
     "help_path",
     "is_help_request",
+    "make_shipped",
     "options_path",
+    "parser_options",
     "record_options",
+    "shipped_answers",
 ]
 
 #: The LightningCLI subcommands of ``aras``.
@@ -61,6 +78,16 @@ _DISTRIBUTIONS = ("lightning", "jsonargparse", "torch", "docstring-parser", "tor
 #: Environment variables that change what the parser accepts or prints.
 _ENV_PREFIXES = ("JSONARGPARSE_", "PL_", "LIGHTNING_")
 _HELP = ("-h", "--help")
+#: Columns of every help text (argparse reads ``COLUMNS``): cached and shipped texts fit any terminal.
+HELP_WIDTH = 80
+#: The answers shipped with the package (see the module docstring).
+SHIPPED = Path(__file__).with_name("answers.json.gz")
+#: The help requests whose texts are shipped: (program, arguments).
+HELP_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("aras", ("--help",)),
+    *(("aras", (name, "--help")) for name in SUBCOMMANDS),
+    ("aras-fit", ("fit", "--help")),
+)
 #: A ``--config`` value taken for a file name (else it may be an inline YAML/JSON config).
 _CONFIG_FILE = re.compile(r"^[\w./~+-]+\.(ya?ml|json|jsonnet)$")
 
@@ -132,10 +159,14 @@ def help_path(args: list[str], prog: str | None = None) -> Path:
     Returns:
         The file (it may not exist).
     """
-    prog = os.path.basename(sys.argv[0]) if prog is None else prog
-    width = shutil.get_terminal_size().columns
-    name = hashlib.sha256(json.dumps([prog, args, width]).encode()).hexdigest()[:24]
+    name = hashlib.sha256(json.dumps(_help_id(args, prog)).encode()).hexdigest()[:24]
     return _folder() / f"help-{name}.txt"
+
+
+def _help_id(args: list[str], prog: str | None = None) -> list[str]:
+    """``[program, *arguments]`` of a help request, ``-h`` written as ``--help`` (they print the same)."""
+    prog = os.path.basename(sys.argv[0]) if prog is None else prog
+    return [prog, *("--help" if a in _HELP else a for a in args)]
 
 
 def options_path() -> Path:
@@ -180,8 +211,22 @@ class _Tee:
 
 
 @contextlib.contextmanager
+def _help_width() -> Iterator[None]:
+    """Format help :data:`HELP_WIDTH` columns wide (argparse sizes it from ``COLUMNS``)."""
+    before = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(HELP_WIDTH)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = before
+
+
+@contextlib.contextmanager
 def capture_help(args: list[str]) -> Iterator[None]:
-    """Around the real parser: store the help it prints for a plain help request.
+    """Around the real parser: format a plain help request :data:`HELP_WIDTH` wide and store it.
 
     Args:
         args: The command-line arguments being parsed.
@@ -189,12 +234,16 @@ def capture_help(args: list[str]) -> Iterator[None]:
     Yields:
         Nothing; stdout is passed through (and copied) while the parser runs.
     """
-    if not (enabled() and is_help_request(args)):
+    if not is_help_request(args):
         yield
+        return
+    if not enabled():
+        with _help_width():
+            yield
         return
     tee = _Tee(sys.stdout)
     try:
-        with contextlib.redirect_stdout(tee):
+        with _help_width(), contextlib.redirect_stdout(tee):
             yield
     except SystemExit as stop:
         if stop.code in (0, None):
@@ -202,19 +251,17 @@ def capture_help(args: list[str]) -> Iterator[None]:
         raise
 
 
-def record_options(parser: Any) -> None:
-    """Store the option names of the real parser and its subcommands (once per cache key).
+def parser_options(parser: Any) -> dict[str, Any]:
+    """The option names of the real parser and of each of its subcommands.
 
     Args:
-        parser: The LightningCLI root parser, before parsing.
+        parser: The LightningCLI root parser.
+
+    Returns:
+        ``{"root": [names], "subcommands": {name: [names]}}``, sorted.
     """
     import argparse
 
-    if not enabled():
-        return
-    path = options_path()
-    if path.exists():
-        return
     found: dict[str, Any] = {"root": [], "subcommands": {}}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -223,7 +270,20 @@ def record_options(parser: Any) -> None:
         else:
             found["root"].extend(action.option_strings)
     found["root"].sort()
-    _write(path, json.dumps(found, indent=1))
+    return found
+
+
+def record_options(parser: Any) -> None:
+    """Store the option names of the real parser and its subcommands (once per cache key).
+
+    Args:
+        parser: The LightningCLI root parser, before parsing.
+    """
+    if not enabled():
+        return
+    path = options_path()
+    if not path.exists():
+        _write(path, json.dumps(parser_options(parser), indent=1))
 
 
 def _known(name: str, options: set[str]) -> bool | None:
@@ -297,17 +357,22 @@ def answer(program: str, args: list[str]) -> int | None:
         return None
     if is_help_request(args):
         text = _read(help_path(args))
+        if text is None and (shipped := shipped_answers()) is not None:
+            text = shipped["help"].get("\0".join(_help_id(args)))
         if text is None:
             return None
         sys.stdout.write(text)
         sys.stdout.flush()
         return 0
     recorded = _read(options_path())
-    if recorded is None:
-        return None
-    try:
-        options = json.loads(recorded)
-    except ValueError:
+    if recorded is not None:
+        try:
+            options = json.loads(recorded)
+        except ValueError:
+            return None
+    elif (shipped := shipped_answers()) is not None:
+        options = shipped["options"]
+    else:
         return None
     message = check_arguments(args, options)
     if message is None:
@@ -315,3 +380,88 @@ def answer(program: str, args: list[str]) -> int | None:
     from aras400k.cli import fail
 
     fail(program, message)
+
+
+def _file_hashes(names: list[str]) -> dict[str, str]:
+    """sha256 of each named file of the aras400k package (``"absent"`` for a missing one)."""
+    root = Path(__file__).resolve().parents[1]
+    hashes = {}
+    for name in names:
+        try:
+            hashes[name] = hashlib.sha256((root / name).read_bytes()).hexdigest()
+        except OSError:
+            hashes[name] = "absent"
+    return hashes
+
+
+def _shipped_key(files: list[str]) -> dict[str, Any]:
+    """What the shipped answers depend on, as found in this installation."""
+    import aras400k
+
+    return {
+        "aras400k": aras400k.__version__,
+        "python": list(sys.version_info[:2]),
+        "versions": {name: _version(name) for name in _DISTRIBUTIONS},
+        "files": _file_hashes(files),
+    }
+
+
+def shipped_answers(path: Path | None = None) -> dict[str, Any] | None:
+    """The shipped answers if they were made for this installation, else ``None``.
+
+    Args:
+        path: The file (default: :data:`SHIPPED`).
+
+    Returns:
+        ``{"key": ..., "help": {program and arguments joined by NUL: text}, "options": ...}``, or ``None``
+        when the file is missing or unreadable, a version or module differs, or a
+        ``JSONARGPARSE_*`` / ``PL_*`` / ``LIGHTNING_*`` variable is set.
+    """
+    if any(name.startswith(_ENV_PREFIXES) for name in os.environ):
+        return None
+    try:
+        data = json.loads(gzip.decompress((path or SHIPPED).read_bytes()))
+        current = _shipped_key(list(data["key"]["files"]))
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return None
+    return data if data["key"] == current else None
+
+
+def make_shipped() -> dict[str, Any]:
+    """Run the real parser for every :data:`HELP_FORMS` request and collect the answers to ship.
+
+    Call it in a fresh process (``python -m aras400k.cli.fast``): the key lists the aras400k
+    modules imported by then, which are those the parser's output can depend on.
+
+    Returns:
+        The answers, as :func:`shipped_answers` returns them.
+    """
+    import io
+    import tempfile
+
+    from aras400k.cli.lightning_cli import build_cli
+
+    texts: dict[str, str] = {}
+    options: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["ARAS_CACHE_DIR"] = tmp  # the parser records its options here
+        for prog, args in HELP_FORMS:
+            sys.argv[0] = prog
+            out = io.StringIO()
+            with contextlib.suppress(SystemExit), _help_width(), contextlib.redirect_stdout(out):
+                build_cli(list(args))
+            texts["\0".join(_help_id(list(args), prog))] = out.getvalue()
+        options = json.loads(options_path().read_text())
+    root = Path(__file__).resolve().parents[1]
+    files = sorted(
+        Path(str(module.__file__)).resolve().relative_to(root).as_posix()
+        for name, module in list(sys.modules.items())
+        if (name == "aras400k" or name.startswith("aras400k.")) and getattr(module, "__file__", None)
+    )
+    return {"key": _shipped_key(files), "help": texts, "options": options}
+
+
+if __name__ == "__main__":  # python -m aras400k.cli.fast: rewrite the shipped answers
+    answers = make_shipped()
+    SHIPPED.write_bytes(gzip.compress(json.dumps(answers, indent=1, sort_keys=True).encode(), mtime=0))
+    print(f"{SHIPPED}: {len(answers['help'])} help texts, {len(answers['key']['files'])} modules in the key")
