@@ -49,6 +49,7 @@ from aras400k.data.shards import (
 )
 from aras400k.data.sources import partition_range
 from aras400k.data.transforms import Normalize
+from aras400k.errors import check_at_least
 from aras400k.models.segmentation import SegmentationTask, load_segmenter
 from aras400k.synthesis.jobs import ShardJob, refuse_finished
 
@@ -223,8 +224,7 @@ def label_job(
         raise ValueError(f"out_dir {out_dir} is the input shard set; shards are never edited in place")
     manifest = read_manifest(input_dir)
     refuse_finished(out_dir, overwrite)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_at_least("batch_size", batch_size, 1)
     low, high = partition_range(len(manifest["shards"]), job.shard_index, job.num_shards)
     shards = manifest["shards"][low:high]
     torch_device = resolve_device(device)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -29,6 +30,7 @@ from aras400k.captioning.backends.base import CaptionBackend
 from aras400k.captioning.requests import CaptionRequest
 from aras400k.captioning.spatial import ClassLayout, class_layouts, location_phrases
 from aras400k.data.composition import composition as mask_composition
+from aras400k.errors import check_at_least
 
 __all__ = ["CLASS_WORDS", "LANDSCAPES", "PLURAL_WORDS", "TemplateBackend", "image_tone"]
 
@@ -136,6 +138,7 @@ def image_tone(image: np.ndarray, max_side: int = 64) -> tuple[str, str, str]:
     return brightness, hue, texture
 
 
+@dataclass(eq=False)
 class TemplateBackend(CaptionBackend):
     """Captions from the composition, the mask's layout and the image's tones, without a model.
 
@@ -152,26 +155,14 @@ class TemplateBackend(CaptionBackend):
 
     name: ClassVar[str] = "template"
 
-    def __init__(
-        self,
-        spatial_hints: bool = True,
-        image_tones: bool = True,
-        max_classes: int = 5,
-        min_named_share: float = 0.03,
-        model_name: str = "template",
-    ) -> None:
-        if max_classes < 1:
-            raise ValueError(f"max_classes must be >= 1, got {max_classes}")
-        self.spatial_hints = spatial_hints
-        self.image_tones = image_tones
-        self.max_classes = max_classes
-        self.min_named_share = min_named_share
-        self._model_name = model_name
+    spatial_hints: bool = True
+    image_tones: bool = True
+    max_classes: int = 5
+    min_named_share: float = 0.03
+    model_name: str = "template"  # type: ignore[assignment]  # a plain field serves the abstract property
 
-    @property
-    def model_name(self) -> str:
-        """Name recorded with every caption."""
-        return self._model_name
+    def __post_init__(self) -> None:
+        check_at_least("max_classes", self.max_classes, 1)
 
     def generate(self, requests: Sequence[CaptionRequest]) -> list[str]:
         """Write one caption per request (layouts and tones are measured once per array).
