@@ -26,6 +26,7 @@ from aras400k.metrics import CaptionRedundancy, CLIPScore, CompositionConsistenc
 
 __all__ = [
     "ALL_DATASETS",
+    "CaptionTables",
     "CaptionTally",
     "consistency_section",
     "table1_section",
@@ -330,30 +331,42 @@ def _clip_note(clip_reason: str | None, tallies: Sequence[CaptionTally]) -> list
     return []
 
 
-def table1_section(
-    tallies: Sequence[CaptionTally],
-    overall: CaptionTally,
-    datasets: Sequence[DatasetInputs],
-    clip_reason: str | None,
-) -> Section:
-    """The paper's Table 1: per dataset volume, captions, redundancy and mean CLIPScore.
+@dataclass(frozen=True)
+class CaptionTables:
+    """What the paper's Tables 1 and 2 are made from.
 
-    Args:
+    Attributes:
         tallies: Per-dataset tallies, in report order.
         overall: The tally over all datasets (its ``clip`` pooled by :func:`combine_clip`).
         datasets: The checked datasets (same order).
         clip_reason: Why CLIPScore is n/a, or ``None`` when it was computed.
+    """
+
+    tallies: Sequence[CaptionTally]
+    overall: CaptionTally
+    datasets: Sequence[DatasetInputs]
+    clip_reason: str | None
+
+
+def table1_section(tables: CaptionTables) -> Section:
+    """The paper's Table 1: per dataset volume, captions, redundancy and mean CLIPScore.
+
+    Args:
+        tables: The tallies (``overall`` makes the first row when there are several datasets),
+            the datasets and why CLIPScore is n/a, if it is.
 
     Returns:
         The section.
     """
     title = "Table 1. Volume, captions, redundancy and CLIPScore per dataset"
-    if not any(d.has_captions for d in datasets):
+    if not any(d.has_captions for d in tables.datasets):
         return Section.skip("table1", title, _no_captions_reason())
     rows: list[dict[str, Any]] = []
-    pairs: list[tuple[CaptionTally, int]] = [(t, d.total_samples) for t, d in zip(tallies, datasets, strict=True)]
-    if len(tallies) > 1:
-        pairs.insert(0, (overall, sum(d.total_samples for d in datasets)))
+    pairs: list[tuple[CaptionTally, int]] = [
+        (t, d.total_samples) for t, d in zip(tables.tallies, tables.datasets, strict=True)
+    ]
+    if len(tables.tallies) > 1:
+        pairs.insert(0, (tables.overall, sum(d.total_samples for d in tables.datasets)))
     for tally, total in pairs:
         rows.append(
             {
@@ -381,41 +394,36 @@ def table1_section(
     body = markdown_table(["dataset", "source", "volume", "captions", "unique", "redundancy", "CLIPScore"], cells, 2)
     notes = ["Redundancy = 1 - unique / captions, over exact strings"]
     notes[0] += (
-        " (as the paper counts them)." if overall.redundancy.normalize == "none" else " after basic normalisation."
+        " (as the paper counts them)."
+        if tables.overall.redundancy.normalize == "none"
+        else " after basic normalisation."
     )
-    notes += _clip_note(clip_reason, tallies)
-    capped = [d.spec.name for d in datasets if len(d.keys) < d.total_samples]
+    notes += _clip_note(tables.clip_reason, tables.tallies)
+    capped = [d.spec.name for d in tables.datasets if len(d.keys) < d.total_samples]
     if capped:
         notes.append(f"Volume counts the evaluated samples (max_samples); capped: {', '.join(capped)}.")
-    outside = sum(d.captions_outside for d in datasets)
+    outside = sum(d.captions_outside for d in tables.datasets)
     if outside:
         notes.append(f"{outside:,} sidecar captions of samples that were not evaluated are not counted.")
     return Section("table1", title, body=body, data={"rows": rows}, rows=rows, notes=notes)
 
 
-def table2_section(
-    tallies: Sequence[CaptionTally],
-    overall: CaptionTally,
-    datasets: Sequence[DatasetInputs],
-    clip_reason: str | None,
-) -> Section:
+def table2_section(tables: CaptionTables) -> Section:
     """The paper's Table 2: per subset and caption model and method, captions, unique, redundancy, CLIPScore.
 
     Args:
-        tallies: Per-dataset tallies, in report order.
-        overall: The tally over all datasets.
-        datasets: The checked datasets (same order).
-        clip_reason: Why CLIPScore is n/a, or ``None``.
+        tables: The tallies, one row per caption group (model and mode) of each, and why
+            CLIPScore is n/a, if it is.
 
     Returns:
         The section.
     """
     title = "Table 2. Captions per model and method (mode), per subset"
-    if not any(d.has_captions for d in datasets):
+    if not any(d.has_captions for d in tables.datasets):
         return Section.skip("table2", title, _no_captions_reason())
-    subsets = [t for t in tallies if t.groups]
+    subsets = [t for t in tables.tallies if t.groups]
     if len(subsets) > 1:
-        subsets.insert(0, overall)
+        subsets.insert(0, tables.overall)
     rows = []
     for tally in subsets:
         for group in sorted(tally.groups, key=_group_order):
@@ -444,7 +452,7 @@ def table2_section(
         for r in rows
     ]
     header = ["subset", "model", "method", "captions", "unique", "redundancy", "CLIPScore"]
-    notes = _clip_note(clip_reason, tallies)
+    notes = _clip_note(tables.clip_reason, tables.tallies)
     return Section("table2", title, body=markdown_table(header, cells, 3), data={"rows": rows}, rows=rows, notes=notes)
 
 
