@@ -11,7 +11,7 @@ sample's ``meta.json`` (counted from its mask when the meta has none).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,21 @@ __all__ = [
 #: Label of the rows over every dataset together (the paper's "ARAS400k" rows).
 ALL_DATASETS = "all datasets"
 _MODE_ORDER = {"text": 0, "vision": 1, "hybrid": 2}
+#: How the caption tables print each row field (fields not listed print as they are).
+_CELL_FORMATS: dict[str, Callable[[Any], str]] = {
+    "source": lambda source: source or "all",
+    "volume": count,
+    "captions": count,
+    "unique": count,
+    "with_percentages": count,
+    "redundancy": percent,
+    "recall": lambda share: percent(share, 1),
+    "precision": lambda share: percent(share, 1),
+    "clip_score": number,
+    "percent_mae": number,
+}
+#: Column headings of the row fields whose heading is not their name.
+_HEADINGS = {"clip_score": "CLIPScore", "percent_mae": "% MAE (pp)", "with_percentages": "with %"}
 
 
 def _compute(metric: Metric) -> Any:
@@ -61,6 +76,21 @@ def split_group(group: str) -> tuple[str, str]:
     """
     model, _, mode = group.rpartition("/")
     return model, mode
+
+
+def _rows_table(rows: Sequence[Mapping[str, Any]], fields: Sequence[str], numeric_from: int) -> str:
+    """A Markdown table of the given fields of each row, each printed the one way the caption tables print it.
+
+    Args:
+        rows: The table rows.
+        fields: The row fields to show, in column order.
+        numeric_from: Columns from this index on are right-aligned.
+
+    Returns:
+        The table.
+    """
+    cells = [[_CELL_FORMATS.get(name, str)(row[name]) for name in fields] for row in rows]
+    return markdown_table([_HEADINGS.get(name, name) for name in fields], cells, numeric_from)
 
 
 def _group_order(group: str) -> tuple[int, str, str]:
@@ -379,19 +409,7 @@ def table1_section(tables: CaptionTables) -> Section:
                 **tally.clip_numbers(),
             }
         )
-    cells = [
-        [
-            r["dataset"],
-            r["source"] or "all",
-            count(r["volume"]),
-            count(r["captions"]),
-            count(r["unique"]),
-            percent(r["redundancy"]),
-            number(r["clip_score"]),
-        ]
-        for r in rows
-    ]
-    body = markdown_table(["dataset", "source", "volume", "captions", "unique", "redundancy", "CLIPScore"], cells, 2)
+    body = _rows_table(rows, ("dataset", "source", "volume", "captions", "unique", "redundancy", "clip_score"), 2)
     notes = ["Redundancy = 1 - unique / captions, over exact strings"]
     notes[0] += (
         " (as the paper counts them)."
@@ -439,21 +457,9 @@ def table2_section(tables: CaptionTables) -> Section:
             )
     if not rows:
         return Section.skip("table2", title, "the configured caption sources hold no captions")
-    cells = [
-        [
-            r["subset"],
-            r["model"],
-            r["method"],
-            count(r["captions"]),
-            count(r["unique"]),
-            percent(r["redundancy"]),
-            number(r["clip_score"]),
-        ]
-        for r in rows
-    ]
-    header = ["subset", "model", "method", "captions", "unique", "redundancy", "CLIPScore"]
+    body = _rows_table(rows, ("subset", "model", "method", "captions", "unique", "redundancy", "clip_score"), 3)
     notes = _clip_note(tables.clip_reason, tables.tallies)
-    return Section("table2", title, body=markdown_table(header, cells, 3), data={"rows": rows}, rows=rows, notes=notes)
+    return Section("table2", title, body=body, data={"rows": rows}, rows=rows, notes=notes)
 
 
 def _consistency_row(dataset: str, group: str | None, numbers: Mapping[str, Any]) -> dict[str, Any]:
@@ -497,20 +503,7 @@ def consistency_section(
         rows += [_consistency_row(tally.name, g, groups[g]) for g in sorted(groups, key=_group_order)]
     if not rows:
         return Section.skip("consistency", title, "no captioned sample has a composition (meta.json or mask)")
-    cells = [
-        [
-            r["dataset"],
-            r["model"],
-            r["method"],
-            count(r["captions"]),
-            percent(r["recall"], 1),
-            percent(r["precision"], 1),
-            number(r["percent_mae"]),
-            count(r["with_percentages"]),
-        ]
-        for r in rows
-    ]
-    header = ["dataset", "model", "method", "captions", "recall", "precision", "% MAE (pp)", "with %"]
+    columns = ("dataset", "model", "method", "captions", "recall", "precision", "percent_mae", "with_percentages")
     notes = [
         f"Recall: share of the classes covering at least {100 * config.salient_share:g}% of the mask that a caption "
         f"mentions; precision: share of the mentioned classes present in the mask (above "
@@ -521,5 +514,5 @@ def consistency_section(
     if missing:
         notes.append(f"{missing:,} captions of samples without a composition or mask are not scored.")
     return Section(
-        "consistency", title, body=markdown_table(header, cells, 3), data={"rows": rows}, rows=rows, notes=notes
+        "consistency", title, body=_rows_table(rows, columns, 3), data={"rows": rows}, rows=rows, notes=notes
     )
