@@ -134,8 +134,8 @@ class LabelSettings:
 
     batch_size: int = 32
     device: str = "auto"
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
     overwrite: bool = False
     progress: bool = True
     compress_level: int = 6
@@ -206,7 +206,7 @@ def label_shards(
         LockedError: If another run is writing ``out_dir`` (the worker's part for a
             worker); the lock (:mod:`aras400k.locking`) is held for the whole call.
     """
-    settings = LabelSettings(batch_size, device, tuple(mean), tuple(std), overwrite, progress, compress_level)
+    settings = LabelSettings(batch_size, device, mean, std, overwrite, progress, compress_level)
     job = ShardJob(out_dir, shard_index, num_shards)
     with job.lock():
         return label_job(job, segmenter, input_dir, settings)
