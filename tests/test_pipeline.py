@@ -290,3 +290,37 @@ def test_the_segmenter_stage_maps_a_scene_when_the_map_section_names_one(tmp_pat
         assert out.crs == src.crs and out.transform == src.transform and out.shape == src.shape
     links = {p.name for p in _links(run_dir / "index.md")}
     assert {"landcover.tif", "landcover.png"} <= links
+
+
+def test_the_synthesis_stages_write_one_config_each_and_preview_their_sets(tmp_path):
+    from aras400k.pipeline.stages import LabelStage, RunLayout, SynthCondStage, SynthUncondStage
+
+    config_file = tmp_path / "pipeline.yaml"
+    config_file.write_text(yaml.safe_dump(_tiny_config(tmp_path / "run")))
+    layout = RunLayout(_load(config_file))
+    data, figures = layout.data, tmp_path / "run" / "figures"
+
+    uncond = SynthUncondStage(layout)
+    (command,) = uncond.commands()
+    assert (command.program, command.args[:2]) == ("aras-synth", ("stylegan3", "--config"))
+    written = yaml.safe_load(Path(command.args[2]).read_text())
+    assert written["n"] == 12 and written["progress"] is False  # the section's options win over the default n
+    assert written["ckpt"] == str(layout.checkpoint("stylegan3"))
+    assert written["out"] == str(data / "synth_uncond_unlabelled")
+    assert [a.path for a in uncond.artefacts()] == [data / "synth_uncond_unlabelled" / "manifest.json"]
+
+    label = LabelStage(layout)
+    run, preview = label.commands()
+    written = yaml.safe_load(Path(run.args[2]).read_text())
+    assert list(written)[-3:] == ["ckpt", "input", "out"]  # the pipeline's paths last, in this order
+    assert written["input"] == str(data / "synth_uncond_unlabelled") and written["out"] == str(data / "synth_uncond")
+    assert preview.program == "aras-data" and str(figures / "synth_uncond.png") in preview.args
+    assert label.outputs() == [data / "synth_uncond"]
+    manifest, figure = (a.path for a in label.artefacts())
+    assert manifest == data / "synth_uncond" / "manifest.json" and figure == figures / "synth_uncond.png"
+
+    cond = SynthCondStage(layout)
+    run, preview = cond.commands()
+    written = yaml.safe_load(Path(run.args[2]).read_text())
+    assert run.args[0] == "spade" and written["masks"] == layout.real("train")
+    assert written["ckpt"] == str(layout.checkpoint("spade")) and str(figures / "synth_cond.png") in preview.args

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterable
 
-__all__ = ["DISK_FULL_ERRNOS", "ConfigError", "is_disk_full"]
+__all__ = [
+    "DISK_FULL_ERRNOS",
+    "ConfigError",
+    "check_at_least",
+    "check_choice",
+    "check_positive",
+    "check_within",
+    "is_disk_full",
+]
 
 #: ``OSError.errno`` values that mean the disk (or quota, or file-size limit) is full.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -24,3 +33,64 @@ def is_disk_full(err: BaseException) -> bool:
         True for an ``OSError`` with ``ENOSPC``, ``EDQUOT`` or ``EFBIG``.
     """
     return isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS
+
+
+def check_at_least(name: str, value: float, minimum: float) -> None:
+    """Refuse an argument below its minimum, in the one message every check gives.
+
+    Args:
+        name: The argument's name, as the caller spells it.
+        value: Its value.
+        minimum: The smallest value allowed.
+
+    Raises:
+        ValueError: ``NAME must be >= MINIMUM, got VALUE`` when ``value < minimum``.
+    """
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum:g}, got {value}")
+
+
+def check_positive(name: str, value: float) -> None:
+    """Refuse an argument that is zero or negative (a speed, a scale, a duration).
+
+    Args:
+        name: The argument's name.
+        value: Its value.
+
+    Raises:
+        ValueError: ``NAME must be positive, got VALUE`` when ``value <= 0``.
+    """
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
+def check_within(name: str, value: float, low: float = 0.0, high: float = 1.0) -> None:
+    """Refuse an argument outside a closed interval (by default a probability's ``[0, 1]``).
+
+    Args:
+        name: The argument's name.
+        value: Its value.
+        low: The smallest value allowed.
+        high: The largest value allowed.
+
+    Raises:
+        ValueError: ``NAME must be within [LOW, HIGH], got VALUE`` when it lies outside.
+    """
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be within [{low:g}, {high:g}], got {value}")
+
+
+def check_choice(what: str, value: object, choices: Iterable[object]) -> None:
+    """Refuse a value that is not one of the choices, naming them.
+
+    Args:
+        what: What the value names (``"conditioning"``, ``"augmentation pipe"``).
+        value: The value given.
+        choices: The values allowed.
+
+    Raises:
+        ValueError: ``unknown WHAT 'VALUE'; choose one of [...]`` when it is not a choice.
+    """
+    allowed = list(choices)
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {allowed}")

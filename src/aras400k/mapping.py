@@ -56,6 +56,7 @@ from tqdm import tqdm
 
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE, index_to_colour, worldcover_lookup
 from aras400k.data.transforms import Normalize
+from aras400k.errors import check_at_least
 from aras400k.models.segmentation import SegmentationTask
 
 __all__ = [
@@ -242,10 +243,8 @@ def column_strips(width: int, tile: int, stride: int, strip_width: int) -> list[
     Raises:
         ValueError: If ``width`` or ``strip_width`` is below 1.
     """
-    if width < 1:
-        raise ValueError(f"width must be >= 1, got {width}")
-    if strip_width < 1:
-        raise ValueError(f"strip_width must be >= 1, got {strip_width}")
+    check_at_least("width", width, 1)
+    check_at_least("strip_width", strip_width, 1)
     origins = tile_starts(width, tile, stride)
     tw = min(tile, width)
     strips = []
@@ -404,16 +403,12 @@ def _check_arguments(
     tile_size: int, stride: int, batch_size: int, strip_width: int, quicklook_size: int, peak: float | None
 ) -> None:
     """Raise a ``ValueError`` naming the first bad argument."""
-    if tile_size < 16:
-        raise ValueError(f"tile_size must be >= 16, got {tile_size}")
+    check_at_least("tile_size", tile_size, 16)
     if not 1 <= stride <= tile_size:
         raise ValueError(f"stride must be in 1..tile_size ({tile_size}), got {stride}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if strip_width < 1:
-        raise ValueError(f"strip_width must be >= 1, got {strip_width}")
-    if quicklook_size < 16:
-        raise ValueError(f"quicklook_size must be >= 16, got {quicklook_size}")
+    check_at_least("batch_size", batch_size, 1)
+    check_at_least("strip_width", strip_width, 1)
+    check_at_least("quicklook_size", quicklook_size, 16)
     if peak is not None and not peak > 0:
         raise ValueError(f"peak must be > 0, got {peak}")
 

@@ -28,6 +28,7 @@ import json
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from PIL import Image
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, PALETTE, index_to_colour
 from aras400k.data.composition import composition
 from aras400k.data.shards import SampleError
-from aras400k.errors import ConfigError
+from aras400k.errors import ConfigError, check_within
 from aras400k.files import atomic_path, write_json_atomic
 
 __all__ = ["Georeference", "PredictionWriter", "blend", "georeference", "write_geotiff"]
@@ -193,6 +194,7 @@ def model_fingerprint(module: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass(eq=False)
 class PredictionWriter(BasePredictionWriter):
     """Write each predicted mask as PNGs (and a GeoTIFF when georeferenced), resumably.
 
@@ -222,26 +224,17 @@ class PredictionWriter(BasePredictionWriter):
         ValueError: If ``alpha`` is outside ``[0, 1]``.
     """
 
-    def __init__(
-        self,
-        out_dir: str | None = None,
-        overlay: bool = True,
-        alpha: float = 0.5,
-        geotiff: bool = True,
-        archive: bool = False,
-        overwrite: bool = False,
-        keep_in_memory: bool = False,
-    ) -> None:
+    out_dir: str | None = None
+    overlay: bool = True
+    alpha: float = 0.5
+    geotiff: bool = True
+    archive: bool = False
+    overwrite: bool = False
+    keep_in_memory: bool = False
+
+    def __post_init__(self) -> None:
         super().__init__(write_interval="batch")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be within [0, 1], got {alpha}")
-        self.out_dir = out_dir
-        self.overlay = overlay
-        self.alpha = alpha
-        self.geotiff = geotiff
-        self.archive = archive
-        self.overwrite = overwrite
-        self.keep_in_memory = keep_in_memory
+        check_within("alpha", self.alpha)
         self._rows: dict[str, dict[str, Any]] = {}
         self._counts = {"written": 0, "kept": 0}
         self._previous: dict[str, dict[str, Any]] = {}

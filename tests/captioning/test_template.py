@@ -89,3 +89,14 @@ def test_template_backend_is_fast():
     elapsed = time.perf_counter() - start
     assert len(texts) == 2100
     assert elapsed < 5.0, f"{2100 / elapsed:.0f} captions/s"
+
+
+def test_the_backend_is_a_dataclass_whose_model_name_is_recorded():
+    from dataclasses import fields
+
+    backend = TemplateBackend(max_classes=3, model_name="template-v2")
+    assert backend.model_name == "template-v2" and backend.max_classes == 3
+    assert [f.name for f in fields(TemplateBackend)] == [
+        "spatial_hints", "image_tones", "max_classes", "min_named_share", "model_name",
+    ]  # fmt: skip
+    assert backend != TemplateBackend(max_classes=3, model_name="template-v2")  # compared by identity, as before

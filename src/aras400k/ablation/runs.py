@@ -139,6 +139,10 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_atomic(path, text, tmp_name=f".{path.name}.tmp")
 
 
+#: The study's settings that are :class:`~aras400k.models.SegmentationTask` arguments of the same name.
+_TASK_OPTIONS = ("encoder", "encoder_weights", "loss", "lr", "weight_decay", "patience")
+
+
 def run_settings(config: AblationConfig, configuration: DataConfiguration, arch: str) -> dict[str, Any]:
     """Everything one run of the study depends on (a finished run with other settings is redone)."""
     keys = (
@@ -154,15 +158,7 @@ def run_settings(config: AblationConfig, configuration: DataConfiguration, arch:
 def _make_task(config: AblationConfig, arch: Architecture) -> SegmentationTask:
     from aras400k.models.segmentation import SegmentationTask
 
-    return SegmentationTask(
-        arch=arch,
-        encoder=config.encoder,
-        encoder_weights=config.encoder_weights,
-        loss=config.loss,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        patience=config.patience,
-    )
+    return SegmentationTask(arch=arch, **{name: getattr(config, name) for name in _TASK_OPTIONS})
 
 
 def _make_datamodule(config: AblationConfig, configuration: DataConfiguration) -> SegmentationDataModule:

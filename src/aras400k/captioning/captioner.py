@@ -76,6 +76,7 @@ from aras400k.data.shards import (
     read_manifest,
 )
 from aras400k.data.sources import partition_range
+from aras400k.errors import check_at_least
 from aras400k.locking import RunLock, exclusive_lock
 
 __all__ = ["CaptionInput", "CaptionReport", "CaptionStats", "Captioner"]
@@ -278,12 +279,9 @@ class Captioner:
         progress: bool = True,
     ) -> None:
         self.mode: Mode = check_mode(mode)
-        if captions_per_image < 1:
-            raise ValueError(f"captions_per_image must be >= 1, got {captions_per_image}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        check_at_least("captions_per_image", captions_per_image, 1)
+        check_at_least("batch_size", batch_size, 1)
+        check_at_least("max_retries", max_retries, 0)
         DuplicateFilter(dedupe)  # validates the level
         self.backend = backend if backend is not None else TemplateBackend()
         self.system_prompt = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt

@@ -239,13 +239,16 @@ def optional_argument(parser: ArgumentParser, dest: str, needed_when: str) -> No
     raise KeyError(dest)
 
 
-def call_with(function: Callable[..., T], cfg: Namespace, /, like: Callable[..., Any] | None = None, **given: Any) -> T:
+def call_with(
+    function: Callable[..., T], *namespaces: Namespace, like: Callable[..., Any] | None = None, **given: Any
+) -> T:
     """Call ``function`` with the parsed options named like its parameters.
 
     Args:
         function: A function or class; each parameter with an option of the same name
             gets that option's value.
-        cfg: Parsed options.
+        *namespaces: Parsed options, looked in in order: a parameter takes the value
+            of the first one holding its name (a group's options, then the top level's).
         like: Take the parameter names from this signature instead (a base class whose
             options were added, when ``function`` is a user's subclass).
         **given: Arguments given explicitly (for parameters whose option has another
@@ -254,8 +257,11 @@ def call_with(function: Callable[..., T], cfg: Namespace, /, like: Callable[...,
     Returns:
         What ``function`` returns.
     """
-    names = inspect.signature(like or function).parameters
-    options = {name: cfg[name] for name in names if name not in given and name in cfg}
+    options: dict[str, Any] = {}
+    for name in inspect.signature(like or function).parameters:
+        found = next((cfg for cfg in namespaces if name in cfg), None)
+        if name not in given and found is not None:
+            options[name] = found[name]
     return function(**options, **given)
 
 

@@ -238,14 +238,7 @@ def _run_batch_file(cfg: Namespace, captioner: Captioner, backend: Any) -> int:
 
     def one_pass() -> Any:
         return call_with(
-            captioner.caption_batch_file,
-            options,
-            in_dir=cfg.input,
-            out=cfg.out,
-            folder=job.folder,
-            body=backend.request_body,
-            limit=cfg.limit,
-            overwrite=cfg.overwrite,
+            captioner.caption_batch_file, options, cfg, in_dir=cfg.input, folder=job.folder, body=backend.request_body
         )
 
     if options.action == "write":

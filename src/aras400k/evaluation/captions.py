@@ -11,7 +11,7 @@ sample's ``meta.json`` (counted from its mask when the meta has none).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from aras400k.metrics import CaptionRedundancy, CLIPScore, CompositionConsistenc
 
 __all__ = [
     "ALL_DATASETS",
+    "CaptionTables",
     "CaptionTally",
     "consistency_section",
     "table1_section",
@@ -36,6 +37,21 @@ __all__ = [
 #: Label of the rows over every dataset together (the paper's "ARAS400k" rows).
 ALL_DATASETS = "all datasets"
 _MODE_ORDER = {"text": 0, "vision": 1, "hybrid": 2}
+#: How the caption tables print each row field (fields not listed print as they are).
+_CELL_FORMATS: dict[str, Callable[[Any], str]] = {
+    "source": lambda source: source or "all",
+    "volume": count,
+    "captions": count,
+    "unique": count,
+    "with_percentages": count,
+    "redundancy": percent,
+    "recall": lambda share: percent(share, 1),
+    "precision": lambda share: percent(share, 1),
+    "clip_score": number,
+    "percent_mae": number,
+}
+#: Column headings of the row fields whose heading is not their name.
+_HEADINGS = {"clip_score": "CLIPScore", "percent_mae": "% MAE (pp)", "with_percentages": "with %"}
 
 
 def _compute(metric: Metric) -> Any:
@@ -60,6 +76,21 @@ def split_group(group: str) -> tuple[str, str]:
     """
     model, _, mode = group.rpartition("/")
     return model, mode
+
+
+def _rows_table(rows: Sequence[Mapping[str, Any]], fields: Sequence[str], numeric_from: int) -> str:
+    """A Markdown table of the given fields of each row, each printed the one way the caption tables print it.
+
+    Args:
+        rows: The table rows.
+        fields: The row fields to show, in column order.
+        numeric_from: Columns from this index on are right-aligned.
+
+    Returns:
+        The table.
+    """
+    cells = [[_CELL_FORMATS.get(name, str)(row[name]) for name in fields] for row in rows]
+    return markdown_table([_HEADINGS.get(name, name) for name in fields], cells, numeric_from)
 
 
 def _group_order(group: str) -> tuple[int, str, str]:
@@ -330,30 +361,42 @@ def _clip_note(clip_reason: str | None, tallies: Sequence[CaptionTally]) -> list
     return []
 
 
-def table1_section(
-    tallies: Sequence[CaptionTally],
-    overall: CaptionTally,
-    datasets: Sequence[DatasetInputs],
-    clip_reason: str | None,
-) -> Section:
-    """The paper's Table 1: per dataset volume, captions, redundancy and mean CLIPScore.
+@dataclass(frozen=True)
+class CaptionTables:
+    """What the paper's Tables 1 and 2 are made from.
 
-    Args:
+    Attributes:
         tallies: Per-dataset tallies, in report order.
         overall: The tally over all datasets (its ``clip`` pooled by :func:`combine_clip`).
         datasets: The checked datasets (same order).
         clip_reason: Why CLIPScore is n/a, or ``None`` when it was computed.
+    """
+
+    tallies: Sequence[CaptionTally]
+    overall: CaptionTally
+    datasets: Sequence[DatasetInputs]
+    clip_reason: str | None
+
+
+def table1_section(tables: CaptionTables) -> Section:
+    """The paper's Table 1: per dataset volume, captions, redundancy and mean CLIPScore.
+
+    Args:
+        tables: The tallies (``overall`` makes the first row when there are several datasets),
+            the datasets and why CLIPScore is n/a, if it is.
 
     Returns:
         The section.
     """
     title = "Table 1. Volume, captions, redundancy and CLIPScore per dataset"
-    if not any(d.has_captions for d in datasets):
+    if not any(d.has_captions for d in tables.datasets):
         return Section.skip("table1", title, _no_captions_reason())
     rows: list[dict[str, Any]] = []
-    pairs: list[tuple[CaptionTally, int]] = [(t, d.total_samples) for t, d in zip(tallies, datasets, strict=True)]
-    if len(tallies) > 1:
-        pairs.insert(0, (overall, sum(d.total_samples for d in datasets)))
+    pairs: list[tuple[CaptionTally, int]] = [
+        (t, d.total_samples) for t, d in zip(tables.tallies, tables.datasets, strict=True)
+    ]
+    if len(tables.tallies) > 1:
+        pairs.insert(0, (tables.overall, sum(d.total_samples for d in tables.datasets)))
     for tally, total in pairs:
         rows.append(
             {
@@ -366,56 +409,39 @@ def table1_section(
                 **tally.clip_numbers(),
             }
         )
-    cells = [
-        [
-            r["dataset"],
-            r["source"] or "all",
-            count(r["volume"]),
-            count(r["captions"]),
-            count(r["unique"]),
-            percent(r["redundancy"]),
-            number(r["clip_score"]),
-        ]
-        for r in rows
-    ]
-    body = markdown_table(["dataset", "source", "volume", "captions", "unique", "redundancy", "CLIPScore"], cells, 2)
+    body = _rows_table(rows, ("dataset", "source", "volume", "captions", "unique", "redundancy", "clip_score"), 2)
     notes = ["Redundancy = 1 - unique / captions, over exact strings"]
     notes[0] += (
-        " (as the paper counts them)." if overall.redundancy.normalize == "none" else " after basic normalisation."
+        " (as the paper counts them)."
+        if tables.overall.redundancy.normalize == "none"
+        else " after basic normalisation."
     )
-    notes += _clip_note(clip_reason, tallies)
-    capped = [d.spec.name for d in datasets if len(d.keys) < d.total_samples]
+    notes += _clip_note(tables.clip_reason, tables.tallies)
+    capped = [d.spec.name for d in tables.datasets if len(d.keys) < d.total_samples]
     if capped:
         notes.append(f"Volume counts the evaluated samples (max_samples); capped: {', '.join(capped)}.")
-    outside = sum(d.captions_outside for d in datasets)
+    outside = sum(d.captions_outside for d in tables.datasets)
     if outside:
         notes.append(f"{outside:,} sidecar captions of samples that were not evaluated are not counted.")
     return Section("table1", title, body=body, data={"rows": rows}, rows=rows, notes=notes)
 
 
-def table2_section(
-    tallies: Sequence[CaptionTally],
-    overall: CaptionTally,
-    datasets: Sequence[DatasetInputs],
-    clip_reason: str | None,
-) -> Section:
+def table2_section(tables: CaptionTables) -> Section:
     """The paper's Table 2: per subset and caption model and method, captions, unique, redundancy, CLIPScore.
 
     Args:
-        tallies: Per-dataset tallies, in report order.
-        overall: The tally over all datasets.
-        datasets: The checked datasets (same order).
-        clip_reason: Why CLIPScore is n/a, or ``None``.
+        tables: The tallies, one row per caption group (model and mode) of each, and why
+            CLIPScore is n/a, if it is.
 
     Returns:
         The section.
     """
     title = "Table 2. Captions per model and method (mode), per subset"
-    if not any(d.has_captions for d in datasets):
+    if not any(d.has_captions for d in tables.datasets):
         return Section.skip("table2", title, _no_captions_reason())
-    subsets = [t for t in tallies if t.groups]
+    subsets = [t for t in tables.tallies if t.groups]
     if len(subsets) > 1:
-        subsets.insert(0, overall)
+        subsets.insert(0, tables.overall)
     rows = []
     for tally in subsets:
         for group in sorted(tally.groups, key=_group_order):
@@ -431,21 +457,9 @@ def table2_section(
             )
     if not rows:
         return Section.skip("table2", title, "the configured caption sources hold no captions")
-    cells = [
-        [
-            r["subset"],
-            r["model"],
-            r["method"],
-            count(r["captions"]),
-            count(r["unique"]),
-            percent(r["redundancy"]),
-            number(r["clip_score"]),
-        ]
-        for r in rows
-    ]
-    header = ["subset", "model", "method", "captions", "unique", "redundancy", "CLIPScore"]
-    notes = _clip_note(clip_reason, tallies)
-    return Section("table2", title, body=markdown_table(header, cells, 3), data={"rows": rows}, rows=rows, notes=notes)
+    body = _rows_table(rows, ("subset", "model", "method", "captions", "unique", "redundancy", "clip_score"), 3)
+    notes = _clip_note(tables.clip_reason, tables.tallies)
+    return Section("table2", title, body=body, data={"rows": rows}, rows=rows, notes=notes)
 
 
 def _consistency_row(dataset: str, group: str | None, numbers: Mapping[str, Any]) -> dict[str, Any]:
@@ -489,20 +503,7 @@ def consistency_section(
         rows += [_consistency_row(tally.name, g, groups[g]) for g in sorted(groups, key=_group_order)]
     if not rows:
         return Section.skip("consistency", title, "no captioned sample has a composition (meta.json or mask)")
-    cells = [
-        [
-            r["dataset"],
-            r["model"],
-            r["method"],
-            count(r["captions"]),
-            percent(r["recall"], 1),
-            percent(r["precision"], 1),
-            number(r["percent_mae"]),
-            count(r["with_percentages"]),
-        ]
-        for r in rows
-    ]
-    header = ["dataset", "model", "method", "captions", "recall", "precision", "% MAE (pp)", "with %"]
+    columns = ("dataset", "model", "method", "captions", "recall", "precision", "percent_mae", "with_percentages")
     notes = [
         f"Recall: share of the classes covering at least {100 * config.salient_share:g}% of the mask that a caption "
         f"mentions; precision: share of the mentioned classes present in the mask (above "
@@ -513,5 +514,5 @@ def consistency_section(
     if missing:
         notes.append(f"{missing:,} captions of samples without a composition or mask are not scored.")
     return Section(
-        "consistency", title, body=markdown_table(header, cells, 3), data={"rows": rows}, rows=rows, notes=notes
+        "consistency", title, body=_rows_table(rows, columns, 3), data={"rows": rows}, rows=rows, notes=notes
     )

@@ -153,6 +153,31 @@ def _distance_row(space: str, name: str, ref: torch.Tensor, other: torch.Tensor,
     }
 
 
+#: Settings of :class:`EvalConfig` that are :func:`embedding_plot` arguments of the same name.
+_EMBEDDING_OPTIONS = ("seed", "perplexity", "n_neighbors", "num_threads")
+
+
+def _missing_inputs(
+    features: Mapping[str, Mapping[str, torch.Tensor]], datasets: Sequence[DatasetInputs], purpose: str, give: str
+) -> str | None:
+    """Why a section that compares datasets in a feature space cannot be computed, or ``None`` when it can.
+
+    Args:
+        features: Feature space name -> dataset name -> features.
+        datasets: The checked datasets, reference first.
+        purpose: What the section does with a second dataset (for the one-dataset reason).
+        give: The settings that configure a feature space (for the no-features reason).
+
+    Returns:
+        The reason, one line, or ``None``.
+    """
+    if len(datasets) < 2:
+        return f"only one dataset (nothing to {purpose})"
+    if not features:
+        return f"no feature space configured (give {give})"
+    return None
+
+
 def fid_section(
     features: Mapping[str, Mapping[str, torch.Tensor]], datasets: Sequence[DatasetInputs], config: EvalConfig
 ) -> Section:
@@ -171,12 +196,11 @@ def fid_section(
         The section.
     """
     title = "FID and KID against the reference"
-    if len(datasets) < 2:
-        return Section.skip("fid", title, "only one dataset (nothing to compare with the reference)")
-    if not features:
-        return Section.skip(
-            "fid", title, "no feature space configured (give segmenter: CHECKPOINT and/or inception: WEIGHTS)"
-        )
+    missing = _missing_inputs(
+        features, datasets, "compare with the reference", "segmenter: CHECKPOINT and/or inception: WEIGHTS"
+    )
+    if missing is not None:
+        return Section.skip("fid", title, missing)
     ref_name = datasets[0].spec.name
     rows = []
     for space, by_name in features.items():
@@ -248,12 +272,9 @@ def embedding_section(
         The section.
     """
     title = "Embedding of real and synthetic samples (the paper's Figure 4)"
-    if len(datasets) < 2:
-        return Section.skip("embedding", title, "only one dataset (nothing to separate)")
-    if not features:
-        return Section.skip(
-            "embedding", title, "no feature space configured (give segmenter: CHECKPOINT, as the paper does)"
-        )
+    missing = _missing_inputs(features, datasets, "separate", "segmenter: CHECKPOINT, as the paper does")
+    if missing is not None:
+        return Section.skip("embedding", title, missing)
     space, by_name = next(iter(features.items()))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*skipped.*")
@@ -262,11 +283,8 @@ def embedding_section(
             out_dir,
             methods=config.embedding_methods,
             max_per_source=config.embedding_max_per_source,
-            seed=config.seed,
-            perplexity=config.perplexity,
-            n_neighbors=config.n_neighbors,
             feature_name=f"{space} features",
-            num_threads=config.num_threads,
+            **{name: getattr(config, name) for name in _EMBEDDING_OPTIONS},
         )
     figures = {
         f"{'t-SNE' if method == 'tsne' else 'UMAP'} of {space} features": path.name

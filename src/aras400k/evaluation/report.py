@@ -25,6 +25,7 @@ import torch
 
 from aras400k.evaluation.captions import (
     ALL_DATASETS,
+    CaptionTables,
     CaptionTally,
     combine_clip,
     consistency_section,
@@ -167,9 +168,10 @@ def _caption_sections(datasets: Sequence[DatasetInputs], config: EvalConfig, cli
             tallies.append(tally)
     overall.clip = combine_clip(tallies)
     reason = None if clip is not None else "no CLIP model configured (clip: null)"
+    tables = CaptionTables(tallies, overall, datasets, reason)
     return [
-        table1_section(tallies, overall, datasets, reason),
-        table2_section(tallies, overall, datasets, reason),
+        table1_section(tables),
+        table2_section(tables),
         consistency_section(tallies, datasets, config),
     ]
 

@@ -75,16 +75,17 @@ def _missing(value: float | None) -> bool:
 
 
 def percent(fraction: float | None, digits: int = 2) -> str:
-    """A fraction as a percentage (``0.1285 -> "12.85%"``), or ``n/a``.
+    """A fraction as a percentage (``0.1285 -> "12.85%"``) or ``n/a``: :func:`number` of ``100 * fraction`` plus ``%``.
 
     Args:
         fraction: The fraction (``None`` or NaN: not available).
-        digits: Decimal places.
+        digits: Decimal places of the percentage.
 
     Returns:
         The text.
     """
-    return NA if _missing(fraction) else f"{100 * float(fraction):.{digits}f}%"  # type: ignore[arg-type]
+    text = number(None if fraction is None else 100 * float(fraction), digits)
+    return text if text == NA else f"{text}%"
 
 
 def number(value: float | None, digits: int = 2) -> str:

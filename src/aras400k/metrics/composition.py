@@ -47,6 +47,7 @@ from aras400k.data.shards import (
     read_manifest,
 )
 from aras400k.data.stats import DatasetComposition
+from aras400k.errors import check_at_least
 from aras400k.plotting import save_figure
 
 __all__ = [
@@ -96,8 +97,7 @@ class CompositionDistribution(Metric):
         names = tuple(class_names) if class_names is not None else tuple(CLASS_NAMES[:num_classes])
         if len(names) != num_classes:
             raise ValueError(f"got {len(names)} class names for {num_classes} classes")
-        if num_bins < 1:
-            raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+        check_at_least("num_bins", num_bins, 1)
         self.num_classes = num_classes
         self.num_bins = num_bins
         self.ignore_index = ignore_index

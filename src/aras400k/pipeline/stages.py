@@ -561,84 +561,89 @@ class SpadeStage(GANStage):
         return config
 
 
-class SynthUncondStage(Stage):
+class SynthesisStage(Stage):
+    """A stage that writes one synthetic shard set with ``aras-synth SUBCOMMAND --config FILE``.
+
+    Subclasses say which subcommand runs with which checkpoint on which inputs, what
+    the output set is called, and which preview figure (if any) shows it.
+    """
+
+    #: The ``aras-synth`` subcommand.
+    subcommand: ClassVar[str]
+    #: The stage whose checkpoint it runs (:meth:`RunLayout.checkpoint`).
+    model: ClassVar[str]
+    #: The output set's name among the run's synthetic sets, and what it holds.
+    output: ClassVar[tuple[str, str]]
+    #: The preview figure's name and what it shows; ``None``: no preview.
+    figure: ClassVar[tuple[str, str] | None] = None
+    #: Settings the pipeline prefers (``progress`` is always off).
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def inputs(self) -> dict[str, str]:
+        """The input options (shard sets) besides the checkpoint; none by default."""
+        return {}
+
+    def commands(self) -> list[Command]:
+        """``aras-synth SUBCOMMAND --config configs/<stage>.yaml``, then the preview if there is one."""
+        out = self.outputs()[0]
+        required = {"ckpt": str(self.layout.checkpoint(self.model)), **self.inputs(), "out": str(out)}
+        path = self.write_config(self.flat_config(required, {**self.defaults, "progress": False}))
+        commands = [Command("aras-synth", (self.subcommand, "--config", str(path)))]
+        if self.figure is not None:
+            commands.append(self.preview(out, self.figure[0]))
+        return commands
+
+    def outputs(self) -> list[Path]:
+        """The synthetic set."""
+        return [self.layout.synth(self.output[0])]
+
+    def artefacts(self) -> list[Artefact]:
+        """Its manifest, and the preview figure."""
+        found = [Artefact(self.outputs()[0] / "manifest.json", self.output[1])]
+        if self.figure is not None:
+            found.append(Artefact(self.layout.figure(self.figure[0]), self.figure[1]))
+        return found
+
+
+class SynthUncondStage(SynthesisStage):
     """Sample the unconditional GAN into a shard set (labelled in the ``label`` stage)."""
 
     name = "synth_uncond"
     summary = "unconditional synthesis (aras-synth stylegan3)"
-
-    def commands(self) -> list[Command]:
-        """``aras-synth stylegan3 --config configs/synth_uncond.yaml``."""
-        required = {"ckpt": str(self.layout.checkpoint("stylegan3")), "out": str(self.outputs()[0])}
-        path = self.write_config(self.flat_config(required, {"n": 1000, "progress": False}))
-        return [Command("aras-synth", ("stylegan3", "--config", str(path)))]
-
-    def outputs(self) -> list[Path]:
-        """The unlabelled set."""
-        return [self.layout.synth("synth_uncond_unlabelled")]
-
-    def artefacts(self) -> list[Artefact]:
-        """Its manifest."""
-        return [Artefact(self.outputs()[0] / "manifest.json", "unconditional synthetic set, before labelling")]
+    subcommand = "stylegan3"
+    model = "stylegan3"
+    output = ("synth_uncond_unlabelled", "unconditional synthetic set, before labelling")
+    defaults: ClassVar[dict[str, Any]] = {"n": 1000}
 
 
-class SynthCondStage(Stage):
+class SynthCondStage(SynthesisStage):
     """Generate an image for every real training mask with the SPADE GAN."""
 
     name = "synth_cond"
     summary = "conditional synthesis from real masks (aras-synth spade)"
+    subcommand = "spade"
+    model = "spade"
+    output = ("synth_cond", "conditional synthetic set (masks from the real set)")
+    figure = ("synth_cond", "conditional synthetic images with the real masks they follow")
 
-    def commands(self) -> list[Command]:
-        """``aras-synth spade --config configs/synth_cond.yaml``."""
-        required = {
-            "ckpt": str(self.layout.checkpoint("spade")),
-            "masks": self.layout.real("train"),
-            "out": str(self.outputs()[0]),
-        }
-        path = self.write_config(self.flat_config(required, {"progress": False}))
-        return [Command("aras-synth", ("spade", "--config", str(path))), self.preview(self.outputs()[0], self.name)]
-
-    def outputs(self) -> list[Path]:
-        """The conditional set."""
-        return [self.layout.synth("synth_cond")]
-
-    def artefacts(self) -> list[Artefact]:
-        """Its manifest."""
-        return [
-            Artefact(self.outputs()[0] / "manifest.json", "conditional synthetic set (masks from the real set)"),
-            Artefact(self.layout.figure(self.name), "conditional synthetic images with the real masks they follow"),
-        ]
+    def inputs(self) -> dict[str, str]:
+        """The real training masks."""
+        return {"masks": self.layout.real("train")}
 
 
-class LabelStage(Stage):
+class LabelStage(SynthesisStage):
     """Pseudo-label the unconditional images with the segmenter."""
 
     name = "label"
     summary = "pseudo-labelling of the unconditional images (aras-synth label)"
+    subcommand = "label"
+    model = "segmenter"
+    output = ("synth_uncond", "unconditional synthetic set with pseudo-labels")
+    figure = ("synth_uncond", "unconditional synthetic images and their pseudo-labels")
 
-    def commands(self) -> list[Command]:
-        """``aras-synth label --config configs/label.yaml``."""
-        required = {
-            "ckpt": str(self.layout.checkpoint("segmenter")),
-            "input": str(self.layout.synth("synth_uncond_unlabelled")),
-            "out": str(self.outputs()[0]),
-        }
-        path = self.write_config(self.flat_config(required, {"progress": False}))
-        return [
-            Command("aras-synth", ("label", "--config", str(path))),
-            self.preview(self.outputs()[0], "synth_uncond"),
-        ]
-
-    def outputs(self) -> list[Path]:
-        """The labelled unconditional set."""
-        return [self.layout.synth("synth_uncond")]
-
-    def artefacts(self) -> list[Artefact]:
-        """Its manifest."""
-        return [
-            Artefact(self.outputs()[0] / "manifest.json", "unconditional synthetic set with pseudo-labels"),
-            Artefact(self.layout.figure("synth_uncond"), "unconditional synthetic images and their pseudo-labels"),
-        ]
+    def inputs(self) -> dict[str, str]:
+        """The unlabelled set of the ``synth_uncond`` stage."""
+        return {"input": str(self.layout.synth("synth_uncond_unlabelled"))}
 
 
 class CaptionsStage(Stage):

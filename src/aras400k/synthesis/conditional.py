@@ -53,7 +53,6 @@ from tqdm.auto import tqdm
 
 from aras400k.checkpoints import checkpoint_sha256, resolve_device
 from aras400k.data.composition import composition, format_composition
-from aras400k.data.merge import merge_hint
 from aras400k.data.remote import as_location, locate, location_name
 from aras400k.data.shards import (
     MANIFEST_NAME,
@@ -70,7 +69,7 @@ from aras400k.metrics.segmentation import SegmentationMetrics
 from aras400k.models.spade.generator import SPADEGenerator
 from aras400k.models.spade.module import SPADEGAN, load_spade_generator
 from aras400k.models.spade.normalization import one_hot_mask
-from aras400k.synthesis.jobs import ShardJob, refuse_finished
+from aras400k.synthesis.jobs import ShardJob, refuse_finished, summary_head
 from aras400k.synthesis.label import label_parts
 
 __all__ = ["SpadeSynthesisReport", "sample_seed", "synthesize_conditional"]
@@ -142,16 +141,11 @@ class SpadeSynthesisReport:
         Returns:
             A few lines: what was generated from what, where it went, and the composition.
         """
-        worker = f"worker {self.worker[0]} of {self.worker[1]}: " if self.worker else ""
-        lines = [
-            f"{worker}generated {self.num_samples} images ({self.per_mask} per mask, seed {self.seed}) from "
-            f"{self.num_parents} masks of {self.masks_dir} with {self.checkpoint} (sha256 {self.checkpoint_sha256})",
-            f"wrote {self.num_shards} shards to {self.out_dir} (manifest {self.manifest})",
-        ]
-        if self.worker:
-            lines.append(merge_hint(self.out_dir, self.worker))
-        if self.resumed_parts:
-            lines.append(f"resumed: {self.resumed_parts} input shards were kept from the interrupted run")
+        done = (
+            f"generated {self.num_samples} images ({self.per_mask} per mask, seed {self.seed}) from "
+            f"{self.num_parents} masks of {self.masks_dir} with {self.checkpoint} (sha256 {self.checkpoint_sha256})"
+        )
+        lines = summary_head(self, done, "input shards")
         if self.labelled_with is not None:
             lines.append(
                 f"masks replaced by the predictions of {self.labelled_with}; "

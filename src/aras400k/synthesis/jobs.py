@@ -36,11 +36,11 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
-from aras400k.data.merge import WORKER_FIELD, check_worker, worker_dir, worker_record
+from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
@@ -53,7 +53,7 @@ from aras400k.data.shards import (
 )
 from aras400k.locking import exclusive_lock
 
-__all__ = ["RUN_RECORD", "WORK_DIR", "ShardJob", "check_settings", "refuse_finished"]
+__all__ = ["RUN_RECORD", "WORK_DIR", "ShardJob", "ShardSetReport", "check_settings", "refuse_finished", "summary_head"]
 
 #: The work folder inside a job's output.
 WORK_DIR = ".partial"
@@ -62,6 +62,40 @@ RUN_RECORD = "run.json"
 
 #: Writes one part: gets the part's writer, the part's number and the progress bar.
 PartWriter = Callable[[ShardWriter, int, "tqdm[Any]"], None]
+
+
+class ShardSetReport(Protocol):
+    """What every synthesis report says about the shard set it wrote."""
+
+    out_dir: str
+    manifest: str
+    num_shards: int
+    resumed_parts: int
+    worker: tuple[int, int] | None
+
+
+def summary_head(report: ShardSetReport, done: str, parts: str) -> list[str]:
+    """The lines a synthesis report's summary starts with, the same for every job.
+
+    Args:
+        report: The report.
+        done: What was generated, from what and with what.
+        parts: What a resumed part is, in words (``"input shards"``, ``"seed chunks"``).
+
+    Returns:
+        ``done`` (named after the worker, for a worker), where it went, how to join a
+        worker's part with the others, and how many parts were resumed.
+    """
+    worker = report.worker
+    lines = [
+        f"worker {worker[0]} of {worker[1]}: {done}" if worker else done,
+        f"wrote {report.num_shards} shards to {report.out_dir} (manifest {report.manifest})",
+    ]
+    if worker:
+        lines.append(merge_hint(report.out_dir, worker))
+    if report.resumed_parts:
+        lines.append(f"resumed: {report.resumed_parts} {parts} were kept from the interrupted run")
+    return lines
 
 
 def check_settings(previous: Mapping[str, Any], record: Mapping[str, Any], problem: str, remedy: str) -> None:

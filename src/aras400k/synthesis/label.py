@@ -49,10 +49,11 @@ from aras400k.data.shards import (
 )
 from aras400k.data.sources import partition_range
 from aras400k.data.transforms import Normalize
+from aras400k.errors import check_at_least
 from aras400k.models.segmentation import SegmentationTask, load_segmenter
 from aras400k.synthesis.jobs import ShardJob, refuse_finished
 
-__all__ = ["LabelReport", "label_job", "label_shards"]
+__all__ = ["LabelReport", "LabelSettings", "label_job", "label_shards"]
 
 #: Members :func:`label_shards` rebuilds; every other member is copied verbatim.
 _REBUILT_MEMBERS = frozenset({"image.png", "mask.png", "meta.json"})
@@ -115,6 +116,29 @@ class LabelReport:
         if self.worker:
             lines.append(merge_hint(self.out_dir, self.worker))
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """The options of :func:`label_shards` that :func:`label_job` takes as one value.
+
+    Attributes:
+        batch_size: Images per forward pass.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        mean: Normalisation mean (``[0, 1]`` units) when the checkpoint records none.
+        std: Normalisation std when the checkpoint records none.
+        overwrite: Replace an existing shard set at the output.
+        progress: Show a progress bar.
+        compress_level: PNG zlib level of the predicted masks.
+    """
+
+    batch_size: int = 32
+    device: str = "auto"
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
+    overwrite: bool = False
+    progress: bool = True
+    compress_level: int = 6
 
 
 # -- labelling -----------------------------------------------------------------------------
@@ -182,22 +206,17 @@ def label_shards(
         LockedError: If another run is writing ``out_dir`` (the worker's part for a
             worker); the lock (:mod:`aras400k.locking`) is held for the whole call.
     """
+    settings = LabelSettings(batch_size, device, mean, std, overwrite, progress, compress_level)
     job = ShardJob(out_dir, shard_index, num_shards)
     with job.lock():
-        return label_job(job, segmenter, input_dir, batch_size, device, mean, std, overwrite, progress, compress_level)
+        return label_job(job, segmenter, input_dir, settings)
 
 
 def label_job(
     job: ShardJob,
     segmenter: SegmentationTask | str | Path,
     input_dir: str | Path,
-    batch_size: int = 32,
-    device: str = "auto",
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    overwrite: bool = False,
-    progress: bool = True,
-    compress_level: int = 6,
+    settings: LabelSettings | None = None,
 ) -> LabelReport:
     """:func:`label_shards` into ``job.out_dir``, for a caller that already holds the job's lock.
 
@@ -207,41 +226,40 @@ def label_job(
         job: The output (and, for a worker, its part of the run).
         segmenter: As for :func:`label_shards`.
         input_dir: As for :func:`label_shards`.
-        batch_size: As for :func:`label_shards`.
-        device: As for :func:`label_shards`.
-        mean: As for :func:`label_shards`.
-        std: As for :func:`label_shards`.
-        overwrite: As for :func:`label_shards`.
-        progress: As for :func:`label_shards`.
-        compress_level: As for :func:`label_shards`.
+        settings: The other options of :func:`label_shards` (default: its defaults).
 
     Returns:
         A :class:`LabelReport`.
     """
+    settings = settings or LabelSettings()
     input_dir, out_dir = as_location(input_dir), job.out_dir
     if isinstance(input_dir, Path) and input_dir.resolve() == out_dir.resolve():
         raise ValueError(f"out_dir {out_dir} is the input shard set; shards are never edited in place")
     manifest = read_manifest(input_dir)
-    refuse_finished(out_dir, overwrite)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    refuse_finished(out_dir, settings.overwrite)
+    check_at_least("batch_size", settings.batch_size, 1)
     low, high = partition_range(len(manifest["shards"]), job.shard_index, job.num_shards)
     shards = manifest["shards"][low:high]
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(settings.device)
     task, checkpoint_path, norm = load_segmenter(segmenter, torch_device, purpose="labelling shards")
-    mean, std = norm or (tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    mean, std = norm or (tuple(float(m) for m in settings.mean), tuple(float(s) for s in settings.std))
     labelled_by = {"checkpoint": checkpoint_path, "arch": task.hparams["arch"], "encoder": task.hparams["encoder"]}
     labeller = _Labeller(task, Normalize(mean, std), torch_device)
     extra = {k: v for k, v in manifest.items() if k not in _MANIFEST_FIELDS}
     extra.update(labelled_by=labelled_by, labelled_from=str(input_dir))
     inputs = [{"name": s["name"], "sha256": s.get("sha256")} for s in manifest["shards"]]
     extra.update(job.worker_fields({"inputs": inputs, "labelled_by": labelled_by}))
-    writer = _open_writer(manifest, out_dir, overwrite, compress_level, extra)
+    writer = _open_writer(manifest, out_dir, settings.overwrite, settings.compress_level, extra)
     replaced = 0
     total = sum(int(s["num_samples"]) for s in shards)
-    bar = tqdm(total=total, desc=f"label {location_name(str(input_dir).rstrip('/'))}", unit="img", disable=not progress)
+    bar = tqdm(
+        total=total,
+        desc=f"label {location_name(str(input_dir).rstrip('/'))}",
+        unit="img",
+        disable=not settings.progress,
+    )
     with labeller, writer, bar:
-        for batch in _batches(_read_samples(input_dir, [s["name"] for s in shards]), batch_size):
+        for batch in _batches(_read_samples(input_dir, [s["name"] for s in shards]), settings.batch_size):
             for raw, sample, mask in zip(batch.raws, batch.samples, labeller(batch.images()), strict=True):
                 replaced += int("mask.png" in raw)
                 writer.write(_labelled_sample(raw, sample, mask, labelled_by))
@@ -295,7 +313,7 @@ def label_parts(
     # The assembled set holds only this worker's images, so it is labelled whole; the
     # worker record it carries (in ``extra``) passes on to the output's manifest.
     whole = ShardJob(job.out_dir)
-    label_job(whole, segmenter, assembled, batch_size=batch_size, device=str(device), overwrite=True, progress=progress)
+    label_job(whole, segmenter, assembled, LabelSettings(batch_size, str(device), overwrite=True, progress=progress))
     return assembled
 
 

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from aras400k.checkpoints import checkpoint_sha256, generator_from_module, is_url, read_checkpoint, resolve_device
 from aras400k.data.composition import format_composition
-from aras400k.data.merge import check_worker, merge_hint
+from aras400k.data.merge import check_worker
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
@@ -65,7 +65,7 @@ from aras400k.data.shards import (
 from aras400k.data.sources import partition_range
 from aras400k.models.stylegan3.generator import Generator, build_generator
 from aras400k.models.stylegan3.module import StyleGAN3
-from aras400k.synthesis.jobs import RUN_RECORD, ShardJob
+from aras400k.synthesis.jobs import RUN_RECORD, ShardJob, summary_head
 from aras400k.synthesis.label import label_parts
 
 __all__ = [
@@ -210,16 +210,11 @@ class StyleGAN3SynthesisReport:
             A few lines: what was generated, where it went, and any labels or equivariance figures.
         """
         seeds = f"seeds {self.first_seed}..{self.last_seed}" if self.num_samples else "no seeds"
-        worker = f"worker {self.worker[0]} of {self.worker[1]}: " if self.worker else ""
-        lines = [
-            f"{worker}generated {self.num_samples} images ({seeds}, truncation "
-            f"{self.truncation:g}) with {self.checkpoint} (sha256 {self.checkpoint_sha256}, {self.latents} latents)",
-            f"wrote {self.num_shards} shards to {self.out_dir} (manifest {self.manifest})",
-        ]
-        if self.worker:
-            lines.append(merge_hint(self.out_dir, self.worker))
-        if self.resumed_parts:
-            lines.append(f"resumed: {self.resumed_parts} seed chunks were kept from the interrupted run")
+        done = (
+            f"generated {self.num_samples} images ({seeds}, truncation "
+            f"{self.truncation:g}) with {self.checkpoint} (sha256 {self.checkpoint_sha256}, {self.latents} latents)"
+        )
+        lines = summary_head(self, done, "seed chunks")
         if self.labelled_with is not None:
             lines.append(f"masks are the predictions of {self.labelled_with}")
             lines.append(f"composition: {format_composition(self.composition) or 'empty'}")

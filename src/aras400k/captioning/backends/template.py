@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -29,6 +30,7 @@ from aras400k.captioning.backends.base import CaptionBackend
 from aras400k.captioning.requests import CaptionRequest
 from aras400k.captioning.spatial import ClassLayout, class_layouts, location_phrases
 from aras400k.data.composition import composition as mask_composition
+from aras400k.errors import check_at_least
 
 __all__ = ["CLASS_WORDS", "LANDSCAPES", "PLURAL_WORDS", "TemplateBackend", "image_tone"]
 
@@ -136,6 +138,26 @@ def image_tone(image: np.ndarray, max_side: int = 64) -> tuple[str, str, str]:
     return brightness, hue, texture
 
 
+@dataclass
+class _Scene:
+    """One request's land cover as the caption shapes use it.
+
+    Attributes:
+        shares: ``(class, share)`` of the classes present, largest first.
+        named: The classes named with their share (at most ``max_classes``).
+        rest: The other classes, summed up as small amounts.
+        words: Class -> the word this caption uses for it.
+        layouts: Class -> where it lies (empty without spatial hints).
+    """
+
+    shares: Sequence[tuple[str, float]]
+    named: list[tuple[str, float]]
+    rest: list[str]
+    words: Mapping[str, str]
+    layouts: Mapping[str, ClassLayout]
+
+
+@dataclass(eq=False)
 class TemplateBackend(CaptionBackend):
     """Captions from the composition, the mask's layout and the image's tones, without a model.
 
@@ -152,26 +174,14 @@ class TemplateBackend(CaptionBackend):
 
     name: ClassVar[str] = "template"
 
-    def __init__(
-        self,
-        spatial_hints: bool = True,
-        image_tones: bool = True,
-        max_classes: int = 5,
-        min_named_share: float = 0.03,
-        model_name: str = "template",
-    ) -> None:
-        if max_classes < 1:
-            raise ValueError(f"max_classes must be >= 1, got {max_classes}")
-        self.spatial_hints = spatial_hints
-        self.image_tones = image_tones
-        self.max_classes = max_classes
-        self.min_named_share = min_named_share
-        self._model_name = model_name
+    spatial_hints: bool = True
+    image_tones: bool = True
+    max_classes: int = 5
+    min_named_share: float = 0.03
+    model_name: str = "template"  # type: ignore[assignment]  # a plain field serves the abstract property
 
-    @property
-    def model_name(self) -> str:
-        """Name recorded with every caption."""
-        return self._model_name
+    def __post_init__(self) -> None:
+        check_at_least("max_classes", self.max_classes, 1)
 
     def generate(self, requests: Sequence[CaptionRequest]) -> list[str]:
         """Write one caption per request (layouts and tones are measured once per array).
@@ -224,12 +234,13 @@ class TemplateBackend(CaptionBackend):
         rng = random.Random(request.seed)
         shares = self._shares(request)
         words = {name: rng.choice(CLASS_WORDS.get(name, (name,))) for name, _ in shares}
+        scene = _Scene(shares, *self._split(shares), words, layouts)
         if request.mode == "text":
-            text = self._text(shares, words, rng)
-        elif request.mode == "vision":
-            text = self._vision(shares, words, layouts, rng)
+            text = self._text(scene, rng)
+        elif not shares:
+            text = ""
         else:
-            text = self._hybrid(shares, words, layouts, rng)
+            text = (self._vision if request.mode == "vision" else self._hybrid)(scene, rng)
         if tone is not None and (request.mode == "vision" or rng.random() < 0.5):
             text = f"{text} {self._tone_sentence(tone, rng)}" if text else self._tone_sentence(tone, rng)
         return text or f"{_cap(_a(rng.choice(_PATCH)))} of satellite imagery."
@@ -250,10 +261,10 @@ class TemplateBackend(CaptionBackend):
         lead = rng.choice(("small amounts of", "traces of", "minor amounts of"))
         return f"{lead} {_join([words[n] for n in rest])}"
 
-    def _text(self, shares: Sequence[tuple[str, float]], words: Mapping[str, str], rng: random.Random) -> str:
+    def _text(self, scene: _Scene, rng: random.Random) -> str:
+        shares, named, rest, words = scene.shares, scene.named, scene.rest, scene.words
         if not shares:
             return f"{_cap(_a(rng.choice(_PATCH)))} with no labelled land cover."
-        named, rest = self._split(shares)
         (top, top_share), others = named[0], named[1:]
         if not others and not rest:
             return rng.choice(
@@ -302,16 +313,8 @@ class TemplateBackend(CaptionBackend):
         layout = layouts.get(name)
         return f" {rng.choice(location_phrases(layout.location))}" if layout is not None else ""
 
-    def _vision(
-        self,
-        shares: Sequence[tuple[str, float]],
-        words: Mapping[str, str],
-        layouts: Mapping[str, ClassLayout],
-        rng: random.Random,
-    ) -> str:
-        if not shares:
-            return ""
-        named, rest = self._split(shares)
+    def _vision(self, scene: _Scene, rng: random.Random) -> str:
+        shares, named, rest, words, layouts = scene.shares, scene.named, scene.rest, scene.words, scene.layouts
         used: set[str] = set()
         phrases = [f"{_amount(s, rng, used)} {words[n]}{self._where(n, layouts, rng)}" for n, s in named]
         (top, top_share), others = named[0], named[1:]
@@ -343,16 +346,8 @@ class TemplateBackend(CaptionBackend):
             text += f" There are also {self._rest(rest, words, rng)}."
         return text
 
-    def _hybrid(
-        self,
-        shares: Sequence[tuple[str, float]],
-        words: Mapping[str, str],
-        layouts: Mapping[str, ClassLayout],
-        rng: random.Random,
-    ) -> str:
-        if not shares:
-            return ""
-        named, rest = self._split(shares)
+    def _hybrid(self, scene: _Scene, rng: random.Random) -> str:
+        shares, named, rest, words, layouts = scene.shares, scene.named, scene.rest, scene.words, scene.layouts
         (top, top_share), others = named[0], named[1:]
         verb = _verb(words[top], *rng.choice((("is found", "are found"), ("lies", "lie"), ("appears", "appear"))))
         where_top = self._where(top, layouts, rng) or " across the scene"

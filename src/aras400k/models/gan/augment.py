@@ -47,6 +47,8 @@ from kornia.geometry.conversions import axis_angle_to_rotation_matrix
 from kornia.geometry.transform import warp_affine
 from torch import nn
 
+from aras400k.errors import check_at_least, check_choice, check_positive, check_within
+
 __all__ = ["AUGMENT_PIPES", "AdaptiveAugment", "AugmentParams", "AugmentPipe", "JointFlipRot90"]
 
 AugmentPipe = Literal["blit", "geom", "color", "bgc"]
@@ -360,15 +362,12 @@ class AdaptiveAugment(nn.Module):
         saturation_std: float = 1.0,
     ) -> None:
         super().__init__()
-        if pipe not in _PIPE_OPS:
-            raise ValueError(f"unknown augmentation pipe {pipe!r}; choose one of {list(AUGMENT_PIPES)}")
+        check_choice("augmentation pipe", pipe, _PIPE_OPS)
         for name, value in (("target", target), ("initial_p", initial_p), ("fixed_p", fixed_p)):
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if interval < 1:
-            raise ValueError(f"interval must be >= 1, got {interval}")
-        if ada_kimg <= 0:
-            raise ValueError(f"ada_kimg must be positive, got {ada_kimg}")
+            if value is not None:
+                check_within(name, value)
+        check_at_least("interval", interval, 1)
+        check_positive("ada_kimg", ada_kimg)
         self.pipe = pipe
         self.target = target
         self.interval = interval
@@ -633,9 +632,8 @@ class JointFlipRot90(nn.Module):
 
     def __init__(self, p_flip: float = 0.5, p_rot90: float = 0.5) -> None:
         super().__init__()
-        for name, value in (("p_flip", p_flip), ("p_rot90", p_rot90)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        check_within("p_flip", p_flip)
+        check_within("p_rot90", p_rot90)
         self.p_flip = p_flip
         self.p_rot90 = p_rot90
 

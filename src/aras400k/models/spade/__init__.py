@@ -11,80 +11,21 @@
   them (EMA sampling, NaN guard, sample grids, segmentation score), and
   ``load_spade_generator`` for sampling from its checkpoints.
 - :mod:`~aras400k.models.spade.figures`: the mask / real / samples grid.
+
+Each submodule's ``__all__`` is the one list of its public names; the package
+re-exports them all.
 """
 
-from aras400k.models.spade.discriminator import (
-    Conditioning,
-    ResidualDownBlock,
-    ResidualUpBlock,
-    UNetDiscriminator,
-    UNetDiscriminatorOutput,
-)
-from aras400k.models.spade.generator import ImageEncoder, NoiseMode, SPADEGenerator, SPADEResnetBlock, reparameterize
-from aras400k.models.spade.losses import (
-    VGG19_LAYER_WEIGHTS,
-    AdversarialTerms,
-    PerceptualLoss,
-    SegmenterEncoderFeatures,
-    UNetAdversarialLoss,
-    VGG19Features,
-    class_balancing_weights,
-    consistency_loss,
-    consistency_weight,
-    cutmix_augmentation_loss,
-    cutmix_mask,
-    cutmix_probability,
-    feature_matching_loss,
-    is_degenerate_mix,
-    kl_divergence,
-    labelmix_mask,
-    mix,
-    n_plus_one_loss,
-)
-from aras400k.models.spade.module import (
-    SPADEGAN,
-    MixMode,
-    PerceptualNet,
-    load_spade_generator,
-    spade_generator_from_hparams,
-)
-from aras400k.models.spade.normalization import SPADE, ParamFreeNorm, one_hot_mask
+from aras400k.models.spade import discriminator, generator, losses, module, normalization
+from aras400k.models.spade.discriminator import *  # noqa: F403 - re-exports discriminator.__all__
+from aras400k.models.spade.generator import *  # noqa: F403 - re-exports generator.__all__
+from aras400k.models.spade.losses import *  # noqa: F403 - re-exports losses.__all__
+from aras400k.models.spade.module import *  # noqa: F403 - re-exports module.__all__
+from aras400k.models.spade.normalization import *  # noqa: F403 - re-exports normalization.__all__
 
-__all__ = [
-    "SPADE",
-    "SPADEGAN",
-    "VGG19_LAYER_WEIGHTS",
-    "AdversarialTerms",
-    "Conditioning",
-    "ImageEncoder",
-    "MixMode",
-    "NoiseMode",
-    "ParamFreeNorm",
-    "PerceptualLoss",
-    "PerceptualNet",
-    "ResidualDownBlock",
-    "ResidualUpBlock",
-    "SPADEGenerator",
-    "SPADEResnetBlock",
-    "SegmenterEncoderFeatures",
-    "UNetAdversarialLoss",
-    "UNetDiscriminator",
-    "UNetDiscriminatorOutput",
-    "VGG19Features",
-    "class_balancing_weights",
-    "consistency_loss",
-    "consistency_weight",
-    "cutmix_augmentation_loss",
-    "cutmix_mask",
-    "cutmix_probability",
-    "feature_matching_loss",
-    "is_degenerate_mix",
-    "kl_divergence",
-    "labelmix_mask",
-    "load_spade_generator",
-    "mix",
-    "n_plus_one_loss",
-    "one_hot_mask",
-    "reparameterize",
-    "spade_generator_from_hparams",
-]
+__all__: list[str] = []
+__all__ += discriminator.__all__
+__all__ += generator.__all__
+__all__ += losses.__all__
+__all__ += module.__all__
+__all__ += normalization.__all__

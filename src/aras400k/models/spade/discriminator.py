@@ -32,17 +32,19 @@ sees whether the image's content fits the composition it was asked for.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from aras400k.errors import check_at_least, check_choice
+
 __all__ = ["Conditioning", "ResidualDownBlock", "ResidualUpBlock", "UNetDiscriminator", "UNetDiscriminatorOutput"]
 
 Conditioning = Literal["unetgan", "oasis"]
-_CONDITIONINGS: tuple[str, ...] = ("unetgan", "oasis")
+_CONDITIONINGS: tuple[str, ...] = get_args(Conditioning)
 
 
 class UNetDiscriminatorOutput(NamedTuple):
@@ -171,10 +173,8 @@ class UNetDiscriminator(nn.Module):
         negative_slope: float = 0.2,
     ) -> None:
         super().__init__()
-        if conditioning not in _CONDITIONINGS:
-            raise ValueError(f"unknown conditioning {conditioning!r}; choose one of {_CONDITIONINGS}")
-        if num_downsamplings < 1:
-            raise ValueError(f"num_downsamplings must be >= 1, got {num_downsamplings}")
+        check_choice("conditioning", conditioning, _CONDITIONINGS)
+        check_at_least("num_downsamplings", num_downsamplings, 1)
         self.num_classes = num_classes
         self.conditioning = conditioning
         self.num_downsamplings = num_downsamplings

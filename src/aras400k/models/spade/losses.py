@@ -17,15 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from aras400k.checkpoints import load_checkpoint
+from aras400k.errors import check_choice
 from aras400k.models.gan.losses import ADVERSARIAL_LOSSES, AdversarialLossName, get_adversarial_loss
-from aras400k.models.spade.discriminator import UNetDiscriminatorOutput
+from aras400k.models.spade.discriminator import Conditioning, UNetDiscriminatorOutput
 
 if TYPE_CHECKING:
     from aras400k.models.segmentation import SegmentationTask
@@ -174,15 +175,14 @@ class UNetAdversarialLoss(nn.Module):
     def __init__(
         self,
         kind: AdversarialLossName = "hinge",
-        conditioning: Literal["unetgan", "oasis"] = "oasis",
+        conditioning: Conditioning = "oasis",
         global_weight: float = 1.0,
         pixel_weight: float = 1.0,
         class_balancing: bool = True,
     ) -> None:
         super().__init__()
         self.g_loss, self.d_loss = get_adversarial_loss(kind)
-        if conditioning not in ("unetgan", "oasis"):
-            raise ValueError(f"unknown conditioning {conditioning!r}; choose one of ('unetgan', 'oasis')")
+        check_choice("conditioning", conditioning, get_args(Conditioning))
         self.kind = kind
         self.conditioning = conditioning
         self.global_weight = global_weight
