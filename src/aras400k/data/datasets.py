@@ -371,11 +371,20 @@ class ShardDataset(IterableDataset):
             for _ in range(stop - start):
                 yield next(stream)
 
-    def _repeat(self, segments: list[_Segment], what: str) -> Generator[dict[str, Any], None, None]:
-        """Read ``segments`` over and over (the caller stops)."""
+    def _repeat(
+        self, segments: list[_Segment], what: str, rng: random.Random | None = None
+    ) -> Generator[dict[str, Any], None, None]:
+        """Read ``segments`` over and over (the caller stops), in a new order each pass when given ``rng``.
+
+        Raises:
+            RuntimeError: If a whole pass yields no readable sample (``what`` names the data).
+        """
         while True:
             produced = 0
-            for seg in segments:
+            order = list(segments)
+            if rng is not None:
+                rng.shuffle(order)
+            for seg in order:
                 for item in self._read(seg):
                     produced += 1
                     yield item
@@ -413,17 +422,7 @@ class ShardDataset(IterableDataset):
                 if a < b:
                     mine.append(_Segment(seg.source, seg.shard, seg.start + a - offset, b - a))
                 offset += seg.count
-        while True:
-            produced = 0
-            order = list(mine)
-            if self.shuffle:
-                rng.shuffle(order)
-            for seg in order:
-                for item in self._read(seg):
-                    produced += 1
-                    yield item
-            if produced == 0:
-                raise RuntimeError(f"source {self.sources[index].path} yielded no readable sample")
+        yield from self._repeat(mine, f"source {self.sources[index].path}", rng if self.shuffle else None)
 
     # -- reading ---------------------------------------------------------------------------
 
