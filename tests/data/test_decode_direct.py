@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageFile
 
 import aras400k.data.shards as shards
+from aras400k.classes import IGNORE_INDEX, NUM_CLASSES
 from aras400k.data import ShardDataset
 from aras400k.data.datasets import EpochDataLoader
 from aras400k.data.shards import SampleError, decode_image, decode_mask, decode_sample, encode_png
@@ -140,3 +141,11 @@ def test_dataset_batches_hold_pillows_pixels(tmp_path):
             np.testing.assert_array_equal(batch["image"][index].numpy(), expected[key][0])
             np.testing.assert_array_equal(batch["mask"][index].numpy(), expected[key][1])
     assert sorted(k for b in batches for k in b["key"]) == sorted(expected)
+
+
+def test_mask_value_check_allows_exactly_the_classes_and_ignore():
+    for value in range(256):
+        mask = np.zeros((4, 4), np.uint8)
+        mask[1, 2] = value
+        assert shards._has_bad_values(mask) is not (value < NUM_CLASSES or value == IGNORE_INDEX), value
+    assert shards._has_bad_values(np.zeros((0, 3), np.uint8)) is False

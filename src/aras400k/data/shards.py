@@ -358,7 +358,12 @@ def decode_mask(data: bytes, size: Size | None = None, of: str = "image") -> np.
 
 
 def _has_bad_values(mask: np.ndarray) -> bool:
-    return bool(((mask >= NUM_CLASSES) & (mask != IGNORE_INDEX)).any())
+    """Whether a uint8 mask holds values other than the classes and :data:`IGNORE_INDEX` (255).
+
+    Adding one in uint8 wraps 255 to 0, so the allowed values are exactly those whose
+    successor is at most ``NUM_CLASSES``: one temporary and one reduction.
+    """
+    return bool(mask.size) and int(np.add(mask, 1, dtype=np.uint8).max()) > NUM_CLASSES
 
 
 def decode_sample(
