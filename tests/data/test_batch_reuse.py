@@ -120,3 +120,18 @@ def test_a_slot_batch_without_its_segment_is_a_clear_error():
     orphan = datasets._PackedBatch(None, layout, ["k"], ["image", "key"], -5, 0, 0, 1, 123)
     with pytest.raises(RuntimeError, match="outside the loader's process"):
         datasets._unpack(*orphan)
+
+
+def test_a_spawned_worker_gets_the_collation_without_segments(tmp_path):
+    """Pickled for a spawned worker, the collation carries its table, not the segments any process holds."""
+    import pickle
+
+    collate = ReusingCollate(2)
+    collate._received[(0, 0)] = (1, torch.zeros(8, dtype=torch.uint8))
+    copy = pickle.loads(pickle.dumps(collate))
+    assert copy._received == {} and copy._slots == [None] * datasets.BATCH_SLOTS
+    assert copy.token == collate.token and copy.table.shape == (2, datasets.BATCH_SLOTS)
+    root = write_random_set(tmp_path / "a", 12, per_shard=4)
+    ds = ShardDataset([root], shuffle=False)
+    spawned = EpochDataLoader(ds, batch_size=4, num_workers=1, reuse_batch_memory=True, multiprocessing_context="spawn")
+    _assert_same([dict(b) for b in spawned], list(EpochDataLoader(ds, batch_size=4)))

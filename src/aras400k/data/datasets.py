@@ -573,6 +573,12 @@ class ReusingCollate:
         #: In the main process: ``(worker, slot) -> (segment id, segment)`` received from workers.
         self._received: dict[tuple[int, int], tuple[int, torch.Tensor]] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker started by pickling (``spawn``, ``forkserver``) needs: not the segments of any process."""
+        state = dict(self.__dict__)
+        state.update(_slots=[None] * BATCH_SLOTS, _sent=[False] * BATCH_SLOTS, _received={})
+        return state
+
     def __call__(self, items: Sequence[dict[str, Any]]) -> Any:
         """Collate one batch (in a worker: into a reused segment; else as :func:`collate_samples`)."""
         info = get_worker_info()
