@@ -16,7 +16,9 @@ per sample (main process plus workers: the figure a busy machine disturbs least)
 DataModule's distance to the *decode limit* (decoding the image PNG and the
 index-mask PNG of every sample from bytes in memory, one process, nothing else done),
 the time to the first batch of a fresh loader, and the targets with the machine's
-load. Rates are medians of ``--repeats`` interleaved passes; the DataModule's passes
+load. Under the 2-worker scaling target it also prints the scaling that the CPU
+figures imply on two idle cores (:func:`idle_rate`), the figure to read on a shared
+machine. Rates are medians of ``--repeats`` interleaved passes; the DataModule's passes
 are epochs of one loader whose workers persist, as in training.
 """
 
