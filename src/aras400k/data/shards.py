@@ -253,7 +253,7 @@ def _open(data: bytes, what: str, formats: tuple[str, ...], size: Size | None, o
 
 
 def decode_image(data: bytes, size: Size | None = None, channels_first: bool = False) -> np.ndarray:
-    """Decode PNG/JPEG bytes into an ``(H, W, 3)`` uint8 RGB array.
+    """Decode PNG/JPEG bytes into an ``(H, W, 3)`` (or ``(3, H, W)``) uint8 RGB array.
 
     The size is read from the header first: a picture over :data:`MAX_IMAGE_PIXELS`
     (a decompression bomb) or of another size than ``size`` is refused undecoded.
@@ -382,7 +382,7 @@ def decode_sample(
         size: ``(height, width)`` every image and mask of the set has (see
             :func:`manifest_image_size`); a sample of another size is refused before
             it is decoded. ``None``: any size up to :data:`MAX_IMAGE_PIXELS`.
-        channels_first: Give the image as a ``(3, H, W)`` view (see :func:`decode_image`).
+        channels_first: Give the image as ``(3, H, W)`` planes (see :func:`decode_image`).
 
     Returns:
         The decoded :class:`Sample`.
