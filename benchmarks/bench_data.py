@@ -16,7 +16,9 @@ per sample (main process plus workers: the figure a busy machine disturbs least)
 DataModule's distance to the *decode limit* (decoding the image PNG and the
 index-mask PNG of every sample from bytes in memory, one process, nothing else done),
 the time to the first batch of a fresh loader, and the targets with the machine's
-load. Rates are medians of ``--repeats`` interleaved passes; the DataModule's passes
+load. Under the 2-worker scaling target it also prints the scaling that the CPU
+figures imply on two idle cores (:func:`idle_rate`), the figure to read on a shared
+machine. Rates are medians of ``--repeats`` interleaved passes; the DataModule's passes
 are epochs of one loader whose workers persist, as in training.
 """
 
@@ -102,9 +104,9 @@ def _cpu(loader: DataLoader) -> float:
     return time.process_time() + children.ru_utime + children.ru_stime + live
 
 
-def one_pass(loader: DataLoader, step: Callable[[Any], Any] | None = None) -> tuple[float, float, float]:
-    """Samples/s of one full pass, seconds to its first batch, CPU ms per sample (all processes)."""
-    cpu, start, seen, first = _cpu(loader), time.perf_counter(), 0, 0.0
+def one_pass(loader: DataLoader, step: Callable[[Any], Any] | None = None) -> tuple[float, float, float, float]:
+    """Samples/s of one full pass, seconds to its first batch, CPU ms per sample (all processes, main process)."""
+    cpu, main, start, seen, first = _cpu(loader), time.process_time(), time.perf_counter(), 0, 0.0
     for batch in loader:
         if step is not None:
             batch = step(batch)
@@ -113,7 +115,21 @@ def one_pass(loader: DataLoader, step: Callable[[Any], Any] | None = None) -> tu
             seen += batch[0].shape[0]
         first = first or time.perf_counter() - start
     wall = time.perf_counter() - start
-    return seen / wall, first, (_cpu(loader) - cpu) / seen * 1e3
+    return seen / wall, first, (_cpu(loader) - cpu) / seen * 1e3, (time.process_time() - main) / seen * 1e3
+
+
+def idle_rate(workers: int, cpu_ms: float, main_ms: float, cores: int = 2) -> float:
+    """Samples/ms a loader could reach on ``cores`` idle cores, from its CPU per sample.
+
+    The main process does ``main_ms`` per sample, the workers ``cpu_ms - main_ms``
+    between them, each its share; no process can be faster than one core, and all
+    together no faster than ``cores``. On a shared machine this estimates what the wall
+    figures need idle cores to show.
+    """
+    work = max(cpu_ms - main_ms, 1e-9)
+    if workers == 0:
+        return 1 / cpu_ms
+    return min(1 / max(main_ms, 1e-9), workers / work, cores / cpu_ms)
 
 
 def first_batch(make: Callable[[], Iterable[Any]]) -> float:
@@ -255,6 +271,12 @@ def main() -> None:
     if 1 in worker_counts and 2 in worker_counts:
         scaling = med(f"{OURS} w2") / med(f"{OURS} w1")
         targets.append(f"  2 workers >= 1.7x one: {scaling:.2f}x {_verdict(scaling >= 1.7)} (needs 2 idle cores)")
+        rates = [idle_rate(w, med(f"{OURS} w{w}", 2), med(f"{OURS} w{w}", 3)) for w in (1, 2)]
+        targets.append(
+            f"    from CPU per sample, on 2 idle cores: {rates[1] / rates[0]:.2f}x "
+            f"(main process {med(f'{OURS} w1', 3):.2f} / {med(f'{OURS} w2', 3):.2f} ms per sample, "
+            f"all processes {med(f'{OURS} w1', 2):.2f} / {med(f'{OURS} w2', 2):.2f} ms, 1 / 2 workers; an estimate)"
+        )
     print("targets:\n" + "\n".join(targets))
     print(f"machine: {load_before} before, {load_after} after")
 

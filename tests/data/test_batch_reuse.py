@@ -84,3 +84,54 @@ def test_a_loader_made_under_inference_mode_works_outside_it(tmp_path):
     datasets._release_expired()
     assert int((loader.collate_fn.table != 0).sum()) == 0
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_slot_segments_reach_the_main_process_once(tmp_path, persistent):
+    """Each slot's memory is passed once (fresh workers every epoch pass theirs again); batches stay identical."""
+    root = write_random_set(tmp_path / "a", 40, per_shard=7)
+    sent = []
+    real = ReusingCollate._segment
+
+    def counting(self, packed):
+        sent.append(packed.store is not None)
+        return real(self, packed)
+
+    ds = ShardDataset([root], shuffle=True, seed=7, shuffle_buffer=4)
+    loader = EpochDataLoader(ds, batch_size=3, num_workers=2, persistent_workers=persistent, reuse_batch_memory=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ReusingCollate, "_segment", counting)
+        reused = [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()} for _ in range(3) for b in loader]
+    _, plain = _epochs(root, False)
+    _assert_same(reused, plain)
+    assert len(sent) == len(reused) == 42
+    # Batches are dropped at once, so each worker cycles through a few slots: a few segments per worker
+    # (per epoch with fresh workers), not one per batch.
+    assert sum(sent) <= 2 * datasets.BATCH_SLOTS * (1 if persistent else 3)
+    assert len(loader.collate_fn._received) <= 2 * datasets.BATCH_SLOTS
+
+
+def test_a_slot_batch_without_its_segment_is_a_clear_error():
+    collate = ReusingCollate(1)
+    layout = [("image", torch.uint8, 0, (1, 2), 2)]
+    packed = datasets._PackedBatch(None, layout, ["k"], ["image", "key"], collate.token, 0, 0, 1, 123)
+    with pytest.raises(RuntimeError, match="never received"):
+        datasets._unpack(*packed)
+    orphan = datasets._PackedBatch(None, layout, ["k"], ["image", "key"], -5, 0, 0, 1, 123)
+    with pytest.raises(RuntimeError, match="outside the loader's process"):
+        datasets._unpack(*orphan)
+
+
+def test_a_spawned_worker_gets_the_collation_without_segments(tmp_path):
+    """Pickled for a spawned worker, the collation carries its table, not the segments any process holds."""
+    import pickle
+
+    collate = ReusingCollate(2)
+    collate._received[(0, 0)] = (1, torch.zeros(8, dtype=torch.uint8))
+    copy = pickle.loads(pickle.dumps(collate))
+    assert copy._received == {} and copy._slots == [None] * datasets.BATCH_SLOTS
+    assert copy.token == collate.token and copy.table.shape == (2, datasets.BATCH_SLOTS)
+    root = write_random_set(tmp_path / "a", 12, per_shard=4)
+    ds = ShardDataset([root], shuffle=False)
+    spawned = EpochDataLoader(ds, batch_size=4, num_workers=1, reuse_batch_memory=True, multiprocessing_context="spawn")
+    _assert_same([dict(b) for b in spawned], list(EpochDataLoader(ds, batch_size=4)))

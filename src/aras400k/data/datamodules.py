@@ -299,56 +299,16 @@ class GANDataModule(ShardDataModule):
     Args:
         with_mask: Also return masks (mask-conditioned GANs).
         mirror: Randomly flip training images horizontally.
-        root: See :class:`ShardDataModule`.
-        train: See :class:`ShardDataModule`.
-        val: See :class:`ShardDataModule`.
-        test: See :class:`ShardDataModule`.
-        demo: See :class:`ShardDataModule`.
-        demo_samples: See :class:`ShardDataModule`.
-        demo_image_size: See :class:`ShardDataModule`.
-        batch_size: See :class:`ShardDataModule`.
-        num_workers: See :class:`ShardDataModule`.
-        samples_per_epoch: See :class:`ShardDataModule`.
-        shuffle_buffer: See :class:`ShardDataModule`.
-        seed: See :class:`ShardDataModule`.
+        **kwargs: The arguments of :class:`ShardDataModule` (``root``, ``train``, ``val``,
+            ``test``, ``demo``, ``demo_samples``, ``demo_image_size``, ``batch_size``,
+            ``num_workers``, ``samples_per_epoch``, ``shuffle_buffer``, ``seed``) but
+            ``predict``, ``augment``, ``mean`` and ``std``, which this module sets.
     """
 
-    def __init__(
-        self,
-        with_mask: bool = False,
-        mirror: bool = True,
-        root: str = "data/demo",
-        train: str | list[ShardSource] | None = None,
-        val: str | None = None,
-        test: str | None = None,
-        demo: bool = True,
-        demo_samples: tuple[int, int, int] = DEFAULT_DEMO_SAMPLES,
-        demo_image_size: int = 64,
-        batch_size: int = 16,
-        num_workers: int = 2,
-        samples_per_epoch: int | None = None,
-        shuffle_buffer: int = 512,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, with_mask: bool = False, mirror: bool = True, **kwargs: Any) -> None:
         self.with_mask = with_mask
         self.mirror = mirror
-        super().__init__(
-            root=root,
-            train=train,
-            val=val,
-            test=test,
-            demo=demo,
-            demo_samples=demo_samples,
-            demo_image_size=demo_image_size,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            samples_per_epoch=samples_per_epoch,
-            shuffle_buffer=shuffle_buffer,
-            augment=mirror,
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-            seed=seed,
-        )
+        super().__init__(predict=None, augment=mirror, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), **kwargs)
 
     def configure_transforms(
         self, mean: tuple[float, float, float], std: tuple[float, float, float]

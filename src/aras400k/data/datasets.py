@@ -37,13 +37,15 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import secrets
 import tarfile
 import warnings
+import weakref
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -64,6 +66,9 @@ from aras400k.data.sources import ShardSource, partition_range
 
 # ShardSource and partition_range are defined in aras400k.data.sources (no torch) and re-exported here.
 __all__ = ["EpochDataLoader", "ReusingCollate", "ShardDataset", "collate_samples"]
+
+#: Tar members every item is made from (plus ``mask.png`` with masks).
+_ITEM_MEMBERS = frozenset({"image.png", "meta.json"})
 
 
 @dataclass(frozen=True)
@@ -366,11 +371,20 @@ class ShardDataset(IterableDataset):
             for _ in range(stop - start):
                 yield next(stream)
 
-    def _repeat(self, segments: list[_Segment], what: str) -> Generator[dict[str, Any], None, None]:
-        """Read ``segments`` over and over (the caller stops)."""
+    def _repeat(
+        self, segments: list[_Segment], what: str, rng: random.Random | None = None
+    ) -> Generator[dict[str, Any], None, None]:
+        """Read ``segments`` over and over (the caller stops), in a new order each pass when given ``rng``.
+
+        Raises:
+            RuntimeError: If a whole pass yields no readable sample (``what`` names the data).
+        """
         while True:
             produced = 0
-            for seg in segments:
+            order = list(segments)
+            if rng is not None:
+                rng.shuffle(order)
+            for seg in order:
                 for item in self._read(seg):
                     produced += 1
                     yield item
@@ -408,17 +422,7 @@ class ShardDataset(IterableDataset):
                 if a < b:
                     mine.append(_Segment(seg.source, seg.shard, seg.start + a - offset, b - a))
                 offset += seg.count
-        while True:
-            produced = 0
-            order = list(mine)
-            if self.shuffle:
-                rng.shuffle(order)
-            for seg in order:
-                for item in self._read(seg):
-                    produced += 1
-                    yield item
-            if produced == 0:
-                raise RuntimeError(f"source {self.sources[index].path} yielded no readable sample")
+        yield from self._repeat(mine, f"source {self.sources[index].path}", rng if self.shuffle else None)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -428,7 +432,7 @@ class ShardDataset(IterableDataset):
         end = None if seg.count is None else seg.start + seg.count
         try:
             # closing(): a stream stopped early (a pipe: command, a download) ends now, not at GC.
-            with closing(iter_raw_samples(seg.shard)) as raws:
+            with closing(iter_raw_samples(seg.shard, members=self._members)) as raws:
                 for raw in raws:
                     if end is not None and position >= end:
                         return
@@ -446,9 +450,17 @@ class ShardDataset(IterableDataset):
                 stacklevel=2,
             )
 
+    @property
+    def _members(self) -> frozenset[str]:
+        """The tar members an item is made from; the others (captions, ...) are skipped unread."""
+        return _ITEM_MEMBERS | {"mask.png"} if self.with_mask else _ITEM_MEMBERS
+
     def _decode(self, raw: dict[str, Any], seg: _Segment) -> dict[str, Any] | None:
         try:
-            sample = decode_sample(raw, with_mask=self.with_mask, with_captions=False, size=self.image_size)
+            # channels_first: (3, H, W) planes copied straight out of Pillow's memory (docs/data.md#loader-speed).
+            sample = decode_sample(
+                raw, with_mask=self.with_mask, with_captions=False, size=self.image_size, channels_first=True
+            )
             if self.with_mask and sample.mask is None:
                 raise SampleError(f"sample {sample.key}: member mask.png is missing")
         except SampleError as err:
@@ -461,15 +473,11 @@ class ShardDataset(IterableDataset):
             )
             return None
         if self.image_size is None:
-            self.image_size = (sample.image.shape[0], sample.image.shape[1])
-        item: dict[str, Any] = {
-            "image": torch.from_numpy(np.ascontiguousarray(sample.image.transpose(2, 0, 1))),
-            "key": sample.key,
-            "source": seg.source,
-        }
+            self.image_size = (sample.image.shape[1], sample.image.shape[2])
+        item: dict[str, Any] = {"image": torch.from_numpy(sample.image), "key": sample.key, "source": seg.source}
         if self.with_mask:
             assert sample.mask is not None
-            item["mask"] = torch.from_numpy(np.ascontiguousarray(sample.mask))
+            item["mask"] = torch.from_numpy(sample.mask)
         if self.with_meta:
             item["meta"] = sample.meta
         return item
@@ -516,8 +524,8 @@ def collate_samples(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 BATCH_SLOTS = 6
 _ALIGN = 64  # bytes; every tensor of a packed batch starts at a multiple of this
 _TOKENS = itertools.count(1)
-#: ``token -> lend table`` of the ReusingCollates of this process (see _unpack).
-_TABLES: dict[int, torch.Tensor] = {}
+#: ``token -> ReusingCollate`` of this process's loaders (see _unpack); gone with their loader.
+_COLLATES: weakref.WeakValueDictionary[int, ReusingCollate] = weakref.WeakValueDictionary()
 #: Batches this (main) process holds from loader workers: (storage ref, token, worker, slot, lend number).
 _LENT: list[tuple[StorageWeakRef, int, int, int, int]] = []
 
@@ -530,12 +538,15 @@ class ReusingCollate:
     costs the kernel more than the copy itself (``docs/data.md#loader-speed``). This
     collation packs a batch into one segment taken from a small per-worker ring of
     :data:`BATCH_SLOTS` segments, so pages are faulted in once per slot, not per batch.
+    A slot's segment is handed to the main process once (a file descriptor passed
+    through a socket); later batches in it name the slot, and the main process keeps
+    the segment mapped while the loader lives.
 
     Ownership: a worker writes a slot only while the slot's entry in a table shared
     with the main process is free. The worker marks it lent when it sends the batch;
     the main process frees it once every tensor of that batch (views included) is gone
-    from it (a weak reference to the storage has expired), checking whenever a new
-    batch arrives. A worker with no free slot uses a fresh segment, so batches kept
+    from it (a weak reference to the batch's storage has expired), checking whenever a
+    new batch arrives. A worker with no free slot uses a fresh segment, so batches kept
     (``list(loader)``) stay intact. One rule remains: a batch's tensors forwarded to
     *another* process must be copied (``clone()``) before the main process drops
     them, as the slot may then be refilled.
@@ -553,9 +564,20 @@ class ReusingCollate:
         #: ``[worker, slot]``: 0 = free, else the number of the lend holding the slot.
         with torch.inference_mode(False):  # a loader made under inference (validation) is also iterated outside it
             self.table = torch.zeros(max(1, num_workers), BATCH_SLOTS, dtype=torch.int64).share_memory_()
-        _TABLES[self.token] = self.table
-        self._slots: list[torch.Tensor | None] = [None] * BATCH_SLOTS  # this worker's segments
+        _COLLATES[self.token] = self
         self._lends = itertools.count(1)
+        # In a worker: its segments, each with a random id, and whether it was sent once.
+        self._pid = os.getpid()
+        self._slots: list[tuple[int, torch.Tensor] | None] = [None] * BATCH_SLOTS
+        self._sent = [False] * BATCH_SLOTS
+        #: In the main process: ``(worker, slot) -> (segment id, segment)`` received from workers.
+        self._received: dict[tuple[int, int], tuple[int, torch.Tensor]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker started by pickling (``spawn``, ``forkserver``) needs: not the segments of any process."""
+        state = dict(self.__dict__)
+        state.update(_slots=[None] * BATCH_SLOTS, _sent=[False] * BATCH_SLOTS, _received={})
+        return state
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> Any:
         """Collate one batch (in a worker: into a reused segment; else as :func:`collate_samples`)."""
@@ -564,19 +586,24 @@ class ReusingCollate:
         if layout is None:
             return collate_samples(items)
         assert info is not None
+        if self._pid != os.getpid():  # a fresh worker: nothing of its parent's slots is its own
+            self._pid, self._slots, self._sent = os.getpid(), [None] * BATCH_SLOTS, [False] * BATCH_SLOTS
         nbytes = layout[-1][4]
-        slot, lend = -1, 0
-        for index, segment in enumerate(self._slots):
+        slot, lend, segment_id = -1, 0, 0
+        for index, entry in enumerate(self._slots):
             if int(self.table[info.id, index]) == 0:
-                if segment is None or segment.numel() < nbytes:
-                    segment = self._slots[index] = torch.empty(nbytes, dtype=torch.uint8).share_memory_()
+                if entry is None or entry[1].numel() < nbytes:
+                    entry = self._slots[index] = (
+                        secrets.randbits(63),  # not the global random: its stream is the user's
+                        torch.empty(nbytes, dtype=torch.uint8).share_memory_(),
+                    )
+                    self._sent[index] = False
                 slot = index
+                segment_id, store = entry
                 break
         if slot < 0:  # every slot lent out: a fresh segment, as default_collate would
             store = torch.empty(nbytes, dtype=torch.uint8).share_memory_()
         else:
-            store = self._slots[slot]
-            assert store is not None
             lend = (os.getpid() << 32) + next(self._lends)
             self.table[info.id, slot] = lend
         tensors = _views(store, layout)
@@ -586,7 +613,24 @@ class ReusingCollate:
             else:
                 torch.stack([item[name] for item in items], out=out)
         keys = [item["key"] for item in items]
-        return _PackedBatch(store, layout, keys, list(items[0]), self.token, info.id, slot, lend)
+        send = slot < 0 or not self._sent[slot]
+        if slot >= 0:
+            self._sent[slot] = True
+        return _PackedBatch(
+            store if send else None, layout, keys, list(items[0]), self.token, info.id, slot, lend, segment_id
+        )
+
+    def _segment(self, packed: _PackedBatch) -> torch.Tensor:
+        """The memory of a batch received in the main process, as a storage of its own (its lifetime is the batch's)."""
+        key = (packed.worker, packed.slot)
+        if packed.store is not None:
+            self._received[key] = (packed.segment, packed.store)
+        segment_id, segment = self._received.get(key, (None, None))
+        if segment is None or segment_id != packed.segment:
+            raise RuntimeError(f"loader worker {packed.worker} sent a batch in a shared-memory slot never received")
+        # A new storage over the same memory: a weak reference to it expires when the batch is dropped,
+        # while the segment stays mapped here for the next batch in the slot.
+        return torch.from_numpy(segment.numpy())
 
 
 #: (name, dtype, start byte, shape, end byte) of each tensor in a packed batch; the last
@@ -631,24 +675,26 @@ def _views(store: torch.Tensor, layout: _Layout) -> list[torch.Tensor]:
     return [store[start:end].view(dtype).view(shape) for _, dtype, start, shape, end in layout]
 
 
-class _PackedBatch:
-    """A batch made in a worker; unpickled in the main process it becomes the batch dict."""
+class _PackedBatch(NamedTuple):
+    """A batch made in a worker; unpickled in the main process it becomes the batch dict (:func:`_unpack`).
 
-    def __init__(
-        self,
-        store: torch.Tensor,
-        layout: _Layout,
-        keys: list[str],
-        order: list[str],
-        token: int,
-        worker: int,
-        slot: int,
-        lend: int,
-    ) -> None:
-        self.args = (store, layout, keys, order, token, worker, slot, lend)
+    ``store`` is the segment, sent with the first batch of each slot segment and with
+    every batch in a fresh segment (``slot`` -1); ``None`` for a slot the main process
+    holds already, found by ``(worker, slot)`` and checked by ``segment``, its id.
+    """
+
+    store: torch.Tensor | None
+    layout: _Layout
+    keys: list[str]
+    order: list[str]
+    token: int
+    worker: int
+    slot: int
+    lend: int
+    segment: int
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _unpack, self.args
+        return _unpack, tuple(self)
 
 
 def _release_expired() -> None:
@@ -658,28 +704,36 @@ def _release_expired() -> None:
         if not ref.expired():
             kept.append((ref, token, worker, slot, lend))
             continue
-        table = _TABLES.get(token)
-        if table is not None and int(table[worker, slot]) == lend:
-            table[worker, slot] = 0
+        collate = _COLLATES.get(token)
+        if collate is not None and int(collate.table[worker, slot]) == lend:
+            collate.table[worker, slot] = 0
     _LENT[:] = kept
 
 
-def _unpack(
-    store: torch.Tensor,
-    layout: _Layout,
-    keys: list[str],
-    order: list[str],
-    token: int,
-    worker: int,
-    slot: int,
-    lend: int,
-) -> dict[str, Any]:
-    """Rebuild a packed batch as the dict :func:`collate_samples` makes, and track its slot."""
+def _unpack(*fields: Any) -> dict[str, Any]:
+    """Rebuild a packed batch (the fields of a :class:`_PackedBatch`) as the dict :func:`collate_samples` makes.
+
+    The batch's slot is tracked until no tensor of the batch is left (see :func:`_release_expired`).
+
+    Raises:
+        RuntimeError: If the batch names a slot whose segment this process never received.
+    """
+    packed = _PackedBatch(*fields)
     _release_expired()
-    tensors = dict(zip((entry[0] for entry in layout), _views(store, layout), strict=True))
-    batch = {name: keys if name == "key" else tensors[name] for name in order}
-    if slot >= 0 and token in _TABLES:
-        _LENT.append((StorageWeakRef(store.untyped_storage()), token, worker, slot, lend))
+    collate = _COLLATES.get(packed.token)
+    if packed.slot < 0:
+        store = packed.store
+    elif collate is None:  # not the loader's process (or the loader is gone): only a sent segment is readable
+        if packed.store is None:
+            raise RuntimeError("a batch packed by a loader worker was read outside the loader's process")
+        store = packed.store
+    else:
+        store = collate._segment(packed)
+    assert store is not None
+    tensors = dict(zip((entry[0] for entry in packed.layout), _views(store, packed.layout), strict=True))
+    batch = {name: packed.keys if name == "key" else tensors[name] for name in packed.order}
+    if packed.slot >= 0 and collate is not None:
+        _LENT.append((StorageWeakRef(store.untyped_storage()), packed.token, packed.worker, packed.slot, packed.lend))
     return batch
 
 

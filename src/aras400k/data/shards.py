@@ -29,7 +29,7 @@ import re
 import struct
 import tarfile
 import zlib
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, cast
@@ -123,7 +123,7 @@ class Sample:
 
     Attributes:
         key: Patch id (real) or generated id (synthetic); letters, digits, ``_`` and ``-``.
-        image: ``(H, W, 3)`` uint8 RGB image.
+        image: ``(H, W, 3)`` uint8 RGB image (``(3, H, W)`` from ``decode_sample(..., channels_first=True)``).
         mask: ``(H, W)`` uint8 class indices, or ``None`` for an unlabelled image.
         meta: Contents of ``meta.json``.
         captions: Contents of ``captions.json``, or ``None``.
@@ -252,8 +252,8 @@ def _open(data: bytes, what: str, formats: tuple[str, ...], size: Size | None, o
     return img
 
 
-def decode_image(data: bytes, size: Size | None = None) -> np.ndarray:
-    """Decode PNG/JPEG bytes into an ``(H, W, 3)`` uint8 RGB array.
+def decode_image(data: bytes, size: Size | None = None, channels_first: bool = False) -> np.ndarray:
+    """Decode PNG/JPEG bytes into an ``(H, W, 3)`` (or ``(3, H, W)``) uint8 RGB array.
 
     The size is read from the header first: a picture over :data:`MAX_IMAGE_PIXELS`
     (a decompression bomb) or of another size than ``size`` is refused undecoded.
@@ -262,6 +262,8 @@ def decode_image(data: bytes, size: Size | None = None) -> np.ndarray:
         data: The encoded image.
         size: ``(height, width)`` the image must have (e.g. the set's); ``None``: any
             size up to :data:`MAX_IMAGE_PIXELS`.
+        channels_first: Return the pixels as ``(3, H, W)``, copied out of Pillow's
+            memory band by band (``docs/data.md#loader-speed``).
 
     Returns:
         The image.
@@ -273,11 +275,52 @@ def decode_image(data: bytes, size: Size | None = None) -> np.ndarray:
         with _open(data, "image", _IMAGE_FORMATS, size, "the set's size") as img:
             if img.mode != "RGB":
                 img = img.convert("RGB")
-            return np.array(img)
+            if not channels_first:
+                return np.array(img)
+            img.load()
+            return _planes(img.im, img.height, img.width)
     except SampleError:
         raise
     except _PIL_ERRORS as err:
         raise SampleError(f"image is not a readable picture ({err})") from err
+
+
+def _planes(pixels: Any, height: int, width: int) -> np.ndarray:
+    """The ``(3, H, W)`` planes of a loaded RGB picture (Pillow's memory), copied by Pillow.
+
+    Each band is taken out and pasted into a plane of the result mapped as a picture
+    of Pillow's: two C loops that cost less than numpy's strided copy of the
+    interleaved pixels, and no ``tobytes`` (``docs/data.md#loader-speed``).
+    """
+    out = np.empty((3, height, width), dtype=np.uint8)
+    for band in range(3):
+        plane = Image.core.map_buffer(out[band], (width, height), "raw", 0, ("L", 0, 1))
+        plane.paste(pixels.getband(band), (0, 0, width, height))
+    return out
+
+
+def _decode_direct(img: Image.Image) -> np.ndarray | None:
+    """Decode an opened one-channel (``L``) PNG straight into a new array; ``None`` where Pillow would not.
+
+    Pillow keeps such pixels in one byte each. Mapping a new array as the picture's
+    memory before :meth:`~PIL.Image.Image.load` makes the PNG decoder write the pixels
+    there, which saves the copies of ``np.array(img)`` (Pillow's ``tobytes`` and
+    numpy's own). A Pillow that replaces the mapped memory when loading still decodes
+    the picture; the caller then reads it the usual way.
+
+    Args:
+        img: A PNG in mode ``L``, opened and not yet loaded.
+
+    Returns:
+        The ``(H, W)`` pixels, or ``None`` when they were decoded into Pillow's memory.
+    """
+    if img.format != "PNG" or img.mode != "L":
+        return None
+    out = np.empty((img.height, img.width), dtype=np.uint8)
+    target = Image.core.map_buffer(out, img.size, "raw", 0, ("L", 0, 1))
+    img.im = target
+    img.load()
+    return out if img.im is target else None
 
 
 def decode_mask(data: bytes, size: Size | None = None, of: str = "image") -> np.ndarray:
@@ -300,7 +343,9 @@ def decode_mask(data: bytes, size: Size | None = None, of: str = "image") -> np.
         with _open(data, "mask", _MASK_FORMATS, size, of) as img:
             if img.mode not in ("L", "P"):
                 raise SampleError(f"mask must be a one-channel PNG, got mode {img.mode}")
-            mask = np.array(img)
+            mask = _decode_direct(img)
+            if mask is None:
+                mask = np.array(img)
     except SampleError:
         raise
     except _PIL_ERRORS as err:
@@ -313,11 +358,20 @@ def decode_mask(data: bytes, size: Size | None = None, of: str = "image") -> np.
 
 
 def _has_bad_values(mask: np.ndarray) -> bool:
-    return bool(((mask >= NUM_CLASSES) & (mask != IGNORE_INDEX)).any())
+    """Whether a uint8 mask holds values other than the classes and :data:`IGNORE_INDEX` (255).
+
+    Adding one in uint8 wraps 255 to 0, so the allowed values are exactly those whose
+    successor is at most ``NUM_CLASSES``: one temporary and one reduction.
+    """
+    return bool(mask.size) and int(np.add(mask, 1, dtype=np.uint8).max()) > NUM_CLASSES
 
 
 def decode_sample(
-    raw: Mapping[str, bytes], with_mask: bool = True, with_captions: bool = True, size: Size | None = None
+    raw: Mapping[str, bytes],
+    with_mask: bool = True,
+    with_captions: bool = True,
+    size: Size | None = None,
+    channels_first: bool = False,
 ) -> Sample:
     """Decode one raw webdataset sample (``__key__`` plus member bytes).
 
@@ -328,6 +382,7 @@ def decode_sample(
         size: ``(height, width)`` every image and mask of the set has (see
             :func:`manifest_image_size`); a sample of another size is refused before
             it is decoded. ``None``: any size up to :data:`MAX_IMAGE_PIXELS`.
+        channels_first: Give the image as ``(3, H, W)`` planes (see :func:`decode_image`).
 
     Returns:
         The decoded :class:`Sample`.
@@ -344,10 +399,10 @@ def decode_sample(
         if "meta.json" not in raw:
             raise SampleError("member meta.json is missing")
         meta = _parse_json(raw["meta.json"], "meta.json", dict)
-        image = decode_image(raw["image.png"], size)
+        image = decode_image(raw["image.png"], size, channels_first)
         mask = None
         if with_mask and "mask.png" in raw:
-            mask = decode_mask(raw["mask.png"], image.shape[:2])
+            mask = decode_mask(raw["mask.png"], image.shape[1:] if channels_first else image.shape[:2])
         captions = None
         if with_captions and "captions.json" in raw:
             captions = _parse_json(raw["captions.json"], "captions.json", list)
@@ -883,13 +938,20 @@ def list_shards(spec: str | Path) -> ShardList:
 
 
 def iter_raw_samples(
-    shard: str | Path, deadline_s: float | None = None, digest: Any | None = None
+    shard: str | Path,
+    deadline_s: float | None = None,
+    digest: Any | None = None,
+    members: Collection[str] | None = None,
 ) -> Generator[dict[str, Any], None, None]:
     """Iterate the raw samples of one tar shard, grouping members by key.
 
     Members are grouped the webdataset way: the key is the file name up to its first
     dot, the rest is the member name (``image.png``, ``meta.json``, ...). A URL or
-    ``pipe:`` shard is streamed, never stored whole.
+    ``pipe:`` shard is streamed, never stored whole. A local shard is read by a lean
+    parser of the plain ustar (and pax) headers our writer makes; at the first header
+    it does not handle (another tar dialect, or damage) the shard is handed to
+    :mod:`tarfile`, which yields the rest, so both readers give the same samples and
+    errors (``docs/data.md#loader-speed``).
 
     Args:
         shard: Path of a ``.tar`` file, or one shard's URL or ``pipe:`` command
@@ -898,6 +960,8 @@ def iter_raw_samples(
             :func:`aras400k.data.remote.open_shard`; ``None``: ``$ARAS_REMOTE_TIMEOUT``, else 600 s).
         digest: A :mod:`hashlib` object updated with every byte of the shard, which is
             then read to its end (to check a remote shard's sha256 in the same pass).
+        members: Read only these members (e.g. ``{"image.png", "meta.json"}``); the
+            others are skipped unread and absent from the samples. ``None``: all.
 
     Yields:
         ``{"__key__": key, "__shard__": location, member: bytes, ...}``.
@@ -912,20 +976,30 @@ def iter_raw_samples(
         ImportError: If the URL needs fsspec or a backend that is not installed.
     """
     location, key = str(shard), None
+    wanted = None if members is None else frozenset(members)
     try:
         if is_url(shard) or digest is not None:
             with open_shard(shard, deadline_s) as stream:
                 source = stream if digest is None else cast(IO[bytes], _Hashing(stream, digest))
                 with tarfile.open(fileobj=source, mode="r|") as tar:
-                    for raw in _group_members(tar, location):
+                    for raw in _group_members(tar, location, wanted):
                         key = raw["__key__"]
                         yield raw
                 if digest is not None:
                     while source.read(1 << 16):
                         pass
             return
+        done = 0
+        try:
+            for raw in _lean_samples(location, wanted):
+                key = raw["__key__"]
+                done += 1
+                yield raw
+            return
+        except _NotLean:
+            pass  # tarfile reads the shard from here on (it skips the samples already yielded)
         with tarfile.open(shard, mode="r:") as tar:
-            for raw in _group_members(tar, location):
+            for raw in _group_members(tar, location, wanted, skip=done):
                 key = raw["__key__"]
                 yield raw
     except ShardReadError:
@@ -947,8 +1021,21 @@ class _Hashing:
         return data
 
 
-def _group_members(tar: tarfile.TarFile, shard: str) -> Iterator[dict[str, Any]]:
-    """Group a tar's members into samples by key (members read in order, so streams work)."""
+def _member_too_large(name: str, size: int) -> tarfile.ReadError:
+    return tarfile.ReadError(f"member {name!r} holds {size} bytes, over the {MAX_MEMBER_BYTES} limit")
+
+
+def _group_members(
+    tar: tarfile.TarFile, shard: str, members: frozenset[str] | None = None, skip: int = 0
+) -> Iterator[dict[str, Any]]:
+    """Group a tar's members into samples by key (members read in order, so streams work).
+
+    Args:
+        tar: The open tar.
+        shard: Its location, for ``__shard__``.
+        members: Member names to read (``None``: all); the others are not read.
+        skip: Samples to pass over unread first (those the lean reader yielded).
+    """
     current: dict[str, Any] | None = None
     for info in tar:
         if not info.isfile():
@@ -958,16 +1045,144 @@ def _group_members(tar: tarfile.TarFile, shard: str) -> Iterator[dict[str, Any]]
             continue
         key, member = base.split(".", 1)
         if current is not None and current["__key__"] != key:
-            yield current
+            if skip:
+                skip -= 1
+            else:
+                yield current
             current = None
         if current is None:
             current = {"__key__": key, "__shard__": shard}
+        if skip or (members is not None and member not in members):
+            continue
         if info.size > MAX_MEMBER_BYTES:
-            raise tarfile.ReadError(f"member {info.name!r} holds {info.size} bytes, over the {MAX_MEMBER_BYTES} limit")
+            raise _member_too_large(info.name, info.size)
         fh = tar.extractfile(info)
         current[member] = fh.read() if fh is not None else b""
+    if current is not None and not skip:
+        yield current
+
+
+class _NotLean(Exception):
+    """The lean reader met a header it leaves to :mod:`tarfile` (another dialect, or damage)."""
+
+
+_BLOCK = 512
+_ZERO_BLOCK = bytes(_BLOCK)
+_CHECKSUM_SPACES = 8 * 0x20  # the checksum field counts as eight spaces
+_TAR_ENCODING = tarfile.ENCODING
+#: (start, end) of the header's number fields: mode, uid, gid, size, mtime, checksum, devmajor, devminor.
+_NUMBER_FIELDS = ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 156), (329, 337), (337, 345))
+_MAX_PAX_BYTES = 1 << 20  # a larger pax header is left to tarfile
+#: pax keywords that change how a member is read; the lean reader leaves those to tarfile.
+_PAX_HANDED_ON = (b"GNU.sparse.", b"hdrcharset")
+
+
+def _lean_samples(path: str, members: frozenset[str] | None) -> Iterator[dict[str, Any]]:
+    """Group a local shard's members into samples, parsing the tar headers directly.
+
+    It reads what :class:`ShardWriter` writes (ustar headers, regular files) and pax
+    headers (``path``, ``size``; older shards), skipping unwanted members with a seek,
+    and yields exactly what :func:`_group_members` yields from the same bytes. It
+    raises :class:`_NotLean` at the first header it does not handle: another member
+    type, a bad checksum or number, base-256 sizes, a short read (a truncated tar),
+    GNU long names or sparse files, global pax headers. The caller then hands the
+    shard to :mod:`tarfile`, which says what is wrong the way it always has.
+    """
+    current: dict[str, Any] | None = None
+    # Buffered: headers come from the buffer, and a large read goes straight into its bytes
+    # object, repeated until complete (a network file system may return less per call).
+    with open(path, "rb") as fh:
+        read, seek = fh.read, fh.seek
+        while True:
+            header = read(_BLOCK)
+            if len(header) != _BLOCK:
+                raise _NotLean  # end of file without the end-of-archive blocks, or truncated
+            if header == _ZERO_BLOCK:
+                break  # end of archive (tarfile stops here too)
+            name, size, kind = _parse_header(header)
+            if kind == b"x":
+                if size > _MAX_PAX_BYTES:
+                    raise _NotLean
+                name, size = _apply_pax(read(-(-size // _BLOCK) * _BLOCK), size, read)
+            elif kind not in (b"0", b"\0"):
+                raise _NotLean
+            base = name.rsplit("/", 1)[-1]
+            padded = -(-size // _BLOCK) * _BLOCK
+            if "." not in base:
+                seek(padded, 1)
+                continue
+            key, member = base.split(".", 1)
+            if current is not None and current["__key__"] != key:
+                yield current
+                current = None
+            if current is None:
+                current = {"__key__": key, "__shard__": path}
+            if members is not None and member not in members:
+                seek(padded, 1)
+                continue
+            if size > MAX_MEMBER_BYTES:
+                raise _member_too_large(name, size)
+            data = read(size)
+            if len(data) != size:
+                raise _NotLean  # truncated member
+            current[member] = data
+            if padded != size:
+                seek(padded - size, 1)
     if current is not None:
         yield current
+
+
+def _parse_header(header: bytes) -> tuple[str, int, bytes]:
+    """``(name, size, type flag)`` of a plain tar header; :class:`_NotLean` for anything else.
+
+    Every number field is checked as :mod:`tarfile` checks it (a field it cannot read
+    ends its archive), so the lean reader never reads on where tarfile would stop.
+    """
+    try:
+        numbers = [int(header[start:end].split(b"\0", 1)[0].strip() or b"0", 8) for start, end in _NUMBER_FIELDS]
+        name = header[:100].split(b"\0", 1)[0].decode(_TAR_ENCODING, "surrogateescape")
+    except ValueError:  # base-256 numbers (left to tarfile), garbage
+        raise _NotLean from None
+    size, checksum = numbers[3], numbers[5]
+    if checksum != sum(header) - sum(header[148:156]) + _CHECKSUM_SPACES or size < 0 or name.endswith("/"):
+        raise _NotLean  # a bad (or signed) checksum, a negative size, a directory: tarfile decides
+    return name, size, header[156:157]
+
+
+def _apply_pax(records: bytes, length: int, read: Any) -> tuple[str, int]:
+    """Read the member a pax header describes: its name and size, the pax fields applied."""
+    if len(records) < length:
+        raise _NotLean
+    fields: dict[bytes, bytes] = {}
+    position = 0
+    while position < length:
+        space = records.find(b" ", position, length)
+        digits = records[position:space] if space > position else b""
+        size = int(digits) if digits.isdigit() else 0  # ASCII digits only, as tarfile's pattern
+        end = position + size
+        if size <= 0 or end > length or records[end - 1 : end] != b"\n":
+            raise _NotLean
+        keyword, equals, value = records[space + 1 : end - 1].partition(b"=")
+        if not equals or keyword.startswith(_PAX_HANDED_ON):
+            raise _NotLean
+        fields[keyword] = value
+        position = end
+    header = read(_BLOCK)
+    if len(header) != _BLOCK or header == _ZERO_BLOCK:
+        raise _NotLean
+    name, size, kind = _parse_header(header)
+    if kind not in (b"0", b"\0"):
+        raise _NotLean
+    try:
+        if b"path" in fields:
+            name = fields[b"path"].decode("utf-8").rstrip("/")
+        if b"size" in fields:
+            size = int(fields[b"size"])
+    except ValueError:
+        raise _NotLean from None
+    if size < 0:
+        raise _NotLean
+    return name, size
 
 
 def iter_samples(
