@@ -5,7 +5,11 @@ one process, interleaved ``--repeats`` times (medians are reported):
 
 - the old path: every image decoded and re-encoded as PNG, one process;
 - image PNGs copied verbatim, one process;
-- image PNGs copied verbatim, ``--workers`` processes.
+- image PNGs copied verbatim, ``--workers`` processes (workers read, check and encode
+  every sample down to its tar bytes; this process only appends them).
+
+Each run also gives this process's CPU time per image: with workers it is what the
+writing costs, and it should be a small share of a core.
 
 Also printed: the limit of one process, reading and decoding the image and the colour
 mask (what the import must still do) with nothing encoded or written.
@@ -42,15 +46,16 @@ def build(root: Path, images: int, size: int) -> float:
     return float(np.mean([p.stat().st_size for p in (root / "train" / "images").glob("*.png")])) / 1024
 
 
-def run(root: Path, out: Path, workers: int, verbatim: bool) -> float:
-    """Images/s of one import (the output folder is replaced)."""
-    start = time.perf_counter()
+def run(root: Path, out: Path, workers: int, verbatim: bool) -> tuple[float, float]:
+    """Images/s of one import (the output folder is replaced), and this process's CPU ms per image."""
+    start, cpu = time.perf_counter(), time.process_time()
     if verbatim:
         report = import_release(root, out, workers=workers, progress=False, overwrite=True)
     else:
         with mock.patch.object(importer, "verbatim_png", lambda path: None):
             report = import_release(root, out, workers=workers, progress=False, overwrite=True)
-    return sum(report.written.values()) / (time.perf_counter() - start)
+    images = sum(report.written.values())
+    return images / (time.perf_counter() - start), 1000.0 * (time.process_time() - cpu) / images
 
 
 def decode_limit(root: Path) -> float:
@@ -76,14 +81,17 @@ def main() -> None:
         print(f"release: {args.images} images of {args.size} px, image PNGs {kib:.0f} KiB on average")
         names = ("re-encoded, 1 process", "verbatim, 1 process", f"verbatim, {args.workers} processes", "decode limit")
         rates: dict[str, list[float]] = {name: [] for name in names}
+        main_cpu: dict[str, list[float]] = {name: [] for name in names[:3]}
         for _ in range(args.repeats):
-            rates[names[0]].append(run(root, out, 1, verbatim=False))
-            rates[names[1]].append(run(root, out, 1, verbatim=True))
-            rates[names[2]].append(run(root, out, args.workers, verbatim=True))
+            for name, workers, verbatim in ((names[0], 1, False), (names[1], 1, True), (names[2], args.workers, True)):
+                rate, cpu_ms = run(root, out, workers, verbatim)
+                rates[name].append(rate)
+                main_cpu[name].append(cpu_ms)
             rates[names[3]].append(decode_limit(root))
     med = {name: statistics.median(r) for name, r in rates.items()}
     for name in names:
-        print(f"{name:28s} {med[name]:8.1f} images/s  (runs: {', '.join(f'{r:.1f}' for r in rates[name])})")
+        cpu = f", main process CPU {statistics.median(main_cpu[name]):.2f} ms/image" if name in main_cpu else ""
+        print(f"{name:28s} {med[name]:8.1f} images/s{cpu}  (runs: {', '.join(f'{r:.1f}' for r in rates[name])})")
     print(f"verbatim / re-encoded (1 process): {med[names[1]] / med[names[0]]:.2f}x")
     print(f"{args.workers} processes / 1 (verbatim):     {med[names[2]] / med[names[1]]:.2f}x")
     print(f"verbatim 1 process / decode limit: {med[names[1]] / med[names[3]]:.2f}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import tarfile
 from pathlib import Path
 
@@ -92,3 +93,18 @@ def test_progress_on_a_log_is_a_few_lines(fast_release, tmp_path, capsys):
     assert 2 <= len(lines) <= 12, lines
     assert lines[-1].startswith("import train: 4/4 (100%) images in ")
     assert lines[-1].endswith("images/s")
+
+
+def test_a_worker_sends_back_bytes_not_arrays(fast_release):
+    """The writing process gets each sample as tar bytes: no decoded image or mask crosses the pipe."""
+    from aras400k.data.release import importer
+    from aras400k.data.release.layout import Entry
+
+    image, mask = fast_release / "train" / "images" / "t0.png", fast_release / "train" / "masks" / "t0.png"
+    job = importer._Job(Entry(image=image, key="t0", mask=mask), fast_release, "error", "train", "real", 6)
+    encoded, warnings, problem = importer._load_job(job)
+    assert problem is None and not warnings and encoded is not None
+    assert image.read_bytes() in encoded.tar  # copied verbatim
+    shipped = len(pickle.dumps((encoded, warnings, problem)))
+    assert shipped < len(encoded.tar) + 1024
+    assert len(encoded.tar) < image.stat().st_size + mask.stat().st_size + 8 * 512 + 1024

@@ -2,24 +2,32 @@
 
 :func:`ordered_map` runs a function over items in worker processes and yields the
 results in the items' order, so a writer fed from it writes the same bytes as one
-process would (see ``docs/data.md``). :func:`progress` is a ``tqdm`` bar on a terminal
+process would (see ``docs/data.md``). It reads the results in the calling thread,
+with no helper threads there, so a reader that only writes what the workers made
+stays nearly idle. :func:`progress` is a ``tqdm`` bar on a terminal
 and a few plain lines (count, share, rate) on anything else, such as a log file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import pickle
+import queue
 import sys
+import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.connection import Connection
 from typing import IO, Any, TypeVar
 
 from tqdm import tqdm
 
 from aras400k.threads import usable_cores
 
-__all__ = ["LineProgress", "ordered_map", "progress", "resolve_workers"]
+__all__ = ["LineProgress", "RemoteTraceback", "ordered_map", "progress", "resolve_workers"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -50,34 +58,180 @@ def _context() -> Any:
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
+#: Bytes asked of the OS for each worker's result pipe (Linux; 64 KiB by default), so a
+#: worker can finish a few results ahead of the reader without waiting for it.
+_PIPE_BYTES = 1 << 20
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker process (the ``__cause__`` of the one re-raised)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _portable(err: BaseException) -> BaseException:
+    """``err`` if it survives pickling, else a ``RuntimeError`` with its type and message."""
+    try:
+        pickle.loads(pickle.dumps(err))
+    except Exception:  # any failure to round-trip (unpicklable state, an __init__ with other arguments)
+        return RuntimeError(f"{type(err).__name__}: {err}")
+    return err
+
+
+def _serve(fn: Callable[[Any], Any], tasks: Connection, results: Connection) -> None:
+    """A worker: apply ``fn`` to each task in the order sent, sending back ``(True, value)`` or ``(False, error)``.
+
+    A thread drains the task pipe into a queue, so the reader never blocks sending a
+    task to a worker that is itself blocked sending a result (large tasks and results
+    cannot deadlock). An empty tuple (or the pipe closing) ends the worker.
+    """
+    inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+
+    def feed() -> None:
+        try:
+            while message := tasks.recv():
+                inbox.put(message)
+        except (EOFError, OSError):
+            pass
+        inbox.put(())
+
+    threading.Thread(target=feed, name="ordered_map-feed", daemon=True).start()
+    try:
+        while message := inbox.get():
+            try:
+                reply: tuple[bool, Any] = (True, fn(message[0]))
+            except Exception as err:  # sent back, to be raised at its item
+                reply = (False, (_portable(err), traceback.format_exc()))
+            try:
+                results.send(reply)
+            except Exception as err:  # the value does not pickle
+                results.send((False, (RuntimeError(f"result not picklable: {err}"), traceback.format_exc())))
+    except (KeyboardInterrupt, BrokenPipeError, EOFError):
+        pass  # the reader stops the run (Ctrl-C reaches it too), or is gone
+
+
+def _widen(conn: Connection) -> None:
+    """Grow a pipe's buffer to :data:`_PIPE_BYTES` where the OS allows (Linux); else leave it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+
+
+class _Team:
+    """Worker processes, each with a task pipe and a result pipe, used round-robin."""
+
+    def __init__(self, fn: Callable[[Any], Any], size: int) -> None:
+        context = _context()
+        self.members: list[tuple[Any, Connection, Connection]] = []
+        try:
+            for _ in range(size):
+                task_out, task_in = context.Pipe(duplex=False)
+                result_out, result_in = context.Pipe(duplex=False)
+                _widen(result_in)
+                process = context.Process(target=_serve, args=(fn, task_out, result_in), daemon=True)
+                process.start()
+                # Only the worker holds its ends: if it dies, reading its results ends at once.
+                task_out.close()
+                result_in.close()
+                self.members.append((process, task_in, result_out))
+        except BaseException:
+            self.stop(finished=False)
+            raise
+
+    def send(self, index: int, item: Any) -> None:
+        """Give an item to worker ``index``."""
+        self.members[index][1].send((item,))
+
+    def receive(self, index: int) -> Any:
+        """The next result of worker ``index``; its exception is raised here.
+
+        Raises:
+            RuntimeError: If the worker died (killed, out of memory) before answering.
+        """
+        process, _, results = self.members[index]
+        try:
+            ok, payload = results.recv()
+        except EOFError:
+            process.join(timeout=5)
+            raise RuntimeError(
+                f"worker process {process.pid} ended (exit code {process.exitcode}) before returning its result"
+            ) from None
+        if ok:
+            return payload
+        err, text = payload
+        raise err from RemoteTraceback(text)
+
+    def stop(self, finished: bool) -> None:
+        """End the workers: politely after a complete run, at once otherwise."""
+        for process, tasks, _ in self.members:
+            if finished:
+                with contextlib.suppress(OSError):
+                    tasks.send(())
+            else:
+                process.terminate()
+        for process, tasks, results in self.members:
+            process.join(timeout=10 if finished else None)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+            tasks.close()
+            results.close()
+        self.members = []
+
+
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 1, ahead: int = 8) -> Iterator[R]:
     """Apply ``fn`` to every item, in ``workers`` processes, yielding results in item order.
 
-    With one worker it runs in this process. Otherwise at most ``ahead`` items per
-    worker are in flight, so memory stays bounded however slowly the results are
-    consumed; stopping the iteration (or an exception) stops the workers.
+    With one worker it runs in this process. Otherwise item ``i`` goes to worker
+    ``i % workers`` and results are read back in the same order, in this thread (no
+    helper threads here, so the caller's own work never holds up the reading of
+    results). At most ``ahead`` items per worker are in flight, so memory stays
+    bounded however slowly the results are consumed; stopping the iteration (or an
+    exception) stops the workers, and a worker that dies is an error, not a hang.
 
     Args:
-        fn: A picklable (module-level) function.
-        items: The inputs, read lazily.
+        fn: A function of one item; picklable (module-level) where processes are
+            spawned rather than forked.
+        items: The inputs, read lazily; each is pickled to its worker.
         workers: Processes to use (>= 1).
-        ahead: Items in flight per worker.
+        ahead: Items in flight per worker (>= 1).
 
     Yields:
         ``fn(item)`` for each item, in order. An exception raised by ``fn`` is raised
-        here, at its item.
+        here, at its item, with the worker's traceback as its cause.
+
+    Raises:
+        RuntimeError: If a worker process dies before returning a result.
     """
     if workers <= 1:
         yield from map(fn, items)
         return
-    with _context().Pool(workers) as pool:
-        pending: deque[Any] = deque()
-        for item in items:
-            pending.append(pool.apply_async(fn, (item,)))
-            if len(pending) >= workers * ahead:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+    team = _Team(fn, workers)
+    finished = False
+    try:
+        pending: deque[int] = deque()  # the worker of each item in flight, in item order
+        source = iter(items)
+        turn = 0
+        while True:
+            while len(pending) < workers * max(1, ahead):
+                try:
+                    item = next(source)
+                except StopIteration:
+                    break
+                team.send(turn, item)
+                pending.append(turn)
+                turn = (turn + 1) % workers
+            if not pending:
+                break
+            yield team.receive(pending.popleft())
+        finished = True
+    finally:
+        team.stop(finished)
 
 
 class LineProgress:
