@@ -40,7 +40,7 @@ from PIL import Image
 from aras400k.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from aras400k.data.composition import class_counts, composition_from_counts
 from aras400k.data.remote import is_url, join_location, location_name, open_shard, parse_spec, read_location
-from aras400k.files import naming_path, sha256_file
+from aras400k.files import naming_path
 from aras400k.files import write_json_atomic as _write_json_atomic
 
 __all__ = [

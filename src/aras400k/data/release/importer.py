@@ -456,7 +456,8 @@ def _write_split(
 def _named_in_zip(entry: Entry) -> Entry:
     """The entry with its zip members as :class:`~aras400k.data.release.zips.ZipMember` (picklable)."""
     mask = ZipMember.of(entry.mask) if entry.mask is not None else None
-    return replace(entry, image=ZipMember.of(entry.image), mask=mask)
+    # Like the zipfile.Path it replaces, a ZipMember stands in for a Path (same reading methods).
+    return replace(entry, image=ZipMember.of(entry.image), mask=mask)  # type: ignore[arg-type]
 
 
 def _discard(writer: ShardWriter) -> None:
