@@ -123,3 +123,15 @@ def test_stopping_early_ends_the_workers():
     assert multiprocessing.active_children()
     results.close()
     assert not multiprocessing.active_children()
+
+
+def _unpicklable_at_one(n: int) -> object:
+    return (lambda: n) if n == 1 else n
+
+
+def test_a_result_that_does_not_pickle_is_an_error_at_its_item():
+    seen = []
+    with pytest.raises(RuntimeError, match="result not picklable"):
+        for value in ordered_map(_unpicklable_at_one, range(4), workers=2):
+            seen.append(value)
+    assert seen == [0]
