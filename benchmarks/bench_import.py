@@ -14,7 +14,9 @@ jobs load, the wall-clock ratio measures the share of the cores the runs got; th
 time per image does not depend on it, and gives the ratio expected on idle cores.
 
 Also printed: the limit of one process, reading and decoding the image and the colour
-mask (what the import must still do) with nothing encoded or written.
+mask (what the import must still do) with nothing encoded or written, and the same
+decoding split over ``--workers`` processes that send nothing back: how far the
+machine itself scales at the moment, which bounds the import's ratio.
 
     python benchmarks/bench_import.py --images 400 --size 256 --workers 2
 """
@@ -22,6 +24,7 @@ mask (what the import must still do) with nothing encoded or written.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import statistics
 import tempfile
@@ -72,13 +75,31 @@ def run(root: Path, out: Path, workers: int, verbatim: bool) -> tuple[float, flo
     return images / (time.perf_counter() - start), main_ms, all_ms
 
 
-def decode_limit(root: Path) -> float:
-    """Images/s of reading and decoding each image and colour mask, nothing else (one process)."""
-    paths = sorted((root / "train" / "images").glob("*.png"))
-    start = time.perf_counter()
+def _decode(paths: list[Path]) -> None:
+    """Read and decode each image and its colour mask."""
     for path in paths:
         np.asarray(Image.open(path).convert("RGB"))
-        np.asarray(Image.open(root / "train" / "masks" / path.name).convert("RGB"))
+        np.asarray(Image.open(path.parent.parent / "masks" / path.name).convert("RGB"))
+
+
+def decode_limit(root: Path, processes: int = 1) -> float:
+    """Images/s of reading and decoding each image and colour mask, nothing else.
+
+    With several processes each decodes its share (nothing is sent back): how far
+    the machine itself scales with processes at the moment, for the import to be
+    compared with.
+    """
+    paths = sorted((root / "train" / "images").glob("*.png"))
+    start = time.perf_counter()
+    if processes == 1:
+        _decode(paths)
+    else:
+        context = multiprocessing.get_context("fork")
+        team = [context.Process(target=_decode, args=(paths[i::processes],)) for i in range(processes)]
+        for process in team:
+            process.start()
+        for process in team:
+            process.join()
     return len(paths) / (time.perf_counter() - start)
 
 
@@ -93,7 +114,13 @@ def main() -> None:
         root, out = Path(tmp) / "release", Path(tmp) / "out"
         kib = build(root, args.images, args.size)
         print(f"release: {args.images} images of {args.size} px, image PNGs {kib:.0f} KiB on average")
-        names = ("re-encoded, 1 process", "verbatim, 1 process", f"verbatim, {args.workers} processes", "decode limit")
+        names = (
+            "re-encoded, 1 process",
+            "verbatim, 1 process",
+            f"verbatim, {args.workers} processes",
+            "decode limit",
+            f"decode limit, {args.workers} processes",
+        )
         rates: dict[str, list[float]] = {name: [] for name in names}
         main_cpu: dict[str, list[float]] = {name: [] for name in names[:3]}
         all_cpu: dict[str, list[float]] = {name: [] for name in names[:3]}
@@ -104,6 +131,7 @@ def main() -> None:
                 main_cpu[name].append(main_ms)
                 all_cpu[name].append(all_ms)
             rates[names[3]].append(decode_limit(root))
+            rates[names[4]].append(decode_limit(root, args.workers))
     med = {name: statistics.median(r) for name, r in rates.items()}
     cpu_main = {name: statistics.median(r) for name, r in main_cpu.items()}
     cpu_all = {name: statistics.median(r) for name, r in all_cpu.items()}
@@ -112,6 +140,8 @@ def main() -> None:
         print(f"{name:28s} {med[name]:8.1f} images/s{cpu}  (runs: {', '.join(f'{r:.1f}' for r in rates[name])})")
     print(f"verbatim / re-encoded (1 process): {med[names[1]] / med[names[0]]:.2f}x")
     print(f"{args.workers} processes / 1 (verbatim):     {med[names[2]] / med[names[1]]:.2f}x")
+    machine = med[names[4]] / med[names[3]]
+    print(f"{args.workers} processes / 1 (decode limit: how the machine scales now): {machine:.2f}x")
     print(f"verbatim 1 process / decode limit: {med[names[1]] / med[names[3]]:.2f}")
     # What the CPU time says the ratio is on idle cores (the wall ratio needs them idle):
     # the workers share the cores, and the writer alone must keep up.
