@@ -89,13 +89,25 @@ def _deadline(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def test_a_dead_worker_is_an_error_not_a_hang():
+@pytest.mark.parametrize(("chunk", "before"), [(1, [0, 1, 2]), (4, [])])
+def test_a_dead_worker_is_an_error_not_a_hang(chunk, before):
+    # The chunk the worker died in is lost with it: with chunks of 4, items 0-3.
     seen = []
     with _deadline(60), pytest.raises(RuntimeError, match=r"worker process \d+ ended \(exit code 3\)"):
-        for value in ordered_map(_die_at_three, range(10), workers=2, ahead=1):
+        for value in ordered_map(_die_at_three, range(10), workers=2, ahead=1, chunk=chunk):
             seen.append(value)
-    assert seen == [0, 1, 2]
+    assert seen == before
     assert not multiprocessing.active_children()
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 50])
+def test_any_chunk_size_keeps_item_order(chunk):
+    assert list(ordered_map(_square_or_fail, range(7), workers=3, ahead=5, chunk=chunk)) == [n * n for n in range(7)]
+    seen = []
+    with pytest.raises(KeyError, match="item 7"):
+        for value in ordered_map(_square_or_fail, range(30), workers=2, chunk=chunk):
+            seen.append(value)
+    assert seen == [n * n for n in range(7)]
 
 
 def test_worker_errors_carry_their_traceback_and_survive_pickling():

@@ -11,6 +11,7 @@ and a few plain lines (count, share, rate) on anything else, such as a log file.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import pickle
 import queue
@@ -21,6 +22,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import IO, Any, TypeVar
 
 from tqdm import tqdm
@@ -80,11 +82,13 @@ def _portable(err: BaseException) -> BaseException:
 
 
 def _serve(fn: Callable[[Any], Any], tasks: Connection, results: Connection) -> None:
-    """A worker: apply ``fn`` to each task in the order sent, sending back ``(True, value)`` or ``(False, error)``.
+    """A worker: apply ``fn`` to each chunk of items in the order sent, sending back ``(values, failure)``.
 
-    A thread drains the task pipe into a queue, so the reader never blocks sending a
-    task to a worker that is itself blocked sending a result (large tasks and results
-    cannot deadlock). An empty tuple (or the pipe closing) ends the worker.
+    ``failure`` is ``None``, or ``(error, traceback text)`` for the item after the last
+    value (the rest of that chunk is skipped). A thread drains the task pipe into a
+    queue, so the reader never blocks sending a task to a worker that is itself blocked
+    sending a result (large tasks and results cannot deadlock). An empty tuple (or the
+    pipe closing) ends the worker.
     """
     inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
 
@@ -99,16 +103,32 @@ def _serve(fn: Callable[[Any], Any], tasks: Connection, results: Connection) -> 
     threading.Thread(target=feed, name="ordered_map-feed", daemon=True).start()
     try:
         while message := inbox.get():
+            values: list[Any] = []
+            failure: tuple[BaseException, str] | None = None
+            for item in message[0]:
+                try:
+                    values.append(fn(item))
+                except Exception as err:  # sent back, to be raised at its item
+                    failure = (_portable(err), traceback.format_exc())
+                    break
             try:
-                reply: tuple[bool, Any] = (True, fn(message[0]))
-            except Exception as err:  # sent back, to be raised at its item
-                reply = (False, (_portable(err), traceback.format_exc()))
-            try:
-                results.send(reply)
-            except Exception as err:  # the value does not pickle
-                results.send((False, (RuntimeError(f"result not picklable: {err}"), traceback.format_exc())))
+                results.send((values, failure))
+            except Exception:  # a value does not pickle: send those before it, and the error at it
+                results.send(_picklable_prefix(values, failure))
     except (KeyboardInterrupt, BrokenPipeError, EOFError):
         pass  # the reader stops the run (Ctrl-C reaches it too), or is gone
+
+
+def _picklable_prefix(
+    values: list[Any], failure: tuple[BaseException, str] | None
+) -> tuple[list[Any], tuple[BaseException, str] | None]:
+    """The values up to the first that does not pickle, and an error naming it (else ``failure``)."""
+    for index, value in enumerate(values):
+        try:
+            ForkingPickler.dumps(value)
+        except Exception as err:
+            return values[:index], (RuntimeError(f"result not picklable: {err}"), traceback.format_exc())
+    return values, failure
 
 
 def _widen(conn: Connection) -> None:
@@ -143,28 +163,25 @@ class _Team:
             self.stop(finished=False)
             raise
 
-    def send(self, index: int, item: Any) -> None:
-        """Give an item to worker ``index``."""
-        self.members[index][1].send((item,))
+    def send(self, index: int, items: list[Any]) -> None:
+        """Give a chunk of items to worker ``index``."""
+        self.members[index][1].send((items,))
 
-    def receive(self, index: int) -> Any:
-        """The next result of worker ``index``; its exception is raised here.
+    def receive(self, index: int) -> tuple[list[Any], tuple[BaseException, str] | None]:
+        """The next answer of worker ``index``: the values of a chunk, and the failure that cut it short.
 
         Raises:
             RuntimeError: If the worker died (killed, out of memory) before answering.
         """
         process, _, results = self.members[index]
         try:
-            ok, payload = results.recv()
+            answer: tuple[list[Any], tuple[BaseException, str] | None] = results.recv()
         except EOFError:
             process.join(timeout=5)
             raise RuntimeError(
                 f"worker process {process.pid} ended (exit code {process.exitcode}) before returning its result"
             ) from None
-        if ok:
-            return payload
-        err, text = payload
-        raise err from RemoteTraceback(text)
+        return answer
 
     def stop(self, finished: bool) -> None:
         """End the workers: politely after a complete run, at once otherwise."""
@@ -184,26 +201,33 @@ class _Team:
         self.members = []
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 1, ahead: int = 8) -> Iterator[R]:
+def ordered_map(
+    fn: Callable[[T], R], items: Iterable[T], workers: int = 1, ahead: int = 8, chunk: int = 4
+) -> Iterator[R]:
     """Apply ``fn`` to every item, in ``workers`` processes, yielding results in item order.
 
-    With one worker it runs in this process. Otherwise item ``i`` goes to worker
-    ``i % workers`` and results are read back in the same order, in this thread (no
-    helper threads here, so the caller's own work never holds up the reading of
-    results). At most ``ahead`` items per worker are in flight, so memory stays
-    bounded however slowly the results are consumed; stopping the iteration (or an
-    exception) stops the workers, and a worker that dies is an error, not a hang.
+    With one worker it runs in this process. Otherwise the items go out in chunks of
+    ``chunk`` consecutive items, chunk ``c`` to worker ``c % workers``, and the results
+    are read back in the same order, in this thread (no helper threads here, so the
+    caller's own work never holds up the reading of results). Chunks make the cost of
+    a message (pickling, a system call, waking a process) a few times smaller per
+    item, which is most of what the workers add. At most ``max(ahead, chunk)`` items
+    per worker are in flight, so memory stays bounded however slowly the results are
+    consumed; stopping the iteration (or an exception) stops the workers, and a worker
+    that dies is an error, not a hang.
 
     Args:
         fn: A function of one item; picklable (module-level) where processes are
             spawned rather than forked.
         items: The inputs, read lazily; each is pickled to its worker.
         workers: Processes to use (>= 1).
-        ahead: Items in flight per worker (>= 1).
+        ahead: Items in flight per worker.
+        chunk: Items per message to a worker.
 
     Yields:
         ``fn(item)`` for each item, in order. An exception raised by ``fn`` is raised
-        here, at its item, with the worker's traceback as its cause.
+        here, at its item (after the results of the items before it), with the
+        worker's traceback as its cause.
 
     Raises:
         RuntimeError: If a worker process dies before returning a result.
@@ -211,24 +235,26 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 1, ahea
     if workers <= 1:
         yield from map(fn, items)
         return
+    chunk = max(1, chunk)
+    in_flight = workers * max(1, ahead // chunk)  # chunks
     team = _Team(fn, workers)
     finished = False
     try:
-        pending: deque[int] = deque()  # the worker of each item in flight, in item order
+        pending: deque[int] = deque()  # the worker of each chunk in flight, in item order
         source = iter(items)
         turn = 0
         while True:
-            while len(pending) < workers * max(1, ahead):
-                try:
-                    item = next(source)
-                except StopIteration:
-                    break
-                team.send(turn, item)
+            while len(pending) < in_flight and (batch := list(itertools.islice(source, chunk))):
+                team.send(turn, batch)
                 pending.append(turn)
                 turn = (turn + 1) % workers
             if not pending:
                 break
-            yield team.receive(pending.popleft())
+            values, failure = team.receive(pending.popleft())
+            yield from values
+            if failure is not None:
+                err, text = failure
+                raise err from RemoteTraceback(text)
         finished = True
     finally:
         team.stop(finished)
