@@ -82,15 +82,15 @@ def _decode(paths: list[Path]) -> None:
         np.asarray(Image.open(path.parent.parent / "masks" / path.name).convert("RGB"))
 
 
-def decode_limit(root: Path, processes: int = 1) -> float:
-    """Images/s of reading and decoding each image and colour mask, nothing else.
+def decode_limit(root: Path, processes: int = 1) -> tuple[float, float]:
+    """Images/s of reading and decoding each image and colour mask, nothing else, and CPU ms per image.
 
     With several processes each decodes its share (nothing is sent back): how far
     the machine itself scales with processes at the moment, for the import to be
     compared with.
     """
     paths = sorted((root / "train" / "images").glob("*.png"))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time() + _children_cpu()
     if processes == 1:
         _decode(paths)
     else:
@@ -100,7 +100,8 @@ def decode_limit(root: Path, processes: int = 1) -> float:
             process.start()
         for process in team:
             process.join()
-    return len(paths) / (time.perf_counter() - start)
+    wall, used = time.perf_counter() - start, time.process_time() + _children_cpu() - cpu
+    return len(paths) / wall, 1000.0 * used / len(paths)
 
 
 def main() -> None:
@@ -123,20 +124,23 @@ def main() -> None:
         )
         rates: dict[str, list[float]] = {name: [] for name in names}
         main_cpu: dict[str, list[float]] = {name: [] for name in names[:3]}
-        all_cpu: dict[str, list[float]] = {name: [] for name in names[:3]}
+        all_cpu: dict[str, list[float]] = {name: [] for name in names}
         for _ in range(args.repeats):
             for name, workers, verbatim in ((names[0], 1, False), (names[1], 1, True), (names[2], args.workers, True)):
                 rate, main_ms, all_ms = run(root, out, workers, verbatim)
                 rates[name].append(rate)
                 main_cpu[name].append(main_ms)
                 all_cpu[name].append(all_ms)
-            rates[names[3]].append(decode_limit(root))
-            rates[names[4]].append(decode_limit(root, args.workers))
+            for name, processes in ((names[3], 1), (names[4], args.workers)):
+                rate, all_ms = decode_limit(root, processes)
+                rates[name].append(rate)
+                all_cpu[name].append(all_ms)
     med = {name: statistics.median(r) for name, r in rates.items()}
     cpu_main = {name: statistics.median(r) for name, r in main_cpu.items()}
     cpu_all = {name: statistics.median(r) for name, r in all_cpu.items()}
     for name in names:
-        cpu = f", CPU ms/image: main {cpu_main[name]:.2f}, all {cpu_all[name]:.2f}" if name in cpu_all else ""
+        cpu = f", CPU ms/image: main {cpu_main[name]:.2f}, all {cpu_all[name]:.2f}" if name in cpu_main else ""
+        cpu = cpu or f", CPU ms/image: all {cpu_all[name]:.2f}"
         print(f"{name:28s} {med[name]:8.1f} images/s{cpu}  (runs: {', '.join(f'{r:.1f}' for r in rates[name])})")
     print(f"verbatim / re-encoded (1 process): {med[names[1]] / med[names[0]]:.2f}x")
     print(f"{args.workers} processes / 1 (verbatim):     {med[names[2]] / med[names[1]]:.2f}x")
@@ -147,7 +151,11 @@ def main() -> None:
     # the workers share the cores, and the writer alone must keep up.
     share = cpu_all[names[1]] / cpu_all[names[2]]
     bound = min(args.workers * share, cpu_all[names[1]] / max(cpu_main[names[2]], 1e-9))
-    print(f"CPU per image, {args.workers} processes / 1: {1 / share:.3f} (writer {cpu_main[names[2]]:.2f} ms/image)")
+    decoding = cpu_all[names[4]] / cpu_all[names[3]]
+    print(
+        f"CPU per image, {args.workers} processes / 1: import {1 / share:.3f} (writer {cpu_main[names[2]]:.2f} "
+        f"ms/image), bare decoding {decoding:.3f}"
+    )
     print(f"{args.workers} processes / 1 expected on {args.workers} idle cores (from CPU time): {bound:.2f}x")
 
 
