@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import pickle
 import tarfile
 from pathlib import Path
@@ -12,7 +13,8 @@ from PIL import Image
 
 from aras400k.classes import CLASS_NAMES, PALETTE
 from aras400k.data import iter_samples
-from aras400k.data.release import ImportReport, ReleaseImportError, import_release
+from aras400k.data.parallel import ordered_map
+from aras400k.data.release import ImportReport, ReleaseImportError, import_release, importer
 from tests.data.test_release import SPLIT_FILES, _corrupt_image, _image, _index_mask, _write_csv
 
 
@@ -53,16 +55,20 @@ def test_rgb_png_copied_verbatim(fast_release, tmp_path):
 
 
 @pytest.mark.parametrize("on_error", ["skip", "fail"])
-def test_workers_write_the_same_bytes_as_one(fast_release, tmp_path, on_error):
+def test_workers_write_the_same_bytes_as_one(fast_release, tmp_path, on_error, monkeypatch):
     reports: list[ImportReport] = []
     for workers in (1, 2, 3):
         reports.append(
             import_release(fast_release, tmp_path / f"w{workers}", samples_per_shard=2, workers=workers, progress=False)
         )
+    with monkeypatch.context() as patch:  # one item per message: every split's samples alternate between workers
+        patch.setattr(importer, "ordered_map", functools.partial(ordered_map, chunk=1))
+        reports.append(import_release(fast_release, tmp_path / "c1", samples_per_shard=2, workers=2, progress=False))
     one = _tar_bytes(tmp_path / "w1")
     assert any(name.endswith(".tar") for name in one)
     assert _tar_bytes(tmp_path / "w2") == one
     assert _tar_bytes(tmp_path / "w3") == one
+    assert _tar_bytes(tmp_path / "c1") == one
     assert reports[0].problems and all(r.problems == reports[0].problems for r in reports)
     assert all(r.written == reports[0].written for r in reports)
 
@@ -97,7 +103,6 @@ def test_progress_on_a_log_is_a_few_lines(fast_release, tmp_path, capsys):
 
 def test_a_worker_sends_back_bytes_not_arrays(fast_release):
     """The writing process gets each sample as tar bytes: no decoded image or mask crosses the pipe."""
-    from aras400k.data.release import importer
     from aras400k.data.release.layout import Entry
 
     image, mask = fast_release / "train" / "images" / "t0.png", fast_release / "train" / "masks" / "t0.png"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import zipfile
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 from aras400k.classes import PALETTE
 from aras400k.cli.data import main
 from aras400k.data import iter_samples, read_manifest
-from aras400k.data.release import ReleaseImportError, import_release
+from aras400k.data.parallel import ordered_map
+from aras400k.data.release import ReleaseImportError, import_release, importer
 from aras400k.data.release import zips as release_zips
 from tests.data.test_release import SPLIT_FILES, release  # noqa: F401  (the fixture)
 
@@ -153,8 +155,10 @@ def test_cli_imports_zips_and_reports_a_bad_digest_in_one_line(zips, tmp_path, c
     assert main(["import", *map(str, paths), "--out", str(tmp_path / "out3"), "--check_md5", "false"]) == 0
 
 
-def test_zips_are_read_by_every_worker_with_the_same_bytes(zips, tmp_path):
+def test_zips_are_read_by_every_worker_with_the_same_bytes(zips, tmp_path, monkeypatch):
     """Workers open the zips themselves: the shards, and every problem's path, match one process."""
+    # One item per message, so both workers read every zip (chunks would give a small split to one).
+    monkeypatch.setattr(importer, "ordered_map", functools.partial(ordered_map, chunk=1))
     paths, drawn = zips
     train = paths[0]
     with zipfile.ZipFile(train, "a") as archive:  # a corrupt image: a problem named inside the zip
