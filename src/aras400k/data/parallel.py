@@ -2,10 +2,11 @@
 
 :func:`ordered_map` runs a function over items in worker processes and yields the
 results in the items' order, so a writer fed from it writes the same bytes as one
-process would (see ``docs/data.md``). It reads the results in the calling thread,
-with no helper threads there, so a reader that only writes what the workers made
-stays nearly idle. :func:`progress` is a ``tqdm`` bar on a terminal
-and a few plain lines (count, share, rate) on anything else, such as a log file.
+process would (see ``docs/data.md``). It sends the items in chunks and reads the
+results in the calling thread, with no helper threads there, so a reader that only
+writes what the workers made stays nearly idle. :func:`progress` is a ``tqdm`` bar on
+a terminal and a few plain lines (count, share, rate) on anything else, such as a log
+file.
 """
 
 from __future__ import annotations
