@@ -8,7 +8,6 @@ import os
 
 import numpy as np
 import pytest
-import webdataset as wds
 
 from aras400k.captioning.sidecar import CaptionSidecarWriter
 from aras400k.cli.data import main as data_main
@@ -18,6 +17,27 @@ from aras400k.files import naming_path, sha256_file, write_atomic, write_json_at
 
 def _disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class _FullDisk:
+    """A shard file on a full disk: every write fails as the OS would fail it (no file name)."""
+
+    write = staticmethod(_disk_full)
+
+    def close(self) -> None:
+        pass
+
+
+def _shards_on_a_full_disk(monkeypatch) -> None:
+    """Make every shard ShardWriter opens a file on a full disk."""
+    opened = ShardWriter._open_next
+
+    def open_full(self) -> None:
+        opened(self)
+        self._file.close()
+        self._file = _FullDisk()
+
+    monkeypatch.setattr(ShardWriter, "_open_next", open_full)
 
 
 def test_write_atomic_replaces_whole_files(tmp_path):
@@ -46,7 +66,7 @@ def test_naming_path_leaves_other_errors_alone(tmp_path):
 
 
 def test_shard_writer_disk_full_names_the_shard(tmp_path, monkeypatch):
-    monkeypatch.setattr(wds.TarWriter, "write", _disk_full)
+    _shards_on_a_full_disk(monkeypatch)
     image = np.zeros((8, 8, 3), np.uint8)
     with pytest.raises(OSError) as exc, ShardWriter(tmp_path / "set", split="train", source="real") as writer:
         writer.write(Sample(key="k0", image=image))
@@ -54,7 +74,7 @@ def test_shard_writer_disk_full_names_the_shard(tmp_path, monkeypatch):
 
 
 def test_aras_data_disk_full_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(wds.TarWriter, "write", _disk_full)
+    _shards_on_a_full_disk(monkeypatch)
     with pytest.raises(SystemExit) as exc:
         data_main(["demo", "--out", str(tmp_path / "demo"), "--image_size", "32",
                    "--train", "2", "--val", "1", "--test", "1"])  # fmt: skip

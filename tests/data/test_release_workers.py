@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import pickle
 import tarfile
 from pathlib import Path
 
@@ -11,7 +13,8 @@ from PIL import Image
 
 from aras400k.classes import CLASS_NAMES, PALETTE
 from aras400k.data import iter_samples
-from aras400k.data.release import ImportReport, ReleaseImportError, import_release
+from aras400k.data.parallel import ordered_map
+from aras400k.data.release import ImportReport, ReleaseImportError, import_release, importer
 from tests.data.test_release import SPLIT_FILES, _corrupt_image, _image, _index_mask, _write_csv
 
 
@@ -52,16 +55,20 @@ def test_rgb_png_copied_verbatim(fast_release, tmp_path):
 
 
 @pytest.mark.parametrize("on_error", ["skip", "fail"])
-def test_workers_write_the_same_bytes_as_one(fast_release, tmp_path, on_error):
+def test_workers_write_the_same_bytes_as_one(fast_release, tmp_path, on_error, monkeypatch):
     reports: list[ImportReport] = []
     for workers in (1, 2, 3):
         reports.append(
             import_release(fast_release, tmp_path / f"w{workers}", samples_per_shard=2, workers=workers, progress=False)
         )
+    with monkeypatch.context() as patch:  # one item per message: every split's samples alternate between workers
+        patch.setattr(importer, "ordered_map", functools.partial(ordered_map, chunk=1))
+        reports.append(import_release(fast_release, tmp_path / "c1", samples_per_shard=2, workers=2, progress=False))
     one = _tar_bytes(tmp_path / "w1")
     assert any(name.endswith(".tar") for name in one)
     assert _tar_bytes(tmp_path / "w2") == one
     assert _tar_bytes(tmp_path / "w3") == one
+    assert _tar_bytes(tmp_path / "c1") == one
     assert reports[0].problems and all(r.problems == reports[0].problems for r in reports)
     assert all(r.written == reports[0].written for r in reports)
 
@@ -92,3 +99,17 @@ def test_progress_on_a_log_is_a_few_lines(fast_release, tmp_path, capsys):
     assert 2 <= len(lines) <= 12, lines
     assert lines[-1].startswith("import train: 4/4 (100%) images in ")
     assert lines[-1].endswith("images/s")
+
+
+def test_a_worker_sends_back_bytes_not_arrays(fast_release):
+    """The writing process gets each sample as tar bytes: no decoded image or mask crosses the pipe."""
+    from aras400k.data.release.layout import Entry
+
+    image, mask = fast_release / "train" / "images" / "t0.png", fast_release / "train" / "masks" / "t0.png"
+    job = importer._Job(Entry(image=image, key="t0", mask=mask), fast_release, "error", "train", "real", 6)
+    encoded, warnings, problem = importer._load_job(job)
+    assert problem is None and not warnings and encoded is not None
+    assert image.read_bytes() in encoded.tar  # copied verbatim
+    shipped = len(pickle.dumps((encoded, warnings, problem)))
+    assert shipped < len(encoded.tar) + 1024
+    assert len(encoded.tar) < image.stat().st_size + mask.stat().st_size + 8 * 512 + 1024

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import zipfile
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 from aras400k.classes import PALETTE
 from aras400k.cli.data import main
 from aras400k.data import iter_samples, read_manifest
-from aras400k.data.release import ReleaseImportError, import_release
+from aras400k.data.parallel import ordered_map
+from aras400k.data.release import ReleaseImportError, import_release, importer
 from aras400k.data.release import zips as release_zips
 from tests.data.test_release import SPLIT_FILES, release  # noqa: F401  (the fixture)
 
@@ -151,3 +153,42 @@ def test_cli_imports_zips_and_reports_a_bad_digest_in_one_line(zips, tmp_path, c
     assert exc.value.code == 2
     assert err.startswith("aras-data: error: release zip") and "test.zip" in err and "0" * 32 in err
     assert main(["import", *map(str, paths), "--out", str(tmp_path / "out3"), "--check_md5", "false"]) == 0
+
+
+def test_zips_are_read_by_every_worker_with_the_same_bytes(zips, tmp_path, monkeypatch):
+    """Workers open the zips themselves: the shards, and every problem's path, match one process."""
+    # One item per message, so both workers read every zip (chunks would give a small split to one).
+    monkeypatch.setattr(importer, "ordered_map", functools.partial(ordered_map, chunk=1))
+    paths, drawn = zips
+    train = paths[0]
+    with zipfile.ZipFile(train, "a") as archive:  # a corrupt image: a problem named inside the zip
+        archive.writestr("train/images/t_bad.png", b"\x89PNG\r\n\x1a\n not a picture")
+        archive.writestr("train/masks/t_bad.png", (PALETTE[np.zeros((4, 4), np.uint8)]).tobytes())
+    reports = [
+        import_release(
+            paths, tmp_path / f"w{w}", on_error="skip", check_md5=False, workers=w, progress=False, notice=print
+        )
+        for w in (1, 2)
+    ]
+    assert reports[0].problems == reports[1].problems
+    assert [kind for path, kind in reports[0].problems if path.endswith("train.zip/train/images/t_bad.png")]
+    one = {p.relative_to(tmp_path / "w1").as_posix(): p.read_bytes() for p in sorted((tmp_path / "w1").glob("*/*"))}
+    two = {p.relative_to(tmp_path / "w2").as_posix(): p.read_bytes() for p in sorted((tmp_path / "w2").glob("*/*"))}
+    assert any(name.endswith(".tar") for name in one) and one == two
+    _assert_same_as_folder_import(tmp_path / "w2", drawn)
+
+
+def test_zip_member_pickles_and_reads_like_zipfile_path(zips):
+    import pickle
+
+    paths, _ = zips
+    with zipfile.ZipFile(paths[0]) as archive:
+        member = zipfile.Path(archive) / "train" / "images" / f"{SPLIT_FILES['train'][0]}.png"
+        named = pickle.loads(pickle.dumps(release_zips.ZipMember.of(member)))
+        assert str(named) == str(member) and named.name == member.name and named.at == member.at
+        assert named.read_bytes() == member.read_bytes()
+        with named.open("rb") as fh:
+            assert fh.read() == member.read_bytes()
+    with pytest.raises(ValueError, match="for reading only"):
+        named.open("w")
+    release_zips._ZIPS.pop(str(paths[0])).close()  # the zip this process opened for the member

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, WORLDCOVER_NODATA, worldcover_lookup
 from aras400k.data.parallel import LineProgress, ordered_map, resolve_workers
 from aras400k.data.parallel import progress as progress_bar
-from aras400k.data.shards import MANIFEST_NAME, Sample, ShardWriter, encode_png
+from aras400k.data.shards import MANIFEST_NAME, EncodedSample, Sample, ShardWriter, encode_sample
 from aras400k.data.splits import SPLIT_NAMES, split_for_key
 
 if TYPE_CHECKING:
@@ -462,12 +462,10 @@ def _tile_samples(
     report.tiles += 1
 
 
-def _encode(job: tuple[str, Sample, int]) -> tuple[str, Sample]:
-    """Encode a sample's image and mask PNGs (in a worker), so the writer stores them as they are."""
+def _encode(job: tuple[str, Sample, int]) -> tuple[str, EncodedSample]:
+    """Encode a sample down to its tar bytes (in a worker), so the writer only appends them."""
     split, sample, level = job
-    sample.image_png = encode_png(sample.image, level)
-    sample.mask_png = encode_png(sample.mask, level) if sample.mask is not None else None
-    return split, sample
+    return split, encode_sample(sample, split, "real", level)
 
 
 def prepare_geotiffs(
@@ -569,7 +567,7 @@ def prepare_geotiffs(
         jobs = (
             (split, sample, level) for tile in tiles for split, sample in _tile_samples(tile, index, report, opts, bar)
         )
-        for split, sample in ordered_map(_encode, jobs, workers):
-            writers[split].write(sample)
+        for split, encoded in ordered_map(_encode, jobs, workers):
+            writers[split].write_encoded(encoded)
             report.written[split] += 1
     return report

@@ -2,24 +2,35 @@
 
 :func:`ordered_map` runs a function over items in worker processes and yields the
 results in the items' order, so a writer fed from it writes the same bytes as one
-process would (see ``docs/data.md``). :func:`progress` is a ``tqdm`` bar on a terminal
-and a few plain lines (count, share, rate) on anything else, such as a log file.
+process would (see ``docs/data.md``). It sends the items in chunks and reads the
+results in the calling thread, with no helper threads there, so a reader that only
+writes what the workers made stays nearly idle. :func:`progress` is a ``tqdm`` bar on
+a terminal and a few plain lines (count, share, rate) on anything else, such as a log
+file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import multiprocessing
+import pickle
+import queue
 import sys
+import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import IO, Any, TypeVar
 
 from tqdm import tqdm
 
 from aras400k.threads import usable_cores
 
-__all__ = ["LineProgress", "ordered_map", "progress", "resolve_workers"]
+__all__ = ["LineProgress", "RemoteTraceback", "ordered_map", "progress", "resolve_workers"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -50,34 +61,204 @@ def _context() -> Any:
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 1, ahead: int = 8) -> Iterator[R]:
+#: Bytes asked of the OS for each worker's result pipe (Linux; 64 KiB by default), so a
+#: worker can finish a few results ahead of the reader without waiting for it.
+_PIPE_BYTES = 1 << 20
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker process (the ``__cause__`` of the one re-raised)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _portable(err: BaseException) -> BaseException:
+    """``err`` if it survives pickling, else a ``RuntimeError`` with its type and message."""
+    try:
+        pickle.loads(pickle.dumps(err))
+    except Exception:  # any failure to round-trip (unpicklable state, an __init__ with other arguments)
+        return RuntimeError(f"{type(err).__name__}: {err}")
+    return err
+
+
+def _serve(fn: Callable[[Any], Any], tasks: Connection, results: Connection) -> None:
+    """A worker: apply ``fn`` to each chunk of items in the order sent, sending back ``(values, failure)``.
+
+    ``failure`` is ``None``, or ``(error, traceback text)`` for the item after the last
+    value (the rest of that chunk is skipped). A thread drains the task pipe into a
+    queue, so the reader never blocks sending a task to a worker that is itself blocked
+    sending a result (large tasks and results cannot deadlock). An empty tuple (or the
+    pipe closing) ends the worker.
+    """
+    inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+
+    def feed() -> None:
+        try:
+            while message := tasks.recv():
+                inbox.put(message)
+        except (EOFError, OSError):
+            pass
+        inbox.put(())
+
+    threading.Thread(target=feed, name="ordered_map-feed", daemon=True).start()
+    try:
+        while message := inbox.get():
+            values: list[Any] = []
+            failure: tuple[BaseException, str] | None = None
+            for item in message[0]:
+                try:
+                    values.append(fn(item))
+                except Exception as err:  # sent back, to be raised at its item
+                    failure = (_portable(err), traceback.format_exc())
+                    break
+            try:
+                results.send((values, failure))
+            except Exception:  # a value does not pickle: send those before it, and the error at it
+                results.send(_picklable_prefix(values, failure))
+    except (KeyboardInterrupt, BrokenPipeError, EOFError):
+        pass  # the reader stops the run (Ctrl-C reaches it too), or is gone
+
+
+def _picklable_prefix(
+    values: list[Any], failure: tuple[BaseException, str] | None
+) -> tuple[list[Any], tuple[BaseException, str] | None]:
+    """The values up to the first that does not pickle, and an error naming it (else ``failure``)."""
+    for index, value in enumerate(values):
+        try:
+            ForkingPickler.dumps(value)
+        except Exception as err:
+            return values[:index], (RuntimeError(f"result not picklable: {err}"), traceback.format_exc())
+    return values, failure
+
+
+def _widen(conn: Connection) -> None:
+    """Grow a pipe's buffer to :data:`_PIPE_BYTES` where the OS allows (Linux); else leave it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+
+
+class _Team:
+    """Worker processes, each with a task pipe and a result pipe, used round-robin."""
+
+    def __init__(self, fn: Callable[[Any], Any], size: int) -> None:
+        context = _context()
+        self.members: list[tuple[Any, Connection, Connection]] = []
+        try:
+            for _ in range(size):
+                task_out, task_in = context.Pipe(duplex=False)
+                result_out, result_in = context.Pipe(duplex=False)
+                _widen(result_in)
+                process = context.Process(target=_serve, args=(fn, task_out, result_in), daemon=True)
+                process.start()
+                # Only the worker holds its ends: if it dies, reading its results ends at once.
+                task_out.close()
+                result_in.close()
+                self.members.append((process, task_in, result_out))
+        except BaseException:
+            self.stop(finished=False)
+            raise
+
+    def send(self, index: int, items: list[Any]) -> None:
+        """Give a chunk of items to worker ``index``."""
+        self.members[index][1].send((items,))
+
+    def receive(self, index: int) -> tuple[list[Any], tuple[BaseException, str] | None]:
+        """The next answer of worker ``index``: the values of a chunk, and the failure that cut it short.
+
+        Raises:
+            RuntimeError: If the worker died (killed, out of memory) before answering.
+        """
+        process, _, results = self.members[index]
+        try:
+            answer: tuple[list[Any], tuple[BaseException, str] | None] = results.recv()
+        except EOFError:
+            process.join(timeout=5)
+            raise RuntimeError(
+                f"worker process {process.pid} ended (exit code {process.exitcode}) before returning its result"
+            ) from None
+        return answer
+
+    def stop(self, finished: bool) -> None:
+        """End the workers: politely after a complete run, at once otherwise."""
+        for process, tasks, _ in self.members:
+            if finished:
+                with contextlib.suppress(OSError):
+                    tasks.send(())
+            else:
+                process.terminate()
+        for process, tasks, results in self.members:
+            process.join(timeout=10 if finished else None)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+            tasks.close()
+            results.close()
+        self.members = []
+
+
+def ordered_map(
+    fn: Callable[[T], R], items: Iterable[T], workers: int = 1, ahead: int = 8, chunk: int = 4
+) -> Iterator[R]:
     """Apply ``fn`` to every item, in ``workers`` processes, yielding results in item order.
 
-    With one worker it runs in this process. Otherwise at most ``ahead`` items per
-    worker are in flight, so memory stays bounded however slowly the results are
-    consumed; stopping the iteration (or an exception) stops the workers.
+    With one worker it runs in this process. Otherwise the items go out in chunks of
+    ``chunk`` consecutive items, chunk ``c`` to worker ``c % workers``, and the results
+    are read back in the same order, in this thread (no helper threads here, so the
+    caller's own work never holds up the reading of results). Chunks make the cost of
+    a message (pickling, a system call, waking a process) a few times smaller per
+    item, which is most of what the workers add. At most ``max(ahead, chunk)`` items
+    per worker are in flight, so memory stays bounded however slowly the results are
+    consumed; stopping the iteration (or an exception) stops the workers, and a worker
+    that dies is an error, not a hang.
 
     Args:
-        fn: A picklable (module-level) function.
-        items: The inputs, read lazily.
+        fn: A function of one item; picklable (module-level) where processes are
+            spawned rather than forked.
+        items: The inputs, read lazily; each is pickled to its worker.
         workers: Processes to use (>= 1).
         ahead: Items in flight per worker.
+        chunk: Items per message to a worker.
 
     Yields:
         ``fn(item)`` for each item, in order. An exception raised by ``fn`` is raised
-        here, at its item.
+        here, at its item (after the results of the items before it), with the
+        worker's traceback as its cause.
+
+    Raises:
+        RuntimeError: If a worker process dies before returning a result.
     """
     if workers <= 1:
         yield from map(fn, items)
         return
-    with _context().Pool(workers) as pool:
-        pending: deque[Any] = deque()
-        for item in items:
-            pending.append(pool.apply_async(fn, (item,)))
-            if len(pending) >= workers * ahead:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+    chunk = max(1, chunk)
+    in_flight = workers * max(1, ahead // chunk)  # chunks
+    team = _Team(fn, workers)
+    finished = False
+    try:
+        pending: deque[int] = deque()  # the worker of each chunk in flight, in item order
+        source = iter(items)
+        turn = 0
+        while True:
+            while len(pending) < in_flight and (batch := list(itertools.islice(source, chunk))):
+                team.send(turn, batch)
+                pending.append(turn)
+                turn = (turn + 1) % workers
+            if not pending:
+                break
+            values, failure = team.receive(pending.popleft())
+            yield from values
+            if failure is not None:
+                err, text = failure
+                raise err from RemoteTraceback(text)
+        finished = True
+    finally:
+        team.stop(finished)
 
 
 class LineProgress:

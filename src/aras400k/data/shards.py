@@ -32,7 +32,7 @@ import zlib
 from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, cast
+from typing import IO, Any, Literal, cast
 
 import numpy as np
 from PIL import Image
@@ -40,11 +40,8 @@ from PIL import Image
 from aras400k.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from aras400k.data.composition import class_counts, composition_from_counts
 from aras400k.data.remote import is_url, join_location, location_name, open_shard, parse_spec, read_location
-from aras400k.files import naming_path, sha256_file
+from aras400k.files import naming_path
 from aras400k.files import write_json_atomic as _write_json_atomic
-
-if TYPE_CHECKING:
-    import webdataset as wds
 
 __all__ = [
     "FORMAT_NAME",
@@ -53,6 +50,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "MAX_MEMBER_BYTES",
     "SOURCES",
+    "EncodedSample",
     "ManifestError",
     "Sample",
     "SampleError",
@@ -63,6 +61,7 @@ __all__ = [
     "decode_mask",
     "decode_sample",
     "encode_png",
+    "encode_sample",
     "is_shard_name",
     "iter_raw_samples",
     "iter_samples",
@@ -444,6 +443,141 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     _write_json_atomic(path, obj)
 
 
+#: The tar layout of every member, as ``webdataset.TarWriter(mtime=0, encoder=False)``
+#: writes it: pax format, mode 0444, owner ``bigdata``, mtime 0 (an int, so no pax
+#: header), members of a sample sorted by name (see ``docs/data.md``).
+_TAR_BLOCK = tarfile.BLOCKSIZE
+_TAR_RECORD = tarfile.RECORDSIZE
+_TAR_OWNER = "bigdata"
+_TAR_MODE = 0o444
+
+
+@dataclass(frozen=True)
+class EncodedSample:
+    """One sample ready to append to a shard: its tar members as bytes, and what the manifest counts.
+
+    Made by :func:`encode_sample` (or :meth:`ShardWriter.encode`), possibly in another
+    process: it pickles to little more than its bytes, and
+    :meth:`ShardWriter.write_encoded` only appends it, so the per-sample work of
+    writing (checks, PNG and JSON encoding, pixel counts, tar headers) can run on every
+    core while one process writes the shards in order (see ``docs/data.md``).
+
+    Attributes:
+        key: The sample key.
+        split: The split ``meta.json`` was filled with (a writer accepts only its own).
+        source: The source ``meta.json`` was filled with (a writer accepts only its own).
+        tar: The sample's tar members (header, content and padding of each, sorted by
+            name), exactly as they go into the shard.
+        size: ``(height, width)`` of the image.
+        pixels: Pixels per class the sample adds to the manifest's ``class_pixels`` (its
+            mask's counts, or an unlabelled sample's composition times its pixels), or
+            ``None`` when it adds nothing.
+        has_mask: Whether the sample has a mask (counted in ``num_masks``).
+    """
+
+    key: str
+    split: str
+    source: str
+    tar: bytes
+    size: tuple[int, int]
+    pixels: tuple[int, ...] | None
+    has_mask: bool
+
+
+def encode_sample(sample: Sample, split: str, source: Source = "real", compress_level: int = 6) -> EncodedSample:
+    """Check and encode one sample as a shard holds it, for :meth:`ShardWriter.write_encoded`.
+
+    Everything :meth:`ShardWriter.write` does per sample happens here: the checks, the
+    PNGs (unless ``image_png`` / ``mask_png`` are given), ``meta.json`` with
+    ``source``, ``split`` and ``composition`` filled in when missing, the pixel counts
+    and the tar headers. The result does not depend on the process it runs in, so
+    samples encoded in worker processes make the same shard bytes as one process.
+
+    Args:
+        sample: The sample (see :meth:`ShardWriter.write`).
+        split: The writer's split.
+        source: The writer's source: ``real``, ``synth_uncond`` or ``synth_cond``.
+        compress_level: PNG zlib level for the image and mask encoded here.
+
+    Returns:
+        The :class:`EncodedSample`.
+
+    Raises:
+        ValueError: On a bad key, a malformed image or mask, an image over
+            :data:`MAX_IMAGE_PIXELS`, a raw member with a bad name or one the writer
+            builds itself, or an unknown ``source``.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    key = sample.key
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        raise ValueError(f"sample key {key!r} may hold only letters, digits, '_' and '-'")
+    image = np.asarray(sample.image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"sample {key}: image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    size = (int(image.shape[0]), int(image.shape[1]))
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ValueError(f"sample {key}: image is {size[1]}x{size[0]} px, more than {MAX_IMAGE_PIXELS} pixels")
+    raw_members = _check_raw_members(key, sample.raw_members, with_captions=sample.captions is not None)
+    for name in ("image_png", "mask_png"):
+        value = getattr(sample, name)
+        if value is not None and not isinstance(value, bytes):
+            raise ValueError(f"sample {key}: {name} must be bytes, got {type(value).__name__}")
+    if sample.mask_png is not None and sample.mask is None:
+        raise ValueError(f"sample {key}: mask_png needs the decoded mask too (for checks and pixel counts)")
+    meta = dict(sample.meta)
+    meta.setdefault("source", source)
+    meta.setdefault("split", split)
+    image_png = sample.image_png if sample.image_png is not None else encode_png(image, compress_level)
+    members: dict[str, bytes] = {"image.png": image_png}
+    pixels: tuple[int, ...] | None = None
+    if sample.mask is not None:
+        mask = np.asarray(sample.mask)
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"sample {key}: mask shape {mask.shape} differs from image shape {image.shape[:2]}")
+        if mask.dtype != np.uint8:
+            raise ValueError(f"sample {key}: mask must be uint8, got {mask.dtype}")
+        if _has_bad_values(mask):
+            raise ValueError(f"sample {key}: mask holds values outside 0-{NUM_CLASSES - 1} and {IGNORE_INDEX}")
+        counts = class_counts(mask)
+        pixels = tuple(int(n) for n in counts)
+        meta.setdefault("composition", composition_from_counts(counts))
+        members["mask.png"] = sample.mask_png if sample.mask_png is not None else encode_png(mask, compress_level)
+    elif "composition" in meta:
+        # An unlabelled sample may carry a composition from elsewhere (e.g. a CSV);
+        # weight it by its pixel count so the dataset total stays pixel-weighted.
+        shares = np.array([float(meta["composition"].get(c.name, 0.0)) for c in CLASSES])
+        pixels = tuple(int(n) for n in np.rint(shares * size[0] * size[1]).astype(np.int64))
+    members["meta.json"] = json.dumps(meta).encode()
+    if sample.captions is not None:
+        members["captions.json"] = json.dumps(sample.captions).encode()
+    members.update(raw_members)
+    return EncodedSample(
+        key=key,
+        split=split,
+        source=source,
+        tar=_tar_members(key, members),
+        size=size,
+        pixels=pixels,
+        has_mask=sample.mask is not None,
+    )
+
+
+def _tar_members(key: str, members: Mapping[str, bytes]) -> bytes:
+    """A sample's members as tar bytes: for each (sorted by name) its header, content and padding."""
+    parts: list[bytes] = []
+    for name in sorted(members):
+        data = members[name]
+        info = tarfile.TarInfo(f"{key}.{name}")
+        info.size, info.mtime, info.mode = len(data), 0, _TAR_MODE
+        info.uname = info.gname = _TAR_OWNER
+        parts.append(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        parts.append(data)
+        if len(data) % _TAR_BLOCK:
+            parts.append(tarfile.NUL * (_TAR_BLOCK - len(data) % _TAR_BLOCK))
+    return b"".join(parts)
+
+
 class ShardWriter:
     """Write samples into a new shard set (a folder of tar shards plus ``manifest.json``).
 
@@ -515,7 +649,10 @@ class ShardWriter:
         self.image_sizes: set[Size] = set()
         self.pixel_counts = np.zeros(NUM_CLASSES, dtype=np.int64)
         self._keys: set[str] = set()
-        self._tar: wds.TarWriter | None = None
+        self._file: IO[bytes] | None = None
+        self._tmp_path = self.out_dir / (self._shard_name(0) + ".tmp")
+        self._digest: Any = None
+        self._offset = 0
         self._tar_count = 0
         self._closed = False
 
@@ -532,27 +669,53 @@ class ShardWriter:
         return f"{self.prefix}-{index:06d}.tar"
 
     def _open_next(self) -> None:
-        import webdataset as wds  # imports torch: loaded when a shard is written, not at start-up
+        import hashlib
 
         name = self._shard_name(len(self.shards))
         self._tmp_path = self.out_dir / (name + ".tmp")
-        # A fixed mtime makes shards byte-identical across runs with the same input; an
-        # int one, as a float makes tarfile add a pax header before every member (which
-        # readers then parse). No encoder: every member (all bytes) is stored as given.
+        # The tar is written by hand, member bytes as encode_sample made them: the same
+        # bytes webdataset's TarWriter (mtime 0, no encoder) writes, without its copies.
         with naming_path(self._tmp_path):
-            self._tar = wds.TarWriter(str(self._tmp_path), mtime=0, encoder=False)
+            self._file = self._tmp_path.open("wb")
+        self._digest = hashlib.sha256()
+        self._offset = 0
         self._tar_count = 0
 
-    def _finish_shard(self) -> None:
-        if self._tar is None:
-            return
+    def _append(self, data: bytes) -> None:
+        """Append bytes to the open shard, hashing them on the way (no second read for the sha256)."""
+        assert self._file is not None
         with naming_path(self._tmp_path):
-            self._tar.close()
+            self._file.write(data)
+        self._digest.update(data)
+        self._offset += len(data)
+
+    def _finish_shard(self) -> None:
+        if self._file is None:
+            return
+        # The end of a tar as tarfile writes it: two zero blocks, then zeros up to a whole record.
+        end = 2 * _TAR_BLOCK
+        end += -(self._offset + end) % _TAR_RECORD
+        self._append(tarfile.NUL * end)
+        with naming_path(self._tmp_path):
+            self._file.close()
+        self._file = None
         name = self._shard_name(len(self.shards))
-        final = self.out_dir / name
-        os.replace(self._tmp_path, final)
-        self.shards.append({"name": name, "num_samples": self._tar_count, "sha256": sha256_file(final)})
-        self._tar = None
+        os.replace(self._tmp_path, self.out_dir / name)
+        self.shards.append({"name": name, "num_samples": self._tar_count, "sha256": self._digest.hexdigest()})
+
+    def encode(self, sample: Sample) -> EncodedSample:
+        """Check and encode a sample for this writer (see :func:`encode_sample`); writes nothing.
+
+        Args:
+            sample: The sample.
+
+        Returns:
+            What :meth:`write_encoded` appends.
+
+        Raises:
+            ValueError: As :func:`encode_sample`.
+        """
+        return encode_sample(sample, self.split, self.source, self.compress_level)
 
     def write(self, sample: Sample) -> None:
         """Append one sample.
@@ -567,66 +730,46 @@ class ShardWriter:
                 over :data:`MAX_IMAGE_PIXELS`, or a raw member with a bad name or one the
                 writer builds itself.
         """
-        if self._closed:
-            raise RuntimeError("ShardWriter is closed")
-        key = sample.key
-        if not KEY_RE.match(key):
-            raise ValueError(f"sample key {key!r} may hold only letters, digits, '_' and '-'")
-        if key in self._keys:
-            raise ValueError(f"sample key {key!r} is written twice")
-        image = np.asarray(sample.image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"sample {key}: image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
-        size = (int(image.shape[0]), int(image.shape[1]))
-        if size[0] * size[1] > MAX_IMAGE_PIXELS:
-            raise ValueError(f"sample {key}: image is {size[1]}x{size[0]} px, more than {MAX_IMAGE_PIXELS} pixels")
-        raw_members = _check_raw_members(key, sample.raw_members, with_captions=sample.captions is not None)
-        for name in ("image_png", "mask_png"):
-            value = getattr(sample, name)
-            if value is not None and not isinstance(value, bytes):
-                raise ValueError(f"sample {key}: {name} must be bytes, got {type(value).__name__}")
-        if sample.mask_png is not None and sample.mask is None:
-            raise ValueError(f"sample {key}: mask_png needs the decoded mask too (for checks and pixel counts)")
-        meta = dict(sample.meta)
-        meta.setdefault("source", self.source)
-        meta.setdefault("split", self.split)
-        image_png = sample.image_png if sample.image_png is not None else encode_png(image, self.compress_level)
-        members: dict[str, Any] = {"__key__": key, "image.png": image_png}
-        if sample.mask is not None:
-            mask = np.asarray(sample.mask)
-            if mask.shape != image.shape[:2]:
-                raise ValueError(f"sample {key}: mask shape {mask.shape} differs from image shape {image.shape[:2]}")
-            if mask.dtype != np.uint8:
-                raise ValueError(f"sample {key}: mask must be uint8, got {mask.dtype}")
-            if _has_bad_values(mask):
-                raise ValueError(f"sample {key}: mask holds values outside 0-{NUM_CLASSES - 1} and {IGNORE_INDEX}")
-            counts = class_counts(mask)
-            self.pixel_counts += counts
-            self.num_masks += 1
-            meta.setdefault("composition", composition_from_counts(counts))
-            members["mask.png"] = (
-                sample.mask_png if sample.mask_png is not None else encode_png(mask, self.compress_level)
+        self._check_writable(sample.key)
+        self.write_encoded(self.encode(sample))
+
+    def write_encoded(self, encoded: EncodedSample) -> None:
+        """Append one sample encoded by :func:`encode_sample` (in any process) for this writer.
+
+        Only the bytes are appended and the counts added: a process feeding samples
+        encoded elsewhere does almost nothing per sample.
+
+        Args:
+            encoded: The sample, encoded with this writer's split and source.
+
+        Raises:
+            ValueError: On a repeated key, or a sample encoded for another split or source.
+        """
+        self._check_writable(encoded.key)
+        if (encoded.split, encoded.source) != (self.split, self.source):
+            raise ValueError(
+                f"sample {encoded.key} was encoded for split {encoded.split!r} and source {encoded.source!r}, "
+                f"but this writer writes split {self.split!r} and source {self.source!r}"
             )
-        elif "composition" in meta:
-            # An unlabelled sample may carry a composition from elsewhere (e.g. a CSV);
-            # weight it by its pixel count so the dataset total stays pixel-weighted.
-            shares = np.array([float(meta["composition"].get(c.name, 0.0)) for c in CLASSES])
-            self.pixel_counts += np.rint(shares * image.shape[0] * image.shape[1]).astype(np.int64)
-        members["meta.json"] = json.dumps(meta).encode()
-        if sample.captions is not None:
-            members["captions.json"] = json.dumps(sample.captions).encode()
-        members.update(raw_members)
-        if self._tar is None:
+        if self._file is None:
             self._open_next()
-        assert self._tar is not None
-        with naming_path(self._tmp_path):
-            self._tar.write(members)
-        self._keys.add(key)
-        self.image_sizes.add(size)
+        self._append(encoded.tar)
+        if encoded.pixels is not None:
+            self.pixel_counts += np.asarray(encoded.pixels, dtype=np.int64)
+        self.num_masks += int(encoded.has_mask)
+        self._keys.add(encoded.key)
+        self.image_sizes.add(encoded.size)
         self._tar_count += 1
         self.num_samples += 1
         if self._tar_count >= self.samples_per_shard:
             self._finish_shard()
+
+    def _check_writable(self, key: str) -> None:
+        """Refuse a closed writer or a key already written."""
+        if self._closed:
+            raise RuntimeError("ShardWriter is closed")
+        if key in self._keys:
+            raise ValueError(f"sample key {key!r} is written twice")
 
     def close(self) -> dict[str, Any]:
         """Finish the last shard and write ``manifest.json``.
@@ -661,10 +804,10 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Stop without writing a manifest, removing the unfinished shard."""
-        if self._tar is not None:
-            self._tar.close()
+        if self._file is not None:
+            self._file.close()
             self._tmp_path.unlink(missing_ok=True)
-            self._tar = None
+            self._file = None
         self._closed = True
 
 

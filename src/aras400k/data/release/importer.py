@@ -8,8 +8,8 @@ mask (:mod:`aras400k.data.release.pictures`) and writes one shard set per split.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,8 +35,8 @@ from aras400k.data.release.problems import (
     kind_of,
 )
 from aras400k.data.release.tables import attach_captions, attach_percentages, compare_composition
-from aras400k.data.release.zips import ReleaseZip, open_release_zips
-from aras400k.data.shards import MANIFEST_NAME, Sample, ShardWriter, encode_png
+from aras400k.data.release.zips import ReleaseZip, ZipMember, open_release_zips
+from aras400k.data.shards import MANIFEST_NAME, EncodedSample, Sample, ShardWriter, Source, encode_png, encode_sample
 
 __all__ = ["ImportReport", "import_release"]
 
@@ -114,9 +114,11 @@ def import_release(
     ``class_percentages/synth.csv`` when it has their row.
 
     An 8-bit RGB PNG image is copied into the shard verbatim (it is decoded once, to
-    check it, never re-encoded); other images and every mask are encoded anew. Reading
-    and encoding run in ``workers`` processes, and the shards are the same, byte for
-    byte, whatever their number (see ``docs/data.md``).
+    check it, never re-encoded); other images and every mask are encoded anew. Reading,
+    checking and encoding, down to each sample's tar bytes, run in ``workers``
+    processes, from a folder or a zip; this process only appends the bytes in order,
+    so the shards are the same, byte for byte, whatever their number (see
+    ``docs/data.md``).
 
     Args:
         root: The release folder (holding ``train``, ``val``, ``test``, ``synth``), or
@@ -136,8 +138,9 @@ def import_release(
         overwrite: Replace shard sets already in ``out_dir``.
         progress: Show a progress bar per split (images/s; a few lines on a non-terminal)
             and per zip while hashing.
-        workers: Processes reading and encoding pictures; ``None``: every usable core
-            (zips are read by one process).
+        workers: Processes reading, checking and encoding the samples (zips included:
+            each worker opens them itself), while this process only writes the bytes
+            they make; ``None``: every usable core.
         check_md5: Check zips with a published name against the MD5 table; zips
             with other names are imported with a notice and no check.
         notice: Receives the notices (one line each) about unchecked zips.
@@ -305,31 +308,46 @@ def _check_outputs(out_dir: Path, split_dirs: Sequence[str], overwrite: bool) ->
 
 @dataclass(frozen=True)
 class _Job:
-    """One picture pair to read and encode in a worker (picklable)."""
+    """One picture pair to read, check and encode in a worker (picklable).
+
+    Attributes:
+        entry: The image, its mask and what the CSVs attached.
+        root: The release root the ``release_file`` path is relative to.
+        unknown: What an unknown mask colour is.
+        split: The writer's split (filled into ``meta.json``).
+        source: The writer's source (filled into ``meta.json``).
+        compress_level: PNG zlib level of what is encoded anew.
+    """
 
     entry: Entry
     root: Any
     unknown: Literal["error", "ignore"]
+    split: str
+    source: Source
     compress_level: int
 
 
-#: A worker's answer: the sample and its warnings, or the problem ``(kind, detail, path)``.
-_Loaded = tuple[Sample | None, list[tuple[str, str]], tuple[str, str, Path | None] | None]
+#: A worker's answer: the sample ready to append and its warnings, or the problem ``(kind, detail, path)``.
+_Loaded = tuple[EncodedSample | None, list[tuple[str, str]], tuple[str, str, Path | None] | None]
 
 
 def _load_job(job: _Job) -> _Loaded:
-    """Read and encode one sample in a worker; problems come back as values, not exceptions."""
+    """Read, check and encode one sample in a worker, down to its tar bytes.
+
+    All the per-sample work happens here, so the process writing the shards only
+    appends bytes; the decoded arrays never leave the worker. Problems come back as
+    values, not exceptions.
+    """
     warnings = ProblemLog("skip")
     try:
         sample = _load_sample(job.entry, job.root, job.unknown, warnings)
     except Problem as problem:
         return None, warnings.items, (problem.kind, problem.detail, problem.path)
     sample.image_png = verbatim_png(job.entry.image)
-    if sample.image_png is None:
-        sample.image_png = encode_png(sample.image, job.compress_level)
     if sample.mask is not None:
         sample.mask_png = encode_png(sample.mask, job.compress_level)
-    return sample, warnings.items, None
+    encoded = encode_sample(sample, job.split, job.source, job.compress_level)
+    return encoded, warnings.items, None
 
 
 def _load_sample(entry: Entry, root: Any, unknown: Literal["error", "ignore"], problems: ProblemLog) -> Sample:
@@ -388,11 +406,7 @@ def _write_splits(
                 extra={"made_by": _MADE_BY, "release_root": source.label},
             )
             writers.append(writer)
-            # Zip members are read through one open archive, so a zip is read by this process.
-            split_workers = workers if isinstance(source.root, Path) else 1
-            written[plan.name] = _write_split(
-                plan, writer, source.root, unknown_colours, problems, progress, split_workers
-            )
+            written[plan.name] = _write_split(plan, writer, source.root, unknown_colours, problems, progress, workers)
         for writer in writers:
             writer.close()
     except BaseException:
@@ -417,7 +431,13 @@ def _write_split(
         The number of samples written.
     """
     count = 0
-    jobs = (_Job(entry, root, unknown, writer.compress_level) for entry in plan.entries)
+    level = writer.compress_level
+    entries: Iterable[Entry] = plan.entries
+    if workers > 1 and not isinstance(root, Path):
+        # A zipfile.Path holds its open zip: workers get the names, and open the zip themselves.
+        root = ZipMember.of(root)
+        entries = (_named_in_zip(entry) for entry in plan.entries)
+    jobs = (_Job(entry, root, unknown, writer.split, writer.source, level) for entry in entries)
     with progress(len(plan.entries), f"import {plan.name}", "image", progress_bar) as bar:
         for sample, warnings, problem in ordered_map(_load_job, jobs, workers):
             for path, reason in warnings:
@@ -428,9 +448,16 @@ def _write_split(
                 problems.add_problem(Problem(*problem))
                 continue
             assert sample is not None
-            writer.write(sample)
+            writer.write_encoded(sample)
             count += 1
     return count
+
+
+def _named_in_zip(entry: Entry) -> Entry:
+    """The entry with its zip members as :class:`~aras400k.data.release.zips.ZipMember` (picklable)."""
+    mask = ZipMember.of(entry.mask) if entry.mask is not None else None
+    # Like the zipfile.Path it replaces, a ZipMember stands in for a Path (same reading methods).
+    return replace(entry, image=ZipMember.of(entry.image), mask=mask)  # type: ignore[arg-type]
 
 
 def _discard(writer: ShardWriter) -> None:

@@ -20,17 +20,19 @@ as in a release folder (see ``docs/data.md``).
 from __future__ import annotations
 
 import hashlib
+import os
+import posixpath
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tqdm import tqdm
 
 from aras400k.data.release.problems import ReleaseImportError
 
-__all__ = ["RELEASE_MD5", "ReleaseZip", "md5_of_file", "open_release_zips"]
+__all__ = ["RELEASE_MD5", "ReleaseZip", "ZipMember", "md5_of_file", "open_release_zips"]
 
 #: MD5 digests of the published release zips, by file name (the ARAS400k download page).
 RELEASE_MD5: dict[str, str] = {
@@ -63,6 +65,63 @@ class ReleaseZip:
     def close(self) -> None:
         """Close the zip file."""
         self.archive.close()
+
+
+@dataclass(frozen=True)
+class ZipMember:
+    """A file or folder inside a zip, named by the zip's path and its own: a picklable ``zipfile.Path``.
+
+    A ``zipfile.Path`` holds its open zip and cannot go to a worker process; this holds
+    names only, and each process opens the zip itself on first use (a forked process
+    never reads through its parent's file offset). It has the part of ``zipfile.Path``
+    the importer reads: ``name``, ``at``, ``open``, ``read_bytes`` and ``str()``.
+
+    Attributes:
+        archive: The zip file, as the ``zipfile.ZipFile`` was opened with it.
+        at: The member's path inside the zip (a folder's ends with ``/``).
+    """
+
+    archive: str
+    at: str
+
+    @classmethod
+    def of(cls, path: Any) -> ZipMember:
+        """The member a ``zipfile.Path`` names."""
+        return cls(str(path.root.filename), str(path.at))
+
+    @property
+    def name(self) -> str:
+        """The member's file name."""
+        return posixpath.basename(self.at.rstrip("/"))
+
+    def open(self, mode: str = "rb") -> IO[bytes]:
+        """Open the member for reading (``mode`` is ``"rb"`` or ``"r"``, both binary as in ``zipfile.Path``)."""
+        if mode not in ("r", "rb"):
+            raise ValueError(f"a zip member opens for reading only, got mode {mode!r}")
+        return _zip_in_this_process(self.archive).open(self.at)
+
+    def read_bytes(self) -> bytes:
+        """The member's content."""
+        return _zip_in_this_process(self.archive).read(self.at)
+
+    def __str__(self) -> str:
+        return posixpath.join(self.archive, self.at)
+
+
+#: Zips opened by :class:`ZipMember` in this process (``_ZIPS_PID``), by path.
+_ZIPS: dict[str, zipfile.ZipFile] = {}
+_ZIPS_PID = [0]
+
+
+def _zip_in_this_process(path: str) -> zipfile.ZipFile:
+    """The zip at ``path``, opened once per process (a forked child opens its own)."""
+    if _ZIPS_PID[0] != os.getpid():
+        _ZIPS.clear()  # the parent's, inherited by a fork: their file offsets are shared
+        _ZIPS_PID[0] = os.getpid()
+    archive = _ZIPS.get(path)
+    if archive is None:
+        archive = _ZIPS[path] = zipfile.ZipFile(path)
+    return archive
 
 
 def md5_of_file(path: str | Path, progress: bool = False) -> str:
