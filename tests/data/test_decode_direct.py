@@ -96,6 +96,25 @@ def test_a_pillow_that_replaces_the_memory_still_decodes(monkeypatch):
     np.testing.assert_array_equal(decode_image(_png(RGB), channels_first=True), RGB.transpose(2, 0, 1))
 
 
+def _refuse(*args, **kwargs):
+    raise TypeError("this Pillow's map_buffer takes other arguments")
+
+
+@pytest.mark.parametrize("internals", ["missing", "different"])
+def test_a_pillow_without_the_internals_decodes_the_plain_way(monkeypatch, internals):
+    """``Image.core.map_buffer`` is Pillow's internal: without it, or unlike ours, the pixels are the same."""
+    mask = RNG.integers(0, 7, (29, 31), dtype=np.uint8)
+    mask_png, image_png = encode_png(mask), _png(RGB)  # Image.fromarray uses map_buffer too
+    if internals == "missing":
+        monkeypatch.setattr(shards, "_PILLOW_BUFFERS", False)
+    else:
+        monkeypatch.setattr(Image.core, "map_buffer", _refuse)
+    np.testing.assert_array_equal(decode_mask(mask_png), mask)
+    planar = decode_image(image_png, channels_first=True)
+    assert planar.flags.c_contiguous
+    np.testing.assert_array_equal(planar, RGB.transpose(2, 0, 1))
+
+
 @pytest.mark.parametrize("damage", ["truncated", "flipped"])
 def test_corrupt_pngs_are_the_same_sample_errors(damage):
     data = bytearray(_png(RGB))

@@ -277,24 +277,36 @@ def decode_image(data: bytes, size: Size | None = None, channels_first: bool = F
             if not channels_first:
                 return np.array(img)
             img.load()
-            return _planes(img.im, img.height, img.width)
+            planes = _planes(img.im, img.height, img.width) if _PILLOW_BUFFERS else None
+            return planes if planes is not None else np.ascontiguousarray(np.array(img).transpose(2, 0, 1))
     except SampleError:
         raise
     except _PIL_ERRORS as err:
         raise SampleError(f"image is not a readable picture ({err})") from err
 
 
-def _planes(pixels: Any, height: int, width: int) -> np.ndarray:
+#: Whether this Pillow can map a numpy array as a picture's memory (``Image.core.map_buffer``,
+#: an internal of Pillow's); without it the decoders take the plain ``np.array`` path.
+_PILLOW_BUFFERS = hasattr(Image.core, "map_buffer")
+#: What an internal of another Pillow may raise; the plain path is taken then.
+_INTERNAL_ERRORS = (AttributeError, TypeError, ValueError)
+
+
+def _planes(pixels: Any, height: int, width: int) -> np.ndarray | None:
     """The ``(3, H, W)`` planes of a loaded RGB picture (Pillow's memory), copied by Pillow.
 
     Each band is taken out and pasted into a plane of the result mapped as a picture
     of Pillow's: two C loops that cost less than numpy's strided copy of the
-    interleaved pixels, and no ``tobytes`` (``docs/data.md#loader-speed``).
+    interleaved pixels, and no ``tobytes`` (``docs/data.md#loader-speed``). ``None``
+    where this Pillow's internals differ (the caller copies the plain way).
     """
     out = np.empty((3, height, width), dtype=np.uint8)
-    for band in range(3):
-        plane = Image.core.map_buffer(out[band], (width, height), "raw", 0, ("L", 0, 1))
-        plane.paste(pixels.getband(band), (0, 0, width, height))
+    try:
+        for band in range(3):
+            plane = Image.core.map_buffer(out[band], (width, height), "raw", 0, ("L", 0, 1))
+            plane.paste(pixels.getband(band), (0, 0, width, height))
+    except _INTERNAL_ERRORS:
+        return None
     return out
 
 
@@ -313,11 +325,14 @@ def _decode_direct(img: Image.Image) -> np.ndarray | None:
     Returns:
         The ``(H, W)`` pixels, or ``None`` when they were decoded into Pillow's memory.
     """
-    if img.format != "PNG" or img.mode != "L":
+    if not _PILLOW_BUFFERS or img.format != "PNG" or img.mode != "L":
         return None
     out = np.empty((img.height, img.width), dtype=np.uint8)
-    target = Image.core.map_buffer(out, img.size, "raw", 0, ("L", 0, 1))
-    img.im = target
+    try:
+        target = Image.core.map_buffer(out, img.size, "raw", 0, ("L", 0, 1))
+        img.im = target
+    except _INTERNAL_ERRORS:
+        return None
     img.load()
     return out if img.im is target else None
 
