@@ -182,10 +182,10 @@ class DiscriminatorBlock(nn.Module):
             x = self.fromrgb(img)
         assert x is not None
         # Residual: both paths scaled by sqrt(1/2) keep the variance (StyleGAN2 Sec. 4.1).
-        y = self.skip(x, gain=math.sqrt(0.5))
-        x = self.conv0(x)
-        x = self.conv1(x, gain=math.sqrt(0.5))
-        return y.add_(x), None  # y is the skip convolution's own output: nothing else needs it
+        # The official order computes the skip first; the sum does not depend on it, and
+        # the linear 1x1 skip adds the residual branch inside its matrix product.
+        y = self.conv1(self.conv0(x), gain=math.sqrt(0.5))
+        return self.skip(x, gain=math.sqrt(0.5), residual=y), None
 
     def extra_repr(self) -> str:
         """Summarise the block."""
@@ -368,9 +368,10 @@ class Discriminator(nn.Module):
             Logits ``[N, 1]`` (real > fake).
         """
         del update_emas
-        # Channels-last activations make the CPU convolutions and the blurs ahead of the
-        # strided ones faster (docs/stylegan3.md); the scores do not depend on the layout.
-        img = img.contiguous(memory_format=torch.channels_last)
+        # ``fromrgb`` (a 1x1 convolution, one matrix product) reads the image in either
+        # layout and returns channels-last activations, which the CPU convolutions and
+        # the blurs ahead of the strided ones prefer (docs/stylegan3.md); the scores do
+        # not depend on the layout.
         x = None
         for res in self.block_resolutions:
             x, _ = getattr(self, f"b{res}")(x, img)

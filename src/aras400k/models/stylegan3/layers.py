@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from aras400k.models.stylegan3.filters import exceeds_clamp, setup_filter, upfirdn2d
 
-__all__ = ["Conv2dLayer", "FullyConnectedLayer", "activate_", "bias_act", "modulated_conv2d"]
+__all__ = ["Conv2dLayer", "FullyConnectedLayer", "activate_", "bias_act", "modulated_conv2d", "pointwise_conv2d"]
 
 Activation = Literal["linear", "lrelu"]
 
@@ -186,36 +186,51 @@ class Conv2dLayer(nn.Module):
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
 
-    def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
+    def forward(self, x: Tensor, gain: float = 1.0, residual: Tensor | None = None) -> Tensor:
         """Convolve ``x``, then add the bias, activate and clamp (scaled by ``gain``).
 
         For ``gain > 0`` the activation gain is folded into the weights and the bias
         (``lrelu(g * z) = g * lrelu(z)``), the bias is added by the convolution and the
         leaky ReLU runs in place, so no temporaries are made for the bias, the gain or
         the clamp; the result equals :func:`bias_act` of the plain convolution up to
-        float rounding (``docs/stylegan3.md``).
-        """
-        if gain <= 0:
-            return bias_act(
-                self._convolve(x, self.weight * self.weight_gain, None),
-                self.bias,
-                self.activation,
-                gain=gain,
-                clamp=None if self.conv_clamp is None else self.conv_clamp * gain,
-            )
-        act_gain = gain * (LRELU_GAIN if self.activation == "lrelu" else 1.0)
-        w = (self.weight * (self.weight_gain * act_gain)).to(x.dtype)
-        b = None if self.bias is None else (self.bias * act_gain).to(x.dtype)
-        x = self._convolve(x, w, b)
-        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
-        return activate_(x, self.activation, clamp)
+        float rounding (``docs/stylegan3.md``). A 1x1 kernel is one matrix product
+        (:func:`pointwise_conv2d`).
 
-    def _convolve(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-        """The (blurred, strided) convolution with weights ``w`` and bias ``b``."""
+        Args:
+            x: Input ``[N, in_channels, H, W]``.
+            gain: Extra gain of the output (and of the clamp).
+            residual: A tensor of the output's shape added to the result (after the
+                activation and the clamp). A linear, unclamped 1x1 layer (the
+                discriminator's ``skip``) adds it inside its matrix product, with no
+                pass of its own; otherwise it is one addition.
+
+        Returns:
+            ``[N, out_channels, H / down, W / down]``.
+        """
+        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
+        if gain <= 0:
+            x = bias_act(self._convolve(x, self.weight * self.weight_gain, None), self.bias, self.activation, gain, clamp)
+            return x if residual is None else x + residual
+        act_gain = gain * (LRELU_GAIN if self.activation == "lrelu" else 1.0)
+        w = self.weight * (self.weight_gain * act_gain)
+        b = None if self.bias is None else self.bias * act_gain
+        if residual is not None and self.activation == "linear" and clamp is None and w.shape[-1] == 1:
+            return self._convolve(x, w, b, residual)
+        x = activate_(self._convolve(x, w, b), self.activation, clamp)
+        return x if residual is None else x + residual
+
+    def _convolve(self, x: Tensor, w: Tensor, b: Tensor | None, residual: Tensor | None = None) -> Tensor:
+        """The (blurred, strided) convolution with weights ``w`` and bias ``b`` (plus ``residual``, 1x1 only)."""
         w = w.to(x.dtype)
+        b = None if b is None else b.to(x.dtype)
+        k = w.shape[-1]
         if self.down > 1:
-            x = _blur_for_downsampling(x, self.resample_filter, self.down, self.padding, w.shape[-1])
-            return F.conv2d(x, w, b, stride=self.down if w.shape[-1] > 1 else 1)
+            x = _blur_for_downsampling(x, self.resample_filter, self.down, self.padding, k)
+            if k == 1:
+                return pointwise_conv2d(x, w, b, residual)
+            return F.conv2d(x, w, b, stride=self.down)
+        if k == 1 and self.padding == 0:
+            return pointwise_conv2d(x, w, b, residual)
         return F.conv2d(x, w, b, padding=self.padding)
 
     def extra_repr(self) -> str:
@@ -224,6 +239,52 @@ class Conv2dLayer(nn.Module):
             f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
             f"activation={self.activation}, down={self.down}"
         )
+
+
+def pointwise_conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
+    """A 1x1 convolution (plus an optional residual) as one batched matrix product.
+
+    ``x`` ``[N, C, H, W]`` is read as ``N`` matrices ``[H * W, C]``: a view, for a
+    channels-last ``x`` and for a contiguous one alike (then transposed, which the
+    matrix product reads as is), so the image needs no layout copy. They are multiplied
+    by ``w`` ``[O, C, 1, 1]`` with the bias ``b`` and the ``residual`` ``[N, O, H, W]``
+    riding on the same ``baddbmm``. The result is ``[N, O, H, W]`` in channels-last
+    memory format and equals ``F.conv2d(x, w, b) + residual`` up to float rounding.
+    Its backward is matrix products (the residual's gradient is the output's), where a
+    convolution backward on CPU takes the slow im2col path for 1x1 kernels at one
+    thread and small batches (``docs/stylegan3.md``). The result is not a view, so it
+    can be modified in place. Differentiable twice.
+
+    Args:
+        x: Input ``[N, C, H, W]``.
+        w: Weights ``[O, C, 1, 1]``.
+        b: Bias ``[O]``, or ``None``.
+        residual: Tensor ``[N, O, H, W]`` added to the result, or ``None``.
+
+    Returns:
+        ``[N, O, H, W]``, channels-last.
+
+    Raises:
+        ValueError: If ``w`` is not a 1x1 kernel over ``x``'s channels, or
+            ``residual`` does not have the output's shape.
+    """
+    n, c, h, width = x.shape
+    o = w.shape[0]
+    if w.shape[1:] != (c, 1, 1):
+        raise ValueError(f"expected 1x1 weights [O, {c}, 1, 1] for {c} input channels, got {tuple(w.shape)}")
+    if x.is_contiguous():
+        rows = x.view(n, c, h * width).transpose(1, 2)
+    else:  # channels-last (a view), or any other layout (copied)
+        rows = x.permute(0, 2, 3, 1).reshape(n, h * width, c)
+    weight = w.reshape(o, c).t().expand(n, c, o)
+    if residual is None:
+        out = torch.bmm(rows, weight) if b is None else torch.baddbmm(b.reshape(1, 1, o), rows, weight)
+    else:
+        if residual.shape != (n, o, h, width):
+            raise ValueError(f"residual must have the output's shape {(n, o, h, width)}, got {tuple(residual.shape)}")
+        acc = residual.permute(0, 2, 3, 1).reshape(n, h * width, o)
+        out = torch.baddbmm(acc if b is None else acc + b, rows, weight)
+    return out.view(n, h, width, o).permute(0, 3, 1, 2)
 
 
 def _blur_for_downsampling(x: Tensor, f: Tensor, down: int, padding: int, kernel_size: int) -> Tensor:
