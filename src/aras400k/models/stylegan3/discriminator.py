@@ -31,6 +31,16 @@ __all__ = [
 ]
 
 
+def _require_resnet(architecture: str) -> None:
+    """Raise a one-line error unless ``architecture`` is ``"resnet"``, the only one implemented.
+
+    Raises:
+        ValueError: For ``"orig"``, ``"skip"`` or any other architecture.
+    """
+    if architecture != "resnet":
+        raise ValueError(f"only the 'resnet' discriminator architecture is implemented, got {architecture!r}")
+
+
 class MinibatchStdLayer(nn.Module):
     """Append the standard deviation of features across groups of samples (ProGAN Sec. 3).
 
@@ -130,8 +140,7 @@ class DiscriminatorBlock(nn.Module):
         freeze_layers: int = 0,
     ) -> None:
         super().__init__()
-        if architecture != "resnet":
-            raise ValueError(f"only the 'resnet' discriminator architecture is implemented, got {architecture!r}")
+        _require_resnet(architecture)
         if in_channels not in (0, tmp_channels):
             raise ValueError(f"in_channels must be 0 or tmp_channels ({tmp_channels}), got {in_channels}")
         self.in_channels = in_channels
@@ -224,8 +233,7 @@ class DiscriminatorEpilogue(nn.Module):
         conv_clamp: float | None = None,
     ) -> None:
         super().__init__()
-        if architecture != "resnet":
-            raise ValueError(f"only the 'resnet' discriminator architecture is implemented, got {architecture!r}")
+        _require_resnet(architecture)
         self.in_channels = in_channels
         self.cmap_dim = cmap_dim
         self.resolution = resolution
