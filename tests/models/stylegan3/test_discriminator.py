@@ -197,3 +197,109 @@ def test_minibatch_std_official_path_gives_every_sample_its_groups_statistics():
             expected = (x[members, channels].var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
             torch.testing.assert_close(out[i, 6 + f], expected.expand(3, 3))
     torch.testing.assert_close(out[:, :6], x)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize(
+    ("activation", "clamp", "with_residual", "with_bias"),
+    [
+        ("linear", None, True, False),
+        ("linear", None, True, True),
+        ("lrelu", 0.3, True, True),
+        ("lrelu", None, False, True),
+    ],
+)
+def test_pointwise_conv2d_equals_conv2d_bias_act_and_residual(layout, activation, clamp, with_residual, with_bias):
+    """The 1x1 matrix-product path (fused residual or not), values and first and second derivatives."""
+    from aras400k.models.stylegan3.layers import LRELU_GAIN, bias_act, pointwise_conv2d
+
+    torch.manual_seed(5)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x0 = torch.randn(2, 5, 6, 7, dtype=torch.float64).contiguous(memory_format=fmt)
+    w = torch.randn(4, 5, 1, 1, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True) if with_bias else None
+    r0 = torch.randn(2, 4, 6, 7, dtype=torch.float64) if with_residual else None
+
+    def plain(x, r):  # pointwise_conv2d's leaky ReLU has no gain (callers fold it into w and b)
+        gain = 1 / LRELU_GAIN if activation == "lrelu" else 1.0
+        y = bias_act(torch.nn.functional.conv2d(x, w), b, activation, gain=gain, clamp=clamp)
+        return y if r is None else y + r
+
+    def ours(x, r):
+        return pointwise_conv2d(x, w, b, r, activation, clamp)
+
+    results = []
+    for forward in (ours, plain):
+        x = x0.clone().requires_grad_(True)
+        r = None if r0 is None else r0.clone().requires_grad_(True)
+        out = forward(x, r)
+        if forward is ours:
+            assert out.is_contiguous(memory_format=torch.channels_last)
+        inputs = [x, w] + ([b] if b is not None else []) + ([r] if r is not None else [])
+        grads = torch.autograd.grad((out * out.detach().sin()).sum(), inputs, create_graph=True)
+        second = torch.autograd.grad(sum(g.square().sum() for g in grads), [x, w], allow_unused=True)
+        results.append([out, *grads, *[torch.zeros(()) if g is None else g for g in second]])
+    for i, (a, e) in enumerate(zip(*results, strict=True)):
+        torch.testing.assert_close(a, e, msg=lambda m, i=i: f"result {i}: {m}")
+
+
+def test_pointwise_conv2d_names_bad_shapes():
+    from aras400k.models.stylegan3.layers import pointwise_conv2d
+
+    with pytest.raises(ValueError, match="1x1 weights"):
+        pointwise_conv2d(torch.randn(1, 3, 4, 4), torch.randn(2, 3, 3, 3))
+    with pytest.raises(ValueError, match="residual"):
+        pointwise_conv2d(torch.randn(1, 3, 4, 4), torch.randn(2, 3, 1, 1), residual=torch.randn(1, 2, 2, 2))
+
+
+def test_channels_last_weights_load_and_export_official_tensors():
+    """3x3 weights are stored channels-last; contiguous state dicts load into them and export unchanged values."""
+    from aras400k.models.stylegan3 import export_official_state_dict
+
+    torch.manual_seed(6)
+    d = build_discriminator(resolution=16, channel_base=256, channel_max=32)
+    assert d.b16.conv0.weight.is_contiguous(memory_format=torch.channels_last)
+    assert d.b16.fromrgb.weight.is_contiguous()  # 1x1: plain layout
+    other = build_discriminator(resolution=16, channel_base=256, channel_max=32)
+    state = {k: v.contiguous() for k, v in other.state_dict().items()}
+    d.load_state_dict(state)
+    assert d.b16.conv0.weight.is_contiguous(memory_format=torch.channels_last)
+    for name, value in export_official_state_dict(d).items():
+        torch.testing.assert_close(value, state[name], rtol=0, atol=0)
+    img = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(d(img), other(img), rtol=0, atol=0)
+
+
+def test_blur_follows_a_changed_filter_and_dtype():
+    """The cached depthwise blur weights are rebuilt when the filter or the dtype changes."""
+    reference = _reference_ops().reference_discriminator
+    torch.manual_seed(7)
+    d = build_discriminator(resolution=16, channel_base=256, channel_max=32)
+    img = torch.randn(4, 3, 16, 16)
+    torch.testing.assert_close(d(img), reference(d, img), rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        for module in d.modules():
+            if hasattr(module, "resample_filter"):
+                module.resample_filter.copy_(
+                    torch.outer(torch.tensor([1.0, 2.0, 4.0, 1.0]), torch.tensor([1.0, 1.0, 3.0, 3.0])) / 64
+                )
+    torch.testing.assert_close(d(img), reference(d, img), rtol=1e-4, atol=1e-4)
+    d64 = d.double()
+    # A float64 network blurs with float64 weights (the epilogue returns float32, as the official one).
+    torch.testing.assert_close(d64(img.double()).double(), reference(d64, img.double()), rtol=1e-5, atol=1e-5)
+
+
+def test_only_the_resnet_architecture_is_accepted():
+    with pytest.raises(ValueError, match="only the 'resnet' discriminator architecture"):
+        Discriminator(c_dim=0, img_resolution=16, img_channels=3, architecture="skip")  # type: ignore[arg-type]
+
+
+def test_fully_connected_lrelu_equals_bias_act_of_the_product():
+    from aras400k.models.stylegan3 import FullyConnectedLayer
+    from aras400k.models.stylegan3.layers import bias_act
+
+    torch.manual_seed(8)
+    layer = FullyConnectedLayer(6, 5, activation="lrelu", lr_multiplier=0.5, bias_init=0.3)
+    x = torch.randn(3, 6)
+    expected = bias_act(x @ (layer.weight * layer.weight_gain).t(), layer.bias * layer.bias_gain, "lrelu")
+    torch.testing.assert_close(layer(x), expected)

@@ -31,6 +31,16 @@ __all__ = [
 ]
 
 
+def _require_resnet(architecture: str) -> None:
+    """Raise a one-line error unless ``architecture`` is ``"resnet"``, the only one implemented.
+
+    Raises:
+        ValueError: For ``"orig"``, ``"skip"`` or any other architecture.
+    """
+    if architecture != "resnet":
+        raise ValueError(f"only the 'resnet' discriminator architecture is implemented, got {architecture!r}")
+
+
 class MinibatchStdLayer(nn.Module):
     """Append the standard deviation of features across groups of samples (ProGAN Sec. 3).
 
@@ -130,8 +140,7 @@ class DiscriminatorBlock(nn.Module):
         freeze_layers: int = 0,
     ) -> None:
         super().__init__()
-        if architecture != "resnet":
-            raise ValueError(f"only the 'resnet' discriminator architecture is implemented, got {architecture!r}")
+        _require_resnet(architecture)
         if in_channels not in (0, tmp_channels):
             raise ValueError(f"in_channels must be 0 or tmp_channels ({tmp_channels}), got {in_channels}")
         self.in_channels = in_channels
@@ -182,10 +191,10 @@ class DiscriminatorBlock(nn.Module):
             x = self.fromrgb(img)
         assert x is not None
         # Residual: both paths scaled by sqrt(1/2) keep the variance (StyleGAN2 Sec. 4.1).
-        y = self.skip(x, gain=math.sqrt(0.5))
-        x = self.conv0(x)
-        x = self.conv1(x, gain=math.sqrt(0.5))
-        return y.add_(x), None  # y is the skip convolution's own output: nothing else needs it
+        # The official order computes the skip first; the sum does not depend on it, and
+        # the linear 1x1 skip adds the residual branch inside its matrix product.
+        y = self.conv1(self.conv0(x), gain=math.sqrt(0.5))
+        return self.skip(x, gain=math.sqrt(0.5), residual=y), None
 
     def extra_repr(self) -> str:
         """Summarise the block."""
@@ -224,8 +233,7 @@ class DiscriminatorEpilogue(nn.Module):
         conv_clamp: float | None = None,
     ) -> None:
         super().__init__()
-        if architecture != "resnet":
-            raise ValueError(f"only the 'resnet' discriminator architecture is implemented, got {architecture!r}")
+        _require_resnet(architecture)
         self.in_channels = in_channels
         self.cmap_dim = cmap_dim
         self.resolution = resolution
@@ -368,9 +376,10 @@ class Discriminator(nn.Module):
             Logits ``[N, 1]`` (real > fake).
         """
         del update_emas
-        # Channels-last activations make the CPU convolutions and the blurs ahead of the
-        # strided ones faster (docs/stylegan3.md); the scores do not depend on the layout.
-        img = img.contiguous(memory_format=torch.channels_last)
+        # ``fromrgb`` (a 1x1 convolution, one matrix product) reads the image in either
+        # layout and returns channels-last activations, which the CPU convolutions and
+        # the blurs ahead of the strided ones prefer (docs/stylegan3.md); the scores do
+        # not depend on the layout.
         x = None
         for res in self.block_resolutions:
             x, _ = getattr(self, f"b{res}")(x, img)

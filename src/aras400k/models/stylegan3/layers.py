@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from aras400k.models.stylegan3.filters import exceeds_clamp, setup_filter, upfirdn2d
 
-__all__ = ["Conv2dLayer", "FullyConnectedLayer", "activate_", "bias_act", "modulated_conv2d"]
+__all__ = ["Conv2dLayer", "FullyConnectedLayer", "activate_", "bias_act", "modulated_conv2d", "pointwise_conv2d"]
 
 Activation = Literal["linear", "lrelu"]
 
@@ -62,6 +62,11 @@ def bias_act(
     if clamp is not None:
         x = x.clamp(-clamp, clamp)
     return x
+
+
+def _as_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t`` in ``dtype``, without a dispatch when it already is."""
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def activate_(x: Tensor, activation: Activation = "linear", clamp: float | None = None) -> Tensor:
@@ -131,12 +136,19 @@ class FullyConnectedLayer(nn.Module):
             self.bias = None
 
     def forward(self, x: Tensor) -> Tensor:
-        """Apply the layer to ``x`` ``[N, in_features]``."""
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = None if self.bias is None else self.bias.to(x.dtype) * self.bias_gain
-        if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act(x.matmul(w.t()), b, self.activation)
+        """Apply the layer to ``x`` ``[N, in_features]``.
+
+        The leaky ReLU's gain ``sqrt(2)`` is folded into the weights and the bias
+        (``lrelu(g z) = g lrelu(z)`` for ``g > 0``), the bias is added by ``addmm`` and
+        the activation runs in place: equal to the official ``bias_act`` of the product
+        up to float rounding.
+        """
+        gain = LRELU_GAIN if self.activation == "lrelu" else 1.0
+        w = _as_dtype(self.weight, x.dtype) * (self.weight_gain * gain)
+        if self.bias is None:
+            return activate_(x.matmul(w.t()), self.activation)
+        b = _as_dtype(self.bias, x.dtype) * (self.bias_gain * gain)
+        return activate_(torch.addmm(b.unsqueeze(0), x, w.t()), self.activation)
 
     def extra_repr(self) -> str:
         """Summarise the layer."""
@@ -183,39 +195,95 @@ class Conv2dLayer(nn.Module):
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.padding = kernel_size // 2
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
-        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        # Channels-last weights (same values and shape, another stride order): the CPU
+        # convolutions of channels-last activations then neither reorder the weights nor
+        # their gradients, and the optimiser's state follows (docs/stylegan3.md).
+        weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size])
+        self.weight = nn.Parameter(weight.contiguous(memory_format=torch.channels_last) if kernel_size > 1 else weight)
         self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
+        self._blur_weight: tuple[tuple[object, ...], Tensor] | None = None
 
-    def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
+    def forward(self, x: Tensor, gain: float = 1.0, residual: Tensor | None = None) -> Tensor:
         """Convolve ``x``, then add the bias, activate and clamp (scaled by ``gain``).
 
         For ``gain > 0`` the activation gain is folded into the weights and the bias
         (``lrelu(g * z) = g * lrelu(z)``), the bias is added by the convolution and the
         leaky ReLU runs in place, so no temporaries are made for the bias, the gain or
         the clamp; the result equals :func:`bias_act` of the plain convolution up to
-        float rounding (``docs/stylegan3.md``).
-        """
-        if gain <= 0:
-            return bias_act(
-                self._convolve(x, self.weight * self.weight_gain, None),
-                self.bias,
-                self.activation,
-                gain=gain,
-                clamp=None if self.conv_clamp is None else self.conv_clamp * gain,
-            )
-        act_gain = gain * (LRELU_GAIN if self.activation == "lrelu" else 1.0)
-        w = (self.weight * (self.weight_gain * act_gain)).to(x.dtype)
-        b = None if self.bias is None else (self.bias * act_gain).to(x.dtype)
-        x = self._convolve(x, w, b)
-        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
-        return activate_(x, self.activation, clamp)
+        float rounding (``docs/stylegan3.md``). A 1x1 kernel is one matrix product
+        (:func:`pointwise_conv2d`).
 
-    def _convolve(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        Args:
+            x: Input ``[N, in_channels, H, W]``.
+            gain: Extra gain of the output (and of the clamp).
+            residual: A tensor of the output's shape added to the result (after the
+                activation and the clamp). A linear, unclamped 1x1 layer (the
+                discriminator's ``skip``) adds it inside its matrix product, with no
+                pass of its own; otherwise it is one addition.
+
+        Returns:
+            ``[N, out_channels, H / down, W / down]``.
+        """
+        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
+        if gain <= 0:
+            x = bias_act(self._convolve(x, self.weight * self.weight_gain), self.bias, self.activation, gain, clamp)
+            return x if residual is None else x + residual
+        act_gain = gain * (LRELU_GAIN if self.activation == "lrelu" else 1.0)
+        w = _as_dtype(self.weight, x.dtype) * (self.weight_gain * act_gain)
+        b = None if self.bias is None else _as_dtype(self.bias, x.dtype) * act_gain
+        if w.shape[-1] == 1:
+            return pointwise_conv2d(self._blur(x), w, b, residual, self.activation, clamp)
+        x = activate_(self._convolve(x, w, b), self.activation, clamp)
+        return x if residual is None else x + residual
+
+    def _blur(self, x: Tensor) -> Tensor:
+        """Low-pass ``x`` ahead of the stride-``down`` convolution (identity for ``down == 1``).
+
+        The filter is centred so that output pixel ``i`` of the strided convolution sees
+        the input around ``down * i + (down - 1) / 2``. A 1x1 convolution only needs
+        every ``down``-th blurred pixel, so the blur itself is strided then.
+
+        A 2-D filter with even padding on both sides (the discriminator's ``[1, 3, 3,
+        1]``) is one depthwise ``conv2d`` that pads by itself, differentiated by
+        autograd's own convolution backward (on CPU about twice as fast as the adjoint
+        :func:`~aras400k.models.stylegan3.filters.upfirdn2d`, which pads and crops);
+        other filters take ``upfirdn2d``.
+        """
+        if self.down == 1:
+            return x
+        f = self.resample_filter
+        fw = f.shape[-1]
+        p0 = self.padding + (fw - self.down + 1) // 2
+        p1 = self.padding + (fw - self.down) // 2
+        stride = self.down if self.weight.shape[-1] == 1 else 1
+        if f.ndim == 2 and p0 == p1 and not f.requires_grad:
+            return F.conv2d(x, self._depthwise_blur(x), stride=stride, padding=p0, groups=x.shape[1])
+        return upfirdn2d(x, f, down=stride, padding=(p0, p1, p0, p1))
+
+    def _depthwise_blur(self, x: Tensor) -> Tensor:
+        """The flipped ``resample_filter`` as depthwise ``conv2d`` weights for ``x``, made once.
+
+        The cached tensor is rebuilt whenever the filter (its storage or version), the
+        dtype, the device or the channel count changes; under ``torch.compile`` it is
+        built in the graph.
+        """
+        f, c = self.resample_filter, x.shape[1]
+        if torch.compiler.is_compiling():
+            return f.to(x.dtype).flip(0, 1)[None, None].expand(c, 1, *f.shape).contiguous()
+        key = (f.data_ptr(), f._version, f.device, x.dtype, x.device, c)
+        if self._blur_weight is None or self._blur_weight[0] != key:
+            weight = f.detach().to(x.device, x.dtype).flip(0, 1)[None, None].expand(c, 1, *f.shape).contiguous()
+            self._blur_weight = (key, weight)
+        return self._blur_weight[1]
+
+    def _convolve(self, x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
         """The (blurred, strided) convolution with weights ``w`` and bias ``b``."""
-        w = w.to(x.dtype)
+        w = _as_dtype(w, x.dtype)
+        x = self._blur(x)
+        if w.shape[-1] == 1:
+            return pointwise_conv2d(x, w, b)
         if self.down > 1:
-            x = _blur_for_downsampling(x, self.resample_filter, self.down, self.padding, w.shape[-1])
-            return F.conv2d(x, w, b, stride=self.down if w.shape[-1] > 1 else 1)
+            return F.conv2d(x, w, b, stride=self.down)
         return F.conv2d(x, w, b, padding=self.padding)
 
     def extra_repr(self) -> str:
@@ -226,28 +294,66 @@ class Conv2dLayer(nn.Module):
         )
 
 
-def _blur_for_downsampling(x: Tensor, f: Tensor, down: int, padding: int, kernel_size: int) -> Tensor:
-    """Low-pass ``x`` ahead of a stride-``down`` convolution with ``padding``.
+def pointwise_conv2d(
+    x: Tensor,
+    w: Tensor,
+    b: Tensor | None = None,
+    residual: Tensor | None = None,
+    activation: Activation = "linear",
+    clamp: float | None = None,
+) -> Tensor:
+    """A 1x1 convolution with bias, activation, clamp and residual, as one batched matrix product.
 
-    The filter is centred so that output pixel ``i`` of the strided convolution sees
-    the input around ``down * i + (down - 1) / 2``. A 1x1 convolution only needs every
-    ``down``-th blurred pixel, so the blur itself is strided then.
+    ``x`` ``[N, C, H, W]`` is read as ``N`` matrices ``[H * W, C]``: a view, for a
+    channels-last ``x`` and for a contiguous one alike (then transposed, which the
+    matrix product reads as is), so the image needs no layout copy. They are multiplied
+    by ``w`` ``[O, C, 1, 1]`` with the bias ``b`` riding on the same ``baddbmm``; the
+    activation (leaky ReLU with slope 0.2, no gain) and the clamp act on that fresh
+    product (:func:`activate_`, in place), and then the ``residual`` is added, inside
+    the ``baddbmm`` too when there is neither activation nor clamp (the
+    discriminator's ``skip``). The result is ``[N, O, H, W]`` in channels-last memory
+    format and equals ``bias_act(F.conv2d(x, w), b, activation, clamp=clamp) +
+    residual`` up to float rounding. The backward is matrix products, where a
+    convolution backward on CPU takes the slow im2col path for 1x1 kernels at one
+    thread and small batches (``docs/stylegan3.md``). Differentiable twice.
 
-    A 2-D filter with even padding on both sides (the discriminator's ``[1, 3, 3, 1]``)
-    is one depthwise ``conv2d`` that pads by itself, differentiated by autograd's own
-    convolution backward (on CPU about twice as fast as the adjoint ``upfirdn2d`` of
-    :func:`~aras400k.models.stylegan3.filters.upfirdn2d`, which pads and crops);
-    other filters take :func:`~aras400k.models.stylegan3.filters.upfirdn2d`.
+    Args:
+        x: Input ``[N, C, H, W]``.
+        w: Weights ``[O, C, 1, 1]``.
+        b: Bias ``[O]``, or ``None``.
+        residual: Tensor ``[N, O, H, W]`` added to the result, or ``None``.
+        activation: ``"linear"`` or ``"lrelu"``.
+        clamp: Clamp (before the residual) to ``[-clamp, clamp]``; ``None`` disables.
+
+    Returns:
+        ``[N, O, H, W]``, channels-last (a permuted view of the product; in-place
+        changes to it are views' in-place changes for autograd).
+
+    Raises:
+        ValueError: If ``w`` is not a 1x1 kernel over ``x``'s channels, or
+            ``residual`` does not have the output's shape.
     """
-    fw = f.shape[-1]
-    p0 = padding + (fw - down + 1) // 2
-    p1 = padding + (fw - down) // 2
-    stride = down if kernel_size == 1 else 1
-    if f.ndim == 2 and p0 == p1 and not f.requires_grad:
-        c = x.shape[1]
-        weight = f.to(x.dtype).flip(0, 1)[None, None].expand(c, 1, *f.shape).contiguous()
-        return F.conv2d(x, weight, stride=stride, padding=p0, groups=c)
-    return upfirdn2d(x, f, down=stride, padding=(p0, p1, p0, p1))
+    n, c, h, width = x.shape
+    o = w.shape[0]
+    if w.shape[1:] != (c, 1, 1):
+        raise ValueError(f"expected 1x1 weights [O, {c}, 1, 1] for {c} input channels, got {tuple(w.shape)}")
+    if residual is not None and residual.shape != (n, o, h, width):
+        raise ValueError(f"residual must have the output's shape {(n, o, h, width)}, got {tuple(residual.shape)}")
+    if x.is_contiguous():
+        rows = x.view(n, c, h * width).transpose(1, 2)
+    else:  # channels-last (a view), or any other layout (copied)
+        rows = x.permute(0, 2, 3, 1).reshape(n, h * width, c)
+    weight = w.reshape(o, c).t().expand(n, c, o)
+    fused = residual is not None and activation == "linear" and clamp is None
+    if fused:
+        assert residual is not None
+        acc = residual.permute(0, 2, 3, 1).reshape(n, h * width, o)
+        out = torch.baddbmm(acc if b is None else acc + b, rows, weight)
+    else:
+        out = torch.bmm(rows, weight) if b is None else torch.baddbmm(b.reshape(1, 1, o), rows, weight)
+        out = activate_(out, activation, clamp)  # the product is fresh: in place is safe
+    out = out.view(n, h, width, o).permute(0, 3, 1, 2)
+    return out if residual is None or fused else out + residual
 
 
 def modulated_conv2d(
