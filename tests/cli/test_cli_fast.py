@@ -34,6 +34,9 @@ def _cache(tmp_path, monkeypatch):
     """An empty cache, and no shipped answers (tests that want them point ``fast.SHIPPED`` back)."""
     monkeypatch.setenv("ARAS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(fast, "SHIPPED", tmp_path / "no_answers.json.gz")
+    for name in list(os.environ):
+        if name.startswith(("JSONARGPARSE_", "PL_", "LIGHTNING_")):  # e.g. PL_GLOBAL_SEED from seed_everything
+            monkeypatch.delenv(name)
     monkeypatch.delenv(fast.CACHE_VARIABLE, raising=False)
     fast.environment_key.cache_clear()
     yield
