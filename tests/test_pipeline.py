@@ -238,6 +238,26 @@ def test_shipped_configs_pass_a_dry_run(name, tmp_path, capsys):
 
 
 @pytest.mark.usefixtures("in_repo")
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("eval", ["eval"]), ("eval,ablate", ["eval", "ablate"]), ("[eval, ablate]", ["eval", "ablate"])],
+)
+def test_only_takes_a_name_a_comma_list_or_a_yaml_list(tmp_path, monkeypatch, value, expected):
+    """``--only eval`` as the docs write it (it was refused: the option took only a YAML list)."""
+    import aras400k.pipeline
+
+    seen = {}
+
+    def run_pipeline(config, from_stage=None, only=None, dry_run=False, verbose=False, console=None):
+        seen["only"] = only
+
+    monkeypatch.setattr(aras400k.pipeline, "run_pipeline", run_pipeline)
+    args = ["--config", str(CONFIGS / "pipeline_demo.yaml"), "--run_dir", str(tmp_path / "run")]
+    assert main([*args, "--only", value]) == 0
+    assert seen["only"] == expected
+
+
+@pytest.mark.usefixtures("in_repo")
 def test_bad_stage_names_and_a_failing_stage(tmp_path, capsys):
     args = ["--config", str(CONFIGS / "pipeline_demo.yaml"), "--run_dir", str(tmp_path / "run")]
     with pytest.raises(SystemExit) as stop:

@@ -22,7 +22,7 @@ from aras400k.threads import THREADS_VARIABLE
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser, Namespace
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "stage_names"]
 
 PROGRAM = "aras-pipeline"
 
@@ -44,7 +44,14 @@ def build_parser() -> ArgumentParser:
         default=None,
         help=f"rerun this stage and all later ones from scratch ({', '.join(STAGE_NAMES)})",
     )
-    parser.add_function_arguments(run_pipeline, as_group=False, skip={"config", "from_stage", "console"})
+    parser.add_argument(
+        "--only",
+        type=list[str] | str | None,
+        default=None,
+        help="run only these stages, from scratch: one name (--only eval), several (--only eval,ablate or "
+        "--only '[eval, ablate]')",
+    )
+    parser.add_function_arguments(run_pipeline, as_group=False, skip={"config", "from_stage", "console", "only"})
     parser.add_argument(
         "--threads",
         type=int | None,
@@ -55,6 +62,18 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def stage_names(text: str) -> list[str]:
+    """The stages of ``--only eval`` or ``--only eval,ablate`` (a list in brackets is parsed as YAML).
+
+    Args:
+        text: One stage name, or several separated by commas.
+
+    Returns:
+        The names, in order (``run_pipeline`` refuses unknown ones).
+    """
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _run(cfg: Namespace) -> int:
     from aras400k.pipeline import PipelineConfig, PipelineError, run_pipeline
 
@@ -62,6 +81,8 @@ def _run(cfg: Namespace) -> int:
         if cfg.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {cfg.threads}")
         os.environ[THREADS_VARIABLE] = str(cfg.threads)  # every stage's command reads it
+    if isinstance(cfg.only, str):
+        cfg.only = stage_names(cfg.only)
     try:
         call_with(run_pipeline, cfg, config=config_from(PipelineConfig, build_parser(), cfg))
     except PipelineError as err:
