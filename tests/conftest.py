@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 import threading
 import zlib
@@ -22,6 +23,17 @@ from aras400k.data.shards import Sample, ShardWriter
 # 2-core machine more threads than cores slows torch down several-fold.
 torch.set_num_threads(1)
 os.environ.setdefault("ARAS_THREADS", "1")  # what the commands set (aras400k.threads) in-process
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_garbage_after_each_module() -> Iterator[None]:
+    """Free a test module's leftovers (loaders and their worker processes) in the main thread when it ends.
+
+    Otherwise they are collected whenever a later collection happens to run, possibly in a
+    thread of another test (an HTTP server's), which then waits for the workers to exit.
+    """
+    yield
+    gc.collect()
 
 
 def write_random_set(
@@ -54,6 +66,10 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 @contextlib.contextmanager
 def serve_directory(root: Path) -> Iterator[str]:
     """Serve ``root`` over HTTP on 127.0.0.1 while the block runs; yields the base URL (no trailing slash)."""
+    # Collect what earlier tests left (DataLoader iterators) here, in this thread: a garbage
+    # collection that runs in the server's thread would join their worker processes there
+    # (torch's DataLoader __del__ waits up to 5 s per worker) and leave a request unanswered.
+    gc.collect()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
