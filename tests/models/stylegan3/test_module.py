@@ -151,6 +151,7 @@ def test_sample_grid_png_is_written(tmp_path):
     # A 16-px title band (black text on white) above a 2x2 grid with 1-px padding.
     assert pixels.shape[0] == 16 + 2 * RES + 3 and pixels.shape[1] >= 2 * RES + 3
     assert (pixels[:16] < 128).any() and (pixels[:16] > 250).mean() > 0.5
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # written atomically, no temporary left
 
 
 def test_bad_arguments_name_the_choices():

@@ -45,6 +45,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
+from aras400k.files import atomic_path
 from aras400k.models.gan import (
     AdaptiveAugment,
     AugmentPipe,
@@ -557,9 +558,8 @@ class StyleGAN3(GANModule):
         titled.paste(picture, (0, 16))
         ImageDraw.Draw(titled).text((4, 2), title, fill="black", font=font)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.png")
-        titled.save(tmp)
-        tmp.replace(path)
+        with atomic_path(path, tmp_name=f"{path.name}.tmp.png") as tmp:
+            titled.save(tmp)
         return True
 
 
