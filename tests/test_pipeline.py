@@ -258,6 +258,15 @@ def test_only_takes_a_name_a_comma_list_or_a_yaml_list(tmp_path, monkeypatch, va
 
 
 @pytest.mark.usefixtures("in_repo")
+def test_only_without_a_name_is_refused(tmp_path, capsys):
+    args = ["--config", str(CONFIGS / "pipeline_demo.yaml"), "--run_dir", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--only", " , "])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "--only needs at least one stage name" in err
+
+
+@pytest.mark.usefixtures("in_repo")
 def test_bad_stage_names_and_a_failing_stage(tmp_path, capsys):
     args = ["--config", str(CONFIGS / "pipeline_demo.yaml"), "--run_dir", str(tmp_path / "run")]
     with pytest.raises(SystemExit) as stop:

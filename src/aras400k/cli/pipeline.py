@@ -70,8 +70,14 @@ def stage_names(text: str) -> list[str]:
 
     Returns:
         The names, in order (``run_pipeline`` refuses unknown ones).
+
+    Raises:
+        ValueError: If no name is given (``--only ""``, which would otherwise run everything).
     """
-    return [name.strip() for name in text.split(",") if name.strip()]
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"--only needs at least one stage name, got {text!r}")
+    return names
 
 
 def _run(cfg: Namespace) -> int:
