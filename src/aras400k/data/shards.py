@@ -22,6 +22,7 @@ or fsspec URLs, brace-expanded shard lists and ``pipe:`` commands (see
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -29,7 +30,8 @@ import re
 import struct
 import tarfile
 import zlib
-from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, cast
@@ -40,6 +42,7 @@ from PIL import Image
 from aras400k.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from aras400k.data.composition import class_counts, composition_from_counts
 from aras400k.data.remote import is_url, join_location, location_name, open_shard, parse_spec, read_location
+from aras400k.errors import check_at_least
 from aras400k.files import naming_path
 from aras400k.files import write_json_atomic as _write_json_atomic
 
@@ -126,13 +129,12 @@ class Sample:
         mask: ``(H, W)`` uint8 class indices, or ``None`` for an unlabelled image.
         meta: Contents of ``meta.json``.
         captions: Contents of ``captions.json``, or ``None``.
-        image_png: Already-encoded ``image.png`` written verbatim instead of encoding
-            ``image`` (to copy a sample byte for byte); it must decode to ``image``.
-        mask_png: Already-encoded ``mask.png`` written verbatim instead of encoding
-            ``mask`` (which is still required, for checks and pixel counts); it must
-            decode to ``mask``.
-        raw_members: Further members written verbatim, name -> bytes (e.g. members
-            this library does not know, copied from another shard set).
+        image_png: Encoded ``image.png`` written verbatim (to copy a sample byte for byte);
+            it must decode to ``image``.
+        mask_png: Encoded ``mask.png`` written verbatim; it must decode to ``mask``, which
+            is still required (for checks and pixel counts).
+        raw_members: Further members written verbatim, name -> bytes (e.g. unknown ones
+            copied from another shard set).
     """
 
     key: str
@@ -148,9 +150,8 @@ class Sample:
 def encode_png(array: np.ndarray, compress_level: int = 6) -> bytes:
     """Encode an ``(H, W)`` or ``(H, W, 3)`` uint8 array as PNG bytes.
 
-    A one-channel array (a class-index mask) is deflated with zlib's run-length
-    strategy (``Z_RLE``): masks are runs of a few values, and it makes their PNGs about
-    3x faster to write and smaller than the default strategy does (see ``docs/data.md``).
+    A one-channel array (a mask: runs of a few values) is deflated with zlib's ``Z_RLE``
+    strategy, about 3x faster to write and smaller than the default (``docs/data.md``).
 
     Args:
         array: Image or mask.
@@ -191,10 +192,7 @@ Size = tuple[int, int]
 
 
 def read_image_size(data: bytes, what: str = "image") -> Size:
-    """Read an image's ``(height, width)`` from its header, decoding no pixels.
-
-    A PNG's size comes straight from its ``IHDR`` chunk; other formats are opened
-    lazily with Pillow, which reads only the header.
+    """Read an image's ``(height, width)`` from its header (a PNG's ``IHDR``), decoding no pixels.
 
     Args:
         data: PNG or JPEG bytes.
@@ -237,18 +235,24 @@ def _check_size(size: Size, what: str, expected: Size | None = None, of: str = "
         raise SampleError(f"{what} is {width}x{height} but {of} is {expected[1]}x{expected[0]}")
 
 
-def _open(data: bytes, what: str, formats: tuple[str, ...], size: Size | None, of: str) -> Image.Image:
-    """Open picture bytes lazily, having checked the size in their header (nothing decoded yet)."""
-    header = _png_size(data)
-    if header is not None:
-        _check_size(header, what, size, of)
-    img = Image.open(io.BytesIO(data), formats=formats)
+@contextmanager
+def _open(data: bytes, what: str, formats: tuple[str, ...], size: Size | None, of: str) -> Iterator[Image.Image]:
+    """Open picture bytes lazily, having checked the size in their header (nothing decoded yet).
+
+    What Pillow raises, there or in the ``with`` body, becomes a :class:`SampleError`
+    saying the ``what`` is not a readable picture (PNG for a mask).
+    """
     try:
-        _check_size((img.height, img.width), what, size, of)
+        header = _png_size(data)
+        if header is not None:
+            _check_size(header, what, size, of)
+        with Image.open(io.BytesIO(data), formats=formats) as img:
+            _check_size((img.height, img.width), what, size, of)
+            yield img
     except SampleError:
-        img.close()
         raise
-    return img
+    except _PIL_ERRORS as err:
+        raise SampleError(f"{what} is not a readable {'PNG' if what == 'mask' else 'picture'} ({err})") from err
 
 
 def decode_image(data: bytes, size: Size | None = None, channels_first: bool = False) -> np.ndarray:
@@ -259,10 +263,8 @@ def decode_image(data: bytes, size: Size | None = None, channels_first: bool = F
 
     Args:
         data: The encoded image.
-        size: ``(height, width)`` the image must have (e.g. the set's); ``None``: any
-            size up to :data:`MAX_IMAGE_PIXELS`.
-        channels_first: Return the pixels as ``(3, H, W)``, copied out of Pillow's
-            memory band by band (``docs/data.md#loader-speed``).
+        size: ``(height, width)`` the image must have; ``None``: any size.
+        channels_first: Return the pixels as ``(3, H, W)`` planes (``docs/data.md#loader-speed``).
 
     Returns:
         The image.
@@ -270,19 +272,14 @@ def decode_image(data: bytes, size: Size | None = None, channels_first: bool = F
     Raises:
         SampleError: If the bytes are not a readable image or it has the wrong size.
     """
-    try:
-        with _open(data, "image", _IMAGE_FORMATS, size, "the set's size") as img:
-            if img.mode != "RGB":
-                img = img.convert("RGB")
-            if not channels_first:
-                return np.array(img)
-            img.load()
-            planes = _planes(img.im, img.height, img.width) if _PILLOW_BUFFERS else None
-            return planes if planes is not None else np.ascontiguousarray(np.array(img).transpose(2, 0, 1))
-    except SampleError:
-        raise
-    except _PIL_ERRORS as err:
-        raise SampleError(f"image is not a readable picture ({err})") from err
+    with _open(data, "image", _IMAGE_FORMATS, size, "the set's size") as img:
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        if not channels_first:
+            return np.array(img)
+        img.load()
+        planes = _planes(img.im, img.height, img.width) if _PILLOW_BUFFERS else None
+        return planes if planes is not None else np.ascontiguousarray(np.array(img).transpose(2, 0, 1))
 
 
 #: Whether this Pillow can map a numpy array as a picture's memory (``Image.core.map_buffer``,
@@ -293,12 +290,10 @@ _INTERNAL_ERRORS = (AttributeError, TypeError, ValueError)
 
 
 def _planes(pixels: Any, height: int, width: int) -> np.ndarray | None:
-    """The ``(3, H, W)`` planes of a loaded RGB picture (Pillow's memory), copied by Pillow.
+    """The ``(3, H, W)`` planes of a loaded RGB picture, copied by Pillow; ``None`` where its internals differ.
 
-    Each band is taken out and pasted into a plane of the result mapped as a picture
-    of Pillow's: two C loops that cost less than numpy's strided copy of the
-    interleaved pixels, and no ``tobytes`` (``docs/data.md#loader-speed``). ``None``
-    where this Pillow's internals differ (the caller copies the plain way).
+    Each band is pasted into a plane of the result mapped as a Pillow picture: C loops
+    that cost less than numpy's strided copy, and no ``tobytes`` (``docs/data.md#loader-speed``).
     """
     out = np.empty((3, height, width), dtype=np.uint8)
     try:
@@ -311,19 +306,12 @@ def _planes(pixels: Any, height: int, width: int) -> np.ndarray | None:
 
 
 def _decode_direct(img: Image.Image) -> np.ndarray | None:
-    """Decode an opened one-channel (``L``) PNG straight into a new array; ``None`` where Pillow would not.
+    """Decode an opened, unloaded ``L`` PNG straight into a new ``(H, W)`` array; ``None`` where Pillow would not.
 
-    Pillow keeps such pixels in one byte each. Mapping a new array as the picture's
-    memory before :meth:`~PIL.Image.Image.load` makes the PNG decoder write the pixels
-    there, which saves the copies of ``np.array(img)`` (Pillow's ``tobytes`` and
-    numpy's own). A Pillow that replaces the mapped memory when loading still decodes
-    the picture; the caller then reads it the usual way.
-
-    Args:
-        img: A PNG in mode ``L``, opened and not yet loaded.
-
-    Returns:
-        The ``(H, W)`` pixels, or ``None`` when they were decoded into Pillow's memory.
+    Mapping a new array as the picture's memory before :meth:`~PIL.Image.Image.load`
+    makes the PNG decoder write the pixels there, saving the copies of ``np.array(img)``
+    (Pillow's ``tobytes`` and numpy's own). A Pillow that replaces the mapped memory
+    still decodes the picture into its own; the caller then reads it the usual way.
     """
     if not _PILLOW_BUFFERS or img.format != "PNG" or img.mode != "L":
         return None
@@ -342,8 +330,7 @@ def decode_mask(data: bytes, size: Size | None = None, of: str = "image") -> np.
 
     Args:
         data: The encoded mask.
-        size: ``(height, width)`` the mask must have (its image's); ``None``: any size
-            up to :data:`MAX_IMAGE_PIXELS`.
+        size: ``(height, width)`` the mask must have (its image's); ``None``: any size.
         of: Whose size ``size`` is, for the message.
 
     Returns:
@@ -353,17 +340,12 @@ def decode_mask(data: bytes, size: Size | None = None, of: str = "image") -> np.
         SampleError: If unreadable, of the wrong size, not one channel, or holding
             values other than 0-6 and 255.
     """
-    try:
-        with _open(data, "mask", _MASK_FORMATS, size, of) as img:
-            if img.mode not in ("L", "P"):
-                raise SampleError(f"mask must be a one-channel PNG, got mode {img.mode}")
-            mask = _decode_direct(img)
-            if mask is None:
-                mask = np.array(img)
-    except SampleError:
-        raise
-    except _PIL_ERRORS as err:
-        raise SampleError(f"mask is not a readable PNG ({err})") from err
+    with _open(data, "mask", _MASK_FORMATS, size, of) as img:
+        if img.mode not in ("L", "P"):
+            raise SampleError(f"mask must be a one-channel PNG, got mode {img.mode}")
+        mask = _decode_direct(img)
+        if mask is None:
+            mask = np.array(img)
     top = int(mask.max()) if mask.size else 0
     if top >= NUM_CLASSES and (top != IGNORE_INDEX or _has_bad_values(mask)):
         bad = sorted(set(np.unique(mask).tolist()) - set(range(NUM_CLASSES)) - {IGNORE_INDEX})
@@ -393,18 +375,17 @@ def decode_sample(
         raw: ``{"__key__": key, "image.png": bytes, ...}``.
         with_mask: Decode ``mask.png`` when present.
         with_captions: Parse ``captions.json`` when present.
-        size: ``(height, width)`` every image and mask of the set has (see
-            :func:`manifest_image_size`); a sample of another size is refused before
-            it is decoded. ``None``: any size up to :data:`MAX_IMAGE_PIXELS`.
-        channels_first: Give the image as ``(3, H, W)`` planes (see :func:`decode_image`).
+        size: ``(height, width)`` of the set (:func:`manifest_image_size`); a sample of
+            another size is refused undecoded. ``None``: any size.
+        channels_first: Give the image as ``(3, H, W)`` planes.
 
     Returns:
         The decoded :class:`Sample`.
 
     Raises:
         SampleError: If ``image.png`` or ``meta.json`` is missing or corrupt, ``meta.json``
-            is not a JSON object, ``captions.json`` not a JSON list, a mask is invalid, or
-            the image or mask has the wrong size. The message names the key.
+            is not an object, ``captions.json`` not a list, or the mask or a size is wrong
+            (the message names the key).
     """
     key = str(raw.get("__key__", "?"))
     try:
@@ -432,24 +413,25 @@ def _parse_json(data: Any, member: str, kind: type) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
         raise SampleError(f"{member} is not valid JSON ({err})") from err
     if not isinstance(value, kind):
-        raise SampleError(f"{member} must hold {_json_kind(kind())}, got {_json_kind(value)}")
+        got = _JSON_KINDS.get(type(value), type(value).__name__)
+        raise SampleError(f"{member} must hold {_JSON_KINDS[kind]}, got {got}")
     return value
 
 
-def _json_kind(value: Any) -> str:
-    """What a parsed JSON value is, in JSON's words (``null``, ``a string``, ...)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    names: dict[type, str] = {str: "a string", list: "a list", dict: "an object"}
-    return names.get(type(value), type(value).__name__)
+#: What a parsed JSON value is, in JSON's words.
+_JSON_KINDS: dict[type, str] = {
+    type(None): "null",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+}
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename.
+    """Write JSON to ``path`` through a temporary file and a rename (:func:`aras400k.files.write_json_atomic`).
 
     Args:
         path: Destination file.
@@ -458,9 +440,8 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     _write_json_atomic(path, obj)
 
 
-#: The tar layout of every member, as ``webdataset.TarWriter(mtime=0, encoder=False)``
-#: writes it: pax format, mode 0444, owner ``bigdata``, mtime 0 (an int, so no pax
-#: header), members of a sample sorted by name (see ``docs/data.md``).
+#: The tar layout of ``webdataset.TarWriter(mtime=0, encoder=False)``: pax format, mode
+#: 0444, owner ``bigdata``, mtime 0 (no pax header), members sorted by name (``docs/data.md``).
 _TAR_BLOCK = tarfile.BLOCKSIZE
 _TAR_RECORD = tarfile.RECORDSIZE
 _TAR_OWNER = "bigdata"
@@ -602,14 +583,12 @@ class ShardWriter:
             writer.write(Sample(key="N36E027_000_001", image=rgb, mask=mask))
 
     Each shard is written as ``NAME.tar.tmp`` and renamed to ``NAME.tar`` once full, so
-    an interrupted run never leaves a truncated ``.tar``. ``source``, ``split`` and
-    ``composition`` are filled into ``meta.json`` when the sample does not set them.
-    A sample's ``image_png`` and ``raw_members`` are stored byte for byte, so a stage
-    can copy samples from another shard set and change only what it recomputes.
+    an interrupted run never leaves a truncated ``.tar``. A sample's ``image_png`` and
+    ``raw_members`` are stored byte for byte, so a stage can copy samples from another
+    shard set and change only what it recomputes.
 
     Args:
-        out_dir: Folder to create. It must not already hold a manifest unless
-            ``overwrite`` is set.
+        out_dir: Folder to create; it may hold a manifest only with ``overwrite``.
         split: Split name stored in the manifest and in every sample's meta.
         source: ``real``, ``synth_uncond`` or ``synth_cond``.
         samples_per_shard: Samples per tar file.
@@ -636,8 +615,7 @@ class ShardWriter:
     ) -> None:
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-        if samples_per_shard < 1:
-            raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+        check_at_least("samples_per_shard", samples_per_shard, 1)
         self.out_dir = Path(out_dir)
         if (self.out_dir / MANIFEST_NAME).exists():
             if not overwrite:
@@ -684,8 +662,6 @@ class ShardWriter:
         return f"{self.prefix}-{index:06d}.tar"
 
     def _open_next(self) -> None:
-        import hashlib
-
         name = self._shard_name(len(self.shards))
         self._tmp_path = self.out_dir / (name + ".tmp")
         # The tar is written by hand, member bytes as encode_sample made them: the same
@@ -721,9 +697,6 @@ class ShardWriter:
     def encode(self, sample: Sample) -> EncodedSample:
         """Check and encode a sample for this writer (see :func:`encode_sample`); writes nothing.
 
-        Args:
-            sample: The sample.
-
         Returns:
             What :meth:`write_encoded` appends.
 
@@ -738,12 +711,9 @@ class ShardWriter:
         Args:
             sample: The sample; its ``meta`` gets ``source``, ``split`` and
                 ``composition`` added when missing (composition needs a mask).
-                ``image_png`` and ``raw_members`` are written verbatim.
 
         Raises:
-            ValueError: On a bad key, a repeated key, a malformed image or mask, an image
-                over :data:`MAX_IMAGE_PIXELS`, or a raw member with a bad name or one the
-                writer builds itself.
+            ValueError: On a repeated key, or as :func:`encode_sample`.
         """
         self._check_writable(sample.key)
         self.write_encoded(self.encode(sample))
@@ -853,12 +823,11 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 
     Raises:
         ManifestError: If the folder or manifest is missing, unreadable or of another
-            format, or the spec lists shards (brace pattern, ``.tar``, ``pipe:``) instead
-            of naming a folder.
+            format, or the spec lists shards instead of naming a folder.
         OSError: If a URL cannot be reached (other than a missing manifest).
         ImportError: If the URL needs fsspec or a backend that is not installed.
     """
-    if is_url(directory) or _names_shards(directory):
+    if is_url(directory) or parse_spec(directory).folder is None:  # a URL, or a local shard list
         return _read_manifest_spec(directory)
     path = Path(directory)
     if path.name != MANIFEST_NAME:
@@ -867,16 +836,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise ManifestError(f"{path.parent} is not a folder")
     if not path.is_file():
         raise ManifestError(f"{path.parent} is not a shard set: it has no {MANIFEST_NAME}")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ManifestError(f"{path} is not readable JSON ({err})") from err
-    return _check_manifest(manifest, str(path))
-
-
-def _names_shards(directory: str | Path) -> bool:
-    """Whether a local spec lists shards (brace pattern or ``.tar``) rather than a folder."""
-    return parse_spec(directory).folder is None
+    return _load_manifest(path.read_text, str(path))
 
 
 def _read_manifest_spec(spec: str | Path) -> dict[str, Any]:
@@ -892,21 +852,20 @@ def _read_manifest_spec(spec: str | Path) -> dict[str, Any]:
         data = read_location(location)
     except FileNotFoundError as err:
         raise ManifestError(f"{parsed.folder} is not a shard set: it has no {MANIFEST_NAME} ({err})") from err
-    try:
-        manifest = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ManifestError(f"{location} is not readable JSON ({err})") from err
-    return _check_manifest(manifest, location)
+    return _load_manifest(lambda: data, location)
 
 
-def _check_manifest(manifest: Any, where: str) -> dict[str, Any]:
-    """Check a parsed manifest's format, version, fields and shard entries.
+def _load_manifest(read: Callable[[], str | bytes], where: str) -> dict[str, Any]:
+    """Parse (what ``read`` returns; an ``OSError`` from it: unreadable) and check a manifest.
 
-    This is the one gate every reader passes: after it, ``shards`` is a list of
-    entries whose ``name`` is a plain ``.tar`` file name inside the set (see
+    The one gate every reader passes: after it every shard ``name`` is plain (see
     :func:`is_shard_name`), so no reader opens, and no writer deletes, a file outside
     the folder because a manifest names it.
     """
+    try:
+        manifest = json.loads(read())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{where} is not readable JSON ({err})") from err
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise ManifestError(f"{where} is not an {FORMAT_NAME} manifest")
     version = manifest.get("format_version", 0)
@@ -967,9 +926,8 @@ def _check_image_size(size: Any, where: str) -> None:
 def is_shard_name(name: Any) -> bool:
     """Whether ``name`` is a plain shard file name: ``NAME.tar`` inside the set folder.
 
-    Plain means a non-empty string ending in ``.tar``, without path separators (slash
-    or backslash), NUL, or a leading ``.`` (so neither ``..`` nor hidden files).
-    Manifests may list only such names, so a shard set never points outside its folder.
+    Plain: a string ending in ``.tar``, with no slash, backslash or NUL and no leading ``.``
+    (neither ``..`` nor hidden files), so a manifest never points outside its folder.
 
     Args:
         name: A manifest's shard name (any JSON value).
@@ -1000,9 +958,8 @@ def brief(value: Any, limit: int = 60) -> str:
 def manifest_image_size(manifest: Mapping[str, Any] | None) -> Size | None:
     """The ``(height, width)`` of every image of a set, as its manifest records it.
 
-    ``image_size`` is ``null`` in the manifest of a set whose images differ in size
-    (see :func:`mixes_sizes`); manifests written before it was recorded lack it, and
-    readers then take the first sample's size instead.
+    ``image_size`` is ``null`` where sizes differ (:func:`mixes_sizes`) and absent from
+    older manifests; readers then take the first sample's size.
 
     Args:
         manifest: A manifest from :func:`read_manifest`, or ``None``.
@@ -1017,8 +974,7 @@ def manifest_image_size(manifest: Mapping[str, Any] | None) -> Size | None:
 def mixes_sizes(manifest: Mapping[str, Any] | None) -> bool:
     """Whether a manifest says its images differ in size (``image_size`` is ``null``).
 
-    Such a set suits per-sample tools (labelling, captioning); :class:`~aras400k.data.ShardDataset`
-    batches need one size and keep the first sample's.
+    Such a set suits per-sample tools (labelling, captioning), not batches.
 
     Args:
         manifest: A manifest from :func:`read_manifest`, or ``None``.
@@ -1058,10 +1014,9 @@ class ShardList:
         spec: The spec as given.
         locations: Where each shard is read from (local path, URL or ``pipe:`` command),
             in manifest (or spec) order; pass one to :func:`iter_raw_samples`.
-        names: Each shard's name: the manifest's, or else the file name of the location
-            (the whole command for ``pipe:``).
-        manifest: The shard set's manifest, or ``None`` when the spec lists shards
-            (sample counts are then unknown until the shards are read).
+        names: Each shard's name: the manifest's, else the location's file name (the
+            whole command for ``pipe:``).
+        manifest: The shard set's manifest, or ``None`` when the spec lists shards.
     """
 
     spec: str
@@ -1104,22 +1059,19 @@ def iter_raw_samples(
     """Iterate the raw samples of one tar shard, grouping members by key.
 
     Members are grouped the webdataset way: the key is the file name up to its first
-    dot, the rest is the member name (``image.png``, ``meta.json``, ...). A URL or
-    ``pipe:`` shard is streamed, never stored whole. A local shard is read by a lean
-    parser of the plain ustar (and pax) headers our writer makes; at the first header
-    it does not handle (another tar dialect, or damage) the shard is handed to
-    :mod:`tarfile`, which yields the rest, so both readers give the same samples and
-    errors (``docs/data.md#loader-speed``).
+    dot, the rest is the member name (``image.png``, ...). A URL or ``pipe:`` shard is
+    streamed, never stored whole. A local shard is read by a lean parser of the headers
+    our writer makes, which hands the shard to :mod:`tarfile` at the first header it does
+    not handle, so both give the same samples and errors (``docs/data.md#loader-speed``).
 
     Args:
         shard: Path of a ``.tar`` file, or one shard's URL or ``pipe:`` command
             (braces already expanded; see :func:`list_shards`).
         deadline_s: Seconds the reads of a remote shard may wait in all (see
             :func:`aras400k.data.remote.open_shard`; ``None``: ``$ARAS_REMOTE_TIMEOUT``, else 600 s).
-        digest: A :mod:`hashlib` object updated with every byte of the shard, which is
-            then read to its end (to check a remote shard's sha256 in the same pass).
-        members: Read only these members (e.g. ``{"image.png", "meta.json"}``); the
-            others are skipped unread and absent from the samples. ``None``: all.
+        digest: A :mod:`hashlib` object fed every byte of the shard, which is then read
+            to its end (to check a remote shard's sha256 in the same pass).
+        members: Read only these members (the others are skipped unread); ``None``: all.
 
     Yields:
         ``{"__key__": key, "__shard__": location, member: bytes, ...}``.
@@ -1136,34 +1088,39 @@ def iter_raw_samples(
     location, key = str(shard), None
     wanted = None if members is None else frozenset(members)
     try:
-        if is_url(shard) or digest is not None:
-            with open_shard(shard, deadline_s) as stream:
-                source = stream if digest is None else cast(IO[bytes], _Hashing(stream, digest))
-                with tarfile.open(fileobj=source, mode="r|") as tar:
-                    for raw in _group_members(tar, location, wanted):
-                        key = raw["__key__"]
-                        yield raw
-                if digest is not None:
-                    while source.read(1 << 16):
-                        pass
-            return
-        done = 0
-        try:
-            for raw in _lean_samples(location, wanted):
-                key = raw["__key__"]
-                done += 1
-                yield raw
-            return
-        except _NotLean:
-            pass  # tarfile reads the shard from here on (it skips the samples already yielded)
-        with tarfile.open(shard, mode="r:") as tar:
-            for raw in _group_members(tar, location, wanted, skip=done):
+        with closing(_read_shard(shard, location, deadline_s, digest, wanted)) as raws:
+            for raw in raws:
                 key = raw["__key__"]
                 yield raw
     except ShardReadError:
         raise
     except (tarfile.TarError, EOFError) as err:
         raise ShardReadError(location, key, str(err) or type(err).__name__) from err
+
+
+def _read_shard(
+    shard: str | Path, location: str, deadline_s: float | None, digest: Any | None, members: frozenset[str] | None
+) -> Generator[dict[str, Any], None, None]:
+    """The raw samples of one shard, streamed (remote, or hashed) or read by the lean reader, else by tarfile."""
+    if is_url(shard) or digest is not None:
+        with open_shard(shard, deadline_s) as stream:
+            source = stream if digest is None else cast(IO[bytes], _Hashing(stream, digest))
+            with tarfile.open(fileobj=source, mode="r|") as tar:
+                yield from _group_members(tar, location, members)
+            if digest is not None:
+                while source.read(1 << 16):
+                    pass
+        return
+    done = 0
+    try:
+        for raw in _lean_samples(location, members):
+            done += 1
+            yield raw
+        return
+    except _NotLean:
+        pass  # tarfile reads the shard from here on (it skips the samples already yielded)
+    with tarfile.open(shard, mode="r:") as tar:
+        yield from _group_members(tar, location, members, skip=done)
 
 
 class _Hashing:
@@ -1186,14 +1143,7 @@ def _member_too_large(name: str, size: int) -> tarfile.ReadError:
 def _group_members(
     tar: tarfile.TarFile, shard: str, members: frozenset[str] | None = None, skip: int = 0
 ) -> Iterator[dict[str, Any]]:
-    """Group a tar's members into samples by key (members read in order, so streams work).
-
-    Args:
-        tar: The open tar.
-        shard: Its location, for ``__shard__``.
-        members: Member names to read (``None``: all); the others are not read.
-        skip: Samples to pass over unread first (those the lean reader yielded).
-    """
+    """Group a tar's members into samples by key, read in order (so streams work), after ``skip`` samples unread."""
     current: dict[str, Any] | None = None
     for info in tar:
         if not info.isfile():
@@ -1224,10 +1174,8 @@ class _NotLean(Exception):
     """The lean reader met a header it leaves to :mod:`tarfile` (another dialect, or damage)."""
 
 
-_BLOCK = 512
-_ZERO_BLOCK = bytes(_BLOCK)
+_ZERO_BLOCK = bytes(_TAR_BLOCK)
 _CHECKSUM_SPACES = 8 * 0x20  # the checksum field counts as eight spaces
-_TAR_ENCODING = tarfile.ENCODING
 #: (start, end) of the header's number fields: mode, uid, gid, size, mtime, checksum, devmajor, devminor.
 _NUMBER_FIELDS = ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 156), (329, 337), (337, 345))
 _MAX_PAX_BYTES = 1 << 20  # a larger pax header is left to tarfile
@@ -1239,12 +1187,11 @@ def _lean_samples(path: str, members: frozenset[str] | None) -> Iterator[dict[st
     """Group a local shard's members into samples, parsing the tar headers directly.
 
     It reads what :class:`ShardWriter` writes (ustar headers, regular files) and pax
-    headers (``path``, ``size``; older shards), skipping unwanted members with a seek,
-    and yields exactly what :func:`_group_members` yields from the same bytes. It
-    raises :class:`_NotLean` at the first header it does not handle: another member
-    type, a bad checksum or number, base-256 sizes, a short read (a truncated tar),
-    GNU long names or sparse files, global pax headers. The caller then hands the
-    shard to :mod:`tarfile`, which says what is wrong the way it always has.
+    headers (``path``, ``size``; older shards), seeks past unwanted members, and yields
+    exactly what :func:`_group_members` yields from the same bytes. Anything else
+    (another member type, a bad checksum or number, base-256 sizes, a short read, GNU
+    long names, sparse files, global pax headers) raises :class:`_NotLean`, and
+    :mod:`tarfile` takes over and says what is wrong.
     """
     current: dict[str, Any] | None = None
     # Buffered: headers come from the buffer, and a large read goes straight into its bytes
@@ -1252,8 +1199,8 @@ def _lean_samples(path: str, members: frozenset[str] | None) -> Iterator[dict[st
     with open(path, "rb") as fh:
         read, seek = fh.read, fh.seek
         while True:
-            header = read(_BLOCK)
-            if len(header) != _BLOCK:
+            header = read(_TAR_BLOCK)
+            if len(header) != _TAR_BLOCK:
                 raise _NotLean  # end of file without the end-of-archive blocks, or truncated
             if header == _ZERO_BLOCK:
                 break  # end of archive (tarfile stops here too)
@@ -1261,11 +1208,11 @@ def _lean_samples(path: str, members: frozenset[str] | None) -> Iterator[dict[st
             if kind == b"x":
                 if size > _MAX_PAX_BYTES:
                     raise _NotLean
-                name, size = _apply_pax(read(-(-size // _BLOCK) * _BLOCK), size, read)
+                name, size = _apply_pax(read(-(-size // _TAR_BLOCK) * _TAR_BLOCK), size, read)
             elif kind not in (b"0", b"\0"):
                 raise _NotLean
             base = name.rsplit("/", 1)[-1]
-            padded = -(-size // _BLOCK) * _BLOCK
+            padded = -(-size // _TAR_BLOCK) * _TAR_BLOCK
             if "." not in base:
                 seek(padded, 1)
                 continue
@@ -1298,7 +1245,7 @@ def _parse_header(header: bytes) -> tuple[str, int, bytes]:
     """
     try:
         numbers = [int(header[start:end].split(b"\0", 1)[0].strip() or b"0", 8) for start, end in _NUMBER_FIELDS]
-        name = header[:100].split(b"\0", 1)[0].decode(_TAR_ENCODING, "surrogateescape")
+        name = header[:100].split(b"\0", 1)[0].decode(tarfile.ENCODING, "surrogateescape")
     except ValueError:  # base-256 numbers (left to tarfile), garbage
         raise _NotLean from None
     size, checksum = numbers[3], numbers[5]
@@ -1325,8 +1272,8 @@ def _apply_pax(records: bytes, length: int, read: Any) -> tuple[str, int]:
             raise _NotLean
         fields[keyword] = value
         position = end
-    header = read(_BLOCK)
-    if len(header) != _BLOCK or header == _ZERO_BLOCK:
+    header = read(_TAR_BLOCK)
+    if len(header) != _TAR_BLOCK or header == _ZERO_BLOCK:
         raise _NotLean
     name, size, kind = _parse_header(header)
     if kind not in (b"0", b"\0"):
@@ -1360,10 +1307,9 @@ def iter_samples(
 
     Raises:
         ManifestError: If the folder is not a shard set.
-        SampleError: On the first corrupt sample, or one of another size than the
-            manifest's ``image_size`` (else the first sample's; any size in a set that
-            :func:`mixes_sizes`); use
-            :func:`aras400k.data.verify.verify_shards` to list them all.
+        SampleError: On the first corrupt sample, or one of another size than the set's
+            (see :func:`manifest_image_size`); :func:`aras400k.data.verify.verify_shards`
+            lists them all.
     """
     listing = list_shards(directory)
     size, learn = manifest_image_size(listing.manifest), not mixes_sizes(listing.manifest)
