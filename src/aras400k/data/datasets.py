@@ -3,33 +3,31 @@
 :class:`ShardDataset` reads one or more shard sets (*sources*) as a torch
 ``IterableDataset``. Two ways of combining sources:
 
-* **Every sample once** (no source has a ``weight``): an epoch visits each selected
-  sample exactly once. The samples of all sources, in a per-epoch shuffled shard
-  order, are cut into ``world_size * num_workers`` contiguous ranges, one per worker,
-  using the per-shard counts of the manifests. Ranks and workers therefore see
-  disjoint samples that together cover the data exactly once, and each worker opens
-  only the shards its range touches.
+* **Every sample once** (no source has a ``weight``): the samples of all sources, in
+  a per-epoch shuffled shard order, are cut by the manifests' per-shard counts into
+  ``world_size * num_workers`` contiguous ranges, one per worker. Ranks and workers
+  see disjoint samples covering the data exactly once, and each worker opens only
+  the shards its range touches.
 * **Weighted mixing** (every source has a ``weight``): each worker draws the next
   sample's source with probability proportional to the weights; a source that runs
   out starts over (reshuffled). An epoch has ``samples_per_epoch`` samples.
 
-A source is a local shard set folder or any spec of :mod:`aras400k.data.remote`: a
-shard set folder behind a URL (``http://host/train/``, ``s3://bucket/train/``) is
-read through its manifest and split exactly as above. A *shard list* without a
-manifest (``train-{000000..000099}.tar``, ``pipe:curl -s ...``) has unknown sample
-counts, so it is split by **whole shards**: after the (per-epoch shuffled) shard
-order, shard ``i`` goes to worker ``i % (world_size * num_workers)``. Every sample is
-still read exactly once per epoch, but workers (and ranks) may then yield different
-numbers of samples, and workers left without a shard (fewer shards than workers, a
-warning) yield nothing; the dataset has no ``len()`` then. With ``samples_per_epoch``
-set, each worker instead cycles through its shards until it has yielded its equal
-share, which keeps ranks in step under DDP at the cost of exactly-once coverage.
+A source is a local shard set folder or any spec of :mod:`aras400k.data.remote`; a
+URL folder is read through its manifest and split exactly as above. A *shard list*
+without a manifest (``train-{000000..000099}.tar``, ``pipe:curl -s ...``) has unknown
+sample counts, so it is split by **whole shards**: shard ``i`` of the shuffled order
+goes to worker ``i % (world_size * num_workers)``. Every sample is still read once
+per epoch, but workers may yield different numbers of samples (none, with a warning,
+when there are fewer shards than workers) and the dataset has no ``len()``. With
+``samples_per_epoch`` set, each worker instead cycles through its shards until it has
+yielded its equal share, which keeps DDP ranks in step at the cost of exactly-once
+coverage.
 
-A source can be cut to its first ``num_samples`` samples (manifest order), which is
-how the paper's "synthetic 100k" and "synthetic 300k" sets are configs over one
-300k shard set. Corrupt samples, and samples of another size than the set's (the
-manifest's ``image_size``, else the first sample's), are skipped with a warning naming
-the key and counted instead of ending a long run.
+A source can be cut to its first ``num_samples`` samples (manifest order): the
+paper's "synthetic 100k" and "synthetic 300k" sets are configs over one 300k shard
+set. Corrupt samples, and samples of another size than the set's (the manifest's
+``image_size``, else the first sample's), are skipped with a warning and counted
+instead of ending a long run.
 """
 
 from __future__ import annotations
@@ -98,6 +96,18 @@ def _size(segments: list[_Segment]) -> int | None:
     return None if None in counts else sum(count or 0 for count in counts)
 
 
+def _slice(segments: list[_Segment], lo: int, hi: int) -> list[_Segment]:
+    """The runs holding samples ``lo .. hi`` (half-open) of counted ``segments`` laid end to end."""
+    runs, offset = [], 0
+    for seg in segments:
+        assert seg.count is not None
+        start, stop = max(lo, offset), min(hi, offset + seg.count)
+        if start < stop:
+            runs.append(_Segment(seg.source, seg.shard, seg.start + start - offset, stop - start))
+        offset += seg.count
+    return runs
+
+
 def _rank_and_world() -> tuple[int, int]:
     """This process's rank and the number of processes (``(0, 1)`` without torch.distributed)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -130,18 +140,14 @@ class ShardDataset(IterableDataset):
         shuffle_buffer: Samples held by each worker for shuffling (the buffer yields
             while it fills, so the first batch does not wait for it).
         seed: Base seed; epoch ``e`` uses ``seed + e``.
-        samples_per_epoch: Epoch length over all ranks and workers. Required meaning
-            only with weighted sources (default: the sum of the sources' sizes); in
-            every-sample-once mode a value other than that total cuts or repeats the data.
-            Required with weights when a source has no manifest.
+        samples_per_epoch: Epoch length over all ranks and workers (default: the sum
+            of the sources' sizes; required with weights when a source has no manifest).
+            Without weights, another value cuts or repeats the data.
         even_ranks: Cut the epoch to a multiple of the number of processes, so every
-            rank gets the same number of samples (and, split over the same number of
-            loader workers, the same number of batches). Distributed *training* needs
-            it: ranks must take the same number of steps, or their gradient
-            all-reduces mismatch and the run aborts or hangs. At most ``world_size - 1``
-            samples are left out per epoch, different ones each epoch when shuffling.
-            Leave it off for evaluation, where every sample counts and unequal shares
-            are harmless.
+            rank gets as many samples (and batches). Distributed *training* needs it:
+            ranks taking different numbers of steps mismatch their gradient all-reduces
+            and abort or hang. At most ``world_size - 1`` samples (others each shuffled
+            epoch) are left out; leave it off for evaluation, where every sample counts.
 
     Raises:
         ValueError: If weights are given to some sources but not all, a weight is not
@@ -249,10 +255,7 @@ class ShardDataset(IterableDataset):
         return int(self._epoch[0])
 
     def set_epoch(self, epoch: int) -> None:
-        """Set the epoch that seeds shuffling (called by :class:`EpochDataLoader`).
-
-        The value is in shared memory, so loader workers started earlier (persistent
-        workers) see it when their next epoch begins.
+        """Set the epoch that seeds shuffling (called by :class:`EpochDataLoader`), in memory loader workers share.
 
         Args:
             epoch: Zero-based epoch number.
@@ -269,11 +272,6 @@ class ShardDataset(IterableDataset):
             TypeError: If the length is unknown: a source has no manifest and
                 ``samples_per_epoch`` is not set.
         """
-        if self.samples_per_epoch is None:
-            raise TypeError(
-                "this ShardDataset has no length: a source lists shards without a manifest "
-                "(set samples_per_epoch for a fixed length)"
-            )
         rank, world = _rank_and_world()
         start, stop = partition_range(self.epoch_samples(world), rank, world)
         return stop - start
@@ -288,7 +286,10 @@ class ShardDataset(IterableDataset):
             TypeError: If the length is unknown (see :meth:`__len__`).
         """
         if self.samples_per_epoch is None:
-            raise TypeError("this ShardDataset has no length (a source lists shards without a manifest)")
+            raise TypeError(
+                "this ShardDataset has no length: a source lists shards without a manifest "
+                "(set samples_per_epoch for a fixed length)"
+            )
         if not self.even_ranks:
             return self.samples_per_epoch
         world = _rank_and_world()[1] if world is None else world
@@ -331,22 +332,15 @@ class ShardDataset(IterableDataset):
         return segments
 
     def _once_stream(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
-        assert self.samples_per_epoch is not None  # every source has a manifest
         start, stop = partition_range(self.epoch_samples(), slot, slots)
         segments = self._epoch_segments()
-        if not segments:
+        total = _size(segments)  # every source has a manifest
+        if not total:
             return
         # Repeat the (shuffled) data when samples_per_epoch exceeds it.
-        offset = 0
-        while offset < stop:
-            for seg in segments:
-                assert seg.count is not None
-                lo, hi = max(start, offset), min(stop, offset + seg.count)
-                if lo < hi:
-                    yield from self._read(_Segment(seg.source, seg.shard, seg.start + lo - offset, hi - lo))
-                offset += seg.count
-                if offset >= stop:
-                    return
+        for base in range(0, stop, total):
+            for seg in _slice(segments, start - base, stop - base):
+                yield from self._read(seg)
 
     # -- split by shards (a source without a manifest) ------------------------------------
 
@@ -406,7 +400,6 @@ class ShardDataset(IterableDataset):
     def _cycle_source(self, index: int, slot: int, slots: int, rng: random.Random) -> Iterator[dict[str, Any]]:
         segments = list(self._segments[index])
         size = self.sizes[index]
-        mine: list[_Segment] = []
         if size is None:  # no manifest: whole shards; fewer shards than workers: share them all
             mine = segments[slot::slots] or segments
         else:
@@ -415,13 +408,7 @@ class ShardDataset(IterableDataset):
                 lo, hi = 0, size
             if hi <= lo:
                 raise ValueError(f"source {self.sources[index].path} has no samples to draw from")
-            offset = 0
-            for seg in segments:
-                assert seg.count is not None
-                a, b = max(lo, offset), min(hi, offset + seg.count)
-                if a < b:
-                    mine.append(_Segment(seg.source, seg.shard, seg.start + a - offset, b - a))
-                offset += seg.count
+            mine = _slice(segments, lo, hi)
         yield from self._repeat(mine, f"source {self.sources[index].path}", rng if self.shuffle else None)
 
     # -- reading ---------------------------------------------------------------------------
@@ -443,12 +430,12 @@ class ShardDataset(IterableDataset):
                     if item is not None:
                         yield item
         except (tarfile.TarError, OSError, EOFError) as err:
-            self.skipped += 1
-            warnings.warn(
-                f"skipping the rest of shard {seg.shard}: it is corrupt or cannot be read ({err})",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            self._skip(f"skipping the rest of shard {seg.shard}: it is corrupt or cannot be read ({err})")
+
+    def _skip(self, message: str) -> None:
+        """Count a skipped sample (or rest of a shard) and warn, as the reader's caller."""
+        self.skipped += 1
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     @property
     def _members(self) -> frozenset[str]:
@@ -464,13 +451,8 @@ class ShardDataset(IterableDataset):
             if self.with_mask and sample.mask is None:
                 raise SampleError(f"sample {sample.key}: member mask.png is missing")
         except SampleError as err:
-            self.skipped += 1
-            warnings.warn(
-                f"skipping corrupt sample in {location_name(seg.shard)} ({err}); "
-                f"{self.skipped} skipped so far in this worker",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            where = location_name(seg.shard)
+            self._skip(f"skipping corrupt sample in {where} ({err}); {self.skipped + 1} skipped so far in this worker")
             return None
         if self.image_size is None:
             self.image_size = (sample.image.shape[1], sample.image.shape[2])
@@ -503,8 +485,7 @@ class ShardDataset(IterableDataset):
 def collate_samples(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Batch :class:`ShardDataset` items: tensors stacked, keys listed, ``meta`` kept as a list of dicts.
 
-    PyTorch's ``default_collate`` would turn ``meta.json`` numbers into tensors and fail
-    on samples whose ``meta`` holds different fields, so ``meta`` is left as it is.
+    (``default_collate`` would turn ``meta`` numbers into tensors and fail on differing fields.)
 
     Args:
         items: Items of one batch.
@@ -533,27 +514,22 @@ _LENT: list[tuple[StorageWeakRef, int, int, int, int]] = []
 class ReusingCollate:
     """Batch :class:`ShardDataset` items into shared memory that loader workers reuse.
 
-    PyTorch's ``default_collate`` gives every batch a worker makes a fresh
-    shared-memory segment per tensor (image, mask, source), and filling fresh pages
-    costs the kernel more than the copy itself (``docs/data.md#loader-speed``). This
-    collation packs a batch into one segment taken from a small per-worker ring of
-    :data:`BATCH_SLOTS` segments, so pages are faulted in once per slot, not per batch.
-    A slot's segment is handed to the main process once (a file descriptor passed
-    through a socket); later batches in it name the slot, and the main process keeps
-    the segment mapped while the loader lives.
+    ``default_collate`` gives every batch a fresh shared-memory segment per tensor, and
+    filling fresh pages costs the kernel more than the copy (``docs/data.md#loader-speed``).
+    This packs a batch into one segment of a per-worker ring of :data:`BATCH_SLOTS`, so
+    pages are faulted in once per slot. A slot's segment is sent to the main process
+    once (a file descriptor through a socket); later batches in it name the slot.
 
-    Ownership: a worker writes a slot only while the slot's entry in a table shared
-    with the main process is free. The worker marks it lent when it sends the batch;
-    the main process frees it once every tensor of that batch (views included) is gone
-    from it (a weak reference to the batch's storage has expired), checking whenever a
-    new batch arrives. A worker with no free slot uses a fresh segment, so batches kept
-    (``list(loader)``) stay intact. One rule remains: a batch's tensors forwarded to
-    *another* process must be copied (``clone()``) before the main process drops
-    them, as the slot may then be refilled.
+    Ownership: a worker writes a slot only while its entry in a table shared with the
+    main process is free; it marks it lent when sending the batch, and the main process
+    frees it once no tensor of that batch (views included) is left (a weak reference to
+    its storage has expired), checked whenever a batch arrives. With no free slot a
+    worker uses a fresh segment, so kept batches (``list(loader)``) stay intact. One
+    rule: tensors forwarded to *another* process must be ``clone()``-d before the main
+    process drops them, as the slot may then be refilled.
 
-    Batches are those of :func:`collate_samples`, bit for bit (keys, order, dtypes,
-    values). Items that are not plain ShardDataset items (other keys or dtypes, mixed
-    shapes) and batches made outside a worker go through :func:`collate_samples`.
+    Batches equal those of :func:`collate_samples` bit for bit; items that are not plain
+    ShardDataset items, and batches made outside a worker, go through it.
 
     Args:
         num_workers: The loader's worker count (sizes the shared table).
@@ -641,9 +617,7 @@ _Layout = list[tuple[str, torch.dtype, int, tuple[int, ...], int]]
 def _layout(items: Sequence[dict[str, Any]]) -> _Layout | None:
     """Where each tensor of the packed batch lies, or ``None`` if the items are not plain ShardDataset items."""
     first = items[0]
-    if set(first) - {"meta"} not in ({"image", "key", "source"}, {"image", "key", "source", "mask"}):
-        return None
-    if "meta" in first:
+    if set(first) not in ({"image", "key", "source"}, {"image", "key", "source", "mask"}):  # not with meta
         return None
     out: _Layout = []
     offset = 0
@@ -721,15 +695,12 @@ def _unpack(*fields: Any) -> dict[str, Any]:
     packed = _PackedBatch(*fields)
     _release_expired()
     collate = _COLLATES.get(packed.token)
-    if packed.slot < 0:
-        store = packed.store
-    elif collate is None:  # not the loader's process (or the loader is gone): only a sent segment is readable
-        if packed.store is None:
-            raise RuntimeError("a batch packed by a loader worker was read outside the loader's process")
-        store = packed.store
-    else:
+    if packed.slot >= 0 and collate is not None:
         store = collate._segment(packed)
-    assert store is not None
+    elif packed.store is not None:  # a fresh segment, or one sent with this batch
+        store = packed.store
+    else:  # not the loader's process (or the loader is gone): only a sent segment is readable
+        raise RuntimeError("a batch packed by a loader worker was read outside the loader's process")
     tensors = dict(zip((entry[0] for entry in packed.layout), _views(store, packed.layout), strict=True))
     batch = {name: packed.keys if name == "key" else tensors[name] for name in packed.order}
     if packed.slot >= 0 and collate is not None:
@@ -740,13 +711,10 @@ def _unpack(*fields: Any) -> dict[str, Any]:
 class EpochDataLoader(DataLoader):
     """A ``DataLoader`` that tells its :class:`ShardDataset` the epoch before each pass.
 
-    The epoch is set in the main process before the pass starts, in memory the loader
-    workers share, so each epoch gets its own shuffle with fresh workers and with
-    ``persistent_workers=True`` alike (workers kept between epochs skip the start-up
-    of new processes; see ``docs/data.md#loader-speed``). Batches are made by
-    :func:`collate_samples` unless a ``collate_fn`` is given; with
-    ``reuse_batch_memory=True`` and workers, by :class:`ReusingCollate` (the same
-    batches, made in shared memory the workers reuse; mind its one rule).
+    The epoch is set in memory the loader workers share, so each epoch gets its own
+    shuffle with ``persistent_workers=True`` too (``docs/data.md#loader-speed``).
+    Batches are made by :func:`collate_samples` unless a ``collate_fn`` is given; with
+    ``reuse_batch_memory=True`` and workers, by :class:`ReusingCollate` (mind its one rule).
 
     Args:
         *args: :class:`~torch.utils.data.DataLoader`'s arguments.
@@ -765,13 +733,11 @@ class EpochDataLoader(DataLoader):
         super().__init__(*args, **kwargs)
 
     def __len__(self) -> int:
-        """Batches in one epoch of this rank, counted per loader worker.
+        """Batches in one epoch of this rank: the sum over its workers of ``ceil(share / batch_size)``.
 
-        Each worker batches its own share, so a rank yields the sum over its workers
-        of ``ceil(share / batch_size)`` batches (``floor`` with ``drop_last``), which
-        is more than ``ceil(rank share / batch_size)`` when several workers end on a
-        partial batch. Lightning stops an epoch after ``len()`` batches, so this
-        count must be exact or the last batches are lost.
+        Each worker batches its own share (``floor`` with ``drop_last``), which gives more
+        batches than the rank's share would when several workers end on a partial batch;
+        Lightning stops an epoch after ``len()`` batches, so the count must be exact.
         """
         dataset = self.dataset
         if not isinstance(dataset, ShardDataset) or self.batch_size is None:
