@@ -34,11 +34,11 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 
 from aras400k.classes import NUM_CLASSES
-from aras400k.data.datasets import EpochDataLoader, ShardDataset, ShardSource
+from aras400k.data.datasets import EpochDataLoader, ShardDataset, ShardSource, _as_source
 from aras400k.data.demo import DEFAULT_DEMO_SAMPLES, demo_is_ready, make_demo
 from aras400k.data.remote import is_url, join_location
 from aras400k.data.transforms import JointAugmentation, Normalize
-from aras400k.errors import ConfigError
+from aras400k.errors import ConfigError, check_at_least
 
 __all__ = ["GANDataModule", "SegmentationDataModule", "ShardDataModule"]
 
@@ -54,9 +54,7 @@ class ShardDataModule(LightningDataModule):
     """Shared machinery: the demo set, datasets per stage and device-side transforms.
 
     Subclasses set ``with_mask`` and choose the transforms in :meth:`configure_transforms`.
-
-    Every shard set below may be a local folder or a remote spec (a URL folder such as
-    ``http://host/train/``, a brace-expanded shard list, ``pipe:`` commands).
+    Every shard set below may be a local folder or a remote spec.
 
     Attributes:
         num_classes: Classes the masks hold (the class table of :mod:`aras400k.classes`);
@@ -112,15 +110,13 @@ class ShardDataModule(LightningDataModule):
         # keep them plain values (dicts), not ShardSource objects.
         if isinstance(train, str):
             train = [ShardSource(train)]
-        self.hparams["train"] = [asdict(self._source(s)) for s in train] if train else None
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.hparams["train"] = [asdict(_as_source(s)) for s in train] if train else None
+        check_at_least("batch_size", batch_size, 1)
+        check_at_least("num_workers", num_workers, 0)
         #: A local ``root`` as a Path; a URL ``root`` stays a string.
         self.root: Path | str = root if is_url(root) else Path(root)
         self.train_sources = (
-            [self._source(s) for s in train] if train else [ShardSource(join_location(str(self.root), "train"))]
+            [_as_source(s) for s in train] if train else [ShardSource(join_location(str(self.root), "train"))]
         )
         self.val_path = val or join_location(str(self.root), "val")
         self.test_path = test or join_location(str(self.root), "test")
@@ -136,14 +132,6 @@ class ShardDataModule(LightningDataModule):
         self.seed = seed
         self.normalize, self.augmentation = self.configure_transforms(mean, std)
         self.datasets: dict[str, ShardDataset] = {}
-
-    @staticmethod
-    def _source(source: ShardSource | dict | str) -> ShardSource:
-        if isinstance(source, ShardSource):
-            return source
-        if isinstance(source, dict):
-            return ShardSource(**source)
-        return ShardSource(path=str(source))
 
     def configure_transforms(
         self, mean: tuple[float, float, float], std: tuple[float, float, float]
@@ -260,9 +248,8 @@ class ShardDataModule(LightningDataModule):
         Returns:
             The batch with a float ``image`` and, where present, a long ``mask``.
         """
-        # A float copy owned here, scaled and normalised in place: the same values, bit for
-        # bit, as (image / 255 - mean) / std, without two more batch-sized allocations
-        # (on a CPU they cost more than the arithmetic; docs/data.md#loader-speed).
+        # A float copy owned here, scaled and normalised in place: bit for bit (image / 255 - mean) / std,
+        # without two more batch-sized allocations (costlier than the arithmetic on a CPU; docs/data.md#loader-speed).
         image = batch["image"].to(torch.float32, copy=True).div_(255.0)
         mask = batch.get("mask")
         trainer = getattr(self, "trainer", None)
@@ -299,10 +286,8 @@ class GANDataModule(ShardDataModule):
     Args:
         with_mask: Also return masks (mask-conditioned GANs).
         mirror: Randomly flip training images horizontally.
-        **kwargs: The arguments of :class:`ShardDataModule` (``root``, ``train``, ``val``,
-            ``test``, ``demo``, ``demo_samples``, ``demo_image_size``, ``batch_size``,
-            ``num_workers``, ``samples_per_epoch``, ``shuffle_buffer``, ``seed``) but
-            ``predict``, ``augment``, ``mean`` and ``std``, which this module sets.
+        **kwargs: The arguments of :class:`ShardDataModule` but ``predict``, ``augment``,
+            ``mean`` and ``std``, which this module sets.
     """
 
     def __init__(self, with_mask: bool = False, mirror: bool = True, **kwargs: Any) -> None:

@@ -697,6 +697,9 @@ class ShardWriter:
     def encode(self, sample: Sample) -> EncodedSample:
         """Check and encode a sample for this writer (see :func:`encode_sample`); writes nothing.
 
+        Args:
+            sample: The sample.
+
         Returns:
             What :meth:`write_encoded` appends.
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import math
 import tarfile
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ __all__ = ["VerifyReport", "verify_shards"]
 
 _REQUIRED_META = ("source", "split", "composition")
 MANIFEST_FIELD = "manifest.json"
+_SHA_DIFFERS = "sha256 differs from the manifest (file changed or truncated)"
 
 
 @dataclass
@@ -63,7 +63,7 @@ class VerifyReport:
         """Render the report as a few lines of text.
 
         Args:
-            limit: Most problems to list one by one.
+            limit: Most problems (and warnings) to list one by one.
 
         Returns:
             The text.
@@ -80,20 +80,16 @@ class VerifyReport:
 def verify_shards(directory: str | Path, progress: bool = True) -> VerifyReport:
     """Check every shard of a set against the manifest and decode every sample.
 
-    Checks: the manifest is readable and well formed (its shard names plain ``.tar``
-    file names inside the set: a manifest naming any other file is a problem, and that
-    file is never opened); every listed shard exists with the recorded sha256 and
-    sample count; no unlisted ``.tar`` files; every sample has a valid key, a readable
-    ``image.png`` of the set's size (the manifest's ``image_size``, else the first
-    sample's; any size when the manifest says the sizes differ) and a ``meta.json``
-    object (with a known ``source``, a ``split`` and a ``composition``), a valid
-    ``mask.png`` of the image's size where present and a ``captions.json`` list; keys
-    are unique; the totals and summed class pixels equal the manifest's. Whatever the
-    files hold, it reports problems and never raises.
+    Checks: the manifest is well formed (a shard name that is not a plain ``.tar`` file
+    in the set is a problem, and never opened); every listed shard exists with its
+    sha256 and sample count; no unlisted ``.tar`` files; every sample has a valid key, a
+    readable ``image.png`` of the set's size (see :func:`~aras400k.data.shards.manifest_image_size`),
+    a ``meta.json`` object with a known ``source``, a ``split`` and a ``composition``, a
+    valid ``mask.png`` where present and a ``captions.json`` list; keys are unique; the
+    totals and class pixels equal the manifest's. It reports problems and never raises.
 
-    A URL folder (``http://host/train/``, ``s3://bucket/train/``) is checked the same way,
-    each shard downloaded once, except that it cannot be listed for unlisted or
-    temporary files.
+    A URL folder is checked the same way, each shard downloaded once, but cannot be
+    listed for unlisted or temporary files.
 
     Args:
         directory: Shard set folder, local or a URL.
@@ -120,7 +116,7 @@ def verify_shards(directory: str | Path, progress: bool = True) -> VerifyReport:
     if mixes_sizes(manifest):
         report.warnings.append((MANIFEST_FIELD, "images differ in size (image_size is null); training needs one size"))
     state = _SetState(size=manifest_image_size(manifest), learn_size=not mixes_sizes(manifest))
-    for entry in _progress(manifest["shards"], progress, location_name(name)):
+    for entry in tqdm(manifest["shards"], desc=f"verify {location_name(name)}", unit="shard", disable=not progress):
         _verify_shard(directory, entry, state, report)
     if report.num_samples != manifest["num_samples"] and not report.problems:
         report.problems.append(
@@ -144,10 +140,6 @@ class _SetState:
     pixels: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, dtype=np.int64))
 
 
-def _progress(items: list[dict], enabled: bool, name: str) -> Iterable[dict]:
-    return tqdm(items, desc=f"verify {name}", unit="shard", disable=not enabled)
-
-
 def _verify_shard(directory: str | Path, entry: dict, state: _SetState, report: VerifyReport) -> None:
     name = entry["name"]
     path = locate(directory, name)
@@ -157,7 +149,7 @@ def _verify_shard(directory: str | Path, entry: dict, state: _SetState, report: 
             report.problems.append((name, "shard file is missing"))
             return
         if "sha256" in entry and sha256_file(path) != entry["sha256"]:
-            report.problems.append((name, "sha256 differs from the manifest (file changed or truncated)"))
+            report.problems.append((name, _SHA_DIFFERS))
     elif "sha256" in entry:
         digest = hashlib.sha256()  # a remote shard is hashed as it is read, not downloaded twice
     count = 0
@@ -176,14 +168,12 @@ def _verify_shard(directory: str | Path, entry: dict, state: _SetState, report: 
     except FileNotFoundError:
         report.problems.append((name, "shard file is missing"))
         return
-    except ShardReadError as err:
-        report.problems.append((name, f"tar file is corrupt after {count} samples ({err.reason})"))
-        return
     except (tarfile.TarError, OSError, EOFError) as err:
-        report.problems.append((name, f"tar file is corrupt after {count} samples ({err})"))
+        reason = err.reason if isinstance(err, ShardReadError) else err
+        report.problems.append((name, f"tar file is corrupt after {count} samples ({reason})"))
         return
     if digest is not None and digest.hexdigest() != entry["sha256"]:
-        report.problems.append((name, "sha256 differs from the manifest (file changed or truncated)"))
+        report.problems.append((name, _SHA_DIFFERS))
     if count != entry["num_samples"]:
         report.problems.append((name, f"manifest says {entry['num_samples']} samples, shard holds {count}"))
 
