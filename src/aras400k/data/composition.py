@@ -1,9 +1,8 @@
 """Class composition: the share of each land-cover class in a mask or a dataset.
 
-The composition of a sample is stored in its ``meta.json`` (class name -> fraction of
-the labelled pixels, absent classes included as 0.0). A dataset's composition is the
-pixel-weighted sum over its samples, kept as pixel counts in the manifest so that
-shard sets can be merged exactly.
+A sample's composition (class name -> fraction of the labelled pixels, absent classes
+0.0) is stored in its ``meta.json``; a dataset's is pixel-weighted, kept as pixel
+counts in the manifest so that shard sets merge exactly.
 """
 
 from __future__ import annotations
@@ -47,10 +46,9 @@ def class_counts_batch(masks: np.ndarray, num_classes: int = NUM_CLASSES) -> np.
     """Count the pixels of each class in every mask of a batch, at once.
 
     One SIMD comparison per class over the whole batch, then the booleans are summed
-    eight at a time as 64-bit words (each byte a lane that cannot carry into the next)
-    and the lanes added per mask. On one core this is about five times faster than a
-    per-mask ``(mask == c).sum()`` loop (``benchmarks/bench_metrics.py``; the
-    composition it feeds is described in ``docs/data.md``).
+    eight at a time as 64-bit words (byte lanes that cannot carry) and the lanes added
+    per mask: about 5x faster on one core than a per-mask ``(mask == c).sum()`` loop
+    (``benchmarks/bench_metrics.py``).
 
     Args:
         masks: ``(B, H, W)`` (or ``(B, N)``) integer masks; values outside
@@ -106,7 +104,7 @@ def composition_from_counts(counts: Iterable[float] | np.ndarray) -> dict[str, f
     Returns:
         Class name -> fraction (summing to 1, or all zeros when nothing is labelled).
     """
-    counts = np.asarray(list(counts) if not isinstance(counts, np.ndarray) else counts, dtype=np.float64)
+    counts = np.asarray(counts if isinstance(counts, np.ndarray) else list(counts), dtype=np.float64)
     total = counts.sum()
     shares = counts / total if total > 0 else np.zeros_like(counts)
     return {name: round(float(s), 6) for name, s in zip(CLASS_NAMES, shares, strict=True)}

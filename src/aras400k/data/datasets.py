@@ -238,16 +238,8 @@ class ShardDataset(IterableDataset):
                 f"{source.path} has {available - manifest.get('num_masks', 0)} samples without a mask; "
                 "label them first (aras-synth label) or use it as an image-only source"
             )
-        segments, left = [], wanted
-        for shard, location in zip(manifest["shards"], listing.locations, strict=True):
-            if left <= 0:
-                break
-            take = min(left, int(shard["num_samples"]))
-            if take <= 0:
-                continue
-            segments.append(_Segment(index, location, 0, take))
-            left -= take
-        return segments
+        pairs = zip(manifest["shards"], listing.locations, strict=True)
+        return _slice([_Segment(index, where, 0, int(shard["num_samples"])) for shard, where in pairs], 0, wanted)
 
     @property
     def epoch(self) -> int:

@@ -61,15 +61,13 @@ def make_demo(
     Args:
         out_dir: Destination folder.
         num_samples: Samples in train, val and test.
-        image_size: Side length of the square patches (the paper uses 256; 64 trains
-            in minutes on a CPU).
+        image_size: Side length of the square patches (the paper's 256; 64 trains in CPU minutes).
         seed: Seed of the whole set; the same seed gives byte-identical shards.
         samples_per_shard: Samples per tar file.
         overwrite: Replace existing shard sets.
         progress: Show a progress bar.
-        source: ``source`` recorded in the shards. Another seed with ``synth_uncond`` or
-            ``synth_cond`` gives a procedural stand-in for synthetic data, for trying the
-            real/synthetic study before any GAN is trained.
+        source: ``source`` recorded in the shards: with another seed, ``synth_uncond`` or
+            ``synth_cond`` gives stand-in synthetic data to try the study before any GAN.
 
     Returns:
         Split name -> samples written.
@@ -85,8 +83,7 @@ def make_demo(
     out_dir = Path(out_dir)
     written: dict[str, int] = {}
     extra = {"made_by": "aras-data demo", "demo": {"seed": seed, "image_size": image_size}}
-    bar = tqdm(total=sum(num_samples), desc="demo scenes", unit="sample", disable=not progress)
-    with bar:
+    with tqdm(total=sum(num_samples), desc="demo scenes", unit="sample", disable=not progress) as bar:
         for split, count in zip(SPLIT_NAMES, num_samples, strict=True):
             with ShardWriter(
                 out_dir / split,

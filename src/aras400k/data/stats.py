@@ -115,9 +115,6 @@ def plot_compositions(datasets: Sequence[DatasetComposition], path: str | Path, 
     from matplotlib.patches import Patch
 
     plt = pyplot()
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     n = max(1, len(datasets))
     width = 0.8 / n
     x = np.arange(len(CLASSES))

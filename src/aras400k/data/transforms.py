@@ -18,9 +18,8 @@ __all__ = ["JointAugmentation", "Normalize"]
 class JointAugmentation(nn.Module):
     """Random flips, 90-degree rotations and brightness/contrast jitter.
 
-    Geometric transforms are applied identically to the image and its mask (exact,
-    nearest resampling: 90-degree rotations and flips move whole pixels); colour jitter
-    touches the image only.
+    Geometric transforms move whole pixels of the image and its mask alike (exact);
+    colour jitter touches the image only.
 
     Args:
         hflip: Probability of a horizontal flip.
@@ -66,10 +65,8 @@ class JointAugmentation(nn.Module):
         """
         if self.steps is None:
             return image, mask
-        if mask is None:
-            dummy = torch.zeros_like(image[:, :1])
-            image, _ = self.steps(image, dummy)
-            return image.clamp(0, 1), None
+        if mask is None:  # kornia's mask key wants a tensor: a dummy one
+            return self.steps(image, torch.zeros_like(image[:, :1]))[0].clamp(0, 1), None
         out_image, out_mask = self.steps(image, mask[:, None].to(image.dtype))
         return out_image.clamp(0, 1), out_mask[:, 0].round().to(mask.dtype)
 
@@ -101,9 +98,8 @@ class Normalize(nn.Module):
 
         Args:
             image: Float images in ``[0, 1]``.
-            inplace: Overwrite ``image`` (same values, bit for bit, without allocating
-                two more batches; on a CPU that saves most of the cost, see
-                ``docs/data.md``). Only for a tensor the caller owns.
+            inplace: Overwrite ``image``, a tensor the caller owns: the same values without
+                allocating two more batches (most of the cost on a CPU; ``docs/data.md``).
 
         Returns:
             The normalised batch (``image`` itself when ``inplace``).
