@@ -1,25 +1,11 @@
 """LightningDataModules over shard sets: segmentation, and images (or image + mask) for GANs.
 
-Both read a *root* folder holding ``train``, ``val`` and ``test`` shard sets; any of
-these can be replaced by explicit shard sets, and the training set can be a weighted
-list of sources, so the paper's data configurations (real; synthetic 100k or 300k;
-real + conditional; real + unconditional; real + both) are a few lines of YAML::
-
-    data:
-      class_path: aras400k.data.SegmentationDataModule
-      init_args:
-        root: data/aras400k
-        train:
-          - {path: data/aras400k/train}
-          - {path: data/synth_uncond, num_samples: 100000}
-
-Every shard set can also be remote: ``root: http://host/aras400k/`` reads
-``http://host/aras400k/train/`` and so on through their manifests, and any source may
-be a URL, brace-expanded shard list or ``pipe:`` command (see :mod:`aras400k.data.remote`).
-
-With ``demo: true`` (the default) and no data at a local ``root``, ``prepare_data``
-builds the procedural demo set there, so every config runs on a fresh machine.
-Augmentation and normalisation run on the device in ``on_after_batch_transfer``.
+Both read a *root* folder (or URL) holding ``train``, ``val`` and ``test`` shard sets;
+any of these can be replaced by explicit shard sets, and the training set can be a
+weighted list of sources, so the paper's data configurations are a few lines of YAML
+(``docs/data.md#datamodules``). With ``demo: true`` and no data at a local ``root``,
+``prepare_data`` builds the procedural demo set there, so every config runs on a fresh
+machine. Augmentation and normalisation run on the device in ``on_after_batch_transfer``.
 """
 
 from __future__ import annotations
@@ -34,7 +20,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 
 from aras400k.classes import NUM_CLASSES
-from aras400k.data.datasets import EpochDataLoader, ShardDataset, ShardSource, _as_source
+from aras400k.data.datasets import EpochDataLoader, ShardDataset, ShardSource
 from aras400k.data.demo import DEFAULT_DEMO_SAMPLES, demo_is_ready, make_demo
 from aras400k.data.remote import is_url, join_location
 from aras400k.data.transforms import JointAugmentation, Normalize
@@ -110,13 +96,13 @@ class ShardDataModule(LightningDataModule):
         # keep them plain values (dicts), not ShardSource objects.
         if isinstance(train, str):
             train = [ShardSource(train)]
-        self.hparams["train"] = [asdict(_as_source(s)) for s in train] if train else None
+        self.hparams["train"] = [asdict(ShardSource.coerce(s)) for s in train] if train else None
         check_at_least("batch_size", batch_size, 1)
         check_at_least("num_workers", num_workers, 0)
         #: A local ``root`` as a Path; a URL ``root`` stays a string.
         self.root: Path | str = root if is_url(root) else Path(root)
         self.train_sources = (
-            [_as_source(s) for s in train] if train else [ShardSource(join_location(str(self.root), "train"))]
+            [ShardSource.coerce(s) for s in train] if train else [ShardSource(join_location(str(self.root), "train"))]
         )
         self.val_path = val or join_location(str(self.root), "val")
         self.test_path = test or join_location(str(self.root), "test")

@@ -5,29 +5,18 @@
 
 * **Every sample once** (no source has a ``weight``): the samples of all sources, in
   a per-epoch shuffled shard order, are cut by the manifests' per-shard counts into
-  ``world_size * num_workers`` contiguous ranges, one per worker. Ranks and workers
-  see disjoint samples covering the data exactly once, and each worker opens only
-  the shards its range touches.
+  ``world_size * num_workers`` disjoint contiguous ranges, one per worker, covering
+  the data exactly once (``docs/scaling.md``).
 * **Weighted mixing** (every source has a ``weight``): each worker draws the next
   sample's source with probability proportional to the weights; a source that runs
   out starts over (reshuffled). An epoch has ``samples_per_epoch`` samples.
 
-A source is a local shard set folder or any spec of :mod:`aras400k.data.remote`; a
-URL folder is read through its manifest and split exactly as above. A *shard list*
-without a manifest (``train-{000000..000099}.tar``, ``pipe:curl -s ...``) has unknown
-sample counts, so it is split by **whole shards**: shard ``i`` of the shuffled order
-goes to worker ``i % (world_size * num_workers)``. Every sample is still read once
-per epoch, but workers may yield different numbers of samples (none, with a warning,
-when there are fewer shards than workers) and the dataset has no ``len()``. With
-``samples_per_epoch`` set, each worker instead cycles through its shards until it has
-yielded its equal share, which keeps DDP ranks in step at the cost of exactly-once
-coverage.
-
-A source can be cut to its first ``num_samples`` samples (manifest order): the
-paper's "synthetic 100k" and "synthetic 300k" sets are configs over one 300k shard
-set. Corrupt samples, and samples of another size than the set's (the manifest's
-``image_size``, else the first sample's), are skipped with a warning and counted
-instead of ending a long run.
+A *shard list* without a manifest (see :mod:`aras400k.data.remote`) has unknown sample
+counts, so its shards are dealt whole to the workers: each sample is read once per
+epoch, workers may yield different numbers of samples, and the dataset has no ``len()``
+unless ``samples_per_epoch`` is set (each worker then cycles through its shards for an
+equal share). Corrupt samples, and samples of another size than the set's, are skipped
+with a warning and counted instead of ending a long run.
 """
 
 from __future__ import annotations
@@ -82,14 +71,6 @@ class _Segment:
     count: int | None
 
 
-def _as_source(source: ShardSource | str | Path | dict) -> ShardSource:
-    if isinstance(source, ShardSource):
-        return source
-    if isinstance(source, dict):
-        return ShardSource(**source)
-    return ShardSource(path=str(source))
-
-
 def _size(segments: list[_Segment]) -> int | None:
     """Samples in a source's segments; ``None`` if any count is unknown (no manifest)."""
     counts = [seg.count for seg in segments]
@@ -134,26 +115,20 @@ class ShardDataset(IterableDataset):
     Args:
         sources: Shard sets (paths or :class:`ShardSource`).
         with_mask: Decode masks and require every selected sample to have one.
-        with_meta: Add each sample's ``meta.json`` (e.g. its georeference, for
-            prediction files; see ``docs/data.md``).
+        with_meta: Add each sample's ``meta.json`` (e.g. its georeference, for prediction files).
         shuffle: Shuffle shard order per epoch and samples through a buffer.
-        shuffle_buffer: Samples held by each worker for shuffling (the buffer yields
-            while it fills, so the first batch does not wait for it).
+        shuffle_buffer: Samples held by each worker for shuffling (it yields while it fills).
         seed: Base seed; epoch ``e`` uses ``seed + e``.
         samples_per_epoch: Epoch length over all ranks and workers (default: the sum
             of the sources' sizes; required with weights when a source has no manifest).
-            Without weights, another value cuts or repeats the data.
-        even_ranks: Cut the epoch to a multiple of the number of processes, so every
-            rank gets as many samples (and batches). Distributed *training* needs it:
-            ranks taking different numbers of steps mismatch their gradient all-reduces
-            and abort or hang. At most ``world_size - 1`` samples (others each shuffled
-            epoch) are left out; leave it off for evaluation, where every sample counts.
+        even_ranks: Cut the epoch to a multiple of the number of processes (leaving out
+            at most ``world_size - 1`` samples), so every rank takes as many steps, as DDP
+            *training* needs (``docs/scaling.md``); leave it off for evaluation.
 
     Raises:
-        ValueError: If weights are given to some sources but not all, a weight is not
-            positive, ``num_samples`` exceeds a source's size or is given for a source
-            without a manifest, weighted sources without a manifest lack ``samples_per_epoch``,
-            or the sources' manifests record different image sizes.
+        ValueError: On weights given to some sources only or not positive, a bad
+            ``num_samples``, weighted shard lists without ``samples_per_epoch``, or
+            sources of different image sizes.
         aras400k.data.ManifestError: If a source is not a shard set.
         OSError: If a URL source cannot be reached.
         ImportError: If a URL source needs fsspec or a backend that is not installed.
@@ -173,7 +148,7 @@ class ShardDataset(IterableDataset):
         super().__init__()
         if not sources:
             raise ValueError("ShardDataset needs at least one source")
-        self.sources = [_as_source(s) for s in sources]
+        self.sources = [ShardSource.coerce(s) for s in sources]
         self.with_mask = with_mask
         self.with_meta = with_meta
         self.shuffle = shuffle
@@ -264,9 +239,7 @@ class ShardDataset(IterableDataset):
             TypeError: If the length is unknown: a source has no manifest and
                 ``samples_per_epoch`` is not set.
         """
-        rank, world = _rank_and_world()
-        start, stop = partition_range(self.epoch_samples(world), rank, world)
-        return stop - start
+        return self.worker_lengths(1)[0]  # the rank's share
 
     def epoch_samples(self, world: int | None = None) -> int:
         """Samples per epoch over all ranks: ``samples_per_epoch``, cut to a multiple of ``world`` with ``even_ranks``.
@@ -506,22 +479,15 @@ _LENT: list[tuple[StorageWeakRef, int, int, int, int]] = []
 class ReusingCollate:
     """Batch :class:`ShardDataset` items into shared memory that loader workers reuse.
 
-    ``default_collate`` gives every batch a fresh shared-memory segment per tensor, and
-    filling fresh pages costs the kernel more than the copy (``docs/data.md#loader-speed``).
-    This packs a batch into one segment of a per-worker ring of :data:`BATCH_SLOTS`, so
-    pages are faulted in once per slot. A slot's segment is sent to the main process
-    once (a file descriptor through a socket); later batches in it name the slot.
-
-    Ownership: a worker writes a slot only while its entry in a table shared with the
-    main process is free; it marks it lent when sending the batch, and the main process
-    frees it once no tensor of that batch (views included) is left (a weak reference to
-    its storage has expired), checked whenever a batch arrives. With no free slot a
-    worker uses a fresh segment, so kept batches (``list(loader)``) stay intact. One
-    rule: tensors forwarded to *another* process must be ``clone()``-d before the main
-    process drops them, as the slot may then be refilled.
-
-    Batches equal those of :func:`collate_samples` bit for bit; items that are not plain
-    ShardDataset items, and batches made outside a worker, go through it.
+    Filling a fresh shared-memory segment per tensor per batch (``default_collate``) costs
+    the kernel more than the copy, so a batch is packed into one segment of a per-worker
+    ring of :data:`BATCH_SLOTS`, sent to the main process once per slot; ownership is
+    tracked in a shared table (``docs/data.md#loader-speed``). With no free slot a
+    worker uses a fresh segment, so kept batches stay intact. One rule: tensors
+    forwarded to *another* process must be ``clone()``-d before the main process drops
+    them, as the slot may then be refilled. Batches equal :func:`collate_samples`'s bit
+    for bit; items that are not plain ShardDataset items, and batches made outside a
+    worker, go through it.
 
     Args:
         num_workers: The loader's worker count (sizes the shared table).

@@ -1,22 +1,12 @@
 """Webdataset shard sets: the on-disk format every stage of aras400k reads and writes.
 
-A *shard set* is a folder of webdataset tar files plus ``manifest.json``. One sample
-is a group of tar members sharing a key (see ``docs/data.md``):
+A *shard set* is a folder of webdataset tar files plus ``manifest.json``. A sample is
+the tar members sharing a key: ``image.png`` (RGB), an optional ``mask.png`` (class
+indices 0-6, 255 = ignore), ``meta.json`` and optional ``captions.json`` (``docs/data.md``).
 
-==================  ==============================================================
-``image.png``       RGB uint8
-``mask.png``        one-channel uint8 class indices (0-6, 255 = ignore); optional
-``meta.json``       ``source``, ``split``, ``composition`` and whatever else is known
-``captions.json``   optional list of ``{text, model, mode}``
-==================  ==============================================================
-
-Shards are never edited in place: :class:`ShardWriter` writes each tar under a
-temporary name and renames it when complete, and writes the manifest last, so a
-folder with a manifest is a finished shard set.
-
-The readers (:func:`read_manifest`, :func:`list_shards`, :func:`iter_raw_samples`,
-:func:`iter_samples`) also take remote specs: shard set folders behind ``http(s)://``
-or fsspec URLs, brace-expanded shard lists and ``pipe:`` commands (see
+Shards are never edited in place: :class:`ShardWriter` renames each tar into place
+when complete and writes the manifest last, so a folder with a manifest is finished.
+The readers also take remote specs (URL folders, shard lists, ``pipe:`` commands; see
 :mod:`aras400k.data.remote`).
 """
 
@@ -290,10 +280,9 @@ _INTERNAL_ERRORS = (AttributeError, TypeError, ValueError)
 
 
 def _planes(pixels: Any, height: int, width: int) -> np.ndarray | None:
-    """The ``(3, H, W)`` planes of a loaded RGB picture, copied by Pillow; ``None`` where its internals differ.
+    """The ``(3, H, W)`` planes of a loaded RGB picture, pasted band by band by Pillow (``docs/data.md#loader-speed``).
 
-    Each band is pasted into a plane of the result mapped as a Pillow picture: C loops
-    that cost less than numpy's strided copy, and no ``tobytes`` (``docs/data.md#loader-speed``).
+    ``None`` where this Pillow's internals differ.
     """
     out = np.empty((3, height, width), dtype=np.uint8)
     try:
@@ -308,10 +297,8 @@ def _planes(pixels: Any, height: int, width: int) -> np.ndarray | None:
 def _decode_direct(img: Image.Image) -> np.ndarray | None:
     """Decode an opened, unloaded ``L`` PNG straight into a new ``(H, W)`` array; ``None`` where Pillow would not.
 
-    Mapping a new array as the picture's memory before :meth:`~PIL.Image.Image.load`
-    makes the PNG decoder write the pixels there, saving the copies of ``np.array(img)``
-    (Pillow's ``tobytes`` and numpy's own). A Pillow that replaces the mapped memory
-    still decodes the picture into its own; the caller then reads it the usual way.
+    The array is mapped as the picture's memory before loading, saving the copies of
+    ``np.array(img)``; a Pillow that replaces it decodes into its own (``docs/data.md#loader-speed``).
     """
     if not _PILLOW_BUFFERS or img.format != "PNG" or img.mode != "L":
         return None
@@ -354,11 +341,7 @@ def decode_mask(data: bytes, size: Size | None = None, of: str = "image") -> np.
 
 
 def _has_bad_values(mask: np.ndarray) -> bool:
-    """Whether a uint8 mask holds values other than the classes and :data:`IGNORE_INDEX` (255).
-
-    Adding one in uint8 wraps 255 to 0, so the allowed values are exactly those whose
-    successor is at most ``NUM_CLASSES``: one temporary and one reduction.
-    """
+    """Whether a uint8 mask holds values other than the classes and 255 (in uint8, 255 + 1 wraps to 0)."""
     return bool(mask.size) and int(np.add(mask, 1, dtype=np.uint8).max()) > NUM_CLASSES
 
 
@@ -1061,11 +1044,9 @@ def iter_raw_samples(
 ) -> Generator[dict[str, Any], None, None]:
     """Iterate the raw samples of one tar shard, grouping members by key.
 
-    Members are grouped the webdataset way: the key is the file name up to its first
-    dot, the rest is the member name (``image.png``, ...). A URL or ``pipe:`` shard is
-    streamed, never stored whole. A local shard is read by a lean parser of the headers
-    our writer makes, which hands the shard to :mod:`tarfile` at the first header it does
-    not handle, so both give the same samples and errors (``docs/data.md#loader-speed``).
+    The key is a member's file name up to its first dot, the rest its member name
+    (``image.png``, ...). A URL or ``pipe:`` shard is streamed, never stored whole; a
+    local one is read by a lean tar reader (``docs/data.md#loader-speed``).
 
     Args:
         shard: Path of a ``.tar`` file, or one shard's URL or ``pipe:`` command
@@ -1187,14 +1168,11 @@ _PAX_HANDED_ON = (b"GNU.sparse.", b"hdrcharset")
 
 
 def _lean_samples(path: str, members: frozenset[str] | None) -> Iterator[dict[str, Any]]:
-    """Group a local shard's members into samples, parsing the tar headers directly.
+    """Group a local shard's members into samples as :func:`_group_members` would, parsing the headers directly.
 
-    It reads what :class:`ShardWriter` writes (ustar headers, regular files) and pax
-    headers (``path``, ``size``; older shards), seeks past unwanted members, and yields
-    exactly what :func:`_group_members` yields from the same bytes. Anything else
-    (another member type, a bad checksum or number, base-256 sizes, a short read, GNU
-    long names, sparse files, global pax headers) raises :class:`_NotLean`, and
-    :mod:`tarfile` takes over and says what is wrong.
+    It reads ustar headers (as :class:`ShardWriter` writes them) and pax ``path`` and
+    ``size`` (older shards); anything else raises :class:`_NotLean`, and :mod:`tarfile`
+    takes over (``docs/data.md#loader-speed``).
     """
     current: dict[str, Any] | None = None
     # Buffered: headers come from the buffer, and a large read goes straight into its bytes

@@ -11,6 +11,8 @@ neither torch nor Lightning.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 __all__ = ["ShardSource", "partition_range"]
 
@@ -31,6 +33,13 @@ class ShardSource:
     path: str
     num_samples: int | None = None
     weight: float | None = None
+
+    @classmethod
+    def coerce(cls, source: ShardSource | str | Path | dict[str, Any]) -> ShardSource:
+        """A source as configs give it: a source, a path, or a dict of its fields."""
+        if isinstance(source, ShardSource):
+            return source
+        return cls(**source) if isinstance(source, dict) else cls(path=str(source))
 
 
 def partition_range(total: int, part: int, parts: int) -> tuple[int, int]:
