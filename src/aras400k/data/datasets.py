@@ -60,10 +60,7 @@ _ITEM_MEMBERS = frozenset({"image.png", "meta.json"})
 
 @dataclass(frozen=True)
 class _Segment:
-    """A run of samples inside one shard: skip ``start`` samples, then take ``count``.
-
-    ``count`` is ``None`` for a shard of a source without a manifest: read it to its end.
-    """
+    """A run of samples inside one shard: skip ``start`` samples, then take ``count`` (``None``: to its end)."""
 
     source: int
     shard: str
@@ -610,9 +607,8 @@ def _views(store: torch.Tensor, layout: _Layout) -> list[torch.Tensor]:
 class _PackedBatch(NamedTuple):
     """A batch made in a worker; unpickled in the main process it becomes the batch dict (:func:`_unpack`).
 
-    ``store`` is the segment, sent with the first batch of each slot segment and with
-    every batch in a fresh segment (``slot`` -1); ``None`` for a slot the main process
-    holds already, found by ``(worker, slot)`` and checked by ``segment``, its id.
+    ``store`` is sent with a fresh segment (``slot`` -1) or a slot's first batch, else
+    ``None``: the main process holds the slot's segment, checked by its id ``segment``.
     """
 
     store: torch.Tensor | None
@@ -643,13 +639,7 @@ def _release_expired() -> None:
 
 
 def _unpack(*fields: Any) -> dict[str, Any]:
-    """Rebuild a packed batch (the fields of a :class:`_PackedBatch`) as the dict :func:`collate_samples` makes.
-
-    The batch's slot is tracked until no tensor of the batch is left (see :func:`_release_expired`).
-
-    Raises:
-        RuntimeError: If the batch names a slot whose segment this process never received.
-    """
+    """Rebuild a :class:`_PackedBatch` as the dict :func:`collate_samples` makes; track its slot until it is dropped."""
     packed = _PackedBatch(*fields)
     _release_expired()
     collate = _COLLATES.get(packed.token)

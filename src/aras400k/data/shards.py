@@ -372,10 +372,9 @@ def decode_sample(
     """
     key = str(raw.get("__key__", "?"))
     try:
-        if "image.png" not in raw:
-            raise SampleError("member image.png is missing")
-        if "meta.json" not in raw:
-            raise SampleError("member meta.json is missing")
+        for member in ("image.png", "meta.json"):
+            if member not in raw:
+                raise SampleError(f"member {member} is missing")
         meta = _parse_json(raw["meta.json"], "meta.json", dict)
         image = decode_image(raw["image.png"], size, channels_first)
         mask = None
