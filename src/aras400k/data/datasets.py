@@ -330,11 +330,7 @@ class ShardDataset(IterableDataset):
     def _repeat(
         self, segments: list[_Segment], what: str, rng: random.Random | None = None
     ) -> Generator[dict[str, Any], None, None]:
-        """Read ``segments`` over and over (the caller stops), in a new order each pass when given ``rng``.
-
-        Raises:
-            RuntimeError: If a whole pass yields no readable sample (``what`` names the data).
-        """
+        """Read ``segments`` over and over (the caller stops), reordered by ``rng``; a pass without a sample raises."""
         while True:
             produced = 0
             order = list(segments)
@@ -428,11 +424,7 @@ class ShardDataset(IterableDataset):
 
     @staticmethod
     def _buffer_shuffle(stream: Iterator[dict[str, Any]], rng: random.Random, size: int) -> Iterator[dict[str, Any]]:
-        """Shuffle through a buffer of up to ``size`` samples that yields while it fills.
-
-        The buffer holds half of the samples read so far until it reaches ``size``, so
-        the first batch comes after a few samples are read, not after ``size`` of them.
-        """
+        """Shuffle through a buffer of up to ``size`` samples that yields while it fills (holding half those read)."""
         buffer: list[dict[str, Any]] = []
         for seen, item in enumerate(stream, start=1):
             buffer.append(item)

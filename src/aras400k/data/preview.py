@@ -1,9 +1,8 @@
 """A look at a shard set: its first samples drawn as image / mask pairs.
 
-``aras-data preview DIR --out grid.png`` answers "what is in this set?" faster than any
-table: real patches, a GAN's samples or their pseudo-labels side by side. Samples are
-the first ``n`` in manifest order (or an evenly spaced pick with ``spread``), so two
-previews of sets made from the same seeds show the same samples.
+``aras-data preview DIR --out grid.png`` shows real patches, a GAN's samples or their
+pseudo-labels side by side. Samples are the first ``n`` in manifest order (or evenly
+spaced with ``spread``), so previews of sets made from the same seeds match.
 """
 
 from __future__ import annotations

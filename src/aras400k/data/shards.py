@@ -564,10 +564,9 @@ class ShardWriter:
         with ShardWriter("data/demo/train", split="train", source="real") as writer:
             writer.write(Sample(key="N36E027_000_001", image=rgb, mask=mask))
 
-    Each shard is written as ``NAME.tar.tmp`` and renamed to ``NAME.tar`` once full, so
-    an interrupted run never leaves a truncated ``.tar``. A sample's ``image_png`` and
-    ``raw_members`` are stored byte for byte, so a stage can copy samples from another
-    shard set and change only what it recomputes.
+    Each shard is written as ``NAME.tar.tmp`` and renamed once full. A sample's
+    ``image_png`` and ``raw_members`` are stored byte for byte, so a stage can copy
+    samples from another shard set and change only what it recomputes.
 
     Args:
         out_dir: Folder to create; it may hold a manifest only with ``overwrite``.
@@ -800,8 +799,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     """Read and check the manifest of a shard set.
 
     Args:
-        directory: Shard set folder (or its ``manifest.json``), local or a URL such as
-            ``http://host/train/`` or ``s3://bucket/train/`` (see :mod:`aras400k.data.remote`).
+        directory: Shard set folder (or its ``manifest.json``), local or a URL.
 
     Returns:
         The manifest dict.
@@ -841,11 +839,10 @@ def _read_manifest_spec(spec: str | Path) -> dict[str, Any]:
 
 
 def _load_manifest(read: Callable[[], str | bytes], where: str) -> dict[str, Any]:
-    """Parse (what ``read`` returns; an ``OSError`` from it: unreadable) and check a manifest.
+    """Parse (what ``read`` returns) and check a manifest: the one gate of every reader.
 
-    The one gate every reader passes: after it every shard ``name`` is plain (see
-    :func:`is_shard_name`), so no reader opens, and no writer deletes, a file outside
-    the folder because a manifest names it.
+    After it every shard ``name`` is plain (:func:`is_shard_name`), so no reader opens,
+    and no writer deletes, a file outside the folder because a manifest names it.
     """
     try:
         manifest = json.loads(read())
@@ -1014,8 +1011,8 @@ def list_shards(spec: str | Path) -> ShardList:
     """Resolve a spec into its shards: a folder through its manifest, a shard list as written.
 
     Args:
-        spec: Local shard set folder, URL folder (``http://host/train/``), or a shard list
-            (``train-{000000..000009}.tar``, ``pipe:cat ...``, ``https://host/x-{0..3}.tar``).
+        spec: Shard set folder (local or URL), or a shard list (``train-{000000..000009}.tar``,
+            ``pipe:cat ...``).
 
     Returns:
         The shards in order.
@@ -1048,10 +1045,9 @@ def iter_raw_samples(
     local one is read by a lean tar reader (``docs/data.md#loader-speed``).
 
     Args:
-        shard: Path of a ``.tar`` file, or one shard's URL or ``pipe:`` command
-            (braces already expanded; see :func:`list_shards`).
+        shard: Path of a ``.tar`` file, or one shard's URL or ``pipe:`` command (see :func:`list_shards`).
         deadline_s: Seconds the reads of a remote shard may wait in all (see
-            :func:`aras400k.data.remote.open_shard`; ``None``: ``$ARAS_REMOTE_TIMEOUT``, else 600 s).
+            :func:`aras400k.data.remote.open_shard`).
         digest: A :mod:`hashlib` object fed every byte of the shard, which is then read
             to its end (to check a remote shard's sha256 in the same pass).
         members: Read only these members (the others are skipped unread); ``None``: all.
@@ -1060,9 +1056,8 @@ def iter_raw_samples(
         ``{"__key__": key, "__shard__": location, member: bytes, ...}``.
 
     Raises:
-        ShardReadError: If the tar itself is truncated or corrupt, or a member holds more
-            than :data:`MAX_MEMBER_BYTES` (the samples before the damage have been yielded);
-            a :class:`tarfile.ReadError` that names the shard.
+        ShardReadError: If the tar is truncated or corrupt, or a member holds more than
+            :data:`MAX_MEMBER_BYTES` (after yielding the samples before the damage).
         FileNotFoundError: If a URL does not exist (HTTP 404).
         aras400k.data.remote.ShardTimeoutError: If a remote shard misses its deadline.
         aras400k.data.remote.PipeError: If a ``pipe:`` command fails.
@@ -1276,8 +1271,7 @@ def iter_samples(
     """Iterate the decoded samples of a shard set in manifest (or spec) order.
 
     Args:
-        directory: Shard set folder, or any spec :func:`list_shards` takes (URL folder,
-            brace-expanded shard list, ``pipe:`` commands).
+        directory: Shard set folder, or any spec :func:`list_shards` takes.
         with_mask: Decode masks.
         with_captions: Parse captions.
         shards: Only these shard names (default: all); see :attr:`ShardList.names`.

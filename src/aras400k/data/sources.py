@@ -1,11 +1,9 @@
 """Shard sources and how a run's samples are cut into parts, importable without torch.
 
-:class:`ShardSource` names one shard set a dataset reads (see
-:class:`aras400k.data.datasets.ShardDataset`); :func:`partition_range` is the one rule
-that splits a count of items over loader workers, ranks or the workers of a split
-command (``--shard_index`` / ``--num_shards``, see ``docs/scaling.md``). Both are used
-by configs that commands parse before any model is built, so this module imports
-neither torch nor Lightning.
+:class:`ShardSource` names one shard set a dataset reads; :func:`partition_range` is
+the one rule that splits a count of items over loader workers, ranks or the workers of
+a split command (``docs/scaling.md``). Configs use both before any model is built,
+hence no torch or Lightning here.
 """
 
 from __future__ import annotations
