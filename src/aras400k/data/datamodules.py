@@ -194,17 +194,15 @@ class ShardDataModule(LightningDataModule):
             raise RuntimeError(f"call setup() for the {name} stage before asking for its dataloader")
         dataset = self.datasets[name]
         # No more workers than samples; a shard list without a manifest has no length.
-        size = dataset.samples_per_epoch
-        workers = self.num_workers if size is None else min(self.num_workers, max(1, len(dataset)))
-        # Workers live as long as the loader: an epoch (and every validation pass) starts
-        # without forking and importing again; the epoch reaches them through shared memory.
+        no_length = dataset.samples_per_epoch is None
+        workers = self.num_workers if no_length else min(self.num_workers, max(1, len(dataset)))
+        # Persistent workers and reused batch memory: docs/data.md#loader-speed.
         return EpochDataLoader(
             dataset,
             batch_size=self.batch_size,
             num_workers=workers,
             pin_memory=False,
             persistent_workers=workers > 0,
-            # Batches packed into shared memory each worker reuses (docs/data.md#loader-speed).
             reuse_batch_memory=True,
         )
 

@@ -645,8 +645,7 @@ class ShardWriter:
     def _open_next(self) -> None:
         name = self._shard_name(len(self.shards))
         self._tmp_path = self.out_dir / (name + ".tmp")
-        # The tar is written by hand, member bytes as encode_sample made them: the same
-        # bytes webdataset's TarWriter (mtime 0, no encoder) writes, without its copies.
+        # Written by hand (the bytes of webdataset's TarWriter, see _TAR_BLOCK), without its copies.
         with naming_path(self._tmp_path):
             self._file = self._tmp_path.open("wb")
         self._digest = hashlib.sha256()
