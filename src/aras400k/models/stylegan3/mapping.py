@@ -11,16 +11,7 @@ __all__ = ["MappingNetwork", "normalize_2nd_moment"]
 
 
 def normalize_2nd_moment(x: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
-    """Scale ``x`` to unit mean square along ``dim`` (the "normalised z" input).
-
-    Args:
-        x: Input tensor.
-        dim: Dimension to normalise over.
-        eps: Added to the mean square for stability.
-
-    Returns:
-        ``x / sqrt(mean(x^2) + eps)``.
-    """
+    """``x / sqrt(mean(x^2) + eps)`` along ``dim``: unit mean square (the "normalised z" input)."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
@@ -112,14 +103,13 @@ class MappingNetwork(nn.Module):
                 wrong width.
         """
         parts = []
-        if self.z_dim > 0:
-            if z is None or z.ndim != 2 or z.shape[1] != self.z_dim:
-                raise ValueError(f"expected z of shape [N, {self.z_dim}], got {None if z is None else tuple(z.shape)}")
-            parts.append(normalize_2nd_moment(z.to(torch.float32)))
-        if self.c_dim > 0:
-            if c is None or c.ndim != 2 or c.shape[1] != self.c_dim:
-                raise ValueError(f"expected c of shape [N, {self.c_dim}], got {None if c is None else tuple(c.shape)}")
-            parts.append(normalize_2nd_moment(self.embed(c.to(torch.float32))))
+        for name, value, dim in (("z", z, self.z_dim), ("c", c, self.c_dim)):
+            if dim > 0:
+                if value is None or value.ndim != 2 or value.shape[1] != dim:
+                    shape = None if value is None else tuple(value.shape)
+                    raise ValueError(f"expected {name} of shape [N, {dim}], got {shape}")
+                value = value.to(torch.float32)
+                parts.append(normalize_2nd_moment(value if name == "z" else self.embed(value)))
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)

@@ -10,6 +10,7 @@ and a ToRGB layer whose output is added to the upsampled image of the previous b
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -80,29 +81,25 @@ class StyleGAN2SynthesisLayer(nn.Module):
     def forward(
         self, x: Tensor, w: Tensor, noise_mode: NoiseMode = "random", fused_modconv: bool = True, gain: float = 1.0
     ) -> Tensor:
-        """Run the layer.
+        """Run the layer: ``[N, in_channels, resolution / up, ...]`` -> ``[N, out_channels, resolution, ...]``.
 
         Args:
-            x: Input ``[N, in_channels, resolution / up, resolution / up]``.
+            x: Input features.
             w: Latents ``[N, w_dim]``.
             noise_mode: ``"random"`` (fresh noise), ``"const"`` (the stored
                 ``noise_const``) or ``"none"``.
             fused_modconv: Fused grouped convolution (see :func:`modulated_conv2d`).
             gain: Extra activation gain.
 
-        Returns:
-            ``[N, out_channels, resolution, resolution]``.
-
         Raises:
             ValueError: For an unknown ``noise_mode``.
         """
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"unknown noise_mode {noise_mode!r}; choose 'random', 'const' or 'none'")
-        styles = self.affine(w)
         x = modulated_conv2d(
             x,
             self.weight,
-            styles,
+            self.affine(w),
             padding=self.padding,
             up=self.up,
             resample_filter=self.resample_filter,
@@ -172,8 +169,8 @@ class SynthesisBlock(nn.Module):
         architecture: Only ``"skip"`` (the official default) is implemented.
         resample_filter: 1-D taps of the up-sampling blur.
         conv_clamp: Activation clamp; ``None`` disables.
-        use_fp16: Accepted for compatibility; ignored.
-        fp16_channels_last: Accepted for compatibility; ignored.
+        use_fp16: Ignored (official compatibility), as ``fp16_channels_last``.
+        fp16_channels_last: Ignored.
         fused_modconv_default: Default of ``fused_modconv``: ``True``, ``False``, or
             ``"inference_only"`` (fused only in eval mode, as the official
             ``stylegan2`` config trains).
@@ -213,29 +210,18 @@ class SynthesisBlock(nn.Module):
         self.use_fp16 = use_fp16
         self.fused_modconv_default = fused_modconv_default
         self.register_buffer("resample_filter", setup_filter(resample_filter))
-        self.num_conv = 0
-        self.num_torgb = 0
+        self.num_conv = 1 if in_channels == 0 else 2
+        self.num_torgb = 1
 
+        layer = functools.partial(
+            StyleGAN2SynthesisLayer, w_dim=w_dim, resolution=resolution, use_noise=use_noise, conv_clamp=conv_clamp
+        )
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
         else:
-            self.conv0 = StyleGAN2SynthesisLayer(
-                in_channels,
-                out_channels,
-                w_dim=w_dim,
-                resolution=resolution,
-                up=2,
-                use_noise=use_noise,
-                resample_filter=resample_filter,
-                conv_clamp=conv_clamp,
-            )
-            self.num_conv += 1
-        self.conv1 = StyleGAN2SynthesisLayer(
-            out_channels, out_channels, w_dim=w_dim, resolution=resolution, use_noise=use_noise, conv_clamp=conv_clamp
-        )
-        self.num_conv += 1
+            self.conv0 = layer(in_channels, out_channels, up=2, resample_filter=resample_filter)
+        self.conv1 = layer(out_channels, out_channels)
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp)
-        self.num_torgb += 1
 
     def forward(
         self,
@@ -245,11 +231,11 @@ class SynthesisBlock(nn.Module):
         noise_mode: NoiseMode = "random",
         fused_modconv: bool | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Run the block.
+        """Run the block on the previous block's features and image (``None`` for the first block).
 
         Args:
-            x: Features of the previous block (``None`` for the first block).
-            img: Image of the previous block (``None`` for the first block).
+            x: Features of the previous block.
+            img: Image of the previous block.
             ws: ``[N, num_conv + num_torgb, w_dim]`` latents for this block.
             noise_mode: See :class:`StyleGAN2SynthesisLayer`.
             fused_modconv: Override ``fused_modconv_default``.
@@ -282,6 +268,10 @@ class SynthesisBlock(nn.Module):
 class StyleGAN2SynthesisNetwork(nn.Module):
     """The StyleGAN2 synthesis network: blocks ``b4 ... b{img_resolution}``.
 
+    ``architecture``, ``resample_filter``, ``conv_clamp``, ``fused_modconv_default``
+    and ``use_noise`` are passed to every :class:`SynthesisBlock`; ``num_fp16_res``
+    and ``fp16_channels_last`` are ignored (official compatibility).
+
     Args:
         w_dim: Intermediate latent dimensionality.
         img_resolution: Output resolution (a power of two, at least 4).
@@ -289,13 +279,6 @@ class StyleGAN2SynthesisNetwork(nn.Module):
         channel_base: Overall channel multiplier: ``channels(res) = min(channel_base
             // res, channel_max)``.
         channel_max: Maximum channels per block.
-        num_fp16_res: Accepted for compatibility; ignored.
-        architecture: Only ``"skip"`` is implemented.
-        resample_filter: 1-D taps of the up-sampling blur.
-        conv_clamp: Activation clamp; ``None`` disables.
-        fp16_channels_last: Accepted for compatibility; ignored.
-        fused_modconv_default: See :class:`SynthesisBlock`.
-        use_noise: Noise inputs in the convolutions.
 
     Raises:
         ValueError: If ``img_resolution`` is not a power of two >= 4.
@@ -348,17 +331,13 @@ class StyleGAN2SynthesisNetwork(nn.Module):
     def forward(
         self, ws: Tensor, noise_mode: NoiseMode = "random", update_emas: bool = False, fused_modconv: bool | None = None
     ) -> Tensor:
-        """Synthesise images.
+        """Synthesise images ``[N, img_channels, img_resolution, img_resolution]``.
 
         Args:
             ws: Latents ``[N, num_ws, w_dim]``.
             noise_mode: ``"random"``, ``"const"`` or ``"none"``.
-            update_emas: Unused (no EMAs in this network); accepted for a common
-                interface with the StyleGAN3 synthesis network.
+            update_emas: Unused (the interface of the StyleGAN3 network).
             fused_modconv: Override the blocks' ``fused_modconv_default``.
-
-        Returns:
-            Images ``[N, img_channels, img_resolution, img_resolution]``.
 
         Raises:
             ValueError: If ``ws`` has the wrong shape.

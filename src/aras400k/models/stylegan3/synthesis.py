@@ -69,9 +69,8 @@ def layer_schedule(
     """Compute the layer specification of Sec. 3.1 ("flexible layer specifications").
 
     Cutoff ``f_c`` and minimum stopband ``f_t`` grow geometrically from the first
-    layer's values to the last layer's, ``f_c[N] = img_resolution / 2`` and ``f_t[N] =
-    f_c[N] * last_stopband_rel``, reaching them ``num_critical`` layers before the end
-    (those last layers are critically sampled)::
+    layer's values to ``f_c[N] = img_resolution / 2`` and ``f_t[N] = f_c[N] *
+    last_stopband_rel``, reached ``num_critical`` (critically sampled) layers before the end::
 
         e_i  = min(i / (N - num_critical), 1)
         f_c[i] = f_c[0] * (f_c[N] / f_c[0]) ** e_i,   f_t[i] likewise.
@@ -121,10 +120,9 @@ class SynthesisInput(nn.Module):
 
     ``channels`` sinusoids with random frequencies inside a disc of radius
     ``bandwidth`` and random phases are evaluated on the sampling grid, then mixed by
-    a learned ``channels x channels`` matrix. The affine layer predicts ``(r_c, r_s,
-    t_x, t_y)`` from ``w``, normalised to a rotation ``(r_c, r_s)`` and translation, that
-    is applied to the coordinates; the user-set ``transform`` buffer (identity by
-    default) is applied on top, which is how the equivariance metrics move the image.
+    a learned matrix. The affine layer predicts a rotation ``(r_c, r_s)`` and
+    translation ``(t_x, t_y)`` of the coordinates from ``w``; the ``transform`` buffer
+    (identity by default) is applied on top: the equivariance metrics move the image so.
 
     Args:
         w_dim: Intermediate latent dimensionality.
@@ -148,7 +146,6 @@ class SynthesisInput(nn.Module):
         self.sampling_rate = sampling_rate
         self.bandwidth = bandwidth
 
-        # Frequencies drawn from a Gaussian, pushed towards a uniform-ish disc.
         freqs = torch.randn([channels, 2])
         radii = freqs.square().sum(dim=1, keepdim=True).sqrt()
         freqs /= radii * radii.square().exp().pow(0.25)
@@ -222,11 +219,9 @@ class SynthesisLayer(nn.Module):
     Args:
         w_dim: Intermediate latent dimensionality.
         is_torgb: Whether this is the final ToRGB layer.
-        is_critically_sampled: Whether the output is critically sampled (``f_c = s /
-            2``).
-        use_fp16: Accepted for compatibility with official checkpoints; this
-            implementation computes in the input's dtype.
-        in_channels: Input channels.
+        is_critically_sampled: Whether the output is critically sampled (``f_c = s / 2``).
+        use_fp16: Ignored (official compatibility): computes in the input's dtype.
+        in_channels: Input channels (``out_channels`` likewise for the output).
         out_channels: Output channels.
         in_size: Input size in pixels (int or ``[width, height]``).
         out_size: Output size in pixels.
@@ -240,8 +235,7 @@ class SynthesisLayer(nn.Module):
         filter_size: Filter taps per lower-rate sample when resampling.
         lrelu_upsampling: Oversampling of the nonlinearity.
         use_radial_filters: Radially symmetric downsampling filters (config R).
-        conv_clamp: Clamp activations to ``[-conv_clamp, conv_clamp]``; ``None``
-            disables.
+        conv_clamp: Clamp activations to ``[-conv_clamp, conv_clamp]``; ``None`` disables.
         magnitude_ema_beta: Decay of the input magnitude EMA.
         antialias: Use the designed low-pass filters (``False``: the ablation).
     """
@@ -333,17 +327,10 @@ class SynthesisLayer(nn.Module):
         self.padding = [int(pad_lo[0]), int(pad_hi[0]), int(pad_lo[1]), int(pad_hi[1])]
 
     def forward(self, x: Tensor, w: Tensor, noise_mode: str = "random", update_emas: bool = False) -> Tensor:
-        """Run the layer.
+        """Map ``x`` ``[N, in_channels, H, W]`` with latents ``w`` to ``[N, out_channels, H', W']``.
 
-        Args:
-            x: Input ``[N, in_channels, in_height, in_width]``.
-            w: Latents ``[N, w_dim]``.
-            noise_mode: Unused (StyleGAN3 has no noise inputs); accepted so one call
-                serves both generators.
-            update_emas: Update the input magnitude EMA (training only).
-
-        Returns:
-            Output ``[N, out_channels, out_height, out_width]``.
+        ``noise_mode`` is unused (no noise inputs in StyleGAN3); ``update_emas`` updates
+        the input magnitude EMA (training only).
         """
         del noise_mode
         if update_emas:
@@ -355,14 +342,8 @@ class SynthesisLayer(nn.Module):
         if self.is_torgb:
             styles = styles * (1 / math.sqrt(self.in_channels * self.conv_kernel**2))
         # A "full" convolution (padding k - 1); the filter padding crops it back.
-        x = modulated_conv2d(
-            x,
-            self.weight,
-            styles,
-            demodulate=not self.is_torgb,
-            padding=self.conv_kernel - 1,
-            input_gain=input_gain,
-        )
+        pad = self.conv_kernel - 1
+        x = modulated_conv2d(x, self.weight, styles, demodulate=not self.is_torgb, padding=pad, input_gain=input_gain)
         return filtered_lrelu(
             x,
             fu=self.up_filter,
@@ -400,31 +381,20 @@ class SynthesisNetwork(nn.Module):
     """StyleGAN3 synthesis network: Fourier input, ``num_layers`` layers and ToRGB.
 
     Layers are named ``L{index}_{size}_{channels}`` as in the official code. The
-    schedule comes from :func:`layer_schedule`; the margin is cropped by the padding
-    of the last layers, and the output is scaled by ``output_scale``.
+    margin is cropped by the padding of the last layers, and the output is scaled by
+    ``output_scale``. ``channel_base``, ``channel_max``, ``num_layers``,
+    ``num_critical``, ``first_cutoff``, ``first_stopband``, ``last_stopband_rel`` and
+    ``margin_size`` are the arguments of :func:`layer_schedule`; ``filter_size``,
+    ``lrelu_upsampling``, ``use_radial_filters``, ``conv_clamp``,
+    ``magnitude_ema_beta`` and ``antialias`` those of every :class:`SynthesisLayer`.
 
     Args:
         w_dim: Intermediate latent dimensionality.
         img_resolution: Output resolution.
         img_channels: Output channels.
-        channel_base: Overall channel multiplier.
-        channel_max: Maximum channels per layer.
-        num_layers: Number of layers, excluding the input and ToRGB.
-        num_critical: Number of critically sampled layers at the end.
-        first_cutoff: Cutoff of the first layer.
-        first_stopband: Minimum stopband of the first layer.
-        last_stopband_rel: Minimum stopband of the last layer relative to its cutoff.
-        margin_size: Extra pixels kept around the intermediate maps.
         output_scale: Scale of the output image.
-        num_fp16_res: Accepted for compatibility with official checkpoints (sets the
-            layers' ``use_fp16`` flags, which this implementation ignores).
+        num_fp16_res: Ignored (official compatibility; sets the layers' ``use_fp16``).
         conv_kernel: Convolution kernel size (3; 1 for config R).
-        filter_size: Filter taps per lower-rate sample when resampling.
-        lrelu_upsampling: Oversampling of the nonlinearities.
-        use_radial_filters: Radially symmetric downsampling filters (config R).
-        conv_clamp: Activation clamp; ``None`` disables.
-        magnitude_ema_beta: Decay of the input magnitude EMAs.
-        antialias: Use the designed filters (``False``: the aliasing ablation).
     """
 
     def __init__(
@@ -511,17 +481,10 @@ class SynthesisNetwork(nn.Module):
             self.layer_names.append(name)
 
     def forward(self, ws: Tensor, noise_mode: str = "random", update_emas: bool = False) -> Tensor:
-        """Synthesise images.
+        """Synthesise images ``[N, img_channels, img_resolution, img_resolution]`` from ``ws`` ``[N, num_ws, w_dim]``.
 
-        Args:
-            ws: Latents ``[N, num_ws, w_dim]``.
-            noise_mode: Unused (no noise inputs in StyleGAN3); accepted for a common
-                interface with the StyleGAN2 synthesis network.
-            update_emas: Update the magnitude EMAs (training only).
-
-        Returns:
-            Images ``[N, img_channels, img_resolution, img_resolution]``, roughly in
-            ``[-1, 1]``.
+        ``noise_mode`` is unused (the interface of the StyleGAN2 network); ``update_emas``
+        updates the magnitude EMAs (training only).
 
         Raises:
             ValueError: If ``ws`` has the wrong shape.
