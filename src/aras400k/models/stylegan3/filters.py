@@ -10,14 +10,10 @@ nonlinearity"). This module holds
 * :func:`design_lowpass_filter`: Kaiser-windowed sinc filters (separable) and the
   radially symmetric jinc-based filters of the rotation-equivariant config (Sec. 3.2);
 * :func:`upfirdn2d`: upsample by zero insertion, pad, FIR-filter and downsample, as
-  ``scipy.signal.upfirdn`` does in 1-D, written so that no zero is ever multiplied
-  (polyphase decomposition for upsampling, strided convolution for downsampling) and
-  separable filters run as two 1-D depthwise convolutions;
+  ``scipy.signal.upfirdn`` does in 1-D;
 * :func:`filtered_lrelu`: bias, upsampling, leaky ReLU with gain and clamp,
-  downsampling;
-* :func:`filtered_lrelu_reference`: the same computation written naively (explicit
-  zero insertion, full 2-D convolutions, decimation by slicing), the baseline that the
-  tests and the benchmark compare against.
+  downsampling; :func:`filtered_lrelu_reference` computes it naively, the baseline of
+  the tests and the benchmark.
 
 Filters follow the NVlabs conventions so stored filters load as they are: a 1-D tensor
 is a separable filter applied along both axes, a 2-D tensor a full filter, ``None``
@@ -148,10 +144,9 @@ def upfirdn2d(
 
     The result equals: insert ``up - 1`` zeros after every pixel, pad (or crop) by
     ``padding``, convolve with ``f`` keeping only outputs whose footprint lies inside
-    the padded image, keep every ``down``-th pixel, multiply by ``gain``. It is
-    computed without the zeros: upsampling splits the filter into its ``up``
-    polyphase components (one small convolution per output phase), downsampling uses
-    a strided convolution, and a separable filter runs along x and then along y.
+    the padded image, keep every ``down``-th pixel, multiply by ``gain``. No zero is
+    multiplied (transposed convolutions upsample, strided ones downsample), and a
+    separable filter runs along each axis in turn.
 
     Args:
         x: Images ``[N, C, H, W]``.
@@ -324,11 +319,9 @@ def filtered_lrelu(
 ) -> Tensor:
     """Filtered leaky ReLU: the alias-suppressing nonlinearity of StyleGAN3 (Sec. 2.1).
 
-    For each channel: add the bias ``b``; upsample by ``up`` with the interpolation
-    filter ``fu`` (zero insertion + ``padding`` + filter, at gain ``up**2``); apply
-    ``leaky_relu(., slope) * gain`` and clamp to ``[-clamp, clamp]``; low-pass filter
-    with ``fd`` and keep every ``down``-th sample. Equal, up to rounding, to
-    :func:`filtered_lrelu_reference`, but without zero insertion or discarded outputs.
+    For each channel: add the bias ``b``; upsample by ``up`` with ``fu`` (as
+    :func:`upfirdn2d` with ``padding``, at gain ``up**2``); apply ``leaky_relu(., slope) *
+    gain`` and clamp; low-pass filter with ``fd`` and keep every ``down``-th sample.
 
     Args:
         x: Input ``[N, C, H, W]``.

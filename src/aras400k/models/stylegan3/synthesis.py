@@ -1,11 +1,9 @@
 """The StyleGAN3 synthesis network (Karras et al. 2021, "Alias-Free Generative Adversarial Networks").
 
-Every feature map is the sampled version of a band-limited continuous signal. The
-network starts from Fourier features (:class:`SynthesisInput`), then each
+The network starts from Fourier features (:class:`SynthesisInput`), then each
 :class:`SynthesisLayer` runs a modulated convolution and a *filtered* leaky ReLU whose
-up/down-sampling filters are designed from the layer's cutoff, stopband and sampling
-rate. The per-layer specification follows the schedule of Sec. 3.1 ("flexible layer
-specifications"), computed by :func:`layer_schedule`. Config R (Sec. 3.2) uses 1x1
+filters are designed from the layer's cutoff, stopband and sampling rate, as
+scheduled by :func:`layer_schedule` (Sec. 3.1). Config R (Sec. 3.2) uses 1x1
 convolutions and radially symmetric downsampling filters.
 
 Module, parameter and buffer names follow the official implementation
@@ -216,21 +214,15 @@ class SynthesisLayer(nn.Module):
     ``antialias=False`` is the aliasing ablation: nearest-neighbour upsampling and
     plain decimation instead of the designed filters, everything else unchanged.
 
+    The ``in_*`` / ``out_*`` arguments are the channels, size in pixels (int or
+    ``[width, height]``), sampling rate ``s``, cutoff ``f_c`` and transition half-width
+    ``f_h`` of the input and of the output.
+
     Args:
         w_dim: Intermediate latent dimensionality.
         is_torgb: Whether this is the final ToRGB layer.
         is_critically_sampled: Whether the output is critically sampled (``f_c = s / 2``).
         use_fp16: Ignored (official compatibility): computes in the input's dtype.
-        in_channels: Input channels (``out_channels`` likewise for the output).
-        out_channels: Output channels.
-        in_size: Input size in pixels (int or ``[width, height]``).
-        out_size: Output size in pixels.
-        in_sampling_rate: Input sampling rate ``s``.
-        out_sampling_rate: Output sampling rate.
-        in_cutoff: Input cutoff ``f_c``.
-        out_cutoff: Output cutoff.
-        in_half_width: Input transition half-width ``f_h``.
-        out_half_width: Output transition half-width.
         conv_kernel: Convolution kernel size (1 for config R); ToRGB uses 1.
         filter_size: Filter taps per lower-rate sample when resampling.
         lrelu_upsampling: Oversampling of the nonlinearity.
