@@ -182,12 +182,12 @@ def apply_rotation(x: Tensor, angle: float, a: int = 3, up: int = 4) -> tuple[Te
     """Rotate band-limited images: ``out(p) = x(R(angle) p)`` about the image centre.
 
     The input is upsampled by ``up`` with an interpolation filter that also removes
-    the frequencies the rotated image could not hold on its pixel grid (those outside
-    the rotated square band), then resampled bicubically at the rotated positions.
+    the frequencies outside the rotated square band, then resampled bicubically at the
+    rotated positions.
 
     Args:
         x: Images ``[N, C, H, W]``.
-        angle: Rotation angle in radians (of the sampling positions, see above).
+        angle: Rotation angle in radians (of the sampling positions).
         a: Filter radius in input pixels.
         up: Oversampling factor before the bicubic resampling.
 
@@ -220,10 +220,7 @@ def apply_rotation(x: Tensor, angle: float, a: int = 3, up: int = 4) -> tuple[Te
 
 
 def apply_pseudo_rotation(x: Tensor, angle: float, a: int = 3) -> tuple[Tensor, Tensor]:
-    """Band-limit images as if they had been rotated by :func:`apply_rotation`, without rotating.
-
-    Keeps the frequencies a rotated image holds: the square band intersected with its
-    copy rotated by ``R(angle)^T``.
+    """Band-limit images as :func:`apply_rotation` does (the square band and its ``R(angle)^T`` copy), unrotated.
 
     Args:
         x: Images ``[N, C, H, W]``.
@@ -267,13 +264,10 @@ def compute_equivariance(
     seed: int = 0,
     device: torch.device | str | None = None,
 ) -> dict[str, float]:
-    """EQ-T (integer and sub-pixel) and EQ-R PSNRs of a generator, in dB.
+    """EQ-T (integer and sub-pixel) and EQ-R PSNRs of a generator, in dB (see the module docstring).
 
-    For every batch: draw ``z`` (and random one-hot labels for a conditional model),
-    map to ``w``, synthesise the reference with the identity input transform, then per
-    metric draw a transformation, synthesise with the transformed input and compare
-    with the transformed reference over the pixels both define. Squared errors are
-    summed over all samples before taking the PSNR, as in the paper.
+    A conditional model gets random one-hot labels. Squared errors are summed over all
+    samples before taking the PSNR, as in the paper.
 
     Args:
         generator: A generator with ``mapping``, ``synthesis`` and a Fourier
@@ -352,13 +346,7 @@ def compute_eq_t(
 ) -> float:
     """EQ-T of a generator in dB: :func:`compute_equivariance` of one metric, with its arguments.
 
-    Args:
-        generator: A StyleGAN3-style generator with Fourier input.
-        fractional: Sub-pixel translations (EQ-T frac) instead of whole pixels.
-        num_samples: Number of latents.
-        batch_size: Latents per batch.
-        translate_max: Largest translation, as a fraction of the image size.
-        seed: Seed of latents and translations.
+    ``fractional`` picks sub-pixel translations (EQ-T frac) instead of whole pixels.
     """
     name: EquivarianceMetric = "eqt_frac" if fractional else "eqt_int"
     return compute_equivariance(
@@ -373,15 +361,7 @@ def compute_eq_r(
     rotate_max: float = 1.0,
     seed: int = 0,
 ) -> float:
-    """EQ-R of a generator in dB: :func:`compute_equivariance` of one metric, with its arguments.
-
-    Args:
-        generator: A StyleGAN3-style generator with Fourier input.
-        num_samples: Number of latents.
-        batch_size: Latents per batch.
-        rotate_max: Largest rotation, as a fraction of pi.
-        seed: Seed of latents and angles.
-    """
+    """EQ-R of a generator in dB: :func:`compute_equivariance` of one metric, with its arguments."""
     return compute_equivariance(
         generator, ("eqr",), num_samples=num_samples, batch_size=batch_size, rotate_max=rotate_max, seed=seed
     )["eqr"]

@@ -198,8 +198,6 @@ class StyleGAN3(GANModule):
         self.last_batch_size: int | None = None
         self.configure_models()
 
-    # -- construction ----------------------------------------------------------------------
-
     def configure_models(self) -> None:
         """Build G, D, the EMA generator, ADA, the path-length regulariser and the NaN guard (override to swap one)."""
         hp = self.hparams
@@ -243,8 +241,6 @@ class StyleGAN3(GANModule):
             torch.optim.Adam(self.discriminator.parameters(), lr=d.lr, betas=d.betas, eps=1e-8),
         ]
 
-    # -- sampling --------------------------------------------------------------------------
-
     def latents(self, n: int, seed: int) -> torch.Tensor:
         """``(n, z_dim)`` latents of samples ``seed, ..., seed + n - 1``, on the module's device.
 
@@ -286,8 +282,6 @@ class StyleGAN3(GANModule):
         with self.sampler(use_ema) as net:
             return net(z.to(self.device), truncation_psi=truncation_psi, noise_mode=noise_mode).clamp(-1, 1)
 
-    # -- schedules -------------------------------------------------------------------------
-
     def batch_size(self, real: torch.Tensor) -> int:
         """Total batch size of the schedules: ``batch``, or ``len(real)`` times the number of processes."""
         if self.hparams["batch"] is not None:
@@ -301,8 +295,6 @@ class StyleGAN3(GANModule):
             return 0.0
         fade = stylegan_blur_fade_kimg(batch_size, self.hparams["blur_fade_kimg"])
         return blur_sigma(int(self.iterations) * batch_size, fade, self.blur_init_sigma)
-
-    # -- the networks as the loss sees them -------------------------------------------------
 
     def run_generator(self, z: torch.Tensor, update_emas: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Map ``z`` and synthesise with style mixing (training mode); returns ``(images, ws)``.
@@ -323,8 +315,6 @@ class StyleGAN3(GANModule):
 
     def _z(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.hparams["z_dim"], device=self.device)
-
-    # -- the four phases -------------------------------------------------------------------
 
     def generator_main_step(self, n: int, sigma: float, optimizer: Any) -> dict[str, torch.Tensor]:
         """Gmain: non-saturating logistic loss on ``n`` generated images; returns ``{"g_loss"}``."""
@@ -365,8 +355,6 @@ class StyleGAN3(GANModule):
             scale = self.hparams["gamma"] / 2 * self.hparams["r1_interval"]
             self._optimise(penalty * scale, self.discriminator, optimizer, "Dreg")
         return {"r1_penalty": penalty.detach()}
-
-    # -- training --------------------------------------------------------------------------
 
     def _mirror(self, real: torch.Tensor) -> torch.Tensor:
         if not self.hparams["mirror"]:
@@ -420,8 +408,6 @@ class StyleGAN3(GANModule):
         self.log_dict(values, on_step=True, on_epoch=False, batch_size=n)
         progress = {"d_loss": terms["d_loss"], "g_loss": terms["g_loss"], "p": values["ada_p"]}
         self.log_dict(progress, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=n)
-
-    # -- validation ------------------------------------------------------------------------
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         """Log ``val_d_real_sign``, ``E[sign(D(real))]`` on unaugmented images: against ``ada_rt``, D's overfitting."""

@@ -224,28 +224,23 @@ def _safe_numpy_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
 
 #: ``(module, name)`` of every global an official pickle may name, and what it resolves to.
 ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
-    # The persistence call: replaced by a recorder that returns an inert placeholder.
-    # Neither ``torch_utils`` nor ``module_src`` is ever imported or executed.
+    # The persistence call: recorded, neither ``torch_utils`` nor ``module_src`` imported or run.
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _record_persistent_obj,
-    # Containers of module state (``_modules``, hooks, ...): a plain dict type.
+    # Containers of module state (``_modules``, hooks, ...) and ``dnnlib.EasyDict`` kwargs.
     ("collections", "OrderedDict"): collections.OrderedDict,
-    # Official kwargs are ``dnnlib.EasyDict`` (a dict subclass); we never import dnnlib
-    # and answer with an inert dict subclass.
     ("dnnlib.util", "EasyDict"): _EasyDict,
-    # Tensors: torch's own rebuild functions only make a view of an already loaded
-    # storage / wrap a tensor as a parameter; arguments are type-checked first.
+    # Tensors: torch's own functions make a view of a loaded storage / wrap it as a parameter.
     ("torch._utils", "_rebuild_tensor_v2"): _safe_rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _safe_rebuild_parameter,
     # Storages are nested ``torch.save`` blobs: loaded with ``weights_only=True``.
     ("torch.storage", "_load_from_bytes"): _safe_load_from_bytes,
-    # numpy scalars and arrays among the stored attributes: numpy's own constructors
-    # copy raw bytes and execute nothing; object dtypes / array subclasses are refused.
+    # numpy scalars and arrays among the stored attributes: numpy's own constructors copy
+    # raw bytes and execute nothing.
     ("numpy._core.multiarray", "scalar"): _safe_numpy_scalar,
     ("numpy.core.multiarray", "scalar"): _safe_numpy_scalar,
     ("numpy._core.multiarray", "_reconstruct"): _safe_numpy_reconstruct,
     ("numpy.core.multiarray", "_reconstruct"): _safe_numpy_reconstruct,
-    # ``numpy.dtype`` only parses a type string; ``numpy.ndarray`` appears as the
-    # subtype argument of ``_reconstruct`` (the only subtype accepted there).
+    # ``numpy.dtype`` parses a type string; ``numpy.ndarray`` is ``_reconstruct``'s subtype.
     ("numpy", "dtype"): np.dtype,
     ("numpy", "ndarray"): np.ndarray,
 }
@@ -292,9 +287,6 @@ def restricted_load(file: BinaryIO) -> Any:
         UnsafePickleError: For any global or persistent id that is not allowed.
     """
     return RestrictedUnpickler(file).load()
-
-
-# Building our modules from the records.
 
 
 def _plain(value: Any) -> Any:
