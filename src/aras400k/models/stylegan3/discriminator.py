@@ -180,8 +180,7 @@ class DiscriminatorEpilogue(nn.Module):
 
     Args:
         in_channels: Input channels.
-        cmap_dim: Dimensionality of the mapped label (projection discriminator), 0
-            for an unconditional model.
+        cmap_dim: Dimensionality of the mapped label (projection discriminator), 0: none.
         resolution: Input resolution (4).
         img_channels: Image channels.
         architecture: Only ``"resnet"`` is implemented.
@@ -251,11 +250,9 @@ class Discriminator(nn.Module):
         num_fp16_res: Ignored (official compatibility).
         conv_clamp: Activation clamp of the convolutions; ``None`` disables.
         cmap_dim: Dimensionality of the mapped label (default: the 4x4 channels).
-        block_kwargs: Extra :class:`DiscriminatorBlock` arguments (e.g.
-            ``freeze_layers``).
+        block_kwargs: Extra :class:`DiscriminatorBlock` arguments (``freeze_layers``).
         mapping_kwargs: Extra :class:`MappingNetwork` arguments of the label mapping.
-        epilogue_kwargs: Extra :class:`DiscriminatorEpilogue` arguments (e.g.
-            ``mbstd_group_size``).
+        epilogue_kwargs: Extra :class:`DiscriminatorEpilogue` arguments (``mbstd_group_size``).
 
     Raises:
         ValueError: If ``img_resolution`` is not a power of two >= 8.

@@ -42,10 +42,9 @@ class Generator(nn.Module):
         mapping_kwargs: Arguments of :class:`MappingNetwork` (e.g. ``num_layers``).
         architecture: ``"stylegan3"`` (:class:`SynthesisNetwork`, configs T and R)
             or ``"stylegan2"`` (:class:`StyleGAN2SynthesisNetwork`).
-        **synthesis_kwargs: Arguments of the synthesis network; every name the
-            official classes accept for these configurations is accepted, unknown
-            names raise ``TypeError``. A nested ``synthesis_kwargs`` dict (the
-            layout of StyleGAN2-ADA checkpoints) is merged in.
+        **synthesis_kwargs: Arguments of the synthesis network (the official names;
+            unknown ones raise ``TypeError``); a nested ``synthesis_kwargs`` dict (as in
+            StyleGAN2-ADA checkpoints) is merged in.
 
     Raises:
         ValueError: For an unknown ``architecture``.

@@ -160,8 +160,7 @@ class Conv2dLayer(nn.Module):
         activation: ``"linear"`` or ``"lrelu"``.
         down: Integer downsampling factor.
         resample_filter: 1-D taps of the low-pass filter used when downsampling.
-        conv_clamp: Clamp the output to ``[-conv_clamp, conv_clamp]``; ``None``
-            disables.
+        conv_clamp: Clamp the output to ``[-conv_clamp, conv_clamp]``; ``None`` disables.
     """
 
     resample_filter: Tensor
@@ -203,10 +202,8 @@ class Conv2dLayer(nn.Module):
         Args:
             x: Input ``[N, in_channels, H, W]``.
             gain: Extra gain of the output (and of the clamp).
-            residual: A tensor of the output's shape added to the result (after the
-                activation and the clamp). A linear, unclamped 1x1 layer (the
-                discriminator's ``skip``) adds it inside its matrix product, with no
-                pass of its own; otherwise it is one addition.
+            residual: A tensor of the output's shape added after the activation and
+                clamp (inside the matrix product of a linear, unclamped 1x1 layer).
 
         Returns:
             ``[N, out_channels, H / down, W / down]``.
@@ -303,8 +300,8 @@ def pointwise_conv2d(
         clamp: Clamp (before the residual) to ``[-clamp, clamp]``; ``None`` disables.
 
     Returns:
-        ``[N, O, H, W]``, channels-last (a permuted view of the product; in-place
-        changes to it are views' in-place changes for autograd).
+        ``[N, O, H, W]``, channels-last: a permuted view of the product (for autograd's
+        in-place rules too).
 
     Raises:
         ValueError: If ``w`` is not a 1x1 kernel over ``x``'s channels, or
@@ -355,17 +352,13 @@ def modulated_conv2d(
         weight: Shared weights ``[O, I, k, k]`` (already scaled as wanted).
         styles: Per-sample styles ``[N, I]``.
         demodulate: Apply weight demodulation.
-        padding: Zero padding of the convolution (with respect to the upsampled
-            image when ``up > 1``).
-        up: Upsampling factor (2 for StyleGAN2's upsampling layers): a stride-2
-            transposed convolution followed by the ``resample_filter`` blur.
+        padding: Zero padding of the convolution (of the upsampled image when ``up > 1``).
+        up: Upsampling factor: a stride-``up`` transposed convolution, then the blur.
         resample_filter: Low-pass filter used when ``up > 1``.
-        input_gain: Optional factor on the input channels (a scalar, ``[I]`` or
-            ``[N, I]``) applied after demodulation; StyleGAN3 passes
-            ``1 / sqrt(magnitude EMA)``.
-        fused: Run as one grouped convolution with per-sample weights (``True``) or
-            as a shared-weight convolution between two per-channel scalings (faster
-            for training, same result).
+        input_gain: Factor on the input channels (scalar, ``[I]`` or ``[N, I]``) after
+            demodulation; StyleGAN3 passes ``1 / sqrt(magnitude EMA)``.
+        fused: One grouped convolution with per-sample weights (``True``) or a shared
+            one between two per-channel scalings (faster for training, same result).
 
     Returns:
         Output ``[N, O, H', W']``.

@@ -19,12 +19,10 @@ class MappingNetwork(nn.Module):
     """Maps a latent ``z`` (and optionally a label ``c``) to intermediate latents ``w``.
 
     ``z`` is normalised to unit second moment, passed through ``num_layers``
-    fully-connected leaky-ReLU layers with a learning-rate multiplier of 0.01 (StyleGAN,
-    Sec. 2; StyleGAN3 uses 2 layers, StyleGAN2 8), and broadcast to the ``num_ws``
-    layer inputs of the synthesis network. During training the running average
-    ``w_avg`` is tracked (``update_emas=True``) for the truncation trick: ``w' = w_avg
-    + psi (w - w_avg)`` on the first ``truncation_cutoff`` entries (StyleGAN, Appendix
-    B).
+    fully-connected leaky-ReLU layers (StyleGAN, Sec. 2; StyleGAN3 uses 2, StyleGAN2 8)
+    and broadcast to the ``num_ws`` layer inputs of the synthesis network. The running
+    average ``w_avg`` serves the truncation trick, ``w' = w_avg + psi (w - w_avg)``
+    (StyleGAN, Appendix B).
 
     Args:
         z_dim: Latent dimensionality, 0 for none (a label-only mapping).
@@ -85,22 +83,17 @@ class MappingNetwork(nn.Module):
         truncation_cutoff: int | None = None,
         update_emas: bool = False,
     ) -> Tensor:
-        """Map latents to ``w``.
+        """Map latents to ``w`` ``[N, num_ws, w_dim]`` (``[N, w_dim]`` when ``num_ws`` is ``None``).
 
         Args:
             z: Latents ``[N, z_dim]`` (ignored when ``z_dim == 0``).
             c: Labels ``[N, c_dim]``; needed only when ``c_dim > 0``.
             truncation_psi: Truncation strength; 1 disables, 0 gives ``w_avg``.
-            truncation_cutoff: Truncate only the first this many ``w``; ``None``
-                truncates all.
+            truncation_cutoff: Truncate only the first this many ``w`` (``None``: all).
             update_emas: Update the running average ``w_avg`` (training only).
 
-        Returns:
-            ``[N, num_ws, w_dim]`` (or ``[N, w_dim]`` when ``num_ws`` is ``None``).
-
         Raises:
-            ValueError: If an input needed by the configuration is missing or has the
-                wrong width.
+            ValueError: If an input the configuration needs is missing or has the wrong width.
         """
         parts = []
         for name, value, dim in (("z", z, self.z_dim), ("c", c, self.c_dim)):

@@ -94,21 +94,17 @@ class StyleGAN3(GANModule):
         cfg: Network configuration (``--cfg``).
         resolution: Image resolution (square, a power of two).
         gamma: R1 weight (``--gamma``).
-        mirror: Randomly x-flip real images inside the module (``--mirror``), for data
-            modules that do not flip (``GANDataModule(mirror=True)`` does). Flipping twice
-            with independent fair coins is one fair flip, so both ``true`` (which
-            Lightning requires to agree, as in ``configs/gan_stylegan3.yaml``) is ``--mirror=1``.
+        mirror: Randomly x-flip real images here (``--mirror``), for data modules that do not
+            flip. Two independent fair flips are one, so ``true`` here and in
+            ``GANDataModule`` (Lightning wants them equal) is ``--mirror=1``.
         aug: Augmentation mode (``--aug``): none, ADA (adaptive ``p``) or a fixed ``p``.
         target: ADA target of ``E[sign(D(real))]`` (``--target``).
         p: Augmentation probability for ``aug="fixed"`` (``--p``).
-        batch: Total batch size used by the schedules (EMA half-life, blur fade, ADA
-            speed, magnitude EMA); ``None`` reads it from each training batch (times the
-            number of processes).
-        glr: Generator learning rate (``--glr``); ``None``: 0.002 for ``stylegan2``,
-            0.0025 otherwise.
+        batch: Total batch size of the schedules (EMA half-life, blur fade, ADA speed,
+            magnitude EMA); ``None``: each training batch's times the number of processes.
+        glr: Generator learning rate (``--glr``); ``None``: 0.002 for ``stylegan2``, else 0.0025.
         dlr: Discriminator learning rate (``--dlr``).
-        map_depth: Mapping network depth (``--map-depth``); ``None``: 8 for ``stylegan2``,
-            2 otherwise.
+        map_depth: Mapping network depth (``--map-depth``); ``None``: 8 for ``stylegan2``, else 2.
         cbase: Capacity multiplier (``--cbase``).
         cmax: Maximum channels per layer (``--cmax``).
         z_dim: Latent dimensionality.
@@ -118,23 +114,19 @@ class StyleGAN3(GANModule):
         ema_rampup: EMA ramp-up coefficient; ``None`` disables the ramp-up.
         r1_interval: Lazy R1 interval in iterations (16).
         pl_weight: Path-length weight; ``None``: 2 for ``stylegan2``, 0 (off) otherwise.
-        style_mixing_prob: Style-mixing probability; ``None``: 0.9 for ``stylegan2``, 0
-            otherwise.
-        blur_fade_kimg: Blur fade length at batch 32 in thousands of images (scaled by
-            ``batch / 32``).
+        style_mixing_prob: Style-mixing probability; ``None``: 0.9 for ``stylegan2``, else 0.
+        blur_fade_kimg: Blur fade length in kimg at batch 32 (scaled by ``batch / 32``).
         blur_sigma: Initial blur of the discriminator's inputs in pixels; ``None``: 10 for
             the StyleGAN3 configs, 0 (off) for ``stylegan2``.
         augpipe: ADA transforms (``--augpipe``; ``"bgc"``: blit, geometric, colour).
         ada_interval: Adjust ADA's ``p`` every this many iterations (4).
         ada_kimg: ADA speed: thousands of images for ``p`` to move by 1 (500).
-        max_consecutive_skips: Raise after this many NaN/inf steps in a row; ``None``
-            never raises.
+        max_consecutive_skips: Raise after this many NaN/inf steps in a row (``None``: never).
         sample_seeds: Images in the fixed-seed sample grid (image ``i`` uses seed ``i``).
         sample_every_n_steps: Write a sample grid every this many training iterations
             (0: only after validation).
-        kimg: Training length in thousands of real images shown (``--kimg``): training
-            stops once ``iterations x batch`` reaches ``kimg x 1000``; ``None``: the
-            Trainer's own limits decide.
+        kimg: Stop once ``iterations x batch`` reaches ``kimg x 1000`` real images
+            (``--kimg``); ``None``: the Trainer's own limits decide.
         map: Deprecated name of ``map_depth`` (accepted with a warning).
 
     Raises:

@@ -10,14 +10,12 @@ rebuild the object. Loading such a file with :func:`pickle.load` therefore runs
 arbitrary code taken from the file.
 
 This module never does that. :class:`RestrictedUnpickler` resolves only the globals of
-:data:`ALLOWED_GLOBALS`; the persistence call is answered by a stand-in that records
-the meta dict as a :class:`PersistentObject` (``module_src`` is kept as an inert
-string and never imported, compiled or executed); tensors and storages are rebuilt by
-torch's own functions, storages through ``torch.load(..., weights_only=True)``. Any
-other global is refused with :class:`UnsafePickleError` *before* it is imported or
-called. :func:`load_official` then builds our :class:`Generator` /
-:class:`Discriminator` from the stored ``init_kwargs`` and copies the stored
-parameters and buffers by their (official) names, which our modules share.
+:data:`ALLOWED_GLOBALS`: the persistence call is recorded as an inert
+:class:`PersistentObject` (``module_src`` is never imported, compiled or executed),
+tensors are rebuilt by torch's own functions, storages through ``torch.load(...,
+weights_only=True)``, and any other global is refused with :class:`UnsafePickleError`
+*before* it is imported or called. :func:`load_official` then builds our networks from
+the stored ``init_kwargs`` and copies the stored tensors by their (official) names.
 
 :func:`export_official_state_dict` goes the other way: our module's weights under the
 official names, ready for a ``load_state_dict`` on an official network.
@@ -462,16 +460,12 @@ def load_official(
 ) -> OfficialNetworks:
     """Load networks from an official NVlabs ``network-snapshot-*.pkl`` without running its code.
 
-    The file is read with :class:`RestrictedUnpickler`; for each requested network the
-    stored ``class_name`` must be the official ``Generator`` / ``Discriminator``, our
-    module is built from the stored ``init_kwargs`` and the stored parameters and
-    buffers are copied in by name. The augmentation pipeline is skipped (noted).
+    The augmentation pipeline is skipped (noted in the result).
 
     Args:
         path: The pickle file.
         which: Networks to build, any of ``"G"``, ``"D"``, ``"G_ema"``.
-        strict: Require the stored names to match ours exactly (shapes are always
-            checked).
+        strict: Require the stored names to match ours exactly (shapes are always checked).
 
     Returns:
         The rebuilt networks (in eval mode, on CPU) and the raw training-set kwargs.
@@ -527,10 +521,9 @@ def load_official(
 def export_official_state_dict(module: nn.Module) -> dict[str, Tensor]:
     """Our module's weights under the official NVlabs names.
 
-    Our parameter and buffer names already are the official ones, so this is the
-    module's ``state_dict`` with the entries that only we have removed (any
-    ``_extra_state`` and non-tensor entries), detached and cloned on CPU. Load it into
-    an official network with ``load_state_dict``, or into ours (the inverse).
+    Our names are the official ones, so this is the ``state_dict`` without our own
+    entries (``_extra_state``, non-tensors), detached and cloned on CPU, for
+    ``load_state_dict`` on an official network (or on ours).
 
     Args:
         module: Our :class:`Generator` or :class:`Discriminator` (or a submodule).

@@ -40,8 +40,7 @@ class StyleGAN2SynthesisLayer(nn.Module):
         use_noise: Add per-pixel noise scaled by the learned ``noise_strength``.
         activation: ``"lrelu"`` or ``"linear"``.
         resample_filter: 1-D taps of the upsampling blur.
-        conv_clamp: Clamp activations to ``[-conv_clamp, conv_clamp]``; ``None``
-            disables.
+        conv_clamp: Clamp activations to ``[-conv_clamp, conv_clamp]``; ``None`` disables.
     """
 
     resample_filter: Tensor

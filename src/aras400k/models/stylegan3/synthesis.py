@@ -92,7 +92,7 @@ def layer_schedule(
         margin_size: Extra pixels kept on every side of the intermediate maps.
 
     Returns:
-        The schedule, one entry per layer plus the input.
+        The schedule (see :class:`LayerSchedule`).
 
     Raises:
         ValueError: If ``num_layers`` does not exceed ``num_critical``.
