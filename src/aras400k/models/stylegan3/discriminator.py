@@ -5,7 +5,10 @@ the image with ``fromrgb``, each runs two 3x3 convolutions (the second after an 
 blur, strided) plus a 1x1 residual ``skip`` path, both scaled by ``sqrt(1/2)``
 (StyleGAN2 Sec. 4.1, Fig. 7c). The ``b4`` epilogue appends the minibatch standard
 deviation (ProGAN Sec. 3), then a 3x3 convolution, a fully-connected layer and the
-output layer. Names follow the official code.
+output layer. Names and arguments follow the official code: only its default
+``architecture="resnet"`` is implemented (others raise ``ValueError``),
+``conv_clamp`` clamps activations to ``[-conv_clamp, conv_clamp]`` (``None``: off),
+and the fp16 arguments are accepted and ignored (computation runs in the input's dtype).
 """
 
 from __future__ import annotations
@@ -102,12 +105,8 @@ class DiscriminatorBlock(nn.Module):
         resolution: Input resolution of the block.
         img_channels: Image channels.
         first_layer_idx: Index of the block's first layer (for ``freeze_layers``).
-        architecture: Only ``"resnet"`` (the official default) is implemented.
         activation: Activation of the convolutions.
         resample_filter: 1-D taps of the downsampling blur.
-        conv_clamp: Activation clamp; ``None`` disables.
-        use_fp16: Ignored (official compatibility), as ``fp16_channels_last``.
-        fp16_channels_last: Ignored.
         freeze_layers: Freeze-D: layers with an index below this are not trained.
 
     Raises:
@@ -183,11 +182,9 @@ class DiscriminatorEpilogue(nn.Module):
         cmap_dim: Dimensionality of the mapped label (projection discriminator), 0: none.
         resolution: Input resolution (4).
         img_channels: Image channels.
-        architecture: Only ``"resnet"`` is implemented.
         mbstd_group_size: Group size of the minibatch stddev (``None``: the batch).
         mbstd_num_channels: Statistics channels; 0 disables the layer.
         activation: Activation of the hidden layers.
-        conv_clamp: Activation clamp; ``None`` disables.
 
     Raises:
         ValueError: For another architecture.
@@ -243,12 +240,9 @@ class Discriminator(nn.Module):
         c_dim: Label dimensionality, 0 for unconditional.
         img_resolution: Input resolution (a power of two, at least 8).
         img_channels: Image channels.
-        architecture: Only ``"resnet"`` is implemented.
         channel_base: Overall channel multiplier: ``channels(res) = min(channel_base
             // res, channel_max)``.
         channel_max: Maximum channels per block.
-        num_fp16_res: Ignored (official compatibility).
-        conv_clamp: Activation clamp of the convolutions; ``None`` disables.
         cmap_dim: Dimensionality of the mapped label (default: the 4x4 channels).
         block_kwargs: Extra :class:`DiscriminatorBlock` arguments (``freeze_layers``).
         mapping_kwargs: Extra :class:`MappingNetwork` arguments of the label mapping.

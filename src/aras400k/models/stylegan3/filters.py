@@ -228,12 +228,10 @@ def _upfirdn2d(x: Tensor, f: Tensor, up: int, down: int, pads: tuple[int, int, i
     if f.ndim == 1:
         # Depthwise convolutions along y are slower than along x: run them on the
         # smaller tensor (first when upsampling, last when downsampling).
-        axis_gain = math.sqrt(gain)
-        if up > 1:
-            x = _upfirdn_axis(x, f, up, down, py0, py1, axis_gain, dim=2)
-            return _upfirdn_axis(x, f, up, down, px0, px1, axis_gain, dim=3)
-        x = _upfirdn_axis(x, f, up, down, px0, px1, axis_gain, dim=3)
-        return _upfirdn_axis(x, f, up, down, py0, py1, axis_gain, dim=2)
+        axes = [(px0, px1, 3), (py0, py1, 2)]
+        for p0, p1, dim in reversed(axes) if up > 1 else axes:
+            x = _upfirdn_axis(x, f, up, down, p0, p1, math.sqrt(gain), dim)
+        return x
     return _upfirdn_full(x, f * gain, up, down, (px0, px1, py0, py1))
 
 

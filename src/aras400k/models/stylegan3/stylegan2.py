@@ -4,8 +4,13 @@ A learned 4x4 constant is refined by blocks that double the resolution: each blo
 has an upsampling modulated convolution (``conv0``) and a modulated convolution
 (``conv1``), both with per-pixel noise inputs scaled by a learned ``noise_strength``,
 and a ToRGB layer whose output is added to the upsampled image of the previous block
-(the "skip" architecture, StyleGAN2 Sec. 4.1). Names follow the official code
-(``b4.const``, ``b8.conv0.noise_const``, ``b8.torgb.affine.weight``, ...).
+(the "skip" architecture, StyleGAN2 Sec. 4.1). Names and arguments follow the official
+code (``b4.const``, ``b8.conv0.noise_const``, ``b8.torgb.affine.weight``, ...): only its
+default ``architecture="skip"`` is implemented (others raise ``ValueError``),
+``conv_clamp`` clamps activations to ``[-conv_clamp, conv_clamp]`` (``None``: off),
+and the fp16 arguments are accepted and ignored. The ``noise_mode`` of a forward pass
+is ``"random"`` (fresh noise), ``"const"`` (the stored ``noise_const``) or ``"none"``;
+``fused_modconv`` picks the fused form of :func:`modulated_conv2d`.
 """
 
 from __future__ import annotations
@@ -40,7 +45,6 @@ class StyleGAN2SynthesisLayer(nn.Module):
         use_noise: Add per-pixel noise scaled by the learned ``noise_strength``.
         activation: ``"lrelu"`` or ``"linear"``.
         resample_filter: 1-D taps of the upsampling blur.
-        conv_clamp: Clamp activations to ``[-conv_clamp, conv_clamp]``; ``None`` disables.
     """
 
     resample_filter: Tensor
@@ -80,15 +84,9 @@ class StyleGAN2SynthesisLayer(nn.Module):
     def forward(
         self, x: Tensor, w: Tensor, noise_mode: NoiseMode = "random", fused_modconv: bool = True, gain: float = 1.0
     ) -> Tensor:
-        """Run the layer: ``[N, in_channels, resolution / up, ...]`` -> ``[N, out_channels, resolution, ...]``.
+        """Map ``x`` ``[N, in_channels, resolution / up, ...]`` with ``w`` ``[N, w_dim]`` to ``[N, out_channels, ...]``.
 
-        Args:
-            x: Input features.
-            w: Latents ``[N, w_dim]``.
-            noise_mode: ``"random"`` (fresh noise), ``"const"`` (the stored
-                ``noise_const``) or ``"none"``.
-            fused_modconv: Fused grouped convolution (see :func:`modulated_conv2d`).
-            gain: Extra activation gain.
+        ``gain`` is an extra activation gain.
 
         Raises:
             ValueError: For an unknown ``noise_mode``.
@@ -128,7 +126,6 @@ class ToRGBLayer(nn.Module):
         out_channels: Image channels.
         w_dim: Intermediate latent dimensionality.
         kernel_size: Convolution kernel size.
-        conv_clamp: Output clamp; ``None`` disables.
     """
 
     def __init__(
@@ -165,11 +162,7 @@ class SynthesisBlock(nn.Module):
         resolution: Resolution of this block.
         img_channels: Image channels.
         is_last: Whether this is the last block.
-        architecture: Only ``"skip"`` (the official default) is implemented.
         resample_filter: 1-D taps of the up-sampling blur.
-        conv_clamp: Activation clamp; ``None`` disables.
-        use_fp16: Ignored (official compatibility), as ``fp16_channels_last``.
-        fp16_channels_last: Ignored.
         fused_modconv_default: Default of ``fused_modconv``: ``True``, ``False``, or
             ``"inference_only"`` (fused only in eval mode, as the official
             ``stylegan2`` config trains).
@@ -230,17 +223,11 @@ class SynthesisBlock(nn.Module):
         noise_mode: NoiseMode = "random",
         fused_modconv: bool | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Run the block on the previous block's features and image (``None`` for the first block).
+        """Run the block on the previous block's features ``x`` and image ``img`` (``None`` for the first block).
 
-        Args:
-            x: Features of the previous block.
-            img: Image of the previous block.
-            ws: ``[N, num_conv + num_torgb, w_dim]`` latents for this block.
-            noise_mode: See :class:`StyleGAN2SynthesisLayer`.
-            fused_modconv: Override ``fused_modconv_default``.
-
-        Returns:
-            The block's features and the accumulated image.
+        ``ws`` ``[N, num_conv + num_torgb, w_dim]`` are the block's latents; ``fused_modconv``
+        overrides ``fused_modconv_default``. Returns the block's features and the
+        accumulated image.
         """
         if fused_modconv is None:
             fused = self.fused_modconv_default
@@ -268,8 +255,7 @@ class StyleGAN2SynthesisNetwork(nn.Module):
     """The StyleGAN2 synthesis network: blocks ``b4 ... b{img_resolution}``.
 
     ``architecture``, ``resample_filter``, ``conv_clamp``, ``fused_modconv_default``
-    and ``use_noise`` are passed to every :class:`SynthesisBlock`; ``num_fp16_res``
-    and ``fp16_channels_last`` are ignored (official compatibility).
+    and ``use_noise`` are passed to every :class:`SynthesisBlock`.
 
     Args:
         w_dim: Intermediate latent dimensionality.
@@ -334,7 +320,7 @@ class StyleGAN2SynthesisNetwork(nn.Module):
 
         Args:
             ws: Latents ``[N, num_ws, w_dim]``.
-            noise_mode: ``"random"``, ``"const"`` or ``"none"``.
+            noise_mode: See the module docstring.
             update_emas: Unused (the interface of the StyleGAN3 network).
             fused_modconv: Override the blocks' ``fused_modconv_default``.
 
