@@ -289,10 +289,7 @@ class Discriminator(nn.Module):
         self.img_channels = img_channels
         self.block_resolutions = [2**i for i in range(int(math.log2(img_resolution)), 2, -1)]
         channels = {res: min(channel_base // res, channel_max) for res in [*self.block_resolutions, 4]}
-        if cmap_dim is None:
-            cmap_dim = channels[4]
-        if c_dim == 0:
-            cmap_dim = 0
+        cmap_dim = 0 if c_dim == 0 else channels[4] if cmap_dim is None else cmap_dim
 
         layer_idx = 0
         for res in self.block_resolutions:

@@ -1,21 +1,19 @@
 """Equivariance metrics EQ-T and EQ-R of the StyleGAN3 paper (Karras et al. 2021, Sec. 3 and Appendix E).
 
 A generator is equivariant to a transformation if transforming its input Fourier
-features (through the ``transform`` buffer of ``synthesis.input``) gives the same
-image as transforming its output. The metrics generate an image, generate it again
-with transformed input coordinates, transform the first image accordingly, and
-report the peak signal-to-noise ratio between the two over the pixels both define,
-in dB, for images in ``[-1, 1]`` (a dynamic range of 2):
+features (the ``transform`` buffer of ``synthesis.input``) transforms its output the
+same way. The metrics compare an image generated from transformed input coordinates
+with the transformed reference image: the PSNR over the pixels both define, in dB,
+for images in ``[-1, 1]`` (a dynamic range of 2):
 
 * **EQ-T** (integer): translation by whole pixels, up to ``translate_max`` of the
   image size; the reference is an exact shift.
 * **EQ-T frac** (sub-pixel): any translation; the reference is interpolated with a
   Lanczos-windowed sinc (``a = 3``).
-* **EQ-R**: rotation by an angle up to ``rotate_max * pi``. A rotated band-limited
-  image holds frequencies outside the pixel grid's square band, so both images are
-  limited to the intersection of the square and its rotated copy before comparing:
-  the reference by an interpolating low-pass filter applied while rotating it, the
-  generated image by the same low-pass without rotation ("pseudo-rotation").
+* **EQ-R**: rotation by an angle up to ``rotate_max * pi``. Both images are limited to
+  the intersection of the pixel grid's square band and its rotated copy: the
+  reference by the interpolating low-pass of the rotation, the generated image by
+  the same low-pass without rotation ("pseudo-rotation").
 
 The filters here are designed directly: the impulse response of the polygonal pass
 band is integrated numerically over frequency and tapered by a radial Lanczos window.

@@ -49,11 +49,10 @@ Padding = int | Sequence[int]
 def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float, radial: bool = False) -> Tensor | None:
     """Design a windowed low-pass filter.
 
-    The separable filter is a Kaiser-windowed sinc (``scipy.signal.firwin``), the
-    Kaiser ``beta`` chosen from the transition band ``width`` by Kaiser's formula. The
-    radial filter, used by StyleGAN3-R for its downsampling filters (Sec. 3.2), is the
-    2-D analogue: the ideal disc-shaped low-pass filter, whose impulse response is a
-    jinc ``J1(2 pi f_c r) / (pi r)``, times a separable Kaiser window of the same
+    The separable filter is a Kaiser-windowed sinc (``scipy.signal.firwin``, ``beta``
+    from the transition band ``width`` by Kaiser's formula). The radial filter of
+    StyleGAN3-R's downsampling (Sec. 3.2) is the 2-D analogue: the ideal disc low-pass,
+    a jinc ``J1(2 pi f_c r) / (pi r)``, times a separable Kaiser window of the same
     ``beta``, normalised to unit DC gain.
 
     Args:
@@ -104,9 +103,7 @@ def setup_filter(taps: Sequence[float] | Tensor, separable: bool | None = None) 
     Raises:
         ValueError: If the taps are not 1-D or 2-D.
     """
-    f = torch.as_tensor(taps, dtype=torch.float32)
-    if f.ndim == 0:
-        f = f[None]
+    f = torch.atleast_1d(torch.as_tensor(taps, dtype=torch.float32))
     if f.ndim not in (1, 2):
         raise ValueError(f"filter taps must be 1-D or 2-D, got shape {tuple(f.shape)}")
     if separable is None:
@@ -183,10 +180,9 @@ class _UpFirDn2d(torch.autograd.Function):
     ``down``, convolve with the flipped filter, crop, keep every ``up``-th sample.
     Along one axis, with ``L`` inputs, ``K`` taps, ``L_out`` outputs and padding
     ``(p0, p1)``, that is ``upfirdn`` with ``up`` and ``down`` swapped and padding
-    ``(K - 1 - p0, L * up + p0 - L_out * down)``. One call replaces autograd's walk
-    back through the pads, polyphase writes and slices of the forward (several times
-    faster on CPU), and since the backward calls this function again, gradients of
-    gradients (R1, path length) work too.
+    ``(K - 1 - p0, L * up + p0 - L_out * down)``: one call, several times faster on CPU
+    than autograd's walk back through the forward, and differentiable again (R1, path
+    length).
     """
 
     @staticmethod
@@ -340,8 +336,7 @@ def filtered_lrelu(
     y = x if b is None else x + b.to(x.dtype).reshape(1, -1, 1, 1)
     # Depthwise 1-D convolutions run several times faster on channels-last tensors; a
     # radial (2-D) filter does not gain, and converting back costs more, so it stays NCHW.
-    separable = all(f is None or f.ndim == 1 for f in (fu, fd))
-    if separable:
+    if all(f is None or f.ndim == 1 for f in (fu, fd)):
         y = y.contiguous(memory_format=torch.channels_last)
     # A positive gain commutes with the leaky ReLU (lrelu(g z) = g lrelu(z)): it rides on
     # the upsampling filter's taps, saving a pass over the large upsampled tensor.

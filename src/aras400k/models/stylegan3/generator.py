@@ -40,8 +40,7 @@ class Generator(nn.Module):
         img_resolution: Output resolution.
         img_channels: Output channels.
         mapping_kwargs: Arguments of :class:`MappingNetwork` (e.g. ``num_layers``).
-        architecture: ``"stylegan3"`` (:class:`SynthesisNetwork`, configs T and R)
-            or ``"stylegan2"`` (:class:`StyleGAN2SynthesisNetwork`).
+        architecture: ``"stylegan3"`` (configs T and R) or ``"stylegan2"``: the synthesis network.
         **synthesis_kwargs: Arguments of the synthesis network (the official names;
             unknown ones raise ``TypeError``); a nested ``synthesis_kwargs`` dict (as in
             StyleGAN2-ADA checkpoints) is merged in.

@@ -147,10 +147,7 @@ class FullyConnectedLayer(nn.Module):
 
 
 class Conv2dLayer(nn.Module):
-    """Convolution with equalised learning rate and optional FIR-filtered downsampling.
-
-    Downsampling blurs with the ``resample_filter`` (the binomial ``[1, 3, 3, 1]`` by
-    default) before a strided convolution, as in StyleGAN2's discriminator.
+    """Convolution with equalised learning rate and optional FIR-filtered (blurred, strided) downsampling.
 
     Args:
         in_channels: Input channels.
@@ -159,7 +156,7 @@ class Conv2dLayer(nn.Module):
         bias: Learn an additive bias.
         activation: ``"linear"`` or ``"lrelu"``.
         down: Integer downsampling factor.
-        resample_filter: 1-D taps of the low-pass filter used when downsampling.
+        resample_filter: 1-D taps of the downsampling blur (binomial by default).
         conv_clamp: Clamp the output to ``[-conv_clamp, conv_clamp]``; ``None`` disables.
     """
 
@@ -185,9 +182,8 @@ class Conv2dLayer(nn.Module):
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.padding = kernel_size // 2
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
-        # Channels-last weights (same values and shape, another stride order): the CPU
-        # convolutions of channels-last activations then neither reorder the weights nor
-        # their gradients, and the optimiser's state follows (docs/stylegan3.md).
+        # Channels-last weights (same values and shape): the CPU convolutions of channels-last
+        # activations then reorder neither weights nor gradients (docs/stylegan3.md).
         weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size])
         self.weight = nn.Parameter(weight.contiguous(memory_format=torch.channels_last) if kernel_size > 1 else weight)
         self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None

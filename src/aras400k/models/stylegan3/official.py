@@ -86,10 +86,8 @@ class PersistentObject:
         class_name: Name of the official class (``"Generator"``, ``"SynthesisLayer"``, ...).
         version: Version of NVlabs' persistence format.
         state: The object's ``__dict__`` (``_modules``, ``_parameters``, ``_buffers``,
-            ``_init_kwargs``, plain attributes), already unpickled by the restricted
-            unpickler: submodules are :class:`PersistentObject` too.
-        module_src: The source code of the defining module, kept as a plain string. It
-            is never imported, compiled or executed.
+            ``_init_kwargs``, ...), unpickled: submodules are :class:`PersistentObject` too.
+        module_src: The defining module's source, an inert string (never imported or run).
     """
 
     class_name: str
@@ -106,8 +104,7 @@ class OfficialNetworks:
         G: The generator being trained, or ``None`` if not requested / absent.
         D: The discriminator, or ``None``.
         G_ema: The moving-average generator (the one to sample from), or ``None``.
-        training_set_kwargs: The stored dataset arguments as plain Python (``None``
-            when the file has none).
+        training_set_kwargs: The stored dataset arguments as plain Python, or ``None``.
         init_kwargs: The official constructor arguments of each loaded network.
         notes: What was skipped or adapted (e.g. the augmentation pipeline).
     """

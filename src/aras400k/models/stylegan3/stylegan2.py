@@ -164,8 +164,7 @@ class SynthesisBlock(nn.Module):
         is_last: Whether this is the last block.
         resample_filter: 1-D taps of the up-sampling blur.
         fused_modconv_default: Default of ``fused_modconv``: ``True``, ``False``, or
-            ``"inference_only"`` (fused only in eval mode, as the official
-            ``stylegan2`` config trains).
+            ``"inference_only"`` (in eval mode only, as the official ``stylegan2`` trains).
         use_noise: Noise inputs in the convolutions.
 
     Raises:

@@ -30,10 +30,9 @@ __all__ = ["LayerSchedule", "SynthesisInput", "SynthesisLayer", "SynthesisNetwor
 class LayerSchedule:
     """Per-layer specification of a StyleGAN3 synthesis network.
 
-    Entry 0 describes the Fourier-feature input, entries ``1..N`` the layers
-    ``L0..L{N-1}`` and the last entry the ToRGB layer (so there are ``num_layers + 1``
-    entries). Frequencies are in cycles per image-height unit of the continuous
-    signal, so the output image has sampling rate ``img_resolution``.
+    Entry ``i`` describes the output of layer ``L{i}`` (entry ``num_layers``: ToRGB),
+    entry 0 also the Fourier-feature input. Frequencies are in cycles per image
+    height, so the output image has sampling rate ``img_resolution``.
 
     Attributes:
         cutoffs: Cutoff frequencies ``f_c``.
@@ -169,7 +168,6 @@ class SynthesisInput(nn.Module):
         rotation[:, 1, 0], rotation[:, 1, 1] = t[:, 1], t[:, 0]
         translation = eye.clone()
         translation[:, 0, 2], translation[:, 1, 2] = -t[:, 2], -t[:, 3]
-        # Rotate, then translate, then apply the user transform (all as inverses).
         transforms = rotation @ translation @ self.transform.to(w.dtype).unsqueeze(0)
 
         # sin(2 pi (f . (A p + b) + phi)) = sin(2 pi ((A^T f) . p + f . b + phi)).
@@ -286,7 +284,6 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.register_buffer("magnitude_ema", torch.ones([]))
 
-        # Filters of the nonlinearity, designed at the temporary (oversampled) rate.
         self.up_factor = _integer_ratio(self.tmp_sampling_rate, in_sampling_rate, "upsampling")
         self.down_factor = _integer_ratio(self.tmp_sampling_rate, out_sampling_rate, "downsampling")
         self.down_radial = use_radial_filters and not is_critically_sampled
@@ -307,10 +304,8 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("up_filter", up_filter)
         self.register_buffer("down_filter", down_filter)
 
-        # Padding of the upsampled signal so that exactly the output samples remain:
-        # the output grid before downsampling minus what the convolution and filters
-        # already add, split so that samples sit at pixel centres (Appendix C.3,
-        # the symmetric interpretation of sample positions).
+        # Padding of the upsampled signal that leaves exactly the output samples, split so
+        # that samples sit at pixel centres (Appendix C.3, symmetric sample positions).
         pad_total = (self.out_size - 1) * self.down_factor + 1
         pad_total -= (self.in_size + self.conv_kernel - 1) * self.up_factor
         pad_total += self.up_taps + self.down_taps - 2
