@@ -1,15 +1,13 @@
 """StyleGAN3 and StyleGAN2 networks in pure PyTorch (Karras et al. 2021; 2020).
 
-* :func:`build_generator` builds the generator of one of the StyleGAN3 paper's
-  configurations (``stylegan3-t``, ``stylegan3-r``, ``stylegan2``) with the official
-  defaults; :class:`Generator` also takes the ``init_kwargs`` of official checkpoints.
-* :func:`build_discriminator` / :class:`Discriminator`: StyleGAN2's residual
-  discriminator, shared by all configs.
+* :func:`build_generator` / :class:`Generator` (which also takes the ``init_kwargs``
+  of official checkpoints): configs ``stylegan3-t``, ``stylegan3-r`` and ``stylegan2``;
+  :func:`build_discriminator` / :class:`Discriminator`, shared by all configs.
 * :class:`StyleGAN3`: the LightningModule that trains them (ADA, lazy R1, EMA, ...).
 * :mod:`~aras400k.models.stylegan3.filters`: filter design, resampling and the
   filtered leaky ReLU; :mod:`~aras400k.models.stylegan3.equivariance`: EQ-T / EQ-R.
-* :func:`load_official` reads NVlabs' network pickles through a restricted
-  unpickler (no code from the file runs); :func:`export_official_state_dict` is the inverse.
+* :func:`load_official` reads NVlabs' network pickles without running their code;
+  :func:`export_official_state_dict` is the inverse.
 
 Module, parameter and buffer names match NVlabs' official implementation, so
 official weights map without a rename table.

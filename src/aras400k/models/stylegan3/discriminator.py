@@ -5,11 +5,15 @@ the image with ``fromrgb``, each runs two 3x3 convolutions (the second after an 
 blur, strided) plus a 1x1 residual ``skip`` path, both scaled by ``sqrt(1/2)``
 (StyleGAN2 Sec. 4.1, Fig. 7c). The ``b4`` epilogue appends the minibatch standard
 deviation (ProGAN Sec. 3), then a 3x3 convolution, a fully-connected layer and the
-output layer. Names follow the official code.
+output layer. Names and arguments follow the official code: only its default
+``architecture="resnet"`` is implemented (others raise ``ValueError``),
+``conv_clamp`` clamps activations to ``[-conv_clamp, conv_clamp]`` (``None``: off),
+and the fp16 arguments are accepted and ignored (computation runs in the input's dtype).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -32,11 +36,7 @@ __all__ = [
 
 
 def _require_resnet(architecture: str) -> None:
-    """Raise a one-line error unless ``architecture`` is ``"resnet"``, the only one implemented.
-
-    Raises:
-        ValueError: For ``"orig"``, ``"skip"`` or any other architecture.
-    """
+    """Raise a one-line error unless ``architecture`` is ``"resnet"``, the only one implemented."""
     if architecture != "resnet":
         raise ValueError(f"only the 'resnet' discriminator architecture is implemented, got {architecture!r}")
 
@@ -44,14 +44,11 @@ def _require_resnet(architecture: str) -> None:
 class MinibatchStdLayer(nn.Module):
     """Append the standard deviation of features across groups of samples (ProGAN Sec. 3).
 
-    The batch is split into groups of ``group_size`` samples (sample ``i`` in group
-    ``i mod (N / group_size)``, as the official layout); within each group the
-    standard deviation of every feature is averaged over channels (in
-    ``num_channels`` channel groups) and pixels, and appended as extra constant
-    channels. When the batch is not divisible by ``group_size``, sample ``i`` joins
-    group ``i mod ceil(N / group_size)``: groups then differ in size by at most one
-    instead of the official code failing, and divisible batches keep the official
-    grouping (and computation) exactly.
+    Sample ``i`` joins group ``i mod ceil(N / group_size)`` (the official layout);
+    within each group the standard deviation of every feature is averaged over pixels
+    and the channels of each of ``num_channels`` channel groups, and appended as
+    constant channels. A batch not divisible by ``group_size`` gets groups that differ
+    in size by at most one, where the official code fails.
 
     Args:
         group_size: Samples per group (``None``: the whole batch).
@@ -84,12 +81,11 @@ class MinibatchStdLayer(nn.Module):
         num_groups = -(-n // group_size)
         group = torch.arange(n, device=x.device) % num_groups
         one_hot = torch.nn.functional.one_hot(group, num_groups).to(x.dtype)  # [N, G]
-        counts = one_hot.sum(dim=0)  # [G]
+        counts = one_hot.sum(dim=0).reshape(-1, 1, 1, 1, 1)
 
         y = x.reshape(n, f, c // f, h, w)
-        mean = torch.einsum("ng,nfchw->gfchw", one_hot, y) / counts.reshape(-1, 1, 1, 1, 1)
-        y = y - mean[group]
-        var = torch.einsum("ng,nfchw->gfchw", one_hot, y.square()) / counts.reshape(-1, 1, 1, 1, 1)
+        y = y - (torch.einsum("ng,nfchw->gfchw", one_hot, y) / counts)[group]
+        var = torch.einsum("ng,nfchw->gfchw", one_hot, y.square()) / counts
         std = (var + 1e-8).sqrt().mean(dim=[2, 3, 4])  # [G, F]
         stats = std[group].reshape(n, f, 1, 1).expand(n, f, h, w)
         return torch.cat([x, stats], dim=1)
@@ -109,12 +105,8 @@ class DiscriminatorBlock(nn.Module):
         resolution: Input resolution of the block.
         img_channels: Image channels.
         first_layer_idx: Index of the block's first layer (for ``freeze_layers``).
-        architecture: Only ``"resnet"`` (the official default) is implemented.
         activation: Activation of the convolutions.
         resample_filter: 1-D taps of the downsampling blur.
-        conv_clamp: Activation clamp; ``None`` disables.
-        use_fp16: Accepted for compatibility; ignored.
-        fp16_channels_last: Accepted for compatibility; ignored.
         freeze_layers: Freeze-D: layers with an index below this are not trained.
 
     Raises:
@@ -158,41 +150,22 @@ class DiscriminatorBlock(nn.Module):
             self.num_layers += 1
             return layer
 
+        conv = functools.partial(Conv2dLayer, activation=activation, conv_clamp=conv_clamp)
         if in_channels == 0:
-            self.fromrgb = freeze_if_early(
-                Conv2dLayer(img_channels, tmp_channels, kernel_size=1, activation=activation, conv_clamp=conv_clamp)
-            )
-        self.conv0 = freeze_if_early(
-            Conv2dLayer(tmp_channels, tmp_channels, kernel_size=3, activation=activation, conv_clamp=conv_clamp)
-        )
-        self.conv1 = freeze_if_early(
-            Conv2dLayer(
-                tmp_channels,
-                out_channels,
-                kernel_size=3,
-                activation=activation,
-                down=2,
-                resample_filter=resample_filter,
-                conv_clamp=conv_clamp,
-            )
-        )
+            self.fromrgb = freeze_if_early(conv(img_channels, tmp_channels, kernel_size=1))
+        self.conv0 = freeze_if_early(conv(tmp_channels, tmp_channels, kernel_size=3))
+        self.conv1 = freeze_if_early(conv(tmp_channels, out_channels, 3, down=2, resample_filter=resample_filter))
         self.skip = freeze_if_early(
             Conv2dLayer(tmp_channels, out_channels, kernel_size=1, bias=False, down=2, resample_filter=resample_filter)
         )
 
     def forward(self, x: Tensor | None, img: Tensor) -> tuple[Tensor, None]:
-        """Run the block on features ``x`` (or, for the first block, on ``img``).
-
-        Returns:
-            The downsampled features, and ``None`` for the image (resnet
-            architecture, no image path).
-        """
+        """Run the block on features ``x`` (the first block: on ``img``); returns ``(features, None)``."""
         if self.in_channels == 0:
             x = self.fromrgb(img)
         assert x is not None
-        # Residual: both paths scaled by sqrt(1/2) keep the variance (StyleGAN2 Sec. 4.1).
-        # The official order computes the skip first; the sum does not depend on it, and
-        # the linear 1x1 skip adds the residual branch inside its matrix product.
+        # Both paths scaled by sqrt(1/2) keep the variance (StyleGAN2 Sec. 4.1); the
+        # linear 1x1 skip adds the residual branch inside its matrix product.
         y = self.conv1(self.conv0(x), gain=math.sqrt(0.5))
         return self.skip(x, gain=math.sqrt(0.5), residual=y), None
 
@@ -206,15 +179,12 @@ class DiscriminatorEpilogue(nn.Module):
 
     Args:
         in_channels: Input channels.
-        cmap_dim: Dimensionality of the mapped label (projection discriminator), 0
-            for an unconditional model.
+        cmap_dim: Dimensionality of the mapped label (projection discriminator), 0: none.
         resolution: Input resolution (4).
         img_channels: Image channels.
-        architecture: Only ``"resnet"`` is implemented.
         mbstd_group_size: Group size of the minibatch stddev (``None``: the batch).
         mbstd_num_channels: Statistics channels; 0 disables the layer.
         activation: Activation of the hidden layers.
-        conv_clamp: Activation clamp; ``None`` disables.
 
     Raises:
         ValueError: For another architecture.
@@ -239,11 +209,7 @@ class DiscriminatorEpilogue(nn.Module):
         self.resolution = resolution
         self.img_channels = img_channels
         self.architecture = architecture
-        self.mbstd = (
-            MinibatchStdLayer(group_size=mbstd_group_size, num_channels=mbstd_num_channels)
-            if mbstd_num_channels > 0
-            else None
-        )
+        self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
         self.conv = Conv2dLayer(
             in_channels + mbstd_num_channels, in_channels, kernel_size=3, activation=activation, conv_clamp=conv_clamp
         )
@@ -255,9 +221,7 @@ class DiscriminatorEpilogue(nn.Module):
         x = x.to(torch.float32)
         if self.mbstd is not None:
             x = self.mbstd(x)
-        x = self.conv(x)
-        x = self.fc(x.flatten(1))
-        x = self.out(x)
+        x = self.out(self.fc(self.conv(x).flatten(1)))
         if self.cmap_dim > 0:
             assert cmap is not None
             # Projection discriminator (Miyato & Koyama 2018).
@@ -276,18 +240,13 @@ class Discriminator(nn.Module):
         c_dim: Label dimensionality, 0 for unconditional.
         img_resolution: Input resolution (a power of two, at least 8).
         img_channels: Image channels.
-        architecture: Only ``"resnet"`` is implemented.
         channel_base: Overall channel multiplier: ``channels(res) = min(channel_base
             // res, channel_max)``.
         channel_max: Maximum channels per block.
-        num_fp16_res: Accepted for compatibility; ignored.
-        conv_clamp: Activation clamp of the convolutions; ``None`` disables.
         cmap_dim: Dimensionality of the mapped label (default: the 4x4 channels).
-        block_kwargs: Extra :class:`DiscriminatorBlock` arguments (e.g.
-            ``freeze_layers``).
+        block_kwargs: Extra :class:`DiscriminatorBlock` arguments (``freeze_layers``).
         mapping_kwargs: Extra :class:`MappingNetwork` arguments of the label mapping.
-        epilogue_kwargs: Extra :class:`DiscriminatorEpilogue` arguments (e.g.
-            ``mbstd_group_size``).
+        epilogue_kwargs: Extra :class:`DiscriminatorEpilogue` arguments (``mbstd_group_size``).
 
     Raises:
         ValueError: If ``img_resolution`` is not a power of two >= 8.
@@ -330,10 +289,7 @@ class Discriminator(nn.Module):
         self.img_channels = img_channels
         self.block_resolutions = [2**i for i in range(int(math.log2(img_resolution)), 2, -1)]
         channels = {res: min(channel_base // res, channel_max) for res in [*self.block_resolutions, 4]}
-        if cmap_dim is None:
-            cmap_dim = channels[4]
-        if c_dim == 0:
-            cmap_dim = 0
+        cmap_dim = 0 if c_dim == 0 else channels[4] if cmap_dim is None else cmap_dim
 
         layer_idx = 0
         for res in self.block_resolutions:
@@ -376,10 +332,8 @@ class Discriminator(nn.Module):
             Logits ``[N, 1]`` (real > fake).
         """
         del update_emas
-        # ``fromrgb`` (a 1x1 convolution, one matrix product) reads the image in either
-        # layout and returns channels-last activations, which the CPU convolutions and
-        # the blurs ahead of the strided ones prefer (docs/stylegan3.md); the scores do
-        # not depend on the layout.
+        # ``fromrgb`` (one matrix product) reads either layout and returns channels-last
+        # activations, which the CPU convolutions prefer (docs/stylegan3.md).
         x = None
         for res in self.block_resolutions:
             x, _ = getattr(self, f"b{res}")(x, img)

@@ -1,21 +1,19 @@
 """Equivariance metrics EQ-T and EQ-R of the StyleGAN3 paper (Karras et al. 2021, Sec. 3 and Appendix E).
 
 A generator is equivariant to a transformation if transforming its input Fourier
-features (through the ``transform`` buffer of ``synthesis.input``) gives the same
-image as transforming its output. The metrics generate an image, generate it again
-with transformed input coordinates, transform the first image accordingly, and
-report the peak signal-to-noise ratio between the two over the pixels both define,
-in dB, for images in ``[-1, 1]`` (a dynamic range of 2):
+features (the ``transform`` buffer of ``synthesis.input``) transforms its output the
+same way. The metrics compare an image generated from transformed input coordinates
+with the transformed reference image: the PSNR over the pixels both define, in dB,
+for images in ``[-1, 1]`` (a dynamic range of 2):
 
 * **EQ-T** (integer): translation by whole pixels, up to ``translate_max`` of the
   image size; the reference is an exact shift.
 * **EQ-T frac** (sub-pixel): any translation; the reference is interpolated with a
   Lanczos-windowed sinc (``a = 3``).
-* **EQ-R**: rotation by an angle up to ``rotate_max * pi``. A rotated band-limited
-  image holds frequencies outside the pixel grid's square band, so both images are
-  limited to the intersection of the square and its rotated copy before comparing:
-  the reference by an interpolating low-pass filter applied while rotating it, the
-  generated image by the same low-pass without rotation ("pseudo-rotation").
+* **EQ-R**: rotation by an angle up to ``rotate_max * pi``. Both images are limited to
+  the intersection of the pixel grid's square band and its rotated copy: the
+  reference by the interpolating low-pass of the rotation, the generated image by
+  the same low-pass without rotation ("pseudo-rotation").
 
 The filters here are designed directly: the impulse response of the polygonal pass
 band is integrated numerically over frequency and tapered by a radial Lanczos window.
@@ -59,15 +57,12 @@ class FourierGenerator(Protocol):
 
 
 def psnr(squared_error_sum: float, count: float, dynamic_range: float = 2.0) -> float:
-    """Peak signal-to-noise ratio in dB from a summed squared error.
+    """Peak signal-to-noise ratio in dB of ``count`` summed squared errors (``inf`` for none).
 
     Args:
         squared_error_sum: Sum of squared differences.
         count: Number of values summed.
         dynamic_range: Peak-to-peak range of the signal (2 for ``[-1, 1]``).
-
-    Returns:
-        ``20 log10(range) - 10 log10(mse)``; ``inf`` for a zero error.
     """
     mse = squared_error_sum / max(count, 1)
     if mse <= 0:
@@ -101,18 +96,14 @@ def apply_integer_translation(x: Tensor, tx: int, ty: int) -> tuple[Tensor, Tens
     out = torch.zeros_like(x)
     mask = torch.zeros_like(x)
     if abs(tx) < w and abs(ty) < h:
-        src = x[..., max(-ty, 0) : h - max(ty, 0), max(-tx, 0) : w - max(tx, 0)]
-        out[..., max(ty, 0) : h - max(-ty, 0), max(tx, 0) : w - max(-tx, 0)] = src
-        mask[..., max(ty, 0) : h - max(-ty, 0), max(tx, 0) : w - max(-tx, 0)] = 1
+        target = (..., slice(max(ty, 0), h - max(-ty, 0)), slice(max(tx, 0), w - max(-tx, 0)))
+        out[target] = x[..., max(-ty, 0) : h - max(ty, 0), max(-tx, 0) : w - max(tx, 0)]
+        mask[target] = 1
     return out, mask
 
 
 def _lanczos_taps(shift: float, a: int) -> tuple[int, Tensor]:
-    """Taps ``L(m - shift)`` of Lanczos-``a`` interpolation for integer offsets ``m``.
-
-    Returns the first offset ``m0`` and the ``2a`` normalised weights for ``m0 ..
-    m0 + 2a - 1``; ``out[p] = sum_m x[p - m] L(m - shift)``.
-    """
+    """First offset ``m0`` and normalised Lanczos-``a`` taps ``L(m - shift)`` for ``m = m0 .. m0 + 2a - 1``."""
     m0 = math.floor(shift) - a + 1
     d = torch.arange(m0, m0 + 2 * a, dtype=torch.float64) - shift
     weights = torch.sinc(d) * torch.sinc(d / a)
@@ -140,12 +131,11 @@ def apply_fractional_translation(x: Tensor, tx: float, ty: float, a: int = 3) ->
         m1 = m0 + 2 * a - 1
         # out[p] = sum_m x[p - m] taps[m - m0]: a correlation with the reversed taps
         # over x padded by m1 before and -m0 after.
-        kernel = taps.flip(0).to(x)
         pads = [m1, -m0] if dim == 3 else [0, 0, m1, -m0]
         shape = (1, 2 * a) if dim == 3 else (2 * a, 1)
-        padded = F.pad(out, pads)
         c = out.shape[1]
-        out = F.conv2d(padded, kernel.reshape(1, 1, *shape).expand(c, 1, *shape).contiguous(), groups=c)
+        kernel = taps.flip(0).to(x).reshape(1, 1, *shape).expand(c, 1, *shape).contiguous()
+        out = F.conv2d(F.pad(out, pads), kernel, groups=c)
         valid.append((max(m1, 0), min(size + m0, size)))  # p - m inside [0, size) for every tap
     mask = torch.zeros_like(x)
     (x0, x1), (y0, y1) = valid
@@ -155,15 +145,12 @@ def apply_fractional_translation(x: Tensor, tx: float, ty: float, a: int = 3) ->
 
 
 def _bandlimit_filter(matrix: Tensor, up: int, a: int, quadrature: int = 64) -> Tensor:
-    """FIR low-pass whose pass band is the pixel grid's square band intersected with ``matrix`` applied to it.
+    """FIR low-pass (``[2 a up + 1]^2``, upsampling by ``up``) passing the square band and its ``matrix`` image.
 
     The pass band ``P = {f : |f|_inf <= 1/2 and |matrix^-1 f|_inf <= 1/2}`` (cycles
     per pixel) is integrated numerically, ``h(x) = integral_P cos(2 pi f . x) df``,
     at taps spaced ``1 / up`` pixel out to ``a`` pixels, tapered by the radial Lanczos
     window ``sinc(r / a)``, and normalised so every upsampling phase sums to one.
-
-    Returns:
-        A ``[2 a up + 1, 2 a up + 1]`` filter for zero-stuffed upsampling by ``up``.
     """
     grid = (torch.arange(quadrature, dtype=torch.float64) + 0.5) / quadrature - 0.5
     fy, fx = torch.meshgrid(grid, grid, indexing="ij")
@@ -193,12 +180,12 @@ def apply_rotation(x: Tensor, angle: float, a: int = 3, up: int = 4) -> tuple[Te
     """Rotate band-limited images: ``out(p) = x(R(angle) p)`` about the image centre.
 
     The input is upsampled by ``up`` with an interpolation filter that also removes
-    the frequencies the rotated image could not hold on its pixel grid (those outside
-    the rotated square band), then resampled bicubically at the rotated positions.
+    the frequencies outside the rotated square band, then resampled bicubically at the
+    rotated positions.
 
     Args:
         x: Images ``[N, C, H, W]``.
-        angle: Rotation angle in radians (of the sampling positions, see above).
+        angle: Rotation angle in radians (of the sampling positions).
         a: Filter radius in input pixels.
         up: Oversampling factor before the bicubic resampling.
 
@@ -231,10 +218,7 @@ def apply_rotation(x: Tensor, angle: float, a: int = 3, up: int = 4) -> tuple[Te
 
 
 def apply_pseudo_rotation(x: Tensor, angle: float, a: int = 3) -> tuple[Tensor, Tensor]:
-    """Band-limit images as if they had been rotated by :func:`apply_rotation`, without rotating.
-
-    Keeps the frequencies a rotated image holds: the square band intersected with its
-    copy rotated by ``R(angle)^T``.
+    """Band-limit images as :func:`apply_rotation` does (the square band and its ``R(angle)^T`` copy), unrotated.
 
     Args:
         x: Images ``[N, C, H, W]``.
@@ -278,13 +262,10 @@ def compute_equivariance(
     seed: int = 0,
     device: torch.device | str | None = None,
 ) -> dict[str, float]:
-    """EQ-T (integer and sub-pixel) and EQ-R PSNRs of a generator, in dB.
+    """EQ-T (integer and sub-pixel) and EQ-R PSNRs of a generator, in dB (see the module docstring).
 
-    For every batch: draw ``z`` (and random one-hot labels for a conditional model),
-    map to ``w``, synthesise the reference with the identity input transform, then per
-    metric draw a transformation, synthesise with the transformed input and compare
-    with the transformed reference over the pixels both define. Squared errors are
-    summed over all samples before taking the PSNR, as in the paper.
+    A conditional model gets random one-hot labels. Squared errors are summed over all
+    samples before taking the PSNR, as in the paper.
 
     Args:
         generator: A generator with ``mapping``, ``synthesis`` and a Fourier
@@ -361,24 +342,14 @@ def compute_eq_t(
     translate_max: float = 0.125,
     seed: int = 0,
 ) -> float:
-    """EQ-T of a generator in dB (see :func:`compute_equivariance`).
+    """EQ-T of a generator in dB: :func:`compute_equivariance` of one metric, with its arguments.
 
-    Args:
-        generator: A StyleGAN3-style generator with Fourier input.
-        fractional: Sub-pixel translations (EQ-T frac) instead of whole pixels.
-        num_samples: Number of latents.
-        batch_size: Latents per batch.
-        translate_max: Largest translation, as a fraction of the image size.
-        seed: Seed of latents and translations.
-
-    Returns:
-        The PSNR in dB.
+    ``fractional`` picks sub-pixel translations (EQ-T frac) instead of whole pixels.
     """
     name: EquivarianceMetric = "eqt_frac" if fractional else "eqt_int"
-    result = compute_equivariance(
+    return compute_equivariance(
         generator, (name,), num_samples=num_samples, batch_size=batch_size, translate_max=translate_max, seed=seed
-    )
-    return result[name]
+    )[name]
 
 
 def compute_eq_r(
@@ -388,19 +359,7 @@ def compute_eq_r(
     rotate_max: float = 1.0,
     seed: int = 0,
 ) -> float:
-    """EQ-R of a generator in dB (see :func:`compute_equivariance`).
-
-    Args:
-        generator: A StyleGAN3-style generator with Fourier input.
-        num_samples: Number of latents.
-        batch_size: Latents per batch.
-        rotate_max: Largest rotation, as a fraction of pi.
-        seed: Seed of latents and angles.
-
-    Returns:
-        The PSNR in dB.
-    """
-    result = compute_equivariance(
+    """EQ-R of a generator in dB: :func:`compute_equivariance` of one metric, with its arguments."""
+    return compute_equivariance(
         generator, ("eqr",), num_samples=num_samples, batch_size=batch_size, rotate_max=rotate_max, seed=seed
-    )
-    return result["eqr"]
+    )["eqr"]

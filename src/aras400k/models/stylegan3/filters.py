@@ -10,14 +10,10 @@ nonlinearity"). This module holds
 * :func:`design_lowpass_filter`: Kaiser-windowed sinc filters (separable) and the
   radially symmetric jinc-based filters of the rotation-equivariant config (Sec. 3.2);
 * :func:`upfirdn2d`: upsample by zero insertion, pad, FIR-filter and downsample, as
-  ``scipy.signal.upfirdn`` does in 1-D, written so that no zero is ever multiplied
-  (polyphase decomposition for upsampling, strided convolution for downsampling) and
-  separable filters run as two 1-D depthwise convolutions;
+  ``scipy.signal.upfirdn`` does in 1-D;
 * :func:`filtered_lrelu`: bias, upsampling, leaky ReLU with gain and clamp,
-  downsampling;
-* :func:`filtered_lrelu_reference`: the same computation written naively (explicit
-  zero insertion, full 2-D convolutions, decimation by slicing), the baseline that the
-  tests and the benchmark compare against.
+  downsampling; :func:`filtered_lrelu_reference` computes it naively, the baseline of
+  the tests and the benchmark.
 
 Filters follow the NVlabs conventions so stored filters load as they are: a 1-D tensor
 is a separable filter applied along both axes, a 2-D tensor a full filter, ``None``
@@ -53,11 +49,10 @@ Padding = int | Sequence[int]
 def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float, radial: bool = False) -> Tensor | None:
     """Design a windowed low-pass filter.
 
-    The separable filter is a Kaiser-windowed sinc (``scipy.signal.firwin``), the
-    Kaiser ``beta`` chosen from the transition band ``width`` by Kaiser's formula. The
-    radial filter, used by StyleGAN3-R for its downsampling filters (Sec. 3.2), is the
-    2-D analogue: the ideal disc-shaped low-pass filter, whose impulse response is a
-    jinc ``J1(2 pi f_c r) / (pi r)``, times a separable Kaiser window of the same
+    The separable filter is a Kaiser-windowed sinc (``scipy.signal.firwin``, ``beta``
+    from the transition band ``width`` by Kaiser's formula). The radial filter of
+    StyleGAN3-R's downsampling (Sec. 3.2) is the 2-D analogue: the ideal disc low-pass,
+    a jinc ``J1(2 pi f_c r) / (pi r)``, times a separable Kaiser window of the same
     ``beta``, normalised to unit DC gain.
 
     Args:
@@ -95,16 +90,12 @@ def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float, 
 
 
 def setup_filter(taps: Sequence[float] | Tensor, separable: bool | None = None) -> Tensor:
-    """Turn a list of 1-D taps into a normalised FIR filter tensor.
-
-    Mirrors how StyleGAN2 stores its ``resample_filter`` buffers: short filters (fewer
-    than 8 taps, e.g. the ``[1, 3, 3, 1]`` binomial blur) become a full 2-D outer
-    product, longer ones stay separable.
+    """Turn a list of 1-D taps into a normalised FIR filter tensor, as StyleGAN2 stores ``resample_filter``.
 
     Args:
         taps: 1-D (or already 2-D) filter taps.
-        separable: Force the separable (``True``) or full (``False``) layout;
-            ``None`` decides by length.
+        separable: Force the separable (``True``) or full (``False``) layout; ``None``
+            makes filters of fewer than 8 taps (the ``[1, 3, 3, 1]`` blur) a 2-D outer product.
 
     Returns:
         A float32 filter normalised to unit sum.
@@ -112,9 +103,7 @@ def setup_filter(taps: Sequence[float] | Tensor, separable: bool | None = None) 
     Raises:
         ValueError: If the taps are not 1-D or 2-D.
     """
-    f = torch.as_tensor(taps, dtype=torch.float32)
-    if f.ndim == 0:
-        f = f[None]
+    f = torch.atleast_1d(torch.as_tensor(taps, dtype=torch.float32))
     if f.ndim not in (1, 2):
         raise ValueError(f"filter taps must be 1-D or 2-D, got shape {tuple(f.shape)}")
     if separable is None:
@@ -125,13 +114,7 @@ def setup_filter(taps: Sequence[float] | Tensor, separable: bool | None = None) 
 
 
 def parse_padding(padding: Padding) -> tuple[int, int, int, int]:
-    """Normalise a padding spec to ``(x_before, x_after, y_before, y_after)``.
-
-    Args:
-        padding: One int for all sides, ``(x, y)``, or ``(x0, x1, y0, y1)``.
-
-    Returns:
-        The four paddings.
+    """Normalise a padding spec (one int, ``(x, y)`` or ``(x0, x1, y0, y1)``) to ``(x0, x1, y0, y1)``.
 
     Raises:
         ValueError: If ``padding`` has another length.
@@ -158,10 +141,9 @@ def upfirdn2d(
 
     The result equals: insert ``up - 1`` zeros after every pixel, pad (or crop) by
     ``padding``, convolve with ``f`` keeping only outputs whose footprint lies inside
-    the padded image, keep every ``down``-th pixel, multiply by ``gain``. It is
-    computed without the zeros: upsampling splits the filter into its ``up``
-    polyphase components (one small convolution per output phase), downsampling uses
-    a strided convolution, and a separable filter runs along x and then along y.
+    the padded image, keep every ``down``-th pixel, multiply by ``gain``. No zero is
+    multiplied (transposed convolutions upsample, strided ones downsample), and a
+    separable filter runs along each axis in turn.
 
     Args:
         x: Images ``[N, C, H, W]``.
@@ -198,10 +180,9 @@ class _UpFirDn2d(torch.autograd.Function):
     ``down``, convolve with the flipped filter, crop, keep every ``up``-th sample.
     Along one axis, with ``L`` inputs, ``K`` taps, ``L_out`` outputs and padding
     ``(p0, p1)``, that is ``upfirdn`` with ``up`` and ``down`` swapped and padding
-    ``(K - 1 - p0, L * up + p0 - L_out * down)``. One call replaces autograd's walk
-    back through the pads, polyphase writes and slices of the forward (several times
-    faster on CPU), and since the backward calls this function again, gradients of
-    gradients (R1, path length) work too.
+    ``(K - 1 - p0, L * up + p0 - L_out * down)``: one call, several times faster on CPU
+    than autograd's walk back through the forward, and differentiable again (R1, path
+    length).
     """
 
     @staticmethod
@@ -217,7 +198,13 @@ class _UpFirDn2d(torch.autograd.Function):
         y = _upfirdn2d(x, f, up, down, pads, gain)
         ctx.save_for_backward(f)
         ctx.up, ctx.down, ctx.gain = up, down, gain  # type: ignore[attr-defined]
-        ctx.adjoint_pads = _adjoint_padding(x.shape, y.shape, f, up, down, pads)  # type: ignore[attr-defined]
+        px0, _, py0, _ = pads
+        ctx.adjoint_pads = (  # type: ignore[attr-defined]
+            f.shape[-1] - 1 - px0,
+            x.shape[3] * up + px0 - y.shape[3] * down,
+            f.shape[0] - 1 - py0,
+            x.shape[2] * up + py0 - y.shape[2] * down,
+        )
         return y
 
     @staticmethod
@@ -231,44 +218,23 @@ class _UpFirDn2d(torch.autograd.Function):
         return dx, None, None, None, None, None
 
 
-def _adjoint_padding(
-    x_shape: torch.Size, y_shape: torch.Size, f: Tensor, up: int, down: int, pads: tuple[int, int, int, int]
-) -> tuple[int, int, int, int]:
-    """Padding of the adjoint ``upfirdn2d`` (see :class:`_UpFirDn2d`)."""
-    px0, _, py0, _ = pads
-    kw = f.shape[-1]
-    kh = f.shape[0]
-    return (
-        kw - 1 - px0,
-        x_shape[3] * up + px0 - y_shape[3] * down,
-        kh - 1 - py0,
-        x_shape[2] * up + py0 - y_shape[2] * down,
-    )
-
-
 def _upfirdn2d(x: Tensor, f: Tensor, up: int, down: int, pads: tuple[int, int, int, int], gain: float) -> Tensor:
     """The computation of :func:`upfirdn2d` (checked arguments, filter on ``x``'s device)."""
     px0, px1, py0, py1 = pads
     if f.ndim == 1:
         # Depthwise convolutions along y are slower than along x: run them on the
         # smaller tensor (first when upsampling, last when downsampling).
-        axis_gain = math.sqrt(gain)
-        if up > 1:
-            x = _upfirdn_axis(x, f, up, down, py0, py1, axis_gain, dim=2)
-            return _upfirdn_axis(x, f, up, down, px0, px1, axis_gain, dim=3)
-        x = _upfirdn_axis(x, f, up, down, px0, px1, axis_gain, dim=3)
-        return _upfirdn_axis(x, f, up, down, py0, py1, axis_gain, dim=2)
+        axes = [(px0, px1, 3), (py0, py1, 2)]
+        for p0, p1, dim in reversed(axes) if up > 1 else axes:
+            x = _upfirdn_axis(x, f, up, down, p0, p1, math.sqrt(gain), dim)
+        return x
     return _upfirdn_full(x, f * gain, up, down, (px0, px1, py0, py1))
 
 
 def _depthwise(
     x: Tensor, kernel: Tensor, stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0
 ) -> Tensor:
-    """Correlate every channel of ``x`` (zero-padded by ``padding``) with the same 2-D ``kernel`` ``[kh, kw]``.
-
-    A grouped convolution with one group per channel (a depthwise convolution): on CPU
-    it is an order of magnitude faster than folding channels into the batch.
-    """
+    """Correlate every channel of ``x`` with the same 2-D ``kernel`` (on CPU ~10x faster than channels in the batch)."""
     c = x.shape[1]
     weight = kernel[None, None].expand(c, 1, *kernel.shape).contiguous()
     return F.conv2d(x, weight, stride=stride, padding=padding, groups=c)
@@ -294,10 +260,9 @@ def _upfirdn_axis(x: Tensor, f: Tensor, up: int, down: int, p0: int, p1: int, ga
         return _depthwise(x, along(f.flip(0)), stride=stride)
 
     # Upsampling: a depthwise transposed convolution with stride ``up`` is the full
-    # convolution of the zero-stuffed signal with f (length (L - 1) * up + k), computed
-    # without multiplying the zeros; output i of the padded, filtered signal is sample
-    # i + k - 1 - p0 of it. On CPU this is several times faster than polyphase filters
-    # whose outputs are interleaved by strided copies.
+    # convolution of the zero-stuffed signal (length (L - 1) * up + k) without the zeros;
+    # output i is its sample i + k - 1 - p0. On CPU several times faster than polyphase
+    # filters interleaved by strided copies.
     length = x.shape[dim]
     full = (length - 1) * up + k
     out_len = length * up + p0 + p1 - k + 1
@@ -325,8 +290,7 @@ def _upfirdn_full(x: Tensor, f: Tensor, up: int, down: int, pads: tuple[int, int
         if px0 == px1 >= 0 and py0 == py1 >= 0:  # the convolution pads: no padded copy of x
             return _depthwise(x, f.flip(0, 1), stride=down, padding=(py0, px0))
         return _depthwise(F.pad(x, [px0, px1, py0, py1]), f.flip(0, 1), stride=down)
-    # A transposed convolution with stride ``up`` is the full convolution of the
-    # zero-stuffed image; crop/pad it to the requested window.
+    # As in _upfirdn_axis: a transposed convolution, cropped/padded to the window.
     weight = f[None, None].expand(c, 1, kh, kw).contiguous()
     y = F.conv_transpose2d(x, weight, stride=up, groups=c)
     out_h, out_w = h * up + py0 + py1 - kh + 1, w * up + px0 + px1 - kw + 1
@@ -349,11 +313,9 @@ def filtered_lrelu(
 ) -> Tensor:
     """Filtered leaky ReLU: the alias-suppressing nonlinearity of StyleGAN3 (Sec. 2.1).
 
-    For each channel: add the bias ``b``; upsample by ``up`` with the interpolation
-    filter ``fu`` (zero insertion + ``padding`` + filter, at gain ``up**2``); apply
-    ``leaky_relu(., slope) * gain`` and clamp to ``[-clamp, clamp]``; low-pass filter
-    with ``fd`` and keep every ``down``-th sample. Equal, up to rounding, to
-    :func:`filtered_lrelu_reference`, but without zero insertion or discarded outputs.
+    For each channel: add the bias ``b``; upsample by ``up`` with ``fu`` (as
+    :func:`upfirdn2d` with ``padding``, at gain ``up**2``); apply ``leaky_relu(., slope) *
+    gain`` and clamp; low-pass filter with ``fd`` and keep every ``down``-th sample.
 
     Args:
         x: Input ``[N, C, H, W]``.
@@ -372,37 +334,33 @@ def filtered_lrelu(
         down - 1) // down`` and likewise ``H'``.
     """
     y = x if b is None else x + b.to(x.dtype).reshape(1, -1, 1, 1)
-    # Depthwise 1-D convolutions run several times faster on channels-last tensors;
-    # full 2-D (radial) filters do not, and converting the large upsampled tensor back
-    # costs more (forward and backward) than channels-last saves on the way up, so a
-    # layer with a radial filter stays NCHW throughout.
-    separable = all(f is None or f.ndim == 1 for f in (fu, fd))
-    if separable:
+    # Depthwise 1-D convolutions run several times faster on channels-last tensors; a
+    # radial (2-D) filter does not gain, and converting back costs more, so it stays NCHW.
+    if all(f is None or f.ndim == 1 for f in (fu, fd)):
         y = y.contiguous(memory_format=torch.channels_last)
-    # A positive gain commutes with the leaky ReLU (lrelu(g z) = g lrelu(z)), so it
-    # rides on the upsampling filter's taps and costs no pass over the large
-    # upsampled tensor, forward or backward.
+    # A positive gain commutes with the leaky ReLU (lrelu(g z) = g lrelu(z)): it rides on
+    # the upsampling filter's taps, saving a pass over the large upsampled tensor.
     fold = gain > 0
     y = upfirdn2d(y, fu, up=up, padding=padding, gain=up**2 * gain if fold else up**2)
-    # The activation runs in place on the upsampled tensor, our own intermediate
-    # (upfirdn2d's backward does not need it), also under autograd; never on ``x``,
-    # and not on a view (autograd forbids in-place changes of a custom Function's views).
+    # In place on our own intermediate (upfirdn2d's backward does not need it); never on
+    # ``x`` nor on a view (autograd forbids in-place changes of a custom Function's views).
     inplace = (
         not y._is_view()
         and y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
         and not (y.is_leaf and y.requires_grad)
     )
-    y = _lrelu_gain_clamp(y, slope, 1.0 if fold else gain, clamp, inplace)
+    y = lrelu_gain_clamp(y, slope, 1.0 if fold else gain, clamp, inplace)
     return upfirdn2d(y, fd, down=down).contiguous()
 
 
-def _lrelu_gain_clamp(x: Tensor, slope: float, gain: float, clamp: float | None, inplace: bool) -> Tensor:
-    """``clamp(leaky_relu(x, slope) * gain, -clamp, clamp)``.
+def lrelu_gain_clamp(x: Tensor, slope: float, gain: float, clamp: float | None, inplace: bool) -> Tensor:
+    """``clamp(leaky_relu(x, slope) * gain, -clamp, clamp)``, in place if ``inplace`` and autograd allow.
 
-    The clamp runs only where a value exceeds it (:func:`exceeds_clamp`); elsewhere it
-    is the identity, gradient included, and its passes (and those of its backward)
-    are saved. In place, the leaky ReLU keeps only its output for the backward, so
-    under autograd the gain and the clamp then run out of place.
+    The clamp runs only if a value exceeds it (:func:`exceeds_clamp`, one ``aminmax``
+    pass): otherwise it is the identity, gradient included, and its passes are saved;
+    under ``torch.compile`` it always runs (no data-dependent branch). In place, the
+    leaky ReLU keeps only its output for the backward, so under autograd the gain and
+    the clamp then run out of place.
     """
     if slope != 1:
         x = F.leaky_relu_(x, slope) if inplace else F.leaky_relu(x, slope)
@@ -415,17 +373,10 @@ def _lrelu_gain_clamp(x: Tensor, slope: float, gain: float, clamp: float | None,
 
 
 def exceeds_clamp(x: Tensor, clamp: float) -> bool:
-    """Whether any value of ``x`` lies outside ``[-clamp, clamp]`` (one ``aminmax`` pass).
+    """Whether any value of ``x`` lies outside ``[-clamp, clamp]`` or is NaN (one ``aminmax`` pass).
 
     ``aminmax`` copies a tensor that is not contiguous in the default layout, so a
     channels-last ``x`` is read through its contiguous ``[N, H, W, C]`` view instead.
-
-    Args:
-        x: Any tensor.
-        clamp: The clamp magnitude.
-
-    Returns:
-        ``True`` if some value is below ``-clamp`` or above ``clamp`` (or is NaN).
     """
     if x.numel() == 0:
         return False
@@ -433,8 +384,7 @@ def exceeds_clamp(x: Tensor, clamp: float) -> bool:
     if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         x = x.permute(0, 2, 3, 1)
     low, high = torch.aminmax(x)
-    low_value, high_value = low.item(), high.item()
-    return not (low_value >= -clamp and high_value <= clamp)
+    return not (low.item() >= -clamp and high.item() <= clamp)
 
 
 def filtered_lrelu_reference(
@@ -449,27 +399,12 @@ def filtered_lrelu_reference(
     slope: float = 0.2,
     clamp: float | None = None,
 ) -> Tensor:
-    """Naive, unfused :func:`filtered_lrelu`, the baseline for tests and benchmarks.
+    """Naive, unfused :func:`filtered_lrelu` (same arguments and result), the baseline for tests and benchmarks.
 
     Upsamples by explicit zero insertion, convolves with the full 2-D filter (the
     outer product of a separable one), applies the activation, convolves with the
     full 2-D downsampling filter at every position and then drops all but every
     ``down``-th output.
-
-    Args:
-        x: Input ``[N, C, H, W]``.
-        fu: Upsampling filter (``[K]``, ``[K, K]`` or ``None``).
-        fd: Downsampling filter (``[K]``, ``[K, K]`` or ``None``).
-        b: Per-channel bias ``[C]``, or ``None``.
-        up: Upsampling factor.
-        down: Downsampling factor.
-        padding: Padding of the upsampled image, see :func:`parse_padding`.
-        gain: Scale applied after the leaky ReLU.
-        slope: Negative slope of the leaky ReLU.
-        clamp: Clamp magnitude, or ``None``.
-
-    Returns:
-        The same tensor as :func:`filtered_lrelu`.
     """
     n, c, h, w = x.shape
     px0, px1, py0, py1 = parse_padding(padding)

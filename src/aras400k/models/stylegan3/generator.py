@@ -40,12 +40,10 @@ class Generator(nn.Module):
         img_resolution: Output resolution.
         img_channels: Output channels.
         mapping_kwargs: Arguments of :class:`MappingNetwork` (e.g. ``num_layers``).
-        architecture: ``"stylegan3"`` (:class:`SynthesisNetwork`, configs T and R)
-            or ``"stylegan2"`` (:class:`StyleGAN2SynthesisNetwork`).
-        **synthesis_kwargs: Arguments of the synthesis network; every name the
-            official classes accept for these configurations is accepted, unknown
-            names raise ``TypeError``. A nested ``synthesis_kwargs`` dict (the
-            layout of StyleGAN2-ADA checkpoints) is merged in.
+        architecture: ``"stylegan3"`` (configs T and R) or ``"stylegan2"``: the synthesis network.
+        **synthesis_kwargs: Arguments of the synthesis network (the official names;
+            unknown ones raise ``TypeError``); a nested ``synthesis_kwargs`` dict (as in
+            StyleGAN2-ADA checkpoints) is merged in.
 
     Raises:
         ValueError: For an unknown ``architecture``.
@@ -101,20 +99,12 @@ class Generator(nn.Module):
         update_emas: bool = False,
         noise_mode: NoiseMode = "random",
     ) -> Tensor:
-        """Generate images from latents.
+        """Generate images ``[N, img_channels, img_resolution, img_resolution]``, roughly in ``[-1, 1]``.
 
-        Args:
-            z: Latents ``[N, z_dim]``.
-            c: Labels ``[N, c_dim]``, only for conditional models.
-            truncation_psi: Truncation strength (1: none, 0: the average image).
-            truncation_cutoff: Truncate only the first this many layer inputs.
-            update_emas: Update the tracked averages (training only).
-            noise_mode: Noise inputs of the StyleGAN2 synthesis (``"random"``,
-                ``"const"``, ``"none"``); StyleGAN3 has none.
-
-        Returns:
-            Images ``[N, img_channels, img_resolution, img_resolution]``, roughly in
-            ``[-1, 1]``.
+        ``z``, ``c``, ``truncation_psi`` and ``truncation_cutoff`` are those of
+        :meth:`MappingNetwork.forward`; ``update_emas`` updates every tracked average
+        (training only); ``noise_mode`` is for the StyleGAN2 synthesis (``"random"``,
+        ``"const"``, ``"none"``; StyleGAN3 has no noise).
         """
         ws = self.mapping(
             z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
@@ -138,8 +128,8 @@ def build_generator(
     """Build the generator of one of the paper's configurations, as the official ``train.py`` does.
 
     * ``stylegan3-t``: StyleGAN3 synthesis, mapping depth 2.
-    * ``stylegan3-r``: as T with 1x1 convolutions, radially symmetric downsampling
-      filters and twice the channels (``channel_base`` and ``channel_max`` doubled).
+    * ``stylegan3-r``: as T with 1x1 convolutions, radial downsampling filters and
+      ``channel_base`` and ``channel_max`` doubled.
     * ``stylegan2``: StyleGAN2 synthesis, mapping depth 8, fused modulated
       convolutions at inference only.
 

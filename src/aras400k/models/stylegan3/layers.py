@@ -5,6 +5,11 @@ with unit-variance initialisation and scaled by ``1 / sqrt(fan_in)`` (times a
 learning-rate multiplier) every time they are used, so that Adam's per-parameter
 step size acts the same on every layer. The stored tensors therefore match the
 official NVlabs checkpoints one to one.
+
+Where a leaky ReLU's gain ``g > 0`` can be folded into the weights and the bias
+(``lrelu(g z) = g lrelu(z)``), the layers do so, add the bias inside the product and
+activate in place (:func:`activate_`): the result equals the official ``bias_act`` of
+the plain product up to float rounding, without temporaries (``docs/stylegan3.md``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aras400k.models.stylegan3.filters import exceeds_clamp, setup_filter, upfirdn2d
+from aras400k.models.stylegan3.filters import lrelu_gain_clamp, setup_filter, upfirdn2d
 
 __all__ = ["Conv2dLayer", "FullyConnectedLayer", "activate_", "bias_act", "modulated_conv2d", "pointwise_conv2d"]
 
@@ -70,14 +75,10 @@ def _as_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def activate_(x: Tensor, activation: Activation = "linear", clamp: float | None = None) -> Tensor:
-    """Activate and clamp a freshly computed tensor, in place where autograd allows.
+    """Activate (leaky ReLU with slope 0.2, no gain) and clamp a fresh tensor, in place where autograd allows.
 
-    The leaky ReLU (slope 0.2, no gain) runs in place: its backward needs only its
-    output, which the next layer keeps anyway. The clamp is applied only when a value
-    lies outside ``[-clamp, clamp]`` (checked with one ``aminmax`` pass); where none
-    does it is the identity, gradient included, and its passes are saved. Under
-    ``torch.compile`` the clamp is always applied, so the graph has no data-dependent
-    branch.
+    See :func:`~aras400k.models.stylegan3.filters.lrelu_gain_clamp`: the leaky ReLU's
+    backward needs only its output, which the next layer keeps anyway.
 
     Args:
         x: A tensor no other operation needs unchanged (a convolution's output).
@@ -85,18 +86,14 @@ def activate_(x: Tensor, activation: Activation = "linear", clamp: float | None 
         clamp: Clamp to ``[-clamp, clamp]``; ``None`` disables.
 
     Returns:
-        The activated tensor (``x`` itself, unless clamped).
+        The activated tensor.
 
     Raises:
         ValueError: For an unknown activation.
     """
-    if activation == "lrelu":
-        x = F.leaky_relu_(x, 0.2)
-    elif activation != "linear":
+    if activation not in ("linear", "lrelu"):
         raise ValueError(f"unknown activation {activation!r}; choose 'linear' or 'lrelu'")
-    if clamp is not None and (torch.compiler.is_compiling() or exceeds_clamp(x, clamp)):
-        x = x.clamp(-clamp, clamp)
-    return x
+    return lrelu_gain_clamp(x, 0.2 if activation == "lrelu" else 1.0, 1.0, clamp, inplace=True)
 
 
 class FullyConnectedLayer(nn.Module):
@@ -136,13 +133,7 @@ class FullyConnectedLayer(nn.Module):
             self.bias = None
 
     def forward(self, x: Tensor) -> Tensor:
-        """Apply the layer to ``x`` ``[N, in_features]``.
-
-        The leaky ReLU's gain ``sqrt(2)`` is folded into the weights and the bias
-        (``lrelu(g z) = g lrelu(z)`` for ``g > 0``), the bias is added by ``addmm`` and
-        the activation runs in place: equal to the official ``bias_act`` of the product
-        up to float rounding.
-        """
+        """Apply the layer to ``x`` ``[N, in_features]`` (gain folded, bias in ``addmm``)."""
         gain = LRELU_GAIN if self.activation == "lrelu" else 1.0
         w = _as_dtype(self.weight, x.dtype) * (self.weight_gain * gain)
         if self.bias is None:
@@ -156,10 +147,7 @@ class FullyConnectedLayer(nn.Module):
 
 
 class Conv2dLayer(nn.Module):
-    """Convolution with equalised learning rate and optional FIR-filtered downsampling.
-
-    Downsampling blurs with the ``resample_filter`` (the binomial ``[1, 3, 3, 1]`` by
-    default) before a strided convolution, as in StyleGAN2's discriminator.
+    """Convolution with equalised learning rate and optional FIR-filtered (blurred, strided) downsampling.
 
     Args:
         in_channels: Input channels.
@@ -168,9 +156,8 @@ class Conv2dLayer(nn.Module):
         bias: Learn an additive bias.
         activation: ``"linear"`` or ``"lrelu"``.
         down: Integer downsampling factor.
-        resample_filter: 1-D taps of the low-pass filter used when downsampling.
-        conv_clamp: Clamp the output to ``[-conv_clamp, conv_clamp]``; ``None``
-            disables.
+        resample_filter: 1-D taps of the downsampling blur (binomial by default).
+        conv_clamp: Clamp the output to ``[-conv_clamp, conv_clamp]``; ``None`` disables.
     """
 
     resample_filter: Tensor
@@ -195,9 +182,8 @@ class Conv2dLayer(nn.Module):
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.padding = kernel_size // 2
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
-        # Channels-last weights (same values and shape, another stride order): the CPU
-        # convolutions of channels-last activations then neither reorder the weights nor
-        # their gradients, and the optimiser's state follows (docs/stylegan3.md).
+        # Channels-last weights (same values and shape): the CPU convolutions of channels-last
+        # activations then reorder neither weights nor gradients (docs/stylegan3.md).
         weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size])
         self.weight = nn.Parameter(weight.contiguous(memory_format=torch.channels_last) if kernel_size > 1 else weight)
         self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
@@ -206,20 +192,14 @@ class Conv2dLayer(nn.Module):
     def forward(self, x: Tensor, gain: float = 1.0, residual: Tensor | None = None) -> Tensor:
         """Convolve ``x``, then add the bias, activate and clamp (scaled by ``gain``).
 
-        For ``gain > 0`` the activation gain is folded into the weights and the bias
-        (``lrelu(g * z) = g * lrelu(z)``), the bias is added by the convolution and the
-        leaky ReLU runs in place, so no temporaries are made for the bias, the gain or
-        the clamp; the result equals :func:`bias_act` of the plain convolution up to
-        float rounding (``docs/stylegan3.md``). A 1x1 kernel is one matrix product
-        (:func:`pointwise_conv2d`).
+        For ``gain > 0`` the gain is folded (see the module docstring); a 1x1 kernel is
+        one matrix product (:func:`pointwise_conv2d`).
 
         Args:
             x: Input ``[N, in_channels, H, W]``.
             gain: Extra gain of the output (and of the clamp).
-            residual: A tensor of the output's shape added to the result (after the
-                activation and the clamp). A linear, unclamped 1x1 layer (the
-                discriminator's ``skip``) adds it inside its matrix product, with no
-                pass of its own; otherwise it is one addition.
+            residual: A tensor of the output's shape added after the activation and
+                clamp (inside the matrix product of a linear, unclamped 1x1 layer).
 
         Returns:
             ``[N, out_channels, H / down, W / down]``.
@@ -239,15 +219,11 @@ class Conv2dLayer(nn.Module):
     def _blur(self, x: Tensor) -> Tensor:
         """Low-pass ``x`` ahead of the stride-``down`` convolution (identity for ``down == 1``).
 
-        The filter is centred so that output pixel ``i`` of the strided convolution sees
-        the input around ``down * i + (down - 1) / 2``. A 1x1 convolution only needs
-        every ``down``-th blurred pixel, so the blur itself is strided then.
-
-        A 2-D filter with even padding on both sides (the discriminator's ``[1, 3, 3,
-        1]``) is one depthwise ``conv2d`` that pads by itself, differentiated by
-        autograd's own convolution backward (on CPU about twice as fast as the adjoint
-        :func:`~aras400k.models.stylegan3.filters.upfirdn2d`, which pads and crops);
-        other filters take ``upfirdn2d``.
+        Output pixel ``i`` of the strided convolution sees the input around ``down * i +
+        (down - 1) / 2``; a 1x1 convolution needs only every ``down``-th blurred pixel, so
+        the blur itself is strided then. A 2-D filter with even padding (the ``[1, 3, 3,
+        1]`` blur) is one self-padding depthwise ``conv2d``, whose autograd backward is
+        about twice as fast on CPU as the adjoint ``upfirdn2d``, which pads and crops.
         """
         if self.down == 1:
             return x
@@ -261,11 +237,10 @@ class Conv2dLayer(nn.Module):
         return upfirdn2d(x, f, down=stride, padding=(p0, p1, p0, p1))
 
     def _depthwise_blur(self, x: Tensor) -> Tensor:
-        """The flipped ``resample_filter`` as depthwise ``conv2d`` weights for ``x``, made once.
+        """The flipped ``resample_filter`` as depthwise ``conv2d`` weights for ``x``, cached.
 
-        The cached tensor is rebuilt whenever the filter (its storage or version), the
-        dtype, the device or the channel count changes; under ``torch.compile`` it is
-        built in the graph.
+        Rebuilt when the filter (storage or version), dtype, device or channel count
+        changes; under ``torch.compile`` built in the graph.
         """
         f, c = self.resample_filter, x.shape[1]
         if torch.compiler.is_compiling():
@@ -304,18 +279,13 @@ def pointwise_conv2d(
 ) -> Tensor:
     """A 1x1 convolution with bias, activation, clamp and residual, as one batched matrix product.
 
-    ``x`` ``[N, C, H, W]`` is read as ``N`` matrices ``[H * W, C]``: a view, for a
-    channels-last ``x`` and for a contiguous one alike (then transposed, which the
-    matrix product reads as is), so the image needs no layout copy. They are multiplied
-    by ``w`` ``[O, C, 1, 1]`` with the bias ``b`` riding on the same ``baddbmm``; the
-    activation (leaky ReLU with slope 0.2, no gain) and the clamp act on that fresh
-    product (:func:`activate_`, in place), and then the ``residual`` is added, inside
-    the ``baddbmm`` too when there is neither activation nor clamp (the
-    discriminator's ``skip``). The result is ``[N, O, H, W]`` in channels-last memory
-    format and equals ``bias_act(F.conv2d(x, w), b, activation, clamp=clamp) +
-    residual`` up to float rounding. The backward is matrix products, where a
-    convolution backward on CPU takes the slow im2col path for 1x1 kernels at one
-    thread and small batches (``docs/stylegan3.md``). Differentiable twice.
+    ``x`` is read as ``N`` matrices ``[H * W, C]``, a view in either layout (no layout
+    copy), multiplied by ``w`` with ``b`` riding on the ``baddbmm``; :func:`activate_`
+    acts in place on the fresh product, then ``residual`` is added (inside the
+    ``baddbmm`` when linear and unclamped: the discriminator's ``skip``). Equals
+    ``bias_act(F.conv2d(x, w), b, activation, clamp=clamp) + residual`` up to float
+    rounding. The backward is matrix products, where a CPU convolution backward takes
+    the slow im2col path for 1x1 kernels (``docs/stylegan3.md``). Differentiable twice.
 
     Args:
         x: Input ``[N, C, H, W]``.
@@ -326,8 +296,8 @@ def pointwise_conv2d(
         clamp: Clamp (before the residual) to ``[-clamp, clamp]``; ``None`` disables.
 
     Returns:
-        ``[N, O, H, W]``, channels-last (a permuted view of the product; in-place
-        changes to it are views' in-place changes for autograd).
+        ``[N, O, H, W]``, channels-last: a permuted view of the product (for autograd's
+        in-place rules too).
 
     Raises:
         ValueError: If ``w`` is not a 1x1 kernel over ``x``'s channels, or
@@ -369,27 +339,22 @@ def modulated_conv2d(
 ) -> Tensor:
     """Modulated convolution of StyleGAN2 (Karras et al. 2020, Sec. 2.2), used by both generators.
 
-    Each sample's weights are scaled per input channel by its style ``s``,
-    ``w'_ijk = s_i w_ijk``, and, with ``demodulate``, renormalised per output channel,
-    ``w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + eps)`` (StyleGAN2, Eq. 1 and 3), so
-    that unit-variance inputs give unit-variance outputs.
+    Each sample's weights are scaled per input channel by its style, ``w'_ijk = s_i
+    w_ijk``, and with ``demodulate`` renormalised per output channel, ``w''_ijk = w'_ijk
+    / sqrt(sum_ik w'_ijk^2 + eps)`` (StyleGAN2, Eq. 1 and 3).
 
     Args:
         x: Input ``[N, I, H, W]``.
         weight: Shared weights ``[O, I, k, k]`` (already scaled as wanted).
         styles: Per-sample styles ``[N, I]``.
         demodulate: Apply weight demodulation.
-        padding: Zero padding of the convolution (with respect to the upsampled
-            image when ``up > 1``).
-        up: Upsampling factor (2 for StyleGAN2's upsampling layers): a stride-2
-            transposed convolution followed by the ``resample_filter`` blur.
+        padding: Zero padding of the convolution (of the upsampled image when ``up > 1``).
+        up: Upsampling factor: a stride-``up`` transposed convolution, then the blur.
         resample_filter: Low-pass filter used when ``up > 1``.
-        input_gain: Optional factor on the input channels (a scalar, ``[I]`` or
-            ``[N, I]``) applied after demodulation; StyleGAN3 passes
-            ``1 / sqrt(magnitude EMA)``.
-        fused: Run as one grouped convolution with per-sample weights (``True``) or
-            as a shared-weight convolution between two per-channel scalings (faster
-            for training, same result).
+        input_gain: Factor on the input channels (scalar, ``[I]`` or ``[N, I]``) after
+            demodulation; StyleGAN3 passes ``1 / sqrt(magnitude EMA)``.
+        fused: One grouped convolution with per-sample weights (``True``) or a shared
+            one between two per-channel scalings (faster for training, same result).
 
     Returns:
         Output ``[N, O, H', W']``.
@@ -430,12 +395,10 @@ def modulated_conv2d(
 
 
 def _conv_resample(x: Tensor, w: Tensor, padding: int, up: int, resample_filter: Tensor | None, groups: int) -> Tensor:
-    """Convolution, or for ``up > 1`` a transposed convolution followed by a FIR blur.
+    """Convolution, or for ``up > 1`` (``w`` then ``[I, O / groups, k, k]``) a transposed one and a FIR blur.
 
-    ``w`` is ``[O, I / groups, k, k]`` without upsampling and ``[I, O / groups, k, k]``
-    with it. With ``up > 1`` the result equals zero-stuffing by ``up``, convolving with
-    the weights (as a true convolution) and low-pass filtering, with the output
-    aligned as in StyleGAN2.
+    With ``up > 1`` the result equals zero-stuffing by ``up``, a true convolution with
+    ``w`` and low-pass filtering, aligned as in StyleGAN2.
     """
     if up == 1:
         return F.conv2d(x, w, padding=padding, groups=groups)

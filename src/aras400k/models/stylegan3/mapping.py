@@ -11,16 +11,7 @@ __all__ = ["MappingNetwork", "normalize_2nd_moment"]
 
 
 def normalize_2nd_moment(x: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
-    """Scale ``x`` to unit mean square along ``dim`` (the "normalised z" input).
-
-    Args:
-        x: Input tensor.
-        dim: Dimension to normalise over.
-        eps: Added to the mean square for stability.
-
-    Returns:
-        ``x / sqrt(mean(x^2) + eps)``.
-    """
+    """``x / sqrt(mean(x^2) + eps)`` along ``dim``: unit mean square (the "normalised z" input)."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
@@ -28,12 +19,10 @@ class MappingNetwork(nn.Module):
     """Maps a latent ``z`` (and optionally a label ``c``) to intermediate latents ``w``.
 
     ``z`` is normalised to unit second moment, passed through ``num_layers``
-    fully-connected leaky-ReLU layers with a learning-rate multiplier of 0.01 (StyleGAN,
-    Sec. 2; StyleGAN3 uses 2 layers, StyleGAN2 8), and broadcast to the ``num_ws``
-    layer inputs of the synthesis network. During training the running average
-    ``w_avg`` is tracked (``update_emas=True``) for the truncation trick: ``w' = w_avg
-    + psi (w - w_avg)`` on the first ``truncation_cutoff`` entries (StyleGAN, Appendix
-    B).
+    fully-connected leaky-ReLU layers (StyleGAN, Sec. 2; StyleGAN3 uses 2, StyleGAN2 8)
+    and broadcast to the ``num_ws`` layer inputs of the synthesis network. The running
+    average ``w_avg`` serves the truncation trick, ``w' = w_avg + psi (w - w_avg)``
+    (StyleGAN, Appendix B).
 
     Args:
         z_dim: Latent dimensionality, 0 for none (a label-only mapping).
@@ -94,32 +83,26 @@ class MappingNetwork(nn.Module):
         truncation_cutoff: int | None = None,
         update_emas: bool = False,
     ) -> Tensor:
-        """Map latents to ``w``.
+        """Map latents to ``w`` ``[N, num_ws, w_dim]`` (``[N, w_dim]`` when ``num_ws`` is ``None``).
 
         Args:
             z: Latents ``[N, z_dim]`` (ignored when ``z_dim == 0``).
             c: Labels ``[N, c_dim]``; needed only when ``c_dim > 0``.
             truncation_psi: Truncation strength; 1 disables, 0 gives ``w_avg``.
-            truncation_cutoff: Truncate only the first this many ``w``; ``None``
-                truncates all.
+            truncation_cutoff: Truncate only the first this many ``w`` (``None``: all).
             update_emas: Update the running average ``w_avg`` (training only).
 
-        Returns:
-            ``[N, num_ws, w_dim]`` (or ``[N, w_dim]`` when ``num_ws`` is ``None``).
-
         Raises:
-            ValueError: If an input needed by the configuration is missing or has the
-                wrong width.
+            ValueError: If an input the configuration needs is missing or has the wrong width.
         """
         parts = []
-        if self.z_dim > 0:
-            if z is None or z.ndim != 2 or z.shape[1] != self.z_dim:
-                raise ValueError(f"expected z of shape [N, {self.z_dim}], got {None if z is None else tuple(z.shape)}")
-            parts.append(normalize_2nd_moment(z.to(torch.float32)))
-        if self.c_dim > 0:
-            if c is None or c.ndim != 2 or c.shape[1] != self.c_dim:
-                raise ValueError(f"expected c of shape [N, {self.c_dim}], got {None if c is None else tuple(c.shape)}")
-            parts.append(normalize_2nd_moment(self.embed(c.to(torch.float32))))
+        for name, value, dim in (("z", z, self.z_dim), ("c", c, self.c_dim)):
+            if dim > 0:
+                if value is None or value.ndim != 2 or value.shape[1] != dim:
+                    shape = None if value is None else tuple(value.shape)
+                    raise ValueError(f"expected {name} of shape [N, {dim}], got {shape}")
+                value = value.to(torch.float32)
+                parts.append(normalize_2nd_moment(value if name == "z" else self.embed(value)))
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)

@@ -1,9 +1,8 @@
 """``StyleGAN3``: the unconditional StyleGAN3 / StyleGAN2 training loop as a LightningModule.
 
-The module composes the networks of this package (:func:`build_generator`,
-:func:`build_discriminator`) with the architecture-independent parts of
-:mod:`aras400k.models.gan` (losses, lazy R1, path length, style mixing, blur, ADA, EMA,
-NaN guard), following NVlabs' ``train.py``, ``training/training_loop.py`` and
+The module composes this package's networks with the architecture-independent parts
+of :mod:`aras400k.models.gan` (losses, lazy R1, path length, style mixing, blur, ADA,
+EMA, NaN guard), following NVlabs' ``train.py``, ``training/training_loop.py`` and
 ``training/loss.py``. One training iteration runs the official phases in order:
 
 1. **Gmain**: non-saturating logistic loss on ``D(augment(blur(G(z))))`` (style mixing
@@ -20,16 +19,15 @@ for the lazy regularisation (:func:`~aras400k.models.gan.lazy_optimizer_params`)
 the phases, the EMA generator and ADA's ``p`` are updated. Steps whose loss or gradients
 are NaN/inf are skipped and counted (logged as ``skipped_steps``).
 
-Lightning's ``global_step`` counts optimiser steps (two per iteration plus one per lazy
-regularisation step); the ``iterations`` buffer of :class:`~aras400k.models.gan.GANModule`
-counts iterations and drives every schedule. All state (EMA weights, ADA ``p``, ``pl_mean``, skip counts, iterations)
-lives in buffers or submodules, so it is in the checkpoint's ``state_dict`` and a run
-resumes from ``ckpt_path``. Checkpoints load with ``torch.load(weights_only=True)``.
+The ``iterations`` buffer of :class:`~aras400k.models.gan.GANModule` (not Lightning's
+``global_step``, which counts optimiser steps) drives every schedule. All state (EMA
+weights, ADA ``p``, ``pl_mean``, skip counts, iterations) lives in buffers or submodules,
+so it is in the checkpoint's ``state_dict`` and a run resumes from ``ckpt_path``.
 
-FID during training: add the :class:`~aras400k.callbacks.GeneratorFID` callback, which
-draws :meth:`StyleGAN3.fid_samples` (fixed seeds) at every validation and logs ``val_fid``.
-Sample grids (``samples/train_it{N}.png``, ``samples/val_it{N}.png``) come from the
-base's :class:`~aras400k.callbacks.SampleGrid`.
+FID during training: add the :class:`~aras400k.callbacks.GeneratorFID` callback (it
+logs ``val_fid`` of :meth:`StyleGAN3.fid_samples`). Sample grids
+(``samples/train_it{N}.png``, ``samples/val_it{N}.png``) come from the base's
+:class:`~aras400k.callbacks.SampleGrid`.
 """
 
 from __future__ import annotations
@@ -45,6 +43,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
+from aras400k.errors import check_at_least, check_choice
 from aras400k.files import atomic_path
 from aras400k.models.gan import (
     AdaptiveAugment,
@@ -63,14 +62,13 @@ from aras400k.models.gan import (
     stylegan_blur_fade_kimg,
 )
 from aras400k.models.stylegan3.discriminator import Discriminator, build_discriminator
-from aras400k.models.stylegan3.generator import Generator, build_generator
+from aras400k.models.stylegan3.generator import CONFIGS, Generator, build_generator
 
 __all__ = ["StyleGAN3"]
 
 StyleGANConfig = Literal["stylegan3-t", "stylegan3-r", "stylegan2"]
 AugMode = Literal["noaug", "ada", "fixed"]
 
-_CONFIGS = ("stylegan3-t", "stylegan3-r", "stylegan2")
 _AUG_MODES = ("noaug", "ada", "fixed")
 _ADAM_BETAS = (0.0, 0.99)
 _PL_INTERVAL = 4  # G_reg_interval of the official --cfg=stylegan2.
@@ -87,27 +85,26 @@ class StyleGAN3(GANModule):
     command ``--cfg=stylegan2 --gamma=0.01 --mirror=1 --aug=ada``. ``None`` means "the
     official value for this ``cfg``".
 
+    The phase methods (``generator_main_step`` ... ``discriminator_reg_step``) take the
+    iteration's batch size ``n`` or real images ``real`` (``(N, 3, H, W)`` in ``[-1,
+    1]``), the blur strength ``sigma`` of the discriminator's inputs and the optimiser of
+    the network they train, and return their loss terms for logging.
+
     Args:
         cfg: Network configuration (``--cfg``).
         resolution: Image resolution (square, a power of two).
         gamma: R1 weight (``--gamma``).
-        mirror: Randomly x-flip real images inside the module (``--mirror``). The official
-            option is a dataset option, and ``GANDataModule(mirror=True)`` already does it
-            on the data side; enable it here for data modules that do not flip. Lightning
-            requires the two ``mirror`` values to agree when both are hyper-parameters, and
-            flipping twice with independent fair coins is still one fair flip, so setting
-            both to ``true`` (as ``configs/gan_stylegan3.yaml`` does) is the same as ``--mirror=1``.
+        mirror: Randomly x-flip real images here (``--mirror``), for data modules that do not
+            flip. Two independent fair flips are one, so ``true`` here and in
+            ``GANDataModule`` (Lightning wants them equal) is ``--mirror=1``.
         aug: Augmentation mode (``--aug``): none, ADA (adaptive ``p``) or a fixed ``p``.
         target: ADA target of ``E[sign(D(real))]`` (``--target``).
         p: Augmentation probability for ``aug="fixed"`` (``--p``).
-        batch: Total batch size used by the schedules (EMA half-life, blur fade, ADA
-            speed, magnitude EMA); ``None`` reads it from each training batch (times the
-            number of processes).
-        glr: Generator learning rate (``--glr``); ``None``: 0.002 for ``stylegan2``,
-            0.0025 otherwise.
+        batch: Total batch size of the schedules (EMA half-life, blur fade, ADA speed,
+            magnitude EMA); ``None``: each training batch's times the number of processes.
+        glr: Generator learning rate (``--glr``); ``None``: 0.002 for ``stylegan2``, else 0.0025.
         dlr: Discriminator learning rate (``--dlr``).
-        map_depth: Mapping network depth (``--map-depth``); ``None``: 8 for ``stylegan2``,
-            2 otherwise.
+        map_depth: Mapping network depth (``--map-depth``); ``None``: 8 for ``stylegan2``, else 2.
         cbase: Capacity multiplier (``--cbase``).
         cmax: Maximum channels per layer (``--cmax``).
         z_dim: Latent dimensionality.
@@ -117,23 +114,19 @@ class StyleGAN3(GANModule):
         ema_rampup: EMA ramp-up coefficient; ``None`` disables the ramp-up.
         r1_interval: Lazy R1 interval in iterations (16).
         pl_weight: Path-length weight; ``None``: 2 for ``stylegan2``, 0 (off) otherwise.
-        style_mixing_prob: Style-mixing probability; ``None``: 0.9 for ``stylegan2``, 0
-            otherwise.
-        blur_fade_kimg: Blur fade length at batch 32 in thousands of images (scaled by
-            ``batch / 32``).
+        style_mixing_prob: Style-mixing probability; ``None``: 0.9 for ``stylegan2``, else 0.
+        blur_fade_kimg: Blur fade length in kimg at batch 32 (scaled by ``batch / 32``).
         blur_sigma: Initial blur of the discriminator's inputs in pixels; ``None``: 10 for
             the StyleGAN3 configs, 0 (off) for ``stylegan2``.
         augpipe: ADA transforms (``--augpipe``; ``"bgc"``: blit, geometric, colour).
         ada_interval: Adjust ADA's ``p`` every this many iterations (4).
         ada_kimg: ADA speed: thousands of images for ``p`` to move by 1 (500).
-        max_consecutive_skips: Raise after this many NaN/inf steps in a row; ``None``
-            never raises.
+        max_consecutive_skips: Raise after this many NaN/inf steps in a row (``None``: never).
         sample_seeds: Images in the fixed-seed sample grid (image ``i`` uses seed ``i``).
         sample_every_n_steps: Write a sample grid every this many training iterations
             (0: only after validation).
-        kimg: Training length in thousands of real images shown (``--kimg``): training
-            stops once ``iterations x batch`` reaches ``kimg x 1000``; ``None``: the
-            Trainer's own limits decide.
+        kimg: Stop once ``iterations x batch`` reaches ``kimg x 1000`` real images
+            (``--kimg``); ``None``: the Trainer's own limits decide.
         map: Deprecated name of ``map_depth`` (accepted with a warning).
 
     Raises:
@@ -197,13 +190,8 @@ class StyleGAN3(GANModule):
         self.last_batch_size: int | None = None
         self.configure_models()
 
-    # -- construction ----------------------------------------------------------------------
-
     def configure_models(self) -> None:
-        """Build G, D, the EMA generator, ADA, the path-length regulariser and the NaN guard.
-
-        Override in a subclass to swap one part.
-        """
+        """Build G, D, the EMA generator, ADA, the path-length regulariser and the NaN guard (override to swap one)."""
         hp = self.hparams
         self.generator: Generator = build_generator(
             hp["cfg"],
@@ -235,11 +223,7 @@ class StyleGAN3(GANModule):
         self.guard = NonFiniteGuard(max_consecutive=hp["max_consecutive_skips"])
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """Adam for G and D with betas ``(0, 0.99)``, corrected for lazy regularisation.
-
-        Returns:
-            ``[generator optimiser, discriminator optimiser]``.
-        """
+        """``[G's, D's]`` Adam with betas ``(0, 0.99)``, corrected for lazy regularisation."""
         g_interval = _PL_INTERVAL if self.pl_weight > 0 else None
         d_interval = self.hparams["r1_interval"] if self.hparams["gamma"] > 0 else None
         g = lazy_optimizer_params(self.glr, _ADAM_BETAS, g_interval)
@@ -249,20 +233,11 @@ class StyleGAN3(GANModule):
             torch.optim.Adam(self.discriminator.parameters(), lr=d.lr, betas=d.betas, eps=1e-8),
         ]
 
-    # -- sampling --------------------------------------------------------------------------
-
     def latents(self, n: int, seed: int) -> torch.Tensor:
-        """Latents of samples ``seed, seed + 1, ..., seed + n - 1`` (each from its own seed).
+        """``(n, z_dim)`` latents of samples ``seed, ..., seed + n - 1``, on the module's device.
 
-        Sample ``i`` depends only on its seed ``seed + i``, so split or resumed sampling
-        runs produce the same images.
-
-        Args:
-            n: Number of latents.
-            seed: Seed of the first sample.
-
-        Returns:
-            ``(n, z_dim)`` latents on the module's device.
+        Sample ``i`` depends only on its own seed ``seed + i``, so split or resumed
+        sampling runs produce the same images.
         """
         z = [torch.randn(self.hparams["z_dim"], generator=torch.Generator().manual_seed(seed + i)) for i in range(n)]
         return torch.stack(z).to(self.device)
@@ -277,7 +252,7 @@ class StyleGAN3(GANModule):
         use_ema: bool = True,
         noise_mode: Literal["random", "const", "none"] = "const",
     ) -> torch.Tensor:
-        """Generate images in ``[-1, 1]``.
+        """Generate ``(N, 3, resolution, resolution)`` images clamped to ``[-1, 1]``.
 
         Args:
             n: Number of images, drawn from seeds ``seed .. seed + n - 1`` (see :meth:`latents`).
@@ -287,9 +262,6 @@ class StyleGAN3(GANModule):
             use_ema: Sample from the EMA generator (as for evaluation) or the trained one.
             noise_mode: Noise inputs of the StyleGAN2 synthesis; ``"const"`` makes the
                 output a function of ``z`` alone.
-
-        Returns:
-            ``(N, 3, resolution, resolution)`` images clamped to ``[-1, 1]``.
 
         Raises:
             ValueError: If neither or both of ``n`` and ``z`` are given.
@@ -302,47 +274,24 @@ class StyleGAN3(GANModule):
         with self.sampler(use_ema) as net:
             return net(z.to(self.device), truncation_psi=truncation_psi, noise_mode=noise_mode).clamp(-1, 1)
 
-    # -- schedules -------------------------------------------------------------------------
-
     def batch_size(self, real: torch.Tensor) -> int:
-        """Total batch size of the schedules: ``batch``, or the batch times the number of processes.
-
-        Args:
-            real: The real images of this iteration.
-
-        Returns:
-            The batch size.
-        """
+        """Total batch size of the schedules: ``batch``, or ``len(real)`` times the number of processes."""
         if self.hparams["batch"] is not None:
             return int(self.hparams["batch"])
         world = self.trainer.world_size if self._trainer is not None else 1
         return len(real) * world
 
     def current_blur_sigma(self, batch_size: int) -> float:
-        """Blur of the discriminator's inputs at the current iteration (0 when disabled).
-
-        Args:
-            batch_size: Total batch size.
-
-        Returns:
-            The blur strength in pixels.
-        """
+        """Blur of the discriminator's inputs in pixels at the current iteration (0 when disabled)."""
         if self.blur_init_sigma <= 0:
             return 0.0
         fade = stylegan_blur_fade_kimg(batch_size, self.hparams["blur_fade_kimg"])
         return blur_sigma(int(self.iterations) * batch_size, fade, self.blur_init_sigma)
 
-    # -- the networks as the loss sees them -------------------------------------------------
-
     def run_generator(self, z: torch.Tensor, update_emas: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map and synthesise with style mixing (training mode).
+        """Map ``z`` and synthesise with style mixing (training mode); returns ``(images, ws)``.
 
-        Args:
-            z: ``(N, z_dim)`` latents.
-            update_emas: Update the tracked average ``w`` (and magnitude EMAs).
-
-        Returns:
-            ``(images, ws)``.
+        ``update_emas`` updates the tracked average ``w`` (and magnitude EMAs).
         """
         ws = self.generator.mapping(z, None, update_emas=update_emas)
         if self.style_mixing_prob > 0:
@@ -351,15 +300,7 @@ class StyleGAN3(GANModule):
         return self.generator.synthesis(ws, update_emas=update_emas), ws
 
     def run_discriminator(self, images: torch.Tensor, sigma: float) -> torch.Tensor:
-        """Blur, augment and score images, as every image the discriminator sees is.
-
-        Args:
-            images: ``(N, 3, H, W)`` images in ``[-1, 1]``.
-            sigma: Blur strength (0: none).
-
-        Returns:
-            ``(N, 1)`` logits.
-        """
+        """Blur (``sigma`` > 0), augment and score images, as every image the discriminator sees is."""
         if sigma > 0:
             images = blur_images(images, sigma)
         return self.discriminator(self.augment(images))
@@ -367,19 +308,8 @@ class StyleGAN3(GANModule):
     def _z(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.hparams["z_dim"], device=self.device)
 
-    # -- the four phases -------------------------------------------------------------------
-
     def generator_main_step(self, n: int, sigma: float, optimizer: Any) -> dict[str, torch.Tensor]:
-        """Gmain: non-saturating logistic loss on generated images.
-
-        Args:
-            n: Number of images.
-            sigma: Blur strength.
-            optimizer: The generator's optimiser.
-
-        Returns:
-            ``{"g_loss": ...}``.
-        """
+        """Gmain: non-saturating logistic loss on ``n`` generated images; returns ``{"g_loss"}``."""
         with self.toggled_optimizer(optimizer):
             fake, _ = self.run_generator(self._z(n))
             loss = generator_logistic_loss(self.run_discriminator(fake, sigma))
@@ -387,15 +317,7 @@ class StyleGAN3(GANModule):
         return {"g_loss": loss.detach()}
 
     def generator_reg_step(self, n: int, optimizer: Any) -> dict[str, torch.Tensor]:
-        """Greg: path-length penalty on ``n // 2`` images, scaled by the interval.
-
-        Args:
-            n: Batch size of the iteration.
-            optimizer: The generator's optimiser.
-
-        Returns:
-            ``{"pl_penalty": ..., "pl_mean": ...}``.
-        """
+        """Greg: path-length penalty on ``n // 2`` images, scaled by the interval; ``{"pl_penalty", "pl_mean"}``."""
         with self.toggled_optimizer(optimizer):
             fake, ws = self.run_generator(self._z(max(n // _PL_BATCH_SHRINK, 1)))
             penalty = self.path_length(fake, ws)
@@ -403,16 +325,7 @@ class StyleGAN3(GANModule):
         return {"pl_penalty": penalty.detach(), "pl_mean": self.path_length.pl_mean.detach().clone()}
 
     def discriminator_main_step(self, real: torch.Tensor, sigma: float, optimizer: Any) -> dict[str, torch.Tensor]:
-        """Dmain: logistic loss on real and generated images; feeds ADA's statistic.
-
-        Args:
-            real: ``(N, 3, H, W)`` real images in ``[-1, 1]``.
-            sigma: Blur strength.
-            optimizer: The discriminator's optimiser.
-
-        Returns:
-            ``{"d_loss", "d_real", "d_fake"}`` (loss and mean logits).
-        """
+        """Dmain: logistic loss on real and generated images, feeding ADA; ``{"d_loss", "d_real", "d_fake"}``."""
         with torch.no_grad():
             fake, _ = self.run_generator(self._z(len(real)), update_emas=True)
         with self.toggled_optimizer(optimizer):
@@ -426,13 +339,7 @@ class StyleGAN3(GANModule):
     def discriminator_reg_step(self, real: torch.Tensor, sigma: float, optimizer: Any) -> dict[str, torch.Tensor]:
         """Dreg: lazy R1, ``gamma / 2 * r1_interval * E||grad_x D(x)||^2`` on real images.
 
-        Args:
-            real: ``(N, 3, H, W)`` real images in ``[-1, 1]``.
-            sigma: Blur strength.
-            optimizer: The discriminator's optimiser.
-
-        Returns:
-            ``{"r1_penalty": ...}`` (the unweighted mean squared gradient norm).
+        Returns ``{"r1_penalty"}``, the unweighted mean squared gradient norm.
         """
         with self.toggled_optimizer(optimizer):
             real = real.detach().requires_grad_(True)
@@ -441,8 +348,6 @@ class StyleGAN3(GANModule):
             self._optimise(penalty * scale, self.discriminator, optimizer, "Dreg")
         return {"r1_penalty": penalty.detach()}
 
-    # -- training --------------------------------------------------------------------------
-
     def _mirror(self, real: torch.Tensor) -> torch.Tensor:
         if not self.hparams["mirror"]:
             return real
@@ -450,11 +355,9 @@ class StyleGAN3(GANModule):
         return torch.where(flip[:, None, None, None], real.flip(-1), real)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        """One iteration: Gmain, Greg (lazy), Dmain, Dreg (lazy), then EMA and ADA updates.
+        """One iteration on ``batch["image"]``: Gmain, Greg (lazy), Dmain, Dreg (lazy), then EMA and ADA updates.
 
-        Args:
-            batch: ``{"image": (N, 3, H, W) in [-1, 1], ...}``.
-            batch_idx: Index of the batch (unused; schedules follow ``iterations``).
+        ``batch_idx`` is unused: the schedules follow ``iterations``.
         """
         real = self._mirror(batch["image"])
         n = len(real)
@@ -477,14 +380,9 @@ class StyleGAN3(GANModule):
             self.trainer.should_stop = True
 
     def kimg_reached(self, batch_size: int | None = None) -> bool:
-        """Whether the ``kimg`` budget is spent (always false without one).
+        """Whether ``iterations x batch_size >= kimg x 1000`` (always false without ``kimg``).
 
-        Args:
-            batch_size: Total batch size of the iterations (default: ``batch``, else the
-                last training batch's).
-
-        Returns:
-            True once ``iterations x batch_size >= kimg x 1000``.
+        ``batch_size`` defaults to ``batch``, else the last training batch's.
         """
         kimg = self.hparams.get("kimg")
         size = batch_size or self.hparams["batch"] or self.last_batch_size
@@ -503,45 +401,24 @@ class StyleGAN3(GANModule):
         progress = {"d_loss": terms["d_loss"], "g_loss": terms["g_loss"], "p": values["ada_p"]}
         self.log_dict(progress, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=n)
 
-    # -- validation ------------------------------------------------------------------------
-
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        """Log ``val_d_real_sign``: ``E[sign(D(real))]`` on unaugmented validation images.
-
-        Compared with ``train`` ``ada_rt`` it shows how much the discriminator overfits.
-
-        Args:
-            batch: ``{"image": (N, 3, H, W) in [-1, 1], ...}``.
-            batch_idx: Index of the batch.
-        """
+        """Log ``val_d_real_sign``, ``E[sign(D(real))]`` on unaugmented images: against ``ada_rt``, D's overfitting."""
         logits = self.discriminator(batch["image"])
         self.log("val_d_real_sign", logits.sign().mean(), on_epoch=True, batch_size=len(logits))
 
     def fid_samples(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        """EMA samples for :class:`~aras400k.callbacks.GeneratorFID`, as many as the batch holds.
+        """``(B, 3, resolution, resolution)`` EMA samples for :class:`~aras400k.callbacks.GeneratorFID`, B = batch size.
 
-        Seeds start at ``FID_SEED_OFFSET + batch_idx * len(batch)``, so every validation
-        uses the same latents and FID changes only with the generator.
-
-        Args:
-            batch: A validation batch (only its size is used).
-            batch_idx: Index of the batch.
-
-        Returns:
-            ``(B, 3, resolution, resolution)`` images in ``[-1, 1]``.
+        Seeds start at ``FID_SEED_OFFSET + batch_idx * B``, so every validation uses the
+        same latents and FID changes only with the generator.
         """
         n = len(batch["image"])
         return self.generate(n, seed=FID_SEED_OFFSET + batch_idx * n)
 
     def draw_sample_grid(self, path: Path, batch: Mapping[str, Any] | None = None) -> bool:
-        """``sample_seeds`` EMA samples (seeds 0, 1, ...) in a square grid under a title band.
+        """Write ``sample_seeds`` EMA samples (seeds 0, 1, ...) to the PNG ``path``, a grid under a title band.
 
-        Args:
-            path: Destination PNG.
-            batch: Unused (the samples depend on their seeds only).
-
-        Returns:
-            True (the file is written).
+        ``batch`` is unused (the samples depend on their seeds only); returns True.
         """
         count = int(self.hparams["sample_seeds"])
         images = self.generate(count, seed=0)
@@ -567,16 +444,12 @@ def _check_arguments(hp: Mapping[str, Any]) -> None:
     """Fail early, naming the argument and the valid choices."""
     if hp.get("kimg") is not None and not hp["kimg"] > 0:
         raise ValueError(f"kimg must be > 0 (thousands of real images to train on) or null, got {hp['kimg']}")
-    if hp["cfg"] not in _CONFIGS:
-        raise ValueError(f"unknown cfg {hp['cfg']!r}; choose one of {list(_CONFIGS)}")
-    if hp["aug"] not in _AUG_MODES:
-        raise ValueError(f"unknown aug {hp['aug']!r}; choose one of {list(_AUG_MODES)}")
+    check_choice("cfg", hp["cfg"], CONFIGS)
+    check_choice("aug", hp["aug"], _AUG_MODES)
     if hp["resolution"] < 4 or hp["resolution"] & (hp["resolution"] - 1):
         raise ValueError(f"resolution must be a power of two >= 4, got {hp['resolution']}")
-    if hp["gamma"] < 0:
-        raise ValueError(f"gamma must be non-negative, got {hp['gamma']}")
-    if hp["r1_interval"] < 1:
-        raise ValueError(f"r1_interval must be >= 1, got {hp['r1_interval']}")
+    check_at_least("gamma", hp["gamma"], 0)
+    check_at_least("r1_interval", hp["r1_interval"], 1)
     if hp["batch"] is not None and hp["batch"] < 1:
         raise ValueError(f"batch must be positive or null, got {hp['batch']}")
     if hp["sample_seeds"] < 1 or hp["sample_every_n_steps"] < 0:

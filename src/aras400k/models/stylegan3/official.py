@@ -10,14 +10,12 @@ rebuild the object. Loading such a file with :func:`pickle.load` therefore runs
 arbitrary code taken from the file.
 
 This module never does that. :class:`RestrictedUnpickler` resolves only the globals of
-:data:`ALLOWED_GLOBALS`; the persistence call is answered by a stand-in that records
-the meta dict as a :class:`PersistentObject` (``module_src`` is kept as an inert
-string and never imported, compiled or executed); tensors and storages are rebuilt by
-torch's own functions, storages through ``torch.load(..., weights_only=True)``. Any
-other global is refused with :class:`UnsafePickleError` *before* it is imported or
-called. :func:`load_official` then builds our :class:`Generator` /
-:class:`Discriminator` from the stored ``init_kwargs`` and copies the stored
-parameters and buffers by their (official) names, which our modules share.
+:data:`ALLOWED_GLOBALS`: the persistence call is recorded as an inert
+:class:`PersistentObject` (``module_src`` is never imported, compiled or executed),
+tensors are rebuilt by torch's own functions, storages through ``torch.load(...,
+weights_only=True)``, and any other global is refused with :class:`UnsafePickleError`
+*before* it is imported or called. :func:`load_official` then builds our networks from
+the stored ``init_kwargs`` and copies the stored tensors by their (official) names.
 
 :func:`export_official_state_dict` goes the other way: our module's weights under the
 official names, ready for a ``load_state_dict`` on an official network.
@@ -70,29 +68,14 @@ NETWORK_KEYS: tuple[str, ...] = ("G", "D", "G_ema")
 _EXPECTED_CLASS = {"G": "Generator", "G_ema": "Generator", "D": "Discriminator"}
 
 # Official positional-argument order of the two networks (``init_args`` is empty in
-# the files the official training writes, but the persistence layer records it).
+# the files the official training writes, but the persistence layer records it); our
+# Discriminator's parameters are the official ones, in the official order.
 _GENERATOR_POSITIONAL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs")
-_DISCRIMINATOR_POSITIONAL = (
-    "c_dim",
-    "img_resolution",
-    "img_channels",
-    "architecture",
-    "channel_base",
-    "channel_max",
-    "num_fp16_res",
-    "conv_clamp",
-    "cmap_dim",
-    "block_kwargs",
-    "mapping_kwargs",
-    "epilogue_kwargs",
-)
+_DISCRIMINATOR_POSITIONAL = tuple(inspect.signature(Discriminator).parameters)
 
 
 class UnsafePickleError(ValueError):
-    """A pickle asked for something the restricted unpickler does not allow.
-
-    Raised before the offending global is imported or called.
-    """
+    """A pickle asked for something the restricted unpickler does not allow (raised before it is imported or called)."""
 
 
 @dataclasses.dataclass
@@ -103,10 +86,8 @@ class PersistentObject:
         class_name: Name of the official class (``"Generator"``, ``"SynthesisLayer"``, ...).
         version: Version of NVlabs' persistence format.
         state: The object's ``__dict__`` (``_modules``, ``_parameters``, ``_buffers``,
-            ``_init_kwargs``, plain attributes), already unpickled by the restricted
-            unpickler: submodules are :class:`PersistentObject` too.
-        module_src: The source code of the defining module, kept as a plain string. It
-            is never imported, compiled or executed.
+            ``_init_kwargs``, ...), unpickled: submodules are :class:`PersistentObject` too.
+        module_src: The defining module's source, an inert string (never imported or run).
     """
 
     class_name: str
@@ -123,8 +104,7 @@ class OfficialNetworks:
         G: The generator being trained, or ``None`` if not requested / absent.
         D: The discriminator, or ``None``.
         G_ema: The moving-average generator (the one to sample from), or ``None``.
-        training_set_kwargs: The stored dataset arguments as plain Python (``None``
-            when the file has none).
+        training_set_kwargs: The stored dataset arguments as plain Python, or ``None``.
         init_kwargs: The official constructor arguments of each loaded network.
         notes: What was skipped or adapted (e.g. the augmentation pipeline).
     """
@@ -137,23 +117,12 @@ class OfficialNetworks:
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
-# ---------------------------------------------------------------------------------------
-# Safe stand-ins for the allowed globals.
-# ---------------------------------------------------------------------------------------
+# Safe stand-ins for the allowed globals: each raises UnsafePickleError for arguments
+# of the wrong types or layout.
 
 
 def _record_persistent_obj(meta: Any) -> PersistentObject:
-    """Stand-in for ``torch_utils.persistence._reconstruct_persistent_obj``: record, never run.
-
-    Args:
-        meta: The meta dict of the official persistence format.
-
-    Returns:
-        An inert :class:`PersistentObject`.
-
-    Raises:
-        UnsafePickleError: If ``meta`` does not have the official layout.
-    """
+    """Stand-in for ``torch_utils.persistence._reconstruct_persistent_obj``: record the meta dict, never run."""
     if not isinstance(meta, dict):
         raise UnsafePickleError(f"persistent object meta must be a dict, got {type(meta).__name__}")
     if meta.get("type") != "class":
@@ -186,11 +155,7 @@ def _safe_rebuild_tensor_v2(
     backward_hooks: Any,
     metadata: Any = None,
 ) -> Tensor:
-    """Type-checked ``torch._utils._rebuild_tensor_v2`` (a view on an already loaded storage).
-
-    Raises:
-        UnsafePickleError: For arguments of the wrong types or non-empty hooks.
-    """
+    """Type-checked ``torch._utils._rebuild_tensor_v2`` (a view on an already loaded storage)."""
     if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
         raise UnsafePickleError(f"tensor storage must be a torch storage, got {type(storage).__name__}")
     ints = (storage_offset, *tuple(size), *tuple(stride))
@@ -209,11 +174,7 @@ def _safe_rebuild_tensor_v2(
 
 
 def _safe_rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any) -> nn.Parameter:
-    """Type-checked ``torch._utils._rebuild_parameter`` (wraps a tensor as a parameter).
-
-    Raises:
-        UnsafePickleError: For arguments of the wrong types or non-empty hooks.
-    """
+    """Type-checked ``torch._utils._rebuild_parameter`` (wraps a tensor as a parameter)."""
     if not isinstance(data, Tensor) or not isinstance(requires_grad, bool):
         raise UnsafePickleError("a parameter must be rebuilt from a tensor and a bool")
     _check_hooks(backward_hooks)
@@ -225,9 +186,6 @@ def _safe_load_from_bytes(blob: Any) -> torch.storage.TypedStorage | torch.Untyp
 
     The official function unpickles the nested blob without restrictions; torch's
     weights-only unpickler only accepts tensors, storages and plain containers.
-
-    Raises:
-        UnsafePickleError: If the blob is not bytes or does not hold a storage.
     """
     if not isinstance(blob, (bytes, bytearray)):
         raise UnsafePickleError(f"a storage must be loaded from bytes, got {type(blob).__name__}")
@@ -241,24 +199,17 @@ def _safe_load_from_bytes(blob: Any) -> torch.storage.TypedStorage | torch.Untyp
 
 
 def _safe_numpy_scalar(dtype: Any, data: Any = None) -> Any:
-    """Type-checked ``numpy.core.multiarray.scalar``: a numpy scalar from its raw bytes.
-
-    Raises:
-        UnsafePickleError: For a non-dtype, an object dtype or non-bytes data.
-    """
+    """Type-checked ``numpy.core.multiarray.scalar``: a numpy scalar (no object dtype) from its raw bytes."""
     if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
         raise UnsafePickleError("a numpy scalar must be rebuilt from a non-object dtype and bytes")
     return _np_scalar(dtype, data)
 
 
 def _safe_numpy_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    """Type-checked ``numpy.core.multiarray._reconstruct``: an empty plain ``ndarray``.
+    """Type-checked ``numpy.core.multiarray._reconstruct``: an empty plain ``ndarray`` (no subtype).
 
-    Its contents are then set by ``ndarray.__setstate__`` (numpy's own, copying bytes
-    or, for object arrays, items that went through this unpickler too).
-
-    Raises:
-        UnsafePickleError: For a subtype other than ``numpy.ndarray``.
+    Its contents are then set by numpy's own ``ndarray.__setstate__``, copying bytes
+    or, for object arrays, items that went through this unpickler too.
     """
     if subtype is not np.ndarray:
         raise UnsafePickleError(f"refusing to reconstruct a numpy array of type {subtype!r}")
@@ -268,28 +219,23 @@ def _safe_numpy_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
 
 #: ``(module, name)`` of every global an official pickle may name, and what it resolves to.
 ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
-    # The persistence call: replaced by a recorder that returns an inert placeholder.
-    # Neither ``torch_utils`` nor ``module_src`` is ever imported or executed.
+    # The persistence call: recorded, neither ``torch_utils`` nor ``module_src`` imported or run.
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _record_persistent_obj,
-    # Containers of module state (``_modules``, hooks, ...): a plain dict type.
+    # Containers of module state (``_modules``, hooks, ...) and ``dnnlib.EasyDict`` kwargs.
     ("collections", "OrderedDict"): collections.OrderedDict,
-    # Official kwargs are ``dnnlib.EasyDict`` (a dict subclass); we never import dnnlib
-    # and answer with an inert dict subclass.
     ("dnnlib.util", "EasyDict"): _EasyDict,
-    # Tensors: torch's own rebuild functions only make a view of an already loaded
-    # storage / wrap a tensor as a parameter; arguments are type-checked first.
+    # Tensors: torch's own functions make a view of a loaded storage / wrap it as a parameter.
     ("torch._utils", "_rebuild_tensor_v2"): _safe_rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _safe_rebuild_parameter,
     # Storages are nested ``torch.save`` blobs: loaded with ``weights_only=True``.
     ("torch.storage", "_load_from_bytes"): _safe_load_from_bytes,
-    # numpy scalars and arrays among the stored attributes: numpy's own constructors
-    # copy raw bytes and execute nothing; object dtypes / array subclasses are refused.
+    # numpy scalars and arrays among the stored attributes: numpy's own constructors copy
+    # raw bytes and execute nothing.
     ("numpy._core.multiarray", "scalar"): _safe_numpy_scalar,
     ("numpy.core.multiarray", "scalar"): _safe_numpy_scalar,
     ("numpy._core.multiarray", "_reconstruct"): _safe_numpy_reconstruct,
     ("numpy.core.multiarray", "_reconstruct"): _safe_numpy_reconstruct,
-    # ``numpy.dtype`` only parses a type string; ``numpy.ndarray`` appears as the
-    # subtype argument of ``_reconstruct`` (the only subtype accepted there).
+    # ``numpy.dtype`` parses a type string; ``numpy.ndarray`` is ``_reconstruct``'s subtype.
     ("numpy", "dtype"): np.dtype,
     ("numpy", "ndarray"): np.ndarray,
 }
@@ -305,14 +251,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     """
 
     def find_class(self, module: str, name: str) -> Any:
-        """Resolve an allowed global to its safe stand-in.
-
-        Args:
-            module: Module named by the pickle.
-            name: Global named by the pickle.
-
-        Returns:
-            The stand-in of :data:`ALLOWED_GLOBALS`.
+        """Resolve an allowed global to its stand-in in :data:`ALLOWED_GLOBALS`.
 
         Raises:
             UnsafePickleError: For any other global (nothing is imported).
@@ -326,11 +265,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:
-        """Refuse every persistent id (official network pickles use none).
-
-        Raises:
-            UnsafePickleError: Always.
-        """
+        """Refuse every persistent id (official network pickles use none) with :class:`UnsafePickleError`."""
         raise UnsafePickleError(f"refusing persistent id {pid!r}: official network pickles use none")
 
 
@@ -347,11 +282,6 @@ def restricted_load(file: BinaryIO) -> Any:
         UnsafePickleError: For any global or persistent id that is not allowed.
     """
     return RestrictedUnpickler(file).load()
-
-
-# ---------------------------------------------------------------------------------------
-# Building our modules from the records.
-# ---------------------------------------------------------------------------------------
 
 
 def _plain(value: Any) -> Any:
@@ -400,11 +330,7 @@ def _init_kwargs(record: PersistentObject, positional: Sequence[str]) -> dict[st
 
 
 def _infer_architecture(record: PersistentObject, kwargs: Mapping[str, Any]) -> str:
-    """``"stylegan3"`` or ``"stylegan2"`` from the stored submodules (or, failing that, the kwargs).
-
-    Raises:
-        ValueError: If neither tells.
-    """
+    """``"stylegan3"`` or ``"stylegan2"`` from the stored submodules (or, failing that, the kwargs)."""
     synthesis = record.state.get("_modules", {}).get("synthesis")
     if isinstance(synthesis, PersistentObject):
         children = set(synthesis.state.get("_modules", {}))
@@ -453,24 +379,15 @@ def _build_discriminator(record: PersistentObject) -> tuple[Discriminator, dict[
     """Build our :class:`Discriminator` from an official discriminator record."""
     kwargs = _init_kwargs(record, _DISCRIMINATOR_POSITIONAL)
     _check_kwargs("Discriminator", kwargs, _parameter_names(Discriminator))
-    block_fixed: tuple[str, ...] = ("in_channels", "tmp_channels", "out_channels", "resolution", "img_channels")
-    block_fixed += ("first_layer_idx", "architecture", "conv_clamp")
-    _check_kwargs(
-        "Discriminator block_kwargs",
-        kwargs.get("block_kwargs") or {},
-        _parameter_names(DiscriminatorBlock, exclude=block_fixed),
-    )
-    epilogue_fixed = ("in_channels", "cmap_dim", "resolution", "img_channels", "architecture", "conv_clamp")
-    _check_kwargs(
-        "Discriminator epilogue_kwargs",
-        kwargs.get("epilogue_kwargs") or {},
-        _parameter_names(DiscriminatorEpilogue, exclude=epilogue_fixed),
-    )
-    _check_kwargs(
-        "Discriminator mapping_kwargs",
-        kwargs.get("mapping_kwargs") or {},
-        _parameter_names(MappingNetwork, exclude=("z_dim", "c_dim", "w_dim", "num_ws", "w_avg_beta")),
-    )
+    # The arguments each part gets from the Discriminator itself.
+    fixed = ("in_channels", "resolution", "img_channels", "architecture", "conv_clamp")
+    parts: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
+        "block_kwargs": (DiscriminatorBlock, (*fixed, "tmp_channels", "out_channels", "first_layer_idx")),
+        "epilogue_kwargs": (DiscriminatorEpilogue, (*fixed, "cmap_dim")),
+        "mapping_kwargs": (MappingNetwork, ("z_dim", "c_dim", "w_dim", "num_ws", "w_avg_beta")),
+    }
+    for key, (part, exclude) in parts.items():
+        _check_kwargs(f"Discriminator {key}", kwargs.get(key) or {}, _parameter_names(part, exclude))
     missing = sorted({"c_dim", "img_resolution", "img_channels"} - set(kwargs))
     if missing:
         raise ValueError(f"official Discriminator lacks init_kwargs {', '.join(missing)}")
@@ -484,11 +401,7 @@ _BUILDERS: dict[str, Callable[[PersistentObject], tuple[nn.Module, dict[str, Any
 
 
 def _stored_tensors(record: PersistentObject, prefix: str = "") -> dict[str, Tensor]:
-    """Flatten the ``_parameters`` / ``_buffers`` of a record tree to ``{dotted name: tensor}``.
-
-    Raises:
-        ValueError: For a submodule or tensor slot holding something else.
-    """
+    """Flatten the ``_parameters`` / ``_buffers`` of a record tree to ``{dotted name: tensor}``."""
     tensors: dict[str, Tensor] = {}
     for slot in ("_parameters", "_buffers"):
         for name, value in (record.state.get(slot) or {}).items():
@@ -513,12 +426,7 @@ def _summarise(names: Iterable[str], limit: int = 12) -> str:
 
 
 def _load_stored(module: nn.Module, record: PersistentObject, what: str, strict: bool) -> None:
-    """Copy the stored tensors of ``record`` into ``module`` by name, with shape checks.
-
-    Raises:
-        ValueError: For shape mismatches, and (when ``strict``) for missing or
-            unexpected names.
-    """
+    """Copy the stored tensors of ``record`` into ``module`` by name, checking shapes (and names if ``strict``)."""
     stored = _stored_tensors(record)
     targets = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     expected = set(module.state_dict())
@@ -549,16 +457,12 @@ def load_official(
 ) -> OfficialNetworks:
     """Load networks from an official NVlabs ``network-snapshot-*.pkl`` without running its code.
 
-    The file is read with :class:`RestrictedUnpickler`; for each requested network the
-    stored ``class_name`` must be the official ``Generator`` / ``Discriminator``, our
-    module is built from the stored ``init_kwargs`` and the stored parameters and
-    buffers are copied in by name. The augmentation pipeline is skipped (noted).
+    The augmentation pipeline is skipped (noted in the result).
 
     Args:
         path: The pickle file.
         which: Networks to build, any of ``"G"``, ``"D"``, ``"G_ema"``.
-        strict: Require the stored names to match ours exactly (shapes are always
-            checked).
+        strict: Require the stored names to match ours exactly (shapes are always checked).
 
     Returns:
         The rebuilt networks (in eval mode, on CPU) and the raw training-set kwargs.
@@ -614,10 +518,9 @@ def load_official(
 def export_official_state_dict(module: nn.Module) -> dict[str, Tensor]:
     """Our module's weights under the official NVlabs names.
 
-    Our parameter and buffer names already are the official ones, so this is the
-    module's ``state_dict`` with the entries that only we have removed (any
-    ``_extra_state`` and non-tensor entries), detached and cloned on CPU. Load it into
-    an official network with ``load_state_dict``, or into ours (the inverse).
+    Our names are the official ones, so this is the ``state_dict`` without our own
+    entries (``_extra_state``, non-tensors), detached and cloned on CPU, for
+    ``load_state_dict`` on an official network (or on ours).
 
     Args:
         module: Our :class:`Generator` or :class:`Discriminator` (or a submodule).

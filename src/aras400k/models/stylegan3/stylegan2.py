@@ -4,12 +4,18 @@ A learned 4x4 constant is refined by blocks that double the resolution: each blo
 has an upsampling modulated convolution (``conv0``) and a modulated convolution
 (``conv1``), both with per-pixel noise inputs scaled by a learned ``noise_strength``,
 and a ToRGB layer whose output is added to the upsampled image of the previous block
-(the "skip" architecture, StyleGAN2 Sec. 4.1). Names follow the official code
-(``b4.const``, ``b8.conv0.noise_const``, ``b8.torgb.affine.weight``, ...).
+(the "skip" architecture, StyleGAN2 Sec. 4.1). Names and arguments follow the official
+code (``b4.const``, ``b8.conv0.noise_const``, ``b8.torgb.affine.weight``, ...): only its
+default ``architecture="skip"`` is implemented (others raise ``ValueError``),
+``conv_clamp`` clamps activations to ``[-conv_clamp, conv_clamp]`` (``None``: off),
+and the fp16 arguments are accepted and ignored. The ``noise_mode`` of a forward pass
+is ``"random"`` (fresh noise), ``"const"`` (the stored ``noise_const``) or ``"none"``;
+``fused_modconv`` picks the fused form of :func:`modulated_conv2d`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -39,8 +45,6 @@ class StyleGAN2SynthesisLayer(nn.Module):
         use_noise: Add per-pixel noise scaled by the learned ``noise_strength``.
         activation: ``"lrelu"`` or ``"linear"``.
         resample_filter: 1-D taps of the upsampling blur.
-        conv_clamp: Clamp activations to ``[-conv_clamp, conv_clamp]``; ``None``
-            disables.
     """
 
     resample_filter: Tensor
@@ -80,29 +84,19 @@ class StyleGAN2SynthesisLayer(nn.Module):
     def forward(
         self, x: Tensor, w: Tensor, noise_mode: NoiseMode = "random", fused_modconv: bool = True, gain: float = 1.0
     ) -> Tensor:
-        """Run the layer.
+        """Map ``x`` ``[N, in_channels, resolution / up, ...]`` with ``w`` ``[N, w_dim]`` to ``[N, out_channels, ...]``.
 
-        Args:
-            x: Input ``[N, in_channels, resolution / up, resolution / up]``.
-            w: Latents ``[N, w_dim]``.
-            noise_mode: ``"random"`` (fresh noise), ``"const"`` (the stored
-                ``noise_const``) or ``"none"``.
-            fused_modconv: Fused grouped convolution (see :func:`modulated_conv2d`).
-            gain: Extra activation gain.
-
-        Returns:
-            ``[N, out_channels, resolution, resolution]``.
+        ``gain`` is an extra activation gain.
 
         Raises:
             ValueError: For an unknown ``noise_mode``.
         """
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"unknown noise_mode {noise_mode!r}; choose 'random', 'const' or 'none'")
-        styles = self.affine(w)
         x = modulated_conv2d(
             x,
             self.weight,
-            styles,
+            self.affine(w),
             padding=self.padding,
             up=self.up,
             resample_filter=self.resample_filter,
@@ -132,7 +126,6 @@ class ToRGBLayer(nn.Module):
         out_channels: Image channels.
         w_dim: Intermediate latent dimensionality.
         kernel_size: Convolution kernel size.
-        conv_clamp: Output clamp; ``None`` disables.
     """
 
     def __init__(
@@ -169,14 +162,9 @@ class SynthesisBlock(nn.Module):
         resolution: Resolution of this block.
         img_channels: Image channels.
         is_last: Whether this is the last block.
-        architecture: Only ``"skip"`` (the official default) is implemented.
         resample_filter: 1-D taps of the up-sampling blur.
-        conv_clamp: Activation clamp; ``None`` disables.
-        use_fp16: Accepted for compatibility; ignored.
-        fp16_channels_last: Accepted for compatibility; ignored.
         fused_modconv_default: Default of ``fused_modconv``: ``True``, ``False``, or
-            ``"inference_only"`` (fused only in eval mode, as the official
-            ``stylegan2`` config trains).
+            ``"inference_only"`` (in eval mode only, as the official ``stylegan2`` trains).
         use_noise: Noise inputs in the convolutions.
 
     Raises:
@@ -213,29 +201,18 @@ class SynthesisBlock(nn.Module):
         self.use_fp16 = use_fp16
         self.fused_modconv_default = fused_modconv_default
         self.register_buffer("resample_filter", setup_filter(resample_filter))
-        self.num_conv = 0
-        self.num_torgb = 0
+        self.num_conv = 1 if in_channels == 0 else 2
+        self.num_torgb = 1
 
+        layer = functools.partial(
+            StyleGAN2SynthesisLayer, w_dim=w_dim, resolution=resolution, use_noise=use_noise, conv_clamp=conv_clamp
+        )
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
         else:
-            self.conv0 = StyleGAN2SynthesisLayer(
-                in_channels,
-                out_channels,
-                w_dim=w_dim,
-                resolution=resolution,
-                up=2,
-                use_noise=use_noise,
-                resample_filter=resample_filter,
-                conv_clamp=conv_clamp,
-            )
-            self.num_conv += 1
-        self.conv1 = StyleGAN2SynthesisLayer(
-            out_channels, out_channels, w_dim=w_dim, resolution=resolution, use_noise=use_noise, conv_clamp=conv_clamp
-        )
-        self.num_conv += 1
+            self.conv0 = layer(in_channels, out_channels, up=2, resample_filter=resample_filter)
+        self.conv1 = layer(out_channels, out_channels)
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp)
-        self.num_torgb += 1
 
     def forward(
         self,
@@ -245,17 +222,11 @@ class SynthesisBlock(nn.Module):
         noise_mode: NoiseMode = "random",
         fused_modconv: bool | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Run the block.
+        """Run the block on the previous block's features ``x`` and image ``img`` (``None`` for the first block).
 
-        Args:
-            x: Features of the previous block (``None`` for the first block).
-            img: Image of the previous block (``None`` for the first block).
-            ws: ``[N, num_conv + num_torgb, w_dim]`` latents for this block.
-            noise_mode: See :class:`StyleGAN2SynthesisLayer`.
-            fused_modconv: Override ``fused_modconv_default``.
-
-        Returns:
-            The block's features and the accumulated image.
+        ``ws`` ``[N, num_conv + num_torgb, w_dim]`` are the block's latents; ``fused_modconv``
+        overrides ``fused_modconv_default``. Returns the block's features and the
+        accumulated image.
         """
         if fused_modconv is None:
             fused = self.fused_modconv_default
@@ -282,6 +253,9 @@ class SynthesisBlock(nn.Module):
 class StyleGAN2SynthesisNetwork(nn.Module):
     """The StyleGAN2 synthesis network: blocks ``b4 ... b{img_resolution}``.
 
+    ``architecture``, ``resample_filter``, ``conv_clamp``, ``fused_modconv_default``
+    and ``use_noise`` are passed to every :class:`SynthesisBlock`.
+
     Args:
         w_dim: Intermediate latent dimensionality.
         img_resolution: Output resolution (a power of two, at least 4).
@@ -289,13 +263,6 @@ class StyleGAN2SynthesisNetwork(nn.Module):
         channel_base: Overall channel multiplier: ``channels(res) = min(channel_base
             // res, channel_max)``.
         channel_max: Maximum channels per block.
-        num_fp16_res: Accepted for compatibility; ignored.
-        architecture: Only ``"skip"`` is implemented.
-        resample_filter: 1-D taps of the up-sampling blur.
-        conv_clamp: Activation clamp; ``None`` disables.
-        fp16_channels_last: Accepted for compatibility; ignored.
-        fused_modconv_default: See :class:`SynthesisBlock`.
-        use_noise: Noise inputs in the convolutions.
 
     Raises:
         ValueError: If ``img_resolution`` is not a power of two >= 4.
@@ -348,17 +315,13 @@ class StyleGAN2SynthesisNetwork(nn.Module):
     def forward(
         self, ws: Tensor, noise_mode: NoiseMode = "random", update_emas: bool = False, fused_modconv: bool | None = None
     ) -> Tensor:
-        """Synthesise images.
+        """Synthesise images ``[N, img_channels, img_resolution, img_resolution]``.
 
         Args:
             ws: Latents ``[N, num_ws, w_dim]``.
-            noise_mode: ``"random"``, ``"const"`` or ``"none"``.
-            update_emas: Unused (no EMAs in this network); accepted for a common
-                interface with the StyleGAN3 synthesis network.
+            noise_mode: See the module docstring.
+            update_emas: Unused (the interface of the StyleGAN3 network).
             fused_modconv: Override the blocks' ``fused_modconv_default``.
-
-        Returns:
-            Images ``[N, img_channels, img_resolution, img_resolution]``.
 
         Raises:
             ValueError: If ``ws`` has the wrong shape.

@@ -1,11 +1,9 @@
 """The StyleGAN3 synthesis network (Karras et al. 2021, "Alias-Free Generative Adversarial Networks").
 
-Every feature map is the sampled version of a band-limited continuous signal. The
-network starts from Fourier features (:class:`SynthesisInput`), then each
+The network starts from Fourier features (:class:`SynthesisInput`), then each
 :class:`SynthesisLayer` runs a modulated convolution and a *filtered* leaky ReLU whose
-up/down-sampling filters are designed from the layer's cutoff, stopband and sampling
-rate. The per-layer specification follows the schedule of Sec. 3.1 ("flexible layer
-specifications"), computed by :func:`layer_schedule`. Config R (Sec. 3.2) uses 1x1
+filters are designed from the layer's cutoff, stopband and sampling rate, as
+scheduled by :func:`layer_schedule` (Sec. 3.1). Config R (Sec. 3.2) uses 1x1
 convolutions and radially symmetric downsampling filters.
 
 Module, parameter and buffer names follow the official implementation
@@ -32,10 +30,9 @@ __all__ = ["LayerSchedule", "SynthesisInput", "SynthesisLayer", "SynthesisNetwor
 class LayerSchedule:
     """Per-layer specification of a StyleGAN3 synthesis network.
 
-    Entry 0 describes the Fourier-feature input, entries ``1..N`` the layers
-    ``L0..L{N-1}`` and the last entry the ToRGB layer (so there are ``num_layers + 1``
-    entries). Frequencies are in cycles per image-height unit of the continuous
-    signal, so the output image has sampling rate ``img_resolution``.
+    Entry ``i`` describes the output of layer ``L{i}`` (entry ``num_layers``: ToRGB),
+    entry 0 also the Fourier-feature input. Frequencies are in cycles per image
+    height, so the output image has sampling rate ``img_resolution``.
 
     Attributes:
         cutoffs: Cutoff frequencies ``f_c``.
@@ -69,9 +66,8 @@ def layer_schedule(
     """Compute the layer specification of Sec. 3.1 ("flexible layer specifications").
 
     Cutoff ``f_c`` and minimum stopband ``f_t`` grow geometrically from the first
-    layer's values to the last layer's, ``f_c[N] = img_resolution / 2`` and ``f_t[N] =
-    f_c[N] * last_stopband_rel``, reaching them ``num_critical`` layers before the end
-    (those last layers are critically sampled)::
+    layer's values to ``f_c[N] = img_resolution / 2`` and ``f_t[N] = f_c[N] *
+    last_stopband_rel``, reached ``num_critical`` (critically sampled) layers before the end::
 
         e_i  = min(i / (N - num_critical), 1)
         f_c[i] = f_c[0] * (f_c[N] / f_c[0]) ** e_i,   f_t[i] likewise.
@@ -95,7 +91,7 @@ def layer_schedule(
         margin_size: Extra pixels kept on every side of the intermediate maps.
 
     Returns:
-        The schedule, one entry per layer plus the input.
+        The schedule (see :class:`LayerSchedule`).
 
     Raises:
         ValueError: If ``num_layers`` does not exceed ``num_critical``.
@@ -121,10 +117,9 @@ class SynthesisInput(nn.Module):
 
     ``channels`` sinusoids with random frequencies inside a disc of radius
     ``bandwidth`` and random phases are evaluated on the sampling grid, then mixed by
-    a learned ``channels x channels`` matrix. The affine layer predicts ``(r_c, r_s,
-    t_x, t_y)`` from ``w``, normalised to a rotation ``(r_c, r_s)`` and translation, that
-    is applied to the coordinates; the user-set ``transform`` buffer (identity by
-    default) is applied on top, which is how the equivariance metrics move the image.
+    a learned matrix. The affine layer predicts a rotation ``(r_c, r_s)`` and
+    translation ``(t_x, t_y)`` of the coordinates from ``w``; the ``transform`` buffer
+    (identity by default) is applied on top: the equivariance metrics move the image so.
 
     Args:
         w_dim: Intermediate latent dimensionality.
@@ -148,7 +143,6 @@ class SynthesisInput(nn.Module):
         self.sampling_rate = sampling_rate
         self.bandwidth = bandwidth
 
-        # Frequencies drawn from a Gaussian, pushed towards a uniform-ish disc.
         freqs = torch.randn([channels, 2])
         radii = freqs.square().sum(dim=1, keepdim=True).sqrt()
         freqs /= radii * radii.square().exp().pow(0.25)
@@ -174,7 +168,6 @@ class SynthesisInput(nn.Module):
         rotation[:, 1, 0], rotation[:, 1, 1] = t[:, 1], t[:, 0]
         translation = eye.clone()
         translation[:, 0, 2], translation[:, 1, 2] = -t[:, 2], -t[:, 3]
-        # Rotate, then translate, then apply the user transform (all as inverses).
         transforms = rotation @ translation @ self.transform.to(w.dtype).unsqueeze(0)
 
         # sin(2 pi (f . (A p + b) + phi)) = sin(2 pi ((A^T f) . p + f . b + phi)).
@@ -219,29 +212,20 @@ class SynthesisLayer(nn.Module):
     ``antialias=False`` is the aliasing ablation: nearest-neighbour upsampling and
     plain decimation instead of the designed filters, everything else unchanged.
 
+    The ``in_*`` / ``out_*`` arguments are the channels, size in pixels (int or
+    ``[width, height]``), sampling rate ``s``, cutoff ``f_c`` and transition half-width
+    ``f_h`` of the input and of the output.
+
     Args:
         w_dim: Intermediate latent dimensionality.
         is_torgb: Whether this is the final ToRGB layer.
-        is_critically_sampled: Whether the output is critically sampled (``f_c = s /
-            2``).
-        use_fp16: Accepted for compatibility with official checkpoints; this
-            implementation computes in the input's dtype.
-        in_channels: Input channels.
-        out_channels: Output channels.
-        in_size: Input size in pixels (int or ``[width, height]``).
-        out_size: Output size in pixels.
-        in_sampling_rate: Input sampling rate ``s``.
-        out_sampling_rate: Output sampling rate.
-        in_cutoff: Input cutoff ``f_c``.
-        out_cutoff: Output cutoff.
-        in_half_width: Input transition half-width ``f_h``.
-        out_half_width: Output transition half-width.
+        is_critically_sampled: Whether the output is critically sampled (``f_c = s / 2``).
+        use_fp16: Ignored (official compatibility): computes in the input's dtype.
         conv_kernel: Convolution kernel size (1 for config R); ToRGB uses 1.
         filter_size: Filter taps per lower-rate sample when resampling.
         lrelu_upsampling: Oversampling of the nonlinearity.
         use_radial_filters: Radially symmetric downsampling filters (config R).
-        conv_clamp: Clamp activations to ``[-conv_clamp, conv_clamp]``; ``None``
-            disables.
+        conv_clamp: Clamp activations to ``[-conv_clamp, conv_clamp]``; ``None`` disables.
         magnitude_ema_beta: Decay of the input magnitude EMA.
         antialias: Use the designed low-pass filters (``False``: the ablation).
     """
@@ -300,7 +284,6 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.register_buffer("magnitude_ema", torch.ones([]))
 
-        # Filters of the nonlinearity, designed at the temporary (oversampled) rate.
         self.up_factor = _integer_ratio(self.tmp_sampling_rate, in_sampling_rate, "upsampling")
         self.down_factor = _integer_ratio(self.tmp_sampling_rate, out_sampling_rate, "downsampling")
         self.down_radial = use_radial_filters and not is_critically_sampled
@@ -321,10 +304,8 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("up_filter", up_filter)
         self.register_buffer("down_filter", down_filter)
 
-        # Padding of the upsampled signal so that exactly the output samples remain:
-        # the output grid before downsampling minus what the convolution and filters
-        # already add, split so that samples sit at pixel centres (Appendix C.3,
-        # the symmetric interpretation of sample positions).
+        # Padding of the upsampled signal that leaves exactly the output samples, split so
+        # that samples sit at pixel centres (Appendix C.3, symmetric sample positions).
         pad_total = (self.out_size - 1) * self.down_factor + 1
         pad_total -= (self.in_size + self.conv_kernel - 1) * self.up_factor
         pad_total += self.up_taps + self.down_taps - 2
@@ -333,17 +314,10 @@ class SynthesisLayer(nn.Module):
         self.padding = [int(pad_lo[0]), int(pad_hi[0]), int(pad_lo[1]), int(pad_hi[1])]
 
     def forward(self, x: Tensor, w: Tensor, noise_mode: str = "random", update_emas: bool = False) -> Tensor:
-        """Run the layer.
+        """Map ``x`` ``[N, in_channels, H, W]`` with latents ``w`` to ``[N, out_channels, H', W']``.
 
-        Args:
-            x: Input ``[N, in_channels, in_height, in_width]``.
-            w: Latents ``[N, w_dim]``.
-            noise_mode: Unused (StyleGAN3 has no noise inputs); accepted so one call
-                serves both generators.
-            update_emas: Update the input magnitude EMA (training only).
-
-        Returns:
-            Output ``[N, out_channels, out_height, out_width]``.
+        ``noise_mode`` is unused (no noise inputs in StyleGAN3); ``update_emas`` updates
+        the input magnitude EMA (training only).
         """
         del noise_mode
         if update_emas:
@@ -355,14 +329,8 @@ class SynthesisLayer(nn.Module):
         if self.is_torgb:
             styles = styles * (1 / math.sqrt(self.in_channels * self.conv_kernel**2))
         # A "full" convolution (padding k - 1); the filter padding crops it back.
-        x = modulated_conv2d(
-            x,
-            self.weight,
-            styles,
-            demodulate=not self.is_torgb,
-            padding=self.conv_kernel - 1,
-            input_gain=input_gain,
-        )
+        pad = self.conv_kernel - 1
+        x = modulated_conv2d(x, self.weight, styles, demodulate=not self.is_torgb, padding=pad, input_gain=input_gain)
         return filtered_lrelu(
             x,
             fu=self.up_filter,
@@ -400,31 +368,20 @@ class SynthesisNetwork(nn.Module):
     """StyleGAN3 synthesis network: Fourier input, ``num_layers`` layers and ToRGB.
 
     Layers are named ``L{index}_{size}_{channels}`` as in the official code. The
-    schedule comes from :func:`layer_schedule`; the margin is cropped by the padding
-    of the last layers, and the output is scaled by ``output_scale``.
+    margin is cropped by the padding of the last layers, and the output is scaled by
+    ``output_scale``. ``channel_base``, ``channel_max``, ``num_layers``,
+    ``num_critical``, ``first_cutoff``, ``first_stopband``, ``last_stopband_rel`` and
+    ``margin_size`` are the arguments of :func:`layer_schedule`; ``filter_size``,
+    ``lrelu_upsampling``, ``use_radial_filters``, ``conv_clamp``,
+    ``magnitude_ema_beta`` and ``antialias`` those of every :class:`SynthesisLayer`.
 
     Args:
         w_dim: Intermediate latent dimensionality.
         img_resolution: Output resolution.
         img_channels: Output channels.
-        channel_base: Overall channel multiplier.
-        channel_max: Maximum channels per layer.
-        num_layers: Number of layers, excluding the input and ToRGB.
-        num_critical: Number of critically sampled layers at the end.
-        first_cutoff: Cutoff of the first layer.
-        first_stopband: Minimum stopband of the first layer.
-        last_stopband_rel: Minimum stopband of the last layer relative to its cutoff.
-        margin_size: Extra pixels kept around the intermediate maps.
         output_scale: Scale of the output image.
-        num_fp16_res: Accepted for compatibility with official checkpoints (sets the
-            layers' ``use_fp16`` flags, which this implementation ignores).
+        num_fp16_res: Ignored (official compatibility; sets the layers' ``use_fp16``).
         conv_kernel: Convolution kernel size (3; 1 for config R).
-        filter_size: Filter taps per lower-rate sample when resampling.
-        lrelu_upsampling: Oversampling of the nonlinearities.
-        use_radial_filters: Radially symmetric downsampling filters (config R).
-        conv_clamp: Activation clamp; ``None`` disables.
-        magnitude_ema_beta: Decay of the input magnitude EMAs.
-        antialias: Use the designed filters (``False``: the aliasing ablation).
     """
 
     def __init__(
@@ -511,17 +468,10 @@ class SynthesisNetwork(nn.Module):
             self.layer_names.append(name)
 
     def forward(self, ws: Tensor, noise_mode: str = "random", update_emas: bool = False) -> Tensor:
-        """Synthesise images.
+        """Synthesise images ``[N, img_channels, img_resolution, img_resolution]`` from ``ws`` ``[N, num_ws, w_dim]``.
 
-        Args:
-            ws: Latents ``[N, num_ws, w_dim]``.
-            noise_mode: Unused (no noise inputs in StyleGAN3); accepted for a common
-                interface with the StyleGAN2 synthesis network.
-            update_emas: Update the magnitude EMAs (training only).
-
-        Returns:
-            Images ``[N, img_channels, img_resolution, img_resolution]``, roughly in
-            ``[-1, 1]``.
+        ``noise_mode`` is unused (the interface of the StyleGAN2 network); ``update_emas``
+        updates the magnitude EMAs (training only).
 
         Raises:
             ValueError: If ``ws`` has the wrong shape.
