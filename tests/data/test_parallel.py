@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -147,3 +149,21 @@ def test_a_result_that_does_not_pickle_is_an_error_at_its_item():
         for value in ordered_map(_unpicklable_at_one, range(4), workers=2):
             seen.append(value)
     assert seen == [0]
+
+
+def _touch_and_return_big(n: int, folder: str) -> bytes:
+    open(os.path.join(folder, str(n)), "w").close()
+    return bytes([n]) * (2 << 20)  # larger than a pipe's buffer
+
+
+def test_workers_go_on_while_their_answers_wait_for_the_reader(tmp_path):
+    # The reader reads in item order; a worker must not stall on sending an answer
+    # bigger than its pipe while the reader is busy: it computes every chunk it holds.
+    touch = functools.partial(_touch_and_return_big, folder=str(tmp_path))
+    results = ordered_map(touch, range(20), workers=2, ahead=4, chunk=1)
+    assert next(results)[0] == 0
+    deadline = time.monotonic() + 30
+    while len(list(tmp_path.iterdir())) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(list(tmp_path.iterdir())) == 8  # every item in flight (2 workers x 4) is done; none beyond
+    assert [b[0] for b in results] == list(range(1, 20))

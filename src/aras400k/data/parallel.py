@@ -86,12 +86,16 @@ def _serve(fn: Callable[[Any], Any], tasks: Connection, results: Connection) -> 
     """A worker: apply ``fn`` to each chunk of items in the order sent, sending back ``(values, failure)``.
 
     ``failure`` is ``None``, or ``(error, traceback text)`` for the item after the last
-    value (the rest of that chunk is skipped). A thread drains the task pipe into a
-    queue, so the reader never blocks sending a task to a worker that is itself blocked
-    sending a result (large tasks and results cannot deadlock). An empty tuple (or the
-    pipe closing) ends the worker.
+    value (the rest of that chunk is skipped). Two threads keep the work going whatever
+    the reader does: one drains the task pipe into a queue (so the reader never blocks
+    sending a task to a worker that is itself blocked sending a result: no deadlock),
+    and one writes the pickled answers to the result pipe (so a worker whose answers
+    wait for the reader, which reads in item order, goes on with its next chunk). The
+    reader's limit on chunks in flight bounds both queues. An empty tuple (or the pipe
+    closing) ends the worker, after its answers are sent.
     """
     inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+    outbox: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
 
     def feed() -> None:
         try:
@@ -101,7 +105,16 @@ def _serve(fn: Callable[[Any], Any], tasks: Connection, results: Connection) -> 
             pass
         inbox.put(())
 
+    def post() -> None:
+        try:
+            while (answer := outbox.get()) is not None:
+                results.send_bytes(answer)
+        except OSError:  # the reader is gone (BrokenPipeError) or stopped the run
+            pass
+
     threading.Thread(target=feed, name="ordered_map-feed", daemon=True).start()
+    poster = threading.Thread(target=post, name="ordered_map-post", daemon=True)
+    poster.start()
     try:
         while message := inbox.get():
             values: list[Any] = []
@@ -113,11 +126,14 @@ def _serve(fn: Callable[[Any], Any], tasks: Connection, results: Connection) -> 
                     failure = (_portable(err), traceback.format_exc())
                     break
             try:
-                results.send((values, failure))
+                answer = ForkingPickler.dumps((values, failure))
             except Exception:  # a value does not pickle: send those before it, and the error at it
-                results.send(_picklable_prefix(values, failure))
-    except (KeyboardInterrupt, BrokenPipeError, EOFError):
-        pass  # the reader stops the run (Ctrl-C reaches it too), or is gone
+                answer = ForkingPickler.dumps(_picklable_prefix(values, failure))
+            outbox.put(answer)
+        outbox.put(None)
+        poster.join()
+    except KeyboardInterrupt:
+        pass  # the reader stops the run (Ctrl-C reaches it too)
 
 
 def _picklable_prefix(
@@ -203,7 +219,7 @@ class _Team:
 
 
 def ordered_map(
-    fn: Callable[[T], R], items: Iterable[T], workers: int = 1, ahead: int = 8, chunk: int = 4
+    fn: Callable[[T], R], items: Iterable[T], workers: int = 1, ahead: int = 32, chunk: int = 4
 ) -> Iterator[R]:
     """Apply ``fn`` to every item, in ``workers`` processes, yielding results in item order.
 
