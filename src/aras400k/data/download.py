@@ -10,10 +10,10 @@ Two sources build a :class:`DownloadPlan` (see ``docs/mapping.md``):
 
 :func:`download` fetches a plan into ``OUT/s2/*_S2RGBNIR.tif`` and
 ``OUT/worldcover/*_Map.tif``, the folders ``aras-data prepare`` reads. It is resumable:
-a file is written to ``NAME.part`` and renamed when complete and verified (size, and
-checksum where the catalogue gives one); a rerun skips finished files and continues a
-``.part`` file with an HTTP ``Range`` request where the server supports it. Secrets are
-never printed: they travel only in request headers or the catalogue client.
+a file goes to ``NAME.part``, renamed once complete and verified (size, and checksum
+where the catalogue gives one); a rerun skips finished files and continues a ``.part``
+file with an HTTP ``Range`` request. Secrets are never printed: they travel only in
+request headers or the catalogue client.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from aras400k.errors import check_at_least
 
 __all__ = [
     "DEFAULT_STAC_COLLECTIONS",
@@ -109,10 +111,9 @@ class DownloadPlan:
         """One line per file (size, destination, URL) and a total line."""
         lines = [f"{_human(item.size):>10}  {item.path}  <- {item.url}" for item in self.items]
         unknown = sum(item.size is None for item in self.items)
-        total = f"{len(self.items)} files, {_human(self.total_size)}" + (
-            f" ({unknown} of unknown size)" if unknown else ""
-        )
-        lines.append(total + (f" -> {out}" if out is not None else ""))
+        note = f" ({unknown} of unknown size)" if unknown else ""
+        where = f" -> {out}" if out is not None else ""
+        lines.append(f"{len(self.items)} files, {_human(self.total_size)}{note}{where}")
         return "\n".join(lines)
 
 
@@ -264,25 +265,17 @@ def stac_plan(
     items: list[DownloadItem] = []
     try:
         client = Client.open(url, headers=headers, timeout=timeout)
+        dates = f"{year}-01-01/{year}-12-31"
         for kind, collection, key in zip(KINDS, collections, assets, strict=True):
-            found = list(
-                client.search(collections=[collection], bbox=box, datetime=f"{year}-01-01/{year}-12-31").items()
-            )
+            found = list(client.search(collections=[collection], bbox=box, datetime=dates).items())
             if not found:
                 raise ValueError(_no_coverage(collection, box, year))
             for stac_item in found:
                 asset = _pick_asset(stac_item, key, KINDS[kind][1])
                 size = asset.extra_fields.get("file:size")
+                size = size if isinstance(size, int) else None
                 href = asset.get_absolute_href() or asset.href
-                items.append(
-                    _item(
-                        kind,
-                        stac_item.id,
-                        href,
-                        size if isinstance(size, int) else None,
-                        _stac_checksum(asset.extra_fields),
-                    )
-                )
+                items.append(_item(kind, stac_item.id, href, size, _stac_checksum(asset.extra_fields)))
     except APIError as err:
         status = getattr(err, "status_code", None)
         if status in (401, 403):
@@ -322,8 +315,7 @@ def terrascope_plan(
 ) -> DownloadPlan:
     """Search the Terrascope catalogue, as the published downloader does.
 
-    Credentials come from :data:`TERRASCOPE_USER_ENV` and :data:`TERRASCOPE_PASSWORD_ENV`
-    and are handed only to the catalogue client; they are never printed.
+    The credentials (see the module docstring) go only to the catalogue client.
 
     Args:
         bbox: ``(west, south, east, north)`` in degrees.
@@ -359,14 +351,13 @@ def terrascope_plan(
     try:
         catalogue = catalogue.authenticate_non_interactive(user, password) or catalogue
         for kind, collection in zip(KINDS, collections, strict=True):
-            products = list(
-                catalogue.get_products(collection, start=f"{year}-01-01", end=f"{year}-12-31", bbox=list(box))
-            )
-            files = [(p.id, f) for p in products for f in p.data if _url_name(f.href).endswith(KINDS[kind][1])]
+            wanted = KINDS[kind][1]
+            dates = {"start": f"{year}-01-01", "end": f"{year}-12-31"}
+            products = list(catalogue.get_products(collection, **dates, bbox=list(box)))
+            files = [(p.id, f) for p in products for f in p.data if _url_name(f.href).endswith(wanted)]
             if not products:
                 raise ValueError(_no_coverage(collection, box, year))
             if not files:
-                wanted = KINDS[kind][1]
                 raise ValueError(f"{len(products)} products of {collection} cover the box but none has a *{wanted}")
             items.extend(_item(kind, pid, f.href, f.length, None) for pid, f in files)
     except ValueError:
@@ -403,10 +394,8 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
 def _target(out: Path, relative: str) -> Path:
     """``out / relative``, refused unless it stays inside ``out``."""
     rel = Path(relative)
-    if rel.is_absolute() or ".." in rel.parts:
-        raise ValueError(f"refusing to write {relative!r} outside {out}")
     path = (out / rel).resolve()
-    if not path.is_relative_to(out.resolve()):
+    if rel.is_absolute() or ".." in rel.parts or not path.is_relative_to(out.resolve()):
         raise ValueError(f"refusing to write {relative!r} outside {out}")
     return path
 
@@ -490,11 +479,12 @@ class _Fetcher:
             resumed = response.status_code == 206 and response.headers.get("Content-Range", "").startswith(
                 f"bytes {have}-"
             )
+            written = have if resumed else 0
             if resumed:
                 self.progress(have)  # the bar counts the whole file; the report only what travelled
-            expected = _expected_length(response, have if resumed else 0)
+            length = response.headers.get("Content-Length")
+            expected = written + int(length) if length and length.isdigit() else None
             with part.open("ab" if resumed else "wb") as f:
-                written = have if resumed else 0
                 for chunk in response.iter_content(_CHUNK):
                     f.write(chunk)
                     written += len(chunk)
@@ -506,11 +496,6 @@ class _Fetcher:
         with self.lock:
             self.transferred += n
             self.progress(n)
-
-
-def _expected_length(response: Any, start: int) -> int | None:
-    length = response.headers.get("Content-Length")
-    return start + int(length) if length and length.isdigit() else None
 
 
 def download(
@@ -540,8 +525,7 @@ def download(
     """
     from tqdm.auto import tqdm
 
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+    check_at_least("workers", workers, 1)
     root = Path(out)
     report = DownloadReport(out=root)
     todo: list[tuple[DownloadItem, Path]] = []

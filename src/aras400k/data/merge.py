@@ -20,6 +20,7 @@ parts stay valid shard sets.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -94,14 +95,12 @@ def check_worker(shard_index: int, num_shards: int) -> None:
 def worker_name(shard_index: int, num_shards: int) -> str:
     """Folder (or file) name part of worker ``shard_index`` of ``num_shards``: ``part-K-of-N``.
 
-    ``K`` is zero-padded to the width of ``N - 1``, so the names sort in worker order.
-
     Args:
         shard_index: The worker's part.
         num_shards: Workers of the run.
 
     Returns:
-        E.g. ``part-3-of-4`` or ``part-03-of-16``.
+        E.g. ``part-3-of-4`` or ``part-03-of-16`` (``K`` zero-padded, so names sort in worker order).
 
     Raises:
         ValueError: On an invalid ``shard_index``/``num_shards`` pair.
@@ -129,13 +128,13 @@ def worker_dir(out_dir: str | Path, shard_index: int, num_shards: int) -> Path:
 
 
 def work_digest(work: Any) -> str:
-    """A short hash of a JSON-serialisable description of a whole run's work (seeds, inputs, batching).
+    """16 hex digits hashing a JSON-serialisable description of a whole run's work (seeds, inputs, batching).
 
     Args:
         work: What every worker of the run must agree on.
 
     Returns:
-        16 hex digits.
+        The digest.
     """
     return hashlib.sha256(json.dumps(work, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -212,11 +211,7 @@ class MergeReport:
     linked: int
 
     def summary(self) -> str:
-        """Render the report for a terminal.
-
-        Returns:
-            Two lines: what was merged and where it went.
-        """
+        """Two lines for a terminal: what was merged and where it went."""
         copied = self.num_shards - self.linked
         how = f"{self.linked} hard-linked, {copied} copied" if self.linked else f"{copied} copied"
         return "\n".join(
@@ -235,20 +230,17 @@ def merge_shard_sets(
 
     The parts must agree on split, source, classes and every run field of their
     manifests (``generator``, ``labelled_by``, ...), and no key may occur in two parts.
-    Worker parts (with a ``worker`` field) must be all ``N`` parts of one run; they are
-    taken in worker order whatever order they are given in, so the merged set has the
-    samples of a single-worker run in the same order. Other shard sets are taken in the
+    Worker parts (with a ``worker`` field) must be all ``N`` parts of one run and are
+    taken in worker order, whatever order they are given in; other shard sets in the
     order given.
 
-    The merged manifest has the summed ``num_samples``, ``num_masks`` and
-    ``class_pixels``, the composition recomputed from them, and the parts' common
-    fields (no ``worker`` field: the set is the whole run). The tar files are taken as
-    they are (hard-linked when possible, else copied) and renumbered
-    ``{prefix}-{i:06d}.tar``; their sha256 is taken from the parts' manifests (run
-    :func:`~aras400k.data.verify.verify_shards` to check every byte). The manifest is
-    written last, so ``out_dir`` is a shard set only once the merge is complete. A part
-    behind a URL is downloaded (its tar headers are read once to check the keys, then
-    the files are copied).
+    The merged manifest has the summed counts, the composition recomputed from them and
+    the parts' common fields (no ``worker`` field: the set is the whole run). The tar
+    files are renumbered ``{prefix}-{i:06d}.tar``; their sha256 is taken from the parts'
+    manifests (:func:`~aras400k.data.verify.verify_shards` checks every byte). The
+    manifest is written last, so ``out_dir`` is a shard set only once the merge is
+    complete. A part behind a URL is downloaded (its tar headers are read once to check
+    the keys, then the files are copied).
 
     Args:
         parts: Shard set folders to merge (at least one), local or URLs.
@@ -306,9 +298,10 @@ def merge_shard_sets(
     }
     if "classes" not in first:
         del manifest["classes"]
-    recorded, size = _image_size(manifests)
-    if recorded:
-        manifest["image_size"] = size
+    # Parts without samples, or written before sizes were recorded, have no image_size; mixed sizes give None.
+    sizes = [m["image_size"] for m in manifests if "image_size" in m]
+    if sizes:
+        manifest["image_size"] = sizes[0] if all(size == sizes[0] for size in sizes) else None
     _remove_stale(out_dir, prefix, len(shards))
     write_json_atomic(out_dir / MANIFEST_NAME, manifest)
     return MergeReport(
@@ -392,28 +385,13 @@ def _common_fields(paths: list[str | Path], manifests: list[dict[str, Any]]) -> 
     return extra
 
 
-def _image_size(manifests: list[dict[str, Any]]) -> tuple[bool, list[int] | None]:
-    """The merged ``image_size``: whether to record one, and the parts' common size or ``None`` (mixed).
-
-    Parts without samples, or written before sizes were recorded, have none and do not count.
-    """
-    sizes = [m["image_size"] for m in manifests if "image_size" in m]
-    if not sizes:
-        return False, None
-    return True, sizes[0] if all(size == sizes[0] for size in sizes) else None
-
-
 def _short(value: Any, limit: int = 160) -> str:
     text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_keys(paths: list[str | Path], manifests: list[dict[str, Any]]) -> list[tuple[str | Path, dict[str, Any]]]:
-    """Read every shard's keys (tar headers only); fail on a repeated key or a wrong count.
-
-    Returns:
-        ``(tar location, manifest entry)`` of every shard, in merge order.
-    """
+    """``(tar location, manifest entry)`` of every shard, in merge order; fail on a repeated key or a wrong count."""
     owner: dict[str, str | Path] = {}
     sources = []
     for path, manifest in zip(paths, manifests, strict=True):
@@ -500,20 +478,17 @@ def _place(source: str | Path, dest: Path, link: bool) -> int:
     """Hard-link (or copy, or download) ``source`` to ``dest`` through a temporary name; return 1 if linked."""
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.unlink(missing_ok=True)
+    linked = 0
     if isinstance(source, str):
         with open_shard(source) as stream, tmp.open("wb") as out:
             shutil.copyfileobj(stream, out, 1 << 20)
-        os.replace(tmp, dest)
-        return 0
-    linked = 0
-    if link:
-        try:
-            os.link(source, tmp)
-            linked = 1
-        except OSError:
-            linked = 0
-    if not linked:
-        shutil.copyfile(source, tmp)
+    else:
+        if link:
+            with contextlib.suppress(OSError):
+                os.link(source, tmp)
+                linked = 1
+        if not linked:
+            shutil.copyfile(source, tmp)
     os.replace(tmp, dest)
     return linked
 
