@@ -6,28 +6,25 @@ can be trained and tested on a CPU without downloading anything.
 
 The approach, in drawing order:
 
-1. **Archetype.** Each scene is forest, farmland, mixed, urban or dry land; the
-   archetype sets the target shares of trees and crops and the odds of the other
-   features, so scenes vary a lot while the pooled class shares stay imbalanced like
-   Sentinel-2 / WorldCover data (tree, crop and grass dominant, water and built
-   moderate, shrub and barren rare).
+1. **Archetype.** Forest, farmland, mixed, urban or dry land sets the target shares
+   of trees and crops and the odds of the other features, so scenes vary a lot while
+   the pooled class shares stay imbalanced like Sentinel-2 / WorldCover data (tree,
+   crop and grass dominant, water and built moderate, shrub and barren rare).
 2. **Background.** Grass everywhere, then agricultural parcels on a slightly rotated
-   grid of strips (whole parcels are chosen where a smooth noise field is high, so the
-   farmland has field-shaped borders), then blobby forests from thresholded
-   multi-scale (power-law spectrum) noise, plus small copses.
+   grid of strips (whole parcels where a smooth noise field is high, so farmland has
+   field-shaped borders), then blobby forests from thresholded power-law-spectrum
+   noise, plus small copses.
 3. **Features.** Settlements (road grid, blocks of buildings, parks), roads, rare
    shrub and barren patches, meandering rivers of variable width with riparian trees
    and sand bars, lakes and ponds.
-4. **Image.** Per-class true-colour base colours, per-parcel tones with tillage
-   stripes, canopy / speckle / mottling textures at class-specific frequencies,
-   roofs and roads inside settlements, water darker with depth; then a small blur
-   (the sensor's point-spread function, which also softens class boundaries),
-   per-scene illumination, colour balance and haze, and sensor noise.
+4. **Image.** Per-class base colours, per-parcel tones with tillage stripes, textures
+   at class-specific frequencies, roofs and roads, water darker with depth; then a
+   small blur (the sensor's point-spread function, which also softens class
+   boundaries), per-scene illumination, colour balance, haze and sensor noise.
 
 Every length is a fraction of the scene size, so a 256 px scene looks like a 64 px one
-at higher detail. Everything is vectorised numpy (noise is filtered white noise through
-``np.fft``); a 64 px scene takes a few milliseconds, and the output depends only on the
-state of the generator passed in.
+at higher detail. Everything is vectorised numpy; a 64 px scene takes a few
+milliseconds, and the output depends only on the state of the generator passed in.
 """
 
 from __future__ import annotations
@@ -192,7 +189,7 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=32)
 def _spectral_filter(m: int, scales: tuple[float, ...], betas: tuple[float, ...]) -> np.ndarray:
-    """Read-only amplitude spectra ``(1 + (2 pi f L)^2)^(-beta / 4)`` on an ``m`` x ``m`` real FFT grid."""
+    """Read-only amplitude spectra (see :func:`_smooth_noise`) on an ``m`` x ``m`` real FFT grid."""
     fy = np.fft.fftfreq(m)[:, None]
     fx = np.fft.rfftfreq(m)[None, :]
     f2 = (fy**2 + fx**2)[None]
@@ -206,24 +203,13 @@ def _spectral_filter(m: int, scales: tuple[float, ...], betas: tuple[float, ...]
 def _smooth_noise(
     rng: np.random.Generator, size: int, scales: np.ndarray, betas: np.ndarray, pad: bool = True
 ) -> np.ndarray:
-    """Standardised noise fields with power-law spectra, one per ``(scale, beta)``.
+    """``(len(scales), size, size)`` float32 fields with zero mean, unit std and power-law spectra.
 
     White noise is filtered by the amplitude spectrum ``(1 + (2 pi f L)^2)^(-beta / 4)``:
-    flat below the knee ``1 / (2 pi L)``, falling as ``f^(-beta / 2)`` above it, so
-    ``L`` (pixels) sets the blob size and ``beta`` the roughness (about 3 gives
-    multi-scale, fractal edges; 5 gives smooth blobs).
-
-    Args:
-        rng: Random generator.
-        size: Side of the fields in pixels.
-        scales: Correlation lengths ``L`` in pixels, one per field.
-        betas: Spectral slopes, one per field.
-        pad: Draw on a grid 1.5 times larger and crop, so the periodic FFT does not
-            make opposite edges match (needed for long correlation lengths only).
-
-    Returns:
-        ``(len(scales), size, size)`` float32 array, each field with zero mean and
-        unit standard deviation.
+    flat below the knee ``1 / (2 pi L)``, falling as ``f^(-beta / 2)`` above it, so the
+    correlation length ``L`` (``scales``, pixels) sets the blob size and ``beta`` the
+    roughness (about 3 gives fractal edges; 5 smooth blobs). ``pad`` draws on a grid 1.5
+    times larger and crops, so the periodic FFT does not make opposite edges match.
     """
     m = size + (size // 2 if pad else 0)
     m += m % 2
@@ -270,10 +256,9 @@ def _cover_targets(rng: np.random.Generator, archetype: str) -> tuple[float, flo
 def _draw_fields(layers: _Layers, rng: np.random.Generator, farm: np.ndarray, crop_frac: float) -> None:
     """Lay out parcels on a rotated strip grid and mark those where ``farm`` is high as crop.
 
-    Strips of random width run across the scene; each strip is cut into parcels of its
-    own length. Whole parcels are taken, highest mean ``farm`` first (with jitter), until
-    ``crop_frac`` of the scene is covered. Each parcel gets a kind (green, ripe, ploughed,
-    bare, fallow; a few are pasture and labelled grass), a tone and a stripe pattern.
+    Each strip of random width is cut into parcels of its own length; whole parcels are
+    taken, highest mean ``farm`` first (jittered), until ``crop_frac`` of the scene is
+    covered. Each parcel gets a kind (pasture is labelled grass), a tone and stripes.
     """
     size = layers.size
     if crop_frac <= 0.0:
@@ -407,9 +392,8 @@ def _draw_settlements(layers: _Layers, rng: np.random.Generator, wobble: np.ndar
 def _draw_settlement(layers: _Layers, rng: np.random.Generator, wobble: np.ndarray, radius: float) -> None:
     """Draw one settlement: a noisy disc cut by a road grid into blocks of buildings.
 
-    Blocks are dense (small roofs on lots), garden suburbs, industrial (one wide roof)
-    or parks; parks stay grass or trees in the mask, the rest is built. Some
-    settlements get a bare construction site at their edge.
+    Blocks are dense (small roofs on lots), garden suburbs, industrial (one wide roof) or
+    parks (grass or trees in the mask); some get a bare construction site at their edge.
     """
     size = layers.size
     cx, cy = rng.uniform(0.1, 0.9, 2) * size
@@ -474,10 +458,7 @@ def _draw_road(layers: _Layers, rng: np.random.Generator) -> None:
 def _draw_water(
     layers: _Layers, rng: np.random.Generator, wobble: np.ndarray, banks: np.ndarray, archetype: str
 ) -> None:
-    """Draw rivers (with riparian trees and sand bars), lakes and ponds.
-
-    ``banks`` stacks the fields that place riparian trees and sand bars.
-    """
+    """Draw rivers (with riparian trees and sand bars placed by the ``banks`` fields), lakes and ponds."""
     size = layers.size
     river_p = {"forest": 0.4, "farmland": 0.4, "mixed": 0.45, "urban": 0.35, "dry": 0.35}[archetype]
     if rng.random() < river_p:
@@ -514,10 +495,9 @@ def _draw_river(
 ) -> None:
     """Draw a meandering river band of variable width across the scene.
 
-    The centre line is a sum of three sines along a random direction; the distance to
-    it is approximated by ``|v - f(u)| / sqrt(1 + f'(u)^2)``. A dry river (wadi) is a
-    barren bed with at most a thin trickle of water. ``banks`` holds the riparian-tree
-    and sand-bar fields.
+    The centre line is a sum of three sines along a random direction; the distance to it
+    is approximated by ``|v - f(u)| / sqrt(1 + f'(u)^2)``. A dry river (wadi) is a barren
+    bed with at most a thin trickle of water.
     """
     size = layers.size
     u, v = _rotated(size, rng.uniform(0.0, np.pi), *(size / 2 + rng.uniform(-0.25, 0.25, 2) * size))
@@ -570,12 +550,7 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _render_image(layers: _Layers, rng: np.random.Generator, haze_field: np.ndarray, archetype: str) -> np.ndarray:
-    """Render the RGB image for the drawn layers.
-
-    Class colours (jittered per scene), per-parcel tones and stripes, class-specific
-    texture, urban details and water depth; then the sensor blur, illumination, colour
-    balance, haze and noise.
-    """
+    """Render the RGB image for the drawn layers (step 4 of the module docstring)."""
     size = layers.size
     s = size / 64
     mask = layers.mask
@@ -616,9 +591,8 @@ def _render_image(layers: _Layers, rng: np.random.Generator, haze_field: np.ndar
     # Water: darker with depth, sometimes greenish (turbid).
     water = mask == _WATER
     turbid = rng.uniform(0.0, 0.7) if rng.random() < 0.4 else 0.0
-    shallow = (1 - turbid) * np.array([44, 60, 72], dtype=np.float32) + turbid * np.array(
-        [70, 88, 62], dtype=np.float32
-    )
+    murky = np.array([70, 88, 62], dtype=np.float32)
+    shallow = (1 - turbid) * np.array([44, 60, 72], dtype=np.float32) + turbid * murky
     deep = (1 - 0.5 * turbid) * colours[_WATER] + 0.5 * turbid * np.array([40, 60, 50], dtype=np.float32)
     d = layers.depth[water][:, None]
     image[water] = (1 - d) * shallow + d * deep

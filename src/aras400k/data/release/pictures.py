@@ -7,8 +7,9 @@ index mask; colours and values outside the class table are a problem, or map to 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -19,16 +20,28 @@ from aras400k.data.shards import MAX_IMAGE_PIXELS
 
 __all__: list[str] = []
 
+_T = TypeVar("_T")
+
 #: Image modes converted to RGB without loss of meaning.
 _IMAGE_MODES = ("RGB", "RGBA", "L", "P")
 #: One-channel mask modes read as class indices.
 _INDEX_MODES = ("L", "LA", "I", "I;16", "I;16B", "I;16L")
 
 
-def _check_pixels(img: Image.Image, path: Path, what: str) -> None:
-    """Refuse a picture over :data:`~aras400k.data.shards.MAX_IMAGE_PIXELS` from its header, before decoding."""
-    if img.width * img.height > MAX_IMAGE_PIXELS:
-        raise Problem(UNREADABLE, f"{what} is {img.width}x{img.height} px, more than {MAX_IMAGE_PIXELS} pixels", path)
+def _decode(path: Path, what: str, read: Callable[[Image.Image], _T]) -> tuple[str, _T]:
+    """The picture's mode and what ``read`` takes from it once decoded; an unreadable file is a :class:`Problem`.
+
+    A picture over :data:`~aras400k.data.shards.MAX_IMAGE_PIXELS` is refused from its header, before decoding.
+    """
+    try:
+        with path.open("rb") as fh, Image.open(fh) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                detail = f"{what} is {img.width}x{img.height} px, more than {MAX_IMAGE_PIXELS} pixels"
+                raise Problem(UNREADABLE, detail, path)
+            img.load()
+            return img.mode, read(img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise Problem(UNREADABLE, f"not a readable {what} ({err})", path) from err
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -37,14 +50,7 @@ def read_image(path: Path) -> np.ndarray:
     Raises:
         Problem: If the file is not a readable picture or has an unsupported mode.
     """
-    try:
-        with path.open("rb") as fh, Image.open(fh) as img:
-            _check_pixels(img, path, "image")
-            img.load()
-            mode = img.mode
-            rgb = np.asarray(img.convert("RGB")) if mode in _IMAGE_MODES else None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise Problem(UNREADABLE, f"not a readable image ({err})", path) from err
+    mode, rgb = _decode(path, "image", lambda img: np.asarray(img.convert("RGB")) if img.mode in _IMAGE_MODES else None)
     if rgb is None:
         raise Problem(UNREADABLE, f"unsupported image mode {mode}; expected an RGB picture", path)
     return rgb
@@ -75,15 +81,9 @@ def read_mask(path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
         Problem: If the file is unreadable, has an unsupported mode, or holds unknown
             colours or values while ``unknown="error"``.
     """
-    try:
-        with path.open("rb") as fh, Image.open(fh) as img:
-            _check_pixels(img, path, "mask")
-            img.load()
-            mode = img.mode
-            pixels = np.asarray(img)
-            palette = img.getpalette() if mode == "P" else None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise Problem(UNREADABLE, f"not a readable mask ({err})", path) from err
+    mode, (pixels, palette) = _decode(
+        path, "mask", lambda img: (np.asarray(img), img.getpalette() if img.mode == "P" else None)
+    )
     if mode in ("RGB", "RGBA"):
         return _colours_to_index(pixels[..., :3], path, unknown)
     if mode == "P":

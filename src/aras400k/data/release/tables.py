@@ -67,18 +67,11 @@ def _class_for_column(name: str) -> str | None:
 def _find_column(header: list[str], names: tuple[str, ...]) -> int | None:
     """Index of the first column whose normalised name is in ``names`` (in ``names`` order)."""
     normalised = [_normalise_column(h) for h in header]
-    for name in names:
-        if name in normalised:
-            return normalised.index(name)
-    return None
+    return next((normalised.index(name) for name in names if name in normalised), None)
 
 
 def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """Read a CSV file into its header and ``(line number, cells)`` rows, blank rows left out.
-
-    Raises:
-        Problem: If the file is unreadable or empty.
-    """
+    """A CSV file's header and ``(line number, cells)`` rows, blank rows left out; unreadable or empty is a problem."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
@@ -104,11 +97,7 @@ def _optional_cell(row: list[str], index: int | None) -> str:
 
 
 def _percentage_columns(header: list[str], path: Path, problems: ProblemLog) -> dict[str, int]:
-    """Map each class to its percentage column; other non-filename columns are reported.
-
-    Raises:
-        Problem: If a class has no column or two columns.
-    """
+    """Map each class to its one percentage column; other non-filename columns are reported."""
     columns: dict[str, int] = {}
     filename_column = _find_column(header, _FILENAME_COLUMNS)
     for index, name in enumerate(header):
@@ -128,11 +117,7 @@ def _percentage_columns(header: list[str], path: Path, problems: ProblemLog) -> 
 
 
 def _parse_percentages(row: list[str], line: int, columns: dict[str, int]) -> dict[str, float]:
-    """Read one row's class percentages (0-100), in class order.
-
-    Raises:
-        Problem: On a missing, non-numeric or out-of-range value.
-    """
+    """One row's class percentages (0-100), in class order; a missing, non-numeric or out-of-range one is a problem."""
     values: dict[str, float] = {}
     for cls in CLASS_NAMES:
         text = _cell(row, columns[cls], line, cls)

@@ -2,11 +2,10 @@
 
 The release is four zips, ``train.zip``, ``val.zip``, ``test.zip`` and ``synth.zip``,
 published with the MD5 digests in :data:`RELEASE_MD5`. :func:`open_release_zips` checks
-every zip before anything is imported: that it exists, that it is a zip, and (for a zip
-with a published name, unless the check is turned off) that its MD5 digest is the
-published one. The members are then read straight from the zip (``zipfile.Path``):
-nothing is extracted to disk. Zips with other names are accepted with a notice and no
-digest check. The layout inside a zip may be any of::
+every zip before anything is imported: that it exists, is a zip and (for a published
+name, unless turned off) has the published MD5; zips with other names get a notice and
+no digest check. Members are read straight from the zip: nothing is extracted. The
+layout inside a zip may be any of::
 
     {split}/images/*.png, {split}/masks/*.png      the split folder at the top
     images/*.png, masks/*.png                      the zip is the split folder
@@ -74,7 +73,7 @@ class ZipMember:
     A ``zipfile.Path`` holds its open zip and cannot go to a worker process; this holds
     names only, and each process opens the zip itself on first use (a forked process
     never reads through its parent's file offset). It has the part of ``zipfile.Path``
-    the importer reads: ``name``, ``at``, ``open``, ``read_bytes`` and ``str()``.
+    the importer reads.
 
     Attributes:
         archive: The zip file, as the ``zipfile.ZipFile`` was opened with it.
@@ -157,8 +156,8 @@ def open_release_zips(
 ) -> list[ReleaseZip]:
     """Check the release zips and open each one's split folder for reading in place.
 
-    Every zip is checked for existence and readability before any digest is computed,
-    so a missing zip is named at once rather than after minutes of hashing.
+    Every zip is checked to exist and be readable before any digest is computed, so a
+    missing zip is named at once rather than after minutes of hashing.
 
     Args:
         zips: The zip files, e.g. ``train.zip val.zip test.zip synth.zip``.
@@ -194,11 +193,7 @@ def open_release_zips(
 
 
 def _check_digest(path: Path, check_md5: bool, progress: bool, notice: Callable[[str], None]) -> None:
-    """Compare a zip's MD5 with the published one, or say why it is not checked.
-
-    Raises:
-        ReleaseImportError: If the digests differ.
-    """
+    """Compare a zip's MD5 with the published one (a mismatch raises), or say why it is not checked."""
     expected = RELEASE_MD5.get(path.name)
     if expected is None:
         notice(f"note: {path.name} is not a published release zip name ({', '.join(RELEASE_MD5)}); MD5 not checked")
@@ -214,11 +209,7 @@ def _check_digest(path: Path, check_md5: bool, progress: bool, notice: Callable[
 
 
 def _open_zip(path: Path) -> ReleaseZip:
-    """Open a zip and find its split folder.
-
-    Raises:
-        ReleaseImportError: If the file is not a readable zip or holds no split folder.
-    """
+    """Open a zip and find its split folder."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
@@ -232,11 +223,7 @@ def _open_zip(path: Path) -> ReleaseZip:
 
 
 def _find_split_folder(path: Path, top: Any) -> tuple[Any, str, Any]:
-    """Find ``(root, split name, split folder)`` inside a zip (the layouts in the module docstring).
-
-    Raises:
-        ReleaseImportError: If no folder of the zip holds an ``images`` folder.
-    """
+    """Find ``(root, split name, split folder)`` inside a zip (the layouts in the module docstring)."""
     stem = path.stem
     candidates = [top] + [child for child in top.iterdir() if child.is_dir()]
     for root in candidates:
@@ -254,11 +241,7 @@ def _find_split_folder(path: Path, top: Any) -> tuple[Any, str, Any]:
 
 
 def _check_unique_splits(opened: list[ReleaseZip]) -> None:
-    """Refuse two zips holding the same split.
-
-    Raises:
-        ReleaseImportError: If a split comes from two zips.
-    """
+    """Refuse two zips holding the same split."""
     seen: dict[str, Path] = {}
     for item in opened:
         if item.split in seen:
