@@ -255,6 +255,7 @@ def stac_plan(
         OSError: For a server that does not answer.
     """
     try:
+        import requests
         from pystac_client import Client
         from pystac_client.exceptions import APIError
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -283,7 +284,7 @@ def stac_plan(
         if status is None:
             raise OSError(f"{url}: the STAC API did not answer (connection refused, lost or timed out)") from None
         raise OSError(f"{url}: STAC API error {status}: {_first_line(err)}") from None
-    except _requests_errors() as err:
+    except (requests.ConnectionError, requests.Timeout) as err:
         raise OSError(f"{url}: STAC API did not answer ({type(err).__name__})") from None
     return DownloadPlan(_unique(items), headers=headers, header_hosts=frozenset({urlsplit(url).netloc}))
 
@@ -299,12 +300,6 @@ def _no_coverage(collection: str, box: Sequence[float], year: int) -> str:
 
 def _refused(where: str, status: Any, env: Sequence[str]) -> str:
     return f"{where} refused the credentials ({status}): check the environment variable(s) {', '.join(env)}"
-
-
-def _requests_errors() -> tuple[type[BaseException], ...]:
-    import requests
-
-    return (requests.ConnectionError, requests.Timeout)
 
 
 def terrascope_plan(

@@ -1,17 +1,15 @@
 """Real-patch preparation: Sentinel-2 true-colour GeoTIFFs + ESA WorldCover maps -> shards.
 
-This is the paper's section 3.1 (``aras-data prepare``). Every Sentinel-2 tile
-(``*_S2RGBNIR.tif``, bands R, G, B, NIR, with a tile id such as ``N36E027`` in its name)
-is cut into whole ``patch_size`` patches on its own pixel grid, row-major, keyed
-``{tile}_{row:03d}_{col:03d}``. Each patch's WorldCover codes are sampled on its pixel
-grid with nearest resampling from every WorldCover map (``*_Map.tif``) overlapping it
-(a map in another CRS through a nearest-neighbour ``WarpedVRT``), so a patch straddling
-two maps is complete. The codes are remapped to the seven classes; a patch is dropped,
-and counted, if its image is all zeros, if any pixel is no-data (WorldCover 0, a code
-the remap does not know, or no map covering it), or if more than ``max_water`` of it is
-water, checked in that order. Kept patches have their RGB scaled by the patch's own
-maximum to uint8 and go to ``train``/``val``/``test`` shard sets by a seeded hash of
-their key (:func:`~aras400k.data.splits.split_for_key`).
+This is the paper's section 3.1 (``aras-data prepare``; the method step by step is in
+``docs/preparing-data.md``). Every Sentinel-2 tile (``*_S2RGBNIR.tif``, R, G, B, NIR,
+with a tile id such as ``N36E027`` in its name) is cut into whole patches on its own
+pixel grid, row-major, keyed ``{tile}_{row:03d}_{col:03d}``. Each patch's WorldCover
+codes are sampled on its pixel grid with nearest resampling from every map
+(``*_Map.tif``) overlapping it, through a ``WarpedVRT`` for a map in another CRS. A
+patch is dropped, and counted, if its image is all zeros, if any pixel is no-data
+(WorldCover 0, a code the remap lacks, or no map), or if more than ``max_water`` of it
+is water, checked in that order. Kept patches are scaled by their own maximum to uint8
+and split by a seeded hash of their key (:func:`~aras400k.data.splits.split_for_key`).
 
 rasterio is an optional dependency (``pip install "aras400k[geo]"``); it is imported
 when :func:`prepare_geotiffs` runs, so this module imports without it.
@@ -358,10 +356,7 @@ def _tile_samples(
     opts: _Options,
     bar: tqdm[Any] | LineProgress,
 ) -> Iterator[tuple[str, Sample]]:
-    """Yield ``(split, sample)`` for every kept patch of a tile, row-major, counting skips in ``report``.
-
-    One window read per row of patches.
-    """
+    """Yield ``(split, sample)`` for every kept patch of a tile (one read per row), counting skips in ``report``."""
     import rasterio
     from rasterio.windows import Window
 
@@ -417,11 +412,8 @@ def prepare_geotiffs(
     """Cut Sentinel-2 tiles and WorldCover maps into ``train``/``val``/``test`` shard sets.
 
     The method is the module docstring's (band 4, NIR, is unused). ``meta.json`` gets
-    ``tile``, ``bounds`` (left, bottom, right, top in the Sentinel-2 CRS), ``crs`` (as
-    ``rasterio.crs.CRS.to_string()`` gives it: ``EPSG:32635`` or WKT) and ``transform``
-    (the patch's affine transform, six numbers in rasterio's order ``a, b, c, d, e, f``:
-    pixel ``(col, row)`` has its upper-left corner at ``x = a*col + b*row + c``,
-    ``y = d*col + e*row + f``; see ``docs/data.md``), which prediction GeoTIFFs reuse.
+    ``tile``, ``bounds``, ``crs`` and ``transform`` (the patch's affine transform in
+    rasterio's order; see ``docs/data.md``), which prediction GeoTIFFs reuse.
 
     Args:
         s2_dir: Folder holding the Sentinel-2 tiles (searched recursively).

@@ -2,20 +2,13 @@
 
 ``aras-synth stylegan3|spade|label`` (and ``aras-caption``) take ``--shard_index K
 --num_shards N``: worker ``K`` of ``N`` does a deterministic, contiguous ``K``-th part of
-the work and writes it as a complete shard set of its own in ``OUT/part-K-of-N``
-(:func:`worker_dir`), whose manifest records the worker (:func:`worker_record`). Each
-worker resumes like a single run. :func:`merge_shard_sets` (``aras-data merge``) then
-joins the parts, in worker order, into one shard set::
-
-    # a job array of 4 (K = 0..3), then:
-    aras-synth stylegan3 --ckpt G.ckpt --n 100000 --out data/synth --shard_index $K --num_shards 4
-    aras-data merge data/synth --out data/synth
-
-The merged set holds the same samples, in the same order and with the same member
-bytes, as one worker doing everything; its manifest has the summed counts, class pixels
-and composition and the run's fields (``generator``, ...). Its shards are the parts'
-tar files, renumbered, hard-linked when the file system allows (else copied), so the
-parts stay valid shard sets.
+the work and writes it, resumably, as a complete shard set in ``OUT/part-K-of-N``
+(:func:`worker_dir`) whose manifest records the worker (:func:`worker_record`).
+:func:`merge_shard_sets` (``aras-data merge OUT --out OUT``) joins the parts into one
+shard set holding the same samples, in the same order and with the same member bytes,
+as one worker doing everything. Its shards are the parts' tar files, renumbered and
+hard-linked when the file system allows (else copied), so the parts stay valid shard
+sets. See ``docs/scaling.md``.
 """
 
 from __future__ import annotations
@@ -234,13 +227,11 @@ def merge_shard_sets(
     taken in worker order, whatever order they are given in; other shard sets in the
     order given.
 
-    The merged manifest has the summed counts, the composition recomputed from them and
-    the parts' common fields (no ``worker`` field: the set is the whole run). The tar
-    files are renumbered ``{prefix}-{i:06d}.tar``; their sha256 is taken from the parts'
-    manifests (:func:`~aras400k.data.verify.verify_shards` checks every byte). The
+    The merged manifest has the summed counts and class pixels, the composition
+    recomputed from them and the parts' common fields (no ``worker`` field). Shards are
+    named ``{prefix}-{i:06d}.tar``, their sha256 taken from the parts' manifests. The
     manifest is written last, so ``out_dir`` is a shard set only once the merge is
-    complete. A part behind a URL is downloaded (its tar headers are read once to check
-    the keys, then the files are copied).
+    complete. A part behind a URL is downloaded.
 
     Args:
         parts: Shard set folders to merge (at least one), local or URLs.
@@ -323,7 +314,7 @@ def _order_parts(
     paths: list[str | Path], manifests: list[dict[str, Any]]
 ) -> tuple[list[str | Path], list[dict[str, Any]]]:
     """Check worker records (all parts of one run, none missing) and sort the parts by worker."""
-    records = [m.get(WORKER_FIELD) for m in manifests]
+    records: list[Any] = [m.get(WORKER_FIELD) for m in manifests]
     if all(r is None for r in records):
         return paths, manifests
     for path, record in zip(paths, records, strict=True):
@@ -333,9 +324,7 @@ def _order_parts(
                 f"{other} is a part of a split run but {path} is not; merge only the part-K-of-N sets of one run"
             )
     first_path, first = paths[0], records[0]
-    assert first is not None
     for path, record in zip(paths, records, strict=True):
-        assert record is not None
         for name in ("num_shards", "work_sha256"):
             if record[name] != first[name]:
                 raise ValueError(
@@ -343,7 +332,7 @@ def _order_parts(
                     f"{first[name]} vs {record[name]}); rerun the workers with the same options"
                 )
     total = int(first["num_shards"])
-    indices = [int(r["shard_index"]) for r in records if r is not None]
+    indices = [int(r["shard_index"]) for r in records]
     if len(set(indices)) != len(indices):
         repeated = sorted({i for i in indices if indices.count(i) > 1})
         raise ValueError(f"part(s) {repeated} of {total} are given more than once")
@@ -373,15 +362,14 @@ def _common_fields(paths: list[str | Path], manifests: list[dict[str, Any]]) -> 
         values = [m.get(name) for m in manifests]
         if all(v == values[0] for v in values):
             extra[name] = values[0]
-            continue
-        if name in _PER_PART_FIELDS:
+        elif name in _PER_PART_FIELDS:
             extra[name] = values
-            continue
-        other = next(i for i, v in enumerate(values) if v != values[0])
-        raise ValueError(
-            f"{first_path} and {paths[other]} differ in {name!r} ({_short(values[0])} vs {_short(values[other])}); "
-            "only shard sets made the same way (same generator, checkpoint and settings) can be merged"
-        )
+        else:
+            other = next(i for i, v in enumerate(values) if v != values[0])
+            raise ValueError(
+                f"{first_path} and {paths[other]} differ in {name!r} ({_short(values[0])} vs {_short(values[other])}); "
+                "only shard sets made the same way (same generator, checkpoint and settings) can be merged"
+            )
     return extra
 
 

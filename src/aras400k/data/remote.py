@@ -132,9 +132,7 @@ def is_url(spec: str | Path) -> bool:
     Returns:
         ``True`` for a command or URL.
     """
-    if not isinstance(spec, str):
-        return False
-    return spec.startswith(_PIPE) or _SCHEME_RE.match(spec) is not None
+    return isinstance(spec, str) and (spec.startswith(_PIPE) or _SCHEME_RE.match(spec) is not None)
 
 
 def expand_braces(spec: str) -> list[str]:

@@ -29,7 +29,6 @@ milliseconds, and the output depends only on the state of the generator passed i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -102,35 +101,20 @@ _DETAIL_RGB = np.array(
 )
 
 
-@dataclass
 class _Layers:
-    """Everything drawn for one scene: the mask plus what the renderer needs."""
+    """Everything drawn for one scene: the mask plus what the renderer needs; all grass at first."""
 
-    size: int
-    mask: np.ndarray
-    parcel: np.ndarray  # compact parcel index per pixel, -1 outside farmland parcels
-    parcel_rgb: np.ndarray  # (P, 3) parcel colours
-    parcel_stripe: np.ndarray  # (P, 4): amplitude, period (px), orientation (0/1), phase
-    field_uv: np.ndarray  # (2, H, W) coordinates along the field grid
-    edge: np.ndarray  # 0..1 weight of field borders (tracks, hedges)
-    detail: np.ndarray  # urban detail code per pixel
-    depth: np.ndarray  # 0..1 relative water depth
-
-    @classmethod
-    def empty(cls, size: int) -> _Layers:
-        """All-grass layers with nothing drawn yet."""
+    def __init__(self, size: int) -> None:
         shape = (size, size)
-        return cls(
-            size=size,
-            mask=np.full(shape, _GRASS, dtype=np.uint8),
-            parcel=np.full(shape, -1, dtype=np.int32),
-            parcel_rgb=np.zeros((0, 3), dtype=np.float32),
-            parcel_stripe=np.zeros((0, 4), dtype=np.float32),
-            field_uv=np.zeros((2, *shape), dtype=np.float32),
-            edge=np.zeros(shape, dtype=np.float32),
-            detail=np.zeros(shape, dtype=np.uint8),
-            depth=np.zeros(shape, dtype=np.float32),
-        )
+        self.size = size
+        self.mask: np.ndarray = np.full(shape, _GRASS, dtype=np.uint8)
+        self.parcel: np.ndarray = np.full(shape, -1, dtype=np.int32)  # parcel index per pixel, -1 outside parcels
+        self.parcel_rgb: np.ndarray = np.zeros((0, 3), dtype=np.float32)  # (P, 3) parcel colours
+        self.parcel_stripe: np.ndarray = np.zeros((0, 4), dtype=np.float32)  # (P, 4): amplitude, period, axis, phase
+        self.field_uv: np.ndarray = np.zeros((2, *shape), dtype=np.float32)  # (2, H, W) field-grid coordinates
+        self.edge: np.ndarray = np.zeros(shape, dtype=np.float32)  # 0..1 weight of field borders (tracks, hedges)
+        self.detail: np.ndarray = np.zeros(shape, dtype=np.uint8)  # urban detail code per pixel
+        self.depth: np.ndarray = np.zeros(shape, dtype=np.float32)  # 0..1 relative water depth
 
 
 def generate_scene(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +150,7 @@ def generate_scene(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray
     )
     scales, betas = zip(*specs, strict=True)
     noise = _smooth_noise(rng, size, np.array(scales) * size, np.array(betas))
-    layers = _Layers.empty(size)
+    layers = _Layers(size)
 
     tree_frac, crop_frac = _cover_targets(rng, archetype)
     _draw_fields(layers, rng, noise[1], crop_frac)

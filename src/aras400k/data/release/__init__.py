@@ -1,17 +1,8 @@
-"""Import the published ARAS400k release (folders of PNGs) into shard sets.
+"""Import the published ARAS400k release (folders of PNGs, or its zips) into shard sets.
 
-The release layout this reads::
-
-    ROOT/{train,val,test,synth}/images/*.png   RGB images
-    ROOT/{train,val,test,synth}/masks/*.png    colour masks in the release colours (same stem)
-    ROOT/class_percentages/{split}.csv         optional: ``filename`` + one percentage column per class
-    ROOT/captions/{split}/*.csv                optional: ``filename,caption``
-    ROOT/captions/{split}*.csv                 optional: ``filename,caption``
-
-The released zips (``train.zip``, ``val.zip``, ``test.zip``, ``synth.zip``) are read as
-they are, without extraction, after an MD5 check against :data:`RELEASE_MD5`.
-
-Each split folder becomes the shard set ``OUT/{split}`` (see :mod:`aras400k.data.shards`).
+The release layout (``ROOT/{train,val,test,synth}/{images,masks}/*.png``, optional
+``class_percentages/`` and ``captions/`` CSVs) and the zips' MD5 table are described in
+``docs/preparing-data.md``. Each split folder becomes the shard set ``OUT/{split}``.
 The import is loud, never lossy: every file that cannot be imported (an image without
 a mask, a mask without an image, a size mismatch, an unknown mask colour, a corrupt
 PNG, two names that give the same key) is a *problem* named with its file. With

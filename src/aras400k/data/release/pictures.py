@@ -29,10 +29,7 @@ _INDEX_MODES = ("L", "LA", "I", "I;16", "I;16B", "I;16L")
 
 
 def _decode(path: Path, what: str, read: Callable[[Image.Image], _T]) -> tuple[str, _T]:
-    """The picture's mode and what ``read`` takes from it once decoded; an unreadable file is a :class:`Problem`.
-
-    A picture over :data:`~aras400k.data.shards.MAX_IMAGE_PIXELS` is refused from its header, before decoding.
-    """
+    """The picture's mode and what ``read`` takes from it once decoded (refused over ``MAX_IMAGE_PIXELS``)."""
     try:
         with path.open("rb") as fh, Image.open(fh) as img:
             if img.width * img.height > MAX_IMAGE_PIXELS:
@@ -96,11 +93,7 @@ def read_mask(path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
 
 
 def _colours_to_index(rgb: np.ndarray, path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
-    """Convert release colours to indices (a vectorised lookup).
-
-    Raises:
-        Problem: On an unknown colour while ``unknown="error"``.
-    """
+    """Convert release colours to indices; an unknown colour is a problem while ``unknown="error"``."""
     try:
         return colour_to_index(rgb, unknown=unknown, source=path)
     except UnknownColourError as err:
@@ -111,11 +104,7 @@ def _colours_to_index(rgb: np.ndarray, path: Path, unknown: Literal["error", "ig
 def _palette_to_index(
     values: np.ndarray, palette: list[int], path: Path, unknown: Literal["error", "ignore"]
 ) -> np.ndarray:
-    """Read a palette PNG as a colour mask if it uses release colours, else as indices.
-
-    Raises:
-        Problem: On unknown colours or values while ``unknown="error"``.
-    """
+    """Read a palette PNG as a colour mask if it uses release colours, else as indices."""
     table = np.zeros((256, 3), dtype=np.uint8)
     entries = np.asarray(palette[: 256 * 3], dtype=np.uint8).reshape(-1, 3)
     table[: len(entries)] = entries
@@ -127,11 +116,7 @@ def _palette_to_index(
 
 
 def _check_indices(values: np.ndarray, path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
-    """Check a one-channel mask holds only class indices and 255.
-
-    Raises:
-        Problem: On other values while ``unknown="error"``.
-    """
+    """Check a one-channel mask holds only class indices and 255 (else a problem while ``unknown="error"``)."""
     values = np.asarray(values)
     valid = (values >= 0) & ((values < NUM_CLASSES) | (values == IGNORE_INDEX))
     if valid.all():

@@ -1,11 +1,9 @@
 """The released zips as they are: MD5 check against the published table, then read in place.
 
-The release is four zips, ``train.zip``, ``val.zip``, ``test.zip`` and ``synth.zip``,
-published with the MD5 digests in :data:`RELEASE_MD5`. :func:`open_release_zips` checks
-every zip before anything is imported: that it exists, is a zip and (for a published
-name, unless turned off) has the published MD5; zips with other names get a notice and
-no digest check. Members are read straight from the zip: nothing is extracted. The
-layout inside a zip may be any of::
+:func:`open_release_zips` checks every zip before anything is imported: that it exists,
+is a zip and (for a published name, unless turned off) has the MD5 in :data:`RELEASE_MD5`;
+other names get a notice and no check. Nothing is extracted. The layout inside a zip may
+be any of::
 
     {split}/images/*.png, {split}/masks/*.png      the split folder at the top
     images/*.png, masks/*.png                      the zip is the split folder
@@ -13,7 +11,7 @@ layout inside a zip may be any of::
 
 The split name is the split folder's name, else the zip's stem (``train.zip`` ->
 ``train``). ``class_percentages/`` and ``captions/`` next to the split folder are read
-as in a release folder (see ``docs/data.md``).
+as in a release folder (see ``docs/preparing-data.md``).
 """
 
 from __future__ import annotations
