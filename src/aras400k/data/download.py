@@ -383,9 +383,6 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-# --------------------------------------------------------------------------- download
-
-
 def _target(out: Path, relative: str) -> Path:
     """``out / relative``, refused unless it stays inside ``out``."""
     rel = Path(relative)

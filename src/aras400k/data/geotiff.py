@@ -67,9 +67,8 @@ class PrepareReport:
         tiles: Sentinel-2 tiles processed.
         patches: Candidate patches seen (whole patches of all tiles).
         written: Split name -> samples written.
-        skipped: Skip reason -> patches dropped for it: ``"zeros"`` (image all zeros),
-            ``"nodata"`` (a WorldCover no-data or unmapped pixel, or no WorldCover
-            coverage) and ``"water"`` (more than ``max_water`` water).
+        skipped: Skip reason (``"zeros"``, ``"nodata"``, ``"water"``; see the module docstring)
+            -> patches dropped for it.
     """
 
     tiles: int = 0
@@ -137,8 +136,8 @@ class _CodeReader(Protocol):
 class _GridReader:
     """Samples a north-up WorldCover map in the Sentinel-2 CRS at the patch's pixel centres.
 
-    Nearest resampling is exact here: each output pixel takes the map pixel holding its
-    centre. Only the map window under the patch is read.
+    Each output pixel takes the map pixel holding its centre (exact nearest resampling),
+    reading only the map window under the patch.
     """
 
     def __init__(self, dataset: DatasetReader, s2_transform: Affine) -> None:
@@ -169,10 +168,9 @@ class _GridReader:
 
 
 class _WarpedReader:
-    """Reads a WorldCover map in another CRS (or rotated) through a ``WarpedVRT``.
+    """Reads a WorldCover map in another CRS (or rotated) through a ``WarpedVRT`` on the tile's own grid.
 
-    The VRT is laid on the Sentinel-2 tile's own grid with nearest resampling, so a
-    patch window of the tile is a window of the VRT; pixels outside the map read as 0.
+    A patch window of the tile is then a window of the VRT; pixels outside the map read as 0.
     """
 
     def __init__(self, dataset: DatasetReader, s2: DatasetReader, bounds: Bounds, stack: ExitStack) -> None:

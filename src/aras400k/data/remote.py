@@ -380,14 +380,11 @@ class _TimedReader(io.RawIOBase):
 class ShardStream:
     """A readable binary stream of one shard; use it as a context manager.
 
-    Local paths and ``file://`` URLs are opened as files, ``http(s)://`` URLs with
-    :mod:`urllib`, ``pipe:`` commands through the shell (stdout is the stream, stderr
-    is kept for the error message), and other URLs with fsspec.
-
-    A remote shard (URL or ``pipe:``) has a deadline: when its reads have waited
-    ``deadline_s`` seconds in all, the read fails with :class:`ShardTimeoutError` naming
-    the shard, even on a server that sends a byte now and then. An HTTP(S) connection
-    silent for :data:`HTTP_TIMEOUT_S` seconds fails sooner.
+    Local paths and ``file://`` URLs open as files, ``http(s)://`` URLs with :mod:`urllib`,
+    ``pipe:`` commands through the shell (stdout is the stream, stderr kept for the error)
+    and other URLs with fsspec. A remote shard's read fails with :class:`ShardTimeoutError`
+    once its reads have waited ``deadline_s`` seconds in all, even on a server that sends
+    a byte now and then; an HTTP(S) connection silent for :data:`HTTP_TIMEOUT_S` fails sooner.
 
     A ``pipe:`` command is checked when the stream closes: a reader that got to the end
     raises :class:`PipeError` on a non-zero exit status; one that stopped early stops the
@@ -446,8 +443,6 @@ class ShardStream:
             self._finish_pipe(exc)
         elif self._stream is not None:
             self._stream.close()
-
-    # -- pipe: ---------------------------------------------------------------------------
 
     def _start_pipe(self, command: str) -> IO[bytes]:
         self._stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty command cannot block on it

@@ -11,19 +11,10 @@ PNG, two names that give the same key) is a *problem* named with its file. With
 :class:`ImportReport`. Warnings (a CSV row for a file that does not exist, a CSV
 composition that disagrees with the mask) never stop the import and skip nothing.
 
-The modules, in the order an import uses them:
-
-- :mod:`aras400k.data.release.importer`: :func:`import_release` and its
-  :class:`ImportReport`; checks the arguments and writes the shard sets.
-- :mod:`aras400k.data.release.zips`: the published MD5 table; checks and opens the
-  release zips for reading in place.
-- :mod:`aras400k.data.release.layout`: finds the split folders and the caption CSVs,
-  pairs each image with its mask and gives it a sample key.
-- :mod:`aras400k.data.release.tables`: reads the class-percentage and caption CSVs.
-- :mod:`aras400k.data.release.pictures`: reads the images, and colour, palette or
-  index masks as class indices.
-- :mod:`aras400k.data.release.problems`: :class:`ReleaseImportError`, the problem
-  kinds and the log that collects them.
+The modules, in the order an import uses them: ``importer`` (:func:`import_release`:
+checks the arguments, writes the shard sets), ``zips`` (MD5 check, zips read in place),
+``layout`` (split folders, image-mask pairs and keys), ``tables`` (percentage and
+caption CSVs), ``pictures`` (images, and masks as class indices) and ``problems``.
 """
 
 from aras400k.data.release.importer import ImportReport, import_release

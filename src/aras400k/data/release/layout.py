@@ -1,8 +1,8 @@
 """The release's layout: its split folders, the images and masks in them, the caption CSVs.
 
 Scanning a split pairs each image with its mask, gives it a sample key and lists it in
-the split's plan, in file-name order; the CSV readers attach percentages and captions
-to the plan's entries before anything is written.
+the split's plan, in file-name order, to which :mod:`~aras400k.data.release.tables`
+attaches percentages and captions before anything is written.
 """
 
 from __future__ import annotations
@@ -59,9 +59,6 @@ class SplitPlan:
         """Find the image a CSV ``filename`` cell names (by file name, else by stem)."""
         name = PurePosixPath(filename.strip().replace("\\", "/")).name
         return self.by_name.get(name) or self.by_stem.get(name) or self.by_stem.get(PurePosixPath(name).stem)
-
-
-# --- folders ---------------------------------------------------------------------------
 
 
 def find_splits(root: Path, splits: Sequence[str] | None) -> dict[str, Path]:
@@ -135,9 +132,6 @@ def _csv_files(folder: Path, keep: Callable[[str], bool]) -> list[Path]:
 def _sanitise_key(stem: str) -> str:
     """Turn a file stem into a sample key (letters, digits, ``_`` and ``-`` only)."""
     return _KEY_BAD_CHARS.sub("_", stem) or "_"
-
-
-# --- scanning a split ------------------------------------------------------------------
 
 
 def _list_pictures(directory: Path, problems: ProblemLog) -> list[Path]:

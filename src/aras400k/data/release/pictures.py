@@ -61,9 +61,8 @@ _VERBATIM_IHDR = (8, 2)
 def verbatim_png(path: Path) -> bytes | None:
     """The file's bytes if it is an 8-bit RGB PNG, which a shard may hold as its ``image.png`` unchanged.
 
-    Call it after :func:`read_image` has decoded the file (that is the check that it
-    is readable); the header alone decides here. Any other picture (palette, grey,
-    RGBA, 16-bit, JPEG) returns ``None`` and is encoded anew as an RGB PNG.
+    Call it after :func:`read_image` has decoded (so checked) the file; the header alone
+    decides here. Any other picture returns ``None`` and is encoded anew as an RGB PNG.
     """
     data = path.read_bytes()
     if len(data) < 29 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":

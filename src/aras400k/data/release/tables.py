@@ -171,8 +171,7 @@ def _caption_mode(stem: str) -> str:
 def attach_captions(plans: list[SplitPlan], path: Path, problems: ProblemLog) -> None:
     """Append the captions of ``path`` to the images of ``plans`` it names, in row order.
 
-    The caption ``model`` is the CSV's stem and its ``mode`` comes from the stem, unless
-    the CSV has ``model`` / ``mode`` columns.
+    ``model`` and ``mode`` come from their columns, else the CSV's stem (and the mode it names).
     """
     try:
         header, rows = _read_csv(path)
