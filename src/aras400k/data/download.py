@@ -429,9 +429,6 @@ class _Fetcher:
             self.local.session.auth = self.plan.auth
         return self.local.session
 
-    def headers(self, url: str) -> dict[str, str]:
-        return dict(self.plan.headers) if urlsplit(url).netloc in self.plan.header_hosts else {}
-
     def fetch(self, item: DownloadItem, path: Path) -> None:
         """Fetch into ``path.part`` (continuing it), verify, rename; retry a dropped connection."""
         part = path.with_name(path.name + ".part")
@@ -459,7 +456,7 @@ class _Fetcher:
         if item.size is not None and have > item.size:
             part.unlink()
             have = 0
-        headers = self.headers(item.url)
+        headers = dict(self.plan.headers) if urlsplit(item.url).netloc in self.plan.header_hosts else {}
         if have:
             headers["Range"] = f"bytes={have}-"
         with self.session().get(item.url, headers=headers, stream=True, timeout=self.timeout) as response:

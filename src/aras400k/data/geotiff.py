@@ -320,12 +320,6 @@ def _read_codes(readers: Sequence[_CodeReader], window: Window, bounds: Bounds) 
     return codes
 
 
-def _remap(codes: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """Map WorldCover codes to class indices; codes outside 0..255 become ignore (255)."""
-    known = (codes >= 0) & (codes < len(lut))
-    return np.where(known, lut[np.clip(codes, 0, len(lut) - 1)], IGNORE_INDEX).astype(np.uint8)
-
-
 def _scale_to_uint8(rgb: np.ndarray, peak: float) -> np.ndarray:
     """Scale an RGB patch by its maximum: ``round(rgb / peak * 255)`` computed in float."""
     scaled = np.round(rgb.astype(np.float64) / float(peak) * 255.0)
@@ -339,7 +333,9 @@ def _patch(
     peak = rgb.max()
     if not peak > 0:  # all zeros (or no positive value at all)
         return "zeros"
-    mask = _remap(_read_codes(readers, window, bounds), opts.lut)
+    codes = _read_codes(readers, window, bounds)
+    known = (codes >= 0) & (codes < len(opts.lut))  # codes outside the table are no-data (ignore, 255)
+    mask = np.where(known, opts.lut[np.clip(codes, 0, len(opts.lut) - 1)], IGNORE_INDEX).astype(np.uint8)
     if (mask == IGNORE_INDEX).any():
         return "nodata"
     if np.count_nonzero(mask == _WATER) > opts.max_water * mask.size:

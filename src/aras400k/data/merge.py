@@ -408,24 +408,20 @@ def _shard_keys(shard: str | Path) -> list[str]:
     """Sample keys of a tar shard, in order, from its member names (a local file's data is not read)."""
     keys: list[str] = []
     try:
-        if isinstance(shard, str):
-            with open_shard(shard) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-                _add_keys(tar, keys)
-        else:
-            with tarfile.open(shard, mode="r:") as tar:
-                _add_keys(tar, keys)
+        with contextlib.ExitStack() as stack:
+            if isinstance(shard, str):
+                tar = tarfile.open(fileobj=stack.enter_context(open_shard(shard)), mode="r|")
+            else:
+                tar = tarfile.open(shard, mode="r:")
+            for info in stack.enter_context(tar):
+                base = info.name.rsplit("/", 1)[-1]
+                if info.isfile() and "." in base:
+                    key = base.split(".", 1)[0]
+                    if not keys or keys[-1] != key:
+                        keys.append(key)
     except (tarfile.TarError, OSError, EOFError) as err:
         raise ValueError(f"{shard} is not a readable tar file ({err}); check it with aras-data verify") from err
     return keys
-
-
-def _add_keys(tar: tarfile.TarFile, keys: list[str]) -> None:
-    for info in tar:
-        base = info.name.rsplit("/", 1)[-1]
-        if info.isfile() and "." in base:
-            key = base.split(".", 1)[0]
-            if not keys or keys[-1] != key:
-                keys.append(key)
 
 
 def _class_pixels(path: str | Path, manifest: Mapping[str, Any]) -> np.ndarray:

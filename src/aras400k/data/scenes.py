@@ -85,6 +85,20 @@ _PARCEL_KINDS = np.array(
     dtype=np.float32,
 )
 _PASTURE = len(_PARCEL_KINDS) - 1
+#: Large-scale noise fields that place land cover: (correlation length as a fraction of
+#: the size, spectral slope). Steeper slopes give smoother, blobbier shapes.
+_FIELDS = {
+    "forest": (0.12, 3.0),
+    "farmland": (0.20, 4.0),
+    "copses": (0.04, 4.0),
+    "shrub": (0.07, 3.5),
+    "barren": (0.07, 3.5),
+    "outline": (0.03, 3.5),  # perturbs the outlines of settlements, lakes and rivers
+    "haze": (0.30, 5.0),
+    "riparian": (0.02, 3.0),  # riparian trees
+    "sandbars": (0.03, 4.0),
+}
+_Noise = dict[str, np.ndarray]
 #: Urban detail codes drawn inside settlements and their colours.
 _ROAD, _ROOF_LIGHT, _ROOF_RED, _ROOF_DARK, _YARD, _ROOF_WIDE = 1, 2, 3, 4, 5, 6
 _DETAIL_RGB = np.array(
@@ -135,30 +149,18 @@ def generate_scene(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray
     if size < 8:
         raise ValueError(f"scene size must be at least 8 pixels, got {size}")
     archetype = _ARCHETYPES[int(rng.choice(len(_ARCHETYPES), p=_ARCHETYPE_P))]
-    # Large-scale fields that place land cover: (correlation length as a fraction of
-    # the size, spectral slope). Steeper slopes give smoother, blobbier shapes.
-    specs = (
-        (0.12, 3.0),  # 0 forest
-        (0.20, 4.0),  # 1 farmland
-        (0.04, 4.0),  # 2 copses
-        (0.07, 3.5),  # 3 shrub
-        (0.07, 3.5),  # 4 barren
-        (0.03, 3.5),  # 5 outline perturbation
-        (0.30, 5.0),  # 6 haze
-        (0.02, 3.0),  # 7 riparian trees
-        (0.03, 4.0),  # 8 sand bars
-    )
-    scales, betas = zip(*specs, strict=True)
-    noise = _smooth_noise(rng, size, np.array(scales) * size, np.array(betas))
+    scales, betas = zip(*_FIELDS.values(), strict=True)
+    fields = _smooth_noise(rng, size, np.array(scales) * size, np.array(betas))
+    noise = dict(zip(_FIELDS, fields, strict=True))
     layers = _Layers(size)
 
     tree_frac, crop_frac = _cover_targets(rng, archetype)
-    _draw_fields(layers, rng, noise[1], crop_frac)
-    _draw_forest(layers, rng, noise[0] - 0.5 * noise[1], noise[2], tree_frac, archetype)
-    _draw_rare_patches(layers, rng, noise[3], noise[4], noise[0], archetype)
-    _draw_settlements(layers, rng, noise[5], archetype)
-    _draw_water(layers, rng, noise[5], noise[7:9], archetype)
-    image = _render_image(layers, rng, noise[6], archetype)
+    _draw_fields(layers, rng, noise["farmland"], crop_frac)
+    _draw_forest(layers, rng, noise, tree_frac, archetype)
+    _draw_rare_patches(layers, rng, noise, archetype)
+    _draw_settlements(layers, rng, noise["outline"], archetype)
+    _draw_water(layers, rng, noise, archetype)
+    image = _render_image(layers, rng, noise["haze"], archetype)
     return image, layers.mask
 
 
@@ -304,20 +306,14 @@ def _draw_fields(layers: _Layers, rng: np.random.Generator, farm: np.ndarray, cr
     layers.edge = np.where(in_field, np.clip(1.0 - np.minimum(du, dv) / border, 0.0, 1.0), 0.0).astype(np.float32)
 
 
-def _draw_forest(
-    layers: _Layers,
-    rng: np.random.Generator,
-    forest: np.ndarray,
-    copses: np.ndarray,
-    tree_frac: float,
-    archetype: str,
-) -> None:
-    """Mark the top ``tree_frac`` of the forest field as trees, plus small copses."""
+def _draw_forest(layers: _Layers, rng: np.random.Generator, noise: _Noise, tree_frac: float, archetype: str) -> None:
+    """Mark the top ``tree_frac`` of the forest field (away from farmland) as trees, plus small copses."""
+    forest = noise["forest"] - 0.5 * noise["farmland"]
     if tree_frac > 0.0:
         level = np.quantile(forest, 1.0 - tree_frac)
         layers.mask[forest > level] = _TREE
     if archetype in ("farmland", "mixed", "urban") and rng.random() < 0.7:
-        layers.mask[copses > rng.uniform(1.8, 2.6)] = _TREE
+        layers.mask[noise["copses"] > rng.uniform(1.8, 2.6)] = _TREE
 
 
 def _blob(size: int, rng: np.random.Generator, wobble: np.ndarray, radius: tuple[float, float]) -> np.ndarray:
@@ -328,33 +324,27 @@ def _blob(size: int, rng: np.random.Generator, wobble: np.ndarray, radius: tuple
     return np.hypot(u / max(a, 0.8), v / max(b, 0.8)) + 0.3 * wobble < 1.0
 
 
-def _draw_rare_patches(
-    layers: _Layers,
-    rng: np.random.Generator,
-    shrub: np.ndarray,
-    barren: np.ndarray,
-    forest: np.ndarray,
-    archetype: str,
-) -> None:
+def _draw_rare_patches(layers: _Layers, rng: np.random.Generator, noise: _Noise, archetype: str) -> None:
     """Draw shrub and barren land: widespread in dry scenes, small and rare elsewhere."""
     size = layers.size
     mask = layers.mask
+    shrub = noise["shrub"]
     open_land = (mask == _GRASS) | ((mask == _TREE) & (archetype == "dry"))
     if archetype == "dry":
         frac = rng.uniform(0.1, 0.4)
         mask[open_land & (shrub > np.quantile(shrub, 1.0 - frac))] = _SHRUB
         frac = rng.uniform(0.03, 0.2)
-        mask[(mask != _CROP) & (barren > np.quantile(barren, 1.0 - frac))] = _BARREN
+        mask[(mask != _CROP) & (noise["barren"] > np.quantile(noise["barren"], 1.0 - frac))] = _BARREN
         return
     if rng.random() < 0.12:  # scrub around forest edges and in clearings
-        edge = (forest > np.quantile(forest, 0.45)) & (mask != _TREE)
+        edge = (noise["forest"] > np.quantile(noise["forest"], 0.45)) & (mask != _TREE)
         mask[edge & open_land & (shrub > 0.3)] = _SHRUB
     if rng.random() < 0.06:  # a few shrub patches
         for _ in range(int(rng.integers(1, 4))):
             mask[_blob(size, rng, shrub, (0.04, 0.12)) & (mask != _CROP)] = _SHRUB
     if rng.random() < 0.07:  # quarries, bare rock, burnt or cleared land
         for _ in range(int(rng.integers(1, 3))):
-            mask[_blob(size, rng, barren, (0.03, 0.10))] = _BARREN
+            mask[_blob(size, rng, noise["barren"], (0.03, 0.10))] = _BARREN
 
 
 def _draw_settlements(layers: _Layers, rng: np.random.Generator, wobble: np.ndarray, archetype: str) -> None:
@@ -439,17 +429,16 @@ def _draw_road(layers: _Layers, rng: np.random.Generator) -> None:
     layers.parcel[road] = -1
 
 
-def _draw_water(
-    layers: _Layers, rng: np.random.Generator, wobble: np.ndarray, banks: np.ndarray, archetype: str
-) -> None:
-    """Draw rivers (with riparian trees and sand bars placed by the ``banks`` fields), lakes and ponds."""
+def _draw_water(layers: _Layers, rng: np.random.Generator, noise: _Noise, archetype: str) -> None:
+    """Draw rivers (with riparian trees and sand bars), lakes and ponds."""
     size = layers.size
+    wobble = noise["outline"]
     river_p = {"forest": 0.4, "farmland": 0.4, "mixed": 0.45, "urban": 0.35, "dry": 0.35}[archetype]
     if rng.random() < river_p:
         width = size * (rng.uniform(0.03, 0.10) if rng.random() < 0.8 else rng.uniform(0.1, 0.22))
-        _draw_river(layers, rng, wobble, banks, width, dry=archetype == "dry" and rng.random() < 0.6)
+        _draw_river(layers, rng, noise, width, dry=archetype == "dry" and rng.random() < 0.6)
         if rng.random() < 0.25:
-            _draw_river(layers, rng, wobble, banks, size * rng.uniform(0.015, 0.035), dry=False)
+            _draw_river(layers, rng, noise, size * rng.uniform(0.015, 0.035), dry=False)
     if rng.random() < (0.08 if archetype == "dry" else 0.16):
         for _ in range(int(rng.integers(1, 3))):
             lake = _blob(size, rng, wobble, (0.06, 0.22))
@@ -469,14 +458,7 @@ def _set_water(layers: _Layers, water: np.ndarray, wobble: np.ndarray) -> None:
     layers.edge[water] = 0.0
 
 
-def _draw_river(
-    layers: _Layers,
-    rng: np.random.Generator,
-    wobble: np.ndarray,
-    banks: np.ndarray,
-    width: float,
-    dry: bool,
-) -> None:
+def _draw_river(layers: _Layers, rng: np.random.Generator, noise: _Noise, width: float, dry: bool) -> None:
     """Draw a meandering river band of variable width across the scene.
 
     The centre line is a sum of three sines along a random direction; the distance to it
@@ -484,6 +466,7 @@ def _draw_river(
     bed with at most a thin trickle of water.
     """
     size = layers.size
+    wobble = noise["outline"]
     u, v = _rotated(size, rng.uniform(0.0, np.pi), *(size / 2 + rng.uniform(-0.25, 0.25, 2) * size))
     wavelength = rng.uniform(0.35, 1.6, 3) * size
     amplitude = wavelength * rng.uniform(0.02, 0.09, 3)
@@ -501,7 +484,7 @@ def _draw_river(
 
     mask = layers.mask
     if rng.random() < 0.7:  # riparian trees
-        strip = (dist >= half) & (dist < half + bank) & (banks[0] > -0.2) & (mask != _BUILT)
+        strip = (dist >= half) & (dist < half + bank) & (noise["riparian"] > -0.2) & (mask != _BUILT)
         mask[strip] = _TREE
         layers.parcel[strip] = -1
     if dry:
@@ -516,7 +499,7 @@ def _draw_river(
     _set_water(layers, water, wobble)
     layers.depth[water] = np.clip(1.0 - dist[water] / half[water], 0.0, 1.0) ** 0.5
     if rng.random() < 0.3:  # sand and gravel bars along the banks
-        bar = (dist > 0.55 * half) & (dist < half + 0.5 * bank) & (banks[1] > 1.0)
+        bar = (dist > 0.55 * half) & (dist < half + 0.5 * bank) & (noise["sandbars"] > 1.0)
         mask[bar] = _BARREN
         layers.parcel[bar] = -1
 
