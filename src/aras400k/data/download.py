@@ -465,9 +465,8 @@ class _Fetcher:
             if response.status_code == 416 and item.size is not None and have == item.size:
                 return  # the .part file is already whole
             response.raise_for_status()
-            resumed = response.status_code == 206 and response.headers.get("Content-Range", "").startswith(
-                f"bytes {have}-"
-            )
+            content_range = response.headers.get("Content-Range", "")
+            resumed = response.status_code == 206 and content_range.startswith(f"bytes {have}-")
             written = have if resumed else 0
             if resumed:
                 self.progress(have)  # the bar counts the whole file; the report only what travelled
@@ -525,9 +524,8 @@ def download(
         else:
             todo.append((item, path))
     known = sum(item.size or 0 for item, _ in todo)
-    with tqdm(
-        total=known or None, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress, desc="download"
-    ) as bar:
+    bar = tqdm(total=known or None, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress, desc="download")
+    with bar:
         fetcher = _Fetcher(plan, timeout, retries, bar.update)
         for _, path in todo:
             path.parent.mkdir(parents=True, exist_ok=True)

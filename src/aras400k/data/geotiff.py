@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -123,16 +123,6 @@ class _Options:
     seed: int
 
 
-class _CodeReader(Protocol):
-    """Reads WorldCover codes on a window of the Sentinel-2 grid."""
-
-    bounds: Bounds
-
-    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """The ``(codes, covered)`` arrays under a window of the Sentinel-2 grid (codes 0 where not covered)."""
-        ...
-
-
 class _GridReader:
     """Samples a north-up WorldCover map in the Sentinel-2 CRS at the patch's pixel centres.
 
@@ -146,7 +136,7 @@ class _GridReader:
         self._s2 = s2_transform
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """See :class:`_CodeReader`."""
+        """The ``(codes, covered)`` arrays under a window of the Sentinel-2 grid (codes 0 where not covered)."""
         from rasterio.windows import Window
 
         t, s = self.dataset.transform, self._s2
@@ -178,22 +168,18 @@ class _WarpedReader:
         from rasterio.vrt import WarpedVRT
 
         self.bounds = bounds
-        self.vrt = stack.enter_context(
-            WarpedVRT(
-                dataset,
-                crs=s2.crs,
-                transform=s2.transform,
-                width=s2.width,
-                height=s2.height,
-                resampling=Resampling.nearest,
-                nodata=WORLDCOVER_NODATA,
-            )
-        )
+        grid = {"crs": s2.crs, "transform": s2.transform, "width": s2.width, "height": s2.height}
+        vrt = WarpedVRT(dataset, **grid, resampling=Resampling.nearest, nodata=WORLDCOVER_NODATA)
+        self.vrt = stack.enter_context(vrt)
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """See :class:`_CodeReader`; a pixel counts as covered where its code is not 0."""
+        """Like :meth:`_GridReader.read`; a pixel counts as covered where its code is not 0."""
         codes = self.vrt.read(1, window=window).astype(np.int64)
         return codes, codes != WORLDCOVER_NODATA
+
+
+#: Reads WorldCover codes on windows of the Sentinel-2 grid.
+_CodeReader = _GridReader | _WarpedReader
 
 
 class _WorldCoverIndex:

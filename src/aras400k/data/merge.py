@@ -175,12 +175,9 @@ def worker_parts(directory: str | Path) -> list[Path]:
         The part folders in name (= worker) order; empty if there are none (always for a URL,
         which cannot be listed: give its parts one by one).
     """
-    if is_url(directory):
+    if is_url(directory) or not Path(directory).is_dir():
         return []
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if _PART_RE.match(p.name) and (p / MANIFEST_NAME).is_file())
+    return sorted(p for p in Path(directory).iterdir() if _PART_RE.match(p.name) and (p / MANIFEST_NAME).is_file())
 
 
 @dataclass
@@ -207,13 +204,9 @@ class MergeReport:
         """Two lines for a terminal: what was merged and where it went."""
         copied = self.num_shards - self.linked
         how = f"{self.linked} hard-linked, {copied} copied" if self.linked else f"{copied} copied"
-        return "\n".join(
-            [
-                f"merged {len(self.parts)} shard sets ({', '.join(self.parts[:4])}"
-                f"{', ...' if len(self.parts) > 4 else ''}) into {self.num_samples} samples",
-                f"wrote {self.num_shards} shards ({how}) to {self.out_dir} (manifest {self.manifest})",
-            ]
-        )
+        parts = ", ".join(self.parts[:4]) + (", ..." if len(self.parts) > 4 else "")
+        merged = f"merged {len(self.parts)} shard sets ({parts}) into {self.num_samples} samples"
+        return f"{merged}\nwrote {self.num_shards} shards ({how}) to {self.out_dir} (manifest {self.manifest})"
 
 
 def merge_shard_sets(

@@ -112,10 +112,8 @@ class ParsedSpec:
 
     Attributes:
         spec: The spec as given.
-        folder: The shard set folder (local path, or URL without its trailing slash), or
-            ``None`` when the spec lists shards.
-        shards: The shard locations (local paths, URLs or ``pipe:`` commands) when the
-            spec lists shards; empty for a folder.
+        folder: The shard set folder (local path, or URL without its trailing slash), or ``None``.
+        shards: The shard locations (local paths, URLs or ``pipe:`` commands); empty for a folder.
     """
 
     spec: str

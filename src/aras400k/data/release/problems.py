@@ -77,5 +77,4 @@ class ProblemLog:
 
     def add_problem(self, problem: Problem, path: Path | None = None) -> None:
         """Record a :class:`Problem`, at its own path unless ``path`` is given."""
-        where = path if path is not None else problem.path
-        self.add(where if where is not None else Path("?"), problem.kind, problem.detail)
+        self.add(path or problem.path or Path("?"), problem.kind, problem.detail)

@@ -162,16 +162,11 @@ def attach_percentages(plan: SplitPlan, path: Path, problems: ProblemLog) -> Non
             entry.csv_where = f"{path}:{line}"
 
 
-def _caption_mode(stem: str) -> str:
-    """The caption mode a CSV's stem names (``hybrid``, ``vision``, ``text``), else ``unknown``."""
-    lowered = stem.lower()
-    return next((mode for mode in _CAPTION_MODES if mode in lowered), "unknown")
-
-
 def attach_captions(plans: list[SplitPlan], path: Path, problems: ProblemLog) -> None:
     """Append the captions of ``path`` to the images of ``plans`` it names, in row order.
 
-    ``model`` and ``mode`` come from their columns, else the CSV's stem (and the mode it names).
+    ``model`` and ``mode`` come from their columns, else the CSV's stem and the mode it names
+    (``hybrid``, ``vision``, ``text``; else ``unknown``).
     """
     try:
         header, rows = _read_csv(path)
@@ -184,7 +179,7 @@ def attach_captions(plans: list[SplitPlan], path: Path, problems: ProblemLog) ->
         return
     model_column = _find_column(header, ("model",))
     mode_column = _find_column(header, ("mode",))
-    default_model, default_mode = path.stem, _caption_mode(path.stem)
+    default_mode = next((name for name in _CAPTION_MODES if name in path.stem.lower()), "unknown")
     splits = ", ".join(plan.name for plan in plans)
     for line, row in rows:
         try:
@@ -200,7 +195,7 @@ def attach_captions(plans: list[SplitPlan], path: Path, problems: ProblemLog) ->
         if not text:
             problems.add(path, EMPTY_CAPTION, f"line {line}: the caption of {filename!r} is empty; not imported")
             continue
-        model = _optional_cell(row, model_column) or default_model
+        model = _optional_cell(row, model_column) or path.stem
         mode = _optional_cell(row, mode_column) or default_mode
         for entry in entries:
             entry.captions.append({"text": text, "model": model, "mode": mode})
@@ -212,9 +207,6 @@ def compare_composition(entry: Entry, from_mask: dict[str, float], problems: Pro
     diffs = {c: 100.0 * from_mask[c] - entry.csv_percent[c] for c in CLASS_NAMES}
     worst = max(CLASS_NAMES, key=lambda c: abs(diffs[c]))
     if abs(diffs[worst]) > _CSV_TOLERANCE + 1e-9:
-        problems.add(
-            entry.image,
-            CSV_DIFFERS,
-            f"{entry.csv_where} gives {worst} {entry.csv_percent[worst]:.2f}% but the mask has "
-            f"{100.0 * from_mask[worst]:.2f}%; the mask's composition is kept",
-        )
+        mask_has = f"{100.0 * from_mask[worst]:.2f}%"
+        detail = f"{entry.csv_where} gives {worst} {entry.csv_percent[worst]:.2f}% but the mask has {mask_has}"
+        problems.add(entry.image, CSV_DIFFERS, f"{detail}; the mask's composition is kept")
