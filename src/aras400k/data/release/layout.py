@@ -206,7 +206,7 @@ def _pair_masks(images: list[Path], masks: list[Path], problems: ProblemLog) -> 
     for mask in masks:
         if mask in used:
             continue
-        stem = mask.stem[: -len("_mask")] if mask.stem.endswith("_mask") else mask.stem
+        stem = mask.stem.removesuffix("_mask")
         owner = next((used[m] for m in exact.get(stem, []) + suffixed.get(stem, []) if m in used), None)
         if owner is not None or mask.stem in image_stems or stem in image_stems:
             detail = f"image {owner.name if owner else stem} already has another mask"
