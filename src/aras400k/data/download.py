@@ -1,12 +1,10 @@
 """Find and fetch the Sentinel-2 RGBNIR and WorldCover tiles covering a bounding box.
 
 Two sources build a :class:`DownloadPlan` (see ``docs/mapping.md``):
-
-- :func:`terrascope_plan`: the Terrascope catalogue the published downloader uses
-  (``terracatalogueclient``; credentials from :data:`TERRASCOPE_USER_ENV` and
-  :data:`TERRASCOPE_PASSWORD_ENV`);
-- :func:`stac_plan`: any STAC API (``pystac-client``), collection ids and asset keys
-  configurable; an optional bearer token from :data:`STAC_TOKEN_ENV`.
+:func:`terrascope_plan`, the Terrascope catalogue of the published downloader
+(``terracatalogueclient``; credentials from :data:`TERRASCOPE_USER_ENV` and
+:data:`TERRASCOPE_PASSWORD_ENV`), and :func:`stac_plan`, any STAC API (``pystac-client``;
+configurable collections and asset keys, an optional bearer token from :data:`STAC_TOKEN_ENV`).
 
 :func:`download` fetches a plan into ``OUT/s2/*_S2RGBNIR.tif`` and
 ``OUT/worldcover/*_Map.tif``, the folders ``aras-data prepare`` reads. It is resumable:
@@ -241,8 +239,7 @@ def stac_plan(
         bbox: ``(west, south, east, north)`` in degrees.
         year: Year of the composites and maps.
         collections: Collection ids of the Sentinel-2 RGBNIR composites and the WorldCover maps.
-        assets: Asset keys of the two (``None``: the asset whose file ends in ``_S2RGBNIR.tif`` /
-            ``_Map.tif``).
+        assets: Asset keys of the two (``None``: the asset ending in ``_S2RGBNIR.tif`` / ``_Map.tif``).
         timeout: Seconds to wait for each answer.
         token_env: Environment variable with an optional bearer token.
 
@@ -500,7 +497,7 @@ def download(
         plan: Files to fetch.
         out: Output folder (``out/s2``, ``out/worldcover`` are created).
         workers: Parallel downloads.
-        timeout: Seconds to wait for a connection or for the next bytes of an answer.
+        timeout: Seconds to wait for a connection or the next bytes.
         retries: Extra tries of a file whose connection drops (each continues the ``.part`` file).
         progress: Show a progress bar in bytes.
 

@@ -1,15 +1,15 @@
 """Real-patch preparation: Sentinel-2 true-colour GeoTIFFs + ESA WorldCover maps -> shards.
 
-This is the paper's section 3.1 (``aras-data prepare``; the method step by step is in
+This is the paper's section 3.1 (``aras-data prepare``; step by step in
 ``docs/preparing-data.md``). Every Sentinel-2 tile (``*_S2RGBNIR.tif``, R, G, B, NIR,
 with a tile id such as ``N36E027`` in its name) is cut into whole patches on its own
 pixel grid, row-major, keyed ``{tile}_{row:03d}_{col:03d}``. Each patch's WorldCover
 codes are sampled on its pixel grid with nearest resampling from every map
-(``*_Map.tif``) overlapping it, through a ``WarpedVRT`` for a map in another CRS. A
-patch is dropped, and counted, if its image is all zeros, if any pixel is no-data
-(WorldCover 0, a code the remap lacks, or no map), or if more than ``max_water`` of it
-is water, checked in that order. Kept patches are scaled by their own maximum to uint8
-and split by a seeded hash of their key (:func:`~aras400k.data.splits.split_for_key`).
+(``*_Map.tif``) overlapping it (through a ``WarpedVRT`` in another CRS). A patch is
+dropped, and counted, if its image is all zeros, if any pixel is no-data (WorldCover 0,
+a code the remap lacks, or no map), or if over ``max_water`` of it is water, in that
+order. Kept patches are scaled by their own maximum to uint8 and split by a seeded
+hash of their key (:func:`~aras400k.data.splits.split_for_key`).
 
 rasterio is an optional dependency (``pip install "aras400k[geo]"``); it is imported
 when :func:`prepare_geotiffs` runs, so this module imports without it.
@@ -185,8 +185,8 @@ _CodeReader = _GridReader | _WarpedReader
 class _WorldCoverIndex:
     """The WorldCover maps' headers (CRS, bounds), read once, and the maps that overlap a tile.
 
-    A map is opened again only for the tiles it overlaps (never per patch), so few files
-    are open at once even for the global set of maps.
+    A map is reopened only for the tiles it overlaps (never per patch), so few files are
+    open at once even for the global maps.
     """
 
     def __init__(self, paths: Sequence[Path]) -> None:
@@ -407,10 +407,9 @@ def prepare_geotiffs(
         seed: Seed of the key-hash split assignment.
         samples_per_shard: Samples per tar shard.
         overwrite: Replace existing shard sets in ``out_dir``.
-        progress: Show a progress bar over rows of patches (rows/s; a few lines on a non-terminal).
-        workers: Processes encoding the patches' PNGs (reading stays in this one);
-            ``None``: every usable core. The shards are the same, byte for byte, for
-            any number.
+        progress: Show a progress bar over rows of patches (a few lines on a non-terminal).
+        workers: Processes encoding the PNGs (reading stays in this one); ``None``: every
+            usable core. The shards are the same, byte for byte, for any number.
 
     Returns:
         The counts of tiles, patches, samples written per split and skips per reason.
@@ -418,10 +417,10 @@ def prepare_geotiffs(
     Raises:
         ImportError: If rasterio is not installed.
         FileNotFoundError: If an input folder is missing or holds no matching file.
-        FileExistsError: If a split folder already holds a shard set and ``overwrite``
-            is off (checked before anything is written).
+        FileExistsError: If a split folder holds a shard set and ``overwrite`` is off
+            (checked before anything is written).
         ValueError: On a bad argument, a Sentinel-2 name without a tile id, two files of
-            one tile, or an unreadable or unsuitable raster (the message names it).
+            one tile, or an unreadable or unsuitable raster.
     """
     try:
         import rasterio  # noqa: F401

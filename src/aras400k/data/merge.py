@@ -5,10 +5,9 @@
 the work and writes it, resumably, as a complete shard set in ``OUT/part-K-of-N``
 (:func:`worker_dir`) whose manifest records the worker (:func:`worker_record`).
 :func:`merge_shard_sets` (``aras-data merge OUT --out OUT``) joins the parts into one
-shard set holding the same samples, in the same order and with the same member bytes,
-as one worker doing everything. Its shards are the parts' tar files, renumbered and
-hard-linked when the file system allows (else copied), so the parts stay valid shard
-sets. See ``docs/scaling.md``.
+shard set with the same samples, order and member bytes as one worker doing everything;
+its shards are the parts' tar files, renumbered and hard-linked where possible (else
+copied), so the parts stay valid shard sets. See ``docs/scaling.md``.
 """
 
 from __future__ import annotations
@@ -74,7 +73,7 @@ def check_worker(shard_index: int, num_shards: int) -> None:
         num_shards: Workers the run is split over.
 
     Raises:
-        ValueError: If ``num_shards < 1`` or ``shard_index`` is outside ``0 .. num_shards - 1``.
+        ValueError: If ``num_shards < 1`` or ``shard_index`` is out of range.
     """
     if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
         raise ValueError(f"num_shards must be an integer >= 1 (the number of workers), got {num_shards!r}")
@@ -138,8 +137,7 @@ def worker_record(shard_index: int, num_shards: int, work: Any) -> dict[str, Any
     Args:
         shard_index: The worker's part.
         num_shards: Workers of the run.
-        work: Description of the whole run's work (see :func:`work_digest`); parts with
-            different descriptions are not merged.
+        work: Description of the whole run's work (see :func:`work_digest`); parts differing in it are not merged.
 
     Returns:
         ``{"shard_index", "num_shards", "work_sha256"}``.
@@ -172,8 +170,8 @@ def worker_parts(directory: str | Path) -> list[Path]:
         directory: The folder given as ``--out`` to the workers.
 
     Returns:
-        The part folders in name (= worker) order; empty if there are none (always for a URL,
-        which cannot be listed: give its parts one by one).
+        The part folders in worker order; empty if there are none (always for a URL, which
+        cannot be listed: give its parts one by one).
     """
     if is_url(directory) or not Path(directory).is_dir():
         return []
@@ -187,7 +185,7 @@ class MergeReport:
     Attributes:
         out_dir: The merged shard set.
         manifest: Path of its ``manifest.json``.
-        parts: The merged shard sets, in the order their samples were taken.
+        parts: The merged shard sets, in merge order.
         num_samples: Samples in the merged set.
         num_shards: Tar files in the merged set.
         linked: Tar files hard-linked rather than copied.
@@ -214,11 +212,9 @@ def merge_shard_sets(
 ) -> MergeReport:
     """Join shard sets of one run (e.g. the ``part-K-of-N`` sets of split workers) into one shard set.
 
-    The parts must agree on split, source, classes and every run field of their
-    manifests (``generator``, ``labelled_by``, ...), and no key may occur in two parts.
-    Worker parts (with a ``worker`` field) must be all ``N`` parts of one run and are
-    taken in worker order, whatever order they are given in; other shard sets in the
-    order given.
+    The parts must agree on split, source, classes and every run field (``generator``,
+    ``labelled_by``, ...), and no key may occur in two parts. Worker parts must be all
+    ``N`` parts of one run and are taken in worker order; other shard sets in the order given.
 
     The merged manifest has the summed counts and class pixels, the composition
     recomputed from them and the parts' common fields (no ``worker`` field). Shards are
@@ -230,8 +226,7 @@ def merge_shard_sets(
         parts: Shard set folders to merge (at least one), local or URLs.
         out_dir: Folder of the merged set; it may be the folder holding the parts.
         overwrite: Replace a shard set already in ``out_dir``.
-        link: Hard-link the tar files when on the same file system (no extra space);
-            otherwise, or when ``False``, copy them.
+        link: Hard-link the tar files when on the same file system (no extra space), else copy them.
 
     Returns:
         A :class:`MergeReport`.
@@ -239,10 +234,9 @@ def merge_shard_sets(
     Raises:
         ManifestError: If a part is not a shard set, or its manifest lacks ``class_pixels``.
         FileExistsError: If ``out_dir`` holds a shard set and ``overwrite`` is off.
-        ValueError: If no parts are given, ``out_dir`` is one of them, the parts differ in
-            split, source, classes or a run field (e.g. another generator), worker parts
-            are missing or from different runs, a key occurs twice, or a shard does not
-            hold the number of samples its manifest says.
+        ValueError: If no parts are given, ``out_dir`` is one of them, the parts differ (split,
+            source, classes, a run field), worker parts are missing or from different runs, a
+            key occurs twice, or a shard does not hold the samples its manifest says.
     """
     out_dir = Path(out_dir)
     if not parts:

@@ -20,9 +20,8 @@ counts so datasets split it exactly across ranks and workers, or a **list of sha
 (brace patterns, ``.tar`` names, every ``pipe:`` spec), which has no manifest and is
 split by whole shards (see :class:`aras400k.data.ShardDataset`).
 
-This is the transport layer: it parses specs and opens shard streams, knowing nothing
-of the shard format (:mod:`aras400k.data.shards`). ``fsspec`` is imported only when an
-fsspec URL is opened.
+This is the transport layer, knowing nothing of the shard format
+(:mod:`aras400k.data.shards`); ``fsspec`` is imported only when an fsspec URL is opened.
 """
 
 from __future__ import annotations
@@ -236,11 +235,11 @@ def as_location(spec: str | Path) -> str | Path:
 
 
 def locate(folder: str | Path, name: str) -> str | Path:
-    """The location of file ``name`` in a shard set folder, a :class:`Path` when the folder is local.
+    """Like :func:`join_location`, but a :class:`Path` when the folder is local.
 
     Args:
         folder: Folder path or URL.
-        name: File name (a shard, ``manifest.json``).
+        name: File name.
 
     Returns:
         ``Path(folder) / name`` for a local folder, else the joined URL.
@@ -384,10 +383,10 @@ class ShardStream:
     once its reads have waited ``deadline_s`` seconds in all, even on a server that sends
     a byte now and then; an HTTP(S) connection silent for :data:`HTTP_TIMEOUT_S` fails sooner.
 
-    A ``pipe:`` command is checked when the stream closes: a reader that got to the end
-    raises :class:`PipeError` on a non-zero exit status; one that stopped early stops the
-    command, whose status only matters when the reader stopped on an error (an empty or
-    truncated tar from a failed ``cat`` or ``curl``): :class:`PipeError` is raised from it.
+    A ``pipe:`` command is checked when the stream closes: after a complete read a non-zero
+    exit status raises :class:`PipeError`; a reader that stopped early stops the command,
+    and only a reader stopped by an error (an empty or truncated tar from a failed ``cat``
+    or ``curl``) gets :class:`PipeError` raised from that error.
 
     Args:
         location: Local path, URL or ``pipe:`` command.
@@ -397,8 +396,8 @@ class ShardStream:
     Raises:
         FileNotFoundError: If the file or URL does not exist (HTTP 404).
         OSError: If a URL cannot be reached or answers with another HTTP error.
-        ShardTimeoutError: If a remote shard is not read within its deadline.
-        ImportError: If the URL needs fsspec or an fsspec backend that is not installed.
+        ShardTimeoutError: Past the deadline.
+        ImportError: If the URL needs fsspec or a backend that is not installed.
         PipeError: See above.
     """
 

@@ -1,8 +1,8 @@
 """Procedural synthetic land-cover scenes: the project's embedded demo dataset.
 
-:func:`generate_scene` draws a satellite-like RGB patch and its 7-class mask (the
-class table of :mod:`aras400k.classes`) from a numpy random generator, so a segmenter
-can be trained and tested on a CPU without downloading anything.
+:func:`generate_scene` draws a satellite-like RGB patch and its 7-class mask
+(:mod:`aras400k.classes`) from a numpy random generator, so a segmenter can be trained
+and tested on a CPU without downloading anything.
 
 The approach, in drawing order:
 
@@ -24,7 +24,7 @@ The approach, in drawing order:
 
 Every length is a fraction of the scene size, so a 256 px scene looks like a 64 px one
 at higher detail. Everything is vectorised numpy; a 64 px scene takes a few
-milliseconds, and the output depends only on the state of the generator passed in.
+milliseconds and depends only on the state of the generator passed in.
 """
 
 from __future__ import annotations
@@ -191,11 +191,11 @@ def _smooth_noise(
 ) -> np.ndarray:
     """``(len(scales), size, size)`` float32 fields with zero mean, unit std and power-law spectra.
 
-    White noise is filtered by the amplitude spectrum ``(1 + (2 pi f L)^2)^(-beta / 4)``:
-    flat below the knee ``1 / (2 pi L)``, falling as ``f^(-beta / 2)`` above it, so the
-    correlation length ``L`` (``scales``, pixels) sets the blob size and ``beta`` the
-    roughness (about 3 gives fractal edges; 5 smooth blobs). ``pad`` draws on a grid 1.5
-    times larger and crops, so the periodic FFT does not make opposite edges match.
+    White noise is filtered by the amplitude spectrum ``(1 + (2 pi f L)^2)^(-beta / 4)``,
+    flat below ``1 / (2 pi L)`` and falling as ``f^(-beta / 2)`` above: the correlation
+    length ``L`` (``scales``, pixels) sets the blob size, ``beta`` the roughness (3: fractal
+    edges; 5: smooth blobs). ``pad`` draws 1.5 times larger and crops, so the periodic FFT
+    does not make opposite edges match.
     """
     m = size + (size // 2 if pad else 0)
     m += m % 2

@@ -66,8 +66,8 @@ def find_splits(root: Path, splits: Sequence[str] | None) -> dict[str, Path]:
 
     Raises:
         ValueError: On an empty, repeated or malformed split name.
-        ReleaseImportError: If ``root`` or a requested split folder is missing, or (by
-            default) ``root`` holds none of the release splits.
+        ReleaseImportError: If ``root`` or a requested split folder is missing, or ``root``
+            holds none of the release splits.
     """
     if not root.exists():
         raise ReleaseImportError(f"release folder {root} does not exist")

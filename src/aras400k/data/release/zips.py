@@ -69,9 +69,8 @@ class ZipMember:
     """A file or folder inside a zip, named by the zip's path and its own: a picklable ``zipfile.Path``.
 
     A ``zipfile.Path`` holds its open zip and cannot go to a worker process; this holds
-    names only, and each process opens the zip itself on first use (a forked process
-    never reads through its parent's file offset). It has the part of ``zipfile.Path``
-    the importer reads.
+    names only, and each process opens the zip on first use (a forked process never
+    reads through its parent's file offset).
 
     Attributes:
         archive: The zip file, as the ``zipfile.ZipFile`` was opened with it.
@@ -154,8 +153,8 @@ def open_release_zips(
 ) -> list[ReleaseZip]:
     """Check the release zips and open each one's split folder for reading in place.
 
-    Every zip is checked to exist and be readable before any digest is computed, so a
-    missing zip is named at once rather than after minutes of hashing.
+    Every zip is checked to exist and be readable before any is hashed, so a missing one
+    is named at once rather than after minutes of hashing.
 
     Args:
         zips: The zip files, e.g. ``train.zip val.zip test.zip synth.zip``.
