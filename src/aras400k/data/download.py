@@ -1,19 +1,17 @@
 """Find and fetch the Sentinel-2 RGBNIR and WorldCover tiles covering a bounding box.
 
 Two sources build a :class:`DownloadPlan` (see ``docs/mapping.md``):
-
-- :func:`terrascope_plan`: the Terrascope catalogue the published downloader uses
-  (``terracatalogueclient``; credentials from :data:`TERRASCOPE_USER_ENV` and
-  :data:`TERRASCOPE_PASSWORD_ENV`);
-- :func:`stac_plan`: any STAC API (``pystac-client``), collection ids and asset keys
-  configurable; an optional bearer token from :data:`STAC_TOKEN_ENV`.
+:func:`terrascope_plan`, the Terrascope catalogue of the published downloader
+(``terracatalogueclient``; credentials from :data:`TERRASCOPE_USER_ENV` and
+:data:`TERRASCOPE_PASSWORD_ENV`), and :func:`stac_plan`, any STAC API (``pystac-client``;
+configurable collections and asset keys, an optional bearer token from :data:`STAC_TOKEN_ENV`).
 
 :func:`download` fetches a plan into ``OUT/s2/*_S2RGBNIR.tif`` and
 ``OUT/worldcover/*_Map.tif``, the folders ``aras-data prepare`` reads. It is resumable:
-a file is written to ``NAME.part`` and renamed when complete and verified (size, and
-checksum where the catalogue gives one); a rerun skips finished files and continues a
-``.part`` file with an HTTP ``Range`` request where the server supports it. Secrets are
-never printed: they travel only in request headers or the catalogue client.
+a file goes to ``NAME.part``, renamed once complete and verified (size, and checksum
+where the catalogue gives one); a rerun skips finished files and continues a ``.part``
+file with an HTTP ``Range`` request. Secrets are never printed: they travel only in
+request headers or the catalogue client.
 """
 
 from __future__ import annotations
@@ -29,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from aras400k.errors import check_at_least
 
 __all__ = [
     "DEFAULT_STAC_COLLECTIONS",
@@ -109,10 +109,9 @@ class DownloadPlan:
         """One line per file (size, destination, URL) and a total line."""
         lines = [f"{_human(item.size):>10}  {item.path}  <- {item.url}" for item in self.items]
         unknown = sum(item.size is None for item in self.items)
-        total = f"{len(self.items)} files, {_human(self.total_size)}" + (
-            f" ({unknown} of unknown size)" if unknown else ""
-        )
-        lines.append(total + (f" -> {out}" if out is not None else ""))
+        note = f" ({unknown} of unknown size)" if unknown else ""
+        where = f" -> {out}" if out is not None else ""
+        lines.append(f"{len(self.items)} files, {_human(self.total_size)}{note}{where}")
         return "\n".join(lines)
 
 
@@ -240,8 +239,7 @@ def stac_plan(
         bbox: ``(west, south, east, north)`` in degrees.
         year: Year of the composites and maps.
         collections: Collection ids of the Sentinel-2 RGBNIR composites and the WorldCover maps.
-        assets: Asset keys of the two (``None``: the asset whose file ends in ``_S2RGBNIR.tif`` /
-            ``_Map.tif``).
+        assets: Asset keys of the two (``None``: the asset ending in ``_S2RGBNIR.tif`` / ``_Map.tif``).
         timeout: Seconds to wait for each answer.
         token_env: Environment variable with an optional bearer token.
 
@@ -254,6 +252,7 @@ def stac_plan(
         OSError: For a server that does not answer.
     """
     try:
+        import requests
         from pystac_client import Client
         from pystac_client.exceptions import APIError
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -264,25 +263,17 @@ def stac_plan(
     items: list[DownloadItem] = []
     try:
         client = Client.open(url, headers=headers, timeout=timeout)
+        dates = f"{year}-01-01/{year}-12-31"
         for kind, collection, key in zip(KINDS, collections, assets, strict=True):
-            found = list(
-                client.search(collections=[collection], bbox=box, datetime=f"{year}-01-01/{year}-12-31").items()
-            )
+            found = list(client.search(collections=[collection], bbox=box, datetime=dates).items())
             if not found:
                 raise ValueError(_no_coverage(collection, box, year))
             for stac_item in found:
                 asset = _pick_asset(stac_item, key, KINDS[kind][1])
                 size = asset.extra_fields.get("file:size")
+                size = size if isinstance(size, int) else None
                 href = asset.get_absolute_href() or asset.href
-                items.append(
-                    _item(
-                        kind,
-                        stac_item.id,
-                        href,
-                        size if isinstance(size, int) else None,
-                        _stac_checksum(asset.extra_fields),
-                    )
-                )
+                items.append(_item(kind, stac_item.id, href, size, _stac_checksum(asset.extra_fields)))
     except APIError as err:
         status = getattr(err, "status_code", None)
         if status in (401, 403):
@@ -290,7 +281,7 @@ def stac_plan(
         if status is None:
             raise OSError(f"{url}: the STAC API did not answer (connection refused, lost or timed out)") from None
         raise OSError(f"{url}: STAC API error {status}: {_first_line(err)}") from None
-    except _requests_errors() as err:
+    except (requests.ConnectionError, requests.Timeout) as err:
         raise OSError(f"{url}: STAC API did not answer ({type(err).__name__})") from None
     return DownloadPlan(_unique(items), headers=headers, header_hosts=frozenset({urlsplit(url).netloc}))
 
@@ -308,12 +299,6 @@ def _refused(where: str, status: Any, env: Sequence[str]) -> str:
     return f"{where} refused the credentials ({status}): check the environment variable(s) {', '.join(env)}"
 
 
-def _requests_errors() -> tuple[type[BaseException], ...]:
-    import requests
-
-    return (requests.ConnectionError, requests.Timeout)
-
-
 def terrascope_plan(
     bbox: Sequence[float],
     year: int,
@@ -322,8 +307,7 @@ def terrascope_plan(
 ) -> DownloadPlan:
     """Search the Terrascope catalogue, as the published downloader does.
 
-    Credentials come from :data:`TERRASCOPE_USER_ENV` and :data:`TERRASCOPE_PASSWORD_ENV`
-    and are handed only to the catalogue client; they are never printed.
+    The credentials (see the module docstring) go only to the catalogue client.
 
     Args:
         bbox: ``(west, south, east, north)`` in degrees.
@@ -359,14 +343,13 @@ def terrascope_plan(
     try:
         catalogue = catalogue.authenticate_non_interactive(user, password) or catalogue
         for kind, collection in zip(KINDS, collections, strict=True):
-            products = list(
-                catalogue.get_products(collection, start=f"{year}-01-01", end=f"{year}-12-31", bbox=list(box))
-            )
-            files = [(p.id, f) for p in products for f in p.data if _url_name(f.href).endswith(KINDS[kind][1])]
+            wanted = KINDS[kind][1]
+            dates = {"start": f"{year}-01-01", "end": f"{year}-12-31"}
+            products = list(catalogue.get_products(collection, **dates, bbox=list(box)))
+            files = [(p.id, f) for p in products for f in p.data if _url_name(f.href).endswith(wanted)]
             if not products:
                 raise ValueError(_no_coverage(collection, box, year))
             if not files:
-                wanted = KINDS[kind][1]
                 raise ValueError(f"{len(products)} products of {collection} cover the box but none has a *{wanted}")
             items.extend(_item(kind, pid, f.href, f.length, None) for pid, f in files)
     except ValueError:
@@ -397,16 +380,11 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-# --------------------------------------------------------------------------- download
-
-
 def _target(out: Path, relative: str) -> Path:
     """``out / relative``, refused unless it stays inside ``out``."""
     rel = Path(relative)
-    if rel.is_absolute() or ".." in rel.parts:
-        raise ValueError(f"refusing to write {relative!r} outside {out}")
     path = (out / rel).resolve()
-    if not path.is_relative_to(out.resolve()):
+    if rel.is_absolute() or ".." in rel.parts or not path.is_relative_to(out.resolve()):
         raise ValueError(f"refusing to write {relative!r} outside {out}")
     return path
 
@@ -448,9 +426,6 @@ class _Fetcher:
             self.local.session.auth = self.plan.auth
         return self.local.session
 
-    def headers(self, url: str) -> dict[str, str]:
-        return dict(self.plan.headers) if urlsplit(url).netloc in self.plan.header_hosts else {}
-
     def fetch(self, item: DownloadItem, path: Path) -> None:
         """Fetch into ``path.part`` (continuing it), verify, rename; retry a dropped connection."""
         part = path.with_name(path.name + ".part")
@@ -478,7 +453,7 @@ class _Fetcher:
         if item.size is not None and have > item.size:
             part.unlink()
             have = 0
-        headers = self.headers(item.url)
+        headers = dict(self.plan.headers) if urlsplit(item.url).netloc in self.plan.header_hosts else {}
         if have:
             headers["Range"] = f"bytes={have}-"
         with self.session().get(item.url, headers=headers, stream=True, timeout=self.timeout) as response:
@@ -487,14 +462,14 @@ class _Fetcher:
             if response.status_code == 416 and item.size is not None and have == item.size:
                 return  # the .part file is already whole
             response.raise_for_status()
-            resumed = response.status_code == 206 and response.headers.get("Content-Range", "").startswith(
-                f"bytes {have}-"
-            )
+            content_range = response.headers.get("Content-Range", "")
+            resumed = response.status_code == 206 and content_range.startswith(f"bytes {have}-")
+            written = have if resumed else 0
             if resumed:
                 self.progress(have)  # the bar counts the whole file; the report only what travelled
-            expected = _expected_length(response, have if resumed else 0)
+            length = response.headers.get("Content-Length")
+            expected = written + int(length) if length and length.isdigit() else None
             with part.open("ab" if resumed else "wb") as f:
-                written = have if resumed else 0
                 for chunk in response.iter_content(_CHUNK):
                     f.write(chunk)
                     written += len(chunk)
@@ -506,11 +481,6 @@ class _Fetcher:
         with self.lock:
             self.transferred += n
             self.progress(n)
-
-
-def _expected_length(response: Any, start: int) -> int | None:
-    length = response.headers.get("Content-Length")
-    return start + int(length) if length and length.isdigit() else None
 
 
 def download(
@@ -527,7 +497,7 @@ def download(
         plan: Files to fetch.
         out: Output folder (``out/s2``, ``out/worldcover`` are created).
         workers: Parallel downloads.
-        timeout: Seconds to wait for a connection or for the next bytes of an answer.
+        timeout: Seconds to wait for a connection or the next bytes.
         retries: Extra tries of a file whose connection drops (each continues the ``.part`` file).
         progress: Show a progress bar in bytes.
 
@@ -540,8 +510,7 @@ def download(
     """
     from tqdm.auto import tqdm
 
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+    check_at_least("workers", workers, 1)
     root = Path(out)
     report = DownloadReport(out=root)
     todo: list[tuple[DownloadItem, Path]] = []
@@ -552,9 +521,8 @@ def download(
         else:
             todo.append((item, path))
     known = sum(item.size or 0 for item, _ in todo)
-    with tqdm(
-        total=known or None, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress, desc="download"
-    ) as bar:
+    bar = tqdm(total=known or None, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress, desc="download")
+    with bar:
         fetcher = _Fetcher(plan, timeout, retries, bar.update)
         for _, path in todo:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,15 +1,15 @@
 """Real-patch preparation: Sentinel-2 true-colour GeoTIFFs + ESA WorldCover maps -> shards.
 
-This is the paper's section 3.1 (``aras-data prepare``). Every Sentinel-2 tile
-(``*_S2RGBNIR.tif``, bands R, G, B, NIR) is cut into whole ``patch_size`` patches on its
-own pixel grid, row-major. For each patch the WorldCover codes are sampled on the
-patch's pixel grid with nearest resampling, from every WorldCover map
-(``*_Map.tif``) that overlaps the patch, so a patch straddling two maps is complete.
-The codes are remapped to the seven classes; a patch is dropped if its image is all
-zeros, if any pixel is no-data (WorldCover 0, a code the remap does not know, or no map
-covering it), or if more than ``max_water`` of it is water. Kept patches have their
-RGB scaled by the patch's own maximum to uint8 and are written to ``train``/``val``/
-``test`` shard sets by a seeded hash of their key (:func:`~aras400k.data.splits.split_for_key`).
+This is the paper's section 3.1 (``aras-data prepare``; step by step in
+``docs/preparing-data.md``). Every Sentinel-2 tile (``*_S2RGBNIR.tif``, R, G, B, NIR,
+with a tile id such as ``N36E027`` in its name) is cut into whole patches on its own
+pixel grid, row-major, keyed ``{tile}_{row:03d}_{col:03d}``. Each patch's WorldCover
+codes are sampled on its pixel grid with nearest resampling from every map
+(``*_Map.tif``) overlapping it (through a ``WarpedVRT`` in another CRS). A patch is
+dropped, and counted, if its image is all zeros, if any pixel is no-data (WorldCover 0,
+a code the remap lacks, or no map), or if over ``max_water`` of it is water, in that
+order. Kept patches are scaled by their own maximum to uint8 and split by a seeded
+hash of their key (:func:`~aras400k.data.splits.split_for_key`).
 
 rasterio is an optional dependency (``pip install "aras400k[geo]"``); it is imported
 when :func:`prepare_geotiffs` runs, so this module imports without it.
@@ -17,13 +17,14 @@ when :func:`prepare_geotiffs` runs, so this module imports without it.
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -33,6 +34,7 @@ from aras400k.data.parallel import LineProgress, ordered_map, resolve_workers
 from aras400k.data.parallel import progress as progress_bar
 from aras400k.data.shards import MANIFEST_NAME, EncodedSample, Sample, ShardWriter, encode_sample
 from aras400k.data.splits import SPLIT_NAMES, split_for_key
+from aras400k.errors import check_at_least, check_within
 
 if TYPE_CHECKING:
     from affine import Affine
@@ -53,7 +55,6 @@ _RGB_BANDS = [1, 2, 3]
 _SKIP_REASONS = ("zeros", "nodata", "water")
 _WATER = CLASS_NAMES.index("water")
 _MADE_BY = "aras-data prepare"
-_NO_RASTERIO = 'aras-data prepare needs rasterio: pip install "aras400k[geo]"'
 
 Bounds = tuple[float, float, float, float]
 
@@ -66,9 +67,8 @@ class PrepareReport:
         tiles: Sentinel-2 tiles processed.
         patches: Candidate patches seen (whole patches of all tiles).
         written: Split name -> samples written.
-        skipped: Skip reason -> patches dropped for it: ``"zeros"`` (image all zeros),
-            ``"nodata"`` (a WorldCover no-data or unmapped pixel, or no WorldCover
-            coverage) and ``"water"`` (more than ``max_water`` water).
+        skipped: Skip reason (``"zeros"``, ``"nodata"``, ``"water"``; see the module docstring)
+            -> patches dropped for it.
     """
 
     tiles: int = 0
@@ -77,12 +77,7 @@ class PrepareReport:
     skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SKIP_REASONS, 0))
 
     def summary(self) -> str:
-        """Render the report as a few human-readable lines.
-
-        Returns:
-            Tiles and patches, samples written per split, and every skip reason with
-            its count and share of the candidate patches.
-        """
+        """Tiles, patches, samples per split and every skip reason with its count and share, one per line."""
 
         def share(n: int) -> str:
             return f"{100 * n / self.patches:.1f}%" if self.patches else "0.0%"
@@ -128,21 +123,11 @@ class _Options:
     seed: int
 
 
-class _CodeReader(Protocol):
-    """Reads WorldCover codes on a window of the Sentinel-2 grid."""
-
-    bounds: Bounds
-
-    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(codes, covered)``, both shaped like the window."""
-        ...
-
-
 class _GridReader:
     """Samples a north-up WorldCover map in the Sentinel-2 CRS at the patch's pixel centres.
 
-    Nearest resampling is exact here: each output pixel takes the map pixel holding its
-    centre. Only the map window under the patch is read.
+    Each output pixel takes the map pixel holding its centre (exact nearest resampling),
+    reading only the map window under the patch.
     """
 
     def __init__(self, dataset: DatasetReader, s2_transform: Affine) -> None:
@@ -151,15 +136,7 @@ class _GridReader:
         self._s2 = s2_transform
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Read the codes under ``window`` (a window of the Sentinel-2 grid).
-
-        Args:
-            window: Integer window of the Sentinel-2 tile.
-
-        Returns:
-            ``(codes, covered)``: ``(h, w)`` codes (0 where not covered) and a boolean
-            array telling which pixels this map covers.
-        """
+        """The ``(codes, covered)`` arrays under a window of the Sentinel-2 grid (codes 0 where not covered)."""
         from rasterio.windows import Window
 
         t, s = self.dataset.transform, self._s2
@@ -181,10 +158,9 @@ class _GridReader:
 
 
 class _WarpedReader:
-    """Reads a WorldCover map in another CRS (or rotated) through a ``WarpedVRT``.
+    """Reads a WorldCover map in another CRS (or rotated) through a ``WarpedVRT`` on the tile's own grid.
 
-    The VRT is laid on the Sentinel-2 tile's own grid with nearest resampling, so a
-    patch window of the tile is a window of the VRT; pixels outside the map read as 0.
+    A patch window of the tile is then a window of the VRT; pixels outside the map read as 0.
     """
 
     def __init__(self, dataset: DatasetReader, s2: DatasetReader, bounds: Bounds, stack: ExitStack) -> None:
@@ -192,37 +168,25 @@ class _WarpedReader:
         from rasterio.vrt import WarpedVRT
 
         self.bounds = bounds
-        self.vrt = stack.enter_context(
-            WarpedVRT(
-                dataset,
-                crs=s2.crs,
-                transform=s2.transform,
-                width=s2.width,
-                height=s2.height,
-                resampling=Resampling.nearest,
-                nodata=WORLDCOVER_NODATA,
-            )
-        )
+        grid = {"crs": s2.crs, "transform": s2.transform, "width": s2.width, "height": s2.height}
+        vrt = WarpedVRT(dataset, **grid, resampling=Resampling.nearest, nodata=WORLDCOVER_NODATA)
+        self.vrt = stack.enter_context(vrt)
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Read the codes under ``window`` (a window of the Sentinel-2 grid).
-
-        Args:
-            window: Integer window of the Sentinel-2 tile.
-
-        Returns:
-            ``(codes, covered)``; a pixel counts as covered where its code is not 0.
-        """
+        """Like :meth:`_GridReader.read`; a pixel counts as covered where its code is not 0."""
         codes = self.vrt.read(1, window=window).astype(np.int64)
         return codes, codes != WORLDCOVER_NODATA
 
 
-class _WorldCoverIndex:
-    """The WorldCover maps' headers, read once, and the maps that overlap a tile.
+#: Reads WorldCover codes on windows of the Sentinel-2 grid.
+_CodeReader = _GridReader | _WarpedReader
 
-    Headers (CRS, bounds) are read once at the start; a map is opened again only for
-    the Sentinel-2 tiles it overlaps (never per patch), so few files are open at once
-    even for the global set of maps.
+
+class _WorldCoverIndex:
+    """The WorldCover maps' headers (CRS, bounds), read once, and the maps that overlap a tile.
+
+    A map is reopened only for the tiles it overlaps (never per patch), so few files are
+    open at once even for the global maps.
     """
 
     def __init__(self, paths: Sequence[Path]) -> None:
@@ -253,15 +217,7 @@ class _WorldCoverIndex:
         return self._bounds_cache[key]
 
     def readers_for(self, s2: DatasetReader, stack: ExitStack) -> list[_CodeReader]:
-        """Open the maps overlapping a Sentinel-2 tile.
-
-        Args:
-            s2: The open Sentinel-2 tile.
-            stack: Closes the maps (and VRTs) when the tile is done.
-
-        Returns:
-            One reader per overlapping map, in file order.
-        """
+        """One reader per map overlapping an open Sentinel-2 tile, in file order; ``stack`` closes them."""
         import rasterio
 
         tile_bounds: Bounds = tuple(s2.bounds)  # type: ignore[assignment]
@@ -278,14 +234,6 @@ class _WorldCoverIndex:
         return readers
 
 
-def _require_rasterio() -> None:
-    """Raise a helpful ImportError when rasterio is missing."""
-    try:
-        import rasterio  # noqa: F401
-    except ImportError as err:
-        raise ImportError(_NO_RASTERIO) from err
-
-
 def _overlaps(a: Bounds, b: Bounds) -> bool:
     """Whether two ``(left, bottom, right, top)`` boxes share some area (touching is not enough)."""
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
@@ -299,21 +247,13 @@ def _window_bounds(window: Window, transform: Affine) -> Bounds:
 
 
 def _affine(dataset: DatasetReader, window: Window) -> list[float]:
-    """A window's affine transform as six numbers in rasterio's order ``a, b, c, d, e, f``.
-
-    A pixel ``(col, row)`` of the patch has its upper-left corner at
-    ``x = a * col + b * row + c``, ``y = d * col + e * row + f`` (``rasterio.Affine(*t)``).
-    """
+    """A window's affine transform as six numbers in rasterio's order ``a, b, c, d, e, f`` (``Affine(*t)``)."""
     t = dataset.window_transform(window)
     return [float(t.a), float(t.b), float(t.c), float(t.d), float(t.e), float(t.f)]
 
 
 def _find_files(folder: Path, pattern: str, what: str) -> list[Path]:
-    """List the files matching ``pattern`` under ``folder``, recursively and sorted.
-
-    Raises:
-        FileNotFoundError: If the folder is missing or holds no matching file.
-    """
+    """The files matching ``pattern`` under ``folder``, recursively and sorted; none is an error."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{what} folder {folder} does not exist")
     paths = sorted(p for p in folder.rglob(pattern) if p.is_file())
@@ -323,12 +263,7 @@ def _find_files(folder: Path, pattern: str, what: str) -> list[Path]:
 
 
 def _index_s2(paths: Sequence[Path], patch_size: int) -> list[_S2Tile]:
-    """Read the Sentinel-2 headers: tile ids, band counts and patch grids.
-
-    Raises:
-        ValueError: If a name has no tile id, two files share one, or a file has fewer
-            than three bands, no CRS or a rotated grid.
-    """
+    """Read the Sentinel-2 headers: tile ids, band counts and patch grids (checked)."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
@@ -358,16 +293,7 @@ def _index_s2(paths: Sequence[Path], patch_size: int) -> list[_S2Tile]:
 
 
 def _read_codes(readers: Sequence[_CodeReader], window: Window, bounds: Bounds) -> np.ndarray:
-    """WorldCover codes under a patch, each pixel from the first map that has data there.
-
-    Args:
-        readers: Maps overlapping the patch's tile.
-        window: The patch's window on the Sentinel-2 grid.
-        bounds: The patch's bounds in the Sentinel-2 CRS.
-
-    Returns:
-        ``(h, w)`` int64 codes; 0 (no data) where no map covers a pixel.
-    """
+    """``(h, w)`` int64 WorldCover codes under a patch, each pixel from the first map with data there (else 0)."""
     codes = np.full((window.height, window.width), WORLDCOVER_NODATA, dtype=np.int64)
     for reader in readers:
         if not _overlaps(reader.bounds, bounds):
@@ -380,12 +306,6 @@ def _read_codes(readers: Sequence[_CodeReader], window: Window, bounds: Bounds) 
     return codes
 
 
-def _remap(codes: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """Map WorldCover codes to class indices; codes outside 0..255 become ignore (255)."""
-    known = (codes >= 0) & (codes < len(lut))
-    return np.where(known, lut[np.clip(codes, 0, len(lut) - 1)], IGNORE_INDEX).astype(np.uint8)
-
-
 def _scale_to_uint8(rgb: np.ndarray, peak: float) -> np.ndarray:
     """Scale an RGB patch by its maximum: ``round(rgb / peak * 255)`` computed in float."""
     scaled = np.round(rgb.astype(np.float64) / float(peak) * 255.0)
@@ -395,22 +315,13 @@ def _scale_to_uint8(rgb: np.ndarray, peak: float) -> np.ndarray:
 def _patch(
     rgb: np.ndarray, readers: Sequence[_CodeReader], window: Window, bounds: Bounds, opts: _Options
 ) -> tuple[np.ndarray, np.ndarray] | str:
-    """Build one patch's image and mask, or say why it is skipped.
-
-    Args:
-        rgb: ``(h, w, 3)`` raw Sentinel-2 values.
-        readers: WorldCover maps overlapping the tile.
-        window: The patch's window on the Sentinel-2 grid.
-        bounds: The patch's bounds in the Sentinel-2 CRS.
-        opts: The run's settings.
-
-    Returns:
-        ``(image, mask)`` as uint8 arrays, or the skip reason.
-    """
+    """One patch's uint8 ``(image, mask)`` from its raw ``(h, w, 3)`` values, or the reason it is skipped."""
     peak = rgb.max()
     if not peak > 0:  # all zeros (or no positive value at all)
         return "zeros"
-    mask = _remap(_read_codes(readers, window, bounds), opts.lut)
+    codes = _read_codes(readers, window, bounds)
+    known = (codes >= 0) & (codes < len(opts.lut))  # codes outside the table are no-data (ignore, 255)
+    mask = np.where(known, opts.lut[np.clip(codes, 0, len(opts.lut) - 1)], IGNORE_INDEX).astype(np.uint8)
     if (mask == IGNORE_INDEX).any():
         return "nodata"
     if np.count_nonzero(mask == _WATER) > opts.max_water * mask.size:
@@ -425,12 +336,7 @@ def _tile_samples(
     opts: _Options,
     bar: tqdm[Any] | LineProgress,
 ) -> Iterator[tuple[str, Sample]]:
-    """Cut one Sentinel-2 tile into patches, a row of patches per window read.
-
-    Yields:
-        ``(split, sample)`` for every kept patch, in row-major order; skips are counted
-        in ``report`` as they are found.
-    """
+    """Yield ``(split, sample)`` for every kept patch of a tile (one read per row), counting skips in ``report``."""
     import rasterio
     from rasterio.windows import Window
 
@@ -485,25 +391,13 @@ def prepare_geotiffs(
 ) -> PrepareReport:
     """Cut Sentinel-2 tiles and WorldCover maps into ``train``/``val``/``test`` shard sets.
 
-    Sentinel-2 files are ``*_S2RGBNIR.tif`` (bands 1-3 are R, G, B; band 4, NIR, is
-    unused) with a tile id such as ``N36E027`` in the name; WorldCover maps are
-    ``*_Map.tif``; both are searched recursively. Each tile is cut into whole patches
-    on its pixel grid, keyed ``{tile}_{row:03d}_{col:03d}`` (patch indices), reading
-    one row of patches at a time. A patch's WorldCover codes come from every map
-    overlapping it (a map in another CRS is warped with a nearest-neighbour
-    ``WarpedVRT``), sampled with nearest resampling to exactly ``patch_size`` pixels a
-    side. A patch is skipped, and counted, if its image is all zeros, if any pixel is
-    no-data (WorldCover 0, a code ``remap`` lacks, or no map coverage), or if more than
-    ``max_water`` of it is water, checked in that order. Kept images are scaled by the
-    patch's maximum to uint8. ``meta.json`` gets ``tile``, ``bounds`` (left, bottom,
-    right, top in the Sentinel-2 CRS), ``crs`` (as ``rasterio.crs.CRS.to_string()``
-    gives it: ``EPSG:32635`` or WKT) and ``transform`` (the patch's affine transform,
-    six numbers in rasterio's order ``a, b, c, d, e, f``; see ``docs/data.md``), which
-    prediction GeoTIFFs reuse; the writer adds the composition.
+    The method is the module docstring's (band 4, NIR, is unused). ``meta.json`` gets
+    ``tile``, ``bounds``, ``crs`` and ``transform`` (the patch's affine transform in
+    rasterio's order; see ``docs/data.md``), which prediction GeoTIFFs reuse.
 
     Args:
-        s2_dir: Folder holding the Sentinel-2 tiles.
-        worldcover_dir: Folder holding the WorldCover maps.
+        s2_dir: Folder holding the Sentinel-2 tiles (searched recursively).
+        worldcover_dir: Folder holding the WorldCover maps (searched recursively).
         out_dir: Output folder; the shard sets go to ``out_dir/{train,val,test}``.
         patch_size: Patch side in Sentinel-2 pixels.
         remap: WorldCover code -> class index; ``None`` uses the published dataset's
@@ -513,10 +407,9 @@ def prepare_geotiffs(
         seed: Seed of the key-hash split assignment.
         samples_per_shard: Samples per tar shard.
         overwrite: Replace existing shard sets in ``out_dir``.
-        progress: Show a progress bar over rows of patches (rows/s; a few lines on a non-terminal).
-        workers: Processes encoding the patches' PNGs (reading stays in this one);
-            ``None``: every usable core. The shards are the same, byte for byte, for
-            any number.
+        progress: Show a progress bar over rows of patches (a few lines on a non-terminal).
+        workers: Processes encoding the PNGs (reading stays in this one); ``None``: every
+            usable core. The shards are the same, byte for byte, for any number.
 
     Returns:
         The counts of tiles, patches, samples written per split and skips per reason.
@@ -524,16 +417,17 @@ def prepare_geotiffs(
     Raises:
         ImportError: If rasterio is not installed.
         FileNotFoundError: If an input folder is missing or holds no matching file.
-        FileExistsError: If a split folder already holds a shard set and ``overwrite``
-            is off (checked before anything is written).
+        FileExistsError: If a split folder holds a shard set and ``overwrite`` is off
+            (checked before anything is written).
         ValueError: On a bad argument, a Sentinel-2 name without a tile id, two files of
-            one tile, or an unreadable or unsuitable raster (the message names it).
+            one tile, or an unreadable or unsuitable raster.
     """
-    _require_rasterio()
-    if patch_size < 1:
-        raise ValueError(f"patch_size must be >= 1, got {patch_size}")
-    if not 0.0 <= max_water <= 1.0:
-        raise ValueError(f"max_water must be within [0, 1], got {max_water}")
+    try:
+        import rasterio  # noqa: F401
+    except ImportError as err:
+        raise ImportError('aras-data prepare needs rasterio: pip install "aras400k[geo]"') from err
+    check_at_least("patch_size", patch_size, 1)
+    check_within("max_water", max_water)
     split_for_key("", ratios, seed)  # fail early on bad ratios
     workers = resolve_workers(workers)
     opts = _Options(patch_size, worldcover_lookup(remap), float(max_water), tuple(ratios), seed)
@@ -548,20 +442,11 @@ def prepare_geotiffs(
 
     report = PrepareReport()
     extra = {"made_by": _MADE_BY, "patch_size": patch_size}
+    writer = functools.partial(
+        ShardWriter, source="real", samples_per_shard=samples_per_shard, overwrite=overwrite, extra=extra
+    )
     with ExitStack() as stack:  # on an exception every writer aborts, leaving no manifest
-        writers = {
-            split: stack.enter_context(
-                ShardWriter(
-                    out_dir / split,
-                    split=split,
-                    source="real",
-                    samples_per_shard=samples_per_shard,
-                    overwrite=overwrite,
-                    extra=extra,
-                )
-            )
-            for split in SPLIT_NAMES
-        }
+        writers = {split: stack.enter_context(writer(out_dir / split, split=split)) for split in SPLIT_NAMES}
         bar = stack.enter_context(progress_bar(sum(t.rows for t in tiles), "prepare", "row", progress))
         level = writers[SPLIT_NAMES[0]].compress_level
         jobs = (

@@ -2,24 +2,17 @@
 
 ``aras-synth stylegan3|spade|label`` (and ``aras-caption``) take ``--shard_index K
 --num_shards N``: worker ``K`` of ``N`` does a deterministic, contiguous ``K``-th part of
-the work and writes it as a complete shard set of its own in ``OUT/part-K-of-N``
-(:func:`worker_dir`), whose manifest records the worker (:func:`worker_record`). Each
-worker resumes like a single run. :func:`merge_shard_sets` (``aras-data merge``) then
-joins the parts, in worker order, into one shard set::
-
-    # a job array of 4 (K = 0..3), then:
-    aras-synth stylegan3 --ckpt G.ckpt --n 100000 --out data/synth --shard_index $K --num_shards 4
-    aras-data merge data/synth --out data/synth
-
-The merged set holds the same samples, in the same order and with the same member
-bytes, as one worker doing everything; its manifest has the summed counts, class pixels
-and composition and the run's fields (``generator``, ...). Its shards are the parts'
-tar files, renumbered, hard-linked when the file system allows (else copied), so the
-parts stay valid shard sets.
+the work and writes it, resumably, as a complete shard set in ``OUT/part-K-of-N``
+(:func:`worker_dir`) whose manifest records the worker (:func:`worker_record`).
+:func:`merge_shard_sets` (``aras-data merge OUT --out OUT``) joins the parts into one
+shard set with the same samples, order and member bytes as one worker doing everything;
+its shards are the parts' tar files, renumbered and hard-linked where possible (else
+copied), so the parts stay valid shard sets. See ``docs/scaling.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -80,7 +73,7 @@ def check_worker(shard_index: int, num_shards: int) -> None:
         num_shards: Workers the run is split over.
 
     Raises:
-        ValueError: If ``num_shards < 1`` or ``shard_index`` is outside ``0 .. num_shards - 1``.
+        ValueError: If ``num_shards < 1`` or ``shard_index`` is out of range.
     """
     if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
         raise ValueError(f"num_shards must be an integer >= 1 (the number of workers), got {num_shards!r}")
@@ -94,14 +87,12 @@ def check_worker(shard_index: int, num_shards: int) -> None:
 def worker_name(shard_index: int, num_shards: int) -> str:
     """Folder (or file) name part of worker ``shard_index`` of ``num_shards``: ``part-K-of-N``.
 
-    ``K`` is zero-padded to the width of ``N - 1``, so the names sort in worker order.
-
     Args:
         shard_index: The worker's part.
         num_shards: Workers of the run.
 
     Returns:
-        E.g. ``part-3-of-4`` or ``part-03-of-16``.
+        E.g. ``part-3-of-4`` or ``part-03-of-16`` (``K`` zero-padded, so names sort in worker order).
 
     Raises:
         ValueError: On an invalid ``shard_index``/``num_shards`` pair.
@@ -129,13 +120,13 @@ def worker_dir(out_dir: str | Path, shard_index: int, num_shards: int) -> Path:
 
 
 def work_digest(work: Any) -> str:
-    """A short hash of a JSON-serialisable description of a whole run's work (seeds, inputs, batching).
+    """16 hex digits hashing a JSON-serialisable description of a whole run's work (seeds, inputs, batching).
 
     Args:
         work: What every worker of the run must agree on.
 
     Returns:
-        16 hex digits.
+        The digest.
     """
     return hashlib.sha256(json.dumps(work, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -146,8 +137,7 @@ def worker_record(shard_index: int, num_shards: int, work: Any) -> dict[str, Any
     Args:
         shard_index: The worker's part.
         num_shards: Workers of the run.
-        work: Description of the whole run's work (see :func:`work_digest`); parts with
-            different descriptions are not merged.
+        work: Description of the whole run's work (see :func:`work_digest`); parts differing in it are not merged.
 
     Returns:
         ``{"shard_index", "num_shards", "work_sha256"}``.
@@ -180,15 +170,12 @@ def worker_parts(directory: str | Path) -> list[Path]:
         directory: The folder given as ``--out`` to the workers.
 
     Returns:
-        The part folders in name (= worker) order; empty if there are none (always for a URL,
-        which cannot be listed: give its parts one by one).
+        The part folders in worker order; empty if there are none (always for a URL, which
+        cannot be listed: give its parts one by one).
     """
-    if is_url(directory):
+    if is_url(directory) or not Path(directory).is_dir():
         return []
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if _PART_RE.match(p.name) and (p / MANIFEST_NAME).is_file())
+    return sorted(p for p in Path(directory).iterdir() if _PART_RE.match(p.name) and (p / MANIFEST_NAME).is_file())
 
 
 @dataclass
@@ -198,7 +185,7 @@ class MergeReport:
     Attributes:
         out_dir: The merged shard set.
         manifest: Path of its ``manifest.json``.
-        parts: The merged shard sets, in the order their samples were taken.
+        parts: The merged shard sets, in merge order.
         num_samples: Samples in the merged set.
         num_shards: Tar files in the merged set.
         linked: Tar files hard-linked rather than copied.
@@ -212,20 +199,12 @@ class MergeReport:
     linked: int
 
     def summary(self) -> str:
-        """Render the report for a terminal.
-
-        Returns:
-            Two lines: what was merged and where it went.
-        """
+        """Two lines for a terminal: what was merged and where it went."""
         copied = self.num_shards - self.linked
         how = f"{self.linked} hard-linked, {copied} copied" if self.linked else f"{copied} copied"
-        return "\n".join(
-            [
-                f"merged {len(self.parts)} shard sets ({', '.join(self.parts[:4])}"
-                f"{', ...' if len(self.parts) > 4 else ''}) into {self.num_samples} samples",
-                f"wrote {self.num_shards} shards ({how}) to {self.out_dir} (manifest {self.manifest})",
-            ]
-        )
+        parts = ", ".join(self.parts[:4]) + (", ..." if len(self.parts) > 4 else "")
+        merged = f"merged {len(self.parts)} shard sets ({parts}) into {self.num_samples} samples"
+        return f"{merged}\nwrote {self.num_shards} shards ({how}) to {self.out_dir} (manifest {self.manifest})"
 
 
 def merge_shard_sets(
@@ -233,29 +212,21 @@ def merge_shard_sets(
 ) -> MergeReport:
     """Join shard sets of one run (e.g. the ``part-K-of-N`` sets of split workers) into one shard set.
 
-    The parts must agree on split, source, classes and every run field of their
-    manifests (``generator``, ``labelled_by``, ...), and no key may occur in two parts.
-    Worker parts (with a ``worker`` field) must be all ``N`` parts of one run; they are
-    taken in worker order whatever order they are given in, so the merged set has the
-    samples of a single-worker run in the same order. Other shard sets are taken in the
-    order given.
+    The parts must agree on split, source, classes and every run field (``generator``,
+    ``labelled_by``, ...), and no key may occur in two parts. Worker parts must be all
+    ``N`` parts of one run and are taken in worker order; other shard sets in the order given.
 
-    The merged manifest has the summed ``num_samples``, ``num_masks`` and
-    ``class_pixels``, the composition recomputed from them, and the parts' common
-    fields (no ``worker`` field: the set is the whole run). The tar files are taken as
-    they are (hard-linked when possible, else copied) and renumbered
-    ``{prefix}-{i:06d}.tar``; their sha256 is taken from the parts' manifests (run
-    :func:`~aras400k.data.verify.verify_shards` to check every byte). The manifest is
-    written last, so ``out_dir`` is a shard set only once the merge is complete. A part
-    behind a URL is downloaded (its tar headers are read once to check the keys, then
-    the files are copied).
+    The merged manifest has the summed counts and class pixels, the composition
+    recomputed from them and the parts' common fields (no ``worker`` field). Shards are
+    named ``{prefix}-{i:06d}.tar``, their sha256 taken from the parts' manifests. The
+    manifest is written last, so ``out_dir`` is a shard set only once the merge is
+    complete. A part behind a URL is downloaded.
 
     Args:
         parts: Shard set folders to merge (at least one), local or URLs.
         out_dir: Folder of the merged set; it may be the folder holding the parts.
         overwrite: Replace a shard set already in ``out_dir``.
-        link: Hard-link the tar files when on the same file system (no extra space);
-            otherwise, or when ``False``, copy them.
+        link: Hard-link the tar files when on the same file system (no extra space), else copy them.
 
     Returns:
         A :class:`MergeReport`.
@@ -263,10 +234,9 @@ def merge_shard_sets(
     Raises:
         ManifestError: If a part is not a shard set, or its manifest lacks ``class_pixels``.
         FileExistsError: If ``out_dir`` holds a shard set and ``overwrite`` is off.
-        ValueError: If no parts are given, ``out_dir`` is one of them, the parts differ in
-            split, source, classes or a run field (e.g. another generator), worker parts
-            are missing or from different runs, a key occurs twice, or a shard does not
-            hold the number of samples its manifest says.
+        ValueError: If no parts are given, ``out_dir`` is one of them, the parts differ (split,
+            source, classes, a run field), worker parts are missing or from different runs, a
+            key occurs twice, or a shard does not hold the samples its manifest says.
     """
     out_dir = Path(out_dir)
     if not parts:
@@ -306,9 +276,10 @@ def merge_shard_sets(
     }
     if "classes" not in first:
         del manifest["classes"]
-    recorded, size = _image_size(manifests)
-    if recorded:
-        manifest["image_size"] = size
+    # Parts without samples, or written before sizes were recorded, have no image_size; mixed sizes give None.
+    sizes = [m["image_size"] for m in manifests if "image_size" in m]
+    if sizes:
+        manifest["image_size"] = sizes[0] if all(size == sizes[0] for size in sizes) else None
     _remove_stale(out_dir, prefix, len(shards))
     write_json_atomic(out_dir / MANIFEST_NAME, manifest)
     return MergeReport(
@@ -330,7 +301,7 @@ def _order_parts(
     paths: list[str | Path], manifests: list[dict[str, Any]]
 ) -> tuple[list[str | Path], list[dict[str, Any]]]:
     """Check worker records (all parts of one run, none missing) and sort the parts by worker."""
-    records = [m.get(WORKER_FIELD) for m in manifests]
+    records: list[Any] = [m.get(WORKER_FIELD) for m in manifests]
     if all(r is None for r in records):
         return paths, manifests
     for path, record in zip(paths, records, strict=True):
@@ -340,9 +311,7 @@ def _order_parts(
                 f"{other} is a part of a split run but {path} is not; merge only the part-K-of-N sets of one run"
             )
     first_path, first = paths[0], records[0]
-    assert first is not None
     for path, record in zip(paths, records, strict=True):
-        assert record is not None
         for name in ("num_shards", "work_sha256"):
             if record[name] != first[name]:
                 raise ValueError(
@@ -350,7 +319,7 @@ def _order_parts(
                     f"{first[name]} vs {record[name]}); rerun the workers with the same options"
                 )
     total = int(first["num_shards"])
-    indices = [int(r["shard_index"]) for r in records if r is not None]
+    indices = [int(r["shard_index"]) for r in records]
     if len(set(indices)) != len(indices):
         repeated = sorted({i for i in indices if indices.count(i) > 1})
         raise ValueError(f"part(s) {repeated} of {total} are given more than once")
@@ -380,27 +349,15 @@ def _common_fields(paths: list[str | Path], manifests: list[dict[str, Any]]) -> 
         values = [m.get(name) for m in manifests]
         if all(v == values[0] for v in values):
             extra[name] = values[0]
-            continue
-        if name in _PER_PART_FIELDS:
+        elif name in _PER_PART_FIELDS:
             extra[name] = values
-            continue
-        other = next(i for i, v in enumerate(values) if v != values[0])
-        raise ValueError(
-            f"{first_path} and {paths[other]} differ in {name!r} ({_short(values[0])} vs {_short(values[other])}); "
-            "only shard sets made the same way (same generator, checkpoint and settings) can be merged"
-        )
+        else:
+            other = next(i for i, v in enumerate(values) if v != values[0])
+            raise ValueError(
+                f"{first_path} and {paths[other]} differ in {name!r} ({_short(values[0])} vs {_short(values[other])}); "
+                "only shard sets made the same way (same generator, checkpoint and settings) can be merged"
+            )
     return extra
-
-
-def _image_size(manifests: list[dict[str, Any]]) -> tuple[bool, list[int] | None]:
-    """The merged ``image_size``: whether to record one, and the parts' common size or ``None`` (mixed).
-
-    Parts without samples, or written before sizes were recorded, have none and do not count.
-    """
-    sizes = [m["image_size"] for m in manifests if "image_size" in m]
-    if not sizes:
-        return False, None
-    return True, sizes[0] if all(size == sizes[0] for size in sizes) else None
 
 
 def _short(value: Any, limit: int = 160) -> str:
@@ -409,11 +366,7 @@ def _short(value: Any, limit: int = 160) -> str:
 
 
 def _check_keys(paths: list[str | Path], manifests: list[dict[str, Any]]) -> list[tuple[str | Path, dict[str, Any]]]:
-    """Read every shard's keys (tar headers only); fail on a repeated key or a wrong count.
-
-    Returns:
-        ``(tar location, manifest entry)`` of every shard, in merge order.
-    """
+    """``(tar location, manifest entry)`` of every shard, in merge order; fail on a repeated key or a wrong count."""
     owner: dict[str, str | Path] = {}
     sources = []
     for path, manifest in zip(paths, manifests, strict=True):
@@ -442,24 +395,20 @@ def _shard_keys(shard: str | Path) -> list[str]:
     """Sample keys of a tar shard, in order, from its member names (a local file's data is not read)."""
     keys: list[str] = []
     try:
-        if isinstance(shard, str):
-            with open_shard(shard) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-                _add_keys(tar, keys)
-        else:
-            with tarfile.open(shard, mode="r:") as tar:
-                _add_keys(tar, keys)
+        with contextlib.ExitStack() as stack:
+            if isinstance(shard, str):
+                tar = tarfile.open(fileobj=stack.enter_context(open_shard(shard)), mode="r|")
+            else:
+                tar = tarfile.open(shard, mode="r:")
+            for info in stack.enter_context(tar):
+                base = info.name.rsplit("/", 1)[-1]
+                if info.isfile() and "." in base:
+                    key = base.split(".", 1)[0]
+                    if not keys or keys[-1] != key:
+                        keys.append(key)
     except (tarfile.TarError, OSError, EOFError) as err:
         raise ValueError(f"{shard} is not a readable tar file ({err}); check it with aras-data verify") from err
     return keys
-
-
-def _add_keys(tar: tarfile.TarFile, keys: list[str]) -> None:
-    for info in tar:
-        base = info.name.rsplit("/", 1)[-1]
-        if info.isfile() and "." in base:
-            key = base.split(".", 1)[0]
-            if not keys or keys[-1] != key:
-                keys.append(key)
 
 
 def _class_pixels(path: str | Path, manifest: Mapping[str, Any]) -> np.ndarray:
@@ -500,20 +449,17 @@ def _place(source: str | Path, dest: Path, link: bool) -> int:
     """Hard-link (or copy, or download) ``source`` to ``dest`` through a temporary name; return 1 if linked."""
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.unlink(missing_ok=True)
+    linked = 0
     if isinstance(source, str):
         with open_shard(source) as stream, tmp.open("wb") as out:
             shutil.copyfileobj(stream, out, 1 << 20)
-        os.replace(tmp, dest)
-        return 0
-    linked = 0
-    if link:
-        try:
-            os.link(source, tmp)
-            linked = 1
-        except OSError:
-            linked = 0
-    if not linked:
-        shutil.copyfile(source, tmp)
+    else:
+        if link:
+            with contextlib.suppress(OSError):
+                os.link(source, tmp)
+                linked = 1
+        if not linked:
+            shutil.copyfile(source, tmp)
     os.replace(tmp, dest)
     return linked
 

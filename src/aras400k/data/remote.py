@@ -14,17 +14,14 @@ Wherever the library reads a shard set (``iter_samples``, ``read_manifest``,
                                                    (``s3fs`` for ``s3://``, ``gcsfs`` for ``gs://``)
 =================================================  ==============================================
 
-A spec names either a **shard set folder** or a **list of shards**. A folder (local
-or URL; a URL whose last part neither ends in ``.tar`` nor holds a brace pattern)
-has a ``manifest.json`` that is read for the shard names and their sample counts,
-so datasets can split it exactly across ranks and workers. A list of shards (brace
-patterns, ``.tar`` names, every ``pipe:`` spec) has no manifest: its sample counts
-are unknown until read, so datasets split it by whole shards (see
-:class:`aras400k.data.ShardDataset`).
+A spec names a **shard set folder** (local or URL, neither ending in ``.tar`` nor
+holding a brace pattern), whose ``manifest.json`` gives the shard names and sample
+counts so datasets split it exactly across ranks and workers, or a **list of shards**
+(brace patterns, ``.tar`` names, every ``pipe:`` spec), which has no manifest and is
+split by whole shards (see :class:`aras400k.data.ShardDataset`).
 
-This module is the transport layer: it parses specs and opens shard streams. It
-knows nothing of the shard format (:mod:`aras400k.data.shards` builds on it).
-``fsspec`` is imported only when an fsspec URL is opened.
+This is the transport layer, knowing nothing of the shard format
+(:mod:`aras400k.data.shards`); ``fsspec`` is imported only when an fsspec URL is opened.
 """
 
 from __future__ import annotations
@@ -114,10 +111,8 @@ class ParsedSpec:
 
     Attributes:
         spec: The spec as given.
-        folder: The shard set folder (local path, or URL without its trailing slash), or
-            ``None`` when the spec lists shards.
-        shards: The shard locations (local paths, URLs or ``pipe:`` commands) when the
-            spec lists shards; empty for a folder.
+        folder: The shard set folder (local path, or URL without its trailing slash), or ``None``.
+        shards: The shard locations (local paths, URLs or ``pipe:`` commands); empty for a folder.
     """
 
     spec: str
@@ -126,24 +121,22 @@ class ParsedSpec:
 
 
 def is_url(spec: str | Path) -> bool:
-    """Whether ``spec`` is a ``pipe:`` command or a ``scheme://`` URL (not a local path).
+    """Whether ``spec`` is a ``pipe:`` command or a ``scheme://`` URL (``file://`` too), not a local path.
 
     Args:
         spec: A spec; :class:`pathlib.Path` objects are always local.
 
     Returns:
-        ``True`` for ``pipe:...``, ``http(s)://...``, ``s3://...``, ``file://...`` and so on.
+        ``True`` for a command or URL.
     """
-    if not isinstance(spec, str):
-        return False
-    return spec.startswith(_PIPE) or _SCHEME_RE.match(spec) is not None
+    return isinstance(spec, str) and (spec.startswith(_PIPE) or _SCHEME_RE.match(spec) is not None)
 
 
 def expand_braces(spec: str) -> list[str]:
     """Expand the brace patterns of a spec, as webdataset does.
 
-    ``{000000..000003}`` is a zero-padded range, ``{a,b}`` a list; braces holding
-    neither (``awk '{print}'``) are left as they are.
+    ``{000000..000003}`` is a zero-padded range, ``{a,b}`` a list; other braces
+    (``awk '{print}'``) stay.
 
     Args:
         spec: A spec.
@@ -162,9 +155,8 @@ def _url_path(location: str) -> str:
 def parse_spec(spec: str | Path) -> ParsedSpec:
     """Tell a shard set folder from a list of shards.
 
-    * ``pipe:`` specs always list shards (one command per expanded spec).
-    * A spec with a brace pattern, or whose (last path part) ends in ``.tar``, lists shards.
-    * Anything else is a folder; a spec ending in ``/manifest.json`` names its folder.
+    ``pipe:`` specs (one command per expanded spec), brace patterns and ``.tar`` names
+    list shards; anything else is a folder, and ``.../manifest.json`` names its folder.
 
     Args:
         spec: Local path or URL spec (see the module docstring).
@@ -201,18 +193,16 @@ def parse_spec(spec: str | Path) -> ParsedSpec:
 
 
 def join_location(folder: str, name: str) -> str:
-    """The location of file ``name`` inside a shard set folder (local path or URL).
+    """The location of file ``name`` (a shard, ``manifest.json``) in a shard set folder, as a string.
 
     Args:
         folder: Folder path or URL.
-        name: File name (a shard, ``manifest.json``).
+        name: File name.
 
     Returns:
         ``folder/name`` joined the way the folder's kind needs.
     """
-    if is_url(folder):
-        return f"{folder.rstrip('/')}/{name}"
-    return str(Path(folder) / name)
+    return f"{folder.rstrip('/')}/{name}" if is_url(folder) else str(Path(folder) / name)
 
 
 def location_name(location: str | Path) -> str:
@@ -222,23 +212,18 @@ def location_name(location: str | Path) -> str:
         location: Local path, URL or ``pipe:`` command.
 
     Returns:
-        The file name (the last path part of a URL, without query) or, for a
-        ``pipe:`` command, the whole command.
+        The file name (the last path part of a URL, without query), or a whole ``pipe:`` command.
     """
-    if isinstance(location, Path):
-        return location.name
-    if location.startswith(_PIPE):
-        return location
-    if is_url(location):
-        return _url_path(location).rstrip("/").rsplit("/", 1)[-1]
-    return Path(location).name
+    text = str(location)
+    if not is_url(location):
+        return Path(text).name
+    return text if text.startswith(_PIPE) else _url_path(text).rstrip("/").rsplit("/", 1)[-1]
 
 
 def as_location(spec: str | Path) -> str | Path:
     """A spec in the form the readers keep: a local one as a :class:`Path`, a URL one unchanged.
 
-    ``Path("http://host/set/")`` would merge the ``//`` into ``/``; every place that takes a
-    shard set spec and wants a ``Path`` for local work goes through this function instead.
+    ``Path("http://host/set/")`` would merge the ``//`` into ``/``, so specs go through this instead.
 
     Args:
         spec: Local path or URL / ``pipe:`` spec.
@@ -250,14 +235,14 @@ def as_location(spec: str | Path) -> str | Path:
 
 
 def locate(folder: str | Path, name: str) -> str | Path:
-    """The location of file ``name`` in a shard set folder, a :class:`Path` when the folder is local.
+    """Like :func:`join_location`, but a :class:`Path` when the folder is local.
 
     Args:
         folder: Folder path or URL.
-        name: File name (a shard, ``manifest.json``).
+        name: File name.
 
     Returns:
-        ``Path(folder) / name`` for a local folder, else the joined URL (see :func:`join_location`).
+        ``Path(folder) / name`` for a local folder, else the joined URL.
     """
     return join_location(str(folder), name) if is_url(folder) else Path(folder) / name
 
@@ -290,15 +275,9 @@ def read_deadline(deadline_s: float | None = None) -> float | None:
 class _Deadline:
     """A budget of seconds that a remote shard may spend waiting for its bytes.
 
-    Only the time spent inside reads counts, so a caller that is slow with the samples
-    (a model labelling them, say) is never cut off. A watchdog thread calls ``abort`` once
-    the budget is spent, which wakes a read blocked on a server that trickles bytes
-    (shut the socket, kill the command).
-
-    Args:
-        location: The shard, for the message.
-        seconds: The budget.
-        abort: Called once, from the watchdog thread, when the budget is spent.
+    Only time inside reads counts, so a caller slow with the samples is never cut off. Once
+    the budget is spent a watchdog thread calls ``abort`` (shut the socket, kill the command),
+    which wakes a read blocked on a server that trickles bytes.
     """
 
     def __init__(self, location: str, seconds: float, abort: Callable[[], None]) -> None:
@@ -321,11 +300,7 @@ class _Deadline:
         )
 
     def start(self) -> None:
-        """A read begins.
-
-        Raises:
-            ShardTimeoutError: If the budget is already spent.
-        """
+        """A read begins; raises :class:`ShardTimeoutError` if the budget is already spent."""
         with self._cond:
             if self.expired:
                 raise self.error()
@@ -402,21 +377,16 @@ class _TimedReader(io.RawIOBase):
 class ShardStream:
     """A readable binary stream of one shard; use it as a context manager.
 
-    Local paths and ``file://`` URLs are opened as files, ``http(s)://`` URLs with
-    :mod:`urllib`, ``pipe:`` commands through the shell (stdout is the stream, stderr
-    is kept for the error message), and other URLs with fsspec.
+    Local paths and ``file://`` URLs open as files, ``http(s)://`` URLs with :mod:`urllib`,
+    ``pipe:`` commands through the shell (stdout is the stream, stderr kept for the error)
+    and other URLs with fsspec. A remote shard's read fails with :class:`ShardTimeoutError`
+    once its reads have waited ``deadline_s`` seconds in all, even on a server that sends
+    a byte now and then; an HTTP(S) connection silent for :data:`HTTP_TIMEOUT_S` fails sooner.
 
-    A remote shard (URL or ``pipe:``) has a deadline: when its reads have waited
-    ``deadline_s`` seconds in all (default ``$ARAS_REMOTE_TIMEOUT``, else 600 s), the read
-    fails with :class:`ShardTimeoutError` naming the shard, even on a server that keeps
-    the connection alive with a byte now and then. An HTTP(S) connection silent for
-    :data:`HTTP_TIMEOUT_S` seconds fails sooner.
-
-    A ``pipe:`` command is checked when the stream closes: if the reader got to the
-    end, a non-zero exit status raises :class:`PipeError`; if the reader stopped early,
-    the command is stopped, and its status only matters when the reader stopped
-    because of an error (an empty or truncated tar from a failed ``cat`` or ``curl``),
-    in which case :class:`PipeError` is raised from that error.
+    A ``pipe:`` command is checked when the stream closes: after a complete read a non-zero
+    exit status raises :class:`PipeError`; a reader that stopped early stops the command,
+    and only a reader stopped by an error (an empty or truncated tar from a failed ``cat``
+    or ``curl``) gets :class:`PipeError` raised from that error.
 
     Args:
         location: Local path, URL or ``pipe:`` command.
@@ -426,8 +396,8 @@ class ShardStream:
     Raises:
         FileNotFoundError: If the file or URL does not exist (HTTP 404).
         OSError: If a URL cannot be reached or answers with another HTTP error.
-        ShardTimeoutError: If a remote shard is not read within its deadline.
-        ImportError: If the URL needs fsspec or an fsspec backend that is not installed.
+        ShardTimeoutError: Past the deadline.
+        ImportError: If the URL needs fsspec or a backend that is not installed.
         PipeError: See above.
     """
 
@@ -440,12 +410,10 @@ class ShardStream:
 
     def __enter__(self) -> IO[bytes]:
         location = self.location
-        if not is_url(location):
-            self._stream = Path(location).open("rb")
-            return self._stream
         scheme = location.split("://", 1)[0].lower() if not location.startswith(_PIPE) else "pipe"
-        if scheme == "file":
-            self._stream = Path(urllib.request.url2pathname(_url_path(location))).open("rb")
+        if not is_url(location) or scheme == "file":
+            local = urllib.request.url2pathname(_url_path(location)) if is_url(location) else location
+            self._stream = Path(local).open("rb")
             return self._stream
         seconds = read_deadline(self.deadline_s)
         abort: Callable[[], None] = _do_nothing
@@ -472,8 +440,6 @@ class ShardStream:
             self._finish_pipe(exc)
         elif self._stream is not None:
             self._stream.close()
-
-    # -- pipe: ---------------------------------------------------------------------------
 
     def _start_pipe(self, command: str) -> IO[bytes]:
         self._stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty command cannot block on it
@@ -537,9 +503,7 @@ def open_shard(location: str | Path, deadline_s: float | None = None) -> ShardSt
 
     Args:
         location: Local path, URL or ``pipe:`` command (one shard, braces already expanded).
-        deadline_s: Seconds the reads of a remote shard may wait in all before
-            :class:`ShardTimeoutError`; ``None``: ``$ARAS_REMOTE_TIMEOUT``, else 600 s
-            (see :func:`read_deadline`).
+        deadline_s: See :class:`ShardStream`.
 
     Returns:
         A context manager yielding a binary stream (see :class:`ShardStream`).
@@ -552,7 +516,7 @@ def read_location(location: str | Path, deadline_s: float | None = None) -> byte
 
     Args:
         location: Local path, URL or ``pipe:`` command.
-        deadline_s: Deadline of a remote read (see :func:`open_shard`).
+        deadline_s: Deadline of a remote read (see :class:`ShardStream`).
 
     Returns:
         The file content.

@@ -1,38 +1,34 @@
 """Procedural synthetic land-cover scenes: the project's embedded demo dataset.
 
-:func:`generate_scene` draws a satellite-like RGB patch and its 7-class mask (the
-class table of :mod:`aras400k.classes`) from a numpy random generator, so a segmenter
-can be trained and tested on a CPU without downloading anything.
+:func:`generate_scene` draws a satellite-like RGB patch and its 7-class mask
+(:mod:`aras400k.classes`) from a numpy random generator, so a segmenter can be trained
+and tested on a CPU without downloading anything.
 
 The approach, in drawing order:
 
-1. **Archetype.** Each scene is forest, farmland, mixed, urban or dry land; the
-   archetype sets the target shares of trees and crops and the odds of the other
-   features, so scenes vary a lot while the pooled class shares stay imbalanced like
-   Sentinel-2 / WorldCover data (tree, crop and grass dominant, water and built
-   moderate, shrub and barren rare).
+1. **Archetype.** Forest, farmland, mixed, urban or dry land sets the target shares
+   of trees and crops and the odds of the other features, so scenes vary a lot while
+   the pooled class shares stay imbalanced like Sentinel-2 / WorldCover data (tree,
+   crop and grass dominant, water and built moderate, shrub and barren rare).
 2. **Background.** Grass everywhere, then agricultural parcels on a slightly rotated
-   grid of strips (whole parcels are chosen where a smooth noise field is high, so the
-   farmland has field-shaped borders), then blobby forests from thresholded
-   multi-scale (power-law spectrum) noise, plus small copses.
+   grid of strips (whole parcels where a smooth noise field is high, so farmland has
+   field-shaped borders), then blobby forests from thresholded power-law-spectrum
+   noise, plus small copses.
 3. **Features.** Settlements (road grid, blocks of buildings, parks), roads, rare
    shrub and barren patches, meandering rivers of variable width with riparian trees
    and sand bars, lakes and ponds.
-4. **Image.** Per-class true-colour base colours, per-parcel tones with tillage
-   stripes, canopy / speckle / mottling textures at class-specific frequencies,
-   roofs and roads inside settlements, water darker with depth; then a small blur
-   (the sensor's point-spread function, which also softens class boundaries),
-   per-scene illumination, colour balance and haze, and sensor noise.
+4. **Image.** Per-class base colours, per-parcel tones with tillage stripes, textures
+   at class-specific frequencies, roofs and roads, water darker with depth; then a
+   small blur (the sensor's point-spread function, which also softens class
+   boundaries), per-scene illumination, colour balance, haze and sensor noise.
 
 Every length is a fraction of the scene size, so a 256 px scene looks like a 64 px one
-at higher detail. Everything is vectorised numpy (noise is filtered white noise through
-``np.fft``); a 64 px scene takes a few milliseconds, and the output depends only on the
-state of the generator passed in.
+at higher detail. Everything is vectorised numpy; a 64 px scene takes a few
+milliseconds and depends only on the state of the generator passed in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -89,6 +85,20 @@ _PARCEL_KINDS = np.array(
     dtype=np.float32,
 )
 _PASTURE = len(_PARCEL_KINDS) - 1
+#: Large-scale noise fields that place land cover: (correlation length as a fraction of
+#: the size, spectral slope). Steeper slopes give smoother, blobbier shapes.
+_FIELDS = {
+    "forest": (0.12, 3.0),
+    "farmland": (0.20, 4.0),
+    "copses": (0.04, 4.0),
+    "shrub": (0.07, 3.5),
+    "barren": (0.07, 3.5),
+    "outline": (0.03, 3.5),  # perturbs the outlines of settlements, lakes and rivers
+    "haze": (0.30, 5.0),
+    "riparian": (0.02, 3.0),  # riparian trees
+    "sandbars": (0.03, 4.0),
+}
+_Noise = dict[str, np.ndarray]
 #: Urban detail codes drawn inside settlements and their colours.
 _ROAD, _ROOF_LIGHT, _ROOF_RED, _ROOF_DARK, _YARD, _ROOF_WIDE = 1, 2, 3, 4, 5, 6
 _DETAIL_RGB = np.array(
@@ -105,35 +115,20 @@ _DETAIL_RGB = np.array(
 )
 
 
-@dataclass
 class _Layers:
-    """Everything drawn for one scene: the mask plus what the renderer needs."""
+    """Everything drawn for one scene: the mask plus what the renderer needs; all grass at first."""
 
-    size: int
-    mask: np.ndarray
-    parcel: np.ndarray  # compact parcel index per pixel, -1 outside farmland parcels
-    parcel_rgb: np.ndarray  # (P, 3) parcel colours
-    parcel_stripe: np.ndarray  # (P, 4): amplitude, period (px), orientation (0/1), phase
-    field_uv: np.ndarray  # (2, H, W) coordinates along the field grid
-    edge: np.ndarray  # 0..1 weight of field borders (tracks, hedges)
-    detail: np.ndarray  # urban detail code per pixel
-    depth: np.ndarray  # 0..1 relative water depth
-
-    @classmethod
-    def empty(cls, size: int) -> _Layers:
-        """All-grass layers with nothing drawn yet."""
+    def __init__(self, size: int) -> None:
         shape = (size, size)
-        return cls(
-            size=size,
-            mask=np.full(shape, _GRASS, dtype=np.uint8),
-            parcel=np.full(shape, -1, dtype=np.int32),
-            parcel_rgb=np.zeros((0, 3), dtype=np.float32),
-            parcel_stripe=np.zeros((0, 4), dtype=np.float32),
-            field_uv=np.zeros((2, *shape), dtype=np.float32),
-            edge=np.zeros(shape, dtype=np.float32),
-            detail=np.zeros(shape, dtype=np.uint8),
-            depth=np.zeros(shape, dtype=np.float32),
-        )
+        self.size = size
+        self.mask: np.ndarray = np.full(shape, _GRASS, dtype=np.uint8)
+        self.parcel: np.ndarray = np.full(shape, -1, dtype=np.int32)  # parcel index per pixel, -1 outside parcels
+        self.parcel_rgb: np.ndarray = np.zeros((0, 3), dtype=np.float32)  # (P, 3) parcel colours
+        self.parcel_stripe: np.ndarray = np.zeros((0, 4), dtype=np.float32)  # (P, 4): amplitude, period, axis, phase
+        self.field_uv: np.ndarray = np.zeros((2, *shape), dtype=np.float32)  # (2, H, W) field-grid coordinates
+        self.edge: np.ndarray = np.zeros(shape, dtype=np.float32)  # 0..1 weight of field borders (tracks, hedges)
+        self.detail: np.ndarray = np.zeros(shape, dtype=np.uint8)  # urban detail code per pixel
+        self.depth: np.ndarray = np.zeros(shape, dtype=np.float32)  # 0..1 relative water depth
 
 
 def generate_scene(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -154,30 +149,18 @@ def generate_scene(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray
     if size < 8:
         raise ValueError(f"scene size must be at least 8 pixels, got {size}")
     archetype = _ARCHETYPES[int(rng.choice(len(_ARCHETYPES), p=_ARCHETYPE_P))]
-    # Large-scale fields that place land cover: (correlation length as a fraction of
-    # the size, spectral slope). Steeper slopes give smoother, blobbier shapes.
-    specs = (
-        (0.12, 3.0),  # 0 forest
-        (0.20, 4.0),  # 1 farmland
-        (0.04, 4.0),  # 2 copses
-        (0.07, 3.5),  # 3 shrub
-        (0.07, 3.5),  # 4 barren
-        (0.03, 3.5),  # 5 outline perturbation
-        (0.30, 5.0),  # 6 haze
-        (0.02, 3.0),  # 7 riparian trees
-        (0.03, 4.0),  # 8 sand bars
-    )
-    scales, betas = zip(*specs, strict=True)
-    noise = _smooth_noise(rng, size, np.array(scales) * size, np.array(betas))
-    layers = _Layers.empty(size)
+    scales, betas = zip(*_FIELDS.values(), strict=True)
+    fields = _smooth_noise(rng, size, np.array(scales) * size, np.array(betas))
+    noise = dict(zip(_FIELDS, fields, strict=True))
+    layers = _Layers(size)
 
     tree_frac, crop_frac = _cover_targets(rng, archetype)
-    _draw_fields(layers, rng, noise[1], crop_frac)
-    _draw_forest(layers, rng, noise[0] - 0.5 * noise[1], noise[2], tree_frac, archetype)
-    _draw_rare_patches(layers, rng, noise[3], noise[4], noise[0], archetype)
-    _draw_settlements(layers, rng, noise[5], archetype)
-    _draw_water(layers, rng, noise[5], noise[7:9], archetype)
-    image = _render_image(layers, rng, noise[6], archetype)
+    _draw_fields(layers, rng, noise["farmland"], crop_frac)
+    _draw_forest(layers, rng, noise, tree_frac, archetype)
+    _draw_rare_patches(layers, rng, noise, archetype)
+    _draw_settlements(layers, rng, noise["outline"], archetype)
+    _draw_water(layers, rng, noise, archetype)
+    image = _render_image(layers, rng, noise["haze"], archetype)
     return image, layers.mask
 
 
@@ -192,7 +175,7 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=32)
 def _spectral_filter(m: int, scales: tuple[float, ...], betas: tuple[float, ...]) -> np.ndarray:
-    """Read-only amplitude spectra ``(1 + (2 pi f L)^2)^(-beta / 4)`` on an ``m`` x ``m`` real FFT grid."""
+    """Read-only amplitude spectra (see :func:`_smooth_noise`) on an ``m`` x ``m`` real FFT grid."""
     fy = np.fft.fftfreq(m)[:, None]
     fx = np.fft.rfftfreq(m)[None, :]
     f2 = (fy**2 + fx**2)[None]
@@ -206,24 +189,13 @@ def _spectral_filter(m: int, scales: tuple[float, ...], betas: tuple[float, ...]
 def _smooth_noise(
     rng: np.random.Generator, size: int, scales: np.ndarray, betas: np.ndarray, pad: bool = True
 ) -> np.ndarray:
-    """Standardised noise fields with power-law spectra, one per ``(scale, beta)``.
+    """``(len(scales), size, size)`` float32 fields with zero mean, unit std and power-law spectra.
 
-    White noise is filtered by the amplitude spectrum ``(1 + (2 pi f L)^2)^(-beta / 4)``:
-    flat below the knee ``1 / (2 pi L)``, falling as ``f^(-beta / 2)`` above it, so
-    ``L`` (pixels) sets the blob size and ``beta`` the roughness (about 3 gives
-    multi-scale, fractal edges; 5 gives smooth blobs).
-
-    Args:
-        rng: Random generator.
-        size: Side of the fields in pixels.
-        scales: Correlation lengths ``L`` in pixels, one per field.
-        betas: Spectral slopes, one per field.
-        pad: Draw on a grid 1.5 times larger and crop, so the periodic FFT does not
-            make opposite edges match (needed for long correlation lengths only).
-
-    Returns:
-        ``(len(scales), size, size)`` float32 array, each field with zero mean and
-        unit standard deviation.
+    White noise is filtered by the amplitude spectrum ``(1 + (2 pi f L)^2)^(-beta / 4)``,
+    flat below ``1 / (2 pi L)`` and falling as ``f^(-beta / 2)`` above: the correlation
+    length ``L`` (``scales``, pixels) sets the blob size, ``beta`` the roughness (3: fractal
+    edges; 5: smooth blobs). ``pad`` draws 1.5 times larger and crops, so the periodic FFT
+    does not make opposite edges match.
     """
     m = size + (size // 2 if pad else 0)
     m += m % 2
@@ -270,10 +242,9 @@ def _cover_targets(rng: np.random.Generator, archetype: str) -> tuple[float, flo
 def _draw_fields(layers: _Layers, rng: np.random.Generator, farm: np.ndarray, crop_frac: float) -> None:
     """Lay out parcels on a rotated strip grid and mark those where ``farm`` is high as crop.
 
-    Strips of random width run across the scene; each strip is cut into parcels of its
-    own length. Whole parcels are taken, highest mean ``farm`` first (with jitter), until
-    ``crop_frac`` of the scene is covered. Each parcel gets a kind (green, ripe, ploughed,
-    bare, fallow; a few are pasture and labelled grass), a tone and a stripe pattern.
+    Each strip of random width is cut into parcels of its own length; whole parcels are
+    taken, highest mean ``farm`` first (jittered), until ``crop_frac`` of the scene is
+    covered. Each parcel gets a kind (pasture is labelled grass), a tone and stripes.
     """
     size = layers.size
     if crop_frac <= 0.0:
@@ -335,20 +306,14 @@ def _draw_fields(layers: _Layers, rng: np.random.Generator, farm: np.ndarray, cr
     layers.edge = np.where(in_field, np.clip(1.0 - np.minimum(du, dv) / border, 0.0, 1.0), 0.0).astype(np.float32)
 
 
-def _draw_forest(
-    layers: _Layers,
-    rng: np.random.Generator,
-    forest: np.ndarray,
-    copses: np.ndarray,
-    tree_frac: float,
-    archetype: str,
-) -> None:
-    """Mark the top ``tree_frac`` of the forest field as trees, plus small copses."""
+def _draw_forest(layers: _Layers, rng: np.random.Generator, noise: _Noise, tree_frac: float, archetype: str) -> None:
+    """Mark the top ``tree_frac`` of the forest field (away from farmland) as trees, plus small copses."""
+    forest = noise["forest"] - 0.5 * noise["farmland"]
     if tree_frac > 0.0:
         level = np.quantile(forest, 1.0 - tree_frac)
         layers.mask[forest > level] = _TREE
     if archetype in ("farmland", "mixed", "urban") and rng.random() < 0.7:
-        layers.mask[copses > rng.uniform(1.8, 2.6)] = _TREE
+        layers.mask[noise["copses"] > rng.uniform(1.8, 2.6)] = _TREE
 
 
 def _blob(size: int, rng: np.random.Generator, wobble: np.ndarray, radius: tuple[float, float]) -> np.ndarray:
@@ -359,33 +324,27 @@ def _blob(size: int, rng: np.random.Generator, wobble: np.ndarray, radius: tuple
     return np.hypot(u / max(a, 0.8), v / max(b, 0.8)) + 0.3 * wobble < 1.0
 
 
-def _draw_rare_patches(
-    layers: _Layers,
-    rng: np.random.Generator,
-    shrub: np.ndarray,
-    barren: np.ndarray,
-    forest: np.ndarray,
-    archetype: str,
-) -> None:
+def _draw_rare_patches(layers: _Layers, rng: np.random.Generator, noise: _Noise, archetype: str) -> None:
     """Draw shrub and barren land: widespread in dry scenes, small and rare elsewhere."""
     size = layers.size
     mask = layers.mask
+    shrub = noise["shrub"]
     open_land = (mask == _GRASS) | ((mask == _TREE) & (archetype == "dry"))
     if archetype == "dry":
         frac = rng.uniform(0.1, 0.4)
         mask[open_land & (shrub > np.quantile(shrub, 1.0 - frac))] = _SHRUB
         frac = rng.uniform(0.03, 0.2)
-        mask[(mask != _CROP) & (barren > np.quantile(barren, 1.0 - frac))] = _BARREN
+        mask[(mask != _CROP) & (noise["barren"] > np.quantile(noise["barren"], 1.0 - frac))] = _BARREN
         return
     if rng.random() < 0.12:  # scrub around forest edges and in clearings
-        edge = (forest > np.quantile(forest, 0.45)) & (mask != _TREE)
+        edge = (noise["forest"] > np.quantile(noise["forest"], 0.45)) & (mask != _TREE)
         mask[edge & open_land & (shrub > 0.3)] = _SHRUB
     if rng.random() < 0.06:  # a few shrub patches
         for _ in range(int(rng.integers(1, 4))):
             mask[_blob(size, rng, shrub, (0.04, 0.12)) & (mask != _CROP)] = _SHRUB
     if rng.random() < 0.07:  # quarries, bare rock, burnt or cleared land
         for _ in range(int(rng.integers(1, 3))):
-            mask[_blob(size, rng, barren, (0.03, 0.10))] = _BARREN
+            mask[_blob(size, rng, noise["barren"], (0.03, 0.10))] = _BARREN
 
 
 def _draw_settlements(layers: _Layers, rng: np.random.Generator, wobble: np.ndarray, archetype: str) -> None:
@@ -407,9 +366,8 @@ def _draw_settlements(layers: _Layers, rng: np.random.Generator, wobble: np.ndar
 def _draw_settlement(layers: _Layers, rng: np.random.Generator, wobble: np.ndarray, radius: float) -> None:
     """Draw one settlement: a noisy disc cut by a road grid into blocks of buildings.
 
-    Blocks are dense (small roofs on lots), garden suburbs, industrial (one wide roof)
-    or parks; parks stay grass or trees in the mask, the rest is built. Some
-    settlements get a bare construction site at their edge.
+    Blocks are dense (small roofs on lots), garden suburbs, industrial (one wide roof) or
+    parks (grass or trees in the mask); some get a bare construction site at their edge.
     """
     size = layers.size
     cx, cy = rng.uniform(0.1, 0.9, 2) * size
@@ -471,20 +429,16 @@ def _draw_road(layers: _Layers, rng: np.random.Generator) -> None:
     layers.parcel[road] = -1
 
 
-def _draw_water(
-    layers: _Layers, rng: np.random.Generator, wobble: np.ndarray, banks: np.ndarray, archetype: str
-) -> None:
-    """Draw rivers (with riparian trees and sand bars), lakes and ponds.
-
-    ``banks`` stacks the fields that place riparian trees and sand bars.
-    """
+def _draw_water(layers: _Layers, rng: np.random.Generator, noise: _Noise, archetype: str) -> None:
+    """Draw rivers (with riparian trees and sand bars), lakes and ponds."""
     size = layers.size
+    wobble = noise["outline"]
     river_p = {"forest": 0.4, "farmland": 0.4, "mixed": 0.45, "urban": 0.35, "dry": 0.35}[archetype]
     if rng.random() < river_p:
         width = size * (rng.uniform(0.03, 0.10) if rng.random() < 0.8 else rng.uniform(0.1, 0.22))
-        _draw_river(layers, rng, wobble, banks, width, dry=archetype == "dry" and rng.random() < 0.6)
+        _draw_river(layers, rng, noise, width, dry=archetype == "dry" and rng.random() < 0.6)
         if rng.random() < 0.25:
-            _draw_river(layers, rng, wobble, banks, size * rng.uniform(0.015, 0.035), dry=False)
+            _draw_river(layers, rng, noise, size * rng.uniform(0.015, 0.035), dry=False)
     if rng.random() < (0.08 if archetype == "dry" else 0.16):
         for _ in range(int(rng.integers(1, 3))):
             lake = _blob(size, rng, wobble, (0.06, 0.22))
@@ -504,22 +458,15 @@ def _set_water(layers: _Layers, water: np.ndarray, wobble: np.ndarray) -> None:
     layers.edge[water] = 0.0
 
 
-def _draw_river(
-    layers: _Layers,
-    rng: np.random.Generator,
-    wobble: np.ndarray,
-    banks: np.ndarray,
-    width: float,
-    dry: bool,
-) -> None:
+def _draw_river(layers: _Layers, rng: np.random.Generator, noise: _Noise, width: float, dry: bool) -> None:
     """Draw a meandering river band of variable width across the scene.
 
-    The centre line is a sum of three sines along a random direction; the distance to
-    it is approximated by ``|v - f(u)| / sqrt(1 + f'(u)^2)``. A dry river (wadi) is a
-    barren bed with at most a thin trickle of water. ``banks`` holds the riparian-tree
-    and sand-bar fields.
+    The centre line is a sum of three sines along a random direction; the distance to it
+    is approximated by ``|v - f(u)| / sqrt(1 + f'(u)^2)``. A dry river (wadi) is a barren
+    bed with at most a thin trickle of water.
     """
     size = layers.size
+    wobble = noise["outline"]
     u, v = _rotated(size, rng.uniform(0.0, np.pi), *(size / 2 + rng.uniform(-0.25, 0.25, 2) * size))
     wavelength = rng.uniform(0.35, 1.6, 3) * size
     amplitude = wavelength * rng.uniform(0.02, 0.09, 3)
@@ -537,7 +484,7 @@ def _draw_river(
 
     mask = layers.mask
     if rng.random() < 0.7:  # riparian trees
-        strip = (dist >= half) & (dist < half + bank) & (banks[0] > -0.2) & (mask != _BUILT)
+        strip = (dist >= half) & (dist < half + bank) & (noise["riparian"] > -0.2) & (mask != _BUILT)
         mask[strip] = _TREE
         layers.parcel[strip] = -1
     if dry:
@@ -552,7 +499,7 @@ def _draw_river(
     _set_water(layers, water, wobble)
     layers.depth[water] = np.clip(1.0 - dist[water] / half[water], 0.0, 1.0) ** 0.5
     if rng.random() < 0.3:  # sand and gravel bars along the banks
-        bar = (dist > 0.55 * half) & (dist < half + 0.5 * bank) & (banks[1] > 1.0)
+        bar = (dist > 0.55 * half) & (dist < half + 0.5 * bank) & (noise["sandbars"] > 1.0)
         mask[bar] = _BARREN
         layers.parcel[bar] = -1
 
@@ -570,12 +517,7 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _render_image(layers: _Layers, rng: np.random.Generator, haze_field: np.ndarray, archetype: str) -> np.ndarray:
-    """Render the RGB image for the drawn layers.
-
-    Class colours (jittered per scene), per-parcel tones and stripes, class-specific
-    texture, urban details and water depth; then the sensor blur, illumination, colour
-    balance, haze and noise.
-    """
+    """Render the RGB image for the drawn layers (step 4 of the module docstring)."""
     size = layers.size
     s = size / 64
     mask = layers.mask
@@ -616,9 +558,8 @@ def _render_image(layers: _Layers, rng: np.random.Generator, haze_field: np.ndar
     # Water: darker with depth, sometimes greenish (turbid).
     water = mask == _WATER
     turbid = rng.uniform(0.0, 0.7) if rng.random() < 0.4 else 0.0
-    shallow = (1 - turbid) * np.array([44, 60, 72], dtype=np.float32) + turbid * np.array(
-        [70, 88, 62], dtype=np.float32
-    )
+    murky = np.array([70, 88, 62], dtype=np.float32)
+    shallow = (1 - turbid) * np.array([44, 60, 72], dtype=np.float32) + turbid * murky
     deep = (1 - 0.5 * turbid) * colours[_WATER] + 0.5 * turbid * np.array([40, 60, 50], dtype=np.float32)
     d = layers.depth[water][:, None]
     image[water] = (1 - d) * shallow + d * deep

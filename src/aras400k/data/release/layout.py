@@ -1,8 +1,8 @@
 """The release's layout: its split folders, the images and masks in them, the caption CSVs.
 
 Scanning a split pairs each image with its mask, gives it a sample key and lists it in
-the split's plan, in file-name order; the CSV readers attach percentages and captions
-to the plan's entries before anything is written.
+the split's plan, in file-name order, to which :mod:`~aras400k.data.release.tables`
+attaches percentages and captions before anything is written.
 """
 
 from __future__ import annotations
@@ -61,16 +61,13 @@ class SplitPlan:
         return self.by_name.get(name) or self.by_stem.get(name) or self.by_stem.get(PurePosixPath(name).stem)
 
 
-# --- folders ---------------------------------------------------------------------------
-
-
 def find_splits(root: Path, splits: Sequence[str] | None) -> dict[str, Path]:
-    """Resolve the split folders to import.
+    """Resolve the split folders to import (``None``: every release split present).
 
     Raises:
         ValueError: On an empty, repeated or malformed split name.
-        ReleaseImportError: If ``root`` or a requested split folder is missing, or (by
-            default) ``root`` holds none of the release splits.
+        ReleaseImportError: If ``root`` or a requested split folder is missing, or ``root``
+            holds none of the release splits.
     """
     if not root.exists():
         raise ReleaseImportError(f"release folder {root} does not exist")
@@ -110,11 +107,7 @@ def _nested_hint(root: Path) -> str:
 
 
 def check_caption_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """Check that every explicitly given caption CSV exists.
-
-    Raises:
-        ReleaseImportError: If one is missing.
-    """
+    """The explicitly given caption CSVs as paths; a missing one raises :class:`ReleaseImportError`."""
     checked = [Path(p) for p in paths]
     for path in checked:
         if not path.is_file():
@@ -141,14 +134,8 @@ def _sanitise_key(stem: str) -> str:
     return _KEY_BAD_CHARS.sub("_", stem) or "_"
 
 
-# --- scanning a split ------------------------------------------------------------------
-
-
 def _list_pictures(directory: Path, problems: ProblemLog) -> list[Path]:
-    """List the picture files of a folder in file-name order, reporting anything else.
-
-    Hidden files (``.DS_Store``, ...) are not data and pass unreported.
-    """
+    """The picture files of a folder in file-name order; anything else but hidden files is reported."""
     pictures = []
     for path in sorted(directory.iterdir(), key=lambda p: p.name):
         if path.name.startswith("."):
@@ -161,11 +148,7 @@ def _list_pictures(directory: Path, problems: ProblemLog) -> list[Path]:
 
 
 def scan_split(name: str, folder: Path, problems: ProblemLog) -> SplitPlan:
-    """Pair the images of a split with their masks and give each a key.
-
-    Raises:
-        ReleaseImportError: If the split has no images.
-    """
+    """Pair the images of a split with their masks and give each a key; no images raise :class:`ReleaseImportError`."""
     images_dir, masks_dir = folder / "images", folder / "masks"
     if not images_dir.is_dir():
         raise ReleaseImportError(f"split folder {folder} has no images folder ({images_dir})")
@@ -186,18 +169,12 @@ def scan_split(name: str, folder: Path, problems: ProblemLog) -> SplitPlan:
         by_stem.setdefault(image.stem, entry)
         if entry.mask is None and labelled:
             missing = "" if masks_dir.is_dir() else " (the folder does not exist)"
-            problems.add(
-                image,
-                IMAGE_WITHOUT_MASK,
-                f"no mask {image.stem}.png or {image.stem}_mask.png in {masks_dir}{missing}",
-            )
+            detail = f"no mask {image.stem}.png or {image.stem}_mask.png in {masks_dir}{missing}"
+            problems.add(image, IMAGE_WITHOUT_MASK, detail)
             continue
         if entry.key in keys:
-            problems.add(
-                image,
-                KEY_COLLISION,
-                f"its key {entry.key!r} is already taken by {keys[entry.key].name}; rename one of them",
-            )
+            detail = f"its key {entry.key!r} is already taken by {keys[entry.key].name}; rename one of them"
+            problems.add(image, KEY_COLLISION, detail)
             continue
         keys[entry.key] = image
         entries.append(entry)
@@ -205,12 +182,9 @@ def scan_split(name: str, folder: Path, problems: ProblemLog) -> SplitPlan:
 
 
 def _pair_masks(images: list[Path], masks: list[Path], problems: ProblemLog) -> dict[Path, Path]:
-    """Match each image with a mask of the same stem (or the stem plus ``_mask``).
+    """Image -> its mask of the same stem (or the stem plus ``_mask``), one with the image's suffix preferred.
 
-    A mask with the image's own suffix is preferred. Masks left unmatched are problems.
-
-    Returns:
-        Image path -> mask path, for the images that have a mask.
+    Masks left unmatched are problems.
     """
     exact: dict[str, list[Path]] = {}
     suffixed: dict[str, list[Path]] = {}
@@ -232,7 +206,7 @@ def _pair_masks(images: list[Path], masks: list[Path], problems: ProblemLog) -> 
     for mask in masks:
         if mask in used:
             continue
-        stem = mask.stem[: -len("_mask")] if mask.stem.endswith("_mask") else mask.stem
+        stem = mask.stem.removesuffix("_mask")
         owner = next((used[m] for m in exact.get(stem, []) + suffixed.get(stem, []) if m in used), None)
         if owner is not None or mask.stem in image_stems or stem in image_stems:
             detail = f"image {owner.name if owner else stem} already has another mask"

@@ -7,8 +7,9 @@ index mask; colours and values outside the class table are a problem, or map to 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -19,16 +20,25 @@ from aras400k.data.shards import MAX_IMAGE_PIXELS
 
 __all__: list[str] = []
 
+_T = TypeVar("_T")
+
 #: Image modes converted to RGB without loss of meaning.
 _IMAGE_MODES = ("RGB", "RGBA", "L", "P")
 #: One-channel mask modes read as class indices.
 _INDEX_MODES = ("L", "LA", "I", "I;16", "I;16B", "I;16L")
 
 
-def _check_pixels(img: Image.Image, path: Path, what: str) -> None:
-    """Refuse a picture over :data:`~aras400k.data.shards.MAX_IMAGE_PIXELS` from its header, before decoding."""
-    if img.width * img.height > MAX_IMAGE_PIXELS:
-        raise Problem(UNREADABLE, f"{what} is {img.width}x{img.height} px, more than {MAX_IMAGE_PIXELS} pixels", path)
+def _decode(path: Path, what: str, read: Callable[[Image.Image], _T]) -> tuple[str, _T]:
+    """The picture's mode and what ``read`` takes from it once decoded (refused over ``MAX_IMAGE_PIXELS``)."""
+    try:
+        with path.open("rb") as fh, Image.open(fh) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                detail = f"{what} is {img.width}x{img.height} px, more than {MAX_IMAGE_PIXELS} pixels"
+                raise Problem(UNREADABLE, detail, path)
+            img.load()
+            return img.mode, read(img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise Problem(UNREADABLE, f"not a readable {what} ({err})", path) from err
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -37,14 +47,7 @@ def read_image(path: Path) -> np.ndarray:
     Raises:
         Problem: If the file is not a readable picture or has an unsupported mode.
     """
-    try:
-        with path.open("rb") as fh, Image.open(fh) as img:
-            _check_pixels(img, path, "image")
-            img.load()
-            mode = img.mode
-            rgb = np.asarray(img.convert("RGB")) if mode in _IMAGE_MODES else None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise Problem(UNREADABLE, f"not a readable image ({err})", path) from err
+    mode, rgb = _decode(path, "image", lambda img: np.asarray(img.convert("RGB")) if img.mode in _IMAGE_MODES else None)
     if rgb is None:
         raise Problem(UNREADABLE, f"unsupported image mode {mode}; expected an RGB picture", path)
     return rgb
@@ -58,9 +61,8 @@ _VERBATIM_IHDR = (8, 2)
 def verbatim_png(path: Path) -> bytes | None:
     """The file's bytes if it is an 8-bit RGB PNG, which a shard may hold as its ``image.png`` unchanged.
 
-    Call it after :func:`read_image` has decoded the file (that is the check that it
-    is readable); the header alone decides here. Any other picture (palette, grey,
-    RGBA, 16-bit, JPEG) returns ``None`` and is encoded anew as an RGB PNG.
+    Call it after :func:`read_image` has decoded (so checked) the file; the header alone
+    decides here. Any other picture returns ``None`` and is encoded anew as an RGB PNG.
     """
     data = path.read_bytes()
     if len(data) < 29 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
@@ -75,15 +77,9 @@ def read_mask(path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
         Problem: If the file is unreadable, has an unsupported mode, or holds unknown
             colours or values while ``unknown="error"``.
     """
-    try:
-        with path.open("rb") as fh, Image.open(fh) as img:
-            _check_pixels(img, path, "mask")
-            img.load()
-            mode = img.mode
-            pixels = np.asarray(img)
-            palette = img.getpalette() if mode == "P" else None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise Problem(UNREADABLE, f"not a readable mask ({err})", path) from err
+    mode, (pixels, palette) = _decode(
+        path, "mask", lambda img: (np.asarray(img), img.getpalette() if img.mode == "P" else None)
+    )
     if mode in ("RGB", "RGBA"):
         return _colours_to_index(pixels[..., :3], path, unknown)
     if mode == "P":
@@ -96,11 +92,7 @@ def read_mask(path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
 
 
 def _colours_to_index(rgb: np.ndarray, path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
-    """Convert release colours to indices (a vectorised lookup).
-
-    Raises:
-        Problem: On an unknown colour while ``unknown="error"``.
-    """
+    """Convert release colours to indices; an unknown colour is a problem while ``unknown="error"``."""
     try:
         return colour_to_index(rgb, unknown=unknown, source=path)
     except UnknownColourError as err:
@@ -111,11 +103,7 @@ def _colours_to_index(rgb: np.ndarray, path: Path, unknown: Literal["error", "ig
 def _palette_to_index(
     values: np.ndarray, palette: list[int], path: Path, unknown: Literal["error", "ignore"]
 ) -> np.ndarray:
-    """Read a palette PNG as a colour mask if it uses release colours, else as indices.
-
-    Raises:
-        Problem: On unknown colours or values while ``unknown="error"``.
-    """
+    """Read a palette PNG as a colour mask if it uses release colours, else as indices."""
     table = np.zeros((256, 3), dtype=np.uint8)
     entries = np.asarray(palette[: 256 * 3], dtype=np.uint8).reshape(-1, 3)
     table[: len(entries)] = entries
@@ -127,11 +115,7 @@ def _palette_to_index(
 
 
 def _check_indices(values: np.ndarray, path: Path, unknown: Literal["error", "ignore"]) -> np.ndarray:
-    """Check a one-channel mask holds only class indices and 255.
-
-    Raises:
-        Problem: On other values while ``unknown="error"``.
-    """
+    """Check a one-channel mask holds only class indices and 255 (else a problem while ``unknown="error"``)."""
     values = np.asarray(values)
     valid = (values >= 0) & ((values < NUM_CLASSES) | (values == IGNORE_INDEX))
     if valid.all():

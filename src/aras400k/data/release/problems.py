@@ -1,10 +1,7 @@
 """Problems with single files of the release: their kinds, the error, and the log that collects them.
 
-Every problem's reason reads ``"<kind>: <details>"``. Most kinds are real problems: with
-``on_error="fail"`` the first one stops the import with a :class:`ReleaseImportError`,
-with ``on_error="skip"`` the file is skipped. The warning kinds (a CSV row for a file
-that does not exist, a CSV composition that disagrees with the mask, ...) are reported
-and never stop the import nor skip a sample.
+Every problem's reason reads ``"<kind>: <details>"``; what ``on_error`` does with them,
+and with the warning kinds, is in :mod:`aras400k.data.release`.
 """
 
 from __future__ import annotations
@@ -72,11 +69,7 @@ class ProblemLog:
         self.items: list[tuple[str, str]] = []
 
     def add(self, path: Path, kind: str, detail: str) -> None:
-        """Record a problem with ``path``.
-
-        Raises:
-            ReleaseImportError: If the problem is not a warning and ``on_error="fail"``.
-        """
+        """Record a problem with ``path``; raise :class:`ReleaseImportError` if it is real and ``on_error="fail"``."""
         reason = " ".join(f"{kind}: {detail}".split())  # one line, whatever the detail holds
         self.items.append((str(path), reason))
         if self.on_error == "fail" and kind not in WARNING_KINDS:
@@ -84,5 +77,4 @@ class ProblemLog:
 
     def add_problem(self, problem: Problem, path: Path | None = None) -> None:
         """Record a :class:`Problem`, at its own path unless ``path`` is given."""
-        where = path if path is not None else problem.path
-        self.add(where if where is not None else Path("?"), problem.kind, problem.detail)
+        self.add(path or problem.path or Path("?"), problem.kind, problem.detail)

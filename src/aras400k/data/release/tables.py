@@ -67,18 +67,11 @@ def _class_for_column(name: str) -> str | None:
 def _find_column(header: list[str], names: tuple[str, ...]) -> int | None:
     """Index of the first column whose normalised name is in ``names`` (in ``names`` order)."""
     normalised = [_normalise_column(h) for h in header]
-    for name in names:
-        if name in normalised:
-            return normalised.index(name)
-    return None
+    return next((normalised.index(name) for name in names if name in normalised), None)
 
 
 def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """Read a CSV file into its header and ``(line number, cells)`` rows, blank rows left out.
-
-    Raises:
-        Problem: If the file is unreadable or empty.
-    """
+    """A CSV file's header and ``(line number, cells)`` rows, blank rows left out; unreadable or empty is a problem."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
@@ -104,11 +97,7 @@ def _optional_cell(row: list[str], index: int | None) -> str:
 
 
 def _percentage_columns(header: list[str], path: Path, problems: ProblemLog) -> dict[str, int]:
-    """Map each class to its percentage column; other non-filename columns are reported.
-
-    Raises:
-        Problem: If a class has no column or two columns.
-    """
+    """Map each class to its one percentage column; other non-filename columns are reported."""
     columns: dict[str, int] = {}
     filename_column = _find_column(header, _FILENAME_COLUMNS)
     for index, name in enumerate(header):
@@ -128,11 +117,7 @@ def _percentage_columns(header: list[str], path: Path, problems: ProblemLog) -> 
 
 
 def _parse_percentages(row: list[str], line: int, columns: dict[str, int]) -> dict[str, float]:
-    """Read one row's class percentages (0-100), in class order.
-
-    Raises:
-        Problem: On a missing, non-numeric or out-of-range value.
-    """
+    """One row's class percentages (0-100), in class order; a missing, non-numeric or out-of-range one is a problem."""
     values: dict[str, float] = {}
     for cls in CLASS_NAMES:
         text = _cell(row, columns[cls], line, cls)
@@ -177,17 +162,11 @@ def attach_percentages(plan: SplitPlan, path: Path, problems: ProblemLog) -> Non
             entry.csv_where = f"{path}:{line}"
 
 
-def _caption_mode(stem: str) -> str:
-    """The caption mode a CSV's stem names (``hybrid``, ``vision``, ``text``), else ``unknown``."""
-    lowered = stem.lower()
-    return next((mode for mode in _CAPTION_MODES if mode in lowered), "unknown")
-
-
 def attach_captions(plans: list[SplitPlan], path: Path, problems: ProblemLog) -> None:
     """Append the captions of ``path`` to the images of ``plans`` it names, in row order.
 
-    The caption ``model`` is the CSV's stem and its ``mode`` comes from the stem, unless
-    the CSV has ``model`` / ``mode`` columns.
+    ``model`` and ``mode`` come from their columns, else the CSV's stem and the mode it names
+    (``hybrid``, ``vision``, ``text``; else ``unknown``).
     """
     try:
         header, rows = _read_csv(path)
@@ -200,7 +179,7 @@ def attach_captions(plans: list[SplitPlan], path: Path, problems: ProblemLog) ->
         return
     model_column = _find_column(header, ("model",))
     mode_column = _find_column(header, ("mode",))
-    default_model, default_mode = path.stem, _caption_mode(path.stem)
+    default_mode = next((name for name in _CAPTION_MODES if name in path.stem.lower()), "unknown")
     splits = ", ".join(plan.name for plan in plans)
     for line, row in rows:
         try:
@@ -216,7 +195,7 @@ def attach_captions(plans: list[SplitPlan], path: Path, problems: ProblemLog) ->
         if not text:
             problems.add(path, EMPTY_CAPTION, f"line {line}: the caption of {filename!r} is empty; not imported")
             continue
-        model = _optional_cell(row, model_column) or default_model
+        model = _optional_cell(row, model_column) or path.stem
         mode = _optional_cell(row, mode_column) or default_mode
         for entry in entries:
             entry.captions.append({"text": text, "model": model, "mode": mode})
@@ -228,9 +207,6 @@ def compare_composition(entry: Entry, from_mask: dict[str, float], problems: Pro
     diffs = {c: 100.0 * from_mask[c] - entry.csv_percent[c] for c in CLASS_NAMES}
     worst = max(CLASS_NAMES, key=lambda c: abs(diffs[c]))
     if abs(diffs[worst]) > _CSV_TOLERANCE + 1e-9:
-        problems.add(
-            entry.image,
-            CSV_DIFFERS,
-            f"{entry.csv_where} gives {worst} {entry.csv_percent[worst]:.2f}% but the mask has "
-            f"{100.0 * from_mask[worst]:.2f}%; the mask's composition is kept",
-        )
+        mask_has = f"{100.0 * from_mask[worst]:.2f}%"
+        detail = f"{entry.csv_where} gives {worst} {entry.csv_percent[worst]:.2f}% but the mask has {mask_has}"
+        problems.add(entry.image, CSV_DIFFERS, f"{detail}; the mask's composition is kept")

@@ -1,12 +1,9 @@
 """The released zips as they are: MD5 check against the published table, then read in place.
 
-The release is four zips, ``train.zip``, ``val.zip``, ``test.zip`` and ``synth.zip``,
-published with the MD5 digests in :data:`RELEASE_MD5`. :func:`open_release_zips` checks
-every zip before anything is imported: that it exists, that it is a zip, and (for a zip
-with a published name, unless the check is turned off) that its MD5 digest is the
-published one. The members are then read straight from the zip (``zipfile.Path``):
-nothing is extracted to disk. Zips with other names are accepted with a notice and no
-digest check. The layout inside a zip may be any of::
+:func:`open_release_zips` checks every zip before anything is imported: that it exists,
+is a zip and (for a published name, unless turned off) has the MD5 in :data:`RELEASE_MD5`;
+other names get a notice and no check. Nothing is extracted. The layout inside a zip may
+be any of::
 
     {split}/images/*.png, {split}/masks/*.png      the split folder at the top
     images/*.png, masks/*.png                      the zip is the split folder
@@ -14,7 +11,7 @@ digest check. The layout inside a zip may be any of::
 
 The split name is the split folder's name, else the zip's stem (``train.zip`` ->
 ``train``). ``class_percentages/`` and ``captions/`` next to the split folder are read
-as in a release folder (see ``docs/data.md``).
+as in a release folder (see ``docs/preparing-data.md``).
 """
 
 from __future__ import annotations
@@ -72,9 +69,8 @@ class ZipMember:
     """A file or folder inside a zip, named by the zip's path and its own: a picklable ``zipfile.Path``.
 
     A ``zipfile.Path`` holds its open zip and cannot go to a worker process; this holds
-    names only, and each process opens the zip itself on first use (a forked process
-    never reads through its parent's file offset). It has the part of ``zipfile.Path``
-    the importer reads: ``name``, ``at``, ``open``, ``read_bytes`` and ``str()``.
+    names only, and each process opens the zip on first use (a forked process never
+    reads through its parent's file offset).
 
     Attributes:
         archive: The zip file, as the ``zipfile.ZipFile`` was opened with it.
@@ -157,8 +153,8 @@ def open_release_zips(
 ) -> list[ReleaseZip]:
     """Check the release zips and open each one's split folder for reading in place.
 
-    Every zip is checked for existence and readability before any digest is computed,
-    so a missing zip is named at once rather than after minutes of hashing.
+    Every zip is checked to exist and be readable before any is hashed, so a missing one
+    is named at once rather than after minutes of hashing.
 
     Args:
         zips: The zip files, e.g. ``train.zip val.zip test.zip synth.zip``.
@@ -194,11 +190,7 @@ def open_release_zips(
 
 
 def _check_digest(path: Path, check_md5: bool, progress: bool, notice: Callable[[str], None]) -> None:
-    """Compare a zip's MD5 with the published one, or say why it is not checked.
-
-    Raises:
-        ReleaseImportError: If the digests differ.
-    """
+    """Compare a zip's MD5 with the published one (a mismatch raises), or say why it is not checked."""
     expected = RELEASE_MD5.get(path.name)
     if expected is None:
         notice(f"note: {path.name} is not a published release zip name ({', '.join(RELEASE_MD5)}); MD5 not checked")
@@ -214,11 +206,7 @@ def _check_digest(path: Path, check_md5: bool, progress: bool, notice: Callable[
 
 
 def _open_zip(path: Path) -> ReleaseZip:
-    """Open a zip and find its split folder.
-
-    Raises:
-        ReleaseImportError: If the file is not a readable zip or holds no split folder.
-    """
+    """Open a zip and find its split folder."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
@@ -232,11 +220,7 @@ def _open_zip(path: Path) -> ReleaseZip:
 
 
 def _find_split_folder(path: Path, top: Any) -> tuple[Any, str, Any]:
-    """Find ``(root, split name, split folder)`` inside a zip (the layouts in the module docstring).
-
-    Raises:
-        ReleaseImportError: If no folder of the zip holds an ``images`` folder.
-    """
+    """Find ``(root, split name, split folder)`` inside a zip (the layouts in the module docstring)."""
     stem = path.stem
     candidates = [top] + [child for child in top.iterdir() if child.is_dir()]
     for root in candidates:
@@ -254,11 +238,7 @@ def _find_split_folder(path: Path, top: Any) -> tuple[Any, str, Any]:
 
 
 def _check_unique_splits(opened: list[ReleaseZip]) -> None:
-    """Refuse two zips holding the same split.
-
-    Raises:
-        ReleaseImportError: If a split comes from two zips.
-    """
+    """Refuse two zips holding the same split."""
     seen: dict[str, Path] = {}
     for item in opened:
         if item.split in seen:
