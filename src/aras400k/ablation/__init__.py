@@ -18,23 +18,9 @@ tested on the **real** test split. The study writes, under ``out_dir``:
 It resumes: a run whose ``scores.json`` exists is skipped, and the tables are rebuilt
 from all ``scores.json`` files of the grid. ``scores.json`` is written last, through a
 temporary file and a rename, so a killed run leaves none and is trained again from
-scratch. The table builders work on :class:`RunScores` lists, without training.
-
-The package's modules:
-
-- :mod:`~aras400k.ablation.config`: :class:`AblationConfig`, :class:`DataConfiguration`,
-  :class:`DemoStandIn` and :func:`validate_config`, the settings check that reads no file.
-- :mod:`~aras400k.ablation.data`: :func:`build_demo_data` (the procedural sets the
-  config asks for) and :func:`check_data` (every shard set the study reads).
-- :mod:`~aras400k.ablation.runs`: one run, :func:`train_and_evaluate`, and its
-  :class:`RunScores` in ``scores.json`` (:func:`run_folder`, :func:`write_run_scores`,
-  :func:`read_run_scores`).
-- :mod:`~aras400k.ablation.tables`: Tables 3 and 4 (:func:`build_table3`,
-  :func:`build_table4`, :func:`format_table3`, :func:`format_table4`) and the per-class
-  F1 chart (:func:`plot_per_class_f1`).
-- :mod:`~aras400k.ablation.report`: :func:`write_report`, which writes the tables, the
-  chart and ``summary.json``, and its :class:`AblationResult`.
-- This package: :func:`run_ablation`, the whole study.
+scratch. The modules: ``config`` (settings and their check), ``data`` (demo sets, shard
+checks), ``runs`` (one run and its ``scores.json``), ``tables`` (Tables 3-4 and the chart
+from :class:`RunScores` lists, without training) and ``report`` (the files written).
 """
 
 from __future__ import annotations
@@ -103,9 +89,8 @@ def _stale_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
 def run_ablation(config: AblationConfig, tables_only: bool = False) -> AblationResult:
     """Run the whole study (resumably) and write its tables, figure and summary.
 
-    Everything is checked before the first run starts: the settings
-    (:func:`validate_config`), the procedural data the config asks for
-    (:func:`build_demo_data`) and every shard set (:func:`check_data`).
+    The settings, the procedural data the config asks for and every shard set are
+    checked before the first run starts.
 
     Args:
         config: The study.

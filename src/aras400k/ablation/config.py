@@ -179,13 +179,9 @@ def validate_config(config: AblationConfig) -> None:
     _check(config.loss in LOSSES, f"unknown loss {config.loss!r}; choose from {', '.join(LOSSES)}")
     _check(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
     _check(config.num_workers >= 0, f"num_workers must be >= 0, got {config.num_workers}")
-    _check(
-        config.samples_per_epoch is None or config.samples_per_epoch >= 1,
-        f"samples_per_epoch must be >= 1 or null, got {config.samples_per_epoch}",
-    )
-    _check(
-        config.max_epochs is None or config.max_epochs >= 1, f"max_epochs must be >= 1 or null, got {config.max_epochs}"
-    )
+    for name in ("samples_per_epoch", "max_epochs"):
+        value = getattr(config, name)
+        _check(value is None or value >= 1, f"{name} must be >= 1 or null, got {value}")
     _check(config.max_steps == -1 or config.max_steps >= 1, f"max_steps must be >= 1 or -1, got {config.max_steps}")
     _check(
         config.max_epochs is not None or config.max_steps >= 1,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["PipelineError", "PipelineResult", "StageRecord"]
+if TYPE_CHECKING:
+    from aras400k.pipeline.stages import RunLayout
+
+__all__ = ["PipelineError", "PipelineResult", "StageRecord", "read_record"]
 
 
 class PipelineError(RuntimeError):
@@ -35,3 +40,12 @@ class PipelineResult:
 
     stages: list[StageRecord]
     index: Path | None
+
+
+def read_record(layout: RunLayout, name: str) -> dict[str, Any] | None:
+    """The completion record ``run_dir/.pipeline/<name>.json`` of a finished stage (``None``: none or unreadable)."""
+    try:
+        record: dict[str, Any] = json.loads((layout.state / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
+import importlib
 import os
 import shutil
 import sys
@@ -36,31 +36,22 @@ from aras400k.files import write_json_atomic
 from aras400k.locking import exclusive_lock
 from aras400k.pipeline.config import STAGE_NAMES, PipelineConfig
 from aras400k.pipeline.index import write_index
-from aras400k.pipeline.records import PipelineError, PipelineResult, StageRecord
+from aras400k.pipeline.records import PipelineError, PipelineResult, StageRecord, read_record
 from aras400k.pipeline.stages import STAGES, Command, RunLayout, Stage
+from aras400k.pipeline.validate import CLI_MODULES, validate_commands
 
 __all__ = ["PipelineError", "PipelineResult", "StageRecord", "plan_stages", "run_pipeline"]
 
 
 def _programs() -> dict[str, Callable[[list[str]], Any]]:
     """Console scripts by name, imported when first needed."""
-    from aras400k.cli import ablate, caption, data, eval, synth
-    from aras400k.cli import map as map_cli
     from aras400k.cli.main import cli, fit_main
 
     def aras(args: list[str]) -> None:
         cli(args)
 
-    return {
-        "aras": aras,
-        "aras-fit": fit_main,
-        "aras-data": data.main,
-        "aras-synth": synth.main,
-        "aras-caption": caption.main,
-        "aras-eval": eval.main,
-        "aras-ablate": ablate.main,
-        "aras-map": map_cli.main,
-    }
+    programs = {name: importlib.import_module(f"aras400k.cli.{module}").main for name, module in CLI_MODULES.items()}
+    return {"aras": aras, "aras-fit": fit_main, **programs}
 
 
 def plan_stages(
@@ -100,8 +91,7 @@ def _fingerprint(commands: Sequence[Command], stage: Stage) -> str:
         for arg in command.args:
             path = Path(arg)
             if arg.endswith(".yaml") and path.is_file():
-                text = path.read_text()
-                digest.update(text.encode())
+                digest.update(path.read_text().encode())
     digest.update(stage.name.encode())
     return digest.hexdigest()
 
@@ -132,17 +122,8 @@ def _record_path(layout: RunLayout, name: str) -> Path:
     return layout.state / f"{name}.json"
 
 
-def _read_record(layout: RunLayout, name: str) -> dict[str, Any] | None:
-    path = _record_path(layout, name)
-    try:
-        record: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record
-
-
 def _finished(stage: Stage, fingerprint: str) -> dict[str, Any] | None:
-    record = _read_record(stage.layout, stage.name)
+    record = read_record(stage.layout, stage.name)
     if record is None or record.get("fingerprint") != fingerprint:
         return None
     if not all(_output_ok(path) for path in stage.outputs()):
@@ -158,18 +139,17 @@ def _output_to(log: IO[bytes] | None) -> Iterator[None]:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
+    saved = [os.dup(fd) for fd in (1, 2)]
     try:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
+        for fd in (1, 2):
+            os.dup2(log.fileno(), fd)
         yield
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
+        for fd, kept in zip((1, 2), saved, strict=True):
+            os.dup2(kept, fd)
+            os.close(kept)
 
 
 def _run_command(command: Command, programs: dict[str, Callable[[list[str]], Any]]) -> None:
@@ -230,11 +210,10 @@ def run_pipeline(
     layout = stages[0].layout
     layout.run_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(layout.run_dir):
-        return _run_stages(config, stages, forced, only, dry_run, verbose, stream)
+        return _run_stages(stages, forced, only, dry_run, verbose, stream)
 
 
 def _run_stages(
-    config: PipelineConfig,
     stages: list[Stage],
     forced: set[str],
     only: Sequence[str] | None,
@@ -244,9 +223,8 @@ def _run_stages(
 ) -> PipelineResult:
     """:func:`run_pipeline` once the run folder's lock is held."""
     layout = stages[0].layout
+    config = layout.config
     if dry_run:
-        from aras400k.pipeline.validate import validate_commands
-
         return PipelineResult(validate_commands(stages, stream), None)
     programs = _programs()
     records: list[StageRecord] = []
@@ -268,7 +246,7 @@ def _run_stages(
             _console(f"{tag} up to date ({stage.summary}; took {_duration(seconds)})", stream)
             _console_warnings(stage, stream)
             continue
-        if stage.name in forced or _read_record(layout, stage.name) is not None:
+        if stage.name in forced or read_record(layout, stage.name) is not None:
             # Forced, or finished before with other settings or inputs: start from scratch.
             # A stage without a record was interrupted: keep its outputs, its commands resume.
             _record_path(layout, stage.name).unlink(missing_ok=True)
@@ -329,8 +307,7 @@ def _run_stage(
         "commands": [str(c) for c in commands],
         "work": _work(stage),
     }
-    path = _record_path(layout, stage.name)
-    write_json_atomic(path, record)
+    write_json_atomic(_record_path(layout, stage.name), record)
     _console(f" done in {_duration(seconds)}", stream)
     _console_warnings(stage, stream)
     return StageRecord(stage.name, "ran", seconds, [str(c) for c in commands])

@@ -131,12 +131,7 @@ class Artefact:
 
 @dataclass
 class RunLayout:
-    """Where every stage reads and writes inside ``run_dir``.
-
-    Attributes:
-        config: The pipeline config.
-        run_dir: Its run folder.
-    """
+    """Where every stage reads and writes inside the pipeline ``config``'s ``run_dir``."""
 
     config: PipelineConfig
     run_dir: Path = field(init=False)
@@ -177,9 +172,7 @@ class RunLayout:
     def real_root(self) -> str:
         """Folder (or URL) holding the real splits."""
         data = self.config.data
-        if data.command == "existing":
-            return str(data.root)
-        return str(self.data / "real")
+        return str(data.root) if data.command == "existing" else str(self.data / "real")
 
     def figure(self, name: str) -> Path:
         """A figure the pipeline draws itself (sample previews): ``run_dir/figures/<name>.png``."""
@@ -208,11 +201,7 @@ class RunLayout:
 
 
 class Stage(ABC):
-    """A pipeline stage; subclasses set ``name`` and ``summary`` and implement the methods.
-
-    Args:
-        layout: The run's paths.
-    """
+    """A pipeline stage on a run's ``layout``; subclasses set ``name`` and ``summary`` and implement the methods."""
 
     name: ClassVar[str]
     #: One line for the progress output and ``index.md``.
@@ -229,7 +218,7 @@ class Stage(ABC):
         return self.layout.configs / f"{self.name}{suffix}.yaml"
 
     def write_config(self, data: dict[str, Any], suffix: str = "") -> Path:
-        """Write a merged stage config and return its path.
+        """Write a merged stage config to :meth:`config_path` and return its path.
 
         Args:
             data: The config.
@@ -311,17 +300,9 @@ def _first_table(path: Path) -> str | None:
     return "\n".join(rows) or None
 
 
-def _metric_trajectory(metrics_csv: Path, name: str) -> list[float]:
-    """Every logged value of one metric in a Lightning ``metrics.csv``, in order."""
-    if not metrics_csv.is_file():
-        return []
-    with open(metrics_csv, newline="") as handle:
-        return [float(row[name]) for row in csv.DictReader(handle) if row.get(name)]
-
-
-def _latest_version(stage_dir: Path) -> Path | None:
-    versions = _newest(p for p in (stage_dir / "logs").glob("version_*") if p.is_dir())
-    return versions[-1] if versions else None
+def _versions(stage_dir: Path) -> list[Path]:
+    """The Lightning log folders of a training stage, oldest first."""
+    return _newest(p for p in (stage_dir / "logs").glob("version_*") if p.is_dir())
 
 
 class DataStageRunner(Stage):
@@ -365,11 +346,9 @@ class DataStageRunner(Stage):
     def artefacts(self) -> list[Artefact]:
         """The split folders' manifests."""
         found = [
-            Artefact(
-                Path(self.layout.real(split)) / "manifest.json", f"real {split} set: per-shard counts, class pixels"
-            )
+            Artefact(Path(real) / "manifest.json", f"real {split} set: per-shard counts, class pixels")
             for split in SPLITS
-            if not is_url(self.layout.real(split))
+            if not is_url(real := self.layout.real(split))
         ]
         return [*found, Artefact(self.layout.figure("real"), "real training patches and their masks")]
 
@@ -491,7 +470,7 @@ class SegmenterStage(FitStage):
         ):
             if (stage_dir / "test" / name).is_file():
                 found.append(Artefact(stage_dir / "test" / name, what))
-        for version in _newest(p for p in (stage_dir / "logs").glob("version_*") if p.is_dir()):
+        for version in _versions(stage_dir):
             figures = version / "figures"
             confusions = _newest(figures.glob("val_confusion_epoch*.png"))
             if confusions:
@@ -507,30 +486,32 @@ class GANStage(FitStage):
 
     gan = True
 
+    def _fids(self) -> list[float]:
+        """Every logged ``val_fid`` of the latest run, in order."""
+        versions = _versions(self.layout.stage_dir(self.name))
+        metrics = versions[-1] / "metrics.csv" if versions else None
+        if metrics is None or not metrics.is_file():
+            return []
+        with open(metrics, newline="") as handle:
+            return [float(row["val_fid"]) for row in csv.DictReader(handle) if row.get("val_fid")]
+
     def results(self) -> str | None:
         """``val_fid`` at the first and the last validation."""
-        version = _latest_version(self.layout.stage_dir(self.name))
-        fids = _metric_trajectory(version / "metrics.csv", "val_fid") if version is not None else []
-        if not fids:
+        if not (fids := self._fids()):
             return None
-        first, last, count = fids[0], fids[-1], len(fids)
-        return f"{self.name} `val_fid`: {first:.1f} at the first validation, {last:.1f} at the last ({count})."
+        first, last = fids[0], fids[-1]
+        return f"{self.name} `val_fid`: {first:.1f} at the first validation, {last:.1f} at the last ({len(fids)})."
 
     def warnings(self) -> list[str]:
         """The training summary's warnings, and a ``val_fid`` above the config's ``fid_bound``."""
-        found = super().warnings()
-        version = _latest_version(self.layout.stage_dir(self.name))
-        fids = _metric_trajectory(version / "metrics.csv", "val_fid") if version is not None else []
-        if (fid := fid_warning(fids, self.config.fid_bound)) is not None:
-            found.append(fid)
-        return found
+        fid = fid_warning(self._fids(), self.config.fid_bound)
+        return [*super().warnings(), *([fid] if fid is not None else [])]
 
     def artefacts(self) -> list[Artefact]:
         """Checkpoint, last sample grid, metrics."""
-        stage_dir = self.layout.stage_dir(self.name)
         found = [Artefact(self.layout.checkpoint(self.name), f"{self.name} checkpoint (generator, EMA, discriminator)")]
-        version = _latest_version(stage_dir)
-        if version is not None:
+        if versions := _versions(self.layout.stage_dir(self.name)):
+            version = versions[-1]
             grids = _newest((version / "samples").glob("*.png"))
             if grids:
                 found.append(Artefact(grids[-1], f"{self.name} samples from fixed seeds, end of training"))
