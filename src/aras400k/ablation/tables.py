@@ -114,12 +114,12 @@ def build_table4(
     keys = [f"f1_{name}" for name in class_names]
     grid = _grid_rows(runs, keys, configurations, archs)
     models = [*_order(runs, "arch", archs), MEAN]  # MEAN rows exist only with several architectures
-    rows = []
-    for model in models:
-        for (conf, row_model), values in grid.items():
-            if row_model == model:
-                rows.append({"model": model, "configuration": conf, **{n: values[f"f1_{n}"] for n in class_names}})
-    return rows
+    return [
+        {"model": model, "configuration": conf, **{n: values[f"f1_{n}"] for n in class_names}}
+        for model in models
+        for (conf, row_model), values in grid.items()
+        if row_model == model
+    ]
 
 
 def pct(value: float) -> str:

@@ -287,8 +287,8 @@ def _newest(paths: Iterable[Path]) -> list[Path]:
     return sorted(paths, key=lambda p: (p.stat().st_mtime, str(p)))
 
 
-def _first_table(path: Path) -> str | None:
-    """The first Markdown table in a file (its consecutive ``|`` lines)."""
+def _first_table(path: Path, title: str) -> str | None:
+    """``title`` and the first Markdown table in a file (its consecutive ``|`` lines); ``None`` without one."""
     if not path.is_file():
         return None
     rows: list[str] = []
@@ -297,7 +297,7 @@ def _first_table(path: Path) -> str | None:
             rows.append(line)
         elif rows:
             break
-    return "\n".join(rows) or None
+    return f"{title}:\n\n" + "\n".join(rows) if rows else None
 
 
 def _versions(stage_dir: Path) -> list[Path]:
@@ -448,8 +448,7 @@ class SegmenterStage(FitStage):
     def results(self) -> str | None:
         """The test split's macro scores (%)."""
         scores = self.layout.stage_dir(self.name) / "test" / "test_scores.md"
-        table = _first_table(scores) if scores.is_file() else None
-        return f"Segmenter on the real test split (%):\n\n{table}" if table else None
+        return _first_table(scores, "Segmenter on the real test split (%)")
 
     def artefacts(self) -> list[Artefact]:
         """Checkpoints, test table, confusion matrices and prediction grids."""
@@ -717,8 +716,7 @@ class EvalStage(Stage):
 
     def results(self) -> str | None:
         """The report's headline table."""
-        table = _first_table(self.outputs()[0])
-        return f"Evaluation against the real set:\n\n{table}" if table else None
+        return _first_table(self.outputs()[0], "Evaluation against the real set")
 
     def artefacts(self) -> list[Artefact]:
         """Report, tables and figures."""
@@ -781,8 +779,7 @@ class AblateStage(Stage):
 
     def results(self) -> str | None:
         """Table 3."""
-        table = _first_table(self.outputs()[0])
-        return f"Table 3, test scores (%) by training data:\n\n{table}" if table else None
+        return _first_table(self.outputs()[0], "Table 3, test scores (%) by training data")
 
     def artefacts(self) -> list[Artefact]:
         """Tables 3 and 4 and the per-class chart."""
