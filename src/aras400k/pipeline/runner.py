@@ -84,28 +84,22 @@ def plan_stages(
 
 
 def _fingerprint(commands: Sequence[Command], stage: Stage) -> str:
-    """Hash of the command lines and the contents of the config files they read."""
+    """Hash of the command lines and the contents of the config files they read.
+
+    ``aras-fit``'s ``--ckpt_path last.ckpt`` (resuming) is left out: it depends on the state, not the settings.
+    """
     digest = hashlib.sha256()
-    for command in commands:
-        digest.update(str(command).encode())
-        for arg in command.args:
-            path = Path(arg)
-            if arg.endswith(".yaml") and path.is_file():
-                digest.update(path.read_text().encode())
-    digest.update(stage.name.encode())
-    return digest.hexdigest()
-
-
-def _stable(commands: Sequence[Command]) -> list[Command]:
-    """Commands without the resume arguments (``--ckpt_path last.ckpt`` depends on the state, not the settings)."""
-    stable = []
     for command in commands:
         args = list(command.args)
         if command.program == "aras-fit" and "--ckpt_path" in args:
             i = args.index("--ckpt_path")
             del args[i : i + 2]
-        stable.append(Command(command.program, tuple(args)))
-    return stable
+        digest.update(str(Command(command.program, tuple(args))).encode())
+        for arg in args:
+            if arg.endswith(".yaml") and Path(arg).is_file():
+                digest.update(Path(arg).read_text().encode())
+    digest.update(stage.name.encode())
+    return digest.hexdigest()
 
 
 def _output_ok(path: Path) -> bool:
@@ -124,9 +118,7 @@ def _record_path(layout: RunLayout, name: str) -> Path:
 
 def _finished(stage: Stage, fingerprint: str) -> dict[str, Any] | None:
     record = read_record(stage.layout, stage.name)
-    if record is None or record.get("fingerprint") != fingerprint:
-        return None
-    if not all(_output_ok(path) for path in stage.outputs()):
+    if record is None or record.get("fingerprint") != fingerprint or not all(map(_output_ok, stage.outputs())):
         return None
     return record
 
@@ -237,7 +229,7 @@ def _run_stages(
             _console(f"{tag} not run ({'skip' if stage.name in config.skip else 'not in --only'})", stream)
             continue
         commands = stage.commands()
-        fingerprint = _fingerprint(_stable(commands), stage)
+        fingerprint = _fingerprint(commands, stage)
         fresh = stage.name in forced or rerun_rest
         previous = None if fresh else _finished(stage, fingerprint)
         if previous is not None:

@@ -376,12 +376,8 @@ class FitStage(Stage):
             if str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
                 callback.setdefault("init_args", {})["dirpath"] = str(stage_dir / "checkpoints")
         if self.gan and self.config.gan_fid:
-            callbacks.append(
-                {
-                    "class_path": "aras400k.callbacks.GeneratorFID",
-                    "init_args": {"feature": "segmenter", "path": str(self.layout.checkpoint("segmenter"))},
-                }
-            )
+            fid = {"feature": "segmenter", "path": str(self.layout.checkpoint("segmenter"))}
+            callbacks.append({"class_path": "aras400k.callbacks.GeneratorFID", "init_args": fid})
         trainer["callbacks"] = callbacks
         data = config.setdefault("data", {}).setdefault("init_args", {})
         data["root"] = self.layout.real_root()
@@ -462,21 +458,18 @@ class SegmenterStage(FitStage):
             Artefact(p, "best segmenter checkpoint by validation macro F1")
             for p in _newest((stage_dir / "checkpoints").glob("best-*.ckpt"))
         ]
-        for name, what in (
-            ("test_scores.md", "segmenter test scores on the real test split (macro and per class)"),
-            ("test_confusion.png", "segmenter confusion matrix on the test split"),
-            ("test_predictions.png", "test images, true masks and predictions"),
-        ):
-            if (stage_dir / "test" / name).is_file():
-                found.append(Artefact(stage_dir / "test" / name, what))
+        found += [
+            Artefact(stage_dir / "test" / name, what)
+            for name, what in (
+                ("test_scores.md", "segmenter test scores on the real test split (macro and per class)"),
+                ("test_confusion.png", "segmenter confusion matrix on the test split"),
+                ("test_predictions.png", "test images, true masks and predictions"),
+            )
+        ]
         for version in _versions(stage_dir):
-            figures = version / "figures"
-            confusions = _newest(figures.glob("val_confusion_epoch*.png"))
-            if confusions:
+            if confusions := _newest((version / "figures").glob("val_confusion_epoch*.png")):
                 found.append(Artefact(confusions[-1], "validation confusion matrix, last epoch"))
-            metrics = version / "metrics.csv"
-            if metrics.is_file():
-                found.append(Artefact(metrics, "training and validation metrics per step (CSV)"))
+            found.append(Artefact(version / "metrics.csv", "training and validation metrics per step (CSV)"))
         return found
 
 
@@ -510,13 +503,10 @@ class GANStage(FitStage):
         """Checkpoint, last sample grid, metrics."""
         found = [Artefact(self.layout.checkpoint(self.name), f"{self.name} checkpoint (generator, EMA, discriminator)")]
         if versions := _versions(self.layout.stage_dir(self.name)):
-            version = versions[-1]
-            grids = _newest((version / "samples").glob("*.png"))
-            if grids:
+            if grids := _newest((versions[-1] / "samples").glob("*.png")):
                 found.append(Artefact(grids[-1], f"{self.name} samples from fixed seeds, end of training"))
-            if (version / "metrics.csv").is_file():
-                what = f"{self.name} losses and validation scores (val_fid, ...) per step (CSV)"
-                found.append(Artefact(version / "metrics.csv", what))
+            what = f"{self.name} losses and validation scores (val_fid, ...) per step (CSV)"
+            found.append(Artefact(versions[-1] / "metrics.csv", what))
         return found
 
 
@@ -762,11 +752,9 @@ class AblateStage(Stage):
             "demo": False,
             "demo_stand_ins": [],
         }
+        # The pipeline's configurations replace the base file's (its stand-in paths do not apply).
         defaults = {"configurations": self._configurations(), "progress_bar": False}
-        base = self.flat_config(required, defaults)
-        if "configurations" not in self.section.options:  # the base file's stand-in paths do not apply
-            base["configurations"] = self._configurations()
-        path = self.write_config(base)
+        path = self.write_config(self.flat_config(required, defaults))
         return [Command("aras-ablate", ("--config", str(path)))]
 
     def outputs(self) -> list[Path]:
