@@ -1,26 +1,17 @@
-"""The paper's real / synthetic / mixed training study (its Tables 3 and 4).
+"""The paper's real / synthetic / mixed training study (its Tables 3 and 4; ``docs/evaluation.md``).
 
-Every architecture in ``archs`` is trained on every :class:`DataConfiguration` (a list
-of training shard sources: real; synthetic only at two sizes; real + conditional,
-real + unconditional or real + both synthetic sets) with the same seed and the same
-budget (``max_epochs`` / ``max_steps`` over ``samples_per_epoch`` samples per epoch),
-then its best checkpoint by validation macro F1 (the last one without validation) is
-tested on the **real** test split. The study writes, under ``out_dir``:
-
-* ``runs/{configuration}/{arch}/`` with ``scores.json``, the checkpoint and the CSV log;
-* ``table3.md`` / ``table3.csv``: macro F1, IoU, precision, recall and pixel accuracy
-  (%) per architecture and configuration, with a mean row per configuration;
-* ``table4.md`` / ``table4.csv``: per-class F1 (%) per configuration, one block per
-  architecture and one for the mean over architectures;
-* ``per_class_f1.png``: per-class F1 (mean over architectures), one bar per configuration;
-* ``summary.json``: the configuration, every run's scores and both tables.
+Every architecture in ``archs`` is trained on every :class:`DataConfiguration` with the
+same seed and budget, and its best checkpoint by validation macro F1 (the last one
+without validation) is tested on the **real** test split. Under ``out_dir`` the study
+writes one folder per run (``runs/{configuration}/{arch}/``: ``scores.json``, the
+checkpoint, the CSV log), ``table3`` and ``table4`` (``.md`` and ``.csv``),
+``per_class_f1.png`` and ``summary.json``.
 
 It resumes: a run whose ``scores.json`` exists is skipped, and the tables are rebuilt
-from all ``scores.json`` files of the grid. ``scores.json`` is written last, through a
-temporary file and a rename, so a killed run leaves none and is trained again from
-scratch. The modules: ``config`` (settings and their check), ``data`` (demo sets, shard
-checks), ``runs`` (one run and its ``scores.json``), ``tables`` (Tables 3-4 and the chart
-from :class:`RunScores` lists, without training) and ``report`` (the files written).
+from every ``scores.json`` of the grid. ``scores.json`` is written last and atomically,
+so a killed run leaves none and is trained again. The modules: ``config`` (settings and
+their check), ``data`` (demo sets, shard checks), ``runs`` (one run), ``tables``
+(Tables 3-4 and the chart from :class:`RunScores` lists) and ``report`` (the files).
 """
 
 from __future__ import annotations

@@ -175,7 +175,13 @@ def validate_config(config: AblationConfig) -> None:
     for arch in config.archs:
         _check(arch in ARCHITECTURES, f"unknown arch {arch!r} in archs; choose from {', '.join(ARCHITECTURES)}")
     _check(not _duplicates(config.archs), f"duplicate archs: {', '.join(_duplicates(config.archs))}")
-    _check_encoder(config.encoder)
+    from segmentation_models_pytorch.encoders import get_encoder_names
+
+    encoder = config.encoder
+    _check(
+        encoder in get_encoder_names() or encoder.startswith("tu-"),
+        f"unknown encoder {encoder!r}; use a segmentation-models-pytorch encoder such as resnet18 or mobilenet_v2",
+    )
     _check(config.loss in LOSSES, f"unknown loss {config.loss!r}; choose from {', '.join(LOSSES)}")
     _check(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
     _check(config.num_workers >= 0, f"num_workers must be >= 0, got {config.num_workers}")
@@ -191,13 +197,3 @@ def validate_config(config: AblationConfig) -> None:
     _check(not _duplicates(outs), f"duplicate demo_stand_ins folders: {', '.join(_duplicates(outs))}")
     for stand_in in config.demo_stand_ins:
         _check(stand_in.source in SOURCES, f"unknown source {stand_in.source!r}; choose from {', '.join(SOURCES)}")
-
-
-def _check_encoder(encoder: str) -> None:
-    from segmentation_models_pytorch.encoders import get_encoder_names
-
-    known = get_encoder_names()
-    _check(
-        encoder in known or encoder.startswith("tu-"),
-        f"unknown encoder {encoder!r}; use a segmentation-models-pytorch encoder such as resnet18 or mobilenet_v2",
-    )

@@ -153,10 +153,8 @@ def _backend_options(cfg: Namespace) -> dict[str, Any]:
 
 
 def _ensure_input(cfg: Namespace) -> None:
-    if is_url(cfg.input):
-        return
     path = Path(cfg.input)
-    if path.exists() or not cfg.demo or path.name not in _SPLITS:
+    if is_url(cfg.input) or path.exists() or not cfg.demo or path.name not in _SPLITS:
         return
     from aras400k.data.demo import demo_is_ready, make_demo
 

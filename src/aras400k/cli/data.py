@@ -261,11 +261,10 @@ def _expand(dirs: list[str]) -> list[str | Path]:
     out: list[str | Path] = []
     for spec in dirs:
         d = as_location(spec)
-        if isinstance(d, str):
+        if isinstance(d, str) or (d / "manifest.json").exists():
             out.append(d)
-            continue
-        children = sorted(p.parent for p in d.glob("*/manifest.json")) if not (d / "manifest.json").exists() else []
-        out.extend(children or [d])
+        else:
+            out.extend(sorted(p.parent for p in d.glob("*/manifest.json")) or [d])
     return out
 
 

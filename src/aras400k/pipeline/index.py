@@ -58,9 +58,8 @@ def write_index(layout: RunLayout, stages: Sequence[Stage], records: Sequence[St
         record = read_record(layout, stage.name)
         seconds = float(record["seconds"]) if record else 0.0
         total += seconds
-        state = "finished" if record else status.get(stage.name, "not run")
-        if state == "ran":
-            state = "finished"
+        state = status.get(stage.name, "not run")
+        state = "finished" if record or state == "ran" else state
         if record and stage.warnings():
             state += " ⚠ not trustworthy (see below)"
         commands = record["commands"] if record else []

@@ -1,20 +1,14 @@
 """Run the stages in order: skip finished ones, resume an interrupted one, record times.
 
-A stage is *finished* when ``run_dir/.pipeline/<stage>.json`` records it with the
-same commands and config files as now, and its outputs exist (shard sets must have a
-valid manifest and every shard file). A finished stage is skipped; once a stage runs,
-every later stage runs too, since its inputs changed. A stage that was interrupted
-(no record) is run again *without* deleting what it wrote, so the commands resume:
-training restarts from ``last.ckpt``, synthesis and captioning continue where they
-stopped. ``--from`` / ``--only`` force stages to run from scratch (their outputs are
-deleted first).
+See ``docs/pipeline.md`` ("Resuming and redoing"). A stage is *finished* when
+``run_dir/.pipeline/<stage>.json`` records it with the same commands and config files
+as now and its outputs exist; once a stage runs, every later one runs too. A stage
+without a record was interrupted and runs again *without* deleting what it wrote, so
+its commands resume. ``--from`` / ``--only`` force stages to run from scratch.
 
-Each command runs in this process, its output (both streams, file-descriptor level)
-going to ``run_dir/logs/<stage>.log``; the console shows one line per stage.
-
+Each command runs in this process, its output going to ``run_dir/logs/<stage>.log``.
 One pipeline runs in a run folder at a time: it holds the lock ``RUN_DIR.lock`` beside
-the folder (:mod:`aras400k.locking`) until it ends, and a second one on the same folder
-stops at once naming the first one's PID.
+the folder (:mod:`aras400k.locking`), and a second one stops at once naming its PID.
 """
 
 from __future__ import annotations
