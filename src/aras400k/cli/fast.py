@@ -95,10 +95,9 @@ def cache_dir() -> Path:
 def _version(distribution: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
+    with contextlib.suppress(PackageNotFoundError):
         return version(distribution)
-    except PackageNotFoundError:
-        return "absent"
+    return "absent"
 
 
 def _source_hash() -> str:
@@ -293,9 +292,8 @@ def check_arguments(args: list[str], options: dict[str, Any]) -> str | None:
     """
     if any(a in _HELP or a.startswith("--print_config") or a == "--" for a in args):
         return None
-    choices = ",".join(SUBCOMMANDS)
     if not args:
-        return f'expected "subcommand" to be one of {{{choices}}}, but it was not provided.'
+        return f'expected "subcommand" to be one of {{{",".join(SUBCOMMANDS)}}}, but it was not provided.'
     command, rest = args[0], args[1:]
     if command.startswith("-"):
         return None  # root options before the subcommand: the real parser decides

@@ -164,10 +164,9 @@ def _from_import(module: str, name: str) -> dict[str, Parameter]:
     for param in inspect.signature(function).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
-        annotation = (
-            param.annotation if isinstance(param.annotation, str) else inspect.formatannotation(param.annotation)
-        )
-        annotation = "" if param.annotation is param.empty else annotation
+        annotation = param.annotation
+        if not isinstance(annotation, str):
+            annotation = "" if annotation is param.empty else inspect.formatannotation(annotation)
         found[param.name] = Parameter(param.name, param.default, annotation, helps.get(param.name, ""))
     return found
 
