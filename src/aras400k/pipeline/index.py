@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aras400k.files import write_atomic
-from aras400k.pipeline.records import StageRecord, read_record
+from aras400k.pipeline.records import StageRecord, duration, read_record
 
 if TYPE_CHECKING:
     from aras400k.pipeline.stages import RunLayout, Stage
@@ -22,11 +22,6 @@ __all__ = ["write_index"]
 
 def _rel(path: Path, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
-
-
-def _time(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes} min {rest:02d} s" if minutes else f"{seconds:.1f} s"
 
 
 def write_index(layout: RunLayout, stages: Sequence[Stage], records: Sequence[StageRecord]) -> Path:
@@ -64,9 +59,9 @@ def write_index(layout: RunLayout, stages: Sequence[Stage], records: Sequence[St
             state += " ⚠ not trustworthy (see below)"
         commands = record["commands"] if record else []
         command = "<br>".join(f"`{c}`" for c in commands) or "-"
-        wall = _time(seconds) if record else "-"
+        wall = duration(seconds, " min ", " s") if record else "-"
         lines.append(f"| {stage.name} | {stage.summary} | {wall} | {state} | {command} |")
-    lines += ["", f"Total recorded wall time: {_time(total)}.", ""]
+    lines += ["", f"Total recorded wall time: {duration(total, ' min ', ' s')}.", ""]
     finished = [stage for stage in stages if read_record(layout, stage.name)]
     flagged = [(stage.name, warning) for stage in finished for warning in stage.warnings()]
     if flagged:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aras400k.pipeline.stages import RunLayout
 
-__all__ = ["PipelineError", "PipelineResult", "StageRecord", "read_record"]
+__all__ = ["PipelineError", "PipelineResult", "StageRecord", "duration", "read_record"]
 
 
 class PipelineError(RuntimeError):
@@ -49,3 +49,9 @@ def read_record(layout: RunLayout, name: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return record
+
+
+def duration(seconds: float, minutes_unit: str = "m", seconds_unit: str = "s") -> str:
+    """``1m05s`` or ``3.2s`` (``1 min 05 s`` with units ``" min "`` and ``" s"``)."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}{minutes_unit}{rest:02d}{seconds_unit}" if minutes else f"{seconds:.1f}{seconds_unit}"

@@ -30,7 +30,7 @@ from aras400k.files import write_json_atomic
 from aras400k.locking import exclusive_lock
 from aras400k.pipeline.config import STAGE_NAMES, PipelineConfig
 from aras400k.pipeline.index import write_index
-from aras400k.pipeline.records import PipelineError, PipelineResult, StageRecord, read_record
+from aras400k.pipeline.records import PipelineError, PipelineResult, StageRecord, duration, read_record
 from aras400k.pipeline.stages import STAGES, Command, RunLayout, Stage
 from aras400k.pipeline.validate import CLI_MODULES, validate_commands
 
@@ -158,11 +158,6 @@ def _console_warnings(stage: Stage, stream: IO[str]) -> None:
         _console(f"      WARNING ({stage.name}): {warning}", stream)
 
 
-def _duration(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}m{rest:02d}s" if minutes else f"{seconds:.1f}s"
-
-
 def run_pipeline(
     config: PipelineConfig,
     from_stage: str | None = None,
@@ -229,7 +224,7 @@ def _run_stages(
         if previous is not None:
             seconds = float(previous.get("seconds", 0.0))
             records.append(StageRecord(stage.name, "skipped", seconds, [str(c) for c in commands]))
-            _console(f"{tag} up to date ({stage.summary}; took {_duration(seconds)})", stream)
+            _console(f"{tag} up to date ({stage.summary}; took {duration(seconds)})", stream)
             _console_warnings(stage, stream)
             continue
         if stage.name in forced or read_record(layout, stage.name) is not None:
@@ -274,7 +269,7 @@ def _run_stage(
             failed = err
     seconds = time.perf_counter() - start
     if failed is not None:
-        _console(f" FAILED after {_duration(seconds)} (log: {log_path})", stream)
+        _console(f" FAILED after {duration(seconds)} (log: {log_path})", stream)
         if isinstance(failed, KeyboardInterrupt):
             raise failed
         reason = _failure_reason(log_path, log_start)
@@ -294,7 +289,7 @@ def _run_stage(
         "work": _work(stage),
     }
     write_json_atomic(_record_path(layout, stage.name), record)
-    _console(f" done in {_duration(seconds)}", stream)
+    _console(f" done in {duration(seconds)}", stream)
     _console_warnings(stage, stream)
     return StageRecord(stage.name, "ran", seconds, [str(c) for c in commands])
 
