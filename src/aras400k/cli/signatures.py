@@ -1,14 +1,11 @@
 """Options from a function's signature and docstring, read from its source without importing it.
 
-The synthesis functions live in modules that import torch at their top, seconds that
-``aras-synth --help`` should not wait for. :func:`source_signature` parses the module's
-source (``ast``) instead: each parameter's default (a literal), its annotation and its
-``Args:`` description, so that :func:`add_options` gives the command's options the
-function's own defaults and help. Neither the module nor its parent packages are
-imported (their files are found from the top-level package's folder). A name the
-module only re-exports (``from .x import f``, ``from .x import *``) is followed to
-where it is defined; if it cannot be found there, the module is imported and
-:func:`inspect.signature` is used (slow, but right).
+The synthesis modules import torch at their top, seconds that ``aras-synth --help``
+should not wait for. :func:`source_signature` parses the source (``ast``) instead, without
+importing the module or its parent packages: each parameter's literal default, its
+annotation and its ``Args:`` description, which :func:`add_options` turns into options.
+A re-exported name (``from .x import f``, ``from .x import *``) is followed to where it is
+defined; if it cannot be found, the module is imported (:func:`inspect.signature`).
 """
 
 from __future__ import annotations
