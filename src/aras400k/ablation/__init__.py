@@ -1,40 +1,17 @@
-"""The paper's real / synthetic / mixed training study (its Tables 3 and 4).
+"""The paper's real / synthetic / mixed training study (its Tables 3 and 4; ``docs/evaluation.md``).
 
-Every architecture in ``archs`` is trained on every :class:`DataConfiguration` (a list
-of training shard sources: real; synthetic only at two sizes; real + conditional,
-real + unconditional or real + both synthetic sets) with the same seed and the same
-budget (``max_epochs`` / ``max_steps`` over ``samples_per_epoch`` samples per epoch),
-then its best checkpoint by validation macro F1 (the last one without validation) is
-tested on the **real** test split. The study writes, under ``out_dir``:
-
-* ``runs/{configuration}/{arch}/`` with ``scores.json``, the checkpoint and the CSV log;
-* ``table3.md`` / ``table3.csv``: macro F1, IoU, precision, recall and pixel accuracy
-  (%) per architecture and configuration, with a mean row per configuration;
-* ``table4.md`` / ``table4.csv``: per-class F1 (%) per configuration, one block per
-  architecture and one for the mean over architectures;
-* ``per_class_f1.png``: per-class F1 (mean over architectures), one bar per configuration;
-* ``summary.json``: the configuration, every run's scores and both tables.
+Every architecture in ``archs`` is trained on every :class:`DataConfiguration` with the
+same seed and budget, and its best checkpoint by validation macro F1 (the last one
+without validation) is tested on the **real** test split. Under ``out_dir`` the study
+writes one folder per run (``runs/{configuration}/{arch}/``: ``scores.json``, the
+checkpoint, the CSV log), ``table3`` and ``table4`` (``.md`` and ``.csv``),
+``per_class_f1.png`` and ``summary.json``.
 
 It resumes: a run whose ``scores.json`` exists is skipped, and the tables are rebuilt
-from all ``scores.json`` files of the grid. ``scores.json`` is written last, through a
-temporary file and a rename, so a killed run leaves none and is trained again from
-scratch. The table builders work on :class:`RunScores` lists, without training.
-
-The package's modules:
-
-- :mod:`~aras400k.ablation.config`: :class:`AblationConfig`, :class:`DataConfiguration`,
-  :class:`DemoStandIn` and :func:`validate_config`, the settings check that reads no file.
-- :mod:`~aras400k.ablation.data`: :func:`build_demo_data` (the procedural sets the
-  config asks for) and :func:`check_data` (every shard set the study reads).
-- :mod:`~aras400k.ablation.runs`: one run, :func:`train_and_evaluate`, and its
-  :class:`RunScores` in ``scores.json`` (:func:`run_folder`, :func:`write_run_scores`,
-  :func:`read_run_scores`).
-- :mod:`~aras400k.ablation.tables`: Tables 3 and 4 (:func:`build_table3`,
-  :func:`build_table4`, :func:`format_table3`, :func:`format_table4`) and the per-class
-  F1 chart (:func:`plot_per_class_f1`).
-- :mod:`~aras400k.ablation.report`: :func:`write_report`, which writes the tables, the
-  chart and ``summary.json``, and its :class:`AblationResult`.
-- This package: :func:`run_ablation`, the whole study.
+from every ``scores.json`` of the grid. ``scores.json`` is written last and atomically,
+so a killed run leaves none and is trained again. The modules: ``config`` (settings and
+their check), ``data`` (demo sets, shard checks), ``runs`` (one run), ``tables``
+(Tables 3-4 and the chart from :class:`RunScores` lists) and ``report`` (the files).
 """
 
 from __future__ import annotations
@@ -103,9 +80,8 @@ def _stale_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
 def run_ablation(config: AblationConfig, tables_only: bool = False) -> AblationResult:
     """Run the whole study (resumably) and write its tables, figure and summary.
 
-    Everything is checked before the first run starts: the settings
-    (:func:`validate_config`), the procedural data the config asks for
-    (:func:`build_demo_data`) and every shard set (:func:`check_data`).
+    The settings, the procedural data the config asks for and every shard set are
+    checked before the first run starts.
 
     Args:
         config: The study.

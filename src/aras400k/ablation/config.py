@@ -175,17 +175,19 @@ def validate_config(config: AblationConfig) -> None:
     for arch in config.archs:
         _check(arch in ARCHITECTURES, f"unknown arch {arch!r} in archs; choose from {', '.join(ARCHITECTURES)}")
     _check(not _duplicates(config.archs), f"duplicate archs: {', '.join(_duplicates(config.archs))}")
-    _check_encoder(config.encoder)
+    from segmentation_models_pytorch.encoders import get_encoder_names
+
+    encoder = config.encoder
+    _check(
+        encoder in get_encoder_names() or encoder.startswith("tu-"),
+        f"unknown encoder {encoder!r}; use a segmentation-models-pytorch encoder such as resnet18 or mobilenet_v2",
+    )
     _check(config.loss in LOSSES, f"unknown loss {config.loss!r}; choose from {', '.join(LOSSES)}")
     _check(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
     _check(config.num_workers >= 0, f"num_workers must be >= 0, got {config.num_workers}")
-    _check(
-        config.samples_per_epoch is None or config.samples_per_epoch >= 1,
-        f"samples_per_epoch must be >= 1 or null, got {config.samples_per_epoch}",
-    )
-    _check(
-        config.max_epochs is None or config.max_epochs >= 1, f"max_epochs must be >= 1 or null, got {config.max_epochs}"
-    )
+    for name in ("samples_per_epoch", "max_epochs"):
+        value = getattr(config, name)
+        _check(value is None or value >= 1, f"{name} must be >= 1 or null, got {value}")
     _check(config.max_steps == -1 or config.max_steps >= 1, f"max_steps must be >= 1 or -1, got {config.max_steps}")
     _check(
         config.max_epochs is not None or config.max_steps >= 1,
@@ -195,13 +197,3 @@ def validate_config(config: AblationConfig) -> None:
     _check(not _duplicates(outs), f"duplicate demo_stand_ins folders: {', '.join(_duplicates(outs))}")
     for stand_in in config.demo_stand_ins:
         _check(stand_in.source in SOURCES, f"unknown source {stand_in.source!r}; choose from {', '.join(SOURCES)}")
-
-
-def _check_encoder(encoder: str) -> None:
-    from segmentation_models_pytorch.encoders import get_encoder_names
-
-    known = get_encoder_names()
-    _check(
-        encoder in known or encoder.startswith("tu-"),
-        f"unknown encoder {encoder!r}; use a segmentation-models-pytorch encoder such as resnet18 or mobilenet_v2",
-    )

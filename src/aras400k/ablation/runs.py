@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # Lightning, smp and torch load when a run trains, not at sta
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from aras400k.data.datamodules import SegmentationDataModule
-    from aras400k.models.segmentation import SegmentationTask
 
 __all__ = ["SCORES_NAME", "RunScores", "read_run_scores", "run_folder", "train_and_evaluate", "write_run_scores"]
 
@@ -155,12 +154,6 @@ def run_settings(config: AblationConfig, configuration: DataConfiguration, arch:
     return settings
 
 
-def _make_task(config: AblationConfig, arch: Architecture) -> SegmentationTask:
-    from aras400k.models.segmentation import SegmentationTask
-
-    return SegmentationTask(arch=arch, **{name: getattr(config, name) for name in _TASK_OPTIONS})
-
-
 def _make_datamodule(config: AblationConfig, configuration: DataConfiguration) -> SegmentationDataModule:
     from aras400k.data.datamodules import SegmentationDataModule
 
@@ -203,11 +196,13 @@ def train_and_evaluate(
     """
     from lightning.pytorch import seed_everything
 
+    from aras400k.models.segmentation import SegmentationTask
+
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     seed_everything(config.seed, workers=True, verbose=False)
-    task = _make_task(config, arch)
+    task = SegmentationTask(arch=arch, **{name: getattr(config, name) for name in _TASK_OPTIONS})
     datamodule = _make_datamodule(config, configuration)
     checkpoint = _make_checkpoint(config, folder)
     trainer = _make_trainer(config, folder, checkpoint)

@@ -114,12 +114,12 @@ def build_table4(
     keys = [f"f1_{name}" for name in class_names]
     grid = _grid_rows(runs, keys, configurations, archs)
     models = [*_order(runs, "arch", archs), MEAN]  # MEAN rows exist only with several architectures
-    rows = []
-    for model in models:
-        for (conf, row_model), values in grid.items():
-            if row_model == model:
-                rows.append({"model": model, "configuration": conf, **{n: values[f"f1_{n}"] for n in class_names}})
-    return rows
+    return [
+        {"model": model, "configuration": conf, **{n: values[f"f1_{n}"] for n in class_names}}
+        for model in models
+        for (conf, row_model), values in grid.items()
+        if row_model == model
+    ]
 
 
 def pct(value: float) -> str:
@@ -192,6 +192,7 @@ def plot_per_class_f1(
     Returns:
         The path written.
     """
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     rows = [row for row in table4 if row["model"] == MEAN]
@@ -203,11 +204,11 @@ def plot_per_class_f1(
     width = 0.8 / max(1, len(rows))
     fig = Figure(figsize=(max(8.0, 0.2 * len(rows) * len(class_names) + 3), 4.8), dpi=120, layout="constrained")
     ax = fig.subplots()
-    colours = _palette(len(rows))
+    colours = colormaps["tab10" if len(rows) <= 10 else "tab20"]
     for j, row in enumerate(rows):
         values = np.array([100 * row[name] for name in class_names], dtype=float)
         offsets = x - 0.4 + width * (j + 0.5)
-        ax.bar(offsets, np.nan_to_num(values), width, label=row["configuration"], color=colours[j])
+        ax.bar(offsets, np.nan_to_num(values), width, label=row["configuration"], color=colours(j % colours.N))
         for offset, value in zip(offsets, values, strict=True):
             if math.isnan(value):
                 ax.text(offset, 1, "n/a", ha="center", va="bottom", rotation=90, fontsize=7)
@@ -220,10 +221,3 @@ def plot_per_class_f1(
     ax.set_axisbelow(True)
     fig.legend(title="bars: training data", loc="outside right upper", frameon=False)
     return save_figure(fig, path)
-
-
-def _palette(n: int) -> list[tuple[float, float, float, float]]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]

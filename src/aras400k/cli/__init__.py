@@ -71,10 +71,9 @@ def fail(program: str, message: str, status: int = 2) -> NoReturn:
 def run_command(program: str, command: Callable[[], int | None]) -> int:
     """Run a command body, turning input errors into a one-line message and exit status 2.
 
-    An output in use by another run (:class:`~aras400k.locking.LockedError`) also gives
-    one line, naming the holder, with exit status :data:`LOCKED_STATUS`.
-    A damaged shard (:data:`DATA_ERRORS`) is reported the same way with exit status 1,
-    as ``aras-data verify`` does for any problem it finds.
+    An output locked by another run (:class:`~aras400k.locking.LockedError`) gives one line
+    naming the holder and :data:`LOCKED_STATUS`; a damaged shard (:data:`DATA_ERRORS`),
+    exit status 1, as ``aras-data verify`` does.
 
     Args:
         program: Command name used in the message.
@@ -98,8 +97,6 @@ def run_command(program: str, command: Callable[[], int | None]) -> int:
 
 def parse_and_run(program: str, parser: Any, args: list[str] | None, command: Callable[[Any], int | None]) -> int:
     """Parse arguments with a parser that raises (``exit_on_error=False``), then run the command.
-
-    Parser errors and input errors both become one line on stderr and exit status 2.
 
     Args:
         program: Command name used in messages.
@@ -162,10 +159,7 @@ def import_class(path: str, base: type, option: str) -> type:
 def command_parser(
     program: str | None, description: str, *, config: bool = True, options_of: type | None = None
 ) -> ArgumentParser:
-    """A jsonargparse parser that raises ``argparse.ArgumentError`` instead of exiting.
-
-    :func:`parse_and_run` turns those errors into one line and exit status 2, the same
-    for every command and subcommand.
+    """A jsonargparse parser that raises ``argparse.ArgumentError`` (for :func:`parse_and_run`) instead of exiting.
 
     Args:
         program: Command name (``None`` for a subcommand's parser).
@@ -220,7 +214,7 @@ def optional_argument(parser: ArgumentParser, dest: str, needed_when: str) -> No
     """Make a required signature parameter an option that defaults to ``None``.
 
     For a backend's required argument (``--transformers.model_path``) that only matters
-    when that backend is chosen; the command checks it before building the backend.
+    when that backend is chosen (the command checks it).
 
     Args:
         parser: The parser holding the option.
@@ -245,14 +239,13 @@ def call_with(
     """Call ``function`` with the parsed options named like its parameters.
 
     Args:
-        function: A function or class; each parameter with an option of the same name
-            gets that option's value.
-        *namespaces: Parsed options, looked in in order: a parameter takes the value
-            of the first one holding its name (a group's options, then the top level's).
+        function: A function or class.
+        *namespaces: Parsed options; a parameter takes the value of the first one holding
+            its name (a group's options, then the top level's).
         like: Take the parameter names from this signature instead (a base class whose
             options were added, when ``function`` is a user's subclass).
-        **given: Arguments given explicitly (for parameters whose option has another
-            name or needs converting); they win over options of the same name.
+        **given: Explicit arguments (an option with another name or needing conversion);
+            they win over options of the same name.
 
     Returns:
         What ``function`` returns.

@@ -10,30 +10,20 @@ Examples::
         --openai.model Qwen/Qwen3-VL-8B-Instruct \
         --openai.base_urls '[http://gpu1:8000/v1, http://gpu2:8000/v1]' --batch_size 64
 
-Rerunning the same command after a kill resumes: captions already in ``--out`` are
-kept and only the missing ones are made. ``--shards_out DIR`` also writes a new shard
-set whose samples carry ``captions.json``.
+Rerunning the same command after a kill resumes (captions already in ``--out`` are
+kept). ``--shards_out DIR`` also writes a shard set whose samples carry ``captions.json``.
+A backend's options are nested under its name (``--openai.*``), also in the YAML config.
 
-A run splits over workers (e.g. a cluster job array): ``--shard_index K --num_shards
-N`` captions the K-th of N contiguous sample ranges into ``OUT.part-K-of-N.jsonl``
-(each worker resumes on its own); then the same command with ``--merge true`` instead
-of ``--shard_index`` joins the parts into ``--out`` (and writes ``--shards_out``),
-reusing every worker caption and asking the backend only for captions that repeat one
-of another part, so ``--out`` equals a one-worker run's sidecar.
+- Workers: ``--shard_index K --num_shards N`` captions the K-th of N sample ranges into
+  ``OUT.part-K-of-N.jsonl``; the same command with ``--merge true`` instead of
+  ``--shard_index`` joins the parts into ``--out``, equal to a one-worker run's sidecar.
+- Batch files (``--backend openai --batch_file.action write|submit|run``): the requests
+  go to OpenAI Batch-format JSONL in ``OUT.batch/``, for ``vllm run_batch`` or the Batch
+  API; rerun to take the answers in.
+- One run writes a sidecar at a time (lock ``OUT.jsonl.lock``; a second run exits with
+  status 75). ``--repair true`` mends a sidecar two runs wrote at once (before the lock).
 
-Batch files (``--backend openai --batch_file.action write|submit|run``) write the
-requests as OpenAI Batch-format JSONL in ``OUT.batch/`` instead of sending them; run
-them with ``vllm run_batch`` (or let ``submit``/``run`` hand them to the Batch API with
-the ``openai`` SDK) and rerun to take the answers in, until every caption is there.
-
-The options of a backend are nested under its name (``--transformers.*``,
-``--openai.*``, ``--template.*``), also in the YAML config.
-
-One run writes a sidecar at a time: a run holds ``OUT.jsonl.lock`` (beside ``--out``,
-or the worker's part) until it ends, and a second run on the same file stops at once
-naming the first one's PID (exit status 75). A sidecar two runs wrote at once (before
-this lock) holds captions twice and every resume refuses it; ``aras-caption --repair
-true --out OUT.jsonl`` keeps the first caption of each and backs the file up first.
+See ``docs/captioning.md``.
 """
 
 from __future__ import annotations
@@ -83,11 +73,9 @@ _BATCH_SKIP: set[str | int] = {
 def build_parser() -> ArgumentParser:
     """Build the ``aras-caption`` parser.
 
-    The captioning options are :class:`~aras400k.captioning.Captioner`'s parameters,
-    each backend's are its class's (nested under its name), and the batch-file ones are
-    :meth:`~aras400k.captioning.Captioner.caption_batch_file`'s and
-    :func:`~aras400k.captioning.batch_api.run_batch_job`'s, so defaults and help come
-    from those signatures and docstrings.
+    Its options are the parameters of :class:`~aras400k.captioning.Captioner`, of each
+    backend's class, of ``Captioner.caption_batch_file`` and of ``run_batch_job``, with
+    the defaults and help of their signatures and docstrings.
 
     Returns:
         The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
@@ -165,10 +153,8 @@ def _backend_options(cfg: Namespace) -> dict[str, Any]:
 
 
 def _ensure_input(cfg: Namespace) -> None:
-    if is_url(cfg.input):
-        return
     path = Path(cfg.input)
-    if path.exists() or not cfg.demo or path.name not in _SPLITS:
+    if is_url(cfg.input) or path.exists() or not cfg.demo or path.name not in _SPLITS:
         return
     from aras400k.data.demo import demo_is_ready, make_demo
 
@@ -197,24 +183,27 @@ def captioner_class(path: str) -> type[Captioner]:
     return found
 
 
+def _sidecar(cfg: Namespace) -> str | Path:
+    """The file this run writes: ``--out``, or a worker's part of it."""
+    from aras400k.captioning.parts import part_sidecar_path
+
+    if cfg.num_shards > 1 and not cfg.merge:
+        return part_sidecar_path(cfg.out, cfg.shard_index, cfg.num_shards)
+    return cfg.out
+
+
 def _repair(cfg: Namespace) -> int:
     from aras400k.captioning import repair_sidecar
-    from aras400k.captioning.parts import part_sidecar_path
 
     if cfg.merge:
         raise ValueError("--repair true mends one sidecar; give it without --merge")
-    path = part_sidecar_path(cfg.out, cfg.shard_index, cfg.num_shards) if cfg.num_shards > 1 else Path(cfg.out)
-    print(repair_sidecar(path).summary())
+    print(repair_sidecar(Path(_sidecar(cfg))).summary())
     return 0
 
 
 def _backend_failure(cfg: Namespace, err: Exception, written: int) -> str:
     """The one-line message of a failed backend: what went wrong, what was kept, whether a rerun helps."""
-    from aras400k.captioning.parts import part_sidecar_path
-
-    kept = cfg.out
-    if cfg.num_shards > 1 and not cfg.merge:
-        kept = part_sidecar_path(cfg.out, cfg.shard_index, cfg.num_shards)
+    kept = _sidecar(cfg)
     done = (
         f"the {written} captions of finished batches are kept in {kept}"
         if written

@@ -32,7 +32,7 @@ PROGRAM = "aras-data"
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-data`` parser with its six subcommands.
+    """Build the ``aras-data`` parser with its eight subcommands.
 
     Returns:
         The parser.
@@ -89,7 +89,33 @@ def build_parser() -> ArgumentParser:
     )
     commands.add_subcommand("import", imp, help="import the ARAS400k release folders")
 
-    _add_download(commands)
+    down = command_parser(  # docs/mapping.md
+        None,
+        "Find and fetch the Sentinel-2 RGBNIR and WorldCover tiles covering a box into OUT/s2 and OUT/worldcover "
+        "(the folders aras-data prepare reads). Resumable: a rerun fetches only missing or incomplete files.",
+    )
+    down.add_argument("--bbox", type=float, nargs=4, required=True, metavar=("W", "S", "E", "N"), help="degrees")
+    down.add_argument("--year", type=int, default=2021, help="year of the composites and maps")
+    down.add_argument("--out", type=str, required=True, help="destination folder")
+    down.add_argument(
+        "--source",
+        choices=["terrascope", "stac"],
+        default="terrascope",
+        help="terrascope (TERRASCOPE_USERNAME / TERRASCOPE_PASSWORD) or a STAC API (--stac_url)",
+    )
+    down.add_argument("--stac_url", type=str | None, default=None, help="STAC API landing page (source stac)")
+    down.add_argument("--s2_collection", type=str | None, default=None, help="collection id of the S2 RGBNIR tiles")
+    down.add_argument("--worldcover_collection", type=str | None, default=None, help="collection id of the maps")
+    down.add_argument("--s2_asset", type=str | None, default=None, help="STAC asset key (default: *_S2RGBNIR.tif)")
+    down.add_argument("--worldcover_asset", type=str | None, default=None, help="STAC asset key (default: *_Map.tif)")
+    down.add_argument("--workers", type=int, default=4, help="parallel downloads")
+    down.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer")
+    down.add_argument("--retries", type=int, default=2, help="extra tries of a dropped file (resuming it)")
+    down.add_argument(
+        "--dry_run", "--dry-run", type=bool, default=False, help="list the files and sizes; fetch nothing"
+    )
+    down.add_argument("--quiet", type=bool, default=False, help="no progress bar")
+    commands.add_subcommand("download", down, help="fetch the S2 + WorldCover tiles of a bounding box")
 
     prep = command_parser(
         None, "Cut Sentinel-2 + WorldCover GeoTIFFs into patches and write OUT/{train,val,test} shards."
@@ -149,37 +175,6 @@ def build_parser() -> ArgumentParser:
     merge.add_argument("--link", type=bool, default=True, help="hard-link the tar files when possible (else copy)")
     commands.add_subcommand("merge", merge, help="join the part-K-of-N shard sets of split workers")
     return parser
-
-
-def _add_download(commands: Any) -> None:
-    """The ``download`` subcommand (``docs/mapping.md``)."""
-    down = command_parser(
-        None,
-        "Find and fetch the Sentinel-2 RGBNIR and WorldCover tiles covering a box into OUT/s2 and OUT/worldcover "
-        "(the folders aras-data prepare reads). Resumable: a rerun fetches only missing or incomplete files.",
-    )
-    down.add_argument("--bbox", type=float, nargs=4, required=True, metavar=("W", "S", "E", "N"), help="degrees")
-    down.add_argument("--year", type=int, default=2021, help="year of the composites and maps")
-    down.add_argument("--out", type=str, required=True, help="destination folder")
-    down.add_argument(
-        "--source",
-        choices=["terrascope", "stac"],
-        default="terrascope",
-        help="terrascope (TERRASCOPE_USERNAME / TERRASCOPE_PASSWORD) or a STAC API (--stac_url)",
-    )
-    down.add_argument("--stac_url", type=str | None, default=None, help="STAC API landing page (source stac)")
-    down.add_argument("--s2_collection", type=str | None, default=None, help="collection id of the S2 RGBNIR tiles")
-    down.add_argument("--worldcover_collection", type=str | None, default=None, help="collection id of the maps")
-    down.add_argument("--s2_asset", type=str | None, default=None, help="STAC asset key (default: *_S2RGBNIR.tif)")
-    down.add_argument("--worldcover_asset", type=str | None, default=None, help="STAC asset key (default: *_Map.tif)")
-    down.add_argument("--workers", type=int, default=4, help="parallel downloads")
-    down.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer")
-    down.add_argument("--retries", type=int, default=2, help="extra tries of a dropped file (resuming it)")
-    down.add_argument(
-        "--dry_run", "--dry-run", type=bool, default=False, help="list the files and sizes; fetch nothing"
-    )
-    down.add_argument("--quiet", type=bool, default=False, help="no progress bar")
-    commands.add_subcommand("download", down, help="fetch the S2 + WorldCover tiles of a bounding box")
 
 
 def _download_plan(cfg: Namespace) -> Any:
@@ -262,18 +257,14 @@ def _preview(cfg: Namespace) -> int:
 
 
 def _expand(dirs: list[str]) -> list[str | Path]:
-    """Replace a local folder without a manifest by its sub-folders that have one (e.g. a demo root).
-
-    URL specs are kept as given (a URL folder cannot be listed).
-    """
+    """Replace a local folder without a manifest by its sub-folders that have one (a URL cannot be listed)."""
     out: list[str | Path] = []
     for spec in dirs:
         d = as_location(spec)
-        if isinstance(d, str):
+        if isinstance(d, str) or (d / "manifest.json").exists():
             out.append(d)
-            continue
-        children = sorted(p.parent for p in d.glob("*/manifest.json")) if not (d / "manifest.json").exists() else []
-        out.extend(children or [d])
+        else:
+            out.extend(sorted(p.parent for p in d.glob("*/manifest.json")) or [d])
     return out
 
 

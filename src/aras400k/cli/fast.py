@@ -1,38 +1,25 @@
 """Answers of ``aras`` / ``aras-fit`` that need no Lightning: cached ``--help``, plain argument errors.
 
-Building the LightningCLI parser means importing Lightning (and with it torch,
-torchmetrics, torchvision), seconds before anything is printed. Two things are cached
-from the real parser, in a folder keyed by everything that can change its output:
+Building the LightningCLI parser imports Lightning (and torch), seconds before anything
+is printed. So two things are kept from the real parser (``docs/extending.md``):
 
-- **help texts**: the first ``aras fit --help`` (or ``aras --help``, ``aras test -h``, ...)
-  runs the real parser and stores what it printed; later ones print the stored bytes.
-  Only the plain forms are cached (``--help`` alone, or after a subcommand): with a
-  ``--config`` the help shows that config's values, so it goes to the real parser.
-- **option names** of every subcommand, recorded each time the real parser is built
-  (:func:`record_options`), so that an unknown option (``aras-fit --nonsense``), an
-  unknown or missing subcommand and a ``--config`` file that does not exist are
-  refused at once, in the one-line style of every command.
+- **help texts**: the first plain help request (``--help`` alone or after a
+  subcommand; with a ``--config`` the help shows its values, so it goes to the real
+  parser) stores what the real parser printed, :data:`HELP_WIDTH` columns wide;
+  later ones print the stored bytes.
+- **option names** of every subcommand (:func:`record_options`), so that an unknown
+  option, an unknown or missing subcommand or a missing ``--config`` file is refused
+  at once in one line. Anything the check is unsure about (an abbreviation, a nested
+  option, ``--print_config``, a token after ``--``) goes to the real parser.
 
-Anything the check is unsure about (an abbreviation, a nested option under a known one,
-``--print_config``, a token after ``--``) goes to the real parser, so a valid
-invocation always runs as it would without the cache. The cache key holds the versions
-of aras400k, Lightning, jsonargparse, torch and docstring-parser, the Python
-interpreter, a hash of every aras400k source file, the ``JSONARGPARSE_*`` / ``PL_*`` /
-``LIGHTNING_*`` environment, and for help texts the program name and the arguments.
-Help is always formatted :data:`HELP_WIDTH` columns wide, whatever the terminal, so a
-text is the same everywhere. The folder is ``$ARAS_CACHE_DIR``, else
-``$XDG_CACHE_HOME/aras400k/cli``, else ``~/.cache/aras400k/cli``; if it cannot be
-written, every call takes the slow path. ``ARAS_CLI_CACHE=0`` turns the cache off.
-
-**Shipped answers.** So that the very first ``aras --help`` after an install is quick
-too, the package carries the help texts and option names of its release
-(:data:`SHIPPED`, written by ``python -m aras400k.cli.fast``), with the versions of the
-distributions above, the Python version and a hash of every aras400k module the parser
-imported. They are used when all of these match this installation (and no
-``JSONARGPARSE_*`` / ``PL_*`` / ``LIGHTNING_*`` variable is set), after the cache and
-before the real parser; anything else (another Lightning, an edited module) falls back
-to the cache and the real parser. ``tests/cli/test_cli_fast.py`` fails when the shipped
-file is stale for the versions the tests run with.
+They live in :func:`cache_dir`, in a folder named by :func:`environment_key` (versions,
+interpreter, a hash of the aras400k sources, the ``JSONARGPARSE_*`` / ``PL_*`` /
+``LIGHTNING_*`` environment); a cache that cannot be written is skipped, and
+``ARAS_CLI_CACHE=0`` turns it off. The package also ships the answers of its release
+(:data:`SHIPPED`, written by ``python -m aras400k.cli.fast``), used after the cache and
+before the real parser when their key (versions, Python, a hash of each aras400k module
+the parser imported) matches this installation and no such variable is set.
+``tests/cli/test_cli_fast.py`` fails when the shipped file is stale.
 """
 
 from __future__ import annotations
@@ -108,10 +95,9 @@ def cache_dir() -> Path:
 def _version(distribution: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
+    with contextlib.suppress(PackageNotFoundError):
         return version(distribution)
-    except PackageNotFoundError:
-        return "absent"
+    return "absent"
 
 
 def _source_hash() -> str:
@@ -180,7 +166,7 @@ def is_help_request(args: list[str]) -> bool:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write a cache file atomically; a cache that cannot be written is skipped silently."""
+    """Write a cache file atomically, or nothing if it cannot be written."""
     from aras400k.files import write_atomic
 
     with contextlib.suppress(OSError):
@@ -189,10 +175,9 @@ def _write(path: Path, text: str) -> None:
 
 
 def _read(path: Path) -> str | None:
-    try:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
         return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
+    return None
 
 
 class _Tee:
@@ -237,16 +222,12 @@ def capture_help(args: list[str]) -> Iterator[None]:
     if not is_help_request(args):
         yield
         return
-    if not enabled():
-        with _help_width():
-            yield
-        return
     tee = _Tee(sys.stdout)
     try:
         with _help_width(), contextlib.redirect_stdout(tee):
             yield
     except SystemExit as stop:
-        if stop.code in (0, None):
+        if stop.code in (0, None) and enabled():
             _write(help_path(args), "".join(tee.parts))
         raise
 
@@ -311,9 +292,8 @@ def check_arguments(args: list[str], options: dict[str, Any]) -> str | None:
     """
     if any(a in _HELP or a.startswith("--print_config") or a == "--" for a in args):
         return None
-    choices = ",".join(SUBCOMMANDS)
     if not args:
-        return f'expected "subcommand" to be one of {{{choices}}}, but it was not provided.'
+        return f'expected "subcommand" to be one of {{{",".join(SUBCOMMANDS)}}}, but it was not provided.'
     command, rest = args[0], args[1:]
     if command.startswith("-"):
         return None  # root options before the subcommand: the real parser decides
@@ -385,12 +365,10 @@ def answer(program: str, args: list[str]) -> int | None:
 def _file_hashes(names: list[str]) -> dict[str, str]:
     """sha256 of each named file of the aras400k package (``"absent"`` for a missing one)."""
     root = Path(__file__).resolve().parents[1]
-    hashes = {}
+    hashes = dict.fromkeys(names, "absent")
     for name in names:
-        try:
+        with contextlib.suppress(OSError):
             hashes[name] = hashlib.sha256((root / name).read_bytes()).hexdigest()
-        except OSError:
-            hashes[name] = "absent"
     return hashes
 
 
@@ -431,7 +409,7 @@ def make_shipped() -> dict[str, Any]:
     """Run the real parser for every :data:`HELP_FORMS` request and collect the answers to ship.
 
     Call it in a fresh process (``python -m aras400k.cli.fast``): the key lists the aras400k
-    modules imported by then, which are those the parser's output can depend on.
+    modules imported by then, those the parser's output can depend on.
 
     Returns:
         The answers, as :func:`shipped_answers` returns them.

@@ -57,11 +57,7 @@ class ArasCLI(LightningCLI):
         """Add ``--threads`` (torch's intra-op threads, see :mod:`aras400k.threads`) and ``--predictions.*``.
 
         ``--predictions.*`` configures the :class:`~aras400k.prediction.PredictionWriter`, a
-        callback of every subcommand that writes only in ``predict`` (files under
-        ``<trainer.default_root_dir>/predictions`` by default; see ``docs/segmentation.md``).
-
-        Args:
-            parser: The subcommand's parser.
+        callback of every subcommand that writes only in ``predict`` (see ``docs/segmentation.md``).
         """
         from aras400k.prediction import PredictionWriter
 
@@ -131,15 +127,6 @@ class ArasCLI(LightningCLI):
         if not Path(ckpt).is_file():
             raise FileNotFoundError(f"--ckpt_path {ckpt} does not exist (give a .ckpt file, 'last' or 'best')")
 
-    def _warn_untrained(self) -> None:
-        if self.config[self.subcommand].get("ckpt_path") is None:
-            warnings.warn(
-                f"'aras {self.subcommand}' without --ckpt_path evaluates an untrained model "
-                "(random weights); pass --ckpt_path runs/.../checkpoints/*.ckpt",
-                UserWarning,
-                stacklevel=2,
-            )
-
     def before_fit(self) -> None:
         """Check ``--ckpt_path`` (resume) before training."""
         self._check_ckpt_path()
@@ -155,20 +142,18 @@ class ArasCLI(LightningCLI):
         for warning in summary.warnings:
             print(f"aras-fit: warning: {warning} (see {path})", file=sys.stderr, flush=True)
 
-    def before_validate(self) -> None:
-        """Check ``--ckpt_path``; warn if none is given."""
+    def _before_evaluation(self) -> None:
+        """Check ``--ckpt_path``; warn if none is given (the model would be untrained)."""
         self._check_ckpt_path()
-        self._warn_untrained()
+        if self.config[self.subcommand].get("ckpt_path") is None:
+            warnings.warn(
+                f"'aras {self.subcommand}' without --ckpt_path evaluates an untrained model "
+                "(random weights); pass --ckpt_path runs/.../checkpoints/*.ckpt",
+                UserWarning,
+                stacklevel=1,
+            )
 
-    def before_test(self) -> None:
-        """Check ``--ckpt_path``; warn if none is given."""
-        self._check_ckpt_path()
-        self._warn_untrained()
-
-    def before_predict(self) -> None:
-        """Check ``--ckpt_path``; warn if none is given."""
-        self._check_ckpt_path()
-        self._warn_untrained()
+    before_validate = before_test = before_predict = _before_evaluation
 
 
 def build_cli(args: list[str], **parser_kwargs: Any) -> ArasCLI:
@@ -202,9 +187,7 @@ def input_error(err: BaseException) -> str | None:
     from aras400k.classes import UnknownColourError
     from aras400k.data.shards import ManifestError, SampleError
 
-    if isinstance(err, ArgumentError):
-        return _message(err)
-    if isinstance(err, (ConfigError, CheckpointError, ManifestError, SampleError, UnknownColourError)):
+    if isinstance(err, (ArgumentError, ConfigError, CheckpointError, ManifestError, SampleError, UnknownColourError)):
         return _message(err)
     if isinstance(err, FileNotFoundError):
         return _message(err) if err.filename is None else f"{err.filename} does not exist"

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from aras400k._lazy import public_dir
+from aras400k._lazy import lazy_attributes
 from aras400k.cli import fail
 from aras400k.cli.fast import SUBCOMMANDS, answer, capture_help
 
@@ -92,13 +92,4 @@ def fit_main(args: list[str] | None = None) -> None:
     run_cli("aras-fit", ["fit", *(sys.argv[1:] if args is None else args)])
 
 
-def __getattr__(name: str) -> Any:
-    if name == "ArasCLI":
-        from aras400k.cli.lightning_cli import ArasCLI
-
-        return ArasCLI
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return public_dir(__name__, __all__)
+__getattr__, __dir__ = lazy_attributes(__name__, {"ArasCLI": "aras400k.cli.lightning_cli"}, __all__)

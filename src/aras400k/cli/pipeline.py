@@ -17,6 +17,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from aras400k.cli import call_with, command_main, command_parser, config_from
+from aras400k.errors import check_at_least
 from aras400k.threads import THREADS_VARIABLE
 
 if TYPE_CHECKING:
@@ -84,8 +85,7 @@ def _run(cfg: Namespace) -> int:
     from aras400k.pipeline import PipelineConfig, PipelineError, run_pipeline
 
     if cfg.threads is not None:
-        if cfg.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {cfg.threads}")
+        check_at_least("--threads", cfg.threads, 1)
         os.environ[THREADS_VARIABLE] = str(cfg.threads)  # every stage's command reads it
     if isinstance(cfg.only, str):
         cfg.only = stage_names(cfg.only)

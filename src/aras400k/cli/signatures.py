@@ -1,14 +1,11 @@
 """Options from a function's signature and docstring, read from its source without importing it.
 
-The synthesis functions live in modules that import torch at their top, seconds that
-``aras-synth --help`` should not wait for. :func:`source_signature` parses the module's
-source (``ast``) instead: each parameter's default (a literal), its annotation and its
-``Args:`` description, so that :func:`add_options` gives the command's options the
-function's own defaults and help. Neither the module nor its parent packages are
-imported (their files are found from the top-level package's folder). A name the
-module only re-exports (``from .x import f``, ``from .x import *``) is followed to
-where it is defined; if it cannot be found there, the module is imported and
-:func:`inspect.signature` is used (slow, but right).
+The synthesis modules import torch at their top, seconds that ``aras-synth --help``
+should not wait for. :func:`source_signature` parses the source (``ast``) instead, without
+importing the module or its parent packages: each parameter's literal default, its
+annotation and its ``Args:`` description, which :func:`add_options` turns into options.
+A re-exported name (``from .x import f``, ``from .x import *``) is followed to where it is
+defined; if it cannot be found, the module is imported (:func:`inspect.signature`).
 """
 
 from __future__ import annotations
@@ -164,10 +161,9 @@ def _from_import(module: str, name: str) -> dict[str, Parameter]:
     for param in inspect.signature(function).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
-        annotation = (
-            param.annotation if isinstance(param.annotation, str) else inspect.formatannotation(param.annotation)
-        )
-        annotation = "" if param.annotation is param.empty else annotation
+        annotation = param.annotation
+        if not isinstance(annotation, str):
+            annotation = "" if annotation is param.empty else inspect.formatannotation(annotation)
         found[param.name] = Parameter(param.name, param.default, annotation, helps.get(param.name, ""))
     return found
 

@@ -10,9 +10,8 @@ Subcommands::
 Every subcommand takes ``--config FILE.yaml`` with the same option names, and
 ``--shard_index K --num_shards N`` to run as worker ``K`` of ``N`` (e.g. a cluster job
 array): each worker writes its part into ``OUT/part-K-of-N``, and ``aras-data merge OUT
---out OUT`` joins the parts into the shard set one worker would have written. A
-subcommand is one :class:`Subcommand` entry in ``SUBCOMMANDS``: a function adding its
-options to a parser and a function running it on the parsed options.
+--out OUT`` joins the parts into the shard set one worker would have written. Each
+subcommand is a :class:`Subcommand` entry in ``SUBCOMMANDS``.
 """
 
 from __future__ import annotations

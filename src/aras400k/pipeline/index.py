@@ -6,16 +6,15 @@ Links are relative to the run folder; a figure is also shown inline.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aras400k.files import write_atomic
+from aras400k.pipeline.records import StageRecord, duration, read_record
 
 if TYPE_CHECKING:
-    from aras400k.pipeline.records import StageRecord
     from aras400k.pipeline.stages import RunLayout, Stage
 
 __all__ = ["write_index"]
@@ -23,18 +22,6 @@ __all__ = ["write_index"]
 
 def _rel(path: Path, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
-
-
-def _recorded(layout: RunLayout, name: str) -> dict | None:
-    try:
-        return json.loads((layout.state / f"{name}.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _time(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes} min {rest:02d} s" if minutes else f"{seconds:.1f} s"
 
 
 def write_index(layout: RunLayout, stages: Sequence[Stage], records: Sequence[StageRecord]) -> Path:
@@ -63,20 +50,19 @@ def write_index(layout: RunLayout, stages: Sequence[Stage], records: Sequence[St
     ]
     total = 0.0
     for stage in stages:
-        record = _recorded(layout, stage.name)
+        record = read_record(layout, stage.name)
         seconds = float(record["seconds"]) if record else 0.0
         total += seconds
-        state = "finished" if record else status.get(stage.name, "not run")
-        if state == "ran":
-            state = "finished"
+        state = status.get(stage.name, "not run")
+        state = "finished" if record or state == "ran" else state
         if record and stage.warnings():
             state += " ⚠ not trustworthy (see below)"
         commands = record["commands"] if record else []
         command = "<br>".join(f"`{c}`" for c in commands) or "-"
-        wall = _time(seconds) if record else "-"
+        wall = duration(seconds, " min ", " s") if record else "-"
         lines.append(f"| {stage.name} | {stage.summary} | {wall} | {state} | {command} |")
-    lines += ["", f"Total recorded wall time: {_time(total)}.", ""]
-    finished = [stage for stage in stages if _recorded(layout, stage.name)]
+    lines += ["", f"Total recorded wall time: {duration(total, ' min ', ' s')}.", ""]
+    finished = [stage for stage in stages if read_record(layout, stage.name)]
     flagged = [(stage.name, warning) for stage in finished for warning in stage.warnings()]
     if flagged:
         lines += ["## ⚠ Results not to trust", ""]
@@ -94,7 +80,7 @@ def write_index(layout: RunLayout, stages: Sequence[Stage], records: Sequence[St
         if not found and not log.exists():
             continue
         lines += [f"## {stage.name}: {stage.summary}", ""]
-        record = _recorded(layout, stage.name)
+        record = read_record(layout, stage.name)
         if record and record.get("work"):
             amounts = ", ".join(f"{name}: {count:,}" for name, count in record["work"].items())
             lines += [f"Written: {amounts}.", ""]
@@ -108,5 +94,4 @@ def write_index(layout: RunLayout, stages: Sequence[Stage], records: Sequence[St
             lines.append("")
             lines += [f"![{a.what}]({_rel(a.path, root)})" for a in figures]
         lines.append("")
-    path = root / "index.md"
-    return write_atomic(path, "\n".join(lines))
+    return write_atomic(root / "index.md", "\n".join(lines))

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["PipelineError", "PipelineResult", "StageRecord"]
+if TYPE_CHECKING:
+    from aras400k.pipeline.stages import RunLayout
+
+__all__ = ["PipelineError", "PipelineResult", "StageRecord", "duration", "read_record"]
 
 
 class PipelineError(RuntimeError):
@@ -35,3 +40,18 @@ class PipelineResult:
 
     stages: list[StageRecord]
     index: Path | None
+
+
+def read_record(layout: RunLayout, name: str) -> dict[str, Any] | None:
+    """The completion record ``run_dir/.pipeline/<name>.json`` of a finished stage (``None``: none or unreadable)."""
+    try:
+        record: dict[str, Any] = json.loads((layout.state / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record
+
+
+def duration(seconds: float, minutes_unit: str = "m", seconds_unit: str = "s") -> str:
+    """``1m05s`` or ``3.2s`` (``1 min 05 s`` with units ``" min "`` and ``" s"``)."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}{minutes_unit}{rest:02d}{seconds_unit}" if minutes else f"{seconds:.1f}{seconds_unit}"

@@ -1,27 +1,21 @@
 """Run the stages in order: skip finished ones, resume an interrupted one, record times.
 
-A stage is *finished* when ``run_dir/.pipeline/<stage>.json`` records it with the
-same commands and config files as now, and its outputs exist (shard sets must have a
-valid manifest and every shard file). A finished stage is skipped; once a stage runs,
-every later stage runs too, since its inputs changed. A stage that was interrupted
-(no record) is run again *without* deleting what it wrote, so the commands resume:
-training restarts from ``last.ckpt``, synthesis and captioning continue where they
-stopped. ``--from`` / ``--only`` force stages to run from scratch (their outputs are
-deleted first).
+See ``docs/pipeline.md`` ("Resuming and redoing"). A stage is *finished* when
+``run_dir/.pipeline/<stage>.json`` records it with the same commands and config files
+as now and its outputs exist; once a stage runs, every later one runs too. A stage
+without a record was interrupted and runs again *without* deleting what it wrote, so
+its commands resume. ``--from`` / ``--only`` force stages to run from scratch.
 
-Each command runs in this process, its output (both streams, file-descriptor level)
-going to ``run_dir/logs/<stage>.log``; the console shows one line per stage.
-
+Each command runs in this process, its output going to ``run_dir/logs/<stage>.log``.
 One pipeline runs in a run folder at a time: it holds the lock ``RUN_DIR.lock`` beside
-the folder (:mod:`aras400k.locking`) until it ends, and a second one on the same folder
-stops at once naming the first one's PID.
+the folder (:mod:`aras400k.locking`), and a second one stops at once naming its PID.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
+import importlib
 import os
 import shutil
 import sys
@@ -36,31 +30,22 @@ from aras400k.files import write_json_atomic
 from aras400k.locking import exclusive_lock
 from aras400k.pipeline.config import STAGE_NAMES, PipelineConfig
 from aras400k.pipeline.index import write_index
-from aras400k.pipeline.records import PipelineError, PipelineResult, StageRecord
+from aras400k.pipeline.records import PipelineError, PipelineResult, StageRecord, duration, read_record
 from aras400k.pipeline.stages import STAGES, Command, RunLayout, Stage
+from aras400k.pipeline.validate import CLI_MODULES, validate_commands
 
 __all__ = ["PipelineError", "PipelineResult", "StageRecord", "plan_stages", "run_pipeline"]
 
 
 def _programs() -> dict[str, Callable[[list[str]], Any]]:
     """Console scripts by name, imported when first needed."""
-    from aras400k.cli import ablate, caption, data, eval, synth
-    from aras400k.cli import map as map_cli
     from aras400k.cli.main import cli, fit_main
 
     def aras(args: list[str]) -> None:
         cli(args)
 
-    return {
-        "aras": aras,
-        "aras-fit": fit_main,
-        "aras-data": data.main,
-        "aras-synth": synth.main,
-        "aras-caption": caption.main,
-        "aras-eval": eval.main,
-        "aras-ablate": ablate.main,
-        "aras-map": map_cli.main,
-    }
+    programs = {name: importlib.import_module(f"aras400k.cli.{module}").main for name, module in CLI_MODULES.items()}
+    return {"aras": aras, "aras-fit": fit_main, **programs}
 
 
 def plan_stages(
@@ -93,29 +78,22 @@ def plan_stages(
 
 
 def _fingerprint(commands: Sequence[Command], stage: Stage) -> str:
-    """Hash of the command lines and the contents of the config files they read."""
+    """Hash of the command lines and the contents of the config files they read.
+
+    ``aras-fit``'s ``--ckpt_path last.ckpt`` (resuming) is left out: it depends on the state, not the settings.
+    """
     digest = hashlib.sha256()
-    for command in commands:
-        digest.update(str(command).encode())
-        for arg in command.args:
-            path = Path(arg)
-            if arg.endswith(".yaml") and path.is_file():
-                text = path.read_text()
-                digest.update(text.encode())
-    digest.update(stage.name.encode())
-    return digest.hexdigest()
-
-
-def _stable(commands: Sequence[Command]) -> list[Command]:
-    """Commands without the resume arguments (``--ckpt_path last.ckpt`` depends on the state, not the settings)."""
-    stable = []
     for command in commands:
         args = list(command.args)
         if command.program == "aras-fit" and "--ckpt_path" in args:
             i = args.index("--ckpt_path")
             del args[i : i + 2]
-        stable.append(Command(command.program, tuple(args)))
-    return stable
+        digest.update(str(Command(command.program, tuple(args))).encode())
+        for arg in args:
+            if arg.endswith(".yaml") and Path(arg).is_file():
+                digest.update(Path(arg).read_text().encode())
+    digest.update(stage.name.encode())
+    return digest.hexdigest()
 
 
 def _output_ok(path: Path) -> bool:
@@ -132,20 +110,9 @@ def _record_path(layout: RunLayout, name: str) -> Path:
     return layout.state / f"{name}.json"
 
 
-def _read_record(layout: RunLayout, name: str) -> dict[str, Any] | None:
-    path = _record_path(layout, name)
-    try:
-        record: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record
-
-
 def _finished(stage: Stage, fingerprint: str) -> dict[str, Any] | None:
-    record = _read_record(stage.layout, stage.name)
-    if record is None or record.get("fingerprint") != fingerprint:
-        return None
-    if not all(_output_ok(path) for path in stage.outputs()):
+    record = read_record(stage.layout, stage.name)
+    if record is None or record.get("fingerprint") != fingerprint or not all(map(_output_ok, stage.outputs())):
         return None
     return record
 
@@ -158,18 +125,17 @@ def _output_to(log: IO[bytes] | None) -> Iterator[None]:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
+    saved = [os.dup(fd) for fd in (1, 2)]
     try:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
+        for fd in (1, 2):
+            os.dup2(log.fileno(), fd)
         yield
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
+        for fd, kept in zip((1, 2), saved, strict=True):
+            os.dup2(kept, fd)
+            os.close(kept)
 
 
 def _run_command(command: Command, programs: dict[str, Callable[[list[str]], Any]]) -> None:
@@ -190,11 +156,6 @@ def _console_warnings(stage: Stage, stream: IO[str]) -> None:
     """One indented line per reason not to trust the stage's result."""
     for warning in stage.warnings():
         _console(f"      WARNING ({stage.name}): {warning}", stream)
-
-
-def _duration(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}m{rest:02d}s" if minutes else f"{seconds:.1f}s"
 
 
 def run_pipeline(
@@ -230,11 +191,10 @@ def run_pipeline(
     layout = stages[0].layout
     layout.run_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(layout.run_dir):
-        return _run_stages(config, stages, forced, only, dry_run, verbose, stream)
+        return _run_stages(stages, forced, only, dry_run, verbose, stream)
 
 
 def _run_stages(
-    config: PipelineConfig,
     stages: list[Stage],
     forced: set[str],
     only: Sequence[str] | None,
@@ -244,9 +204,8 @@ def _run_stages(
 ) -> PipelineResult:
     """:func:`run_pipeline` once the run folder's lock is held."""
     layout = stages[0].layout
+    config = layout.config
     if dry_run:
-        from aras400k.pipeline.validate import validate_commands
-
         return PipelineResult(validate_commands(stages, stream), None)
     programs = _programs()
     records: list[StageRecord] = []
@@ -259,16 +218,16 @@ def _run_stages(
             _console(f"{tag} not run ({'skip' if stage.name in config.skip else 'not in --only'})", stream)
             continue
         commands = stage.commands()
-        fingerprint = _fingerprint(_stable(commands), stage)
+        fingerprint = _fingerprint(commands, stage)
         fresh = stage.name in forced or rerun_rest
         previous = None if fresh else _finished(stage, fingerprint)
         if previous is not None:
             seconds = float(previous.get("seconds", 0.0))
             records.append(StageRecord(stage.name, "skipped", seconds, [str(c) for c in commands]))
-            _console(f"{tag} up to date ({stage.summary}; took {_duration(seconds)})", stream)
+            _console(f"{tag} up to date ({stage.summary}; took {duration(seconds)})", stream)
             _console_warnings(stage, stream)
             continue
-        if stage.name in forced or _read_record(layout, stage.name) is not None:
+        if stage.name in forced or read_record(layout, stage.name) is not None:
             # Forced, or finished before with other settings or inputs: start from scratch.
             # A stage without a record was interrupted: keep its outputs, its commands resume.
             _record_path(layout, stage.name).unlink(missing_ok=True)
@@ -310,7 +269,7 @@ def _run_stage(
             failed = err
     seconds = time.perf_counter() - start
     if failed is not None:
-        _console(f" FAILED after {_duration(seconds)} (log: {log_path})", stream)
+        _console(f" FAILED after {duration(seconds)} (log: {log_path})", stream)
         if isinstance(failed, KeyboardInterrupt):
             raise failed
         reason = _failure_reason(log_path, log_start)
@@ -329,9 +288,8 @@ def _run_stage(
         "commands": [str(c) for c in commands],
         "work": _work(stage),
     }
-    path = _record_path(layout, stage.name)
-    write_json_atomic(path, record)
-    _console(f" done in {_duration(seconds)}", stream)
+    write_json_atomic(_record_path(layout, stage.name), record)
+    _console(f" done in {duration(seconds)}", stream)
     _console_warnings(stage, stream)
     return StageRecord(stage.name, "ran", seconds, [str(c) for c in commands])
 

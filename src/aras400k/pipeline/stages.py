@@ -131,12 +131,7 @@ class Artefact:
 
 @dataclass
 class RunLayout:
-    """Where every stage reads and writes inside ``run_dir``.
-
-    Attributes:
-        config: The pipeline config.
-        run_dir: Its run folder.
-    """
+    """Where every stage reads and writes inside the pipeline ``config``'s ``run_dir``."""
 
     config: PipelineConfig
     run_dir: Path = field(init=False)
@@ -177,9 +172,7 @@ class RunLayout:
     def real_root(self) -> str:
         """Folder (or URL) holding the real splits."""
         data = self.config.data
-        if data.command == "existing":
-            return str(data.root)
-        return str(self.data / "real")
+        return str(data.root) if data.command == "existing" else str(self.data / "real")
 
     def figure(self, name: str) -> Path:
         """A figure the pipeline draws itself (sample previews): ``run_dir/figures/<name>.png``."""
@@ -208,11 +201,7 @@ class RunLayout:
 
 
 class Stage(ABC):
-    """A pipeline stage; subclasses set ``name`` and ``summary`` and implement the methods.
-
-    Args:
-        layout: The run's paths.
-    """
+    """A pipeline stage on a run's ``layout``; subclasses set ``name`` and ``summary`` and implement the methods."""
 
     name: ClassVar[str]
     #: One line for the progress output and ``index.md``.
@@ -229,7 +218,7 @@ class Stage(ABC):
         return self.layout.configs / f"{self.name}{suffix}.yaml"
 
     def write_config(self, data: dict[str, Any], suffix: str = "") -> Path:
-        """Write a merged stage config and return its path.
+        """Write a merged stage config to :meth:`config_path` and return its path.
 
         Args:
             data: The config.
@@ -298,8 +287,8 @@ def _newest(paths: Iterable[Path]) -> list[Path]:
     return sorted(paths, key=lambda p: (p.stat().st_mtime, str(p)))
 
 
-def _first_table(path: Path) -> str | None:
-    """The first Markdown table in a file (its consecutive ``|`` lines)."""
+def _first_table(path: Path, title: str) -> str | None:
+    """``title`` and the first Markdown table in a file (its consecutive ``|`` lines); ``None`` without one."""
     if not path.is_file():
         return None
     rows: list[str] = []
@@ -308,20 +297,12 @@ def _first_table(path: Path) -> str | None:
             rows.append(line)
         elif rows:
             break
-    return "\n".join(rows) or None
+    return f"{title}:\n\n" + "\n".join(rows) if rows else None
 
 
-def _metric_trajectory(metrics_csv: Path, name: str) -> list[float]:
-    """Every logged value of one metric in a Lightning ``metrics.csv``, in order."""
-    if not metrics_csv.is_file():
-        return []
-    with open(metrics_csv, newline="") as handle:
-        return [float(row[name]) for row in csv.DictReader(handle) if row.get(name)]
-
-
-def _latest_version(stage_dir: Path) -> Path | None:
-    versions = _newest(p for p in (stage_dir / "logs").glob("version_*") if p.is_dir())
-    return versions[-1] if versions else None
+def _versions(stage_dir: Path) -> list[Path]:
+    """The Lightning log folders of a training stage, oldest first."""
+    return _newest(p for p in (stage_dir / "logs").glob("version_*") if p.is_dir())
 
 
 class DataStageRunner(Stage):
@@ -365,11 +346,9 @@ class DataStageRunner(Stage):
     def artefacts(self) -> list[Artefact]:
         """The split folders' manifests."""
         found = [
-            Artefact(
-                Path(self.layout.real(split)) / "manifest.json", f"real {split} set: per-shard counts, class pixels"
-            )
+            Artefact(Path(real) / "manifest.json", f"real {split} set: per-shard counts, class pixels")
             for split in SPLITS
-            if not is_url(self.layout.real(split))
+            if not is_url(real := self.layout.real(split))
         ]
         return [*found, Artefact(self.layout.figure("real"), "real training patches and their masks")]
 
@@ -397,12 +376,8 @@ class FitStage(Stage):
             if str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
                 callback.setdefault("init_args", {})["dirpath"] = str(stage_dir / "checkpoints")
         if self.gan and self.config.gan_fid:
-            callbacks.append(
-                {
-                    "class_path": "aras400k.callbacks.GeneratorFID",
-                    "init_args": {"feature": "segmenter", "path": str(self.layout.checkpoint("segmenter"))},
-                }
-            )
+            fid = {"feature": "segmenter", "path": str(self.layout.checkpoint("segmenter"))}
+            callbacks.append({"class_path": "aras400k.callbacks.GeneratorFID", "init_args": fid})
         trainer["callbacks"] = callbacks
         data = config.setdefault("data", {}).setdefault("init_args", {})
         data["root"] = self.layout.real_root()
@@ -469,8 +444,7 @@ class SegmenterStage(FitStage):
     def results(self) -> str | None:
         """The test split's macro scores (%)."""
         scores = self.layout.stage_dir(self.name) / "test" / "test_scores.md"
-        table = _first_table(scores) if scores.is_file() else None
-        return f"Segmenter on the real test split (%):\n\n{table}" if table else None
+        return _first_table(scores, "Segmenter on the real test split (%)")
 
     def artefacts(self) -> list[Artefact]:
         """Checkpoints, test table, confusion matrices and prediction grids."""
@@ -484,21 +458,18 @@ class SegmenterStage(FitStage):
             Artefact(p, "best segmenter checkpoint by validation macro F1")
             for p in _newest((stage_dir / "checkpoints").glob("best-*.ckpt"))
         ]
-        for name, what in (
-            ("test_scores.md", "segmenter test scores on the real test split (macro and per class)"),
-            ("test_confusion.png", "segmenter confusion matrix on the test split"),
-            ("test_predictions.png", "test images, true masks and predictions"),
-        ):
-            if (stage_dir / "test" / name).is_file():
-                found.append(Artefact(stage_dir / "test" / name, what))
-        for version in _newest(p for p in (stage_dir / "logs").glob("version_*") if p.is_dir()):
-            figures = version / "figures"
-            confusions = _newest(figures.glob("val_confusion_epoch*.png"))
-            if confusions:
+        found += [
+            Artefact(stage_dir / "test" / name, what)
+            for name, what in (
+                ("test_scores.md", "segmenter test scores on the real test split (macro and per class)"),
+                ("test_confusion.png", "segmenter confusion matrix on the test split"),
+                ("test_predictions.png", "test images, true masks and predictions"),
+            )
+        ]
+        for version in _versions(stage_dir):
+            if confusions := _newest((version / "figures").glob("val_confusion_epoch*.png")):
                 found.append(Artefact(confusions[-1], "validation confusion matrix, last epoch"))
-            metrics = version / "metrics.csv"
-            if metrics.is_file():
-                found.append(Artefact(metrics, "training and validation metrics per step (CSV)"))
+            found.append(Artefact(version / "metrics.csv", "training and validation metrics per step (CSV)"))
         return found
 
 
@@ -507,36 +478,35 @@ class GANStage(FitStage):
 
     gan = True
 
+    def _fids(self) -> list[float]:
+        """Every logged ``val_fid`` of the latest run, in order."""
+        versions = _versions(self.layout.stage_dir(self.name))
+        metrics = versions[-1] / "metrics.csv" if versions else None
+        if metrics is None or not metrics.is_file():
+            return []
+        with open(metrics, newline="") as handle:
+            return [float(row["val_fid"]) for row in csv.DictReader(handle) if row.get("val_fid")]
+
     def results(self) -> str | None:
         """``val_fid`` at the first and the last validation."""
-        version = _latest_version(self.layout.stage_dir(self.name))
-        fids = _metric_trajectory(version / "metrics.csv", "val_fid") if version is not None else []
-        if not fids:
+        if not (fids := self._fids()):
             return None
-        first, last, count = fids[0], fids[-1], len(fids)
-        return f"{self.name} `val_fid`: {first:.1f} at the first validation, {last:.1f} at the last ({count})."
+        first, last = fids[0], fids[-1]
+        return f"{self.name} `val_fid`: {first:.1f} at the first validation, {last:.1f} at the last ({len(fids)})."
 
     def warnings(self) -> list[str]:
         """The training summary's warnings, and a ``val_fid`` above the config's ``fid_bound``."""
-        found = super().warnings()
-        version = _latest_version(self.layout.stage_dir(self.name))
-        fids = _metric_trajectory(version / "metrics.csv", "val_fid") if version is not None else []
-        if (fid := fid_warning(fids, self.config.fid_bound)) is not None:
-            found.append(fid)
-        return found
+        fid = fid_warning(self._fids(), self.config.fid_bound)
+        return [*super().warnings(), *([fid] if fid is not None else [])]
 
     def artefacts(self) -> list[Artefact]:
         """Checkpoint, last sample grid, metrics."""
-        stage_dir = self.layout.stage_dir(self.name)
         found = [Artefact(self.layout.checkpoint(self.name), f"{self.name} checkpoint (generator, EMA, discriminator)")]
-        version = _latest_version(stage_dir)
-        if version is not None:
-            grids = _newest((version / "samples").glob("*.png"))
-            if grids:
+        if versions := _versions(self.layout.stage_dir(self.name)):
+            if grids := _newest((versions[-1] / "samples").glob("*.png")):
                 found.append(Artefact(grids[-1], f"{self.name} samples from fixed seeds, end of training"))
-            if (version / "metrics.csv").is_file():
-                what = f"{self.name} losses and validation scores (val_fid, ...) per step (CSV)"
-                found.append(Artefact(version / "metrics.csv", what))
+            what = f"{self.name} losses and validation scores (val_fid, ...) per step (CSV)"
+            found.append(Artefact(versions[-1] / "metrics.csv", what))
         return found
 
 
@@ -736,8 +706,7 @@ class EvalStage(Stage):
 
     def results(self) -> str | None:
         """The report's headline table."""
-        table = _first_table(self.outputs()[0])
-        return f"Evaluation against the real set:\n\n{table}" if table else None
+        return _first_table(self.outputs()[0], "Evaluation against the real set")
 
     def artefacts(self) -> list[Artefact]:
         """Report, tables and figures."""
@@ -783,11 +752,9 @@ class AblateStage(Stage):
             "demo": False,
             "demo_stand_ins": [],
         }
+        # The pipeline's configurations replace the base file's (its stand-in paths do not apply).
         defaults = {"configurations": self._configurations(), "progress_bar": False}
-        base = self.flat_config(required, defaults)
-        if "configurations" not in self.section.options:  # the base file's stand-in paths do not apply
-            base["configurations"] = self._configurations()
-        path = self.write_config(base)
+        path = self.write_config(self.flat_config(required, defaults))
         return [Command("aras-ablate", ("--config", str(path)))]
 
     def outputs(self) -> list[Path]:
@@ -800,8 +767,7 @@ class AblateStage(Stage):
 
     def results(self) -> str | None:
         """Table 3."""
-        table = _first_table(self.outputs()[0])
-        return f"Table 3, test scores (%) by training data:\n\n{table}" if table else None
+        return _first_table(self.outputs()[0], "Table 3, test scores (%) by training data")
 
     def artefacts(self) -> list[Artefact]:
         """Tables 3 and 4 and the per-class chart."""

@@ -10,16 +10,25 @@ GPU-cluster config, is tested on a CPU.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
+from aras400k.pipeline.records import StageRecord
 from aras400k.pipeline.stages import Command, Stage
 
-if TYPE_CHECKING:
-    from aras400k.pipeline.records import StageRecord
-
 __all__ = ["check_command", "validate_commands"]
+
+#: The command modules (``aras400k.cli.<module>``) of the programs besides ``aras`` / ``aras-fit``.
+CLI_MODULES = {
+    "aras-data": "data",
+    "aras-synth": "synth",
+    "aras-caption": "caption",
+    "aras-eval": "eval",
+    "aras-ablate": "ablate",
+    "aras-map": "map",
+}
 
 
 def check_command(command: Command) -> None:
@@ -31,8 +40,6 @@ def check_command(command: Command) -> None:
     Raises:
         ValueError: If its parser rejects the arguments (the parser's message is included).
     """
-    from aras400k.cli import ablate, caption, data, eval, synth
-    from aras400k.cli import map as map_cli
     from aras400k.cli.main import cli
 
     args = list(command.args)
@@ -47,15 +54,7 @@ def check_command(command: Command) -> None:
                     if stop.code not in (None, 0):
                         raise ValueError(f"exit status {stop.code}") from None
             else:
-                parsers = {
-                    "aras-data": data.build_parser,
-                    "aras-synth": synth.build_parser,
-                    "aras-caption": caption.build_parser,
-                    "aras-eval": eval.build_parser,
-                    "aras-ablate": ablate.build_parser,
-                    "aras-map": map_cli.build_parser,
-                }
-                parsers[command.program]().parse_args(args)
+                importlib.import_module(f"aras400k.cli.{CLI_MODULES[command.program]}").build_parser().parse_args(args)
     except (SystemExit, ValueError, TypeError, KeyError) as err:
         detail = " ".join(sink.getvalue().split())[-600:]
         raise ValueError(f"`{command}` does not parse: {err} {detail}".strip()) from err
@@ -74,8 +73,6 @@ def validate_commands(stages: Sequence[Stage], stream: IO[str]) -> list[StageRec
     Raises:
         ValueError: On the first command that does not parse.
     """
-    from aras400k.pipeline.records import StageRecord
-
     records = []
     for number, stage in enumerate(stages, start=1):
         if stage.name in stage.config.skip:
