@@ -1,21 +1,14 @@
 """The :class:`Captioner`: text, vision and hybrid captions for images and shard sets.
 
-The captioner builds one :class:`~aras400k.captioning.requests.CaptionRequest` per
-caption from a sample's image, mask and composition, sends them to a
-:class:`~aras400k.captioning.backends.CaptionBackend` in batches, cleans the texts,
-regenerates repeats with another seed, and for a shard set appends the captions to a
-resumable JSONL sidecar (:mod:`~aras400k.captioning.sidecar`) and optionally writes a
-new shard set with ``captions.json``.
+One :class:`~aras400k.captioning.requests.CaptionRequest` per caption goes to a
+:class:`~aras400k.captioning.backends.CaptionBackend` in batches; the texts are cleaned,
+repeats regenerated with another seed, and a shard set's captions appended to a
+resumable JSONL sidecar (:mod:`~aras400k.captioning.sidecar`), optionally with a new
+shard set holding ``captions.json``. Each ``build_*`` hook, :meth:`Captioner.caption_seed`,
+:meth:`Captioner.postprocess` and :meth:`Captioner.load_input` can be overridden alone.
 
-Subclass hooks, each overridable on its own: :meth:`Captioner.build_system_prompt`,
-:meth:`Captioner.build_user_prompt`, :meth:`Captioner.build_request`,
-:meth:`Captioner.caption_seed`, :meth:`Captioner.postprocess` and
-:meth:`Captioner.load_input`.
-
-A run splits over workers: :meth:`Captioner.caption_shards` with ``shard_index`` and
-``num_shards`` captions one contiguous range of samples into a worker sidecar, and
-:meth:`Captioner.merge_parts` joins the workers' sidecars into the single run's
-(see :mod:`aras400k.captioning.parts`).
+A run splits over workers (:mod:`aras400k.captioning.parts`): each captions a contiguous
+range into its own sidecar, and :meth:`Captioner.merge_parts` joins them.
 """
 
 from __future__ import annotations
@@ -140,11 +133,7 @@ class CaptionStats:
     failed_tries: dict[str, int] = field(default_factory=dict)
 
     def server_trouble(self) -> str:
-        """``N requests retried (T timeouts, HTTP 429 n, ...)``, or ``""`` when nothing failed.
-
-        Returns:
-            The text.
-        """
+        """``N requests retried (T timeouts, HTTP 429 n, ...)``, or ``""`` when nothing failed."""
         if not (self.retries or self.timeouts or self.failed_tries):
             return ""
         causes = [f"{self.timeouts} timeouts"] if self.timeouts else []
@@ -195,11 +184,7 @@ class CaptionReport:
         return self.stats.captions / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        """One paragraph for the terminal.
-
-        Returns:
-            The summary.
-        """
+        """One paragraph for the terminal."""
         worker = f"worker {self.worker[0]} of {self.worker[1]}: " if self.worker else ""
         lines = [
             f"{worker}{self.stats.captions} new captions ({self.mode}, {self.model}) for {self.samples} samples "
@@ -311,16 +296,11 @@ class Captioner:
         """Hash of the system and user prompt templates (the sidecar's ``prompt_hash``)."""
         return prompt_hash(self.system_prompt, self.user_prompt)
 
-    # -- hooks ------------------------------------------------------------------------
-
     def build_system_prompt(self, item: CaptionInput) -> str:
         """Render the system prompt for a sample (hook).
 
         Args:
             item: The sample.
-
-        Returns:
-            The system prompt.
         """
         return render_prompt(self.system_prompt, key=item.key, composition=item.composition)
 
@@ -329,9 +309,6 @@ class Captioner:
 
         Args:
             item: The sample.
-
-        Returns:
-            The user prompt.
         """
         return render_prompt(self.user_prompt, key=item.key, composition=item.composition)
 
@@ -374,17 +351,13 @@ class Captioner:
         )
 
     def postprocess(self, text: str, request: CaptionRequest) -> str:
-        """Clean a generated text (hook).
+        """Clean a generated text (hook): drop ``<think>`` blocks, a ``Caption:`` label, wrapping quotes.
 
-        Removes ``<think>`` blocks, a leading ``Caption:`` label and wrapping quotes,
-        and collapses whitespace.
+        Whitespace runs become one space.
 
         Args:
             text: Raw backend output.
             request: The request it answers.
-
-        Returns:
-            The caption.
         """
         text = _LABEL.sub("", _THINK.sub("", text).strip())
         if len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
@@ -420,8 +393,6 @@ class Captioner:
             mask = decode_mask(raw["mask.png"])
         return CaptionInput(key=key, image=image, mask=mask, composition=composition, meta=meta)
 
-    # -- machinery --------------------------------------------------------------------
-
     def _complete(self, item: CaptionInput) -> CaptionInput:
         """Fill the composition from the mask and check the mode's inputs are there."""
         if item.composition is None and item.mask is not None:
@@ -433,11 +404,7 @@ class Captioner:
         return item
 
     def _generate(self, requests: Sequence[CaptionRequest], stats: CaptionStats) -> list[str | None]:
-        """Post-processed texts of a batch: what a worker already got (when merging), else the backend's.
-
-        While a batch job is taken in, answers come from its results files instead and
-        ``None`` marks a request still without one.
-        """
+        """Cleaned texts of a batch: a worker's (merging), a batch job's (``None``: none yet) or the backend's."""
         if self._results is not None:
             found = self._results.lookup(list(requests))
             return [
@@ -457,10 +424,7 @@ class Captioner:
     def _run_jobs(
         self, jobs: Sequence[tuple[CaptionInput, int]], dupes: DuplicateFilter, stats: CaptionStats
     ) -> list[tuple[str, int, list[dict[str, Any]], int] | None]:
-        """Caption a batch of (sample, index) jobs, regenerating repeats.
-
-        When a job's retries run out, the best of its tries is kept (:meth:`_best_try`),
-        not the last one.
+        """Caption (sample, index) jobs, regenerating repeats; the best try is kept when retries run out.
 
         Returns:
             ``(text, seed, the other tries as {seed, text}, number of tries)`` per job;
@@ -534,8 +498,6 @@ class Captioner:
         shown = {"regenerated": stats.regenerated, "retries": stats.retries, "timeouts": stats.timeouts}
         bar.set_postfix({name: n for name, n in shown.items() if n}, refresh=True)
 
-    # -- public API -------------------------------------------------------------------
-
     def caption(
         self,
         images: Sequence[np.ndarray] | None = None,
@@ -594,10 +556,7 @@ class Captioner:
     def _iter_inputs(
         self, in_dir: str | Path, manifest: Mapping[str, Any], start: int, stop: int, skipped: list[str]
     ) -> Iterator[CaptionInput]:
-        """Yield the inputs of samples ``start .. stop - 1`` (manifest order); corrupt or incomplete ones are skipped.
-
-        Shards wholly outside the range are not opened (their sizes come from the manifest).
-        """
+        """Yield the inputs of samples ``start .. stop - 1``, skipping bad ones; shards outside are not opened."""
         first = 0
         for path, entry in zip(list_shards(in_dir).locations, manifest["shards"], strict=True):
             count = int(entry["num_samples"])
@@ -632,15 +591,10 @@ class Captioner:
     ) -> CaptionReport:
         """Caption a shard set into a JSONL sidecar, resuming what an earlier run left.
 
-        Captions already in ``out`` for a ``(key, index)`` are kept and not made again;
-        a partial last line is cut off first. Every batch is appended and flushed, so a
-        killed run loses at most the batch in flight.
-
-        With ``num_shards > 1`` this call is worker ``shard_index`` of a split run: it
-        captions the ``shard_index``-th of ``num_shards`` contiguous ranges of the
-        (first ``limit``) samples into ``OUT.part-K-of-N.jsonl`` next to ``out``
-        (:func:`~aras400k.captioning.parts.part_sidecar_path`), resuming it the same
-        way, and leaves ``shards_out`` to :meth:`merge_parts`, which joins the parts.
+        Captions already in ``out`` are not made again (a partial last line is cut first);
+        every batch is flushed, so a killed run loses at most the batch in flight. With
+        ``num_shards > 1`` this is worker ``shard_index``: it captions its contiguous range
+        into ``OUT.part-K-of-N.jsonl`` and leaves ``shards_out`` to :meth:`merge_parts`.
 
         Args:
             in_dir: Shard set folder.
@@ -763,15 +717,11 @@ class Captioner:
     ) -> CaptionReport:
         """Join the worker sidecars of a split run into the sidecar one worker would have written.
 
-        Captions are deduplicated across the whole dataset, which no worker saw, so
-        this runs :meth:`caption_shards` over all samples, taking every text a worker
-        already got for the same sample, caption index and seed (captions and rejected
-        tries) and asking the backend only for tries no worker made (those that repeat
-        a caption of an earlier part). With a deterministic backend (the template one,
-        or a model with seeded sampling) ``out`` then holds the single run's records, in
-        its order. Needs the workers' options (``limit``, ``mode``, seed, sampling,
-        prompts, ...) and all ``num_shards`` parts, which are kept. An interrupted merge
-        resumes like any run.
+        Deduplication spans the whole dataset, which no worker saw, so this reruns
+        :meth:`caption_shards` over all samples, reusing every text a worker got for the
+        same key, index and seed and asking the backend only for the rest. With a
+        deterministic backend ``out`` then equals the single run's sidecar. Needs the
+        workers' options and all parts (which are kept); an interrupted merge resumes.
 
         Args:
             in_dir: The shard set the workers captioned.
@@ -825,17 +775,12 @@ class Captioner:
     ) -> CaptionReport:
         """One pass of batch-file captioning: take in the answers there are, write requests for the rest.
 
-        The pass runs the live captioning over the samples (the same batches, dedupe,
-        regeneration and best-try rule, the same sidecar records), answering each try
-        from the job's results files (:class:`~aras400k.captioning.batchfile.BatchJob`).
-        Captions whose tries are all answered go to the sidecar; the tries without an
-        answer are written to new request files, except those already waiting in a
-        file without results. Rerun after the results of the new files are in (from the
-        Batch API, or ``vllm run_batch``) until the report's ``batch.complete``: each
-        pass takes in what came back and asks for the regenerations it calls for. A
-        caption regenerated in a later pass is compared with every caption kept so far,
-        so it is deduplicated like a live run's; only which of two colliding captions is
-        regenerated may differ from a live run.
+        The pass is the live captioning (same batches, dedupe and sidecar records) with
+        each try answered from the job's results files
+        (:class:`~aras400k.captioning.batchfile.BatchJob`); unanswered tries not already
+        waiting go to new request files. Rerun once their results are in (Batch API or
+        ``vllm run_batch``) until ``batch.complete``. Only which of two colliding captions
+        is regenerated may differ from a live run.
 
         Args:
             in_dir: Shard set folder.
