@@ -1,17 +1,15 @@
 """The ``openai`` backend: any OpenAI-compatible chat-completions server, concurrently.
 
-Works with vLLM, SGLang, Ollama, llama.cpp's server and hosted APIs. Requests go out
-on a thread pool of ``max_concurrency`` workers, round-robin over ``base_urls`` so
-captioning scales out to a fleet of servers; a request that fails with 408, 429, a 5xx
-status, a timeout or a dropped connection is retried with exponential backoff on the
-next server, and every retry is counted (:meth:`OpenAIBackend.retry_counts`).
+Works with vLLM, SGLang, Ollama, llama.cpp's server and hosted APIs. Requests go out on
+``max_concurrency`` threads, round-robin over ``base_urls``; one failing with 408, 429,
+5xx, a timeout or a dropped connection is retried with exponential backoff on the next
+server, and counted (:meth:`OpenAIBackend.retry_counts`).
 
-Any other answer (400, 401, 403, 404, 409, 422, ...) means the setup is wrong (API key,
-model name, URL, request fields) and every request would get it: it is never retried,
-the requests in flight are cancelled and their retries dropped, and the error says what
-to fix. Until a first request has been answered, requests go out one at a time, so a
-wrong model name costs one request, not a batch. Images travel as base64 PNG (or JPEG)
-data URLs. Only the standard library is used. See ``docs/captioning.md``.
+Any other error status means the setup is wrong (API key, model name, URL, request
+fields): it is never retried, the requests in flight are cancelled, and the error says
+what to fix. Until a first answer, requests go out one at a time, so a wrong model name
+costs one request. Images travel as base64 data URLs; only the standard library is
+used. See ``docs/captioning.md``.
 """
 
 from __future__ import annotations
@@ -43,14 +41,11 @@ RETRY_STATUS = frozenset({408, 429})
 
 
 def image_data_url(image: np.ndarray, image_format: Literal["png", "jpeg"] = "png") -> str:
-    """Encode an image as a ``data:`` URL for a chat-completions request.
+    """Encode an image as a ``data:image/png;base64,...`` URL for a chat-completions request.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB image.
         image_format: ``png`` (lossless) or ``jpeg`` (smaller, quality 95).
-
-    Returns:
-        ``data:image/png;base64,...``.
     """
     buffer = io.BytesIO()
     pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
@@ -160,14 +155,11 @@ class OpenAIBackend(CaptionBackend):
         return headers
 
     def request_body(self, request: CaptionRequest) -> dict[str, Any]:
-        """Build the chat-completions body of one request.
-
-        Args:
-            request: The request.
+        """The chat-completions body of one request.
 
         Returns:
-            The JSON body: system message, user message (with the image as a data URL
-            first when there is one), sampling settings, seed and ``extra_body``.
+            System message, user message (the image's data URL first, if any), sampling
+            settings, seed and ``extra_body``.
         """
         messages: list[dict[str, Any]] = []
         if request.system_prompt:
@@ -335,17 +327,12 @@ class OpenAIBackend(CaptionBackend):
     def generate(self, requests: Sequence[CaptionRequest]) -> list[str]:
         """Send the requests concurrently and collect the answers in order.
 
-        Until a server has answered once, the first request goes alone. At the first
-        request that fails for good, the others stop: queued ones are not sent and
-        those waiting to retry do not, so the error comes back within one
-        ``timeout_s`` (the requests on the wire are left to finish or time out).
+        At the first request that fails for good, queued ones are not sent and none is
+        retried, so the error comes back within one ``timeout_s``.
 
         Args:
             requests: The batch (use a batch size of at least ``max_concurrency`` to
                 keep every server busy).
-
-        Returns:
-            The message contents, in order.
 
         Raises:
             BackendError: If a request fails with a status that is not retried (its

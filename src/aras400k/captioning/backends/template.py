@@ -1,20 +1,18 @@
 """The ``template`` backend: varied, deterministic captions without any model.
 
-It is the embedded default: it needs no weights and writes tens of thousands of
-captions a second on one CPU core, so the whole pipeline runs on a fresh machine.
-What it writes per mode:
+The embedded default: no weights, tens of thousands of captions a second on one CPU
+core, so the whole pipeline runs on a fresh machine. Per mode it writes:
 
-* ``text`` -- the composition only: classes by decreasing share with their
-  percentages, under one of several sentence shapes and class synonyms, sometimes with
-  a second sentence (the kind of landscape, an absent class, how many classes).
-* ``vision`` -- what the pixels show, without numbers: qualitative amounts ("large
-  areas of", "patches of"), *where* each class lies from the mask (the template's
-  stand-in for what a vision model sees, see :mod:`~aras400k.captioning.spatial`) and
+* ``text`` -- the composition: classes by decreasing share with percentages, in varied
+  sentence shapes and synonyms, sometimes with a second sentence (landscape, an absent
+  class, how many classes).
+* ``vision`` -- no numbers: qualitative amounts, *where* each class lies from the mask
+  (its stand-in for what a vision model sees, :mod:`~aras400k.captioning.spatial`) and
   the image's brightness, colour cast and texture.
 * ``hybrid`` -- both: percentages, positions from the mask and the image's tones.
 
-Every choice is drawn from ``random.Random(request.seed)``, so one (key, index, seed)
-gives one caption, and a retry with another seed gives another phrasing.
+Every choice is drawn from ``random.Random(request.seed)``: one (key, index, seed)
+gives one caption, a retry with another seed another phrasing.
 """
 
 from __future__ import annotations
@@ -107,11 +105,11 @@ def _amount(share: float, rng: random.Random, used: set[str]) -> str:
 
 
 def image_tone(image: np.ndarray, max_side: int = 64) -> tuple[str, str, str]:
-    """Describe an image's brightness, colour cast and texture from its pixels.
+    """Describe an image's brightness, colour cast and texture.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB image.
-        max_side: The image is subsampled to at most about this many pixels a side.
+        max_side: Subsample to at most about this many pixels a side.
 
     Returns:
         ``(brightness, hue, texture)``: ``dark``/``bright``/``""``, one of ``green``,
@@ -144,8 +142,7 @@ class _Scene:
 
     Attributes:
         shares: ``(class, share)`` of the classes present, largest first.
-        named: The classes named with their share (at most ``max_classes``).
-        rest: The other classes, summed up as small amounts.
+        named: The classes named with their share (at most ``max_classes``); ``rest``: the others.
         words: Class -> the word this caption uses for it.
         layouts: Class -> where it lies (empty without spatial hints).
     """
@@ -159,9 +156,7 @@ class _Scene:
 
 @dataclass(eq=False)
 class TemplateBackend(CaptionBackend):
-    """Captions from the composition, the mask's layout and the image's tones, without a model.
-
-    Deterministic by request seed; see the module docstring for what each mode writes.
+    """Captions from the composition, the mask's layout and the image's tones (see the module docstring).
 
     Args:
         spatial_hints: Say where classes lie (vision and hybrid modes, when a mask is given).
@@ -184,14 +179,7 @@ class TemplateBackend(CaptionBackend):
         check_at_least("max_classes", self.max_classes, 1)
 
     def generate(self, requests: Sequence[CaptionRequest]) -> list[str]:
-        """Write one caption per request (layouts and tones are measured once per array).
-
-        Args:
-            requests: The batch.
-
-        Returns:
-            The captions, in order.
-        """
+        """Write one caption per request (layouts and tones are measured once per array)."""
         layouts: dict[int, dict[str, ClassLayout]] = {}
         tones: dict[int, tuple[str, str, str]] = {}
         out = []
@@ -209,8 +197,6 @@ class TemplateBackend(CaptionBackend):
             out.append(self.caption_one(request, where, tone))
         return out
 
-    # -- caption building -------------------------------------------------------------
-
     def _shares(self, request: CaptionRequest) -> list[tuple[str, float]]:
         comp: Mapping[str, float] | None = request.composition
         if comp is None and request.mask is not None:
@@ -227,9 +213,6 @@ class TemplateBackend(CaptionBackend):
             request: The request (its ``mode``, ``seed``, ``composition``, ``mask``, ``image``).
             layouts: Class name -> layout, empty without spatial hints.
             tone: ``(brightness, hue, texture)`` of the image, or ``None``.
-
-        Returns:
-            The caption.
         """
         rng = random.Random(request.seed)
         shares = self._shares(request)
@@ -290,8 +273,7 @@ class TemplateBackend(CaptionBackend):
             f"Land cover in this {patch} is {_join(plain)}.",
             f"{rng.choice(('Mainly', 'Chiefly', 'Largely'))} {words[top]} at {_pct(top_share)}, with {_join(at)}.",
             f"{_cap(self._landscape(shares, rng))} where {words[top]} {_verb(words[top], 'takes', 'take')} up "
-            f"{_pct(top_share)}, "
-            f"alongside {_join(paren)}.",
+            f"{_pct(top_share)}, alongside {_join(paren)}.",
         ]
         if top_share < 0.4:
             shapes[4] = f"A mix of {_join(plain)}."
