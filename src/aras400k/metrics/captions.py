@@ -17,7 +17,7 @@ name (for example a caption model and mode, ``"qwen2-vl/hybrid"``), gathered exa
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -467,15 +467,17 @@ class CaptionMetric(Metric):
 
     A subclass registers concatenated list states with :meth:`_add_list_state` (so that a
     rank that saw no data still gathers an empty tensor of the right dtype and shape,
-    where torchmetrics would send an empty float32 tensor) and, if it reports groups,
-    calls :meth:`_add_group_states` once and :meth:`_update_groups` per batch. A group's
-    row of sums is stored next to the group's name encoded as ``GROUP_KEY_BYTES`` bytes,
-    so the per-group totals after a gather are exact and need no name table shared
-    between ranks.
+    where torchmetrics would send an empty float32 tensor). One that sums per-caption
+    rows, overall and per group, calls :meth:`_add_group_states` once, :meth:`_add_rows`
+    per batch, and returns :meth:`_results` (from its ``_means``) in ``compute``. A
+    group's row of sums is stored next to the group's name encoded as
+    ``GROUP_KEY_BYTES`` bytes, so the per-group totals after a gather are exact and need
+    no name table shared between ranks.
     """
 
     is_differentiable = False
     full_state_update = False
+    sums: torch.Tensor
     group_keys: list[torch.Tensor] | torch.Tensor
     group_sums: list[torch.Tensor] | torch.Tensor
 
@@ -509,10 +511,31 @@ class CaptionMetric(Metric):
         self._computed = None
 
     def _add_group_states(self, columns: Sequence[str]) -> None:
-        """Register per-group sums with the given column names."""
+        """Register overall sums (``sums``) and per-group sums with the given column names."""
         self._group_columns = tuple(columns)
+        self.add_state("sums", torch.zeros(len(columns), dtype=torch.float64), dist_reduce_fx="sum")
         self._add_list_state("group_keys", torch.zeros(0, GROUP_KEY_BYTES, dtype=torch.uint8))
         self._add_list_state("group_sums", torch.zeros(0, len(columns), dtype=torch.float64))
+
+    def _add_rows(self, rows: torch.Tensor, groups: Sequence[str] | None) -> None:
+        """Add per-caption rows to the overall sums and, when ``groups`` are given, to their groups'."""
+        self.sums += rows.sum(0).to(self.sums.device)
+        if groups is not None:
+            self._update_groups(groups, rows)
+
+    @staticmethod
+    def _means(sums: Mapping[str, float]) -> dict[str, Any]:
+        """A subclass's results (means as floats, counts as ints) from column sums."""
+        raise NotImplementedError
+
+    def _results(self) -> dict[str, Any]:
+        """``_means`` of the overall sums as tensors (float64 means, int64 counts) and ``groups``."""
+        overall = self._means(dict(zip(self._group_columns, self.sums.tolist(), strict=True)))
+        result: dict[str, Any] = {
+            k: torch.tensor(v, dtype=torch.long if isinstance(v, int) else torch.float64) for k, v in overall.items()
+        }
+        result["groups"] = {name: self._means(sums) for name, sums in self._group_totals().items()}
+        return result
 
     def _update_groups(self, groups: Sequence[str], rows: torch.Tensor) -> None:
         """Add ``rows[i]`` to the sums of group ``groups[i]``.

@@ -250,7 +250,6 @@ class CompositionConsistency(CaptionMetric):
     """
 
     higher_is_better = True
-    sums: torch.Tensor
 
     def __init__(
         self,
@@ -271,7 +270,6 @@ class CompositionConsistency(CaptionMetric):
                 raise ValueError(f"{label} is a fraction in [0, 1], got {value}")
         self.salient_share = salient_share
         self.present_share = present_share
-        self.add_state("sums", torch.zeros(len(_COLUMNS), dtype=torch.float64), dist_reduce_fx="sum")
         self._add_group_states(_COLUMNS)
 
     def _as_mappings(self, compositions: Any) -> list[Mapping[str, float]]:
@@ -312,9 +310,7 @@ class CompositionConsistency(CaptionMetric):
             raise ValueError(f"got {len(captions)} captions but {len(comps)} compositions")
         rows = torch.tensor([self._row(c, comp) for c, comp in zip(captions, comps, strict=True)], dtype=torch.float64)
         rows = rows.reshape(-1, len(_COLUMNS))
-        self.sums += rows.sum(0).to(self.sums.device)
-        if groups is not None:
-            self._update_groups(groups, rows)
+        self._add_rows(rows, groups)
 
     def _row(self, caption: str, composition: Mapping[str, float]) -> list[float]:
         check = score_caption(caption, composition, self.lexicon, self.salient_share, self.present_share)
@@ -348,9 +344,4 @@ class CompositionConsistency(CaptionMetric):
             ``with_percentages`` (int64 tensor counts), and ``groups``: group name -> the
             same keys as plain Python numbers (empty if no groups were given).
         """
-        overall = self._means(dict(zip(_COLUMNS, self.sums.tolist(), strict=True)))
-        result: dict[str, Any] = {
-            k: torch.tensor(v, dtype=torch.long if isinstance(v, int) else torch.float64) for k, v in overall.items()
-        }
-        result["groups"] = {name: self._means(sums) for name, sums in self._group_totals().items()}
-        return result
+        return self._results()
