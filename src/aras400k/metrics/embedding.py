@@ -1,19 +1,13 @@
 """2-D embeddings (t-SNE, UMAP) of features from several sources, with silhouette scores.
 
-The paper's Figure 4 projects segmenter features of real and synthetic samples with
-t-SNE and UMAP; its published visualisation script standardises the features
-(``StandardScaler``), runs scikit-learn's t-SNE (perplexity 30, PCA init) and
-umap-learn's UMAP (15 neighbours, ``min_dist`` 0.1), and prints the silhouette score of
-the source labels on the standardised features, overall and for every pair of sources.
-:func:`embedding_plot` does the same for any number of labelled groups and reports both:
-
-* ``silhouette_features``: the silhouette on the (standardised) original features,
-  the number the paper's script prints, independent of the projection;
-* ``silhouette_2d[method]``: the silhouette on each 2-D embedding, what the figure shows.
-
-A silhouette near 0 means the sources are mixed (synthetic looks like real); near 1,
-that they form separate clusters. UMAP needs the optional ``umap-learn`` package
-(``pip install aras400k[umap]``); without it UMAP is skipped with a warning.
+The paper's Figure 4 projects segmenter features of real and synthetic samples; its
+script standardises them, runs t-SNE (perplexity 30, PCA init) and UMAP (15 neighbours,
+``min_dist`` 0.1) and prints the silhouette of the source labels on the standardised
+features, overall and per pair. :func:`embedding_plot` does the same for any number of
+sources and reports ``silhouette_features`` (the script's number) and
+``silhouette_2d[method]`` (what each figure shows). Near 0 the sources are mixed
+(synthetic looks like real); near 1 they are separate clusters. UMAP needs the optional
+``umap-learn`` (``pip install aras400k[umap]``); without it UMAP is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -44,8 +38,7 @@ class EmbeddingResult:
 
     Attributes:
         counts: Source -> samples used (after the per-source cap).
-        silhouette_features: Silhouette of the source labels on the (standardised)
-            original features.
+        silhouette_features: Silhouette of the source labels on the (standardised) features.
         pairwise_features: ``"a vs b"`` -> silhouette of the two sources on the features.
         silhouette_2d: Method -> silhouette on its 2-D embedding.
         pairwise_2d: Method -> ``"a vs b"`` -> silhouette on the 2-D embedding.
@@ -173,15 +166,14 @@ def embedding_plot(
             is missing.
         max_per_source: Cap per source (a seeded random subset), for speed.
         seed: Seed of the subsets and the projections.
-        standardize: Scale every feature to zero mean and unit variance over all samples
-            first (as the paper's script does); silhouettes on features use the scaled ones.
+        standardize: Scale every feature to zero mean and unit variance first (as the
+            paper's script does).
         perplexity: t-SNE perplexity.
         n_neighbors: UMAP neighbours.
         prefix: File name prefix.
         feature_name: What the features are, for the figure title.
-        num_threads: Limit the OpenMP/BLAS threads of the projections and scores (via
-            threadpoolctl); on a busy machine t-SNE's OpenMP gradient can be many times
-            slower with oversubscribed threads. ``None``: the libraries' defaults.
+        num_threads: Limit the OpenMP/BLAS threads (threadpoolctl; t-SNE slows down many
+            times when oversubscribed). ``None``: the libraries' defaults.
 
     Returns:
         The silhouettes, sample counts, PNG paths and notices.
@@ -234,7 +226,6 @@ def _scatter(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = [plt.get_cmap("tab10")(i) for i in range(10)]
     fig, ax = plt.subplots(figsize=(6.4, 5.4), dpi=120)
     for index, name in enumerate(names):
         keep = labels == index
@@ -243,7 +234,7 @@ def _scatter(
             coords[keep, 1],
             s=12,
             alpha=0.6,
-            color=colours[index % 10],
+            color=plt.get_cmap("tab10")(index % 10),
             marker=_MARKERS[index % len(_MARKERS)],
             linewidths=0.8,
             label=f"{name} (n={counts[name]:,})",
