@@ -40,6 +40,7 @@ from aras400k.data.shards import (
 )
 from aras400k.data.stats import DatasetComposition
 from aras400k.errors import check_at_least
+from aras400k.metrics.segmentation import class_names_for
 from aras400k.plotting import save_figure
 
 __all__ = [
@@ -86,14 +87,11 @@ class CompositionDistribution(Metric):
         class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        names = tuple(class_names) if class_names is not None else tuple(CLASS_NAMES[:num_classes])
-        if len(names) != num_classes:
-            raise ValueError(f"got {len(names)} class names for {num_classes} classes")
+        self.class_names = class_names_for(num_classes, class_names)
         check_at_least("num_bins", num_bins, 1)
         self.num_classes = num_classes
         self.num_bins = num_bins
         self.ignore_index = ignore_index
-        self.class_names = names
         self.add_state("pixels", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("histogram", torch.zeros(num_classes, num_bins, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("share_sum", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
