@@ -87,8 +87,7 @@ class CaptionInput:
         key: Sample key.
         image: ``(H, W, 3)`` uint8 RGB image (vision and hybrid modes).
         mask: ``(H, W)`` uint8 class-index mask, when known.
-        composition: Class name -> fraction (text and hybrid modes; computed from the
-            mask when missing).
+        composition: Class name -> fraction (text and hybrid modes; else from the mask).
         meta: The sample's ``meta.json``, for hooks that want more.
     """
 
@@ -105,18 +104,13 @@ class CaptionStats:
 
     Attributes:
         captions: Captions produced.
-        regenerated: Captions asked for again because they repeated one already kept
-            (or came back empty).
-        duplicates: Captions kept although they repeat an earlier one (retries ran out,
-            or deduplication is off).
+        regenerated: Captions asked for again because they were repeats (or empty).
+        duplicates: Repeats kept (retries ran out, or deduplication is off).
         empty: Captions kept although empty after post-processing.
-        reused: Tries answered from the workers' sidecars instead of the backend
-            (:meth:`Captioner.merge_parts` only).
+        reused: Tries answered from the workers' sidecars (:meth:`Captioner.merge_parts`).
         asked: Tries sent to the backend.
-        best_earlier: Captions whose retries ran out and that keep an earlier try,
-            better than the last one (not empty, or repeating a less used caption).
-        retries: Requests the backend sent again (a server answered 429 or 5xx, timed
-            out, or dropped the connection).
+        best_earlier: Captions out of retries that keep a better earlier try.
+        retries: Requests the backend sent again (429, 5xx, timeouts, dropped connections).
         timeouts: Tries that timed out.
         failed_tries: Other failed tries by cause (``HTTP 503``, ``connection errors``, ...).
     """
@@ -153,14 +147,13 @@ class CaptionReport:
         samples: Samples looked at (after ``limit``).
         resumed: Captions already in the sidecar from an earlier run.
         stats: Counts of the captions made by this run.
-        skipped: Keys of samples that could not be captioned (corrupt, or lacking the
-            image or composition the mode needs).
+        skipped: Keys of samples that could not be captioned (corrupt or incomplete).
         discarded_bytes: Bytes of a partial last line cut from the sidecar.
         seconds: Wall time of the captioning.
         worker: ``(shard_index, num_shards)`` of a worker of a split run; ``None`` otherwise.
         merged_parts: Worker sidecars a merge reused (0 when not merging).
         deferred_shards_out: The ``shards_out`` a worker left to the merge.
-        batch: What a batch-file pass did (:meth:`Captioner.caption_batch_file`); ``None`` for a live run.
+        batch: What a batch-file pass did (:meth:`Captioner.caption_batch_file`).
     """
 
     sidecar: Path
@@ -223,22 +216,18 @@ class Captioner:
     """Captions images from their pixels, their class composition, or both.
 
     Args:
-        mode: ``text`` (a language model reads the composition), ``vision`` (a
-            vision-language model sees the image) or ``hybrid`` (it gets both).
-        backend: What writes the captions; ``None`` uses the model-free
-            :class:`~aras400k.captioning.backends.TemplateBackend`.
-        system_prompt: System prompt; ``None`` uses
-            :data:`~aras400k.captioning.prompts.DEFAULT_SYSTEM_PROMPT`.
-        user_prompt: User prompt template (fields ``{composition}``, ``{dominant}``,
-            ``{key}``); ``None`` uses the mode's default.
+        mode: ``text`` (from the composition), ``vision`` (from the image) or ``hybrid`` (both).
+        backend: What writes the captions; ``None``: the model-free ``TemplateBackend``.
+        system_prompt: System prompt; ``None``: ``DEFAULT_SYSTEM_PROMPT``.
+        user_prompt: User prompt template (:mod:`~aras400k.captioning.prompts`); ``None``: the mode's.
         captions_per_image: Captions per sample (the paper: 5).
         batch_size: Requests sent to the backend at once.
         temperature: Sampling temperature (0 = greedy).
         top_p: Nucleus-sampling mass.
         max_new_tokens: Longest caption in tokens.
-        seed: Base seed; each caption's seed derives from it, the key, the index and the retry.
-        dedupe: Reject repeats of captions already produced: ``exact`` strings,
-            ``normalized`` (case, whitespace and punctuation ignored) or ``off``.
+        seed: Base seed of every caption's seed (:meth:`caption_seed`).
+        dedupe: Reject repeats: ``exact`` strings, ``normalized`` (case, whitespace and
+            punctuation ignored) or ``off``.
         max_retries: Regenerations per caption when it repeats one (or is empty).
         progress: Show a progress bar with captions/s.
 
@@ -297,19 +286,11 @@ class Captioner:
         return prompt_hash(self.system_prompt, self.user_prompt)
 
     def build_system_prompt(self, item: CaptionInput) -> str:
-        """Render the system prompt for a sample (hook).
-
-        Args:
-            item: The sample.
-        """
+        """Render the system prompt for sample ``item`` (hook)."""
         return render_prompt(self.system_prompt, key=item.key, composition=item.composition)
 
     def build_user_prompt(self, item: CaptionInput) -> str:
-        """Render the user prompt for a sample (hook).
-
-        Args:
-            item: The sample.
-        """
+        """Render the user prompt for sample ``item`` (hook)."""
         return render_prompt(self.user_prompt, key=item.key, composition=item.composition)
 
     def caption_seed(self, key: str, index: int, attempt: int) -> int:
@@ -327,15 +308,9 @@ class Captioner:
         return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
     def build_request(self, item: CaptionInput, index: int, attempt: int = 0) -> CaptionRequest:
-        """Build the request for one caption try (hook).
+        """Build the request of try ``attempt`` of caption ``index`` of ``item`` (hook).
 
-        Args:
-            item: The sample.
-            index: Caption index.
-            attempt: Regeneration count.
-
-        Returns:
-            The request; vision and hybrid requests carry the image.
+        Vision and hybrid requests carry the image.
         """
         return CaptionRequest(
             system_prompt=self.build_system_prompt(item),
@@ -365,14 +340,11 @@ class Captioner:
         return " ".join(text.split())
 
     def load_input(self, raw: Mapping[str, Any]) -> CaptionInput:
-        """Decode the members of one raw shard sample that this mode needs (hook).
+        """Decode the members of one raw shard sample that this mode needs (text mode skips the image) (hook).
 
         Args:
             raw: ``{"__key__": key, "image.png": bytes, ...}`` from
                 :func:`~aras400k.data.shards.iter_raw_samples`.
-
-        Returns:
-            The input; text mode skips decoding the image.
 
         Raises:
             SampleError: If a needed member is missing or corrupt.
@@ -510,8 +482,7 @@ class Captioner:
         Args:
             images: ``(H, W, 3)`` uint8 images (vision and hybrid modes).
             compositions: Class name -> fraction per sample (text and hybrid modes).
-            masks: Class-index masks; give compositions for text mode when missing,
-                and spatial hints to the template backend.
+            masks: Class-index masks (compositions when missing; the template's spatial hints).
             keys: Sample names (default ``"0"``, ``"1"``, ...); they seed the captions.
 
         Returns:
@@ -599,17 +570,13 @@ class Captioner:
         Args:
             in_dir: Shard set folder.
             out: The ``.jsonl`` sidecar (created, or resumed).
-            shards_out: Also write a new shard set here, every member of the input
-                copied plus ``captions.json`` (existing captions first, then these); one
-                made earlier from the same input and sidecar is replaced.
+            shards_out: Also write the shard set with ``captions.json`` here
+                (:func:`~aras400k.captioning.shards.write_captioned_shards`).
             limit: Caption only the first ``limit`` samples.
             overwrite: Start the sidecar afresh and replace an existing ``shards_out``.
             samples_per_shard: Samples per tar in ``shards_out`` (default: as the input).
             shard_index: This worker's part of a split run, ``0 .. num_shards - 1``.
             num_shards: Workers the run is split over (1: this call captions everything).
-
-        Returns:
-            The report.
 
         Raises:
             ManifestError: If ``in_dir`` is not a shard set.
