@@ -61,8 +61,7 @@ class CompositionDistribution(Metric):
 
     Args:
         num_classes: Number of classes.
-        num_bins: Equal-width bins over ``[0, 1]`` for the per-image share histograms;
-            the Wasserstein distances are exact to within ``1 / num_bins``.
+        num_bins: Equal-width bins over ``[0, 1]`` of the per-image share histograms.
         ignore_index: Mask value that is not counted.
         class_names: Names for per-class keys (default: the land-cover classes).
 
@@ -101,13 +100,11 @@ class CompositionDistribution(Metric):
     def update(self, masks: torch.Tensor | None = None, counts: torch.Tensor | None = None) -> None:
         """Add a batch of masks, or of per-image pixel counts.
 
+        An image without labelled pixels is counted in ``num_unlabelled`` only.
+
         Args:
-            masks: ``(B, H, W)`` (or one ``(H, W)``) integer class indices; ``ignore_index``
-                pixels are not counted.
-            counts: Instead of masks, ``(B, num_classes)`` non-negative integer pixel counts,
-                one row per image (e.g. from ``meta.json`` compositions). An image without
-                labelled pixels (a row of zeros, an all-ignored mask) is counted in
-                ``num_unlabelled`` and left out of the per-image statistics.
+            masks: ``(B, H, W)`` (or one ``(H, W)``) integer class indices.
+            counts: Instead, ``(B, num_classes)`` non-negative integer pixel counts.
 
         Raises:
             ValueError: If not exactly one of ``masks`` and ``counts`` is given, a mask holds
@@ -204,7 +201,7 @@ def jensen_shannon_divergence(
         base: Logarithm base (2: bits, ``e``: nats).
 
     Returns:
-        The divergence, or NaN if either input sums to zero.
+        The divergence; NaN if either input sums to zero.
 
     Raises:
         ValueError: On different lengths or negative weights.
@@ -231,7 +228,7 @@ def wasserstein_from_histograms(hist_p: Sequence[float] | np.ndarray, hist_q: Se
         hist_q: Counts per bin, same number of bins.
 
     Returns:
-        The distance in units of ``[0, 1]``, or NaN if either histogram is empty.
+        The distance in units of ``[0, 1]``; NaN if either histogram is empty.
 
     Raises:
         ValueError: On different numbers of bins.
@@ -254,10 +251,9 @@ class CompositionComparison:
     Attributes:
         reference: Label of the reference dataset (e.g. the real data).
         other: Label of the compared dataset.
-        js_divergence: Jensen-Shannon divergence of the pooled class shares, in bits (``[0, 1]``).
-        js_distance: Its square root (scipy's ``jensenshannon(p, q, base=2)``).
-        wasserstein: Class name -> Wasserstein-1 distance of the per-image shares
-            (share units; within ``1 / num_bins`` of the unbinned value).
+        js_divergence: Jensen-Shannon divergence of the pooled class shares, in bits.
+        js_distance: Its square root.
+        wasserstein: Class name -> Wasserstein-1 distance of the per-image shares.
         wasserstein_mean: Mean of the per-class Wasserstein distances.
         num_images: Label -> images with labelled pixels.
     """
@@ -284,9 +280,6 @@ def compare_compositions(
         other: The distribution to compare with it.
         reference_label: Name of the reference in the result.
         other_label: Name of the other in the result.
-
-    Returns:
-        The :class:`CompositionComparison`.
 
     Raises:
         ValueError: If the two were built with different classes or bins.
@@ -354,9 +347,6 @@ def composition_from_shards(
         num_bins: Histogram bins of the per-image shares.
         max_samples: Read at most this many samples (in manifest order).
         progress: Show a progress bar.
-
-    Returns:
-        The filled :class:`CompositionDistribution`.
 
     Raises:
         aras400k.data.ManifestError: If the folder is not a shard set.

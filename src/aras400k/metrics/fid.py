@@ -61,22 +61,20 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 _M = TypeVar("_M", FrechetInceptionDistance, KernelInceptionDistance)
+#: The weights file each Inception backend loads.
+_INCEPTION_FILES = {
+    "torchvision": "inception_v3_google-0cc3c7bd.pth (torchvision's Inception-v3 state dict)",
+    "torch-fidelity": "pt_inception-2015-12-05-6726825d.pth (torch-fidelity's FID Inception)",
+}
 
 
 def unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[0, 255]`` -> float ``[0, 1]``; floats are taken as already in ``[0, 1]``.
-
-    Args:
-        images: A uint8 or float tensor.
-    """
+    """uint8 ``[0, 255]`` images -> float ``[0, 1]``; floats are taken as already in ``[0, 1]``."""
     return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
 
 
 class FeatureExtractor(nn.Module):
-    """Base of the extractors here: frozen, always in eval mode, with ``num_features``.
-
-    Subclasses map ``(B, C, H, W)`` images (floats in ``[0, 1]`` or uint8) to
-    ``(B, num_features)`` features and call :meth:`_freeze` at the end of ``__init__``.
+    """Base of the extractors here: frozen, always in eval mode; subclasses call :meth:`_freeze` last.
 
     Attributes:
         num_features: Feature dimension (read by torchmetrics' FID instead of probing).
@@ -95,11 +93,7 @@ class FeatureExtractor(nn.Module):
 
 
 class IdentityFeatures(FeatureExtractor):
-    """Pass precomputed ``(B, num_features)`` features through, so FID/KID can take features.
-
-    Args:
-        num_features: Feature dimension.
-    """
+    """Pass precomputed ``(B, num_features)`` features through, so FID/KID can take features."""
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
@@ -119,18 +113,14 @@ class IdentityFeatures(FeatureExtractor):
 class InceptionFeatures(FeatureExtractor):
     """2048-d pool features of Inception-v3 loaded from a local weights file.
 
-    ``backend="torchvision"`` loads a torchvision ``inception_v3`` state dict (e.g.
-    ``inception_v3_google-0cc3c7bd.pth``, copied by hand); images are resized to
-    ``resize`` (bilinear, antialiased) and scaled to ``[-1, 1]``, as the Google weights
-    expect. ``backend="torch-fidelity"`` uses torch-fidelity's TF-ported FID Inception
-    (``pt_inception-2015-12-05-6726825d.pth``): the standard FID network.
+    ``torchvision`` resizes images to ``resize`` (bilinear, antialiased) and scales them
+    to ``[-1, 1]``, as the Google weights expect; ``torch-fidelity`` is the TF-ported,
+    standard FID network (always at 299 px).
 
     Args:
-        weights: Local weights file (``.pth``/``.pt`` via ``torch.load(weights_only=True)``,
-            or ``.safetensors``).
+        weights: Local weights file (``.pth``/``.pt``, weights only, or ``.safetensors``).
         backend: ``torchvision`` or ``torch-fidelity`` (needs the ``torch-fidelity`` package).
-        resize: Side images are resized to (299 as in FID); ``None`` keeps the input size
-            (at least 75 px). The torch-fidelity backend always resizes to 299.
+        resize: Side images are resized to (299 as in FID); ``None`` keeps the input size.
 
     Raises:
         FileNotFoundError: If ``weights`` does not exist (nothing is downloaded).
@@ -147,24 +137,17 @@ class InceptionFeatures(FeatureExtractor):
         super().__init__()
         path = Path(weights)
         if not path.is_file():
-            hint = (
-                "inception_v3_google-0cc3c7bd.pth (torchvision's Inception-v3 state dict)"
-                if backend == "torchvision"
-                else "pt_inception-2015-12-05-6726825d.pth (torch-fidelity's FID Inception)"
-            )
+            hint = _INCEPTION_FILES["torchvision" if backend == "torchvision" else "torch-fidelity"]
             raise FileNotFoundError(
                 f"Inception weights file {path} does not exist; aras400k never downloads weights: "
                 f"copy {hint} to this machine and give its path"
             )
+        if backend not in _INCEPTION_FILES:
+            raise ValueError(f"unknown Inception backend {backend!r}; choose 'torchvision' or 'torch-fidelity'")
         self.backend = backend
         self.resize = resize
         self.num_features = 2048
-        if backend == "torchvision":
-            self.net = _torchvision_inception(path)
-        elif backend == "torch-fidelity":
-            self.net = _fidelity_inception(path)
-        else:
-            raise ValueError(f"unknown Inception backend {backend!r}; choose 'torchvision' or 'torch-fidelity'")
+        self.net = _torchvision_inception(path) if backend == "torchvision" else _fidelity_inception(path)
         self._freeze()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
