@@ -261,11 +261,7 @@ def _caption_keys(captions: Sequence[str], normalize: str) -> np.ndarray:
     """:func:`caption_hashes` as a numpy int64 array."""
     if normalize not in ("none", "basic"):
         raise ValueError(f"normalize must be 'none' or 'basic', got {normalize!r}")
-    return _batch_keys(_batch(captions, normalize))
-
-
-def _batch_keys(batch: _Utf8Batch) -> np.ndarray:
-    """The hashes of a batch's captions, in order, as int64."""
+    batch = _batch(captions, normalize)
     keys = _hash_ranges(batch.words, batch.starts, batch.lengths)
     if batch.redone:
         redone = _byte_batch(batch.redone)
@@ -354,14 +350,6 @@ def _appended(state: list[torch.Tensor] | torch.Tensor, chunk: torch.Tensor) -> 
     return chunks
 
 
-def _distinct_sorted(values: np.ndarray) -> np.ndarray:
-    """The distinct values of a sorted array."""
-    keep = np.empty(values.shape, dtype=bool)
-    keep[:1] = True
-    np.not_equal(values[1:], values[:-1], out=keep[1:])
-    return values[keep]
-
-
 def _sorted_keys(keys: np.ndarray) -> np.ndarray:
     """A sorted copy of int64 hash keys, about twice as fast as ``np.sort`` on uniform keys.
 
@@ -398,7 +386,10 @@ def _unique_of(chunks: list[torch.Tensor], sorted_first: bool = False, count_onl
     if count_only:
         distinct = int(np.count_nonzero(values[1:] != values[:-1])) + int(values.size > 0)
         return torch.tensor(distinct, dtype=torch.long)
-    return torch.from_numpy(_distinct_sorted(values))
+    keep = np.empty(values.shape, dtype=bool)
+    keep[:1] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return torch.from_numpy(values[keep])
 
 
 def _encode_group(name: str) -> torch.Tensor:

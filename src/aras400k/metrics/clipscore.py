@@ -49,13 +49,7 @@ ImageBatch = torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
 
 
 def load_clip(model_path: str | Path) -> tuple[CLIPModel, CLIPProcessor]:
-    """Load a CLIP model and its processor from a local directory, never from the network.
-
-    Args:
-        model_path: Directory holding the model and processor files.
-
-    Returns:
-        The model (in eval mode, gradients off) and the processor.
+    """Load a CLIP model (eval mode, gradients off) and its processor from a local directory, never the network.
 
     Raises:
         FileNotFoundError: If the directory, its ``config.json`` or the processor files
@@ -134,14 +128,11 @@ class CLIPScore(CaptionMetric):
 
     @torch.no_grad()
     def image_features(self, images: ImageBatch) -> torch.Tensor:
-        """L2-normalised CLIP image embeddings.
+        """``(N, D)`` L2-normalised CLIP image embeddings, on the metric's device.
 
         Args:
             images: ``(N, 3, H, W)`` uint8 tensor (floats in ``[0, 1]`` are scaled), a
                 list of ``(3, H, W)`` tensors, or ``(H, W, 3)`` uint8 arrays.
-
-        Returns:
-            ``(N, D)`` float tensor on the metric's device.
 
         Raises:
             ValueError: If an image is not RGB or a float image is outside ``[0, 1]``.
@@ -183,8 +174,7 @@ class CLIPScore(CaptionMetric):
         Args:
             images: The images (see :meth:`image_features`); each is encoded once.
             captions: The captions.
-            image_index: For each caption, the index of its image in ``images``; ``None``
-                pairs caption ``i`` with image ``i`` (then the counts must match).
+            image_index: Each caption's image index in ``images``; ``None`` pairs them one to one.
 
         Returns:
             ``(N,)`` float64 scores ``100 * max(cos, 0)`` and ``(N,)`` bool truncation flags.
@@ -224,8 +214,7 @@ class CLIPScore(CaptionMetric):
             images: The images (see :meth:`image_features`).
             captions: The captions.
             groups: Optional group name per caption, e.g. ``f"{model}/{mode}"``.
-            image_index: For each caption, its image's index in ``images`` (for several
-                captions per image); ``None`` pairs them one to one.
+            image_index: As in :meth:`per_caption` (for several captions per image).
 
         Raises:
             ValueError: On mismatched counts or bad images.

@@ -55,13 +55,6 @@ class EmbeddingResult:
     notices: list[str] = field(default_factory=list)
 
 
-def _as_array(features: torch.Tensor | np.ndarray) -> np.ndarray:
-    array = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
-    if array.ndim != 2:
-        raise ValueError(f"features must be (N, D), got shape {array.shape}")
-    return array.astype(np.float64)
-
-
 def _stack_groups(
     groups: Mapping[str, torch.Tensor | np.ndarray], max_per_source: int | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
@@ -72,7 +65,10 @@ def _stack_groups(
     arrays, labels, counts = [], [], {}
     dims = set()
     for index, (name, feats) in enumerate(groups.items()):
-        array = _as_array(feats)
+        array = feats.detach().cpu().numpy() if isinstance(feats, torch.Tensor) else np.asarray(feats)
+        if array.ndim != 2:
+            raise ValueError(f"features must be (N, D), got shape {array.shape}")
+        array = array.astype(np.float64)
         if len(array) < 2:
             raise ValueError(f"source {name!r} has {len(array)} samples; need at least 2")
         if max_per_source is not None and len(array) > max_per_source:

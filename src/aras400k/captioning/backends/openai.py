@@ -143,10 +143,6 @@ class OpenAIBackend(CaptionBackend):
         """Name recorded with every caption (the served model name)."""
         return self.model
 
-    def _next_endpoint(self) -> str:
-        with self._lock:
-            return self.endpoints[next(self._cycle)]
-
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -285,7 +281,8 @@ class OpenAIBackend(CaptionBackend):
         for attempt in range(self.max_retries + 1):
             if cancel.is_set():
                 raise _Cancelled
-            url = self._next_endpoint()
+            with self._lock:
+                url = self.endpoints[next(self._cycle)]
             try:
                 text = self._content(self._post(url, payload), url)
             except _Retryable as err:
