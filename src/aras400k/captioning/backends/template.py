@@ -57,6 +57,13 @@ _PATCH = ("satellite patch", "satellite image", "scene", "patch", "image tile")
 #: Synonyms above that are plural (they take "cover", not "covers").
 PLURAL_WORDS = frozenset({"trees", "shrubs", "crop fields", "agricultural fields", "buildings", "water bodies"})
 _NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven")
+# (singular, plural) verbs saying where the largest class lies, or how much of the patch it takes.
+_PLACE_VERBS = (("is found", "are found"), ("lies", "lie"), ("appears", "appear"))
+_MAJORITY_VERBS = (("dominates", "dominate"), ("covers most of", "cover most of"))
+_LARGEST_VERBS = (
+    ("is the largest cover in", "are the largest cover in"),
+    ("is the main land cover of", "are the main land cover of"),
+)
 _HUES = {
     "green": ("green", "greenish"),
     "brown": ("brown", "brownish", "earthy"),
@@ -259,10 +266,11 @@ class TemplateBackend(CaptionBackend):
                 )
             )
         tail = self._rest(rest, words, rng)
-        paren = [f"{words[n]} ({_pct(s)})" for n, s in others] + ([tail] if tail else [])
-        at = [f"{words[n]} at {_pct(s)}" for n, s in others] + ([tail] if tail else [])
-        plain = [f"{_pct(s)} {words[n]}" for n, s in named] + ([tail] if tail else [])
-        listed = [f"{words[n]} {_pct(s)}" for n, s in named] + ([tail] if tail else [])
+        extra = [tail] if tail else []
+        paren = [f"{words[n]} ({_pct(s)})" for n, s in others] + extra
+        at = [f"{words[n]} at {_pct(s)}" for n, s in others] + extra
+        plain = [f"{_pct(s)} {words[n]}" for n, s in named] + extra
+        listed = [f"{words[n]} {_pct(s)}" for n, s in named] + extra
         patch = rng.choice(_PATCH)
         lead = "dominated by" if top_share >= 0.4 else "led by"
         shapes = [
@@ -302,18 +310,10 @@ class TemplateBackend(CaptionBackend):
         (top, top_share), others = named[0], named[1:]
         where_top = self._where(top, layouts, rng)
         if where_top:
-            verb = rng.choice((("is found", "are found"), ("lies", "lie"), ("appears", "appear")))
+            verb = rng.choice(_PLACE_VERBS)
             top_clause = f"{_cap(words[top])} {_verb(words[top], *verb)}{where_top}"
         else:
-            if top_share >= 0.5:
-                verb = rng.choice((("dominates", "dominate"), ("covers most of", "cover most of")))
-            else:
-                verb = rng.choice(
-                    (
-                        ("is the largest cover in", "are the largest cover in"),
-                        ("is the main land cover of", "are the main land cover of"),
-                    )
-                )
+            verb = rng.choice(_MAJORITY_VERBS if top_share >= 0.5 else _LARGEST_VERBS)
             top_clause = f"{_cap(words[top])} {_verb(words[top], *verb)} the {rng.choice(_PATCH)}"
         if not others:
             return rng.choice((f"{_cap(self._landscape(shares, rng))} of {words[top]}{where_top}.", f"{top_clause}."))
@@ -331,7 +331,7 @@ class TemplateBackend(CaptionBackend):
     def _hybrid(self, scene: _Scene, rng: random.Random) -> str:
         shares, named, rest, words, layouts = scene.shares, scene.named, scene.rest, scene.words, scene.layouts
         (top, top_share), others = named[0], named[1:]
-        verb = _verb(words[top], *rng.choice((("is found", "are found"), ("lies", "lie"), ("appears", "appear"))))
+        verb = _verb(words[top], *rng.choice(_PLACE_VERBS))
         where_top = self._where(top, layouts, rng) or " across the scene"
         if not others and not rest:
             return f"{_cap(words[top])} ({_pct(top_share)}) {verb}{where_top}."
@@ -352,13 +352,9 @@ class TemplateBackend(CaptionBackend):
         brightness, hue, texture = tone
         colour = rng.choice(_HUES.get(hue, (hue,)))
         feel = {"rough": "a fine, busy texture", "smooth": "a smooth texture"}.get(texture, "")
+        lead = f"The image is {brightness} with" if brightness else "The image shows mostly"
         shapes = [
-            (
-                f"The image is {brightness} with {colour} tones"
-                if brightness
-                else f"The image shows mostly {colour} tones"
-            )
-            + (f" and {feel}." if feel else "."),
+            f"{lead} {colour} tones" + (f" and {feel}." if feel else "."),
             f"Colours are {brightness + ' and ' if brightness else ''}{colour}.",
             f"{_cap(brightness + ', ' if brightness else '')}{colour}-toned imagery"
             + (f" with {feel}." if feel else "."),
