@@ -44,8 +44,7 @@ class DuplicateFilter:
     """Remembers the captions kept so far and says whether a new one repeats one of them.
 
     Args:
-        level: How repeats are recognised; ``off`` never rejects (repeats, compared
-            normalised, are still reported by :meth:`is_repeat`).
+        level: How repeats are recognised; ``off`` never rejects (:meth:`is_repeat` still reports).
         seen: Captions already kept (e.g. read back from a sidecar when resuming).
 
     Raises:

@@ -93,8 +93,7 @@ def write_captioned_shards(
         sidecar: The caption sidecar (JSONL).
         out_dir: The new shard set's folder.
         limit: Copy only the first ``limit`` samples (those a limited run captioned).
-        overwrite: Replace a shard set already in ``out_dir`` (one made earlier from the same
-            input and sidecar is replaced anyway).
+        overwrite: Replace a shard set in ``out_dir`` (one made from this input and sidecar always is).
         samples_per_shard: Samples per tar (default: the input's largest shard).
 
     Returns:

@@ -121,8 +121,7 @@ def read_caption_records(path: str | Path) -> list[dict[str, Any]]:
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: On a malformed line or a repeated ``(key, index)``; the message names
-            the file and line.
+        ValueError: On a malformed line or a repeated ``(key, index)`` (naming file and line).
     """
     return _read_complete(_existing(path))[0]
 
@@ -165,8 +164,7 @@ class CaptionSidecarWriter:
         path: The ``.jsonl`` sidecar; its folder is created.
         overwrite: Start a new file instead of resuming an existing one.
         fsync: Also ``fsync`` after each batch (survives a power cut, not just a kill).
-        lock: The sidecar's lock when the caller already holds it for a longer run (it is
-            then left to the caller to release); ``None`` takes and releases it here.
+        lock: The sidecar's lock, if the caller holds it (and releases it); ``None``: taken here.
 
     Raises:
         LockedError: If another run holds the sidecar's lock.
@@ -218,8 +216,7 @@ class CaptionSidecarWriter:
             records: Records with the fields of :data:`SIDECAR_FIELDS`.
 
         Raises:
-            ValueError: On a malformed record or a ``(key, index)`` already written; the
-                batch is then not written at all.
+            ValueError: On a malformed record or a ``(key, index)`` already written (nothing is written).
         """
         batch = [check_record(r) for r in records]
         idents = [(r["key"], r["index"]) for r in batch]
@@ -298,8 +295,7 @@ def repair_sidecar(path: str | Path) -> RepairReport:
     Raises:
         FileNotFoundError: If the file does not exist.
         LockedError: If a run is writing the sidecar.
-        ValueError: If a line is not a valid caption record (that is not a repeat; the
-            file is left as it is).
+        ValueError: If a line is not a valid caption record (the file is left as it is).
     """
     path = _existing(path)
     with RunLock(path):

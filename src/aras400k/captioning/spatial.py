@@ -36,8 +36,7 @@ class ClassLayout:
         name: Class name.
         share: Fraction of the labelled pixels.
         centroid: ``(row, column)`` of the class's pixels, each in ``0..1`` (0 = north / west).
-        spread: ``(row, column)`` variances of the class's pixel positions (a uniform
-            spread is ``1/12``).
+        spread: ``(row, column)`` variances of its pixel positions (uniform: ``1/12``).
         location: Layout code from :func:`location_code`.
     """
 

@@ -566,8 +566,7 @@ class CaptionRedundancy(CaptionMetric):
     ~3e-4 for 100 million). Telling them apart would need the strings themselves.
 
     Args:
-        normalize: ``"none"`` (the paper's exact strings) or ``"basic"`` (see
-            :func:`normalize_caption`).
+        normalize: ``"none"`` (the paper's exact strings) or ``"basic"`` (:func:`normalize_caption`).
 
     Raises:
         ValueError: If ``normalize`` is not one of the modes.

@@ -96,8 +96,7 @@ class CaptionCheck:
     Attributes:
         recall: Fraction of salient classes mentioned (NaN if no class is salient).
         precision: Fraction of mentioned classes present (NaN if none is mentioned).
-        percent_mae: Mean absolute error of the stated percentages, in percentage
-            points (NaN if the caption states none).
+        percent_mae: Mean absolute error of the stated percentages, in points (NaN if none).
         parsed: The parsed caption.
     """
 
@@ -119,8 +118,7 @@ class Lexicon:
     """Class words and synonyms, compiled into one whole-word, case-insensitive pattern.
 
     Args:
-        terms: Class name -> words for it (multi-word terms allowed; each matches with an
-            optional plural ``s``/``es``). ``None`` uses :data:`DEFAULT_LEXICON`.
+        terms: Class name -> words (multi-word allowed); ``None`` uses :data:`DEFAULT_LEXICON`.
         negation: Whether to detect negated mentions (see the module docstring).
 
     Raises:
@@ -245,8 +243,7 @@ class CompositionConsistency(CaptionMetric):
         class_names: Class order of compositions given as arrays (default: the land-cover classes).
 
     Raises:
-        ValueError: If a lexicon class is not a class name, or a share threshold is
-            outside ``[0, 1]``.
+        ValueError: If a lexicon class is not a class name, or a share is outside ``[0, 1]``.
     """
 
     higher_is_better = True

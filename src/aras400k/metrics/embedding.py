@@ -109,8 +109,7 @@ def embed_2d(
 
     Args:
         features: ``(N, D)`` features (standardise them first if wanted).
-        method: ``tsne`` (scikit-learn, PCA init, ``learning_rate="auto"``) or ``umap``
-            (umap-learn, ``min_dist=0.1``).
+        method: ``tsne`` (scikit-learn, PCA init) or ``umap`` (umap-learn, ``min_dist=0.1``).
         seed: Random state.
         perplexity: t-SNE perplexity (lowered to ``(N - 1) / 3`` for small sets).
         n_neighbors: UMAP neighbours (lowered to ``N - 1`` for small sets).
@@ -155,15 +154,12 @@ def embedding_plot(
     """Embed features of several sources in 2-D, plot them and score how separable the sources are.
 
     Args:
-        features: Source name -> ``(N, D)`` features, e.g. ``{"real": ..., "synth_uncond":
-            ..., "synth_cond": ...}`` (from :func:`aras400k.metrics.fid.features_from_shards`).
+        features: Source name -> ``(N, D)`` features (e.g. from :func:`~aras400k.metrics.fid.features_from_shards`).
         out_dir: Folder for the PNGs (``{prefix}_{method}.png``).
-        methods: Projections to draw; ``umap`` is skipped with a warning when umap-learn
-            is missing.
+        methods: Projections to draw (``umap`` is skipped with a warning without umap-learn).
         max_per_source: Cap per source (a seeded random subset), for speed.
         seed: Seed of the subsets and the projections.
-        standardize: Scale every feature to zero mean and unit variance first (as the
-            paper's script does).
+        standardize: Scale features to zero mean and unit variance first (as the paper's script).
         perplexity: t-SNE perplexity.
         n_neighbors: UMAP neighbours.
         prefix: File name prefix.

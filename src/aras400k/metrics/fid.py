@@ -217,10 +217,9 @@ class FeatureFID(FrechetInceptionDistance):
     ``int`` it takes precomputed ``(B, feature)`` features. Statistics are float64 sums.
 
     Args:
-        feature: A feature extractor with a ``num_features`` attribute (otherwise it is
-            probed once with a random ``input_img_size`` image), or a feature dimension.
-        reset_real_features: Clear the real statistics on ``reset()`` (set ``False`` to
-            reuse them for several fake sets).
+        feature: A feature extractor (without ``num_features`` it is probed once), or a
+            feature dimension.
+        reset_real_features: Clear the real statistics on ``reset()`` (``False``: reuse them).
         input_img_size: Probe image size for an extractor without ``num_features``.
         **kwargs: Passed to torchmetrics' ``Metric`` (e.g. ``sync_on_compute``).
 
@@ -403,12 +402,10 @@ def features_from_shards(
 
     Args:
         shard_dir: Shard set folder.
-        extractor: Module mapping image batches to ``(B, D)`` features (e.g. from
-            :func:`feature_extractor`).
+        extractor: Module mapping image batches to ``(B, D)`` features.
         batch_size: Images per forward pass.
         max_samples: Use at most this many images (default: all).
-        image_transform: Optional batch transform applied before the extractor (e.g. a
-            resize); it receives and returns ``(B, 3, H, W)`` floats.
+        image_transform: Optional transform of the ``(B, 3, H, W)`` float batches (e.g. a resize).
         device: Where the batches go (default: the extractor's device).
         progress: Show a progress bar.
 

@@ -74,19 +74,15 @@ class OpenAIBackend(CaptionBackend):
 
     Args:
         model: Model name the servers know (e.g. ``Qwen/Qwen3-VL-8B-Instruct`` on vLLM).
-        base_urls: API roots such as ``http://gpu1:8000/v1``; requests are spread
-            round-robin over them. ``None`` means ``http://127.0.0.1:8000/v1``.
-        api_key_env: Environment variable holding the API key (sent as a bearer
-            token when set); ``None`` sends no key.
+        base_urls: API roots such as ``http://gpu1:8000/v1``, used round-robin; ``None``: local port 8000.
+        api_key_env: Environment variable holding the API key (a bearer token); ``None`` sends no key.
         max_concurrency: Requests in flight at once (over all servers).
         timeout_s: Seconds to wait for one response.
         max_retries: Retries of one request on 408, 429, 5xx, timeouts and connection errors.
-        backoff_s: First retry delay; it doubles per retry up to ``max_backoff_s``
-            (a server's ``Retry-After`` is honoured within that cap).
+        backoff_s: First retry delay, doubled per retry (a ``Retry-After`` is honoured).
         max_backoff_s: Longest delay between retries.
         image_format: Encoding of images in the data URLs.
-        extra_body: Extra request fields, e.g. ``{"chat_template_kwargs":
-            {"enable_thinking": false}}`` for a Qwen3 model on vLLM.
+        extra_body: Extra request fields (e.g. ``chat_template_kwargs`` for Qwen3 on vLLM).
         send_seed: Send each request's seed (servers that support it sample reproducibly).
 
     Raises:
@@ -328,8 +324,7 @@ class OpenAIBackend(CaptionBackend):
         retried, so the error comes back within one ``timeout_s``.
 
         Args:
-            requests: The batch (use a batch size of at least ``max_concurrency`` to
-                keep every server busy).
+            requests: The batch (at least ``max_concurrency`` keeps every server busy).
 
         Raises:
             BackendError: If a request fails with a status that is not retried (its

@@ -168,8 +168,7 @@ class TemplateBackend(CaptionBackend):
     Args:
         spatial_hints: Say where classes lie (vision and hybrid modes, when a mask is given).
         image_tones: Describe brightness, colour and texture (vision and hybrid modes).
-        max_classes: Most classes named with a share or position; the rest are summed up
-            as "small amounts of ...".
+        max_classes: Most classes named with a share or position (the rest: "small amounts of ...").
         min_named_share: Classes below this share are only summed up that way.
         model_name: Name recorded as the sidecar's ``model``.
     """

@@ -47,17 +47,13 @@ class TransformersBackend(CaptionBackend):
     """Captions with a local Hugging Face model, in batches.
 
     Args:
-        model_path: Local folder of the model (``config.json``, weights, tokenizer or
-            processor files), e.g. one saved with ``save_pretrained`` or fetched
-            beforehand with ``hf download``.
+        model_path: Local model folder (``config.json``, weights, tokenizer or processor files).
         model_name: Name recorded with the captions (default: the folder name).
         dtype: Weight dtype; ``auto`` takes the checkpoint's.
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:1``, ...
-        attn_implementation: ``eager``, ``sdpa`` or ``flash_attention_2``; ``None`` lets
-            transformers choose.
+        attn_implementation: ``eager``, ``sdpa`` or ``flash_attention_2``; ``None``: transformers'.
         trust_remote_code: Allow the model folder's own Python code to run.
-        chat_template_kwargs: Extra variables for the chat template; the default turns
-            off Qwen3's thinking block (``{"enable_thinking": False}``).
+        chat_template_kwargs: Chat-template variables; the default turns off Qwen3's thinking.
         num_threads: CPU threads for torch (process-wide); ``None`` leaves torch's setting.
 
     Raises:
