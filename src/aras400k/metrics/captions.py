@@ -164,15 +164,13 @@ def _separated(
     return is_nul, separators, starts, bounds[1:] - starts
 
 
-def _batch(captions: Sequence[str], normalize: str) -> _Utf8Batch:
+def _batch(captions: Sequence[str], normalize: Literal["none", "basic"]) -> _Utf8Batch:
     """The captions' (normalised) UTF-8 text as ranges of one buffer; TypeError for non-strings."""
     batch = _joined_batch(_joined(captions), len(captions), normalize)
     if batch is not None:
         return batch
     # A caption holds the separator: encode (and normalise) them one by one.
-    if normalize == "basic":
-        return _byte_batch([normalize_caption(c, "basic").encode("utf-8") for c in captions])
-    return _byte_batch([c.encode("utf-8") for c in captions])
+    return _byte_batch([normalize_caption(c, normalize).encode("utf-8") for c in captions])
 
 
 def _joined_batch(joined: str, count: int, normalize: str) -> _Utf8Batch | None:
@@ -257,7 +255,7 @@ def caption_hashes(captions: Sequence[str], normalize: Literal["none", "basic"] 
     return torch.from_numpy(_caption_keys(captions, normalize))
 
 
-def _caption_keys(captions: Sequence[str], normalize: str) -> np.ndarray:
+def _caption_keys(captions: Sequence[str], normalize: Literal["none", "basic"]) -> np.ndarray:
     """:func:`caption_hashes` as a numpy int64 array."""
     if normalize not in ("none", "basic"):
         raise ValueError(f"normalize must be 'none' or 'basic', got {normalize!r}")

@@ -41,7 +41,7 @@ from aras400k.data.shards import (
 from aras400k.data.stats import DatasetComposition
 from aras400k.errors import check_at_least
 from aras400k.metrics.segmentation import class_names_for
-from aras400k.plotting import save_figure
+from aras400k.plotting import pyplot, save_figure
 
 __all__ = [
     "CompositionComparison",
@@ -423,10 +423,8 @@ def _look(j: int) -> dict[str, Any]:
     Earlier datasets are drawn wider and later ones dashed on top, with a marker per
     bin, so a line that coincides with another stays visible.
     """
-    import matplotlib.pyplot as plt
-
     return {
-        "color": plt.get_cmap("tab10")(j % 10),
+        "color": pyplot().get_cmap("tab10")(j % 10),
         "linewidth": max(1.0, 3.2 - 0.7 * j),
         "linestyle": _LINE_STYLES[j % len(_LINE_STYLES)],
         "marker": _MARKERS[j % len(_MARKERS)],
@@ -456,11 +454,7 @@ def plot_share_distributions(
     Raises:
         ValueError: If there is nothing to draw or ``bins`` does not divide ``num_bins``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if not distributions:
         raise ValueError("no distributions to draw")
     first = next(iter(distributions.values()))

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from aras400k.plotting import save_figure
+from aras400k.plotting import pyplot, save_figure
 
 __all__ = ["EmbeddingResult", "embed_2d", "embedding_plot", "pairwise_silhouettes"]
 
@@ -213,11 +213,7 @@ def embedding_plot(
 def _scatter(
     coords: np.ndarray, labels: np.ndarray, names: Sequence[str], counts: Mapping[str, int], path: Path, title: str
 ) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 5.4), dpi=120)
     for index, name in enumerate(names):
         keep = labels == index

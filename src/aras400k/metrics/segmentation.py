@@ -1,13 +1,11 @@
 """The paper's segmentation metrics from one confusion matrix.
 
-:class:`SegmentationMetrics` accumulates a ``C x C`` confusion matrix (summed across
-processes) and derives everything from it: macro F1, IoU, precision and recall, pixel
-accuracy (the paper's Table 3), and per-class F1 and IoU by class name (its Table 4).
-
-Macro averages follow scikit-learn's ``f1_score(..., average="macro", zero_division=0)``
-over all flattened pixels of a split: the mean runs over the classes that occur in the
-truth *or* the prediction (scikit-learn's default ``labels``), and an undefined ratio
-counts as 0. A class absent from both has no per-class score (NaN).
+:class:`SegmentationMetrics` sums a ``C x C`` confusion matrix across processes and
+derives macro F1, IoU, precision, recall and pixel accuracy (Table 3) and per-class F1
+and IoU (Table 4). Macro averages follow scikit-learn's ``f1_score(...,
+average="macro", zero_division=0)`` over a split's pixels: the mean runs over classes
+in the truth *or* the prediction, an undefined ratio counts as 0, and a class absent
+from both has no per-class score (NaN).
 """
 
 from __future__ import annotations
@@ -35,8 +33,7 @@ def scores_from_confusion(confmat: torch.Tensor, class_names: Sequence[str] = CL
 
     Returns:
         ``f1_macro``, ``iou_macro``, ``precision_macro``, ``recall_macro``, ``accuracy``
-        and ``f1_<name>``, ``iou_<name>``, ``precision_<name>``, ``recall_<name>`` for every class
-        (NaN for a class absent from truth and prediction).
+        and ``f1_<name>``, ``iou_<name>``, ``precision_<name>``, ``recall_<name>`` per class.
     """
     cm = confmat.double()
     tp = cm.diagonal()

@@ -48,11 +48,8 @@ def image_data_url(image: np.ndarray, image_format: Literal["png", "jpeg"] = "pn
         image_format: ``png`` (lossless) or ``jpeg`` (smaller, quality 95).
     """
     buffer = io.BytesIO()
-    pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
-    if image_format == "jpeg":
-        pil.save(buffer, format="JPEG", quality=95)
-    else:
-        pil.save(buffer, format="PNG")
+    options: dict[str, Any] = {"format": "JPEG", "quality": 95} if image_format == "jpeg" else {"format": "PNG"}
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, **options)
     return f"data:image/{image_format};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
