@@ -98,13 +98,12 @@ class TransformersBackend(CaptionBackend):
         """Name recorded with every caption."""
         return self._model_name
 
-    def _load_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "local_files_only": True,
-            "trust_remote_code": self.trust_remote_code,
-            "dtype": self.dtype,
-        }
-        if self.attn_implementation is not None:
+    def _load_kwargs(self, model: bool = True) -> dict[str, Any]:
+        """``from_pretrained`` options: local files only; for a model also its dtype and attention."""
+        kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": self.trust_remote_code}
+        if model:
+            kwargs["dtype"] = self.dtype
+        if model and self.attn_implementation is not None:
             kwargs["attn_implementation"] = self.attn_implementation
         return kwargs
 
@@ -129,9 +128,7 @@ class TransformersBackend(CaptionBackend):
                     raise ValueError(f"transformers backend: cannot load {self.model_path} ({err})") from err
                 self._text = (None, None)  # a vision-language model: text goes through its processor
                 return self._text
-            tokenizer = AutoTokenizer.from_pretrained(
-                self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code
-            )
+            tokenizer = AutoTokenizer.from_pretrained(self.model_path, **self._load_kwargs(model=False))
             _pad_left(tokenizer)
             if not getattr(tokenizer, "chat_template", None):
                 raise ValueError(
@@ -147,9 +144,7 @@ class TransformersBackend(CaptionBackend):
 
             try:
                 model = AutoModelForImageTextToText.from_pretrained(self.model_path, **self._load_kwargs())
-                processor = AutoProcessor.from_pretrained(
-                    self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code
-                )
+                processor = AutoProcessor.from_pretrained(self.model_path, **self._load_kwargs(model=False))
             except (ValueError, OSError) as err:
                 raise ValueError(
                     f"transformers backend: {self.model_path} cannot be loaded as an image-text-to-text model "
