@@ -486,8 +486,8 @@ class Captioner:
             keys: Sample names (default ``"0"``, ``"1"``, ...); they seed the captions.
 
         Returns:
-            ``captions_per_image`` captions per sample, in input order. Repeats are
-            regenerated across the whole call; :attr:`stats` holds the counts.
+            ``captions_per_image`` captions per sample, in input order (repeats across the
+            call regenerated; counts in :attr:`stats`).
 
         Raises:
             ValueError: If the inputs differ in length or lack what the mode needs.
@@ -700,8 +700,7 @@ class Captioner:
             samples_per_shard: Samples per tar in ``shards_out`` (default: as the input).
 
         Returns:
-            The report; ``stats.reused`` and ``stats.asked`` count the tries taken from
-            the parts and sent to the backend.
+            The report; ``stats.reused`` and ``stats.asked`` count tries reused and asked.
 
         Raises:
             FileNotFoundError: If a worker's sidecar or run record is missing.
@@ -760,7 +759,7 @@ class Captioner:
             max_bytes: Most bytes per request file.
 
         Returns:
-            The report; ``batch`` says what was written and what waits.
+            The report; ``batch`` says what was written and waits.
 
         Raises:
             ManifestError: If ``in_dir`` is not a shard set.

@@ -17,17 +17,15 @@ model and mode), summed across processes. How mentions are read (deliberately si
 
 - A caption is split into clauses at ``, ; . ! ?`` (not inside numbers) and at the words
   *and, but, while, whereas, whilst*.
-- A mention is negated when one of *no, not, non, none, nor, without, absent,
-  absence, lack, lacks, lacking, devoid* occurs among the three words before it in its
-  clause (``"no water"``, ``"without any built-up areas"``, ``"non-forest"``), or when
-  it follows a negated mention joined by *or*/*nor* within three words (``"no roads or
-  buildings"``); it counts as not mentioned. Negation after the word (``"water is
-  absent"``) and double negation are not handled.
+- A mention is negated (counts as not mentioned) when a :data:`NEGATION_CUES` word is
+  among the three words before it in its clause (``"no water"``, ``"non-forest"``), or
+  when it follows a negated mention joined by *or*/*nor* within three words (``"no
+  roads or buildings"``). Negation after the word (``"water is absent"``) and double
+  negation are not handled.
 - A stated percentage (``41.2%``, ``41 percent``, ``41 per cent``) belongs to the
-  nearest non-negated mention in its clause, ties going to the mention before it (the
-  ``"tree 41.2%, crop 30.5%"`` form); a percentage with no mention in its clause is
-  ignored. "Respectively" lists (``"tree and crop cover 40% and 30% respectively"``)
-  are not resolved.
+  nearest non-negated mention in its clause, ties going to the one before it (``"tree
+  41.2%, crop 30.5%"``); one with no mention in its clause is ignored. "Respectively"
+  lists are not resolved.
 """
 
 from __future__ import annotations
