@@ -480,9 +480,7 @@ def plot_share_distributions(
             ax.stairs(values, edges, **look, label=f"mean {mean:.1f}%")
             centres = (edges[:-1] + edges[1:]) / 2
             ax.plot(centres, values, marker, color=look["color"], markersize=3.5)
-        ax.set_yscale("log")
-        ax.set_ylim(floor, 1.5)
-        ax.set_xlim(0, 100)
+        ax.set(yscale="log", ylim=(floor, 1.5), xlim=(0, 100))
         ax.set_title(name, fontsize=10)
         ax.legend(fontsize=7, frameon=False, loc="upper right")
         ax.grid(alpha=0.3)

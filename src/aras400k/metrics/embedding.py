@@ -228,8 +228,7 @@ def _scatter(
             label=f"{name} (n={counts[name]:,})",
         )
     ax.set_title(title, fontsize=10)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     ax.legend(fontsize=8, frameon=True, markerscale=1.5)
     fig.tight_layout()
     return save_figure(fig, path)
