@@ -265,11 +265,11 @@ class TemplateBackend(CaptionBackend):
                 )
             )
         tail = self._rest(rest, words, rng)
-        extra = [tail] if tail else []
-        paren = [f"{words[n]} ({_pct(s)})" for n, s in others] + extra
-        at = [f"{words[n]} at {_pct(s)}" for n, s in others] + extra
-        plain = [f"{_pct(s)} {words[n]}" for n, s in named] + extra
-        listed = [f"{words[n]} {_pct(s)}" for n, s in named] + extra
+        tails = [tail] if tail else []
+        paren = [f"{words[n]} ({_pct(s)})" for n, s in others] + tails
+        at = [f"{words[n]} at {_pct(s)}" for n, s in others] + tails
+        plain = [f"{_pct(s)} {words[n]}" for n, s in named] + tails
+        listed = [f"{words[n]} {_pct(s)}" for n, s in named] + tails
         patch = rng.choice(_PATCH)
         lead = "dominated by" if top_share >= 0.4 else "led by"
         shapes = [
