@@ -18,6 +18,7 @@ import json
 import re
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -461,9 +462,7 @@ class Captioner:
 
     def _show_counts(self, bar: tqdm) -> None:
         """Copy the backend's retries since the bar opened into :attr:`stats` and onto the bar."""
-        now = self.backend.retry_counts()
-        since = {cause: n - self._retry_base.get(cause, 0) for cause, n in now.items()}
-        since = {cause: n for cause, n in since.items() if n > 0}
+        since = dict(Counter(self.backend.retry_counts()) - Counter(self._retry_base))  # only causes that grew
         stats = self.stats
         stats.retries, stats.timeouts = since.pop("retries", 0), since.pop("timeouts", 0)
         stats.failed_tries = since

@@ -34,9 +34,8 @@ __all__ = [
 
 #: Longest group name (UTF-8 bytes) a grouped caption metric accepts.
 GROUP_KEY_BYTES: int = 128
-# Deduplicate a CaptionRedundancy's keys once this many are pending (at least half the
-# deduplicated ones), so merging costs amortised O(1) per key and the state stays 8-12 bytes
-# per unique caption.
+# Deduplicate a CaptionRedundancy's keys once this many (and half the deduplicated ones) are
+# pending: merging costs amortised O(1) per key and the state stays 8-12 bytes per unique caption.
 _MIN_COMPACT = 1 << 16
 # The constants of hash_bytes: MurmurHash3's finaliser multipliers and the 64-bit golden ratio.
 _HASH_SEED = np.uint64(0xC2B2AE3D27D4EB4F)

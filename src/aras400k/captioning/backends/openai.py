@@ -125,7 +125,7 @@ class OpenAIBackend(CaptionBackend):
         self.image_format = image_format
         self.extra_body = dict(extra_body or {})
         self.send_seed = send_seed
-        self._cycle = itertools.cycle(range(len(self.endpoints)))
+        self._cycle = itertools.cycle(self.endpoints)
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._counts: Counter[str] = Counter()
@@ -275,7 +275,7 @@ class OpenAIBackend(CaptionBackend):
             if cancel.is_set():
                 raise _Cancelled
             with self._lock:
-                url = self.endpoints[next(self._cycle)]
+                url = next(self._cycle)
             try:
                 text = self._content(self._post(url, payload), url)
             except _Retryable as err:
