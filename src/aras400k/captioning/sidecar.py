@@ -76,9 +76,8 @@ def check_record(record: Mapping[str, Any], where: str = "record") -> dict[str, 
         raise ValueError(f"{where}: caption index must be >= 0, got {record['index']}")
     if record["mode"] not in MODES:
         raise ValueError(f"{where}: mode must be one of {', '.join(MODES)}, got {record['mode']!r}")
-    out = {name: record[name] for name in SIDECAR_FIELDS}
-    out.update({k: v for k, v in record.items() if k not in SIDECAR_FIELDS})
-    return out
+    extra = {name: value for name, value in record.items() if name not in SIDECAR_FIELDS}
+    return {name: record[name] for name in SIDECAR_FIELDS} | extra
 
 
 def _iter_complete(path: Path, data: bytes) -> Iterator[tuple[int, bytes, dict[str, Any]]]:

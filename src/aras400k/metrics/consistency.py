@@ -276,8 +276,7 @@ class CompositionConsistency(CaptionMetric):
         else:
             comps = list(compositions)
         for comp in comps:
-            values = [float(v) for v in comp.values()]
-            if any(not 0.0 <= v <= 1.0 + 1e-6 for v in values):
+            if any(not 0.0 <= float(v) <= 1.0 + 1e-6 for v in comp.values()):
                 raise ValueError(f"composition shares are fractions in [0, 1], got {dict(comp)}")
         return comps
 
