@@ -227,14 +227,12 @@ class Captioner:
         top_p: Nucleus-sampling mass.
         max_new_tokens: Longest caption in tokens.
         seed: Base seed of every caption's seed (:meth:`caption_seed`).
-        dedupe: Reject repeats: ``exact`` strings, ``normalized`` (case, whitespace and
-            punctuation ignored) or ``off``.
+        dedupe: Reject repeats: ``exact``, ``normalized`` (case, space, punctuation ignored) or ``off``.
         max_retries: Regenerations per caption when it repeats one (or is empty).
         progress: Show a progress bar with captions/s.
 
     Raises:
-        ValueError: On an unknown mode or dedupe level, a prompt using fields its mode
-            lacks, or non-positive counts.
+        ValueError: On an unknown mode or dedupe level, a prompt field its mode lacks, or bad counts.
     """
 
     def __init__(
@@ -344,8 +342,7 @@ class Captioner:
         """Decode the members of one raw shard sample that this mode needs (text mode skips the image) (hook).
 
         Args:
-            raw: ``{"__key__": key, "image.png": bytes, ...}`` from
-                :func:`~aras400k.data.shards.iter_raw_samples`.
+            raw: ``{"__key__": key, "image.png": bytes, ...}`` (``iter_raw_samples``).
 
         Raises:
             SampleError: If a needed member is missing or corrupt.
@@ -579,13 +576,11 @@ class Captioner:
 
         Raises:
             ManifestError: If ``in_dir`` is not a shard set.
-            ValueError: If the sidecar holds captions of another mode, model or prompt (or,
-                for a worker, its part was begun with other settings), ``shards_out`` is
-                the input, or ``shard_index`` is outside ``0 .. num_shards - 1``.
+            ValueError: If the sidecar (or a worker's part) was begun with other settings,
+                ``shards_out`` is the input, or ``shard_index`` is outside ``0 .. num_shards - 1``.
             FileExistsError: If ``shards_out`` holds another shard set and ``overwrite`` is off.
             BackendError: If the backend fails (captions of finished batches are kept).
-            LockedError: If another run is writing the same sidecar (the worker's part
-                for a worker); the lock is held for the whole call.
+            LockedError: If another run is writing the same sidecar (held for the whole call).
         """
         check_worker(shard_index, num_shards)
         sidecar = part_sidecar_path(out, shard_index, num_shards) if num_shards > 1 else Path(out)
@@ -762,8 +757,7 @@ class Captioner:
 
         Raises:
             ManifestError: If ``in_dir`` is not a shard set.
-            ValueError: If the sidecar holds captions of another mode, model or prompt, or
-                a results file is malformed.
+            ValueError: If the sidecar was begun with other settings or a results file is malformed.
             LockedError: If another run is writing the sidecar.
         """
         job = BatchJob(folder)

@@ -76,7 +76,7 @@ def check_user_prompt(template: str, mode: Mode) -> str:
 
     Raises:
         ValueError: On an unknown mode or field, a malformed template, or a composition
-            field in vision mode (which sees the image only; use hybrid mode).
+            field in vision mode.
     """
     check_mode(mode)
     fields = _fields(template)

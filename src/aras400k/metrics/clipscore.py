@@ -52,8 +52,7 @@ def load_clip(model_path: str | Path) -> tuple[CLIPModel, CLIPProcessor]:
     """Load a CLIP model (eval mode, gradients off) and its processor from a local directory, never the network.
 
     Raises:
-        FileNotFoundError: If the directory, its ``config.json`` or the processor files
-            are missing; the message says what to pass.
+        FileNotFoundError: If the directory, its ``config.json`` or processor files are missing.
     """
     path = Path(model_path).expanduser()
     if not (path / "config.json").is_file():
@@ -131,8 +130,7 @@ class CLIPScore(CaptionMetric):
         """``(N, D)`` L2-normalised CLIP image embeddings, on the metric's device.
 
         Args:
-            images: ``(N, 3, H, W)`` uint8 tensor (floats in ``[0, 1]`` are scaled), a
-                list of ``(3, H, W)`` tensors, or ``(H, W, 3)`` uint8 arrays.
+            images: ``(N, 3, H, W)`` uint8 (or ``[0, 1]`` float) tensor, ``(3, H, W)`` tensors or ``(H, W, 3)`` arrays.
 
         Raises:
             ValueError: If an image is not RGB or a float image is outside ``[0, 1]``.

@@ -107,9 +107,8 @@ class CompositionDistribution(Metric):
             counts: Instead, ``(B, num_classes)`` non-negative integer pixel counts.
 
         Raises:
-            ValueError: If not exactly one of ``masks`` and ``counts`` is given, a mask holds
-                a value that is neither a class nor ``ignore_index``, or counts have a wrong
-                shape or are negative.
+            ValueError: Unless exactly one of ``masks`` and ``counts`` is given, or on a mask
+                value that is no class nor ``ignore_index``, or counts of a wrong shape or negative.
         """
         if (masks is None) == (counts is None):
             raise ValueError("give either masks or counts")

@@ -164,15 +164,13 @@ def embedding_plot(
         n_neighbors: UMAP neighbours.
         prefix: File name prefix.
         feature_name: What the features are, for the figure title.
-        num_threads: Limit the OpenMP/BLAS threads (threadpoolctl; t-SNE slows down many
-            times when oversubscribed). ``None``: the libraries' defaults.
+        num_threads: Limit OpenMP/BLAS threads (``None``: the defaults; oversubscribed t-SNE is slow).
 
     Returns:
         The silhouettes, sample counts, PNG paths and notices.
 
     Raises:
-        ValueError: With fewer than 2 sources, a source with fewer than 2 samples,
-            differing feature dimensions, or an unknown method.
+        ValueError: With fewer than 2 sources or samples, differing dimensions, or an unknown method.
     """
     from sklearn.metrics import silhouette_score
     from threadpoolctl import threadpool_limits

@@ -324,8 +324,7 @@ class OpenAIBackend(CaptionBackend):
             requests: The batch (at least ``max_concurrency`` keeps every server busy).
 
         Raises:
-            BackendError: If a request fails with a status that is not retried (its
-                ``resumable`` is false) or runs out of retries.
+            BackendError: If a request fails for good (``resumable`` false) or runs out of retries.
         """
         if not requests:
             return []
