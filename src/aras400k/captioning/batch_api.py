@@ -140,8 +140,7 @@ def collect_finished(job: BatchJob, client: Any) -> BatchProgress:
         client: An ``openai.OpenAI`` client.
 
     Raises:
-        BackendError: If a batch failed as a whole (``resumable`` is false: the file was
-            refused); its requests are written again by the next pass.
+        BackendError: If a batch's file was refused (``resumable`` false; the next pass rewrites it).
     """
     state = job.state()
     progress = BatchProgress()

@@ -188,8 +188,7 @@ class ResultsLookup:
 
     Args:
         job: The job.
-        body: Turns a request into its chat-completions body (the ``openai``
-            backend's ``request_body``).
+        body: Turns a request into its chat-completions body (``OpenAIBackend.request_body``).
         writer: Where requests without an answer go.
     """
 

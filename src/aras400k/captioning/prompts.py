@@ -75,8 +75,7 @@ def check_user_prompt(template: str, mode: Mode) -> str:
         mode: The captioning mode.
 
     Raises:
-        ValueError: On an unknown mode or field, a malformed template, or a composition
-            field in vision mode.
+        ValueError: On an unknown mode or field, a malformed template, or composition in vision mode.
     """
     check_mode(mode)
     fields = _fields(template)

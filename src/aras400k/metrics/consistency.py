@@ -290,8 +290,7 @@ class CompositionConsistency(CaptionMetric):
 
         Args:
             captions: One caption per sample.
-            compositions: One class name -> fraction mapping per caption (as in
-                ``meta.json``), or an ``(N, C)`` array in ``class_names`` order.
+            compositions: A class name -> fraction mapping per caption, or an ``(N, C)`` array.
             groups: Optional group name per caption, e.g. ``f"{model}/{mode}"``.
 
         Raises:

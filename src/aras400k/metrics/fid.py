@@ -217,8 +217,7 @@ class FeatureFID(FrechetInceptionDistance):
     ``int`` it takes precomputed ``(B, feature)`` features. Statistics are float64 sums.
 
     Args:
-        feature: A feature extractor (without ``num_features`` it is probed once), or a
-            feature dimension.
+        feature: A feature extractor (probed once without ``num_features``), or a dimension.
         reset_real_features: Clear the real statistics on ``reset()`` (``False``: reuse them).
         input_img_size: Probe image size for an extractor without ``num_features``.
         **kwargs: Passed to torchmetrics' ``Metric`` (e.g. ``sync_on_compute``).
