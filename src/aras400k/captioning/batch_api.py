@@ -1,16 +1,12 @@
 """Submitting batch-file jobs to the OpenAI Batch API with the official ``openai`` SDK.
 
-:func:`submit_waiting` uploads each request file of a
-:class:`~aras400k.captioning.batchfile.BatchJob` that waits for results
-(``files.create(purpose="batch")``) and creates its batch (``batches.create`` on
-``/v1/chat/completions`` with a 24 h window); :func:`collect_finished` asks for the
-state of the batches (``batches.retrieve``) and downloads the output and error files of
-the finished ones (``files.content``) next to their request files;
-:func:`run_batch_job` repeats pass, submit, wait and collect until every caption is in
-the sidecar. Every step is recorded in the job's ``batch.json`` as soon as it is done,
-so a rerun never uploads, submits or downloads a file twice. The ``openai`` package is
-an optional extra (``pip install 'aras400k[openai]'``), imported only here. See
-``docs/captioning.md``.
+:func:`submit_waiting` uploads each waiting request file of a
+:class:`~aras400k.captioning.batchfile.BatchJob` and creates its batch (24 h window);
+:func:`collect_finished` downloads the output and error files of finished batches next
+to their request files; :func:`run_batch_job` repeats pass, submit, wait and collect
+until every caption is in the sidecar. Each step is recorded in ``batch.json`` when
+done, so a rerun never uploads, submits or downloads a file twice. The ``openai``
+package is an optional extra (``pip install 'aras400k[openai]'``). See ``docs/captioning.md``.
 """
 
 from __future__ import annotations
@@ -49,9 +45,6 @@ def openai_client(api_key_env: str | None = "OPENAI_API_KEY", base_url: str | No
     Args:
         api_key_env: Environment variable holding the API key.
         base_url: API root (``None``: the SDK's default, the OpenAI service).
-
-    Returns:
-        The client.
 
     Raises:
         ValueError: If the ``openai`` package is missing or the key variable is unset.
@@ -142,18 +135,12 @@ def _download(client: Any, file_id: str | None, path: Path) -> None:
 def collect_finished(job: BatchJob, client: Any) -> BatchProgress:
     """Ask how the submitted batches stand; download the output and error files of finished ones.
 
-    A batch that failed as a whole (its file was refused) stops with its errors; its
-    requests are written again by the next pass.
-
     Args:
         job: The job.
         client: An ``openai.OpenAI`` client.
 
-    Returns:
-        The progress.
-
     Raises:
-        BackendError: If a batch failed as a whole (``resumable`` is false: the file was refused).
+        BackendError: If a batch's file was refused (``resumable`` false; the next pass rewrites it).
     """
     state = job.state()
     progress = BatchProgress()
@@ -221,9 +208,8 @@ def run_batch_job(
 ) -> Any:
     """Collect, take in, write and submit until every caption is in the sidecar.
 
-    Each round downloads what finished, runs ``one_pass`` (the captioner's
-    :meth:`~aras400k.captioning.Captioner.caption_batch_file`, which takes the answers
-    in and writes requests for regenerations and failures), and submits the new files.
+    Each round downloads what finished, runs ``one_pass``
+    (:meth:`~aras400k.captioning.Captioner.caption_batch_file`) and submits the new files.
 
     Args:
         one_pass: Runs one pass and returns its report (with ``batch``).

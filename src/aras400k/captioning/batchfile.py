@@ -2,20 +2,18 @@
 
 A batch job lives in one folder (by default ``OUT.batch/`` beside the sidecar):
 
-* ``requests-00000.jsonl``, ``requests-00001.jsonl``, ...: one request per line in the
-  OpenAI Batch format, ``{"custom_id", "method": "POST", "url": "/v1/chat/completions",
-  "body"}``; the body is what the live ``openai`` backend would send (images as data
-  URLs). ``custom_id`` is ``KEY#INDEX#SEED`` (:func:`custom_id`). A file is written
-  under a temporary name and renamed when complete, and split at
-  :data:`MAX_REQUESTS` requests and :data:`MAX_BYTES` bytes (the service's limits).
-* ``requests-00000.results.jsonl`` (and ``.errors.jsonl``): the answers, one
-  ``{"custom_id", "response": {"status_code", "body"}, "error"}`` per line, as the
-  Batch API's output and error files and vLLM's ``run_batch -o`` write them.
+* ``requests-00000.jsonl``, ...: one OpenAI Batch request per line, ``{"custom_id",
+  "method": "POST", "url": "/v1/chat/completions", "body"}``, the body as the live
+  ``openai`` backend sends it; ``custom_id`` is ``KEY#INDEX#SEED``. Files are renamed
+  into place when complete and split at :data:`MAX_REQUESTS` and :data:`MAX_BYTES`.
+* ``requests-00000.results.jsonl`` (and ``.errors.jsonl``): one ``{"custom_id",
+  "response": {"status_code", "body"}, "error"}`` per line, as the Batch API and
+  vLLM's ``run_batch -o`` write them.
 * ``batch.json``: what was submitted to the Batch API (:class:`BatchJob.state`).
 
-A request file without a results file is *waiting*: its requests are never written
-again. Once it has results, the requests it lacks an answer for (an error line, or no
-line at all) are written again in the next file. See ``docs/captioning.md``.
+A request file without results is *waiting*: its requests are never written again.
+Once it has results, its unanswered requests go into the next file. See
+``docs/captioning.md``.
 """
 
 from __future__ import annotations
@@ -60,36 +58,18 @@ def batch_folder(out: str | Path) -> Path:
 
     Args:
         out: The sidecar.
-
-    Returns:
-        The folder path beside it.
     """
     out = Path(out)
     return out.with_name(f"{out.stem}.batch")
 
 
 def custom_id(key: str, index: int, seed: int) -> str:
-    """The ``custom_id`` of one caption try: ``KEY#INDEX#SEED``.
-
-    Args:
-        key: Sample key (may itself hold ``#``).
-        index: Caption index.
-        seed: Seed of the try.
-
-    Returns:
-        The id.
-    """
+    """The ``custom_id`` of one caption try: ``KEY#INDEX#SEED`` (the key may hold ``#``)."""
     return f"{key}#{index}#{seed}"
 
 
 def parse_custom_id(text: str) -> tuple[str, int, int]:
-    """Split a ``custom_id`` made by :func:`custom_id`.
-
-    Args:
-        text: The id.
-
-    Returns:
-        ``(key, index, seed)``.
+    """Split a ``custom_id`` made by :func:`custom_id` into ``(key, index, seed)``.
 
     Raises:
         ValueError: If it is not ``KEY#INDEX#SEED``.
@@ -142,8 +122,7 @@ class BatchAnswers:
 
     Attributes:
         texts: ``(key, index, seed) -> raw text`` of every answered request.
-        failed: ``custom_id -> reason`` of requests whose line reports an error (and
-            that no other file answered).
+        failed: ``custom_id -> reason`` of failed requests no other file answered.
         lines: Results lines read.
     """
 
@@ -182,22 +161,17 @@ class BatchRound:
         return self.written == 0 and self.waiting == 0
 
     def summary(self) -> str:
-        """What happened and what to do next, for the terminal.
-
-        Returns:
-            The text.
-        """
+        """What happened and what to do next, for the terminal."""
         if self.complete:
             return f"batch job {self.folder}: every caption is in the sidecar ({self.answered} answers read)"
         lines = []
         if self.failed:
             lines.append(f"{self.failed} requests failed in the batch (e.g. {self.first_failure}); asked again")
         if self.written:
-            names = ", ".join(p.name for p in self.files[:3]) + (" ..." if len(self.files) > 3 else "")
-            lines.append(f"batch job {self.folder}: wrote {self.written} requests to {names}")
+            lines.append(f"batch job {self.folder}: wrote {self.written} requests to {_names(self.files)}")
         if self.waiting:
-            names = ", ".join(p.name for p in self.waiting_files[:3]) + (" ..." if len(self.waiting_files) > 3 else "")
-            lines.append(f"batch job {self.folder}: {self.waiting} requests wait for results in {names}")
+            where = _names(self.waiting_files)
+            lines.append(f"batch job {self.folder}: {self.waiting} requests wait for results in {where}")
         lines.append(
             "run each file (python -m vllm.entrypoints.openai.run_batch -i F.jsonl -o F.results.jsonl --model M) "
             "or submit them (--batch_file.action submit), then rerun the same command to take in the answers"
@@ -205,16 +179,16 @@ class BatchRound:
         return "\n".join(lines)
 
 
-class ResultsLookup:
-    """Answers caption requests from a job's results; writes the requests it cannot answer.
+def _names(paths: list[Path]) -> str:
+    return ", ".join(p.name for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
 
-    The :class:`~aras400k.captioning.Captioner` asks it instead of a backend while it
-    takes in a batch job (:meth:`~aras400k.captioning.Captioner.caption_batch_file`).
+
+class ResultsLookup:
+    """Answers caption requests from a job's results (instead of a backend); writes those it cannot answer.
 
     Args:
         job: The job.
-        body: Turns a request into its chat-completions body (the ``openai``
-            backend's ``request_body``).
+        body: Turns a request into its chat-completions body (``OpenAIBackend.request_body``).
         writer: Where requests without an answer go.
     """
 
@@ -229,14 +203,7 @@ class ResultsLookup:
         self.round = BatchRound(job.folder, answered=self.answers.lines, waiting_files=job.waiting_files())
 
     def lookup(self, requests: list[CaptionRequest]) -> list[str | None]:
-        """The raw answer of each request, or ``None`` (the request is written, or already waits).
-
-        Args:
-            requests: The requests.
-
-        Returns:
-            One text or ``None`` per request.
-        """
+        """The raw answer of each request, or ``None`` (the request is written, or already waits)."""
         texts: list[str | None] = []
         for request in requests:
             ident = (request.key, request.index, request.seed)
@@ -255,11 +222,7 @@ class ResultsLookup:
         return texts
 
     def finish(self) -> BatchRound:
-        """Complete the last request file.
-
-        Returns:
-            What this pass did.
-        """
+        """Complete the last request file and return what this pass did."""
         self.writer.close()
         self.round.written, self.round.files = self.writer.requests, list(self.writer.files)
         if not self.round.waiting:
@@ -270,8 +233,8 @@ class ResultsLookup:
 class RequestFileWriter:
     """Writes request lines into numbered files, starting a new one at the size limits.
 
-    A file is written as ``requests-NNNNN.jsonl.tmp`` and renamed when it is full or
-    the writer closes, so a killed run leaves no half file that looks complete.
+    A file is written as ``requests-NNNNN.jsonl.tmp`` and renamed when full or closed,
+    so a killed run leaves no half file that looks complete.
 
     Args:
         job: The job folder.
@@ -295,19 +258,14 @@ class RequestFileWriter:
         self._bytes = 0
 
     def write(self, cid: str, body: Mapping[str, Any]) -> None:
-        """Add one request.
-
-        Args:
-            cid: Its ``custom_id``.
-            body: The chat-completions body.
-        """
+        """Add one request: its ``custom_id`` and chat-completions body."""
         line = json.dumps({"custom_id": cid, "method": "POST", "url": BATCH_ENDPOINT, "body": body}) + "\n"
         data = line.encode()
         if self._fh is not None and (self._count >= self.max_requests or self._bytes + len(data) > self.max_bytes):
             self._finish()
         if self._fh is None:
             self._path = self.job.next_request_file()
-            self._fh = self._path.with_name(self._path.name + ".tmp").open("wb")
+            self._fh = _tmp(self._path).open("wb")
             self._count = self._bytes = 0
         self._fh.write(data)
         self._count += 1
@@ -319,7 +277,7 @@ class RequestFileWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
-        os.replace(self._path.with_name(self._path.name + ".tmp"), self._path)
+        os.replace(_tmp(self._path), self._path)
         self.files.append(self._path)
         self._fh = None
 
@@ -332,8 +290,12 @@ class RequestFileWriter:
         """Drop the file being written (the run failed before it was complete)."""
         if self._fh is not None and self._path is not None:
             self._fh.close()
-            self._path.with_name(self._path.name + ".tmp").unlink(missing_ok=True)
+            _tmp(self._path).unlink(missing_ok=True)
             self._fh = None
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
 
 
 class BatchJob:
@@ -371,11 +333,7 @@ class BatchJob:
         return state.get("files", {}) if isinstance(state, dict) else {}
 
     def save_state(self, files: Mapping[str, Mapping[str, Any]]) -> None:
-        """Write ``batch.json`` atomically.
-
-        Args:
-            files: Request file name -> its submission record.
-        """
+        """Write ``batch.json`` atomically: request file name -> its submission record."""
         self.folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.state_path, {"format": 1, "files": dict(files)})
 
@@ -413,9 +371,6 @@ class BatchJob:
 
     def read_answers(self) -> BatchAnswers:
         """Read every results and errors file of the job.
-
-        Returns:
-            The answers and failures.
 
         Raises:
             ValueError: On a line that is not JSON or has a foreign ``custom_id``.

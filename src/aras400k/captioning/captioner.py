@@ -1,21 +1,14 @@
 """The :class:`Captioner`: text, vision and hybrid captions for images and shard sets.
 
-The captioner builds one :class:`~aras400k.captioning.requests.CaptionRequest` per
-caption from a sample's image, mask and composition, sends them to a
-:class:`~aras400k.captioning.backends.CaptionBackend` in batches, cleans the texts,
-regenerates repeats with another seed, and for a shard set appends the captions to a
-resumable JSONL sidecar (:mod:`~aras400k.captioning.sidecar`) and optionally writes a
-new shard set with ``captions.json``.
+One :class:`~aras400k.captioning.requests.CaptionRequest` per caption goes to a
+:class:`~aras400k.captioning.backends.CaptionBackend` in batches; the texts are cleaned,
+repeats regenerated with another seed, and a shard set's captions appended to a
+resumable JSONL sidecar (:mod:`~aras400k.captioning.sidecar`), optionally with a new
+shard set holding ``captions.json``. Each ``build_*`` hook, :meth:`Captioner.caption_seed`,
+:meth:`Captioner.postprocess` and :meth:`Captioner.load_input` can be overridden alone.
 
-Subclass hooks, each overridable on its own: :meth:`Captioner.build_system_prompt`,
-:meth:`Captioner.build_user_prompt`, :meth:`Captioner.build_request`,
-:meth:`Captioner.caption_seed`, :meth:`Captioner.postprocess` and
-:meth:`Captioner.load_input`.
-
-A run splits over workers: :meth:`Captioner.caption_shards` with ``shard_index`` and
-``num_shards`` captions one contiguous range of samples into a worker sidecar, and
-:meth:`Captioner.merge_parts` joins the workers' sidecars into the single run's
-(see :mod:`aras400k.captioning.parts`).
+A run splits over workers (:mod:`aras400k.captioning.parts`): each captions a contiguous
+range into its own sidecar, and :meth:`Captioner.merge_parts` joins them.
 """
 
 from __future__ import annotations
@@ -25,6 +18,7 @@ import json
 import re
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -94,8 +88,7 @@ class CaptionInput:
         key: Sample key.
         image: ``(H, W, 3)`` uint8 RGB image (vision and hybrid modes).
         mask: ``(H, W)`` uint8 class-index mask, when known.
-        composition: Class name -> fraction (text and hybrid modes; computed from the
-            mask when missing).
+        composition: Class name -> fraction (text and hybrid modes; else from the mask).
         meta: The sample's ``meta.json``, for hooks that want more.
     """
 
@@ -112,18 +105,13 @@ class CaptionStats:
 
     Attributes:
         captions: Captions produced.
-        regenerated: Captions asked for again because they repeated one already kept
-            (or came back empty).
-        duplicates: Captions kept although they repeat an earlier one (retries ran out,
-            or deduplication is off).
+        regenerated: Captions asked for again because they were repeats (or empty).
+        duplicates: Repeats kept (retries ran out, or deduplication is off).
         empty: Captions kept although empty after post-processing.
-        reused: Tries answered from the workers' sidecars instead of the backend
-            (:meth:`Captioner.merge_parts` only).
+        reused: Tries answered from the workers' sidecars (:meth:`Captioner.merge_parts`).
         asked: Tries sent to the backend.
-        best_earlier: Captions whose retries ran out and that keep an earlier try,
-            better than the last one (not empty, or repeating a less used caption).
-        retries: Requests the backend sent again (a server answered 429 or 5xx, timed
-            out, or dropped the connection).
+        best_earlier: Captions out of retries that keep a better earlier try.
+        retries: Requests the backend sent again (429, 5xx, timeouts, dropped connections).
         timeouts: Tries that timed out.
         failed_tries: Other failed tries by cause (``HTTP 503``, ``connection errors``, ...).
     """
@@ -140,11 +128,7 @@ class CaptionStats:
     failed_tries: dict[str, int] = field(default_factory=dict)
 
     def server_trouble(self) -> str:
-        """``N requests retried (T timeouts, HTTP 429 n, ...)``, or ``""`` when nothing failed.
-
-        Returns:
-            The text.
-        """
+        """``N requests retried (T timeouts, HTTP 429 n, ...)``, or ``""`` when nothing failed."""
         if not (self.retries or self.timeouts or self.failed_tries):
             return ""
         causes = [f"{self.timeouts} timeouts"] if self.timeouts else []
@@ -164,14 +148,13 @@ class CaptionReport:
         samples: Samples looked at (after ``limit``).
         resumed: Captions already in the sidecar from an earlier run.
         stats: Counts of the captions made by this run.
-        skipped: Keys of samples that could not be captioned (corrupt, or lacking the
-            image or composition the mode needs).
+        skipped: Keys of samples that could not be captioned (corrupt or incomplete).
         discarded_bytes: Bytes of a partial last line cut from the sidecar.
         seconds: Wall time of the captioning.
         worker: ``(shard_index, num_shards)`` of a worker of a split run; ``None`` otherwise.
         merged_parts: Worker sidecars a merge reused (0 when not merging).
         deferred_shards_out: The ``shards_out`` a worker left to the merge.
-        batch: What a batch-file pass did (:meth:`Captioner.caption_batch_file`); ``None`` for a live run.
+        batch: What a batch-file pass did (:meth:`Captioner.caption_batch_file`).
     """
 
     sidecar: Path
@@ -195,11 +178,7 @@ class CaptionReport:
         return self.stats.captions / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        """One paragraph for the terminal.
-
-        Returns:
-            The summary.
-        """
+        """One paragraph for the terminal."""
         worker = f"worker {self.worker[0]} of {self.worker[1]}: " if self.worker else ""
         lines = [
             f"{worker}{self.stats.captions} new captions ({self.mode}, {self.model}) for {self.samples} samples "
@@ -238,28 +217,22 @@ class Captioner:
     """Captions images from their pixels, their class composition, or both.
 
     Args:
-        mode: ``text`` (a language model reads the composition), ``vision`` (a
-            vision-language model sees the image) or ``hybrid`` (it gets both).
-        backend: What writes the captions; ``None`` uses the model-free
-            :class:`~aras400k.captioning.backends.TemplateBackend`.
-        system_prompt: System prompt; ``None`` uses
-            :data:`~aras400k.captioning.prompts.DEFAULT_SYSTEM_PROMPT`.
-        user_prompt: User prompt template (fields ``{composition}``, ``{dominant}``,
-            ``{key}``); ``None`` uses the mode's default.
+        mode: ``text`` (from the composition), ``vision`` (from the image) or ``hybrid`` (both).
+        backend: What writes the captions; ``None``: the model-free ``TemplateBackend``.
+        system_prompt: System prompt; ``None``: ``DEFAULT_SYSTEM_PROMPT``.
+        user_prompt: User prompt template (:mod:`~aras400k.captioning.prompts`); ``None``: the mode's.
         captions_per_image: Captions per sample (the paper: 5).
         batch_size: Requests sent to the backend at once.
         temperature: Sampling temperature (0 = greedy).
         top_p: Nucleus-sampling mass.
         max_new_tokens: Longest caption in tokens.
-        seed: Base seed; each caption's seed derives from it, the key, the index and the retry.
-        dedupe: Reject repeats of captions already produced: ``exact`` strings,
-            ``normalized`` (case, whitespace and punctuation ignored) or ``off``.
+        seed: Base seed of every caption's seed (:meth:`caption_seed`).
+        dedupe: Reject repeats: ``exact``, ``normalized`` (case, space, punctuation ignored) or ``off``.
         max_retries: Regenerations per caption when it repeats one (or is empty).
         progress: Show a progress bar with captions/s.
 
     Raises:
-        ValueError: On an unknown mode or dedupe level, a prompt using fields its mode
-            lacks, or non-positive counts.
+        ValueError: On an unknown mode or dedupe level, a prompt field its mode lacks, or bad counts.
     """
 
     def __init__(
@@ -311,28 +284,12 @@ class Captioner:
         """Hash of the system and user prompt templates (the sidecar's ``prompt_hash``)."""
         return prompt_hash(self.system_prompt, self.user_prompt)
 
-    # -- hooks ------------------------------------------------------------------------
-
     def build_system_prompt(self, item: CaptionInput) -> str:
-        """Render the system prompt for a sample (hook).
-
-        Args:
-            item: The sample.
-
-        Returns:
-            The system prompt.
-        """
+        """Render the system prompt for sample ``item`` (hook)."""
         return render_prompt(self.system_prompt, key=item.key, composition=item.composition)
 
     def build_user_prompt(self, item: CaptionInput) -> str:
-        """Render the user prompt for a sample (hook).
-
-        Args:
-            item: The sample.
-
-        Returns:
-            The user prompt.
-        """
+        """Render the user prompt for sample ``item`` (hook)."""
         return render_prompt(self.user_prompt, key=item.key, composition=item.composition)
 
     def caption_seed(self, key: str, index: int, attempt: int) -> int:
@@ -350,15 +307,9 @@ class Captioner:
         return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
     def build_request(self, item: CaptionInput, index: int, attempt: int = 0) -> CaptionRequest:
-        """Build the request for one caption try (hook).
+        """Build the request of try ``attempt`` of caption ``index`` of ``item`` (hook).
 
-        Args:
-            item: The sample.
-            index: Caption index.
-            attempt: Regeneration count.
-
-        Returns:
-            The request; vision and hybrid requests carry the image.
+        Vision and hybrid requests carry the image.
         """
         return CaptionRequest(
             system_prompt=self.build_system_prompt(item),
@@ -374,17 +325,13 @@ class Captioner:
         )
 
     def postprocess(self, text: str, request: CaptionRequest) -> str:
-        """Clean a generated text (hook).
+        """Clean a generated text (hook): drop ``<think>`` blocks, a ``Caption:`` label, wrapping quotes.
 
-        Removes ``<think>`` blocks, a leading ``Caption:`` label and wrapping quotes,
-        and collapses whitespace.
+        Whitespace runs become one space.
 
         Args:
             text: Raw backend output.
             request: The request it answers.
-
-        Returns:
-            The caption.
         """
         text = _LABEL.sub("", _THINK.sub("", text).strip())
         if len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
@@ -392,14 +339,10 @@ class Captioner:
         return " ".join(text.split())
 
     def load_input(self, raw: Mapping[str, Any]) -> CaptionInput:
-        """Decode the members of one raw shard sample that this mode needs (hook).
+        """Decode the members of one raw shard sample that this mode needs (text mode skips the image) (hook).
 
         Args:
-            raw: ``{"__key__": key, "image.png": bytes, ...}`` from
-                :func:`~aras400k.data.shards.iter_raw_samples`.
-
-        Returns:
-            The input; text mode skips decoding the image.
+            raw: ``{"__key__": key, "image.png": bytes, ...}`` (``iter_raw_samples``).
 
         Raises:
             SampleError: If a needed member is missing or corrupt.
@@ -420,8 +363,6 @@ class Captioner:
             mask = decode_mask(raw["mask.png"])
         return CaptionInput(key=key, image=image, mask=mask, composition=composition, meta=meta)
 
-    # -- machinery --------------------------------------------------------------------
-
     def _complete(self, item: CaptionInput) -> CaptionInput:
         """Fill the composition from the mask and check the mode's inputs are there."""
         if item.composition is None and item.mask is not None:
@@ -433,11 +374,7 @@ class Captioner:
         return item
 
     def _generate(self, requests: Sequence[CaptionRequest], stats: CaptionStats) -> list[str | None]:
-        """Post-processed texts of a batch: what a worker already got (when merging), else the backend's.
-
-        While a batch job is taken in, answers come from its results files instead and
-        ``None`` marks a request still without one.
-        """
+        """Cleaned texts of a batch: a worker's (merging), a batch job's (``None``: none yet) or the backend's."""
         if self._results is not None:
             found = self._results.lookup(list(requests))
             return [
@@ -457,10 +394,7 @@ class Captioner:
     def _run_jobs(
         self, jobs: Sequence[tuple[CaptionInput, int]], dupes: DuplicateFilter, stats: CaptionStats
     ) -> list[tuple[str, int, list[dict[str, Any]], int] | None]:
-        """Caption a batch of (sample, index) jobs, regenerating repeats.
-
-        When a job's retries run out, the best of its tries is kept (:meth:`_best_try`),
-        not the last one.
+        """Caption (sample, index) jobs, regenerating repeats; the best try is kept when retries run out.
 
         Returns:
             ``(text, seed, the other tries as {seed, text}, number of tries)`` per job;
@@ -525,16 +459,12 @@ class Captioner:
 
     def _show_counts(self, bar: tqdm) -> None:
         """Copy the backend's retries since the bar opened into :attr:`stats` and onto the bar."""
-        now = self.backend.retry_counts()
-        since = {cause: n - self._retry_base.get(cause, 0) for cause, n in now.items()}
-        since = {cause: n for cause, n in since.items() if n > 0}
+        since = dict(Counter(self.backend.retry_counts()) - Counter(self._retry_base))  # only causes that grew
         stats = self.stats
         stats.retries, stats.timeouts = since.pop("retries", 0), since.pop("timeouts", 0)
         stats.failed_tries = since
         shown = {"regenerated": stats.regenerated, "retries": stats.retries, "timeouts": stats.timeouts}
         bar.set_postfix({name: n for name, n in shown.items() if n}, refresh=True)
-
-    # -- public API -------------------------------------------------------------------
 
     def caption(
         self,
@@ -548,13 +478,12 @@ class Captioner:
         Args:
             images: ``(H, W, 3)`` uint8 images (vision and hybrid modes).
             compositions: Class name -> fraction per sample (text and hybrid modes).
-            masks: Class-index masks; give compositions for text mode when missing,
-                and spatial hints to the template backend.
+            masks: Class-index masks (compositions when missing; the template's spatial hints).
             keys: Sample names (default ``"0"``, ``"1"``, ...); they seed the captions.
 
         Returns:
-            ``captions_per_image`` captions per sample, in input order. Repeats are
-            regenerated across the whole call; :attr:`stats` holds the counts.
+            ``captions_per_image`` captions per sample, in input order (repeats across the
+            call regenerated; counts in :attr:`stats`).
 
         Raises:
             ValueError: If the inputs differ in length or lack what the mode needs.
@@ -594,10 +523,7 @@ class Captioner:
     def _iter_inputs(
         self, in_dir: str | Path, manifest: Mapping[str, Any], start: int, stop: int, skipped: list[str]
     ) -> Iterator[CaptionInput]:
-        """Yield the inputs of samples ``start .. stop - 1`` (manifest order); corrupt or incomplete ones are skipped.
-
-        Shards wholly outside the range are not opened (their sizes come from the manifest).
-        """
+        """Yield the inputs of samples ``start .. stop - 1``, skipping bad ones; shards outside are not opened."""
         first = 0
         for path, entry in zip(list_shards(in_dir).locations, manifest["shards"], strict=True):
             count = int(entry["num_samples"])
@@ -632,40 +558,29 @@ class Captioner:
     ) -> CaptionReport:
         """Caption a shard set into a JSONL sidecar, resuming what an earlier run left.
 
-        Captions already in ``out`` for a ``(key, index)`` are kept and not made again;
-        a partial last line is cut off first. Every batch is appended and flushed, so a
-        killed run loses at most the batch in flight.
-
-        With ``num_shards > 1`` this call is worker ``shard_index`` of a split run: it
-        captions the ``shard_index``-th of ``num_shards`` contiguous ranges of the
-        (first ``limit``) samples into ``OUT.part-K-of-N.jsonl`` next to ``out``
-        (:func:`~aras400k.captioning.parts.part_sidecar_path`), resuming it the same
-        way, and leaves ``shards_out`` to :meth:`merge_parts`, which joins the parts.
+        Captions already in ``out`` are not made again (a partial last line is cut first);
+        every batch is flushed, so a killed run loses at most the batch in flight. With
+        ``num_shards > 1`` this is worker ``shard_index``: it captions its contiguous range
+        into ``OUT.part-K-of-N.jsonl`` and leaves ``shards_out`` to :meth:`merge_parts`.
 
         Args:
             in_dir: Shard set folder.
             out: The ``.jsonl`` sidecar (created, or resumed).
-            shards_out: Also write a new shard set here, every member of the input
-                copied plus ``captions.json`` (existing captions first, then these); one
-                made earlier from the same input and sidecar is replaced.
+            shards_out: Also write the shard set with ``captions.json`` here
+                (:func:`~aras400k.captioning.shards.write_captioned_shards`).
             limit: Caption only the first ``limit`` samples.
             overwrite: Start the sidecar afresh and replace an existing ``shards_out``.
             samples_per_shard: Samples per tar in ``shards_out`` (default: as the input).
             shard_index: This worker's part of a split run, ``0 .. num_shards - 1``.
             num_shards: Workers the run is split over (1: this call captions everything).
 
-        Returns:
-            The report.
-
         Raises:
             ManifestError: If ``in_dir`` is not a shard set.
-            ValueError: If the sidecar holds captions of another mode, model or prompt (or,
-                for a worker, its part was begun with other settings), ``shards_out`` is
-                the input, or ``shard_index`` is outside ``0 .. num_shards - 1``.
+            ValueError: If the sidecar (or a worker's part) was begun with other settings,
+                ``shards_out`` is the input, or ``shard_index`` is outside ``0 .. num_shards - 1``.
             FileExistsError: If ``shards_out`` holds another shard set and ``overwrite`` is off.
             BackendError: If the backend fails (captions of finished batches are kept).
-            LockedError: If another run is writing the same sidecar (the worker's part
-                for a worker); the lock is held for the whole call.
+            LockedError: If another run is writing the same sidecar (held for the whole call).
         """
         check_worker(shard_index, num_shards)
         sidecar = part_sidecar_path(out, shard_index, num_shards) if num_shards > 1 else Path(out)
@@ -763,15 +678,11 @@ class Captioner:
     ) -> CaptionReport:
         """Join the worker sidecars of a split run into the sidecar one worker would have written.
 
-        Captions are deduplicated across the whole dataset, which no worker saw, so
-        this runs :meth:`caption_shards` over all samples, taking every text a worker
-        already got for the same sample, caption index and seed (captions and rejected
-        tries) and asking the backend only for tries no worker made (those that repeat
-        a caption of an earlier part). With a deterministic backend (the template one,
-        or a model with seeded sampling) ``out`` then holds the single run's records, in
-        its order. Needs the workers' options (``limit``, ``mode``, seed, sampling,
-        prompts, ...) and all ``num_shards`` parts, which are kept. An interrupted merge
-        resumes like any run.
+        Deduplication spans the whole dataset, which no worker saw, so this reruns
+        :meth:`caption_shards` over all samples, reusing every text a worker got for the
+        same key, index and seed and asking the backend only for the rest. With a
+        deterministic backend ``out`` then equals the single run's sidecar. Needs the
+        workers' options and all parts (which are kept); an interrupted merge resumes.
 
         Args:
             in_dir: The shard set the workers captioned.
@@ -783,8 +694,7 @@ class Captioner:
             samples_per_shard: Samples per tar in ``shards_out`` (default: as the input).
 
         Returns:
-            The report; ``stats.reused`` and ``stats.asked`` count the tries taken from
-            the parts and sent to the backend.
+            The report; ``stats.reused`` and ``stats.asked`` count tries reused and asked.
 
         Raises:
             FileNotFoundError: If a worker's sidecar or run record is missing.
@@ -825,17 +735,12 @@ class Captioner:
     ) -> CaptionReport:
         """One pass of batch-file captioning: take in the answers there are, write requests for the rest.
 
-        The pass runs the live captioning over the samples (the same batches, dedupe,
-        regeneration and best-try rule, the same sidecar records), answering each try
-        from the job's results files (:class:`~aras400k.captioning.batchfile.BatchJob`).
-        Captions whose tries are all answered go to the sidecar; the tries without an
-        answer are written to new request files, except those already waiting in a
-        file without results. Rerun after the results of the new files are in (from the
-        Batch API, or ``vllm run_batch``) until the report's ``batch.complete``: each
-        pass takes in what came back and asks for the regenerations it calls for. A
-        caption regenerated in a later pass is compared with every caption kept so far,
-        so it is deduplicated like a live run's; only which of two colliding captions is
-        regenerated may differ from a live run.
+        The pass is the live captioning (same batches, dedupe and sidecar records) with
+        each try answered from the job's results files
+        (:class:`~aras400k.captioning.batchfile.BatchJob`); unanswered tries not already
+        waiting go to new request files. Rerun once their results are in (Batch API or
+        ``vllm run_batch``) until ``batch.complete``. Only which of two colliding captions
+        is regenerated may differ from a live run.
 
         Args:
             in_dir: Shard set folder.
@@ -848,12 +753,11 @@ class Captioner:
             max_bytes: Most bytes per request file.
 
         Returns:
-            The report; ``batch`` says what was written and what waits.
+            The report; ``batch`` says what was written and waits.
 
         Raises:
             ManifestError: If ``in_dir`` is not a shard set.
-            ValueError: If the sidecar holds captions of another mode, model or prompt, or
-                a results file is malformed.
+            ValueError: If the sidecar was begun with other settings or a results file is malformed.
             LockedError: If another run is writing the sidecar.
         """
         job = BatchJob(folder)

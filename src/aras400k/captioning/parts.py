@@ -1,19 +1,15 @@
 """Split captioning runs: the worker sidecars, their run records, and what a merge reuses from them.
 
 Worker ``K`` of ``N`` (``aras-caption --shard_index K --num_shards N``) captions the
-``K``-th of ``N`` contiguous ranges of the input's samples into its own sidecar,
-``OUT.part-K-of-N.jsonl`` (:func:`part_sidecar_path`), next to a run record
-``OUT.part-K-of-N.run.json`` (:func:`part_run_path`) holding everything its captions
-depend on. Its records carry one extra field, ``tries``: the ``{seed, text}`` of tries
-it rejected as repeats (or empty).
+``K``-th of ``N`` contiguous sample ranges into ``OUT.part-K-of-N.jsonl``, next to a run
+record ``OUT.part-K-of-N.run.json`` of everything its captions depend on. Its records
+carry an extra ``tries``: the ``{seed, text}`` of the tries it rejected as repeats.
 
-Captions are deduplicated across the whole dataset, which no worker sees, so the merge
-(``aras-caption --merge true``, :meth:`~aras400k.captioning.Captioner.merge_parts`)
-replays the single run over the input, taking every backend answer the workers already
-got (:func:`read_part_answers`, keyed by sample, caption index and seed) and asking the
-backend only for the rest (the tries that repeat a caption of another part). With a
-deterministic backend the merged sidecar is the single-worker sidecar, record for
-record.
+Deduplication spans the whole dataset, which no worker sees, so the merge
+(:meth:`~aras400k.captioning.Captioner.merge_parts`) replays the single run, reusing
+every answer the workers got (:func:`read_part_answers`, keyed by key, index and seed)
+and asking the backend for the rest. With a deterministic backend the merged sidecar is
+the single-worker one, record for record.
 """
 
 from __future__ import annotations
@@ -57,9 +53,6 @@ def part_sidecar_path(out: str | Path, shard_index: int, num_shards: int) -> Pat
         shard_index: The worker's part.
         num_shards: Workers of the run.
 
-    Returns:
-        The worker's sidecar path, next to ``out``.
-
     Raises:
         ValueError: On an invalid ``shard_index``/``num_shards`` pair.
     """
@@ -74,9 +67,6 @@ def part_run_path(out: str | Path, shard_index: int, num_shards: int) -> Path:
         out: The run's (merged) sidecar.
         shard_index: The worker's part.
         num_shards: Workers of the run.
-
-    Returns:
-        The record's path, next to ``out``.
     """
     out = Path(out)
     return out.with_name(f"{out.stem}.{worker_name(shard_index, num_shards)}.run.json")
@@ -111,9 +101,6 @@ def run_record_path(sidecar: str | Path) -> Path:
 
     Args:
         sidecar: The sidecar a run writes.
-
-    Returns:
-        The record's path.
     """
     sidecar = Path(sidecar)
     return sidecar.with_name(f"{sidecar.stem}.run.json")
@@ -133,25 +120,26 @@ def append_run_log(sidecar: str | Path, entry: Mapping[str, Any]) -> Path:
         The record's path.
     """
     path = run_record_path(sidecar)
-    record: dict[str, Any] = {"format": _RUN_FORMAT}
-    if path.is_file():
-        try:
-            found = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            found = None  # a damaged log is started afresh rather than failing a finished run
-        if isinstance(found, dict):
-            record = found
+    record = _json_object(path)  # a damaged log is started afresh rather than failing a finished run
+    if record is None:
+        record = {"format": _RUN_FORMAT}
     runs = record.get(RUNS_FIELD)
     record[RUNS_FIELD] = [*(runs if isinstance(runs, list) else []), dict(entry)]
     write_json_atomic(path, record)
     return path
 
 
-def _read_runs(path: Path) -> list[Any]:
+def _json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; ``None`` when it is missing, unreadable or no object."""
     try:
-        runs = json.loads(path.read_text()).get(RUNS_FIELD)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return []
+        found = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _read_runs(path: Path) -> list[Any]:
+    runs = (_json_object(path) or {}).get(RUNS_FIELD)
     return runs if isinstance(runs, list) else []
 
 
@@ -185,8 +173,7 @@ def read_part_answers(
 
     Raises:
         FileNotFoundError: If a part's sidecar or run record is missing (the message lists them).
-        ValueError: If a part ran with other settings (input, mode, model, prompts, seed,
-            sampling, ...) or its sidecar is malformed.
+        ValueError: If a part ran with other settings or its sidecar is malformed.
     """
     sidecars = [part_sidecar_path(out, k, num_shards) for k in range(num_shards)]
     runs = [part_run_path(out, k, num_shards) for k in range(num_shards)]
@@ -198,11 +185,9 @@ def read_part_answers(
         )
     answers: dict[tuple[str, int, int], str] = {}
     for k, (sidecar, run) in enumerate(zip(sidecars, runs, strict=True)):
-        theirs = _read_run(run)
-        mine = {**record, "shard_index": k}
         check_settings(
-            theirs,
-            mine,
+            _read_run(run),
+            {**record, "shard_index": k},
             f"{sidecar} was made with other settings than this merge",
             "merge with the options the workers ran with",
         )

@@ -1,8 +1,7 @@
 """Default prompts of the three captioning modes, prompt rendering and the prompt hash.
 
-The defaults follow the paper's setup: one or two sentences about land use, spatial
-layout and the dominant classes, with the composition rendered as class names and
-percentages ordered by share, absent classes dropped (``"tree 41.2%, crop 30.5%"``).
+The defaults follow the paper: one or two sentences about land use, spatial layout and
+the dominant classes, the composition rendered as ``"tree 41.2%, crop 30.5%"``.
 
 User prompts are :meth:`str.format` templates with these fields:
 
@@ -69,18 +68,14 @@ def _fields(template: str) -> frozenset[str]:
 
 
 def check_user_prompt(template: str, mode: Mode) -> str:
-    """Check that a user prompt only uses known fields that its mode provides.
+    """Check that a user prompt only uses known fields that its mode provides; return it unchanged.
 
     Args:
         template: The user prompt template.
         mode: The captioning mode.
 
-    Returns:
-        The template, unchanged.
-
     Raises:
-        ValueError: On an unknown mode or field, a malformed template, or a composition
-            field in vision mode (which sees the image only; use hybrid mode).
+        ValueError: On an unknown mode or field, a malformed template, or composition in vision mode.
     """
     check_mode(mode)
     fields = _fields(template)
@@ -96,14 +91,11 @@ def check_user_prompt(template: str, mode: Mode) -> str:
 
 
 def render_composition(composition: Mapping[str, float], digits: int = 1) -> str:
-    """Render a composition the way the prompts show it: ``"tree 41.2%, crop 30.5%"``.
+    """Render a composition as the prompts show it, by decreasing share: ``"tree 41.2%, crop 30.5%"``.
 
     Args:
-        composition: Class name -> fraction.
+        composition: Class name -> fraction (absent classes are dropped).
         digits: Decimal places of the percentages.
-
-    Returns:
-        Classes by decreasing share with percentages; absent classes are dropped.
     """
     return format_composition(composition, digits=digits)
 
@@ -115,9 +107,6 @@ def render_prompt(template: str, key: str = "", composition: Mapping[str, float]
         template: A template using the fields of :data:`PROMPT_FIELDS`.
         key: The sample key.
         composition: Class name -> fraction (needed when the template uses it).
-
-    Returns:
-        The rendered prompt.
 
     Raises:
         ValueError: If the template needs a composition and none is given.
@@ -133,14 +122,6 @@ def render_prompt(template: str, key: str = "", composition: Mapping[str, float]
 
 
 def prompt_hash(system_prompt: str, user_prompt: str) -> str:
-    """Hash of a system + user prompt template pair, stored with every caption.
-
-    Args:
-        system_prompt: The system prompt template.
-        user_prompt: The user prompt template.
-
-    Returns:
-        The first 16 hex digits of the SHA-256 of the two templates.
-    """
+    """Hash of a system + user prompt template pair, stored with every caption: 16 hex digits of a SHA-256."""
     payload = json.dumps([system_prompt, user_prompt], ensure_ascii=False).encode()
     return hashlib.sha256(payload).hexdigest()[:16]

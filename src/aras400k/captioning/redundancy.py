@@ -1,9 +1,8 @@
 """Caption redundancy: normalising captions and rejecting repeats during a run.
 
-The paper measures redundancy as the share of captions that are not unique strings in
-a dataset, and aims to keep it low. :class:`DuplicateFilter` remembers every caption
-kept so far so the :class:`~aras400k.captioning.Captioner` can regenerate a repeat with
-another seed.
+The paper measures redundancy as the share of captions that are not unique strings and
+aims to keep it low: :class:`DuplicateFilter` remembers every caption kept so far, so
+the :class:`~aras400k.captioning.Captioner` can regenerate a repeat with another seed.
 """
 
 from __future__ import annotations
@@ -30,15 +29,12 @@ _POINT = re.compile(r"(?<!\d)[.,]|[.,](?!\d)")
 def normalize_caption(text: str) -> str:
     """Normalise a caption for comparison: case, whitespace and punctuation are ignored.
 
-    Unicode is put in NFC form; decimal points between digits are kept, so ``41.2%`` and
-    ``4.12%`` stay different. Captions equal under
-    :func:`aras400k.metrics.captions.normalize_caption` (``basic``) are equal here too.
+    Unicode is put in NFC form; decimal points between digits are kept (``41.2%`` and
+    ``4.12%`` differ). Captions equal under :func:`aras400k.metrics.captions.normalize_caption`
+    (``basic``) are equal here too.
 
     Args:
         text: A caption.
-
-    Returns:
-        The lower-cased caption with punctuation removed and whitespace collapsed.
     """
     folded = unicodedata.normalize("NFC", text).casefold()
     return " ".join(_POINT.sub(" ", _PUNCTUATION.sub(" ", folded)).split())
@@ -48,8 +44,7 @@ class DuplicateFilter:
     """Remembers the captions kept so far and says whether a new one repeats one of them.
 
     Args:
-        level: How repeats are recognised; ``off`` never rejects (repeats, compared
-            normalised, are still reported by :meth:`is_repeat`).
+        level: How repeats are recognised; ``off`` never rejects (:meth:`is_repeat` still reports).
         seen: Captions already kept (e.g. read back from a sidecar when resuming).
 
     Raises:

@@ -1,9 +1,8 @@
 """What a caption backend is asked for: the mode, the sampling settings and one request.
 
-A :class:`CaptionRequest` carries both the rendered prompts (what a language model
-reads) and the structured inputs they were rendered from (composition, mask, image),
-so a backend without a model, such as :class:`~aras400k.captioning.backends.TemplateBackend`,
-can caption from the same request a model backend would send to a network.
+A :class:`CaptionRequest` carries the rendered prompts and the inputs they were
+rendered from (composition, mask, image), so a backend without a model
+(:class:`~aras400k.captioning.backends.TemplateBackend`) captions the same requests.
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ from typing import Literal, cast
 
 import numpy as np
 
+from aras400k.errors import check_at_least
+
 __all__ = ["MODES", "CaptionRequest", "Mode", "SamplingSettings", "check_mode"]
 
 #: How a caption is made: from the composition, from the image, or from both.
@@ -23,13 +24,7 @@ MODES: tuple[str, ...] = ("text", "vision", "hybrid")
 
 
 def check_mode(mode: str) -> Mode:
-    """Check a captioning mode.
-
-    Args:
-        mode: The mode to check.
-
-    Returns:
-        The mode, unchanged.
+    """Check a captioning mode and return it unchanged.
 
     Raises:
         ValueError: If ``mode`` is not one of :data:`MODES`; the message names them.
@@ -54,12 +49,10 @@ class SamplingSettings:
     max_new_tokens: int = 96
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        check_at_least("temperature", self.temperature, 0)
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        check_at_least("max_new_tokens", self.max_new_tokens, 1)
 
     @property
     def do_sample(self) -> bool:
@@ -75,8 +68,7 @@ class CaptionRequest:
         system_prompt: Rendered system prompt (may be empty).
         user_prompt: Rendered user prompt.
         image: ``(H, W, 3)`` uint8 RGB image for the vision and hybrid modes, else ``None``.
-        seed: Seed of this caption; the same request with the same seed gives the same
-            caption on deterministic backends.
+        seed: Seed of this caption (the same caption again on deterministic backends).
         sampling: Decoding settings.
         mode: The captioning mode the prompts were built for.
         key: Sample key (for messages and for backends that vary text by sample).

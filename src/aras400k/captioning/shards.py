@@ -1,9 +1,8 @@
 """Write a new shard set with ``captions.json`` from an input shard set and a caption sidecar.
 
-Shards are never edited in place: every sample of the input is copied to a new shard
-set -- ``image.png`` byte for byte, the mask re-encoded losslessly, ``meta.json`` and
-any other member unchanged -- and gets a ``captions.json`` holding its existing
-captions followed by the sidecar's, as ``{text, model, mode}`` objects.
+Shards are never edited in place: every sample is copied (``image.png`` byte for byte,
+the mask re-encoded losslessly, other members unchanged) with a ``captions.json`` of
+its existing captions followed by the sidecar's, as ``{text, model, mode}`` objects.
 """
 
 from __future__ import annotations
@@ -35,8 +34,7 @@ def check_shards_out(
 ) -> bool:
     """Check that a captioned shard set may be written to ``shards_out``.
 
-    A shard set that ``aras-caption`` made earlier from the same input and sidecar may
-    always be replaced: it holds nothing that the sidecar does not.
+    One ``aras-caption`` made from the same input and sidecar may always be replaced.
 
     Args:
         in_dir: The input shard set.
@@ -95,8 +93,7 @@ def write_captioned_shards(
         sidecar: The caption sidecar (JSONL).
         out_dir: The new shard set's folder.
         limit: Copy only the first ``limit`` samples (those a limited run captioned).
-        overwrite: Replace a shard set already in ``out_dir`` (one made earlier from the same
-            input and sidecar is replaced anyway).
+        overwrite: Replace a shard set in ``out_dir`` (one made from this input and sidecar always is).
         samples_per_shard: Samples per tar (default: the input's largest shard).
 
     Returns:

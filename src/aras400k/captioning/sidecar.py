@@ -5,18 +5,14 @@ Each line is one JSON object::
     {"key": "N36E027_000_001", "index": 0, "text": "...", "model": "Qwen3-VL-8B",
      "mode": "hybrid", "prompt_hash": "3f2a...", "seed": 1234}
 
-``index`` runs over ``0 .. captions_per_image - 1`` and each ``(key, index)`` occurs at
-most once. ``prompt_hash`` identifies the system + user prompt templates
-(:func:`~aras400k.captioning.prompts.prompt_hash`); ``seed`` is the seed the caption
-was generated with. A writer appends whole batches and flushes after each, so a killed
-run leaves at most one partial last line; readers ignore a last line without its
-newline and :class:`CaptionSidecarWriter` cuts it off before appending.
+Each ``(key, index)`` occurs at most once; ``prompt_hash`` identifies the prompt
+templates (:func:`~aras400k.captioning.prompts.prompt_hash`). A writer appends and
+flushes whole batches, so a killed run leaves at most a partial last line, which
+readers ignore and :class:`CaptionSidecarWriter` cuts off before appending.
 
-A writer holds the sidecar's run lock (:mod:`aras400k.locking`, the file
-``OUT.jsonl.lock`` beside it) while it is open, so a second run on the same sidecar
-stops at once instead of writing every caption twice. A sidecar that two runs wrote at
-once before this lock existed is mended with :func:`repair_sidecar` (``aras-caption
---repair true``), which keeps the first caption of each ``(key, index)``.
+An open writer holds the sidecar's run lock (:mod:`aras400k.locking`), so a second run
+on it stops at once. A sidecar two runs wrote at once before the lock existed is mended
+with :func:`repair_sidecar` (``aras-caption --repair true``).
 """
 
 from __future__ import annotations
@@ -30,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aras400k.captioning.requests import MODES
-from aras400k.files import naming_path
+from aras400k.files import atomic_path, naming_path
 from aras400k.locking import RunLock, lock_path
 
 __all__ = [
@@ -63,8 +59,7 @@ def check_record(record: Mapping[str, Any], where: str = "record") -> dict[str, 
         where: Location named in the error message (e.g. ``"file.jsonl line 3"``).
 
     Returns:
-        The record as a plain dict with the fields in :data:`SIDECAR_FIELDS` order
-        (extra fields are kept after them).
+        A plain dict, the fields in :data:`SIDECAR_FIELDS` order, then any extra ones.
 
     Raises:
         ValueError: On a missing field, a wrong type, a negative index or an unknown mode.
@@ -81,16 +76,12 @@ def check_record(record: Mapping[str, Any], where: str = "record") -> dict[str, 
         raise ValueError(f"{where}: caption index must be >= 0, got {record['index']}")
     if record["mode"] not in MODES:
         raise ValueError(f"{where}: mode must be one of {', '.join(MODES)}, got {record['mode']!r}")
-    out = {name: record[name] for name in SIDECAR_FIELDS}
-    out.update({k: v for k, v in record.items() if k not in SIDECAR_FIELDS})
-    return out
+    extra = {name: value for name, value in record.items() if name not in SIDECAR_FIELDS}
+    return {name: record[name] for name in SIDECAR_FIELDS} | extra
 
 
 def _iter_complete(path: Path, data: bytes) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
-    """Parse the newline-terminated lines of a sidecar's bytes into ``(line number, line, record)``.
-
-    Blank lines are skipped; a last line without its newline is left out.
-    """
+    """``(line number, line, record)`` of a sidecar's complete, non-blank lines."""
     end = data.rfind(b"\n") + 1
     for number, line in enumerate(data[:end].splitlines(keepends=True), start=1):
         if not line.strip():
@@ -104,11 +95,7 @@ def _iter_complete(path: Path, data: bytes) -> Iterator[tuple[int, bytes, dict[s
 
 
 def _read_complete(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Parse the newline-terminated lines of a sidecar.
-
-    Returns:
-        The records and the byte length of the complete lines (where a partial tail starts).
-    """
+    """The records of a sidecar's complete lines, and where a partial tail starts."""
     data = path.read_bytes()
     records: list[dict[str, Any]] = []
     seen: set[tuple[str, int]] = set()
@@ -126,25 +113,23 @@ def _read_complete(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 
 def read_caption_records(path: str | Path) -> list[dict[str, Any]]:
-    """Read every complete record of a sidecar, in file order.
-
-    A last line without its newline (a write cut short by a kill) is ignored.
+    """Read every complete record of a sidecar, in file order (a partial last line is ignored).
 
     Args:
         path: The ``.jsonl`` sidecar.
 
-    Returns:
-        The records.
-
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: On a malformed line or a repeated ``(key, index)``; the message names
-            the file and line.
+        ValueError: On a malformed line or a repeated ``(key, index)`` (naming file and line).
     """
+    return _read_complete(_existing(path))[0]
+
+
+def _existing(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"caption sidecar {path} does not exist")
-    return _read_complete(path)[0]
+    return path
 
 
 def read_captions(path: str | Path) -> dict[str, list[dict[str, Any]]]:
@@ -171,17 +156,14 @@ def read_captions(path: str | Path) -> dict[str, list[dict[str, Any]]]:
 class CaptionSidecarWriter:
     """Append caption records to a sidecar, resuming a file a killed run left behind.
 
-    On opening, the sidecar's run lock is taken (see :mod:`aras400k.locking`), then an
-    existing file's complete records are read back into :attr:`records` and a partial
-    last line is cut off, so appending continues cleanly. Every :meth:`write` appends a
-    whole batch and flushes it. :meth:`close` releases the lock.
+    Opening takes the run lock, reads an existing file's records into :attr:`records`
+    and cuts off a partial last line; :meth:`close` releases the lock.
 
     Args:
         path: The ``.jsonl`` sidecar; its folder is created.
         overwrite: Start a new file instead of resuming an existing one.
         fsync: Also ``fsync`` after each batch (survives a power cut, not just a kill).
-        lock: The sidecar's lock when the caller already holds it for a longer run (it is
-            then left to the caller to release); ``None`` takes and releases it here.
+        lock: The sidecar's lock, if the caller holds it (and releases it); ``None``: taken here.
 
     Raises:
         LockedError: If another run holds the sidecar's lock.
@@ -233,8 +215,7 @@ class CaptionSidecarWriter:
             records: Records with the fields of :data:`SIDECAR_FIELDS`.
 
         Raises:
-            ValueError: On a malformed record or a ``(key, index)`` already written; the
-                batch is then not written at all.
+            ValueError: On a malformed record or a ``(key, index)`` already written (nothing is written).
         """
         batch = [check_record(r) for r in records]
         idents = [(r["key"], r["index"]) for r in batch]
@@ -291,11 +272,7 @@ class RepairReport:
     backup: Path | None = None
 
     def summary(self) -> str:
-        """One line saying what was repaired.
-
-        Returns:
-            The text.
-        """
+        """One line saying what was repaired."""
         if self.backup is None:
             return f"{self.path}: {self.kept} captions, no (key, index) twice; nothing to repair"
         first = ", ".join(f"{key} index {index}" for key, index in self.dropped_ids[:3])
@@ -307,29 +284,19 @@ class RepairReport:
 def repair_sidecar(path: str | Path) -> RepairReport:
     """Keep the first caption of each ``(key, index)`` of a sidecar that two runs wrote at once.
 
-    Two runs on one sidecar (before the run lock) write every ``(key, index)`` twice,
-    and every resume then refuses the file. This keeps the first caption of each in
-    file order (the lines unchanged), drops the later ones and a partial last line, and
-    replaces the file atomically: the repaired copy is written and synced next to it,
-    the original is kept as ``OUT.jsonl.bak`` (``.bak.1``, ... if taken), then the copy
-    is renamed over it. A sidecar without repeats is left untouched. The sidecar's run
-    lock is held throughout.
+    Later repeats and a partial last line are dropped (kept lines unchanged) and the
+    file replaced atomically, the original kept as ``OUT.jsonl.bak`` (``.bak.1``, ...
+    if taken). A sidecar without repeats is left untouched. The run lock is held throughout.
 
     Args:
         path: The ``.jsonl`` sidecar.
 
-    Returns:
-        The report.
-
     Raises:
         FileNotFoundError: If the file does not exist.
         LockedError: If a run is writing the sidecar.
-        ValueError: If a line is not a valid caption record (that is not a repeat; the
-            file is left as it is).
+        ValueError: If a line is not a valid caption record (the file is left as it is).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"caption sidecar {path} does not exist")
+    path = _existing(path)
     with RunLock(path):
         data = path.read_bytes()
         report = RepairReport(path, discarded_bytes=len(data) - (data.rfind(b"\n") + 1))
@@ -350,19 +317,18 @@ def repair_sidecar(path: str | Path) -> RepairReport:
 
 def _replace_keeping_backup(path: Path, data: bytes) -> Path:
     """Write ``data`` to a synced temporary file, keep ``path`` as a backup, then rename the file over it."""
-    tmp = path.with_name(path.name + ".repair.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    backup = path.with_name(path.name + ".bak")
-    number = 0
-    while backup.exists():
-        number += 1
-        backup = path.with_name(f"{path.name}.bak.{number}")
-    try:
-        os.link(path, backup)  # the same bytes under a second name: no copy
-    except OSError:
-        shutil.copy2(path, backup)
-    os.replace(tmp, path)
+    with atomic_path(path, f"{path.name}.repair.tmp") as tmp:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        backup = path.with_name(path.name + ".bak")
+        number = 0
+        while backup.exists():
+            number += 1
+            backup = path.with_name(f"{path.name}.bak.{number}")
+        try:
+            os.link(path, backup)  # the same bytes under a second name: no copy
+        except OSError:
+            shutil.copy2(path, backup)
     return backup

@@ -1,9 +1,8 @@
 """Where each class lies in a patch: layout codes and phrases from a class-index mask.
 
-The template backend says *where* a class is ("cropland in the south-west", "water
-along the northern edge") from the first and second moments of each class's pixels,
-measured on a subsampled mask so that a 256x256 patch costs a few bincounts. North is
-the top row of the patch, as in north-up satellite imagery.
+The template backend says *where* a class is ("cropland in the south-west") from the
+first and second moments of its pixels on a subsampled mask (a few bincounts per
+patch). North is the top row, as in north-up imagery.
 """
 
 from __future__ import annotations
@@ -37,8 +36,7 @@ class ClassLayout:
         name: Class name.
         share: Fraction of the labelled pixels.
         centroid: ``(row, column)`` of the class's pixels, each in ``0..1`` (0 = north / west).
-        spread: ``(row, column)`` variances of the class's pixel positions (a uniform
-            spread is ``1/12``).
+        spread: ``(row, column)`` variances of its pixel positions (uniform: ``1/12``).
         location: Layout code from :func:`location_code`.
     """
 
@@ -82,16 +80,12 @@ def location_code(share: float, centroid: tuple[float, float], spread: tuple[flo
     var_y, var_x = spread
     if share >= 0.85:
         return "whole"
-    if var_y < 0.35 * var_x and var_x > 0.045:  # stretched west-east: a horizontal strip
-        if 0.4 <= cy <= 0.6:
-            return "band:ew"
-        side = "north" if cy < 0.4 else "south"
-        return f"{'half' if share >= 0.3 else 'edge'}:{side}"
-    if var_x < 0.35 * var_y and var_y > 0.045:  # stretched north-south: a vertical strip
-        if 0.4 <= cx <= 0.6:
-            return "band:ns"
-        side = "west" if cx < 0.4 else "east"
-        return f"{'half' if share >= 0.3 else 'edge'}:{side}"
+    strips = ((var_y, var_x, cy, "ew", ("north", "south")), (var_x, var_y, cx, "ns", ("west", "east")))
+    for across, along, centre, band, (low, high) in strips:  # stretched west-east, then north-south
+        if across < 0.35 * along and along > 0.045:
+            if 0.4 <= centre <= 0.6:
+                return f"band:{band}"
+            return f"{'half' if share >= 0.3 else 'edge'}:{low if centre < 0.4 else high}"
     if var_x + var_y < 0.05:  # compact
         return f"at:{_direction(cy, cx, 0.4, 0.6)}"
     if np.hypot(cy - 0.5, cx - 0.5) > 0.12:

@@ -1,12 +1,11 @@
 """Tiny random-weight Hugging Face models for tests, benchmarks and dry runs, built offline.
 
-Captioning code paths (chat templates, left padding, batched ``generate``, image
-processors) can be exercised without downloading anything: these builders train a
-byte-level BPE tokenizer on a few sentences and save a random causal LM
-(``Qwen2ForCausalLM``) or a random vision-language model (``Qwen2VLForConditionalGeneration``
-with its ``Qwen2VLProcessor``) of a few hundred thousand parameters with
-``save_pretrained``, so ``TransformersBackend`` loads them like any local model.
-Their captions are random tokens.
+They exercise the captioning code paths (chat templates, left padding, batched
+``generate``, image processors) without downloading anything: a byte-level BPE
+tokenizer trained on a few sentences, and a random ``Qwen2ForCausalLM`` or
+``Qwen2VLForConditionalGeneration`` (with its processor) of a few hundred thousand
+parameters, saved so ``TransformersBackend`` loads them like any local model. Their
+captions are random tokens.
 """
 
 from __future__ import annotations
@@ -46,13 +45,10 @@ _SENTENCES = (
 
 
 def build_tiny_tokenizer(vocab_size: int = 400) -> Any:
-    """Train a byte-level BPE tokenizer with Qwen's special tokens and a chat template.
+    """A left-padding ``PreTrainedTokenizerFast``: byte-level BPE with Qwen's special tokens and chat template.
 
     Args:
         vocab_size: Target vocabulary size.
-
-    Returns:
-        A ``PreTrainedTokenizerFast`` with left padding.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -77,16 +73,13 @@ def build_tiny_tokenizer(vocab_size: int = 400) -> Any:
 
 
 def build_tiny_causal_lm(out_dir: str | Path, hidden_size: int = 32, layers: int = 1, seed: int = 0) -> Path:
-    """Save a random ``Qwen2ForCausalLM`` and its tokenizer to a folder.
+    """Save a random ``Qwen2ForCausalLM`` and its tokenizer to a folder, and return it.
 
     Args:
         out_dir: Destination folder.
         hidden_size: Width of the model.
         layers: Number of decoder layers.
         seed: Seed of the random weights.
-
-    Returns:
-        The folder.
     """
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -115,18 +108,13 @@ def build_tiny_causal_lm(out_dir: str | Path, hidden_size: int = 32, layers: int
 
 
 def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
-    """Save a random ``Qwen2VLForConditionalGeneration`` and its processor to a folder.
+    """Save a random ``Qwen2VLForConditionalGeneration`` and its processor to a folder, and return it.
 
-    The text model has hidden size 64 and 2 layers (M-RoPE sections 2+3+3 = head_dim/2),
-    the vision tower depth 2 and width 32 with 14 px patches merged 2x2; images are
-    resized to between 56x56 and 112x112 pixels.
+    M-RoPE sections 2+3+3 are head_dim/2; images are resized to 56x56 .. 112x112 pixels.
 
     Args:
         out_dir: Destination folder.
         seed: Seed of the random weights.
-
-    Returns:
-        The folder.
     """
     import torch
     from transformers import (

@@ -1,23 +1,20 @@
 """Caption redundancy, and the distributed-safe state machinery shared by the caption metrics.
 
-:class:`CaptionRedundancy` is the paper's redundancy (its Tables 1 and 2): the share of
-captions that repeat an earlier caption, ``1 - unique / total``. Captions are never
-kept as strings: each is reduced to a 64-bit hash of its (optionally normalised)
-UTF-8 text (:func:`hash_bytes`, computed with numpy for a whole batch at once), and
-the hashes are kept, deduplicated, in a tensor state that is concatenated across
-processes. The unique count over the gathered hashes equals a single-process count
-over all captions, up to hash collisions (see the class docstring for their
-probability).
+:class:`CaptionRedundancy` is the paper's redundancy (Tables 1 and 2), ``1 - unique /
+total``. Captions are kept as 64-bit hashes of their (optionally normalised) UTF-8
+text (:func:`hash_bytes`, numpy over a whole batch), deduplicated in a tensor state
+concatenated across processes: the gathered count equals a single-process one, up to
+hash collisions (see the class docstring).
 
-:class:`CaptionMetric` is the base the caption metrics share: list states that survive
-a distributed gather on a rank that saw no data, and per-group sums keyed by group
-name (for example a caption model and mode, ``"qwen2-vl/hybrid"``), gathered exactly.
+:class:`CaptionMetric` is the caption metrics' base: list states that survive a gather
+on a rank that saw no data, and per-group sums keyed by group name (e.g.
+``"qwen2-vl/hybrid"``), gathered exactly.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -37,9 +34,8 @@ __all__ = [
 
 #: Longest group name (UTF-8 bytes) a grouped caption metric accepts.
 GROUP_KEY_BYTES: int = 128
-# Deduplicate a CaptionRedundancy's keys once this many are pending (at least half the
-# deduplicated ones), so merging costs amortised O(1) per key and the state stays 8-12 bytes
-# per unique caption.
+# Deduplicate a CaptionRedundancy's keys once this many (and half the deduplicated ones) are
+# pending: merging costs amortised O(1) per key and the state stays 8-12 bytes per unique caption.
 _MIN_COMPACT = 1 << 16
 # The constants of hash_bytes: MurmurHash3's finaliser multipliers and the 64-bit golden ratio.
 _HASH_SEED = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -71,14 +67,9 @@ def normalize_caption(text: str, mode: Literal["none", "basic"] = "basic") -> st
 
     Args:
         text: The caption.
-        mode: ``"none"`` keeps the text as it is; ``"basic"`` applies Unicode NFC,
-            folds case, collapses every run of whitespace to one space, strips leading
-            and trailing whitespace and strips trailing sentence punctuation
-            (``. , ; : ! ?`` and the ellipsis; ``"A  forest."`` -> ``"a forest"``, while
-            ``"crop 30%"`` keeps its ``%``).
-
-    Returns:
-        The normalised caption.
+        mode: ``"none"`` keeps the text; ``"basic"`` applies NFC, folds case, collapses
+            whitespace and strips trailing sentence punctuation (``. , ; : ! ?`` and the
+            ellipsis: ``"A  forest."`` -> ``"a forest"``; ``"crop 30%"`` keeps its ``%``).
 
     Raises:
         ValueError: If ``mode`` is not ``"none"`` or ``"basic"``.
@@ -94,19 +85,14 @@ def normalize_caption(text: str, mode: Literal["none", "basic"] = "basic") -> st
 def normalize_captions(captions: Sequence[str]) -> list[str]:
     """Apply ``normalize_caption(text, "basic")`` to a batch of captions at once.
 
-    The batch is joined into one string and encoded in one call; its ASCII letters are
-    lower-cased eight bytes at a time and each caption's trailing punctuation is cut
-    off by moving its end (a few vectorised steps over the batch). A caption this
-    shortcut would not normalise exactly as :func:`normalize_caption` does (one with
-    non-ASCII text, a tab or newline, two spaces in a row or a leading space) is found
-    with a few vectorised byte comparisons and normalised alone, so the result always
-    equals the per-caption one.
+    The joined batch is encoded once, lower-cased eight bytes at a time, and each
+    caption's end moved back past trailing punctuation. Captions this shortcut would
+    get wrong (non-ASCII text, a tab or newline, double or leading spaces) are found by
+    vectorised byte comparisons and normalised alone, so the result always equals the
+    per-caption one.
 
     Args:
         captions: The captions (strings).
-
-    Returns:
-        The normalised captions, in order.
 
     Raises:
         TypeError: If a caption is not a string.
@@ -122,12 +108,7 @@ def normalize_captions(captions: Sequence[str]) -> list[str]:
 
 
 class _Utf8Batch(NamedTuple):
-    """A batch of captions as byte ranges of one buffer, plus captions hashed from their own bytes.
-
-    Caption ``i`` is bytes ``starts[i] : starts[i] + lengths[i]`` of ``words`` (see
-    :func:`_padded_words`), except the captions at ``redo``, whose bytes are
-    ``redone`` (in that order).
-    """
+    """Caption ``i`` is ``words`` bytes ``starts[i] : starts[i] + lengths[i]``, but those at ``redo`` are ``redone``."""
 
     words: np.ndarray
     starts: np.ndarray
@@ -170,12 +151,7 @@ def _byte_batch(parts: Sequence[bytes]) -> _Utf8Batch:
 def _separated(
     words: np.ndarray, size: int, count: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """The ``count`` NUL-separated ranges in the first ``size`` bytes of ``words``.
-
-    Returns:
-        ``(is_nul, separators, starts, lengths)`` (``is_nul`` flags each byte), or None
-        when there are not exactly ``count - 1`` NUL bytes (a caption holds one).
-    """
+    """``(is_nul, separators, starts, lengths)`` of ``count`` NUL-separated ranges; None unless ``count - 1`` NULs."""
     is_nul = words.view(np.uint8)[:size] == 0
     separators = np.flatnonzero(is_nul)
     if separators.size != count - 1:
@@ -187,29 +163,21 @@ def _separated(
     return is_nul, separators, starts, bounds[1:] - starts
 
 
-def _batch(captions: Sequence[str], normalize: str) -> _Utf8Batch:
-    """The captions' (normalised) UTF-8 text as ranges of one buffer.
-
-    Raises:
-        TypeError: If ``captions`` is one string or holds a non-string.
-    """
+def _batch(captions: Sequence[str], normalize: Literal["none", "basic"]) -> _Utf8Batch:
+    """The captions' (normalised) UTF-8 text as ranges of one buffer; TypeError for non-strings."""
     batch = _joined_batch(_joined(captions), len(captions), normalize)
     if batch is not None:
         return batch
     # A caption holds the separator: encode (and normalise) them one by one.
-    if normalize == "basic":
-        return _byte_batch([normalize_caption(c, "basic").encode("utf-8") for c in captions])
-    return _byte_batch([c.encode("utf-8") for c in captions])
+    return _byte_batch([normalize_caption(c, normalize).encode("utf-8") for c in captions])
 
 
 def _joined_batch(joined: str, count: int, normalize: str) -> _Utf8Batch | None:
     """:func:`_batch` of ``count`` captions joined by ``_SEPARATOR``; None if that is not ``count - 1`` NULs.
 
-    For ``normalize="basic"``: NFC is the identity and ``casefold()`` is ``lower()`` on
-    ASCII text, and on text with single spaces and no other whitespace, collapsing
-    whitespace only removes trailing spaces, which the punctuation stripping removes
-    too. Every other caption is listed in ``redo`` and normalised by
-    :func:`normalize_caption`.
+    For ``"basic"``: on ASCII text NFC is the identity and ``casefold()`` is ``lower()``,
+    and with single spaces only, collapsing whitespace only removes trailing spaces,
+    as the punctuation stripping does. Other captions go to ``redo``.
     """
     data = joined.encode("utf-8")
     words = _padded_words(data)
@@ -241,10 +209,9 @@ def _lower_ascii(words: np.ndarray) -> None:
     """Lower-case the ASCII letters in ``words``, eight bytes at a time, in place.
 
     Per byte ``b < 0x80``: ``b + 0x3F`` has its top bit set iff ``b >= 0x41`` ("A") and
-    ``0xDA - b`` iff ``b <= 0x5A`` ("Z"), without carries between bytes; the top bit of
-    both, moved to bit 5, is the 0x20 that lower-cases a capital. A byte of a multi-byte
-    UTF-8 character can carry into the next byte, which belongs to the same character
-    and stays at or above 0x80: only captions that are normalised alone change.
+    ``0xDA - b`` iff ``b <= 0x5A`` ("Z"), without carries between bytes; both top bits,
+    moved to bit 5, are the 0x20 that lower-cases a capital. Carries from multi-byte
+    UTF-8 characters only touch captions that are normalised alone.
     """
     mask = words + _ADD_3F
     mask &= _DA - words
@@ -256,8 +223,8 @@ def _lower_ascii(words: np.ndarray) -> None:
 def _stripped_ends(data: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Range ends moved back past trailing ``_TRAILING_ASCII`` bytes (``bytes.rstrip`` on every range).
 
-    No end moves past its start: the byte before a range is a NUL separator, or for
-    the first range ``data[-1]``, which must be a zero byte (as padding is).
+    No end passes its start: the byte before each range is a NUL (for the first,
+    ``data[-1]``, which padding makes zero).
     """
     trailing = _TRAILING_TABLE[data[ends - 1]]
     ends -= trailing
@@ -271,8 +238,7 @@ def _stripped_ends(data: np.ndarray, ends: np.ndarray) -> np.ndarray:
 def caption_hashes(captions: Sequence[str], normalize: Literal["none", "basic"] = "none") -> torch.Tensor:
     """Hash captions to 64-bit integers (the :func:`hash_bytes` hash of the normalised UTF-8 text).
 
-    The hash is deterministic across processes, machines and batchings (unlike Python's
-    ``hash``), so hashes computed on different ranks can be compared.
+    Unlike Python's ``hash`` it is the same across processes, machines and batchings.
 
     Args:
         captions: The captions.
@@ -288,15 +254,11 @@ def caption_hashes(captions: Sequence[str], normalize: Literal["none", "basic"] 
     return torch.from_numpy(_caption_keys(captions, normalize))
 
 
-def _caption_keys(captions: Sequence[str], normalize: str) -> np.ndarray:
+def _caption_keys(captions: Sequence[str], normalize: Literal["none", "basic"]) -> np.ndarray:
     """:func:`caption_hashes` as a numpy int64 array."""
     if normalize not in ("none", "basic"):
         raise ValueError(f"normalize must be 'none' or 'basic', got {normalize!r}")
-    return _batch_keys(_batch(captions, normalize))
-
-
-def _batch_keys(batch: _Utf8Batch) -> np.ndarray:
-    """The hashes of a batch's captions, in order, as int64."""
+    batch = _batch(captions, normalize)
     keys = _hash_ranges(batch.words, batch.starts, batch.lengths)
     if batch.redone:
         redone = _byte_batch(batch.redone)
@@ -315,12 +277,11 @@ def hash_bytes(data: Sequence[bytes]) -> np.ndarray:
         for w in words:  h = (h ^ w) * 0x9E3779B97F4A7C15;  h ^= h >> 32
         h ^= h >> 33;  h *= 0xFF51AFD7ED558CCD;  h ^= h >> 33;  h *= 0xC4CEB9FE1A85EC53;  h ^= h >> 33
 
-    (the last line is MurmurHash3's 64-bit finaliser). Each step is a bijection of ``h``
-    for a fixed word and of the word for a fixed ``h``, so two byte strings of the same
-    length that differ in exactly one 8-byte word never share a hash; otherwise two
-    different strings share one with probability about ``2**-64`` (the hash is not
-    cryptographic: someone choosing the strings can make them collide). The words of a
-    whole batch are hashed together with numpy, one vectorised step per word position.
+    (the last line is MurmurHash3's finaliser). Each step is a bijection of ``h`` for a
+    fixed word and of the word for a fixed ``h``, so strings of one length differing in
+    one 8-byte word never collide; other pairs collide with probability about ``2**-64``
+    (not cryptographic: chosen strings can collide). A batch is hashed with numpy, one
+    vectorised step per word position.
 
     Args:
         data: The byte strings.
@@ -333,16 +294,10 @@ def hash_bytes(data: Sequence[bytes]) -> np.ndarray:
 
 
 def _hash_ranges(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The :func:`hash_bytes` hash of byte ranges of one buffer, as uint64, in order.
+    """The :func:`hash_bytes` hash of byte ranges of a :func:`_padded_words` buffer, as uint64, in order.
 
-    Args:
-        words: The buffer as :func:`_padded_words` returns it.
-        starts: Each range's first byte (int64).
-        lengths: Each range's length in bytes (int64).
-
-    The ranges are sorted by their number of words, so that step ``j`` works on a
-    suffix of them; each range's ``j``-th (unaligned) word is put together from two
-    aligned words, since numpy gathers aligned words several times faster.
+    Ranges are sorted by word count, so step ``j`` works on a suffix of them; each
+    unaligned word is put together from two aligned ones (numpy gathers those faster).
     """
     count = (lengths + 7) >> 3
     hashes = np.empty(count.size, dtype=np.uint64)
@@ -392,21 +347,11 @@ def _appended(state: list[torch.Tensor] | torch.Tensor, chunk: torch.Tensor) -> 
     return chunks
 
 
-def _distinct_sorted(values: np.ndarray) -> np.ndarray:
-    """The distinct values of a sorted array."""
-    keep = np.empty(values.shape, dtype=bool)
-    keep[:1] = True
-    np.not_equal(values[1:], values[:-1], out=keep[1:])
-    return values[keep]
-
-
 def _sorted_keys(keys: np.ndarray) -> np.ndarray:
     """A sorted copy of int64 hash keys, about twice as fast as ``np.sort`` on uniform keys.
 
-    The keys are first ordered by their top 16 bits (numpy's stable sort of int16 is a
-    radix sort), which leaves runs of about ``n / 65536`` unordered keys that numpy's
-    stable sort, a timsort, then finishes in close to linear time. Any int64 input
-    comes out sorted; only the speed-up needs uniform keys.
+    A radix sort (numpy's stable int16 sort) of the top 16 bits leaves short unordered
+    runs that the stable timsort finishes in near-linear time; any input comes out sorted.
     """
     order = np.argsort((keys >> 48).astype(np.int16), kind="stable")
     ordered = keys[order]
@@ -416,19 +361,11 @@ def _sorted_keys(keys: np.ndarray) -> np.ndarray:
 
 
 def _unique_of(chunks: list[torch.Tensor], sorted_first: bool = False, count_only: bool = False) -> torch.Tensor:
-    """Sorted unique values of the concatenated chunks (or their number); empties ``chunks``.
+    """Sorted unique values of the concatenated int64 chunks (or their number); empties ``chunks``.
 
-    On the CPU the chunks (after the first, if ``sorted_first`` says it is sorted) are
-    concatenated and sorted (:func:`_sorted_keys`), merged with the first chunk by
-    numpy's stable sort, a timsort (one linear merge of two sorted runs; whatever the
-    first chunk holds, the result is sorted) and deduplicated. No chunk is changed. The
-    peak is about twice the input; ``torch.unique`` (used on other devices) also builds
-    an index tensor and sort buffers.
-
-    Args:
-        chunks: int64 tensors.
-        sorted_first: Whether ``chunks[0]`` is sorted (the deduplicated state).
-        count_only: Return the number of unique values (a 0-d int64 tensor) instead.
+    On the CPU the chunks after a sorted first one (``sorted_first``) are sorted
+    (:func:`_sorted_keys`) and merged with it by a timsort (one linear merge), peaking at
+    about twice the input; other devices use ``torch.unique``. No chunk is changed.
     """
     if not chunks or chunks[0].device.type != "cpu":
         unique = torch.unique(torch.cat(chunks)) if chunks else torch.zeros(0, dtype=torch.long)
@@ -446,7 +383,10 @@ def _unique_of(chunks: list[torch.Tensor], sorted_first: bool = False, count_onl
     if count_only:
         distinct = int(np.count_nonzero(values[1:] != values[:-1])) + int(values.size > 0)
         return torch.tensor(distinct, dtype=torch.long)
-    return torch.from_numpy(_distinct_sorted(values))
+    keep = np.empty(values.shape, dtype=bool)
+    keep[:1] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return torch.from_numpy(values[keep])
 
 
 def _encode_group(name: str) -> torch.Tensor:
@@ -465,17 +405,17 @@ def _decode_group(key: torch.Tensor) -> str:
 class CaptionMetric(Metric):
     """Base of the caption metrics: typed list states and per-group sums, both distributed-safe.
 
-    A subclass registers concatenated list states with :meth:`_add_list_state` (so that a
-    rank that saw no data still gathers an empty tensor of the right dtype and shape,
-    where torchmetrics would send an empty float32 tensor) and, if it reports groups,
-    calls :meth:`_add_group_states` once and :meth:`_update_groups` per batch. A group's
-    row of sums is stored next to the group's name encoded as ``GROUP_KEY_BYTES`` bytes,
-    so the per-group totals after a gather are exact and need no name table shared
-    between ranks.
+    List states go through :meth:`_add_list_state`, so a rank that saw no data gathers
+    an empty tensor of the right dtype and shape (torchmetrics would send float32). A
+    metric summing per-caption rows calls :meth:`_add_group_states` once,
+    :meth:`_add_rows` per batch and returns :meth:`_results` (of its ``_means``). Group
+    sums are stored beside the name encoded in ``GROUP_KEY_BYTES`` bytes, so totals
+    after a gather are exact without a shared name table.
     """
 
     is_differentiable = False
     full_state_update = False
+    sums: torch.Tensor
     group_keys: list[torch.Tensor] | torch.Tensor
     group_sums: list[torch.Tensor] | torch.Tensor
 
@@ -509,10 +449,31 @@ class CaptionMetric(Metric):
         self._computed = None
 
     def _add_group_states(self, columns: Sequence[str]) -> None:
-        """Register per-group sums with the given column names."""
+        """Register overall sums (``sums``) and per-group sums with the given column names."""
         self._group_columns = tuple(columns)
+        self.add_state("sums", torch.zeros(len(columns), dtype=torch.float64), dist_reduce_fx="sum")
         self._add_list_state("group_keys", torch.zeros(0, GROUP_KEY_BYTES, dtype=torch.uint8))
         self._add_list_state("group_sums", torch.zeros(0, len(columns), dtype=torch.float64))
+
+    def _add_rows(self, rows: torch.Tensor, groups: Sequence[str] | None) -> None:
+        """Add per-caption rows to the overall sums and, when ``groups`` are given, to their groups'."""
+        self.sums += rows.sum(0).to(self.sums.device)
+        if groups is not None:
+            self._update_groups(groups, rows)
+
+    @staticmethod
+    def _means(sums: Mapping[str, float]) -> dict[str, Any]:
+        """A subclass's results (means as floats, counts as ints) from column sums."""
+        raise NotImplementedError
+
+    def _results(self) -> dict[str, Any]:
+        """``_means`` of the overall sums as tensors (float64 means, int64 counts) and ``groups``."""
+        overall = self._means(dict(zip(self._group_columns, self.sums.tolist(), strict=True)))
+        result: dict[str, Any] = {
+            k: torch.tensor(v, dtype=torch.long if isinstance(v, int) else torch.float64) for k, v in overall.items()
+        }
+        result["groups"] = {name: self._means(sums) for name, sums in self._group_totals().items()}
+        return result
 
     def _update_groups(self, groups: Sequence[str], rows: torch.Tensor) -> None:
         """Add ``rows[i]`` to the sums of group ``groups[i]``.
@@ -555,8 +516,7 @@ class CaptionMetric(Metric):
 class _DeferredState:
     """A metric state attribute that hashes the captions a :class:`CaptionRedundancy` holds back first.
 
-    Whoever reads the state (``compute``, a distributed gather, ``merge_state``,
-    ``forward``, ``state_dict``, a device move or the caller) sees every caption added.
+    Whoever reads the state (``compute``, a gather, ``state_dict``, ...) sees every caption.
     """
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -576,45 +536,34 @@ class _DeferredState:
 class CaptionRedundancy(CaptionMetric):
     """Caption redundancy ``1 - unique / total``, as the paper defines it (its Tables 1 and 2).
 
-    The paper counts unique strings: 71,899 unique of 100,240 captions is a redundancy
-    of 28.27%. ``normalize="basic"`` also treats captions that differ only in case,
-    whitespace or trailing punctuation as repeats.
+    The paper counts unique strings: 71,899 unique of 100,240 captions is 28.27%.
+    ``normalize="basic"`` also counts captions differing only in case, whitespace or
+    trailing punctuation as repeats.
 
-    Speed: captions are hashed a batch at a time with numpy (:func:`hash_bytes` over the
-    batch joined into one UTF-8 buffer), never one by one in Python; an update of fewer
-    than ``HOLD`` captions is only checked and held back (as references) until ``HOLD``
-    are waiting or the state is read, so numpy's per-call costs are paid once per
-    ``HOLD`` captions. ``benchmarks/bench_metrics.py`` counts 2 million captions in
-    batches of 10,000 faster than ``len(set(captions))``; in batches of 64 a caption
-    costs about 1.5 times as much, most of it torchmetrics' bookkeeping per update.
+    Speed: captions are hashed a batch at a time with numpy, never one by one; updates
+    of fewer than ``HOLD`` captions are held back (as references) until ``HOLD`` wait
+    or the state is read. ``benchmarks/bench_metrics.py`` counts 2 million captions in
+    batches of 10,000 faster than ``len(set(captions))``; batches of 64 cost about 1.5
+    times as much per caption (torchmetrics' bookkeeping per update).
 
-    Memory: each caption becomes a 64-bit hash, and the hashes are merged into the
-    sorted, deduplicated state whenever half as many as it holds are waiting, so the
-    state holds 8 to 12 bytes per *unique* caption, never the strings (besides at most
-    ``HOLD`` held back), and merging peaks at about 24 bytes per unique caption (the
-    benchmark measures under half the peak memory of ``len(set(captions))``, which
-    needs its 64 MiB table for 1.43 million unique captions besides the strings).
+    Memory: hashes are merged into the sorted, deduplicated state whenever half as many
+    as it holds wait, so it holds 8 to 12 bytes per *unique* caption (besides at most
+    ``HOLD`` held back) and merging peaks at about 24 (the benchmark measures under half
+    the peak memory of ``len(set(captions))``).
 
-    Distributed: the state is concatenated across processes (``dist_reduce_fx="cat"``)
-    and deduplicated again in :meth:`compute`, so the result on every rank equals a
-    single-process count over all captions; deduplicating a rank's hashes early does
-    not change it, since ``unique(cat(a, b)) = unique(cat(unique(a), b))``.
+    Distributed: the state is concatenated across processes and deduplicated again in
+    :meth:`compute`, so every rank's result equals a single-process count
+    (``unique(cat(a, b)) = unique(cat(unique(a), b))``).
 
-    Exactness: ``unique`` is exactly the number of distinct 64-bit hashes, in one process
-    and over any number of ranks, whatever the batching (the hash depends on a
-    caption's bytes only). It equals the number of distinct (normalised) captions
-    unless two different captions share a hash, which undercounts it by one per
-    such pair. Two captions of the same UTF-8 length that differ only within one
-    8-byte word (bytes ``8j`` to ``8j + 7`` of both) never share one (see
-    :func:`hash_bytes`); for other pairs of
-    non-adversarial captions the chance is about ``2**-64`` each, so about
-    ``n * (n - 1) / 2**65`` over ``n`` unique captions: ~1e-7 for two million, ~3e-4
-    for 100 million. Telling colliding captions apart would need the strings
-    themselves: at about 85 bytes per caption, more memory than ``set`` itself uses.
+    Exactness: ``unique`` is exactly the number of distinct 64-bit hashes, whatever the
+    ranks and batching; a pair of different captions sharing a hash undercounts it by
+    one. Captions of one UTF-8 length differing within one 8-byte word never do
+    (:func:`hash_bytes`); other non-adversarial pairs do with chance about ``2**-64``,
+    about ``n * (n - 1) / 2**65`` over ``n`` unique captions (~1e-7 for two million,
+    ~3e-4 for 100 million). Telling them apart would need the strings themselves.
 
     Args:
-        normalize: ``"none"`` (the paper's exact strings) or ``"basic"`` (see
-            :func:`normalize_caption`).
+        normalize: ``"none"`` (the paper's exact strings) or ``"basic"`` (:func:`normalize_caption`).
 
     Raises:
         ValueError: If ``normalize`` is not one of the modes.
@@ -639,10 +588,7 @@ class CaptionRedundancy(CaptionMetric):
         self._sorted: torch.Tensor | None = None  # that first chunk, sorted (while it is the first chunk)
 
     def update(self, captions: Sequence[str]) -> None:
-        """Add a batch of captions.
-
-        Args:
-            captions: The captions (strings; the same caption may repeat).
+        """Add a batch of captions (strings; the same caption may repeat).
 
         Raises:
             TypeError: If ``captions`` is a single string or holds a non-string.

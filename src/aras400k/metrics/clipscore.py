@@ -1,11 +1,9 @@
 """CLIPScore of captions against their images, from a CLIP model in a local directory.
 
-The score of a caption ``c`` for an image ``v`` is ``100 * max(cos(E_c, E_v), 0)`` with
-``E`` the CLIP text and image embeddings: Hessel et al.'s CLIP-S with the weight 100 that
-torchmetrics uses (Hessel et al. use 2.5), which is the scale of the paper's Tables 1
-and 2 (scores around 30). A dataset's score is the mean over its captions.
-
-Why not ``torchmetrics.multimodal.CLIPScore`` itself (torchmetrics 1.9):
+A caption ``c``'s score for an image ``v`` is ``100 * max(cos(E_c, E_v), 0)`` with ``E``
+the CLIP embeddings: Hessel et al.'s CLIP-S with torchmetrics' weight 100 (theirs is
+2.5), the scale of the paper's Tables 1 and 2. A dataset's score is the mean over its
+captions. Why not ``torchmetrics.multimodal.CLIPScore`` itself (torchmetrics 1.9):
 
 - a string ``model_name_or_path`` must name one of its hub models, so a local directory
   is refused (a callable returning a model and processor does work);
@@ -16,23 +14,23 @@ Why not ``torchmetrics.multimodal.CLIPScore`` itself (torchmetrics 1.9):
   embedding is read at a wrong position; the truncation is a warning, never counted;
 - it clamps the *mean* score at 0, not each caption's score.
 
-So this module computes the same formula with ``transformers.CLIPModel`` and
-``CLIPProcessor`` loaded with ``local_files_only=True``, truncates with the tokenizer
-(keeping the end token, as OpenAI's ``clip.tokenize(truncate=True)`` does), counts the
-truncated captions and warns once. ``tests/metrics/test_clipscore.py`` checks it against
-torchmetrics' formula on the same model.
+So this module computes the same formula with ``CLIPModel`` and ``CLIPProcessor``
+loaded with ``local_files_only=True``, truncates with the tokenizer (keeping the end
+token, as ``clip.tokenize(truncate=True)`` does), counts truncated captions and warns
+once. ``tests/metrics/test_clipscore.py`` checks it against torchmetrics' formula.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from aras400k.errors import check_positive
 from aras400k.metrics.captions import CaptionMetric
 
 if TYPE_CHECKING:
@@ -51,17 +49,10 @@ ImageBatch = torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
 
 
 def load_clip(model_path: str | Path) -> tuple[CLIPModel, CLIPProcessor]:
-    """Load a CLIP model and its processor from a local directory, never from the network.
-
-    Args:
-        model_path: Directory holding the model and processor files.
-
-    Returns:
-        The model (in eval mode, gradients off) and the processor.
+    """Load a CLIP model (eval mode, gradients off) and its processor from a local directory, never the network.
 
     Raises:
-        FileNotFoundError: If the directory, its ``config.json`` or the processor files
-            are missing; the message says what to pass.
+        FileNotFoundError: If the directory, its ``config.json`` or processor files are missing.
     """
     path = Path(model_path).expanduser()
     if not (path / "config.json").is_file():
@@ -109,10 +100,8 @@ def _as_uint8_images(images: ImageBatch) -> list[torch.Tensor]:
 class CLIPScore(CaptionMetric):
     """Mean CLIPScore ``100 * max(cos, 0)`` of captions against their images, overall and per group.
 
-    The model is a submodule, so ``metric.to(device)`` moves it. Captions longer than
-    the text encoder's context (77 tokens for OpenAI CLIP) are truncated by the
-    tokenizer, keeping the end token; :meth:`compute` reports how many were, and the
-    first batch holding one warns once.
+    The model is a submodule, so ``metric.to(device)`` moves it. Captions over the text
+    context (77 tokens for OpenAI CLIP) are truncated as the module docstring says.
 
     Args:
         model_path: Local directory of a CLIP model and processor (see :func:`load_clip`).
@@ -124,31 +113,24 @@ class CLIPScore(CaptionMetric):
     """
 
     higher_is_better = True
-    sums: torch.Tensor
 
     def __init__(self, model_path: str | Path, batch_size: int = 64) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        check_positive("batch_size", batch_size)
         self.model, self.processor = load_clip(model_path)
         self.batch_size = batch_size
         limit = int(self.model.config.text_config.max_position_embeddings)  # type: ignore[union-attr]
         self.max_length = int(min(limit, getattr(self.processor.tokenizer, "model_max_length", limit)))
         self._dim = int(self.model.config.projection_dim or 0)
-        self.add_state("sums", torch.zeros(len(_COLUMNS), dtype=torch.float64), dist_reduce_fx="sum")
         self._add_group_states(_COLUMNS)
         self._warned = False
 
     @torch.no_grad()
     def image_features(self, images: ImageBatch) -> torch.Tensor:
-        """L2-normalised CLIP image embeddings.
+        """``(N, D)`` L2-normalised CLIP image embeddings, on the metric's device.
 
         Args:
-            images: ``(N, 3, H, W)`` uint8 tensor (floats in ``[0, 1]`` are scaled), a
-                list of ``(3, H, W)`` tensors, or ``(H, W, 3)`` uint8 arrays.
-
-        Returns:
-            ``(N, D)`` float tensor on the metric's device.
+            images: ``(N, 3, H, W)`` uint8 (or ``[0, 1]`` float) tensor, ``(3, H, W)`` tensors or ``(H, W, 3)`` arrays.
 
         Raises:
             ValueError: If an image is not RGB or a float image is outside ``[0, 1]``.
@@ -163,9 +145,6 @@ class CLIPScore(CaptionMetric):
     @torch.no_grad()
     def text_features(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """L2-normalised CLIP text embeddings, with which captions had to be truncated.
-
-        Args:
-            captions: The captions.
 
         Returns:
             ``(N, D)`` float embeddings on the metric's device and an ``(N,)`` bool tensor,
@@ -193,8 +172,7 @@ class CLIPScore(CaptionMetric):
         Args:
             images: The images (see :meth:`image_features`); each is encoded once.
             captions: The captions.
-            image_index: For each caption, the index of its image in ``images``; ``None``
-                pairs caption ``i`` with image ``i`` (then the counts must match).
+            image_index: Each caption's image index in ``images``; ``None`` pairs them one to one.
 
         Returns:
             ``(N,)`` float64 scores ``100 * max(cos, 0)`` and ``(N,)`` bool truncation flags.
@@ -234,17 +212,14 @@ class CLIPScore(CaptionMetric):
             images: The images (see :meth:`image_features`).
             captions: The captions.
             groups: Optional group name per caption, e.g. ``f"{model}/{mode}"``.
-            image_index: For each caption, its image's index in ``images`` (for several
-                captions per image); ``None`` pairs them one to one.
+            image_index: As in :meth:`per_caption` (for several captions per image).
 
         Raises:
             ValueError: On mismatched counts or bad images.
         """
         scores, truncated = self.per_caption(images, captions, image_index)
         rows = torch.stack([scores, torch.ones_like(scores), truncated.double()], dim=1)
-        self.sums += rows.sum(0).to(self.sums.device)
-        if groups is not None:
-            self._update_groups(groups, rows)
+        self._add_rows(rows, groups)
         n_truncated = int(truncated.sum())
         if n_truncated and not self._warned:
             self._warned = True
@@ -256,7 +231,7 @@ class CLIPScore(CaptionMetric):
             )
 
     @staticmethod
-    def _means(sums: dict[str, float]) -> dict[str, float]:
+    def _means(sums: Mapping[str, float]) -> dict[str, Any]:
         n = sums["captions"]
         return {
             "clip_score": sums["score_sum"] / n if n > 0 else float("nan"),
@@ -272,11 +247,4 @@ class CLIPScore(CaptionMetric):
             ``truncated`` (int64 tensor counts), and ``groups``: group name -> the same
             keys as plain Python numbers (empty if no groups were given).
         """
-        overall = self._means(dict(zip(_COLUMNS, self.sums.tolist(), strict=True)))
-        result: dict[str, Any] = {
-            "clip_score": torch.tensor(overall["clip_score"], dtype=torch.float64),
-            "captions": torch.tensor(overall["captions"], dtype=torch.long),
-            "truncated": torch.tensor(overall["truncated"], dtype=torch.long),
-        }
-        result["groups"] = {name: self._means(sums) for name, sums in self._group_totals().items()}
-        return result
+        return self._results()

@@ -1,25 +1,17 @@
 """Composition distributions of datasets and distances between them (the paper's Figure 3).
 
-:class:`CompositionDistribution` accumulates, from masks, two things in bounded memory:
+:class:`CompositionDistribution` accumulates, from masks, in bounded memory: the
+per-class pixel counts (pooled shares, as Figure 3 shows) and, per class, a histogram
+of the *per-image* share (``num_bins`` bins over ``[0, 1]``), which tells apart datasets
+with the same pooled composition but different per-image mixtures (every image half
+tree and half crop versus half the images all tree). All states are sums, so a
+distributed result equals a single-process one. Two datasets are compared by:
 
-* the per-class pixel counts (their pooled shares are what the paper's Figure 3 and
-  :func:`aras400k.data.stats.plot_compositions` show), and
-* for every class, a fixed-bin histogram of the *per-image* share of that class
-  (``num_bins`` equal bins over ``[0, 1]``), so that datasets with the same pooled
-  composition but different per-image mixtures (every image half tree and half crop
-  versus half the images all tree) can be told apart.
-
-All states are sums, so the result over several processes equals a single-process
-computation. Two datasets are compared by:
-
-* the Jensen-Shannon **divergence** of their pooled class shares, in **bits**
-  (log base 2, so it lies in ``[0, 1]``); the Jensen-Shannon *distance*, its square
-  root (what :func:`scipy.spatial.distance.jensenshannon` returns), is reported next to it;
-* per class, the Wasserstein-1 distance between their per-image share distributions,
-  in share units (0.01 = one percentage point). It is computed from the histograms with
-  each image's share placed at its bin centre, which moves every share by at most half
-  a bin; the result is therefore within ``1 / num_bins`` (0.01 for 100 bins) of the
-  exact distance between the unbinned shares (:func:`scipy.stats.wasserstein_distance`).
+* the Jensen-Shannon **divergence** of their pooled shares in **bits** (``[0, 1]``),
+  with its square root, the JS *distance* (scipy's ``jensenshannon``), next to it;
+* per class, the Wasserstein-1 distance between their per-image shares, in share units
+  (0.01 = one percentage point). Shares sit at bin centres, so it is within
+  ``1 / num_bins`` of the exact distance (:func:`scipy.stats.wasserstein_distance`).
 """
 
 from __future__ import annotations
@@ -48,7 +40,8 @@ from aras400k.data.shards import (
 )
 from aras400k.data.stats import DatasetComposition
 from aras400k.errors import check_at_least
-from aras400k.plotting import save_figure
+from aras400k.metrics.segmentation import class_names_for
+from aras400k.plotting import pyplot, save_figure
 
 __all__ = [
     "CompositionComparison",
@@ -68,8 +61,7 @@ class CompositionDistribution(Metric):
 
     Args:
         num_classes: Number of classes.
-        num_bins: Equal-width bins over ``[0, 1]`` for the per-image share histograms;
-            the Wasserstein distances are exact to within ``1 / num_bins``.
+        num_bins: Equal-width bins over ``[0, 1]`` of the per-image share histograms.
         ignore_index: Mask value that is not counted.
         class_names: Names for per-class keys (default: the land-cover classes).
 
@@ -94,14 +86,11 @@ class CompositionDistribution(Metric):
         class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        names = tuple(class_names) if class_names is not None else tuple(CLASS_NAMES[:num_classes])
-        if len(names) != num_classes:
-            raise ValueError(f"got {len(names)} class names for {num_classes} classes")
+        self.class_names = class_names_for(num_classes, class_names)
         check_at_least("num_bins", num_bins, 1)
         self.num_classes = num_classes
         self.num_bins = num_bins
         self.ignore_index = ignore_index
-        self.class_names = names
         self.add_state("pixels", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("histogram", torch.zeros(num_classes, num_bins, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("share_sum", torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
@@ -111,32 +100,22 @@ class CompositionDistribution(Metric):
     def update(self, masks: torch.Tensor | None = None, counts: torch.Tensor | None = None) -> None:
         """Add a batch of masks, or of per-image pixel counts.
 
+        An image without labelled pixels is counted in ``num_unlabelled`` only.
+
         Args:
-            masks: ``(B, H, W)`` (or one ``(H, W)``) integer class indices; ``ignore_index``
-                pixels are not counted.
-            counts: Instead of masks, ``(B, num_classes)`` non-negative integer pixel counts,
-                one row per image (e.g. from ``meta.json`` compositions). An image without
-                labelled pixels (a row of zeros, an all-ignored mask) is counted in
-                ``num_unlabelled`` and left out of the per-image statistics.
+            masks: ``(B, H, W)`` (or one ``(H, W)``) integer class indices.
+            counts: Instead, ``(B, num_classes)`` non-negative integer pixel counts.
 
         Raises:
-            ValueError: If not exactly one of ``masks`` and ``counts`` is given, a mask holds
-                a value that is neither a class nor ``ignore_index``, or counts have a wrong
-                shape or are negative.
+            ValueError: Unless exactly one of ``masks`` and ``counts`` is given, or on a mask
+                value that is no class nor ``ignore_index``, or counts of a wrong shape or negative.
         """
         if (masks is None) == (counts is None):
             raise ValueError("give either masks or counts")
-        if masks is not None:
-            counts = self._mask_counts(masks)
-        assert counts is not None
-        self._add_counts(counts)
+        self._add_counts(self._mask_counts(masks) if masks is not None else counts)
 
     def update_counts(self, counts: torch.Tensor) -> None:
-        """Add images given as per-class pixel counts (``update(counts=counts)``).
-
-        Args:
-            counts: ``(B, num_classes)`` non-negative integer pixel counts.
-        """
+        """``update(counts=counts)``: add ``(B, num_classes)`` per-image pixel counts."""
         self.update(counts=counts)
 
     def _mask_counts(self, masks: torch.Tensor) -> torch.Tensor:
@@ -156,7 +135,8 @@ class CompositionDistribution(Metric):
         index = (rows * self.num_classes + flat)[labelled]
         return torch.bincount(index, minlength=flat.shape[0] * self.num_classes).reshape(-1, self.num_classes)
 
-    def _add_counts(self, counts: torch.Tensor) -> None:
+    def _add_counts(self, counts: torch.Tensor | None) -> None:
+        assert counts is not None
         if counts.ndim != 2 or counts.shape[1] != self.num_classes:
             raise ValueError(f"counts must be (B, {self.num_classes}), got {tuple(counts.shape)}")
         counts = counts.to(self.pixels.device).long()
@@ -207,17 +187,12 @@ class CompositionDistribution(Metric):
         return (np.arange(self.num_bins) + 0.5) / self.num_bins
 
 
-# -- distances ---------------------------------------------------------------------------------
-
-
 def jensen_shannon_divergence(
     p: Sequence[float] | np.ndarray, q: Sequence[float] | np.ndarray, base: float = 2.0
 ) -> float:
-    """Jensen-Shannon divergence between two discrete distributions.
+    """Jensen-Shannon divergence ``(KL(p || m) + KL(q || m)) / 2``, ``m = (p + q) / 2``, of normalised inputs.
 
-    ``JSD(p, q) = (KL(p || m) + KL(q || m)) / 2`` with ``m = (p + q) / 2``; both inputs
-    are normalised to sum to 1 first. In base 2 it lies in ``[0, 1]`` (bits). Its square
-    root is the Jensen-Shannon distance of :func:`scipy.spatial.distance.jensenshannon`.
+    The square of scipy's ``jensenshannon`` distance; in base 2 it lies in ``[0, 1]``.
 
     Args:
         p: Non-negative weights (e.g. pooled class shares).
@@ -225,7 +200,7 @@ def jensen_shannon_divergence(
         base: Logarithm base (2: bits, ``e``: nats).
 
     Returns:
-        The divergence, or NaN if either input sums to zero.
+        The divergence; NaN if either input sums to zero.
 
     Raises:
         ValueError: On different lengths or negative weights.
@@ -245,16 +220,14 @@ def jensen_shannon_divergence(
 def wasserstein_from_histograms(hist_p: Sequence[float] | np.ndarray, hist_q: Sequence[float] | np.ndarray) -> float:
     """Wasserstein-1 distance between two histograms over ``[0, 1]`` with equal-width bins.
 
-    Each bin's mass sits at the bin centre, so the result equals
-    ``scipy.stats.wasserstein_distance(centres, centres, hist_p, hist_q)`` and is within
-    one bin width of the distance between the unbinned values.
+    Each bin's mass sits at its centre: within one bin width of the unbinned distance.
 
     Args:
         hist_p: Counts (or weights) per bin.
         hist_q: Counts per bin, same number of bins.
 
     Returns:
-        The distance in units of ``[0, 1]``, or NaN if either histogram is empty.
+        The distance in units of ``[0, 1]``; NaN if either histogram is empty.
 
     Raises:
         ValueError: On different numbers of bins.
@@ -272,15 +245,14 @@ def wasserstein_from_histograms(hist_p: Sequence[float] | np.ndarray, hist_q: Se
 
 @dataclass
 class CompositionComparison:
-    """Distances between the compositions of a reference dataset and another.
+    """Distances between the compositions of a reference dataset and another (see the module docstring).
 
     Attributes:
         reference: Label of the reference dataset (e.g. the real data).
         other: Label of the compared dataset.
-        js_divergence: Jensen-Shannon divergence of the pooled class shares, in bits (``[0, 1]``).
-        js_distance: Its square root (scipy's ``jensenshannon(p, q, base=2)``).
-        wasserstein: Class name -> Wasserstein-1 distance of the per-image shares
-            (share units; within ``1 / num_bins`` of the unbinned value).
+        js_divergence: Jensen-Shannon divergence of the pooled class shares, in bits.
+        js_distance: Its square root.
+        wasserstein: Class name -> Wasserstein-1 distance of the per-image shares.
         wasserstein_mean: Mean of the per-class Wasserstein distances.
         num_images: Label -> images with labelled pixels.
     """
@@ -307,9 +279,6 @@ def compare_compositions(
         other: The distribution to compare with it.
         reference_label: Name of the reference in the result.
         other_label: Name of the other in the result.
-
-    Returns:
-        The distances (see :class:`CompositionComparison`).
 
     Raises:
         ValueError: If the two were built with different classes or bins.
@@ -364,27 +333,19 @@ def composition_distances(
     ]
 
 
-# -- from shard sets -----------------------------------------------------------------------------
-
-
 def composition_from_shards(
     shard_dir: str | Path, num_bins: int = 100, max_samples: int | None = None, progress: bool = True
 ) -> CompositionDistribution:
     """Accumulate the composition distribution of a shard set.
 
-    A sample's mask is used when it has one; an unlabelled sample that carries a
-    ``composition`` in its ``meta.json`` counts as that many pixels of its image
-    (as :class:`~aras400k.data.ShardWriter` sums it into the manifest); a sample with
-    neither is counted in ``num_unlabelled``.
+    A sample without a mask counts its ``meta.json`` composition as that many pixels of
+    its image (as :class:`~aras400k.data.ShardWriter` does); one with neither is unlabelled.
 
     Args:
         shard_dir: Shard set folder.
         num_bins: Histogram bins of the per-image shares.
         max_samples: Read at most this many samples (in manifest order).
         progress: Show a progress bar.
-
-    Returns:
-        The filled :class:`CompositionDistribution`.
 
     Raises:
         aras400k.data.ManifestError: If the folder is not a shard set.
@@ -412,10 +373,7 @@ def composition_from_shards(
 
 
 def _raw_counts(raw: Mapping[str, Any]) -> np.ndarray:
-    """Per-class pixel counts of one raw sample, from its mask or else its meta composition.
-
-    Only the mask is decoded (the image only has its header read, when its size is needed).
-    """
+    """Per-class pixel counts of one raw sample, from its mask or else its meta composition (image not decoded)."""
     key = raw.get("__key__", "?")
     try:
         if "mask.png" in raw:
@@ -434,8 +392,7 @@ def _raw_counts(raw: Mapping[str, Any]) -> np.ndarray:
 def dataset_composition(metric: CompositionDistribution, label: str, source: str) -> DatasetComposition:
     """A :class:`~aras400k.data.stats.DatasetComposition` record, for the Figure-3 bar chart and table.
 
-    Draw the grouped bar chart with :func:`aras400k.data.stats.plot_compositions` and the
-    table with :func:`aras400k.data.stats.composition_table`.
+    Draw them with :func:`aras400k.data.stats.plot_compositions` and ``composition_table``.
 
     Args:
         metric: A filled distribution.
@@ -454,12 +411,23 @@ def dataset_composition(metric: CompositionDistribution, label: str, source: str
     )
 
 
-# -- figure ---------------------------------------------------------------------------------------
-
-
 #: Line styles and markers of the datasets in :func:`plot_share_distributions`, in order.
 _LINE_STYLES: tuple[Literal["-", "--", ":", "-."], ...] = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _look(j: int) -> dict[str, Any]:
+    """Colour, width, style and marker of dataset ``j``'s line.
+
+    Earlier datasets are drawn wider and later ones dashed on top, with a marker per
+    bin, so a line that coincides with another stays visible.
+    """
+    return {
+        "color": pyplot().get_cmap("tab10")(j % 10),
+        "linewidth": max(1.0, 3.2 - 0.7 * j),
+        "linestyle": _LINE_STYLES[j % len(_LINE_STYLES)],
+        "marker": _MARKERS[j % len(_MARKERS)],
+    }
 
 
 def plot_share_distributions(
@@ -470,9 +438,8 @@ def plot_share_distributions(
 ) -> Path:
     """Draw per-class panels of the per-image share distributions, one colour per dataset.
 
-    Each panel shows, for one class, the fraction of images (log scale) whose share of
-    that class falls in each of ``bins`` equal bins, as a step line per dataset; the
-    legend gives each dataset's mean per-image share of the class.
+    A panel per class: the fraction of images (log scale) per share bin, a step line per
+    dataset, with each dataset's mean share in the legend.
 
     Args:
         distributions: Label -> filled distribution (same classes and bins).
@@ -486,11 +453,7 @@ def plot_share_distributions(
     Raises:
         ValueError: If there is nothing to draw or ``bins`` does not divide ``num_bins``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if not distributions:
         raise ValueError("no distributions to draw")
     first = next(iter(distributions.values()))
@@ -500,7 +463,6 @@ def plot_share_distributions(
     ncols = 4
     nrows = -(-len(names) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.6 * nrows), dpi=110, squeeze=False)
-    colours = [plt.get_cmap("tab10")(i) for i in range(10)]
     edges = np.linspace(0, 100, bins + 1)
     results = {label: dist.compute() for label, dist in distributions.items()}
     # the y axis reaches down to one image of the largest dataset
@@ -512,16 +474,12 @@ def plot_share_distributions(
             frac = hist / hist.sum() if hist.sum() > 0 else hist
             mean = 100 * float(result["mean_image_share"][i])
             values = np.where(frac > 0, frac, np.nan)
-            # Earlier datasets are drawn wider and later ones dashed on top, with a marker per
-            # bin, so a line that coincides with another stays visible.
-            style = _LINE_STYLES[j % len(_LINE_STYLES)]
-            width = max(1.0, 3.2 - 0.7 * j)
-            ax.stairs(values, edges, color=colours[j % 10], linewidth=width, linestyle=style, label=f"mean {mean:.1f}%")
+            look = _look(j)
+            marker = look.pop("marker")
+            ax.stairs(values, edges, **look, label=f"mean {mean:.1f}%")
             centres = (edges[:-1] + edges[1:]) / 2
-            ax.plot(centres, values, _MARKERS[j % len(_MARKERS)], color=colours[j % 10], markersize=3.5)
-        ax.set_yscale("log")
-        ax.set_ylim(floor, 1.5)
-        ax.set_xlim(0, 100)
+            ax.plot(centres, values, marker, color=look["color"], markersize=3.5)
+        ax.set(yscale="log", ylim=(floor, 1.5), xlim=(0, 100))
         ax.set_title(name, fontsize=10)
         ax.legend(fontsize=7, frameon=False, loc="upper right")
         ax.grid(alpha=0.3)
@@ -534,11 +492,7 @@ def plot_share_distributions(
         ax.axis("off")
     if legend_ax is not None:
         handles = [
-            plt.Line2D(
-                [], [], color=colours[j % 10], linewidth=max(1.0, 3.2 - 0.7 * j),
-                linestyle=_LINE_STYLES[j % len(_LINE_STYLES)], marker=_MARKERS[j % len(_MARKERS)], markersize=4,
-                label=f"{label} (n={int(r['num_images']):,})",
-            )
+            plt.Line2D([], [], **_look(j), markersize=4, label=f"{label} (n={int(r['num_images']):,})")
             for j, (label, r) in enumerate(results.items())
         ]
         legend_ax.legend(handles=handles, loc="center", frameon=False, title="dataset")

@@ -1,37 +1,31 @@
 """Cross-modal consistency: does a caption agree with its mask's class composition?
 
-A :class:`Lexicon` finds the land-cover classes a caption mentions (class words and
-synonyms, whole words, case-insensitive, an optional plural ``s``/``es``), which of
-those mentions are negated, and the percentages it states for a class. Each caption is
-then scored against the composition of its mask (:func:`score_caption`):
+A :class:`Lexicon` finds the classes a caption mentions (class words and synonyms,
+whole words, case-insensitive, optional plural ``s``/``es``), which mentions are
+negated, and the percentages stated for a class. :func:`score_caption` then scores the
+caption against its mask's composition:
 
 - **recall**: of the classes covering at least ``salient_share`` of the mask (5% by
   default), the fraction the caption mentions;
 - **precision**: of the classes the caption mentions, the fraction present in the mask
   (share above ``present_share``, 0 by default);
-- **percent MAE**: the mean absolute error, in percentage points, of the percentages
-  the caption states for classes (``"tree 41.2%"``, ``"41% forest"``, ``"forest covers
-  about 40%"``) against the mask's shares.
+- **percent MAE**: the mean absolute error, in percentage points, of the stated
+  percentages (``"tree 41.2%"``, ``"41% forest"``) against the mask's shares.
 
 :class:`CompositionConsistency` averages these over a dataset and per group (caption
-model and mode), summed across processes.
-
-How mentions are read (deliberately simple, and documented so that a reader can judge
-the numbers):
+model and mode), summed across processes. How mentions are read (deliberately simple):
 
 - A caption is split into clauses at ``, ; . ! ?`` (not inside numbers) and at the words
   *and, but, while, whereas, whilst*.
-- A mention is negated when one of *no, not, non, none, nor, without, absent,
-  absence, lack, lacks, lacking, devoid* occurs among the three words before it in its
-  clause (``"no water"``, ``"without any built-up areas"``, ``"non-forest"``), or when
-  it follows a negated mention joined by *or*/*nor* within three words (``"no roads or
-  buildings"``). A negated mention counts as not mentioned. Negation after the word (``"water is absent"``)
-  and double negation are not handled.
+- A mention is negated (counts as not mentioned) when a :data:`NEGATION_CUES` word is
+  among the three words before it in its clause (``"no water"``, ``"non-forest"``), or
+  when it follows a negated mention joined by *or*/*nor* within three words (``"no
+  roads or buildings"``). Negation after the word (``"water is absent"``) and double
+  negation are not handled.
 - A stated percentage (``41.2%``, ``41 percent``, ``41 per cent``) belongs to the
-  nearest non-negated mention in its clause, ties going to the mention before it (the
-  ``"tree 41.2%, crop 30.5%"`` form); a percentage with no mention in its clause is
-  ignored. "Respectively" lists (``"tree and crop cover 40% and 30% respectively"``)
-  are not resolved.
+  nearest non-negated mention in its clause, ties going to the one before it (``"tree
+  41.2%, crop 30.5%"``); one with no mention in its clause is ignored. "Respectively"
+  lists are not resolved.
 """
 
 from __future__ import annotations
@@ -100,8 +94,7 @@ class CaptionCheck:
     Attributes:
         recall: Fraction of salient classes mentioned (NaN if no class is salient).
         precision: Fraction of mentioned classes present (NaN if none is mentioned).
-        percent_mae: Mean absolute error of the stated percentages, in percentage
-            points (NaN if the caption states none).
+        percent_mae: Mean absolute error of the stated percentages, in points (NaN if none).
         parsed: The parsed caption.
     """
 
@@ -123,8 +116,7 @@ class Lexicon:
     """Class words and synonyms, compiled into one whole-word, case-insensitive pattern.
 
     Args:
-        terms: Class name -> words for it (multi-word terms allowed; each matches with an
-            optional plural ``s``/``es``). ``None`` uses :data:`DEFAULT_LEXICON`.
+        terms: Class name -> words (multi-word allowed); ``None`` uses :data:`DEFAULT_LEXICON`.
         negation: Whether to detect negated mentions (see the module docstring).
 
     Raises:
@@ -172,14 +164,7 @@ class Lexicon:
         return len(between) <= _NEGATION_WINDOW and bool({"or", "nor"} & set(between))
 
     def parse(self, caption: str) -> ParsedCaption:
-        """Read the classes a caption mentions, negates and quantifies.
-
-        Args:
-            caption: The caption.
-
-        Returns:
-            The mentioned classes, the classes only negated, and the stated percentages.
-        """
+        """Read the classes a caption mentions, negates and quantifies."""
         mentioned: set[str] = set()
         negated: set[str] = set()
         stated: list[tuple[str, float]] = []
@@ -224,7 +209,7 @@ def score_caption(
         present_share: A mentioned class counts as present above this share (precision).
 
     Returns:
-        Recall, precision and percent MAE (NaN where undefined) and the parse.
+        Recall, precision and percent MAE (NaN where undefined), and the parse.
     """
     if isinstance(caption, str):
         caption = (lexicon or Lexicon()).parse(caption)
@@ -244,31 +229,22 @@ _COLUMNS = ("captions", "recall_sum", "recall_n", "precision_sum", "precision_n"
 class CompositionConsistency(CaptionMetric):
     """Caption-mask agreement: mean recall, precision and percentage error of class mentions.
 
-    Per caption, see :func:`score_caption`; the means run over the captions where each
-    score is defined (recall over captions whose mask has a salient class, precision over
-    captions that mention a class, percent MAE over captions that state a percentage).
-    Overall sums are ``sum``-reduced tensor states; per-group sums are keyed by group
-    name (see :class:`~aras400k.metrics.captions.CaptionMetric`), so both equal a
-    single-process computation after a distributed gather.
+    Each mean runs over the captions where its score (:func:`score_caption`) is
+    defined; overall and per-group sums (:class:`~aras400k.metrics.captions.CaptionMetric`)
+    equal a single-process computation after a distributed gather.
 
     Args:
         lexicon: Class name -> words and synonyms; ``None`` uses :data:`DEFAULT_LEXICON`.
-        salient_share: A class covering at least this fraction of the mask should be
-            mentioned (recall).
-        present_share: A mentioned class counts as present when its share exceeds this
-            fraction (precision).
-        negation: Detect negated mentions (``"no water"``) and count them as not
-            mentioned.
-        class_names: Class order of compositions given as arrays (default: the
-            land-cover classes).
+        salient_share: A class covering at least this fraction should be mentioned (recall).
+        present_share: A mentioned class is present when its share exceeds this (precision).
+        negation: Count negated mentions (``"no water"``) as not mentioned.
+        class_names: Class order of compositions given as arrays (default: the land-cover classes).
 
     Raises:
-        ValueError: If a lexicon class is not a class name, or a share threshold is
-            outside ``[0, 1]``.
+        ValueError: If a lexicon class is not a class name, or a share is outside ``[0, 1]``.
     """
 
     higher_is_better = True
-    sums: torch.Tensor
 
     def __init__(
         self,
@@ -289,7 +265,6 @@ class CompositionConsistency(CaptionMetric):
                 raise ValueError(f"{label} is a fraction in [0, 1], got {value}")
         self.salient_share = salient_share
         self.present_share = present_share
-        self.add_state("sums", torch.zeros(len(_COLUMNS), dtype=torch.float64), dist_reduce_fx="sum")
         self._add_group_states(_COLUMNS)
 
     def _as_mappings(self, compositions: Any) -> list[Mapping[str, float]]:
@@ -301,8 +276,7 @@ class CompositionConsistency(CaptionMetric):
         else:
             comps = list(compositions)
         for comp in comps:
-            values = [float(v) for v in comp.values()]
-            if any(not 0.0 <= v <= 1.0 + 1e-6 for v in values):
+            if any(not 0.0 <= float(v) <= 1.0 + 1e-6 for v in comp.values()):
                 raise ValueError(f"composition shares are fractions in [0, 1], got {dict(comp)}")
         return comps
 
@@ -316,9 +290,7 @@ class CompositionConsistency(CaptionMetric):
 
         Args:
             captions: One caption per sample.
-            compositions: One composition per caption: class name -> fraction (as in a
-                sample's ``meta.json``), or an ``(N, C)`` array of fractions in
-                ``class_names`` order.
+            compositions: A class name -> fraction mapping per caption, or an ``(N, C)`` array.
             groups: Optional group name per caption, e.g. ``f"{model}/{mode}"``.
 
         Raises:
@@ -331,9 +303,7 @@ class CompositionConsistency(CaptionMetric):
             raise ValueError(f"got {len(captions)} captions but {len(comps)} compositions")
         rows = torch.tensor([self._row(c, comp) for c, comp in zip(captions, comps, strict=True)], dtype=torch.float64)
         rows = rows.reshape(-1, len(_COLUMNS))
-        self.sums += rows.sum(0).to(self.sums.device)
-        if groups is not None:
-            self._update_groups(groups, rows)
+        self._add_rows(rows, groups)
 
     def _row(self, caption: str, composition: Mapping[str, float]) -> list[float]:
         check = score_caption(caption, composition, self.lexicon, self.salient_share, self.present_share)
@@ -367,9 +337,4 @@ class CompositionConsistency(CaptionMetric):
             ``with_percentages`` (int64 tensor counts), and ``groups``: group name -> the
             same keys as plain Python numbers (empty if no groups were given).
         """
-        overall = self._means(dict(zip(_COLUMNS, self.sums.tolist(), strict=True)))
-        result: dict[str, Any] = {
-            k: torch.tensor(v, dtype=torch.long if isinstance(v, int) else torch.float64) for k, v in overall.items()
-        }
-        result["groups"] = {name: self._means(sums) for name, sums in self._group_totals().items()}
-        return result
+        return self._results()

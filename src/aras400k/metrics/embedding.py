@@ -1,19 +1,13 @@
 """2-D embeddings (t-SNE, UMAP) of features from several sources, with silhouette scores.
 
-The paper's Figure 4 projects segmenter features of real and synthetic samples with
-t-SNE and UMAP; its published visualisation script standardises the features
-(``StandardScaler``), runs scikit-learn's t-SNE (perplexity 30, PCA init) and
-umap-learn's UMAP (15 neighbours, ``min_dist`` 0.1), and prints the silhouette score of
-the source labels on the standardised features, overall and for every pair of sources.
-:func:`embedding_plot` does the same for any number of labelled groups and reports both:
-
-* ``silhouette_features``: the silhouette on the (standardised) original features,
-  the number the paper's script prints, independent of the projection;
-* ``silhouette_2d[method]``: the silhouette on each 2-D embedding, what the figure shows.
-
-A silhouette near 0 means the sources are mixed (synthetic looks like real); near 1,
-that they form separate clusters. UMAP needs the optional ``umap-learn`` package
-(``pip install aras400k[umap]``); without it UMAP is skipped with a warning.
+The paper's Figure 4 projects segmenter features of real and synthetic samples; its
+script standardises them, runs t-SNE (perplexity 30, PCA init) and UMAP (15 neighbours,
+``min_dist`` 0.1) and prints the silhouette of the source labels on the standardised
+features, overall and per pair. :func:`embedding_plot` does the same for any number of
+sources and reports ``silhouette_features`` (the script's number) and
+``silhouette_2d[method]`` (what each figure shows). Near 0 the sources are mixed
+(synthetic looks like real); near 1 they are separate clusters. UMAP needs the optional
+``umap-learn`` (``pip install aras400k[umap]``); without it UMAP is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -29,7 +23,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from aras400k.plotting import save_figure
+from aras400k.plotting import pyplot, save_figure
 
 __all__ = ["EmbeddingResult", "embed_2d", "embedding_plot", "pairwise_silhouettes"]
 
@@ -44,8 +38,7 @@ class EmbeddingResult:
 
     Attributes:
         counts: Source -> samples used (after the per-source cap).
-        silhouette_features: Silhouette of the source labels on the (standardised)
-            original features.
+        silhouette_features: Silhouette of the source labels on the (standardised) features.
         pairwise_features: ``"a vs b"`` -> silhouette of the two sources on the features.
         silhouette_2d: Method -> silhouette on its 2-D embedding.
         pairwise_2d: Method -> ``"a vs b"`` -> silhouette on the 2-D embedding.
@@ -62,13 +55,6 @@ class EmbeddingResult:
     notices: list[str] = field(default_factory=list)
 
 
-def _as_array(features: torch.Tensor | np.ndarray) -> np.ndarray:
-    array = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
-    if array.ndim != 2:
-        raise ValueError(f"features must be (N, D), got shape {array.shape}")
-    return array.astype(np.float64)
-
-
 def _stack_groups(
     groups: Mapping[str, torch.Tensor | np.ndarray], max_per_source: int | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
@@ -79,7 +65,10 @@ def _stack_groups(
     arrays, labels, counts = [], [], {}
     dims = set()
     for index, (name, feats) in enumerate(groups.items()):
-        array = _as_array(feats)
+        array = feats.detach().cpu().numpy() if isinstance(feats, torch.Tensor) else np.asarray(feats)
+        if array.ndim != 2:
+            raise ValueError(f"features must be (N, D), got shape {array.shape}")
+        array = array.astype(np.float64)
         if len(array) < 2:
             raise ValueError(f"source {name!r} has {len(array)} samples; need at least 2")
         if max_per_source is not None and len(array) > max_per_source:
@@ -120,8 +109,7 @@ def embed_2d(
 
     Args:
         features: ``(N, D)`` features (standardise them first if wanted).
-        method: ``tsne`` (scikit-learn, PCA init, ``learning_rate="auto"``) or ``umap``
-            (umap-learn, ``min_dist=0.1``).
+        method: ``tsne`` (scikit-learn, PCA init) or ``umap`` (umap-learn, ``min_dist=0.1``).
         seed: Random state.
         perplexity: t-SNE perplexity (lowered to ``(N - 1) / 3`` for small sets).
         n_neighbors: UMAP neighbours (lowered to ``N - 1`` for small sets).
@@ -166,29 +154,23 @@ def embedding_plot(
     """Embed features of several sources in 2-D, plot them and score how separable the sources are.
 
     Args:
-        features: Source name -> ``(N, D)`` features, e.g. ``{"real": ..., "synth_uncond":
-            ..., "synth_cond": ...}`` (from :func:`aras400k.metrics.fid.features_from_shards`).
+        features: Source name -> ``(N, D)`` features (e.g. from :func:`~aras400k.metrics.fid.features_from_shards`).
         out_dir: Folder for the PNGs (``{prefix}_{method}.png``).
-        methods: Projections to draw; ``umap`` is skipped with a warning when umap-learn
-            is missing.
+        methods: Projections to draw (``umap`` is skipped with a warning without umap-learn).
         max_per_source: Cap per source (a seeded random subset), for speed.
         seed: Seed of the subsets and the projections.
-        standardize: Scale every feature to zero mean and unit variance over all samples
-            first (as the paper's script does); silhouettes on features use the scaled ones.
+        standardize: Scale features to zero mean and unit variance first (as the paper's script).
         perplexity: t-SNE perplexity.
         n_neighbors: UMAP neighbours.
         prefix: File name prefix.
         feature_name: What the features are, for the figure title.
-        num_threads: Limit the OpenMP/BLAS threads of the projections and scores (via
-            threadpoolctl); on a busy machine t-SNE's OpenMP gradient can be many times
-            slower with oversubscribed threads. ``None``: the libraries' defaults.
+        num_threads: Limit OpenMP/BLAS threads (``None``: the defaults; oversubscribed t-SNE is slow).
 
     Returns:
         The silhouettes, sample counts, PNG paths and notices.
 
     Raises:
-        ValueError: With fewer than 2 sources, a source with fewer than 2 samples,
-            differing feature dimensions, or an unknown method.
+        ValueError: With fewer than 2 sources or samples, differing dimensions, or an unknown method.
     """
     from sklearn.metrics import silhouette_score
     from threadpoolctl import threadpool_limits
@@ -229,12 +211,7 @@ def embedding_plot(
 def _scatter(
     coords: np.ndarray, labels: np.ndarray, names: Sequence[str], counts: Mapping[str, int], path: Path, title: str
 ) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colours = [plt.get_cmap("tab10")(i) for i in range(10)]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 5.4), dpi=120)
     for index, name in enumerate(names):
         keep = labels == index
@@ -243,14 +220,13 @@ def _scatter(
             coords[keep, 1],
             s=12,
             alpha=0.6,
-            color=colours[index % 10],
+            color=plt.get_cmap("tab10")(index % 10),
             marker=_MARKERS[index % len(_MARKERS)],
             linewidths=0.8,
             label=f"{name} (n={counts[name]:,})",
         )
     ax.set_title(title, fontsize=10)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     ax.legend(fontsize=8, frameon=True, markerscale=1.5)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -1,26 +1,19 @@
 """FID and KID in a pluggable feature space, and features streamed from shard sets.
 
 The paper reports FID of its synthetic sets (16 unconditional, 72 conditional) and
-compares real and synthetic samples in its trained segmenter's feature space (Figure 4).
-Both need a feature extractor; here it is any ``nn.Module`` that maps a batch of
-images, ``(B, 3, H, W)`` floats in ``[0, 1]`` (or uint8 in ``[0, 255]``), to ``(B, D)``
-features and has an integer ``num_features`` attribute:
+compares real and synthetic samples in its segmenter's feature space (Figure 4). A
+feature extractor is any ``nn.Module`` mapping ``(B, 3, H, W)`` images (floats in
+``[0, 1]`` or uint8) to ``(B, D)`` features, with an integer ``num_features``:
 
-* :class:`~aras400k.models.features.SegmenterFeatures` (in :mod:`aras400k.models.features`,
-  since it loads a model): the pooled bottleneck of a trained
-  :class:`~aras400k.models.SegmentationTask` encoder, a remote-sensing feature space;
-  inputs are normalised the way the task was trained, ``(x - mean) / std``.
-* :class:`InceptionFeatures`: the 2048-d pool features of torchvision's Inception-v3
-  from a **local** weights file (nothing downloads). With torchvision's ImageNet
-  weights the numbers are close to, but not the same as, the standard FID of the
-  TF-ported network; install ``torch-fidelity`` and pass its weights file with
-  ``backend="torch-fidelity"`` for that.
+* :class:`~aras400k.models.features.SegmenterFeatures`: the pooled bottleneck of a
+  trained :class:`~aras400k.models.SegmentationTask` encoder (inputs normalised as trained).
+* :class:`InceptionFeatures`: Inception-v3 pool features from a **local** weights file.
+  torchvision's ImageNet weights give numbers close to, not equal to, the standard FID;
+  ``backend="torch-fidelity"`` with its weights file gives the standard one.
 
-:class:`FeatureFID` and :class:`FeatureKID` are torchmetrics'
-``FrechetInceptionDistance`` and ``KernelInceptionDistance`` with such a module (or
-with an identity over precomputed features when given an ``int``), so they keep
-torchmetrics' distributed state handling. :func:`features_from_shards` computes the
-features of a shard set once, for FID, KID and the embedding plot alike.
+:class:`FeatureFID` and :class:`FeatureKID` are torchmetrics' FID and KID with such a
+module (an identity over precomputed features for an ``int``), keeping torchmetrics'
+distributed state. :func:`features_from_shards` computes a shard set's features once.
 """
 
 from __future__ import annotations
@@ -28,7 +21,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -41,6 +34,7 @@ from tqdm.auto import tqdm
 from aras400k._lazy import moved_attributes
 from aras400k.checkpoints import load_checkpoint
 from aras400k.data.shards import iter_samples, read_manifest
+from aras400k.errors import check_at_least
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -66,26 +60,21 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 #: Default normalisation standard deviation.
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
+_M = TypeVar("_M", FrechetInceptionDistance, KernelInceptionDistance)
+#: The weights file each Inception backend loads.
+_INCEPTION_FILES = {
+    "torchvision": "inception_v3_google-0cc3c7bd.pth (torchvision's Inception-v3 state dict)",
+    "torch-fidelity": "pt_inception-2015-12-05-6726825d.pth (torch-fidelity's FID Inception)",
+}
+
 
 def unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[0, 255]`` -> float ``[0, 1]``; floats are taken as already in ``[0, 1]``.
-
-    Args:
-        images: A uint8 or float tensor.
-
-    Returns:
-        Float images in ``[0, 1]``.
-    """
-    if images.dtype == torch.uint8:
-        return images.float() / 255.0
-    return images.float()
+    """uint8 ``[0, 255]`` images -> float ``[0, 1]``; floats are taken as already in ``[0, 1]``."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
 
 
 class FeatureExtractor(nn.Module):
-    """Base of the extractors here: frozen, always in eval mode, with ``num_features``.
-
-    Subclasses map ``(B, C, H, W)`` images (floats in ``[0, 1]`` or uint8) to
-    ``(B, num_features)`` features and call :meth:`_freeze` at the end of ``__init__``.
+    """Base of the extractors here: frozen, always in eval mode; subclasses call :meth:`_freeze` last.
 
     Attributes:
         num_features: Feature dimension (read by torchmetrics' FID instead of probing).
@@ -104,11 +93,7 @@ class FeatureExtractor(nn.Module):
 
 
 class IdentityFeatures(FeatureExtractor):
-    """Pass precomputed ``(B, num_features)`` features through, so FID/KID can take features.
-
-    Args:
-        num_features: Feature dimension.
-    """
+    """Pass precomputed ``(B, num_features)`` features through, so FID/KID can take features."""
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
@@ -128,21 +113,14 @@ class IdentityFeatures(FeatureExtractor):
 class InceptionFeatures(FeatureExtractor):
     """2048-d pool features of Inception-v3 loaded from a local weights file.
 
-    ``backend="torchvision"`` builds ``torchvision.models.inception_v3(weights=None,
-    aux_logits=True, init_weights=False)`` and loads a torchvision state dict (e.g. the
-    file ``inception_v3_google-0cc3c7bd.pth`` torchvision itself would download, copied
-    by hand); images are resized to ``resize`` (bilinear, antialiased) and scaled to
-    ``[-1, 1]``, the input the Google weights expect (what torchvision's
-    ``transform_input`` produces from ImageNet-normalised input). ``backend="torch-fidelity"``
-    uses torchmetrics' wrapper of torch-fidelity's TF-ported FID Inception with its
-    weights file (``pt_inception-2015-12-05-6726825d.pth``): the standard FID network.
+    ``torchvision`` resizes images to ``resize`` (bilinear, antialiased) and scales them
+    to ``[-1, 1]``, as the Google weights expect; ``torch-fidelity`` is the TF-ported,
+    standard FID network (always at 299 px).
 
     Args:
-        weights: Local weights file (``.pth``/``.pt`` via ``torch.load(weights_only=True)``,
-            or ``.safetensors``).
+        weights: Local weights file (``.pth``/``.pt``, weights only, or ``.safetensors``).
         backend: ``torchvision`` or ``torch-fidelity`` (needs the ``torch-fidelity`` package).
-        resize: Side images are resized to (299 as in FID); ``None`` keeps the input size
-            (at least 75 px). The torch-fidelity backend always resizes to 299.
+        resize: Side images are resized to (299 as in FID); ``None`` keeps the input size.
 
     Raises:
         FileNotFoundError: If ``weights`` does not exist (nothing is downloaded).
@@ -159,35 +137,21 @@ class InceptionFeatures(FeatureExtractor):
         super().__init__()
         path = Path(weights)
         if not path.is_file():
-            hint = (
-                "inception_v3_google-0cc3c7bd.pth (torchvision's Inception-v3 state dict)"
-                if backend == "torchvision"
-                else "pt_inception-2015-12-05-6726825d.pth (torch-fidelity's FID Inception)"
-            )
+            hint = _INCEPTION_FILES["torchvision" if backend == "torchvision" else "torch-fidelity"]
             raise FileNotFoundError(
                 f"Inception weights file {path} does not exist; aras400k never downloads weights: "
                 f"copy {hint} to this machine and give its path"
             )
+        if backend not in _INCEPTION_FILES:
+            raise ValueError(f"unknown Inception backend {backend!r}; choose 'torchvision' or 'torch-fidelity'")
         self.backend = backend
         self.resize = resize
         self.num_features = 2048
-        if backend == "torchvision":
-            self.net = _torchvision_inception(path)
-        elif backend == "torch-fidelity":
-            self.net = _fidelity_inception(path)
-        else:
-            raise ValueError(f"unknown Inception backend {backend!r}; choose 'torchvision' or 'torch-fidelity'")
+        self.net = _torchvision_inception(path) if backend == "torchvision" else _fidelity_inception(path)
         self._freeze()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Pool features of a batch.
-
-        Args:
-            images: ``(B, 3, H, W)`` floats in ``[0, 1]`` or uint8.
-
-        Returns:
-            ``(B, 2048)`` features.
-        """
+        """``(B, 2048)`` pool features of ``(B, 3, H, W)`` images (floats in ``[0, 1]`` or uint8)."""
         x = unit_float(images)
         if self.backend == "torch-fidelity":  # pragma: no cover - needs torch-fidelity
             return self.net((x * 255).round().clamp(0, 255).to(torch.uint8)).reshape(len(x), -1)
@@ -249,17 +213,12 @@ def _as_module(feature: nn.Module | int) -> nn.Module:
 class FeatureFID(FrechetInceptionDistance):
     """Fréchet distance between Gaussian fits of two feature sets, in any feature space.
 
-    torchmetrics' ``FrechetInceptionDistance`` with a custom extractor: ``update(images,
-    real=...)`` passes images to ``feature`` unchanged, so give what the extractor takes
-    (the extractors here take ``[0, 1]`` floats or uint8). With an ``int``, the metric
-    takes precomputed ``(B, feature)`` feature batches instead. Means and covariances are
-    accumulated in float64 and summed across processes.
+    ``update(images, real=...)`` passes images to ``feature`` unchanged; with an
+    ``int`` it takes precomputed ``(B, feature)`` features. Statistics are float64 sums.
 
     Args:
-        feature: A feature extractor with a ``num_features`` attribute (otherwise it is
-            probed once with a random ``input_img_size`` image), or a feature dimension.
-        reset_real_features: Clear the real statistics on ``reset()`` (set ``False`` to
-            reuse them for several fake sets).
+        feature: A feature extractor (probed once without ``num_features``), or a dimension.
+        reset_real_features: Clear the real statistics on ``reset()`` (``False``: reuse them).
         input_img_size: Probe image size for an extractor without ``num_features``.
         **kwargs: Passed to torchmetrics' ``Metric`` (e.g. ``sync_on_compute``).
 
@@ -286,11 +245,9 @@ class FeatureFID(FrechetInceptionDistance):
 class FeatureKID(KernelInceptionDistance):
     """Kernel (polynomial MMD²) distance between two feature sets, in any feature space.
 
-    torchmetrics' ``KernelInceptionDistance`` with a custom extractor (see
-    :class:`FeatureFID`), plus two changes for small evaluation sets: the random subsets
-    are drawn from a seeded generator (the same value every ``compute``), and
-    ``subset_size`` is lowered to the smaller set's size (with a warning) instead of
-    failing. KID keeps every feature in memory (``B x D`` floats per batch).
+    As :class:`FeatureFID`, plus, for small sets: the subsets are drawn from a seeded
+    generator (the same value every ``compute``) and ``subset_size`` is lowered to the
+    smaller set's size (with a warning) instead of failing. KID keeps every feature.
 
     Args:
         feature: A feature extractor or a feature dimension (precomputed features).
@@ -343,12 +300,7 @@ class FeatureKID(KernelInceptionDistance):
         Raises:
             ValueError: If either set has fewer than 2 samples.
         """
-        n_real = sum(len(f) for f in self.real_features) if isinstance(self.real_features, list) else 0
-        n_fake = sum(len(f) for f in self.fake_features) if isinstance(self.fake_features, list) else 0
-        if isinstance(self.real_features, torch.Tensor):
-            n_real = len(self.real_features)
-        if isinstance(self.fake_features, torch.Tensor):
-            n_fake = len(self.fake_features)
+        n_real, n_fake = _count(self.real_features), _count(self.fake_features)
         if min(n_real, n_fake) < 2:
             raise ValueError(f"KID needs at least 2 real and 2 fake samples, got {n_real} and {n_fake}")
         requested = self.subset_size
@@ -367,11 +319,24 @@ class FeatureKID(KernelInceptionDistance):
             self.subset_size = requested
 
 
-def _chunks(features: torch.Tensor | np.ndarray, size: int = 4096) -> list[torch.Tensor]:
-    tensor = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
-    if tensor.ndim != 2:
-        raise ValueError(f"features must be (N, D), got {tuple(tensor.shape)}")
-    return list(tensor.double().split(size))
+def _count(features: list[torch.Tensor] | torch.Tensor) -> int:
+    """Samples in a KID feature state: a list of batches, or one tensor after a gather."""
+    return len(features) if isinstance(features, torch.Tensor) else sum(len(f) for f in features)
+
+
+def _filled(make: Callable[[int], _M], real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray) -> _M:
+    """``make(D)`` updated with ``(N, D)`` real and ``(M, D)`` fake features, in chunks of 4096."""
+    chunks = {}
+    for is_real, features in ((True, real), (False, fake)):
+        tensor = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
+        if tensor.ndim != 2:
+            raise ValueError(f"features must be (N, D), got {tuple(tensor.shape)}")
+        chunks[is_real] = tensor.double().split(4096)
+    metric = make(chunks[True][0].shape[1])
+    for is_real, batches in chunks.items():
+        for chunk in batches:
+            metric.update(chunk, real=is_real)
+    return metric
 
 
 def fid_from_features(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray) -> float:
@@ -388,14 +353,7 @@ def fid_from_features(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.n
         ValueError: On feature sets that are not 2-D or differ in ``D``.
         RuntimeError: If either set has fewer than 2 samples.
     """
-    real_chunks, fake_chunks = _chunks(real), _chunks(fake)
-    dim = real_chunks[0].shape[1]
-    metric = FeatureFID(dim)
-    for chunk in real_chunks:
-        metric.update(chunk, real=True)
-    for chunk in fake_chunks:
-        metric.update(chunk, real=False)
-    return float(metric.compute())
+    return float(_filled(FeatureFID, real, fake).compute())
 
 
 def kid_from_features(
@@ -420,19 +378,11 @@ def kid_from_features(
     Raises:
         ValueError: On bad feature shapes or fewer than 2 samples in a set.
     """
-    real_chunks, fake_chunks = _chunks(real), _chunks(fake)
-    metric = FeatureKID(real_chunks[0].shape[1], subsets=subsets, subset_size=subset_size, seed=seed)
-    for chunk in real_chunks:
-        metric.update(chunk, real=True)
-    for chunk in fake_chunks:
-        metric.update(chunk, real=False)
+    metric = _filled(lambda dim: FeatureKID(dim, subsets=subsets, subset_size=subset_size, seed=seed), real, fake)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="KID subset_size")
         mean, std = metric.compute()
     return float(mean), float(std)
-
-
-# -- features of a shard set -------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -445,20 +395,16 @@ def features_from_shards(
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
-    """Stream the images of a shard set through a feature extractor.
+    """Stream the images of a shard set (manifest order) through a feature extractor.
 
-    Images are read in manifest order (the first ``max_samples``), turned into
-    ``(B, 3, H, W)`` floats in ``[0, 1]``, passed through ``image_transform`` if given,
-    and then through ``extractor`` in batches of images of one size.
+    Batches hold images of one size, as ``(B, 3, H, W)`` floats in ``[0, 1]``.
 
     Args:
         shard_dir: Shard set folder.
-        extractor: Module mapping image batches to ``(B, D)`` features (e.g. from
-            :func:`feature_extractor`).
+        extractor: Module mapping image batches to ``(B, D)`` features.
         batch_size: Images per forward pass.
         max_samples: Use at most this many images (default: all).
-        image_transform: Optional batch transform applied before the extractor (e.g. a
-            resize); it receives and returns ``(B, 3, H, W)`` floats.
+        image_transform: Optional transform of the ``(B, 3, H, W)`` float batches (e.g. a resize).
         device: Where the batches go (default: the extractor's device).
         progress: Show a progress bar.
 
@@ -470,8 +416,7 @@ def features_from_shards(
         aras400k.data.SampleError: On a corrupt sample.
         ValueError: If ``batch_size < 1`` or the set holds no images.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_at_least("batch_size", batch_size, 1)
     total = int(read_manifest(shard_dir)["num_samples"])
     total = min(total, max_samples) if max_samples is not None else total
     if device is None:

@@ -1,13 +1,11 @@
 """The paper's segmentation metrics from one confusion matrix.
 
-:class:`SegmentationMetrics` accumulates a ``C x C`` confusion matrix (summed across
-processes) and derives everything from it: macro F1, IoU, precision and recall, pixel
-accuracy (the paper's Table 3), and per-class F1 and IoU by class name (its Table 4).
-
-Macro averages follow scikit-learn's ``f1_score(..., average="macro", zero_division=0)``
-over all flattened pixels of a split: the mean runs over the classes that occur in the
-truth *or* the prediction (scikit-learn's default ``labels``), and an undefined ratio
-counts as 0. A class absent from both has no per-class score (NaN).
+:class:`SegmentationMetrics` sums a ``C x C`` confusion matrix across processes and
+derives macro F1, IoU, precision, recall and pixel accuracy (Table 3) and per-class F1
+and IoU (Table 4). Macro averages follow scikit-learn's ``f1_score(...,
+average="macro", zero_division=0)`` over a split's pixels: the mean runs over classes
+in the truth *or* the prediction, an undefined ratio counts as 0, and a class absent
+from both has no per-class score (NaN).
 """
 
 from __future__ import annotations
@@ -35,8 +33,7 @@ def scores_from_confusion(confmat: torch.Tensor, class_names: Sequence[str] = CL
 
     Returns:
         ``f1_macro``, ``iou_macro``, ``precision_macro``, ``recall_macro``, ``accuracy``
-        and ``f1_<name>``, ``iou_<name>``, ``precision_<name>``, ``recall_<name>`` for every class
-        (NaN for a class absent from truth and prediction).
+        and ``f1_<name>``, ``iou_<name>``, ``precision_<name>``, ``recall_<name>`` per class.
     """
     cm = confmat.double()
     tp = cm.diagonal()
@@ -48,26 +45,29 @@ def scores_from_confusion(confmat: torch.Tensor, class_names: Sequence[str] = CL
     f1 = _safe_divide(2 * tp, support + predicted)
     iou = _safe_divide(tp, support + predicted - tp)
     n_present = present.sum().clamp(min=1)
-    scores: dict[str, torch.Tensor] = {
-        "f1_macro": f1[present].sum() / n_present,
-        "iou_macro": iou[present].sum() / n_present,
-        "precision_macro": precision[present].sum() / n_present,
-        "recall_macro": recall[present].sum() / n_present,
-        "accuracy": _safe_divide(tp.sum(), cm.sum()),
-    }
+    per_class = {"f1": f1, "iou": iou, "precision": precision, "recall": recall}
+    scores = {f"{kind}_macro": values[present].sum() / n_present for kind, values in per_class.items()}
+    scores["accuracy"] = _safe_divide(tp.sum(), cm.sum())
     nan = torch.tensor(float("nan"), dtype=cm.dtype, device=cm.device)
-    for kind, values in (("f1", f1), ("iou", iou), ("precision", precision), ("recall", recall)):
+    for kind, values in per_class.items():
         for i, name in enumerate(class_names):
             scores[f"{kind}_{name}"] = torch.where(present[i], values[i], nan)
     return {k: v.float() for k, v in scores.items()}
 
 
+def class_names_for(num_classes: int, class_names: Sequence[str] | None) -> tuple[str, ...]:
+    """``class_names`` (default: the first ``num_classes`` land-cover classes), checked against ``num_classes``."""
+    names = tuple(class_names) if class_names is not None else tuple(CLASS_NAMES[:num_classes])
+    if len(names) != num_classes:
+        raise ValueError(f"got {len(names)} class names for {num_classes} classes")
+    return names
+
+
 class SegmentationMetrics(Metric):
     """Confusion-matrix segmentation metrics: macro and per-class F1/IoU/precision/recall, accuracy.
 
-    One ``bincount`` per batch is the only work on the training path; the scores are
-    derived in :meth:`compute`. The state is summed across processes, so the result on
-    every rank equals a single-process computation over all pixels.
+    One ``bincount`` per batch is the only work on the training path; the state is
+    summed across processes, so every rank's result equals a single-process one.
 
     Args:
         num_classes: Number of classes.
@@ -87,12 +87,9 @@ class SegmentationMetrics(Metric):
         self, num_classes: int = 7, ignore_index: int | None = IGNORE_INDEX, class_names: Sequence[str] | None = None
     ) -> None:
         super().__init__()
-        names = tuple(class_names) if class_names is not None else tuple(CLASS_NAMES[:num_classes])
-        if len(names) != num_classes:
-            raise ValueError(f"got {len(names)} class names for {num_classes} classes")
+        self.class_names = class_names_for(num_classes, class_names)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.class_names = names
         self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:

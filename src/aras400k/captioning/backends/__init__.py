@@ -35,13 +35,7 @@ BACKENDS: dict[str, str] = {
 
 
 def backend_class(name: str) -> type[CaptionBackend]:
-    """Look up a backend class by its short name.
-
-    Args:
-        name: ``template``, ``transformers`` or ``openai``.
-
-    Returns:
-        The class.
+    """Look up a backend class by its short name (``template``, ``transformers`` or ``openai``).
 
     Raises:
         ValueError: On an unknown name; the message lists the known ones.
@@ -58,9 +52,6 @@ def build_backend(name: str, options: Mapping[str, Any] | None = None) -> Captio
     Args:
         name: ``template``, ``transformers`` or ``openai``.
         options: Keyword arguments of the backend's constructor.
-
-    Returns:
-        The backend.
 
     Raises:
         ValueError: On an unknown name or option, or a bad option value.

@@ -16,9 +16,8 @@ class BackendError(RuntimeError):
 
     Args:
         message: What went wrong and what to fix.
-        resumable: Whether rerunning the same command may succeed (a server that was
-            down or overloaded); ``False`` when the setup must change first (a wrong
-            model name, API key or URL, a request the server rejects).
+        resumable: Whether rerunning may succeed (a server was down); ``False`` when the
+            setup must change first (model name, API key, URL, a rejected request).
     """
 
     def __init__(self, message: str, resumable: bool = True) -> None:
@@ -29,11 +28,9 @@ class BackendError(RuntimeError):
 class CaptionBackend(ABC):
     """Turns caption requests into caption texts.
 
-    A backend receives a batch of :class:`~aras400k.captioning.requests.CaptionRequest`
-    objects and returns one raw text per request, in order; the
-    :class:`~aras400k.captioning.Captioner` builds the requests, post-processes the
-    texts and handles redundancy and files. Subclass it to add a backend: implement
-    :meth:`generate` and :attr:`model_name`, and release resources in :meth:`close`.
+    One raw text per request, in order; the :class:`~aras400k.captioning.Captioner`
+    builds the requests, cleans the texts and handles redundancy and files. A new
+    backend implements :meth:`generate` and :attr:`model_name` (and :meth:`close`).
     """
 
     #: Short name used by :func:`~aras400k.captioning.backends.build_backend` and the CLI.

@@ -1,17 +1,15 @@
 """The ``openai`` backend: any OpenAI-compatible chat-completions server, concurrently.
 
-Works with vLLM, SGLang, Ollama, llama.cpp's server and hosted APIs. Requests go out
-on a thread pool of ``max_concurrency`` workers, round-robin over ``base_urls`` so
-captioning scales out to a fleet of servers; a request that fails with 408, 429, a 5xx
-status, a timeout or a dropped connection is retried with exponential backoff on the
-next server, and every retry is counted (:meth:`OpenAIBackend.retry_counts`).
+Works with vLLM, SGLang, Ollama, llama.cpp's server and hosted APIs. Requests go out on
+``max_concurrency`` threads, round-robin over ``base_urls``; one failing with 408, 429,
+5xx, a timeout or a dropped connection is retried with exponential backoff on the next
+server, and counted (:meth:`OpenAIBackend.retry_counts`).
 
-Any other answer (400, 401, 403, 404, 409, 422, ...) means the setup is wrong (API key,
-model name, URL, request fields) and every request would get it: it is never retried,
-the requests in flight are cancelled and their retries dropped, and the error says what
-to fix. Until a first request has been answered, requests go out one at a time, so a
-wrong model name costs one request, not a batch. Images travel as base64 PNG (or JPEG)
-data URLs. Only the standard library is used. See ``docs/captioning.md``.
+Any other error status means the setup is wrong (API key, model name, URL, request
+fields): it is never retried, the requests in flight are cancelled, and the error says
+what to fix. Until a first answer, requests go out one at a time, so a wrong model name
+costs one request. Images travel as base64 data URLs; only the standard library is
+used. See ``docs/captioning.md``.
 """
 
 from __future__ import annotations
@@ -43,21 +41,15 @@ RETRY_STATUS = frozenset({408, 429})
 
 
 def image_data_url(image: np.ndarray, image_format: Literal["png", "jpeg"] = "png") -> str:
-    """Encode an image as a ``data:`` URL for a chat-completions request.
+    """Encode an image as a ``data:image/png;base64,...`` URL for a chat-completions request.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB image.
         image_format: ``png`` (lossless) or ``jpeg`` (smaller, quality 95).
-
-    Returns:
-        ``data:image/png;base64,...``.
     """
     buffer = io.BytesIO()
-    pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
-    if image_format == "jpeg":
-        pil.save(buffer, format="JPEG", quality=95)
-    else:
-        pil.save(buffer, format="PNG")
+    options: dict[str, Any] = {"format": "JPEG", "quality": 95} if image_format == "jpeg" else {"format": "PNG"}
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, **options)
     return f"data:image/{image_format};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
@@ -79,19 +71,15 @@ class OpenAIBackend(CaptionBackend):
 
     Args:
         model: Model name the servers know (e.g. ``Qwen/Qwen3-VL-8B-Instruct`` on vLLM).
-        base_urls: API roots such as ``http://gpu1:8000/v1``; requests are spread
-            round-robin over them. ``None`` means ``http://127.0.0.1:8000/v1``.
-        api_key_env: Environment variable holding the API key (sent as a bearer
-            token when set); ``None`` sends no key.
+        base_urls: API roots such as ``http://gpu1:8000/v1``, used round-robin; ``None``: local port 8000.
+        api_key_env: Environment variable holding the API key (a bearer token); ``None`` sends no key.
         max_concurrency: Requests in flight at once (over all servers).
         timeout_s: Seconds to wait for one response.
         max_retries: Retries of one request on 408, 429, 5xx, timeouts and connection errors.
-        backoff_s: First retry delay; it doubles per retry up to ``max_backoff_s``
-            (a server's ``Retry-After`` is honoured within that cap).
+        backoff_s: First retry delay, doubled per retry (a ``Retry-After`` is honoured).
         max_backoff_s: Longest delay between retries.
         image_format: Encoding of images in the data URLs.
-        extra_body: Extra request fields, e.g. ``{"chat_template_kwargs":
-            {"enable_thinking": false}}`` for a Qwen3 model on vLLM.
+        extra_body: Extra request fields (e.g. ``chat_template_kwargs`` for Qwen3 on vLLM).
         send_seed: Send each request's seed (servers that support it sample reproducibly).
 
     Raises:
@@ -137,7 +125,7 @@ class OpenAIBackend(CaptionBackend):
         self.image_format = image_format
         self.extra_body = dict(extra_body or {})
         self.send_seed = send_seed
-        self._cycle = itertools.cycle(range(len(self.endpoints)))
+        self._cycle = itertools.cycle(self.endpoints)
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._counts: Counter[str] = Counter()
@@ -148,10 +136,6 @@ class OpenAIBackend(CaptionBackend):
         """Name recorded with every caption (the served model name)."""
         return self.model
 
-    def _next_endpoint(self) -> str:
-        with self._lock:
-            return self.endpoints[next(self._cycle)]
-
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -160,14 +144,11 @@ class OpenAIBackend(CaptionBackend):
         return headers
 
     def request_body(self, request: CaptionRequest) -> dict[str, Any]:
-        """Build the chat-completions body of one request.
-
-        Args:
-            request: The request.
+        """The chat-completions body of one request.
 
         Returns:
-            The JSON body: system message, user message (with the image as a data URL
-            first when there is one), sampling settings, seed and ``extra_body``.
+            System message, user message (the image's data URL first, if any), sampling
+            settings, seed and ``extra_body``.
         """
         messages: list[dict[str, Any]] = []
         if request.system_prompt:
@@ -293,7 +274,8 @@ class OpenAIBackend(CaptionBackend):
         for attempt in range(self.max_retries + 1):
             if cancel.is_set():
                 raise _Cancelled
-            url = self._next_endpoint()
+            with self._lock:
+                url = next(self._cycle)
             try:
                 text = self._content(self._post(url, payload), url)
             except _Retryable as err:
@@ -335,21 +317,14 @@ class OpenAIBackend(CaptionBackend):
     def generate(self, requests: Sequence[CaptionRequest]) -> list[str]:
         """Send the requests concurrently and collect the answers in order.
 
-        Until a server has answered once, the first request goes alone. At the first
-        request that fails for good, the others stop: queued ones are not sent and
-        those waiting to retry do not, so the error comes back within one
-        ``timeout_s`` (the requests on the wire are left to finish or time out).
+        At the first request that fails for good, queued ones are not sent and none is
+        retried, so the error comes back within one ``timeout_s``.
 
         Args:
-            requests: The batch (use a batch size of at least ``max_concurrency`` to
-                keep every server busy).
-
-        Returns:
-            The message contents, in order.
+            requests: The batch (at least ``max_concurrency`` keeps every server busy).
 
         Raises:
-            BackendError: If a request fails with a status that is not retried (its
-                ``resumable`` is false) or runs out of retries.
+            BackendError: If a request fails for good (``resumable`` false) or runs out of retries.
         """
         if not requests:
             return []

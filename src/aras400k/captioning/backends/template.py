@@ -1,20 +1,18 @@
 """The ``template`` backend: varied, deterministic captions without any model.
 
-It is the embedded default: it needs no weights and writes tens of thousands of
-captions a second on one CPU core, so the whole pipeline runs on a fresh machine.
-What it writes per mode:
+The embedded default: no weights, tens of thousands of captions a second on one CPU
+core, so the whole pipeline runs on a fresh machine. Per mode it writes:
 
-* ``text`` -- the composition only: classes by decreasing share with their
-  percentages, under one of several sentence shapes and class synonyms, sometimes with
-  a second sentence (the kind of landscape, an absent class, how many classes).
-* ``vision`` -- what the pixels show, without numbers: qualitative amounts ("large
-  areas of", "patches of"), *where* each class lies from the mask (the template's
-  stand-in for what a vision model sees, see :mod:`~aras400k.captioning.spatial`) and
+* ``text`` -- the composition: classes by decreasing share with percentages, in varied
+  sentence shapes and synonyms, sometimes with a second sentence (landscape, an absent
+  class, how many classes).
+* ``vision`` -- no numbers: qualitative amounts, *where* each class lies from the mask
+  (its stand-in for what a vision model sees, :mod:`~aras400k.captioning.spatial`) and
   the image's brightness, colour cast and texture.
 * ``hybrid`` -- both: percentages, positions from the mask and the image's tones.
 
-Every choice is drawn from ``random.Random(request.seed)``, so one (key, index, seed)
-gives one caption, and a retry with another seed gives another phrasing.
+Every choice is drawn from ``random.Random(request.seed)``: one (key, index, seed)
+gives one caption, a retry with another seed another phrasing.
 """
 
 from __future__ import annotations
@@ -59,6 +57,13 @@ _PATCH = ("satellite patch", "satellite image", "scene", "patch", "image tile")
 #: Synonyms above that are plural (they take "cover", not "covers").
 PLURAL_WORDS = frozenset({"trees", "shrubs", "crop fields", "agricultural fields", "buildings", "water bodies"})
 _NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven")
+# (singular, plural) verbs saying where the largest class lies, or how much of the patch it takes.
+_PLACE_VERBS = (("is found", "are found"), ("lies", "lie"), ("appears", "appear"))
+_MAJORITY_VERBS = (("dominates", "dominate"), ("covers most of", "cover most of"))
+_LARGEST_VERBS = (
+    ("is the largest cover in", "are the largest cover in"),
+    ("is the main land cover of", "are the main land cover of"),
+)
 _HUES = {
     "green": ("green", "greenish"),
     "brown": ("brown", "brownish", "earthy"),
@@ -107,11 +112,11 @@ def _amount(share: float, rng: random.Random, used: set[str]) -> str:
 
 
 def image_tone(image: np.ndarray, max_side: int = 64) -> tuple[str, str, str]:
-    """Describe an image's brightness, colour cast and texture from its pixels.
+    """Describe an image's brightness, colour cast and texture.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB image.
-        max_side: The image is subsampled to at most about this many pixels a side.
+        max_side: Subsample to at most about this many pixels a side.
 
     Returns:
         ``(brightness, hue, texture)``: ``dark``/``bright``/``""``, one of ``green``,
@@ -144,8 +149,7 @@ class _Scene:
 
     Attributes:
         shares: ``(class, share)`` of the classes present, largest first.
-        named: The classes named with their share (at most ``max_classes``).
-        rest: The other classes, summed up as small amounts.
+        named: The classes named with their share (at most ``max_classes``); ``rest``: the others.
         words: Class -> the word this caption uses for it.
         layouts: Class -> where it lies (empty without spatial hints).
     """
@@ -159,15 +163,12 @@ class _Scene:
 
 @dataclass(eq=False)
 class TemplateBackend(CaptionBackend):
-    """Captions from the composition, the mask's layout and the image's tones, without a model.
-
-    Deterministic by request seed; see the module docstring for what each mode writes.
+    """Captions from the composition, the mask's layout and the image's tones (see the module docstring).
 
     Args:
         spatial_hints: Say where classes lie (vision and hybrid modes, when a mask is given).
         image_tones: Describe brightness, colour and texture (vision and hybrid modes).
-        max_classes: Most classes named with a share or position; the rest are summed up
-            as "small amounts of ...".
+        max_classes: Most classes named with a share or position (the rest: "small amounts of ...").
         min_named_share: Classes below this share are only summed up that way.
         model_name: Name recorded as the sidecar's ``model``.
     """
@@ -184,14 +185,7 @@ class TemplateBackend(CaptionBackend):
         check_at_least("max_classes", self.max_classes, 1)
 
     def generate(self, requests: Sequence[CaptionRequest]) -> list[str]:
-        """Write one caption per request (layouts and tones are measured once per array).
-
-        Args:
-            requests: The batch.
-
-        Returns:
-            The captions, in order.
-        """
+        """Write one caption per request (layouts and tones are measured once per array)."""
         layouts: dict[int, dict[str, ClassLayout]] = {}
         tones: dict[int, tuple[str, str, str]] = {}
         out = []
@@ -209,8 +203,6 @@ class TemplateBackend(CaptionBackend):
             out.append(self.caption_one(request, where, tone))
         return out
 
-    # -- caption building -------------------------------------------------------------
-
     def _shares(self, request: CaptionRequest) -> list[tuple[str, float]]:
         comp: Mapping[str, float] | None = request.composition
         if comp is None and request.mask is not None:
@@ -227,9 +219,6 @@ class TemplateBackend(CaptionBackend):
             request: The request (its ``mode``, ``seed``, ``composition``, ``mask``, ``image``).
             layouts: Class name -> layout, empty without spatial hints.
             tone: ``(brightness, hue, texture)`` of the image, or ``None``.
-
-        Returns:
-            The caption.
         """
         rng = random.Random(request.seed)
         shares = self._shares(request)
@@ -276,10 +265,11 @@ class TemplateBackend(CaptionBackend):
                 )
             )
         tail = self._rest(rest, words, rng)
-        paren = [f"{words[n]} ({_pct(s)})" for n, s in others] + ([tail] if tail else [])
-        at = [f"{words[n]} at {_pct(s)}" for n, s in others] + ([tail] if tail else [])
-        plain = [f"{_pct(s)} {words[n]}" for n, s in named] + ([tail] if tail else [])
-        listed = [f"{words[n]} {_pct(s)}" for n, s in named] + ([tail] if tail else [])
+        tails = [tail] if tail else []
+        paren = [f"{words[n]} ({_pct(s)})" for n, s in others] + tails
+        at = [f"{words[n]} at {_pct(s)}" for n, s in others] + tails
+        plain = [f"{_pct(s)} {words[n]}" for n, s in named] + tails
+        listed = [f"{words[n]} {_pct(s)}" for n, s in named] + tails
         patch = rng.choice(_PATCH)
         lead = "dominated by" if top_share >= 0.4 else "led by"
         shapes = [
@@ -290,8 +280,7 @@ class TemplateBackend(CaptionBackend):
             f"Land cover in this {patch} is {_join(plain)}.",
             f"{rng.choice(('Mainly', 'Chiefly', 'Largely'))} {words[top]} at {_pct(top_share)}, with {_join(at)}.",
             f"{_cap(self._landscape(shares, rng))} where {words[top]} {_verb(words[top], 'takes', 'take')} up "
-            f"{_pct(top_share)}, "
-            f"alongside {_join(paren)}.",
+            f"{_pct(top_share)}, alongside {_join(paren)}.",
         ]
         if top_share < 0.4:
             shapes[4] = f"A mix of {_join(plain)}."
@@ -320,18 +309,10 @@ class TemplateBackend(CaptionBackend):
         (top, top_share), others = named[0], named[1:]
         where_top = self._where(top, layouts, rng)
         if where_top:
-            verb = rng.choice((("is found", "are found"), ("lies", "lie"), ("appears", "appear")))
+            verb = rng.choice(_PLACE_VERBS)
             top_clause = f"{_cap(words[top])} {_verb(words[top], *verb)}{where_top}"
         else:
-            if top_share >= 0.5:
-                verb = rng.choice((("dominates", "dominate"), ("covers most of", "cover most of")))
-            else:
-                verb = rng.choice(
-                    (
-                        ("is the largest cover in", "are the largest cover in"),
-                        ("is the main land cover of", "are the main land cover of"),
-                    )
-                )
+            verb = rng.choice(_MAJORITY_VERBS if top_share >= 0.5 else _LARGEST_VERBS)
             top_clause = f"{_cap(words[top])} {_verb(words[top], *verb)} the {rng.choice(_PATCH)}"
         if not others:
             return rng.choice((f"{_cap(self._landscape(shares, rng))} of {words[top]}{where_top}.", f"{top_clause}."))
@@ -349,7 +330,7 @@ class TemplateBackend(CaptionBackend):
     def _hybrid(self, scene: _Scene, rng: random.Random) -> str:
         shares, named, rest, words, layouts = scene.shares, scene.named, scene.rest, scene.words, scene.layouts
         (top, top_share), others = named[0], named[1:]
-        verb = _verb(words[top], *rng.choice((("is found", "are found"), ("lies", "lie"), ("appears", "appear"))))
+        verb = _verb(words[top], *rng.choice(_PLACE_VERBS))
         where_top = self._where(top, layouts, rng) or " across the scene"
         if not others and not rest:
             return f"{_cap(words[top])} ({_pct(top_share)}) {verb}{where_top}."
@@ -370,13 +351,9 @@ class TemplateBackend(CaptionBackend):
         brightness, hue, texture = tone
         colour = rng.choice(_HUES.get(hue, (hue,)))
         feel = {"rough": "a fine, busy texture", "smooth": "a smooth texture"}.get(texture, "")
+        lead = f"The image is {brightness} with" if brightness else "The image shows mostly"
         shapes = [
-            (
-                f"The image is {brightness} with {colour} tones"
-                if brightness
-                else f"The image shows mostly {colour} tones"
-            )
-            + (f" and {feel}." if feel else "."),
+            f"{lead} {colour} tones" + (f" and {feel}." if feel else "."),
             f"Colours are {brightness + ' and ' if brightness else ''}{colour}.",
             f"{_cap(brightness + ', ' if brightness else '')}{colour}-toned imagery"
             + (f" with {feel}." if feel else "."),

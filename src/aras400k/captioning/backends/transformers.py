@@ -1,14 +1,11 @@
 """The ``transformers`` backend: any local Hugging Face model directory, batched.
 
 Text-only requests go to ``AutoModelForCausalLM`` with the tokenizer's chat template
-(a vision-language model that ``AutoModelForCausalLM`` cannot load answers them
-through its processor instead); requests with an image go to
-``AutoModelForImageTextToText`` with ``AutoProcessor``. Batches are left-padded and
-generated in one ``generate`` call. Nothing is downloaded: every ``from_pretrained``
-call passes ``local_files_only=True`` and ``trust_remote_code`` is off by default.
-
-In a batch, sampling draws from one random stream seeded from all the requests'
-seeds, so a batch is reproducible but a caption depends on its batch mates.
+(or, for a vision-language model it cannot load, through the processor); requests with
+an image go to ``AutoModelForImageTextToText`` with ``AutoProcessor``. Batches are
+left-padded, one ``generate`` call each. Nothing is downloaded (``local_files_only``);
+``trust_remote_code`` is off by default. Sampling in a batch draws from one stream
+seeded from all its requests' seeds: reproducible, but a caption depends on its batch mates.
 """
 
 from __future__ import annotations
@@ -40,21 +37,23 @@ def _merge_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [{"type": "text", "text": text + "\n\n"}, *user["content"]]}, *rest]
 
 
+def _pad_left(tokenizer: Any) -> None:
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
 class TransformersBackend(CaptionBackend):
     """Captions with a local Hugging Face model, in batches.
 
     Args:
-        model_path: Local folder of the model (``config.json``, weights, tokenizer or
-            processor files), e.g. one saved with ``save_pretrained`` or fetched
-            beforehand with ``hf download``.
+        model_path: Local model folder (``config.json``, weights, tokenizer or processor files).
         model_name: Name recorded with the captions (default: the folder name).
         dtype: Weight dtype; ``auto`` takes the checkpoint's.
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:1``, ...
-        attn_implementation: ``eager``, ``sdpa`` or ``flash_attention_2``; ``None`` lets
-            transformers choose.
+        attn_implementation: ``eager``, ``sdpa`` or ``flash_attention_2``; ``None``: transformers'.
         trust_remote_code: Allow the model folder's own Python code to run.
-        chat_template_kwargs: Extra variables for the chat template; the default turns
-            off Qwen3's thinking block (``{"enable_thinking": False}``).
+        chat_template_kwargs: Chat-template variables; the default turns off Qwen3's thinking.
         num_threads: CPU threads for torch (process-wide); ``None`` leaves torch's setting.
 
     Raises:
@@ -99,15 +98,12 @@ class TransformersBackend(CaptionBackend):
         """Name recorded with every caption."""
         return self._model_name
 
-    # -- loading ----------------------------------------------------------------------
-
-    def _load_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "local_files_only": True,
-            "trust_remote_code": self.trust_remote_code,
-            "dtype": self.dtype,
-        }
-        if self.attn_implementation is not None:
+    def _load_kwargs(self, model: bool = True) -> dict[str, Any]:
+        """``from_pretrained`` options: local files only; for a model also its dtype and attention."""
+        kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": self.trust_remote_code}
+        if model:
+            kwargs["dtype"] = self.dtype
+        if model and self.attn_implementation is not None:
             kwargs["attn_implementation"] = self.attn_implementation
         return kwargs
 
@@ -132,12 +128,8 @@ class TransformersBackend(CaptionBackend):
                     raise ValueError(f"transformers backend: cannot load {self.model_path} ({err})") from err
                 self._text = (None, None)  # a vision-language model: text goes through its processor
                 return self._text
-            tokenizer = AutoTokenizer.from_pretrained(
-                self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code
-            )
-            tokenizer.padding_side = "left"
-            if tokenizer.pad_token_id is None:
-                tokenizer.pad_token = tokenizer.eos_token
+            tokenizer = AutoTokenizer.from_pretrained(self.model_path, **self._load_kwargs(model=False))
+            _pad_left(tokenizer)
             if not getattr(tokenizer, "chat_template", None):
                 raise ValueError(
                     f"transformers backend: the tokenizer in {self.model_path} has no chat template; "
@@ -152,38 +144,27 @@ class TransformersBackend(CaptionBackend):
 
             try:
                 model = AutoModelForImageTextToText.from_pretrained(self.model_path, **self._load_kwargs())
-                processor = AutoProcessor.from_pretrained(
-                    self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code
-                )
+                processor = AutoProcessor.from_pretrained(self.model_path, **self._load_kwargs(model=False))
             except (ValueError, OSError) as err:
                 raise ValueError(
                     f"transformers backend: {self.model_path} cannot be loaded as an image-text-to-text model "
                     f"with a processor ({' '.join(str(err).split())[:300]}); use a vision-language model for "
                     "vision and hybrid captions, or mode text"
                 ) from err
-            tokenizer = getattr(processor, "tokenizer", None)
-            if tokenizer is not None:
-                tokenizer.padding_side = "left"
-                if tokenizer.pad_token_id is None:
-                    tokenizer.pad_token = tokenizer.eos_token
+            if getattr(processor, "tokenizer", None) is not None:
+                _pad_left(processor.tokenizer)
             self._vision = (self._place(model), processor)
         return self._vision
 
-    # -- generation -------------------------------------------------------------------
-
     @staticmethod
     def _messages(request: CaptionRequest, structured: bool) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = []
-        if structured:
-            if request.system_prompt:
-                messages.append({"role": "system", "content": [{"type": "text", "text": request.system_prompt}]})
-            content: list[dict[str, Any]] = [{"type": "image"}] if request.image is not None else []
-            content.append({"type": "text", "text": request.user_prompt})
-            messages.append({"role": "user", "content": content})
-        else:
-            if request.system_prompt:
-                messages.append({"role": "system", "content": request.system_prompt})
-            messages.append({"role": "user", "content": request.user_prompt})
+        """Chat messages; ``structured`` (processors) gives content parts, with the image first."""
+
+        def content(text: str, image: bool = False) -> Any:
+            return [*([{"type": "image"}] if image else []), {"type": "text", "text": text}] if structured else text
+
+        messages = [{"role": "system", "content": content(request.system_prompt)}] if request.system_prompt else []
+        messages.append({"role": "user", "content": content(request.user_prompt, request.image is not None)})
         return messages
 
     def _render(self, templater: Any, messages: list[dict[str, Any]]) -> str:
@@ -246,13 +227,10 @@ class TransformersBackend(CaptionBackend):
         return processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def generate(self, requests: Sequence[CaptionRequest]) -> list[str]:
-        """Generate captions, one ``generate`` call per group of like requests.
-
-        Requests are grouped by whether they hold an image and by sampling settings;
-        each group is one left-padded batch.
+        """Generate captions, one ``generate`` call per group of requests with and without an image.
 
         Args:
-            requests: The batch.
+            requests: The batch; each group also shares its sampling settings.
 
         Returns:
             The decoded new tokens of each request, in order.
