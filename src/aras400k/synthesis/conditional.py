@@ -17,23 +17,10 @@ Guarantees:
   generator seeded with :func:`sample_seed` ``(seed, p, k)``, and batches never cross an
   input shard, so a run, a resumed run and a run with the same settings give the same
   bytes.
-- **Resumable without duplicates.** Each input shard becomes one part (a complete
-  shard set of its own) in ``OUT/.partial``; an interrupted run leaves finished parts,
-  which a rerun with the same settings (checkpoint, masks, seed, ``per_mask``,
-  ``batch_size``, device type) keeps, redoing only unfinished ones; other settings are
-  refused rather than mixed in. The parts
-  are assembled into ``OUT`` at the end and removed; ``OUT/manifest.json`` is written
-  last, so ``OUT`` is a finished shard set only when everything is there.
-- **One run per output.** A run holds the lock ``OUT.lock`` beside ``OUT`` (a worker:
-  ``OUT/part-K-of-N.lock``; see :mod:`aras400k.locking`; beside, since the work folder
-  inside ``OUT`` is deleted at the end) from its first check to its last write; a
-  second run on the same output stops at once with
-  :class:`~aras400k.locking.LockedError` naming the first one's PID.
-- **Splittable over workers.** With ``shard_index=K, num_shards=N`` worker ``K`` makes
-  the parts of the ``K``-th of ``N`` contiguous runs of input shards into
-  ``OUT/part-K-of-N`` (so use at most as many workers as input shards); since batches
-  never cross an input shard, its images are the single run's, byte for byte.
-  :func:`~aras400k.data.merge.merge_shard_sets` (``aras-data merge``) joins the parts.
+- **Resumable, locked, splittable** (:mod:`aras400k.synthesis.jobs`). Each input shard
+  is one part, kept by a rerun with the same settings (checkpoint, masks, seed,
+  ``per_mask``, ``batch_size``, device type); a worker of a split run makes the parts of
+  its run of input shards (so use at most as many workers as input shards).
 
 Checkpoints are read with ``torch.load(weights_only=True)``
 (:func:`~aras400k.models.spade.load_spade_generator`).
@@ -42,7 +29,7 @@ Checkpoints are read with ``torch.load(weights_only=True)``
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -53,7 +40,7 @@ from tqdm.auto import tqdm
 
 from aras400k.checkpoints import checkpoint_sha256, resolve_device
 from aras400k.data.composition import composition, format_composition
-from aras400k.data.remote import as_location, locate, location_name
+from aras400k.data.remote import as_location, location_name
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
@@ -69,7 +56,16 @@ from aras400k.metrics.segmentation import SegmentationMetrics
 from aras400k.models.spade.generator import SPADEGenerator
 from aras400k.models.spade.module import SPADEGAN, load_spade_generator
 from aras400k.models.spade.normalization import one_hot_mask
-from aras400k.synthesis.jobs import ShardJob, refuse_finished, summary_head
+from aras400k.synthesis.jobs import (
+    ShardJob,
+    batches_by,
+    input_shard_size,
+    locate_shard,
+    refuse_finished,
+    refuse_in_place,
+    summary_head,
+    to_uint8_images,
+)
 from aras400k.synthesis.label import label_parts
 
 __all__ = ["SpadeSynthesisReport", "sample_seed", "synthesize_conditional"]
@@ -82,8 +78,7 @@ _SOURCE: Final = "synth_cond"
 def sample_seed(seed: int, parent: str, index: int) -> int:
     """The noise seed of sample ``index`` of parent ``parent`` in a run seeded ``seed``.
 
-    A hash, so it depends only on these three values (not on the order, the batch or
-    which other samples a run makes).
+    A hash, so it depends on these three values only, not on the order or the batch.
 
     Args:
         seed: The run's seed.
@@ -136,11 +131,7 @@ class SpadeSynthesisReport:
     worker: tuple[int, int] | None = None
 
     def summary(self) -> str:
-        """Render the report for a terminal.
-
-        Returns:
-            A few lines: what was generated from what, where it went, and the composition.
-        """
+        """Render the report for a terminal: what was generated from what, where, and the composition."""
         done = (
             f"generated {self.num_samples} images ({self.per_mask} per mask, seed {self.seed}) from "
             f"{self.num_parents} masks of {self.masks_dir} with {self.checkpoint} (sha256 {self.checkpoint_sha256})"
@@ -203,12 +194,7 @@ def synthesize_conditional(
     ``parent`` (the real key), ``composition`` (of the mask) and ``generator``
     (``checkpoint``, ``checkpoint_sha256``, ``seed``, ``index``, ``sample_seed``,
     ``use_ema``). Keys are ``{parent}_c{k}``; samples follow the input order, parent by
-    parent. See the module docstring for determinism and resuming.
-
-    With ``num_shards > 1`` this call is one worker of a split run: it uses only the
-    masks of its contiguous run of input shards and writes into ``out_dir/part-K-of-N``
-    (:func:`~aras400k.data.merge.worker_dir`), whose manifest records the worker; merge
-    the parts with :func:`~aras400k.data.merge.merge_shard_sets`.
+    parent. See the module docstring for determinism, resuming and workers.
 
     Args:
         checkpoint: A :class:`~aras400k.models.spade.SPADEGAN` Lightning checkpoint.
@@ -272,7 +258,7 @@ def synthesize_conditional(
             parts, lambda writer, index, bar: _write_part(run, writer, index, bar), run.split, _SOURCE,
             f"spade {name}", progress,
         )  # fmt: skip
-        spp = samples_per_shard or _default_shard_size(manifest, per_mask)
+        spp = samples_per_shard or input_shard_size(manifest, per_mask)
         if label_with is None:
             written = job.assemble(job.out_dir, run.split, _SOURCE, spp, extra, overwrite)
             label_miou = None
@@ -307,8 +293,7 @@ def _check_inputs(
     """Check arguments, the split and the output; return the input manifest."""
     if per_mask < 1 or batch_size < 1:
         raise ValueError(f"per_mask and batch_size must be >= 1, got {per_mask} and {batch_size}")
-    if isinstance(masks_dir, Path) and masks_dir.resolve() == out_dir.resolve():
-        raise ValueError(f"out_dir {out_dir} is the input shard set; shards are never edited in place")
+    refuse_in_place(masks_dir, out_dir)
     manifest = read_manifest(masks_dir)
     if manifest["split"] != "train" and not force_split:
         raise ValueError(
@@ -317,12 +302,6 @@ def _check_inputs(
         )
     refuse_finished(out_dir, overwrite)
     return manifest
-
-
-def _default_shard_size(manifest: Mapping[str, Any], per_mask: int) -> int:
-    """The input's samples per shard times ``per_mask`` (so output shards follow the input's)."""
-    shards = manifest["shards"]
-    return max(1, int(shards[0]["num_samples"]) * per_mask) if shards else 1000
 
 
 def _run_record(run: _Run) -> dict[str, Any]:
@@ -341,10 +320,8 @@ def _run_record(run: _Run) -> dict[str, Any]:
 
 def _write_part(run: _Run, writer: ShardWriter, index: int, bar: tqdm) -> None:
     """Generate the samples of input shard ``index`` into its part."""
-    shard = locate(run.masks_dir, run.manifest["shards"][index]["name"])
-    if isinstance(shard, Path) and not shard.is_file():
-        raise FileNotFoundError(f"shard {shard} listed in the manifest is missing")
-    for jobs in _batches(_jobs(run, shard), run.batch_size):
+    shard = locate_shard(run.masks_dir, run.manifest["shards"][index]["name"])
+    for jobs in batches_by(_jobs(run, shard), run.batch_size, lambda job: job.mask.shape):
         images = _generate_batch(run.generator, [j.mask for j in jobs], [j.sample_seed for j in jobs], run.device)
         for job, image in zip(jobs, images, strict=True):
             writer.write(job.sample(image, run))
@@ -394,33 +371,15 @@ def _jobs(run: _Run, shard: str | Path) -> Iterator[_Job]:
             yield _Job(key, k, mask, raw["mask.png"], sample_seed(run.seed, key, k))
 
 
-def _batches(jobs: Iterator[_Job], batch_size: int) -> Iterator[list[_Job]]:
-    """Group jobs into batches of up to ``batch_size`` masks of one size, keeping order."""
-    batch: list[_Job] = []
-    for job in jobs:
-        if batch and (len(batch) >= batch_size or job.mask.shape != batch[0].mask.shape):
-            yield batch
-            batch = []
-        batch.append(job)
-    if batch:
-        yield batch
-
-
 @torch.no_grad()
 def _generate_batch(
     generator: SPADEGenerator, masks: Sequence[np.ndarray], seeds: Sequence[int], device: torch.device
 ) -> np.ndarray:
-    """Generate one image per mask, each from the noise of its own seed.
-
-    Returns:
-        ``(B, H, W, 3)`` uint8 images.
-    """
+    """Generate one ``(H, W, 3)`` uint8 image per mask, each from the noise of its own seed."""
     onehot = one_hot_mask(torch.from_numpy(np.stack(masks)).to(device), generator.num_classes)
     noise = [generator.sample_noise(onehot[i : i + 1], torch.Generator().manual_seed(s)) for i, s in enumerate(seeds)]
     z = torch.cat(noise) if noise[0] is not None else None  # type: ignore[arg-type]
-    images = generator(onehot, z=z)
-    pixels = torch.round((images.float().clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+    return to_uint8_images(generator(onehot, z=z))
 
 
 # -- labelling --------------------------------------------------------------------------------

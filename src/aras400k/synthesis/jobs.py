@@ -22,7 +22,13 @@ contract written once::
 - **Assembly.** Parts are copied in order into the output, image and mask bytes
   verbatim; the manifest is written last, so a folder with a manifest is finished.
 - **Lock.** :meth:`ShardJob.lock` holds ``OUT.lock`` beside the output (beside, since
-  the work folder inside it is deleted at the end) for the whole run.
+  the work folder inside it is deleted at the end) for the whole run; a second run on
+  the same output stops at once with :class:`~aras400k.locking.LockedError`.
+- **Workers.** With ``shard_index=K, num_shards=N`` a job is one worker of a split run:
+  it makes only the ``K``-th of ``N`` contiguous runs of parts into ``OUT/part-K-of-N``
+  (:func:`~aras400k.data.merge.worker_dir`; its lock is ``OUT/part-K-of-N.lock``),
+  whose manifest records the worker; :func:`~aras400k.data.merge.merge_shard_sets`
+  (``aras-data merge``) joins the parts into the single run's shard set, byte for byte.
 
 Captioning writes sidecars rather than shard sets, so it uses the settings check
 (:func:`check_settings`) of this module and the worker naming of
@@ -33,14 +39,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tqdm.auto import tqdm
 
 from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
+from aras400k.data.remote import locate
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
@@ -53,7 +60,26 @@ from aras400k.data.shards import (
 )
 from aras400k.locking import exclusive_lock
 
-__all__ = ["RUN_RECORD", "WORK_DIR", "ShardJob", "ShardSetReport", "check_settings", "refuse_finished", "summary_head"]
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+__all__ = [
+    "RUN_RECORD",
+    "WORK_DIR",
+    "ShardJob",
+    "ShardSetReport",
+    "batches_by",
+    "check_settings",
+    "input_shard_size",
+    "locate_shard",
+    "refuse_finished",
+    "refuse_in_place",
+    "summary_head",
+    "to_uint8_images",
+]
+
+_T = TypeVar("_T")
 
 #: The work folder inside a job's output.
 WORK_DIR = ".partial"
@@ -129,6 +155,54 @@ def refuse_finished(out_dir: Path, overwrite: bool) -> None:
         raise FileExistsError(
             f"{out_dir} already holds a shard set; pass overwrite=True (--overwrite true) to replace it"
         )
+
+
+def refuse_in_place(input_dir: str | Path, out_dir: Path) -> None:
+    """Refuse an output that is the input shard set.
+
+    Raises:
+        ValueError: If the local ``input_dir`` is ``out_dir``.
+    """
+    if isinstance(input_dir, Path) and input_dir.resolve() == out_dir.resolve():
+        raise ValueError(f"out_dir {out_dir} is the input shard set; shards are never edited in place")
+
+
+def locate_shard(directory: str | Path, name: str) -> str | Path:
+    """Where a shard listed in a set's manifest is (:func:`~aras400k.data.remote.locate`).
+
+    Raises:
+        FileNotFoundError: If a local shard is missing.
+    """
+    path = locate(directory, name)
+    if isinstance(path, Path) and not path.is_file():
+        raise FileNotFoundError(f"shard {path} listed in the manifest is missing")
+    return path
+
+
+def input_shard_size(manifest: Mapping[str, Any], per_sample: int = 1) -> int:
+    """The input's samples per shard (its first shard's) times ``per_sample``, so output shards follow it."""
+    shards = manifest["shards"]
+    return max(1, int(shards[0]["num_samples"]) * per_sample) if shards else 1000
+
+
+def batches_by(items: Iterable[_T], size: int, key: Callable[[_T], object]) -> Iterator[list[_T]]:
+    """Group items, in order, into batches of up to ``size`` that share ``key`` (a shape, a shard)."""
+    batch: list[_T] = []
+    for item in items:
+        if batch and (len(batch) >= size or key(item) != key(batch[0])):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+def to_uint8_images(images: torch.Tensor) -> np.ndarray:
+    """``(B, 3, H, W)`` generator output in ``[-1, 1]`` -> ``(B, H, W, 3)`` uint8, ``round((x + 1) * 127.5)``."""
+    import torch
+
+    pixels = torch.round((images.float().clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
 class ShardJob:

@@ -8,31 +8,18 @@ NVlabs ``.pkl``) and writes it as sample ``sg3_{seed:08d}``::
                                       seeds=range(1000), truncation=0.7)
     print(report.summary())
 
-Guarantees (the same as :mod:`aras400k.synthesis_spade`, whose work-folder helpers this
-module uses):
+Guarantees:
 
 - **Sample i uses seed i.** Its latent depends on ``i`` alone, so a split run (``0-3``
   then ``4-7``) or a resumed run gives the same images as one run over all seeds. Two
-  conventions turn a seed into a latent (``latents``, see ``docs/stylegan3.md``):
-  ``"nvlabs"``, the default for official ``.pkl`` snapshots, draws
-  ``np.random.RandomState(i).randn(1, z_dim)`` and converts pixels as NVlabs'
-  ``gen_images.py`` does, so seed ``i`` gives that script's image ``i``; ``"torch"``,
-  the default for Lightning checkpoints, draws ``torch.randn`` from a CPU generator
-  seeded with ``i`` (as :meth:`StyleGAN3.latents`). The convention is recorded in each
+  conventions turn a seed into a latent (``latents``, see ``docs/stylegan3.md`` and
+  :func:`seed_latents`): ``"nvlabs"``, the default for official ``.pkl`` snapshots,
+  gives NVlabs' ``gen_images.py`` image ``i``; ``"torch"``, the default for Lightning
+  checkpoints, is :meth:`StyleGAN3.latents`'. The convention is recorded in each
   sample's ``meta.json``, the run record and the manifest.
-- **Resumable without duplicates.** Seeds are cut into chunks of ``chunk_size``; each
-  chunk becomes one part (a complete shard set) in ``OUT/.partial``. A rerun with the
-  same settings keeps finished parts and redoes only unfinished ones; other settings
-  are refused rather than mixed in. Parts are assembled into ``OUT`` at the end and
-  ``OUT/manifest.json`` is written last.
-- **Splittable over workers.** With ``shard_index=K, num_shards=N`` worker ``K`` makes
-  the ``K``-th of ``N`` contiguous runs of whole batches of the single run (batches as a
-  single run forms them, so every image is computed exactly as there) into
-  ``OUT/part-K-of-N``; :func:`~aras400k.data.merge.merge_shard_sets` (``aras-data
-  merge``) joins the parts into the single run's samples, in its order.
-- **One run per output.** A run holds the lock ``OUT.lock`` beside ``OUT`` (or
-  ``OUT/part-K-of-N.lock`` for a worker); a second run on the same output stops at once
-  with :class:`~aras400k.locking.LockedError`.
+- **Resumable, locked, splittable** (:mod:`aras400k.synthesis.jobs`). Each chunk of
+  ``chunk_size`` seeds is one part; a worker makes its run of whole batches, formed as
+  the single run forms them (:func:`worker_chunks`), so it computes the same images.
 
 Lightning checkpoints are read with ``torch.load(weights_only=True)``
 (:func:`~aras400k.synthesis.read_checkpoint`); ``.pkl`` files with the restricted
@@ -65,7 +52,7 @@ from aras400k.data.shards import (
 from aras400k.data.sources import partition_range
 from aras400k.models.stylegan3.generator import Generator, build_generator
 from aras400k.models.stylegan3.module import StyleGAN3
-from aras400k.synthesis.jobs import RUN_RECORD, ShardJob, summary_head
+from aras400k.synthesis.jobs import RUN_RECORD, ShardJob, summary_head, to_uint8_images
 from aras400k.synthesis.label import label_parts
 
 __all__ = [
@@ -95,7 +82,7 @@ def resolve_latents(latents: str, checkpoint: str | Path) -> LatentConvention:
 
     Args:
         latents: ``auto``, ``nvlabs`` or ``torch``.
-        checkpoint: The generator's file or URL (a name ending in ``.pkl`` is an official snapshot).
+        checkpoint: The generator's file or URL.
 
     Returns:
         ``nvlabs`` or ``torch``.
@@ -204,11 +191,7 @@ class StyleGAN3SynthesisReport:
     latents: LatentConvention = "torch"
 
     def summary(self) -> str:
-        """Render the report for a terminal.
-
-        Returns:
-            A few lines: what was generated, where it went, and any labels or equivariance figures.
-        """
+        """Render the report for a terminal: what was generated, where, and any labels or equivariance figures."""
         seeds = f"seeds {self.first_seed}..{self.last_seed}" if self.num_samples else "no seeds"
         done = (
             f"generated {self.num_samples} images ({seeds}, truncation "
@@ -349,13 +332,8 @@ def synthesize_unconditional(
     (unknown without a mask) and ``generator``
     (``checkpoint``, ``checkpoint_sha256``, ``latents``, ``seed``, ``truncation``); with
     ``label_with``, also the segmenter's ``mask.png``, ``composition`` and
-    ``labelled_by``. Samples follow the order of ``seeds``.
-
-    With ``num_shards > 1`` this call is one worker of a split run: it makes only its
-    part of the seeds (a contiguous run of whole batches, as a single run batches them)
-    into ``out_dir/part-K-of-N`` (:func:`~aras400k.data.merge.worker_dir`), whose
-    manifest records the worker; merge the parts with
-    :func:`~aras400k.data.merge.merge_shard_sets`.
+    ``labelled_by``. Samples follow the order of ``seeds``. See the module docstring for
+    resuming and workers.
 
     Args:
         checkpoint: StyleGAN3 Lightning checkpoint, or official snapshot (``.pkl``).
@@ -493,9 +471,8 @@ def worker_chunks(
 
     A single run cuts ``seeds`` into chunks of ``chunk_size`` (its resumable parts) and
     each chunk into batches of ``batch_size``. The batches are dealt out to the workers
-    as ``num_shards`` contiguous runs (:func:`~aras400k.data.sources.partition_range`);
-    a worker's chunks are the pieces of the single run's chunks its batches cover, so it
-    forms exactly the single run's batches (and so computes the same images).
+    as ``num_shards`` contiguous runs (:func:`~aras400k.data.sources.partition_range`),
+    so a worker forms exactly the single run's batches.
 
     Args:
         seeds: All seeds of the run, in order.
@@ -555,22 +532,17 @@ def _generate_batch(
     device: torch.device,
     latents: LatentConvention = "torch",
 ) -> np.ndarray:
-    """Generate one image per seed, its latent drawn by :func:`seed_latents`.
+    """Generate one ``(H, W, 3)`` uint8 image per seed, its latent drawn by :func:`seed_latents`.
 
-    Pixels are ``round((x + 1) * 127.5)`` for ``torch``; for ``nvlabs`` they are
-    ``gen_images.py``'s ``(x * 127.5 + 128).clamp(0, 255)`` truncated to ``uint8``, which
-    differs only where ``(x + 1) * 127.5`` ends in exactly ``.5``.
-
-    Returns:
-        ``(B, H, W, 3)`` uint8 images.
+    For ``nvlabs`` the pixels are ``gen_images.py``'s ``(x * 127.5 + 128).clamp(0, 255)``
+    truncated to ``uint8``, which differs from :func:`to_uint8_images` only where
+    ``(x + 1) * 127.5`` ends in exactly ``.5``.
     """
     z = seed_latents(seeds, generator.z_dim, latents).to(torch.float32)
     images = generator(z.to(device), truncation_psi=truncation, noise_mode="const").float()
-    if latents == "nvlabs":
-        pixels = (images * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    else:
-        pixels = torch.round((images.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+    if latents != "nvlabs":
+        return to_uint8_images(images)
+    return (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _equivariance(
