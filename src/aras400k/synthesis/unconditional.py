@@ -39,7 +39,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from aras400k.checkpoints import checkpoint_sha256, generator_from_module, is_url, read_checkpoint, resolve_device
+from aras400k.checkpoints import (
+    checkpoint_sha256,
+    generator_from_module,
+    is_url,
+    load_prefixed_weights,
+    read_checkpoint,
+    resolve_device,
+)
 from aras400k.data.composition import format_composition
 from aras400k.data.merge import check_worker
 from aras400k.data.shards import (
@@ -277,13 +284,7 @@ def load_stylegan3_generator(
                 w_dim=hp["w_dim"],
                 batch_size=hp.get("batch"),
             )
-            weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-            try:
-                generator.load_state_dict(weights, strict=True)
-            except RuntimeError as err:
-                first = str(err).strip().splitlines()[0]
-                message = f"{path}: the {prefix.rstrip('.')} weights do not fit the generator ({first})"
-                raise ValueError(message) from err
+            load_prefixed_weights(generator, state, prefix, str(path))
     if generator.c_dim:
         raise ValueError(f"{path}: the generator is conditional (c_dim={generator.c_dim}); only unconditional ones")
     return generator.to(map_location).eval().requires_grad_(False)
