@@ -27,6 +27,7 @@ __all__ = [
     "WORLDCOVER_NODATA",
     "LandCoverClass",
     "UnknownColourError",
+    "colour_table",
     "colour_to_index",
     "index_to_colour",
     "worldcover_lookup",
@@ -139,14 +140,11 @@ def colour_to_index(
 
 
 def index_to_colour(mask: np.ndarray, ignore_colour: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
-    """Convert a class-index mask to release colours.
+    """Convert an ``(H, W)`` class-index mask to an ``(H, W, 3)`` uint8 mask in the release colours.
 
     Args:
-        mask: ``(H, W)`` integer mask with values in ``0..6`` or 255.
+        mask: Class indices ``0..6`` or 255.
         ignore_colour: Colour for :data:`IGNORE_INDEX` pixels.
-
-    Returns:
-        ``(H, W, 3)`` uint8 colour mask.
 
     Raises:
         ValueError: If the mask holds a value that is neither a class nor 255.
@@ -161,6 +159,13 @@ def index_to_colour(mask: np.ndarray, ignore_colour: tuple[int, int, int] = (0, 
             f"mask holds values {sorted(np.unique(mask[bad]).tolist())} outside 0..{NUM_CLASSES - 1} and 255"
         )
     return lut[mask.astype(np.uint8)]
+
+
+def colour_table() -> dict[int, tuple[int, int, int, int]]:
+    """The release colours as a GeoTIFF colour table (RGBA), with transparent black for :data:`IGNORE_INDEX`."""
+    table = {i: (int(r), int(g), int(b), 255) for i, (r, g, b) in enumerate(PALETTE)}
+    table[IGNORE_INDEX] = (0, 0, 0, 0)
+    return table
 
 
 def worldcover_lookup(remap: Mapping[int, int] | None = None) -> np.ndarray:
@@ -189,13 +194,8 @@ def worldcover_lookup(remap: Mapping[int, int] | None = None) -> np.ndarray:
 
 
 def worldcover_to_index(codes: np.ndarray, remap: Mapping[int, int] | None = None) -> np.ndarray:
-    """Map a WorldCover code raster to class indices (unknown codes and no-data -> 255).
+    """Map a WorldCover code raster to uint8 class indices (unknown codes and no-data -> 255).
 
-    Args:
-        codes: Integer array of WorldCover codes.
-        remap: Optional code -> index remap; see :func:`worldcover_lookup`.
-
-    Returns:
-        uint8 array of class indices with the shape of ``codes``.
+    ``remap`` is as for :func:`worldcover_lookup`.
     """
     return worldcover_lookup(remap)[np.asarray(codes).astype(np.uint8)]

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE, index_to_colour, worldcover_lookup
+from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colour_table, index_to_colour, worldcover_lookup
 from aras400k.data.transforms import Normalize
 from aras400k.errors import check_at_least
 from aras400k.files import atomic_path, write_json_atomic
@@ -533,7 +533,7 @@ def _write_map(
                 rasterio.open(raw, "w", **_profile(src, compress=False)) as dst,
                 tqdm(total=predicted, desc=f"map {out.name}", unit="tile", disable=not progress) as bar,
             ):
-                dst.write_colormap(1, _colour_table())
+                dst.write_colormap(1, colour_table())
                 dst.update_tags(made_by=_MADE_BY, tile_size=str(layout.tile), stride=str(layout.stride))
                 for strip in strips:
                     nodata += _map_strip(src, dst, strip, layout, rows, band, look, predict, batch_size, peak, bar)
@@ -649,13 +649,6 @@ def _compress(raw: Path, out: Path, src: Any) -> None:
 
     options = {k: v for k, v in _profile(src).items() if k in ("tiled", "blockxsize", "blockysize", "compress")}
     copy(raw, out, driver="GTiff", **options)
-
-
-def _colour_table() -> dict[int, tuple[int, int, int, int]]:
-    """The release's class colours, and transparent black for no data."""
-    table = {i: (int(r), int(g), int(b), 255) for i, (r, g, b) in enumerate(PALETTE)}
-    table[IGNORE_INDEX] = (0, 0, 0, 0)
-    return table
 
 
 # --- quicklook and reference -----------------------------------------------------------

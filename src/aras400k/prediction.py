@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import json
 import warnings
 import zipfile
@@ -38,7 +39,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
-from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, PALETTE, index_to_colour
+from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, colour_table, index_to_colour
 from aras400k.data.composition import composition
 from aras400k.data.shards import SampleError
 from aras400k.errors import ConfigError, check_within
@@ -68,14 +69,9 @@ Georeference = tuple[str, tuple[float, float, float, float, float, float]]
 def georeference(meta: Mapping[str, Any] | None, height: int, width: int) -> Georeference | None:
     """Read a sample's georeference from its ``meta.json``.
 
-    ``crs`` is required; the transform is ``transform`` (six numbers in rasterio's
-    order ``a, b, c, d, e, f``) or, for samples prepared before it was recorded, a
-    north-up transform derived from ``bounds`` (left, bottom, right, top) and the size.
-
-    Args:
-        meta: The sample's ``meta.json``.
-        height: Patch height in pixels.
-        width: Patch width in pixels.
+    ``crs`` is required; the transform is ``transform`` (rasterio's ``a, b, c, d, e, f``)
+    or, for samples prepared before it was recorded, a north-up transform derived from
+    ``bounds`` (left, bottom, right, top) and the patch's ``height`` and ``width``.
 
     Returns:
         ``(crs, transform)``, or ``None`` when the sample is not georeferenced.
@@ -106,16 +102,7 @@ def _numbers(value: Any, name: str, count: int = 6) -> list[float]:
 
 
 def blend(image: np.ndarray, colour: np.ndarray, alpha: float) -> np.ndarray:
-    """Blend an RGB image with a colour mask: ``(1 - alpha) * image + alpha * colour``.
-
-    Args:
-        image: ``(H, W, 3)`` uint8 image.
-        colour: ``(H, W, 3)`` uint8 colour mask.
-        alpha: Weight of the colour mask, in ``[0, 1]``.
-
-    Returns:
-        ``(H, W, 3)`` uint8 overlay.
-    """
+    """Blend ``(H, W, 3)`` uint8 image and colour mask into an overlay: ``(1 - alpha) * image + alpha * colour``."""
     mixed = (1.0 - alpha) * image.astype(np.float32) + alpha * colour.astype(np.float32)
     return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
@@ -131,10 +118,7 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 
 def write_geotiff(path: str | Path, mask: np.ndarray, where: Georeference) -> None:
-    """Write a class-index mask as a GeoTIFF that GIS tools open in place.
-
-    One uint8 band with the release colours as its colour table, nodata 255, the class
-    names as tags, DEFLATE compression; written under a temporary name and renamed.
+    """Write a class-index mask as a GeoTIFF (colour table, nodata 255, class tags, DEFLATE), atomically.
 
     Args:
         path: Destination ``.tif``.
@@ -162,30 +146,17 @@ def write_geotiff(path: str | Path, mask: np.ndarray, where: Georeference) -> No
     }
     with atomic_path(path, _temporary(path)) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(np.ascontiguousarray(mask, dtype=np.uint8)[None])
-        colours = {i: (*(int(c) for c in PALETTE[i]), 255) for i in range(len(PALETTE))}
-        colours[IGNORE_INDEX] = (0, 0, 0, 0)
-        dst.write_colormap(1, colours)
+        dst.write_colormap(1, colour_table())
         dst.update_tags(classes=",".join(CLASS_NAMES), made_by="aras predict")
         dst.set_band_description(1, "land-cover class index (" + ", ".join(CLASS_NAMES) + "); 255 = no data")
 
 
 def _rasterio_available() -> bool:
-    try:
-        import rasterio  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("rasterio") is not None
 
 
 def model_fingerprint(module: torch.nn.Module) -> str:
-    """16 hex digits of the sha256 of a model's weights (names, shapes and values).
-
-    Args:
-        module: The model.
-
-    Returns:
-        The fingerprint; equal for equal weights, on any device.
-    """
+    """16 hex digits of the sha256 of a model's weights (names, shapes and values); equal on any device."""
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
@@ -267,11 +238,7 @@ class PredictionWriter(BasePredictionWriter):
         self._folder.mkdir(parents=True, exist_ok=True)
 
     def _check_record(self, folder: Path) -> None:
-        """Keep the index rows of an earlier run of this model in ``folder``; refuse another model's.
-
-        Raises:
-            ConfigError: If another model wrote ``folder`` and ``overwrite`` is off.
-        """
+        """Keep the index rows of an earlier run of this model in ``folder``; refuse another model's."""
         record_path = folder / RECORD_NAME
         self._previous, self._replacing = _read_index(folder / INDEX_NAME), False
         if not record_path.is_file():
