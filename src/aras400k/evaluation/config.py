@@ -16,6 +16,7 @@ from typing import Any, Literal
 from aras400k.captioning.sidecar import read_captions
 from aras400k.data.remote import as_location, open_shard
 from aras400k.data.shards import ManifestError, list_shards, read_manifest
+from aras400k.errors import check_at_least
 
 __all__ = [
     "CLIP_HINT",
@@ -183,9 +184,6 @@ def _fail_if(condition: bool, message: str) -> None:
 def check_config(config: EvalConfig) -> None:
     """Check the settings that need no file (names, counts, ranges).
 
-    Args:
-        config: The configuration.
-
     Raises:
         ValueError: On no datasets, a bad or repeated name, an unknown reference or an
             out-of-range setting; the message names it.
@@ -203,25 +201,17 @@ def check_config(config: EvalConfig) -> None:
         f"reference {config.reference!r} is not one of the datasets ({', '.join(names)})",
     )
     _fail_if(config.max_samples is not None and config.max_samples < 2, "max_samples must be >= 2 (or null for all)")
-    _fail_if(config.batch_size < 1, f"batch_size must be >= 1, got {config.batch_size}")
-    _fail_if(config.num_bins < 1, f"num_bins must be >= 1, got {config.num_bins}")
+    check_at_least("batch_size", config.batch_size, 1)
+    check_at_least("num_bins", config.num_bins, 1)
     _fail_if(config.kid_subsets < 1 or config.kid_subset_size < 2, "kid_subsets must be >= 1 and kid_subset_size >= 2")
-    _fail_if(
-        config.num_threads is not None and config.num_threads < 1, f"num_threads must be >= 1, got {config.num_threads}"
-    )
+    if config.num_threads is not None:
+        check_at_least("num_threads", config.num_threads, 1)
     unknown = [m for m in config.embedding_methods if m not in ("tsne", "umap")]
     _fail_if(bool(unknown), f"unknown embedding_methods {unknown}; choose from tsne, umap")
 
 
 def evaluated_keys(shard_dir: str | Path, limit: int | None = None) -> list[str]:
-    """Keys of the first ``limit`` samples of a shard set, read from the tar headers only.
-
-    Args:
-        shard_dir: Shard set folder.
-        limit: Most keys to return (``None``: all).
-
-    Returns:
-        The keys in manifest order.
+    """Keys of the first ``limit`` (``None``: all) samples of a shard set, in manifest order, from the tar headers.
 
     Raises:
         aras400k.data.ManifestError: If the folder is not a shard set.
@@ -304,9 +294,6 @@ def _check_file(path: str | None, what: str, hint: str) -> None:
 
 def check_inputs(config: EvalConfig) -> list[DatasetInputs]:
     """Check every configured input and read what the report needs up front.
-
-    Args:
-        config: The configuration.
 
     Returns:
         One :class:`DatasetInputs` per dataset, the reference first.
