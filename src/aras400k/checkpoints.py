@@ -1,12 +1,12 @@
 """Checkpoint reading that never runs code from a file, whoever calls it and wherever the file is.
 
 A PyTorch checkpoint is a pickle, and a pickle can name any Python callable to run
-while it loads. Every checkpoint aras400k or its Trainer reads — a local path, an
-``http(s)://`` URL, an fsspec URL such as ``s3://``, a resumed run, a ``segmenter_ckpt``,
-encoder weights — goes through :func:`load_checkpoint`, which unpickles tensors and
-plain values only (``torch.load(weights_only=True)``, passed explicitly so no
-environment variable can switch it off). A file that names anything else is refused
-with one line naming the file and the global it asked for; nothing in it runs.
+while it loads. Every checkpoint aras400k or its Trainer reads (local, ``http(s)://``,
+fsspec such as ``s3://``; a resumed run, a ``segmenter_ckpt``, encoder weights) goes
+through :func:`load_checkpoint`, which unpickles tensors and plain values only
+(``torch.load(weights_only=True)``, passed explicitly so no environment variable can
+switch it off). A file that names anything else is refused with one line naming the
+file and the global it asked for; nothing in it runs.
 
 Three doors lead here:
 
@@ -133,13 +133,9 @@ def _source(location: str | Path, timeout: float) -> str | IO[bytes]:
 def checkpoint_errors(location: str, unreadable: bool = True) -> Iterator[None]:
     """Turn torch's errors for a refused (or unreadable) checkpoint into a one-line :class:`CheckpointError`.
 
-    Args:
-        location: The checkpoint's path or URL, for the message.
-        unreadable: Also translate ``RuntimeError`` / ``EOFError`` (a corrupt or
-            truncated file); leave false around code that raises them for other reasons.
-
-    Yields:
-        Nothing: wrap the ``torch.load`` call.
+    ``location`` names the file in the message. With ``unreadable``, ``RuntimeError`` /
+    ``EOFError`` (a corrupt or truncated file) are translated too; leave it false around
+    code that raises them for other reasons.
     """
     try:
         yield
@@ -188,13 +184,6 @@ def checkpoint_sha256(location: str | Path, timeout: float = CHECKPOINT_HTTP_TIM
 def read_checkpoint(location: str | Path, map_location: MapLocation = "cpu") -> dict[str, Any]:
     """Read a Lightning checkpoint (a dict) with :func:`load_checkpoint`.
 
-    Args:
-        location: Checkpoint file or URL.
-        map_location: Where tensors are loaded (``"cpu"``, ``"cuda"``, a device).
-
-    Returns:
-        The checkpoint dict.
-
     Raises:
         FileNotFoundError: If a local ``location`` does not exist.
         CheckpointError: If the file is refused, unreadable, or not a dict.
@@ -206,13 +195,7 @@ def read_checkpoint(location: str | Path, map_location: MapLocation = "cpu") -> 
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """Turn ``auto``/``cpu``/``cuda[:N]`` into a device, checking CUDA is there when asked for.
-
-    Args:
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a device.
-
-    Returns:
-        The device.
+    """Turn ``auto`` (CUDA when available), ``cpu``, ``cuda[:N]`` or a device into a device, checking CUDA.
 
     Raises:
         ValueError: On an unknown name, or CUDA asked for where there is none.
@@ -279,8 +262,7 @@ def module_from_checkpoint(
         name: The checkpoint's name, for messages.
         overrides: Constructor arguments replacing the recorded ones (e.g. to skip
             loading weights the state dict holds anyway).
-        required: A hyper-parameter a checkpoint of this class always records (a cheap
-            check that the file is of the right kind).
+        required: A hyper-parameter a checkpoint of this class always records.
 
     Returns:
         ``(module, state_dict)``: the new module and the checkpoint's weights.
@@ -336,13 +318,11 @@ def generator_from_module(
     or ``ema.shadow.*`` weights are loaded into it, strictly.
 
     Args:
-        module_class: The LightningModule class that trained the checkpoint (e.g. a
-            :class:`~aras400k.models.spade.SPADEGAN` subclass).
+        module_class: The LightningModule class that trained the checkpoint.
         checkpoint: The checkpoint dict (see :func:`read_checkpoint`).
         prefix: State-dict prefix of the wanted weights (``"ema.shadow."`` or ``"generator."``).
         name: The checkpoint's name, for messages.
-        overrides: Constructor arguments replacing the recorded ones (e.g. to skip
-            loading networks that only training needs).
+        overrides: As for :func:`module_from_checkpoint` (e.g. to skip networks only training needs).
 
     Returns:
         The module's ``generator`` attribute with the checkpoint's weights.
@@ -405,14 +385,11 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
 
 def install_safe_checkpoint_io(trainer: Any) -> None:
-    """Make ``trainer`` load checkpoints through :class:`SafeCheckpointIO`.
+    """Make a ``lightning.Trainer`` load checkpoints through :class:`SafeCheckpointIO` (no strategy: left alone).
 
     Lightning's default :class:`TorchCheckpointIO` is replaced. Any other plugin is
     refused, since its loading cannot be vouched for (a wrapping plugin such as async
     saving gets a default inner plugin from Lightning each time it is used).
-
-    Args:
-        trainer: A ``lightning.Trainer`` (anything without a strategy is left alone).
 
     Raises:
         ValueError: If the trainer uses another checkpoint plugin than a :class:`SafeCheckpointIO`.

@@ -48,10 +48,9 @@ class DatasetSpec:
     """One shard set to evaluate.
 
     Attributes:
-        name: Label in tables, legends and ``report.json`` (unique; letters, digits and
-            ``_ . + -``).
-        path: Shard set folder (holding ``manifest.json``), relative to the working directory,
-            or a URL folder (``http://host/train/``, ``s3://bucket/train/``).
+        name: Label in tables, legends and ``report.json`` (unique; letters, digits, ``_ . + -``).
+        path: Shard set folder, relative to the working directory, or a URL folder
+            (``http://host/train/``, ``s3://bucket/train/``).
         captions: Caption sidecars of this shard set (JSONL files written by ``aras-caption``).
         shard_captions: Also count the ``captions.json`` members stored in the shards
             (e.g. the published captions of an imported release).
@@ -74,9 +73,8 @@ class EvalConfig:
         out_dir: Folder for ``report.md``, ``report.json``, the CSV tables and the figures.
         reference: Name of the dataset the others are compared with (composition distances,
             FID/KID); default: the first.
-        segmenter: Checkpoint of a trained ``SegmentationTask`` (``aras-fit`` writes one):
-            the feature space of FID/KID and of the t-SNE/UMAP embedding. ``None`` skips them
-            (unless ``inception`` is given).
+        segmenter: Checkpoint of a trained ``SegmentationTask``: the feature space of
+            FID/KID and of the embedding. ``None`` skips them (unless ``inception`` is given).
         inception: Local Inception-v3 weights file for FID/KID in the standard feature space
             (nothing is downloaded); ``None``: not computed.
         inception_backend: ``torchvision`` (a torchvision ``inception_v3`` state dict) or
@@ -99,8 +97,8 @@ class EvalConfig:
             to within ``1 / num_bins``).
         kid_subsets: Random subsets KID is averaged over.
         kid_subset_size: Samples per KID subset (lowered to the smaller set's size).
-        embedding_methods: Projections drawn: ``tsne`` and/or ``umap`` (UMAP needs the
-            optional umap-learn package and is skipped with a notice without it).
+        embedding_methods: Projections drawn: ``tsne`` and/or ``umap`` (skipped with a
+            notice without the optional umap-learn package).
         embedding_max_per_source: Samples per dataset in the embedding (a seeded subset).
         perplexity: t-SNE perplexity.
         n_neighbors: UMAP neighbours.

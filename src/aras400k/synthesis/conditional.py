@@ -76,17 +76,9 @@ _SOURCE: Final = "synth_cond"
 
 
 def sample_seed(seed: int, parent: str, index: int) -> int:
-    """The noise seed of sample ``index`` of parent ``parent`` in a run seeded ``seed``.
+    """The noise seed (non-negative, 63 bits) of sample ``index`` of parent key ``parent`` in a run seeded ``seed``.
 
     A hash, so it depends on these three values only, not on the order or the batch.
-
-    Args:
-        seed: The run's seed.
-        parent: Key of the real sample whose mask is used.
-        index: Sample number for that mask (``0 .. per_mask - 1``).
-
-    Returns:
-        A non-negative 63-bit integer.
     """
     digest = hashlib.sha256(f"{seed}:{parent}:{index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
@@ -204,19 +196,17 @@ def synthesize_conditional(
         seed: Seed of the run (see :func:`sample_seed`).
         batch_size: Images per generator forward pass.
         force_split: Accept masks from a split other than ``train``.
-        label_with: Segmenter checkpoint; when given, the masks written are its
-            predictions on the generated images (the paper's pseudo-labels), and the
-            report gives their macro IoU against the input masks.
+        label_with: Segmenter checkpoint; its predictions on the generated images become
+            the masks (pseudo-labels), and the report gives their macro IoU against the input's.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         use_ema: Sample from the EMA generator (recommended) rather than the trained weights.
         samples_per_shard: Samples per output tar (default: the input's shard size times ``per_mask``).
-        overwrite: Replace a finished shard set at ``out_dir``, and discard an unfinished
-            run there that used other settings (one with the same settings is resumed).
+        overwrite: Replace a finished shard set at ``out_dir``, or an unfinished run with other settings.
         progress: Show a progress bar.
         shard_index: This worker's part of a split run, ``0 .. num_shards - 1``.
         num_shards: Workers the run is split over (1: this call does everything).
-        module_class: The :class:`~aras400k.models.spade.SPADEGAN` subclass that trained the
-            checkpoint, when it builds a generator of its own (``None``: the standard one).
+        module_class: The SPADEGAN subclass that trained the checkpoint, when it builds a
+            generator of its own (``None``: the standard one).
 
     Returns:
         A :class:`SpadeSynthesisReport`.
@@ -225,11 +215,10 @@ def synthesize_conditional(
         FileNotFoundError: If the checkpoint or a listed shard does not exist.
         FileExistsError: If ``out_dir`` holds a shard set and ``overwrite`` is off.
         ValueError: If the masks are not from ``train`` (without ``force_split``), an
-            argument is out of range (``shard_index`` outside ``0 .. num_shards - 1``
-            included), the checkpoint is not a SPADEGAN's, a sample has no mask or one
-            of a size the generator cannot take, ``out_dir`` is the input, or
-            ``out_dir`` holds an unfinished run with other settings.
-        LockedError: If another run is writing ``out_dir`` (the worker's part for a worker).
+            argument is out of range, the checkpoint is not a SPADEGAN's, a sample has no
+            mask or one of a size the generator cannot take, ``out_dir`` is the input, or
+            it holds an unfinished run with other settings.
+        LockedError: If another run is writing ``out_dir`` (a worker's part).
     """
     job = ShardJob(out_dir, shard_index, num_shards)
     masks_dir = as_location(masks_dir)

@@ -101,16 +101,11 @@ class ShardSetReport(Protocol):
 
 
 def summary_head(report: ShardSetReport, done: str, parts: str) -> list[str]:
-    """The lines a synthesis report's summary starts with, the same for every job.
+    """The lines every synthesis report's summary starts with.
 
-    Args:
-        report: The report.
-        done: What was generated, from what and with what.
-        parts: What a resumed part is, in words (``"input shards"``, ``"seed chunks"``).
-
-    Returns:
-        ``done`` (named after the worker, for a worker), where it went, how to join a
-        worker's part with the others, and how many parts were resumed.
+    They say ``done`` (what was generated, from what; prefixed with the worker), where it
+    went, how to join a worker's part with the others, and how many ``parts`` (in words:
+    ``"input shards"``, ``"seed chunks"``) were resumed.
     """
     worker = report.worker
     lines = [
@@ -125,18 +120,10 @@ def summary_head(report: ShardSetReport, done: str, parts: str) -> list[str]:
 
 
 def check_settings(previous: Mapping[str, Any], record: Mapping[str, Any], problem: str, remedy: str) -> None:
-    """Refuse to continue work begun with other settings, naming the settings that differ.
-
-    The message reads ``"{problem} (seed, limit differ); {remedy}"``.
-
-    Args:
-        previous: The settings the work was begun with.
-        record: This run's settings.
-        problem: What is wrong (``"OUT/.partial holds an unfinished run with other settings"``).
-        remedy: What the user can do.
+    """Refuse to continue work begun with ``previous`` settings other than ``record``, naming those that differ.
 
     Raises:
-        ValueError: If the settings differ.
+        ValueError: ``"{problem} (seed, limit differ); {remedy}"`` if the settings differ.
     """
     if previous == record:
         return
@@ -240,9 +227,8 @@ class ShardJob:
     def worker_fields(self, work: Any) -> dict[str, Any]:
         """The manifest fields that record a worker of a split run (``{}`` for a single run).
 
-        Args:
-            work: What every worker of the run shares (its digest lets the merge check
-                that the parts belong together).
+        ``work`` is what every worker of the run shares; its digest lets the merge check
+        that the parts belong together.
         """
         if self.worker is None:
             return {}
@@ -251,9 +237,8 @@ class ShardJob:
     def open(self, record: Mapping[str, Any], overwrite: bool) -> None:
         """Create the work folder, or check that the one there belongs to a run with these settings.
 
-        Args:
-            record: Everything the output depends on (JSON-serialisable).
-            overwrite: Discard an unfinished run with other settings instead of refusing.
+        ``record`` is everything the output depends on (JSON); with ``overwrite`` an
+        unfinished run with other settings is discarded instead of refused.
 
         Raises:
             ValueError: If the work folder holds a run with other settings and ``overwrite`` is off.
@@ -292,9 +277,6 @@ class ShardJob:
             source: The parts' source.
             desc: The progress bar's label.
             progress: Show the progress bar (samples).
-
-        Returns:
-            The number of parts kept from an earlier run.
         """
         kept = 0
         with tqdm(total=sum(n for _, n in parts), desc=desc, unit="img", disable=not progress) as bar:
@@ -333,18 +315,11 @@ class ShardJob:
     ) -> dict[str, Any]:
         """Copy the parts, in order, into the shard set ``dest``; return its manifest.
 
+        ``dest`` is ``self.out_dir``, or a folder inside the work folder when another step
+        follows; the other arguments are :class:`ShardWriter`'s (``extra``: further
+        manifest fields), and ``with_mask`` says whether the parts' samples have masks.
         Shards left by an interrupted assembly have the names of the ones written now,
         so they are replaced.
-
-        Args:
-            dest: The output (``self.out_dir``, or a folder inside the work folder when
-                another step follows).
-            split: The output's split.
-            source: The output's source.
-            samples_per_shard: Samples per output tar.
-            extra: Further manifest fields.
-            overwrite: Replace a shard set at ``dest``.
-            with_mask: Whether the parts' samples have masks.
         """
         writer = ShardWriter(
             dest, split=split, source=source, samples_per_shard=samples_per_shard, overwrite=overwrite, extra=extra

@@ -180,17 +180,14 @@ def label_shards(
         A :class:`LabelReport` with the counts and the new manifest's path.
 
     Raises:
-        FileNotFoundError: If the checkpoint file or a shard listed in the input manifest
-            does not exist.
+        FileNotFoundError: If the checkpoint or a shard listed in the input manifest is missing.
         FileExistsError: If ``out_dir`` holds a shard set and ``overwrite`` is off.
         ValueError: If ``out_dir`` is ``input_dir``, the input is not a shard set
             (:class:`~aras400k.data.ManifestError`), the checkpoint is not a segmentation
-            task's, the task does not predict the 7 classes from RGB, an argument is
-            out of range (``shard_index`` outside ``0 .. num_shards - 1`` included), or a
-            sample is corrupt (:class:`~aras400k.data.SampleError`,
-            naming the shard and key; nothing is skipped).
-        LockedError: If another run is writing ``out_dir`` (the worker's part for a
-            worker); the lock (:mod:`aras400k.locking`) is held for the whole call.
+            task's, the task does not predict the 7 classes from RGB, an argument is out
+            of range, or a sample is corrupt (:class:`~aras400k.data.SampleError`, naming
+            the shard and key; nothing is skipped).
+        LockedError: If another run is writing ``out_dir`` (a worker's part).
     """
     settings = LabelSettings(batch_size, device, mean, std, overwrite, progress, compress_level)
     job = ShardJob(out_dir, shard_index, num_shards)

@@ -107,13 +107,10 @@ def resolve_latents(latents: str, checkpoint: str | Path) -> LatentConvention:
 def seed_latents(seeds: Sequence[int], z_dim: int, latents: LatentConvention = "torch") -> torch.Tensor:
     """The latent of each seed, on the CPU; each row depends on its own seed only.
 
-    Args:
-        seeds: Seeds, one latent each.
-        z_dim: Latent width.
-        latents: ``nvlabs``: ``np.random.RandomState(seed).randn(1, z_dim)`` as NVlabs'
-            ``gen_images.py`` draws it (float64; the mapping network's first step makes it
-            float32, as NVlabs' does); ``torch``: ``torch.randn(z_dim)`` from a
-            ``torch.Generator`` seeded with ``seed`` (:meth:`StyleGAN3.latents`).
+    ``nvlabs`` draws ``np.random.RandomState(seed).randn(1, z_dim)`` as NVlabs'
+    ``gen_images.py`` does (float64; the mapping network's first step makes it float32,
+    as NVlabs' does); ``torch`` draws ``torch.randn(z_dim)`` from a ``torch.Generator``
+    seeded with ``seed`` (:meth:`StyleGAN3.latents`).
 
     Returns:
         ``(len(seeds), z_dim)`` latents (float64 for ``nvlabs``, float32 for ``torch``).
@@ -132,13 +129,7 @@ def sample_key(seed: int) -> str:
 
 
 def parse_seeds(spec: str) -> list[int]:
-    """Parse a seed list: ranges and single seeds separated by commas (``"0-99"``, ``"1,5,7"``, ``"0-3,9"``).
-
-    Args:
-        spec: The text.
-
-    Returns:
-        The seeds, in the order given.
+    """Parse a seed list, in the order given: ranges and single seeds separated by commas (``"0-3,9"``).
 
     Raises:
         ValueError: On a malformed item, a negative seed, an empty or reversed range, or a repeated seed.
@@ -231,15 +222,12 @@ def load_stylegan3_generator(
     """Load the (EMA) generator of a StyleGAN3 Lightning checkpoint or an official ``.pkl``, safely.
 
     Args:
-        path: A :class:`~aras400k.models.stylegan3.StyleGAN3` checkpoint (read with
-            ``weights_only=True``), or an official NVlabs snapshot (suffix ``.pkl``; its
-            ``G_ema`` is rebuilt without running its code).
-        use_ema: Load the EMA weights rather than the trained ones (checkpoints only;
-            official snapshots give ``G_ema``).
+        path: A :class:`~aras400k.models.stylegan3.StyleGAN3` checkpoint, or an official
+            NVlabs snapshot (``.pkl``; its ``G_ema`` is rebuilt without running its code).
+        use_ema: Load the EMA weights rather than the trained ones (checkpoints only).
         map_location: Where the weights are loaded.
-        module_class: The :class:`~aras400k.models.stylegan3.StyleGAN3` subclass that
-            trained the checkpoint, when its ``configure_models`` builds a generator of
-            its own (``None``: the generator the checkpoint's ``cfg`` names).
+        module_class: The StyleGAN3 subclass that trained the checkpoint, when its
+            ``configure_models`` builds a generator of its own (``None``: the ``cfg``'s).
 
     Returns:
         The unconditional generator in eval mode, without gradients.
@@ -344,34 +332,29 @@ def synthesize_unconditional(
         truncation: Truncation psi (1: none).
         batch_size: Images per generator forward pass.
         label_with: Segmenter checkpoint; its predictions become the masks (pseudo-labels).
-        equivariance: Also compute EQ-T/EQ-R of the generator (StyleGAN3 T/R configs only;
-            for others the report says why not).
+        equivariance: Also compute EQ-T/EQ-R (StyleGAN3 T/R configs; for others the report says why not).
         equivariance_samples: Latents used for the equivariance metrics.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         use_ema: Sample from the EMA generator (checkpoints only).
         samples_per_shard: Samples per output tar.
         chunk_size: Seeds per resumable part.
-        overwrite: Replace a finished shard set at ``out_dir``, and discard an unfinished
-            run there that used other settings (one with the same settings is resumed).
+        overwrite: Replace a finished shard set at ``out_dir``, or an unfinished run with other settings.
         progress: Show a progress bar.
         shard_index: This worker's part of a split run, ``0 .. num_shards - 1``.
         num_shards: Workers the run is split over (1: this call does everything).
-        module_class: The :class:`~aras400k.models.stylegan3.StyleGAN3` subclass that
-            trained the checkpoint, when it builds a generator of its own (``None``: the standard one).
-        latents: How seed ``s`` becomes a latent (:func:`seed_latents`): ``nvlabs`` (seed ``s``
-            gives image ``s`` of NVlabs' ``gen_images.py``), ``torch`` (as
-            :meth:`StyleGAN3.latents`), or ``auto``: ``nvlabs`` for a ``.pkl``, ``torch`` else.
+        module_class: As for :func:`load_stylegan3_generator`.
+        latents: How seed ``s`` becomes a latent (:func:`seed_latents`): ``nvlabs``, ``torch``,
+            or ``auto`` (:func:`resolve_latents`).
 
     Returns:
         A :class:`StyleGAN3SynthesisReport`.
 
     Raises:
         FileNotFoundError: If the checkpoint does not exist.
-        FileExistsError: If ``out_dir`` (the worker's folder) holds a shard set and ``overwrite`` is off.
-        ValueError: On bad seeds or numbers (``shard_index`` outside ``0 .. num_shards - 1``
-            included), a file that is not a StyleGAN3 checkpoint, or an unfinished run at
-            ``out_dir`` with other settings.
-        LockedError: If another run is writing ``out_dir`` (the worker's part for a worker).
+        FileExistsError: If ``out_dir`` (a worker's part) holds a shard set and ``overwrite`` is off.
+        ValueError: On bad seeds or numbers, a file that is not a StyleGAN3 checkpoint, or
+            an unfinished run at ``out_dir`` with other settings.
+        LockedError: If another run is writing ``out_dir`` (a worker's part).
     """
     seed_list = _check_inputs(seeds, n, truncation, batch_size, samples_per_shard, chunk_size)
     convention = resolve_latents(latents, checkpoint)
@@ -474,13 +457,6 @@ def worker_chunks(
     each chunk into batches of ``batch_size``. The batches are dealt out to the workers
     as ``num_shards`` contiguous runs (:func:`~aras400k.data.sources.partition_range`),
     so a worker forms exactly the single run's batches.
-
-    Args:
-        seeds: All seeds of the run, in order.
-        chunk_size: Seeds per resumable part.
-        batch_size: Images per forward pass.
-        shard_index: The worker's part.
-        num_shards: Workers of the run.
 
     Returns:
         The worker's chunks in order, numbered as in the single run (all of them for one worker).
