@@ -188,14 +188,10 @@ def tile_weights(tile: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ColumnStrip:
-    """One column strip of a scene: the columns it writes and the tiles it predicts.
+    """One column strip of a scene: it writes the columns ``start:stop`` and reads ``read_start:read_stop``.
 
-    Attributes:
-        start: First column the strip writes.
-        stop: One past the last column it writes.
-        origins: Column origins of the tiles that touch ``start:stop``, sorted.
-        read_start: First column it reads (the first tile's origin).
-        read_stop: One past the last column it reads (the last tile's end).
+    ``origins`` are the sorted column origins of the tiles that touch ``start:stop``; the
+    first one is ``read_start``, and the last tile ends at ``read_stop``.
     """
 
     start: int
@@ -313,25 +309,20 @@ def map_scene(
     """Map a whole Sentinel-2 scene with a trained segmenter (sliding window, blended tiles).
 
     Args:
-        segmenter: A checkpoint written by ``aras-fit`` (loaded safely, with the
-            normalisation it was trained with) or a :class:`SegmentationTask`.
+        segmenter: An ``aras-fit`` checkpoint (with its normalisation) or a :class:`SegmentationTask`.
         scene: GeoTIFF whose bands 1-3 are R, G, B (e.g. a ``*_S2RGBNIR.tif`` tile).
         out: The land-cover GeoTIFF to write.
         tile_size: Tile side in pixels (the paper's patches: 256).
-        stride: Distance between tiles; default ``tile_size // 2`` (half-overlapping
-            tiles). ``tile_size`` gives no overlap.
+        stride: Distance between tiles; default ``tile_size // 2``; ``tile_size``: no overlap.
         batch_size: Tiles per forward pass (a batch may span tile rows).
-        strip_width: Width of the column strips the scene is processed in, in pixels;
-            memory grows with it, not with the scene. The map is the same for any
-            width; a multiple of ``stride`` and of 256 (the output's blocks) repeats
-            the fewest tiles and writes whole blocks.
+        strip_width: Width of the column strips, in pixels (memory grows with it; the map
+            does not change); a multiple of ``stride`` and of 256 repeats the fewest tiles.
         device: ``"auto"`` (the GPU when there is one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         peak: Scale every tile by this value instead of by its own maximum.
         quicklook: PNG quicklook path; ``"auto"``: ``out`` with ``.png``; ``None``: none.
         quicklook_size: Longest side of the quicklook's map, in pixels.
         reference: Optional ESA WorldCover GeoTIFF to compare the map with.
-        remap: WorldCover code -> class index overrides (see
-            :func:`~aras400k.classes.worldcover_lookup`); default: the release's remap.
+        remap: WorldCover code -> class index (:func:`~aras400k.classes.worldcover_lookup`).
         overwrite: Replace ``out`` (and its quicklook and figures) if they exist.
         progress: Show a progress bar over the tiles.
 
@@ -631,7 +622,7 @@ def _batches(items: Iterator[tuple[int, int, np.ndarray]], size: int) -> Iterato
 
 
 def _profile(src: Any, compress: bool = True) -> dict[str, Any]:
-    """The output's GeoTIFF profile: the scene's grid, uint8, tiled, DEFLATE (or none), no data 255."""
+    """The output's GeoTIFF profile: the scene's grid, uint8, tiled, DEFLATE (or not), no data 255."""
     profile: dict[str, Any] = {
         "driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
         "crs": src.crs, "transform": src.transform, "nodata": IGNORE_INDEX,

@@ -13,11 +13,10 @@ writes, for every sample ``KEY`` (see ``docs/segmentation.md``, section Predicti
 
 and, when the run ends, ``index.csv`` (one row per sample: its files and predicted
 composition), ``predictions.json`` (which model wrote the folder) and, with
-``archive=True``, ``predictions.zip`` of the visual files. Every file is written under a
-temporary name and renamed, so a sample whose files all exist is complete: a rerun
-skips it (``overwrite=True`` redoes it). A folder written by another model is refused
-instead of mixed. The georeference comes from ``meta.json``'s ``crs`` and ``transform``
-(or ``bounds``) fields, which ``aras-data prepare`` records (see ``docs/data.md``).
+``archive=True``, ``predictions.zip`` of the visual files. Every file is written
+atomically, so a sample whose files all exist is complete: a rerun skips it
+(``overwrite=True`` redoes it). A folder written by another model is refused instead
+of mixed. The georeference is what ``aras-data prepare`` records (``docs/data.md``).
 """
 
 from __future__ import annotations
@@ -170,22 +169,18 @@ class PredictionWriter(BasePredictionWriter):
     """Write each predicted mask as PNGs (and a GeoTIFF when georeferenced), resumably.
 
     ``aras predict`` adds one with its ``--predictions.*`` options; in Python pass it to
-    ``Trainer(callbacks=[...])``. The module's ``predict_step`` must return a dict with
-    ``mask`` (``(B, H, W)`` class indices) and optionally ``key`` (as
-    :class:`~aras400k.models.SegmentationTask` does); keys, images (for overlays, mapped
-    back to ``[0, 1]`` with the DataModule's ``denormalize``) and ``meta`` come from the
-    batch. Files are named after the sample keys (see the module docstring and
-    ``docs/segmentation.md``). It does nothing in fit, validate or test.
+    ``Trainer(callbacks=[...])``. ``predict_step`` must return a dict with ``mask``
+    (``(B, H, W)`` class indices) and optionally ``key``, as
+    :class:`~aras400k.models.SegmentationTask` does; keys, images (mapped back with the
+    DataModule's ``denormalize``) and ``meta`` come from the batch. It is idle outside predict.
 
     Args:
         out_dir: Output folder; default ``<trainer.default_root_dir>/predictions``.
         overlay: Also write ``KEY_overlay.png``, the image blended with the colour mask.
         alpha: Weight of the colour mask in the overlay, in ``[0, 1]``.
-        geotiff: Write ``KEY.tif`` for samples whose ``meta.json`` has ``crs`` and a
-            ``transform`` (or ``bounds``); needs rasterio (one warning and no GeoTIFFs
-            without it).
-        archive: Also write ``predictions.zip`` with the colour masks, overlays and
-            ``index.csv`` when the run ends.
+        geotiff: Write ``KEY.tif`` for georeferenced samples (:func:`georeference`); without
+            rasterio, one warning and no GeoTIFFs.
+        archive: Also write ``predictions.zip`` (colour masks, overlays, ``index.csv``) at the end.
         overwrite: Rewrite the files of samples that already have them, and replace a
             folder written by another model (whose files are then deleted).
         keep_in_memory: Also keep every prediction in memory, as ``trainer.predict``
@@ -281,7 +276,7 @@ class PredictionWriter(BasePredictionWriter):
 
         Raises:
             ValueError: If the prediction has no ``mask`` or the batch no sample keys.
-            aras400k.data.SampleError: If a sample's ``meta.json`` georeference is malformed.
+            aras400k.data.SampleError: If a sample's georeference is malformed.
         """
         masks, keys = _masks_and_keys(prediction, batch)
         metas = batch.get("meta") if isinstance(batch, dict) else None

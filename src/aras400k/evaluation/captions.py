@@ -398,16 +398,9 @@ def table2_section(tables: CaptionTables) -> Section:
 
 def _consistency_row(dataset: str, group: str | None, numbers: Mapping[str, Any]) -> dict[str, Any]:
     model, mode = split_group(group) if group is not None else ("all", "all")
-    return {
-        "dataset": dataset,
-        "model": model,
-        "method": mode,
-        "captions": int(numbers["captions"]),
-        "recall": float(numbers["recall"]),
-        "precision": float(numbers["precision"]),
-        "percent_mae": float(numbers["percent_mae"]),
-        "with_percentages": int(numbers["with_percentages"]),
-    }
+    shares = {k: float(numbers[k]) for k in ("recall", "precision", "percent_mae")}
+    row = {"dataset": dataset, "model": model, "method": mode, "captions": int(numbers["captions"])}
+    return row | shares | {"with_percentages": int(numbers["with_percentages"])}
 
 
 def consistency_section(

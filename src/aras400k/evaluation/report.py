@@ -260,20 +260,10 @@ def headline_rows(result: EvalResult) -> list[dict[str, Any]]:
     for inputs in result.datasets:
         name = inputs.spec.name
         t1, dist, f = table1.get(name, {}), distances.get(name, {}), fid.get(name, {})
-        rows.append(
-            {
-                "dataset": name,
-                "source": inputs.manifest.get("source"),
-                "samples": len(inputs.keys),
-                "captions": t1.get("captions"),
-                "redundancy": t1.get("redundancy"),
-                "clip_score": t1.get("clip_score"),
-                "js_divergence": dist.get("js_divergence"),
-                "fid": f.get("fid"),
-                "kid_mean": f.get("kid_mean"),
-                "feature_space": space if f else None,
-            }
-        )
+        row = {"dataset": name, "source": inputs.manifest.get("source"), "samples": len(inputs.keys)}
+        row |= {k: t1.get(k) for k in ("captions", "redundancy", "clip_score")}
+        row |= {"js_divergence": dist.get("js_divergence"), "fid": f.get("fid"), "kid_mean": f.get("kid_mean")}
+        rows.append(row | {"feature_space": space if f else None})
     return rows
 
 
@@ -368,17 +358,8 @@ def report_json(result: EvalResult) -> dict[str, Any]:
         }
         for d in result.datasets
     ]
-    sections = {
-        s.key: {
-            "title": s.title,
-            "skipped": s.skipped,
-            "data": s.data,
-            "figures": s.figures,
-            "notes": s.notes,
-            "seconds": s.seconds,
-        }
-        for s in result.sections
-    }
+    fields = ("title", "skipped", "data", "figures", "notes", "seconds")
+    sections = {s.key: {name: getattr(s, name) for name in fields} for s in result.sections}
     return _json_safe(
         {
             "format": REPORT_FORMAT,
