@@ -66,7 +66,7 @@ from aras400k.synthesis.jobs import (
     summary_head,
     to_uint8_images,
 )
-from aras400k.synthesis.label import label_parts
+from aras400k.synthesis.label import assemble_parts
 
 __all__ = ["SpadeSynthesisReport", "sample_seed", "synthesize_conditional"]
 
@@ -248,14 +248,11 @@ def synthesize_conditional(
             f"spade {name}", progress,
         )  # fmt: skip
         spp = samples_per_shard or input_shard_size(manifest, per_mask)
-        if label_with is None:
-            written = job.assemble(job.out_dir, run.split, _SOURCE, spp, extra, overwrite)
-            label_miou = None
-        else:
-            assembled = label_parts(
-                job, label_with, run.split, _SOURCE, spp, extra, batch_size, torch_device, progress, with_mask=True
-            )
-            written, label_miou = read_manifest(job.out_dir), _mask_agreement(assembled, job.out_dir)
+        written, assembled = assemble_parts(
+            job, label_with, run.split, _SOURCE, spp, extra, overwrite, batch_size, torch_device, progress,
+            with_mask=True,
+        )  # fmt: skip
+        label_miou = None if assembled is None else _mask_agreement(assembled, job.out_dir)
         job.finish()
         return SpadeSynthesisReport(
             masks_dir=str(masks_dir),

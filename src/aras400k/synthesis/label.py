@@ -261,33 +261,36 @@ def label_job(
     )
 
 
-def label_parts(
+def assemble_parts(
     job: ShardJob,
-    segmenter: str | Path,
+    segmenter: str | Path | None,
     split: str,
     source: Source,
     samples_per_shard: int,
     extra: Mapping[str, Any],
+    overwrite: bool,
     batch_size: int,
     device: torch.device,
     progress: bool,
     with_mask: bool,
-) -> Path:
-    """Assemble a synthesis job's parts inside its work folder, then label them into its output.
+) -> tuple[dict[str, Any], Path | None]:
+    """Assemble a synthesis job's parts into its output or, given a ``segmenter`` checkpoint, label them into it.
 
-    The arguments are those of :meth:`ShardJob.assemble` and :class:`LabelSettings`;
-    ``segmenter`` is the checkpoint whose predictions become the masks.
+    The other arguments are those of :meth:`ShardJob.assemble` and :class:`LabelSettings`.
 
     Returns:
-        The assembled, unlabelled shard set (inside the work folder, removed by ``job.finish()``).
+        The output's manifest, and with a segmenter the assembled, unlabelled shard set
+        (inside the work folder, removed by ``job.finish()``).
     """
+    if segmenter is None:
+        return job.assemble(job.out_dir, split, source, samples_per_shard, extra, overwrite, with_mask), None
     assembled = job.work / "assembled"
     job.assemble(assembled, split, source, samples_per_shard, extra, overwrite=True, with_mask=with_mask)
     # The assembled set holds only this worker's images, so it is labelled whole; the
     # worker record it carries (in ``extra``) passes on to the output's manifest.
     whole = ShardJob(job.out_dir)
     label_job(whole, segmenter, assembled, LabelSettings(batch_size, str(device), overwrite=True, progress=progress))
-    return assembled
+    return read_manifest(job.out_dir), assembled
 
 
 def _open_writer(

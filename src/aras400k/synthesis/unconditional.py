@@ -53,14 +53,13 @@ from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
     ShardWriter,
-    read_manifest,
     write_json_atomic,
 )
 from aras400k.data.sources import partition_range
 from aras400k.models.stylegan3.generator import Generator, build_generator
 from aras400k.models.stylegan3.module import StyleGAN3
 from aras400k.synthesis.jobs import RUN_RECORD, ShardJob, summary_head, to_uint8_images
-from aras400k.synthesis.label import label_parts
+from aras400k.synthesis.label import assemble_parts
 
 __all__ = [
     "LATENT_CONVENTIONS",
@@ -396,14 +395,10 @@ def synthesize_unconditional(
             _SPLIT, _SOURCE, "stylegan3", progress,
         )  # fmt: skip
         mine = [seed for chunk in chunks.values() for seed in chunk]
-        if label_with is None:
-            written = job.assemble(job.out_dir, _SPLIT, _SOURCE, samples_per_shard, extra, overwrite, with_mask=False)
-        else:
-            label_parts(
-                job, label_with, _SPLIT, _SOURCE, samples_per_shard, extra, batch_size, torch_device, progress,
-                with_mask=False,
-            )  # fmt: skip
-            written = read_manifest(job.out_dir)
+        written, _ = assemble_parts(
+            job, label_with, _SPLIT, _SOURCE, samples_per_shard, extra, overwrite, batch_size, torch_device, progress,
+            with_mask=False,
+        )  # fmt: skip
         job.finish()
         report = StyleGAN3SynthesisReport(
             out_dir=str(job.out_dir),
