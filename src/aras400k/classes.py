@@ -98,16 +98,13 @@ def colour_to_index(
     unknown: Literal["error", "ignore"] = "error",
     source: str | Path | None = None,
 ) -> np.ndarray:
-    """Convert an RGB colour mask in the release colours to class indices.
+    """Convert an ``(H, W, 3)`` uint8 mask in the release colours to ``(H, W)`` uint8 class indices.
 
     Args:
-        rgb: ``(H, W, 3)`` uint8 colour mask.
-        unknown: What to do with a colour outside the class table: ``"error"`` raises,
-            ``"ignore"`` maps it to :data:`IGNORE_INDEX`.
+        rgb: The colour mask.
+        unknown: A colour outside the class table raises (``"error"``) or becomes
+            :data:`IGNORE_INDEX` (``"ignore"``).
         source: File the mask came from, named in the error message.
-
-    Returns:
-        ``(H, W)`` uint8 mask of class indices (255 where ignored).
 
     Raises:
         ValueError: If ``rgb`` is not ``(H, W, 3)``.
@@ -169,15 +166,10 @@ def colour_table() -> dict[int, tuple[int, int, int, int]]:
 
 
 def worldcover_lookup(remap: Mapping[int, int] | None = None) -> np.ndarray:
-    """Build a 256-entry lookup table from WorldCover codes to class indices.
+    """Build a ``(256,)`` uint8 lookup table from WorldCover codes to class indices.
 
-    Args:
-        remap: WorldCover code -> class index; ``None`` uses
-            :data:`DEFAULT_WORLDCOVER_REMAP`. Codes not in it (and code 0, no data) map
-            to :data:`IGNORE_INDEX`.
-
-    Returns:
-        ``(256,)`` uint8 array.
+    ``remap`` maps code -> class index (``None``: :data:`DEFAULT_WORLDCOVER_REMAP`); codes
+    not in it (and code 0, no data) map to :data:`IGNORE_INDEX`.
 
     Raises:
         ValueError: If a code or an index is out of range.

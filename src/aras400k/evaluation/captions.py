@@ -223,16 +223,10 @@ def _plain_clip(result: Mapping[str, Any]) -> dict[str, Any]:
 def tally_captions(
     inputs: DatasetInputs, config: EvalConfig, overall: CaptionTally, clip: CLIPScore | None = None
 ) -> CaptionTally:
-    """Read a dataset's evaluated samples once and feed every caption metric.
+    """Read a dataset's evaluated samples once, feed every caption metric, and return the dataset's tally.
 
-    Args:
-        inputs: The checked dataset with its sidecar captions.
-        config: The evaluation settings.
-        overall: The tally over all datasets; its redundancy counts these captions too.
-        clip: The CLIPScore metric (reset here), or ``None`` without a CLIP model.
-
-    Returns:
-        The dataset's tally.
+    The redundancy of ``overall`` (the tally over all datasets) counts these captions
+    too; ``clip`` (``None`` without a CLIP model) is reset first.
 
     Raises:
         ValueError: On a malformed ``captions.json`` or composition.
@@ -291,9 +285,6 @@ def combine_clip(tallies: Sequence[CaptionTally]) -> dict[str, Any] | None:
     result = pooled(scored)
     result["groups"] = {g: pooled([c["groups"][g] for c in scored if g in c["groups"]]) for g in groups}
     return result
-
-
-# -- sections ------------------------------------------------------------------------------------
 
 
 _NO_CAPTIONS = (

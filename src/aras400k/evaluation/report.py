@@ -176,13 +176,8 @@ def _timed(sections: list[Section]) -> Iterator[None]:
 def run_evaluation(config: EvalConfig, log: Callable[[str], None] | None = None) -> EvalResult:
     """Check the inputs, compute every section, and write the report into ``config.out_dir``.
 
-    Args:
-        config: The configuration.
-        log: Receives one progress line per section (default: stderr when
-            ``config.progress``, else nothing).
-
-    Returns:
-        The sections and the written files.
+    ``log`` receives one progress line per section (default: stderr when
+    ``config.progress``, else nothing).
 
     Raises:
         ValueError: On a bad setting or input (the message names it).

@@ -138,9 +138,6 @@ class SpadeSynthesisReport:
         return "\n".join(lines)
 
 
-# -- the run ----------------------------------------------------------------------------------
-
-
 @dataclass
 class _Run:
     """Settings of one synthesis run, shared by its steps."""
@@ -366,9 +363,6 @@ def _generate_batch(
     noise = [generator.sample_noise(onehot[i : i + 1], torch.Generator().manual_seed(s)) for i, s in enumerate(seeds)]
     z = torch.cat(noise) if noise[0] is not None else None  # type: ignore[arg-type]
     return to_uint8_images(generator(onehot, z=z))
-
-
-# -- labelling --------------------------------------------------------------------------------
 
 
 def _mask_agreement(conditions: Path, predictions: Path) -> float:

@@ -12,27 +12,18 @@ contract written once::
         manifest = job.assemble(job.out_dir, ...)     # parts -> OUT, manifest last
         job.finish()                                  # the work folder goes
 
-- **Work folder and run record.** Unfinished work lives in ``OUT/.partial`` beside
-  ``run.json``, every setting the output depends on. A rerun with the same record
-  resumes; with another it is refused (:func:`check_settings`) unless ``overwrite``.
-- **Parts.** Each part is a complete shard set of its own in ``.partial/part-NNNNNN``;
-  a part with a manifest is finished and kept, one without is redone from its start.
-  Jobs cut parts at input-shard (or seed-chunk) boundaries, so a worker of a split run
-  (:func:`~aras400k.data.merge.worker_dir`) computes exactly what the single run does.
-- **Assembly.** Parts are copied in order into the output, image and mask bytes
-  verbatim; the manifest is written last, so a folder with a manifest is finished.
-- **Lock.** :meth:`ShardJob.lock` holds ``OUT.lock`` beside the output (beside, since
-  the work folder inside it is deleted at the end) for the whole run; a second run on
-  the same output stops at once with :class:`~aras400k.locking.LockedError`.
-- **Workers.** With ``shard_index=K, num_shards=N`` a job is one worker of a split run:
-  it makes only the ``K``-th of ``N`` contiguous runs of parts into ``OUT/part-K-of-N``
-  (:func:`~aras400k.data.merge.worker_dir`; its lock is ``OUT/part-K-of-N.lock``),
-  whose manifest records the worker; :func:`~aras400k.data.merge.merge_shard_sets`
-  (``aras-data merge``) joins the parts into the single run's shard set, byte for byte.
+A rerun with the same record (``OUT/.partial/run.json``) resumes; with another it is
+refused (:func:`check_settings`) unless ``overwrite``. A part (``.partial/part-NNNNNN``)
+with a manifest is finished and kept; one without is redone from its start. Assembly
+copies image and mask bytes verbatim and writes the manifest last. The lock lies beside
+the output (:mod:`aras400k.locking`), since the work folder inside it is deleted at the end.
 
-Captioning writes sidecars rather than shard sets, so it uses the settings check
-(:func:`check_settings`) of this module and the worker naming of
-:mod:`aras400k.data.merge`, but not the part folders.
+**Workers.** With ``shard_index=K, num_shards=N`` a job is one worker of a split run:
+it makes only the ``K``-th of ``N`` contiguous runs of parts into ``OUT/part-K-of-N``
+(:func:`~aras400k.data.merge.worker_dir`; its lock is ``OUT/part-K-of-N.lock``), whose
+manifest records the worker; :func:`~aras400k.data.merge.merge_shard_sets` (``aras-data
+merge``) joins the parts into the single run's shard set, byte for byte. Captioning
+writes sidecars, so it uses only :func:`check_settings` and the worker naming.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Synthetic data: label shard sets with a trained segmenter (the paper's pseudo-labelling).
 
 The paper labels every GAN image with a trained segmenter before it is captioned or
-used for training. :func:`label_shards` does that for a whole shard set: it writes a
-*new* shard set with the same samples, in the same order and shard boundaries, whose
-``mask.png`` is the segmenter's prediction, whose ``meta.json`` has the composition
-recomputed from it and a ``labelled_by`` record, and whose other members (the
-``image.png`` bytes, ``captions.json``, anything unknown) are copied byte for byte::
+used for training. :func:`label_shards` writes a *new* shard set whose masks are the
+segmenter's predictions (see there for what else changes and what is copied)::
 
     report = label_shards("runs/seg_unet/checkpoints/last.ckpt", "data/synth_uncond", "data/synth_uncond_labelled")
     print(report.summary())
@@ -130,9 +127,6 @@ class LabelSettings:
     overwrite: bool = False
     progress: bool = True
     compress_level: int = 6
-
-
-# -- labelling -----------------------------------------------------------------------------
 
 
 def label_shards(

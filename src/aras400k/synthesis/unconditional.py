@@ -209,9 +209,6 @@ class StyleGAN3SynthesisReport:
         return "\n".join(lines)
 
 
-# -- loading -----------------------------------------------------------------------------------
-
-
 def load_stylegan3_generator(
     path: str | Path,
     use_ema: bool = True,
@@ -275,9 +272,6 @@ def load_stylegan3_generator(
     if generator.c_dim:
         raise ValueError(f"{path}: the generator is conditional (c_dim={generator.c_dim}); only unconditional ones")
     return generator.to(map_location).eval().requires_grad_(False)
-
-
-# -- the run ----------------------------------------------------------------------------------
 
 
 @dataclass
