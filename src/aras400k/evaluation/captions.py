@@ -331,24 +331,12 @@ def table1_section(tables: CaptionTables) -> Section:
     if len(tables.tallies) > 1:
         pairs.insert(0, (tables.overall, sum(d.total_samples for d in tables.datasets)))
     for tally, total in pairs:
-        rows.append(
-            {
-                "dataset": tally.name,
-                "source": tally.source,
-                "volume": tally.samples,
-                "volume_in_set": total,
-                "captioned_samples": tally.captioned,
-                **tally.redundancy_numbers(),
-                **tally.clip_numbers(),
-            }
-        )
+        row = {"dataset": tally.name, "source": tally.source, "volume": tally.samples, "volume_in_set": total}
+        rows.append(row | {"captioned_samples": tally.captioned, **tally.redundancy_numbers(), **tally.clip_numbers()})
     body = _rows_table(rows, ("dataset", "source", "volume", "captions", "unique", "redundancy", "clip_score"), 2)
-    notes = ["Redundancy = 1 - unique / captions, over exact strings"]
-    notes[0] += (
-        " (as the paper counts them)."
-        if tables.overall.redundancy.normalize == "none"
-        else " after basic normalisation."
-    )
+    exact = tables.overall.redundancy.normalize == "none"
+    counted = " (as the paper counts them)." if exact else " after basic normalisation."
+    notes = [f"Redundancy = 1 - unique / captions, over exact strings{counted}"]
     notes += _clip_note(tables.clip_reason, tables.tallies)
     capped = [d.spec.name for d in tables.datasets if len(d.keys) < d.total_samples]
     if capped:
@@ -371,15 +359,8 @@ def table2_section(tables: CaptionTables) -> Section:
     for tally in subsets:
         for group in sorted(tally.groups, key=_group_order):
             model, mode = split_group(group)
-            rows.append(
-                {
-                    "subset": tally.name,
-                    "model": model,
-                    "method": mode,
-                    **tally.redundancy_numbers(group),
-                    **tally.clip_numbers(group),
-                }
-            )
+            row = {"subset": tally.name, "model": model, "method": mode, **tally.redundancy_numbers(group)}
+            rows.append(row | tally.clip_numbers(group))
     if not rows:
         return Section.skip("table2", title, "the configured caption sources hold no captions")
     body = _rows_table(rows, ("subset", "model", "method", "captions", "unique", "redundancy", "clip_score"), 3)

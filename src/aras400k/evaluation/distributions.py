@@ -17,6 +17,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,17 +103,8 @@ def dataset_features(
     datasets: Sequence[DatasetInputs], extractor: FeatureExtractor, config: EvalConfig, device: torch.device
 ) -> dict[str, torch.Tensor]:
     """Dataset name -> ``(N, D)`` float32 CPU features of its evaluated images, by ``extractor`` on ``device``."""
-    return {
-        d.spec.name: features_from_shards(
-            d.spec.path,
-            extractor,
-            batch_size=config.batch_size,
-            max_samples=len(d.keys),
-            device=device,
-            progress=config.progress,
-        )
-        for d in datasets
-    }
+    extract = partial(features_from_shards, batch_size=config.batch_size, device=device, progress=config.progress)
+    return {d.spec.name: extract(d.spec.path, extractor, max_samples=len(d.keys)) for d in datasets}
 
 
 def _split_half(features: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

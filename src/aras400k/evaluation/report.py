@@ -184,7 +184,7 @@ def run_evaluation(config: EvalConfig, log: Callable[[str], None] | None = None)
         FileNotFoundError: On a missing input (the message says which command makes it).
     """
     if log is None:
-        log = _stderr_log if config.progress else _quiet
+        log = _stderr_log if config.progress else (lambda line: None)
     start = time.perf_counter()
     datasets = check_inputs(config)
     device = resolve_device(config.device)
@@ -224,10 +224,6 @@ def run_evaluation(config: EvalConfig, log: Callable[[str], None] | None = None)
 
 def _stderr_log(line: str) -> None:
     print(f"aras-eval: {line}", file=sys.stderr, flush=True)
-
-
-def _quiet(line: str) -> None:
-    del line
 
 
 # -- headline -------------------------------------------------------------------------------------
