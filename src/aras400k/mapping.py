@@ -336,7 +336,10 @@ def map_scene(
             fewer than three bands, or a reference that does not overlap the scene.
         ImportError: If rasterio is not installed.
     """
-    rasterio = _require_rasterio()
+    try:
+        import rasterio
+    except ImportError as err:  # pragma: no cover - the geo extra is installed in the tests
+        raise ImportError('aras-map needs rasterio: pip install "aras400k[geo]"') from err
     from aras400k.checkpoints import resolve_device
     from aras400k.models.segmentation import load_segmenter
 
@@ -360,14 +363,6 @@ def map_scene(
     if ref_path is not None:
         _compare(report, ref_path, remap)
     return report
-
-
-def _require_rasterio() -> Any:
-    try:
-        import rasterio
-    except ImportError as err:  # pragma: no cover - the geo extra is installed in the tests
-        raise ImportError('aras-map needs rasterio: pip install "aras400k[geo]"') from err
-    return rasterio
 
 
 def _check_arguments(
@@ -521,7 +516,7 @@ def _write_map(
         # go to an uncompressed file, which GDAL then compresses block by block.
         with atomic_path(out, out.name + ".tmp.tif") as tmp:
             with (
-                rasterio.open(raw, "w", **_profile(src, compress=False)) as dst,
+                rasterio.open(raw, "w", **_profile(src)) as dst,
                 tqdm(total=predicted, desc=f"map {out.name}", unit="tile", disable=not progress) as bar,
             ):
                 dst.write_colormap(1, colour_table())
@@ -621,14 +616,12 @@ def _batches(items: Iterator[tuple[int, int, np.ndarray]], size: int) -> Iterato
         yield batch
 
 
-def _profile(src: Any, compress: bool = True) -> dict[str, Any]:
-    """The output's GeoTIFF profile: the scene's grid, uint8, tiled, DEFLATE (or not), no data 255."""
+def _profile(src: Any) -> dict[str, Any]:
+    """The uncompressed map's GeoTIFF profile: the scene's grid, uint8, no data 255, tiled when large enough."""
     profile: dict[str, Any] = {
         "driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
         "crs": src.crs, "transform": src.transform, "nodata": IGNORE_INDEX,
     }  # fmt: skip
-    if compress:
-        profile["compress"] = "deflate"
     if src.width >= 256 and src.height >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
     return profile
@@ -638,8 +631,8 @@ def _compress(raw: Path, out: Path, src: Any) -> None:
     """Copy the uncompressed map to ``out`` with DEFLATE, block by block (bounded memory)."""
     from rasterio.shutil import copy
 
-    options = {k: v for k, v in _profile(src).items() if k in ("tiled", "blockxsize", "blockysize", "compress")}
-    copy(raw, out, driver="GTiff", **options)
+    options = {k: v for k, v in _profile(src).items() if k in ("tiled", "blockxsize", "blockysize")}
+    copy(raw, out, driver="GTiff", compress="deflate", **options)
 
 
 # --- quicklook and reference -----------------------------------------------------------

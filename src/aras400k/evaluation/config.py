@@ -233,17 +233,12 @@ def evaluated_keys(shard_dir: str | Path, limit: int | None = None) -> list[str]
     return keys
 
 
-def _missing_set_message(spec: DatasetSpec) -> str:
-    how = (
-        f"make it with `{spec.make}`" if spec.make else "build it with aras-data (demo, import, prepare) or aras-synth"
-    )
-    return f"dataset {spec.name!r}: shard set {spec.path} does not exist; {how}"
-
-
 def _check_dataset(spec: DatasetSpec, max_samples: int | None) -> DatasetInputs:
     path = as_location(spec.path)
     if isinstance(path, Path) and not path.exists():
-        raise FileNotFoundError(_missing_set_message(spec))
+        default = "build it with aras-data (demo, import, prepare) or aras-synth"
+        how = f"make it with `{spec.make}`" if spec.make else default
+        raise FileNotFoundError(f"dataset {spec.name!r}: shard set {spec.path} does not exist; {how}")
     try:
         manifest = read_manifest(path)
     except ManifestError as err:
