@@ -39,10 +39,8 @@ class TrainingSummary:
         steps: Optimiser steps (Lightning's ``global_step``).
         iterations: Training iterations of a GAN (``None`` for other modules).
         kimg: Thousands of real images a GAN was shown (``None`` for other modules).
-        budget: The limits the run was given (``max_epochs``, ``max_steps``,
-            ``max_time``, ``kimg``; only those that were set).
-        threads: torch intra-op threads the run used (results are bit-identical only
-            between runs with the same count).
+        budget: The limits set (of ``max_epochs``, ``max_steps``, ``max_time``, ``kimg``).
+        threads: torch intra-op threads used (results are bit-identical only at equal counts).
         warnings: Plain-language reasons not to trust the model; empty when it did its work.
     """
 
@@ -98,7 +96,10 @@ def _early_stopped(trainer: Any) -> bool:
 def summarize_fit(trainer: Any, module: Any, threads: int | None = None) -> TrainingSummary:
     """Summarise a finished ``trainer.fit`` of ``module`` against its budget, with its warnings.
 
-    ``threads`` (torch intra-op threads used) is recorded.
+    Args:
+        trainer: The Trainer after ``fit``.
+        module: The LightningModule it trained.
+        threads: torch intra-op threads used, to record.
     """
     epochs, steps = int(trainer.current_epoch), int(trainer.global_step)
     limits = {"max_epochs": trainer.max_epochs, "max_steps": trainer.max_steps}

@@ -8,15 +8,12 @@ through :func:`load_checkpoint`, which unpickles tensors and plain values only
 switch it off). A file that names anything else is refused with one line naming the
 file and the global it asked for; nothing in it runs.
 
-Three doors lead here:
-
-- :func:`load_checkpoint` / :func:`read_checkpoint` for the library's own readers;
-- :class:`SafeCheckpointIO`, the Trainer's checkpoint plugin, which the ``aras`` /
-  ``aras-fit`` CLI installs and every aras400k LightningModule installs again in its
-  ``setup`` hook (so a plain ``lightning.Trainer`` is covered too, because Lightning
-  calls ``setup`` before it restores ``ckpt_path``);
-- :class:`SafeLoadingMixin`, whose ``load_from_checkpoint`` reads through the same
-  loader (no download into torch hub's cache, no ``weights_only=False`` for URLs).
+Three doors lead here: :func:`load_checkpoint` / :func:`read_checkpoint`;
+:class:`SafeCheckpointIO`, the Trainer's plugin, which the CLI installs and every aras400k
+LightningModule installs again in ``setup`` (which Lightning calls before it restores
+``ckpt_path``, so a plain ``lightning.Trainer`` is covered too); and
+:class:`SafeLoadingMixin`'s ``load_from_checkpoint`` (no torch hub cache, no
+``weights_only=False`` for URLs).
 
 Official NVlabs StyleGAN pickles hold code by design; they are read by the restricted
 unpickler in :mod:`aras400k.models.stylegan3.official` instead.

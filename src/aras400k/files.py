@@ -49,8 +49,10 @@ def atomic_path(path: str | Path, tmp_name: str | None = None) -> Iterator[Path]
         with atomic_path(out / "figure.png", tmp_name=".figure.tmp.png") as tmp:
             fig.savefig(tmp)
 
-    ``path``'s folder must exist. ``tmp_name`` names the temporary file in it (default
-    ``NAME.tmp``; give one with the right suffix when the writer picks its format from it).
+    Args:
+        path: Destination file (its folder must exist).
+        tmp_name: Name of the temporary file in the same folder (default ``NAME.tmp``;
+            give one with the right suffix when the writer picks its format from it).
 
     Raises:
         OSError: If the write fails; a full disk names ``path``.

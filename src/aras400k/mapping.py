@@ -15,14 +15,12 @@ a windowed write. Every pixel is summed from the same tiles in the same order as
 the whole width, so the map does not depend on the strip width. Peak memory is
 ``O(tile_size x strip_width x classes)`` plus one batch and GDAL's 64 MB block cache.
 
-Scaling: like ``aras-data prepare`` (``docs/preparing-data.md``), each tile is scaled to
-uint8 by the maximum of its valid pixels, so the model sees what it was trained on;
-``peak`` scales the whole scene by one value instead. Bands 1-3 are R, G, B.
+Bands 1-3 are R, G, B; like ``aras-data prepare`` (``docs/preparing-data.md``), each tile
+is scaled to uint8 by its valid pixels' maximum (``peak``: one value for the scene).
 
 The output is a tiled, DEFLATE uint8 GeoTIFF with the scene's grid, the release's
-colour table and 255 where the scene has no data (strips go to an uncompressed
-temporary file, compressed at the end so that no block is stored twice), plus a PNG
-quicklook. With a WorldCover ``reference`` (remapped to the seven classes, resampled
+colour table and 255 where the scene has no data (compressed at the end, so that no
+block is stored twice), plus a PNG quicklook. With a WorldCover ``reference`` (remapped to the seven classes, resampled
 nearest onto the map's grid) it reports per-class F1 / IoU and a confusion matrix.
 
 rasterio is an optional dependency (``pip install "aras400k[geo]"``).

@@ -96,8 +96,7 @@ class CaptionTally:
         groups: ``model/mode`` -> redundancy of that caption model and method.
         consistency: Caption-mask agreement, overall and per group.
         clip: ``CLIPScore.compute()`` as plain numbers (``None`` without a CLIP model).
-        without_composition: Captions of samples with neither a composition nor a mask
-            (left out of the consistency scores).
+        without_composition: Captions left out of consistency (no composition nor mask).
     """
 
     name: str
@@ -225,8 +224,11 @@ def tally_captions(
 ) -> CaptionTally:
     """Read a dataset's evaluated samples once, feed every caption metric, and return the dataset's tally.
 
-    The redundancy of ``overall`` (the tally over all datasets) counts these captions
-    too; ``clip`` (``None`` without a CLIP model) is reset first.
+    Args:
+        inputs: The checked dataset with its sidecar captions.
+        config: The evaluation settings.
+        overall: The tally over all datasets; its redundancy counts these captions too.
+        clip: The CLIPScore metric (reset here), or ``None`` without a CLIP model.
 
     Raises:
         ValueError: On a malformed ``captions.json`` or composition.

@@ -75,14 +75,11 @@ class EvalConfig:
             FID/KID); default: the first.
         segmenter: Checkpoint of a trained ``SegmentationTask``: the feature space of
             FID/KID and of the embedding. ``None`` skips them (unless ``inception`` is given).
-        inception: Local Inception-v3 weights file for FID/KID in the standard feature space
-            (nothing is downloaded); ``None``: not computed.
+        inception: Local Inception-v3 weights file for FID/KID (never downloaded); ``None``: none.
         inception_backend: ``torchvision`` (a torchvision ``inception_v3`` state dict) or
             ``torch-fidelity`` (its FID Inception weights; needs the package).
-        clip: Local folder of a CLIP model and processor (``save_pretrained``); ``None``
-            reports CLIPScore as n/a.
-        max_samples: Evaluate at most the first this many samples of every dataset
-            (manifest order); ``None``: all.
+        clip: Local ``save_pretrained`` folder of a CLIP model and processor; ``None``: n/a.
+        max_samples: Evaluate at most the first this many samples of every dataset; ``None``: all.
         seed: Seed of the KID subsets, the split-half FID floor and the embeddings.
         batch_size: Images per forward pass (features, CLIP) and samples per caption batch.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available).
@@ -93,8 +90,7 @@ class EvalConfig:
         salient_share: Consistency: a class covering at least this share should be mentioned.
         present_share: Consistency: a mentioned class counts as present above this share.
         lexicon: Consistency: class name -> words and synonyms (default: the built-in lexicon).
-        num_bins: Bins of the per-image share histograms (Wasserstein distances are exact
-            to within ``1 / num_bins``).
+        num_bins: Bins of the per-image share histograms (Wasserstein exact to ``1 / num_bins``).
         kid_subsets: Random subsets KID is averaged over.
         kid_subset_size: Samples per KID subset (lowered to the smaller set's size).
         embedding_methods: Projections drawn: ``tsne`` and/or ``umap`` (skipped with a
@@ -151,10 +147,8 @@ class DatasetInputs:
         spec: The configured dataset.
         manifest: Its ``manifest.json``.
         keys: Keys of the evaluated samples (the first ``max_samples``, manifest order).
-        captions: Key -> caption records (``text``, ``model``, ``mode``) from the sidecars,
-            only for evaluated keys (captions stored in the shards are added while reading).
-        captions_outside: Sidecar captions of samples that are not evaluated (beyond
-            ``max_samples``, or keys the shard set does not hold).
+        captions: Evaluated key -> caption records (``text``, ``model``, ``mode``) from the sidecars.
+        captions_outside: Sidecar captions of samples that are not evaluated (or not in the set).
     """
 
     spec: DatasetSpec

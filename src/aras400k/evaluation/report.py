@@ -176,8 +176,9 @@ def _timed(sections: list[Section]) -> Iterator[None]:
 def run_evaluation(config: EvalConfig, log: Callable[[str], None] | None = None) -> EvalResult:
     """Check the inputs, compute every section, and write the report into ``config.out_dir``.
 
-    ``log`` receives one progress line per section (default: stderr when
-    ``config.progress``, else nothing).
+    Args:
+        config: The configuration.
+        log: Receives one progress line per section (default: stderr when ``config.progress``).
 
     Raises:
         ValueError: On a bad setting or input (the message names it).

@@ -15,8 +15,7 @@ Guarantees:
   manifest's ``split``) unless ``force_split`` is given.
 - **Deterministic by seed.** Sample ``k`` of parent ``p`` draws its noise from a CPU
   generator seeded with :func:`sample_seed` ``(seed, p, k)``, and batches never cross an
-  input shard, so a run, a resumed run and a run with the same settings give the same
-  bytes.
+  input shard, so every run with the same settings (resumed or split) gives the same bytes.
 - **Resumable, locked, splittable** (:mod:`aras400k.synthesis.jobs`). Each input shard
   is one part, kept by a rerun with the same settings (checkpoint, masks, seed,
   ``per_mask``, ``batch_size``, device type); a worker of a split run makes the parts of

@@ -111,7 +111,13 @@ def summary_head(report: ShardSetReport, done: str, parts: str) -> list[str]:
 
 
 def check_settings(previous: Mapping[str, Any], record: Mapping[str, Any], problem: str, remedy: str) -> None:
-    """Refuse to continue work begun with ``previous`` settings other than ``record``, naming those that differ.
+    """Refuse to continue work begun with other settings, naming the settings that differ.
+
+    Args:
+        previous: The settings the work was begun with.
+        record: This run's settings.
+        problem: What is wrong (``"OUT/.partial holds an unfinished run with other settings"``).
+        remedy: What the user can do.
 
     Raises:
         ValueError: ``"{problem} (seed, limit differ); {remedy}"`` if the settings differ.

@@ -21,9 +21,8 @@ Guarantees:
   ``chunk_size`` seeds is one part; a worker makes its run of whole batches, formed as
   the single run forms them (:func:`worker_chunks`), so it computes the same images.
 
-Lightning checkpoints are read with ``torch.load(weights_only=True)``
-(:func:`~aras400k.synthesis.read_checkpoint`); ``.pkl`` files with the restricted
-unpickler of :func:`~aras400k.models.stylegan3.official.load_official`.
+Lightning checkpoints are read tensors-only (:func:`~aras400k.checkpoints.read_checkpoint`),
+``.pkl`` files with the restricted unpickler of :mod:`aras400k.models.stylegan3.official`.
 """
 
 from __future__ import annotations
