@@ -26,15 +26,7 @@ __all__ = ["lazy_attributes", "moved_attributes", "public_dir", "warn_moved_modu
 
 
 def public_dir(package: str, public: Iterable[str]) -> list[str]:
-    """The names ``dir(package)`` shows: ``public`` plus the submodules imported so far.
-
-    Args:
-        package: The package's ``__name__``.
-        public: Its public names (usually ``__all__``).
-
-    Returns:
-        The names, sorted.
-    """
+    """The names ``dir(package)`` shows, sorted: ``public`` (usually ``__all__``) and the submodules imported."""
     module = sys.modules[package]
     prefix = f"{package}."
     submodules = {
@@ -91,9 +83,6 @@ def moved_attributes(module: str, moved: Mapping[str, str]) -> Callable[[str], A
     Args:
         module: The old module's ``__name__``.
         moved: Attribute name -> the module that defines it now.
-
-    Returns:
-        The ``__getattr__`` to assign at the old module's top level.
     """
 
     def __getattr__(name: str) -> Any:
@@ -110,12 +99,7 @@ def moved_attributes(module: str, moved: Mapping[str, str]) -> Callable[[str], A
 
 
 def warn_moved_module(module: str, new: str) -> None:
-    """Warn, from a module kept at its old path for one release, where it lives now.
-
-    Args:
-        module: The old module's ``__name__``.
-        new: Where it moved.
-    """
+    """Warn, from a module kept at its old path (``module``) for one release, that it moved to ``new``."""
     warnings.warn(
         f"{module} moved to {new}; the old path will be removed in the next release", FutureWarning, stacklevel=3
     )

@@ -39,10 +39,8 @@ class TrainingSummary:
         steps: Optimiser steps (Lightning's ``global_step``).
         iterations: Training iterations of a GAN (``None`` for other modules).
         kimg: Thousands of real images a GAN was shown (``None`` for other modules).
-        budget: The limits the run was given (``max_epochs``, ``max_steps``,
-            ``max_time``, ``kimg``; only those that were set).
-        threads: torch intra-op threads the run used (results are bit-identical only
-            between runs with the same count).
+        budget: The limits set (of ``max_epochs``, ``max_steps``, ``max_time``, ``kimg``).
+        threads: torch intra-op threads used (results are bit-identical only at equal counts).
         warnings: Plain-language reasons not to trust the model; empty when it did its work.
     """
 
@@ -61,27 +59,13 @@ class TrainingSummary:
         return not self.warnings
 
     def write(self, folder: str | Path) -> Path:
-        """Write ``folder/training_summary.json``.
-
-        Args:
-            folder: The run's folder (``trainer.default_root_dir``).
-
-        Returns:
-            The file written.
-        """
+        """Write ``folder/training_summary.json`` (``folder``: ``trainer.default_root_dir``); return its path."""
         Path(folder).mkdir(parents=True, exist_ok=True)
         return write_json_atomic(Path(folder) / SUMMARY_NAME, asdict(self))
 
 
 def read_summary(folder: str | Path) -> TrainingSummary | None:
-    """Read ``folder/training_summary.json`` (``None`` when there is none or it is unreadable).
-
-    Args:
-        folder: The run's folder.
-
-    Returns:
-        The summary, or ``None``.
-    """
+    """Read ``folder/training_summary.json`` (``None`` when there is none or it is unreadable)."""
     try:
         data = json.loads((Path(folder) / SUMMARY_NAME).read_text())
         return TrainingSummary(**data)
@@ -110,23 +94,16 @@ def _early_stopped(trainer: Any) -> bool:
 
 
 def summarize_fit(trainer: Any, module: Any, threads: int | None = None) -> TrainingSummary:
-    """Summarise a finished ``trainer.fit`` of ``module`` against its budget.
+    """Summarise a finished ``trainer.fit`` of ``module`` against its budget, with its warnings.
 
     Args:
         trainer: The Trainer after ``fit``.
         module: The LightningModule it trained.
         threads: torch intra-op threads used, to record.
-
-    Returns:
-        The summary with its warnings.
     """
     epochs, steps = int(trainer.current_epoch), int(trainer.global_step)
-    max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
-    budget: dict[str, Any] = {}
-    if max_epochs is not None and max_epochs >= 0:
-        budget["max_epochs"] = max_epochs
-    if max_steps is not None and max_steps >= 0:
-        budget["max_steps"] = max_steps
+    limits = {"max_epochs": trainer.max_epochs, "max_steps": trainer.max_steps}
+    budget: dict[str, Any] = {k: v for k, v in limits.items() if v is not None and v >= 0}  # -1: unlimited
     expired, limit = _timer_expired(trainer)
     if limit is not None:
         budget["max_time"] = limit
@@ -142,9 +119,9 @@ def summarize_fit(trainer: Any, module: Any, threads: int | None = None) -> Trai
         stopped_by = "interrupted"
     elif kimg_done:
         stopped_by = "kimg"
-    elif max_steps is not None and max_steps >= 0 and steps >= max_steps:
+    elif steps >= budget.get("max_steps", math.inf):
         stopped_by = "max_steps"
-    elif max_epochs is not None and max_epochs >= 0 and epochs >= max_epochs:
+    elif epochs >= budget.get("max_epochs", math.inf):
         stopped_by = "max_epochs"
     elif expired:
         stopped_by = "max_time"
@@ -192,15 +169,9 @@ def _batches_per_epoch(trainer: Any) -> int | None:
 
 
 def fid_warning(values: Sequence[float], bound: float = DEFAULT_FID_BOUND, name: str = "val_fid") -> str | None:
-    """A warning when the last FID is above ``bound`` (or not finite).
+    """A warning when the last of the logged FID ``values`` is above ``bound`` (or not finite), else ``None``.
 
-    Args:
-        values: FID values in the order they were logged.
-        bound: The sanity bound.
-        name: The metric's name, for the message.
-
-    Returns:
-        The warning, or ``None`` when the last value is within the bound (or there is none).
+    ``name`` is the metric's name, for the message.
     """
     if not values:
         return None

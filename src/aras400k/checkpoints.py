@@ -1,22 +1,19 @@
 """Checkpoint reading that never runs code from a file, whoever calls it and wherever the file is.
 
 A PyTorch checkpoint is a pickle, and a pickle can name any Python callable to run
-while it loads. Every checkpoint aras400k or its Trainer reads — a local path, an
-``http(s)://`` URL, an fsspec URL such as ``s3://``, a resumed run, a ``segmenter_ckpt``,
-encoder weights — goes through :func:`load_checkpoint`, which unpickles tensors and
-plain values only (``torch.load(weights_only=True)``, passed explicitly so no
-environment variable can switch it off). A file that names anything else is refused
-with one line naming the file and the global it asked for; nothing in it runs.
+while it loads. Every checkpoint aras400k or its Trainer reads (local, ``http(s)://``,
+fsspec such as ``s3://``; a resumed run, a ``segmenter_ckpt``, encoder weights) goes
+through :func:`load_checkpoint`, which unpickles tensors and plain values only
+(``torch.load(weights_only=True)``, passed explicitly so no environment variable can
+switch it off). A file that names anything else is refused with one line naming the
+file and the global it asked for; nothing in it runs.
 
-Three doors lead here:
-
-- :func:`load_checkpoint` / :func:`read_checkpoint` for the library's own readers;
-- :class:`SafeCheckpointIO`, the Trainer's checkpoint plugin, which the ``aras`` /
-  ``aras-fit`` CLI installs and every aras400k LightningModule installs again in its
-  ``setup`` hook (so a plain ``lightning.Trainer`` is covered too, because Lightning
-  calls ``setup`` before it restores ``ckpt_path``);
-- :class:`SafeLoadingMixin`, whose ``load_from_checkpoint`` reads through the same
-  loader (no download into torch hub's cache, no ``weights_only=False`` for URLs).
+Three doors lead here: :func:`load_checkpoint` / :func:`read_checkpoint`;
+:class:`SafeCheckpointIO`, the Trainer's plugin, which the CLI installs and every aras400k
+LightningModule installs again in ``setup`` (which Lightning calls before it restores
+``ckpt_path``, so a plain ``lightning.Trainer`` is covered too); and
+:class:`SafeLoadingMixin`'s ``load_from_checkpoint`` (no torch hub cache, no
+``weights_only=False`` for URLs).
 
 Official NVlabs StyleGAN pickles hold code by design; they are read by the restricted
 unpickler in :mod:`aras400k.models.stylegan3.official` instead.
@@ -55,6 +52,7 @@ __all__ = [
     "install_safe_checkpoint_io",
     "is_url",
     "load_checkpoint",
+    "load_prefixed_weights",
     "load_weights",
     "module_from_checkpoint",
     "outside_cli_instantiation",
@@ -80,14 +78,7 @@ class CheckpointError(ValueError):
 
 
 def is_url(location: str | Path) -> bool:
-    """Whether ``location`` is a URL (``scheme://...``) rather than a local path.
-
-    Args:
-        location: A path or URL.
-
-    Returns:
-        True for ``http://``, ``s3://``, ``file://``, ...
-    """
+    """Whether ``location`` is a URL (``http://``, ``s3://``, ``file://``, ...) rather than a local path."""
     return isinstance(location, str) and bool(_URL.match(location))
 
 
@@ -139,13 +130,9 @@ def _source(location: str | Path, timeout: float) -> str | IO[bytes]:
 def checkpoint_errors(location: str, unreadable: bool = True) -> Iterator[None]:
     """Turn torch's errors for a refused (or unreadable) checkpoint into a one-line :class:`CheckpointError`.
 
-    Args:
-        location: The checkpoint's path or URL, for the message.
-        unreadable: Also translate ``RuntimeError`` / ``EOFError`` (a corrupt or
-            truncated file); leave false around code that raises them for other reasons.
-
-    Yields:
-        Nothing: wrap the ``torch.load`` call.
+    ``location`` names the file in the message. With ``unreadable``, ``RuntimeError`` /
+    ``EOFError`` (a corrupt or truncated file) are translated too; leave it false around
+    code that raises them for other reasons.
     """
     try:
         yield
@@ -184,15 +171,7 @@ def load_checkpoint(
 
 
 def checkpoint_sha256(location: str | Path, timeout: float = CHECKPOINT_HTTP_TIMEOUT_S) -> str:
-    """The hex sha256 of a checkpoint file, local or remote (for run records).
-
-    Args:
-        location: Local path or URL (read as :func:`load_checkpoint` reads it).
-        timeout: Seconds an HTTP download may wait for the server.
-
-    Returns:
-        The digest.
-    """
+    """The hex sha256 of a checkpoint file, local or remote, read as :func:`load_checkpoint` reads it."""
     source = _source(location, timeout)
     if isinstance(source, str):
         return sha256_file(source)
@@ -201,13 +180,6 @@ def checkpoint_sha256(location: str | Path, timeout: float = CHECKPOINT_HTTP_TIM
 
 def read_checkpoint(location: str | Path, map_location: MapLocation = "cpu") -> dict[str, Any]:
     """Read a Lightning checkpoint (a dict) with :func:`load_checkpoint`.
-
-    Args:
-        location: Checkpoint file or URL.
-        map_location: Where tensors are loaded (``"cpu"``, ``"cuda"``, a device).
-
-    Returns:
-        The checkpoint dict.
 
     Raises:
         FileNotFoundError: If a local ``location`` does not exist.
@@ -220,13 +192,7 @@ def read_checkpoint(location: str | Path, map_location: MapLocation = "cpu") -> 
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """Turn ``auto``/``cpu``/``cuda[:N]`` into a device, checking CUDA is there when asked for.
-
-    Args:
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a device.
-
-    Returns:
-        The device.
+    """Turn ``auto`` (CUDA when available), ``cpu``, ``cuda[:N]`` or a device into a device, checking CUDA.
 
     Raises:
         ValueError: On an unknown name, or CUDA asked for where there is none.
@@ -243,17 +209,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def checkpoint_normalization(checkpoint: Mapping[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """The normalisation a model was trained with, from its checkpoint.
+    """The ``(mean, std)`` a model was trained with, or ``None`` when its checkpoint records none.
 
-    Lightning stores the DataModule's hyperparameters under
-    ``datamodule_hyper_parameters``; a :class:`~aras400k.data.SegmentationDataModule`'s
-    include ``mean`` and ``std``.
-
-    Args:
-        checkpoint: A checkpoint dict (see :func:`read_checkpoint`).
-
-    Returns:
-        ``(mean, std)``, or ``None`` when the checkpoint does not record them.
+    They are the ``mean`` and ``std`` of a :class:`~aras400k.data.SegmentationDataModule`'s
+    hyperparameters, which Lightning stores under ``datamodule_hyper_parameters``.
     """
     hparams = checkpoint.get("datamodule_hyper_parameters")
     if not isinstance(hparams, Mapping) or hparams.get("mean") is None or hparams.get("std") is None:
@@ -265,16 +224,10 @@ def outside_cli_instantiation(build: Callable[[], _T]) -> _T:
     """Build a LightningModule with its own hyper-parameters, even inside another module's LightningCLI instantiation.
 
     While LightningCLI instantiates a module, Lightning hands that module's config to
-    every ``save_hyperparameters()`` call through a context variable. A module built
-    inside the outer module's ``__init__`` (``SPADEGAN(segmenter_ckpt=...)`` loading a
-    segmenter) would then record the outer module's arguments instead of its own.
-    Lightning offers no public switch, so the variable is cleared here when it exists.
-
-    Args:
-        build: Builds and returns the module.
-
-    Returns:
-        What ``build`` returns.
+    every ``save_hyperparameters()`` call through a context variable, so a module built
+    inside the outer one's ``__init__`` (``SPADEGAN(segmenter_ckpt=...)`` loading a
+    segmenter) would record the outer module's arguments. Lightning offers no public
+    switch, so the variable is cleared while ``build()`` runs; its result is returned.
     """
     try:
         from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
@@ -306,8 +259,7 @@ def module_from_checkpoint(
         name: The checkpoint's name, for messages.
         overrides: Constructor arguments replacing the recorded ones (e.g. to skip
             loading weights the state dict holds anyway).
-        required: A hyper-parameter a checkpoint of this class always records (a cheap
-            check that the file is of the right kind).
+        required: A hyper-parameter a checkpoint of this class always records.
 
     Returns:
         ``(module, state_dict)``: the new module and the checkpoint's weights.
@@ -319,8 +271,7 @@ def module_from_checkpoint(
     hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
     if not isinstance(hparams, Mapping) or not isinstance(state, Mapping) or (required and required not in hparams):
         raise ValueError(
-            f"{name} is not a {module_class.__name__} checkpoint (it lacks the module's hyper_parameters "
-            "or state_dict)"
+            f"{name} is not a {module_class.__name__} checkpoint (it lacks the module's hyper_parameters or state_dict)"
         )
     accepted = inspect.signature(module_class.__init__).parameters
     kwargs = {k: v for k, v in hparams.items() if k in accepted}
@@ -359,19 +310,16 @@ def generator_from_module(
 ) -> nn.Module:
     """Build a GAN module subclass from a checkpoint's hyper-parameters and return its generator, loaded.
 
-    This is how a generator of your own (built in a subclass's ``configure_models``)
-    is sampled: the subclass builds it exactly as in training, then the checkpoint's
-    ``generator.*`` or ``ema.shadow.*`` weights are loaded into it, strictly. Only the
-    class you name is imported; nothing in the checkpoint is run.
+    This is how a generator of your own (built in a subclass's ``configure_models``) is
+    sampled: the subclass builds it as in training, then the checkpoint's ``generator.*``
+    or ``ema.shadow.*`` weights are loaded into it, strictly.
 
     Args:
-        module_class: The LightningModule class that trained the checkpoint (e.g. a
-            :class:`~aras400k.models.spade.SPADEGAN` subclass).
+        module_class: The LightningModule class that trained the checkpoint.
         checkpoint: The checkpoint dict (see :func:`read_checkpoint`).
         prefix: State-dict prefix of the wanted weights (``"ema.shadow."`` or ``"generator."``).
         name: The checkpoint's name, for messages.
-        overrides: Constructor arguments replacing the recorded ones (e.g. to skip
-            loading networks that only training needs).
+        overrides: As for :func:`module_from_checkpoint` (e.g. to skip networks only training needs).
 
     Returns:
         The module's ``generator`` attribute with the checkpoint's weights.
@@ -383,9 +331,18 @@ def generator_from_module(
     generator = getattr(module, "generator", None)
     if not isinstance(generator, nn.Module):
         raise ValueError(f"{module_class.__name__} has no generator module to sample from")
-    weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-    load_weights(generator, weights, name, f"the {prefix.rstrip('.')} weights of {module_class.__name__}")
+    load_prefixed_weights(generator, state, prefix, name, f" of {module_class.__name__}")
     return generator
+
+
+def load_prefixed_weights(module: nn.Module, state: Mapping[str, Any], prefix: str, name: str, of: str = "") -> None:
+    """:func:`load_weights` with the entries of ``state`` under ``prefix`` (``"ema.shadow."``), prefix removed.
+
+    Raises:
+        ValueError: ``NAME: the PREFIX weights{of} do not fit MODULE (...)`` if they do not fit.
+    """
+    weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    load_weights(module, weights, name, f"the {prefix.rstrip('.')} weights{of}")
 
 
 def _first_line(err: BaseException) -> str:
@@ -402,13 +359,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        """Save as Lightning does; a full disk raises an ``OSError`` that names ``path``.
-
-        Args:
-            checkpoint: The checkpoint dict.
-            path: Where to write it.
-            storage_options: Passed on to Lightning (unused by it).
-        """
+        """Save as Lightning does; a full disk raises an ``OSError`` that names ``path``."""
         try:
             super().save_checkpoint(checkpoint, path, storage_options)
         except OSError as err:
@@ -424,27 +375,18 @@ class SafeCheckpointIO(TorchCheckpointIO):
     ) -> dict[str, Any]:
         """Load the checkpoint at ``path`` (local, URL or fsspec) with tensors and plain values only.
 
-        Args:
-            path: Checkpoint location.
-            map_location: As ``torch.load``'s.
-            weights_only: Ignored (always true).
-
-        Returns:
-            The checkpoint dict.
+        ``weights_only`` is ignored (always true).
         """
         del weights_only
         return read_checkpoint(path, map_location)
 
 
 def install_safe_checkpoint_io(trainer: Any) -> None:
-    """Make ``trainer`` load checkpoints through :class:`SafeCheckpointIO`.
+    """Make a ``lightning.Trainer`` load checkpoints through :class:`SafeCheckpointIO` (no strategy: left alone).
 
     Lightning's default :class:`TorchCheckpointIO` is replaced. Any other plugin is
     refused, since its loading cannot be vouched for (a wrapping plugin such as async
     saving gets a default inner plugin from Lightning each time it is used).
-
-    Args:
-        trainer: A ``lightning.Trainer`` (anything without a strategy is left alone).
 
     Raises:
         ValueError: If the trainer uses another checkpoint plugin than a :class:`SafeCheckpointIO`.
@@ -478,18 +420,7 @@ class SafeLoadingMixin:
         strict: bool | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Build the module from a checkpoint read by :func:`load_checkpoint` (see Lightning's method).
-
-        Args:
-            checkpoint_path: Local path or URL.
-            map_location: As ``torch.load``'s.
-            hparams_file: Optional YAML of hyperparameters (as Lightning's).
-            strict: Whether the state dict must match exactly.
-            **kwargs: Constructor arguments overriding the saved hyperparameters.
-
-        Returns:
-            The module.
-        """
+        """Build the module from a checkpoint read by :func:`load_checkpoint`; the arguments are Lightning's."""
         kwargs.pop("weights_only", None)
         source = _source(checkpoint_path, CHECKPOINT_HTTP_TIMEOUT_S)
         with checkpoint_errors(str(checkpoint_path), unreadable=False):
@@ -498,11 +429,7 @@ class SafeLoadingMixin:
             )
 
     def setup(self, stage: str) -> None:
-        """Install :class:`SafeCheckpointIO` on the Trainer before it restores any ``ckpt_path``.
-
-        Args:
-            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
-        """
+        """Install :class:`SafeCheckpointIO` on the Trainer before it restores any ``ckpt_path``."""
         install_safe_checkpoint_io(getattr(self, "_trainer", None))
         parent = getattr(super(), "setup", None)
         if parent is not None:

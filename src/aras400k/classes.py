@@ -27,6 +27,7 @@ __all__ = [
     "WORLDCOVER_NODATA",
     "LandCoverClass",
     "UnknownColourError",
+    "colour_table",
     "colour_to_index",
     "index_to_colour",
     "worldcover_lookup",
@@ -97,16 +98,13 @@ def colour_to_index(
     unknown: Literal["error", "ignore"] = "error",
     source: str | Path | None = None,
 ) -> np.ndarray:
-    """Convert an RGB colour mask in the release colours to class indices.
+    """Convert an ``(H, W, 3)`` uint8 mask in the release colours to ``(H, W)`` uint8 class indices.
 
     Args:
-        rgb: ``(H, W, 3)`` uint8 colour mask.
-        unknown: What to do with a colour outside the class table: ``"error"`` raises,
-            ``"ignore"`` maps it to :data:`IGNORE_INDEX`.
+        rgb: The colour mask.
+        unknown: A colour outside the class table raises (``"error"``) or becomes
+            :data:`IGNORE_INDEX` (``"ignore"``).
         source: File the mask came from, named in the error message.
-
-    Returns:
-        ``(H, W)`` uint8 mask of class indices (255 where ignored).
 
     Raises:
         ValueError: If ``rgb`` is not ``(H, W, 3)``.
@@ -139,14 +137,11 @@ def colour_to_index(
 
 
 def index_to_colour(mask: np.ndarray, ignore_colour: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
-    """Convert a class-index mask to release colours.
+    """Convert an ``(H, W)`` class-index mask to an ``(H, W, 3)`` uint8 mask in the release colours.
 
     Args:
-        mask: ``(H, W)`` integer mask with values in ``0..6`` or 255.
+        mask: Class indices ``0..6`` or 255.
         ignore_colour: Colour for :data:`IGNORE_INDEX` pixels.
-
-    Returns:
-        ``(H, W, 3)`` uint8 colour mask.
 
     Raises:
         ValueError: If the mask holds a value that is neither a class nor 255.
@@ -163,16 +158,18 @@ def index_to_colour(mask: np.ndarray, ignore_colour: tuple[int, int, int] = (0, 
     return lut[mask.astype(np.uint8)]
 
 
+def colour_table() -> dict[int, tuple[int, int, int, int]]:
+    """The release colours as a GeoTIFF colour table (RGBA), with transparent black for :data:`IGNORE_INDEX`."""
+    table = {i: (int(r), int(g), int(b), 255) for i, (r, g, b) in enumerate(PALETTE)}
+    table[IGNORE_INDEX] = (0, 0, 0, 0)
+    return table
+
+
 def worldcover_lookup(remap: Mapping[int, int] | None = None) -> np.ndarray:
-    """Build a 256-entry lookup table from WorldCover codes to class indices.
+    """Build a ``(256,)`` uint8 lookup table from WorldCover codes to class indices.
 
-    Args:
-        remap: WorldCover code -> class index; ``None`` uses
-            :data:`DEFAULT_WORLDCOVER_REMAP`. Codes not in it (and code 0, no data) map
-            to :data:`IGNORE_INDEX`.
-
-    Returns:
-        ``(256,)`` uint8 array.
+    ``remap`` maps code -> class index (``None``: :data:`DEFAULT_WORLDCOVER_REMAP`); codes
+    not in it (and code 0, no data) map to :data:`IGNORE_INDEX`.
 
     Raises:
         ValueError: If a code or an index is out of range.
@@ -189,13 +186,8 @@ def worldcover_lookup(remap: Mapping[int, int] | None = None) -> np.ndarray:
 
 
 def worldcover_to_index(codes: np.ndarray, remap: Mapping[int, int] | None = None) -> np.ndarray:
-    """Map a WorldCover code raster to class indices (unknown codes and no-data -> 255).
+    """Map a WorldCover code raster to uint8 class indices (unknown codes and no-data -> 255).
 
-    Args:
-        codes: Integer array of WorldCover codes.
-        remap: Optional code -> index remap; see :func:`worldcover_lookup`.
-
-    Returns:
-        uint8 array of class indices with the shape of ``codes``.
+    ``remap`` is as for :func:`worldcover_lookup`.
     """
     return worldcover_lookup(remap)[np.asarray(codes).astype(np.uint8)]

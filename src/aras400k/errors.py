@@ -1,4 +1,8 @@
-"""Errors that mean "bad input": the commands print their message on one line, no traceback."""
+"""Errors that mean "bad input": the commands print their message on one line, no traceback.
+
+The ``check_*`` functions refuse an argument ``name`` whose ``value`` is out of range,
+each with the one message every check of its kind gives.
+"""
 
 from __future__ import annotations
 
@@ -24,24 +28,12 @@ class ConfigError(ValueError):
 
 
 def is_disk_full(err: BaseException) -> bool:
-    """Whether ``err`` says that a write failed for lack of space.
-
-    Args:
-        err: Any exception.
-
-    Returns:
-        True for an ``OSError`` with ``ENOSPC``, ``EDQUOT`` or ``EFBIG``.
-    """
+    """Whether ``err`` says that a write failed for lack of space (an ``OSError`` with ``ENOSPC``, ...)."""
     return isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS
 
 
 def check_at_least(name: str, value: float, minimum: float) -> None:
-    """Refuse an argument below its minimum, in the one message every check gives.
-
-    Args:
-        name: The argument's name, as the caller spells it.
-        value: Its value.
-        minimum: The smallest value allowed.
+    """Refuse an argument below ``minimum``.
 
     Raises:
         ValueError: ``NAME must be >= MINIMUM, got VALUE`` when ``value < minimum``.
@@ -53,10 +45,6 @@ def check_at_least(name: str, value: float, minimum: float) -> None:
 def check_positive(name: str, value: float) -> None:
     """Refuse an argument that is zero or negative (a speed, a scale, a duration).
 
-    Args:
-        name: The argument's name.
-        value: Its value.
-
     Raises:
         ValueError: ``NAME must be positive, got VALUE`` when ``value <= 0``.
     """
@@ -65,13 +53,7 @@ def check_positive(name: str, value: float) -> None:
 
 
 def check_within(name: str, value: float, low: float = 0.0, high: float = 1.0) -> None:
-    """Refuse an argument outside a closed interval (by default a probability's ``[0, 1]``).
-
-    Args:
-        name: The argument's name.
-        value: Its value.
-        low: The smallest value allowed.
-        high: The largest value allowed.
+    """Refuse an argument outside the closed interval ``[low, high]`` (by default a probability's).
 
     Raises:
         ValueError: ``NAME must be within [LOW, HIGH], got VALUE`` when it lies outside.
@@ -81,12 +63,7 @@ def check_within(name: str, value: float, low: float = 0.0, high: float = 1.0) -
 
 
 def check_choice(what: str, value: object, choices: Iterable[object]) -> None:
-    """Refuse a value that is not one of the choices, naming them.
-
-    Args:
-        what: What the value names (``"conditioning"``, ``"augmentation pipe"``).
-        value: The value given.
-        choices: The values allowed.
+    """Refuse a ``value`` not among the ``choices``, naming them; ``what`` is what it names (``"conditioning"``).
 
     Raises:
         ValueError: ``unknown WHAT 'VALUE'; choose one of [...]`` when it is not a choice.

@@ -27,13 +27,7 @@ __all__ = ["atomic_path", "naming_path", "sha256_file", "write_atomic", "write_j
 
 @contextmanager
 def naming_path(path: str | Path) -> Iterator[None]:
-    """Re-raise a disk-full ``OSError`` that does not name a file as one that names ``path``.
-
-    Args:
-        path: The file being written.
-
-    Yields:
-        Nothing: wrap the writes.
+    """Wrap writes to ``path``: re-raise a disk-full ``OSError`` that names no file as one that names ``path``.
 
     Raises:
         OSError: ``ENOSPC`` / ``EDQUOT`` / ``EFBIG`` with ``filename`` set to ``path``.
@@ -60,9 +54,6 @@ def atomic_path(path: str | Path, tmp_name: str | None = None) -> Iterator[Path]
         tmp_name: Name of the temporary file in the same folder (default ``NAME.tmp``;
             give one with the right suffix when the writer picks its format from it).
 
-    Yields:
-        The temporary path.
-
     Raises:
         OSError: If the write fails; a full disk names ``path``.
     """
@@ -78,17 +69,7 @@ def atomic_path(path: str | Path, tmp_name: str | None = None) -> Iterator[Path]
 
 
 def write_atomic(path: str | Path, data: str | bytes, tmp_name: str | None = None) -> Path:
-    """Write ``data`` to ``path`` through a temporary file beside it and a rename (:func:`atomic_path`).
-
-    On any error the temporary file is removed and ``path`` is left as it was.
-
-    Args:
-        path: Destination file (its folder must exist).
-        data: Text (written as UTF-8) or bytes.
-        tmp_name: Name of the temporary file in the same folder (default ``NAME.tmp``).
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
+    """Write text (as UTF-8) or bytes to ``path`` with :func:`atomic_path`; return ``path`` as a ``Path``.
 
     Raises:
         OSError: If the write fails; a full disk names ``path``.
@@ -99,29 +80,12 @@ def write_atomic(path: str | Path, data: str | bytes, tmp_name: str | None = Non
 
 
 def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
-    """Write ``obj`` as JSON (with a final newline) to ``path`` with :func:`write_atomic`.
-
-    Args:
-        path: Destination file.
-        obj: JSON-serialisable object.
-        indent: JSON indentation.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
+    """Write ``obj`` as JSON (with a final newline) to ``path`` with :func:`write_atomic`; return ``path``."""
     return write_atomic(path, json.dumps(obj, indent=indent) + "\n")
 
 
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    """The hex sha256 of a file, read in blocks.
-
-    Args:
-        path: The file.
-        block: Bytes read at a time.
-
-    Returns:
-        The digest.
-    """
+    """The hex sha256 of a file, read ``block`` bytes at a time."""
     digest = hashlib.sha256()
     with Path(path).open("rb") as fh:
         for chunk in iter(lambda: fh.read(block), b""):

@@ -1,10 +1,9 @@
 """One writer per output: an exclusive lock held for the whole run.
 
 Two runs writing the same output at once (a caption sidecar, a synthetic shard set, a
-pipeline run folder) would each write every item, leaving duplicates that no resume
-can untangle. Every command that writes such an output therefore holds a
-:class:`RunLock` on it for the whole run; a second run on the same output stops at
-once with :class:`LockedError`, whose message names the holder::
+pipeline run folder) would leave duplicates that no resume can untangle, so every
+command that writes one holds a :class:`RunLock` on it for the whole run; a second run
+stops at once with :class:`LockedError`, whose message names the holder::
 
     with exclusive_lock("captions/train.text.jsonl"):
         ...  # append captions
@@ -14,22 +13,18 @@ once with :class:`LockedError`, whose message names the holder::
     # wait for it or stop it
 
 **Where the lock lives.** The lock is a small file *beside* the output, named after it
-with ``.lock`` appended (:func:`lock_path`): ``caps.jsonl`` -> ``caps.jsonl.lock``,
-the shard-set folder ``data/synth`` -> ``data/synth.lock``, the run folder
-``runs/demo`` -> ``runs/demo.lock``. Beside, not inside: the runs themselves remove
-and rename what lies inside their outputs (the ``.partial`` work folder of synthesis,
-the stage outputs of a pipeline), and deleting a lock file while it is held would let
-a second run create a new one and lock that. Beside the output, the lock file is also
-outside the shard set, so ``aras-data verify`` and shard listing never see it. It
-holds the holder's PID, host and start time (JSON), for the message.
+with ``.lock`` appended (:func:`lock_path`): ``data/synth`` -> ``data/synth.lock``.
+Beside, not inside: runs remove and rename what lies inside their outputs (the
+``.partial`` work folder, a pipeline's stage outputs), and deleting a held lock file
+would let a second run lock a new one; outside the shard set, ``aras-data verify`` and
+shard listing never see it. It holds the holder's PID, host and start time (JSON).
 
 **Stale locks recover themselves.** The lock is an OS lock on the open file
 (``fcntl.flock`` on Linux and macOS, ``msvcrt.locking`` on Windows), not the file's
-existence: the OS drops it when the holding process dies, however it dies (even
-``SIGKILL`` or a power cut), so the next run simply takes it over. A run that ends
-normally also deletes the file. ``flock`` locks on network file systems depend on the
-server (NFSv4 supports them); on a shared file system without locking, give each
-machine its own outputs.
+existence: the OS drops it when the holding process dies, however it dies, so the next
+run takes it over; a run that ends normally also deletes the file. ``flock`` on network
+file systems depends on the server (NFSv4 supports it); on a shared file system without
+locking, give each machine its own outputs.
 
 The lock is not re-entrant: a second :class:`RunLock` on the same output is refused
 even in the same process (another thread, or a nested call), so code that already holds
@@ -90,13 +85,7 @@ class LockedError(RuntimeError):
 
 
 def lock_path(target: str | Path) -> Path:
-    """The lock file of an output: its name with ``.lock`` appended, in the same folder.
-
-    Args:
-        target: The output (a file or a folder; it need not exist yet).
-
-    Returns:
-        The resolved ``target`` + :data:`LOCK_SUFFIX`, e.g. ``caps.jsonl`` -> ``caps.jsonl.lock``.
+    """The lock file of an output (a file or folder, existing or not): resolved ``target`` + :data:`LOCK_SUFFIX`.
 
     Raises:
         ValueError: If ``target`` has no name (the file system root).
@@ -109,16 +98,10 @@ def lock_path(target: str | Path) -> Path:
 
 
 def read_holder(lock_file: str | Path) -> dict[str, Any] | None:
-    """Read the holder record (``pid``, ``host``, ``started``) of a lock file.
+    """The holder record (``pid``, ``host``, ``started``) of a lock file, or ``None`` if missing or unreadable.
 
     The record is what the last holder wrote; whether that holder still runs is what the
-    OS lock says, not this record.
-
-    Args:
-        lock_file: The lock file.
-
-    Returns:
-        The record, or ``None`` if the file is missing, empty or unreadable.
+    OS lock says.
     """
     try:
         with open(lock_file, "rb") as fh:
@@ -130,17 +113,10 @@ def read_holder(lock_file: str | Path) -> dict[str, Any] | None:
 
 
 class RunLock:
-    """An exclusive, non-blocking lock on an output, held from :meth:`acquire` to :meth:`release`.
+    """An exclusive, non-blocking lock on ``target``, held from :meth:`acquire` to :meth:`release`.
 
-    Use it as a context manager (see :func:`exclusive_lock`); the lock is released and its
-    file deleted on leaving the block, also on an exception.
-
-    Args:
-        target: The output to lock (a file or folder, existing or not).
-
-    Attributes:
-        target: The output.
-        lock_file: The lock file (:func:`lock_path`); its folder is created on acquiring.
+    As a context manager (:func:`exclusive_lock`) the lock is released and its file
+    (``lock_file``, :func:`lock_path`) deleted on leaving the block, also on an exception.
     """
 
     def __init__(self, target: str | Path) -> None:
@@ -155,10 +131,7 @@ class RunLock:
         return self._fd is not None
 
     def acquire(self) -> RunLock:
-        """Take the lock, or fail at once if another run holds it.
-
-        Returns:
-            This lock.
+        """Take the lock (and return this lock), or fail at once if another run holds it.
 
         Raises:
             LockedError: If another run (process, or another lock object of this process) holds it.
@@ -218,19 +191,11 @@ class RunLock:
 
 
 def exclusive_lock(target: str | Path) -> RunLock:
-    """An exclusive lock on an output, for a ``with`` block.
-
-    Args:
-        target: The output (a sidecar file, a shard-set folder, a run folder).
+    """An exclusive lock on an output (a sidecar, a shard-set folder, a run folder) for a ``with`` block.
 
     Returns:
         A :class:`RunLock`; entering it takes the lock (raising :class:`LockedError` if
         another run holds it), leaving it releases the lock.
-
-    Example::
-
-        with exclusive_lock(out):
-            write_everything(out)
     """
     return RunLock(target)
 

@@ -1,40 +1,27 @@
 """Whole-scene land-cover maps: a trained segmenter slid over a Sentinel-2 scene of any size.
 
-:func:`map_scene` (the ``aras-map`` command, ``docs/map.md``) cuts the scene into
-``tile_size`` tiles every ``stride`` pixels (the last row and column of tiles end at the
-scene's edge), predicts each tile's class probabilities in batches, and blends
-overlapping tiles by weighting each tile's softmax with a separable triangular window
-(largest at the tile's centre, never zero, so a pixel at the scene's edge seen by one
-tile keeps that tile's prediction). The class of a pixel is the arg-max of the weighted
-sum; with ``stride == tile_size`` every pixel is seen by exactly one tile.
+:func:`map_scene` (the ``aras-map`` command, ``docs/map.md``) predicts ``tile_size``
+tiles every ``stride`` pixels (the last row and column end at the scene's edge) and
+blends overlapping tiles by weighting each softmax with a separable triangular window
+(never zero, so an edge pixel seen by one tile keeps its prediction); a pixel's class
+is the arg-max of the weighted sum.
 
-Memory is bounded by a fixed strip width, whatever the scene's size. The scene is
-processed in column strips of ``strip_width`` pixels (:func:`column_strips`); a strip
-predicts every tile that touches its columns (so it reads a margin of
-``tile_size - stride`` px on each side, and a tile across a strip's edge is predicted
-by both strips), and within it the tile rows are taken top to bottom: the
-probabilities are accumulated in a ``(classes, tile_size, strip_width + 2 x margin)``
-float32 buffer, rows that no later tile touches are finished, only the strip's own
-columns are written with a windowed write, and the buffer moves down. Every pixel is
-summed from the same tiles in the same order as over the whole width, so the map does
-not depend on the strip width. Peak memory is ``O(tile_size x strip_width x classes)``
-plus one batch of tiles and GDAL's block cache (held at 64 MB), independent of the
-scene's width and height; the scene is read one window of ``tile_size`` rows by a
-strip's columns at a time.
+Memory is bounded by ``strip_width``, whatever the scene's size: the scene is
+processed in column strips (:func:`column_strips`), each predicting every tile that
+touches its columns (a tile across a strip's edge is predicted by both). Within a
+strip the tile rows are accumulated top to bottom in a ``(classes, tile_size,
+read width)`` float32 buffer; finished rows of the strip's own columns are written with
+a windowed write. Every pixel is summed from the same tiles in the same order as over
+the whole width, so the map does not depend on the strip width. Peak memory is
+``O(tile_size x strip_width x classes)`` plus one batch and GDAL's 64 MB block cache.
 
-Scaling: ``aras-data prepare`` scales every 256-px patch by its own maximum to uint8
-(``docs/preparing-data.md``), so each tile here is scaled by the maximum of its valid
-pixels the same way; the model sees what it was trained on. ``peak`` scales the whole
-scene by one value instead. Bands 1-3 are read as R, G, B, as ``prepare`` does.
+Bands 1-3 are R, G, B; like ``aras-data prepare`` (``docs/preparing-data.md``), each tile
+is scaled to uint8 by its valid pixels' maximum (``peak``: one value for the scene).
 
-The output is a tiled, DEFLATE-compressed uint8 GeoTIFF with the scene's CRS and
-transform, the release's colour table, and 255 (no data) where the scene has no data
-(the strips are written to an uncompressed temporary file, compressed block by block
-at the end, so that no block is stored twice);
-a PNG quicklook with the class legend is drawn alongside. With a WorldCover
-``reference``, the map is compared with it (remapped to the seven classes, resampled
-nearest onto the map's grid) over the pixels where both have data: per-class F1 / IoU
-and a confusion-matrix figure.
+The output is a tiled, DEFLATE uint8 GeoTIFF with the scene's grid, the release's
+colour table and 255 where the scene has no data (compressed at the end, so that no
+block is stored twice), plus a PNG quicklook. With a WorldCover ``reference`` (remapped to the seven classes, resampled
+nearest onto the map's grid) it reports per-class F1 / IoU and a confusion matrix.
 
 rasterio is an optional dependency (``pip install "aras400k[geo]"``).
 """
@@ -42,7 +29,7 @@ rasterio is an optional dependency (``pip install "aras400k[geo]"``).
 from __future__ import annotations
 
 import bisect
-import json
+import itertools
 import math
 import time
 from collections.abc import Iterator, Mapping
@@ -54,9 +41,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE, index_to_colour, worldcover_lookup
+from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colour_table, index_to_colour, worldcover_lookup
 from aras400k.data.transforms import Normalize
 from aras400k.errors import check_at_least
+from aras400k.files import atomic_path, write_json_atomic
 from aras400k.models.segmentation import SegmentationTask
 
 __all__ = [
@@ -95,8 +83,7 @@ class MapReport:
         tile_size: Tile side in pixels.
         stride: Distance between tile origins in pixels.
         nodata_pixels: Pixels written as no data (255).
-        predicted: Tile predictions made: ``tiles`` plus the tiles across the edges of
-            the column strips, predicted once by each strip they touch.
+        predicted: ``tiles`` plus the repeats of tiles across the column strips' edges.
         strip_width: Width of the column strips in pixels.
         reference: The reference map, or ``None``.
         overlap_pixels: Pixels where both the map and the reference have a class.
@@ -199,14 +186,10 @@ def tile_weights(tile: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ColumnStrip:
-    """One column strip of a scene: the columns it writes and the tiles it predicts.
+    """One column strip of a scene: it writes the columns ``start:stop`` and reads ``read_start:read_stop``.
 
-    Attributes:
-        start: First column the strip writes.
-        stop: One past the last column it writes.
-        origins: Column origins of the tiles that touch ``start:stop``, sorted.
-        read_start: First column it reads (the first tile's origin).
-        read_stop: One past the last column it reads (the last tile's end).
+    ``origins`` are the sorted column origins of the tiles that touch ``start:stop``; the
+    first one is ``read_start``, and the last tile ends at ``read_stop``.
     """
 
     start: int
@@ -224,12 +207,9 @@ class ColumnStrip:
 def column_strips(width: int, tile: int, stride: int, strip_width: int) -> list[ColumnStrip]:
     """Cut a scene's columns into strips of ``strip_width`` and list the tiles each needs.
 
-    A strip writes the columns ``[k * strip_width, (k + 1) * strip_width)`` (the last one
-    ends at the scene's edge) and predicts every tile of :func:`tile_starts` that
-    touches them, so each of its pixels gets the contributions of every tile that
-    covers it. A tile across a strip's edge is predicted by each strip it touches;
-    with ``strip_width`` a multiple of ``stride`` the edges fall on tile origins and
-    ``ceil(tile / stride) - 1`` tile columns are repeated per edge.
+    A strip predicts every tile of :func:`tile_starts` that touches its columns; with
+    ``strip_width`` a multiple of ``stride``, ``ceil(tile / stride) - 1`` tile columns
+    are repeated per edge.
 
     Args:
         width: Scene width in pixels.
@@ -257,15 +237,9 @@ def column_strips(width: int, tile: int, stride: int, strip_width: int) -> list[
 
 
 def scale_tile(rgb: np.ndarray, valid: np.ndarray, peak: float | None = None) -> np.ndarray:
-    """Scale raw Sentinel-2 values to uint8 as ``aras-data prepare`` does: by the maximum.
+    """Scale ``(3, h, w)`` raw values to an ``(h, w, 3)`` uint8 image as ``aras-data prepare`` does.
 
-    Args:
-        rgb: ``(3, h, w)`` raw values.
-        valid: ``(h, w)`` bool, the pixels with data.
-        peak: Divisor; ``None`` uses the maximum of the valid pixels (prepare's rule).
-
-    Returns:
-        ``(h, w, 3)`` uint8 image; pixels without data are 0.
+    ``peak=None`` divides by the maximum of the ``valid`` pixels; pixels without data are 0.
     """
     values = rgb.astype(np.float64)
     if peak is None:
@@ -333,25 +307,20 @@ def map_scene(
     """Map a whole Sentinel-2 scene with a trained segmenter (sliding window, blended tiles).
 
     Args:
-        segmenter: A checkpoint written by ``aras-fit`` (loaded safely, with the
-            normalisation it was trained with) or a :class:`SegmentationTask`.
+        segmenter: An ``aras-fit`` checkpoint (with its normalisation) or a :class:`SegmentationTask`.
         scene: GeoTIFF whose bands 1-3 are R, G, B (e.g. a ``*_S2RGBNIR.tif`` tile).
         out: The land-cover GeoTIFF to write.
         tile_size: Tile side in pixels (the paper's patches: 256).
-        stride: Distance between tiles; default ``tile_size // 2`` (half-overlapping
-            tiles). ``tile_size`` gives no overlap.
+        stride: Distance between tiles; default ``tile_size // 2``; ``tile_size``: no overlap.
         batch_size: Tiles per forward pass (a batch may span tile rows).
-        strip_width: Width of the column strips the scene is processed in, in pixels;
-            memory grows with it, not with the scene. The map is the same for any
-            width; a multiple of ``stride`` and of 256 (the output's blocks) repeats
-            the fewest tiles and writes whole blocks.
+        strip_width: Width of the column strips, in pixels (memory grows with it; the map
+            does not change); a multiple of ``stride`` and of 256 repeats the fewest tiles.
         device: ``"auto"`` (the GPU when there is one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         peak: Scale every tile by this value instead of by its own maximum.
         quicklook: PNG quicklook path; ``"auto"``: ``out`` with ``.png``; ``None``: none.
         quicklook_size: Longest side of the quicklook's map, in pixels.
         reference: Optional ESA WorldCover GeoTIFF to compare the map with.
-        remap: WorldCover code -> class index overrides (see
-            :func:`~aras400k.classes.worldcover_lookup`); default: the release's remap.
+        remap: WorldCover code -> class index (:func:`~aras400k.classes.worldcover_lookup`).
         overwrite: Replace ``out`` (and its quicklook and figures) if they exist.
         progress: Show a progress bar over the tiles.
 
@@ -365,7 +334,10 @@ def map_scene(
             fewer than three bands, or a reference that does not overlap the scene.
         ImportError: If rasterio is not installed.
     """
-    rasterio = _require_rasterio()
+    try:
+        import rasterio
+    except ImportError as err:  # pragma: no cover - the geo extra is installed in the tests
+        raise ImportError('aras-map needs rasterio: pip install "aras400k[geo]"') from err
     from aras400k.checkpoints import resolve_device
     from aras400k.models.segmentation import load_segmenter
 
@@ -389,14 +361,6 @@ def map_scene(
     if ref_path is not None:
         _compare(report, ref_path, remap)
     return report
-
-
-def _require_rasterio() -> Any:
-    try:
-        import rasterio
-    except ImportError as err:  # pragma: no cover - the geo extra is installed in the tests
-        raise ImportError('aras-map needs rasterio: pip install "aras400k[geo]"') from err
-    return rasterio
 
 
 def _check_arguments(
@@ -426,12 +390,7 @@ def _check_outputs(out: Path, look: Path | None, reference: str | Path | None, o
 
 
 def _open_raster(rasterio: Any, path: Path, what: str) -> Any:
-    """Open a raster for reading, with one-line errors.
-
-    Raises:
-        FileNotFoundError: If the file is missing.
-        ValueError: If it is not a readable raster.
-    """
+    """Open a raster for reading, with one-line errors for a missing or unreadable file."""
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
     try:
@@ -441,11 +400,7 @@ def _open_raster(rasterio: Any, path: Path, what: str) -> Any:
 
 
 def _check_reference(rasterio: Any, path: Path, src: Any) -> Path:
-    """Check that the reference opens and overlaps the scene.
-
-    Raises:
-        ValueError: If it has no CRS, or does not overlap the scene.
-    """
+    """Check that the reference opens, has a CRS and overlaps the scene."""
     from rasterio.warp import transform_bounds
 
     with _open_raster(rasterio, path, "reference") as ref:
@@ -506,23 +461,13 @@ class _Layout:
     strip_width: int
 
     @property
-    def rows(self) -> list[int]:
-        """Row origins of the tiles."""
-        return tile_starts(self.height, self.tile, self.stride)
-
-    @property
-    def strips(self) -> list[ColumnStrip]:
-        """The column strips, left to right."""
-        return column_strips(self.width, self.tile, self.stride, self.strip_width)
-
-    @property
     def tile_rows(self) -> int:
-        """Rows of a tile (the scene's height when it is shorter than a tile)."""
+        """Rows of a tile (fewer in a scene shorter than a tile)."""
         return min(self.tile, self.height)
 
     @property
     def tile_cols(self) -> int:
-        """Columns of a tile (the scene's width when it is narrower than a tile)."""
+        """Columns of a tile (fewer in a scene narrower than a tile)."""
         return min(self.tile, self.width)
 
 
@@ -554,32 +499,29 @@ def _write_map(
     """Predict, blend and write the map strip by strip, to a temporary file renamed at the end."""
     import rasterio
 
-    rows, strips = layout.rows, layout.strips
+    rows = tile_starts(layout.height, layout.tile, layout.stride)
+    strips = column_strips(layout.width, layout.tile, layout.stride, layout.strip_width)
     band = _Band(layout.tile_rows, max(strip.read_width for strip in strips))
     look = _Quicklook(layout.height, layout.width, quicklook_size)
     tiles = len(rows) * len(tile_starts(layout.width, layout.tile, layout.stride))
     predicted = len(rows) * sum(len(strip.origins) for strip in strips)
     nodata = 0
-    raw, tmp = out.with_name(out.name + ".raw.tmp.tif"), out.with_name(out.name + ".tmp.tif")
+    raw = out.with_name(out.name + ".raw.tmp.tif")
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        # Strips write parts of the output's blocks, strip after strip; a compressed block
-        # written twice is stored twice, so the strips go to an uncompressed file (written
-        # in place), which GDAL then copies block by block, compressing each block once.
-        with (
-            rasterio.open(raw, "w", **_profile(src, compress=False)) as dst,
-            tqdm(total=predicted, desc=f"map {out.name}", unit="tile", disable=not progress) as bar,
-        ):
-            dst.write_colormap(1, _colour_table())
-            dst.update_tags(made_by=_MADE_BY, tile_size=str(layout.tile), stride=str(layout.stride))
-            for strip in strips:
-                nodata += _map_strip(src, dst, strip, layout, rows, band, look, predict, batch_size, peak, bar)
-        _compress(raw, tmp, src)
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        # A compressed block written twice (by two strips) is stored twice, so the strips
+        # go to an uncompressed file, which GDAL then compresses block by block.
+        with atomic_path(out, out.name + ".tmp.tif") as tmp:
+            with (
+                rasterio.open(raw, "w", **_profile(src)) as dst,
+                tqdm(total=predicted, desc=f"map {out.name}", unit="tile", disable=not progress) as bar,
+            ):
+                dst.write_colormap(1, colour_table())
+                dst.update_tags(made_by=_MADE_BY, tile_size=str(layout.tile), stride=str(layout.stride))
+                for strip in strips:
+                    nodata += _map_strip(src, dst, strip, layout, rows, band, look, predict, batch_size, peak, bar)
+            _compress(raw, tmp, src)
     finally:
         raw.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
@@ -651,10 +593,9 @@ def _strip_tiles(
     peak: float | None,
     masks: dict[int, np.ndarray],
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """The strip's tiles, scaled to uint8, as ``(tile row, column origin, tile)`` in row-major order.
+    """The strip's uint8 tiles as ``(tile row, column origin, tile)``, row-major; one read per tile row.
 
-    Reads one window of ``th`` rows by the strip's read columns per tile row and keeps
-    its valid pixels in ``masks`` under the tile row's index.
+    The valid pixels of each tile row are kept in ``masks`` under its index.
     """
     from rasterio.windows import Window
 
@@ -669,45 +610,27 @@ def _strip_tiles(
 
 def _batches(items: Iterator[tuple[int, int, np.ndarray]], size: int) -> Iterator[list[tuple[int, int, np.ndarray]]]:
     """Lists of ``size`` items (the last one shorter)."""
-    batch: list[tuple[int, int, np.ndarray]] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
+    while batch := list(itertools.islice(items, size)):
         yield batch
 
 
-def _profile(src: Any, compress: bool = True) -> dict[str, Any]:
-    """The output's GeoTIFF profile: the scene's grid, uint8, tiled, DEFLATE (or none), no data 255."""
+def _profile(src: Any) -> dict[str, Any]:
+    """The uncompressed map's GeoTIFF profile: the scene's grid, uint8, no data 255, tiled when large enough."""
     profile: dict[str, Any] = {
         "driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "uint8",
         "crs": src.crs, "transform": src.transform, "nodata": IGNORE_INDEX,
     }  # fmt: skip
-    if compress:
-        profile["compress"] = "deflate"
     if src.width >= 256 and src.height >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
     return profile
 
 
 def _compress(raw: Path, out: Path, src: Any) -> None:
-    """Copy the uncompressed map to ``out`` with DEFLATE, keeping its grid, colours and tags.
-
-    GDAL copies block by block within its block cache, so memory stays bounded.
-    """
+    """Copy the uncompressed map to ``out`` with DEFLATE, block by block (bounded memory)."""
     from rasterio.shutil import copy
 
-    options = {k: v for k, v in _profile(src).items() if k in ("tiled", "blockxsize", "blockysize", "compress")}
-    copy(raw, out, driver="GTiff", **options)
-
-
-def _colour_table() -> dict[int, tuple[int, int, int, int]]:
-    """The release's class colours, and transparent black for no data."""
-    table = {i: (int(r), int(g), int(b), 255) for i, (r, g, b) in enumerate(PALETTE)}
-    table[IGNORE_INDEX] = (0, 0, 0, 0)
-    return table
+    options = {k: v for k, v in _profile(src).items() if k in ("tiled", "blockxsize", "blockysize")}
+    copy(raw, out, driver="GTiff", compress="deflate", **options)
 
 
 # --- quicklook and reference -----------------------------------------------------------
@@ -762,7 +685,7 @@ def _compare(report: MapReport, reference: Path, remap: Mapping[int, int] | None
     )
     payload = {"reference": str(reference), "pixels": report.overlap_pixels, "confusion": confusion.tolist()}
     payload["scores"] = {k: (None if math.isnan(v) else round(v, 6)) for k, v in report.scores.items()}
-    Path(f"{stem}_reference.json").write_text(json.dumps(payload, indent=2) + "\n")
+    write_json_atomic(f"{stem}_reference.json", payload)
 
 
 def _confusion(codes: np.ndarray, labels: np.ndarray, lut: np.ndarray) -> np.ndarray:

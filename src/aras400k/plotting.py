@@ -1,4 +1,8 @@
-"""Figures written as PNG files, so they work with any logger (or none)."""
+"""Figures written as PNG files, so they work with any logger (or none).
+
+Each ``plot_*`` function draws masks in the release colours (255 black), writes its
+figure to ``path`` with :func:`save_figure` and returns the path written.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aras400k.classes import CLASSES, IGNORE_INDEX, index_to_colour
+from aras400k.classes import CLASSES, index_to_colour
 from aras400k.files import atomic_path
 
 __all__ = ["add_class_legend", "plot_confusion_matrix", "plot_prediction_grid", "plot_sample_grid", "save_figure"]
@@ -24,26 +28,19 @@ def pyplot():  # noqa: ANN202 - matplotlib's module type
 
 
 def add_class_legend(fig: object, ignore: bool = True, fontsize: int = 7) -> float:
-    """Put a legend of the class colours (the release colours) under a figure of masks.
+    """Put a legend of the release colours (and, with ``ignore``, of 255) under a matplotlib figure of masks.
 
     Call it after drawing and before ``tight_layout``; pass the returned height to
     ``fig.tight_layout(rect=(0, height, 1, 1))`` so the panels leave room for it.
-
-    Args:
-        fig: A matplotlib ``Figure``.
-        ignore: Also show the ignore value (255), drawn black.
-        fontsize: Legend font size.
 
     Returns:
         The fraction of the figure's height the legend takes, from the bottom.
     """
     from matplotlib.patches import Patch
 
-    entries: list[tuple[str, tuple[float, float, float]]] = [
-        (c.name, (c.colour[0] / 255, c.colour[1] / 255, c.colour[2] / 255)) for c in CLASSES
-    ]
+    entries = [(c.name, "#{:02x}{:02x}{:02x}".format(*c.colour)) for c in CLASSES]
     if ignore:
-        entries.append(("ignore / no data", (0.0, 0.0, 0.0)))
+        entries.append(("ignore / no data", "#000000"))
     handles = [Patch(facecolor=colour, edgecolor="0.3", linewidth=0.5, label=name) for name, colour in entries]
     fig.legend(  # type: ignore[attr-defined]
         handles=handles, loc="lower center", ncol=min(len(handles), 8), frameon=False, fontsize=fontsize,
@@ -55,15 +52,7 @@ def add_class_legend(fig: object, ignore: bool = True, fontsize: int = 7) -> flo
 
 
 def save_figure(fig: object, path: str | Path) -> Path:
-    """Save a matplotlib figure atomically (temporary name, then rename) and close it.
-
-    Args:
-        fig: A matplotlib ``Figure``.
-        path: Destination PNG.
-
-    Returns:
-        The path written.
-    """
+    """Save a matplotlib figure to the PNG ``path`` atomically (temporary name, then rename) and close it."""
     plt = pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,17 +67,7 @@ def save_figure(fig: object, path: str | Path) -> Path:
 def plot_confusion_matrix(
     confmat: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = "Confusion matrix"
 ) -> Path:
-    """Draw a row-normalised confusion matrix (rows: truth, columns: prediction) with counts.
-
-    Args:
-        confmat: ``(C, C)`` pixel counts.
-        class_names: Class labels.
-        path: Destination PNG.
-        title: Figure title.
-
-    Returns:
-        The path written.
-    """
+    """Draw a row-normalised ``(C, C)`` confusion matrix of pixel counts (rows: truth, columns: prediction)."""
     plt = pyplot()
     cm = np.asarray(confmat, dtype=np.float64)
     rows = cm.sum(1, keepdims=True)
@@ -114,17 +93,14 @@ def plot_confusion_matrix(
 def plot_prediction_grid(
     images: np.ndarray, masks: np.ndarray | None, preds: np.ndarray, path: str | Path, keys: Sequence[str] | None = None
 ) -> Path:
-    """Draw rows of image / true mask / predicted mask in the release colours.
+    """Draw rows of image / true mask / predicted mask.
 
     Args:
         images: ``(N, H, W, 3)`` floats in ``[0, 1]`` or uint8.
-        masks: ``(N, H, W)`` true class indices (255 drawn black), or ``None``.
+        masks: ``(N, H, W)`` true class indices, or ``None``.
         preds: ``(N, H, W)`` predicted class indices.
         path: Destination PNG.
         keys: Optional sample keys for the row titles.
-
-    Returns:
-        The path written.
     """
     plt = pyplot()
     n = len(images)
@@ -134,7 +110,7 @@ def plot_prediction_grid(
         panels = [images[i]]
         titles = [keys[i] if keys is not None else "image"]
         if masks is not None:
-            panels.append(index_to_colour(np.where(masks[i] == IGNORE_INDEX, IGNORE_INDEX, masks[i])))
+            panels.append(index_to_colour(masks[i]))
             titles.append("truth")
         panels.append(index_to_colour(preds[i]))
         titles.append("prediction")
@@ -154,19 +130,16 @@ def plot_sample_grid(
     columns: int = 4,
     title: str | None = None,
 ) -> Path:
-    """Draw samples as image / mask pairs in a grid, masks in the release colours.
+    """Draw samples as image / mask pairs in a grid.
 
     Args:
         images: ``(H, W, 3)`` uint8 images.
-        masks: ``(H, W)`` class indices per image (255 drawn black), or ``None`` for an
-            unlabelled sample (its mask tile is left empty).
+        masks: ``(H, W)`` class indices per image, or ``None`` for an unlabelled sample
+            (its mask tile is left empty).
         path: Destination PNG.
         keys: Sample keys, shown above the images.
         columns: Image / mask pairs per row.
         title: Figure title.
-
-    Returns:
-        The path written.
 
     Raises:
         ValueError: If there are no images, or ``masks``/``keys`` differ in length.

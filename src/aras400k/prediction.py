@@ -13,17 +13,17 @@ writes, for every sample ``KEY`` (see ``docs/segmentation.md``, section Predicti
 
 and, when the run ends, ``index.csv`` (one row per sample: its files and predicted
 composition), ``predictions.json`` (which model wrote the folder) and, with
-``archive=True``, ``predictions.zip`` of the visual files. Every file is written under a
-temporary name and renamed, so a sample whose files all exist is complete: a rerun
-skips it (``overwrite=True`` redoes it). A folder written by another model is refused
-instead of mixed. The georeference comes from ``meta.json``'s ``crs`` and ``transform``
-(or ``bounds``) fields, which ``aras-data prepare`` records (see ``docs/data.md``).
+``archive=True``, ``predictions.zip`` of the visual files. Every file is written
+atomically, so a sample whose files all exist is complete: a rerun skips it
+(``overwrite=True`` redoes it). A folder written by another model is refused instead
+of mixed. The georeference is what ``aras-data prepare`` records (``docs/data.md``).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import json
 import warnings
 import zipfile
@@ -38,7 +38,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
-from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, PALETTE, index_to_colour
+from aras400k.classes import CLASS_NAMES, IGNORE_INDEX, colour_table, index_to_colour
 from aras400k.data.composition import composition
 from aras400k.data.shards import SampleError
 from aras400k.errors import ConfigError, check_within
@@ -68,14 +68,9 @@ Georeference = tuple[str, tuple[float, float, float, float, float, float]]
 def georeference(meta: Mapping[str, Any] | None, height: int, width: int) -> Georeference | None:
     """Read a sample's georeference from its ``meta.json``.
 
-    ``crs`` is required; the transform is ``transform`` (six numbers in rasterio's
-    order ``a, b, c, d, e, f``) or, for samples prepared before it was recorded, a
-    north-up transform derived from ``bounds`` (left, bottom, right, top) and the size.
-
-    Args:
-        meta: The sample's ``meta.json``.
-        height: Patch height in pixels.
-        width: Patch width in pixels.
+    ``crs`` is required; the transform is ``transform`` (rasterio's ``a, b, c, d, e, f``)
+    or, for samples prepared before it was recorded, a north-up transform derived from
+    ``bounds`` (left, bottom, right, top) and the patch's ``height`` and ``width``.
 
     Returns:
         ``(crs, transform)``, or ``None`` when the sample is not georeferenced.
@@ -106,16 +101,7 @@ def _numbers(value: Any, name: str, count: int = 6) -> list[float]:
 
 
 def blend(image: np.ndarray, colour: np.ndarray, alpha: float) -> np.ndarray:
-    """Blend an RGB image with a colour mask: ``(1 - alpha) * image + alpha * colour``.
-
-    Args:
-        image: ``(H, W, 3)`` uint8 image.
-        colour: ``(H, W, 3)`` uint8 colour mask.
-        alpha: Weight of the colour mask, in ``[0, 1]``.
-
-    Returns:
-        ``(H, W, 3)`` uint8 overlay.
-    """
+    """Blend ``(H, W, 3)`` uint8 image and colour mask into an overlay: ``(1 - alpha) * image + alpha * colour``."""
     mixed = (1.0 - alpha) * image.astype(np.float32) + alpha * colour.astype(np.float32)
     return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
@@ -131,10 +117,7 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 
 def write_geotiff(path: str | Path, mask: np.ndarray, where: Georeference) -> None:
-    """Write a class-index mask as a GeoTIFF that GIS tools open in place.
-
-    One uint8 band with the release colours as its colour table, nodata 255, the class
-    names as tags, DEFLATE compression; written under a temporary name and renamed.
+    """Write a class-index mask as a GeoTIFF (colour table, nodata 255, class tags, DEFLATE), atomically.
 
     Args:
         path: Destination ``.tif``.
@@ -162,30 +145,17 @@ def write_geotiff(path: str | Path, mask: np.ndarray, where: Georeference) -> No
     }
     with atomic_path(path, _temporary(path)) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(np.ascontiguousarray(mask, dtype=np.uint8)[None])
-        colours = {i: (*(int(c) for c in PALETTE[i]), 255) for i in range(len(PALETTE))}
-        colours[IGNORE_INDEX] = (0, 0, 0, 0)
-        dst.write_colormap(1, colours)
+        dst.write_colormap(1, colour_table())
         dst.update_tags(classes=",".join(CLASS_NAMES), made_by="aras predict")
         dst.set_band_description(1, "land-cover class index (" + ", ".join(CLASS_NAMES) + "); 255 = no data")
 
 
 def _rasterio_available() -> bool:
-    try:
-        import rasterio  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("rasterio") is not None
 
 
 def model_fingerprint(module: torch.nn.Module) -> str:
-    """16 hex digits of the sha256 of a model's weights (names, shapes and values).
-
-    Args:
-        module: The model.
-
-    Returns:
-        The fingerprint; equal for equal weights, on any device.
-    """
+    """16 hex digits of the sha256 of a model's weights (names, shapes and values); equal on any device."""
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
@@ -199,22 +169,18 @@ class PredictionWriter(BasePredictionWriter):
     """Write each predicted mask as PNGs (and a GeoTIFF when georeferenced), resumably.
 
     ``aras predict`` adds one with its ``--predictions.*`` options; in Python pass it to
-    ``Trainer(callbacks=[...])``. The module's ``predict_step`` must return a dict with
-    ``mask`` (``(B, H, W)`` class indices) and optionally ``key`` (as
-    :class:`~aras400k.models.SegmentationTask` does); keys, images (for overlays, mapped
-    back to ``[0, 1]`` with the DataModule's ``denormalize``) and ``meta`` come from the
-    batch. Files are named after the sample keys (see the module docstring and
-    ``docs/segmentation.md``). It does nothing in fit, validate or test.
+    ``Trainer(callbacks=[...])``. ``predict_step`` must return a dict with ``mask``
+    (``(B, H, W)`` class indices) and optionally ``key``, as
+    :class:`~aras400k.models.SegmentationTask` does; keys, images (mapped back with the
+    DataModule's ``denormalize``) and ``meta`` come from the batch. It is idle outside predict.
 
     Args:
         out_dir: Output folder; default ``<trainer.default_root_dir>/predictions``.
         overlay: Also write ``KEY_overlay.png``, the image blended with the colour mask.
         alpha: Weight of the colour mask in the overlay, in ``[0, 1]``.
-        geotiff: Write ``KEY.tif`` for samples whose ``meta.json`` has ``crs`` and a
-            ``transform`` (or ``bounds``); needs rasterio (one warning and no GeoTIFFs
-            without it).
-        archive: Also write ``predictions.zip`` with the colour masks, overlays and
-            ``index.csv`` when the run ends.
+        geotiff: Write ``KEY.tif`` for georeferenced samples (:func:`georeference`); without
+            rasterio, one warning and no GeoTIFFs.
+        archive: Also write ``predictions.zip`` (colour masks, overlays, ``index.csv``) at the end.
         overwrite: Rewrite the files of samples that already have them, and replace a
             folder written by another model (whose files are then deleted).
         keep_in_memory: Also keep every prediction in memory, as ``trainer.predict``
@@ -267,11 +233,7 @@ class PredictionWriter(BasePredictionWriter):
         self._folder.mkdir(parents=True, exist_ok=True)
 
     def _check_record(self, folder: Path) -> None:
-        """Keep the index rows of an earlier run of this model in ``folder``; refuse another model's.
-
-        Raises:
-            ConfigError: If another model wrote ``folder`` and ``overwrite`` is off.
-        """
+        """Keep the index rows of an earlier run of this model in ``folder``; refuse another model's."""
         record_path = folder / RECORD_NAME
         self._previous, self._replacing = _read_index(folder / INDEX_NAME), False
         if not record_path.is_file():
@@ -314,7 +276,7 @@ class PredictionWriter(BasePredictionWriter):
 
         Raises:
             ValueError: If the prediction has no ``mask`` or the batch no sample keys.
-            aras400k.data.SampleError: If a sample's ``meta.json`` georeference is malformed.
+            aras400k.data.SampleError: If a sample's georeference is malformed.
         """
         masks, keys = _masks_and_keys(prediction, batch)
         metas = batch.get("meta") if isinstance(batch, dict) else None

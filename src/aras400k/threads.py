@@ -1,22 +1,22 @@
 """CPU threads that fit the machine: torch's intra-op pool sized to the usable cores.
 
 PyTorch's default pool takes every core of the machine, and loader workers are extra
-processes on the same cores. On a machine that is also busy with other work, threads
-that wait for each other at every operation then spend their time descheduled: a run
-does not merely slow down, it crawls (a 2-core demo went from 3 epochs to 26 of 100
-steps in the same minutes). :func:`configure_threads` gives torch the cores this process
-may use (its affinity mask, not the machine's count) less one per loader worker, unless
-the user said otherwise (``--threads``, ``ARAS_THREADS`` or ``OMP_NUM_THREADS``).
+processes on the same cores. On a busy machine, threads that wait for each other at
+every operation then spend their time descheduled: a run crawls (a 2-core demo went
+from 3 epochs to 26 of 100 steps in the same minutes). :func:`configure_threads` gives
+torch the cores this process may use (its affinity mask) less one per loader worker,
+unless the user said otherwise (``--threads``, ``ARAS_THREADS`` or ``OMP_NUM_THREADS``).
 
 Thread counts change the order of floating-point sums, so results are bit-identical
-only between runs with the same count; the count is printed and recorded for that
-reason.
+only between runs with the same count, which is printed and recorded for that reason.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+from aras400k.errors import check_at_least
 
 __all__ = ["THREADS_VARIABLE", "configure_threads", "usable_cores"]
 
@@ -25,11 +25,7 @@ THREADS_VARIABLE = "ARAS_THREADS"
 
 
 def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity mask where the OS has one).
-
-    Returns:
-        At least 1.
-    """
+    """Cores this process may run on, at least 1 (its CPU affinity mask where the OS has one)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
@@ -48,8 +44,7 @@ def _from_environment() -> int | None:
                 count = int(value)
             except ValueError as err:
                 raise ValueError(f"{name}={value!r} is not a whole number of threads") from err
-            if count < 1:
-                raise ValueError(f"{name} must be >= 1, got {count}")
+            check_at_least(name, count, 1)
             return count
     return None
 
@@ -75,8 +70,8 @@ def configure_threads(threads: int | None = None, loader_workers: int = 0) -> in
         ValueError: If a count is not a whole number >= 1.
     """
     global _ours
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+    if threads is not None:
+        check_at_least("threads", threads, 1)
     count = threads or _from_environment() or max(1, usable_cores() - max(0, loader_workers))
     torch = sys.modules.get("torch")
     if torch is not None:

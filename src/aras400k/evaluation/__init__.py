@@ -9,10 +9,9 @@
 - :mod:`~aras400k.evaluation.report`: :func:`run_evaluation`, which writes ``report.md``,
   ``report.json``, CSV tables and PNG figures.
 
-The metrics themselves are :mod:`aras400k.metrics`; this package only reads shard sets
-and sidecars into them and lays out their results. The configuration and tables load without torch; the
-report (:class:`EvalResult`, :func:`run_evaluation`, :func:`write_report`) imports the
-metrics (torch, torchmetrics) on first access, so that ``aras-eval --help`` starts quickly.
+The metrics themselves are :mod:`aras400k.metrics`; this package reads shard sets and
+sidecars into them and lays out their results. The report's names load the metrics
+(torch) on first access, so that ``aras-eval --help`` starts quickly.
 """
 
 from typing import TYPE_CHECKING

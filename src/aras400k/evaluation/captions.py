@@ -10,6 +10,7 @@ sample's ``meta.json`` (counted from its mask when the meta has none).
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,29 +67,13 @@ def _group(record: Mapping[str, Any]) -> str:
 
 
 def split_group(group: str) -> tuple[str, str]:
-    """Split a ``model/mode`` group name (a model name may itself hold ``/``).
-
-    Args:
-        group: The group name.
-
-    Returns:
-        ``(model, mode)``.
-    """
+    """Split a ``model/mode`` group name into ``(model, mode)`` (a model name may itself hold ``/``)."""
     model, _, mode = group.rpartition("/")
     return model, mode
 
 
 def _rows_table(rows: Sequence[Mapping[str, Any]], fields: Sequence[str], numeric_from: int) -> str:
-    """A Markdown table of the given fields of each row, each printed the one way the caption tables print it.
-
-    Args:
-        rows: The table rows.
-        fields: The row fields to show, in column order.
-        numeric_from: Columns from this index on are right-aligned.
-
-    Returns:
-        The table.
-    """
+    """A Markdown table of ``fields`` of each row, printed the one way the caption tables print them."""
     cells = [[_CELL_FORMATS.get(name, str)(row[name]) for name in fields] for row in rows]
     return markdown_table([_HEADINGS.get(name, name) for name in fields], cells, numeric_from)
 
@@ -111,8 +96,7 @@ class CaptionTally:
         groups: ``model/mode`` -> redundancy of that caption model and method.
         consistency: Caption-mask agreement, overall and per group.
         clip: ``CLIPScore.compute()`` as plain numbers (``None`` without a CLIP model).
-        without_composition: Captions of samples with neither a composition nor a mask
-            (left out of the consistency scores).
+        without_composition: Captions left out of consistency (no composition nor mask).
     """
 
     name: str
@@ -127,16 +111,7 @@ class CaptionTally:
 
     @classmethod
     def empty(cls, name: str, source: str, config: EvalConfig) -> CaptionTally:
-        """A tally with no captions yet.
-
-        Args:
-            name: Dataset name.
-            source: Dataset source.
-            config: The evaluation settings (normalisation, consistency thresholds).
-
-        Returns:
-            The tally.
-        """
+        """A tally with no captions yet, with ``config``'s normalisation and consistency thresholds."""
         return cls(
             name=name,
             source=source,
@@ -147,12 +122,9 @@ class CaptionTally:
         )
 
     def add_redundancy(self, texts: Sequence[str], groups: Sequence[str], normalize: str) -> None:
-        """Count captions into the overall and per-group redundancy.
+        """Count captions into the overall and per-group (``model/mode``) redundancy.
 
-        Args:
-            texts: Captions.
-            groups: Their ``model/mode`` groups.
-            normalize: Normalisation of new per-group metrics.
+        ``normalize`` is the normalisation of new per-group metrics.
         """
         if not texts:
             return
@@ -166,14 +138,7 @@ class CaptionTally:
             self.groups[group].update(members)
 
     def redundancy_numbers(self, group: str | None = None) -> dict[str, Any]:
-        """Total, unique and redundancy of all captions or of one group.
-
-        Args:
-            group: A ``model/mode`` group, or ``None`` for all captions.
-
-        Returns:
-            ``captions``, ``unique`` (ints) and ``redundancy`` (fraction; NaN without captions).
-        """
+        """``captions``, ``unique`` and ``redundancy`` (NaN without captions) of all captions or of one group."""
         metric = self.redundancy if group is None else self.groups[group]
         result = _compute(metric)
         return {
@@ -183,14 +148,7 @@ class CaptionTally:
         }
 
     def clip_numbers(self, group: str | None = None) -> dict[str, Any]:
-        """Mean CLIPScore (and truncated captions) of all captions or of one group.
-
-        Args:
-            group: A ``model/mode`` group, or ``None`` for all captions.
-
-        Returns:
-            ``clip_score`` (``None`` without a CLIP model or captions) and ``truncated``.
-        """
+        """``clip_score`` (``None`` without a CLIP model or captions) and ``truncated`` of all captions or one group."""
         if self.clip is None:
             return {"clip_score": None, "truncated": None}
         source = self.clip if group is None else self.clip["groups"].get(group)
@@ -201,13 +159,8 @@ class CaptionTally:
 
 def _samples(inputs: DatasetInputs) -> Iterator[Sample]:
     """The evaluated samples of a dataset, in manifest order."""
-    limit = len(inputs.keys)
-    for i, sample in enumerate(
-        iter_samples(inputs.spec.path, with_mask=True, with_captions=inputs.spec.shard_captions)
-    ):
-        if i >= limit:
-            return
-        yield sample
+    samples = iter_samples(inputs.spec.path, with_mask=True, with_captions=inputs.spec.shard_captions)
+    return itertools.islice(samples, len(inputs.keys))
 
 
 def _records(inputs: DatasetInputs, sample: Sample) -> list[dict[str, Any]]:
@@ -269,16 +222,13 @@ def _plain_clip(result: Mapping[str, Any]) -> dict[str, Any]:
 def tally_captions(
     inputs: DatasetInputs, config: EvalConfig, overall: CaptionTally, clip: CLIPScore | None = None
 ) -> CaptionTally:
-    """Read a dataset's evaluated samples once and feed every caption metric.
+    """Read a dataset's evaluated samples once, feed every caption metric, and return the dataset's tally.
 
     Args:
         inputs: The checked dataset with its sidecar captions.
         config: The evaluation settings.
         overall: The tally over all datasets; its redundancy counts these captions too.
         clip: The CLIPScore metric (reset here), or ``None`` without a CLIP model.
-
-    Returns:
-        The dataset's tally.
 
     Raises:
         ValueError: On a malformed ``captions.json`` or composition.
@@ -317,11 +267,8 @@ def tally_captions(
 def combine_clip(tallies: Sequence[CaptionTally]) -> dict[str, Any] | None:
     """The caption-weighted CLIPScore over several datasets, overall and per group.
 
-    Args:
-        tallies: Per-dataset tallies (with ``clip`` filled, or all ``None``).
-
     Returns:
-        The same layout as :attr:`CaptionTally.clip`, or ``None`` without CLIP scores.
+        The layout of :attr:`CaptionTally.clip`, or ``None`` when no tally has CLIP scores.
     """
     scored = [t.clip for t in tallies if t.clip is not None]
     if not scored:
@@ -342,14 +289,10 @@ def combine_clip(tallies: Sequence[CaptionTally]) -> dict[str, Any] | None:
     return result
 
 
-# -- sections ------------------------------------------------------------------------------------
-
-
-def _no_captions_reason() -> str:
-    return (
-        "no caption sidecars configured (give datasets[].captions, JSONL files written by aras-caption, "
-        "or shard_captions: true for captions stored in the shards)"
-    )
+_NO_CAPTIONS = (
+    "no caption sidecars configured (give datasets[].captions, JSONL files written by aras-caption, "
+    "or shard_captions: true for captions stored in the shards)"
+)
 
 
 def _clip_note(clip_reason: str | None, tallies: Sequence[CaptionTally]) -> list[str]:
@@ -379,18 +322,10 @@ class CaptionTables:
 
 
 def table1_section(tables: CaptionTables) -> Section:
-    """The paper's Table 1: per dataset volume, captions, redundancy and mean CLIPScore.
-
-    Args:
-        tables: The tallies (``overall`` makes the first row when there are several datasets),
-            the datasets and why CLIPScore is n/a, if it is.
-
-    Returns:
-        The section.
-    """
+    """The paper's Table 1: per dataset (and over all, when several) volume, captions, redundancy, CLIPScore."""
     title = "Table 1. Volume, captions, redundancy and CLIPScore per dataset"
     if not any(d.has_captions for d in tables.datasets):
-        return Section.skip("table1", title, _no_captions_reason())
+        return Section.skip("table1", title, _NO_CAPTIONS)
     rows: list[dict[str, Any]] = []
     pairs: list[tuple[CaptionTally, int]] = [
         (t, d.total_samples) for t, d in zip(tables.tallies, tables.datasets, strict=True)
@@ -398,24 +333,12 @@ def table1_section(tables: CaptionTables) -> Section:
     if len(tables.tallies) > 1:
         pairs.insert(0, (tables.overall, sum(d.total_samples for d in tables.datasets)))
     for tally, total in pairs:
-        rows.append(
-            {
-                "dataset": tally.name,
-                "source": tally.source,
-                "volume": tally.samples,
-                "volume_in_set": total,
-                "captioned_samples": tally.captioned,
-                **tally.redundancy_numbers(),
-                **tally.clip_numbers(),
-            }
-        )
+        row = {"dataset": tally.name, "source": tally.source, "volume": tally.samples, "volume_in_set": total}
+        rows.append(row | {"captioned_samples": tally.captioned, **tally.redundancy_numbers(), **tally.clip_numbers()})
     body = _rows_table(rows, ("dataset", "source", "volume", "captions", "unique", "redundancy", "clip_score"), 2)
-    notes = ["Redundancy = 1 - unique / captions, over exact strings"]
-    notes[0] += (
-        " (as the paper counts them)."
-        if tables.overall.redundancy.normalize == "none"
-        else " after basic normalisation."
-    )
+    exact = tables.overall.redundancy.normalize == "none"
+    counted = " (as the paper counts them)." if exact else " after basic normalisation."
+    notes = [f"Redundancy = 1 - unique / captions, over exact strings{counted}"]
     notes += _clip_note(tables.clip_reason, tables.tallies)
     capped = [d.spec.name for d in tables.datasets if len(d.keys) < d.total_samples]
     if capped:
@@ -427,18 +350,10 @@ def table1_section(tables: CaptionTables) -> Section:
 
 
 def table2_section(tables: CaptionTables) -> Section:
-    """The paper's Table 2: per subset and caption model and method, captions, unique, redundancy, CLIPScore.
-
-    Args:
-        tables: The tallies, one row per caption group (model and mode) of each, and why
-            CLIPScore is n/a, if it is.
-
-    Returns:
-        The section.
-    """
+    """The paper's Table 2: per subset and caption model and method, captions, unique, redundancy, CLIPScore."""
     title = "Table 2. Captions per model and method (mode), per subset"
     if not any(d.has_captions for d in tables.datasets):
-        return Section.skip("table2", title, _no_captions_reason())
+        return Section.skip("table2", title, _NO_CAPTIONS)
     subsets = [t for t in tables.tallies if t.groups]
     if len(subsets) > 1:
         subsets.insert(0, tables.overall)
@@ -446,15 +361,8 @@ def table2_section(tables: CaptionTables) -> Section:
     for tally in subsets:
         for group in sorted(tally.groups, key=_group_order):
             model, mode = split_group(group)
-            rows.append(
-                {
-                    "subset": tally.name,
-                    "model": model,
-                    "method": mode,
-                    **tally.redundancy_numbers(group),
-                    **tally.clip_numbers(group),
-                }
-            )
+            row = {"subset": tally.name, "model": model, "method": mode, **tally.redundancy_numbers(group)}
+            rows.append(row | tally.clip_numbers(group))
     if not rows:
         return Section.skip("table2", title, "the configured caption sources hold no captions")
     body = _rows_table(rows, ("subset", "model", "method", "captions", "unique", "redundancy", "clip_score"), 3)
@@ -464,34 +372,18 @@ def table2_section(tables: CaptionTables) -> Section:
 
 def _consistency_row(dataset: str, group: str | None, numbers: Mapping[str, Any]) -> dict[str, Any]:
     model, mode = split_group(group) if group is not None else ("all", "all")
-    return {
-        "dataset": dataset,
-        "model": model,
-        "method": mode,
-        "captions": int(numbers["captions"]),
-        "recall": float(numbers["recall"]),
-        "precision": float(numbers["precision"]),
-        "percent_mae": float(numbers["percent_mae"]),
-        "with_percentages": int(numbers["with_percentages"]),
-    }
+    shares = {k: float(numbers[k]) for k in ("recall", "precision", "percent_mae")}
+    row = {"dataset": dataset, "model": model, "method": mode, "captions": int(numbers["captions"])}
+    return row | shares | {"with_percentages": int(numbers["with_percentages"])}
 
 
 def consistency_section(
     tallies: Sequence[CaptionTally], datasets: Sequence[DatasetInputs], config: EvalConfig
 ) -> Section:
-    """Caption-mask consistency per dataset and per caption model and method.
-
-    Args:
-        tallies: Per-dataset tallies, in report order.
-        datasets: The checked datasets (same order).
-        config: The settings (thresholds shown in the notes).
-
-    Returns:
-        The section.
-    """
+    """Caption-mask consistency per dataset (in report order) and per caption model and method."""
     title = "Cross-modal consistency of captions with the masks' composition"
     if not any(d.has_captions for d in datasets):
-        return Section.skip("consistency", title, _no_captions_reason())
+        return Section.skip("consistency", title, _NO_CAPTIONS)
     rows = []
     for tally in tallies:
         result = _compute(tally.consistency)

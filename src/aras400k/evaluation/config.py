@@ -16,6 +16,7 @@ from typing import Any, Literal
 from aras400k.captioning.sidecar import read_captions
 from aras400k.data.remote import as_location, open_shard
 from aras400k.data.shards import ManifestError, list_shards, read_manifest
+from aras400k.errors import check_at_least
 
 __all__ = [
     "CLIP_HINT",
@@ -47,10 +48,9 @@ class DatasetSpec:
     """One shard set to evaluate.
 
     Attributes:
-        name: Label in tables, legends and ``report.json`` (unique; letters, digits and
-            ``_ . + -``).
-        path: Shard set folder (holding ``manifest.json``), relative to the working directory,
-            or a URL folder (``http://host/train/``, ``s3://bucket/train/``).
+        name: Label in tables, legends and ``report.json`` (unique; letters, digits, ``_ . + -``).
+        path: Shard set folder, relative to the working directory, or a URL folder
+            (``http://host/train/``, ``s3://bucket/train/``).
         captions: Caption sidecars of this shard set (JSONL files written by ``aras-caption``).
         shard_captions: Also count the ``captions.json`` members stored in the shards
             (e.g. the published captions of an imported release).
@@ -73,17 +73,13 @@ class EvalConfig:
         out_dir: Folder for ``report.md``, ``report.json``, the CSV tables and the figures.
         reference: Name of the dataset the others are compared with (composition distances,
             FID/KID); default: the first.
-        segmenter: Checkpoint of a trained ``SegmentationTask`` (``aras-fit`` writes one):
-            the feature space of FID/KID and of the t-SNE/UMAP embedding. ``None`` skips them
-            (unless ``inception`` is given).
-        inception: Local Inception-v3 weights file for FID/KID in the standard feature space
-            (nothing is downloaded); ``None``: not computed.
+        segmenter: Checkpoint of a trained ``SegmentationTask``: the feature space of
+            FID/KID and of the embedding. ``None`` skips them (unless ``inception`` is given).
+        inception: Local Inception-v3 weights file for FID/KID (never downloaded); ``None``: none.
         inception_backend: ``torchvision`` (a torchvision ``inception_v3`` state dict) or
             ``torch-fidelity`` (its FID Inception weights; needs the package).
-        clip: Local folder of a CLIP model and processor (``save_pretrained``); ``None``
-            reports CLIPScore as n/a.
-        max_samples: Evaluate at most the first this many samples of every dataset
-            (manifest order); ``None``: all.
+        clip: Local ``save_pretrained`` folder of a CLIP model and processor; ``None``: n/a.
+        max_samples: Evaluate at most the first this many samples of every dataset; ``None``: all.
         seed: Seed of the KID subsets, the split-half FID floor and the embeddings.
         batch_size: Images per forward pass (features, CLIP) and samples per caption batch.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available).
@@ -94,12 +90,11 @@ class EvalConfig:
         salient_share: Consistency: a class covering at least this share should be mentioned.
         present_share: Consistency: a mentioned class counts as present above this share.
         lexicon: Consistency: class name -> words and synonyms (default: the built-in lexicon).
-        num_bins: Bins of the per-image share histograms (Wasserstein distances are exact
-            to within ``1 / num_bins``).
+        num_bins: Bins of the per-image share histograms (Wasserstein exact to ``1 / num_bins``).
         kid_subsets: Random subsets KID is averaged over.
         kid_subset_size: Samples per KID subset (lowered to the smaller set's size).
-        embedding_methods: Projections drawn: ``tsne`` and/or ``umap`` (UMAP needs the
-            optional umap-learn package and is skipped with a notice without it).
+        embedding_methods: Projections drawn: ``tsne`` and/or ``umap`` (skipped with a
+            notice without the optional umap-learn package).
         embedding_max_per_source: Samples per dataset in the embedding (a seeded subset).
         perplexity: t-SNE perplexity.
         n_neighbors: UMAP neighbours.
@@ -152,10 +147,8 @@ class DatasetInputs:
         spec: The configured dataset.
         manifest: Its ``manifest.json``.
         keys: Keys of the evaluated samples (the first ``max_samples``, manifest order).
-        captions: Key -> caption records (``text``, ``model``, ``mode``) from the sidecars,
-            only for evaluated keys (captions stored in the shards are added while reading).
-        captions_outside: Sidecar captions of samples that are not evaluated (beyond
-            ``max_samples``, or keys the shard set does not hold).
+        captions: Evaluated key -> caption records (``text``, ``model``, ``mode``) from the sidecars.
+        captions_outside: Sidecar captions of samples that are not evaluated (or not in the set).
     """
 
     spec: DatasetSpec
@@ -183,9 +176,6 @@ def _fail_if(condition: bool, message: str) -> None:
 def check_config(config: EvalConfig) -> None:
     """Check the settings that need no file (names, counts, ranges).
 
-    Args:
-        config: The configuration.
-
     Raises:
         ValueError: On no datasets, a bad or repeated name, an unknown reference or an
             out-of-range setting; the message names it.
@@ -203,25 +193,17 @@ def check_config(config: EvalConfig) -> None:
         f"reference {config.reference!r} is not one of the datasets ({', '.join(names)})",
     )
     _fail_if(config.max_samples is not None and config.max_samples < 2, "max_samples must be >= 2 (or null for all)")
-    _fail_if(config.batch_size < 1, f"batch_size must be >= 1, got {config.batch_size}")
-    _fail_if(config.num_bins < 1, f"num_bins must be >= 1, got {config.num_bins}")
+    check_at_least("batch_size", config.batch_size, 1)
+    check_at_least("num_bins", config.num_bins, 1)
     _fail_if(config.kid_subsets < 1 or config.kid_subset_size < 2, "kid_subsets must be >= 1 and kid_subset_size >= 2")
-    _fail_if(
-        config.num_threads is not None and config.num_threads < 1, f"num_threads must be >= 1, got {config.num_threads}"
-    )
+    if config.num_threads is not None:
+        check_at_least("num_threads", config.num_threads, 1)
     unknown = [m for m in config.embedding_methods if m not in ("tsne", "umap")]
     _fail_if(bool(unknown), f"unknown embedding_methods {unknown}; choose from tsne, umap")
 
 
 def evaluated_keys(shard_dir: str | Path, limit: int | None = None) -> list[str]:
-    """Keys of the first ``limit`` samples of a shard set, read from the tar headers only.
-
-    Args:
-        shard_dir: Shard set folder.
-        limit: Most keys to return (``None``: all).
-
-    Returns:
-        The keys in manifest order.
+    """Keys of the first ``limit`` (``None``: all) samples of a shard set, in manifest order, from the tar headers.
 
     Raises:
         aras400k.data.ManifestError: If the folder is not a shard set.
@@ -245,17 +227,12 @@ def evaluated_keys(shard_dir: str | Path, limit: int | None = None) -> list[str]
     return keys
 
 
-def _missing_set_message(spec: DatasetSpec) -> str:
-    how = (
-        f"make it with `{spec.make}`" if spec.make else "build it with aras-data (demo, import, prepare) or aras-synth"
-    )
-    return f"dataset {spec.name!r}: shard set {spec.path} does not exist; {how}"
-
-
 def _check_dataset(spec: DatasetSpec, max_samples: int | None) -> DatasetInputs:
     path = as_location(spec.path)
     if isinstance(path, Path) and not path.exists():
-        raise FileNotFoundError(_missing_set_message(spec))
+        default = "build it with aras-data (demo, import, prepare) or aras-synth"
+        how = f"make it with `{spec.make}`" if spec.make else default
+        raise FileNotFoundError(f"dataset {spec.name!r}: shard set {spec.path} does not exist; {how}")
     try:
         manifest = read_manifest(path)
     except ManifestError as err:
@@ -304,9 +281,6 @@ def _check_file(path: str | None, what: str, hint: str) -> None:
 
 def check_inputs(config: EvalConfig) -> list[DatasetInputs]:
     """Check every configured input and read what the report needs up front.
-
-    Args:
-        config: The configuration.
 
     Returns:
         One :class:`DatasetInputs` per dataset, the reference first.

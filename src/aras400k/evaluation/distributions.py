@@ -5,6 +5,10 @@ Each compares every dataset with the reference: the composition from the masks (
 in a feature space (a trained segmenter's encoder, as the paper's Figure 4 uses, and/or
 Inception-v3 from a local weights file). Features are computed once per feature space
 and dataset (:func:`dataset_features`) and shared by FID, KID and the embedding.
+
+Each section function takes the checked datasets (reference first), the settings and,
+where it needs them, ``features`` (feature space name -> dataset name -> features) and
+the folder the figures go to; it returns its :class:`Section`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +47,7 @@ SHARES_PNG = "share_distributions.png"
 
 
 def composition_section(datasets: Sequence[DatasetInputs], config: EvalConfig, out_dir: Path) -> Section:
-    """Per-class composition per dataset, the Figure-3 chart, per-image share distributions and distances.
-
-    Args:
-        datasets: The checked datasets, reference first.
-        config: The settings (``max_samples``, ``num_bins``).
-        out_dir: Folder the figures are written to.
-
-    Returns:
-        The section (table, two figures, distances to the reference).
-    """
+    """Per-class composition per dataset, the Figure-3 chart, per-image share distributions and distances."""
     title = "Composition (the paper's Figure 3)"
     dists = {
         d.spec.name: composition_from_shards(d.spec.path, config.num_bins, len(d.keys), config.progress)
@@ -106,28 +102,9 @@ def _distance_table(comparisons: Sequence[Any]) -> str:
 def dataset_features(
     datasets: Sequence[DatasetInputs], extractor: FeatureExtractor, config: EvalConfig, device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """Features of every dataset's evaluated images in one feature space.
-
-    Args:
-        datasets: The checked datasets.
-        extractor: The feature extractor (on ``device``).
-        config: The settings (``batch_size``, ``progress``).
-        device: Where the batches go.
-
-    Returns:
-        Dataset name -> ``(N, D)`` float32 features on the CPU.
-    """
-    return {
-        d.spec.name: features_from_shards(
-            d.spec.path,
-            extractor,
-            batch_size=config.batch_size,
-            max_samples=len(d.keys),
-            device=device,
-            progress=config.progress,
-        )
-        for d in datasets
-    }
+    """Dataset name -> ``(N, D)`` float32 CPU features of its evaluated images, by ``extractor`` on ``device``."""
+    extract = partial(features_from_shards, batch_size=config.batch_size, device=device, progress=config.progress)
+    return {d.spec.name: extract(d.spec.path, extractor, max_samples=len(d.keys)) for d in datasets}
 
 
 def _split_half(features: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,22 +132,13 @@ def _distance_row(space: str, name: str, ref: torch.Tensor, other: torch.Tensor,
 
 #: Settings of :class:`EvalConfig` that are :func:`embedding_plot` arguments of the same name.
 _EMBEDDING_OPTIONS = ("seed", "perplexity", "n_neighbors", "num_threads")
+_METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP"}
 
 
 def _missing_inputs(
     features: Mapping[str, Mapping[str, torch.Tensor]], datasets: Sequence[DatasetInputs], purpose: str, give: str
 ) -> str | None:
-    """Why a section that compares datasets in a feature space cannot be computed, or ``None`` when it can.
-
-    Args:
-        features: Feature space name -> dataset name -> features.
-        datasets: The checked datasets, reference first.
-        purpose: What the section does with a second dataset (for the one-dataset reason).
-        give: The settings that configure a feature space (for the no-features reason).
-
-    Returns:
-        The reason, one line, or ``None``.
-    """
+    """Why a section comparing datasets in a feature space cannot be computed (one line), or ``None``."""
     if len(datasets) < 2:
         return f"only one dataset (nothing to {purpose})"
     if not features:
@@ -186,14 +154,6 @@ def fid_section(
     A row "reference half vs half" compares two random halves of the reference: the
     distance two samples of one distribution show at this sample size (the floor to
     read the other rows against).
-
-    Args:
-        features: Feature space name -> dataset name -> features.
-        datasets: The checked datasets, reference first.
-        config: The settings (KID subsets, seed).
-
-    Returns:
-        The section.
     """
     title = "FID and KID against the reference"
     missing = _missing_inputs(
@@ -245,7 +205,7 @@ def fid_section(
 
 def _silhouette_table(result: Any) -> str:
     methods = list(result.silhouette_2d)
-    header = ["sources", "features", *(f"{'t-SNE' if m == 'tsne' else 'UMAP'} 2-D" for m in methods)]
+    header = ["sources", "features", *(f"{_METHOD_NAMES[m]} 2-D" for m in methods)]
     cells = [["all", number(result.silhouette_features, 3), *(number(result.silhouette_2d[m], 3) for m in methods)]]
     for pair, value in result.pairwise_features.items():
         cells.append([pair, number(value, 3), *(number(result.pairwise_2d[m][pair], 3) for m in methods)])
@@ -261,15 +221,6 @@ def embedding_section(
     """t-SNE (and UMAP) of the datasets' features with overall and pairwise silhouettes (the paper's Figure 4).
 
     Uses the first feature space (the segmenter's when configured, as in the paper).
-
-    Args:
-        features: Feature space name -> dataset name -> features.
-        datasets: The checked datasets, reference first.
-        config: The settings (methods, cap, seed, perplexity, neighbours, threads).
-        out_dir: Folder the figures are written to.
-
-    Returns:
-        The section.
     """
     title = "Embedding of real and synthetic samples (the paper's Figure 4)"
     missing = _missing_inputs(features, datasets, "separate", "segmenter: CHECKPOINT, as the paper does")
@@ -286,10 +237,7 @@ def embedding_section(
             feature_name=f"{space} features",
             **{name: getattr(config, name) for name in _EMBEDDING_OPTIONS},
         )
-    figures = {
-        f"{'t-SNE' if method == 'tsne' else 'UMAP'} of {space} features": path.name
-        for method, path in result.paths.items()
-    }
+    figures = {f"{_METHOD_NAMES[method]} of {space} features": path.name for method, path in result.paths.items()}
     data = {
         "feature_space": space,
         "counts": result.counts,

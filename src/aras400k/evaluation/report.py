@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from aras400k.checkpoints import resolve_device
 from aras400k.evaluation.captions import (
     ALL_DATASETS,
     CaptionTables,
@@ -69,13 +70,7 @@ class EvalResult:
     seconds: float = 0.0
 
     def section(self, key: str) -> Section:
-        """The section with this key.
-
-        Args:
-            key: ``table1``, ``table2``, ``consistency``, ``composition``, ``fid`` or ``embedding``.
-
-        Returns:
-            The section.
+        """The section with this key (``table1``, ``table2``, ``consistency``, ``composition``, ``fid``, ``embedding``).
 
         Raises:
             KeyError: If there is no such section.
@@ -89,24 +84,11 @@ class EvalResult:
 # -- models ---------------------------------------------------------------------------------------
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"device {name!r} is not a torch device (cpu, cuda, cuda:N or auto)") from err
-
-
 def load_feature_spaces(config: EvalConfig, device: torch.device) -> dict[str, FeatureExtractor]:
     """Build the configured feature extractors (segmenter first, as the embedding uses the first).
 
-    Args:
-        config: The configuration.
-        device: Where the networks run.
-
     Returns:
-        Feature space name (e.g. ``"segmenter unet/resnet18"``) -> extractor.
+        Feature space name (e.g. ``"segmenter unet/resnet18"``) -> extractor, running on ``device``.
 
     Raises:
         ValueError: If the segmenter checkpoint is not a ``SegmentationTask`` checkpoint or
@@ -131,11 +113,7 @@ def load_feature_spaces(config: EvalConfig, device: torch.device) -> dict[str, F
 
 
 def load_clip_metric(config: EvalConfig, device: torch.device) -> CLIPScore | None:
-    """Load the CLIPScore metric from the configured local folder.
-
-    Args:
-        config: The configuration.
-        device: Where CLIP runs.
+    """Load the CLIPScore metric from the configured local folder onto ``device``.
 
     Returns:
         The metric, or ``None`` when ``clip`` is not configured.
@@ -200,21 +178,17 @@ def run_evaluation(config: EvalConfig, log: Callable[[str], None] | None = None)
 
     Args:
         config: The configuration.
-        log: Receives one progress line per section (default: stderr when
-            ``config.progress``, else nothing).
-
-    Returns:
-        The sections and the written files.
+        log: Receives one progress line per section (default: stderr when ``config.progress``).
 
     Raises:
         ValueError: On a bad setting or input (the message names it).
         FileNotFoundError: On a missing input (the message says which command makes it).
     """
     if log is None:
-        log = _stderr_log if config.progress else _quiet
+        log = _stderr_log if config.progress else (lambda line: None)
     start = time.perf_counter()
     datasets = check_inputs(config)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     threads = torch.get_num_threads()
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
@@ -253,10 +227,6 @@ def _stderr_log(line: str) -> None:
     print(f"aras-eval: {line}", file=sys.stderr, flush=True)
 
 
-def _quiet(line: str) -> None:
-    del line
-
-
 # -- headline -------------------------------------------------------------------------------------
 
 
@@ -266,9 +236,6 @@ def _by(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, Mapping[str, A
 
 def headline_rows(result: EvalResult) -> list[dict[str, Any]]:
     """One summary row per dataset from the computed sections.
-
-    Args:
-        result: The evaluation with its sections.
 
     Returns:
         Rows with ``dataset``, ``source``, ``samples``, ``captions``, ``redundancy``,
@@ -285,20 +252,10 @@ def headline_rows(result: EvalResult) -> list[dict[str, Any]]:
     for inputs in result.datasets:
         name = inputs.spec.name
         t1, dist, f = table1.get(name, {}), distances.get(name, {}), fid.get(name, {})
-        rows.append(
-            {
-                "dataset": name,
-                "source": inputs.manifest.get("source"),
-                "samples": len(inputs.keys),
-                "captions": t1.get("captions"),
-                "redundancy": t1.get("redundancy"),
-                "clip_score": t1.get("clip_score"),
-                "js_divergence": dist.get("js_divergence"),
-                "fid": f.get("fid"),
-                "kid_mean": f.get("kid_mean"),
-                "feature_space": space if f else None,
-            }
-        )
+        row = {"dataset": name, "source": inputs.manifest.get("source"), "samples": len(inputs.keys)}
+        row |= {k: t1.get(k) for k in ("captions", "redundancy", "clip_score")}
+        row |= {"js_divergence": dist.get("js_divergence"), "fid": f.get("fid"), "kid_mean": f.get("kid_mean")}
+        rows.append(row | {"feature_space": space if f else None})
     return rows
 
 
@@ -307,14 +264,7 @@ def _dash(value: str, is_reference: bool) -> str:
 
 
 def headline_markdown(result: EvalResult) -> str:
-    """The top of ``report.md``: what was evaluated, the summary table, skips and figure links.
-
-    Args:
-        result: The evaluation with its sections and headline rows.
-
-    Returns:
-        The Markdown text.
-    """
+    """The top of ``report.md`` (Markdown): what was evaluated, the summary table, skips and figure links."""
     config, ref = result.config, result.datasets[0].spec.name
     cap = f"at most {config.max_samples:,} samples each" if config.max_samples is not None else "every sample"
     fid_space = next((r["feature_space"] for r in result.headline if r["feature_space"]), None)
@@ -372,10 +322,6 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _write_text(path: Path, text: str) -> Path:
-    return write_atomic(path, text)
-
-
 def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
@@ -388,12 +334,8 @@ def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
 def report_json(result: EvalResult) -> dict[str, Any]:
     """Every number of the evaluation as a JSON-safe dict (the content of ``report.json``).
 
-    Args:
-        result: The evaluation.
-
     Returns:
-        The dict (``format``, ``config``, ``reference``, ``datasets``, ``headline``,
-        ``sections``, ``seconds``).
+        ``format``, ``config``, ``reference``, ``datasets``, ``headline``, ``sections``, ``seconds``, ...
     """
     datasets = [
         {
@@ -408,17 +350,8 @@ def report_json(result: EvalResult) -> dict[str, Any]:
         }
         for d in result.datasets
     ]
-    sections = {
-        s.key: {
-            "title": s.title,
-            "skipped": s.skipped,
-            "data": s.data,
-            "figures": s.figures,
-            "notes": s.notes,
-            "seconds": s.seconds,
-        }
-        for s in result.sections
-    }
+    fields = ("title", "skipped", "data", "figures", "notes", "seconds")
+    sections = {s.key: {name: getattr(s, name) for name in fields} for s in result.sections}
     return _json_safe(
         {
             "format": REPORT_FORMAT,
@@ -435,11 +368,7 @@ def report_json(result: EvalResult) -> dict[str, Any]:
 
 
 def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``report.md``, ``report.json`` and one CSV per table (figures are already written).
-
-    Args:
-        result: The evaluation.
-        out_dir: Destination folder.
+    """Write ``report.md``, ``report.json`` and one CSV per table into ``out_dir`` (figures are already written).
 
     Returns:
         File name -> path of everything the report consists of, figures included.
@@ -450,7 +379,7 @@ def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     for section in result.sections:
         if section.rows:
             name = f"{section.key}.csv"
-            files[name] = _write_text(out_dir / name, _csv_text(section.rows))
+            files[name] = write_atomic(out_dir / name, _csv_text(section.rows))
         for figure in section.figures.values():
             files[figure] = out_dir / figure
     body = [headline_markdown(result), *(s.markdown() for s in result.sections)]
@@ -458,7 +387,7 @@ def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     body.append(
         "---\n\nEvery number is in [report.json](report.json)" + (f"; tables as CSV: {tables}.\n" if tables else ".\n")
     )
-    files["report.md"] = _write_text(out_dir / "report.md", "\n".join(body))
+    files["report.md"] = write_atomic(out_dir / "report.md", "\n".join(body))
     text = json.dumps(report_json(result), indent=2, allow_nan=False) + "\n"
-    files["report.json"] = _write_text(out_dir / "report.json", text)
+    files["report.json"] = write_atomic(out_dir / "report.json", text)
     return files

@@ -1,4 +1,7 @@
-"""Report sections and the small formatting helpers their Markdown tables share."""
+"""Report sections and the small formatting helpers their Markdown tables share.
+
+The helpers print ``None`` (and NaN, for :func:`number` and :func:`percent`) as :data:`NA`.
+"""
 
 from __future__ import annotations
 
@@ -41,24 +44,11 @@ class Section:
 
     @classmethod
     def skip(cls, key: str, title: str, reason: str) -> Section:
-        """A section that was not computed.
-
-        Args:
-            key: Section key.
-            title: Section heading.
-            reason: One line saying why, and how to include it.
-
-        Returns:
-            The skipped section.
-        """
+        """A section that was not computed; ``reason`` says in one line why, and how to include it."""
         return cls(key=key, title=title, skipped=reason)
 
     def markdown(self) -> str:
-        """The section as Markdown: heading, then the reason it was skipped or its body.
-
-        Returns:
-            The Markdown text.
-        """
+        """The section as Markdown: heading, then the reason it was skipped or its body."""
         lines = [f"## {self.title}", ""]
         if self.skipped is not None:
             lines += [f"*Skipped: {self.skipped}*", ""]
@@ -75,55 +65,23 @@ def _missing(value: float | None) -> bool:
 
 
 def percent(fraction: float | None, digits: int = 2) -> str:
-    """A fraction as a percentage (``0.1285 -> "12.85%"``) or ``n/a``: :func:`number` of ``100 * fraction`` plus ``%``.
-
-    Args:
-        fraction: The fraction (``None`` or NaN: not available).
-        digits: Decimal places of the percentage.
-
-    Returns:
-        The text.
-    """
+    """A fraction as a percentage with ``digits`` decimals (``0.1285 -> "12.85%"``), or ``n/a``."""
     text = number(None if fraction is None else 100 * float(fraction), digits)
     return text if text == NA else f"{text}%"
 
 
 def number(value: float | None, digits: int = 2) -> str:
-    """A number with fixed decimals, or ``n/a``.
-
-    Args:
-        value: The number (``None`` or NaN: not available).
-        digits: Decimal places.
-
-    Returns:
-        The text.
-    """
+    """A number with ``digits`` decimals, or ``n/a``."""
     return NA if _missing(value) else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
 
 
 def count(value: int | None) -> str:
-    """An integer with thousands separators, or ``n/a``.
-
-    Args:
-        value: The count.
-
-    Returns:
-        The text.
-    """
+    """An integer with thousands separators, or ``n/a``."""
     return NA if value is None else f"{int(value):,}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
-    """Render a Markdown table.
-
-    Args:
-        header: Column names.
-        rows: Cells as text, one list per row.
-        numeric_from: Columns from this index on are right-aligned.
-
-    Returns:
-        The table.
-    """
+    """Render a Markdown table of text cells; columns from ``numeric_from`` on are right-aligned."""
     align = ["---" if i < numeric_from else "---:" for i in range(len(header))]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

@@ -15,25 +15,11 @@ Guarantees:
   manifest's ``split``) unless ``force_split`` is given.
 - **Deterministic by seed.** Sample ``k`` of parent ``p`` draws its noise from a CPU
   generator seeded with :func:`sample_seed` ``(seed, p, k)``, and batches never cross an
-  input shard, so a run, a resumed run and a run with the same settings give the same
-  bytes.
-- **Resumable without duplicates.** Each input shard becomes one part (a complete
-  shard set of its own) in ``OUT/.partial``; an interrupted run leaves finished parts,
-  which a rerun with the same settings (checkpoint, masks, seed, ``per_mask``,
-  ``batch_size``, device type) keeps, redoing only unfinished ones; other settings are
-  refused rather than mixed in. The parts
-  are assembled into ``OUT`` at the end and removed; ``OUT/manifest.json`` is written
-  last, so ``OUT`` is a finished shard set only when everything is there.
-- **One run per output.** A run holds the lock ``OUT.lock`` beside ``OUT`` (a worker:
-  ``OUT/part-K-of-N.lock``; see :mod:`aras400k.locking`; beside, since the work folder
-  inside ``OUT`` is deleted at the end) from its first check to its last write; a
-  second run on the same output stops at once with
-  :class:`~aras400k.locking.LockedError` naming the first one's PID.
-- **Splittable over workers.** With ``shard_index=K, num_shards=N`` worker ``K`` makes
-  the parts of the ``K``-th of ``N`` contiguous runs of input shards into
-  ``OUT/part-K-of-N`` (so use at most as many workers as input shards); since batches
-  never cross an input shard, its images are the single run's, byte for byte.
-  :func:`~aras400k.data.merge.merge_shard_sets` (``aras-data merge``) joins the parts.
+  input shard, so every run with the same settings (resumed or split) gives the same bytes.
+- **Resumable, locked, splittable** (:mod:`aras400k.synthesis.jobs`). Each input shard
+  is one part, kept by a rerun with the same settings (checkpoint, masks, seed,
+  ``per_mask``, ``batch_size``, device type); a worker of a split run makes the parts of
+  its run of input shards (so use at most as many workers as input shards).
 
 Checkpoints are read with ``torch.load(weights_only=True)``
 (:func:`~aras400k.models.spade.load_spade_generator`).
@@ -42,7 +28,7 @@ Checkpoints are read with ``torch.load(weights_only=True)``
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -53,7 +39,7 @@ from tqdm.auto import tqdm
 
 from aras400k.checkpoints import checkpoint_sha256, resolve_device
 from aras400k.data.composition import composition, format_composition
-from aras400k.data.remote import as_location, locate, location_name
+from aras400k.data.remote import as_location, location_name
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
@@ -69,8 +55,17 @@ from aras400k.metrics.segmentation import SegmentationMetrics
 from aras400k.models.spade.generator import SPADEGenerator
 from aras400k.models.spade.module import SPADEGAN, load_spade_generator
 from aras400k.models.spade.normalization import one_hot_mask
-from aras400k.synthesis.jobs import ShardJob, refuse_finished, summary_head
-from aras400k.synthesis.label import label_parts
+from aras400k.synthesis.jobs import (
+    ShardJob,
+    batches_by,
+    input_shard_size,
+    locate_shard,
+    refuse_finished,
+    refuse_in_place,
+    summary_head,
+    to_uint8_images,
+)
+from aras400k.synthesis.label import assemble_parts
 
 __all__ = ["SpadeSynthesisReport", "sample_seed", "synthesize_conditional"]
 
@@ -80,18 +75,9 @@ _SOURCE: Final = "synth_cond"
 
 
 def sample_seed(seed: int, parent: str, index: int) -> int:
-    """The noise seed of sample ``index`` of parent ``parent`` in a run seeded ``seed``.
+    """The noise seed (non-negative, 63 bits) of sample ``index`` of parent key ``parent`` in a run seeded ``seed``.
 
-    A hash, so it depends only on these three values (not on the order, the batch or
-    which other samples a run makes).
-
-    Args:
-        seed: The run's seed.
-        parent: Key of the real sample whose mask is used.
-        index: Sample number for that mask (``0 .. per_mask - 1``).
-
-    Returns:
-        A non-negative 63-bit integer.
+    A hash, so it depends on these three values only, not on the order or the batch.
     """
     digest = hashlib.sha256(f"{seed}:{parent}:{index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
@@ -136,11 +122,7 @@ class SpadeSynthesisReport:
     worker: tuple[int, int] | None = None
 
     def summary(self) -> str:
-        """Render the report for a terminal.
-
-        Returns:
-            A few lines: what was generated from what, where it went, and the composition.
-        """
+        """Render the report for a terminal: what was generated from what, where, and the composition."""
         done = (
             f"generated {self.num_samples} images ({self.per_mask} per mask, seed {self.seed}) from "
             f"{self.num_parents} masks of {self.masks_dir} with {self.checkpoint} (sha256 {self.checkpoint_sha256})"
@@ -153,9 +135,6 @@ class SpadeSynthesisReport:
             )
         lines.append(f"composition: {format_composition(self.composition) or 'empty'}")
         return "\n".join(lines)
-
-
-# -- the run ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -203,12 +182,7 @@ def synthesize_conditional(
     ``parent`` (the real key), ``composition`` (of the mask) and ``generator``
     (``checkpoint``, ``checkpoint_sha256``, ``seed``, ``index``, ``sample_seed``,
     ``use_ema``). Keys are ``{parent}_c{k}``; samples follow the input order, parent by
-    parent. See the module docstring for determinism and resuming.
-
-    With ``num_shards > 1`` this call is one worker of a split run: it uses only the
-    masks of its contiguous run of input shards and writes into ``out_dir/part-K-of-N``
-    (:func:`~aras400k.data.merge.worker_dir`), whose manifest records the worker; merge
-    the parts with :func:`~aras400k.data.merge.merge_shard_sets`.
+    parent. See the module docstring for determinism, resuming and workers.
 
     Args:
         checkpoint: A :class:`~aras400k.models.spade.SPADEGAN` Lightning checkpoint.
@@ -218,19 +192,17 @@ def synthesize_conditional(
         seed: Seed of the run (see :func:`sample_seed`).
         batch_size: Images per generator forward pass.
         force_split: Accept masks from a split other than ``train``.
-        label_with: Segmenter checkpoint; when given, the masks written are its
-            predictions on the generated images (the paper's pseudo-labels), and the
-            report gives their macro IoU against the input masks.
+        label_with: Segmenter checkpoint; its predictions on the generated images become
+            the masks (pseudo-labels), and the report gives their macro IoU against the input's.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         use_ema: Sample from the EMA generator (recommended) rather than the trained weights.
         samples_per_shard: Samples per output tar (default: the input's shard size times ``per_mask``).
-        overwrite: Replace a finished shard set at ``out_dir``, and discard an unfinished
-            run there that used other settings (one with the same settings is resumed).
+        overwrite: Replace a finished shard set at ``out_dir``, or an unfinished run with other settings.
         progress: Show a progress bar.
         shard_index: This worker's part of a split run, ``0 .. num_shards - 1``.
         num_shards: Workers the run is split over (1: this call does everything).
-        module_class: The :class:`~aras400k.models.spade.SPADEGAN` subclass that trained the
-            checkpoint, when it builds a generator of its own (``None``: the standard one).
+        module_class: The SPADEGAN subclass that trained the checkpoint, when it builds a
+            generator of its own (``None``: the standard one).
 
     Returns:
         A :class:`SpadeSynthesisReport`.
@@ -239,11 +211,10 @@ def synthesize_conditional(
         FileNotFoundError: If the checkpoint or a listed shard does not exist.
         FileExistsError: If ``out_dir`` holds a shard set and ``overwrite`` is off.
         ValueError: If the masks are not from ``train`` (without ``force_split``), an
-            argument is out of range (``shard_index`` outside ``0 .. num_shards - 1``
-            included), the checkpoint is not a SPADEGAN's, a sample has no mask or one
-            of a size the generator cannot take, ``out_dir`` is the input, or
-            ``out_dir`` holds an unfinished run with other settings.
-        LockedError: If another run is writing ``out_dir`` (the worker's part for a worker).
+            argument is out of range, the checkpoint is not a SPADEGAN's, a sample has no
+            mask or one of a size the generator cannot take, ``out_dir`` is the input, or
+            it holds an unfinished run with other settings.
+        LockedError: If another run is writing ``out_dir`` (a worker's part).
     """
     job = ShardJob(out_dir, shard_index, num_shards)
     masks_dir = as_location(masks_dir)
@@ -272,15 +243,12 @@ def synthesize_conditional(
             parts, lambda writer, index, bar: _write_part(run, writer, index, bar), run.split, _SOURCE,
             f"spade {name}", progress,
         )  # fmt: skip
-        spp = samples_per_shard or _default_shard_size(manifest, per_mask)
-        if label_with is None:
-            written = job.assemble(job.out_dir, run.split, _SOURCE, spp, extra, overwrite)
-            label_miou = None
-        else:
-            assembled = label_parts(
-                job, label_with, run.split, _SOURCE, spp, extra, batch_size, torch_device, progress, with_mask=True
-            )
-            written, label_miou = read_manifest(job.out_dir), _mask_agreement(assembled, job.out_dir)
+        spp = samples_per_shard or input_shard_size(manifest, per_mask)
+        written, assembled = assemble_parts(
+            job, label_with, run.split, _SOURCE, spp, extra, overwrite, batch_size, torch_device, progress,
+            with_mask=True,
+        )  # fmt: skip
+        label_miou = None if assembled is None else _mask_agreement(assembled, job.out_dir)
         job.finish()
         return SpadeSynthesisReport(
             masks_dir=str(masks_dir),
@@ -307,8 +275,7 @@ def _check_inputs(
     """Check arguments, the split and the output; return the input manifest."""
     if per_mask < 1 or batch_size < 1:
         raise ValueError(f"per_mask and batch_size must be >= 1, got {per_mask} and {batch_size}")
-    if isinstance(masks_dir, Path) and masks_dir.resolve() == out_dir.resolve():
-        raise ValueError(f"out_dir {out_dir} is the input shard set; shards are never edited in place")
+    refuse_in_place(masks_dir, out_dir)
     manifest = read_manifest(masks_dir)
     if manifest["split"] != "train" and not force_split:
         raise ValueError(
@@ -317,12 +284,6 @@ def _check_inputs(
         )
     refuse_finished(out_dir, overwrite)
     return manifest
-
-
-def _default_shard_size(manifest: Mapping[str, Any], per_mask: int) -> int:
-    """The input's samples per shard times ``per_mask`` (so output shards follow the input's)."""
-    shards = manifest["shards"]
-    return max(1, int(shards[0]["num_samples"]) * per_mask) if shards else 1000
 
 
 def _run_record(run: _Run) -> dict[str, Any]:
@@ -341,10 +302,8 @@ def _run_record(run: _Run) -> dict[str, Any]:
 
 def _write_part(run: _Run, writer: ShardWriter, index: int, bar: tqdm) -> None:
     """Generate the samples of input shard ``index`` into its part."""
-    shard = locate(run.masks_dir, run.manifest["shards"][index]["name"])
-    if isinstance(shard, Path) and not shard.is_file():
-        raise FileNotFoundError(f"shard {shard} listed in the manifest is missing")
-    for jobs in _batches(_jobs(run, shard), run.batch_size):
+    shard = locate_shard(run.masks_dir, run.manifest["shards"][index]["name"])
+    for jobs in batches_by(_jobs(run, shard), run.batch_size, lambda job: job.mask.shape):
         images = _generate_batch(run.generator, [j.mask for j in jobs], [j.sample_seed for j in jobs], run.device)
         for job, image in zip(jobs, images, strict=True):
             writer.write(job.sample(image, run))
@@ -394,36 +353,15 @@ def _jobs(run: _Run, shard: str | Path) -> Iterator[_Job]:
             yield _Job(key, k, mask, raw["mask.png"], sample_seed(run.seed, key, k))
 
 
-def _batches(jobs: Iterator[_Job], batch_size: int) -> Iterator[list[_Job]]:
-    """Group jobs into batches of up to ``batch_size`` masks of one size, keeping order."""
-    batch: list[_Job] = []
-    for job in jobs:
-        if batch and (len(batch) >= batch_size or job.mask.shape != batch[0].mask.shape):
-            yield batch
-            batch = []
-        batch.append(job)
-    if batch:
-        yield batch
-
-
 @torch.no_grad()
 def _generate_batch(
     generator: SPADEGenerator, masks: Sequence[np.ndarray], seeds: Sequence[int], device: torch.device
 ) -> np.ndarray:
-    """Generate one image per mask, each from the noise of its own seed.
-
-    Returns:
-        ``(B, H, W, 3)`` uint8 images.
-    """
+    """Generate one ``(H, W, 3)`` uint8 image per mask, each from the noise of its own seed."""
     onehot = one_hot_mask(torch.from_numpy(np.stack(masks)).to(device), generator.num_classes)
     noise = [generator.sample_noise(onehot[i : i + 1], torch.Generator().manual_seed(s)) for i, s in enumerate(seeds)]
     z = torch.cat(noise) if noise[0] is not None else None  # type: ignore[arg-type]
-    images = generator(onehot, z=z)
-    pixels = torch.round((images.float().clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
-
-
-# -- labelling --------------------------------------------------------------------------------
+    return to_uint8_images(generator(onehot, z=z))
 
 
 def _mask_agreement(conditions: Path, predictions: Path) -> float:

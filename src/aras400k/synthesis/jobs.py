@@ -12,35 +12,33 @@ contract written once::
         manifest = job.assemble(job.out_dir, ...)     # parts -> OUT, manifest last
         job.finish()                                  # the work folder goes
 
-- **Work folder and run record.** Unfinished work lives in ``OUT/.partial`` beside
-  ``run.json``, every setting the output depends on. A rerun with the same record
-  resumes; with another it is refused (:func:`check_settings`) unless ``overwrite``.
-- **Parts.** Each part is a complete shard set of its own in ``.partial/part-NNNNNN``;
-  a part with a manifest is finished and kept, one without is redone from its start.
-  Jobs cut parts at input-shard (or seed-chunk) boundaries, so a worker of a split run
-  (:func:`~aras400k.data.merge.worker_dir`) computes exactly what the single run does.
-- **Assembly.** Parts are copied in order into the output, image and mask bytes
-  verbatim; the manifest is written last, so a folder with a manifest is finished.
-- **Lock.** :meth:`ShardJob.lock` holds ``OUT.lock`` beside the output (beside, since
-  the work folder inside it is deleted at the end) for the whole run.
+A rerun with the same record (``OUT/.partial/run.json``) resumes; with another it is
+refused (:func:`check_settings`) unless ``overwrite``. A part (``.partial/part-NNNNNN``)
+with a manifest is finished and kept; one without is redone from its start. Assembly
+copies image and mask bytes verbatim and writes the manifest last. The lock lies beside
+the output (:mod:`aras400k.locking`), since the work folder inside it is deleted at the end.
 
-Captioning writes sidecars rather than shard sets, so it uses the settings check
-(:func:`check_settings`) of this module and the worker naming of
-:mod:`aras400k.data.merge`, but not the part folders.
+**Workers.** With ``shard_index=K, num_shards=N`` a job is one worker of a split run:
+it makes only the ``K``-th of ``N`` contiguous runs of parts into ``OUT/part-K-of-N``
+(:func:`~aras400k.data.merge.worker_dir`; its lock is ``OUT/part-K-of-N.lock``), whose
+manifest records the worker; :func:`~aras400k.data.merge.merge_shard_sets` (``aras-data
+merge``) joins the parts into the single run's shard set, byte for byte. Captioning
+writes sidecars, so it uses only :func:`check_settings` and the worker naming.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tqdm.auto import tqdm
 
 from aras400k.data.merge import WORKER_FIELD, check_worker, merge_hint, worker_dir, worker_record
+from aras400k.data.remote import locate
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
@@ -53,7 +51,26 @@ from aras400k.data.shards import (
 )
 from aras400k.locking import exclusive_lock
 
-__all__ = ["RUN_RECORD", "WORK_DIR", "ShardJob", "ShardSetReport", "check_settings", "refuse_finished", "summary_head"]
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+__all__ = [
+    "RUN_RECORD",
+    "WORK_DIR",
+    "ShardJob",
+    "ShardSetReport",
+    "batches_by",
+    "check_settings",
+    "input_shard_size",
+    "locate_shard",
+    "refuse_finished",
+    "refuse_in_place",
+    "summary_head",
+    "to_uint8_images",
+]
+
+_T = TypeVar("_T")
 
 #: The work folder inside a job's output.
 WORK_DIR = ".partial"
@@ -75,16 +92,11 @@ class ShardSetReport(Protocol):
 
 
 def summary_head(report: ShardSetReport, done: str, parts: str) -> list[str]:
-    """The lines a synthesis report's summary starts with, the same for every job.
+    """The lines every synthesis report's summary starts with.
 
-    Args:
-        report: The report.
-        done: What was generated, from what and with what.
-        parts: What a resumed part is, in words (``"input shards"``, ``"seed chunks"``).
-
-    Returns:
-        ``done`` (named after the worker, for a worker), where it went, how to join a
-        worker's part with the others, and how many parts were resumed.
+    They say ``done`` (what was generated, from what; prefixed with the worker), where it
+    went, how to join a worker's part with the others, and how many ``parts`` (in words:
+    ``"input shards"``, ``"seed chunks"``) were resumed.
     """
     worker = report.worker
     lines = [
@@ -101,8 +113,6 @@ def summary_head(report: ShardSetReport, done: str, parts: str) -> list[str]:
 def check_settings(previous: Mapping[str, Any], record: Mapping[str, Any], problem: str, remedy: str) -> None:
     """Refuse to continue work begun with other settings, naming the settings that differ.
 
-    The message reads ``"{problem} (seed, limit differ); {remedy}"``.
-
     Args:
         previous: The settings the work was begun with.
         record: This run's settings.
@@ -110,7 +120,7 @@ def check_settings(previous: Mapping[str, Any], record: Mapping[str, Any], probl
         remedy: What the user can do.
 
     Raises:
-        ValueError: If the settings differ.
+        ValueError: ``"{problem} (seed, limit differ); {remedy}"`` if the settings differ.
     """
     if previous == record:
         return
@@ -129,6 +139,54 @@ def refuse_finished(out_dir: Path, overwrite: bool) -> None:
         raise FileExistsError(
             f"{out_dir} already holds a shard set; pass overwrite=True (--overwrite true) to replace it"
         )
+
+
+def refuse_in_place(input_dir: str | Path, out_dir: Path) -> None:
+    """Refuse an output that is the input shard set.
+
+    Raises:
+        ValueError: If the local ``input_dir`` is ``out_dir``.
+    """
+    if isinstance(input_dir, Path) and input_dir.resolve() == out_dir.resolve():
+        raise ValueError(f"out_dir {out_dir} is the input shard set; shards are never edited in place")
+
+
+def locate_shard(directory: str | Path, name: str) -> str | Path:
+    """Where a shard listed in a set's manifest is (:func:`~aras400k.data.remote.locate`).
+
+    Raises:
+        FileNotFoundError: If a local shard is missing.
+    """
+    path = locate(directory, name)
+    if isinstance(path, Path) and not path.is_file():
+        raise FileNotFoundError(f"shard {path} listed in the manifest is missing")
+    return path
+
+
+def input_shard_size(manifest: Mapping[str, Any], per_sample: int = 1) -> int:
+    """The input's samples per shard (its first shard's) times ``per_sample``, so output shards follow it."""
+    shards = manifest["shards"]
+    return max(1, int(shards[0]["num_samples"]) * per_sample) if shards else 1000
+
+
+def batches_by(items: Iterable[_T], size: int, key: Callable[[_T], object]) -> Iterator[list[_T]]:
+    """Group items, in order, into batches of up to ``size`` that share ``key`` (a shape, a shard)."""
+    batch: list[_T] = []
+    for item in items:
+        if batch and (len(batch) >= size or key(item) != key(batch[0])):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+def to_uint8_images(images: torch.Tensor) -> np.ndarray:
+    """``(B, 3, H, W)`` generator output in ``[-1, 1]`` -> ``(B, H, W, 3)`` uint8, ``round((x + 1) * 127.5)``."""
+    import torch
+
+    pixels = torch.round((images.float().clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
 class ShardJob:
@@ -166,9 +224,8 @@ class ShardJob:
     def worker_fields(self, work: Any) -> dict[str, Any]:
         """The manifest fields that record a worker of a split run (``{}`` for a single run).
 
-        Args:
-            work: What every worker of the run shares (its digest lets the merge check
-                that the parts belong together).
+        ``work`` is what every worker of the run shares; its digest lets the merge check
+        that the parts belong together.
         """
         if self.worker is None:
             return {}
@@ -177,9 +234,8 @@ class ShardJob:
     def open(self, record: Mapping[str, Any], overwrite: bool) -> None:
         """Create the work folder, or check that the one there belongs to a run with these settings.
 
-        Args:
-            record: Everything the output depends on (JSON-serialisable).
-            overwrite: Discard an unfinished run with other settings instead of refusing.
+        ``record`` is everything the output depends on (JSON); with ``overwrite`` an
+        unfinished run with other settings is discarded instead of refused.
 
         Raises:
             ValueError: If the work folder holds a run with other settings and ``overwrite`` is off.
@@ -218,9 +274,6 @@ class ShardJob:
             source: The parts' source.
             desc: The progress bar's label.
             progress: Show the progress bar (samples).
-
-        Returns:
-            The number of parts kept from an earlier run.
         """
         kept = 0
         with tqdm(total=sum(n for _, n in parts), desc=desc, unit="img", disable=not progress) as bar:
@@ -259,18 +312,11 @@ class ShardJob:
     ) -> dict[str, Any]:
         """Copy the parts, in order, into the shard set ``dest``; return its manifest.
 
+        ``dest`` is ``self.out_dir``, or a folder inside the work folder when another step
+        follows; the other arguments are :class:`ShardWriter`'s (``extra``: further
+        manifest fields), and ``with_mask`` says whether the parts' samples have masks.
         Shards left by an interrupted assembly have the names of the ones written now,
         so they are replaced.
-
-        Args:
-            dest: The output (``self.out_dir``, or a folder inside the work folder when
-                another step follows).
-            split: The output's split.
-            source: The output's source.
-            samples_per_shard: Samples per output tar.
-            extra: Further manifest fields.
-            overwrite: Replace a shard set at ``dest``.
-            with_mask: Whether the parts' samples have masks.
         """
         writer = ShardWriter(
             dest, split=split, source=source, samples_per_shard=samples_per_shard, overwrite=overwrite, extra=extra

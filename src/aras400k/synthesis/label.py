@@ -1,21 +1,16 @@
 """Synthetic data: label shard sets with a trained segmenter (the paper's pseudo-labelling).
 
 The paper labels every GAN image with a trained segmenter before it is captioned or
-used for training. :func:`label_shards` does that for a whole shard set: it writes a
-*new* shard set with the same samples, in the same order and shard boundaries, whose
-``mask.png`` is the segmenter's prediction, whose ``meta.json`` has the composition
-recomputed from it and a ``labelled_by`` record, and whose other members (the
-``image.png`` bytes, ``captions.json``, anything unknown) are copied byte for byte::
+used for training. :func:`label_shards` writes a *new* shard set whose masks are the
+segmenter's predictions (see there for what else changes and what is copied)::
 
     report = label_shards("runs/seg_unet/checkpoints/last.ckpt", "data/synth_uncond", "data/synth_uncond_labelled")
     print(report.summary())
 
-Batches never cross an input shard, so a run split over workers by input shard
-(``shard_index``/``num_shards``, see :mod:`aras400k.data.merge`) predicts every mask
-exactly as a single run does.
-
-Checkpoints are read by :func:`aras400k.checkpoints.read_checkpoint`: plain tensors and
-values only, never code (:func:`~aras400k.models.segmentation.load_segmentation_task`).
+Batches never cross an input shard, so a worker of a split run (one part per input
+shard, :mod:`aras400k.synthesis.jobs`) predicts every mask exactly as a single run does.
+Checkpoints are read with plain tensors and values only, never code
+(:func:`~aras400k.models.segmentation.load_segmentation_task`).
 """
 
 from __future__ import annotations
@@ -35,7 +30,7 @@ from aras400k.checkpoints import resolve_device
 from aras400k.data.composition import composition, format_composition
 from aras400k.data.datamodules import IMAGENET_MEAN, IMAGENET_STD
 from aras400k.data.merge import merge_hint
-from aras400k.data.remote import as_location, locate, location_name
+from aras400k.data.remote import as_location, location_name
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
@@ -51,7 +46,14 @@ from aras400k.data.sources import partition_range
 from aras400k.data.transforms import Normalize
 from aras400k.errors import check_at_least
 from aras400k.models.segmentation import SegmentationTask, load_segmenter
-from aras400k.synthesis.jobs import ShardJob, refuse_finished
+from aras400k.synthesis.jobs import (
+    ShardJob,
+    batches_by,
+    input_shard_size,
+    locate_shard,
+    refuse_finished,
+    refuse_in_place,
+)
 
 __all__ = ["LabelReport", "LabelSettings", "label_job", "label_shards"]
 
@@ -96,11 +98,7 @@ class LabelReport:
     worker: tuple[int, int] | None = None
 
     def summary(self) -> str:
-        """Render the report for a terminal.
-
-        Returns:
-            A few lines: what was labelled by what, where it went, and the composition.
-        """
+        """Render the report for a terminal: what was labelled by what, where, and the composition."""
         by = self.labelled_by
         source = by.get("checkpoint") or "an in-memory model"
         comp = format_composition(self.composition)
@@ -120,17 +118,7 @@ class LabelReport:
 
 @dataclass(frozen=True)
 class LabelSettings:
-    """The options of :func:`label_shards` that :func:`label_job` takes as one value.
-
-    Attributes:
-        batch_size: Images per forward pass.
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        mean: Normalisation mean (``[0, 1]`` units) when the checkpoint records none.
-        std: Normalisation std when the checkpoint records none.
-        overwrite: Replace an existing shard set at the output.
-        progress: Show a progress bar.
-        compress_level: PNG zlib level of the predicted masks.
-    """
+    """The options of :func:`label_shards` (documented there) that :func:`label_job` takes as one value."""
 
     batch_size: int = 32
     device: str = "auto"
@@ -139,9 +127,6 @@ class LabelSettings:
     overwrite: bool = False
     progress: bool = True
     compress_level: int = 6
-
-
-# -- labelling -----------------------------------------------------------------------------
 
 
 def label_shards(
@@ -168,13 +153,8 @@ def label_shards(
     other member is copied byte for byte. Images are scaled to ``[0, 1]`` and normalised
     with the ``mean``/``std`` recorded in the checkpoint's DataModule hyperparameters,
     or with the ``mean``/``std`` arguments when it records none or ``segmenter`` is a
-    task instance. Batches never cross an input shard.
-
-    With ``num_shards > 1`` this call is one worker of a split run: it labels only the
-    ``shard_index``-th of ``num_shards`` contiguous runs of input shards into
-    ``out_dir/part-K-of-N`` (:func:`~aras400k.data.merge.worker_dir`), whose manifest
-    records the worker; :func:`~aras400k.data.merge.merge_shard_sets` joins the parts
-    into the single run's shard set (same shards, same bytes).
+    task instance. With ``num_shards > 1`` it is one worker of a split run
+    (:mod:`aras400k.synthesis.jobs`).
 
     Args:
         segmenter: A trained task, or the path of its Lightning checkpoint.
@@ -194,17 +174,14 @@ def label_shards(
         A :class:`LabelReport` with the counts and the new manifest's path.
 
     Raises:
-        FileNotFoundError: If the checkpoint file or a shard listed in the input manifest
-            does not exist.
+        FileNotFoundError: If the checkpoint or a shard listed in the input manifest is missing.
         FileExistsError: If ``out_dir`` holds a shard set and ``overwrite`` is off.
         ValueError: If ``out_dir`` is ``input_dir``, the input is not a shard set
             (:class:`~aras400k.data.ManifestError`), the checkpoint is not a segmentation
-            task's, the task does not predict the 7 classes from RGB, an argument is
-            out of range (``shard_index`` outside ``0 .. num_shards - 1`` included), or a
-            sample is corrupt (:class:`~aras400k.data.SampleError`,
-            naming the shard and key; nothing is skipped).
-        LockedError: If another run is writing ``out_dir`` (the worker's part for a
-            worker); the lock (:mod:`aras400k.locking`) is held for the whole call.
+            task's, the task does not predict the 7 classes from RGB, an argument is out
+            of range, or a sample is corrupt (:class:`~aras400k.data.SampleError`, naming
+            the shard and key; nothing is skipped).
+        LockedError: If another run is writing ``out_dir`` (a worker's part).
     """
     settings = LabelSettings(batch_size, device, mean, std, overwrite, progress, compress_level)
     job = ShardJob(out_dir, shard_index, num_shards)
@@ -218,12 +195,10 @@ def label_job(
     input_dir: str | Path,
     settings: LabelSettings | None = None,
 ) -> LabelReport:
-    """:func:`label_shards` into ``job.out_dir``, for a caller that already holds the job's lock.
-
-    Synthesis jobs call it to label the images they assembled in their work folder.
+    """:func:`label_shards` into ``job.out_dir`` (for a worker, its part), for a caller that holds the job's lock.
 
     Args:
-        job: The output (and, for a worker, its part of the run).
+        job: The output.
         segmenter: As for :func:`label_shards`.
         input_dir: As for :func:`label_shards`.
         settings: The other options of :func:`label_shards` (default: its defaults).
@@ -233,8 +208,7 @@ def label_job(
     """
     settings = settings or LabelSettings()
     input_dir, out_dir = as_location(input_dir), job.out_dir
-    if isinstance(input_dir, Path) and input_dir.resolve() == out_dir.resolve():
-        raise ValueError(f"out_dir {out_dir} is the input shard set; shards are never edited in place")
+    refuse_in_place(input_dir, out_dir)
     manifest = read_manifest(input_dir)
     refuse_finished(out_dir, settings.overwrite)
     check_at_least("batch_size", settings.batch_size, 1)
@@ -252,18 +226,20 @@ def label_job(
     writer = _open_writer(manifest, out_dir, settings.overwrite, settings.compress_level, extra)
     replaced = 0
     total = sum(int(s["num_samples"]) for s in shards)
-    bar = tqdm(
-        total=total,
-        desc=f"label {location_name(str(input_dir).rstrip('/'))}",
-        unit="img",
-        disable=not settings.progress,
-    )
+    name = location_name(str(input_dir).rstrip("/"))
+    bar = tqdm(total=total, desc=f"label {name}", unit="img", disable=not settings.progress)
     with labeller, writer, bar:
-        for batch in _batches(_read_samples(input_dir, [s["name"] for s in shards]), settings.batch_size):
-            for raw, sample, mask in zip(batch.raws, batch.samples, labeller(batch.images()), strict=True):
+        # One forward pass takes images of one size from one input shard.
+        for batch in batches_by(
+            _read_samples(input_dir, [s["name"] for s in shards]),
+            settings.batch_size,
+            lambda item: (item[1].image.shape, item[0].get("__shard__")),
+        ):
+            masks = labeller(np.stack([sample.image for _, sample in batch]))
+            for (raw, sample), mask in zip(batch, masks, strict=True):
                 replaced += int("mask.png" in raw)
                 writer.write(_labelled_sample(raw, sample, mask, labelled_by))
-            bar.update(len(batch.raws))
+            bar.update(len(batch))
     return LabelReport(
         input_dir=str(input_dir),
         out_dir=str(out_dir),
@@ -279,55 +255,48 @@ def label_job(
     )
 
 
-def label_parts(
+def assemble_parts(
     job: ShardJob,
-    segmenter: str | Path,
+    segmenter: str | Path | None,
     split: str,
     source: Source,
     samples_per_shard: int,
     extra: Mapping[str, Any],
+    overwrite: bool,
     batch_size: int,
     device: torch.device,
     progress: bool,
     with_mask: bool,
-) -> Path:
-    """Assemble a synthesis job's parts inside its work folder, then label them into its output.
+) -> tuple[dict[str, Any], Path | None]:
+    """Assemble a synthesis job's parts into its output or, given a ``segmenter`` checkpoint, label them into it.
 
-    Args:
-        job: The synthesis job (its lock held by the caller).
-        segmenter: The segmenter checkpoint whose predictions become the masks.
-        split: The parts' split.
-        source: The parts' source.
-        samples_per_shard: Samples per output tar.
-        extra: Further manifest fields of the output.
-        batch_size: Images per forward pass.
-        device: Where the segmenter runs.
-        progress: Show progress bars.
-        with_mask: Whether the parts' samples have masks (the generator's conditions).
+    The other arguments are those of :meth:`ShardJob.assemble` and :class:`LabelSettings`.
 
     Returns:
-        The assembled, unlabelled shard set (inside the work folder, removed by ``job.finish()``).
+        The output's manifest, and with a segmenter the assembled, unlabelled shard set
+        (inside the work folder, removed by ``job.finish()``).
     """
+    if segmenter is None:
+        return job.assemble(job.out_dir, split, source, samples_per_shard, extra, overwrite, with_mask), None
     assembled = job.work / "assembled"
     job.assemble(assembled, split, source, samples_per_shard, extra, overwrite=True, with_mask=with_mask)
     # The assembled set holds only this worker's images, so it is labelled whole; the
     # worker record it carries (in ``extra``) passes on to the output's manifest.
     whole = ShardJob(job.out_dir)
     label_job(whole, segmenter, assembled, LabelSettings(batch_size, str(device), overwrite=True, progress=progress))
-    return assembled
+    return read_manifest(job.out_dir), assembled
 
 
 def _open_writer(
     manifest: Mapping[str, Any], out_dir: Path, overwrite: bool, compress_level: int, extra: Mapping[str, Any]
 ) -> ShardWriter:
     """A writer matching the input's split, source, shard size and shard names."""
-    shards = manifest["shards"]
     return ShardWriter(
         out_dir,
         split=manifest["split"],
         source=manifest["source"],
-        samples_per_shard=max(1, int(shards[0]["num_samples"])) if shards else 1000,
-        prefix=_shard_prefix(shards, manifest["split"]),
+        samples_per_shard=input_shard_size(manifest),
+        prefix=_shard_prefix(manifest["shards"], manifest["split"]),
         overwrite=overwrite,
         compress_level=compress_level,
         extra=extra,
@@ -364,23 +333,10 @@ class _Labeller:
         return self.task.predict_masks(self.normalize(batch)).cpu().numpy()
 
 
-@dataclass
-class _Batch:
-    """Raw and decoded samples of one forward pass (all images of one size)."""
-
-    raws: list[dict[str, Any]] = field(default_factory=list)
-    samples: list[Sample] = field(default_factory=list)
-
-    def images(self) -> np.ndarray:
-        return np.stack([s.image for s in self.samples])
-
-
 def _read_samples(directory: str | Path, shard_names: list[str]) -> Iterator[tuple[dict[str, Any], Sample]]:
     """Yield ``(raw members, decoded sample)`` in manifest order; fail naming shard and key."""
     for name in shard_names:
-        path = locate(directory, name)
-        if isinstance(path, Path) and not path.is_file():
-            raise FileNotFoundError(f"shard {path} listed in the manifest is missing")
+        path = locate_shard(directory, name)
         key = None
         try:
             for raw in iter_raw_samples(path):
@@ -394,32 +350,10 @@ def _read_samples(directory: str | Path, shard_names: list[str]) -> Iterator[tup
             raise SampleError(f"{path}: the tar file is corrupt {where} ({reason})") from err
 
 
-def _batches(samples: Iterator[tuple[dict[str, Any], Sample]], batch_size: int) -> Iterator[_Batch]:
-    """Group samples into batches of up to ``batch_size`` images of one size and one shard, keeping order."""
-    batch = _Batch()
-    for raw, sample in samples:
-        if batch.samples and (
-            len(batch.samples) >= batch_size
-            or sample.image.shape != batch.samples[0].image.shape
-            or raw.get("__shard__") != batch.raws[0].get("__shard__")
-        ):
-            yield batch
-            batch = _Batch()
-        batch.raws.append(raw)
-        batch.samples.append(sample)
-    if batch.samples:
-        yield batch
-
-
 def _labelled_sample(raw: Mapping[str, Any], sample: Sample, mask: np.ndarray, labelled_by: dict[str, Any]) -> Sample:
     """The output sample: predicted mask, updated meta, every other member verbatim."""
     meta = {**sample.meta, "composition": composition(mask), "labelled_by": labelled_by}
     copied = {name: data for name, data in raw.items() if not name.startswith("_") and name not in _REBUILT_MEMBERS}
     return Sample(
-        key=sample.key,
-        image=sample.image,
-        mask=mask,
-        meta=meta,
-        image_png=raw["image.png"],
-        raw_members=copied,
+        key=sample.key, image=sample.image, mask=mask, meta=meta, image_png=raw["image.png"], raw_members=copied
     )

@@ -8,35 +8,21 @@ NVlabs ``.pkl``) and writes it as sample ``sg3_{seed:08d}``::
                                       seeds=range(1000), truncation=0.7)
     print(report.summary())
 
-Guarantees (the same as :mod:`aras400k.synthesis_spade`, whose work-folder helpers this
-module uses):
+Guarantees:
 
 - **Sample i uses seed i.** Its latent depends on ``i`` alone, so a split run (``0-3``
   then ``4-7``) or a resumed run gives the same images as one run over all seeds. Two
-  conventions turn a seed into a latent (``latents``, see ``docs/stylegan3.md``):
-  ``"nvlabs"``, the default for official ``.pkl`` snapshots, draws
-  ``np.random.RandomState(i).randn(1, z_dim)`` and converts pixels as NVlabs'
-  ``gen_images.py`` does, so seed ``i`` gives that script's image ``i``; ``"torch"``,
-  the default for Lightning checkpoints, draws ``torch.randn`` from a CPU generator
-  seeded with ``i`` (as :meth:`StyleGAN3.latents`). The convention is recorded in each
+  conventions turn a seed into a latent (``latents``, see ``docs/stylegan3.md`` and
+  :func:`seed_latents`): ``"nvlabs"``, the default for official ``.pkl`` snapshots,
+  gives NVlabs' ``gen_images.py`` image ``i``; ``"torch"``, the default for Lightning
+  checkpoints, is :meth:`StyleGAN3.latents`'. The convention is recorded in each
   sample's ``meta.json``, the run record and the manifest.
-- **Resumable without duplicates.** Seeds are cut into chunks of ``chunk_size``; each
-  chunk becomes one part (a complete shard set) in ``OUT/.partial``. A rerun with the
-  same settings keeps finished parts and redoes only unfinished ones; other settings
-  are refused rather than mixed in. Parts are assembled into ``OUT`` at the end and
-  ``OUT/manifest.json`` is written last.
-- **Splittable over workers.** With ``shard_index=K, num_shards=N`` worker ``K`` makes
-  the ``K``-th of ``N`` contiguous runs of whole batches of the single run (batches as a
-  single run forms them, so every image is computed exactly as there) into
-  ``OUT/part-K-of-N``; :func:`~aras400k.data.merge.merge_shard_sets` (``aras-data
-  merge``) joins the parts into the single run's samples, in its order.
-- **One run per output.** A run holds the lock ``OUT.lock`` beside ``OUT`` (or
-  ``OUT/part-K-of-N.lock`` for a worker); a second run on the same output stops at once
-  with :class:`~aras400k.locking.LockedError`.
+- **Resumable, locked, splittable** (:mod:`aras400k.synthesis.jobs`). Each chunk of
+  ``chunk_size`` seeds is one part; a worker makes its run of whole batches, formed as
+  the single run forms them (:func:`worker_chunks`), so it computes the same images.
 
-Lightning checkpoints are read with ``torch.load(weights_only=True)``
-(:func:`~aras400k.synthesis.read_checkpoint`); ``.pkl`` files with the restricted
-unpickler of :func:`~aras400k.models.stylegan3.official.load_official`.
+Lightning checkpoints are read tensors-only (:func:`~aras400k.checkpoints.read_checkpoint`),
+``.pkl`` files with the restricted unpickler of :mod:`aras400k.models.stylegan3.official`.
 """
 
 from __future__ import annotations
@@ -52,21 +38,27 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from aras400k.checkpoints import checkpoint_sha256, generator_from_module, is_url, read_checkpoint, resolve_device
+from aras400k.checkpoints import (
+    checkpoint_sha256,
+    generator_from_module,
+    is_url,
+    load_prefixed_weights,
+    read_checkpoint,
+    resolve_device,
+)
 from aras400k.data.composition import format_composition
 from aras400k.data.merge import check_worker
 from aras400k.data.shards import (
     MANIFEST_NAME,
     Sample,
     ShardWriter,
-    read_manifest,
     write_json_atomic,
 )
 from aras400k.data.sources import partition_range
 from aras400k.models.stylegan3.generator import Generator, build_generator
 from aras400k.models.stylegan3.module import StyleGAN3
-from aras400k.synthesis.jobs import RUN_RECORD, ShardJob, summary_head
-from aras400k.synthesis.label import label_parts
+from aras400k.synthesis.jobs import RUN_RECORD, ShardJob, summary_head, to_uint8_images
+from aras400k.synthesis.label import assemble_parts
 
 __all__ = [
     "LATENT_CONVENTIONS",
@@ -95,7 +87,7 @@ def resolve_latents(latents: str, checkpoint: str | Path) -> LatentConvention:
 
     Args:
         latents: ``auto``, ``nvlabs`` or ``torch``.
-        checkpoint: The generator's file or URL (a name ending in ``.pkl`` is an official snapshot).
+        checkpoint: The generator's file or URL.
 
     Returns:
         ``nvlabs`` or ``torch``.
@@ -113,13 +105,10 @@ def resolve_latents(latents: str, checkpoint: str | Path) -> LatentConvention:
 def seed_latents(seeds: Sequence[int], z_dim: int, latents: LatentConvention = "torch") -> torch.Tensor:
     """The latent of each seed, on the CPU; each row depends on its own seed only.
 
-    Args:
-        seeds: Seeds, one latent each.
-        z_dim: Latent width.
-        latents: ``nvlabs``: ``np.random.RandomState(seed).randn(1, z_dim)`` as NVlabs'
-            ``gen_images.py`` draws it (float64; the mapping network's first step makes it
-            float32, as NVlabs' does); ``torch``: ``torch.randn(z_dim)`` from a
-            ``torch.Generator`` seeded with ``seed`` (:meth:`StyleGAN3.latents`).
+    ``nvlabs`` draws ``np.random.RandomState(seed).randn(1, z_dim)`` as NVlabs'
+    ``gen_images.py`` does (float64; the mapping network's first step makes it float32,
+    as NVlabs' does); ``torch`` draws ``torch.randn(z_dim)`` from a ``torch.Generator``
+    seeded with ``seed`` (:meth:`StyleGAN3.latents`).
 
     Returns:
         ``(len(seeds), z_dim)`` latents (float64 for ``nvlabs``, float32 for ``torch``).
@@ -138,13 +127,7 @@ def sample_key(seed: int) -> str:
 
 
 def parse_seeds(spec: str) -> list[int]:
-    """Parse a seed list: ranges and single seeds separated by commas (``"0-99"``, ``"1,5,7"``, ``"0-3,9"``).
-
-    Args:
-        spec: The text.
-
-    Returns:
-        The seeds, in the order given.
+    """Parse a seed list, in the order given: ranges and single seeds separated by commas (``"0-3,9"``).
 
     Raises:
         ValueError: On a malformed item, a negative seed, an empty or reversed range, or a repeated seed.
@@ -204,11 +187,7 @@ class StyleGAN3SynthesisReport:
     latents: LatentConvention = "torch"
 
     def summary(self) -> str:
-        """Render the report for a terminal.
-
-        Returns:
-            A few lines: what was generated, where it went, and any labels or equivariance figures.
-        """
+        """Render the report for a terminal: what was generated, where, and any labels or equivariance figures."""
         seeds = f"seeds {self.first_seed}..{self.last_seed}" if self.num_samples else "no seeds"
         done = (
             f"generated {self.num_samples} images ({seeds}, truncation "
@@ -229,9 +208,6 @@ class StyleGAN3SynthesisReport:
         return "\n".join(lines)
 
 
-# -- loading -----------------------------------------------------------------------------------
-
-
 def load_stylegan3_generator(
     path: str | Path,
     use_ema: bool = True,
@@ -241,15 +217,12 @@ def load_stylegan3_generator(
     """Load the (EMA) generator of a StyleGAN3 Lightning checkpoint or an official ``.pkl``, safely.
 
     Args:
-        path: A :class:`~aras400k.models.stylegan3.StyleGAN3` checkpoint (read with
-            ``weights_only=True``), or an official NVlabs snapshot (suffix ``.pkl``; its
-            ``G_ema`` is rebuilt without running its code).
-        use_ema: Load the EMA weights rather than the trained ones (checkpoints only;
-            official snapshots give ``G_ema``).
+        path: A :class:`~aras400k.models.stylegan3.StyleGAN3` checkpoint, or an official
+            NVlabs snapshot (``.pkl``; its ``G_ema`` is rebuilt without running its code).
+        use_ema: Load the EMA weights rather than the trained ones (checkpoints only).
         map_location: Where the weights are loaded.
-        module_class: The :class:`~aras400k.models.stylegan3.StyleGAN3` subclass that
-            trained the checkpoint, when its ``configure_models`` builds a generator of
-            its own (``None``: the generator the checkpoint's ``cfg`` names).
+        module_class: The StyleGAN3 subclass that trained the checkpoint, when its
+            ``configure_models`` builds a generator of its own (``None``: the ``cfg``'s).
 
     Returns:
         The unconditional generator in eval mode, without gradients.
@@ -294,19 +267,10 @@ def load_stylegan3_generator(
                 w_dim=hp["w_dim"],
                 batch_size=hp.get("batch"),
             )
-            weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-            try:
-                generator.load_state_dict(weights, strict=True)
-            except RuntimeError as err:
-                first = str(err).strip().splitlines()[0]
-                message = f"{path}: the {prefix.rstrip('.')} weights do not fit the generator ({first})"
-                raise ValueError(message) from err
+            load_prefixed_weights(generator, state, prefix, str(path))
     if generator.c_dim:
         raise ValueError(f"{path}: the generator is conditional (c_dim={generator.c_dim}); only unconditional ones")
     return generator.to(map_location).eval().requires_grad_(False)
-
-
-# -- the run ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -349,13 +313,8 @@ def synthesize_unconditional(
     (unknown without a mask) and ``generator``
     (``checkpoint``, ``checkpoint_sha256``, ``latents``, ``seed``, ``truncation``); with
     ``label_with``, also the segmenter's ``mask.png``, ``composition`` and
-    ``labelled_by``. Samples follow the order of ``seeds``.
-
-    With ``num_shards > 1`` this call is one worker of a split run: it makes only its
-    part of the seeds (a contiguous run of whole batches, as a single run batches them)
-    into ``out_dir/part-K-of-N`` (:func:`~aras400k.data.merge.worker_dir`), whose
-    manifest records the worker; merge the parts with
-    :func:`~aras400k.data.merge.merge_shard_sets`.
+    ``labelled_by``. Samples follow the order of ``seeds``. See the module docstring for
+    resuming and workers.
 
     Args:
         checkpoint: StyleGAN3 Lightning checkpoint, or official snapshot (``.pkl``).
@@ -365,34 +324,29 @@ def synthesize_unconditional(
         truncation: Truncation psi (1: none).
         batch_size: Images per generator forward pass.
         label_with: Segmenter checkpoint; its predictions become the masks (pseudo-labels).
-        equivariance: Also compute EQ-T/EQ-R of the generator (StyleGAN3 T/R configs only;
-            for others the report says why not).
+        equivariance: Also compute EQ-T/EQ-R (StyleGAN3 T/R configs; for others the report says why not).
         equivariance_samples: Latents used for the equivariance metrics.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         use_ema: Sample from the EMA generator (checkpoints only).
         samples_per_shard: Samples per output tar.
         chunk_size: Seeds per resumable part.
-        overwrite: Replace a finished shard set at ``out_dir``, and discard an unfinished
-            run there that used other settings (one with the same settings is resumed).
+        overwrite: Replace a finished shard set at ``out_dir``, or an unfinished run with other settings.
         progress: Show a progress bar.
         shard_index: This worker's part of a split run, ``0 .. num_shards - 1``.
         num_shards: Workers the run is split over (1: this call does everything).
-        module_class: The :class:`~aras400k.models.stylegan3.StyleGAN3` subclass that
-            trained the checkpoint, when it builds a generator of its own (``None``: the standard one).
-        latents: How seed ``s`` becomes a latent (:func:`seed_latents`): ``nvlabs`` (seed ``s``
-            gives image ``s`` of NVlabs' ``gen_images.py``), ``torch`` (as
-            :meth:`StyleGAN3.latents`), or ``auto``: ``nvlabs`` for a ``.pkl``, ``torch`` else.
+        module_class: As for :func:`load_stylegan3_generator`.
+        latents: How seed ``s`` becomes a latent (:func:`seed_latents`): ``nvlabs``, ``torch``,
+            or ``auto`` (:func:`resolve_latents`).
 
     Returns:
         A :class:`StyleGAN3SynthesisReport`.
 
     Raises:
         FileNotFoundError: If the checkpoint does not exist.
-        FileExistsError: If ``out_dir`` (the worker's folder) holds a shard set and ``overwrite`` is off.
-        ValueError: On bad seeds or numbers (``shard_index`` outside ``0 .. num_shards - 1``
-            included), a file that is not a StyleGAN3 checkpoint, or an unfinished run at
-            ``out_dir`` with other settings.
-        LockedError: If another run is writing ``out_dir`` (the worker's part for a worker).
+        FileExistsError: If ``out_dir`` (a worker's part) holds a shard set and ``overwrite`` is off.
+        ValueError: On bad seeds or numbers, a file that is not a StyleGAN3 checkpoint, or
+            an unfinished run at ``out_dir`` with other settings.
+        LockedError: If another run is writing ``out_dir`` (a worker's part).
     """
     seed_list = _check_inputs(seeds, n, truncation, batch_size, samples_per_shard, chunk_size)
     convention = resolve_latents(latents, checkpoint)
@@ -434,14 +388,10 @@ def synthesize_unconditional(
             _SPLIT, _SOURCE, "stylegan3", progress,
         )  # fmt: skip
         mine = [seed for chunk in chunks.values() for seed in chunk]
-        if label_with is None:
-            written = job.assemble(job.out_dir, _SPLIT, _SOURCE, samples_per_shard, extra, overwrite, with_mask=False)
-        else:
-            label_parts(
-                job, label_with, _SPLIT, _SOURCE, samples_per_shard, extra, batch_size, torch_device, progress,
-                with_mask=False,
-            )  # fmt: skip
-            written = read_manifest(job.out_dir)
+        written, _ = assemble_parts(
+            job, label_with, _SPLIT, _SOURCE, samples_per_shard, extra, overwrite, batch_size, torch_device, progress,
+            with_mask=False,
+        )  # fmt: skip
         job.finish()
         report = StyleGAN3SynthesisReport(
             out_dir=str(job.out_dir),
@@ -493,16 +443,8 @@ def worker_chunks(
 
     A single run cuts ``seeds`` into chunks of ``chunk_size`` (its resumable parts) and
     each chunk into batches of ``batch_size``. The batches are dealt out to the workers
-    as ``num_shards`` contiguous runs (:func:`~aras400k.data.sources.partition_range`);
-    a worker's chunks are the pieces of the single run's chunks its batches cover, so it
-    forms exactly the single run's batches (and so computes the same images).
-
-    Args:
-        seeds: All seeds of the run, in order.
-        chunk_size: Seeds per resumable part.
-        batch_size: Images per forward pass.
-        shard_index: The worker's part.
-        num_shards: Workers of the run.
+    as ``num_shards`` contiguous runs (:func:`~aras400k.data.sources.partition_range`),
+    so a worker forms exactly the single run's batches.
 
     Returns:
         The worker's chunks in order, numbered as in the single run (all of them for one worker).
@@ -555,22 +497,17 @@ def _generate_batch(
     device: torch.device,
     latents: LatentConvention = "torch",
 ) -> np.ndarray:
-    """Generate one image per seed, its latent drawn by :func:`seed_latents`.
+    """Generate one ``(H, W, 3)`` uint8 image per seed, its latent drawn by :func:`seed_latents`.
 
-    Pixels are ``round((x + 1) * 127.5)`` for ``torch``; for ``nvlabs`` they are
-    ``gen_images.py``'s ``(x * 127.5 + 128).clamp(0, 255)`` truncated to ``uint8``, which
-    differs only where ``(x + 1) * 127.5`` ends in exactly ``.5``.
-
-    Returns:
-        ``(B, H, W, 3)`` uint8 images.
+    For ``nvlabs`` the pixels are ``gen_images.py``'s ``(x * 127.5 + 128).clamp(0, 255)``
+    truncated to ``uint8``, which differs from :func:`to_uint8_images` only where
+    ``(x + 1) * 127.5`` ends in exactly ``.5``.
     """
     z = seed_latents(seeds, generator.z_dim, latents).to(torch.float32)
     images = generator(z.to(device), truncation_psi=truncation, noise_mode="const").float()
-    if latents == "nvlabs":
-        pixels = (images * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    else:
-        pixels = torch.round((images.clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+    if latents != "nvlabs":
+        return to_uint8_images(images)
+    return (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _equivariance(
