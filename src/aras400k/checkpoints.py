@@ -28,7 +28,7 @@ import pickle
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -58,6 +58,7 @@ __all__ = [
     "outside_cli_instantiation",
     "read_checkpoint",
     "resolve_device",
+    "save_hyperparameters",
 ]
 
 _T = TypeVar("_T")
@@ -218,6 +219,28 @@ def checkpoint_normalization(checkpoint: Mapping[str, Any]) -> tuple[tuple[float
     if not isinstance(hparams, Mapping) or hparams.get("mean") is None or hparams.get("std") is None:
         return None
     return tuple(float(m) for m in hparams["mean"]), tuple(float(s) for s in hparams["std"])
+
+
+def save_hyperparameters(module: Any, ignore: Sequence[str] | None = None) -> None:
+    """``module.save_hyperparameters(ignore=ignore)`` for the ``__init__`` that calls this, keeping no frame alive.
+
+    Lightning's own call (2.6) keeps its frame in one of its locals, a reference cycle
+    that holds every calling frame, and so every local of every function up the stack,
+    until a cyclic garbage collection. A function that builds a DataModule and iterates
+    its loader then leaves the loader's worker processes running after it returns, and
+    the collection that finally frees them, in whatever thread it happens to run,
+    waits 5 s per worker (the queue that would tell them to stop is finalised first).
+    Passing the caller's frame explicitly, and holding it in no local that outlives the
+    call, frees it all on return. Subclasses that save their own arguments should call
+    this rather than ``self.save_hyperparameters()``.
+    """
+    frame = inspect.currentframe()
+    caller = frame.f_back if frame is not None else None
+    del frame
+    try:
+        module.save_hyperparameters(ignore=list(ignore) if ignore is not None else None, frame=caller)
+    finally:
+        del caller
 
 
 def outside_cli_instantiation(build: Callable[[], _T]) -> _T:

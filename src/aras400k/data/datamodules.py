@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 
+from aras400k.checkpoints import save_hyperparameters
 from aras400k.classes import NUM_CLASSES
 from aras400k.data.datasets import EpochDataLoader, ShardDataset, ShardSource
 from aras400k.data.demo import DEFAULT_DEMO_SAMPLES, demo_is_ready, make_demo
@@ -91,7 +92,7 @@ class ShardDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.num_classes = NUM_CLASSES
-        self.save_hyperparameters()
+        save_hyperparameters(self)
         # Checkpoints store these hyperparameters and load with weights_only=True:
         # keep them plain values (dicts), not ShardSource objects.
         if isinstance(train, str):

@@ -43,6 +43,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
+from aras400k.checkpoints import save_hyperparameters
 from aras400k.errors import check_at_least, check_choice
 from aras400k.files import atomic_path
 from aras400k.models.gan import (
@@ -178,7 +179,7 @@ class StyleGAN3(GANModule):
             if map_depth is not None and map_depth != map:
                 raise ValueError(f"map={map} and map_depth={map_depth} disagree; give map_depth only")
             map_depth = map
-        self.save_hyperparameters(ignore=["map"])
+        save_hyperparameters(self, ignore=["map"])
         self.hparams["map_depth"] = map_depth
         _check_arguments(self.hparams)
         stylegan2 = cfg == "stylegan2"
