@@ -110,26 +110,16 @@ class AugmentParams:
     color: torch.Tensor | None = None
 
     def repeat(self, groups: int) -> AugmentParams:
-        """Tile the draw, so that sample ``i`` of every group gets the same transform.
-
-        Args:
-            groups: Number of copies (e.g. 2 for a ``cat([real, fake])`` batch).
-
-        Returns:
-            The tiled parameters (batch ``groups * B``).
-        """
-        tiled = {}
-        for field in fields(self):
-            value = getattr(self, field.name)
-            tiled[field.name] = None if value is None else value.repeat(groups, *([1] * (value.ndim - 1)))
-        return AugmentParams(**tiled)
+        """The draw tiled ``groups`` times (batch ``groups * B``): sample ``i`` of every group gets one transform."""
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        return AugmentParams(**{k: None if v is None else torch.cat([v] * groups) for k, v in values.items()})
 
 
 # ------------------------------------------------------------ matrix helpers
 
 
 def _matrix(rows: list[list[torch.Tensor | float]], like: torch.Tensor) -> torch.Tensor:
-    """Stack per-sample entries (tensors of shape ``like`` or floats) into ``(*like.shape, R, C)``."""
+    """Stack per-sample entries (tensors shaped like ``like``, or floats) into ``(*like.shape, R, C)``."""
     entries = [e if isinstance(e, torch.Tensor) else torch.full_like(like, e) for row in rows for e in row]
     return torch.stack(entries, dim=-1).reshape(*like.shape, len(rows), len(rows[0]))
 
@@ -440,16 +430,19 @@ class AdaptiveAugment(nn.Module):
             g_inv = g_inv @ _scale2d(1 / scale, 1 / scale)
         # P(pre or post rotation) = rotate * p with two independent draws.
         p_rot = 1 - torch.sqrt((1 - s["rotate"] * p).clamp(0, 1))
-        if s["rotate"] > 0:
+
+        def rotation() -> torch.Tensor:
             theta = (_uniform((n,), dev, generator) * 2 - 1) * math.pi * self.rotate_max
-            g_inv = g_inv @ _rotate2d(self._gated(theta, 0, p_rot, generator))
+            return _rotate2d(self._gated(theta, 0, p_rot, generator))
+
+        if s["rotate"] > 0:
+            g_inv = g_inv @ rotation()
         if s["aniso"] > 0:
             aniso = torch.exp2(_normal((n,), dev, generator) * self.aniso_std)
             aniso = self._gated(aniso, 1, s["aniso"] * p, generator)
             g_inv = g_inv @ _scale2d(1 / aniso, aniso)
         if s["rotate"] > 0:
-            theta = (_uniform((n,), dev, generator) * 2 - 1) * math.pi * self.rotate_max
-            g_inv = g_inv @ _rotate2d(self._gated(theta, 0, p_rot, generator))
+            g_inv = g_inv @ rotation()
         if s["xfrac"] > 0:
             t = _normal((n, 2), dev, generator) * self.xfrac_std
             t = self._gated(t, 0, s["xfrac"] * p, generator)
@@ -494,17 +487,17 @@ class AdaptiveAugment(nn.Module):
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
     ) -> AugmentParams:
-        """Draw the transforms of one batch at the current ``p``.
+        """Draw the transforms of one batch at the current ``p``, for :meth:`transform`.
 
         Args:
             batch_size: Number of samples to draw for.
-            height: Image height in pixels (translations are relative to it).
+            height: Image height in pixels (translations are relative to the size).
             width: Image width in pixels.
             device: Device of the draw; defaults to the device of ``p``.
             generator: Random generator (on ``device``) for reproducible draws.
 
         Returns:
-            The draw, to pass to :meth:`transform` (possibly for several tensors).
+            The draw.
         """
         p = self.p.to(device) if device is not None else self.p
         blit = self._sample_blit(batch_size, height, width, p, generator)
@@ -529,18 +522,12 @@ class AdaptiveAugment(nn.Module):
         """
         if images.ndim != 4:
             raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
-        x = images
-        if params.xflip is not None:
-            x = _flip(x, params.xflip)
-        if params.rot90 is not None:
-            x = _rot90(x, params.rot90)
-        if params.shift is not None:
-            x = _translate_int(x, params.shift)
-        if params.geom is not None:
-            x = _warp(x, params.geom)
-        if params.color is not None:
-            x = _apply_color(x, params.color)
-        return x
+        steps = ((params.xflip, _flip), (params.rot90, _rot90), (params.shift, _translate_int),
+                 (params.geom, _warp), (params.color, _apply_color))  # fmt: skip
+        for value, apply in steps:
+            if value is not None:
+                images = apply(images, value)
+        return images
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None, groups: int = 1) -> torch.Tensor:
         """Augment a batch with a fresh draw at the current ``p``.
@@ -572,11 +559,7 @@ class AdaptiveAugment(nn.Module):
 
     @torch.no_grad()
     def accumulate(self, real_logits: torch.Tensor) -> None:
-        """Add the signs of discriminator logits on (augmented) real images to ``r_t``.
-
-        Args:
-            real_logits: Logits of real images, any shape (all elements count).
-        """
+        """Add the signs of discriminator logits (any shape) on (augmented) real images to ``r_t``."""
         signs = real_logits.detach().sign().to(self.sign_sum.dtype)
         self.sign_sum += signs.sum()
         self.sign_count += signs.numel()
@@ -585,9 +568,8 @@ class AdaptiveAugment(nn.Module):
     def adjust(self, batch_size: int) -> torch.Tensor:
         """Count one training iteration; every ``interval`` of them, move ``p`` toward the target.
 
-        ``p += sign(r_t - target) * batch_size * interval / (ada_kimg * 1000)``, clamped to
-        ``[0, 1]``, where ``r_t`` is the mean sign accumulated since the last adjustment
-        (StyleGAN2-ADA Sec. 3). Runs without a host-device synchronisation.
+        The update of the module docstring, clamped to ``[0, 1]``, with ``r_t`` the mean
+        sign accumulated since the last adjustment. Runs without a host-device synchronisation.
 
         Args:
             batch_size: Total batch size of one iteration.
@@ -617,10 +599,8 @@ class JointFlipRot90(nn.Module):
     """Random flip and 90-degree rotation applied identically to images and masks.
 
     Draws, per sample, a left-right flip with probability ``p_flip`` and a rotation by
-    ``k`` quarter turns (``k`` uniform in ``0..3``) with probability ``p_rot90``; together
-    they cover the dihedral group of the square, which leaves land-cover statistics
-    unchanged. Pixels are moved, never resampled, so masks stay exact and images may have
-    any value range.
+    ``k`` quarter turns (``k`` uniform in ``0..3``) with probability ``p_rot90``: the
+    dihedral group of the square, which leaves land-cover statistics unchanged.
 
     Args:
         p_flip: Probability of a left-right flip.
@@ -651,8 +631,7 @@ class JointFlipRot90(nn.Module):
             The transformed image and mask (same shapes and dtypes).
 
         Raises:
-            ValueError: If the batch sizes or spatial sizes differ, or the images are not
-                square while rotations are enabled.
+            ValueError: If the batch or spatial sizes differ, or rotations meet non-square images.
         """
         if image.ndim != 4 or mask.ndim not in (3, 4):
             raise ValueError(f"expected (B, C, H, W) images and (B, [K,] H, W) masks, got {image.shape}, {mask.shape}")

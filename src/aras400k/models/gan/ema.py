@@ -27,33 +27,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from aras400k.errors import check_positive
+
 __all__ = ["ExponentialMovingAverage", "stylegan_ema_kimg"]
 
 
 def stylegan_ema_kimg(batch_size: int) -> float:
-    """The official StyleGAN3 ``train.py`` EMA half-life: ``batch_size * 10 / 32`` kimg.
-
-    Args:
-        batch_size: Total batch size of one training iteration.
-
-    Returns:
-        The half-life in thousands of images.
-
-    Raises:
-        ValueError: If ``batch_size`` is not positive.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    """The official StyleGAN3 EMA half-life in kimg, ``batch_size * 10 / 32`` (``ValueError`` unless positive)."""
+    check_positive("batch_size", batch_size)
     return batch_size * 10 / 32
 
 
 class ExponentialMovingAverage(nn.Module):
     """A deep-copied shadow of a module whose parameters follow an EMA of the original.
 
-    Being an ``nn.Module``, the shadow moves with ``.to()``, and its weights are saved in
-    (and restored from) the owner's ``state_dict`` under ``<attr>.shadow.*``. The shadow
-    never needs gradients and always stays in eval mode, even when the owner is switched
-    to training mode. Call it like the original module (``ema(z)``) to sample.
+    The shadow moves with ``.to()`` and is saved in the owner's ``state_dict`` under
+    ``<attr>.shadow.*``; it needs no gradients and stays in eval mode even when the owner
+    trains. Call it like the original module (``ema(z)``) to sample.
 
     Args:
         model: The module to average (deep-copied once; later it is only read).
@@ -83,10 +73,9 @@ class ExponentialMovingAverage(nn.Module):
         super().__init__()
         if decay is not None and not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
-        if ema_kimg is not None and ema_kimg <= 0:
-            raise ValueError(f"ema_kimg must be positive or None, got {ema_kimg}")
-        if ema_rampup is not None and ema_rampup <= 0:
-            raise ValueError(f"ema_rampup must be positive or None, got {ema_rampup}")
+        for name, value in (("ema_kimg", ema_kimg), ("ema_rampup", ema_rampup)):
+            if value is not None:
+                check_positive(name, value)
         self.ema_kimg = None if ema_kimg is None else float(ema_kimg)
         self.ema_rampup = ema_rampup
         self.decay = decay
@@ -95,14 +84,7 @@ class ExponentialMovingAverage(nn.Module):
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     def train(self, mode: bool = True) -> ExponentialMovingAverage:
-        """Set the training flag of this wrapper; the shadow itself stays in eval mode.
-
-        Args:
-            mode: Training mode flag.
-
-        Returns:
-            ``self``.
-        """
+        """Set the training flag of this wrapper (returned); the shadow itself stays in eval mode."""
         self.training = mode
         self.shadow.eval()
         return self
@@ -157,21 +139,9 @@ class ExponentialMovingAverage(nn.Module):
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
-        """Copy the averaged parameters and buffers into ``model`` (e.g. for export).
-
-        Args:
-            model: A module with the shadow's architecture.
-        """
+        """Copy the averaged parameters and buffers into ``model`` (of the shadow's architecture), e.g. for export."""
         model.load_state_dict(self.shadow.state_dict())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the shadow module.
-
-        Args:
-            *args: Positional arguments of the wrapped module's ``forward``.
-            **kwargs: Keyword arguments of the wrapped module's ``forward``.
-
-        Returns:
-            Whatever the wrapped module returns.
-        """
+        """Run the shadow module with the wrapped module's arguments."""
         return self.shadow(*args, **kwargs)
