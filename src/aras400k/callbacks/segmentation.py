@@ -43,10 +43,8 @@ def format_scores_table(scores: dict[str, float], class_names: tuple[str, ...], 
         "|---|---:|---:|---:|---:|",
     ]
     for name in class_names:
-        lines.append(
-            f"| {name} | {pct(f'f1_{name}')} | {pct(f'iou_{name}')} | {pct(f'precision_{name}')} "
-            f"| {pct(f'recall_{name}')} |"
-        )
+        cells = [name, *(pct(f"{metric}_{name}") for metric in ("f1", "iou", "precision", "recall"))]
+        lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
 

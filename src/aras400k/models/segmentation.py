@@ -35,7 +35,7 @@ from aras400k.checkpoints import (
     read_checkpoint,
 )
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX
-from aras400k.errors import ConfigError
+from aras400k.errors import ConfigError, check_choice
 from aras400k.metrics.segmentation import SegmentationMetrics
 from aras400k.models.choices import ARCHITECTURES, LOSSES, Architecture, LossName
 
@@ -63,11 +63,9 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> int:
     """Load encoder weights from a local file (never from the network).
 
     Accepts a plain encoder ``state_dict`` (e.g. a torchvision/timm ResNet checkpoint;
-    classifier head keys are dropped), a full smp model ``state_dict`` (keys under
-    ``encoder.``), or a Lightning checkpoint of a :class:`SegmentationTask`
-    (``state_dict`` with ``model.encoder.`` keys). ``.safetensors`` files are read with
-    safetensors, anything else with :func:`aras400k.checkpoints.load_checkpoint` (tensors
-    and plain values only).
+    classifier head keys are dropped), a full smp model ``state_dict`` (``encoder.``
+    keys), or a :class:`SegmentationTask` checkpoint (``model.encoder.`` keys), as
+    ``.safetensors`` or through :func:`aras400k.checkpoints.load_checkpoint`.
 
     Args:
         encoder: The smp encoder to fill.
@@ -111,10 +109,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> int:
 
 
 def check_encoder_name(name: str) -> None:
-    """Check that segmentation-models-pytorch knows the encoder ``name``.
-
-    Args:
-        name: An smp encoder name (e.g. ``resnet18``) or a timm one with the ``tu-`` prefix.
+    """Check that segmentation-models-pytorch knows the encoder ``name`` (timm ones take the ``tu-`` prefix).
 
     Raises:
         ValueError: For an unknown name, listing the closest known names.
@@ -178,10 +173,8 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHITECTURES}")
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+        check_choice("arch", arch, ARCHITECTURES)
+        check_choice("loss", loss, LOSSES)
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} values for {num_classes} classes")
         self.optimizer_factory = optimizer
@@ -198,9 +191,6 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
 
     def setup(self, stage: str) -> None:
         """Check, before any step, that the DataModule's masks have this task's classes.
-
-        Args:
-            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
 
         Raises:
             ConfigError: If the DataModule says its masks hold another number of classes.
@@ -253,30 +243,25 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
         base = MetricCollection(
             [SegmentationMetrics(self.hparams["num_classes"], self.hparams["ignore_index"], self.class_names)]
         )
-        self.train_metrics = base.clone(prefix="train_")
-        self.val_metrics = base.clone(prefix="val_")
-        self.test_metrics = base.clone(prefix="test_")
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_metrics", base.clone(prefix=f"{stage}_"))
         # The epoch loss as a sample-weighted mean whose sums are reduced across ranks. (Lightning's
         # own `sync_dist` mean floors the summed batch sizes when ranks see unequal sample counts,
         # lightning#21859.)
-        self.train_loss_mean = MeanMetric()
-        self.val_loss_mean = MeanMetric()
-        self.test_loss_mean = MeanMetric()
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_loss_mean", MeanMetric())
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW + ReduceLROnPlateau on validation macro F1 unless the config gives factories."""
-        if self.optimizer_factory is not None:
-            optimizer = self.optimizer_factory(self.parameters())
-        else:
-            optimizer = torch.optim.AdamW(
-                self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
-            )
-        if self.scheduler_factory is not None:
-            scheduler = self.scheduler_factory(optimizer)
-        else:
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="max", factor=0.5, patience=self.hparams["patience"]
-            )
+        hp = self.hparams
+        optimizer = (
+            self.optimizer_factory(self.parameters()) if self.optimizer_factory is not None
+            else torch.optim.AdamW(self.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+        )  # fmt: skip
+        scheduler = (
+            self.scheduler_factory(optimizer) if self.scheduler_factory is not None
+            else torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=hp["patience"])
+        )  # fmt: skip
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams["monitor"], "strict": False},
@@ -284,9 +269,11 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
 
     # -- inference -----------------------------------------------------------------------
 
-    def _padded_size(self, side: int) -> int:
-        side = max(side, _MIN_SIZE.get(self.hparams["arch"], _STRIDE))
-        return -(-side // _STRIDE) * _STRIDE
+    def _padding(self, images: torch.Tensor) -> tuple[int, int, int, int]:
+        """``F.pad`` widths (left, right, top, bottom) that take ``images`` to a size the network accepts."""
+        smallest = _MIN_SIZE.get(self.hparams["arch"], _STRIDE)
+        ph, pw = (-(-max(side, smallest) // _STRIDE) * _STRIDE - side for side in images.shape[-2:])
+        return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch; inputs are padded to a size the network accepts and cropped back.
@@ -298,9 +285,8 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
             ``(B, num_classes, H, W)`` logits.
         """
         h, w = images.shape[-2:]
-        ph, pw = self._padded_size(h) - h, self._padded_size(w) - w
-        if ph or pw:
-            pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+        pad = self._padding(images)
+        if any(pad):
             mode = "reflect" if max(pad) < min(h, w) else "replicate"
             logits = self.model(F.pad(images, pad, mode=mode))
             return logits[..., pad[2] : pad[2] + h, pad[0] : pad[0] + w]
@@ -308,14 +294,7 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
 
     @torch.no_grad()
     def predict_masks(self, images: torch.Tensor) -> torch.Tensor:
-        """Predicted class index per pixel.
-
-        Args:
-            images: ``(B, C, H, W)`` normalised images.
-
-        Returns:
-            ``(B, H, W)`` uint8 class indices.
-        """
+        """``(B, H, W)`` uint8 predicted class indices of ``(B, C, H, W)`` normalised images."""
         return self(images).max(1).indices.to(torch.uint8)
 
     @torch.no_grad()
@@ -329,10 +308,9 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
         Returns:
             The features.
         """
-        h, w = images.shape[-2:]
-        ph, pw = self._padded_size(h) - h, self._padded_size(w) - w
-        if ph or pw:
-            images = F.pad(images, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
+        pad = self._padding(images)
+        if any(pad):
+            images = F.pad(images, pad, mode="replicate")
         deepest = self.model.encoder(images)[-1]
         return deepest.mean(dim=(2, 3)) if pooled else deepest
 
@@ -409,8 +387,7 @@ def load_segmentation_task(
 
     The checkpoint is read with :func:`~aras400k.checkpoints.read_checkpoint`
     (``weights_only=True``); the task is rebuilt from its saved hyperparameters and its
-    weights loaded strictly. The training-time ``encoder_weights`` file is not needed
-    (the checkpoint holds every weight). The task is returned in eval mode.
+    weights loaded strictly (the training-time ``encoder_weights`` file is not needed).
 
     Args:
         path: Checkpoint written by ``aras-fit`` or ``Trainer.save_checkpoint``.
