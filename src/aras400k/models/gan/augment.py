@@ -287,14 +287,6 @@ def _apply_color(x: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------ the module
 
 
-def _uniform(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(shape, device=device, generator=generator)
-
-
-def _normal(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(shape, device=device, generator=generator)
-
-
 class AdaptiveAugment(nn.Module):
     """ADA: differentiable augmentation of discriminator inputs with an adaptive ``p``.
 
@@ -388,64 +380,60 @@ class AdaptiveAugment(nn.Module):
 
     # ---------------------------------------------------------------- sampling
 
-    def _gated(
-        self,
-        value: torch.Tensor,
-        identity: float,
-        probability: torch.Tensor,
-        generator: torch.Generator | None,
+    def _draw(
+        self, kind: str, scale: float, shape: tuple[int, ...], prob: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
-        """Keep ``value`` for samples drawn with ``probability``, ``identity`` elsewhere."""
-        shape = (value.shape[0],) + (1,) * (value.ndim - 1)
-        keep = torch.rand(shape, device=value.device, generator=generator) < probability
-        return torch.where(keep, value, torch.full_like(value, identity))
+        """One transform's parameters, kept for samples drawn with probability ``prob`` and the identity elsewhere.
+
+        ``kind``: ``coin`` ``floor(U * scale)``, ``uniform`` ``(2U - 1) * scale``, ``angle`` the
+        same times pi, ``normal`` ``N * scale``, ``lognormal`` ``2 ** (N * scale)`` (identity 1).
+        """
+        if kind in ("coin", "uniform", "angle"):
+            u = torch.rand(shape, device=prob.device, generator=generator)
+            if kind == "coin":
+                value = torch.floor(u * scale)
+            else:
+                value = (u * 2 - 1) * (math.pi if kind == "angle" else 1) * scale
+        else:
+            value = torch.randn(shape, device=prob.device, generator=generator) * scale
+            value = torch.exp2(value) if kind == "lognormal" else value
+        keep = torch.rand((shape[0],) + (1,) * (len(shape) - 1), device=prob.device, generator=generator) < prob
+        return torch.where(keep, value, torch.full_like(value, 1 if kind == "lognormal" else 0))
 
     def _sample_blit(
         self, n: int, height: int, width: int, p: torch.Tensor, generator: torch.Generator | None
     ) -> dict[str, torch.Tensor]:
-        s, dev, out = self.strength, p.device, {}
+        s, out = self.strength, {}
         if s["xflip"] > 0:
-            flip = torch.floor(_uniform((n,), dev, generator) * 2)
-            out["xflip"] = self._gated(flip, 0, s["xflip"] * p, generator).bool()
+            out["xflip"] = self._draw("coin", 2, (n,), s["xflip"] * p, generator).bool()
         if s["rotate90"] > 0:
-            turns = torch.floor(_uniform((n,), dev, generator) * 4)
-            out["rot90"] = self._gated(turns, 0, s["rotate90"] * p, generator).long()
+            out["rot90"] = self._draw("coin", 4, (n,), s["rotate90"] * p, generator).long()
         if s["xint"] > 0:
-            t = (_uniform((n, 2), dev, generator) * 2 - 1) * self.xint_max
-            t = self._gated(t, 0, s["xint"] * p, generator)
-            size = torch.tensor([width, height], device=dev, dtype=t.dtype)
-            out["shift"] = torch.round(t * size).long()
+            t = self._draw("uniform", self.xint_max, (n, 2), s["xint"] * p, generator)
+            out["shift"] = torch.round(t * torch.tensor([width, height], device=p.device, dtype=t.dtype)).long()
         return out
 
     def _sample_geom(
         self, n: int, height: int, width: int, p: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor | None:
-        s, dev = self.strength, p.device
+        s = self.strength
         if not any(s[op] > 0 for op in _GEOM):
             return None
-        g_inv = torch.eye(3, device=dev).repeat(n, 1, 1)
+        g_inv = torch.eye(3, device=p.device).repeat(n, 1, 1)
         if s["scale"] > 0:
-            scale = torch.exp2(_normal((n,), dev, generator) * self.scale_std)
-            scale = self._gated(scale, 1, s["scale"] * p, generator)
+            scale = self._draw("lognormal", self.scale_std, (n,), s["scale"] * p, generator)
             g_inv = g_inv @ _scale2d(1 / scale, 1 / scale)
         # P(pre or post rotation) = rotate * p with two independent draws.
         p_rot = 1 - torch.sqrt((1 - s["rotate"] * p).clamp(0, 1))
-
-        def rotation() -> torch.Tensor:
-            theta = (_uniform((n,), dev, generator) * 2 - 1) * math.pi * self.rotate_max
-            return _rotate2d(self._gated(theta, 0, p_rot, generator))
-
         if s["rotate"] > 0:
-            g_inv = g_inv @ rotation()
+            g_inv = g_inv @ _rotate2d(self._draw("angle", self.rotate_max, (n,), p_rot, generator))
         if s["aniso"] > 0:
-            aniso = torch.exp2(_normal((n,), dev, generator) * self.aniso_std)
-            aniso = self._gated(aniso, 1, s["aniso"] * p, generator)
+            aniso = self._draw("lognormal", self.aniso_std, (n,), s["aniso"] * p, generator)
             g_inv = g_inv @ _scale2d(1 / aniso, aniso)
         if s["rotate"] > 0:
-            g_inv = g_inv @ rotation()
+            g_inv = g_inv @ _rotate2d(self._draw("angle", self.rotate_max, (n,), p_rot, generator))
         if s["xfrac"] > 0:
-            t = _normal((n, 2), dev, generator) * self.xfrac_std
-            t = self._gated(t, 0, s["xfrac"] * p, generator)
+            t = self._draw("normal", self.xfrac_std, (n, 2), s["xfrac"] * p, generator)
             g_inv = g_inv @ _translate2d(-t[:, 0] * width, -t[:, 1] * height)
         return g_inv
 
@@ -458,21 +446,18 @@ class AdaptiveAugment(nn.Module):
         eye = torch.eye(4, device=dev)
         color = eye.repeat(n, 1, 1)
         if s["brightness"] > 0:
-            b = _normal((n,), dev, generator) * self.brightness_std
-            color = _translate3d(self._gated(b, 0, s["brightness"] * p, generator)) @ color
+            b = self._draw("normal", self.brightness_std, (n,), s["brightness"] * p, generator)
+            color = _translate3d(b) @ color
         if s["contrast"] > 0:
-            c = torch.exp2(_normal((n,), dev, generator) * self.contrast_std)
-            color = _scale3d(self._gated(c, 1, s["contrast"] * p, generator)) @ color
+            color = _scale3d(self._draw("lognormal", self.contrast_std, (n,), s["contrast"] * p, generator)) @ color
         if s["lumaflip"] > 0:
-            flip = torch.floor(_uniform((n,), dev, generator) * 2)
-            flip = self._gated(flip, 0, s["lumaflip"] * p, generator)
+            flip = self._draw("coin", 2, (n,), s["lumaflip"] * p, generator)
             color = (eye - 2 * luma_outer * flip.view(-1, 1, 1)) @ color  # Householder reflection.
         if s["hue"] > 0:
-            theta = (_uniform((n,), dev, generator) * 2 - 1) * math.pi * self.hue_max
-            color = _rotate_about_luma(self._gated(theta, 0, s["hue"] * p, generator)) @ color
+            theta = self._draw("angle", self.hue_max, (n,), s["hue"] * p, generator)
+            color = _rotate_about_luma(theta) @ color
         if s["saturation"] > 0:
-            sat = torch.exp2(_normal((n,), dev, generator) * self.saturation_std)
-            sat = self._gated(sat, 1, s["saturation"] * p, generator).view(-1, 1, 1)
+            sat = self._draw("lognormal", self.saturation_std, (n,), s["saturation"] * p, generator).view(-1, 1, 1)
             # Keep the luma component, scale the chroma plane by `sat`.
             saturate = luma_outer + (eye - luma_outer) * sat
             saturate[:, 3, 3] = 1

@@ -199,15 +199,7 @@ class UNetAdversarialLoss(nn.Module):
         return AdversarialTerms(self.global_weight * image, self.pixel_weight * pixel)
 
     def generator_loss(self, fake: UNetDiscriminatorOutput, mask: torch.Tensor) -> AdversarialTerms:
-        """Generator side: generated images should be judged real (their class).
-
-        Args:
-            fake: Discriminator output on generated images.
-            mask: ``(B, N, H, W)`` one-hot masks they were generated from.
-
-        Returns:
-            The two heads' weighted losses.
-        """
+        """Generator side: generated images should be judged real (their class); see :meth:`discriminator_loss`."""
         image = self.g_loss(fake.global_logits)
         if self.conditioning == "oasis":
             pixel = n_plus_one_loss(fake.pixel_logits, mask, True, self.class_balancing)
@@ -222,13 +214,8 @@ class UNetAdversarialLoss(nn.Module):
 def mix(real: torch.Tensor, fake: torch.Tensor, mix_mask: torch.Tensor) -> torch.Tensor:
     """``mix(x, G(z), M) = M * x + (1 - M) * G(z)`` (U-Net GAN, eq. 5): ``M = 1`` takes the real pixel.
 
-    Args:
-        real: ``(B, C, H, W)`` real images (or discriminator outputs on them).
-        fake: ``(B, C, H, W)`` generated images (or outputs), same shape.
-        mix_mask: ``(B, 1, H, W)`` binary mask.
-
-    Returns:
-        The mixed tensor.
+    ``real`` and ``fake`` are ``(B, C, H, W)`` images (or discriminator outputs on them),
+    ``mix_mask`` a ``(B, 1, H, W)`` binary mask.
     """
     return mix_mask * real + (1 - mix_mask) * fake
 
@@ -352,9 +339,9 @@ def cutmix_augmentation_loss(
 
     Args:
         mixed_pixel_logits: ``(B, 1, H, W)`` decoder output on the mixed images.
-        mixed_global_logits: ``(B,)`` encoder output on the mixed images.
+        mixed_global_logits: ``(B,)`` encoder output on them.
         mix_mask: ``(B, 1, H, W)`` the mixing mask.
-        kind: ``hinge`` or ``logistic`` (non-saturating, U-Net GAN's).
+        kind: ``hinge`` or ``logistic`` (U-Net GAN's).
 
     Returns:
         Scalar loss.
@@ -441,7 +428,7 @@ def kl_divergence(
 
     Args:
         mu: ``(B, z_dim)`` means.
-        logvar: ``(B, z_dim)`` log-variances.
+        logvar: Log-variances, same shape.
         reduction: ``sum`` (SPADE), ``batchmean`` (sum / B) or ``mean`` (over all elements).
 
     Returns:
@@ -488,8 +475,8 @@ class VGG19Features(_ImageFeatures):
     :data:`VGG19_LAYER_WEIGHTS`), from a local file only: nothing is downloaded.
 
     Args:
-        weights_path: A torchvision ``vgg19`` ``state_dict`` (e.g. torchvision's
-            ``vgg19-dcbb9e9d.pth``), or one holding only the ``features.*`` keys.
+        weights_path: A torchvision ``vgg19`` ``state_dict`` (e.g. ``vgg19-dcbb9e9d.pth``),
+            or one holding only the ``features.*`` keys.
         mean: Normalisation mean in ``[0, 1]`` units (ImageNet's).
         std: Normalisation std (ImageNet's).
         value_range: Range of the input images (``(-1, 1)``: the generator's tanh output).
@@ -580,14 +567,14 @@ class SegmenterEncoderFeatures(_ImageFeatures):
 class PerceptualLoss(nn.Module):
     """Weighted L1 distance between feature maps of a frozen network (Johnson et al. 2016; SPADE's VGG loss).
 
-    ``sum_i w_i * mean|phi_i(fake) - phi_i(real)|``. The feature network is frozen
-    (no gradients to its weights, kept in eval mode); gradients flow to ``fake``.
+    ``sum_i w_i * mean|phi_i(fake) - phi_i(real)|`` over a frozen feature network
+    (no gradients, kept in eval mode); gradients flow to ``fake``.
 
     Args:
         feature_net: Module mapping images to a list of feature maps, e.g.
             :class:`VGG19Features` or :class:`SegmenterEncoderFeatures`.
-        layer_weights: One weight per feature map (all 1 when ``None``); use
-            :data:`VGG19_LAYER_WEIGHTS` with VGG19 as SPADE does.
+        layer_weights: One weight per feature map (all 1 when ``None``;
+            :data:`VGG19_LAYER_WEIGHTS` with VGG19, as SPADE).
     """
 
     def __init__(self, feature_net: nn.Module, layer_weights: Sequence[float] | None = None) -> None:
@@ -602,14 +589,7 @@ class PerceptualLoss(nn.Module):
         return self
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """Perceptual distance of generated images to their real counterparts.
-
-        Args:
-            fake: ``(B, C, H, W)`` generated images.
-            real: ``(B, C, H, W)`` real images (targets; no gradient).
-
-        Returns:
-            Scalar loss.
+        """Perceptual distance of ``(B, C, H, W)`` generated images to real ones (the targets; no gradient).
 
         Raises:
             ValueError: If the number of layer weights differs from the number of feature maps.

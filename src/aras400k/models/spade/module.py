@@ -353,6 +353,9 @@ class SPADEGAN(GANModule):
         return segmenter.predict_masks(self._frozen_net("segmenter_normalize")(scaled))  # type: ignore[operator,misc]
 
     # -- training ----------------------------------------------------------------------
+    # The step's parts take ``real`` (``(B, 3, H, W)`` images), ``fake`` (generated from
+    # the same masks; detached on the discriminator side) and ``onehot`` (``(B, N, H, W)``
+    # masks), and return their loss terms, already weighted, by name.
 
     def augment_batch(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The joint flip/rot90 of ``(B, 3, H, W)`` images and ``(B, H, W)`` masks when training, else identity."""
@@ -361,14 +364,9 @@ class SPADEGAN(GANModule):
     def generate_for_training(
         self, real: torch.Tensor, onehot: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One generator forward with gradients; with the VAE encoder, the noise is the real image's style.
+        """One generator forward with gradients, ``(fake, extra)``.
 
-        Args:
-            real: ``(B, 3, H, W)`` real images.
-            onehot: ``(B, N, H, W)`` one-hot masks.
-
-        Returns:
-            ``(fake, extra)``; ``extra`` holds ``kl`` when the encoder is used.
+        With the VAE encoder, the noise is the real image's style and ``extra`` holds its ``kl``.
         """
         if self.generator.encoder is None:
             return self.generator(onehot), {}
@@ -379,17 +377,7 @@ class SPADEGAN(GANModule):
     def discriminator_losses(
         self, real: torch.Tensor, fake: torch.Tensor, onehot: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """The discriminator's loss terms (weighted) and their sum ``d_loss``.
-
-        Args:
-            real: Real images.
-            fake: Generated images, detached from the generator.
-            onehot: One-hot masks of both.
-
-        Returns:
-            ``d_adv_image``, ``d_adv_pixel``, ``d_consistency`` (0 on batches that are
-            not mixed), ``d_cutmix`` (``unetgan`` only) and ``d_loss``.
-        """
+        """``d_adv_image``, ``d_adv_pixel``, ``d_consistency``, ``d_cutmix`` (``unetgan``), their sum ``d_loss``."""
         real_out = self.discriminator(real, onehot)
         fake_out = self.discriminator(fake, onehot)
         adversarial = self.adversarial_loss.discriminator_loss(real_out, fake_out, onehot)
@@ -439,17 +427,10 @@ class SPADEGAN(GANModule):
     def generator_losses(
         self, real: torch.Tensor, fake: torch.Tensor, onehot: torch.Tensor, extra: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """The generator's loss terms (weighted) and their sum ``g_loss``.
+        """``g_adv_image``, ``g_adv_pixel``, ``g_feature_matching``, ``g_perceptual``, ``g_kl`` (if on), ``g_loss``.
 
-        Args:
-            real: Real images (targets of feature matching and the perceptual loss).
-            fake: Generated images, with gradients to the generator.
-            onehot: One-hot masks.
-            extra: What :meth:`generate_for_training` returned besides the images.
-
-        Returns:
-            ``g_adv_image``, ``g_adv_pixel``, ``g_feature_matching``, ``g_perceptual``,
-            ``g_kl`` (those that are on) and ``g_loss``.
+        ``real`` are the targets of feature matching and the perceptual loss; ``extra`` is
+        what :meth:`generate_for_training` returned besides the images.
         """
         hp = self.hparams
         fake_out = self.discriminator(fake, onehot)
