@@ -7,8 +7,7 @@ applied to a sample with probability ``p`` (times the transform's multiplier, 1 
 ones the chosen ``pipe`` enables). In pipeline order (paper App. B):
 
 1. *Pixel blitting* (``blit``): x-flip, rotation by a multiple of 90 degrees, integer
-   translation by up to 1/8 of the image (reflected borders). Done here with exact pixel
-   moves instead of resampling.
+   translation by up to 1/8 of the image (reflected borders), as exact pixel moves.
 2. *General geometric* (``geom``): isotropic scaling (log2 std 0.2), arbitrary rotation
    (split into a pre- and a post-rotation each with probability
    ``1 - sqrt(1 - p)``, so that "any rotation" happens with probability ``p``),
@@ -28,11 +27,9 @@ ones the chosen ``pipe`` enables). In pipeline order (paper App. B):
 The numbers are those of NVlabs' ``training/augment.py``, ``training/training_loop.py``
 and ``train.py`` (``--aug=ada --target=0.6 --augpipe=bgc``).
 
-For the mask-conditioned GAN, :class:`JointFlipRot90` applies the same random element of
-the dihedral group (flip and 90-degree rotation) to images and masks — exact for masks,
-and independent of the image value range. (:class:`aras400k.data.transforms.JointAugmentation`
-does the same with kornia but clamps images to ``[0, 1]``, so it suits the data pipeline,
-not ``[-1, 1]`` GAN tensors.)
+For the mask-conditioned GAN, :class:`JointFlipRot90` applies the same flip and
+90-degree rotation to images and masks, moving pixels (exact for masks, any value
+range; :class:`aras400k.data.transforms.JointAugmentation` clamps images to ``[0, 1]``).
 """
 
 from __future__ import annotations
@@ -493,14 +490,9 @@ class AdaptiveAugment(nn.Module):
     # --------------------------------------------------------------- applying
 
     def transform(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-        """Apply a draw: pixel blitting, then geometric, then colour transforms.
+        """Apply a draw for batch size ``B`` (blitting, geometric, colour) to ``(B, C, H, W)`` images in ``[-1, 1]``.
 
-        Args:
-            images: ``(B, C, H, W)`` images in ``[-1, 1]``; gradients flow through.
-            params: A draw for batch size ``B`` (from :meth:`sample_params`).
-
-        Returns:
-            The augmented images, same shape and dtype.
+        Gradients flow through; the result has the images' shape and dtype.
 
         Raises:
             ValueError: If the images are not 4-D, or rotations meet non-square images.
@@ -520,9 +512,7 @@ class AdaptiveAugment(nn.Module):
         Args:
             images: ``(B, C, H, W)`` images in ``[-1, 1]``.
             generator: Random generator (on the images' device) for a reproducible draw.
-            groups: Split the batch into this many equal chunks that share one draw
-                (sample ``i`` of each chunk gets the same transform), e.g. 2 for
-                ``cat([real, fake])`` when both halves must be transformed alike.
+            groups: Equal chunks of the batch that share one draw (see :meth:`AugmentParams.repeat`).
 
         Returns:
             The augmented images; the input itself when ``p == 0``.
@@ -611,9 +601,6 @@ class JointFlipRot90(nn.Module):
             image: ``(B, C, H, W)`` images.
             mask: ``(B, H, W)`` class indices or ``(B, K, H, W)`` one-hot / soft masks.
             generator: Random generator (on the images' device).
-
-        Returns:
-            The transformed image and mask (same shapes and dtypes).
 
         Raises:
             ValueError: If the batch or spatial sizes differ, or rotations meet non-square images.

@@ -90,17 +90,11 @@ class ExponentialMovingAverage(nn.Module):
         return self
 
     def beta(self, step: int, batch_size: int) -> float:
-        """The decay used by :meth:`update` at a given point of training.
+        """The decay :meth:`update` uses after ``step`` iterations of ``batch_size`` images.
 
-        Args:
-            step: Training iterations completed before this update (so that
-                ``cur_nimg = step * batch_size`` images have been seen).
-            batch_size: Total batch size of one iteration.
-
-        Returns:
-            ``beta`` in ``[0, 1)``: ``decay`` in constant mode (with the warm-up when
-            on), otherwise ``0.5 ** (batch_size / max(ema_nimg, 1e-8))`` with
-            ``ema_nimg = min(ema_kimg * 1000, cur_nimg * ema_rampup)``.
+        ``decay`` in constant mode (with the warm-up when on), otherwise
+        ``0.5 ** (batch_size / max(ema_nimg, 1e-8))`` with
+        ``ema_nimg = min(ema_kimg * 1000, step * batch_size * ema_rampup)``.
         """
         if self.decay is not None:
             return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
@@ -121,7 +115,7 @@ class ExponentialMovingAverage(nn.Module):
             batch_size: Total batch size of one iteration.
 
         Returns:
-            The decay ``beta`` that was used.
+            The decay used.
 
         Raises:
             KeyError: If ``model`` lacks a parameter or buffer of the shadow.

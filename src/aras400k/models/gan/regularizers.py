@@ -57,10 +57,7 @@ def r1_penalty(
         real_logits: Discriminator output for ``real_images``, any shape.
         real_images: ``(B, ...)`` real images the logits were computed from; must require
             gradients (``real.detach().requires_grad_(True)`` before calling D).
-        reduction: ``"mean"`` over the batch, or ``"none"`` for one value per sample.
-
-    Returns:
-        The scalar mean penalty, or a ``(B,)`` tensor with ``reduction="none"``.
+        reduction: ``"mean"`` over the batch, or ``"none"`` for a ``(B,)`` tensor.
 
     Raises:
         ValueError: If ``real_images`` does not require gradients or ``reduction`` is unknown.
@@ -95,9 +92,6 @@ def lazy_optimizer_params(lr: float, betas: tuple[float, float], interval: int |
         betas: The nominal Adam betas.
         interval: Regularisation interval (16 for R1 on D, 4 for path length on G), or
             ``None`` when the regulariser is not lazy (values returned unchanged).
-
-    Returns:
-        ``LazyOptimizerParams(lr, betas)``.
 
     Raises:
         ValueError: If ``interval`` is smaller than 1.
@@ -144,15 +138,12 @@ class PathLengthRegularizer(nn.Module):
     def path_lengths(
         self, images: torch.Tensor, ws: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Per-sample path lengths ``||J_w^T y||`` (with a graph, for back-propagation).
+        """``(B,)`` path lengths ``||J_w^T y||`` (with a graph, for back-propagation).
 
         Args:
             images: ``(B, C, H, W)`` generator output computed from ``ws``.
             ws: ``(B, num_ws, w_dim)`` or ``(B, w_dim)`` latents that require gradients.
             generator: Random generator for the projection direction ``y``.
-
-        Returns:
-            ``(B,)`` path lengths.
 
         Raises:
             ValueError: If ``ws`` does not require gradients.
@@ -189,10 +180,10 @@ def style_mixing(
         ws: ``(B, num_ws, w_dim)`` styles.
         ws_mix: Styles of the same shape from independent latents.
         prob: Probability of mixing this batch.
-        generator: Random generator for the draw (CPU generators only on CPU tensors).
+        generator: Random generator for the draw (a CPU generator needs CPU tensors).
 
     Returns:
-        The mixed styles (a new tensor), or ``ws`` itself when this batch is not mixed.
+        A new tensor, or ``ws`` itself when this batch is not mixed.
 
     Raises:
         ValueError: If the shapes differ or ``ws`` is not 3-D.
@@ -225,9 +216,6 @@ def blur_sigma(images_seen: float, fade_kimg: float = 200.0, sigma: float = 10.0
         images_seen: Real images shown so far.
         fade_kimg: Fade length in thousands of images; ``0`` disables the blur.
         sigma: Initial blur strength in pixels.
-
-    Returns:
-        ``max(1 - images_seen / (fade_kimg * 1000), 0) * sigma``.
     """
     if fade_kimg <= 0:
         return 0.0
@@ -244,9 +232,6 @@ def blur_images(images: torch.Tensor, sigma: float) -> torch.Tensor:
     Args:
         images: ``(B, C, H, W)`` images.
         sigma: Blur strength in pixels; values giving a radius below 1 return the input.
-
-    Returns:
-        The blurred images, same shape.
     """
     radius = min(math.floor(sigma * 3), min(images.shape[-2:]) - 1)
     if radius <= 0:
@@ -307,15 +292,9 @@ class NonFiniteGuard(nn.Module):
         parameters: Iterable[torch.Tensor] | None = None,
         name: str = "step",
     ) -> bool:
-        """Check a loss and/or gradients; count a skip when anything is non-finite.
+        """Whether the optimiser may step: the loss (any shape) and gradients, when given, are finite.
 
-        Args:
-            loss: The loss of the step (any shape), or ``None``.
-            parameters: Parameters whose gradients to check, or ``None``.
-            name: Counter to increment on a skip (e.g. ``"G"`` or ``"D"``).
-
-        Returns:
-            ``True`` if the optimiser may step, ``False`` if the step must be skipped.
+        Anything non-finite counts a skip under ``name`` (e.g. ``"G"`` or ``"D"``).
 
         Raises:
             RuntimeError: If the number of consecutive skips exceeds ``max_consecutive``.
@@ -362,8 +341,8 @@ def guarded_step(
         loss: Scalar loss.
         parameters: Parameters whose gradients are checked (those ``optimizer`` updates).
         optimizer: The optimiser to step.
-        guard: Counts skipped steps.
-        name: Phase name for the skip count (e.g. ``"G"``, ``"D"``).
+        guard: Counts skipped steps under ``name`` (e.g. ``"G"``, ``"D"``).
+        name: Phase name for the skip count.
         backward: Function that back-propagates ``loss`` (``LightningModule.manual_backward``).
 
     Returns:
