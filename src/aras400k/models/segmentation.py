@@ -72,7 +72,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> int:
         path: Local weights file.
 
     Returns:
-        Number of tensors loaded.
+        The number of tensors loaded.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
@@ -276,14 +276,7 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
         return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Class logits for a batch; inputs are padded to a size the network accepts and cropped back.
-
-        Args:
-            images: ``(B, C, H, W)`` normalised images.
-
-        Returns:
-            ``(B, num_classes, H, W)`` logits.
-        """
+        """``(B, num_classes, H, W)`` logits of normalised images (padded to a size the network takes, cropped back)."""
         h, w = images.shape[-2:]
         pad = self._padding(images)
         if any(pad):
@@ -299,14 +292,9 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
 
     @torch.no_grad()
     def extract_features(self, images: torch.Tensor, pooled: bool = True) -> torch.Tensor:
-        """Bottleneck (deepest encoder) features, the domain feature space for FID and t-SNE/UMAP.
+        """Bottleneck (deepest encoder) features of normalised images, the domain feature space for FID and t-SNE/UMAP.
 
-        Args:
-            images: ``(B, C, H, W)`` normalised images.
-            pooled: Global-average-pool to ``(B, D)``; otherwise return the ``(B, D, h, w)`` map.
-
-        Returns:
-            The features.
+        ``pooled``: global-average-pool to ``(B, D)``; otherwise the ``(B, D, h, w)`` map.
         """
         pad = self._padding(images)
         if any(pad):
@@ -396,7 +384,7 @@ def load_segmentation_task(
             constructor arguments, if the checkpoint came from one).
 
     Returns:
-        The task, in eval mode, on ``map_location``.
+        The task, in eval mode.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.

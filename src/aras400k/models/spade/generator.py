@@ -49,7 +49,7 @@ class SPADEResnetBlock(nn.Module):
         label_channels: Channels of the conditioning map given to every SPADE layer.
         hidden_channels: Width of the SPADE embedding networks.
         kernel_size: Kernel size inside the SPADE layers.
-        norm: Parameter-free normalisation of the SPADE layers (``instance`` or ``batch``).
+        norm: Their parameter-free normalisation (``instance`` or ``batch``).
         spectral: Spectral normalisation on the block's convolutions (the paper's default).
         negative_slope: LeakyReLU slope (0.2 in the paper).
     """
@@ -162,13 +162,7 @@ def _normal(shape: tuple[int, ...], generator: torch.Generator | None, like: tor
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Sample ``z = mu + eps * exp(logvar / 2)`` with ``eps ~ N(0, I)`` (Kingma & Welling 2014, eq. 10).
 
-    Args:
-        mu: Mean.
-        logvar: Log-variance, same shape.
-        generator: Optional random generator.
-
-    Returns:
-        A sample with gradients to ``mu`` and ``logvar``.
+    Gradients flow to ``mu`` and ``logvar`` (same shape); ``generator`` makes the draw reproducible.
     """
     eps = _normal(tuple(mu.shape), generator, mu)
     return mu + eps * torch.exp(0.5 * logvar)
@@ -282,8 +276,7 @@ class SPADEGenerator(nn.Module):
             generator: Optional random generator; a CPU one gives the same noise on any device.
 
         Returns:
-            ``(B, z_dim)`` for ``global``, ``(B, num_classes, z_dim)`` for ``per_class``,
-            ``None`` for ``none``.
+            ``(B, z_dim)`` (``global``), ``(B, num_classes, z_dim)`` (``per_class``) or ``None``.
         """
         if self.noise == "none":
             return None
@@ -291,14 +284,7 @@ class SPADEGenerator(nn.Module):
         return _normal(shape, generator, mask)
 
     def noise_map(self, mask: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Spread the noise over the image: broadcast (``global``) or painted by class (``per_class``).
-
-        Args:
-            mask: ``(B, num_classes, H, W)`` one-hot masks.
-            z: Noise as returned by :meth:`sample_noise`.
-
-        Returns:
-            ``(B, z_dim, H, W)`` noise channels.
+        """``(B, z_dim, H, W)`` noise channels: ``z`` (see :meth:`sample_noise`) broadcast or painted by class.
 
         Raises:
             ValueError: If ``z`` has the wrong shape for the noise mode.
