@@ -219,14 +219,9 @@ class SPADEGAN(GANModule):
         """Build ``generator``, ``discriminator``, the generator's EMA ``ema`` and ``augment``."""
         hp = self.hparams
         self.generator: SPADEGenerator = spade_generator_from_hparams(hp)
-        self.discriminator = UNetDiscriminator(
-            num_classes=hp["num_classes"],
-            conditioning=hp["conditioning"],
-            num_downsamplings=hp["d_num_downsamplings"],
-            base_channels=hp["d_base_channels"],
-            max_channels=hp["d_max_channels"],
-            projection=hp["projection"],
-        )
+        same = {name: hp[name] for name in ("num_classes", "conditioning", "projection")}
+        sizes = {name: hp[f"d_{name}"] for name in ("num_downsamplings", "base_channels", "max_channels")}
+        self.discriminator = UNetDiscriminator(**same, **sizes)
         self.ema = ExponentialMovingAverage(self.generator, decay=hp["ema_decay"], warmup=hp["ema_warmup"])
         self.augment = JointFlipRot90(hp["p_flip"], hp["p_rot90"])
         self.guard = NonFiniteGuard(hp["max_consecutive_skips"])
@@ -560,18 +555,10 @@ def spade_generator_from_hparams(hparams: Mapping[str, Any]) -> SPADEGenerator:
     """
     parameters = inspect.signature(SPADEGAN.__init__).parameters.items()
     hp = {name: p.default for name, p in parameters if p.default is not inspect.Parameter.empty} | dict(hparams)
-    return SPADEGenerator(
-        num_classes=hp["num_classes"],
-        num_upsamplings=hp["g_num_upsamplings"],
-        base_channels=hp["g_base_channels"],
-        max_channels=hp["g_max_channels"],
-        noise=hp["noise"],
-        z_dim=hp["z_dim"],
-        spade_hidden=hp["g_spade_hidden"],
-        norm=hp["norm"],
-        use_encoder=hp["use_encoder"],
-        encoder_downsamplings=hp["encoder_downsamplings"],
-    )
+    # Generator arguments are the module's, with a ``g_`` prefix on the sizes.
+    same = ("num_classes", "noise", "z_dim", "norm", "use_encoder", "encoder_downsamplings")
+    sizes = {name: hp[f"g_{name}"] for name in ("num_upsamplings", "base_channels", "max_channels")}
+    return SPADEGenerator(**{name: hp[name] for name in same}, **sizes, spade_hidden=hp["g_spade_hidden"])
 
 
 def load_spade_generator(
