@@ -157,9 +157,6 @@ class SegmentationReport(Callback):
         table = format_scores_table(scores, names, "test")
         write_atomic(folder / "test_scores.md", table + "\n")
         buffer = io.StringIO(newline="")
-        writer = csv.writer(buffer)
-        writer.writerow(["metric", "value"])
-        for key in sorted(scores):
-            writer.writerow([key, f"{scores[key]:.6f}"])
+        csv.writer(buffer).writerows([["metric", "value"], *([key, f"{scores[key]:.6f}"] for key in sorted(scores))])
         write_atomic(folder / "test_scores.csv", buffer.getvalue())
         print(f"\nTest scores (%), also in {folder / 'test_scores.md'}:\n\n{table}\n")

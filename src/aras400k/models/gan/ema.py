@@ -1,19 +1,17 @@
 """Exponential moving average (EMA) of a network's weights, for sampling.
 
 Both GANs sample from an EMA copy of their generator (Karras et al., "Progressive
-Growing of GANs", 2018; kept in StyleGAN2/3 and used by SPADE follow-ups such as
-OASIS). Two ways to pick the decay ``beta`` of ``shadow <- beta * shadow + (1 - beta) * w``:
+Growing of GANs", 2018; StyleGAN2/3, OASIS). Two ways to pick the decay ``beta`` of
+``shadow <- beta * shadow + (1 - beta) * w``:
 
 - **Half-life in images** (StyleGAN2-ADA / StyleGAN3 ``training_loop.py``): the average
-  forgets half of its weight every ``ema_kimg`` thousand images, so
-  ``beta = 0.5 ** (batch_size / (ema_kimg * 1000))`` does not depend on the batch size
-  per image seen. A ramp-up shortens the half-life to ``ema_rampup * cur_nimg`` early in
-  training, so the average is not dominated by the random initialisation. The official
-  ``train.py`` uses ``ema_kimg = batch * 10 / 32`` (:func:`stylegan_ema_kimg`, what
-  ``ema_kimg=None`` gives) and ramp-up ``0.05``.
-- **Constant decay** (e.g. ``0.999`` per step), the common choice for SPADE-style
-  generators, optionally warmed up as ``min(decay, (1 + t) / (10 + t))`` at step ``t``
-  so the average follows the generator early instead of its random initialisation.
+  forgets half of its weight every ``ema_kimg`` thousand images:
+  ``beta = 0.5 ** (batch_size / (ema_kimg * 1000))``. A ramp-up shortens the half-life
+  to ``ema_rampup * cur_nimg`` early on, so the random initialisation fades fast. The
+  official ``train.py`` uses ``ema_kimg = batch * 10 / 32`` (:func:`stylegan_ema_kimg`,
+  ``ema_kimg=None``) and ramp-up ``0.05``.
+- **Constant decay** (e.g. ``0.999`` per step) for SPADE-style generators, optionally
+  warmed up as ``min(decay, (1 + t) / (10 + t))`` at step ``t`` for the same reason.
 
 Buffers (running statistics, the mapping network's tracked average ``w``, spectral-norm
 vectors) are copied, not averaged, as in the official code.
