@@ -51,13 +51,11 @@ def format_scores_table(scores: dict[str, float], class_names: tuple[str, ...], 
 class SegmentationReport(Callback):
     """Write a confusion matrix PNG, an image / truth / prediction grid and a score table.
 
-    Validation figures go to ``out_dir`` (default ``<trainer.log_dir or
-    default_root_dir>/figures``, one folder per training run):
-    ``val_confusion_epoch{E}.png`` and ``val_predictions_epoch{E}.png`` every
-    ``every_n_epochs`` validation epochs. A test run writes ``test_confusion.png``,
-    ``test_predictions.png``, ``test_scores.md`` and ``test_scores.csv`` to ``out_dir``
-    (default ``<default_root_dir>/test``: the same place every time, replacing the last
-    test's files) and prints the table. Works with any logger, or none.
+    Every ``every_n_epochs`` validation epochs: ``val_confusion_epoch{E}.png`` and
+    ``val_predictions_epoch{E}.png`` in ``out_dir`` (default ``<log dir>/figures``). A test
+    run writes ``test_confusion.png``, ``test_predictions.png``, ``test_scores.md`` and
+    ``test_scores.csv`` to ``out_dir`` (default ``<default_root_dir>/test``, replacing the
+    last test's files) and prints the table.
 
     Args:
         every_n_epochs: Validation epochs between figures (0 disables validation figures).

@@ -98,8 +98,8 @@ def feature_extractor(
     """Build a feature extractor from a local file.
 
     Args:
-        kind: ``segmenter`` (a :class:`SegmentationTask` checkpoint; the paper's domain
-            feature space) or ``inception`` (an Inception-v3 weights file).
+        kind: ``segmenter`` (a :class:`SegmentationTask` checkpoint) or ``inception``
+            (an Inception-v3 weights file).
         path: The checkpoint or weights file.
         mean: Segmenter normalisation mean (default: from the checkpoint, else ImageNet's).
         std: Segmenter normalisation std (default as for ``mean``).

@@ -1,9 +1,8 @@
 """``SegmentationTask``: the paper's six segmenters as one LightningModule.
 
 One string picks the architecture (segmentation-models-pytorch's factory), one the
-encoder. Networks, losses and metrics are built in ``configure_models``,
-``configure_losses`` and ``configure_metrics``, so a subclass changes one part by
-overriding one hook. Training, validation and test share one step.
+encoder. A subclass changes the networks, losses or metrics by overriding one of
+``configure_models``, ``configure_losses``, ``configure_metrics``.
 
 The paper reports macro F1, IoU, precision, recall and pixel accuracy (Table 3) and
 per-class F1 (Table 4); they are logged as ``{stage}_f1_macro``, ``{stage}_f1_tree``, ...

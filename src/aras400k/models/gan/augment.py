@@ -95,8 +95,7 @@ class AugmentParams:
         xflip: ``(B,)`` bool, mirror left-right.
         rot90: ``(B,)`` long in ``0..3``, counter-clockwise quarter turns.
         shift: ``(B, 2)`` long integer translation ``(dx, dy)`` in pixels.
-        geom: ``(B, 3, 3)`` inverse geometric transform (output pixel to input pixel,
-            in pixel units centred on the image centre).
+        geom: ``(B, 3, 3)`` inverse geometric transform (output to input pixel, centred).
         color: ``(B, 4, 4)`` affine colour transform acting on ``(r, g, b, 1)``.
     """
 
@@ -224,13 +223,11 @@ def _downsample2x(x: torch.Tensor) -> torch.Tensor:
 def _reflect_margins(g_inv: torch.Tensor, height: int, width: int) -> tuple[int, int, int, int]:
     """Padding ``(left, right, top, bottom)`` that covers where the output corners sample from."""
     cx, cy = (width - 1) / 2, (height - 1) / 2
-    corners = torch.tensor(
-        [[-cx, cx, cx, -cx], [-cy, -cy, cy, cy], [1.0, 1.0, 1.0, 1.0]], device=g_inv.device, dtype=g_inv.dtype
-    )
+    corners = g_inv.new_tensor([[-cx, cx, cx, -cx], [-cy, -cy, cy, cy], [1.0, 1.0, 1.0, 1.0]])
     points = (g_inv @ corners)[:, :2]  # (B, xy, corner)
-    low = (-points).amax(dim=(0, 2)) - torch.tensor([cx, cy], device=g_inv.device, dtype=g_inv.dtype)
-    high = points.amax(dim=(0, 2)) - torch.tensor([cx, cy], device=g_inv.device, dtype=g_inv.dtype)
-    limit = torch.tensor([width - 1, height - 1], device=g_inv.device, dtype=g_inv.dtype)
+    low = (-points).amax(dim=(0, 2)) - g_inv.new_tensor([cx, cy])
+    high = points.amax(dim=(0, 2)) - g_inv.new_tensor([cx, cy])
+    limit = g_inv.new_tensor([width - 1, height - 1])
     # Extra room for the resampling filter; reflect padding must stay below the image size.
     left, top = (low + 2 * _FILTER_PAD).clamp_min(0).minimum(limit).ceil().long().tolist()
     right, bottom = (high + 2 * _FILTER_PAD).clamp_min(0).minimum(limit).ceil().long().tolist()
@@ -249,15 +246,11 @@ def _warp(x: torch.Tensor, g_inv: torch.Tensor) -> torch.Tensor:
     # coordinate (n - delay) / 2 - q - c; an input coordinate u sits at upsampled pixel
     # 2 (u + c + pad) + delay of the padded input. Composed in float64, as kornia
     # inverts the matrix again.
-    out_to_centred = torch.tensor(
-        [[0.5, 0, -_DELAY / 2 - q - cx], [0, 0.5, -_DELAY / 2 - q - cy], [0, 0, 1]],
-        device=x.device,
-        dtype=torch.float64,
+    out_to_centred = x.new_tensor(
+        [[0.5, 0, -_DELAY / 2 - q - cx], [0, 0.5, -_DELAY / 2 - q - cy], [0, 0, 1]], dtype=torch.float64
     )
-    centred_to_in = torch.tensor(
-        [[2, 0, 2 * (cx + left) + _DELAY], [0, 2, 2 * (cy + top) + _DELAY], [0, 0, 1]],
-        device=x.device,
-        dtype=torch.float64,
+    centred_to_in = x.new_tensor(
+        [[2, 0, 2 * (cx + left) + _DELAY], [0, 2, 2 * (cy + top) + _DELAY], [0, 0, 1]], dtype=torch.float64
     )
     dst_to_src = centred_to_in @ g_inv.double() @ out_to_centred
     src_to_dst = torch.linalg.inv(dst_to_src)[:, :2].to(x.dtype)

@@ -1,15 +1,13 @@
 """Regularisers and training-schedule helpers shared by the GANs.
 
-- :func:`r1_penalty`: the R1 gradient penalty on real images (Mescheder et al., ICML
-  2018), applied lazily every 16 discriminator steps in StyleGAN2 (Karras et al., CVPR
-  2020, Sec. 3.1 "lazy regularization"); :func:`lazy_optimizer_params` corrects Adam's
-  learning rate and betas for that laziness.
+- :func:`r1_penalty`: the R1 gradient penalty (Mescheder et al., ICML 2018), applied
+  every 16 D steps in StyleGAN2 (Karras et al., CVPR 2020, Sec. 3.1 "lazy
+  regularization"), with Adam corrected by :func:`lazy_optimizer_params`.
 - :class:`PathLengthRegularizer`: StyleGAN2's path-length regularisation (Sec. 3.2).
 - :func:`style_mixing`: StyleGAN's mixing regularisation (probability 0.9).
 - :func:`blur_sigma` and :func:`blur_images`: StyleGAN3's blur of every image the
   discriminator sees, fading out early in training (Karras et al., NeurIPS 2021, App. D).
-- :class:`NonFiniteGuard`: skip and count optimiser steps whose loss or gradients are
-  NaN/inf, for manual optimisation in Lightning.
+- :class:`NonFiniteGuard` and :func:`guarded_step`: skip and count NaN/inf optimiser steps.
 
 The numbers follow NVlabs' ``stylegan3/training/loss.py``, ``training_loop.py`` and
 ``train.py``.
