@@ -88,11 +88,7 @@ class GeneratorFID(Callback):
         self.history: list[tuple[int, dict[str, float]]] = []
 
     def configure_extractor(self) -> nn.Module:
-        """Build the feature extractor (override to use another feature space).
-
-        Returns:
-            A frozen module mapping ``(B, 3, H, W)`` images in ``[0, 1]`` to ``(B, D)``.
-        """
+        """The frozen ``[0, 1]`` images to ``(B, D)`` feature extractor (override for another feature space)."""
         return feature_extractor(self.feature, self.path, mean=self.mean, std=self.std)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

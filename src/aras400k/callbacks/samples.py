@@ -26,9 +26,8 @@ __all__ = ["SampleGrid"]
 class SampleGrid(Callback):
     """Write the module's sample grid every ``every_n_steps`` training iterations and after every validation.
 
-    Files go to ``<log dir or default_root_dir>/samples/<name>.png``. The grid's data is
-    the first batch of the last validation (sanity check included); before any
-    validation, the training batch of the first grid.
+    Files go to ``<log dir>/samples/<name>.png``. The grid's data is the first batch of
+    the last validation (sanity check included), before any the first grid's training batch.
 
     Args:
         every_n_steps: Training iterations between grids (0: only after validation).

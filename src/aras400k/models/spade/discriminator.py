@@ -53,8 +53,7 @@ class UNetDiscriminatorOutput(NamedTuple):
         global_logits: ``(B,)`` one real/fake logit per image (encoder head).
         pixel_logits: ``(B, 1, H, W)`` real/fake logits (``unetgan``) or
             ``(B, N + 1, H, W)`` class + fake logits (``oasis``; channel ``N`` is "fake").
-        features: Every encoder and decoder block's output, in order, for the
-            feature-matching loss.
+        features: Every encoder and decoder block's output, in order (for feature matching).
     """
 
     global_logits: torch.Tensor

@@ -103,11 +103,9 @@ class SPADEGAN(GANModule):
         d_num_downsamplings: Discriminator encoder blocks (bottleneck = size / 2**n).
         d_base_channels: Discriminator width of the first block.
         d_max_channels: Discriminator width cap.
-        conditioning: ``oasis`` (N+1 logits per pixel, default) or ``unetgan`` (see
-            :class:`UNetDiscriminator`).
+        conditioning: ``oasis`` (default) or ``unetgan`` (see :class:`UNetDiscriminator`).
         projection: Projection terms on the mask in the discriminator.
-        loss: Adversarial loss of the global head (and the pixel head for ``unetgan``):
-            ``hinge`` or ``logistic``.
+        loss: ``hinge`` or ``logistic``, of the global head (and the pixel head for ``unetgan``).
         global_weight: Weight of the global head's adversarial loss.
         pixel_weight: Weight of the per-pixel head's adversarial loss.
         class_balancing: Class-balanced N+1 cross-entropy (``oasis``).
@@ -119,12 +117,10 @@ class SPADEGAN(GANModule):
         lambda_perceptual: Weight of the perceptual loss.
         mix_mode: Real/fake mixing for the consistency regulariser: ``cutmix`` (U-Net
             GAN, default), ``labelmix`` (OASIS; CutMix where a mask gives no mix) or ``none``.
-        lambda_consistency: Weight of the consistency loss after the warm-up (U-Net GAN
-            uses 1, OASIS's LabelMix 10). With ``unetgan`` conditioning, the CutMix
-            augmentation loss is added with weight 1 after the warm-up.
+        lambda_consistency: Weight of the consistency loss after the warm-up (U-Net GAN 1,
+            OASIS 10); ``unetgan`` adds the CutMix augmentation loss with weight 1.
         mix_probability: Probability of mixing a batch after the warm-up (U-Net GAN: 0.5).
-        mix_warmup_steps: Iterations over which the mixing probability and the
-            consistency weight ramp up linearly from 0.
+        mix_warmup_steps: Iterations of the linear ramp of mixing probability and weight.
         lambda_kl: Weight of the KL term of the VAE encoder (SPADE: 0.05).
         lr_g: Generator Adam learning rate (unless ``optimizer_g`` is given).
         lr_d: Discriminator Adam learning rate (unless ``optimizer_d`` is given).
@@ -132,14 +128,12 @@ class SPADEGAN(GANModule):
         optimizer_g: Generator optimiser factory from the config (``class_path`` + ``init_args``).
         optimizer_d: Discriminator optimiser factory from the config.
         p_flip: Probability of a joint left-right flip of a training image and its mask.
-        p_rot90: Probability of a joint rotation by a random multiple of 90 degrees.
+        p_rot90: Probability of a joint rotation by a multiple of 90 degrees.
         ema_decay: Decay of the generator's exponential moving average per iteration.
         ema_warmup: Use ``min(ema_decay, (1 + t) / (10 + t))`` at iteration ``t``.
-        max_consecutive_skips: Stop with an error after this many NaN/inf steps in a row
-            (``None``: never).
-        segmenter_ckpt: Checkpoint of a trained segmenter; when given, validation logs
-            ``val_seg_miou`` (its macro IoU on EMA samples against the input masks) and
-            ``val_seg_miou_real`` (the same on the real images, for reference).
+        max_consecutive_skips: Stop after this many NaN/inf steps in a row (``None``: never).
+        segmenter_ckpt: Checkpoint of a trained segmenter; validation then logs its macro
+            IoU on EMA samples (``val_seg_miou``) and real images (``val_seg_miou_real``).
         sample_every_n_steps: Write a sample grid every this many iterations (0: only at
             validation): ``samples/step{N}.png`` and ``samples/val_epoch{E}_step{N}.png``.
         grid_rows: Masks (rows) in a sample grid.
@@ -487,13 +481,7 @@ class SPADEGAN(GANModule):
         """One row per mask of the batch's first ``grid_rows``: mask, real image, ``samples_per_mask`` EMA samples.
 
         Sample ``k`` of every grid uses seed ``k``, so grids over training are comparable.
-
-        Args:
-            path: Destination PNG.
-            batch: ``image`` and ``mask`` (and ``key``); ``None`` draws nothing.
-
-        Returns:
-            Whether the file was written.
+        See :meth:`GANModule.draw_sample_grid`; a ``batch`` holds ``image`` and ``mask`` (and ``key``).
         """
         if batch is None:
             return False
