@@ -107,9 +107,8 @@ class GeneratorFID(Callback):
             self.fid = FeatureFID(extractor, reset_real_features=False)
             if self.kid:
                 self.kid_metric = FeatureKID(extractor, subset_size=self.kid_subset_size, reset_real_features=False)
-        self.fid.to(pl_module.device)
-        if self.kid_metric is not None:
-            self.kid_metric.to(pl_module.device)
+        for metric in self._metrics():
+            metric.to(pl_module.device)
 
     def _metrics(self) -> list[FeatureFID | FeatureKID]:
         return [m for m in (self.fid, self.kid_metric) if m is not None]

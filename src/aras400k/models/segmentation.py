@@ -244,10 +244,9 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
         )
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_metrics", base.clone(prefix=f"{stage}_"))
-        # The epoch loss as a sample-weighted mean whose sums are reduced across ranks. (Lightning's
-        # own `sync_dist` mean floors the summed batch sizes when ranks see unequal sample counts,
-        # lightning#21859.)
-        for stage in ("train", "val", "test"):
+            # The epoch loss as a sample-weighted mean whose sums are reduced across ranks. (Lightning's
+            # own `sync_dist` mean floors the summed batch sizes when ranks see unequal sample counts,
+            # lightning#21859.)
             setattr(self, f"{stage}_loss_mean", MeanMetric())
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
@@ -315,7 +314,7 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
             )
         # max(1).indices: same first-maximum index as argmax, ~10x faster on CPU NCHW tensors.
         preds = logits.detach().max(1).indices
-        self._metrics(stage).update(preds, masks)
+        getattr(self, f"{stage}_metrics").update(preds, masks)
         mean: MeanMetric = getattr(self, f"{stage}_loss_mean")
         mean(loss.detach(), len(masks))  # forward: the step value is this batch's loss
         self.log(f"{stage}_loss", mean, on_step=stage == "train", on_epoch=True, prog_bar=True)
@@ -337,11 +336,8 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
         """Predicted masks with their keys."""
         return {"key": batch.get("key"), "mask": self.predict_masks(batch["image"])}
 
-    def _metrics(self, stage: str) -> MetricCollection:
-        return getattr(self, f"{stage}_metrics")
-
     def _log_epoch(self, stage: str) -> None:
-        collection = self._metrics(stage)
+        collection: MetricCollection = getattr(self, f"{stage}_metrics")
         scores = collection.compute()
         metric: SegmentationMetrics = next(iter(collection.values()))  # type: ignore[assignment]
         # compute() gives back the rank's own state when it is done; keep the matrix summed over ranks.

@@ -280,8 +280,10 @@ class SPADEGenerator(nn.Module):
         """
         if self.noise == "none":
             return None
-        shape = (mask.shape[0], self.z_dim) if self.noise == "global" else (mask.shape[0], self.num_classes, self.z_dim)
-        return _normal(shape, generator, mask)
+        return _normal(self._noise_shape(mask.shape[0]), generator, mask)
+
+    def _noise_shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, self.z_dim) if self.noise == "global" else (batch, self.num_classes, self.z_dim)
 
     def noise_map(self, mask: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``(B, z_dim, H, W)`` noise channels: ``z`` (see :meth:`sample_noise`) broadcast or painted by class.
@@ -290,15 +292,11 @@ class SPADEGenerator(nn.Module):
             ValueError: If ``z`` has the wrong shape for the noise mode.
         """
         batch, _, height, width = mask.shape
+        if z.shape != self._noise_shape(batch):
+            kind, layout = ("global", "z_dim") if self.noise == "global" else ("per-class", "num_classes, z_dim")
+            raise ValueError(f"{kind} noise must be (B, {layout}) = {self._noise_shape(batch)}, got {tuple(z.shape)}")
         if self.noise == "global":
-            if z.shape != (batch, self.z_dim):
-                raise ValueError(f"global noise must be (B, z_dim) = {(batch, self.z_dim)}, got {tuple(z.shape)}")
             return z[:, :, None, None].expand(batch, self.z_dim, height, width)
-        if z.shape != (batch, self.num_classes, self.z_dim):
-            raise ValueError(
-                f"per-class noise must be (B, num_classes, z_dim) = {(batch, self.num_classes, self.z_dim)}, "
-                f"got {tuple(z.shape)}"
-            )
         return torch.einsum("bkz,bkhw->bzhw", z, mask)
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
