@@ -9,8 +9,7 @@ The per-pixel head conditions on the mask in one of two ways (``conditioning``):
 
 - ``"unetgan"``: one real/fake logit per pixel; the one-hot mask is concatenated to
   the image at the input and, with ``projection``, added as a per-pixel projection
-  term (the U-Net GAN decoder's class projection with the pixel's class in place of the
-  image label).
+  term (U-Net GAN's class projection, with the pixel's class as the label).
 - ``"oasis"`` (default): N+1 logits per pixel, the N classes plus "fake", from the
   image alone (Schönfeld, Sushko et al., "You Only Need Adversarial Supervision for
   Semantic Image Synthesis", ICLR 2021, section 3.1), trained with the class-balanced

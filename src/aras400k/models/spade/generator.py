@@ -1,14 +1,12 @@
 """The SPADE generator with OASIS-style 3D noise and an optional VAE image encoder.
 
 Architecture after Park et al., "Semantic Image Synthesis with Spatially-Adaptive
-Normalization" (CVPR 2019, section 3 and appendix A): a stack of ``SPADEResnetBlock``
-with nearest-neighbour upsampling between them, each block conditioned on the mask
-through SPADE layers, then LeakyReLU, a 3x3 convolution and tanh. As in OASIS
-(Schönfeld, Sushko et al., "You Only Need Adversarial Supervision for Semantic Image
-Synthesis", ICLR 2021, section 3.3) the first block's input is the downsampled
-conditioning map rather than a learned constant, and multi-modality comes from "3D
-noise": a latent vector concatenated, channel-wise, to the one-hot mask that every
-SPADE layer sees.
+Normalization" (CVPR 2019, section 3 and appendix A): a stack of ``SPADEResnetBlock`` with
+nearest-neighbour upsampling between them, then LeakyReLU, a 3x3 convolution and tanh.
+As in OASIS (Schönfeld, Sushko et al., "You Only Need Adversarial Supervision for
+Semantic Image Synthesis", ICLR 2021, section 3.3) the first block's input is the
+downsampled conditioning map, and multi-modality comes from "3D noise": a latent
+vector concatenated, channel-wise, to the one-hot mask that every SPADE layer sees.
 
 The generator is fully convolutional: the output has the mask's size; the first block
 runs at ``size / 2**num_upsamplings`` (the "start size"), the last at full resolution.

@@ -1,11 +1,7 @@
-"""Losses and regularisers of the SPADE / U-Net GAN, kept apart from the networks.
+"""Losses and regularisers of the SPADE / U-Net GAN: plain functions or small modules, so a subclass swaps one.
 
-Each piece is a plain function or a small module, so a training module composes them
-and a subclass swaps one:
-
-- adversarial losses for the global and per-pixel heads, hinge (Lim & Ye 2017; SPADE's
-  default) or non-saturating logistic (Goodfellow et al. 2014; U-Net GAN's), built on
-  the project's shared per-logit losses;
+- adversarial losses for the global and per-pixel heads, hinge (Lim & Ye 2017; SPADE's)
+  or non-saturating logistic (Goodfellow et al. 2014; U-Net GAN's);
 - OASIS's class-balanced N+1 cross-entropy for the per-pixel head in ``oasis`` mode;
 - CutMix (Yun et al. 2019) of real and fake images with U-Net GAN's consistency loss
   and warm-up, and OASIS's LabelMix;
