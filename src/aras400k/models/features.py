@@ -70,9 +70,6 @@ class SegmenterFeatures(FeatureExtractor):
             std: Normalisation std; default as for ``mean``.
             map_location: Where the weights are loaded.
 
-        Returns:
-            The feature extractor.
-
         Raises:
             FileNotFoundError: If ``path`` does not exist.
             ValueError: If the file is not a segmentation task checkpoint.

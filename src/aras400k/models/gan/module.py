@@ -1,10 +1,10 @@
 """``GANModule``: what the two GAN LightningModules (StyleGAN3, SPADEGAN) share.
 
 A subclass builds ``generator``, ``discriminator``, ``ema`` (an
-:class:`~aras400k.models.gan.ExponentialMovingAverage` of the generator) and ``guard``
-(a :class:`~aras400k.models.gan.NonFiniteGuard`), writes ``training_step`` from the
-pieces below, and fills in the two methods only it can: :meth:`GANModule.fid_samples`
-and :meth:`GANModule.draw_sample_grid`. The base holds:
+:class:`~aras400k.models.gan.ExponentialMovingAverage`) and ``guard`` (a
+:class:`~aras400k.models.gan.NonFiniteGuard`), writes ``training_step`` from the pieces
+below, and fills in :meth:`GANModule.fid_samples` and :meth:`GANModule.draw_sample_grid`.
+The base holds:
 
 - ``iterations``, a buffer counting training iterations (Lightning's ``global_step``
   counts optimiser steps), so checkpoints carry it and a resumed run continues it;

@@ -93,7 +93,7 @@ class SPADEGAN(GANModule):
         num_classes: Land-cover classes of the masks.
         g_num_upsamplings: Generator upsamplings (start size = image size / 2**n).
         g_base_channels: Generator width at full resolution (SPADE's ``ngf``).
-        g_max_channels: Generator width cap (low resolutions).
+        g_max_channels: Generator width cap.
         g_spade_hidden: Width of the SPADE embedding networks.
         noise: ``global`` (default), ``per_class`` or ``none`` (see :class:`SPADEGenerator`).
         z_dim: Noise / style vector size.
@@ -115,8 +115,8 @@ class SPADEGAN(GANModule):
         perceptual_weights: Its local file: torchvision VGG19 weights or a segmenter
             checkpoint (nothing is downloaded).
         lambda_perceptual: Weight of the perceptual loss.
-        mix_mode: Real/fake mixing for the consistency regulariser: ``cutmix`` (U-Net
-            GAN, default), ``labelmix`` (OASIS; CutMix where a mask gives no mix) or ``none``.
+        mix_mode: Real/fake mixing for the consistency loss: ``cutmix`` (U-Net GAN,
+            default), ``labelmix`` (OASIS) or ``none``.
         lambda_consistency: Weight of the consistency loss after the warm-up (U-Net GAN 1,
             OASIS 10); ``unetgan`` adds the CutMix augmentation loss with weight 1.
         mix_probability: Probability of mixing a batch after the warm-up (U-Net GAN: 0.5).
