@@ -3,20 +3,14 @@
 The paper judges its generators by FID (16 unconditional, 72 conditional) in a feature
 space; :class:`GeneratorFID` computes the same number on the validation set while a
 GAN trains, so ``ModelCheckpoint(monitor="val_fid", mode="min")`` can keep the best
-generator. It works with any LightningModule that implements the
-:class:`FIDSampler` protocol, i.e. ``fid_samples(batch, batch_idx)`` returning
-generated images in ``[-1, 1]`` for a validation batch, as every
-:class:`~aras400k.models.gan.GANModule` does:
-
-* :class:`~aras400k.models.stylegan3.StyleGAN3` draws as many EMA samples as the batch
-  holds, from seeds fixed per batch index (the same latents every validation);
-* :class:`~aras400k.models.spade.SPADEGAN` generates from the batch's masks.
+generator. It works with any module of the :class:`FIDSampler` protocol, as every
+:class:`~aras400k.models.gan.GANModule` is (StyleGAN3 draws from seeds fixed per batch
+index, SPADEGAN from the batch's masks).
 
 The real statistics are computed once, on the first validation epoch, and kept
-(``reset_real_features=False``): the validation set must therefore be the same every
-epoch, which it is for the shard DataModules (no shuffling, fixed ``limit_val_batches``).
-FID of a few hundred samples is biased upwards; compare values of one run, not across
-sample counts.
+(``reset_real_features=False``): the validation set must be the same every epoch, as
+it is for the shard DataModules (no shuffling, fixed ``limit_val_batches``). FID of a
+few hundred samples is biased upwards; compare values of one run, not across sample counts.
 """
 
 from __future__ import annotations
@@ -28,6 +22,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
+from aras400k.errors import check_at_least
 from aras400k.metrics.fid import FeatureFID, FeatureKID
 from aras400k.models.features import feature_extractor
 
@@ -51,10 +46,9 @@ def _unit(images: torch.Tensor) -> torch.Tensor:
 class GeneratorFID(Callback):
     """Log ``val_fid`` (and optionally ``val_kid``) of the generator at validation.
 
-    Real images are the validation batches (the GAN DataModule normalises them to
-    ``[-1, 1]``); generated images come from ``pl_module.fid_samples``. Features come
-    from a trained segmenter checkpoint (the paper's domain feature space) or a local
-    Inception-v3 weights file; nothing downloads.
+    Real images are the validation batches (in ``[-1, 1]``), generated ones come from
+    ``pl_module.fid_samples``; features from a trained segmenter (the paper's domain
+    feature space) or a local Inception-v3 file (nothing downloads).
 
     Args:
         feature: ``segmenter`` (a :class:`~aras400k.models.SegmentationTask` checkpoint)
@@ -81,10 +75,8 @@ class GeneratorFID(Callback):
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        if every_n_epochs < 1 or kid_subset_size < 1:
-            raise ValueError(
-                f"every_n_epochs and kid_subset_size must be >= 1, got {every_n_epochs} and {kid_subset_size}"
-            )
+        check_at_least("every_n_epochs", every_n_epochs, 1)
+        check_at_least("kid_subset_size", kid_subset_size, 1)
         self.feature, self.path = feature, path
         self.every_n_epochs, self.kid, self.kid_subset_size = every_n_epochs, kid, kid_subset_size
         self.mean, self.std = mean, std
@@ -96,20 +88,11 @@ class GeneratorFID(Callback):
         self.history: list[tuple[int, dict[str, float]]] = []
 
     def configure_extractor(self) -> nn.Module:
-        """Build the feature extractor (override to use another feature space).
-
-        Returns:
-            A frozen module mapping ``(B, 3, H, W)`` images in ``[0, 1]`` to ``(B, D)``.
-        """
+        """The frozen ``[0, 1]`` images to ``(B, D)`` feature extractor (override for another feature space)."""
         return feature_extractor(self.feature, self.path, mean=self.mean, std=self.std)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Check the module and build the metrics on its device.
-
-        Args:
-            trainer: The trainer.
-            pl_module: The GAN module (must implement :class:`FIDSampler`).
-            stage: ``fit``, ``validate``, ...
+        """Check that the module is a :class:`FIDSampler` and build the metrics on its device.
 
         Raises:
             TypeError: If the module has no ``fid_samples`` method.
@@ -124,9 +107,8 @@ class GeneratorFID(Callback):
             self.fid = FeatureFID(extractor, reset_real_features=False)
             if self.kid:
                 self.kid_metric = FeatureKID(extractor, subset_size=self.kid_subset_size, reset_real_features=False)
-        self.fid.to(pl_module.device)
-        if self.kid_metric is not None:
-            self.kid_metric.to(pl_module.device)
+        for metric in self._metrics():
+            metric.to(pl_module.device)
 
     def _metrics(self) -> list[FeatureFID | FeatureKID]:
         return [m for m in (self.fid, self.kid_metric) if m is not None]
@@ -148,16 +130,7 @@ class GeneratorFID(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Add the batch's real images (first epoch) and the generator's samples.
-
-        Args:
-            trainer: The trainer.
-            pl_module: The GAN module.
-            outputs: Output of ``validation_step`` (unused).
-            batch: ``{"image": (B, 3, H, W) in [-1, 1], ...}``.
-            batch_idx: Index of the batch (seeds the samples).
-            dataloader_idx: Index of the loader.
-        """
+        """Add the batch's real images (first epoch) and the generator's samples (seeded by ``batch_idx``)."""
         if not self._due(trainer):
             return
         assert isinstance(pl_module, FIDSampler)

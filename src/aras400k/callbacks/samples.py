@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from aras400k.errors import check_at_least
+
 if TYPE_CHECKING:
     from aras400k.models.gan.module import GANModule
 
@@ -24,9 +26,8 @@ __all__ = ["SampleGrid"]
 class SampleGrid(Callback):
     """Write the module's sample grid every ``every_n_steps`` training iterations and after every validation.
 
-    Files go to ``<log dir or default_root_dir>/samples/<name>.png``. The grid's data is
-    the first batch of the last validation (sanity check included); before any
-    validation, the training batch of the first grid.
+    Files go to ``<log dir>/samples/<name>.png``. The grid's data is the first batch of
+    the last validation (sanity check included), before any the first grid's training batch.
 
     Args:
         every_n_steps: Training iterations between grids (0: only after validation).
@@ -37,18 +38,12 @@ class SampleGrid(Callback):
 
     def __init__(self, every_n_steps: int = 500) -> None:
         super().__init__()
-        if every_n_steps < 0:
-            raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
+        check_at_least("every_n_steps", every_n_steps, 0)
         self.every_n_steps = every_n_steps
         self.batch: Mapping[str, Any] | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Check that the module is a GAN module.
-
-        Args:
-            trainer: The trainer.
-            pl_module: The module.
-            stage: ``fit``, ``validate``, ...
 
         Raises:
             TypeError: If the module is not a :class:`~aras400k.models.gan.GANModule`.

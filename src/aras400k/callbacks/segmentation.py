@@ -43,23 +43,19 @@ def format_scores_table(scores: dict[str, float], class_names: tuple[str, ...], 
         "|---|---:|---:|---:|---:|",
     ]
     for name in class_names:
-        lines.append(
-            f"| {name} | {pct(f'f1_{name}')} | {pct(f'iou_{name}')} | {pct(f'precision_{name}')} "
-            f"| {pct(f'recall_{name}')} |"
-        )
+        cells = [name, *(pct(f"{metric}_{name}") for metric in ("f1", "iou", "precision", "recall"))]
+        lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
 class SegmentationReport(Callback):
     """Write a confusion matrix PNG, an image / truth / prediction grid and a score table.
 
-    Validation figures go to ``out_dir`` (default ``<trainer.log_dir or
-    default_root_dir>/figures``, one folder per training run):
-    ``val_confusion_epoch{E}.png`` and ``val_predictions_epoch{E}.png`` every
-    ``every_n_epochs`` validation epochs. A test run writes ``test_confusion.png``,
-    ``test_predictions.png``, ``test_scores.md`` and ``test_scores.csv`` to ``out_dir``
-    (default ``<default_root_dir>/test``: the same place every time, replacing the last
-    test's files) and prints the table. Works with any logger, or none.
+    Every ``every_n_epochs`` validation epochs: ``val_confusion_epoch{E}.png`` and
+    ``val_predictions_epoch{E}.png`` in ``out_dir`` (default ``<log dir>/figures``). A test
+    run writes ``test_confusion.png``, ``test_predictions.png``, ``test_scores.md`` and
+    ``test_scores.csv`` to ``out_dir`` (default ``<default_root_dir>/test``, replacing the
+    last test's files) and prints the table.
 
     Args:
         every_n_epochs: Validation epochs between figures (0 disables validation figures).
@@ -159,9 +155,6 @@ class SegmentationReport(Callback):
         table = format_scores_table(scores, names, "test")
         write_atomic(folder / "test_scores.md", table + "\n")
         buffer = io.StringIO(newline="")
-        writer = csv.writer(buffer)
-        writer.writerow(["metric", "value"])
-        for key in sorted(scores):
-            writer.writerow([key, f"{scores[key]:.6f}"])
+        csv.writer(buffer).writerows([["metric", "value"], *([key, f"{scores[key]:.6f}"] for key in sorted(scores))])
         write_atomic(folder / "test_scores.csv", buffer.getvalue())
         print(f"\nTest scores (%), also in {folder / 'test_scores.md'}:\n\n{table}\n")

@@ -1,9 +1,8 @@
 """LightningModules: the six segmenters, StyleGAN3 / StyleGAN2 and the SPADE GAN, and their ``GANModule`` base.
 
-The modules import torch, Lightning (and segmentation-models-pytorch) and are loaded on
-first access; the architecture and loss names (:mod:`aras400k.models.choices`) are not.
-Their building blocks live in ``models.segmentation``, ``models.gan``,
-``models.stylegan3`` and ``models.spade``.
+The modules import torch and Lightning, so they load on first access; the architecture
+and loss names (:mod:`aras400k.models.choices`) do not. Their building blocks live in
+``models.segmentation``, ``models.gan``, ``models.stylegan3`` and ``models.spade``.
 """
 
 from typing import TYPE_CHECKING

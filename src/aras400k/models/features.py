@@ -3,10 +3,9 @@
 :class:`SegmenterFeatures` is the pooled bottleneck of a trained
 :class:`~aras400k.models.SegmentationTask` encoder, the paper's remote-sensing
 feature space; :func:`feature_extractor` builds it, or an Inception-v3
-(:class:`~aras400k.metrics.fid.InceptionFeatures`), from a local file. They live here
-rather than in :mod:`aras400k.metrics.fid` because they load models, and metrics sit
-below models (see ``docs/architecture.md``, "Layers"); the FID/KID metrics take any of
-them.
+(:class:`~aras400k.metrics.fid.InceptionFeatures`), from a local file. They live here,
+not in :mod:`aras400k.metrics.fid`, because they load models, and metrics sit below
+models (see ``docs/architecture.md``, "Layers").
 """
 
 from __future__ import annotations
@@ -26,10 +25,9 @@ __all__ = ["SegmenterFeatures", "feature_extractor"]
 class SegmenterFeatures(FeatureExtractor):
     """Pooled bottleneck features of a trained segmenter's encoder.
 
-    Images in ``[0, 1]`` (or uint8) are normalised with ``(x - mean) / std``, as the
-    task was trained, and passed to :meth:`SegmentationTask.extract_features`
-    (global average pool of the deepest encoder stage, as the paper's visualisation
-    script does).
+    Images in ``[0, 1]`` (or uint8) are normalised as the task was trained and passed to
+    :meth:`SegmentationTask.extract_features` (global average pool of the deepest
+    encoder stage, as the paper's visualisation script does).
 
     Args:
         task: A trained segmentation task (put in eval mode and frozen).
@@ -68,13 +66,9 @@ class SegmenterFeatures(FeatureExtractor):
 
         Args:
             path: Checkpoint of a :class:`SegmentationTask` (``aras-fit`` writes them).
-            mean: Normalisation mean; default: the one the checkpoint's DataModule
-                recorded, else the ImageNet mean.
+            mean: Normalisation mean; default: the checkpoint's, else ImageNet's.
             std: Normalisation std; default as for ``mean``.
             map_location: Where the weights are loaded.
-
-        Returns:
-            The feature extractor.
 
         Raises:
             FileNotFoundError: If ``path`` does not exist.
@@ -85,17 +79,9 @@ class SegmenterFeatures(FeatureExtractor):
         return cls(task, mean if mean is not None else default_mean, std if std is not None else default_std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Features of a batch.
-
-        Args:
-            images: ``(B, C, H, W)`` floats in ``[0, 1]`` or uint8.
-
-        Returns:
-            ``(B, num_features)`` features.
-        """
+        """``(B, num_features)`` features of ``(B, C, H, W)`` images, floats in ``[0, 1]`` or uint8."""
         x = (unit_float(images) - self.mean) / self.std
         return self.task.extract_features(x, pooled=True)
-
 
 
 def feature_extractor(
@@ -109,8 +95,8 @@ def feature_extractor(
     """Build a feature extractor from a local file.
 
     Args:
-        kind: ``segmenter`` (a :class:`SegmentationTask` checkpoint; the paper's domain
-            feature space) or ``inception`` (an Inception-v3 weights file).
+        kind: ``segmenter`` (a :class:`SegmentationTask` checkpoint) or ``inception``
+            (an Inception-v3 weights file).
         path: The checkpoint or weights file.
         mean: Segmenter normalisation mean (default: from the checkpoint, else ImageNet's).
         std: Segmenter normalisation std (default as for ``mean``).

@@ -1,9 +1,8 @@
 """``SegmentationTask``: the paper's six segmenters as one LightningModule.
 
 One string picks the architecture (segmentation-models-pytorch's factory), one the
-encoder. Networks, losses and metrics are built in ``configure_models``,
-``configure_losses`` and ``configure_metrics``, so a subclass changes one part by
-overriding one hook. Training, validation and test share one step.
+encoder. A subclass changes the networks, losses or metrics by overriding one of
+``configure_models``, ``configure_losses``, ``configure_metrics``.
 
 The paper reports macro F1, IoU, precision, recall and pixel accuracy (Table 3) and
 per-class F1 (Table 4); they are logged as ``{stage}_f1_macro``, ``{stage}_f1_tree``, ...
@@ -35,7 +34,7 @@ from aras400k.checkpoints import (
     read_checkpoint,
 )
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX
-from aras400k.errors import ConfigError
+from aras400k.errors import ConfigError, check_choice
 from aras400k.metrics.segmentation import SegmentationMetrics
 from aras400k.models.choices import ARCHITECTURES, LOSSES, Architecture, LossName
 
@@ -63,18 +62,16 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> int:
     """Load encoder weights from a local file (never from the network).
 
     Accepts a plain encoder ``state_dict`` (e.g. a torchvision/timm ResNet checkpoint;
-    classifier head keys are dropped), a full smp model ``state_dict`` (keys under
-    ``encoder.``), or a Lightning checkpoint of a :class:`SegmentationTask`
-    (``state_dict`` with ``model.encoder.`` keys). ``.safetensors`` files are read with
-    safetensors, anything else with :func:`aras400k.checkpoints.load_checkpoint` (tensors
-    and plain values only).
+    classifier head keys are dropped), a full smp model ``state_dict`` (``encoder.``
+    keys), or a :class:`SegmentationTask` checkpoint (``model.encoder.`` keys), as
+    ``.safetensors`` or through :func:`aras400k.checkpoints.load_checkpoint`.
 
     Args:
         encoder: The smp encoder to fill.
         path: Local weights file.
 
     Returns:
-        Number of tensors loaded.
+        The number of tensors loaded.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
@@ -111,10 +108,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> int:
 
 
 def check_encoder_name(name: str) -> None:
-    """Check that segmentation-models-pytorch knows the encoder ``name``.
-
-    Args:
-        name: An smp encoder name (e.g. ``resnet18``) or a timm one with the ``tu-`` prefix.
+    """Check that segmentation-models-pytorch knows the encoder ``name`` (timm ones take the ``tu-`` prefix).
 
     Raises:
         ValueError: For an unknown name, listing the closest known names.
@@ -178,10 +172,8 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHITECTURES}")
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+        check_choice("arch", arch, ARCHITECTURES)
+        check_choice("loss", loss, LOSSES)
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} values for {num_classes} classes")
         self.optimizer_factory = optimizer
@@ -198,9 +190,6 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
 
     def setup(self, stage: str) -> None:
         """Check, before any step, that the DataModule's masks have this task's classes.
-
-        Args:
-            stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
 
         Raises:
             ConfigError: If the DataModule says its masks hold another number of classes.
@@ -253,30 +242,24 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
         base = MetricCollection(
             [SegmentationMetrics(self.hparams["num_classes"], self.hparams["ignore_index"], self.class_names)]
         )
-        self.train_metrics = base.clone(prefix="train_")
-        self.val_metrics = base.clone(prefix="val_")
-        self.test_metrics = base.clone(prefix="test_")
-        # The epoch loss as a sample-weighted mean whose sums are reduced across ranks. (Lightning's
-        # own `sync_dist` mean floors the summed batch sizes when ranks see unequal sample counts,
-        # lightning#21859.)
-        self.train_loss_mean = MeanMetric()
-        self.val_loss_mean = MeanMetric()
-        self.test_loss_mean = MeanMetric()
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_metrics", base.clone(prefix=f"{stage}_"))
+            # The epoch loss as a sample-weighted mean whose sums are reduced across ranks. (Lightning's
+            # own `sync_dist` mean floors the summed batch sizes when ranks see unequal sample counts,
+            # lightning#21859.)
+            setattr(self, f"{stage}_loss_mean", MeanMetric())
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW + ReduceLROnPlateau on validation macro F1 unless the config gives factories."""
-        if self.optimizer_factory is not None:
-            optimizer = self.optimizer_factory(self.parameters())
-        else:
-            optimizer = torch.optim.AdamW(
-                self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
-            )
-        if self.scheduler_factory is not None:
-            scheduler = self.scheduler_factory(optimizer)
-        else:
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="max", factor=0.5, patience=self.hparams["patience"]
-            )
+        hp = self.hparams
+        optimizer = (
+            self.optimizer_factory(self.parameters()) if self.optimizer_factory is not None
+            else torch.optim.AdamW(self.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+        )  # fmt: skip
+        scheduler = (
+            self.scheduler_factory(optimizer) if self.scheduler_factory is not None
+            else torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=hp["patience"])
+        )  # fmt: skip
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams["monitor"], "strict": False},
@@ -284,23 +267,17 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
 
     # -- inference -----------------------------------------------------------------------
 
-    def _padded_size(self, side: int) -> int:
-        side = max(side, _MIN_SIZE.get(self.hparams["arch"], _STRIDE))
-        return -(-side // _STRIDE) * _STRIDE
+    def _padding(self, images: torch.Tensor) -> tuple[int, int, int, int]:
+        """``F.pad`` widths (left, right, top, bottom) that take ``images`` to a size the network accepts."""
+        smallest = _MIN_SIZE.get(self.hparams["arch"], _STRIDE)
+        ph, pw = (-(-max(side, smallest) // _STRIDE) * _STRIDE - side for side in images.shape[-2:])
+        return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Class logits for a batch; inputs are padded to a size the network accepts and cropped back.
-
-        Args:
-            images: ``(B, C, H, W)`` normalised images.
-
-        Returns:
-            ``(B, num_classes, H, W)`` logits.
-        """
+        """``(B, num_classes, H, W)`` logits of normalised images (padded to a size the network takes, cropped back)."""
         h, w = images.shape[-2:]
-        ph, pw = self._padded_size(h) - h, self._padded_size(w) - w
-        if ph or pw:
-            pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+        pad = self._padding(images)
+        if any(pad):
             mode = "reflect" if max(pad) < min(h, w) else "replicate"
             logits = self.model(F.pad(images, pad, mode=mode))
             return logits[..., pad[2] : pad[2] + h, pad[0] : pad[0] + w]
@@ -308,31 +285,18 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
 
     @torch.no_grad()
     def predict_masks(self, images: torch.Tensor) -> torch.Tensor:
-        """Predicted class index per pixel.
-
-        Args:
-            images: ``(B, C, H, W)`` normalised images.
-
-        Returns:
-            ``(B, H, W)`` uint8 class indices.
-        """
+        """``(B, H, W)`` uint8 predicted class indices of ``(B, C, H, W)`` normalised images."""
         return self(images).max(1).indices.to(torch.uint8)
 
     @torch.no_grad()
     def extract_features(self, images: torch.Tensor, pooled: bool = True) -> torch.Tensor:
-        """Bottleneck (deepest encoder) features, the domain feature space for FID and t-SNE/UMAP.
+        """Bottleneck (deepest encoder) features of normalised images, the domain feature space for FID and t-SNE/UMAP.
 
-        Args:
-            images: ``(B, C, H, W)`` normalised images.
-            pooled: Global-average-pool to ``(B, D)``; otherwise return the ``(B, D, h, w)`` map.
-
-        Returns:
-            The features.
+        ``pooled``: global-average-pool to ``(B, D)``; otherwise the ``(B, D, h, w)`` map.
         """
-        h, w = images.shape[-2:]
-        ph, pw = self._padded_size(h) - h, self._padded_size(w) - w
-        if ph or pw:
-            images = F.pad(images, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
+        pad = self._padding(images)
+        if any(pad):
+            images = F.pad(images, pad, mode="replicate")
         deepest = self.model.encoder(images)[-1]
         return deepest.mean(dim=(2, 3)) if pooled else deepest
 
@@ -350,7 +314,7 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
             )
         # max(1).indices: same first-maximum index as argmax, ~10x faster on CPU NCHW tensors.
         preds = logits.detach().max(1).indices
-        self._metrics(stage).update(preds, masks)
+        getattr(self, f"{stage}_metrics").update(preds, masks)
         mean: MeanMetric = getattr(self, f"{stage}_loss_mean")
         mean(loss.detach(), len(masks))  # forward: the step value is this batch's loss
         self.log(f"{stage}_loss", mean, on_step=stage == "train", on_epoch=True, prog_bar=True)
@@ -372,11 +336,8 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
         """Predicted masks with their keys."""
         return {"key": batch.get("key"), "mask": self.predict_masks(batch["image"])}
 
-    def _metrics(self, stage: str) -> MetricCollection:
-        return getattr(self, f"{stage}_metrics")
-
     def _log_epoch(self, stage: str) -> None:
-        collection = self._metrics(stage)
+        collection: MetricCollection = getattr(self, f"{stage}_metrics")
         scores = collection.compute()
         metric: SegmentationMetrics = next(iter(collection.values()))  # type: ignore[assignment]
         # compute() gives back the rank's own state when it is done; keep the matrix summed over ranks.
@@ -409,8 +370,7 @@ def load_segmentation_task(
 
     The checkpoint is read with :func:`~aras400k.checkpoints.read_checkpoint`
     (``weights_only=True``); the task is rebuilt from its saved hyperparameters and its
-    weights loaded strictly. The training-time ``encoder_weights`` file is not needed
-    (the checkpoint holds every weight). The task is returned in eval mode.
+    weights loaded strictly (the training-time ``encoder_weights`` file is not needed).
 
     Args:
         path: Checkpoint written by ``aras-fit`` or ``Trainer.save_checkpoint``.
@@ -419,7 +379,7 @@ def load_segmentation_task(
             constructor arguments, if the checkpoint came from one).
 
     Returns:
-        The task, in eval mode, on ``map_location``.
+        The task, in eval mode.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.

@@ -7,8 +7,7 @@ applied to a sample with probability ``p`` (times the transform's multiplier, 1 
 ones the chosen ``pipe`` enables). In pipeline order (paper App. B):
 
 1. *Pixel blitting* (``blit``): x-flip, rotation by a multiple of 90 degrees, integer
-   translation by up to 1/8 of the image (reflected borders). Done here with exact pixel
-   moves instead of resampling.
+   translation by up to 1/8 of the image (reflected borders), as exact pixel moves.
 2. *General geometric* (``geom``): isotropic scaling (log2 std 0.2), arbitrary rotation
    (split into a pre- and a post-rotation each with probability
    ``1 - sqrt(1 - p)``, so that "any rotation" happens with probability ``p``),
@@ -28,11 +27,9 @@ ones the chosen ``pipe`` enables). In pipeline order (paper App. B):
 The numbers are those of NVlabs' ``training/augment.py``, ``training/training_loop.py``
 and ``train.py`` (``--aug=ada --target=0.6 --augpipe=bgc``).
 
-For the mask-conditioned GAN, :class:`JointFlipRot90` applies the same random element of
-the dihedral group (flip and 90-degree rotation) to images and masks — exact for masks,
-and independent of the image value range. (:class:`aras400k.data.transforms.JointAugmentation`
-does the same with kornia but clamps images to ``[0, 1]``, so it suits the data pipeline,
-not ``[-1, 1]`` GAN tensors.)
+For the mask-conditioned GAN, :class:`JointFlipRot90` applies the same flip and
+90-degree rotation to images and masks, moving pixels (exact for masks, any value
+range; :class:`aras400k.data.transforms.JointAugmentation` clamps images to ``[0, 1]``).
 """
 
 from __future__ import annotations
@@ -98,8 +95,7 @@ class AugmentParams:
         xflip: ``(B,)`` bool, mirror left-right.
         rot90: ``(B,)`` long in ``0..3``, counter-clockwise quarter turns.
         shift: ``(B, 2)`` long integer translation ``(dx, dy)`` in pixels.
-        geom: ``(B, 3, 3)`` inverse geometric transform (output pixel to input pixel,
-            in pixel units centred on the image centre).
+        geom: ``(B, 3, 3)`` inverse geometric transform (output to input pixel, centred).
         color: ``(B, 4, 4)`` affine colour transform acting on ``(r, g, b, 1)``.
     """
 
@@ -110,26 +106,16 @@ class AugmentParams:
     color: torch.Tensor | None = None
 
     def repeat(self, groups: int) -> AugmentParams:
-        """Tile the draw, so that sample ``i`` of every group gets the same transform.
-
-        Args:
-            groups: Number of copies (e.g. 2 for a ``cat([real, fake])`` batch).
-
-        Returns:
-            The tiled parameters (batch ``groups * B``).
-        """
-        tiled = {}
-        for field in fields(self):
-            value = getattr(self, field.name)
-            tiled[field.name] = None if value is None else value.repeat(groups, *([1] * (value.ndim - 1)))
-        return AugmentParams(**tiled)
+        """The draw tiled ``groups`` times (batch ``groups * B``): sample ``i`` of every group gets one transform."""
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        return AugmentParams(**{k: None if v is None else torch.cat([v] * groups) for k, v in values.items()})
 
 
 # ------------------------------------------------------------ matrix helpers
 
 
 def _matrix(rows: list[list[torch.Tensor | float]], like: torch.Tensor) -> torch.Tensor:
-    """Stack per-sample entries (tensors of shape ``like`` or floats) into ``(*like.shape, R, C)``."""
+    """Stack per-sample entries (tensors shaped like ``like``, or floats) into ``(*like.shape, R, C)``."""
     entries = [e if isinstance(e, torch.Tensor) else torch.full_like(like, e) for row in rows for e in row]
     return torch.stack(entries, dim=-1).reshape(*like.shape, len(rows), len(rows[0]))
 
@@ -237,13 +223,11 @@ def _downsample2x(x: torch.Tensor) -> torch.Tensor:
 def _reflect_margins(g_inv: torch.Tensor, height: int, width: int) -> tuple[int, int, int, int]:
     """Padding ``(left, right, top, bottom)`` that covers where the output corners sample from."""
     cx, cy = (width - 1) / 2, (height - 1) / 2
-    corners = torch.tensor(
-        [[-cx, cx, cx, -cx], [-cy, -cy, cy, cy], [1.0, 1.0, 1.0, 1.0]], device=g_inv.device, dtype=g_inv.dtype
-    )
+    corners = g_inv.new_tensor([[-cx, cx, cx, -cx], [-cy, -cy, cy, cy], [1.0, 1.0, 1.0, 1.0]])
     points = (g_inv @ corners)[:, :2]  # (B, xy, corner)
-    low = (-points).amax(dim=(0, 2)) - torch.tensor([cx, cy], device=g_inv.device, dtype=g_inv.dtype)
-    high = points.amax(dim=(0, 2)) - torch.tensor([cx, cy], device=g_inv.device, dtype=g_inv.dtype)
-    limit = torch.tensor([width - 1, height - 1], device=g_inv.device, dtype=g_inv.dtype)
+    low = (-points).amax(dim=(0, 2)) - g_inv.new_tensor([cx, cy])
+    high = points.amax(dim=(0, 2)) - g_inv.new_tensor([cx, cy])
+    limit = g_inv.new_tensor([width - 1, height - 1])
     # Extra room for the resampling filter; reflect padding must stay below the image size.
     left, top = (low + 2 * _FILTER_PAD).clamp_min(0).minimum(limit).ceil().long().tolist()
     right, bottom = (high + 2 * _FILTER_PAD).clamp_min(0).minimum(limit).ceil().long().tolist()
@@ -262,15 +246,11 @@ def _warp(x: torch.Tensor, g_inv: torch.Tensor) -> torch.Tensor:
     # coordinate (n - delay) / 2 - q - c; an input coordinate u sits at upsampled pixel
     # 2 (u + c + pad) + delay of the padded input. Composed in float64, as kornia
     # inverts the matrix again.
-    out_to_centred = torch.tensor(
-        [[0.5, 0, -_DELAY / 2 - q - cx], [0, 0.5, -_DELAY / 2 - q - cy], [0, 0, 1]],
-        device=x.device,
-        dtype=torch.float64,
+    out_to_centred = x.new_tensor(
+        [[0.5, 0, -_DELAY / 2 - q - cx], [0, 0.5, -_DELAY / 2 - q - cy], [0, 0, 1]], dtype=torch.float64
     )
-    centred_to_in = torch.tensor(
-        [[2, 0, 2 * (cx + left) + _DELAY], [0, 2, 2 * (cy + top) + _DELAY], [0, 0, 1]],
-        device=x.device,
-        dtype=torch.float64,
+    centred_to_in = x.new_tensor(
+        [[2, 0, 2 * (cx + left) + _DELAY], [0, 2, 2 * (cy + top) + _DELAY], [0, 0, 1]], dtype=torch.float64
     )
     dst_to_src = centred_to_in @ g_inv.double() @ out_to_centred
     src_to_dst = torch.linalg.inv(dst_to_src)[:, :2].to(x.dtype)
@@ -295,14 +275,6 @@ def _apply_color(x: torch.Tensor, color: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ the module
-
-
-def _uniform(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(shape, device=device, generator=generator)
-
-
-def _normal(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(shape, device=device, generator=generator)
 
 
 class AdaptiveAugment(nn.Module):
@@ -398,61 +370,60 @@ class AdaptiveAugment(nn.Module):
 
     # ---------------------------------------------------------------- sampling
 
-    def _gated(
-        self,
-        value: torch.Tensor,
-        identity: float,
-        probability: torch.Tensor,
-        generator: torch.Generator | None,
+    def _draw(
+        self, kind: str, scale: float, shape: tuple[int, ...], prob: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
-        """Keep ``value`` for samples drawn with ``probability``, ``identity`` elsewhere."""
-        shape = (value.shape[0],) + (1,) * (value.ndim - 1)
-        keep = torch.rand(shape, device=value.device, generator=generator) < probability
-        return torch.where(keep, value, torch.full_like(value, identity))
+        """One transform's parameters, kept for samples drawn with probability ``prob`` and the identity elsewhere.
+
+        ``kind``: ``coin`` ``floor(U * scale)``, ``uniform`` ``(2U - 1) * scale``, ``angle`` the
+        same times pi, ``normal`` ``N * scale``, ``lognormal`` ``2 ** (N * scale)`` (identity 1).
+        """
+        if kind in ("coin", "uniform", "angle"):
+            u = torch.rand(shape, device=prob.device, generator=generator)
+            if kind == "coin":
+                value = torch.floor(u * scale)
+            else:
+                value = (u * 2 - 1) * (math.pi if kind == "angle" else 1) * scale
+        else:
+            value = torch.randn(shape, device=prob.device, generator=generator) * scale
+            value = torch.exp2(value) if kind == "lognormal" else value
+        keep = torch.rand((shape[0],) + (1,) * (len(shape) - 1), device=prob.device, generator=generator) < prob
+        return torch.where(keep, value, torch.full_like(value, 1 if kind == "lognormal" else 0))
 
     def _sample_blit(
         self, n: int, height: int, width: int, p: torch.Tensor, generator: torch.Generator | None
     ) -> dict[str, torch.Tensor]:
-        s, dev, out = self.strength, p.device, {}
+        s, out = self.strength, {}
         if s["xflip"] > 0:
-            flip = torch.floor(_uniform((n,), dev, generator) * 2)
-            out["xflip"] = self._gated(flip, 0, s["xflip"] * p, generator).bool()
+            out["xflip"] = self._draw("coin", 2, (n,), s["xflip"] * p, generator).bool()
         if s["rotate90"] > 0:
-            turns = torch.floor(_uniform((n,), dev, generator) * 4)
-            out["rot90"] = self._gated(turns, 0, s["rotate90"] * p, generator).long()
+            out["rot90"] = self._draw("coin", 4, (n,), s["rotate90"] * p, generator).long()
         if s["xint"] > 0:
-            t = (_uniform((n, 2), dev, generator) * 2 - 1) * self.xint_max
-            t = self._gated(t, 0, s["xint"] * p, generator)
-            size = torch.tensor([width, height], device=dev, dtype=t.dtype)
-            out["shift"] = torch.round(t * size).long()
+            t = self._draw("uniform", self.xint_max, (n, 2), s["xint"] * p, generator)
+            out["shift"] = torch.round(t * torch.tensor([width, height], device=p.device, dtype=t.dtype)).long()
         return out
 
     def _sample_geom(
         self, n: int, height: int, width: int, p: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor | None:
-        s, dev = self.strength, p.device
+        s = self.strength
         if not any(s[op] > 0 for op in _GEOM):
             return None
-        g_inv = torch.eye(3, device=dev).repeat(n, 1, 1)
+        g_inv = torch.eye(3, device=p.device).repeat(n, 1, 1)
         if s["scale"] > 0:
-            scale = torch.exp2(_normal((n,), dev, generator) * self.scale_std)
-            scale = self._gated(scale, 1, s["scale"] * p, generator)
+            scale = self._draw("lognormal", self.scale_std, (n,), s["scale"] * p, generator)
             g_inv = g_inv @ _scale2d(1 / scale, 1 / scale)
         # P(pre or post rotation) = rotate * p with two independent draws.
         p_rot = 1 - torch.sqrt((1 - s["rotate"] * p).clamp(0, 1))
         if s["rotate"] > 0:
-            theta = (_uniform((n,), dev, generator) * 2 - 1) * math.pi * self.rotate_max
-            g_inv = g_inv @ _rotate2d(self._gated(theta, 0, p_rot, generator))
+            g_inv = g_inv @ _rotate2d(self._draw("angle", self.rotate_max, (n,), p_rot, generator))
         if s["aniso"] > 0:
-            aniso = torch.exp2(_normal((n,), dev, generator) * self.aniso_std)
-            aniso = self._gated(aniso, 1, s["aniso"] * p, generator)
+            aniso = self._draw("lognormal", self.aniso_std, (n,), s["aniso"] * p, generator)
             g_inv = g_inv @ _scale2d(1 / aniso, aniso)
         if s["rotate"] > 0:
-            theta = (_uniform((n,), dev, generator) * 2 - 1) * math.pi * self.rotate_max
-            g_inv = g_inv @ _rotate2d(self._gated(theta, 0, p_rot, generator))
+            g_inv = g_inv @ _rotate2d(self._draw("angle", self.rotate_max, (n,), p_rot, generator))
         if s["xfrac"] > 0:
-            t = _normal((n, 2), dev, generator) * self.xfrac_std
-            t = self._gated(t, 0, s["xfrac"] * p, generator)
+            t = self._draw("normal", self.xfrac_std, (n, 2), s["xfrac"] * p, generator)
             g_inv = g_inv @ _translate2d(-t[:, 0] * width, -t[:, 1] * height)
         return g_inv
 
@@ -465,21 +436,18 @@ class AdaptiveAugment(nn.Module):
         eye = torch.eye(4, device=dev)
         color = eye.repeat(n, 1, 1)
         if s["brightness"] > 0:
-            b = _normal((n,), dev, generator) * self.brightness_std
-            color = _translate3d(self._gated(b, 0, s["brightness"] * p, generator)) @ color
+            b = self._draw("normal", self.brightness_std, (n,), s["brightness"] * p, generator)
+            color = _translate3d(b) @ color
         if s["contrast"] > 0:
-            c = torch.exp2(_normal((n,), dev, generator) * self.contrast_std)
-            color = _scale3d(self._gated(c, 1, s["contrast"] * p, generator)) @ color
+            color = _scale3d(self._draw("lognormal", self.contrast_std, (n,), s["contrast"] * p, generator)) @ color
         if s["lumaflip"] > 0:
-            flip = torch.floor(_uniform((n,), dev, generator) * 2)
-            flip = self._gated(flip, 0, s["lumaflip"] * p, generator)
+            flip = self._draw("coin", 2, (n,), s["lumaflip"] * p, generator)
             color = (eye - 2 * luma_outer * flip.view(-1, 1, 1)) @ color  # Householder reflection.
         if s["hue"] > 0:
-            theta = (_uniform((n,), dev, generator) * 2 - 1) * math.pi * self.hue_max
-            color = _rotate_about_luma(self._gated(theta, 0, s["hue"] * p, generator)) @ color
+            theta = self._draw("angle", self.hue_max, (n,), s["hue"] * p, generator)
+            color = _rotate_about_luma(theta) @ color
         if s["saturation"] > 0:
-            sat = torch.exp2(_normal((n,), dev, generator) * self.saturation_std)
-            sat = self._gated(sat, 1, s["saturation"] * p, generator).view(-1, 1, 1)
+            sat = self._draw("lognormal", self.saturation_std, (n,), s["saturation"] * p, generator).view(-1, 1, 1)
             # Keep the luma component, scale the chroma plane by `sat`.
             saturate = luma_outer + (eye - luma_outer) * sat
             saturate[:, 3, 3] = 1
@@ -494,17 +462,17 @@ class AdaptiveAugment(nn.Module):
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
     ) -> AugmentParams:
-        """Draw the transforms of one batch at the current ``p``.
+        """Draw the transforms of one batch at the current ``p``, for :meth:`transform`.
 
         Args:
             batch_size: Number of samples to draw for.
-            height: Image height in pixels (translations are relative to it).
+            height: Image height in pixels (translations are relative to the size).
             width: Image width in pixels.
             device: Device of the draw; defaults to the device of ``p``.
             generator: Random generator (on ``device``) for reproducible draws.
 
         Returns:
-            The draw, to pass to :meth:`transform` (possibly for several tensors).
+            The draw.
         """
         p = self.p.to(device) if device is not None else self.p
         blit = self._sample_blit(batch_size, height, width, p, generator)
@@ -515,32 +483,21 @@ class AdaptiveAugment(nn.Module):
     # --------------------------------------------------------------- applying
 
     def transform(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-        """Apply a draw: pixel blitting, then geometric, then colour transforms.
+        """Apply a draw for batch size ``B`` (blitting, geometric, colour) to ``(B, C, H, W)`` images in ``[-1, 1]``.
 
-        Args:
-            images: ``(B, C, H, W)`` images in ``[-1, 1]``; gradients flow through.
-            params: A draw for batch size ``B`` (from :meth:`sample_params`).
-
-        Returns:
-            The augmented images, same shape and dtype.
+        Gradients flow through; the result has the images' shape and dtype.
 
         Raises:
             ValueError: If the images are not 4-D, or rotations meet non-square images.
         """
         if images.ndim != 4:
             raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
-        x = images
-        if params.xflip is not None:
-            x = _flip(x, params.xflip)
-        if params.rot90 is not None:
-            x = _rot90(x, params.rot90)
-        if params.shift is not None:
-            x = _translate_int(x, params.shift)
-        if params.geom is not None:
-            x = _warp(x, params.geom)
-        if params.color is not None:
-            x = _apply_color(x, params.color)
-        return x
+        steps = ((params.xflip, _flip), (params.rot90, _rot90), (params.shift, _translate_int),
+                 (params.geom, _warp), (params.color, _apply_color))  # fmt: skip
+        for value, apply in steps:
+            if value is not None:
+                images = apply(images, value)
+        return images
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None, groups: int = 1) -> torch.Tensor:
         """Augment a batch with a fresh draw at the current ``p``.
@@ -548,9 +505,7 @@ class AdaptiveAugment(nn.Module):
         Args:
             images: ``(B, C, H, W)`` images in ``[-1, 1]``.
             generator: Random generator (on the images' device) for a reproducible draw.
-            groups: Split the batch into this many equal chunks that share one draw
-                (sample ``i`` of each chunk gets the same transform), e.g. 2 for
-                ``cat([real, fake])`` when both halves must be transformed alike.
+            groups: Equal chunks of the batch that share one draw (see :meth:`AugmentParams.repeat`).
 
         Returns:
             The augmented images; the input itself when ``p == 0``.
@@ -572,11 +527,7 @@ class AdaptiveAugment(nn.Module):
 
     @torch.no_grad()
     def accumulate(self, real_logits: torch.Tensor) -> None:
-        """Add the signs of discriminator logits on (augmented) real images to ``r_t``.
-
-        Args:
-            real_logits: Logits of real images, any shape (all elements count).
-        """
+        """Add the signs of discriminator logits (any shape) on (augmented) real images to ``r_t``."""
         signs = real_logits.detach().sign().to(self.sign_sum.dtype)
         self.sign_sum += signs.sum()
         self.sign_count += signs.numel()
@@ -585,9 +536,8 @@ class AdaptiveAugment(nn.Module):
     def adjust(self, batch_size: int) -> torch.Tensor:
         """Count one training iteration; every ``interval`` of them, move ``p`` toward the target.
 
-        ``p += sign(r_t - target) * batch_size * interval / (ada_kimg * 1000)``, clamped to
-        ``[0, 1]``, where ``r_t`` is the mean sign accumulated since the last adjustment
-        (StyleGAN2-ADA Sec. 3). Runs without a host-device synchronisation.
+        The update of the module docstring, clamped to ``[0, 1]``, with ``r_t`` the mean
+        sign accumulated since the last adjustment. Runs without a host-device synchronisation.
 
         Args:
             batch_size: Total batch size of one iteration.
@@ -617,10 +567,8 @@ class JointFlipRot90(nn.Module):
     """Random flip and 90-degree rotation applied identically to images and masks.
 
     Draws, per sample, a left-right flip with probability ``p_flip`` and a rotation by
-    ``k`` quarter turns (``k`` uniform in ``0..3``) with probability ``p_rot90``; together
-    they cover the dihedral group of the square, which leaves land-cover statistics
-    unchanged. Pixels are moved, never resampled, so masks stay exact and images may have
-    any value range.
+    ``k`` quarter turns (``k`` uniform in ``0..3``) with probability ``p_rot90``: the
+    dihedral group of the square, which leaves land-cover statistics unchanged.
 
     Args:
         p_flip: Probability of a left-right flip.
@@ -647,12 +595,8 @@ class JointFlipRot90(nn.Module):
             mask: ``(B, H, W)`` class indices or ``(B, K, H, W)`` one-hot / soft masks.
             generator: Random generator (on the images' device).
 
-        Returns:
-            The transformed image and mask (same shapes and dtypes).
-
         Raises:
-            ValueError: If the batch sizes or spatial sizes differ, or the images are not
-                square while rotations are enabled.
+            ValueError: If the batch or spatial sizes differ, or rotations meet non-square images.
         """
         if image.ndim != 4 or mask.ndim not in (3, 4):
             raise ValueError(f"expected (B, C, H, W) images and (B, [K,] H, W) masks, got {image.shape}, {mask.shape}")

@@ -1,19 +1,17 @@
 """Exponential moving average (EMA) of a network's weights, for sampling.
 
 Both GANs sample from an EMA copy of their generator (Karras et al., "Progressive
-Growing of GANs", 2018; kept in StyleGAN2/3 and used by SPADE follow-ups such as
-OASIS). Two ways to pick the decay ``beta`` of ``shadow <- beta * shadow + (1 - beta) * w``:
+Growing of GANs", 2018; StyleGAN2/3, OASIS). Two ways to pick the decay ``beta`` of
+``shadow <- beta * shadow + (1 - beta) * w``:
 
 - **Half-life in images** (StyleGAN2-ADA / StyleGAN3 ``training_loop.py``): the average
-  forgets half of its weight every ``ema_kimg`` thousand images, so
-  ``beta = 0.5 ** (batch_size / (ema_kimg * 1000))`` does not depend on the batch size
-  per image seen. A ramp-up shortens the half-life to ``ema_rampup * cur_nimg`` early in
-  training, so the average is not dominated by the random initialisation. The official
-  ``train.py`` uses ``ema_kimg = batch * 10 / 32`` (:func:`stylegan_ema_kimg`, what
-  ``ema_kimg=None`` gives) and ramp-up ``0.05``.
-- **Constant decay** (e.g. ``0.999`` per step), the common choice for SPADE-style
-  generators, optionally warmed up as ``min(decay, (1 + t) / (10 + t))`` at step ``t``
-  so the average follows the generator early instead of its random initialisation.
+  forgets half of its weight every ``ema_kimg`` thousand images:
+  ``beta = 0.5 ** (batch_size / (ema_kimg * 1000))``. A ramp-up shortens the half-life
+  to ``ema_rampup * cur_nimg`` early on, so the random initialisation fades fast. The
+  official ``train.py`` uses ``ema_kimg = batch * 10 / 32`` (:func:`stylegan_ema_kimg`,
+  ``ema_kimg=None``) and ramp-up ``0.05``.
+- **Constant decay** (e.g. ``0.999`` per step) for SPADE-style generators, optionally
+  warmed up as ``min(decay, (1 + t) / (10 + t))`` at step ``t`` for the same reason.
 
 Buffers (running statistics, the mapping network's tracked average ``w``, spectral-norm
 vectors) are copied, not averaged, as in the official code.
@@ -27,33 +25,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from aras400k.errors import check_positive
+
 __all__ = ["ExponentialMovingAverage", "stylegan_ema_kimg"]
 
 
 def stylegan_ema_kimg(batch_size: int) -> float:
-    """The official StyleGAN3 ``train.py`` EMA half-life: ``batch_size * 10 / 32`` kimg.
-
-    Args:
-        batch_size: Total batch size of one training iteration.
-
-    Returns:
-        The half-life in thousands of images.
-
-    Raises:
-        ValueError: If ``batch_size`` is not positive.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    """The official StyleGAN3 EMA half-life in kimg, ``batch_size * 10 / 32`` (``ValueError`` unless positive)."""
+    check_positive("batch_size", batch_size)
     return batch_size * 10 / 32
 
 
 class ExponentialMovingAverage(nn.Module):
     """A deep-copied shadow of a module whose parameters follow an EMA of the original.
 
-    Being an ``nn.Module``, the shadow moves with ``.to()``, and its weights are saved in
-    (and restored from) the owner's ``state_dict`` under ``<attr>.shadow.*``. The shadow
-    never needs gradients and always stays in eval mode, even when the owner is switched
-    to training mode. Call it like the original module (``ema(z)``) to sample.
+    The shadow moves with ``.to()`` and is saved in the owner's ``state_dict`` under
+    ``<attr>.shadow.*``; it needs no gradients and stays in eval mode even when the owner
+    trains. Call it like the original module (``ema(z)``) to sample.
 
     Args:
         model: The module to average (deep-copied once; later it is only read).
@@ -83,10 +71,9 @@ class ExponentialMovingAverage(nn.Module):
         super().__init__()
         if decay is not None and not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
-        if ema_kimg is not None and ema_kimg <= 0:
-            raise ValueError(f"ema_kimg must be positive or None, got {ema_kimg}")
-        if ema_rampup is not None and ema_rampup <= 0:
-            raise ValueError(f"ema_rampup must be positive or None, got {ema_rampup}")
+        for name, value in (("ema_kimg", ema_kimg), ("ema_rampup", ema_rampup)):
+            if value is not None:
+                check_positive(name, value)
         self.ema_kimg = None if ema_kimg is None else float(ema_kimg)
         self.ema_rampup = ema_rampup
         self.decay = decay
@@ -95,30 +82,17 @@ class ExponentialMovingAverage(nn.Module):
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     def train(self, mode: bool = True) -> ExponentialMovingAverage:
-        """Set the training flag of this wrapper; the shadow itself stays in eval mode.
-
-        Args:
-            mode: Training mode flag.
-
-        Returns:
-            ``self``.
-        """
+        """Set the training flag of this wrapper (returned); the shadow itself stays in eval mode."""
         self.training = mode
         self.shadow.eval()
         return self
 
     def beta(self, step: int, batch_size: int) -> float:
-        """The decay used by :meth:`update` at a given point of training.
+        """The decay :meth:`update` uses after ``step`` iterations of ``batch_size`` images.
 
-        Args:
-            step: Training iterations completed before this update (so that
-                ``cur_nimg = step * batch_size`` images have been seen).
-            batch_size: Total batch size of one iteration.
-
-        Returns:
-            ``beta`` in ``[0, 1)``: ``decay`` in constant mode (with the warm-up when
-            on), otherwise ``0.5 ** (batch_size / max(ema_nimg, 1e-8))`` with
-            ``ema_nimg = min(ema_kimg * 1000, cur_nimg * ema_rampup)``.
+        ``decay`` in constant mode (with the warm-up when on), otherwise
+        ``0.5 ** (batch_size / max(ema_nimg, 1e-8))`` with
+        ``ema_nimg = min(ema_kimg * 1000, step * batch_size * ema_rampup)``.
         """
         if self.decay is not None:
             return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
@@ -139,7 +113,7 @@ class ExponentialMovingAverage(nn.Module):
             batch_size: Total batch size of one iteration.
 
         Returns:
-            The decay ``beta`` that was used.
+            The decay used.
 
         Raises:
             KeyError: If ``model`` lacks a parameter or buffer of the shadow.
@@ -157,21 +131,9 @@ class ExponentialMovingAverage(nn.Module):
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
-        """Copy the averaged parameters and buffers into ``model`` (e.g. for export).
-
-        Args:
-            model: A module with the shadow's architecture.
-        """
+        """Copy the averaged parameters and buffers into ``model`` (of the shadow's architecture), e.g. for export."""
         model.load_state_dict(self.shadow.state_dict())
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the shadow module.
-
-        Args:
-            *args: Positional arguments of the wrapped module's ``forward``.
-            **kwargs: Keyword arguments of the wrapped module's ``forward``.
-
-        Returns:
-            Whatever the wrapped module returns.
-        """
+        """Run the shadow module with the wrapped module's arguments."""
         return self.shadow(*args, **kwargs)

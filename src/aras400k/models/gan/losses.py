@@ -9,10 +9,10 @@ Two families:
 - **Hinge** (Lim & Ye, 2017; used by SPADE, Park et al., CVPR 2019): the discriminator
   minimises ``relu(1 - D(x)) + relu(1 + D(G(z)))`` and the generator ``-D(G(z))``.
 
-Every function averages over all elements of the logits, so per-image logits
-``(B,)``/``(B, 1)`` and per-pixel logits ``(B, 1, H, W)`` (a U-Net discriminator's
-decoder head) work alike. Real and fake terms are averaged separately and summed, as in
-the official code (the real and fake batches may differ in size).
+Every function takes logits of any shape and returns a scalar: it averages over all
+elements, so per-image logits ``(B,)``/``(B, 1)`` and per-pixel logits ``(B, 1, H, W)``
+(a U-Net discriminator's decoder head) work alike. Real and fake terms are averaged
+separately and summed, as in the official code (the batches may differ in size).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
+
+from aras400k.errors import check_choice
 
 __all__ = [
     "ADVERSARIAL_LOSSES",
@@ -42,52 +44,22 @@ DiscriminatorLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def generator_logistic_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """Non-saturating generator loss ``mean(softplus(-D(G(z))))``.
-
-    Args:
-        fake_logits: Discriminator logits of generated images, any shape.
-
-    Returns:
-        The scalar loss.
-    """
+    """Non-saturating generator loss ``mean(softplus(-D(G(z))))`` of the generated images' logits."""
     return F.softplus(-fake_logits).mean()
 
 
 def discriminator_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Logistic discriminator loss ``mean(softplus(D(G(z)))) + mean(softplus(-D(x)))``.
-
-    Args:
-        real_logits: Discriminator logits of real images, any shape.
-        fake_logits: Discriminator logits of generated images, any shape.
-
-    Returns:
-        The scalar loss.
-    """
+    """Logistic discriminator loss ``mean(softplus(D(G(z)))) + mean(softplus(-D(x)))``."""
     return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
 
 
 def generator_hinge_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """Hinge generator loss ``-mean(D(G(z)))``.
-
-    Args:
-        fake_logits: Discriminator logits of generated images, any shape.
-
-    Returns:
-        The scalar loss.
-    """
+    """Hinge generator loss ``-mean(D(G(z)))`` of the generated images' logits."""
     return -fake_logits.mean()
 
 
 def discriminator_hinge_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Hinge discriminator loss ``mean(relu(1 - D(x))) + mean(relu(1 + D(G(z))))``.
-
-    Args:
-        real_logits: Discriminator logits of real images, any shape.
-        fake_logits: Discriminator logits of generated images, any shape.
-
-    Returns:
-        The scalar loss.
-    """
+    """Hinge discriminator loss ``mean(relu(1 - D(x))) + mean(relu(1 + D(G(z))))``."""
     return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
 
 
@@ -109,7 +81,5 @@ def get_adversarial_loss(name: str) -> tuple[GeneratorLoss, DiscriminatorLoss]:
     Raises:
         ValueError: If ``name`` is not one of :data:`ADVERSARIAL_LOSSES`.
     """
-    try:
-        return _LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown adversarial loss {name!r}; choose one of {list(ADVERSARIAL_LOSSES)}") from None
+    check_choice("adversarial loss", name, ADVERSARIAL_LOSSES)
+    return _LOSSES[name]

@@ -1,21 +1,19 @@
 """``GANModule``: what the two GAN LightningModules (StyleGAN3, SPADEGAN) share.
 
 A subclass builds ``generator``, ``discriminator``, ``ema`` (an
-:class:`~aras400k.models.gan.ExponentialMovingAverage` of the generator) and ``guard``
-(a :class:`~aras400k.models.gan.NonFiniteGuard`), writes ``training_step`` from the
-pieces below, and fills in the two methods only it can: :meth:`GANModule.fid_samples`
-and :meth:`GANModule.draw_sample_grid`. The base holds:
+:class:`~aras400k.models.gan.ExponentialMovingAverage`) and ``guard`` (a
+:class:`~aras400k.models.gan.NonFiniteGuard`), writes ``training_step`` from the pieces
+below, and fills in :meth:`GANModule.fid_samples` and :meth:`GANModule.draw_sample_grid`.
+The base holds:
 
-- ``iterations``, a buffer counting training iterations (one or more D and G steps
-  each; Lightning's ``global_step`` counts optimiser steps). Being a buffer, it is in
-  the ``state_dict``, so checkpoints carry it and a resumed run continues it;
+- ``iterations``, a buffer counting training iterations (Lightning's ``global_step``
+  counts optimiser steps), so checkpoints carry it and a resumed run continues it;
 - manual optimisation with :meth:`_optimise` (the NaN/inf-guarded step) and
-  :meth:`update_ema` (the EMA hook, called once per iteration before the counter moves);
+  :meth:`update_ema` (called once per iteration before the counter moves);
 - :meth:`sampler`, the EMA (or trained) generator in eval mode;
-- sample grids, written by the :class:`~aras400k.callbacks.SampleGrid` callback the
-  module adds itself (every ``sample_every_n_steps`` iterations and after every
-  validation) to ``<log dir>/samples/`` under the names :attr:`train_grid_name` and
-  :attr:`val_grid_name`.
+- sample grids, written by the :class:`~aras400k.callbacks.SampleGrid` the module adds
+  itself (every ``sample_every_n_steps`` iterations and after every validation) to
+  ``<log dir>/samples/`` as :attr:`train_grid_name` and :attr:`val_grid_name`.
 """
 
 from __future__ import annotations
@@ -42,8 +40,8 @@ class GANModule(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
     """Base of the GAN LightningModules: iteration counter, guarded steps, EMA, FID samples, sample grids.
 
     Subclasses call ``super().__init__()`` first, then ``save_hyperparameters()``; a
-    hyper-parameter ``sample_every_n_steps`` sets the interval of the sample grids (absent
-    or 0: only after validation).
+    hyper-parameter ``sample_every_n_steps`` sets the grids' interval (absent or 0: only
+    after validation).
     """
 
     iterations: torch.Tensor
@@ -71,8 +69,7 @@ class GANModule(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
 
         Args:
             batch: A validation batch.
-            batch_idx: Index of the batch; seeds the samples, so every validation draws
-                the same ones and FID changes only with the generator.
+            batch_idx: Index of the batch; seeds the samples, so FID changes only with the generator.
 
         Returns:
             ``(B, 3, H, W)`` EMA samples in ``[-1, 1]``.
@@ -84,8 +81,8 @@ class GANModule(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
 
         Args:
             path: Destination file.
-            batch: The first batch of the last validation (before any, a training
-                batch), for a module that samples from its data; ``None`` when none was seen.
+            batch: The first batch of the last validation (before any, a training batch);
+                ``None`` when none was seen.
 
         Returns:
             Whether a file was written.
@@ -95,40 +92,19 @@ class GANModule(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
     # -- training ------------------------------------------------------------------------
 
     def _optimise(self, loss: torch.Tensor, net: nn.Module, optimizer: Any, name: str) -> bool:
-        """Backward and step ``optimizer`` unless the loss or a gradient of ``net`` is NaN/inf (then count a skip).
-
-        Args:
-            loss: Scalar loss.
-            net: The network ``optimizer`` updates.
-            optimizer: Its (Lightning-wrapped) optimiser.
-            name: Phase name for the skip count (``"G"``, ``"D"``, ``"Dreg"``...).
-
-        Returns:
-            Whether the optimiser stepped.
-        """
+        """:func:`~aras400k.models.gan.guarded_step` of ``net``'s optimiser; whether it stepped."""
         return guarded_step(loss, net.parameters(), optimizer, self.guard, name, self.manual_backward)
 
     def update_ema(self, batch_size: int) -> float:
-        """Move the EMA generator toward the trained one; call once per iteration, before ``iterations += 1``.
+        """Move the EMA generator toward the trained one and return the decay used.
 
-        Args:
-            batch_size: Total batch size of the iteration.
-
-        Returns:
-            The decay used.
+        Call once per iteration, before ``iterations += 1``, with the iteration's total batch size.
         """
         return self.ema.update(self.generator, int(self.iterations), batch_size)
 
     @contextlib.contextmanager
     def sampler(self, use_ema: bool = True) -> Iterator[nn.Module]:
-        """The EMA generator (or the trained one) in eval mode; its mode is restored afterwards.
-
-        Args:
-            use_ema: Sample from the EMA copy (as for evaluation) rather than the trained weights.
-
-        Yields:
-            The generator.
-        """
+        """Yield the EMA generator (or with ``use_ema=False`` the trained one) in eval mode, then its mode back."""
         net = self.ema.shadow if use_ema else self.generator
         was_training = net.training
         net.eval()
@@ -146,10 +122,6 @@ class GANModule(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
 
     def write_sample_grid(self, name: str, batch: Mapping[str, Any] | None = None) -> Path | None:
         """Write ``<sample_dir>/<name>.png`` with :meth:`draw_sample_grid` (on rank 0 only).
-
-        Args:
-            name: File stem.
-            batch: Data for the grid (see :meth:`draw_sample_grid`).
 
         Returns:
             The path written, or ``None`` (another rank, or nothing to draw).
@@ -177,11 +149,7 @@ class GANModule(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lig
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Read checkpoints from before ``iterations`` was a buffer (SPADEGAN's ``{"spade_gan": {"iterations": N}}``).
-
-        Args:
-            checkpoint: The checkpoint dict, before its ``state_dict`` is loaded.
-        """
+        """Read checkpoints from before ``iterations`` was a buffer (``{"spade_gan": {"iterations": N}}``)."""
         state = checkpoint.get("state_dict")
         if isinstance(state, dict) and "iterations" not in state:
             old = checkpoint.pop("spade_gan", {}).get("iterations", 0)

@@ -1,15 +1,13 @@
 """Regularisers and training-schedule helpers shared by the GANs.
 
-- :func:`r1_penalty`: the R1 gradient penalty on real images (Mescheder et al., ICML
-  2018), applied lazily every 16 discriminator steps in StyleGAN2 (Karras et al., CVPR
-  2020, Sec. 3.1 "lazy regularization"); :func:`lazy_optimizer_params` corrects Adam's
-  learning rate and betas for that laziness.
+- :func:`r1_penalty`: the R1 gradient penalty (Mescheder et al., ICML 2018), applied
+  every 16 D steps in StyleGAN2 (Karras et al., CVPR 2020, Sec. 3.1 "lazy
+  regularization"), with Adam corrected by :func:`lazy_optimizer_params`.
 - :class:`PathLengthRegularizer`: StyleGAN2's path-length regularisation (Sec. 3.2).
 - :func:`style_mixing`: StyleGAN's mixing regularisation (probability 0.9).
 - :func:`blur_sigma` and :func:`blur_images`: StyleGAN3's blur of every image the
   discriminator sees, fading out early in training (Karras et al., NeurIPS 2021, App. D).
-- :class:`NonFiniteGuard`: skip and count optimiser steps whose loss or gradients are
-  NaN/inf, for manual optimisation in Lightning.
+- :class:`NonFiniteGuard` and :func:`guarded_step`: skip and count NaN/inf optimiser steps.
 
 The numbers follow NVlabs' ``stylegan3/training/loss.py``, ``training_loop.py`` and
 ``train.py``.
@@ -24,6 +22,8 @@ from typing import Any, Literal, NamedTuple
 import torch
 from kornia.filters import filter2d_separable
 from torch import nn
+
+from aras400k.errors import check_at_least, check_choice
 
 __all__ = [
     "LazyOptimizerParams",
@@ -47,32 +47,25 @@ def r1_penalty(
 ) -> torch.Tensor:
     """R1 penalty ``||grad_x D(x)||^2`` on real images (Mescheder et al., 2018).
 
-    The gradient is taken of ``real_logits.sum()`` (per-pixel logits of a U-Net
-    discriminator are summed too), with ``create_graph=True`` so the penalty can be
-    back-propagated into the discriminator. StyleGAN's loss is
-    ``r1_penalty * (gamma / 2)``, multiplied by the regularisation interval when applied
-    lazily.
+    The gradient is taken of ``real_logits.sum()`` (per-pixel logits too) with
+    ``create_graph=True``, so the penalty back-propagates into the discriminator.
+    StyleGAN's loss is ``r1_penalty * (gamma / 2)``, times the interval when lazy.
 
     Args:
         real_logits: Discriminator output for ``real_images``, any shape.
         real_images: ``(B, ...)`` real images the logits were computed from; must require
             gradients (``real.detach().requires_grad_(True)`` before calling D).
-        reduction: ``"mean"`` over the batch, or ``"none"`` for one value per sample.
-
-    Returns:
-        The scalar mean penalty, or a ``(B,)`` tensor with ``reduction="none"``.
+        reduction: ``"mean"`` over the batch, or ``"none"`` for a ``(B,)`` tensor.
 
     Raises:
-        ValueError: If ``real_images`` does not require gradients or ``reduction`` is
-            unknown.
+        ValueError: If ``real_images`` does not require gradients or ``reduction`` is unknown.
     """
     if not real_images.requires_grad:
         raise ValueError(
             "real_images must require gradients for the R1 penalty; call "
             "`real = real.detach().requires_grad_(True)` before running the discriminator"
         )
-    if reduction not in ("mean", "none"):
-        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    check_choice("reduction", reduction, ("mean", "none"))
     (grads,) = torch.autograd.grad(outputs=real_logits.sum(), inputs=real_images, create_graph=True)
     penalty = grads.square().flatten(1).sum(1)
     return penalty.mean() if reduction == "mean" else penalty
@@ -88,19 +81,15 @@ class LazyOptimizerParams(NamedTuple):
 def lazy_optimizer_params(lr: float, betas: tuple[float, float], interval: int | None) -> LazyOptimizerParams:
     """Correct Adam's learning rate and betas when a regulariser runs every ``interval`` steps.
 
-    With lazy regularisation the optimiser takes ``interval + 1`` steps per ``interval``
-    iterations (the main steps plus one regularisation step), so StyleGAN2 (Sec. 3.1)
-    scales ``lr`` by ``mb_ratio = interval / (interval + 1)`` and raises each beta to the
-    power ``mb_ratio``, keeping the optimiser's time constants unchanged per iteration.
+    The optimiser then takes ``interval + 1`` steps per ``interval`` iterations, so
+    StyleGAN2 (Sec. 3.1) scales ``lr`` by ``mb_ratio = interval / (interval + 1)`` and
+    raises each beta to the power ``mb_ratio``, keeping the time constants per iteration.
 
     Args:
         lr: The nominal learning rate.
         betas: The nominal Adam betas.
         interval: Regularisation interval (16 for R1 on D, 4 for path length on G), or
             ``None`` when the regulariser is not lazy (values returned unchanged).
-
-    Returns:
-        ``LazyOptimizerParams(lr, betas)`` to pass to the optimiser.
 
     Raises:
         ValueError: If ``interval`` is smaller than 1.
@@ -121,10 +110,9 @@ class PathLengthRegularizer(nn.Module):
 
     For images ``g(w)`` and a random image-space direction ``y`` (unit variance per
     pixel, scaled by ``1 / sqrt(H * W)``), the path length is ``||J_w^T y||`` averaged over
-    the ``num_ws`` style vectors. The penalty pulls it toward its running mean ``a``
-    (exponential decay ``0.01``): ``weight * mean((||J_w^T y|| - a)^2)``. The official
-    ``--cfg=stylegan2`` uses weight 2, runs it every 4 generator steps on half the batch
-    (``pl_batch_shrink = 2``); both are the caller's choice.
+    the ``num_ws`` style vectors; the penalty ``weight * mean((||J_w^T y|| - a)^2)`` pulls
+    it toward its running mean ``a``. The official ``--cfg=stylegan2`` uses weight 2 every
+    4 generator steps on half the batch (both the caller's choice).
 
     Args:
         decay: Update rate of the running mean of path lengths.
@@ -140,8 +128,7 @@ class PathLengthRegularizer(nn.Module):
         super().__init__()
         if not 0.0 < decay <= 1.0:
             raise ValueError(f"decay must be in (0, 1], got {decay}")
-        if weight < 0:
-            raise ValueError(f"weight must be non-negative, got {weight}")
+        check_at_least("weight", weight, 0)
         self.decay = decay
         self.weight = weight
         self.register_buffer("pl_mean", torch.zeros(()))
@@ -149,15 +136,12 @@ class PathLengthRegularizer(nn.Module):
     def path_lengths(
         self, images: torch.Tensor, ws: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Per-sample path lengths ``||J_w^T y||`` (with a graph, for back-propagation).
+        """``(B,)`` path lengths ``||J_w^T y||`` (with a graph, for back-propagation).
 
         Args:
             images: ``(B, C, H, W)`` generator output computed from ``ws``.
             ws: ``(B, num_ws, w_dim)`` or ``(B, w_dim)`` latents that require gradients.
             generator: Random generator for the projection direction ``y``.
-
-        Returns:
-            ``(B,)`` path lengths.
 
         Raises:
             ValueError: If ``ws`` does not require gradients.
@@ -173,16 +157,7 @@ class PathLengthRegularizer(nn.Module):
         return lengths_sq.sqrt()
 
     def forward(self, images: torch.Tensor, ws: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Weighted path-length penalty; updates the running mean.
-
-        Args:
-            images: ``(B, C, H, W)`` generator output computed from ``ws``.
-            ws: ``(B, num_ws, w_dim)`` or ``(B, w_dim)`` latents that require gradients.
-            generator: Random generator for the projection direction.
-
-        Returns:
-            The scalar loss ``weight * mean((lengths - pl_mean)^2)``.
-        """
+        """The loss ``weight * mean((lengths - pl_mean)^2)``, updating the mean (arguments: :meth:`path_lengths`)."""
         lengths = self.path_lengths(images, ws, generator)
         # As in the official code the penalty uses the freshly updated mean, with its
         # (small) gradient through the current batch; the stored mean is detached.
@@ -196,18 +171,17 @@ def style_mixing(
 ) -> torch.Tensor:
     """StyleGAN mixing regularisation: swap the styles after a random layer.
 
-    With probability ``prob`` (0.9 in StyleGAN2's ``--cfg=stylegan2``) one cutoff is drawn
-    uniformly from ``[1, num_ws)`` for the whole batch, and the styles from the cutoff on
-    come from ``ws_mix`` (the mapping of other latents).
+    With probability ``prob`` (0.9 in StyleGAN2) one cutoff is drawn uniformly from
+    ``[1, num_ws)`` for the whole batch; the styles from it on come from ``ws_mix``.
 
     Args:
         ws: ``(B, num_ws, w_dim)`` styles.
         ws_mix: Styles of the same shape from independent latents.
         prob: Probability of mixing this batch.
-        generator: Random generator for the draw (CPU generators only on CPU tensors).
+        generator: Random generator for the draw (a CPU generator needs CPU tensors).
 
     Returns:
-        The mixed styles (a new tensor), or ``ws`` itself when this batch is not mixed.
+        A new tensor, or ``ws`` itself when this batch is not mixed.
 
     Raises:
         ValueError: If the shapes differ or ``ws`` is not 3-D.
@@ -226,32 +200,20 @@ def style_mixing(
 
 
 def stylegan_blur_fade_kimg(batch_size: int, fade_kimg: float = 200.0) -> float:
-    """The official fade length, ``fade_kimg`` scaled by ``batch_size / 32`` (StyleGAN3 ``train.py``).
-
-    Args:
-        batch_size: Total batch size of one iteration.
-        fade_kimg: Fade length at batch size 32, in thousands of images.
-
-    Returns:
-        The fade length in thousands of images.
-    """
+    """The official fade length in kimg: ``fade_kimg`` (at batch 32) times ``batch_size / 32`` (StyleGAN3)."""
     return batch_size * fade_kimg / 32
 
 
 def blur_sigma(images_seen: float, fade_kimg: float = 200.0, sigma: float = 10.0) -> float:
     """Blur strength of the images shown to the discriminator (StyleGAN3 App. D).
 
-    Decreases linearly from ``sigma`` at the start of training to 0 after
-    ``fade_kimg`` thousand images (the official ``train.py`` scales ``fade_kimg`` by
-    ``batch / 32``; see :func:`stylegan_blur_fade_kimg`).
+    Decreases linearly from ``sigma`` to 0 over ``fade_kimg`` thousand images (see
+    :func:`stylegan_blur_fade_kimg`).
 
     Args:
         images_seen: Real images shown so far.
         fade_kimg: Fade length in thousands of images; ``0`` disables the blur.
         sigma: Initial blur strength in pixels.
-
-    Returns:
-        ``max(1 - images_seen / (fade_kimg * 1000), 0) * sigma``.
     """
     if fade_kimg <= 0:
         return 0.0
@@ -261,17 +223,13 @@ def blur_sigma(images_seen: float, fade_kimg: float = 200.0, sigma: float = 10.0
 def blur_images(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Differentiable separable blur with StyleGAN3's kernel ``2 ** -(x / sigma)^2``.
 
-    The kernel has radius ``floor(3 * sigma)`` as in the official loss (note ``sigma`` is
-    the half-width at half maximum of this kernel, not a Gaussian standard deviation).
-    Borders are reflected (the official code pads with zeros); on images smaller than the
-    kernel the radius is cut to ``min(H, W) - 1``.
+    Radius ``floor(3 * sigma)`` as in the official loss (``sigma`` is the kernel's half
+    width at half maximum, not a Gaussian std), cut to ``min(H, W) - 1`` on small images.
+    Borders are reflected (the official code pads with zeros).
 
     Args:
         images: ``(B, C, H, W)`` images.
         sigma: Blur strength in pixels; values giving a radius below 1 return the input.
-
-    Returns:
-        The blurred images, same shape.
     """
     radius = min(math.floor(sigma * 3), min(images.shape[-2:]) - 1)
     if radius <= 0:
@@ -288,18 +246,11 @@ def blur_images(images: torch.Tensor, sigma: float) -> torch.Tensor:
 class NonFiniteGuard(nn.Module):
     """Flag and count optimiser steps whose loss or gradients are NaN/inf.
 
-    For manual optimisation in Lightning: after ``manual_backward`` ask
-    :meth:`check` whether the step is safe; on ``False`` skip ``optimizer.step()`` (and
-    zero the gradients). Counts are kept per name (``"G"``, ``"D"``, ...) and saved in the
+    For manual optimisation in Lightning (see :func:`guarded_step`): after
+    ``manual_backward`` ask :meth:`check` whether the step is safe; on ``False`` skip
+    ``optimizer.step()``. Counts are kept per name (``"G"``, ``"D"``, ...) and saved in the
     owner's checkpoint. Optionally raises after too many consecutive skips, since a run
     that only skips is not training.
-
-    Example::
-
-        self.manual_backward(loss)
-        if self.guard.check(loss, self.discriminator.parameters(), name="D"):
-            opt_d.step()
-        opt_d.zero_grad(set_to_none=True)
 
     Args:
         max_consecutive: Raise after this many skips in a row (any name); ``None``
@@ -324,27 +275,13 @@ class NonFiniteGuard(nn.Module):
 
     @staticmethod
     def all_finite(*tensors: torch.Tensor | None) -> bool:
-        """Whether every given tensor is free of NaN and inf.
-
-        Args:
-            *tensors: Tensors to check; ``None`` entries are ignored.
-
-        Returns:
-            ``True`` if all elements of all tensors are finite (one device sync).
-        """
+        """Whether every given tensor (``None`` ignored) is free of NaN and inf, with one device sync."""
         flags = [torch.isfinite(t).all() for t in tensors if t is not None]
         return bool(torch.stack(flags).all().item()) if flags else True
 
     @classmethod
     def grads_finite(cls, parameters: Iterable[torch.Tensor]) -> bool:
-        """Whether all existing ``.grad`` tensors of ``parameters`` are finite.
-
-        Args:
-            parameters: Parameters (e.g. ``module.parameters()``).
-
-        Returns:
-            ``True`` if every gradient is finite (parameters without gradient are skipped).
-        """
+        """Whether all existing ``.grad`` tensors of ``parameters`` are finite."""
         return cls.all_finite(*(p.grad for p in parameters))
 
     def check(
@@ -353,15 +290,9 @@ class NonFiniteGuard(nn.Module):
         parameters: Iterable[torch.Tensor] | None = None,
         name: str = "step",
     ) -> bool:
-        """Check a loss and/or gradients; count a skip when anything is non-finite.
+        """Whether the optimiser may step: the loss (any shape) and gradients, when given, are finite.
 
-        Args:
-            loss: The loss of the step (any shape), or ``None``.
-            parameters: Parameters whose gradients to check, or ``None``.
-            name: Counter to increment on a skip (e.g. ``"G"`` or ``"D"``).
-
-        Returns:
-            ``True`` if the optimiser may step, ``False`` if the step must be skipped.
+        Anything non-finite counts a skip under ``name`` (e.g. ``"G"`` or ``"D"``).
 
         Raises:
             RuntimeError: If the number of consecutive skips exceeds ``max_consecutive``.
@@ -384,11 +315,7 @@ class NonFiniteGuard(nn.Module):
         return {"counts": dict(self.counts), "consecutive": self.consecutive}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore the skip counts from a checkpoint.
-
-        Args:
-            state: What :meth:`get_extra_state` returned.
-        """
+        """Restore the skip counts that :meth:`get_extra_state` saved."""
         self.counts = {str(k): int(v) for k, v in state.get("counts", {}).items()}
         self.consecutive = int(state.get("consecutive", 0))
 
@@ -404,18 +331,17 @@ def guarded_step(
     """Backward and step one optimiser unless the loss or a gradient is NaN/inf.
 
     The manual-optimisation step both GAN modules share: gradients are cleared,
-    ``backward(loss)`` runs (``LightningModule.manual_backward`` in a module), the
-    guard checks loss and gradients and counts a skip under ``name``, and the
-    optimiser steps only when everything is finite. Gradients are cleared again so a
-    skipped step leaves nothing behind.
+    ``backward(loss)`` runs, the guard checks loss and gradients (counting a skip under
+    ``name``), the optimiser steps only when all is finite, and gradients are cleared
+    again so a skipped step leaves nothing behind.
 
     Args:
         loss: Scalar loss.
         parameters: Parameters whose gradients are checked (those ``optimizer`` updates).
         optimizer: The optimiser to step.
-        guard: Counts skipped steps.
-        name: Phase name for the skip count (e.g. ``"G"``, ``"D"``).
-        backward: Function that back-propagates ``loss``.
+        guard: Counts skipped steps under ``name`` (e.g. ``"G"``, ``"D"``).
+        name: Phase name for the skip count.
+        backward: Function that back-propagates ``loss`` (``LightningModule.manual_backward``).
 
     Returns:
         Whether the optimiser stepped.

@@ -1,16 +1,10 @@
 """Mask-conditioned synthesis: SPADE generator, U-Net discriminator, and their losses.
 
-- :mod:`~aras400k.models.spade.normalization`: ``SPADE`` and ``one_hot_mask``.
-- :mod:`~aras400k.models.spade.generator`: ``SPADEResnetBlock``, ``SPADEGenerator``
-  (OASIS-style 3D noise), ``ImageEncoder`` (SPADE's VAE).
-- :mod:`~aras400k.models.spade.discriminator`: ``UNetDiscriminator`` (global and
-  per-pixel heads; ``unetgan`` or ``oasis`` conditioning).
-- :mod:`~aras400k.models.spade.losses`: adversarial, N+1, CutMix/LabelMix consistency,
-  feature-matching, perceptual and KL losses.
-- :mod:`~aras400k.models.spade.module`: ``SPADEGAN``, the LightningModule that trains
-  them (EMA sampling, NaN guard, sample grids, segmentation score), and
-  ``load_spade_generator`` for sampling from its checkpoints.
-- :mod:`~aras400k.models.spade.figures`: the mask / real / samples grid.
+Submodules: ``normalization`` (``SPADE``, ``one_hot_mask``), ``generator``
+(``SPADEGenerator`` with OASIS-style 3D noise, SPADE's VAE ``ImageEncoder``),
+``discriminator`` (``UNetDiscriminator``), ``losses``, ``module`` (``SPADEGAN``, the
+LightningModule that trains them, and ``load_spade_generator``) and ``figures`` (the
+mask / real / samples grid).
 
 Each submodule's ``__all__`` is the one list of its public names; the package
 re-exports them all.

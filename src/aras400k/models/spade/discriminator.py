@@ -9,8 +9,7 @@ The per-pixel head conditions on the mask in one of two ways (``conditioning``):
 
 - ``"unetgan"``: one real/fake logit per pixel; the one-hot mask is concatenated to
   the image at the input and, with ``projection``, added as a per-pixel projection
-  term (the U-Net GAN decoder's class projection with the pixel's class in place of the
-  image label).
+  term (U-Net GAN's class projection, with the pixel's class as the label).
 - ``"oasis"`` (default): N+1 logits per pixel, the N classes plus "fake", from the
   image alone (Schönfeld, Sushko et al., "You Only Need Adversarial Supervision for
   Semantic Image Synthesis", ICLR 2021, section 3.1), trained with the class-balanced
@@ -18,12 +17,11 @@ The per-pixel head conditions on the mask in one of two ways (``conditioning``):
 
 Why ``oasis`` is the default: the discriminator then *is* a segmenter that must
 recognise each real pixel's class and reject every generated pixel, so the generator
-is pushed to make every region look like its class — exactly what the synthetic data
-is for (training segmenters) and what the mask-alignment score measures. The mask is
-never an input, so the discriminator cannot judge "realism" from the mask alone, and
-class balancing keeps small classes (built, water) from being ignored. OASIS reports
-better FID and mIoU than SPADE's concatenated-mask discriminator and no longer needs a
-VGG perceptual loss. ``unetgan`` remains for comparison with the ARAS400k paper's setup.
+must make every region look like its class — what the synthetic data is for (training
+segmenters). The mask is never an input, so realism cannot be judged from the mask
+alone, and class balancing keeps small classes (built, water) from being ignored.
+OASIS reports better FID and mIoU than SPADE's concatenated-mask discriminator, without
+a VGG perceptual loss. ``unetgan`` remains for comparison with the paper's setup.
 
 Both modes keep U-Net GAN's global head; with ``projection`` it adds a projection term
 (Miyato & Koyama 2018) on the mask's class fractions, so the image-level verdict also
@@ -54,8 +52,7 @@ class UNetDiscriminatorOutput(NamedTuple):
         global_logits: ``(B,)`` one real/fake logit per image (encoder head).
         pixel_logits: ``(B, 1, H, W)`` real/fake logits (``unetgan``) or
             ``(B, N + 1, H, W)`` class + fake logits (``oasis``; channel ``N`` is "fake").
-        features: Every encoder and decoder block's output, in order, for the
-            feature-matching loss.
+        features: Every encoder and decoder block's output, in order (for feature matching).
     """
 
     global_logits: torch.Tensor
@@ -63,7 +60,18 @@ class UNetDiscriminatorOutput(NamedTuple):
     features: list[torch.Tensor]
 
 
-class ResidualDownBlock(nn.Module):
+class _ResidualBlock(nn.Module):
+    """Two spectrally normalised 3x3 convolutions, a 1x1 shortcut convolution when the width changes, LeakyReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, negative_slope: float) -> None:
+        super().__init__()
+        self.conv_1 = spectral_norm(nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.conv_2 = spectral_norm(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.conv_s = spectral_norm(nn.Conv2d(in_channels, out_channels, 1)) if in_channels != out_channels else None
+        self.activation = nn.LeakyReLU(negative_slope)
+
+
+class ResidualDownBlock(_ResidualBlock):
     """Encoder block: BigGAN's discriminator residual block (Brock et al. 2019, fig. 15b), no batch norm.
 
     ``act -> conv3x3 -> act -> conv3x3 -> avgpool2`` plus a shortcut (1x1 convolution
@@ -81,12 +89,8 @@ class ResidualDownBlock(nn.Module):
     def __init__(
         self, in_channels: int, out_channels: int, preactivation: bool = True, negative_slope: float = 0.2
     ) -> None:
-        super().__init__()
+        super().__init__(in_channels, out_channels, negative_slope)
         self.preactivation = preactivation
-        self.conv_1 = spectral_norm(nn.Conv2d(in_channels, out_channels, 3, padding=1))
-        self.conv_2 = spectral_norm(nn.Conv2d(out_channels, out_channels, 3, padding=1))
-        self.conv_s = spectral_norm(nn.Conv2d(in_channels, out_channels, 1)) if in_channels != out_channels else None
-        self.activation = nn.LeakyReLU(negative_slope)
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         """Downsampled input, projected to ``out_channels`` when the width changes."""
@@ -103,12 +107,11 @@ class ResidualDownBlock(nn.Module):
         return self.shortcut(x) + F.avg_pool2d(h, 2)
 
 
-class ResidualUpBlock(nn.Module):
+class ResidualUpBlock(_ResidualBlock):
     """Decoder block: ``act -> upsample2 -> conv3x3 -> act -> conv3x3`` plus an upsampled shortcut.
 
-    The U-Net GAN decoder uses BigGAN's generator block without its batch norm; nearest
-    upsampling, spectral norm on every convolution, and a 1x1 shortcut convolution when
-    the width changes (as in the OASIS discriminator's decoder).
+    U-Net GAN's decoder block (BigGAN's generator block without batch norm), with nearest
+    upsampling and a 1x1 shortcut convolution when the width changes (as in OASIS).
 
     Args:
         in_channels: Input channels (the decoder path plus the concatenated skip).
@@ -117,11 +120,7 @@ class ResidualUpBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, negative_slope: float = 0.2) -> None:
-        super().__init__()
-        self.conv_1 = spectral_norm(nn.Conv2d(in_channels, out_channels, 3, padding=1))
-        self.conv_2 = spectral_norm(nn.Conv2d(out_channels, out_channels, 3, padding=1))
-        self.conv_s = spectral_norm(nn.Conv2d(in_channels, out_channels, 1)) if in_channels != out_channels else None
-        self.activation = nn.LeakyReLU(negative_slope)
+        super().__init__(in_channels, out_channels, negative_slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in, H, W) -> (B, out, 2H, 2W)``."""
@@ -137,18 +136,16 @@ class UNetDiscriminator(nn.Module):
     Encoder block ``i`` halves the resolution and has
     ``min(max_channels, base_channels * 2**i)`` channels; the bottleneck is at
     ``size / 2**num_downsamplings`` (4 px for 256 px inputs with the default 6, as in
-    U-Net GAN's and OASIS's 256 px models). The global head sum-pools the activated
-    bottleneck (as BigGAN/SN-GAN) into a linear layer. Decoder block ``k`` upsamples the
-    concatenation of the previous decoder output and encoder block ``k``'s output; a
-    1x1 convolution on the full-resolution decoder features gives the per-pixel logits.
-    Spectral normalisation everywhere, no batch norm. See the module docstring for the
-    two ``conditioning`` modes and why ``oasis`` is the default.
+    U-Net GAN and OASIS). The global head sum-pools the activated bottleneck (as
+    BigGAN/SN-GAN) into a linear layer. Decoder block ``k`` upsamples the concatenation of
+    the previous decoder output and encoder block ``k``'s output; a 1x1 convolution on
+    the full-resolution features gives the per-pixel logits. Spectral normalisation
+    everywhere, no batch norm; the two ``conditioning`` modes are in the module docstring.
 
     Args:
         num_classes: Classes of the one-hot mask (``N``).
         in_channels: Image channels.
-        conditioning: ``oasis`` (N+1 logits per pixel, image-only input) or
-            ``unetgan`` (one logit per pixel, mask concatenated to the input).
+        conditioning: ``oasis`` or ``unetgan``.
         num_downsamplings: Encoder blocks (each halves the resolution).
         base_channels: Width of the first encoder block and of the last decoder block.
         max_channels: Width cap.
@@ -214,8 +211,7 @@ class UNetDiscriminator(nn.Module):
         """Judge images, globally and per pixel.
 
         Args:
-            image: ``(B, in_channels, H, W)`` images; ``H`` and ``W`` divisible by
-                ``2**num_downsamplings``.
+            image: ``(B, in_channels, H, W)`` images, sides divisible by ``2**num_downsamplings``.
             mask: ``(B, num_classes, H, W)`` one-hot masks the images should show
                 (required when :attr:`needs_mask`).
 

@@ -19,14 +19,7 @@ __all__ = ["plot_conditional_grid", "to_display"]
 
 
 def to_display(images: torch.Tensor) -> np.ndarray:
-    """Turn generator-range images into arrays for display.
-
-    Args:
-        images: ``(..., 3, H, W)`` images in ``[-1, 1]``.
-
-    Returns:
-        ``(..., H, W, 3)`` float32 arrays in ``[0, 1]``.
-    """
+    """Turn ``(..., 3, H, W)`` images in ``[-1, 1]`` into ``(..., H, W, 3)`` float32 display arrays in ``[0, 1]``."""
     scaled = ((images.detach().float() + 1) / 2).clamp(0, 1)
     return scaled.movedim(-3, -1).cpu().numpy()
 

@@ -1,36 +1,33 @@
 """The SPADE generator with OASIS-style 3D noise and an optional VAE image encoder.
 
 Architecture after Park et al., "Semantic Image Synthesis with Spatially-Adaptive
-Normalization" (CVPR 2019, section 3 and appendix A): a stack of ``SPADEResnetBlock``
-with nearest-neighbour upsampling between them, each block conditioned on the mask
-through SPADE layers, then LeakyReLU, a 3x3 convolution and tanh. As in OASIS
-(Schönfeld, Sushko et al., "You Only Need Adversarial Supervision for Semantic Image
-Synthesis", ICLR 2021, section 3.3) the first block's input is the downsampled
-conditioning map rather than a learned constant, and multi-modality comes from "3D
-noise": a latent vector concatenated, channel-wise, to the one-hot mask that every
-SPADE layer sees.
+Normalization" (CVPR 2019, section 3 and appendix A): a stack of ``SPADEResnetBlock`` with
+nearest-neighbour upsampling between them, then LeakyReLU, a 3x3 convolution and tanh.
+As in OASIS (Schönfeld, Sushko et al., "You Only Need Adversarial Supervision for
+Semantic Image Synthesis", ICLR 2021, section 3.3) the first block's input is the
+downsampled conditioning map, and multi-modality comes from "3D noise": a latent
+vector concatenated, channel-wise, to the one-hot mask that every SPADE layer sees.
 
-The generator is fully convolutional: the output has the mask's size, and the first
-block runs at ``size / 2**num_upsamplings`` (the "start size"). The last block runs at
-the full output resolution, so every scale is modulated by the mask.
+The generator is fully convolutional: the output has the mask's size; the first block
+runs at ``size / 2**num_upsamplings`` (the "start size"), the last at full resolution.
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from aras400k.errors import check_choice
 from aras400k.models.spade.normalization import SPADE, ParamFreeNorm
 
 __all__ = ["ImageEncoder", "NoiseMode", "SPADEGenerator", "SPADEResnetBlock", "reparameterize"]
 
 NoiseMode = Literal["none", "global", "per_class"]
-_NOISE_MODES: tuple[str, ...] = ("none", "global", "per_class")
 
 
 def _maybe_spectral(module: nn.Module, enabled: bool) -> nn.Module:
@@ -40,9 +37,8 @@ def _maybe_spectral(module: nn.Module, enabled: bool) -> nn.Module:
 class SPADEResnetBlock(nn.Module):
     """Residual block whose normalisations are SPADE layers (Park et al. 2019, fig. 4).
 
-    ``out = shortcut(x) + conv_1(act(SPADE_1(conv_0(act(SPADE_0(x))))))``: normalisation
-    comes before each convolution. When the channel count changes, the shortcut is
-    learned (SPADE, then a bias-free 1x1 convolution); otherwise it is the identity.
+    ``out = shortcut(x) + conv_1(act(SPADE_1(conv_0(act(SPADE_0(x))))))``; the shortcut is
+    SPADE then a bias-free 1x1 convolution when the width changes, else the identity.
     The middle width is ``min(in_channels, out_channels)``.
 
     Args:
@@ -51,7 +47,7 @@ class SPADEResnetBlock(nn.Module):
         label_channels: Channels of the conditioning map given to every SPADE layer.
         hidden_channels: Width of the SPADE embedding networks.
         kernel_size: Kernel size inside the SPADE layers.
-        norm: Parameter-free normalisation of the SPADE layers (``instance`` or ``batch``).
+        norm: Their parameter-free normalisation (``instance`` or ``batch``).
         spectral: Spectral normalisation on the block's convolutions (the paper's default).
         negative_slope: LeakyReLU slope (0.2 in the paper).
     """
@@ -87,15 +83,7 @@ class SPADEResnetBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        """Apply the block.
-
-        Args:
-            x: ``(B, in_channels, h, w)`` features.
-            segmap: ``(B, label_channels, H, W)`` conditioning map.
-
-        Returns:
-            ``(B, out_channels, h, w)`` features.
-        """
+        """``(B, in_channels, h, w)`` features to ``(B, out_channels, h, w)``, conditioned on ``segmap``."""
         dx = self.conv_0(self.activation(self.norm_0(x, segmap)))
         dx = self.conv_1(self.activation(self.norm_1(dx, segmap)))
         return self.shortcut(x, segmap) + dx
@@ -105,9 +93,9 @@ class ImageEncoder(nn.Module):
     """SPADE's VAE image encoder: image -> ``(mu, logvar)`` of a style vector (Park et al. 2019, sec. 4, app. B).
 
     Stride-2 3x3 convolutions with spectral and instance normalisation and LeakyReLU,
-    then two linear layers on the flattened map. Unlike the original, which first
-    resizes every image to 256 px, the map is average-pooled to ``pooled_size`` so the
-    encoder accepts any input large enough for ``num_downsamplings``.
+    then two linear layers on the flattened map. The original resizes every image to
+    256 px; here the map is average-pooled to ``pooled_size``, so any size large enough
+    for ``num_downsamplings`` works.
 
     Args:
         in_channels: Image channels.
@@ -147,13 +135,7 @@ class ImageEncoder(nn.Module):
         self.fc_var = nn.Linear(channels * pooled_size**2, z_dim)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode images.
-
-        Args:
-            image: ``(B, in_channels, H, W)`` images in the generator's range ``[-1, 1]``.
-
-        Returns:
-            ``(mu, logvar)``, each ``(B, z_dim)``.
+        """``(mu, logvar)``, each ``(B, z_dim)``, of ``(B, in_channels, H, W)`` images in ``[-1, 1]``.
 
         Raises:
             ValueError: If the image is too small for ``num_downsamplings`` (instance
@@ -178,13 +160,7 @@ def _normal(shape: tuple[int, ...], generator: torch.Generator | None, like: tor
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Sample ``z = mu + eps * exp(logvar / 2)`` with ``eps ~ N(0, I)`` (Kingma & Welling 2014, eq. 10).
 
-    Args:
-        mu: Mean.
-        logvar: Log-variance, same shape.
-        generator: Optional random generator for reproducible draws.
-
-    Returns:
-        A sample with gradients to ``mu`` and ``logvar``.
+    Gradients flow to ``mu`` and ``logvar`` (same shape); ``generator`` makes the draw reproducible.
     """
     eps = _normal(tuple(mu.shape), generator, mu)
     return mu + eps * torch.exp(0.5 * logvar)
@@ -194,10 +170,9 @@ class SPADEGenerator(nn.Module):
     """Mask-to-image generator: SPADE residual blocks from the start size up to the full resolution.
 
     Block ``i`` runs at ``size / 2**(num_upsamplings - i)`` with
-    ``min(max_channels, base_channels * 2**(num_upsamplings - i))`` output channels, so
-    the defaults (64, 1024, 5 upsamplings) give OASIS's 1024-1024-512-256-128-64 blocks
-    at 8...256 px for a 256 px mask. The first block's input is a 3x3 convolution of
-    the conditioning map resized to the start size (OASIS; SPADE without its VAE).
+    ``min(max_channels, base_channels * 2**(num_upsamplings - i))`` output channels (the
+    defaults give OASIS's 1024-1024-512-256-128-64 blocks at 8...256 px). The first
+    block's input is a 3x3 convolution of the conditioning map resized to the start size.
 
     Diversity (``noise``), after OASIS's 3D noise (Schönfeld, Sushko et al. 2021, sec. 3.3):
 
@@ -206,21 +181,18 @@ class SPADEGenerator(nn.Module):
       concatenated to the one-hot mask (OASIS's default). The default here: a satellite
       patch is one acquisition (one season, one illumination), and a single latent
       keeps those global properties coherent across class regions.
-    - ``per_class``: one ``z`` per image and class, painted into that class's pixels by
-      the mask, so one class's appearance can be re-drawn while the others keep
-      theirs (mostly: convolutions and instance statistics spread part of the change).
-      Ignored pixels (all-zero one-hot) receive zero noise.
+    - ``per_class``: one ``z`` per image and class, painted into that class's pixels, so
+      one class's appearance can be re-drawn while the others (mostly) keep theirs.
+      Ignored pixels receive zero noise.
 
-    With ``use_encoder`` the ``global`` vector may instead come from :class:`ImageEncoder`
-    (SPADE's VAE, trained with :func:`aras400k.models.spade.losses.kl_divergence`
-    weighted 0.05): ``z = reparameterize(*G.encode(image))`` reproduces the style of a
-    given image.
+    With ``use_encoder`` the ``global`` vector may come from :class:`ImageEncoder` (SPADE's
+    VAE): ``z = reparameterize(*G.encode(image))`` reproduces the style of an image.
 
     Args:
         num_classes: Classes of the one-hot mask.
         out_channels: Image channels.
-        num_upsamplings: Upsamplings between the first and the last block; the start size
-            is ``mask size / 2**num_upsamplings`` (5: 8 -> 256 px; see :meth:`upsamplings_for`).
+        num_upsamplings: Upsamplings between the first and the last block (5: 8 -> 256 px;
+            see :meth:`upsamplings_for`).
         base_channels: Channels of the last (full-resolution) block (SPADE's ``ngf``, 64).
         max_channels: Channel cap of the low-resolution blocks (16 * 64 in SPADE/OASIS).
         noise: ``none``, ``global`` or ``per_class`` (see above).
@@ -254,8 +226,7 @@ class SPADEGenerator(nn.Module):
         encoder_downsamplings: int = 6,
     ) -> None:
         super().__init__()
-        if noise not in _NOISE_MODES:
-            raise ValueError(f"unknown noise {noise!r}; choose one of {_NOISE_MODES}")
+        check_choice("noise", noise, get_args(NoiseMode))
         if use_encoder and noise != "global":
             raise ValueError(
                 f"use_encoder needs noise='global' (the encoder gives one vector per image), got {noise!r}"
@@ -285,14 +256,7 @@ class SPADEGenerator(nn.Module):
 
     @staticmethod
     def upsamplings_for(image_size: int, start_size: int) -> int:
-        """Number of upsamplings that takes ``start_size`` to ``image_size``.
-
-        Args:
-            image_size: Output side in pixels.
-            start_size: Side of the first block's feature map.
-
-        Returns:
-            ``log2(image_size / start_size)``.
+        """Number of upsamplings, ``log2(image_size / start_size)``, from the first block's side to the output's.
 
         Raises:
             ValueError: If the ratio is not a power of two.
@@ -307,51 +271,34 @@ class SPADEGenerator(nn.Module):
 
         Args:
             mask: ``(B, num_classes, H, W)`` one-hot masks (for batch size and device).
-            generator: Optional random generator (seeded sampling); a CPU generator gives
-                the same noise whichever device the mask is on.
+            generator: Optional random generator; a CPU one gives the same noise on any device.
 
         Returns:
-            ``(B, z_dim)`` for ``global``, ``(B, num_classes, z_dim)`` for ``per_class``,
-            ``None`` for ``none``.
+            ``(B, z_dim)`` (``global``), ``(B, num_classes, z_dim)`` (``per_class``) or ``None``.
         """
         if self.noise == "none":
             return None
-        shape = (mask.shape[0], self.z_dim) if self.noise == "global" else (mask.shape[0], self.num_classes, self.z_dim)
-        return _normal(shape, generator, mask)
+        return _normal(self._noise_shape(mask.shape[0]), generator, mask)
+
+    def _noise_shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, self.z_dim) if self.noise == "global" else (batch, self.num_classes, self.z_dim)
 
     def noise_map(self, mask: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Spread the noise over the image: broadcast (``global``) or painted by class (``per_class``).
-
-        Args:
-            mask: ``(B, num_classes, H, W)`` one-hot masks.
-            z: Noise as returned by :meth:`sample_noise`.
-
-        Returns:
-            ``(B, z_dim, H, W)`` noise channels.
+        """``(B, z_dim, H, W)`` noise channels: ``z`` (see :meth:`sample_noise`) broadcast or painted by class.
 
         Raises:
             ValueError: If ``z`` has the wrong shape for the noise mode.
         """
         batch, _, height, width = mask.shape
+        if z.shape != self._noise_shape(batch):
+            kind, layout = ("global", "z_dim") if self.noise == "global" else ("per-class", "num_classes, z_dim")
+            raise ValueError(f"{kind} noise must be (B, {layout}) = {self._noise_shape(batch)}, got {tuple(z.shape)}")
         if self.noise == "global":
-            if z.shape != (batch, self.z_dim):
-                raise ValueError(f"global noise must be (B, z_dim) = {(batch, self.z_dim)}, got {tuple(z.shape)}")
             return z[:, :, None, None].expand(batch, self.z_dim, height, width)
-        if z.shape != (batch, self.num_classes, self.z_dim):
-            raise ValueError(
-                f"per-class noise must be (B, num_classes, z_dim) = {(batch, self.num_classes, self.z_dim)}, "
-                f"got {tuple(z.shape)}"
-            )
         return torch.einsum("bkz,bkhw->bzhw", z, mask)
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Style of an image as ``(mu, logvar)`` (needs ``use_encoder=True``).
-
-        Args:
-            image: ``(B, out_channels, H, W)`` images in ``[-1, 1]``.
-
-        Returns:
-            ``(mu, logvar)``, each ``(B, z_dim)``; sample with :func:`reparameterize`.
+        """Style ``(mu, logvar)`` of images (see :class:`ImageEncoder`); sample with :func:`reparameterize`.
 
         Raises:
             RuntimeError: If the generator was built without an encoder.
@@ -369,8 +316,7 @@ class SPADEGenerator(nn.Module):
             mask: ``(B, num_classes, H, W)`` one-hot masks (see
                 :func:`~aras400k.models.spade.normalization.one_hot_mask`); ``H`` and
                 ``W`` must be divisible by ``2**num_upsamplings``.
-            z: Noise (see :meth:`sample_noise`); drawn when ``None`` and the noise mode
-                is not ``none``. Ignored for ``noise="none"``.
+            z: Noise (see :meth:`sample_noise`), drawn when ``None``; ignored for ``noise="none"``.
             generator: Random generator for the drawn noise.
 
         Returns:

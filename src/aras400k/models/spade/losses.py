@@ -1,11 +1,7 @@
-"""Losses and regularisers of the SPADE / U-Net GAN, kept apart from the networks.
+"""Losses and regularisers of the SPADE / U-Net GAN: plain functions or small modules, so a subclass swaps one.
 
-Each piece is a plain function or a small module, so a training module composes them
-and a subclass swaps one:
-
-- adversarial losses for the global and per-pixel heads, hinge (Lim & Ye 2017; SPADE's
-  default) or non-saturating logistic (Goodfellow et al. 2014; U-Net GAN's), built on
-  the project's shared per-logit losses;
+- adversarial losses for the global and per-pixel heads, hinge (Lim & Ye 2017; SPADE's)
+  or non-saturating logistic (Goodfellow et al. 2014; U-Net GAN's);
 - OASIS's class-balanced N+1 cross-entropy for the per-pixel head in ``oasis`` mode;
 - CutMix (Yun et al. 2019) of real and fake images with U-Net GAN's consistency loss
   and warm-up, and OASIS's LabelMix;
@@ -15,7 +11,8 @@ and a subclass swaps one:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
 
@@ -60,12 +57,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG19_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 
 
-# -- adversarial losses ------------------------------------------------------------------
-# The per-logit hinge and logistic (non-saturating) losses are the project's shared ones
-# (aras400k.models.gan.losses, also used by StyleGAN3); UNetAdversarialLoss below applies
-# them to both heads of the U-Net discriminator.
-
-
 # -- OASIS N+1 loss ------------------------------------------------------------------------
 
 
@@ -74,9 +65,8 @@ def class_balancing_weights(mask: torch.Tensor) -> torch.Tensor:
 
     ``w_c = P / (K * count_c)`` for the ``K`` classes present in the batch, where
     ``P`` is the number of pixels in the batch (ignored pixels included, as in OASIS)
-    and ``count_c`` the pixels of class ``c``; absent classes get 0. With these weights
-    the mean weighted loss over all pixels is the average over present classes of each
-    class's mean loss.
+    and ``count_c`` the pixels of class ``c``; absent classes get 0, so the mean
+    weighted loss is the average over present classes of each class's mean loss.
 
     Args:
         mask: ``(B, N, H, W)`` one-hot masks (ignored pixels all zero).
@@ -96,11 +86,10 @@ def n_plus_one_loss(
 ) -> torch.Tensor:
     """OASIS's (N+1)-class cross-entropy for a segmenting discriminator (Schönfeld, Sushko et al. 2021, eq. 2-3).
 
-    Real pixels (and, on the generator side, generated pixels) should be classified as
-    their class; on the discriminator side generated pixels should be "fake", the last
-    channel (index ``N``). Class-balanced weights (:func:`class_balancing_weights`)
-    apply to the class targets; ignored pixels (all-zero one-hot) get weight 0 there.
-    The fake target is unweighted and covers every pixel. Averaged over all pixels.
+    Real pixels (and, for the generator, generated ones) should be classified as their
+    class; for the discriminator generated pixels should be "fake", channel ``N``. Class
+    targets take :func:`class_balancing_weights` (ignored pixels weight 0); the fake
+    target is unweighted and covers every pixel. Averaged over all pixels.
 
     Args:
         logits: ``(B, N + 1, H, W)`` discriminator output.
@@ -126,12 +115,8 @@ def n_plus_one_loss(
         return F.cross_entropy(logits, target)
     labelled = mask.sum(dim=1) > 0
     target = mask.argmax(dim=1)
-    loss = F.cross_entropy(logits, target, reduction="none")
-    if class_balancing:
-        weight = class_balancing_weights(mask)[target]
-    else:
-        weight = torch.ones_like(loss)
-    return (loss * weight * labelled).mean()
+    loss = F.cross_entropy(logits, target, reduction="none") * labelled
+    return (loss * class_balancing_weights(mask)[target] if class_balancing else loss).mean()
 
 
 class AdversarialTerms(NamedTuple):
@@ -154,11 +139,10 @@ class AdversarialTerms(NamedTuple):
 class UNetAdversarialLoss(nn.Module):
     """Adversarial losses of both U-Net discriminator heads, for either conditioning mode.
 
-    The global head uses ``kind`` (the shared losses of :mod:`aras400k.models.gan.losses`).
-    The per-pixel head uses ``kind`` too in ``unetgan`` mode (one logit per pixel, U-Net
-    GAN's decoder loss), and the class-balanced N+1 cross-entropy in ``oasis`` mode.
-    U-Net GAN sums the encoder and decoder losses; ``global_weight`` and
-    ``pixel_weight`` scale them. Subclass and override a method to change one side.
+    The global head uses ``kind`` (the shared losses of :mod:`aras400k.models.gan.losses`),
+    as does the per-pixel head in ``unetgan`` mode (U-Net GAN's decoder loss); in ``oasis``
+    mode the per-pixel head uses the class-balanced N+1 cross-entropy. U-Net GAN sums
+    the two heads' losses; ``global_weight`` and ``pixel_weight`` scale them.
 
     Args:
         kind: ``hinge`` (SPADE's) or ``logistic`` (non-saturating, U-Net GAN's); global
@@ -197,30 +181,21 @@ class UNetAdversarialLoss(nn.Module):
         Args:
             real: Discriminator output on real images.
             fake: Discriminator output on generated images (detached from the generator).
-            mask: ``(B, N, H, W)`` one-hot masks shared by the real and generated images.
+            mask: ``(B, N, H, W)`` one-hot masks of both.
 
         Returns:
             The two heads' weighted losses.
         """
         image = self.d_loss(real.global_logits, fake.global_logits)
         if self.conditioning == "oasis":
-            pixel = n_plus_one_loss(real.pixel_logits, mask, True, self.class_balancing) + n_plus_one_loss(
-                fake.pixel_logits, mask, False
-            )
+            real_pixel = n_plus_one_loss(real.pixel_logits, mask, True, self.class_balancing)
+            pixel = real_pixel + n_plus_one_loss(fake.pixel_logits, mask, False)
         else:
             pixel = self.d_loss(real.pixel_logits, fake.pixel_logits)
         return AdversarialTerms(self.global_weight * image, self.pixel_weight * pixel)
 
     def generator_loss(self, fake: UNetDiscriminatorOutput, mask: torch.Tensor) -> AdversarialTerms:
-        """Generator side: generated images should be judged real (their class).
-
-        Args:
-            fake: Discriminator output on generated images.
-            mask: ``(B, N, H, W)`` one-hot masks they were generated from.
-
-        Returns:
-            The two heads' weighted losses.
-        """
+        """Generator side: generated images should be judged real (their class); see :meth:`discriminator_loss`."""
         image = self.g_loss(fake.global_logits)
         if self.conditioning == "oasis":
             pixel = n_plus_one_loss(fake.pixel_logits, mask, True, self.class_balancing)
@@ -235,13 +210,8 @@ class UNetAdversarialLoss(nn.Module):
 def mix(real: torch.Tensor, fake: torch.Tensor, mix_mask: torch.Tensor) -> torch.Tensor:
     """``mix(x, G(z), M) = M * x + (1 - M) * G(z)`` (U-Net GAN, eq. 5): ``M = 1`` takes the real pixel.
 
-    Args:
-        real: ``(B, C, H, W)`` real images (or discriminator outputs on them).
-        fake: ``(B, C, H, W)`` generated images (or outputs), same shape.
-        mix_mask: ``(B, 1, H, W)`` binary mask.
-
-    Returns:
-        The mixed tensor.
+    ``real`` and ``fake`` are ``(B, C, H, W)`` images (or discriminator outputs on them),
+    ``mix_mask`` a ``(B, 1, H, W)`` binary mask.
     """
     return mix_mask * real + (1 - mix_mask) * fake
 
@@ -271,7 +241,7 @@ def cutmix_mask(
         height: Mask height (at least 3).
         width: Mask width (at least 3).
         generator: Optional random generator.
-        device: Device of the returned masks.
+        device: Device of the masks.
 
     Returns:
         ``(batch, 1, height, width)`` float masks of 0 and 1.
@@ -301,14 +271,7 @@ def cutmix_mask(
 
 
 def is_degenerate_mix(mix_mask: torch.Tensor) -> torch.Tensor:
-    """Which masks select all or none of the pixels (nothing to mix).
-
-    Args:
-        mix_mask: ``(B, 1, H, W)`` binary masks.
-
-    Returns:
-        ``(B,)`` booleans.
-    """
+    """``(B,)`` booleans: which ``(B, 1, H, W)`` binary masks select all or none of the pixels (nothing to mix)."""
     flat = mix_mask.flatten(1)
     return flat.amin(dim=1) == flat.amax(dim=1)
 
@@ -317,10 +280,9 @@ def labelmix_mask(mask: torch.Tensor, generator: torch.Generator | None = None) 
     """LabelMix masks: real pixels for a random subset of each image's classes (OASIS, sec. 3.2).
 
     Every class of every image is kept real with probability 1/2 (OASIS draws one coin
-    per class for the whole batch; per image gives more varied mixes). Ignored pixels
-    (all-zero one-hot) are taken from the fake image. An image whose draw selects all
-    or none of its pixels (always the case for a single-class mask) falls back to a
-    :func:`cutmix_mask`.
+    per class for the whole batch; per image mixes more variedly). Ignored pixels are
+    taken from the fake image. An image whose draw selects all or none of its pixels
+    (always so for a single-class mask) falls back to a :func:`cutmix_mask`.
 
     Args:
         mask: ``(B, N, H, W)`` one-hot masks.
@@ -344,16 +306,15 @@ def consistency_loss(
 ) -> torch.Tensor:
     """U-Net GAN's CutMix consistency regulariser (Schönfeld et al. 2020, eq. 6); OASIS's LabelMix loss (eq. 4).
 
-    ``|| D_dec(mix(x, G(z), M)) - mix(D_dec(x), D_dec(G(z)), M) ||^2``, the mean squared
-    difference between the decoder's output on the mixed image and the same mix of its
-    outputs on the real and generated images. Zero for a decoder that acts on each
-    pixel independently; it penalises per-pixel verdicts that depend on the context.
+    ``|| D_dec(mix(x, G(z), M)) - mix(D_dec(x), D_dec(G(z)), M) ||^2`` (mean squared):
+    zero for a decoder that judges each pixel independently; it penalises per-pixel
+    verdicts that depend on the context.
 
     Args:
         mixed_logits: ``(B, C, H, W)`` decoder output on the mixed images.
-        real_logits: ``(B, C, H, W)`` decoder output on the real images.
-        fake_logits: ``(B, C, H, W)`` decoder output on the generated images.
-        mix_mask: ``(B, 1, H, W)`` the mask used to mix the images.
+        real_logits: Decoder output on the real images, same shape.
+        fake_logits: Decoder output on the generated images, same shape.
+        mix_mask: ``(B, 1, H, W)`` the mask that mixed the images.
 
     Returns:
         Scalar loss.
@@ -374,9 +335,9 @@ def cutmix_augmentation_loss(
 
     Args:
         mixed_pixel_logits: ``(B, 1, H, W)`` decoder output on the mixed images.
-        mixed_global_logits: ``(B,)`` encoder output on the mixed images.
+        mixed_global_logits: ``(B,)`` encoder output on them.
         mix_mask: ``(B, 1, H, W)`` the mixing mask.
-        kind: ``hinge`` or ``logistic`` (non-saturating, U-Net GAN's).
+        kind: ``hinge`` or ``logistic`` (U-Net GAN's).
 
     Returns:
         Scalar loss.
@@ -384,31 +345,27 @@ def cutmix_augmentation_loss(
     Raises:
         ValueError: On an unknown ``kind`` or a multi-channel pixel output.
     """
-    if kind not in ADVERSARIAL_LOSSES:
-        raise ValueError(f"unknown adversarial loss {kind!r}; choose one of {list(ADVERSARIAL_LOSSES)}")
+    check_choice("adversarial loss", kind, ADVERSARIAL_LOSSES)
     if mixed_pixel_logits.shape[1] != 1:
         raise ValueError("the CutMix augmentation loss needs one logit per pixel (conditioning='unetgan')")
-    if kind == "hinge":
-        real_term, fake_term = F.relu(1 - mixed_pixel_logits), F.relu(1 + mixed_pixel_logits)
-        global_term = F.relu(1 + mixed_global_logits).mean()
-    else:
-        real_term, fake_term = F.softplus(-mixed_pixel_logits), F.softplus(mixed_pixel_logits)
-        global_term = F.softplus(mixed_global_logits).mean()
-    return mix(real_term, fake_term, mix_mask).mean() + global_term
+    real_term, fake_term = _PER_LOGIT_TERMS[kind]
+    pixel_term = mix(real_term(mixed_pixel_logits), fake_term(mixed_pixel_logits), mix_mask)
+    return pixel_term.mean() + fake_term(mixed_global_logits).mean()
 
 
-def _linear_ramp(step: int, warmup_steps: int, final: float) -> float:
-    if warmup_steps <= 0:
-        return final
-    return final * min(1.0, max(0, step) / warmup_steps)
+#: Per-logit terms "judged real" and "judged fake" of each adversarial loss, before averaging.
+_PER_LOGIT_TERMS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], ...]] = {
+    "hinge": (lambda x: F.relu(1 - x), lambda x: F.relu(1 + x)),
+    "logistic": (lambda x: F.softplus(-x), F.softplus),
+}
 
 
 def consistency_weight(step: int, warmup_steps: int, max_weight: float = 1.0) -> float:
     """Warm-up of the CutMix losses: a linear ramp from 0 to ``max_weight`` (U-Net GAN, sec. 3.2).
 
-    U-Net GAN multiplies the CutMix losses by ``min(1, epoch / warmup_epochs)``: early
-    on the discriminator must first learn to tell real from fake before its per-pixel
-    outputs can be asked to be consistent.
+    U-Net GAN multiplies the CutMix losses by ``min(1, epoch / warmup_epochs)``: the
+    discriminator must first learn to tell real from fake before its per-pixel outputs
+    can be asked to be consistent.
 
     Args:
         step: Current training step (or epoch).
@@ -418,24 +375,19 @@ def consistency_weight(step: int, warmup_steps: int, max_weight: float = 1.0) ->
     Returns:
         The weight at ``step``.
     """
-    return _linear_ramp(step, warmup_steps, max_weight)
+    if warmup_steps <= 0:
+        return max_weight
+    return max_weight * min(1.0, max(0, step) / warmup_steps)
 
 
 def cutmix_probability(step: int, warmup_steps: int, max_probability: float = 0.5) -> float:
-    """Probability of mixing a batch: linear from 0 to ``max_probability`` (U-Net GAN, sec. 3.2).
+    """Probability of mixing a batch, the same linear ramp up to ``max_probability`` (U-Net GAN, sec. 3.2).
 
     The paper's "full batch" variant applies CutMix to a batch with probability
-    ``r_mix``, raised linearly from 0 to 0.5 over the first epochs.
-
-    Args:
-        step: Current training step (or epoch).
-        warmup_steps: Steps until ``max_probability`` (``<= 0``: no warm-up).
-        max_probability: Probability after the warm-up.
-
-    Returns:
-        The probability at ``step``.
+    ``r_mix``, raised linearly from 0 to 0.5 over the first epochs; arguments and
+    result as for :func:`consistency_weight`.
     """
-    return _linear_ramp(step, warmup_steps, max_probability)
+    return consistency_weight(step, warmup_steps, max_probability)
 
 
 # -- feature matching, KL, perceptual -------------------------------------------------------
@@ -444,12 +396,12 @@ def cutmix_probability(step: int, warmup_steps: int, max_probability: float = 0.
 def feature_matching_loss(fake_features: Sequence[torch.Tensor], real_features: Sequence[torch.Tensor]) -> torch.Tensor:
     """Discriminator feature matching (pix2pixHD, Wang et al. 2018, eq. 4; used by SPADE).
 
-    Mean over layers of the L1 distance between the discriminator's features on the
-    generated and on the real images; the real features are targets (detached).
+    Mean over layers of the L1 distance between the features on generated and on real
+    images; the real features are targets (detached).
 
     Args:
         fake_features: Features on generated images (e.g. ``UNetDiscriminatorOutput.features``).
-        real_features: Features on the corresponding real images, same shapes.
+        real_features: Features on the real images, same shapes.
 
     Returns:
         Scalar loss.
@@ -472,7 +424,7 @@ def kl_divergence(
 
     Args:
         mu: ``(B, z_dim)`` means.
-        logvar: ``(B, z_dim)`` log-variances.
+        logvar: Log-variances, same shape.
         reduction: ``sum`` (SPADE), ``batchmean`` (sum / B) or ``mean`` (over all elements).
 
     Returns:
@@ -481,14 +433,11 @@ def kl_divergence(
     Raises:
         ValueError: On an unknown ``reduction``.
     """
+    check_choice("reduction", reduction, ("sum", "batchmean", "mean"))
     terms = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
-    if reduction == "sum":
-        return terms.sum()
-    if reduction == "batchmean":
-        return terms.sum() / mu.shape[0]
     if reduction == "mean":
         return terms.mean()
-    raise ValueError(f"unknown reduction {reduction!r}; choose one of ('sum', 'batchmean', 'mean')")
+    return terms.sum() / (mu.shape[0] if reduction == "batchmean" else 1)
 
 
 class _ImageFeatures(nn.Module):
@@ -519,12 +468,11 @@ class VGG19Features(_ImageFeatures):
     """ImageNet VGG19 activations relu1_1 ... relu5_1 (Simonyan & Zisserman 2015), from a local weights file.
 
     The feature network of SPADE's and OASIS's perceptual loss (use it with
-    :data:`VGG19_LAYER_WEIGHTS`). The weights come from a local file only; nothing is
-    downloaded.
+    :data:`VGG19_LAYER_WEIGHTS`), from a local file only: nothing is downloaded.
 
     Args:
-        weights_path: A torchvision ``vgg19`` ``state_dict`` (e.g. torchvision's
-            ``vgg19-dcbb9e9d.pth``), or one holding only the ``features.*`` keys.
+        weights_path: A torchvision ``vgg19`` ``state_dict`` (e.g. ``vgg19-dcbb9e9d.pth``),
+            or one holding only the ``features.*`` keys.
         mean: Normalisation mean in ``[0, 1]`` units (ImageNet's).
         std: Normalisation std (ImageNet's).
         value_range: Range of the input images (``(-1, 1)``: the generator's tanh output).
@@ -572,27 +520,21 @@ class VGG19Features(_ImageFeatures):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Five feature maps of a ``(B, 3, H, W)`` image batch in ``value_range``."""
-        x = self.normalize(images)
-        features = []
-        for block in self.slices:
-            x = block(x)
-            features.append(x)
-        return features
+        return list(accumulate(self.slices, lambda x, block: block(x), initial=self.normalize(images)))[1:]
 
 
 class SegmenterEncoderFeatures(_ImageFeatures):
     """The encoder of a trained :class:`~aras400k.models.segmentation.SegmentationTask` as a feature network.
 
-    A land-cover segmenter's encoder is a domain-specific alternative to ImageNet VGG:
-    its features are the ones the synthetic data must get right. Images are mapped from
-    ``value_range`` to ``[0, 1]`` and normalised with the ``mean`` / ``std`` the task
-    was trained with (the DataModule's). The input itself and empty (zero-channel)
-    stages that smp encoders return are skipped.
+    A domain-specific alternative to ImageNet VGG: its features are the ones the
+    synthetic data must get right. Images are normalised with the ``mean`` / ``std``
+    the task was trained with; the input itself and empty (zero-channel) stages that
+    smp encoders return are skipped.
 
     Args:
         task: A trained segmentation task (its ``model.encoder`` is used).
         mean: Normalisation mean the task was trained with (``[0, 1]`` units).
-        std: Normalisation std the task was trained with.
+        std: Its normalisation std.
         value_range: Range of the input images.
         stages: Indices of the encoder stages to use (after skipping the input and empty
             stages); all when ``None``.
@@ -621,14 +563,14 @@ class SegmenterEncoderFeatures(_ImageFeatures):
 class PerceptualLoss(nn.Module):
     """Weighted L1 distance between feature maps of a frozen network (Johnson et al. 2016; SPADE's VGG loss).
 
-    ``sum_i w_i * mean|phi_i(fake) - phi_i(real)|``. The feature network is frozen
-    (no gradients to its weights, kept in eval mode); gradients flow to ``fake``.
+    ``sum_i w_i * mean|phi_i(fake) - phi_i(real)|`` over a frozen feature network
+    (no gradients, kept in eval mode); gradients flow to ``fake``.
 
     Args:
         feature_net: Module mapping images to a list of feature maps, e.g.
             :class:`VGG19Features` or :class:`SegmenterEncoderFeatures`.
-        layer_weights: One weight per feature map (all 1 when ``None``); use
-            :data:`VGG19_LAYER_WEIGHTS` with VGG19 as SPADE does.
+        layer_weights: One weight per feature map (all 1 when ``None``;
+            :data:`VGG19_LAYER_WEIGHTS` with VGG19, as SPADE).
     """
 
     def __init__(self, feature_net: nn.Module, layer_weights: Sequence[float] | None = None) -> None:
@@ -643,14 +585,7 @@ class PerceptualLoss(nn.Module):
         return self
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """Perceptual distance of generated images to their real counterparts.
-
-        Args:
-            fake: ``(B, C, H, W)`` generated images.
-            real: ``(B, C, H, W)`` real images (targets; no gradient).
-
-        Returns:
-            Scalar loss.
+        """Perceptual distance of ``(B, C, H, W)`` generated images to real ones (the targets; no gradient).
 
         Raises:
             ValueError: If the number of layer weights differs from the number of feature maps.

@@ -1,7 +1,6 @@
 """``SPADEGAN``: the mask-conditioned GAN (SPADE generator + U-Net discriminator) as a LightningModule.
 
-The module composes the parts of this package and of :mod:`aras400k.models.gan`; it
-holds no architecture itself:
+The module only composes the parts of this package and of :mod:`aras400k.models.gan`:
 
 - networks (:meth:`SPADEGAN.configure_models`): :class:`SPADEGenerator` (OASIS 3D noise,
   optional VAE encoder), :class:`UNetDiscriminator` (``oasis`` or ``unetgan``
@@ -13,14 +12,12 @@ holds no architecture itself:
 - the validation score (:meth:`SPADEGAN.configure_metrics`): macro IoU of a trained
   segmenter on generated images against the masks they were generated from.
 
-Training uses manual optimisation: every iteration runs the generator once, then one
-discriminator step (on the detached images) and one generator step, each guarded by
-:class:`~aras400k.models.gan.NonFiniteGuard` (a NaN/inf loss or gradient skips that
-optimiser step and is counted), then updates the EMA. Lightning counts optimiser
-steps, so ``trainer.max_steps`` is twice the number of iterations (fewer when steps
-are skipped); the ``iterations`` buffer of :class:`~aras400k.models.gan.GANModule`
-counts iterations. Sample grids (mask, real image, EMA samples per row) are written by
-the base's :class:`~aras400k.callbacks.SampleGrid`.
+Every iteration (manual optimisation) runs the generator once, then one discriminator
+step (on the detached images) and one generator step, each guarded by
+:class:`~aras400k.models.gan.NonFiniteGuard` (a NaN/inf loss or gradient skips the step
+and is counted), then updates the EMA. Lightning counts optimiser steps, so
+``trainer.max_steps`` is twice the number of iterations (fewer when steps are
+skipped); the ``iterations`` buffer counts iterations.
 
 Frozen feature networks (the perceptual network and the validation segmenter) are
 rebuilt from their files and kept out of the ``state_dict`` and the optimisers (they
@@ -41,6 +38,7 @@ from torch import nn
 
 from aras400k.classes import NUM_CLASSES
 from aras400k.data.transforms import Normalize
+from aras400k.errors import check_at_least, check_choice, check_within
 from aras400k.metrics.segmentation import SegmentationMetrics
 from aras400k.models.gan import ExponentialMovingAverage, GANModule, JointFlipRot90, NonFiniteGuard
 from aras400k.models.gan.losses import ADVERSARIAL_LOSSES, AdversarialLossName
@@ -95,40 +93,34 @@ class SPADEGAN(GANModule):
         num_classes: Land-cover classes of the masks.
         g_num_upsamplings: Generator upsamplings (start size = image size / 2**n).
         g_base_channels: Generator width at full resolution (SPADE's ``ngf``).
-        g_max_channels: Generator width cap (low resolutions).
+        g_max_channels: Generator width cap.
         g_spade_hidden: Width of the SPADE embedding networks.
-        noise: ``global`` (one z per image, default), ``per_class`` or ``none`` (see
-            :class:`SPADEGenerator`).
+        noise: ``global`` (default), ``per_class`` or ``none`` (see :class:`SPADEGenerator`).
         z_dim: Noise / style vector size.
         norm: Parameter-free normalisation inside SPADE: ``instance`` or ``batch``.
-        use_encoder: Train SPADE's VAE image encoder (needs ``noise="global"``); its KL
-            term is weighted by ``lambda_kl``.
+        use_encoder: Train SPADE's VAE image encoder (needs ``noise="global"``).
         encoder_downsamplings: Stride-2 layers of the image encoder.
         d_num_downsamplings: Discriminator encoder blocks (bottleneck = size / 2**n).
         d_base_channels: Discriminator width of the first block.
         d_max_channels: Discriminator width cap.
-        conditioning: ``oasis`` (N+1 logits per pixel, default) or ``unetgan`` (see
-            :class:`UNetDiscriminator`).
+        conditioning: ``oasis`` (default) or ``unetgan`` (see :class:`UNetDiscriminator`).
         projection: Projection terms on the mask in the discriminator.
-        loss: Adversarial loss of the global head (and the pixel head for ``unetgan``):
-            ``hinge`` or ``logistic``.
+        loss: ``hinge`` or ``logistic``, of the global head (and the pixel head for ``unetgan``).
         global_weight: Weight of the global head's adversarial loss.
         pixel_weight: Weight of the per-pixel head's adversarial loss.
         class_balancing: Class-balanced N+1 cross-entropy (``oasis``).
         lambda_feature_matching: Weight of discriminator feature matching (0 disables).
-        perceptual: Perceptual loss network: ``none`` (default), ``vgg19`` (a local
-            torchvision VGG19 weights file) or ``segmenter`` (the encoder of a trained
-            :class:`~aras400k.models.SegmentationTask` checkpoint).
-        perceptual_weights: The file for ``perceptual`` (nothing is downloaded).
+        perceptual: Perceptual loss network: ``none`` (default), ``vgg19`` or ``segmenter``
+            (the encoder of a trained :class:`~aras400k.models.SegmentationTask`).
+        perceptual_weights: Its local file: torchvision VGG19 weights or a segmenter
+            checkpoint (nothing is downloaded).
         lambda_perceptual: Weight of the perceptual loss.
-        mix_mode: Real/fake mixing for the consistency regulariser: ``cutmix`` (U-Net
-            GAN, default), ``labelmix`` (OASIS; CutMix where a mask gives no mix) or ``none``.
-        lambda_consistency: Weight of the consistency loss after the warm-up (U-Net GAN
-            uses 1, OASIS's LabelMix 10). With ``unetgan`` conditioning, the CutMix
-            augmentation loss is added with weight 1 after the warm-up.
+        mix_mode: Real/fake mixing for the consistency loss: ``cutmix`` (U-Net GAN,
+            default), ``labelmix`` (OASIS) or ``none``.
+        lambda_consistency: Weight of the consistency loss after the warm-up (U-Net GAN 1,
+            OASIS 10); ``unetgan`` adds the CutMix augmentation loss with weight 1.
         mix_probability: Probability of mixing a batch after the warm-up (U-Net GAN: 0.5).
-        mix_warmup_steps: Iterations over which the mixing probability and the
-            consistency weight ramp up linearly from 0.
+        mix_warmup_steps: Iterations of the linear ramp of mixing probability and weight.
         lambda_kl: Weight of the KL term of the VAE encoder (SPADE: 0.05).
         lr_g: Generator Adam learning rate (unless ``optimizer_g`` is given).
         lr_d: Discriminator Adam learning rate (unless ``optimizer_d`` is given).
@@ -136,18 +128,14 @@ class SPADEGAN(GANModule):
         optimizer_g: Generator optimiser factory from the config (``class_path`` + ``init_args``).
         optimizer_d: Discriminator optimiser factory from the config.
         p_flip: Probability of a joint left-right flip of a training image and its mask.
-        p_rot90: Probability of a joint rotation by a random multiple of 90 degrees.
+        p_rot90: Probability of a joint rotation by a multiple of 90 degrees.
         ema_decay: Decay of the generator's exponential moving average per iteration.
-        ema_warmup: Use ``min(ema_decay, (1 + t) / (10 + t))`` at iteration ``t``, so the
-            average follows the generator early in training instead of its random init.
-        max_consecutive_skips: Stop with an error after this many NaN/inf steps in a row
-            (``None``: never).
-        segmenter_ckpt: Checkpoint of a trained segmenter; when given, validation logs
-            ``val_seg_miou`` (its macro IoU on EMA samples against the input masks) and
-            ``val_seg_miou_real`` (the same on the real images, for reference).
+        ema_warmup: Use ``min(ema_decay, (1 + t) / (10 + t))`` at iteration ``t``.
+        max_consecutive_skips: Stop after this many NaN/inf steps in a row (``None``: never).
+        segmenter_ckpt: Checkpoint of a trained segmenter; validation then logs its macro
+            IoU on EMA samples (``val_seg_miou``) and real images (``val_seg_miou_real``).
         sample_every_n_steps: Write a sample grid every this many iterations (0: only at
-            validation); grids also come at the end of every validation epoch
-            (``samples/step{N}.png``, ``samples/val_epoch{E}_step{N}.png``).
+            validation): ``samples/step{N}.png`` and ``samples/val_epoch{E}_step{N}.png``.
         grid_rows: Masks (rows) in a sample grid.
         samples_per_mask: Generated images per mask in a grid (different noise).
 
@@ -225,14 +213,9 @@ class SPADEGAN(GANModule):
         """Build ``generator``, ``discriminator``, the generator's EMA ``ema`` and ``augment``."""
         hp = self.hparams
         self.generator: SPADEGenerator = spade_generator_from_hparams(hp)
-        self.discriminator = UNetDiscriminator(
-            num_classes=hp["num_classes"],
-            conditioning=hp["conditioning"],
-            num_downsamplings=hp["d_num_downsamplings"],
-            base_channels=hp["d_base_channels"],
-            max_channels=hp["d_max_channels"],
-            projection=hp["projection"],
-        )
+        same = {name: hp[name] for name in ("num_classes", "conditioning", "projection")}
+        sizes = {name: hp[f"d_{name}"] for name in ("num_downsamplings", "base_channels", "max_channels")}
+        self.discriminator = UNetDiscriminator(**same, **sizes)
         self.ema = ExponentialMovingAverage(self.generator, decay=hp["ema_decay"], warmup=hp["ema_warmup"])
         self.augment = JointFlipRot90(hp["p_flip"], hp["p_rot90"])
         self.guard = NonFiniteGuard(hp["max_consecutive_skips"])
@@ -256,32 +239,19 @@ class SPADEGAN(GANModule):
             self._frozen["segmenter_normalize"] = normalize
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """Adam for G (``lr_g``) and D (``lr_d``) with ``betas`` (TTUR), unless factories are configured.
-
-        Returns:
-            ``[generator optimiser, discriminator optimiser]``.
-        """
+        """``[G optimiser, D optimiser]``: Adam with ``lr_g`` / ``lr_d`` and ``betas`` (TTUR) unless configured."""
         hp = self.hparams
-        optimizers = []
-        for net, factory, lr in (
-            (self.generator, self.optimizer_g_factory, hp["lr_g"]),
-            (self.discriminator, self.optimizer_d_factory, hp["lr_d"]),
-        ):
-            if factory is not None:
-                optimizers.append(factory(net.parameters()))
-            else:
-                optimizers.append(torch.optim.Adam(net.parameters(), lr=lr, betas=tuple(hp["betas"])))
-        return optimizers
+        return [
+            factory(net.parameters()) if factory is not None
+            else torch.optim.Adam(net.parameters(), lr=lr, betas=tuple(hp["betas"]))
+            for net, factory, lr in (
+                (self.generator, self.optimizer_g_factory, hp["lr_g"]),
+                (self.discriminator, self.optimizer_d_factory, hp["lr_d"]),
+            )
+        ]  # fmt: skip
 
     def make_mix_mask(self, onehot: torch.Tensor) -> torch.Tensor:
-        """The real/fake mixing mask of a batch (``1`` = real pixel): CutMix or LabelMix.
-
-        Args:
-            onehot: ``(B, N, H, W)`` one-hot masks.
-
-        Returns:
-            ``(B, 1, H, W)`` float mask.
-        """
+        """The ``(B, 1, H, W)`` real/fake mixing mask (``1`` = real) for one-hot masks: CutMix or LabelMix."""
         if self.hparams["mix_mode"] == "labelmix":
             return labelmix_mask(onehot)
         batch, _, height, width = onehot.shape
@@ -314,8 +284,7 @@ class SPADEGAN(GANModule):
     @property
     def perceptual_loss(self) -> PerceptualLoss | None:
         """The frozen perceptual loss, or ``None`` when it is off."""
-        loss = self._frozen_net("perceptual")
-        return loss if isinstance(loss, PerceptualLoss) else None
+        return self._frozen_net("perceptual")  # type: ignore[return-value]
 
     @property
     def segmenter(self) -> nn.Module | None:
@@ -337,8 +306,8 @@ class SPADEGAN(GANModule):
 
         Args:
             mask: ``(B, H, W)`` class indices (255 = ignore) or ``(B, N, H, W)`` one-hot masks.
-            seed: Seed of the noise (a CPU generator, so the same seed gives the same
-                noise on any device); ``None`` draws from the global generator.
+            seed: Seed of the noise (a CPU generator: the same noise on any device);
+                ``None`` draws from the global generator.
             z: Explicit noise (see :meth:`SPADEGenerator.sample_noise`); overrides ``seed``.
             use_ema: Use the EMA generator (default) rather than the trained weights.
 
@@ -350,23 +319,12 @@ class SPADEGAN(GANModule):
             return net(self._onehot(mask).to(next(net.parameters()).dtype), z=z, generator=generator)
 
     def fid_samples(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        """EMA samples for the batch's masks, for :class:`~aras400k.callbacks.GeneratorFID`.
-
-        Args:
-            batch: A validation batch with ``mask``.
-            batch_idx: Index of the batch (seeds the noise, so every validation uses the same noise).
-
-        Returns:
-            ``(B, 3, H, W)`` images in ``[-1, 1]``.
-        """
+        """EMA samples for the batch's masks, seeded by ``batch_idx`` (see :meth:`GANModule.fid_samples`)."""
         return self.generate(_image_and_mask(batch)[1], seed=batch_idx)
 
     @torch.no_grad()
     def segment(self, images: torch.Tensor) -> torch.Tensor:
-        """Segment generator-range images with the validation segmenter.
-
-        Images are quantised to 8 bits as they would be in a shard, then normalised as
-        the segmenter was trained.
+        """Segment generator-range images with the validation segmenter, quantised to 8 bits as in a shard.
 
         Args:
             images: ``(B, 3, H, W)`` images in ``[-1, 1]``.
@@ -384,30 +342,20 @@ class SPADEGAN(GANModule):
         return segmenter.predict_masks(self._frozen_net("segmenter_normalize")(scaled))  # type: ignore[operator,misc]
 
     # -- training ----------------------------------------------------------------------
+    # The step's parts take ``real`` (``(B, 3, H, W)`` images), ``fake`` (generated from
+    # the same masks; detached on the discriminator side) and ``onehot`` (``(B, N, H, W)``
+    # masks), and return their loss terms, already weighted, by name.
 
     def augment_batch(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Apply the joint flip/rot90 in training mode; identity otherwise.
-
-        Args:
-            image: ``(B, 3, H, W)`` images.
-            mask: ``(B, H, W)`` class indices.
-
-        Returns:
-            The (possibly) transformed image and mask.
-        """
+        """The joint flip/rot90 of ``(B, 3, H, W)`` images and ``(B, H, W)`` masks when training, else identity."""
         return self.augment(image, mask) if self.training else (image, mask)
 
     def generate_for_training(
         self, real: torch.Tensor, onehot: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One generator forward with gradients; with the VAE encoder, the noise is the real image's style.
+        """One generator forward with gradients, ``(fake, extra)``.
 
-        Args:
-            real: ``(B, 3, H, W)`` real images.
-            onehot: ``(B, N, H, W)`` one-hot masks.
-
-        Returns:
-            ``(fake, extra)``; ``extra`` holds ``kl`` when the encoder is used.
+        With the VAE encoder, the noise is the real image's style and ``extra`` holds its ``kl``.
         """
         if self.generator.encoder is None:
             return self.generator(onehot), {}
@@ -418,17 +366,7 @@ class SPADEGAN(GANModule):
     def discriminator_losses(
         self, real: torch.Tensor, fake: torch.Tensor, onehot: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """The discriminator's loss terms (weighted) and their sum ``d_loss``.
-
-        Args:
-            real: Real images.
-            fake: Generated images, detached from the generator.
-            onehot: One-hot masks of both.
-
-        Returns:
-            ``d_adv_image``, ``d_adv_pixel``, ``d_consistency`` (0 on batches that are
-            not mixed), ``d_cutmix`` (``unetgan`` only) and ``d_loss``.
-        """
+        """``d_adv_image``, ``d_adv_pixel``, ``d_consistency``, ``d_cutmix`` (``unetgan``), their sum ``d_loss``."""
         real_out = self.discriminator(real, onehot)
         fake_out = self.discriminator(fake, onehot)
         adversarial = self.adversarial_loss.discriminator_loss(real_out, fake_out, onehot)
@@ -449,14 +387,8 @@ class SPADEGAN(GANModule):
 
         The batch is mixed with probability :func:`cutmix_probability` (0 to
         ``mix_probability`` over ``mix_warmup_steps``); the terms are weighted by
-        :func:`consistency_weight` over the same warm-up.
-
-        Args:
-            real: Real images.
-            fake: Generated images (detached).
-            onehot: One-hot masks.
-            real_pixel_logits: Discriminator decoder output on ``real``.
-            fake_pixel_logits: Discriminator decoder output on ``fake``.
+        :func:`consistency_weight` over the same warm-up. ``real_pixel_logits`` and
+        ``fake_pixel_logits`` are the decoder's outputs on ``real`` and (detached) ``fake``.
 
         Returns:
             ``d_consistency`` (and ``d_cutmix`` for ``unetgan``), zero when the batch is not mixed.
@@ -477,26 +409,17 @@ class SPADEGAN(GANModule):
         consistency = consistency_loss(mixed_out.pixel_logits, real_pixel_logits, fake_pixel_logits, mix_mask)
         terms["d_consistency"] = ramp * hp["lambda_consistency"] * consistency
         if unetgan:
-            augmentation = cutmix_augmentation_loss(
-                mixed_out.pixel_logits, mixed_out.global_logits, mix_mask, hp["loss"]
-            )
-            terms["d_cutmix"] = ramp * augmentation
+            mixed_logits = mixed_out.pixel_logits, mixed_out.global_logits
+            terms["d_cutmix"] = ramp * cutmix_augmentation_loss(*mixed_logits, mix_mask, hp["loss"])
         return terms
 
     def generator_losses(
         self, real: torch.Tensor, fake: torch.Tensor, onehot: torch.Tensor, extra: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """The generator's loss terms (weighted) and their sum ``g_loss``.
+        """``g_adv_image``, ``g_adv_pixel``, ``g_feature_matching``, ``g_perceptual``, ``g_kl`` (if on), ``g_loss``.
 
-        Args:
-            real: Real images (targets of feature matching and the perceptual loss).
-            fake: Generated images, with gradients to the generator.
-            onehot: One-hot masks.
-            extra: What :meth:`generate_for_training` returned besides the images.
-
-        Returns:
-            ``g_adv_image``, ``g_adv_pixel``, ``g_feature_matching``, ``g_perceptual``,
-            ``g_kl`` (those that are on) and ``g_loss``.
+        ``real`` are the targets of feature matching and the perceptual loss; ``extra`` is
+        what :meth:`generate_for_training` returned besides the images.
         """
         hp = self.hparams
         fake_out = self.discriminator(fake, onehot)
@@ -515,12 +438,7 @@ class SPADEGAN(GANModule):
         return terms
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """One iteration: generator forward, discriminator step, generator step, EMA update.
-
-        Args:
-            batch: ``image`` in ``[-1, 1]`` and ``mask`` class indices.
-            batch_idx: Index of the batch.
-        """
+        """One iteration on ``image`` (in ``[-1, 1]``) and ``mask``: G forward, D step, G step, EMA update."""
         real, mask = self.augment_batch(*_image_and_mask(batch))
         onehot = one_hot_mask(mask, self.num_classes).to(real.dtype)
         optimizers = self.optimizers()
@@ -538,28 +456,15 @@ class SPADEGAN(GANModule):
 
     def _log_training(self, terms: Mapping[str, torch.Tensor], batch_size: int, ema_decay: float) -> None:
         values: dict[str, Any] = {f"train_{name}": value.detach() for name, value in terms.items()}
-        values["skipped_steps"] = float(self.guard.num_skipped)
-        values["ema_decay"] = float(ema_decay)
+        values |= {"skipped_steps": float(self.guard.num_skipped), "ema_decay": float(ema_decay)}
         self.log_dict(values, on_step=True, on_epoch=False, batch_size=batch_size)
-        self.log_dict(
-            {"d_loss": terms["d_loss"].detach(), "g_loss": terms["g_loss"].detach()},
-            on_step=True,
-            on_epoch=False,
-            prog_bar=True,
-            logger=False,
-            batch_size=batch_size,
-        )
+        losses = {"d_loss": terms["d_loss"].detach(), "g_loss": terms["g_loss"].detach()}
+        self.log_dict(losses, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=batch_size)
 
     # -- validation and sample grids -------------------------------------------------------
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Update the segmentation scores (with a ``segmenter_ckpt``).
-
-        Args:
-            batch: ``image`` and ``mask`` (and ``key``).
-            batch_idx: Index of the batch (also the seed of its samples, so scores are
-                comparable over training).
-        """
+        """Update the segmentation scores (with a ``segmenter_ckpt``); ``batch_idx`` seeds the samples."""
         image, mask = _image_and_mask(batch)
         if self.segmenter is not None:
             self.seg_metrics_fake.update(self.segment(self.generate(mask, seed=batch_idx)), mask)
@@ -576,13 +481,7 @@ class SPADEGAN(GANModule):
         """One row per mask of the batch's first ``grid_rows``: mask, real image, ``samples_per_mask`` EMA samples.
 
         Sample ``k`` of every grid uses seed ``k``, so grids over training are comparable.
-
-        Args:
-            path: Destination PNG.
-            batch: ``image`` and ``mask`` (and ``key``); ``None`` draws nothing.
-
-        Returns:
-            Whether the file was written.
+        See :meth:`GANModule.draw_sample_grid`; a ``batch`` holds ``image`` and ``mask`` (and ``key``).
         """
         if batch is None:
             return False
@@ -602,18 +501,14 @@ class SPADEGAN(GANModule):
 
 def _check_arguments(hp: Mapping[str, Any]) -> None:
     """Fail early, naming the argument and the valid choices."""
-    choices = {"mix_mode": _MIX_MODES, "perceptual": _PERCEPTUAL_NETS, "loss": ADVERSARIAL_LOSSES}
-    for name, valid in choices.items():
-        if hp[name] not in valid:
-            raise ValueError(f"unknown {name} {hp[name]!r}; choose one of {valid}")
+    for name, valid in {"mix_mode": _MIX_MODES, "perceptual": _PERCEPTUAL_NETS, "loss": ADVERSARIAL_LOSSES}.items():
+        check_choice(name, hp[name], valid)
     for name in ("lambda_feature_matching", "lambda_perceptual", "lambda_consistency", "lambda_kl", "ema_decay"):
-        if hp[name] < 0:
-            raise ValueError(f"{name} must be >= 0, got {hp[name]}")
+        check_at_least(name, hp[name], 0)
     for name in ("p_flip", "p_rot90", "mix_probability"):
-        if not 0.0 <= hp[name] <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {hp[name]}")
-    if hp["grid_rows"] < 1 or hp["samples_per_mask"] < 1:
-        raise ValueError("grid_rows and samples_per_mask must be >= 1")
+        check_within(name, hp[name])
+    for name in ("grid_rows", "samples_per_mask"):
+        check_at_least(name, hp[name], 1)
 
 
 def _image_and_mask(batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -636,11 +531,6 @@ def _load_segmenter(path: str) -> tuple[SegmentationTask, Normalize]:
     return task.eval().requires_grad_(False), Normalize(tuple(mean), tuple(std))
 
 
-def _generator_defaults() -> dict[str, Any]:
-    parameters = inspect.signature(SPADEGAN.__init__).parameters
-    return {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
-
-
 def spade_generator_from_hparams(hparams: Mapping[str, Any]) -> SPADEGenerator:
     """Build the generator :class:`SPADEGAN` would build for these hyperparameters.
 
@@ -651,19 +541,12 @@ def spade_generator_from_hparams(hparams: Mapping[str, Any]) -> SPADEGenerator:
     Returns:
         A freshly initialised :class:`SPADEGenerator`.
     """
-    hp = _generator_defaults() | dict(hparams)
-    return SPADEGenerator(
-        num_classes=hp["num_classes"],
-        num_upsamplings=hp["g_num_upsamplings"],
-        base_channels=hp["g_base_channels"],
-        max_channels=hp["g_max_channels"],
-        noise=hp["noise"],
-        z_dim=hp["z_dim"],
-        spade_hidden=hp["g_spade_hidden"],
-        norm=hp["norm"],
-        use_encoder=hp["use_encoder"],
-        encoder_downsamplings=hp["encoder_downsamplings"],
-    )
+    parameters = inspect.signature(SPADEGAN.__init__).parameters.items()
+    hp = {name: p.default for name, p in parameters if p.default is not inspect.Parameter.empty} | dict(hparams)
+    # Generator arguments are the module's, with a ``g_`` prefix on the sizes.
+    same = ("num_classes", "noise", "z_dim", "norm", "use_encoder", "encoder_downsamplings")
+    sizes = {name: hp[f"g_{name}"] for name in ("num_upsamplings", "base_channels", "max_channels")}
+    return SPADEGenerator(**{name: hp[name] for name in same}, **sizes, spade_hidden=hp["g_spade_hidden"])
 
 
 def load_spade_generator(
@@ -672,19 +555,15 @@ def load_spade_generator(
     map_location: str | torch.device = "cpu",
     module_class: type[SPADEGAN] | None = None,
 ) -> SPADEGenerator:
-    """Load the (EMA) generator of a :class:`SPADEGAN` checkpoint, safely (``weights_only=True``).
-
-    Only the generator is built; the discriminator, optimiser states and any frozen
-    networks of the training run are not needed.
+    """Load the (EMA) generator, alone, of a :class:`SPADEGAN` checkpoint, safely (``weights_only=True``).
 
     Args:
         path: Lightning checkpoint written by ``aras-fit`` / ``Trainer.save_checkpoint``.
         use_ema: Load the EMA weights (the ones to sample from) rather than the trained ones.
         map_location: Where the weights are loaded.
         module_class: The :class:`SPADEGAN` subclass that trained the checkpoint, when
-            its ``configure_models`` builds a generator of its own; the generator is
-            then built by that class (without the segmenter and perceptual networks
-            only training needs). ``None``: the standard :class:`SPADEGenerator`.
+            its ``configure_models`` builds a generator of its own (built without the
+            networks only training needs). ``None``: the standard :class:`SPADEGenerator`.
 
     Returns:
         The generator in eval mode, without gradients.

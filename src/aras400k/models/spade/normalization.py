@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aras400k.classes import IGNORE_INDEX
+from aras400k.errors import check_choice
 
 __all__ = ["SPADE", "ParamFreeNorm", "one_hot_mask"]
 
@@ -24,11 +25,9 @@ ParamFreeNorm = Literal["instance", "batch"]
 def one_hot_mask(mask: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Turn a class-index mask into the one-hot conditioning map of the generator.
 
-    Ignored pixels (``ignore_index``) become the all-zero vector rather than a channel
-    of their own: "no data" is not a land cover the generator should learn to paint,
-    the N+1 discriminator loss gives such pixels zero weight, and the number of
-    conditioning channels stays ``num_classes`` everywhere (generator, discriminator,
-    losses).
+    Ignored pixels become the all-zero vector rather than a channel of their own: "no
+    data" is not a land cover to paint, the N+1 loss gives such pixels zero weight, and
+    the conditioning stays ``num_classes`` channels everywhere.
 
     Args:
         mask: ``(B, H, W)`` or ``(B, 1, H, W)`` integer class indices in
@@ -64,11 +63,10 @@ def one_hot_mask(mask: torch.Tensor, num_classes: int, ignore_index: int = IGNOR
 class SPADE(nn.Module):
     """Spatially-adaptive (de)normalisation (Park et al. 2019, section 3, eq. 1).
 
-    ``out = norm(x) * (1 + gamma(m)) + beta(m)``, where ``norm`` is a parameter-free
-    instance or batch normalisation and ``gamma``, ``beta`` are predicted per pixel
-    from the conditioning map ``m`` resized (nearest) to the size of ``x`` by a shared
-    conv + ReLU followed by one conv each. The ``1 +`` keeps the layer close to plain
-    normalisation at initialisation, as in the authors' code.
+    ``out = norm(x) * (1 + gamma(m)) + beta(m)``, with a parameter-free ``norm`` and
+    ``gamma``, ``beta`` predicted per pixel from the conditioning map ``m`` (resized to
+    ``x``) by a shared conv + ReLU and one conv each. The ``1 +`` keeps the layer close to
+    plain normalisation at initialisation, as in the authors' code.
 
     Args:
         num_features: Channels of the activations being normalised.
@@ -93,12 +91,9 @@ class SPADE(nn.Module):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd to keep the feature size, got {kernel_size}")
-        if norm == "instance":
-            self.param_free_norm: nn.Module = nn.InstanceNorm2d(num_features, affine=False)
-        elif norm == "batch":
-            self.param_free_norm = nn.BatchNorm2d(num_features, affine=False)
-        else:
-            raise ValueError(f"unknown norm {norm!r}; choose one of ('instance', 'batch')")
+        norms: dict[str, type[nn.Module]] = {"instance": nn.InstanceNorm2d, "batch": nn.BatchNorm2d}
+        check_choice("norm", norm, norms)
+        self.param_free_norm = norms[norm](num_features, affine=False)
         padding = kernel_size // 2
         self.mlp_shared = nn.Sequential(
             nn.Conv2d(label_channels, hidden_channels, kernel_size, padding=padding), nn.ReLU()
@@ -107,16 +102,7 @@ class SPADE(nn.Module):
         self.mlp_beta = nn.Conv2d(hidden_channels, num_features, kernel_size, padding=padding)
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        """Normalise ``x`` and modulate it by the conditioning map.
-
-        Args:
-            x: ``(B, C, h, w)`` activations.
-            segmap: ``(B, label_channels, H, W)`` conditioning map (any size; resized
-                with nearest neighbours to ``(h, w)``).
-
-        Returns:
-            ``(B, C, h, w)`` modulated activations.
-        """
+        """Normalise ``(B, C, h, w)`` activations and modulate them by a conditioning map of any size."""
         normalized = self.param_free_norm(x)
         if segmap.shape[-2:] != x.shape[-2:]:
             segmap = F.interpolate(segmap, size=x.shape[-2:], mode="nearest")
