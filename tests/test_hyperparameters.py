@@ -19,6 +19,8 @@ from lightning import LightningModule
 
 from aras400k.checkpoints import save_hyperparameters
 from aras400k.data.datamodules import SegmentationDataModule
+from aras400k.models.segmentation import SegmentationTask
+from aras400k.models.spade import SPADEGAN
 from aras400k.models.stylegan3 import StyleGAN3
 from tests.conftest import write_random_set
 
@@ -48,8 +50,10 @@ def _built_beside_a_marker(build: Callable[[], Any]) -> tuple[weakref.ref[_Marke
     [
         lambda: SegmentationDataModule(root="unused", demo=False, num_workers=0),
         lambda: StyleGAN3(resolution=16, cbase=256, cmax=16, z_dim=8, w_dim=8, sample_every_n_steps=0),
+        lambda: SegmentationTask(arch="unet", encoder="resnet18"),
+        lambda: SPADEGAN(g_num_upsamplings=2, g_base_channels=8, g_max_channels=16, g_spade_hidden=16, z_dim=8),
     ],
-    ids=["datamodule", "stylegan3"],
+    ids=["datamodule", "stylegan3", "segmentation", "spade"],
 )
 def test_building_keeps_no_caller_frame_alive(no_cyclic_gc: None, build: Callable[[], Any]) -> None:
     marker, built = _built_beside_a_marker(build)

@@ -32,6 +32,7 @@ from aras400k.checkpoints import (
     load_checkpoint,
     module_from_checkpoint,
     read_checkpoint,
+    save_hyperparameters,
 )
 from aras400k.classes import CLASS_NAMES, IGNORE_INDEX
 from aras400k.errors import ConfigError, check_choice
@@ -171,7 +172,7 @@ class SegmentationTask(SafeLoadingMixin, LightningModule):  # type: ignore[misc]
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        save_hyperparameters(self, ignore=["optimizer", "lr_scheduler"])
         check_choice("arch", arch, ARCHITECTURES)
         check_choice("loss", loss, LOSSES)
         if class_weights is not None and len(class_weights) != num_classes:

@@ -39,7 +39,9 @@ __all__ = ["GANModule"]
 class GANModule(SafeLoadingMixin, LightningModule):  # type: ignore[misc]  # Lightning types load_from_checkpoint as a private descriptor
     """Base of the GAN LightningModules: iteration counter, guarded steps, EMA, FID samples, sample grids.
 
-    Subclasses call ``super().__init__()`` first, then ``save_hyperparameters()``; a
+    Subclasses call ``super().__init__()`` first, then
+    :func:`aras400k.checkpoints.save_hyperparameters` (``self.save_hyperparameters()`` would
+    keep the calling frames alive until a garbage collection); a
     hyper-parameter ``sample_every_n_steps`` sets the grids' interval (absent or 0: only
     after validation).
     """

@@ -36,6 +36,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
+from aras400k.checkpoints import save_hyperparameters
 from aras400k.classes import NUM_CLASSES
 from aras400k.data.transforms import Normalize
 from aras400k.errors import check_at_least, check_choice, check_within
@@ -193,7 +194,7 @@ class SPADEGAN(GANModule):
         samples_per_mask: int = 4,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer_g", "optimizer_d"])
+        save_hyperparameters(self, ignore=["optimizer_g", "optimizer_d"])
         self.hparams["betas"] = tuple(float(b) for b in betas)  # plain values for weights_only loading
         _check_arguments(self.hparams)
         self.num_classes = num_classes
