@@ -148,9 +148,9 @@ def test_sample_grid_png_is_written(tmp_path):
     assert path.is_file() and model.last_grid_path == path
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("L"))
-    # A 16-px title band (black text on white) above a 2x2 grid with 1-px padding.
-    assert pixels.shape[0] == 16 + 2 * RES + 3 and pixels.shape[1] >= 2 * RES + 3
-    assert (pixels[:16] < 128).any() and (pixels[:16] > 250).mean() > 0.5
+    # A 20-px title band (black text on white) above a 2x2 grid with 1-px padding.
+    assert pixels.shape[0] == 20 + 2 * RES + 3 and pixels.shape[1] >= 2 * RES + 3
+    assert (pixels[:20] < 128).any() and (pixels[:20] > 250).mean() > 0.5
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # written atomically, no temporary left
 
 
@@ -204,3 +204,11 @@ def test_map_is_a_deprecated_name_of_map_depth(tmp_path):
     with pytest.warns(FutureWarning):
         loaded = StyleGAN3.load_from_checkpoint(tmp_path / "old.ckpt")
     assert loaded.hparams["map_depth"] == 3
+
+
+def test_sample_grid_title_keeps_its_spaces():
+    # Pillow's default font at 10 px drew "EMA samples" as "EMAsamples" (a 1-px space).
+    from aras400k.models.stylegan3.module import _title_font
+
+    font = _title_font()
+    assert font.getlength("EMA samples") - font.getlength("EMAsamples") >= 3

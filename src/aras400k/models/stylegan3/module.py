@@ -429,16 +429,32 @@ class StyleGAN3(GANModule):
         nrow = max(1, math.ceil(math.sqrt(len(images))))
         grid = make_grid(images.float().cpu().add(1).div(2).clamp(0, 1), nrow=nrow, padding=1, pad_value=1.0)
         picture = Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-        # A white band above the grid with the title in the default bitmap font.
-        font = ImageFont.load_default()
+        # A white band above the grid with the title.
+        font = _title_font()
         width = int(ImageDraw.Draw(picture).textlength(title, font=font)) + 8
-        titled = Image.new("RGB", (max(picture.width, width), picture.height + 16), "white")
-        titled.paste(picture, (0, 16))
-        ImageDraw.Draw(titled).text((4, 2), title, fill="black", font=font)
+        titled = Image.new("RGB", (max(picture.width, width), picture.height + _TITLE_BAND), "white")
+        titled.paste(picture, (0, _TITLE_BAND))
+        ImageDraw.Draw(titled).text((4, 3), title, fill="black", font=font)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, tmp_name=f"{path.name}.tmp.png") as tmp:
             titled.save(tmp)
         return True
+
+
+#: Height in pixels of the title band above a sample grid.
+_TITLE_BAND = 20
+
+
+def _title_font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's default font at 13 px (at its default 10 px the spaces between words all but vanish).
+
+    Pillow builds without FreeType (or before 10.1) have only the bitmap font, whose
+    spaces are fine.
+    """
+    try:
+        return ImageFont.load_default(size=13)
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()
 
 
 def _check_arguments(hp: Mapping[str, Any]) -> None:
