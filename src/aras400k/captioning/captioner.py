@@ -293,24 +293,15 @@ class Captioner:
         return render_prompt(self.user_prompt, key=item.key, composition=item.composition)
 
     def caption_seed(self, key: str, index: int, attempt: int) -> int:
-        """Seed of one caption try (hook); stable across runs and machines.
+        """Seed in ``0 .. 2**31 - 1`` of try ``attempt`` of caption ``index`` of sample ``key`` (hook).
 
-        Args:
-            key: Sample key.
-            index: Caption index.
-            attempt: 0 for the first try, then 1, 2, ... for regenerations.
-
-        Returns:
-            A seed in ``0 .. 2**31 - 1``.
+        ``attempt`` is 0, then 1, 2, ... for regenerations; seeds are stable across runs and machines.
         """
         digest = hashlib.sha256(f"{self.seed}/{key}/{index}/{attempt}".encode()).digest()
         return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
     def build_request(self, item: CaptionInput, index: int, attempt: int = 0) -> CaptionRequest:
-        """Build the request of try ``attempt`` of caption ``index`` of ``item`` (hook).
-
-        Vision and hybrid requests carry the image.
-        """
+        """Request of try ``attempt`` of caption ``index`` of ``item`` (hook; with the image unless in text mode)."""
         return CaptionRequest(
             system_prompt=self.build_system_prompt(item),
             user_prompt=self.build_user_prompt(item),
@@ -325,13 +316,9 @@ class Captioner:
         )
 
     def postprocess(self, text: str, request: CaptionRequest) -> str:
-        """Clean a generated text (hook): drop ``<think>`` blocks, a ``Caption:`` label, wrapping quotes.
+        """Clean the raw backend ``text`` answering ``request`` (hook).
 
-        Whitespace runs become one space.
-
-        Args:
-            text: Raw backend output.
-            request: The request it answers.
+        Drops ``<think>`` blocks, a ``Caption:`` label and wrapping quotes; whitespace runs become one space.
         """
         text = _LABEL.sub("", _THINK.sub("", text).strip())
         if len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
@@ -339,10 +326,7 @@ class Captioner:
         return " ".join(text.split())
 
     def load_input(self, raw: Mapping[str, Any]) -> CaptionInput:
-        """Decode the members of one raw shard sample that this mode needs (text mode skips the image) (hook).
-
-        Args:
-            raw: ``{"__key__": key, "image.png": bytes, ...}`` (``iter_raw_samples``).
+        """Decode the members of a raw sample (``iter_raw_samples``) that the mode needs (hook; text skips the image).
 
         Raises:
             SampleError: If a needed member is missing or corrupt.
@@ -396,9 +380,8 @@ class Captioner:
     ) -> list[tuple[str, int, list[dict[str, Any]], int] | None]:
         """Caption (sample, index) jobs, regenerating repeats; the best try is kept when retries run out.
 
-        Returns:
-            ``(text, seed, the other tries as {seed, text}, number of tries)`` per job;
-            ``None`` for a job still waiting for a batch-file answer.
+        Returns ``(text, seed, the other tries as {seed, text}, number of tries)`` per job,
+        ``None`` for a job still waiting for a batch-file answer.
         """
         attempts = [0] * len(jobs)
         results: list[tuple[str, int, list[dict[str, Any]], int] | None] = [None] * len(jobs)

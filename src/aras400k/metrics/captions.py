@@ -65,11 +65,9 @@ _SEPARATOR = "\x00"
 def normalize_caption(text: str, mode: Literal["none", "basic"] = "basic") -> str:
     """Normalise a caption before it is compared with others.
 
-    Args:
-        text: The caption.
-        mode: ``"none"`` keeps the text; ``"basic"`` applies NFC, folds case, collapses
-            whitespace and strips trailing sentence punctuation (``. , ; : ! ?`` and the
-            ellipsis: ``"A  forest."`` -> ``"a forest"``; ``"crop 30%"`` keeps its ``%``).
+    ``mode="none"`` keeps the text; ``"basic"`` applies NFC, folds case, collapses whitespace
+    and strips trailing sentence punctuation (``. , ; : ! ?`` and the ellipsis:
+    ``"A  forest."`` -> ``"a forest"``; ``"crop 30%"`` keeps its ``%``).
 
     Raises:
         ValueError: If ``mode`` is not ``"none"`` or ``"basic"``.
@@ -90,9 +88,6 @@ def normalize_captions(captions: Sequence[str]) -> list[str]:
     get wrong (non-ASCII text, a tab or newline, double or leading spaces) are found by
     vectorised byte comparisons and normalised alone, so the result always equals the
     per-caption one.
-
-    Args:
-        captions: The captions (strings).
 
     Raises:
         TypeError: If a caption is not a string.
@@ -236,16 +231,10 @@ def _stripped_ends(data: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def caption_hashes(captions: Sequence[str], normalize: Literal["none", "basic"] = "none") -> torch.Tensor:
-    """Hash captions to 64-bit integers (the :func:`hash_bytes` hash of the normalised UTF-8 text).
+    """Hash captions to a ``(len(captions),)`` int64 tensor (:func:`hash_bytes` of the UTF-8 text).
 
-    Unlike Python's ``hash`` it is the same across processes, machines and batchings.
-
-    Args:
-        captions: The captions.
-        normalize: See :func:`normalize_caption`.
-
-    Returns:
-        ``(len(captions),)`` int64 tensor.
+    The text is first normalised as :func:`normalize_caption` with ``normalize`` does. Unlike
+    Python's ``hash`` the result is the same across processes, machines and batchings.
 
     Raises:
         TypeError: If ``captions`` is one string or holds a non-string.
@@ -281,13 +270,8 @@ def hash_bytes(data: Sequence[bytes]) -> np.ndarray:
     fixed word and of the word for a fixed ``h``, so strings of one length differing in
     one 8-byte word never collide; other pairs collide with probability about ``2**-64``
     (not cryptographic: chosen strings can collide). A batch is hashed with numpy, one
-    vectorised step per word position.
-
-    Args:
-        data: The byte strings.
-
-    Returns:
-        ``(len(data),)`` int64 array (the unsigned hash's bits).
+    vectorised step per word position. Returns a ``(len(data),)`` int64 array (the
+    unsigned hash's bits).
     """
     batch = _byte_batch(list(data))
     return _hash_ranges(batch.words, batch.starts, batch.lengths).view(np.int64)
@@ -441,9 +425,7 @@ class CaptionMetric(Metric):
 
         Unlike torchmetrics 1.9's own ``merge_state``, the result cached by an earlier
         :meth:`compute` is dropped, so the next ``compute`` includes the merged state.
-
-        Args:
-            incoming_state: A metric of the same class, or its ``metric_state`` dict.
+        ``incoming_state`` is a metric of the same class, or its ``metric_state`` dict.
         """
         super().merge_state(incoming_state)
         self._computed = None
@@ -639,10 +621,8 @@ class CaptionRedundancy(CaptionMetric):
     def compute(self) -> dict[str, torch.Tensor]:
         """Redundancy over every caption added (and gathered from other processes).
 
-        Returns:
-            ``redundancy`` (float64 fraction in ``[0, 1)``; multiply by 100 for the
-            paper's percentages; NaN before any caption), ``unique`` and ``total``
-            (int64 counts).
+        Returns ``redundancy`` (float64 fraction in ``[0, 1)``; times 100 for the paper's
+        percentages; NaN before any caption), ``unique`` and ``total`` (int64 counts).
         """
         chunks, sorted_first = self._chunks()
         unique = _unique_of(chunks, sorted_first, count_only=True).cpu()
