@@ -52,14 +52,9 @@ SIDECAR_FIELDS: dict[str, type] = {
 
 
 def check_record(record: Mapping[str, Any], where: str = "record") -> dict[str, Any]:
-    """Check one sidecar record's fields and types.
+    """Check a sidecar record's fields and types; a dict of them in :data:`SIDECAR_FIELDS` order, then extras.
 
-    Args:
-        record: The record.
-        where: Location named in the error message (e.g. ``"file.jsonl line 3"``).
-
-    Returns:
-        A plain dict, the fields in :data:`SIDECAR_FIELDS` order, then any extra ones.
+    Error messages start with ``where`` (e.g. ``"file.jsonl line 3"``).
 
     Raises:
         ValueError: On a missing field, a wrong type, a negative index or an unknown mode.
@@ -113,10 +108,7 @@ def _read_complete(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 
 def read_caption_records(path: str | Path) -> list[dict[str, Any]]:
-    """Read every complete record of a sidecar, in file order (a partial last line is ignored).
-
-    Args:
-        path: The ``.jsonl`` sidecar.
+    """Read every complete record of a ``.jsonl`` sidecar, in file order (a partial last line is ignored).
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -133,13 +125,7 @@ def _existing(path: str | Path) -> Path:
 
 
 def read_captions(path: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """Read a sidecar grouped by sample key.
-
-    Args:
-        path: The ``.jsonl`` sidecar.
-
-    Returns:
-        Key -> that sample's records sorted by ``index``, keys in order of first appearance.
+    """Read a ``.jsonl`` sidecar as key -> its records by ``index``, keys in order of first appearance.
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -209,10 +195,7 @@ class CaptionSidecarWriter:
         return frozenset(self._done)
 
     def write(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Append a batch of records and flush it.
-
-        Args:
-            records: Records with the fields of :data:`SIDECAR_FIELDS`.
+        """Append a batch of records (the fields of :data:`SIDECAR_FIELDS`) and flush it.
 
         Raises:
             ValueError: On a malformed record or a ``(key, index)`` already written (nothing is written).
@@ -287,9 +270,6 @@ def repair_sidecar(path: str | Path) -> RepairReport:
     Later repeats and a partial last line are dropped (kept lines unchanged) and the
     file replaced atomically, the original kept as ``OUT.jsonl.bak`` (``.bak.1``, ...
     if taken). A sidecar without repeats is left untouched. The run lock is held throughout.
-
-    Args:
-        path: The ``.jsonl`` sidecar.
 
     Raises:
         FileNotFoundError: If the file does not exist.

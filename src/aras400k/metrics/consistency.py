@@ -199,17 +199,10 @@ def score_caption(
     salient_share: float = 0.05,
     present_share: float = 0.0,
 ) -> CaptionCheck:
-    """Score one caption against one composition.
+    """Score a caption (or its parse) against a class name -> mask fraction ``composition`` (missing: 0).
 
-    Args:
-        caption: The caption, or one already parsed.
-        composition: Class name -> fraction of the mask (missing classes count as 0).
-        lexicon: The lexicon to parse with (default: :data:`DEFAULT_LEXICON`).
-        salient_share: A class with at least this share should be mentioned (recall).
-        present_share: A mentioned class counts as present above this share (precision).
-
-    Returns:
-        Recall, precision and percent MAE (NaN where undefined), and the parse.
+    Recall wants the classes of share ``>= salient_share`` mentioned; precision counts a
+    mentioned class present above ``present_share``; ``lexicon`` defaults to :data:`DEFAULT_LEXICON`.
     """
     if isinstance(caption, str):
         caption = (lexicon or Lexicon()).parse(caption)
@@ -286,12 +279,9 @@ class CompositionConsistency(CaptionMetric):
         compositions: Sequence[Mapping[str, float]] | torch.Tensor | np.ndarray,
         groups: Sequence[str] | None = None,
     ) -> None:
-        """Score a batch of captions against the compositions of their masks.
+        """Score captions against their masks' compositions (class name -> fraction each, or ``(N, C)``).
 
-        Args:
-            captions: One caption per sample.
-            compositions: A class name -> fraction mapping per caption, or an ``(N, C)`` array.
-            groups: Optional group name per caption, e.g. ``f"{model}/{mode}"``.
+        ``groups`` optionally names each caption's group, e.g. ``f"{model}/{mode}"``.
 
         Raises:
             ValueError: On mismatched lengths or a share outside ``[0, 1]``.
@@ -331,10 +321,8 @@ class CompositionConsistency(CaptionMetric):
     def compute(self) -> dict[str, Any]:
         """Means over every caption added (and gathered), overall and per group.
 
-        Returns:
-            ``recall``, ``precision``, ``percent_mae`` (float64 tensors, NaN where no
-            caption defines them), ``captions``, ``with_salient``, ``with_mentions``,
-            ``with_percentages`` (int64 tensor counts), and ``groups``: group name -> the
-            same keys as plain Python numbers (empty if no groups were given).
+        ``recall``, ``precision``, ``percent_mae`` (float64, NaN where no caption defines
+        them), the int64 counts ``captions``, ``with_salient``, ``with_mentions``,
+        ``with_percentages``, and ``groups``: name -> those as Python numbers.
         """
         return self._results()
