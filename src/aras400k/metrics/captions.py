@@ -1,10 +1,4 @@
-"""Caption redundancy, and the distributed-safe state machinery shared by the caption metrics.
-
-:class:`CaptionRedundancy` is the paper's redundancy (Tables 1 and 2), ``1 - unique /
-total``. Captions are kept as 64-bit hashes of their (optionally normalised) UTF-8
-text (:func:`hash_bytes`, numpy over a whole batch), deduplicated in a tensor state
-concatenated across processes: the gathered count equals a single-process one, up to
-hash collisions (see the class docstring).
+"""Caption redundancy (:class:`CaptionRedundancy`, the paper's Tables 1 and 2) over 64-bit caption hashes.
 
 :class:`CaptionMetric` is the caption metrics' base: list states that survive a gather
 on a rank that saw no data, and per-group sums keyed by group name (e.g.
@@ -518,31 +512,16 @@ class _DeferredState:
 class CaptionRedundancy(CaptionMetric):
     """Caption redundancy ``1 - unique / total``, as the paper defines it (its Tables 1 and 2).
 
-    The paper counts unique strings: 71,899 unique of 100,240 captions is 28.27%.
-    ``normalize="basic"`` also counts captions differing only in case, whitespace or
-    trailing punctuation as repeats.
+    The paper counts unique strings (71,899 of 100,240 captions: 28.27%); ``normalize="basic"``
+    also counts captions differing only in case, whitespace or trailing punctuation as repeats.
 
-    Speed: captions are hashed a batch at a time with numpy, never one by one; updates
-    of fewer than ``HOLD`` captions are held back (as references) until ``HOLD`` wait
-    or the state is read. ``benchmarks/bench_metrics.py`` counts 2 million captions in
-    batches of 10,000 faster than ``len(set(captions))``; batches of 64 cost about 1.5
-    times as much per caption (torchmetrics' bookkeeping per update).
-
-    Memory: hashes are merged into the sorted, deduplicated state whenever half as many
-    as it holds wait, so it holds 8 to 12 bytes per *unique* caption (besides at most
-    ``HOLD`` held back) and merging peaks at about 24 (the benchmark measures under half
-    the peak memory of ``len(set(captions))``).
-
-    Distributed: the state is concatenated across processes and deduplicated again in
-    :meth:`compute`, so every rank's result equals a single-process count
-    (``unique(cat(a, b)) = unique(cat(unique(a), b))``).
-
-    Exactness: ``unique`` is exactly the number of distinct 64-bit hashes, whatever the
-    ranks and batching; a pair of different captions sharing a hash undercounts it by
-    one. Captions of one UTF-8 length differing within one 8-byte word never do
-    (:func:`hash_bytes`); other non-adversarial pairs do with chance about ``2**-64``,
-    about ``n * (n - 1) / 2**65`` over ``n`` unique captions (~1e-7 for two million,
-    ~3e-4 for 100 million). Telling them apart would need the strings themselves.
+    Captions are hashed a batch at a time (updates of fewer than ``HOLD`` wait, as
+    references, until ``HOLD`` do or the state is read) into a sorted, deduplicated state
+    of 8 to 12 bytes per *unique* caption, deduplicated again after a gather
+    (``unique(cat(a, b)) = unique(cat(unique(a), b))``), so every rank's count equals a
+    single process's. ``unique`` is exact over 64-bit hashes: two captions sharing one
+    count once, with chance about ``n * (n - 1) / 2**65`` over ``n`` unique captions
+    (:func:`hash_bytes`; speed and memory figures in ``docs/evaluation.md``).
 
     Args:
         normalize: ``"none"`` (the paper's exact strings) or ``"basic"`` (:func:`normalize_caption`).

@@ -3,21 +3,13 @@
 A caption ``c``'s score for an image ``v`` is ``100 * max(cos(E_c, E_v), 0)`` with ``E``
 the CLIP embeddings: Hessel et al.'s CLIP-S with torchmetrics' weight 100 (theirs is
 2.5), the scale of the paper's Tables 1 and 2. A dataset's score is the mean over its
-captions. Why not ``torchmetrics.multimodal.CLIPScore`` itself (torchmetrics 1.9):
-
-- a string ``model_name_or_path`` must name one of its hub models, so a local directory
-  is refused (a callable returning a model and processor does work);
-- with transformers 5 it fails outright: ``get_text_features`` returns a model output,
-  not a tensor, and torchmetrics calls ``.norm`` on it;
-- a caption over the text encoder's 77 tokens is cut by slicing the padded token ids,
-  which drops the end-of-text token that CLIP pools, so the truncated caption's
-  embedding is read at a wrong position; the truncation is a warning, never counted;
-- it clamps the *mean* score at 0, not each caption's score.
-
-So this module computes the same formula with ``CLIPModel`` and ``CLIPProcessor``
-loaded with ``local_files_only=True``, truncates with the tokenizer (keeping the end
-token, as ``clip.tokenize(truncate=True)`` does), counts truncated captions and warns
-once. ``tests/metrics/test_clipscore.py`` checks it against torchmetrics' formula.
+captions. ``torchmetrics.multimodal.CLIPScore`` (1.9) refuses a local directory by
+name, fails with transformers 5 (``get_text_features`` returns a model output), drops
+the end-of-text token CLIP pools when it cuts a caption over 77 tokens, and clamps the
+*mean* score at 0. So this module loads ``CLIPModel`` and ``CLIPProcessor`` with
+``local_files_only=True``, truncates with the tokenizer (keeping the end token), counts
+truncated captions and warns once; ``tests/metrics/test_clipscore.py`` checks it
+against torchmetrics' formula.
 """
 
 from __future__ import annotations

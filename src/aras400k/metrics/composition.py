@@ -1,11 +1,9 @@
 """Composition distributions of datasets and distances between them (the paper's Figure 3).
 
-:class:`CompositionDistribution` accumulates, from masks, in bounded memory: the
-per-class pixel counts (pooled shares, as Figure 3 shows) and, per class, a histogram
-of the *per-image* share (``num_bins`` bins over ``[0, 1]``), which tells apart datasets
-with the same pooled composition but different per-image mixtures (every image half
-tree and half crop versus half the images all tree). All states are sums, so a
-distributed result equals a single-process one. Two datasets are compared by:
+:class:`CompositionDistribution` sums, from masks, the per-class pixel counts (pooled
+shares, as Figure 3 shows) and per-class histograms of the *per-image* share, which tell
+apart datasets with the same pooled composition but different per-image mixtures. Two
+datasets are compared by:
 
 * the Jensen-Shannon **divergence** of their pooled shares in **bits** (``[0, 1]``),
   with its square root, the JS *distance* (scipy's ``jensenshannon``), next to it;

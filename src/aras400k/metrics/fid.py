@@ -1,7 +1,6 @@
 """FID and KID in a pluggable feature space, and features streamed from shard sets.
 
-The paper reports FID of its synthetic sets (16 unconditional, 72 conditional) and
-compares real and synthetic samples in its segmenter's feature space (Figure 4). A
+The paper reports FID of its synthetic sets (16 unconditional, 72 conditional). A
 feature extractor is any ``nn.Module`` mapping ``(B, 3, H, W)`` images (floats in
 ``[0, 1]`` or uint8) to ``(B, D)`` features, with an integer ``num_features``:
 

@@ -1,15 +1,8 @@
 """The ``openai`` backend: any OpenAI-compatible chat-completions server, concurrently.
 
-Works with vLLM, SGLang, Ollama, llama.cpp's server and hosted APIs. Requests go out on
-``max_concurrency`` threads, round-robin over ``base_urls``; one failing with 408, 429,
-5xx, a timeout or a dropped connection is retried with exponential backoff on the next
-server, and counted (:meth:`OpenAIBackend.retry_counts`).
-
-Any other error status means the setup is wrong (API key, model name, URL, request
-fields): it is never retried, the requests in flight are cancelled, and the error says
-what to fix. Until a first answer, requests go out one at a time, so a wrong model name
-costs one request. Images travel as base64 data URLs; only the standard library is
-used. See ``docs/captioning.md``.
+Works with vLLM, SGLang, Ollama, llama.cpp's server and hosted APIs, using only the
+standard library. Fleets, retries (counted by :meth:`OpenAIBackend.retry_counts`) and
+final errors: ``docs/captioning.md``.
 """
 
 from __future__ import annotations
