@@ -1,14 +1,9 @@
 """The :class:`Captioner`: text, vision and hybrid captions for images and shard sets.
 
-One :class:`~aras400k.captioning.requests.CaptionRequest` per caption goes to a
-:class:`~aras400k.captioning.backends.CaptionBackend` in batches; the texts are cleaned,
-repeats regenerated with another seed, and a shard set's captions appended to a
-resumable JSONL sidecar (:mod:`~aras400k.captioning.sidecar`), optionally with a new
-shard set holding ``captions.json``. Each ``build_*`` hook, :meth:`Captioner.caption_seed`,
-:meth:`Captioner.postprocess` and :meth:`Captioner.load_input` can be overridden alone.
-
-A run splits over workers (:mod:`aras400k.captioning.parts`): each captions a contiguous
-range into its own sidecar, and :meth:`Captioner.merge_parts` joins them.
+Requests go to a backend in batches; texts are cleaned, repeats regenerated with another
+seed, and a shard set's captions appended to a resumable JSONL sidecar. Each ``build_*``
+hook, :meth:`Captioner.caption_seed`, :meth:`Captioner.postprocess` and
+:meth:`Captioner.load_input` can be overridden alone. Split runs: :mod:`aras400k.captioning.parts`.
 """
 
 from __future__ import annotations
@@ -456,17 +451,11 @@ class Captioner:
         masks: Sequence[np.ndarray] | None = None,
         keys: Sequence[str] | None = None,
     ) -> list[list[str]]:
-        """Caption images in memory.
+        """``captions_per_image`` captions per sample in memory, in input order (counts in :attr:`stats`).
 
-        Args:
-            images: ``(H, W, 3)`` uint8 images (vision and hybrid modes).
-            compositions: Class name -> fraction per sample (text and hybrid modes).
-            masks: Class-index masks (compositions when missing; the template's spatial hints).
-            keys: Sample names (default ``"0"``, ``"1"``, ...); they seed the captions.
-
-        Returns:
-            ``captions_per_image`` captions per sample, in input order (repeats across the
-            call regenerated; counts in :attr:`stats`).
+        Give what the mode needs: ``(H, W, 3)`` uint8 ``images``, ``compositions`` (class name
+        -> fraction), class-index ``masks`` (compositions when missing; the template's spatial
+        hints); ``keys`` (default ``"0"``, ``"1"``, ...) seed the captions.
 
         Raises:
             ValueError: If the inputs differ in length or lack what the mode needs.
@@ -541,8 +530,7 @@ class Captioner:
     ) -> CaptionReport:
         """Caption a shard set into a JSONL sidecar, resuming what an earlier run left.
 
-        Captions already in ``out`` are not made again (a partial last line is cut first);
-        every batch is flushed, so a killed run loses at most the batch in flight. With
+        Every batch is flushed, so a killed run loses at most the batch in flight. With
         ``num_shards > 1`` this is worker ``shard_index``: it captions its contiguous range
         into ``OUT.part-K-of-N.jsonl`` and leaves ``shards_out`` to :meth:`merge_parts`.
 
@@ -661,11 +649,9 @@ class Captioner:
     ) -> CaptionReport:
         """Join the worker sidecars of a split run into the sidecar one worker would have written.
 
-        Deduplication spans the whole dataset, which no worker saw, so this reruns
-        :meth:`caption_shards` over all samples, reusing every text a worker got for the
-        same key, index and seed and asking the backend only for the rest. With a
-        deterministic backend ``out`` then equals the single run's sidecar. Needs the
-        workers' options and all parts (which are kept); an interrupted merge resumes.
+        Reruns :meth:`caption_shards` over all samples (deduplication spans the dataset),
+        reusing each text a worker got for the same key, index and seed; with a deterministic
+        backend ``out`` equals the single run's sidecar. Parts are kept; a merge resumes.
 
         Args:
             in_dir: The shard set the workers captioned.

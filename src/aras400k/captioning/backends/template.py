@@ -112,15 +112,10 @@ def _amount(share: float, rng: random.Random, used: set[str]) -> str:
 
 
 def image_tone(image: np.ndarray, max_side: int = 64) -> tuple[str, str, str]:
-    """Describe an image's brightness, colour cast and texture.
+    """``(brightness, hue, texture)`` of an ``(H, W, 3)`` uint8 image, subsampled to about ``max_side`` a side.
 
-    Args:
-        image: ``(H, W, 3)`` uint8 RGB image.
-        max_side: Subsample to at most about this many pixels a side.
-
-    Returns:
-        ``(brightness, hue, texture)``: ``dark``/``bright``/``""``, one of ``green``,
-        ``brown``, ``grey``, ``blue``, ``red``, and ``rough``/``smooth``/``""``.
+    Brightness is ``dark``/``bright``/``""``, hue one of ``green``, ``brown``, ``grey``,
+    ``blue``, ``red``, texture ``rough``/``smooth``/``""``.
     """
     stride = max(1, -(-max(image.shape[:2]) // max_side))
     sub = np.asarray(image[::stride, ::stride], dtype=np.float32)
@@ -213,13 +208,7 @@ class TemplateBackend(CaptionBackend):
     def caption_one(
         self, request: CaptionRequest, layouts: Mapping[str, ClassLayout], tone: tuple[str, str, str] | None
     ) -> str:
-        """Write the caption of one request.
-
-        Args:
-            request: The request (its ``mode``, ``seed``, ``composition``, ``mask``, ``image``).
-            layouts: Class name -> layout, empty without spatial hints.
-            tone: ``(brightness, hue, texture)`` of the image, or ``None``.
-        """
+        """Write the caption of one request, given its class layouts (by name) and image tone (or ``None``)."""
         rng = random.Random(request.seed)
         shares = self._shares(request)
         words = {name: rng.choice(CLASS_WORDS.get(name, (name,))) for name, _ in shares}

@@ -227,13 +227,9 @@ class TransformersBackend(CaptionBackend):
         return processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def generate(self, requests: Sequence[CaptionRequest]) -> list[str]:
-        """Generate captions, one ``generate`` call per group of requests with and without an image.
+        """The decoded new tokens of each request, one ``generate`` call per group of requests.
 
-        Args:
-            requests: The batch; each group also shares its sampling settings.
-
-        Returns:
-            The decoded new tokens of each request, in order.
+        A group shares its sampling settings and whether its requests carry an image.
 
         Raises:
             ValueError: If the model folder cannot be loaded for the requests' kind.
