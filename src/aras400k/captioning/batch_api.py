@@ -3,10 +3,9 @@
 :func:`submit_waiting` uploads each waiting request file of a
 :class:`~aras400k.captioning.batchfile.BatchJob` and creates its batch (24 h window);
 :func:`collect_finished` downloads the output and error files of finished batches next
-to their request files; :func:`run_batch_job` repeats pass, submit, wait and collect
-until every caption is in the sidecar. Each step is recorded in ``batch.json`` when
-done, so a rerun never uploads, submits or downloads a file twice. The ``openai``
-package is an optional extra (``pip install 'aras400k[openai]'``). See ``docs/captioning.md``.
+to their request files; :func:`run_batch_job` repeats them until every caption is in.
+Each step is recorded in ``batch.json`` when done, so a rerun never repeats one. The
+``openai`` package is an optional extra (``pip install 'aras400k[openai]'``).
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """Batch-file captioning: requests as OpenAI Batch-format JSONL, answers read back from results files.
 
-A batch job lives in one folder (by default ``OUT.batch/`` beside the sidecar):
-
-* ``requests-00000.jsonl``, ...: one OpenAI Batch request per line, ``{"custom_id",
-  "method": "POST", "url": "/v1/chat/completions", "body"}``, the body as the live
-  ``openai`` backend sends it; ``custom_id`` is ``KEY#INDEX#SEED``. Files are renamed
-  into place when complete and split at :data:`MAX_REQUESTS` and :data:`MAX_BYTES`.
-* ``requests-00000.results.jsonl`` (and ``.errors.jsonl``): one ``{"custom_id",
-  "response": {"status_code", "body"}, "error"}`` per line, as the Batch API and
-  vLLM's ``run_batch -o`` write them.
-* ``batch.json``: what was submitted to the Batch API (:class:`BatchJob.state`).
-
+A job folder holds ``requests-NNNNN.jsonl`` files (``custom_id`` ``KEY#INDEX#SEED``), their
+``.results.jsonl``/``.errors.jsonl`` and ``batch.json`` (layout: ``docs/captioning.md``).
 A request file without results is *waiting*: its requests are never written again.
-Once it has results, its unanswered requests go into the next file. See
-``docs/captioning.md``.
+Once it has results, its unanswered requests go into the next file.
 """
 
 from __future__ import annotations

@@ -32,9 +32,6 @@ def normalize_caption(text: str) -> str:
     Unicode is put in NFC form; decimal points between digits are kept (``41.2%`` and
     ``4.12%`` differ). Captions equal under :func:`aras400k.metrics.captions.normalize_caption`
     (``basic``) are equal here too.
-
-    Args:
-        text: A caption.
     """
     folded = unicodedata.normalize("NFC", text).casefold()
     return " ".join(_POINT.sub(" ", _PUNCTUATION.sub(" ", folded)).split())

@@ -1,8 +1,8 @@
 """What a caption backend is asked for: the mode, the sampling settings and one request.
 
-A :class:`CaptionRequest` carries the rendered prompts and the inputs they were
-rendered from (composition, mask, image), so a backend without a model
-(:class:`~aras400k.captioning.backends.TemplateBackend`) captions the same requests.
+A :class:`CaptionRequest` also carries the inputs its prompts were rendered from, so a
+backend without a model (:class:`~aras400k.captioning.backends.TemplateBackend`) captions
+the same requests.
 """
 
 from __future__ import annotations

@@ -32,18 +32,10 @@ _REBUILT = frozenset({"image.png", "mask.png", "meta.json", "captions.json"})
 def check_shards_out(
     in_dir: str | Path, shards_out: str | Path, overwrite: bool, sidecar: str | Path | None = None
 ) -> bool:
-    """Check that a captioned shard set may be written to ``shards_out``.
+    """Whether a shard set in ``shards_out`` is to be replaced by one captioned from ``in_dir`` and ``sidecar``.
 
-    One ``aras-caption`` made from the same input and sidecar may always be replaced.
-
-    Args:
-        in_dir: The input shard set.
-        shards_out: The folder for the new shard set.
-        overwrite: Whether any shard set there may be replaced.
-        sidecar: The caption sidecar the new shard set is made from.
-
-    Returns:
-        Whether a shard set in ``shards_out`` is to be replaced.
+    ``overwrite`` allows replacing any shard set; one ``aras-caption`` made from the same
+    input and sidecar may always be replaced.
 
     Raises:
         ValueError: If ``shards_out`` is the input folder (shards are never edited in place).
@@ -96,8 +88,7 @@ def write_captioned_shards(
         overwrite: Replace a shard set in ``out_dir`` (one made from this input and sidecar always is).
         samples_per_shard: Samples per tar (default: the input's largest shard).
 
-    Returns:
-        The new manifest.
+    Returns the new manifest.
 
     Raises:
         ManifestError: If ``in_dir`` is not a shard set.

@@ -1,14 +1,9 @@
 """The caption sidecar: a keyed JSONL file with one caption per line.
 
-Each line is one JSON object::
-
-    {"key": "N36E027_000_001", "index": 0, "text": "...", "model": "Qwen3-VL-8B",
-     "mode": "hybrid", "prompt_hash": "3f2a...", "seed": 1234}
-
-Each ``(key, index)`` occurs at most once; ``prompt_hash`` identifies the prompt
-templates (:func:`~aras400k.captioning.prompts.prompt_hash`). A writer appends and
-flushes whole batches, so a killed run leaves at most a partial last line, which
-readers ignore and :class:`CaptionSidecarWriter` cuts off before appending.
+Each line is a JSON object of the :data:`SIDECAR_FIELDS` (format: ``docs/captioning.md``);
+each ``(key, index)`` occurs at most once. A writer appends and flushes whole batches, so
+a killed run leaves at most a partial last line, which readers ignore and
+:class:`CaptionSidecarWriter` cuts off before appending.
 
 An open writer holds the sidecar's run lock (:mod:`aras400k.locking`), so a second run
 on it stops at once. A sidecar two runs wrote at once before the lock existed is mended

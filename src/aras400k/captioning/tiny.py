@@ -1,11 +1,8 @@
 """Tiny random-weight Hugging Face models for tests, benchmarks and dry runs, built offline.
 
-They exercise the captioning code paths (chat templates, left padding, batched
-``generate``, image processors) without downloading anything: a byte-level BPE
-tokenizer trained on a few sentences, and a random ``Qwen2ForCausalLM`` or
-``Qwen2VLForConditionalGeneration`` (with its processor) of a few hundred thousand
-parameters, saved so ``TransformersBackend`` loads them like any local model. Their
-captions are random tokens.
+A byte-level BPE tokenizer trained on a few sentences and a random ``Qwen2ForCausalLM``
+or ``Qwen2VLForConditionalGeneration`` of a few hundred thousand parameters, saved so
+``TransformersBackend`` loads them like any local model; their captions are random tokens.
 """
 
 from __future__ import annotations

@@ -77,11 +77,9 @@ def normalize_caption(text: str, mode: Literal["none", "basic"] = "basic") -> st
 def normalize_captions(captions: Sequence[str]) -> list[str]:
     """Apply ``normalize_caption(text, "basic")`` to a batch of captions at once.
 
-    The joined batch is encoded once, lower-cased eight bytes at a time, and each
-    caption's end moved back past trailing punctuation. Captions this shortcut would
-    get wrong (non-ASCII text, a tab or newline, double or leading spaces) are found by
-    vectorised byte comparisons and normalised alone, so the result always equals the
-    per-caption one.
+    The joined batch is encoded once, lower-cased eight bytes at a time and each end moved
+    back past trailing punctuation; captions this would get wrong (non-ASCII, tabs,
+    double or leading spaces) are found by byte comparisons and normalised alone.
 
     Raises:
         TypeError: If a caption is not a string.

@@ -151,13 +151,10 @@ class CompositionDistribution(Metric):
         self.histogram += flat.reshape(self.num_classes, self.num_bins)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """The accumulated distribution.
+        """The distribution: ``shares``, ``mean_image_share``, ``histogram``, ``num_images``, ``num_unlabelled``.
 
-        Returns:
-            ``shares``: ``(C,)`` pooled pixel shares (zeros when nothing was counted);
-            ``mean_image_share``: ``(C,)`` mean over images of each class's share;
-            ``histogram``: ``(C, num_bins)`` image counts per share bin;
-            ``num_images``: images with labelled pixels; ``num_unlabelled``: images without.
+        ``(C,)`` pooled shares (zeros before any pixel) and mean per-image shares, ``(C, num_bins)``
+        images per share bin, and the images with and without labelled pixels.
         """
         total = self.pixels.sum()
         shares = self.pixels.double() / total if total > 0 else torch.zeros_like(self.share_sum)

@@ -1,19 +1,11 @@
 """Cross-modal consistency: does a caption agree with its mask's class composition?
 
-A :class:`Lexicon` finds the classes a caption mentions (class words and synonyms,
-whole words, case-insensitive, optional plural ``s``/``es``), which mentions are
-negated, and the percentages stated for a class. :func:`score_caption` then scores the
-caption against its mask's composition:
-
-- **recall**: of the classes covering at least ``salient_share`` of the mask (5% by
-  default), the fraction the caption mentions;
-- **precision**: of the classes the caption mentions, the fraction present in the mask
-  (share above ``present_share``, 0 by default);
-- **percent MAE**: the mean absolute error, in percentage points, of the stated
-  percentages (``"tree 41.2%"``, ``"41% forest"``) against the mask's shares.
-
-:class:`CompositionConsistency` averages these over a dataset and per group (caption
-model and mode), summed across processes. How mentions are read (deliberately simple):
+A :class:`Lexicon` finds the classes a caption mentions (whole words or synonyms,
+case-insensitive, optional plural ``s``/``es``), the negated ones and the percentages
+stated for each; :func:`score_caption` scores them against the mask's composition:
+recall of the salient classes, precision of the mentioned ones and the mean absolute
+error of the percentages (``docs/evaluation.md``). :class:`CompositionConsistency`
+averages these over a dataset and per group. How mentions are read (deliberately simple):
 
 - A caption is split into clauses at ``, ; . ! ?`` (not inside numbers) and at the words
   *and, but, while, whereas, whilst*.

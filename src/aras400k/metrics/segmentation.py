@@ -25,15 +25,10 @@ def _safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 def scores_from_confusion(confmat: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, torch.Tensor]:
-    """Compute the paper's scores from a confusion matrix (rows = truth, columns = prediction).
+    """The paper's scores from a ``(C, C)`` pixel-count confusion matrix (rows = truth, columns = prediction).
 
-    Args:
-        confmat: ``(C, C)`` matrix of pixel counts.
-        class_names: Names used for the per-class keys.
-
-    Returns:
-        ``f1_macro``, ``iou_macro``, ``precision_macro``, ``recall_macro``, ``accuracy``
-        and ``f1_<name>``, ``iou_<name>``, ``precision_<name>``, ``recall_<name>`` per class.
+    ``f1_macro``, ``iou_macro``, ``precision_macro``, ``recall_macro``, ``accuracy`` and, per
+    name of ``class_names``, ``f1_<name>``, ``iou_<name>``, ``precision_<name>``, ``recall_<name>``.
     """
     cm = confmat.double()
     tp = cm.diagonal()
@@ -93,11 +88,9 @@ class SegmentationMetrics(Metric):
         self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch.
+        """Add ``(B, C, H, W)`` logits/probabilities or ``(B, H, W)`` class indices, and ``(B, H, W)`` targets.
 
-        Args:
-            preds: ``(B, C, H, W)`` logits/probabilities or ``(B, H, W)`` class indices.
-            target: ``(B, H, W)`` class indices (``ignore_index`` pixels are skipped).
+        Target pixels of ``ignore_index`` are skipped.
 
         Raises:
             ValueError: On mismatched shapes or a target value out of range.

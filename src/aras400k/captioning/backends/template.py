@@ -1,16 +1,9 @@
 """The ``template`` backend: varied, deterministic captions without any model.
 
-The embedded default: no weights, tens of thousands of captions a second on one CPU
-core, so the whole pipeline runs on a fresh machine. Per mode it writes:
-
-* ``text`` -- the composition: classes by decreasing share with percentages, in varied
-  sentence shapes and synonyms, sometimes with a second sentence (landscape, an absent
-  class, how many classes).
-* ``vision`` -- no numbers: qualitative amounts, *where* each class lies from the mask
-  (its stand-in for what a vision model sees, :mod:`~aras400k.captioning.spatial`) and
-  the image's brightness, colour cast and texture.
-* ``hybrid`` -- both: percentages, positions from the mask and the image's tones.
-
+The embedded default, so the whole pipeline runs on a fresh machine. ``text`` captions
+give the classes by share with percentages; ``vision`` ones no numbers but *where* each
+class lies in the mask (:mod:`~aras400k.captioning.spatial`, its stand-in for what a
+vision model sees) and the image's tones; ``hybrid`` ones both (``docs/captioning.md``).
 Every choice is drawn from ``random.Random(request.seed)``: one (key, index, seed)
 gives one caption, a retry with another seed another phrasing.
 """

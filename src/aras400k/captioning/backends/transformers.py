@@ -1,11 +1,8 @@
 """The ``transformers`` backend: any local Hugging Face model directory, batched.
 
-Text-only requests go to ``AutoModelForCausalLM`` with the tokenizer's chat template
-(or, for a vision-language model it cannot load, through the processor); requests with
-an image go to ``AutoModelForImageTextToText`` with ``AutoProcessor``. Batches are
-left-padded, one ``generate`` call each. Nothing is downloaded (``local_files_only``);
-``trust_remote_code`` is off by default. Sampling in a batch draws from one stream
-seeded from all its requests' seeds: reproducible, but a caption depends on its batch mates.
+Which model and processor classes serve which mode: ``docs/captioning.md``. Sampling in
+a batch draws from one stream seeded from all its requests' seeds: reproducible, but a
+caption depends on its batch mates.
 """
 
 from __future__ import annotations
