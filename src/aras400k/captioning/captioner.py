@@ -100,7 +100,7 @@ class CaptionStats:
 
     Attributes:
         captions: Captions produced.
-        regenerated: Captions asked for again because they were repeats (or empty).
+        regenerated: Captions asked for again as repeats (or empty).
         duplicates: Repeats kept (retries ran out, or deduplication is off).
         empty: Captions kept although empty after post-processing.
         reused: Tries answered from the workers' sidecars (:meth:`Captioner.merge_parts`).
@@ -141,12 +141,12 @@ class CaptionReport:
         mode: Captioning mode.
         model: Model name recorded with the captions.
         samples: Samples looked at (after ``limit``).
-        resumed: Captions already in the sidecar from an earlier run.
-        stats: Counts of the captions made by this run.
-        skipped: Keys of samples that could not be captioned (corrupt or incomplete).
+        resumed: Captions an earlier run left in the sidecar.
+        stats: Counts of this run's captions.
+        skipped: Keys of corrupt or incomplete samples.
         discarded_bytes: Bytes of a partial last line cut from the sidecar.
         seconds: Wall time of the captioning.
-        worker: ``(shard_index, num_shards)`` of a worker of a split run; ``None`` otherwise.
+        worker: ``(shard_index, num_shards)`` of a worker of a split run, else ``None``.
         merged_parts: Worker sidecars a merge reused (0 when not merging).
         deferred_shards_out: The ``shards_out`` a worker left to the merge.
         batch: What a batch-file pass did (:meth:`Captioner.caption_batch_file`).
@@ -652,18 +652,9 @@ class Captioner:
         Reruns :meth:`caption_shards` over all samples (deduplication spans the dataset),
         reusing each text a worker got for the same key, index and seed; with a deterministic
         backend ``out`` equals the single run's sidecar. Parts are kept; a merge resumes.
-
-        Args:
-            in_dir: The shard set the workers captioned.
-            out: The merged sidecar; the workers' ``OUT.part-K-of-N.jsonl`` lie next to it.
-            num_shards: Workers the run was split over (at least 2).
-            shards_out: Also write the shard set with ``captions.json`` here.
-            limit: The workers' ``limit``.
-            overwrite: Start ``out`` afresh and replace an existing ``shards_out``.
-            samples_per_shard: Samples per tar in ``shards_out`` (default: as the input).
-
-        Returns:
-            The report; ``stats.reused`` and ``stats.asked`` count tries reused and asked.
+        The ``num_shards`` (>= 2) workers' ``OUT.part-K-of-N.jsonl`` lie next to ``out``;
+        the other arguments are as the workers' :meth:`caption_shards`. The report's
+        ``stats.reused`` and ``stats.asked`` count tries reused and asked.
 
         Raises:
             FileNotFoundError: If a worker's sidecar or run record is missing.

@@ -5,11 +5,8 @@ Worker ``K`` of ``N`` (``aras-caption --shard_index K --num_shards N``) captions
 record ``OUT.part-K-of-N.run.json`` of everything its captions depend on. Its records
 carry an extra ``tries``: the ``{seed, text}`` of the tries it rejected as repeats.
 
-Deduplication spans the whole dataset, which no worker sees, so the merge
-(:meth:`~aras400k.captioning.Captioner.merge_parts`) replays the single run, reusing
-every answer the workers got (:func:`read_part_answers`, keyed by key, index and seed)
-and asking the backend for the rest. With a deterministic backend the merged sidecar is
-the single-worker one, record for record.
+The merge (:meth:`~aras400k.captioning.Captioner.merge_parts`) replays the single run
+with every answer the workers got (:func:`read_part_answers`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Caption redundancy: normalising captions and rejecting repeats during a run.
 
-The paper measures redundancy as the share of captions that are not unique strings and
-aims to keep it low: :class:`DuplicateFilter` remembers every caption kept so far, so
-the :class:`~aras400k.captioning.Captioner` can regenerate a repeat with another seed.
+:class:`DuplicateFilter` remembers every caption kept so far, so the
+:class:`~aras400k.captioning.Captioner` can regenerate a repeat with another seed.
 """
 
 from __future__ import annotations

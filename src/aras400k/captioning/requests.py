@@ -70,9 +70,9 @@ class CaptionRequest:
         image: ``(H, W, 3)`` uint8 RGB image for the vision and hybrid modes, else ``None``.
         seed: Seed of this caption (the same caption again on deterministic backends).
         sampling: Decoding settings.
-        mode: The captioning mode the prompts were built for.
-        key: Sample key (for messages and for backends that vary text by sample).
-        index: Caption index of the sample, ``0 .. captions_per_image - 1``.
+        mode: The mode the prompts were built for.
+        key: Sample key (for messages and backends that vary text by sample).
+        index: Caption index, ``0 .. captions_per_image - 1``.
         composition: Class name -> fraction, when known.
         mask: ``(H, W)`` uint8 class-index mask, when known.
     """

@@ -78,17 +78,11 @@ def write_captioned_shards(
     overwrite: bool = False,
     samples_per_shard: int | None = None,
 ) -> dict[str, Any]:
-    """Copy a shard set into a new one, adding the sidecar's captions as ``captions.json``.
+    """Copy a shard set to ``out_dir``, adding the sidecar's captions as ``captions.json``; return its manifest.
 
-    Args:
-        in_dir: The input shard set.
-        sidecar: The caption sidecar (JSONL).
-        out_dir: The new shard set's folder.
-        limit: Copy only the first ``limit`` samples (those a limited run captioned).
-        overwrite: Replace a shard set in ``out_dir`` (one made from this input and sidecar always is).
-        samples_per_shard: Samples per tar (default: the input's largest shard).
-
-    Returns the new manifest.
+    ``limit`` copies only the first samples (those a limited run captioned); ``overwrite``
+    replaces a shard set in ``out_dir`` (one made from this input and sidecar always is);
+    ``samples_per_shard`` defaults to the input's largest shard.
 
     Raises:
         ManifestError: If ``in_dir`` is not a shard set.

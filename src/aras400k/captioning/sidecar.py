@@ -5,9 +5,8 @@ each ``(key, index)`` occurs at most once. A writer appends and flushes whole ba
 a killed run leaves at most a partial last line, which readers ignore and
 :class:`CaptionSidecarWriter` cuts off before appending.
 
-An open writer holds the sidecar's run lock (:mod:`aras400k.locking`), so a second run
-on it stops at once. A sidecar two runs wrote at once before the lock existed is mended
-with :func:`repair_sidecar` (``aras-caption --repair true``).
+An open writer holds the sidecar's run lock, so a second run on it stops at once;
+:func:`repair_sidecar` (``aras-caption --repair true``) mends one two runs wrote at once.
 """
 
 from __future__ import annotations

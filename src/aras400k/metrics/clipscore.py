@@ -92,8 +92,7 @@ def _as_uint8_images(images: ImageBatch) -> list[torch.Tensor]:
 class CLIPScore(CaptionMetric):
     """Mean CLIPScore ``100 * max(cos, 0)`` of captions against their images, overall and per group.
 
-    The model is a submodule, so ``metric.to(device)`` moves it. Captions over the text
-    context (77 tokens for OpenAI CLIP) are truncated as the module docstring says.
+    The model is a submodule, so ``metric.to(device)`` moves it.
 
     Args:
         model_path: Local directory of a CLIP model and processor (see :func:`load_clip`).

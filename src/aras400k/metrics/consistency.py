@@ -214,9 +214,8 @@ _COLUMNS = ("captions", "recall_sum", "recall_n", "precision_sum", "precision_n"
 class CompositionConsistency(CaptionMetric):
     """Caption-mask agreement: mean recall, precision and percentage error of class mentions.
 
-    Each mean runs over the captions where its score (:func:`score_caption`) is
-    defined; overall and per-group sums (:class:`~aras400k.metrics.captions.CaptionMetric`)
-    equal a single-process computation after a distributed gather.
+    Each mean runs over the captions where its score (:func:`score_caption`) is defined;
+    sums are distributed-safe (:class:`~aras400k.metrics.captions.CaptionMetric`).
 
     Args:
         lexicon: Class name -> words and synonyms; ``None`` uses :data:`DEFAULT_LEXICON`.

@@ -1,13 +1,11 @@
 """2-D embeddings (t-SNE, UMAP) of features from several sources, with silhouette scores.
 
-The paper's Figure 4 projects segmenter features of real and synthetic samples; its
-script standardises them, runs t-SNE (perplexity 30, PCA init) and UMAP (15 neighbours,
-``min_dist`` 0.1) and prints the silhouette of the source labels on the standardised
-features, overall and per pair. :func:`embedding_plot` does the same for any number of
-sources and reports ``silhouette_features`` (the script's number) and
-``silhouette_2d[method]`` (what each figure shows). Near 0 the sources are mixed
-(synthetic looks like real); near 1 they are separate clusters. UMAP needs the optional
-``umap-learn`` (``pip install aras400k[umap]``); without it UMAP is skipped with a warning.
+:func:`embedding_plot` does what the paper's Figure-4 script does, for any number of
+sources: standardise the features, run t-SNE (perplexity 30, PCA init) and UMAP (15
+neighbours, ``min_dist`` 0.1; skipped with a warning without ``pip install aras400k[umap]``)
+and score the source labels' silhouette on the features (``silhouette_features``, the
+script's number) and on each embedding, overall and per pair. Near 0 the sources are
+mixed (synthetic looks like real); near 1 they are separate clusters.
 """
 
 from __future__ import annotations

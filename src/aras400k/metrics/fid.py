@@ -1,18 +1,12 @@
 """FID and KID in a pluggable feature space, and features streamed from shard sets.
 
-The paper reports FID of its synthetic sets (16 unconditional, 72 conditional). A
-feature extractor is any ``nn.Module`` mapping ``(B, 3, H, W)`` images (floats in
-``[0, 1]`` or uint8) to ``(B, D)`` features, with an integer ``num_features``:
-
-* :class:`~aras400k.models.features.SegmenterFeatures`: the pooled bottleneck of a
-  trained :class:`~aras400k.models.SegmentationTask` encoder (inputs normalised as trained).
-* :class:`InceptionFeatures`: Inception-v3 pool features from a **local** weights file.
-  torchvision's ImageNet weights give numbers close to, not equal to, the standard FID;
-  ``backend="torch-fidelity"`` with its weights file gives the standard one.
-
+A feature extractor is any ``nn.Module`` mapping ``(B, 3, H, W)`` images (floats in
+``[0, 1]`` or uint8) to ``(B, D)`` features, with an integer ``num_features``: a trained
+segmenter's pooled bottleneck (:class:`~aras400k.models.features.SegmenterFeatures`) or
+Inception-v3 from a **local** weights file (:class:`InceptionFeatures`; torchvision's
+ImageNet weights come close to the standard FID, ``backend="torch-fidelity"`` gives it).
 :class:`FeatureFID` and :class:`FeatureKID` are torchmetrics' FID and KID with such a
-module (an identity over precomputed features for an ``int``), keeping torchmetrics'
-distributed state. :func:`features_from_shards` computes a shard set's features once.
+module (an identity over precomputed features for an ``int``).
 """
 
 from __future__ import annotations
@@ -250,13 +244,13 @@ class FeatureKID(KernelInceptionDistance):
 
     Args:
         feature: A feature extractor or a feature dimension (precomputed features).
-        subsets: Number of random subsets the MMD is averaged over.
+        subsets: Random subsets the MMD is averaged over.
         subset_size: Samples per subset.
         degree: Polynomial kernel degree.
         gamma: Kernel scale (default ``1 / D``).
         coef: Kernel constant.
         reset_real_features: Clear the real features on ``reset()``.
-        seed: Seed of the subset sampling.
+        seed: Subset sampling seed.
         **kwargs: Passed to torchmetrics' ``Metric``.
 
     Raises:

@@ -1,11 +1,10 @@
 """The paper's segmentation metrics from one confusion matrix.
 
 :class:`SegmentationMetrics` sums a ``C x C`` confusion matrix across processes and
-derives macro F1, IoU, precision, recall and pixel accuracy (Table 3) and per-class F1
-and IoU (Table 4). Macro averages follow scikit-learn's ``f1_score(...,
-average="macro", zero_division=0)`` over a split's pixels: the mean runs over classes
-in the truth *or* the prediction, an undefined ratio counts as 0, and a class absent
-from both has no per-class score (NaN).
+derives the scores of Tables 3 and 4. Macro averages follow scikit-learn's
+``f1_score(..., average="macro", zero_division=0)`` over a split's pixels: the mean runs
+over classes in the truth *or* the prediction, an undefined ratio counts as 0, and a
+class absent from both has no per-class score (NaN).
 """
 
 from __future__ import annotations
