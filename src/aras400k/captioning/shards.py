@@ -32,7 +32,7 @@ _REBUILT = frozenset({"image.png", "mask.png", "meta.json", "captions.json"})
 def check_shards_out(
     in_dir: str | Path, shards_out: str | Path, overwrite: bool, sidecar: str | Path | None = None
 ) -> bool:
-    """Whether a shard set in ``shards_out`` is to be replaced by one captioned from ``in_dir`` and ``sidecar``.
+    """Check a set captioned from ``in_dir`` and ``sidecar`` may go to ``shards_out``; whether to replace one there.
 
     ``overwrite`` allows replacing any shard set; one ``aras-caption`` made from the same
     input and sidecar may always be replaced.
