@@ -1,9 +1,7 @@
 """Captioning: text, vision and hybrid captions over a template, local HF models or HTTP servers.
 
-The :class:`Captioner` turns samples into :class:`CaptionRequest` objects and sends
-them to a backend (:class:`TemplateBackend`, ``TransformersBackend``,
-``OpenAIBackend``); :mod:`aras400k.captioning.sidecar` reads and writes the keyed JSONL
-caption files. ``aras-caption`` (:mod:`aras400k.cli.caption`) runs it on shard sets.
+The :class:`Captioner` sends :class:`CaptionRequest` objects to a backend and writes
+keyed JSONL sidecars (:mod:`aras400k.captioning.sidecar`); ``aras-caption`` runs it on shard sets.
 """
 
 from __future__ import annotations

@@ -3,10 +3,9 @@
 :func:`submit_waiting` uploads each waiting request file of a
 :class:`~aras400k.captioning.batchfile.BatchJob` and creates its batch (24 h window);
 :func:`collect_finished` downloads the output and error files of finished batches next
-to their request files; :func:`run_batch_job` repeats pass, submit, wait and collect
-until every caption is in the sidecar. Each step is recorded in ``batch.json`` when
-done, so a rerun never uploads, submits or downloads a file twice. The ``openai``
-package is an optional extra (``pip install 'aras400k[openai]'``). See ``docs/captioning.md``.
+to their request files; :func:`run_batch_job` repeats them until every caption is in.
+Each step is recorded in ``batch.json`` when done, so a rerun never repeats one. The
+``openai`` package is an optional extra (``pip install 'aras400k[openai]'``).
 """
 
 from __future__ import annotations
@@ -40,11 +39,7 @@ FINAL_STATES = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
 def openai_client(api_key_env: str | None = "OPENAI_API_KEY", base_url: str | None = None) -> Any:
-    """Build an ``openai.OpenAI`` client for the Batch API.
-
-    Args:
-        api_key_env: Environment variable holding the API key.
-        base_url: API root (``None``: the SDK's default, the OpenAI service).
+    """An ``openai.OpenAI`` client with the key in ``$api_key_env``, at ``base_url`` (``None``: OpenAI's).
 
     Raises:
         ValueError: If the ``openai`` package is missing or the key variable is unset.
@@ -94,14 +89,9 @@ def _find_batch(client: Any, input_file_id: str) -> Any | None:
 
 
 def submit_waiting(job: BatchJob, client: Any) -> list[Path]:
-    """Upload and submit every request file that waits for results and was not submitted yet.
+    """Upload and submit every request file waiting for results and not yet submitted; return those files.
 
-    Args:
-        job: The job.
-        client: An ``openai.OpenAI`` client (or one with the same ``files`` and ``batches`` calls).
-
-    Returns:
-        The files submitted by this call.
+    ``client`` is an ``openai.OpenAI`` client (or one with the same ``files`` and ``batches`` calls).
     """
     state = job.state()
     submitted = []
@@ -134,10 +124,6 @@ def _download(client: Any, file_id: str | None, path: Path) -> None:
 
 def collect_finished(job: BatchJob, client: Any) -> BatchProgress:
     """Ask how the submitted batches stand; download the output and error files of finished ones.
-
-    Args:
-        job: The job.
-        client: An ``openai.OpenAI`` client.
 
     Raises:
         BackendError: If a batch's file was refused (``resumable`` false; the next pass rewrites it).
@@ -177,14 +163,7 @@ def collect_finished(job: BatchJob, client: Any) -> BatchProgress:
 
 
 def wait_for_batches(job: BatchJob, client: Any, poll_s: float = 60.0, progress: bool = True) -> None:
-    """Poll until every submitted file of the job has results, with a progress line.
-
-    Args:
-        job: The job.
-        client: An ``openai.OpenAI`` client.
-        poll_s: Seconds between polls.
-        progress: Show the progress line.
-    """
+    """Poll every ``poll_s`` seconds until every submitted file of the job has results (with a progress line)."""
     with tqdm(desc="batch requests", unit=" requests", disable=not progress, dynamic_ncols=True) as bar:
         while True:
             status = collect_finished(job, client)

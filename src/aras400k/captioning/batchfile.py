@@ -1,19 +1,9 @@
 """Batch-file captioning: requests as OpenAI Batch-format JSONL, answers read back from results files.
 
-A batch job lives in one folder (by default ``OUT.batch/`` beside the sidecar):
-
-* ``requests-00000.jsonl``, ...: one OpenAI Batch request per line, ``{"custom_id",
-  "method": "POST", "url": "/v1/chat/completions", "body"}``, the body as the live
-  ``openai`` backend sends it; ``custom_id`` is ``KEY#INDEX#SEED``. Files are renamed
-  into place when complete and split at :data:`MAX_REQUESTS` and :data:`MAX_BYTES`.
-* ``requests-00000.results.jsonl`` (and ``.errors.jsonl``): one ``{"custom_id",
-  "response": {"status_code", "body"}, "error"}`` per line, as the Batch API and
-  vLLM's ``run_batch -o`` write them.
-* ``batch.json``: what was submitted to the Batch API (:class:`BatchJob.state`).
-
+A job folder holds ``requests-NNNNN.jsonl`` files (``custom_id`` ``KEY#INDEX#SEED``), their
+``.results.jsonl``/``.errors.jsonl`` and ``batch.json`` (layout: ``docs/captioning.md``).
 A request file without results is *waiting*: its requests are never written again.
-Once it has results, its unanswered requests go into the next file. See
-``docs/captioning.md``.
+Once it has results, its unanswered requests go into the next file.
 """
 
 from __future__ import annotations
@@ -54,11 +44,7 @@ _REQUESTS = re.compile(r"^requests-(\d{5,})\.jsonl$")
 
 
 def batch_folder(out: str | Path) -> Path:
-    """The default job folder of a sidecar: ``caps.jsonl`` -> ``caps.batch``.
-
-    Args:
-        out: The sidecar.
-    """
+    """The default job folder of sidecar ``out``: ``caps.jsonl`` -> ``caps.batch``."""
     out = Path(out)
     return out.with_name(f"{out.stem}.batch")
 
@@ -82,14 +68,9 @@ def parse_custom_id(text: str) -> tuple[str, int, int]:
 
 
 def answer_text(line: Mapping[str, Any]) -> str | None:
-    """The message content of one results line, or ``None`` when the request failed.
+    """The message content (parts joined) of a ``{"custom_id", "response": {"status_code", "body"}, "error"}`` line.
 
-    Args:
-        line: ``{"custom_id", "response": {"status_code", "body"}, "error"}``.
-
-    Returns:
-        The text (content parts joined), or ``None`` for an error, a status other than
-        200 or a body without ``choices[0].message.content``.
+    ``None`` for an error, a status other than 200 or a body without ``choices[0].message.content``.
     """
     response = line.get("response")
     if line.get("error") or not isinstance(response, Mapping) or response.get("status_code", 200) != 200:
@@ -184,12 +165,10 @@ def _names(paths: list[Path]) -> str:
 
 
 class ResultsLookup:
-    """Answers caption requests from a job's results (instead of a backend); writes those it cannot answer.
+    """Answers caption requests from ``job``'s results (instead of a backend).
 
-    Args:
-        job: The job.
-        body: Turns a request into its chat-completions body (``OpenAIBackend.request_body``).
-        writer: Where requests without an answer go.
+    Requests without an answer go to ``writer`` as their chat-completions ``body(request)``
+    (``OpenAIBackend.request_body``).
     """
 
     def __init__(
@@ -234,12 +213,8 @@ class RequestFileWriter:
     """Writes request lines into numbered files, starting a new one at the size limits.
 
     A file is written as ``requests-NNNNN.jsonl.tmp`` and renamed when full or closed,
-    so a killed run leaves no half file that looks complete.
-
-    Args:
-        job: The job folder.
-        max_requests: Most lines per file.
-        max_bytes: Most bytes per file (a single larger line still gets a file).
+    so a killed run leaves no half file that looks complete. A file holds at most
+    ``max_requests`` lines and ``max_bytes`` bytes (a single larger line still gets a file).
     """
 
     def __init__(self, job: BatchJob, max_requests: int = MAX_REQUESTS, max_bytes: int = MAX_BYTES) -> None:
@@ -299,11 +274,7 @@ def _tmp(path: Path) -> Path:
 
 
 class BatchJob:
-    """The folder of a batch-file captioning job: request files, results files and ``batch.json``.
-
-    Args:
-        folder: The job folder (created when needed).
-    """
+    """The ``folder`` (created when needed) of a batch-file job: request and results files, ``batch.json``."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -316,10 +287,7 @@ class BatchJob:
         return self.folder / "batch.json"
 
     def state(self) -> dict[str, dict[str, Any]]:
-        """Read ``batch.json``.
-
-        Returns:
-            Request file name -> ``{input_file_id, batch_id, status, ...}`` (empty when new).
+        """``batch.json``: request file name -> ``{input_file_id, batch_id, status, ...}`` (empty when new).
 
         Raises:
             ValueError: If the file is not valid JSON.

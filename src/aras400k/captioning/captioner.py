@@ -1,14 +1,9 @@
 """The :class:`Captioner`: text, vision and hybrid captions for images and shard sets.
 
-One :class:`~aras400k.captioning.requests.CaptionRequest` per caption goes to a
-:class:`~aras400k.captioning.backends.CaptionBackend` in batches; the texts are cleaned,
-repeats regenerated with another seed, and a shard set's captions appended to a
-resumable JSONL sidecar (:mod:`~aras400k.captioning.sidecar`), optionally with a new
-shard set holding ``captions.json``. Each ``build_*`` hook, :meth:`Captioner.caption_seed`,
-:meth:`Captioner.postprocess` and :meth:`Captioner.load_input` can be overridden alone.
-
-A run splits over workers (:mod:`aras400k.captioning.parts`): each captions a contiguous
-range into its own sidecar, and :meth:`Captioner.merge_parts` joins them.
+Requests go to a backend in batches; texts are cleaned, repeats regenerated with another
+seed, and a shard set's captions appended to a resumable JSONL sidecar. Each ``build_*``
+hook, :meth:`Captioner.caption_seed`, :meth:`Captioner.postprocess` and
+:meth:`Captioner.load_input` can be overridden alone. Split runs: :mod:`aras400k.captioning.parts`.
 """
 
 from __future__ import annotations
@@ -105,7 +100,7 @@ class CaptionStats:
 
     Attributes:
         captions: Captions produced.
-        regenerated: Captions asked for again because they were repeats (or empty).
+        regenerated: Captions asked for again as repeats (or empty).
         duplicates: Repeats kept (retries ran out, or deduplication is off).
         empty: Captions kept although empty after post-processing.
         reused: Tries answered from the workers' sidecars (:meth:`Captioner.merge_parts`).
@@ -146,12 +141,12 @@ class CaptionReport:
         mode: Captioning mode.
         model: Model name recorded with the captions.
         samples: Samples looked at (after ``limit``).
-        resumed: Captions already in the sidecar from an earlier run.
-        stats: Counts of the captions made by this run.
-        skipped: Keys of samples that could not be captioned (corrupt or incomplete).
+        resumed: Captions an earlier run left in the sidecar.
+        stats: Counts of this run's captions.
+        skipped: Keys of corrupt or incomplete samples.
         discarded_bytes: Bytes of a partial last line cut from the sidecar.
         seconds: Wall time of the captioning.
-        worker: ``(shard_index, num_shards)`` of a worker of a split run; ``None`` otherwise.
+        worker: ``(shard_index, num_shards)`` of a worker of a split run, else ``None``.
         merged_parts: Worker sidecars a merge reused (0 when not merging).
         deferred_shards_out: The ``shards_out`` a worker left to the merge.
         batch: What a batch-file pass did (:meth:`Captioner.caption_batch_file`).
@@ -293,24 +288,15 @@ class Captioner:
         return render_prompt(self.user_prompt, key=item.key, composition=item.composition)
 
     def caption_seed(self, key: str, index: int, attempt: int) -> int:
-        """Seed of one caption try (hook); stable across runs and machines.
+        """Seed in ``0 .. 2**31 - 1`` of try ``attempt`` of caption ``index`` of sample ``key`` (hook).
 
-        Args:
-            key: Sample key.
-            index: Caption index.
-            attempt: 0 for the first try, then 1, 2, ... for regenerations.
-
-        Returns:
-            A seed in ``0 .. 2**31 - 1``.
+        ``attempt`` is 0, then 1, 2, ... for regenerations; seeds are stable across runs and machines.
         """
         digest = hashlib.sha256(f"{self.seed}/{key}/{index}/{attempt}".encode()).digest()
         return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
     def build_request(self, item: CaptionInput, index: int, attempt: int = 0) -> CaptionRequest:
-        """Build the request of try ``attempt`` of caption ``index`` of ``item`` (hook).
-
-        Vision and hybrid requests carry the image.
-        """
+        """Request of try ``attempt`` of caption ``index`` of ``item`` (hook; with the image unless in text mode)."""
         return CaptionRequest(
             system_prompt=self.build_system_prompt(item),
             user_prompt=self.build_user_prompt(item),
@@ -325,13 +311,9 @@ class Captioner:
         )
 
     def postprocess(self, text: str, request: CaptionRequest) -> str:
-        """Clean a generated text (hook): drop ``<think>`` blocks, a ``Caption:`` label, wrapping quotes.
+        """Clean the raw backend ``text`` answering ``request`` (hook).
 
-        Whitespace runs become one space.
-
-        Args:
-            text: Raw backend output.
-            request: The request it answers.
+        Drops ``<think>`` blocks, a ``Caption:`` label and wrapping quotes; whitespace runs become one space.
         """
         text = _LABEL.sub("", _THINK.sub("", text).strip())
         if len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
@@ -339,10 +321,7 @@ class Captioner:
         return " ".join(text.split())
 
     def load_input(self, raw: Mapping[str, Any]) -> CaptionInput:
-        """Decode the members of one raw shard sample that this mode needs (text mode skips the image) (hook).
-
-        Args:
-            raw: ``{"__key__": key, "image.png": bytes, ...}`` (``iter_raw_samples``).
+        """Decode the members of a raw sample (``iter_raw_samples``) that the mode needs (hook; text skips the image).
 
         Raises:
             SampleError: If a needed member is missing or corrupt.
@@ -396,9 +375,8 @@ class Captioner:
     ) -> list[tuple[str, int, list[dict[str, Any]], int] | None]:
         """Caption (sample, index) jobs, regenerating repeats; the best try is kept when retries run out.
 
-        Returns:
-            ``(text, seed, the other tries as {seed, text}, number of tries)`` per job;
-            ``None`` for a job still waiting for a batch-file answer.
+        Returns ``(text, seed, the other tries as {seed, text}, number of tries)`` per job,
+        ``None`` for a job still waiting for a batch-file answer.
         """
         attempts = [0] * len(jobs)
         results: list[tuple[str, int, list[dict[str, Any]], int] | None] = [None] * len(jobs)
@@ -473,17 +451,11 @@ class Captioner:
         masks: Sequence[np.ndarray] | None = None,
         keys: Sequence[str] | None = None,
     ) -> list[list[str]]:
-        """Caption images in memory.
+        """``captions_per_image`` captions per sample in memory, in input order (counts in :attr:`stats`).
 
-        Args:
-            images: ``(H, W, 3)`` uint8 images (vision and hybrid modes).
-            compositions: Class name -> fraction per sample (text and hybrid modes).
-            masks: Class-index masks (compositions when missing; the template's spatial hints).
-            keys: Sample names (default ``"0"``, ``"1"``, ...); they seed the captions.
-
-        Returns:
-            ``captions_per_image`` captions per sample, in input order (repeats across the
-            call regenerated; counts in :attr:`stats`).
+        Give what the mode needs: ``(H, W, 3)`` uint8 ``images``, ``compositions`` (class name
+        -> fraction), class-index ``masks`` (compositions when missing; the template's spatial
+        hints); ``keys`` (default ``"0"``, ``"1"``, ...) seed the captions.
 
         Raises:
             ValueError: If the inputs differ in length or lack what the mode needs.
@@ -558,8 +530,7 @@ class Captioner:
     ) -> CaptionReport:
         """Caption a shard set into a JSONL sidecar, resuming what an earlier run left.
 
-        Captions already in ``out`` are not made again (a partial last line is cut first);
-        every batch is flushed, so a killed run loses at most the batch in flight. With
+        Every batch is flushed, so a killed run loses at most the batch in flight. With
         ``num_shards > 1`` this is worker ``shard_index``: it captions its contiguous range
         into ``OUT.part-K-of-N.jsonl`` and leaves ``shards_out`` to :meth:`merge_parts`.
 
@@ -678,23 +649,12 @@ class Captioner:
     ) -> CaptionReport:
         """Join the worker sidecars of a split run into the sidecar one worker would have written.
 
-        Deduplication spans the whole dataset, which no worker saw, so this reruns
-        :meth:`caption_shards` over all samples, reusing every text a worker got for the
-        same key, index and seed and asking the backend only for the rest. With a
-        deterministic backend ``out`` then equals the single run's sidecar. Needs the
-        workers' options and all parts (which are kept); an interrupted merge resumes.
-
-        Args:
-            in_dir: The shard set the workers captioned.
-            out: The merged sidecar; the workers' ``OUT.part-K-of-N.jsonl`` lie next to it.
-            num_shards: Workers the run was split over (at least 2).
-            shards_out: Also write the shard set with ``captions.json`` here.
-            limit: The workers' ``limit``.
-            overwrite: Start ``out`` afresh and replace an existing ``shards_out``.
-            samples_per_shard: Samples per tar in ``shards_out`` (default: as the input).
-
-        Returns:
-            The report; ``stats.reused`` and ``stats.asked`` count tries reused and asked.
+        Reruns :meth:`caption_shards` over all samples (deduplication spans the dataset),
+        reusing each text a worker got for the same key, index and seed; with a deterministic
+        backend ``out`` equals the single run's sidecar. Parts are kept; a merge resumes.
+        The ``num_shards`` (>= 2) workers' ``OUT.part-K-of-N.jsonl`` lie next to ``out``;
+        the other arguments are as the workers' :meth:`caption_shards`. The report's
+        ``stats.reused`` and ``stats.asked`` count tries reused and asked.
 
         Raises:
             FileNotFoundError: If a worker's sidecar or run record is missing.

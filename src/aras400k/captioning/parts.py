@@ -5,11 +5,8 @@ Worker ``K`` of ``N`` (``aras-caption --shard_index K --num_shards N``) captions
 record ``OUT.part-K-of-N.run.json`` of everything its captions depend on. Its records
 carry an extra ``tries``: the ``{seed, text}`` of the tries it rejected as repeats.
 
-Deduplication spans the whole dataset, which no worker sees, so the merge
-(:meth:`~aras400k.captioning.Captioner.merge_parts`) replays the single run, reusing
-every answer the workers got (:func:`read_part_answers`, keyed by key, index and seed)
-and asking the backend for the rest. With a deterministic backend the merged sidecar is
-the single-worker one, record for record.
+The merge (:meth:`~aras400k.captioning.Captioner.merge_parts`) replays the single run
+with every answer the workers got (:func:`read_part_answers`).
 """
 
 from __future__ import annotations
@@ -48,11 +45,6 @@ _RUN_FORMAT = 1
 def part_sidecar_path(out: str | Path, shard_index: int, num_shards: int) -> Path:
     """The sidecar of worker ``shard_index`` of a run writing ``out``: ``caps.jsonl`` -> ``caps.part-K-of-N.jsonl``.
 
-    Args:
-        out: The run's (merged) sidecar.
-        shard_index: The worker's part.
-        num_shards: Workers of the run.
-
     Raises:
         ValueError: On an invalid ``shard_index``/``num_shards`` pair.
     """
@@ -61,24 +53,15 @@ def part_sidecar_path(out: str | Path, shard_index: int, num_shards: int) -> Pat
 
 
 def part_run_path(out: str | Path, shard_index: int, num_shards: int) -> Path:
-    """The run record of worker ``shard_index``: ``caps.jsonl`` -> ``caps.part-K-of-N.run.json``.
-
-    Args:
-        out: The run's (merged) sidecar.
-        shard_index: The worker's part.
-        num_shards: Workers of the run.
-    """
+    """The run record of worker ``shard_index`` of a run writing ``out`` (``caps.part-K-of-N.run.json``)."""
     out = Path(out)
     return out.with_name(f"{out.stem}.{worker_name(shard_index, num_shards)}.run.json")
 
 
 def check_part_run(path: Path, record: Mapping[str, Any], overwrite: bool) -> None:
-    """Write a worker's run record, or check that the one there is the same (a resumed worker).
+    """Write a worker's run ``record`` (all its captions depend on) to ``path``, or check the one there matches.
 
-    Args:
-        path: The record file (:func:`part_run_path`).
-        record: Everything the worker's captions depend on.
-        overwrite: Replace a record of other settings (the worker's sidecar starts afresh).
+    A resumed worker finds its own; ``overwrite`` replaces one of other settings (the part starts afresh).
 
     Raises:
         ValueError: If the file holds other settings and ``overwrite`` is off.
@@ -97,27 +80,16 @@ def check_part_run(path: Path, record: Mapping[str, Any], overwrite: bool) -> No
 
 
 def run_record_path(sidecar: str | Path) -> Path:
-    """The run record next to a sidecar: ``caps.jsonl`` -> ``caps.run.json`` (for a part, :func:`part_run_path`).
-
-    Args:
-        sidecar: The sidecar a run writes.
-    """
+    """The run record next to a sidecar: ``caps.jsonl`` -> ``caps.run.json`` (for a part, :func:`part_run_path`)."""
     sidecar = Path(sidecar)
     return sidecar.with_name(f"{sidecar.stem}.run.json")
 
 
 def append_run_log(sidecar: str | Path, entry: Mapping[str, Any]) -> Path:
-    """Append what one run did (counts, retries, timeouts, outcome) to the sidecar's run record.
+    """Append a run's ``entry`` (counts, retries, timeouts, outcome) to the sidecar's run record; return its path.
 
     The record (:func:`run_record_path`) keeps every run's entry under ``runs``; a
     worker's settings stay as :func:`check_part_run` wrote them.
-
-    Args:
-        sidecar: The sidecar the run wrote.
-        entry: What to log.
-
-    Returns:
-        The record's path.
     """
     path = run_record_path(sidecar)
     record = _json_object(path)  # a damaged log is started afresh rather than failing a finished run
@@ -160,16 +132,10 @@ def _read_run(path: Path) -> dict[str, Any]:
 def read_part_answers(
     out: str | Path, num_shards: int, record: Mapping[str, Any]
 ) -> tuple[dict[tuple[str, int, int], str], list[Path]]:
-    """Read the texts all workers of a split run got, checking they ran with the merge's settings.
+    """Read the texts the ``num_shards`` workers writing parts of ``out`` got, and the part sidecars read.
 
-    Args:
-        out: The run's (merged) sidecar; the parts lie next to it.
-        num_shards: Workers of the run.
-        record: The merge's own run record (as the workers', ``shard_index`` aside).
-
-    Returns:
-        ``{(key, index, seed): text}`` of every caption and rejected try of every part,
-        and the part sidecars read.
+    Returns ``{(key, index, seed): text}`` of every caption and rejected try of every part;
+    each part must have run with the merge's ``record`` (``shard_index`` aside).
 
     Raises:
         FileNotFoundError: If a part's sidecar or run record is missing (the message lists them).

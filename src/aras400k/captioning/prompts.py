@@ -68,11 +68,7 @@ def _fields(template: str) -> frozenset[str]:
 
 
 def check_user_prompt(template: str, mode: Mode) -> str:
-    """Check that a user prompt only uses known fields that its mode provides; return it unchanged.
-
-    Args:
-        template: The user prompt template.
-        mode: The captioning mode.
+    """Check that a user prompt ``template`` only uses known fields that ``mode`` provides; return it unchanged.
 
     Raises:
         ValueError: On an unknown mode or field, a malformed template, or composition in vision mode.
@@ -91,22 +87,15 @@ def check_user_prompt(template: str, mode: Mode) -> str:
 
 
 def render_composition(composition: Mapping[str, float], digits: int = 1) -> str:
-    """Render a composition as the prompts show it, by decreasing share: ``"tree 41.2%, crop 30.5%"``.
+    """Render class name -> fraction as the prompts show it, by decreasing share: ``"tree 41.2%, crop 30.5%"``.
 
-    Args:
-        composition: Class name -> fraction (absent classes are dropped).
-        digits: Decimal places of the percentages.
+    Absent classes are dropped; percentages have ``digits`` decimal places.
     """
     return format_composition(composition, digits=digits)
 
 
 def render_prompt(template: str, key: str = "", composition: Mapping[str, float] | None = None) -> str:
-    """Fill a prompt template's fields.
-
-    Args:
-        template: A template using the fields of :data:`PROMPT_FIELDS`.
-        key: The sample key.
-        composition: Class name -> fraction (needed when the template uses it).
+    """Fill a template's :data:`PROMPT_FIELDS` from the sample ``key`` and ``composition`` (class name -> fraction).
 
     Raises:
         ValueError: If the template needs a composition and none is given.

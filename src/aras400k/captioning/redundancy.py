@@ -1,8 +1,7 @@
 """Caption redundancy: normalising captions and rejecting repeats during a run.
 
-The paper measures redundancy as the share of captions that are not unique strings and
-aims to keep it low: :class:`DuplicateFilter` remembers every caption kept so far, so
-the :class:`~aras400k.captioning.Captioner` can regenerate a repeat with another seed.
+:class:`DuplicateFilter` remembers every caption kept so far, so the
+:class:`~aras400k.captioning.Captioner` can regenerate a repeat with another seed.
 """
 
 from __future__ import annotations
@@ -32,9 +31,6 @@ def normalize_caption(text: str) -> str:
     Unicode is put in NFC form; decimal points between digits are kept (``41.2%`` and
     ``4.12%`` differ). Captions equal under :func:`aras400k.metrics.captions.normalize_caption`
     (``basic``) are equal here too.
-
-    Args:
-        text: A caption.
     """
     folded = unicodedata.normalize("NFC", text).casefold()
     return " ".join(_POINT.sub(" ", _PUNCTUATION.sub(" ", folded)).split())

@@ -1,8 +1,8 @@
 """What a caption backend is asked for: the mode, the sampling settings and one request.
 
-A :class:`CaptionRequest` carries the rendered prompts and the inputs they were
-rendered from (composition, mask, image), so a backend without a model
-(:class:`~aras400k.captioning.backends.TemplateBackend`) captions the same requests.
+A :class:`CaptionRequest` also carries the inputs its prompts were rendered from, so a
+backend without a model (:class:`~aras400k.captioning.backends.TemplateBackend`) captions
+the same requests.
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ class CaptionRequest:
         image: ``(H, W, 3)`` uint8 RGB image for the vision and hybrid modes, else ``None``.
         seed: Seed of this caption (the same caption again on deterministic backends).
         sampling: Decoding settings.
-        mode: The captioning mode the prompts were built for.
-        key: Sample key (for messages and for backends that vary text by sample).
-        index: Caption index of the sample, ``0 .. captions_per_image - 1``.
+        mode: The mode the prompts were built for.
+        key: Sample key (for messages and backends that vary text by sample).
+        index: Caption index, ``0 .. captions_per_image - 1``.
         composition: Class name -> fraction, when known.
         mask: ``(H, W)`` uint8 class-index mask, when known.
     """

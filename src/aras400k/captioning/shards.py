@@ -32,18 +32,10 @@ _REBUILT = frozenset({"image.png", "mask.png", "meta.json", "captions.json"})
 def check_shards_out(
     in_dir: str | Path, shards_out: str | Path, overwrite: bool, sidecar: str | Path | None = None
 ) -> bool:
-    """Check that a captioned shard set may be written to ``shards_out``.
+    """Check a set captioned from ``in_dir`` and ``sidecar`` may go to ``shards_out``; whether to replace one there.
 
-    One ``aras-caption`` made from the same input and sidecar may always be replaced.
-
-    Args:
-        in_dir: The input shard set.
-        shards_out: The folder for the new shard set.
-        overwrite: Whether any shard set there may be replaced.
-        sidecar: The caption sidecar the new shard set is made from.
-
-    Returns:
-        Whether a shard set in ``shards_out`` is to be replaced.
+    ``overwrite`` allows replacing any shard set; one ``aras-caption`` made from the same
+    input and sidecar may always be replaced.
 
     Raises:
         ValueError: If ``shards_out`` is the input folder (shards are never edited in place).
@@ -86,18 +78,11 @@ def write_captioned_shards(
     overwrite: bool = False,
     samples_per_shard: int | None = None,
 ) -> dict[str, Any]:
-    """Copy a shard set into a new one, adding the sidecar's captions as ``captions.json``.
+    """Copy a shard set to ``out_dir``, adding the sidecar's captions as ``captions.json``; return its manifest.
 
-    Args:
-        in_dir: The input shard set.
-        sidecar: The caption sidecar (JSONL).
-        out_dir: The new shard set's folder.
-        limit: Copy only the first ``limit`` samples (those a limited run captioned).
-        overwrite: Replace a shard set in ``out_dir`` (one made from this input and sidecar always is).
-        samples_per_shard: Samples per tar (default: the input's largest shard).
-
-    Returns:
-        The new manifest.
+    ``limit`` copies only the first samples (those a limited run captioned); ``overwrite``
+    replaces a shard set in ``out_dir`` (one made from this input and sidecar always is);
+    ``samples_per_shard`` defaults to the input's largest shard.
 
     Raises:
         ManifestError: If ``in_dir`` is not a shard set.

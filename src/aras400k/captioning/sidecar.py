@@ -1,18 +1,12 @@
 """The caption sidecar: a keyed JSONL file with one caption per line.
 
-Each line is one JSON object::
+Each line is a JSON object of the :data:`SIDECAR_FIELDS` (format: ``docs/captioning.md``);
+each ``(key, index)`` occurs at most once. A writer appends and flushes whole batches, so
+a killed run leaves at most a partial last line, which readers ignore and
+:class:`CaptionSidecarWriter` cuts off before appending.
 
-    {"key": "N36E027_000_001", "index": 0, "text": "...", "model": "Qwen3-VL-8B",
-     "mode": "hybrid", "prompt_hash": "3f2a...", "seed": 1234}
-
-Each ``(key, index)`` occurs at most once; ``prompt_hash`` identifies the prompt
-templates (:func:`~aras400k.captioning.prompts.prompt_hash`). A writer appends and
-flushes whole batches, so a killed run leaves at most a partial last line, which
-readers ignore and :class:`CaptionSidecarWriter` cuts off before appending.
-
-An open writer holds the sidecar's run lock (:mod:`aras400k.locking`), so a second run
-on it stops at once. A sidecar two runs wrote at once before the lock existed is mended
-with :func:`repair_sidecar` (``aras-caption --repair true``).
+An open writer holds the sidecar's run lock, so a second run on it stops at once;
+:func:`repair_sidecar` (``aras-caption --repair true``) mends one two runs wrote at once.
 """
 
 from __future__ import annotations
@@ -52,14 +46,9 @@ SIDECAR_FIELDS: dict[str, type] = {
 
 
 def check_record(record: Mapping[str, Any], where: str = "record") -> dict[str, Any]:
-    """Check one sidecar record's fields and types.
+    """Check a sidecar record's fields and types; a dict of them in :data:`SIDECAR_FIELDS` order, then extras.
 
-    Args:
-        record: The record.
-        where: Location named in the error message (e.g. ``"file.jsonl line 3"``).
-
-    Returns:
-        A plain dict, the fields in :data:`SIDECAR_FIELDS` order, then any extra ones.
+    Error messages start with ``where`` (e.g. ``"file.jsonl line 3"``).
 
     Raises:
         ValueError: On a missing field, a wrong type, a negative index or an unknown mode.
@@ -113,10 +102,7 @@ def _read_complete(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 
 def read_caption_records(path: str | Path) -> list[dict[str, Any]]:
-    """Read every complete record of a sidecar, in file order (a partial last line is ignored).
-
-    Args:
-        path: The ``.jsonl`` sidecar.
+    """Read every complete record of a ``.jsonl`` sidecar, in file order (a partial last line is ignored).
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -133,13 +119,7 @@ def _existing(path: str | Path) -> Path:
 
 
 def read_captions(path: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """Read a sidecar grouped by sample key.
-
-    Args:
-        path: The ``.jsonl`` sidecar.
-
-    Returns:
-        Key -> that sample's records sorted by ``index``, keys in order of first appearance.
+    """Read a ``.jsonl`` sidecar as key -> its records by ``index``, keys in order of first appearance.
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -209,10 +189,7 @@ class CaptionSidecarWriter:
         return frozenset(self._done)
 
     def write(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Append a batch of records and flush it.
-
-        Args:
-            records: Records with the fields of :data:`SIDECAR_FIELDS`.
+        """Append a batch of records (the fields of :data:`SIDECAR_FIELDS`) and flush it.
 
         Raises:
             ValueError: On a malformed record or a ``(key, index)`` already written (nothing is written).
@@ -287,9 +264,6 @@ def repair_sidecar(path: str | Path) -> RepairReport:
     Later repeats and a partial last line are dropped (kept lines unchanged) and the
     file replaced atomically, the original kept as ``OUT.jsonl.bak`` (``.bak.1``, ...
     if taken). A sidecar without repeats is left untouched. The run lock is held throughout.
-
-    Args:
-        path: The ``.jsonl`` sidecar.
 
     Raises:
         FileNotFoundError: If the file does not exist.

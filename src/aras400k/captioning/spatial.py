@@ -63,18 +63,11 @@ def _direction(cy: float, cx: float, low: float, high: float) -> str:
 
 
 def location_code(share: float, centroid: tuple[float, float], spread: tuple[float, float]) -> str:
-    """Classify where a class lies from its share and pixel moments.
+    """Classify where a class lies from its share of the patch and ``(row, column)`` centre and variances.
 
-    Args:
-        share: Fraction of the patch the class covers.
-        centroid: ``(row, column)`` centre of mass in ``0..1``.
-        spread: ``(row, column)`` position variances.
-
-    Returns:
-        One of ``"whole"``, ``"scattered"``, ``"band:ew"``, ``"band:ns"``,
-        ``"edge:D"``, ``"half:D"`` (D a side: ``north``, ``south``, ``east``, ``west``),
-        ``"at:D"`` or ``"towards:D"`` (D a side, a corner such as ``north-east``, or
-        ``centre``).
+    The centroid is in ``0..1``. Codes: ``"whole"``, ``"scattered"``, ``"band:ew"``, ``"band:ns"``,
+    ``"edge:D"``, ``"half:D"`` (D a side: ``north``, ``south``, ``east``, ``west``),
+    ``"at:D"`` or ``"towards:D"`` (D a side, a corner such as ``north-east``, or ``centre``).
     """
     cy, cx = centroid
     var_y, var_x = spread
@@ -94,13 +87,7 @@ def location_code(share: float, centroid: tuple[float, float], spread: tuple[flo
 
 
 def location_phrases(code: str) -> tuple[str, ...]:
-    """Alternative phrasings of a layout code, for varied captions.
-
-    Args:
-        code: A code from :func:`location_code`.
-
-    Returns:
-        Phrases such as ``("in the north-east", "in the north-eastern corner", ...)``.
+    """Phrasings of a :func:`location_code` code, e.g. ``("in the north-east", "in the north-eastern corner", ...)``.
 
     Raises:
         ValueError: On an unknown code.
@@ -131,15 +118,10 @@ def location_phrases(code: str) -> tuple[str, ...]:
 
 
 def class_layouts(mask: np.ndarray, min_share: float = 0.01, max_side: int = 64) -> list[ClassLayout]:
-    """Measure where each present class lies in a mask.
+    """Layouts of the classes covering at least ``min_share`` of an ``(H, W)`` mask, largest first.
 
-    Args:
-        mask: ``(H, W)`` class-index mask (values ``0..6``; 255 and others are ignored).
-        min_share: Classes covering less than this fraction are left out.
-        max_side: The mask is subsampled to at most about this many pixels a side.
-
-    Returns:
-        Layouts of the present classes, largest share first (empty when nothing is labelled).
+    Values other than ``0..6`` (e.g. 255) are ignored; the mask is subsampled to about
+    ``max_side`` pixels a side. Empty when nothing is labelled.
 
     Raises:
         ValueError: If ``mask`` is not two-dimensional.

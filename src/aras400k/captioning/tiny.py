@@ -1,11 +1,8 @@
 """Tiny random-weight Hugging Face models for tests, benchmarks and dry runs, built offline.
 
-They exercise the captioning code paths (chat templates, left padding, batched
-``generate``, image processors) without downloading anything: a byte-level BPE
-tokenizer trained on a few sentences, and a random ``Qwen2ForCausalLM`` or
-``Qwen2VLForConditionalGeneration`` (with its processor) of a few hundred thousand
-parameters, saved so ``TransformersBackend`` loads them like any local model. Their
-captions are random tokens.
+A byte-level BPE tokenizer trained on a few sentences and a random ``Qwen2ForCausalLM``
+or ``Qwen2VLForConditionalGeneration`` of a few hundred thousand parameters, saved so
+``TransformersBackend`` loads them like any local model; their captions are random tokens.
 """
 
 from __future__ import annotations
@@ -45,11 +42,7 @@ _SENTENCES = (
 
 
 def build_tiny_tokenizer(vocab_size: int = 400) -> Any:
-    """A left-padding ``PreTrainedTokenizerFast``: byte-level BPE with Qwen's special tokens and chat template.
-
-    Args:
-        vocab_size: Target vocabulary size.
-    """
+    """A left-padding ``PreTrainedTokenizerFast``: byte-level BPE with Qwen's special tokens and chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -73,14 +66,7 @@ def build_tiny_tokenizer(vocab_size: int = 400) -> Any:
 
 
 def build_tiny_causal_lm(out_dir: str | Path, hidden_size: int = 32, layers: int = 1, seed: int = 0) -> Path:
-    """Save a random ``Qwen2ForCausalLM`` and its tokenizer to a folder, and return it.
-
-    Args:
-        out_dir: Destination folder.
-        hidden_size: Width of the model.
-        layers: Number of decoder layers.
-        seed: Seed of the random weights.
-    """
+    """Save a random ``Qwen2ForCausalLM`` (weights drawn with ``seed``) and its tokenizer to ``out_dir``; return it."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -110,11 +96,8 @@ def build_tiny_causal_lm(out_dir: str | Path, hidden_size: int = 32, layers: int
 def build_tiny_vlm(out_dir: str | Path, seed: int = 0) -> Path:
     """Save a random ``Qwen2VLForConditionalGeneration`` and its processor to a folder, and return it.
 
-    M-RoPE sections 2+3+3 are head_dim/2; images are resized to 56x56 .. 112x112 pixels.
-
-    Args:
-        out_dir: Destination folder.
-        seed: Seed of the random weights.
+    ``seed`` draws the weights. M-RoPE sections 2+3+3 are head_dim/2; images are resized
+    to 56x56 .. 112x112 pixels.
     """
     import torch
     from transformers import (

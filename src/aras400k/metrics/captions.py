@@ -1,10 +1,4 @@
-"""Caption redundancy, and the distributed-safe state machinery shared by the caption metrics.
-
-:class:`CaptionRedundancy` is the paper's redundancy (Tables 1 and 2), ``1 - unique /
-total``. Captions are kept as 64-bit hashes of their (optionally normalised) UTF-8
-text (:func:`hash_bytes`, numpy over a whole batch), deduplicated in a tensor state
-concatenated across processes: the gathered count equals a single-process one, up to
-hash collisions (see the class docstring).
+"""Caption redundancy (:class:`CaptionRedundancy`, the paper's Tables 1 and 2) over 64-bit caption hashes.
 
 :class:`CaptionMetric` is the caption metrics' base: list states that survive a gather
 on a rank that saw no data, and per-group sums keyed by group name (e.g.
@@ -65,11 +59,9 @@ _SEPARATOR = "\x00"
 def normalize_caption(text: str, mode: Literal["none", "basic"] = "basic") -> str:
     """Normalise a caption before it is compared with others.
 
-    Args:
-        text: The caption.
-        mode: ``"none"`` keeps the text; ``"basic"`` applies NFC, folds case, collapses
-            whitespace and strips trailing sentence punctuation (``. , ; : ! ?`` and the
-            ellipsis: ``"A  forest."`` -> ``"a forest"``; ``"crop 30%"`` keeps its ``%``).
+    ``mode="none"`` keeps the text; ``"basic"`` applies NFC, folds case, collapses whitespace
+    and strips trailing sentence punctuation (``. , ; : ! ?`` and the ellipsis:
+    ``"A  forest."`` -> ``"a forest"``; ``"crop 30%"`` keeps its ``%``).
 
     Raises:
         ValueError: If ``mode`` is not ``"none"`` or ``"basic"``.
@@ -85,14 +77,9 @@ def normalize_caption(text: str, mode: Literal["none", "basic"] = "basic") -> st
 def normalize_captions(captions: Sequence[str]) -> list[str]:
     """Apply ``normalize_caption(text, "basic")`` to a batch of captions at once.
 
-    The joined batch is encoded once, lower-cased eight bytes at a time, and each
-    caption's end moved back past trailing punctuation. Captions this shortcut would
-    get wrong (non-ASCII text, a tab or newline, double or leading spaces) are found by
-    vectorised byte comparisons and normalised alone, so the result always equals the
-    per-caption one.
-
-    Args:
-        captions: The captions (strings).
+    The joined batch is encoded once, lower-cased eight bytes at a time and each end moved
+    back past trailing punctuation; captions this would get wrong (non-ASCII, tabs,
+    double or leading spaces) are found by byte comparisons and normalised alone.
 
     Raises:
         TypeError: If a caption is not a string.
@@ -236,16 +223,10 @@ def _stripped_ends(data: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def caption_hashes(captions: Sequence[str], normalize: Literal["none", "basic"] = "none") -> torch.Tensor:
-    """Hash captions to 64-bit integers (the :func:`hash_bytes` hash of the normalised UTF-8 text).
+    """Hash captions to a ``(len(captions),)`` int64 tensor (:func:`hash_bytes` of the UTF-8 text).
 
-    Unlike Python's ``hash`` it is the same across processes, machines and batchings.
-
-    Args:
-        captions: The captions.
-        normalize: See :func:`normalize_caption`.
-
-    Returns:
-        ``(len(captions),)`` int64 tensor.
+    The text is first normalised as :func:`normalize_caption` with ``normalize`` does. Unlike
+    Python's ``hash`` the result is the same across processes, machines and batchings.
 
     Raises:
         TypeError: If ``captions`` is one string or holds a non-string.
@@ -281,13 +262,8 @@ def hash_bytes(data: Sequence[bytes]) -> np.ndarray:
     fixed word and of the word for a fixed ``h``, so strings of one length differing in
     one 8-byte word never collide; other pairs collide with probability about ``2**-64``
     (not cryptographic: chosen strings can collide). A batch is hashed with numpy, one
-    vectorised step per word position.
-
-    Args:
-        data: The byte strings.
-
-    Returns:
-        ``(len(data),)`` int64 array (the unsigned hash's bits).
+    vectorised step per word position. Returns a ``(len(data),)`` int64 array (the
+    unsigned hash's bits).
     """
     batch = _byte_batch(list(data))
     return _hash_ranges(batch.words, batch.starts, batch.lengths).view(np.int64)
@@ -441,9 +417,7 @@ class CaptionMetric(Metric):
 
         Unlike torchmetrics 1.9's own ``merge_state``, the result cached by an earlier
         :meth:`compute` is dropped, so the next ``compute`` includes the merged state.
-
-        Args:
-            incoming_state: A metric of the same class, or its ``metric_state`` dict.
+        ``incoming_state`` is a metric of the same class, or its ``metric_state`` dict.
         """
         super().merge_state(incoming_state)
         self._computed = None
@@ -536,31 +510,16 @@ class _DeferredState:
 class CaptionRedundancy(CaptionMetric):
     """Caption redundancy ``1 - unique / total``, as the paper defines it (its Tables 1 and 2).
 
-    The paper counts unique strings: 71,899 unique of 100,240 captions is 28.27%.
-    ``normalize="basic"`` also counts captions differing only in case, whitespace or
-    trailing punctuation as repeats.
+    The paper counts unique strings (71,899 of 100,240 captions: 28.27%); ``normalize="basic"``
+    also counts captions differing only in case, whitespace or trailing punctuation as repeats.
 
-    Speed: captions are hashed a batch at a time with numpy, never one by one; updates
-    of fewer than ``HOLD`` captions are held back (as references) until ``HOLD`` wait
-    or the state is read. ``benchmarks/bench_metrics.py`` counts 2 million captions in
-    batches of 10,000 faster than ``len(set(captions))``; batches of 64 cost about 1.5
-    times as much per caption (torchmetrics' bookkeeping per update).
-
-    Memory: hashes are merged into the sorted, deduplicated state whenever half as many
-    as it holds wait, so it holds 8 to 12 bytes per *unique* caption (besides at most
-    ``HOLD`` held back) and merging peaks at about 24 (the benchmark measures under half
-    the peak memory of ``len(set(captions))``).
-
-    Distributed: the state is concatenated across processes and deduplicated again in
-    :meth:`compute`, so every rank's result equals a single-process count
-    (``unique(cat(a, b)) = unique(cat(unique(a), b))``).
-
-    Exactness: ``unique`` is exactly the number of distinct 64-bit hashes, whatever the
-    ranks and batching; a pair of different captions sharing a hash undercounts it by
-    one. Captions of one UTF-8 length differing within one 8-byte word never do
-    (:func:`hash_bytes`); other non-adversarial pairs do with chance about ``2**-64``,
-    about ``n * (n - 1) / 2**65`` over ``n`` unique captions (~1e-7 for two million,
-    ~3e-4 for 100 million). Telling them apart would need the strings themselves.
+    Captions are hashed a batch at a time (updates of fewer than ``HOLD`` wait, as
+    references, until ``HOLD`` do or the state is read) into a sorted, deduplicated state
+    of 8 to 12 bytes per *unique* caption, deduplicated again after a gather
+    (``unique(cat(a, b)) = unique(cat(unique(a), b))``), so every rank's count equals a
+    single process's. ``unique`` is exact over 64-bit hashes: two captions sharing one
+    count once, with chance about ``n * (n - 1) / 2**65`` over ``n`` unique captions
+    (:func:`hash_bytes`; speed and memory figures in ``docs/evaluation.md``).
 
     Args:
         normalize: ``"none"`` (the paper's exact strings) or ``"basic"`` (:func:`normalize_caption`).
@@ -639,10 +598,8 @@ class CaptionRedundancy(CaptionMetric):
     def compute(self) -> dict[str, torch.Tensor]:
         """Redundancy over every caption added (and gathered from other processes).
 
-        Returns:
-            ``redundancy`` (float64 fraction in ``[0, 1)``; multiply by 100 for the
-            paper's percentages; NaN before any caption), ``unique`` and ``total``
-            (int64 counts).
+        Returns ``redundancy`` (float64 fraction in ``[0, 1)``; times 100 for the paper's
+        percentages; NaN before any caption), ``unique`` and ``total`` (int64 counts).
         """
         chunks, sorted_first = self._chunks()
         unique = _unique_of(chunks, sorted_first, count_only=True).cpu()

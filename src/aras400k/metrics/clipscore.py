@@ -3,21 +3,13 @@
 A caption ``c``'s score for an image ``v`` is ``100 * max(cos(E_c, E_v), 0)`` with ``E``
 the CLIP embeddings: Hessel et al.'s CLIP-S with torchmetrics' weight 100 (theirs is
 2.5), the scale of the paper's Tables 1 and 2. A dataset's score is the mean over its
-captions. Why not ``torchmetrics.multimodal.CLIPScore`` itself (torchmetrics 1.9):
-
-- a string ``model_name_or_path`` must name one of its hub models, so a local directory
-  is refused (a callable returning a model and processor does work);
-- with transformers 5 it fails outright: ``get_text_features`` returns a model output,
-  not a tensor, and torchmetrics calls ``.norm`` on it;
-- a caption over the text encoder's 77 tokens is cut by slicing the padded token ids,
-  which drops the end-of-text token that CLIP pools, so the truncated caption's
-  embedding is read at a wrong position; the truncation is a warning, never counted;
-- it clamps the *mean* score at 0, not each caption's score.
-
-So this module computes the same formula with ``CLIPModel`` and ``CLIPProcessor``
-loaded with ``local_files_only=True``, truncates with the tokenizer (keeping the end
-token, as ``clip.tokenize(truncate=True)`` does), counts truncated captions and warns
-once. ``tests/metrics/test_clipscore.py`` checks it against torchmetrics' formula.
+captions. ``torchmetrics.multimodal.CLIPScore`` (1.9) refuses a local directory by
+name, fails with transformers 5 (``get_text_features`` returns a model output), drops
+the end-of-text token CLIP pools when it cuts a caption over 77 tokens, and clamps the
+*mean* score at 0. So this module loads ``CLIPModel`` and ``CLIPProcessor`` with
+``local_files_only=True``, truncates with the tokenizer (keeping the end token), counts
+truncated captions and warns once; ``tests/metrics/test_clipscore.py`` checks it
+against torchmetrics' formula.
 """
 
 from __future__ import annotations
@@ -100,8 +92,7 @@ def _as_uint8_images(images: ImageBatch) -> list[torch.Tensor]:
 class CLIPScore(CaptionMetric):
     """Mean CLIPScore ``100 * max(cos, 0)`` of captions against their images, overall and per group.
 
-    The model is a submodule, so ``metric.to(device)`` moves it. Captions over the text
-    context (77 tokens for OpenAI CLIP) are truncated as the module docstring says.
+    The model is a submodule, so ``metric.to(device)`` moves it.
 
     Args:
         model_path: Local directory of a CLIP model and processor (see :func:`load_clip`).
@@ -129,8 +120,7 @@ class CLIPScore(CaptionMetric):
     def image_features(self, images: ImageBatch) -> torch.Tensor:
         """``(N, D)`` L2-normalised CLIP image embeddings, on the metric's device.
 
-        Args:
-            images: ``(N, 3, H, W)`` uint8 (or ``[0, 1]`` float) tensor, ``(3, H, W)`` tensors or ``(H, W, 3)`` arrays.
+        ``images``: ``(N, 3, H, W)`` uint8 (or ``[0, 1]`` float) tensor, ``(3, H, W)`` tensors or ``(H, W, 3)`` arrays.
 
         Raises:
             ValueError: If an image is not RGB or a float image is outside ``[0, 1]``.
@@ -144,11 +134,9 @@ class CLIPScore(CaptionMetric):
 
     @torch.no_grad()
     def text_features(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """L2-normalised CLIP text embeddings, with which captions had to be truncated.
+        """``(N, D)`` L2-normalised CLIP text embeddings (metric's device), ``(N,)`` True where truncated.
 
-        Returns:
-            ``(N, D)`` float embeddings on the metric's device and an ``(N,)`` bool tensor,
-            True where a caption was longer than ``max_length`` tokens and truncated.
+        A caption longer than ``max_length`` tokens is truncated.
         """
         tokenizer = self.processor.tokenizer
         chunks = [torch.zeros(0, self._dim, device=self.device)]
@@ -167,15 +155,10 @@ class CLIPScore(CaptionMetric):
     def per_caption(
         self, images: ImageBatch, captions: Sequence[str], image_index: Sequence[int] | torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score each caption against its image without accumulating anything.
+        """``(N,)`` float64 scores ``100 * max(cos, 0)`` and truncation flags, accumulating nothing.
 
-        Args:
-            images: The images (see :meth:`image_features`); each is encoded once.
-            captions: The captions.
-            image_index: Each caption's image index in ``images``; ``None`` pairs them one to one.
-
-        Returns:
-            ``(N,)`` float64 scores ``100 * max(cos, 0)`` and ``(N,)`` bool truncation flags.
+        ``images`` are as :meth:`image_features` takes them, each encoded once;
+        ``image_index`` gives each caption's image (``None``: one to one).
 
         Raises:
             ValueError: On a count mismatch or an image index out of range.
@@ -206,13 +189,9 @@ class CLIPScore(CaptionMetric):
         groups: Sequence[str] | None = None,
         image_index: Sequence[int] | torch.Tensor | None = None,
     ) -> None:
-        """Add a batch of captions with their images.
+        """Add a batch of captions with their images and ``image_index`` (see :meth:`per_caption`).
 
-        Args:
-            images: The images (see :meth:`image_features`).
-            captions: The captions.
-            groups: Optional group name per caption, e.g. ``f"{model}/{mode}"``.
-            image_index: As in :meth:`per_caption` (for several captions per image).
+        ``groups`` optionally names each caption's group, e.g. ``f"{model}/{mode}"``.
 
         Raises:
             ValueError: On mismatched counts or bad images.
@@ -242,9 +221,7 @@ class CLIPScore(CaptionMetric):
     def compute(self) -> dict[str, Any]:
         """Mean score over every caption added (and gathered), overall and per group.
 
-        Returns:
-            ``clip_score`` (float64 tensor, NaN before any caption), ``captions`` and
-            ``truncated`` (int64 tensor counts), and ``groups``: group name -> the same
-            keys as plain Python numbers (empty if no groups were given).
+        ``clip_score`` (float64, NaN before any caption), the int64 counts ``captions`` and
+        ``truncated``, and ``groups``: name -> those as Python numbers.
         """
         return self._results()

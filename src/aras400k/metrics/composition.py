@@ -1,11 +1,9 @@
 """Composition distributions of datasets and distances between them (the paper's Figure 3).
 
-:class:`CompositionDistribution` accumulates, from masks, in bounded memory: the
-per-class pixel counts (pooled shares, as Figure 3 shows) and, per class, a histogram
-of the *per-image* share (``num_bins`` bins over ``[0, 1]``), which tells apart datasets
-with the same pooled composition but different per-image mixtures (every image half
-tree and half crop versus half the images all tree). All states are sums, so a
-distributed result equals a single-process one. Two datasets are compared by:
+:class:`CompositionDistribution` sums, from masks, the per-class pixel counts (pooled
+shares, as Figure 3 shows) and per-class histograms of the *per-image* share, which tell
+apart datasets with the same pooled composition but different per-image mixtures. Two
+datasets are compared by:
 
 * the Jensen-Shannon **divergence** of their pooled shares in **bits** (``[0, 1]``),
   with its square root, the JS *distance* (scipy's ``jensenshannon``), next to it;
@@ -98,13 +96,9 @@ class CompositionDistribution(Metric):
         self.add_state("num_unlabelled", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, masks: torch.Tensor | None = None, counts: torch.Tensor | None = None) -> None:
-        """Add a batch of masks, or of per-image pixel counts.
+        """Add ``(B, H, W)`` (or one ``(H, W)``) class-index ``masks``, or ``(B, num_classes)`` pixel ``counts``.
 
         An image without labelled pixels is counted in ``num_unlabelled`` only.
-
-        Args:
-            masks: ``(B, H, W)`` (or one ``(H, W)``) integer class indices.
-            counts: Instead, ``(B, num_classes)`` non-negative integer pixel counts.
 
         Raises:
             ValueError: Unless exactly one of ``masks`` and ``counts`` is given, or on a mask
@@ -157,13 +151,10 @@ class CompositionDistribution(Metric):
         self.histogram += flat.reshape(self.num_classes, self.num_bins)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """The accumulated distribution.
+        """The distribution: ``shares``, ``mean_image_share``, ``histogram``, ``num_images``, ``num_unlabelled``.
 
-        Returns:
-            ``shares``: ``(C,)`` pooled pixel shares (zeros when nothing was counted);
-            ``mean_image_share``: ``(C,)`` mean over images of each class's share;
-            ``histogram``: ``(C, num_bins)`` image counts per share bin;
-            ``num_images``: images with labelled pixels; ``num_unlabelled``: images without.
+        ``(C,)`` pooled shares (zeros before any pixel) and mean per-image shares, ``(C, num_bins)``
+        images per share bin, and the images with and without labelled pixels.
         """
         total = self.pixels.sum()
         shares = self.pixels.double() / total if total > 0 else torch.zeros_like(self.share_sum)
@@ -192,15 +183,9 @@ def jensen_shannon_divergence(
 ) -> float:
     """Jensen-Shannon divergence ``(KL(p || m) + KL(q || m)) / 2``, ``m = (p + q) / 2``, of normalised inputs.
 
-    The square of scipy's ``jensenshannon`` distance; in base 2 it lies in ``[0, 1]``.
-
-    Args:
-        p: Non-negative weights (e.g. pooled class shares).
-        q: Non-negative weights of the same length.
-        base: Logarithm base (2: bits, ``e``: nats).
-
-    Returns:
-        The divergence; NaN if either input sums to zero.
+    ``p`` and ``q`` are non-negative weights (e.g. pooled class shares) of one length; ``base``
+    is the logarithm's (2: bits, ``e``: nats). The square of scipy's ``jensenshannon``
+    distance; in base 2 it lies in ``[0, 1]``. NaN if either input sums to zero.
 
     Raises:
         ValueError: On different lengths or negative weights.
@@ -218,16 +203,10 @@ def jensen_shannon_divergence(
 
 
 def wasserstein_from_histograms(hist_p: Sequence[float] | np.ndarray, hist_q: Sequence[float] | np.ndarray) -> float:
-    """Wasserstein-1 distance between two histograms over ``[0, 1]`` with equal-width bins.
+    """Wasserstein-1 distance, in units of ``[0, 1]``, between two equal-width histograms over ``[0, 1]``.
 
-    Each bin's mass sits at its centre: within one bin width of the unbinned distance.
-
-    Args:
-        hist_p: Counts (or weights) per bin.
-        hist_q: Counts per bin, same number of bins.
-
-    Returns:
-        The distance in units of ``[0, 1]``; NaN if either histogram is empty.
+    Each bin's count (or weight) sits at its centre: within one bin width of the unbinned
+    distance. NaN if either histogram is empty.
 
     Raises:
         ValueError: On different numbers of bins.
@@ -272,13 +251,7 @@ def compare_compositions(
     reference_label: str = "reference",
     other_label: str = "other",
 ) -> CompositionComparison:
-    """Compare two composition distributions.
-
-    Args:
-        reference: The reference distribution (e.g. real data).
-        other: The distribution to compare with it.
-        reference_label: Name of the reference in the result.
-        other_label: Name of the other in the result.
+    """Compare distribution ``other`` with ``reference`` (e.g. real data), named by the labels in the result.
 
     Raises:
         ValueError: If the two were built with different classes or bins.
@@ -309,14 +282,9 @@ def compare_compositions(
 def composition_distances(
     distributions: Mapping[str, CompositionDistribution], reference: str | None = None
 ) -> list[CompositionComparison]:
-    """Compare every dataset with a reference one.
+    """Compare every dataset of ``{"real": ..., "synth_uncond": ...}`` with the ``reference`` (default: the first).
 
-    Args:
-        distributions: Label -> distribution, e.g. ``{"real": ..., "synth_uncond": ...}``.
-        reference: Label of the reference (default: the first).
-
-    Returns:
-        One comparison per non-reference dataset, in the mapping's order.
+    Returns one comparison per other dataset, in the mapping's order.
 
     Raises:
         KeyError: If ``reference`` is not a label of ``distributions``.
@@ -340,12 +308,7 @@ def composition_from_shards(
 
     A sample without a mask counts its ``meta.json`` composition as that many pixels of
     its image (as :class:`~aras400k.data.ShardWriter` does); one with neither is unlabelled.
-
-    Args:
-        shard_dir: Shard set folder.
-        num_bins: Histogram bins of the per-image shares.
-        max_samples: Read at most this many samples (in manifest order).
-        progress: Show a progress bar.
+    ``num_bins`` bins the per-image shares; ``max_samples`` stops after that many samples.
 
     Raises:
         aras400k.data.ManifestError: If the folder is not a shard set.
@@ -392,15 +355,9 @@ def _raw_counts(raw: Mapping[str, Any]) -> np.ndarray:
 def dataset_composition(metric: CompositionDistribution, label: str, source: str) -> DatasetComposition:
     """A :class:`~aras400k.data.stats.DatasetComposition` record, for the Figure-3 bar chart and table.
 
-    Draw them with :func:`aras400k.data.stats.plot_compositions` and ``composition_table``.
-
-    Args:
-        metric: A filled distribution.
-        label: Dataset name.
-        source: ``real``, ``synth_uncond`` or ``synth_cond``.
-
-    Returns:
-        The record (pooled shares; ``num_samples`` counts labelled and unlabelled images).
+    ``source`` is ``real``, ``synth_uncond`` or ``synth_cond``; the record holds the pooled
+    shares of ``metric``, and ``num_samples`` counts labelled and unlabelled images. Draw
+    them with :func:`aras400k.data.stats.plot_compositions` and ``composition_table``.
     """
     result = metric.compute()
     return DatasetComposition(
@@ -439,16 +396,8 @@ def plot_share_distributions(
     """Draw per-class panels of the per-image share distributions, one colour per dataset.
 
     A panel per class: the fraction of images (log scale) per share bin, a step line per
-    dataset, with each dataset's mean share in the legend.
-
-    Args:
-        distributions: Label -> filled distribution (same classes and bins).
-        path: Destination PNG.
-        title: Figure title.
-        bins: Bins drawn; must divide the distributions' ``num_bins`` (they are merged).
-
-    Returns:
-        The written path.
+    dataset (same classes and bins), with each dataset's mean share in the legend. The
+    distributions' ``num_bins`` are merged into ``bins``, which must divide it. Returns ``path``.
 
     Raises:
         ValueError: If there is nothing to draw or ``bins`` does not divide ``num_bins``.

@@ -1,19 +1,11 @@
 """Cross-modal consistency: does a caption agree with its mask's class composition?
 
-A :class:`Lexicon` finds the classes a caption mentions (class words and synonyms,
-whole words, case-insensitive, optional plural ``s``/``es``), which mentions are
-negated, and the percentages stated for a class. :func:`score_caption` then scores the
-caption against its mask's composition:
-
-- **recall**: of the classes covering at least ``salient_share`` of the mask (5% by
-  default), the fraction the caption mentions;
-- **precision**: of the classes the caption mentions, the fraction present in the mask
-  (share above ``present_share``, 0 by default);
-- **percent MAE**: the mean absolute error, in percentage points, of the stated
-  percentages (``"tree 41.2%"``, ``"41% forest"``) against the mask's shares.
-
-:class:`CompositionConsistency` averages these over a dataset and per group (caption
-model and mode), summed across processes. How mentions are read (deliberately simple):
+A :class:`Lexicon` finds the classes a caption mentions (whole words or synonyms,
+case-insensitive, optional plural ``s``/``es``), the negated ones and the percentages
+stated for each; :func:`score_caption` scores them against the mask's composition:
+recall of the salient classes, precision of the mentioned ones and the mean absolute
+error of the percentages (``docs/evaluation.md``). :class:`CompositionConsistency`
+averages these over a dataset and per group. How mentions are read (deliberately simple):
 
 - A caption is split into clauses at ``, ; . ! ?`` (not inside numbers) and at the words
   *and, but, while, whereas, whilst*.
@@ -199,17 +191,10 @@ def score_caption(
     salient_share: float = 0.05,
     present_share: float = 0.0,
 ) -> CaptionCheck:
-    """Score one caption against one composition.
+    """Score a caption (or its parse) against a class name -> mask fraction ``composition`` (missing: 0).
 
-    Args:
-        caption: The caption, or one already parsed.
-        composition: Class name -> fraction of the mask (missing classes count as 0).
-        lexicon: The lexicon to parse with (default: :data:`DEFAULT_LEXICON`).
-        salient_share: A class with at least this share should be mentioned (recall).
-        present_share: A mentioned class counts as present above this share (precision).
-
-    Returns:
-        Recall, precision and percent MAE (NaN where undefined), and the parse.
+    Recall wants the classes of share ``>= salient_share`` mentioned; precision counts a
+    mentioned class present above ``present_share``; ``lexicon`` defaults to :data:`DEFAULT_LEXICON`.
     """
     if isinstance(caption, str):
         caption = (lexicon or Lexicon()).parse(caption)
@@ -229,9 +214,8 @@ _COLUMNS = ("captions", "recall_sum", "recall_n", "precision_sum", "precision_n"
 class CompositionConsistency(CaptionMetric):
     """Caption-mask agreement: mean recall, precision and percentage error of class mentions.
 
-    Each mean runs over the captions where its score (:func:`score_caption`) is
-    defined; overall and per-group sums (:class:`~aras400k.metrics.captions.CaptionMetric`)
-    equal a single-process computation after a distributed gather.
+    Each mean runs over the captions where its score (:func:`score_caption`) is defined;
+    sums are distributed-safe (:class:`~aras400k.metrics.captions.CaptionMetric`).
 
     Args:
         lexicon: Class name -> words and synonyms; ``None`` uses :data:`DEFAULT_LEXICON`.
@@ -286,12 +270,9 @@ class CompositionConsistency(CaptionMetric):
         compositions: Sequence[Mapping[str, float]] | torch.Tensor | np.ndarray,
         groups: Sequence[str] | None = None,
     ) -> None:
-        """Score a batch of captions against the compositions of their masks.
+        """Score captions against their masks' compositions (class name -> fraction each, or ``(N, C)``).
 
-        Args:
-            captions: One caption per sample.
-            compositions: A class name -> fraction mapping per caption, or an ``(N, C)`` array.
-            groups: Optional group name per caption, e.g. ``f"{model}/{mode}"``.
+        ``groups`` optionally names each caption's group, e.g. ``f"{model}/{mode}"``.
 
         Raises:
             ValueError: On mismatched lengths or a share outside ``[0, 1]``.
@@ -331,10 +312,8 @@ class CompositionConsistency(CaptionMetric):
     def compute(self) -> dict[str, Any]:
         """Means over every caption added (and gathered), overall and per group.
 
-        Returns:
-            ``recall``, ``precision``, ``percent_mae`` (float64 tensors, NaN where no
-            caption defines them), ``captions``, ``with_salient``, ``with_mentions``,
-            ``with_percentages`` (int64 tensor counts), and ``groups``: group name -> the
-            same keys as plain Python numbers (empty if no groups were given).
+        ``recall``, ``precision``, ``percent_mae`` (float64, NaN where no caption defines
+        them), the int64 counts ``captions``, ``with_salient``, ``with_mentions``,
+        ``with_percentages``, and ``groups``: name -> those as Python numbers.
         """
         return self._results()

@@ -1,13 +1,11 @@
 """2-D embeddings (t-SNE, UMAP) of features from several sources, with silhouette scores.
 
-The paper's Figure 4 projects segmenter features of real and synthetic samples; its
-script standardises them, runs t-SNE (perplexity 30, PCA init) and UMAP (15 neighbours,
-``min_dist`` 0.1) and prints the silhouette of the source labels on the standardised
-features, overall and per pair. :func:`embedding_plot` does the same for any number of
-sources and reports ``silhouette_features`` (the script's number) and
-``silhouette_2d[method]`` (what each figure shows). Near 0 the sources are mixed
-(synthetic looks like real); near 1 they are separate clusters. UMAP needs the optional
-``umap-learn`` (``pip install aras400k[umap]``); without it UMAP is skipped with a warning.
+:func:`embedding_plot` does what the paper's Figure-4 script does, for any number of
+sources: standardise the features, run t-SNE (perplexity 30, PCA init) and UMAP (15
+neighbours, ``min_dist`` 0.1; skipped with a warning without ``pip install aras400k[umap]``)
+and score the source labels' silhouette on the features (``silhouette_features``, the
+script's number) and on each embedding, overall and per pair. Near 0 the sources are
+mixed (synthetic looks like real); near 1 they are separate clusters.
 """
 
 from __future__ import annotations
@@ -83,15 +81,9 @@ def _stack_groups(
 
 
 def pairwise_silhouettes(points: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict[str, float]:
-    """Silhouette score of every pair of sources, on their samples alone.
+    """``"a vs b"`` -> silhouette score of two sources on their points alone, for every pair.
 
-    Args:
-        points: ``(N, D)`` points.
-        labels: ``(N,)`` source indices into ``names``.
-        names: Source names.
-
-    Returns:
-        ``"a vs b"`` -> scikit-learn ``silhouette_score`` of the two sources' points.
+    ``labels`` gives each of the ``(N, D)`` ``points`` its source index into ``names``.
     """
     from sklearn.metrics import silhouette_score
 
@@ -105,17 +97,10 @@ def pairwise_silhouettes(points: np.ndarray, labels: np.ndarray, names: Sequence
 def embed_2d(
     features: np.ndarray, method: Method, seed: int = 0, perplexity: float = 30.0, n_neighbors: int = 15
 ) -> np.ndarray:
-    """Project features to 2-D.
+    """Project ``(N, D)`` features (standardised first if wanted) to ``(N, 2)`` coordinates.
 
-    Args:
-        features: ``(N, D)`` features (standardise them first if wanted).
-        method: ``tsne`` (scikit-learn, PCA init) or ``umap`` (umap-learn, ``min_dist=0.1``).
-        seed: Random state.
-        perplexity: t-SNE perplexity (lowered to ``(N - 1) / 3`` for small sets).
-        n_neighbors: UMAP neighbours (lowered to ``N - 1`` for small sets).
-
-    Returns:
-        ``(N, 2)`` coordinates.
+    ``method`` is ``tsne`` (scikit-learn, PCA init; ``perplexity`` lowered to ``(N - 1) / 3``
+    for small sets) or ``umap`` (umap-learn, ``min_dist=0.1``; ``n_neighbors`` lowered to ``N - 1``).
 
     Raises:
         ImportError: For ``umap`` when umap-learn is not installed.
@@ -165,9 +150,6 @@ def embedding_plot(
         prefix: File name prefix.
         feature_name: What the features are, for the figure title.
         num_threads: Limit OpenMP/BLAS threads (``None``: the defaults; oversubscribed t-SNE is slow).
-
-    Returns:
-        The silhouettes, sample counts, PNG paths and notices.
 
     Raises:
         ValueError: With fewer than 2 sources or samples, differing dimensions, or an unknown method.

@@ -1,19 +1,12 @@
 """FID and KID in a pluggable feature space, and features streamed from shard sets.
 
-The paper reports FID of its synthetic sets (16 unconditional, 72 conditional) and
-compares real and synthetic samples in its segmenter's feature space (Figure 4). A
-feature extractor is any ``nn.Module`` mapping ``(B, 3, H, W)`` images (floats in
-``[0, 1]`` or uint8) to ``(B, D)`` features, with an integer ``num_features``:
-
-* :class:`~aras400k.models.features.SegmenterFeatures`: the pooled bottleneck of a
-  trained :class:`~aras400k.models.SegmentationTask` encoder (inputs normalised as trained).
-* :class:`InceptionFeatures`: Inception-v3 pool features from a **local** weights file.
-  torchvision's ImageNet weights give numbers close to, not equal to, the standard FID;
-  ``backend="torch-fidelity"`` with its weights file gives the standard one.
-
+A feature extractor is any ``nn.Module`` mapping ``(B, 3, H, W)`` images (floats in
+``[0, 1]`` or uint8) to ``(B, D)`` features, with an integer ``num_features``: a trained
+segmenter's pooled bottleneck (:class:`~aras400k.models.features.SegmenterFeatures`) or
+Inception-v3 from a **local** weights file (:class:`InceptionFeatures`; torchvision's
+ImageNet weights come close to the standard FID, ``backend="torch-fidelity"`` gives it).
 :class:`FeatureFID` and :class:`FeatureKID` are torchmetrics' FID and KID with such a
-module (an identity over precomputed features for an ``int``), keeping torchmetrics'
-distributed state. :func:`features_from_shards` computes a shard set's features once.
+module (an identity over precomputed features for an ``int``).
 """
 
 from __future__ import annotations
@@ -120,7 +113,7 @@ class InceptionFeatures(FeatureExtractor):
     Args:
         weights: Local weights file (``.pth``/``.pt``, weights only, or ``.safetensors``).
         backend: ``torchvision`` or ``torch-fidelity`` (needs the ``torch-fidelity`` package).
-        resize: Side images are resized to (299 as in FID); ``None`` keeps the input size.
+        resize: Side images are resized to (299 as in FID); ``None`` keeps it.
 
     Raises:
         FileNotFoundError: If ``weights`` does not exist (nothing is downloaded).
@@ -251,13 +244,13 @@ class FeatureKID(KernelInceptionDistance):
 
     Args:
         feature: A feature extractor or a feature dimension (precomputed features).
-        subsets: Number of random subsets the MMD is averaged over.
+        subsets: Random subsets the MMD is averaged over.
         subset_size: Samples per subset.
         degree: Polynomial kernel degree.
         gamma: Kernel scale (default ``1 / D``).
         coef: Kernel constant.
         reset_real_features: Clear the real features on ``reset()``.
-        seed: Seed of the subset sampling.
+        seed: Subset sampling seed.
         **kwargs: Passed to torchmetrics' ``Metric``.
 
     Raises:
@@ -292,10 +285,7 @@ class FeatureKID(KernelInceptionDistance):
         self.seed = seed
 
     def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """KID mean and standard deviation over the subsets (seeded).
-
-        Returns:
-            ``(kid_mean, kid_std)``.
+        """``(kid_mean, kid_std)`` over the (seeded) subsets.
 
         Raises:
             ValueError: If either set has fewer than 2 samples.
@@ -340,14 +330,9 @@ def _filled(make: Callable[[int], _M], real: torch.Tensor | np.ndarray, fake: to
 
 
 def fid_from_features(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray) -> float:
-    """FID between two precomputed feature sets (via :class:`FeatureFID`).
+    """FID of ``(M, D)`` ``fake`` features to ``(N, D)`` ``real`` ones (via :class:`FeatureFID`).
 
-    Args:
-        real: ``(N, D)`` features of the reference set.
-        fake: ``(M, D)`` features of the compared set.
-
-    Returns:
-        The Fréchet distance (squared-distance units of the feature space).
+    In squared-distance units of the feature space.
 
     Raises:
         ValueError: On feature sets that are not 2-D or differ in ``D``.
@@ -363,17 +348,10 @@ def kid_from_features(
     subset_size: int = 1000,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """KID between two precomputed feature sets (via :class:`FeatureKID`).
+    """KID of ``(M, D)`` ``fake`` features to ``(N, D)`` ``real`` ones (via :class:`FeatureKID`).
 
-    Args:
-        real: ``(N, D)`` features of the reference set.
-        fake: ``(M, D)`` features of the compared set.
-        subsets: Random subsets averaged over.
-        subset_size: Samples per subset (lowered to the smaller set's size if needed).
-        seed: Subset sampling seed.
-
-    Returns:
-        ``(mean, std)`` of the unbiased MMD² estimates over the subsets.
+    Returns ``(mean, std)`` of the unbiased MMD² estimates over ``subsets`` random subsets
+    of ``subset_size`` (lowered to the smaller set's size if needed), drawn with ``seed``.
 
     Raises:
         ValueError: On bad feature shapes or fewer than 2 samples in a set.
@@ -397,19 +375,10 @@ def features_from_shards(
 ) -> torch.Tensor:
     """Stream the images of a shard set (manifest order) through a feature extractor.
 
-    Batches hold images of one size, as ``(B, 3, H, W)`` floats in ``[0, 1]``.
-
-    Args:
-        shard_dir: Shard set folder.
-        extractor: Module mapping image batches to ``(B, D)`` features.
-        batch_size: Images per forward pass.
-        max_samples: Use at most this many images (default: all).
-        image_transform: Optional transform of the ``(B, 3, H, W)`` float batches (e.g. a resize).
-        device: Where the batches go (default: the extractor's device).
-        progress: Show a progress bar.
-
-    Returns:
-        ``(N, D)`` float32 features on the CPU.
+    Batches of up to ``batch_size`` images of one size, as ``(B, 3, H, W)`` floats in
+    ``[0, 1]``, go through ``image_transform`` (e.g. a resize) if given, then to ``device``
+    (default: the extractor's) and the extractor; ``max_samples`` caps the images read.
+    Returns ``(N, D)`` float32 features on the CPU.
 
     Raises:
         aras400k.data.ManifestError: If ``shard_dir`` is not a shard set.
@@ -434,9 +403,8 @@ def features_from_shards(
         out.append(extractor(images).float().cpu())
         batch.clear()
 
-    desc = f"features {Path(shard_dir).name}"
     try:
-        with tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
+        with tqdm(total=total, desc=f"features {Path(shard_dir).name}", unit="img", disable=not progress) as bar:
             for i, sample in enumerate(iter_samples(shard_dir, with_mask=False, with_captions=False)):
                 if i >= total:
                     break

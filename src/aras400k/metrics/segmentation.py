@@ -1,11 +1,10 @@
 """The paper's segmentation metrics from one confusion matrix.
 
 :class:`SegmentationMetrics` sums a ``C x C`` confusion matrix across processes and
-derives macro F1, IoU, precision, recall and pixel accuracy (Table 3) and per-class F1
-and IoU (Table 4). Macro averages follow scikit-learn's ``f1_score(...,
-average="macro", zero_division=0)`` over a split's pixels: the mean runs over classes
-in the truth *or* the prediction, an undefined ratio counts as 0, and a class absent
-from both has no per-class score (NaN).
+derives the scores of Tables 3 and 4. Macro averages follow scikit-learn's
+``f1_score(..., average="macro", zero_division=0)`` over a split's pixels: the mean runs
+over classes in the truth *or* the prediction, an undefined ratio counts as 0, and a
+class absent from both has no per-class score (NaN).
 """
 
 from __future__ import annotations
@@ -25,15 +24,10 @@ def _safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 def scores_from_confusion(confmat: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, torch.Tensor]:
-    """Compute the paper's scores from a confusion matrix (rows = truth, columns = prediction).
+    """The paper's scores from a ``(C, C)`` pixel-count confusion matrix (rows = truth, columns = prediction).
 
-    Args:
-        confmat: ``(C, C)`` matrix of pixel counts.
-        class_names: Names used for the per-class keys.
-
-    Returns:
-        ``f1_macro``, ``iou_macro``, ``precision_macro``, ``recall_macro``, ``accuracy``
-        and ``f1_<name>``, ``iou_<name>``, ``precision_<name>``, ``recall_<name>`` per class.
+    ``f1_macro``, ``iou_macro``, ``precision_macro``, ``recall_macro``, ``accuracy`` and, per
+    name of ``class_names``, ``f1_<name>``, ``iou_<name>``, ``precision_<name>``, ``recall_<name>``.
     """
     cm = confmat.double()
     tp = cm.diagonal()
@@ -93,11 +87,9 @@ class SegmentationMetrics(Metric):
         self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch.
+        """Add ``(B, C, H, W)`` logits/probabilities or ``(B, H, W)`` class indices, and ``(B, H, W)`` targets.
 
-        Args:
-            preds: ``(B, C, H, W)`` logits/probabilities or ``(B, H, W)`` class indices.
-            target: ``(B, H, W)`` class indices (``ignore_index`` pixels are skipped).
+        Target pixels of ``ignore_index`` are skipped.
 
         Raises:
             ValueError: On mismatched shapes or a target value out of range.

@@ -47,11 +47,7 @@ def backend_class(name: str) -> type[CaptionBackend]:
 
 
 def build_backend(name: str, options: Mapping[str, Any] | None = None) -> CaptionBackend:
-    """Build a backend from its short name and constructor options.
-
-    Args:
-        name: ``template``, ``transformers`` or ``openai``.
-        options: Keyword arguments of the backend's constructor.
+    """Build the ``template``, ``transformers`` or ``openai`` backend with constructor keyword ``options``.
 
     Raises:
         ValueError: On an unknown name or option, or a bad option value.

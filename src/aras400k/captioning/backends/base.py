@@ -46,13 +46,7 @@ class CaptionBackend(ABC):
 
     @abstractmethod
     def generate(self, requests: Sequence[CaptionRequest]) -> list[str]:
-        """Generate one text per request.
-
-        Args:
-            requests: The batch; requests may mix images and text-only prompts.
-
-        Returns:
-            The raw generated texts, in the order of ``requests``.
+        """The raw generated text of each request, in order (a batch may mix images and text-only prompts).
 
         Raises:
             BackendError: If the captions cannot be produced.
@@ -61,9 +55,8 @@ class CaptionBackend(ABC):
     def retry_counts(self) -> Mapping[str, int]:
         """Failed tries of requests so far, by cause (a backend without a network has none).
 
-        Returns:
-            ``retries`` (tries sent again), ``timeouts``, and one count per cause such
-            as ``HTTP 429`` or ``connection``; empty when nothing failed.
+        ``retries`` (tries sent again), ``timeouts``, and one count per cause such as
+        ``HTTP 429`` or ``connection``; empty when nothing failed.
         """
         return {}
 

@@ -1,15 +1,8 @@
 """The ``openai`` backend: any OpenAI-compatible chat-completions server, concurrently.
 
-Works with vLLM, SGLang, Ollama, llama.cpp's server and hosted APIs. Requests go out on
-``max_concurrency`` threads, round-robin over ``base_urls``; one failing with 408, 429,
-5xx, a timeout or a dropped connection is retried with exponential backoff on the next
-server, and counted (:meth:`OpenAIBackend.retry_counts`).
-
-Any other error status means the setup is wrong (API key, model name, URL, request
-fields): it is never retried, the requests in flight are cancelled, and the error says
-what to fix. Until a first answer, requests go out one at a time, so a wrong model name
-costs one request. Images travel as base64 data URLs; only the standard library is
-used. See ``docs/captioning.md``.
+Works with vLLM, SGLang, Ollama, llama.cpp's server and hosted APIs, using only the
+standard library. Fleets, retries (counted by :meth:`OpenAIBackend.retry_counts`) and
+final errors: ``docs/captioning.md``.
 """
 
 from __future__ import annotations
@@ -41,11 +34,9 @@ RETRY_STATUS = frozenset({408, 429})
 
 
 def image_data_url(image: np.ndarray, image_format: Literal["png", "jpeg"] = "png") -> str:
-    """Encode an image as a ``data:image/png;base64,...`` URL for a chat-completions request.
+    """Encode an ``(H, W, 3)`` uint8 RGB image as a ``data:image/png;base64,...`` URL for a request.
 
-    Args:
-        image: ``(H, W, 3)`` uint8 RGB image.
-        image_format: ``png`` (lossless) or ``jpeg`` (smaller, quality 95).
+    ``image_format`` is ``png`` (lossless) or ``jpeg`` (smaller, quality 95).
     """
     buffer = io.BytesIO()
     options: dict[str, Any] = {"format": "JPEG", "quality": 95} if image_format == "jpeg" else {"format": "PNG"}
@@ -144,12 +135,7 @@ class OpenAIBackend(CaptionBackend):
         return headers
 
     def request_body(self, request: CaptionRequest) -> dict[str, Any]:
-        """The chat-completions body of one request.
-
-        Returns:
-            System message, user message (the image's data URL first, if any), sampling
-            settings, seed and ``extra_body``.
-        """
+        """The chat-completions body of a request: messages (the image's URL first), sampling, seed, ``extra_body``."""
         messages: list[dict[str, Any]] = []
         if request.system_prompt:
             messages.append({"role": "system", "content": request.system_prompt})
@@ -177,11 +163,10 @@ class OpenAIBackend(CaptionBackend):
         return body
 
     def retry_counts(self) -> Mapping[str, int]:
-        """Failed tries so far, by cause.
+        """Failed tries so far by cause (only causes seen).
 
-        Returns:
-            ``retries`` (tries sent again), ``timeouts``, ``connection errors``,
-            ``bad answers`` (not JSON) and ``HTTP <status>`` counts; only causes seen.
+        ``retries`` (tries sent again), ``timeouts``, ``connection errors``, ``bad answers``
+        (not JSON) and ``HTTP <status>``.
         """
         with self._lock:
             return dict(self._counts)
@@ -318,10 +303,8 @@ class OpenAIBackend(CaptionBackend):
         """Send the requests concurrently and collect the answers in order.
 
         At the first request that fails for good, queued ones are not sent and none is
-        retried, so the error comes back within one ``timeout_s``.
-
-        Args:
-            requests: The batch (at least ``max_concurrency`` keeps every server busy).
+        retried, so the error comes back within one ``timeout_s``. A batch of at least
+        ``max_concurrency`` keeps every server busy.
 
         Raises:
             BackendError: If a request fails for good (``resumable`` false) or runs out of retries.

@@ -1,16 +1,9 @@
 """The ``template`` backend: varied, deterministic captions without any model.
 
-The embedded default: no weights, tens of thousands of captions a second on one CPU
-core, so the whole pipeline runs on a fresh machine. Per mode it writes:
-
-* ``text`` -- the composition: classes by decreasing share with percentages, in varied
-  sentence shapes and synonyms, sometimes with a second sentence (landscape, an absent
-  class, how many classes).
-* ``vision`` -- no numbers: qualitative amounts, *where* each class lies from the mask
-  (its stand-in for what a vision model sees, :mod:`~aras400k.captioning.spatial`) and
-  the image's brightness, colour cast and texture.
-* ``hybrid`` -- both: percentages, positions from the mask and the image's tones.
-
+The embedded default, so the whole pipeline runs on a fresh machine. ``text`` captions
+give the classes by share with percentages; ``vision`` ones no numbers but *where* each
+class lies in the mask (:mod:`~aras400k.captioning.spatial`, its stand-in for what a
+vision model sees) and the image's tones; ``hybrid`` ones both (``docs/captioning.md``).
 Every choice is drawn from ``random.Random(request.seed)``: one (key, index, seed)
 gives one caption, a retry with another seed another phrasing.
 """
@@ -112,15 +105,10 @@ def _amount(share: float, rng: random.Random, used: set[str]) -> str:
 
 
 def image_tone(image: np.ndarray, max_side: int = 64) -> tuple[str, str, str]:
-    """Describe an image's brightness, colour cast and texture.
+    """``(brightness, hue, texture)`` of an ``(H, W, 3)`` uint8 image, subsampled to about ``max_side`` a side.
 
-    Args:
-        image: ``(H, W, 3)`` uint8 RGB image.
-        max_side: Subsample to at most about this many pixels a side.
-
-    Returns:
-        ``(brightness, hue, texture)``: ``dark``/``bright``/``""``, one of ``green``,
-        ``brown``, ``grey``, ``blue``, ``red``, and ``rough``/``smooth``/``""``.
+    Brightness is ``dark``/``bright``/``""``, hue one of ``green``, ``brown``, ``grey``,
+    ``blue``, ``red``, texture ``rough``/``smooth``/``""``.
     """
     stride = max(1, -(-max(image.shape[:2]) // max_side))
     sub = np.asarray(image[::stride, ::stride], dtype=np.float32)
@@ -213,13 +201,7 @@ class TemplateBackend(CaptionBackend):
     def caption_one(
         self, request: CaptionRequest, layouts: Mapping[str, ClassLayout], tone: tuple[str, str, str] | None
     ) -> str:
-        """Write the caption of one request.
-
-        Args:
-            request: The request (its ``mode``, ``seed``, ``composition``, ``mask``, ``image``).
-            layouts: Class name -> layout, empty without spatial hints.
-            tone: ``(brightness, hue, texture)`` of the image, or ``None``.
-        """
+        """Write the caption of one request, given its class layouts (by name) and image tone (or ``None``)."""
         rng = random.Random(request.seed)
         shares = self._shares(request)
         words = {name: rng.choice(CLASS_WORDS.get(name, (name,))) for name, _ in shares}

@@ -1,11 +1,8 @@
 """The ``transformers`` backend: any local Hugging Face model directory, batched.
 
-Text-only requests go to ``AutoModelForCausalLM`` with the tokenizer's chat template
-(or, for a vision-language model it cannot load, through the processor); requests with
-an image go to ``AutoModelForImageTextToText`` with ``AutoProcessor``. Batches are
-left-padded, one ``generate`` call each. Nothing is downloaded (``local_files_only``);
-``trust_remote_code`` is off by default. Sampling in a batch draws from one stream
-seeded from all its requests' seeds: reproducible, but a caption depends on its batch mates.
+Which model and processor classes serve which mode: ``docs/captioning.md``. Sampling in
+a batch draws from one stream seeded from all its requests' seeds: reproducible, but a
+caption depends on its batch mates.
 """
 
 from __future__ import annotations
@@ -227,13 +224,9 @@ class TransformersBackend(CaptionBackend):
         return processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def generate(self, requests: Sequence[CaptionRequest]) -> list[str]:
-        """Generate captions, one ``generate`` call per group of requests with and without an image.
+        """The decoded new tokens of each request, one ``generate`` call per group of requests.
 
-        Args:
-            requests: The batch; each group also shares its sampling settings.
-
-        Returns:
-            The decoded new tokens of each request, in order.
+        A group shares its sampling settings and whether its requests carry an image.
 
         Raises:
             ValueError: If the model folder cannot be loaded for the requests' kind.
