@@ -51,15 +51,7 @@ def _programs() -> dict[str, Callable[[list[str]], Any]]:
 def plan_stages(
     config: PipelineConfig, from_stage: str | None = None, only: Sequence[str] | None = None
 ) -> tuple[list[Stage], set[str]]:
-    """Build the stages and decide which are forced to run from scratch.
-
-    Args:
-        config: The pipeline config.
-        from_stage: Rerun this stage and every later one.
-        only: Run only these stages (forced).
-
-    Returns:
-        ``(stages, forced)``: every stage in order, and the names forced.
+    """Every stage in order, and the names forced to run from scratch (``from_stage`` and all later ones, or ``only``).
 
     Raises:
         ValueError: On an unknown stage name, or both ``from_stage`` and ``only``.
