@@ -65,15 +65,10 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_report(config: AblationConfig, runs: Sequence[RunScores], missing: Sequence[str] = ()) -> AblationResult:
-    """Write Tables 3 and 4 (Markdown + CSV), the per-class F1 chart and ``summary.json``.
+    """Write Tables 3 and 4 (Markdown + CSV), the per-class F1 chart and ``summary.json`` of the finished ``runs``.
 
-    Args:
-        config: The study (gives the output folder and the row order).
-        runs: Finished runs.
-        missing: ``configuration/arch`` of runs without scores, noted under the tables.
-
-    Returns:
-        The tables and the files written.
+    ``config`` gives the output folder and the row order; ``missing`` (``configuration/arch`` of
+    runs without scores) is noted under the tables. Returns the tables and the files written.
     """
     out = Path(config.out_dir)
     names = [c.name for c in config.configurations]

@@ -40,7 +40,7 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _run(cfg: Namespace) -> int:
+def _run(cfg: Namespace) -> None:
     from aras400k.ablation import AblationConfig, run_ablation
 
     result = call_with(run_ablation, cfg, config=config_from(AblationConfig, build_parser(), cfg))
@@ -49,7 +49,6 @@ def _run(cfg: Namespace) -> int:
         counts += f", {len(result.missing)} without scores"
     print(f"\nTable 3. Test scores (%) on the real test split ({counts}):\n\n{result.table3_markdown}\n")
     print("written: " + ", ".join(str(path) for path in result.files.values()))
-    return 0
 
 
 main = command_main(PROGRAM, build_parser, _run)

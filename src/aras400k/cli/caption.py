@@ -71,14 +71,11 @@ _BATCH_SKIP: set[str | int] = {
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-caption`` parser.
+    """The ``aras-caption`` parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
 
     Its options are the parameters of :class:`~aras400k.captioning.Captioner`, of each
     backend's class, of ``Captioner.caption_batch_file`` and of ``run_batch_job``, with
     the defaults and help of their signatures and docstrings.
-
-    Returns:
-        The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
     """
     from aras400k.captioning import Captioner
     from aras400k.captioning.backends import BACKENDS, backend_class
@@ -166,13 +163,7 @@ def _ensure_input(cfg: Namespace) -> None:
 
 
 def captioner_class(path: str) -> type[Captioner]:
-    """Import a :class:`~aras400k.captioning.Captioner` (sub)class named ``module.Class``.
-
-    Args:
-        path: Dotted path, e.g. ``aras400k.captioning.Captioner`` or ``my_prompts.LocatedCaptioner``.
-
-    Returns:
-        The class.
+    """Import the :class:`~aras400k.captioning.Captioner` (sub)class at ``path``, e.g. ``my_prompts.LocatedCaptioner``.
 
     Raises:
         ValueError: If the path cannot be imported or names something that is not a Captioner class.

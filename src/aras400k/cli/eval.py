@@ -39,14 +39,13 @@ def build_parser() -> ArgumentParser:
     )
 
 
-def _run(cfg: Namespace) -> int:
+def _run(cfg: Namespace) -> None:
     from aras400k.evaluation import EvalConfig, run_evaluation
     from aras400k.evaluation.report import headline_markdown
 
     result = run_evaluation(config_from(EvalConfig, build_parser(), cfg))
     print(headline_markdown(result))
     print("written: " + ", ".join(str(path) for path in result.files.values()))
-    return 0
 
 
 main = command_main(PROGRAM, build_parser, _run)

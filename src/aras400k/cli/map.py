@@ -52,11 +52,10 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _run(cfg: Namespace) -> int:
+def _run(cfg: Namespace) -> None:
     from aras400k.mapping import map_scene
 
     print(call_with(map_scene, cfg, segmenter=cfg.ckpt_path).summary())
-    return 0
 
 
 main = command_main(PROGRAM, build_parser, _run)

@@ -59,9 +59,6 @@ class Parameter:
     def option_type(self) -> Any:
         """The option type the annotation stands for: ``int``, ``str | None``, ... (``Path`` counts as ``str``).
 
-        Returns:
-            The type.
-
         Raises:
             ValueError: If the annotation uses other names (give the option's type yourself).
         """
@@ -170,14 +167,9 @@ def _from_import(module: str, name: str) -> dict[str, Parameter]:
 
 @cache
 def source_signature(module: str, name: str) -> dict[str, Parameter]:
-    """The parameters of function ``name`` of ``module``, read from the source (no import).
+    """The :class:`Parameter` by name, in signature order, of function ``name`` of ``module``, read from the source.
 
-    Args:
-        module: Dotted module path, e.g. ``aras400k.synthesis_spade``.
-        name: Function name, e.g. ``synthesize_conditional``.
-
-    Returns:
-        Parameter name -> :class:`Parameter`, in signature order.
+    E.g. ``source_signature("aras400k.synthesis_spade", "synthesize_conditional")``; nothing is imported.
     """
     node = _find(module, name, set())
     return _from_source(node) if node is not None else _from_import(module, name)

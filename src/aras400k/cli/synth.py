@@ -193,11 +193,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-synth`` parser with one subparser per entry of ``SUBCOMMANDS``.
-
-    Returns:
-        The parser.
-    """
+    """The ``aras-synth`` parser with one subparser per entry of ``SUBCOMMANDS``."""
     parser = command_parser(PROGRAM, "Make synthetic aras400k shard sets and label them.", config=False)
     commands = parser.add_subcommands(dest="command")
     for name, command in SUBCOMMANDS.items():
