@@ -1,17 +1,9 @@
-"""The paper's real / synthetic / mixed training study (its Tables 3 and 4; ``docs/evaluation.md``).
+"""The paper's real / synthetic / mixed training study (its Tables 3 and 4).
 
-Every architecture in ``archs`` is trained on every :class:`DataConfiguration` with the
-same seed and budget, and its best checkpoint by validation macro F1 (the last one
-without validation) is tested on the **real** test split. Under ``out_dir`` the study
-writes one folder per run (``runs/{configuration}/{arch}/``: ``scores.json``, the
-checkpoint, the CSV log), ``table3`` and ``table4`` (``.md`` and ``.csv``),
-``per_class_f1.png`` and ``summary.json``.
-
-It resumes: a run whose ``scores.json`` exists is skipped, and the tables are rebuilt
-from every ``scores.json`` of the grid. ``scores.json`` is written last and atomically,
-so a killed run leaves none and is trained again. The modules: ``config`` (settings and
-their check), ``data`` (demo sets, shard checks), ``runs`` (one run), ``tables``
-(Tables 3-4 and the chart from :class:`RunScores` lists) and ``report`` (the files).
+What it trains, writes and how it resumes: ``docs/evaluation.md`` ("The real / synthetic
+/ mixed study"). The modules: ``config`` (settings and their check), ``data`` (demo sets,
+shard checks), ``runs`` (one run), ``tables`` (Tables 3-4 and the chart from
+:class:`RunScores` lists) and ``report`` (the files).
 """
 
 from __future__ import annotations

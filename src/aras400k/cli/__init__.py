@@ -1,11 +1,7 @@
 """Command-line entry points, one small module per command (see ``docs/architecture.md``).
 
-A light command module defines ``build_parser()`` (options, from signatures where a
-class or function has them) and ``_run(cfg)`` (one call into the library), and gets its
-console entry point from :func:`command_main`; this module holds the rest: the parser
-that raises instead of exiting (:func:`command_parser`), one-line errors
-(:func:`parse_and_run`, :func:`run_command`, :func:`fail`) and the calls built from
-parsed options (:func:`call_with`, :func:`config_from`).
+What the light commands share (``docs/extending.md``, "Options from signatures"): the
+parser that raises instead of exiting, one-line errors and the calls built from parsed options.
 """
 
 from __future__ import annotations

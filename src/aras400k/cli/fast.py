@@ -1,25 +1,10 @@
 """Answers of ``aras`` / ``aras-fit`` that need no Lightning: cached ``--help``, plain argument errors.
 
 Building the LightningCLI parser imports Lightning (and torch), seconds before anything
-is printed. So two things are kept from the real parser (``docs/extending.md``):
-
-- **help texts**: the first plain help request (``--help`` alone or after a
-  subcommand; with a ``--config`` the help shows its values, so it goes to the real
-  parser) stores what the real parser printed, :data:`HELP_WIDTH` columns wide;
-  later ones print the stored bytes.
-- **option names** of every subcommand (:func:`record_options`), so that an unknown
-  option, an unknown or missing subcommand or a missing ``--config`` file is refused
-  at once in one line. Anything the check is unsure about (an abbreviation, a nested
-  option, ``--print_config``, a token after ``--``) goes to the real parser.
-
-They live in :func:`cache_dir`, in a folder named by :func:`environment_key` (versions,
-interpreter, a hash of the aras400k sources, the ``JSONARGPARSE_*`` / ``PL_*`` /
-``LIGHTNING_*`` environment); a cache that cannot be written is skipped, and
-``ARAS_CLI_CACHE=0`` turns it off. The package also ships the answers of its release
-(:data:`SHIPPED`, written by ``python -m aras400k.cli.fast``), used after the cache and
-before the real parser when their key (versions, Python, a hash of each aras400k module
-the parser imported) matches this installation and no such variable is set.
-``tests/cli/test_cli_fast.py`` fails when the shipped file is stale.
+is printed, so the real parser's help texts (:func:`capture_help`) and option names
+(:func:`record_options`) are kept in :func:`cache_dir` under :func:`environment_key`, and
+the release's answers ship as :data:`SHIPPED` (``python -m aras400k.cli.fast`` rewrites
+it). How they are used and keyed: ``docs/extending.md`` ("the help cache").
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Options from a function's signature and docstring, read from its source without importing it.
 
-The synthesis modules import torch at their top, seconds that ``aras-synth --help``
-should not wait for. :func:`source_signature` parses the source (``ast``) instead, without
-importing the module or its parent packages: each parameter's literal default, its
-annotation and its ``Args:`` description, which :func:`add_options` turns into options.
-A re-exported name (``from .x import f``, ``from .x import *``) is followed to where it is
-defined; if it cannot be found, the module is imported (:func:`inspect.signature`).
+The synthesis modules import torch, seconds ``aras-synth --help`` should not wait for
+(``docs/extending.md``). A re-exported name (``from .x import f``, ``from .x import *``) is
+followed to where it is defined; if it cannot be found, the module is imported.
 """
 
 from __future__ import annotations

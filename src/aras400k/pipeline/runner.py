@@ -1,14 +1,9 @@
 """Run the stages in order: skip finished ones, resume an interrupted one, record times.
 
-See ``docs/pipeline.md`` ("Resuming and redoing"). A stage is *finished* when
-``run_dir/.pipeline/<stage>.json`` records it with the same commands and config files
-as now and its outputs exist; once a stage runs, every later one runs too. A stage
-without a record was interrupted and runs again *without* deleting what it wrote, so
-its commands resume. ``--from`` / ``--only`` force stages to run from scratch.
-
-Each command runs in this process, its output going to ``run_dir/logs/<stage>.log``.
-One pipeline runs in a run folder at a time: it holds the lock ``RUN_DIR.lock`` beside
-the folder (:mod:`aras400k.locking`), and a second one stops at once naming its PID.
+The rules are those of ``docs/pipeline.md`` ("Resuming and redoing"). Each command runs
+in this process. One pipeline runs in a run folder at a time: it holds the lock
+``RUN_DIR.lock`` beside the folder (:mod:`aras400k.locking`), and a second one stops at
+once naming its PID.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """The paper's stages, each a call of one of the library's own commands on a written config.
 
 A :class:`Stage` knows, for a given run (:class:`RunLayout`), the commands it runs
-(:class:`Command`: a program such as ``aras-fit`` and its arguments, always
-``--config run_dir/configs/<stage>.yaml`` plus a subcommand where the program has
-them), the outputs that prove it finished, and the artefacts ``index.md`` links.
-There is no second implementation here: a stage only writes a config and calls the
-command a user would call.
+(:class:`Command`), the outputs that prove it finished, and the artefacts ``index.md``
+links. A stage only writes a config and calls the command a user would call.
 """
 
 from __future__ import annotations
