@@ -70,17 +70,13 @@ def _stale_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 
 def run_ablation(config: AblationConfig, tables_only: bool = False) -> AblationResult:
-    """Run the whole study (resumably) and write its tables, figure and summary.
+    """Run the study ``config`` (resumably), write its tables, figure and summary; return the runs, tables and files.
 
     The settings, the procedural data the config asks for and every shard set are
     checked before the first run starts.
 
     Args:
-        config: The study.
         tables_only: Train nothing; rebuild the outputs from the existing ``scores.json`` files.
-
-    Returns:
-        The runs, tables and files.
 
     Raises:
         ValueError: On a bad setting or shard set (see :func:`validate_config`, :func:`check_data`).

@@ -33,8 +33,7 @@ class AblationResult:
         runs: Scores of every finished run of the grid, in table order.
         table3: Table 3 rows (see :func:`build_table3`).
         table4: Table 4 rows (see :func:`build_table4`).
-        files: Output name -> path (``table3.md``, ``table3.csv``, ``table4.md``,
-            ``table4.csv``, ``per_class_f1.png``, ``summary.json``).
+        files: Output name (``table3.md``, ``per_class_f1.png``, ...) -> path.
         trained: ``configuration/arch`` of the runs trained now.
         skipped: ``configuration/arch`` of the runs skipped because ``scores.json`` existed.
         missing: ``configuration/arch`` of the runs without scores (``tables_only``).

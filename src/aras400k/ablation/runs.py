@@ -1,9 +1,7 @@
 """One run of the study: train one architecture on one configuration, test it, keep its scores.
 
-:func:`train_and_evaluate` trains and tests in the run folder (:func:`run_folder`); its
-outcome, a :class:`RunScores`, is written last as ``scores.json``
-(:func:`write_run_scores`, atomically), whose presence marks the run as finished when
-the study resumes (:func:`read_run_scores`).
+Its :class:`RunScores` are written last, as ``scores.json``, whose presence marks the run
+as finished when the study resumes.
 """
 
 from __future__ import annotations

@@ -127,17 +127,10 @@ def import_class(path: str, base: type, option: str) -> type:
 def command_parser(
     program: str | None, description: str, *, config: bool = True, options_of: type | None = None
 ) -> ArgumentParser:
-    """A jsonargparse parser that raises ``argparse.ArgumentError`` (for :func:`parse_and_run`) instead of exiting.
+    """A jsonargparse parser of ``program`` (``None``: a subcommand) that raises ``argparse.ArgumentError``.
 
-    Args:
-        program: Command name (``None`` for a subcommand's parser).
-        description: Text shown by ``--help``.
-        config: Add ``--config FILE.yaml`` taking any of the options.
-        options_of: A config dataclass whose fields become options, with the defaults
-            and help of its signature and docstring (build it with :func:`config_from`).
-
-    Returns:
-        The parser.
+    ``description`` is the ``--help`` text; ``config`` adds ``--config FILE.yaml``; the fields of
+    the dataclass ``options_of`` become options with its defaults and help (see :func:`config_from`).
     """
     from jsonargparse import ActionConfigFile, ArgumentParser
 

@@ -7,8 +7,7 @@
     aras-ablate --config configs/ablate.yaml --archs '[unet]' --max_epochs 1
 
 Every option of :class:`aras400k.ablation.AblationConfig` can be given in the YAML file
-or on the command line. The study resumes: finished runs (with a ``scores.json``) are
-skipped, so the same command continues an interrupted study.
+or on the command line. The same command continues an interrupted study (``docs/evaluation.md``).
 """
 
 from __future__ import annotations

@@ -7,8 +7,7 @@
     aras-eval --config configs/eval.yaml --segmenter null      # no FID/KID, no embedding
 
 Every field of :class:`aras400k.evaluation.EvalConfig` can be given in the YAML file or
-on the command line. A missing input stops the run before any work with one line that
-names it and the command that makes it (exit status 2).
+on the command line. Inputs are checked before any work (``docs/evaluation.md``).
 """
 
 from __future__ import annotations

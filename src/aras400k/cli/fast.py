@@ -340,8 +340,7 @@ def shipped_answers(path: Path | None = None) -> dict[str, Any] | None:
     """The shipped answers in ``path`` (default: :data:`SHIPPED`) if they were made for this installation.
 
     They are ``{"key": ..., "help": {program and arguments joined by NUL: text}, "options": ...}``;
-    ``None`` when the file is missing or unreadable, a version or module differs, or a
-    ``JSONARGPARSE_*`` / ``PL_*`` / ``LIGHTNING_*`` variable is set.
+    ``None`` when the file is unreadable, its key differs, or a variable of ``_ENV_PREFIXES`` is set.
     """
     if any(name.startswith(_ENV_PREFIXES) for name in os.environ):
         return None

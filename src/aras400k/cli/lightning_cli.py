@@ -45,8 +45,7 @@ def _message(err: BaseException) -> str:
 class ArasCLI(LightningCLI):
     """LightningCLI with aras400k's checks.
 
-    - Checkpoints load through :class:`aras400k.checkpoints.SafeCheckpointIO` (tensors
-      and plain values only, for local paths, URLs and resumed runs alike).
+    - Checkpoints load through :class:`aras400k.checkpoints.SafeCheckpointIO` (``docs/safety.md``).
     - A class that refuses its arguments (a negative batch size, an unknown encoder)
       raises :class:`~aras400k.errors.ConfigError` with that class's own message.
     - A ``--ckpt_path`` that does not exist is refused before anything runs.

@@ -45,9 +45,8 @@ def cli(args: list[str] | None = None) -> ArasCLI:
 def run_cli(program: str, args: list[str]) -> None:
     """Run the CLI; input errors become ``PROGRAM: error: MESSAGE`` on one line and exit status 2.
 
-    ``--help`` and plain argument errors are answered without Lightning when the cache
-    allows (:func:`aras400k.cli.fast.answer`); a ``--help`` answered by the real parser
-    is stored for the next time. Set ``ARAS_DEBUG=1`` to see the traceback of an input
+    ``--help`` and plain argument errors are answered from the cache when it can
+    (:mod:`aras400k.cli.fast`). Set ``ARAS_DEBUG=1`` to see the traceback of an input
     error instead. ``program`` starts the messages; ``args`` start with the subcommand.
     """
     status = answer(program, args)

@@ -153,7 +153,7 @@ def run_pipeline(
     verbose: bool = False,
     console: IO[str] | None = None,
 ) -> PipelineResult:
-    """Run the paper's stages (see the module docstring).
+    """Run the paper's stages (see the module docstring); return the stage records and the index path.
 
     Args:
         config: The pipeline config.
@@ -163,9 +163,6 @@ def run_pipeline(
             the commands; run nothing.
         verbose: Show the commands' own output instead of writing it to the stage logs.
         console: Where the progress lines go (default: standard output).
-
-    Returns:
-        The stage records and the index path.
 
     Raises:
         ValueError: On bad stage names.
@@ -215,8 +212,7 @@ def _run_stages(
             _console_warnings(stage, stream)
             continue
         if stage.name in forced or read_record(layout, stage.name) is not None:
-            # Forced, or finished before with other settings or inputs: start from scratch.
-            # A stage without a record was interrupted: keep its outputs, its commands resume.
+            # Forced or redone: from scratch; one without a record was interrupted and resumes.
             _record_path(layout, stage.name).unlink(missing_ok=True)
             for path in stage.reset():
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

@@ -87,8 +87,7 @@ class Command:
     """One command line of a stage.
 
     Attributes:
-        program: Console script (``aras-fit``, ``aras``, ``aras-data``, ``aras-synth``,
-            ``aras-caption``, ``aras-eval``, ``aras-ablate``).
+        program: Console script (``aras-fit``, ``aras-data``, ...).
         args: Its arguments.
     """
 
@@ -498,11 +497,7 @@ class SpadeStage(GANStage):
 
 
 class SynthesisStage(Stage):
-    """A stage that writes one synthetic shard set with ``aras-synth SUBCOMMAND --config FILE``.
-
-    Subclasses say which subcommand runs with which checkpoint on which inputs, what
-    the output set is called, and which preview figure (if any) shows it.
-    """
+    """A stage that writes one synthetic shard set with ``aras-synth SUBCOMMAND --config FILE``."""
 
     #: The ``aras-synth`` subcommand.
     subcommand: ClassVar[str]

@@ -2,9 +2,7 @@
 
 Nothing is trained or written besides ``run_dir/configs``. LightningCLI configs are
 checked with ``--print_config`` (which resolves every ``class_path`` and validates
-its ``init_args`` against the class signature); the other commands' configs are
-parsed by their jsonargparse parsers. This is how ``configs/pipeline_paper.yaml``, a
-GPU-cluster config, is tested on a CPU.
+its ``init_args``); the other commands' configs are parsed by their jsonargparse parsers.
 """
 
 from __future__ import annotations
