@@ -76,6 +76,7 @@ def run_ablation(config: AblationConfig, tables_only: bool = False) -> AblationR
     checked before the first run starts.
 
     Args:
+        config: The study.
         tables_only: Train nothing; rebuild the outputs from the existing ``scores.json`` files.
 
     Raises:
