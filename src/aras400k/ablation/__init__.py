@@ -1,9 +1,7 @@
 """The paper's real / synthetic / mixed training study (its Tables 3 and 4).
 
 What it trains, writes and how it resumes: ``docs/evaluation.md`` ("The real / synthetic
-/ mixed study"). The modules: ``config`` (settings and their check), ``data`` (demo sets,
-shard checks), ``runs`` (one run), ``tables`` (Tables 3-4 and the chart from
-:class:`RunScores` lists) and ``report`` (the files).
+/ mixed study").
 """
 
 from __future__ import annotations

@@ -353,11 +353,10 @@ def shipped_answers(path: Path | None = None) -> dict[str, Any] | None:
 
 
 def make_shipped() -> dict[str, Any]:
-    """Run the real parser for every :data:`HELP_FORMS` request and collect the answers to ship.
+    """The answers to ship (as :func:`shipped_answers` returns them) of every :data:`HELP_FORMS` request.
 
     Call it in a fresh process (``python -m aras400k.cli.fast``): the key lists the aras400k
-    modules imported by then, those the parser's output can depend on. The answers are as
-    :func:`shipped_answers` returns them.
+    modules imported by then, those the parser's output can depend on.
     """
     import io
     import tempfile
