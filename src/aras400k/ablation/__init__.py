@@ -1,17 +1,7 @@
-"""The paper's real / synthetic / mixed training study (its Tables 3 and 4; ``docs/evaluation.md``).
+"""The paper's real / synthetic / mixed training study (its Tables 3 and 4).
 
-Every architecture in ``archs`` is trained on every :class:`DataConfiguration` with the
-same seed and budget, and its best checkpoint by validation macro F1 (the last one
-without validation) is tested on the **real** test split. Under ``out_dir`` the study
-writes one folder per run (``runs/{configuration}/{arch}/``: ``scores.json``, the
-checkpoint, the CSV log), ``table3`` and ``table4`` (``.md`` and ``.csv``),
-``per_class_f1.png`` and ``summary.json``.
-
-It resumes: a run whose ``scores.json`` exists is skipped, and the tables are rebuilt
-from every ``scores.json`` of the grid. ``scores.json`` is written last and atomically,
-so a killed run leaves none and is trained again. The modules: ``config`` (settings and
-their check), ``data`` (demo sets, shard checks), ``runs`` (one run), ``tables``
-(Tables 3-4 and the chart from :class:`RunScores` lists) and ``report`` (the files).
+What it trains, writes and how it resumes: ``docs/evaluation.md`` ("The real / synthetic
+/ mixed study").
 """
 
 from __future__ import annotations
@@ -78,7 +68,7 @@ def _stale_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 
 def run_ablation(config: AblationConfig, tables_only: bool = False) -> AblationResult:
-    """Run the whole study (resumably) and write its tables, figure and summary.
+    """Run the study ``config`` (resumably), write its tables, figure and summary; return the runs, tables and files.
 
     The settings, the procedural data the config asks for and every shard set are
     checked before the first run starts.
@@ -86,9 +76,6 @@ def run_ablation(config: AblationConfig, tables_only: bool = False) -> AblationR
     Args:
         config: The study.
         tables_only: Train nothing; rebuild the outputs from the existing ``scores.json`` files.
-
-    Returns:
-        The runs, tables and files.
 
     Raises:
         ValueError: On a bad setting or shard set (see :func:`validate_config`, :func:`check_data`).

@@ -146,10 +146,7 @@ def _duplicates(items: Sequence[str]) -> list[str]:
 
 
 def validate_config(config: AblationConfig) -> None:
-    """Check a study's settings without touching the file system.
-
-    Args:
-        config: The study.
+    """Check the settings of the study ``config`` without touching the file system.
 
     Raises:
         ValueError: On empty or duplicate configurations or architectures, a bad

@@ -15,16 +15,10 @@ __all__ = ["build_demo_data", "check_data"]
 
 
 def build_demo_data(config: AblationConfig) -> list[Path]:
-    """Build the procedural data the config asks for and that is missing.
+    """Build the procedural data the study's ``config`` asks for and that is missing; return the folders built.
 
     The real demo set is built at ``root`` when ``demo`` is set and ``root`` is empty or
     absent; each of ``demo_stand_ins`` is built when its folder is. Nothing else is built.
-
-    Args:
-        config: The study.
-
-    Returns:
-        The folders built.
 
     Raises:
         FileExistsError: If a stand-in's folder holds files but no finished shard sets.
@@ -68,10 +62,7 @@ def _shard_check(sources: Sequence[ShardSource | str], what: str, samples_per_ep
 
 
 def check_data(config: AblationConfig) -> None:
-    """Check that every shard set the study reads exists and has masks (manifests only).
-
-    Args:
-        config: The study.
+    """Check that every shard set the study's ``config`` reads exists and has masks (manifests only).
 
     Raises:
         ValueError: Naming the configuration and the path that is not a labelled shard set,

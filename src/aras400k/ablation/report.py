@@ -33,8 +33,7 @@ class AblationResult:
         runs: Scores of every finished run of the grid, in table order.
         table3: Table 3 rows (see :func:`build_table3`).
         table4: Table 4 rows (see :func:`build_table4`).
-        files: Output name -> path (``table3.md``, ``table3.csv``, ``table4.md``,
-            ``table4.csv``, ``per_class_f1.png``, ``summary.json``).
+        files: Output name (``table3.md``, ``per_class_f1.png``, ...) -> path.
         trained: ``configuration/arch`` of the runs trained now.
         skipped: ``configuration/arch`` of the runs skipped because ``scores.json`` existed.
         missing: ``configuration/arch`` of the runs without scores (``tables_only``).
@@ -65,15 +64,10 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_report(config: AblationConfig, runs: Sequence[RunScores], missing: Sequence[str] = ()) -> AblationResult:
-    """Write Tables 3 and 4 (Markdown + CSV), the per-class F1 chart and ``summary.json``.
+    """Write Tables 3 and 4 (Markdown + CSV), the per-class F1 chart and ``summary.json`` of the finished ``runs``.
 
-    Args:
-        config: The study (gives the output folder and the row order).
-        runs: Finished runs.
-        missing: ``configuration/arch`` of runs without scores, noted under the tables.
-
-    Returns:
-        The tables and the files written.
+    ``config`` gives the output folder and the row order; ``missing`` (``configuration/arch`` of
+    runs without scores) is noted under the tables. Returns the tables and the files written.
     """
     out = Path(config.out_dir)
     names = [c.name for c in config.configurations]

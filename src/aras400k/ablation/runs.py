@@ -1,9 +1,7 @@
 """One run of the study: train one architecture on one configuration, test it, keep its scores.
 
-:func:`train_and_evaluate` trains and tests in the run folder (:func:`run_folder`); its
-outcome, a :class:`RunScores`, is written last as ``scores.json``
-(:func:`write_run_scores`, atomically), whose presence marks the run as finished when
-the study resumes (:func:`read_run_scores`).
+Its :class:`RunScores` are written last, as ``scores.json``, whose presence marks the run
+as finished when the study resumes.
 """
 
 from __future__ import annotations
@@ -74,53 +72,23 @@ class RunScores:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunScores:
-        """Inverse of :meth:`to_json` (``null`` scores become NaN).
-
-        Args:
-            data: A dict written by :meth:`to_json`.
-
-        Returns:
-            The run's scores.
-        """
+        """The run's scores from ``data`` written by :meth:`to_json` (``null`` scores become NaN)."""
         scores = {k: float("nan") if v is None else float(v) for k, v in data["scores"].items()}
         return cls(**{**data, "scores": scores})
 
 
 def run_folder(config: AblationConfig, configuration: str, arch: str) -> Path:
-    """Folder of one run: ``out_dir/runs/{configuration}/{arch}``.
-
-    Args:
-        config: The study.
-        configuration: Configuration name.
-        arch: Architecture.
-
-    Returns:
-        The folder.
-    """
+    """Folder of one run of the study ``config``: ``out_dir/runs/{configuration}/{arch}``."""
     return Path(config.out_dir) / "runs" / configuration / arch
 
 
 def write_run_scores(scores: RunScores, path: str | Path) -> Path:
-    """Write ``scores.json`` atomically (temporary file, then rename).
-
-    Args:
-        scores: The run's outcome.
-        path: Destination.
-
-    Returns:
-        The path written.
-    """
+    """Write a run's ``scores`` to the ``scores.json`` at ``path`` atomically (temporary file, then rename)."""
     return write_text(path, json.dumps(scores.to_json(), indent=2) + "\n")
 
 
 def read_run_scores(path: str | Path) -> RunScores:
-    """Read a ``scores.json``.
-
-    Args:
-        path: The file.
-
-    Returns:
-        The run's outcome.
+    """The run's outcome read from the ``scores.json`` at ``path``.
 
     Raises:
         ValueError: If the file is not a readable ``scores.json`` (delete it to rerun the run).
@@ -179,17 +147,8 @@ def train_and_evaluate(
     """Train one architecture on one configuration and test it on the real test split.
 
     The folder is emptied first (leftovers of an interrupted run), the seed is set, and
-    the checkpoint (weights only), CSV log and nothing else are written there; the
-    caller writes ``scores.json``.
-
-    Args:
-        config: The study.
-        configuration: Training data.
-        arch: Architecture.
-        folder: The run folder.
-
-    Returns:
-        The run's outcome.
+    the checkpoint (weights only), CSV log and nothing else are written in the run ``folder``;
+    the caller writes ``scores.json`` of the returned outcome.
 
     Raises:
         KeyboardInterrupt: If training was interrupted (so that no scores are written).

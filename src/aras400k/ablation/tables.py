@@ -75,18 +75,13 @@ def build_table3(
     configurations: Sequence[str] | None = None,
     archs: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Table 3: overall test scores per configuration and architecture, plus a mean row.
+    """Table 3: overall test scores of the finished ``runs`` per configuration and architecture, plus a mean row.
 
-    Args:
-        runs: Finished runs.
-        configurations: Row order of configurations (default: order of first appearance).
-        archs: Row order of architectures within a configuration (default: as above).
-
-    Returns:
-        Rows ``{"configuration", "model", "f1_macro", "iou_macro", "precision_macro",
-        "recall_macro", "accuracy"}`` with fractions; after each configuration's
-        architectures, a row with model :data:`MEAN` averaging them (NaN values skipped)
-        when there is more than one.
+    ``configurations`` and ``archs`` (within a configuration) give the row order (default: order
+    of first appearance). Rows are ``{"configuration", "model", "f1_macro", "iou_macro",
+    "precision_macro", "recall_macro", "accuracy"}`` with fractions; after each configuration's
+    architectures, a row with model :data:`MEAN` averaging them (NaN values skipped)
+    when there is more than one.
     """
     keys = [key for key, _ in TABLE3_METRICS]
     grid = _grid_rows(runs, keys, configurations, archs)
@@ -99,17 +94,11 @@ def build_table4(
     archs: Sequence[str] | None = None,
     class_names: Sequence[str] = CLASS_NAMES,
 ) -> list[dict[str, Any]]:
-    """Table 4: per-class test F1 per configuration, one block per architecture and the mean.
+    """Table 4: per-class test F1 of the finished ``runs`` per configuration, one block per architecture and the mean.
 
-    Args:
-        runs: Finished runs.
-        configurations: Row order within a block (default: order of first appearance).
-        archs: Block order (default: order of first appearance); the mean block comes last.
-        class_names: Classes (columns).
-
-    Returns:
-        Rows ``{"model", "configuration", <class>: fraction, ...}`` grouped by model
-        (each architecture, then :data:`MEAN`); NaN where a class has no score.
+    ``configurations`` (the row order within a block) and ``archs`` (the block order; the mean
+    block comes last) default to the order of first appearance. Rows are ``{"model",
+    "configuration", <class>: fraction, ...}`` grouped by model; NaN where a class has no score.
     """
     keys = [f"f1_{name}" for name in class_names]
     grid = _grid_rows(runs, keys, configurations, archs)
@@ -133,14 +122,7 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from
 
 
 def format_table3(rows: Sequence[dict[str, Any]]) -> str:
-    """Render Table 3 rows (from :func:`build_table3`) as Markdown, values in %.
-
-    Args:
-        rows: Table 3 rows.
-
-    Returns:
-        The Markdown table (mean rows in bold, NaN as ``n/a``).
-    """
+    """Table 3 ``rows`` (from :func:`build_table3`) as Markdown, values in %, mean rows in bold, NaN as ``n/a``."""
     header = ["training data", "model", *(title for _, title in TABLE3_METRICS)]
     body = []
     for row in rows:
@@ -150,14 +132,9 @@ def format_table3(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def format_table4(rows: Sequence[dict[str, Any]], class_names: Sequence[str] = CLASS_NAMES) -> str:
-    """Render Table 4 rows (from :func:`build_table4`) as Markdown blocks, values in %.
+    """Table 4 ``rows`` (from :func:`build_table4`) as Markdown, values in %, NaN as ``n/a``.
 
-    Args:
-        rows: Table 4 rows.
-        class_names: Classes (columns).
-
-    Returns:
-        One ``###`` block per architecture and one for the mean, NaN as ``n/a``.
+    One ``###`` block per architecture and one for the mean; ``class_names`` are the columns.
     """
     blocks = []
     for model in dict.fromkeys(row["model"] for row in rows):
@@ -181,16 +158,9 @@ def write_csv(rows: Sequence[dict[str, Any]], labels: Sequence[str], values: Seq
 def plot_per_class_f1(
     table4: Sequence[dict[str, Any]], path: str | Path, class_names: Sequence[str] = CLASS_NAMES
 ) -> Path:
-    """Grouped bar chart of per-class F1: a group per land-cover class, a bar per training configuration.
+    """Write to the PNG ``path`` a bar chart of per-class F1: a group per class, a bar per training configuration.
 
-    Args:
-        table4: Table 4 rows; the :data:`MEAN` rows are drawn (with a single
-            architecture, its rows).
-        path: Destination PNG.
-        class_names: Classes (bar groups).
-
-    Returns:
-        The path written.
+    Of the ``table4`` rows, the :data:`MEAN` ones are drawn (with a single architecture, its rows).
     """
     from matplotlib import colormaps
     from matplotlib.figure import Figure

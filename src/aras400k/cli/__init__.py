@@ -1,11 +1,7 @@
 """Command-line entry points, one small module per command (see ``docs/architecture.md``).
 
-A light command module defines ``build_parser()`` (options, from signatures where a
-class or function has them) and ``_run(cfg)`` (one call into the library), and gets its
-console entry point from :func:`command_main`; this module holds the rest: the parser
-that raises instead of exiting (:func:`command_parser`), one-line errors
-(:func:`parse_and_run`, :func:`run_command`, :func:`fail`) and the calls built from
-parsed options (:func:`call_with`, :func:`config_from`).
+What the light commands share (``docs/extending.md``, "Options from signatures"): the
+parser that raises instead of exiting, one-line errors and the calls built from parsed options.
 """
 
 from __future__ import annotations
@@ -57,30 +53,17 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError,)
 
 
 def fail(program: str, message: str, status: int = 2) -> NoReturn:
-    """Print ``PROGRAM: error: MESSAGE`` on one line to stderr and exit.
-
-    Args:
-        program: Command name.
-        message: What was wrong and what to do.
-        status: Exit status.
-    """
+    """Print ``PROGRAM: error: MESSAGE`` (what was wrong, what to do) in one line to stderr; exit ``status``."""
     print(f"{program}: error: {' '.join(str(message).split())}", file=sys.stderr)
     raise SystemExit(status)
 
 
 def run_command(program: str, command: Callable[[], int | None]) -> int:
-    """Run a command body, turning input errors into a one-line message and exit status 2.
+    """Run ``command``, return its exit status (``None``: 0); an input error exits 2 with a one-line message.
 
     An output locked by another run (:class:`~aras400k.locking.LockedError`) gives one line
     naming the holder and :data:`LOCKED_STATUS`; a damaged shard (:data:`DATA_ERRORS`),
-    exit status 1, as ``aras-data verify`` does.
-
-    Args:
-        program: Command name used in the message.
-        command: The work; returns an exit status (``None`` means 0).
-
-    Returns:
-        The exit status.
+    exit status 1, as ``aras-data verify`` does. Messages start with ``program``.
     """
     try:
         configure_threads()
@@ -96,16 +79,9 @@ def run_command(program: str, command: Callable[[], int | None]) -> int:
 
 
 def parse_and_run(program: str, parser: Any, args: list[str] | None, command: Callable[[Any], int | None]) -> int:
-    """Parse arguments with a parser that raises (``exit_on_error=False``), then run the command.
+    """Parse ``args`` (default: ``sys.argv[1:]``) with ``parser``, then :func:`run_command` ``command(cfg)``.
 
-    Args:
-        program: Command name used in messages.
-        parser: A jsonargparse parser built to raise ``argparse.ArgumentError``.
-        args: Command-line arguments (default: ``sys.argv[1:]``).
-        command: The work, given the parsed config; returns an exit status.
-
-    Returns:
-        The exit status.
+    The parser is a jsonargparse one built to raise ``argparse.ArgumentError`` (``exit_on_error=False``).
     """
     try:
         cfg = parser.parse_args(args)
@@ -115,11 +91,9 @@ def parse_and_run(program: str, parser: Any, args: list[str] | None, command: Ca
 
 
 def add_worker_arguments(parser: Any, output: str) -> None:
-    """Add ``--shard_index`` / ``--num_shards``: this process's part of a run split over workers.
+    """Add ``--shard_index`` / ``--num_shards`` (this process's part of a run split over workers) to ``parser``.
 
-    Args:
-        parser: A jsonargparse parser.
-        output: What each worker writes and how the parts are joined (for the help text).
+    ``output`` says, for the help text, what each worker writes and how the parts are joined.
     """
     parser.add_argument(
         "--shard_index",
@@ -131,15 +105,9 @@ def add_worker_arguments(parser: Any, output: str) -> None:
 
 
 def import_class(path: str, base: type, option: str) -> type:
-    """Import a class named ``module.Class`` that must subclass ``base`` (for options naming your subclass).
+    """Import the class at ``path`` (``module.Class``, e.g. ``my_prompts.LocatedCaptioner``), ``base`` or a subclass.
 
-    Args:
-        path: Dotted path, e.g. ``my_prompts.LocatedCaptioner``; its module must be importable.
-        base: The class it must be or subclass.
-        option: The option's name, for messages.
-
-    Returns:
-        The class.
+    For options naming your subclass; ``option`` is the option's name, for messages.
 
     Raises:
         ValueError: If the path cannot be imported or names something else.
@@ -159,17 +127,10 @@ def import_class(path: str, base: type, option: str) -> type:
 def command_parser(
     program: str | None, description: str, *, config: bool = True, options_of: type | None = None
 ) -> ArgumentParser:
-    """A jsonargparse parser that raises ``argparse.ArgumentError`` (for :func:`parse_and_run`) instead of exiting.
+    """A jsonargparse parser of ``program`` (``None``: a subcommand) that raises ``argparse.ArgumentError``.
 
-    Args:
-        program: Command name (``None`` for a subcommand's parser).
-        description: Text shown by ``--help``.
-        config: Add ``--config FILE.yaml`` taking any of the options.
-        options_of: A config dataclass whose fields become options, with the defaults
-            and help of its signature and docstring (build it with :func:`config_from`).
-
-    Returns:
-        The parser.
+    ``description`` is the ``--help`` text; ``config`` adds ``--config FILE.yaml``; the fields of
+    the dataclass ``options_of`` become options with its defaults and help (see :func:`config_from`).
     """
     from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -187,16 +148,9 @@ def command_main(
     run: Callable[[Namespace], int | None],
     statuses: str = "0 on success, 2 on bad input (one line on stderr)",
 ) -> EntryPoint:
-    """The console entry point of a command: parse with ``build_parser()``, then ``run(cfg)``.
+    """Console entry point ``main(args=None) -> int`` of ``program``: ``build_parser()``, then ``run(cfg)``.
 
-    Args:
-        program: Command name, for messages.
-        build_parser: Builds the command's parser (see :func:`command_parser`).
-        run: The work, given the parsed options; returns the exit status.
-        statuses: The exit statuses, for the entry point's docstring.
-
-    Returns:
-        ``main(args=None) -> int``, taking ``sys.argv[1:]`` by default.
+    ``statuses`` lists the exit statuses, for the entry point's docstring.
     """
 
     def main(args: list[str] | None = None) -> int:
@@ -211,15 +165,10 @@ def command_main(
 
 
 def optional_argument(parser: ArgumentParser, dest: str, needed_when: str) -> None:
-    """Make a required signature parameter an option that defaults to ``None``.
+    """Make the required option ``dest`` (e.g. ``transformers.model_path``) default to ``None``.
 
-    For a backend's required argument (``--transformers.model_path``) that only matters
-    when that backend is chosen (the command checks it).
-
-    Args:
-        parser: The parser holding the option.
-        dest: Its dotted destination, e.g. ``transformers.model_path``.
-        needed_when: When it must be given, for the help text.
+    For a backend's required argument that only matters when that backend is chosen (the
+    command checks it); ``needed_when`` says when it must be given, for the help text.
 
     Raises:
         KeyError: If the parser has no such option.
@@ -259,15 +208,6 @@ def call_with(
 
 
 def config_from(cls: type[T], parser: ArgumentParser, cfg: Namespace) -> T:
-    """Build the config dataclass ``cls`` from options added by ``add_class_arguments(cls)``.
-
-    Args:
-        cls: A dataclass whose fields are options of ``parser``.
-        parser: The parser that parsed ``cfg``.
-        cfg: Parsed options.
-
-    Returns:
-        The config, its nested classes instantiated.
-    """
+    """The dataclass ``cls`` (nested classes instantiated) from the options ``parser`` added for it into ``cfg``."""
     init = parser.instantiate(cfg)
     return cls(**{f.name: init[f.name] for f in fields(cls)})  # type: ignore[arg-type]

@@ -7,8 +7,7 @@
     aras-ablate --config configs/ablate.yaml --archs '[unet]' --max_epochs 1
 
 Every option of :class:`aras400k.ablation.AblationConfig` can be given in the YAML file
-or on the command line. The study resumes: finished runs (with a ``scores.json``) are
-skipped, so the same command continues an interrupted study.
+or on the command line. The same command continues an interrupted study (``docs/evaluation.md``).
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _run(cfg: Namespace) -> int:
+def _run(cfg: Namespace) -> None:
     from aras400k.ablation import AblationConfig, run_ablation
 
     result = call_with(run_ablation, cfg, config=config_from(AblationConfig, build_parser(), cfg))
@@ -49,7 +48,6 @@ def _run(cfg: Namespace) -> int:
         counts += f", {len(result.missing)} without scores"
     print(f"\nTable 3. Test scores (%) on the real test split ({counts}):\n\n{result.table3_markdown}\n")
     print("written: " + ", ".join(str(path) for path in result.files.values()))
-    return 0
 
 
 main = command_main(PROGRAM, build_parser, _run)

@@ -10,20 +10,9 @@ Examples::
         --openai.model Qwen/Qwen3-VL-8B-Instruct \
         --openai.base_urls '[http://gpu1:8000/v1, http://gpu2:8000/v1]' --batch_size 64
 
-Rerunning the same command after a kill resumes (captions already in ``--out`` are
-kept). ``--shards_out DIR`` also writes a shard set whose samples carry ``captions.json``.
-A backend's options are nested under its name (``--openai.*``), also in the YAML config.
-
-- Workers: ``--shard_index K --num_shards N`` captions the K-th of N sample ranges into
-  ``OUT.part-K-of-N.jsonl``; the same command with ``--merge true`` instead of
-  ``--shard_index`` joins the parts into ``--out``, equal to a one-worker run's sidecar.
-- Batch files (``--backend openai --batch_file.action write|submit|run``): the requests
-  go to OpenAI Batch-format JSONL in ``OUT.batch/``, for ``vllm run_batch`` or the Batch
-  API; rerun to take the answers in.
-- One run writes a sidecar at a time (lock ``OUT.jsonl.lock``; a second run exits with
-  status 75). ``--repair true`` mends a sidecar two runs wrote at once (before the lock).
-
-See ``docs/captioning.md``.
+Rerunning the same command after a kill resumes. Batch files (``--batch_file.action``),
+the sidecar lock and ``--repair``: see ``docs/captioning.md``; workers (``--shard_index``
+/ ``--num_shards``, ``--merge``): ``docs/scaling.md``.
 """
 
 from __future__ import annotations
@@ -71,14 +60,11 @@ _BATCH_SKIP: set[str | int] = {
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-caption`` parser.
+    """The ``aras-caption`` parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
 
     Its options are the parameters of :class:`~aras400k.captioning.Captioner`, of each
     backend's class, of ``Captioner.caption_batch_file`` and of ``run_batch_job``, with
     the defaults and help of their signatures and docstrings.
-
-    Returns:
-        The parser; it raises ``argparse.ArgumentError`` instead of exiting on bad input.
     """
     from aras400k.captioning import Captioner
     from aras400k.captioning.backends import BACKENDS, backend_class
@@ -166,13 +152,7 @@ def _ensure_input(cfg: Namespace) -> None:
 
 
 def captioner_class(path: str) -> type[Captioner]:
-    """Import a :class:`~aras400k.captioning.Captioner` (sub)class named ``module.Class``.
-
-    Args:
-        path: Dotted path, e.g. ``aras400k.captioning.Captioner`` or ``my_prompts.LocatedCaptioner``.
-
-    Returns:
-        The class.
+    """Import the :class:`~aras400k.captioning.Captioner` (sub)class at ``path``, e.g. ``my_prompts.LocatedCaptioner``.
 
     Raises:
         ValueError: If the path cannot be imported or names something that is not a Captioner class.

@@ -32,11 +32,7 @@ PROGRAM = "aras-data"
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-data`` parser with its eight subcommands.
-
-    Returns:
-        The parser.
-    """
+    """The ``aras-data`` parser with its eight subcommands."""
     parser = command_parser(PROGRAM, "Build, import, prepare, inspect and verify aras400k shard sets.", config=False)
     commands = parser.add_subcommands(dest="command")
 
@@ -193,26 +189,24 @@ def _download_plan(cfg: Namespace) -> Any:
     return dl.terrascope_plan(cfg.bbox, cfg.year, named if all(named) else None)
 
 
-def _download(cfg: Namespace) -> int:
+def _download(cfg: Namespace) -> None:
     from aras400k.data.download import download
 
     plan = _download_plan(cfg)
     if cfg.dry_run:
         print(plan.describe(cfg.out))
-        return 0
-    print(call_with(download, cfg, plan=plan, progress=not cfg.quiet).summary())
-    return 0
+    else:
+        print(call_with(download, cfg, plan=plan, progress=not cfg.quiet).summary())
 
 
-def _demo(cfg: Namespace) -> int:
+def _demo(cfg: Namespace) -> None:
     from aras400k.data.demo import make_demo
 
     written = call_with(make_demo, cfg, out_dir=cfg.out, num_samples=(cfg.train, cfg.val, cfg.test))
     print(f"wrote {sum(written.values())} samples to {cfg.out}: " + ", ".join(f"{k} {v}" for k, v in written.items()))
-    return 0
 
 
-def _import(cfg: Namespace) -> int:
+def _import(cfg: Namespace) -> None:
     from aras400k.data.release import import_release
 
     roots = [str(r) for r in cfg.root]
@@ -224,10 +218,9 @@ def _import(cfg: Namespace) -> int:
         notice=lambda line: print(line, file=sys.stderr),
     )
     print(report.summary())
-    return 0
 
 
-def _prepare(cfg: Namespace) -> int:
+def _prepare(cfg: Namespace) -> None:
     from aras400k.classes import DEFAULT_WORLDCOVER_REMAP
     from aras400k.data.geotiff import prepare_geotiffs
 
@@ -236,24 +229,21 @@ def _prepare(cfg: Namespace) -> int:
         prepare_geotiffs, cfg, s2_dir=cfg.s2, worldcover_dir=cfg.worldcover, out_dir=cfg.out, remap=remap
     )
     print(report.summary())
-    return 0
 
 
-def _stats(cfg: Namespace) -> int:
+def _stats(cfg: Namespace) -> None:
     from aras400k.data.stats import composition_table, load_compositions, plot_compositions
 
     datasets = load_compositions(_expand(cfg.dirs), cfg.labels)
     print(composition_table(datasets))
     if cfg.plot:
         print(f"bar chart written to {plot_compositions(datasets, cfg.plot)}")
-    return 0
 
 
-def _preview(cfg: Namespace) -> int:
+def _preview(cfg: Namespace) -> None:
     from aras400k.data.preview import preview_shards
 
     print(f"preview written to {preview_shards(cfg.dir, cfg.out, n=cfg.n, columns=cfg.columns, spread=cfg.spread)}")
-    return 0
 
 
 def _expand(dirs: list[str]) -> list[str | Path]:
@@ -279,7 +269,7 @@ def _verify(cfg: Namespace) -> int:
     return status
 
 
-def _merge(cfg: Namespace) -> int:
+def _merge(cfg: Namespace) -> None:
     from aras400k.data.merge import merge_shard_sets, worker_parts
 
     parts: list[str | Path] = []
@@ -287,7 +277,6 @@ def _merge(cfg: Namespace) -> int:
         parts.extend(worker_parts(d) or [as_location(d)])
     report = merge_shard_sets(parts, cfg.out, overwrite=cfg.overwrite, link=cfg.link)
     print(report.summary())
-    return 0
 
 
 _COMMANDS: dict[str, Any] = {

@@ -7,8 +7,7 @@
     aras-eval --config configs/eval.yaml --segmenter null      # no FID/KID, no embedding
 
 Every field of :class:`aras400k.evaluation.EvalConfig` can be given in the YAML file or
-on the command line. A missing input stops the run before any work with one line that
-names it and the command that makes it (exit status 2).
+on the command line. Inputs are checked before any work (``docs/evaluation.md``).
 """
 
 from __future__ import annotations
@@ -39,14 +38,13 @@ def build_parser() -> ArgumentParser:
     )
 
 
-def _run(cfg: Namespace) -> int:
+def _run(cfg: Namespace) -> None:
     from aras400k.evaluation import EvalConfig, run_evaluation
     from aras400k.evaluation.report import headline_markdown
 
     result = run_evaluation(config_from(EvalConfig, build_parser(), cfg))
     print(headline_markdown(result))
     print("written: " + ", ".join(str(path) for path in result.files.values()))
-    return 0
 
 
 main = command_main(PROGRAM, build_parser, _run)

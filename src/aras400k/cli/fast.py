@@ -1,25 +1,10 @@
 """Answers of ``aras`` / ``aras-fit`` that need no Lightning: cached ``--help``, plain argument errors.
 
 Building the LightningCLI parser imports Lightning (and torch), seconds before anything
-is printed. So two things are kept from the real parser (``docs/extending.md``):
-
-- **help texts**: the first plain help request (``--help`` alone or after a
-  subcommand; with a ``--config`` the help shows its values, so it goes to the real
-  parser) stores what the real parser printed, :data:`HELP_WIDTH` columns wide;
-  later ones print the stored bytes.
-- **option names** of every subcommand (:func:`record_options`), so that an unknown
-  option, an unknown or missing subcommand or a missing ``--config`` file is refused
-  at once in one line. Anything the check is unsure about (an abbreviation, a nested
-  option, ``--print_config``, a token after ``--``) goes to the real parser.
-
-They live in :func:`cache_dir`, in a folder named by :func:`environment_key` (versions,
-interpreter, a hash of the aras400k sources, the ``JSONARGPARSE_*`` / ``PL_*`` /
-``LIGHTNING_*`` environment); a cache that cannot be written is skipped, and
-``ARAS_CLI_CACHE=0`` turns it off. The package also ships the answers of its release
-(:data:`SHIPPED`, written by ``python -m aras400k.cli.fast``), used after the cache and
-before the real parser when their key (versions, Python, a hash of each aras400k module
-the parser imported) matches this installation and no such variable is set.
-``tests/cli/test_cli_fast.py`` fails when the shipped file is stale.
+is printed, so the real parser's help texts (:func:`capture_help`) and option names
+(:func:`record_options`) are kept in :func:`cache_dir` under :func:`environment_key`, and
+the release's answers ship as :data:`SHIPPED` (``python -m aras400k.cli.fast`` rewrites
+it). How they are used and keyed: ``docs/extending.md`` ("the help cache").
 """
 
 from __future__ import annotations
@@ -114,11 +99,7 @@ def _source_hash() -> str:
 
 @cache
 def environment_key() -> str:
-    """A hash of everything the parser's options and texts depend on (see the module docstring).
-
-    Returns:
-        24 hex digits.
-    """
+    """A hash (24 hex digits) of everything the parser's options and texts depend on (see the module docstring)."""
     import aras400k
 
     parts: dict[str, Any] = {
@@ -136,14 +117,9 @@ def _folder() -> Path:
 
 
 def help_path(args: list[str], prog: str | None = None) -> Path:
-    """Where the help text of ``args`` is cached.
+    """The file (it may not exist) caching the help text of the help request ``args`` (:func:`is_help_request`).
 
-    Args:
-        args: A help request (see :func:`is_help_request`).
-        prog: The program name the parser shows (default: ``basename(sys.argv[0])``, as argparse).
-
-    Returns:
-        The file (it may not exist).
+    ``prog`` is the program name the parser shows (default: ``basename(sys.argv[0])``, as argparse).
     """
     name = hashlib.sha256(json.dumps(_help_id(args, prog)).encode()).hexdigest()[:24]
     return _folder() / f"help-{name}.txt"
@@ -211,13 +187,9 @@ def _help_width() -> Iterator[None]:
 
 @contextlib.contextmanager
 def capture_help(args: list[str]) -> Iterator[None]:
-    """Around the real parser: format a plain help request :data:`HELP_WIDTH` wide and store it.
+    """Around the real parser parsing ``args``: format a plain help request :data:`HELP_WIDTH` wide and store it.
 
-    Args:
-        args: The command-line arguments being parsed.
-
-    Yields:
-        Nothing; stdout is passed through (and copied) while the parser runs.
+    Stdout is passed through (and copied) while the parser runs.
     """
     if not is_help_request(args):
         yield
@@ -233,14 +205,7 @@ def capture_help(args: list[str]) -> Iterator[None]:
 
 
 def parser_options(parser: Any) -> dict[str, Any]:
-    """The option names of the real parser and of each of its subcommands.
-
-    Args:
-        parser: The LightningCLI root parser.
-
-    Returns:
-        ``{"root": [names], "subcommands": {name: [names]}}``, sorted.
-    """
+    """Sorted option names of the LightningCLI ``parser``: ``{"root": [...], "subcommands": {name: [...]}}``."""
     import argparse
 
     found: dict[str, Any] = {"root": [], "subcommands": {}}
@@ -255,11 +220,7 @@ def parser_options(parser: Any) -> dict[str, Any]:
 
 
 def record_options(parser: Any) -> None:
-    """Store the option names of the real parser and its subcommands (once per cache key).
-
-    Args:
-        parser: The LightningCLI root parser, before parsing.
-    """
+    """Store :func:`parser_options` of the LightningCLI ``parser`` (before parsing), once per cache key."""
     if not enabled():
         return
     path = options_path()
@@ -281,14 +242,10 @@ def _known(name: str, options: set[str]) -> bool | None:
 
 
 def check_arguments(args: list[str], options: dict[str, Any]) -> str | None:
-    """The message of an error the real parser would surely report, or ``None``.
+    """The one-line error the real parser would surely report for ``args`` (starting with the subcommand).
 
-    Args:
-        args: Command-line arguments (starting with the subcommand).
-        options: The recorded option names (:func:`record_options`).
-
-    Returns:
-        One line, or ``None`` when the arguments may be valid (or the check is unsure).
+    ``options`` are the recorded option names (:func:`record_options`); ``None`` when the
+    arguments may be valid or the check is unsure.
     """
     if any(a in _HELP or a.startswith("--print_config") or a == "--" for a in args):
         return None
@@ -323,15 +280,10 @@ def check_arguments(args: list[str], options: dict[str, Any]) -> str | None:
 
 
 def answer(program: str, args: list[str]) -> int | None:
-    """Answer ``args`` from the cache if it can: print the help, or refuse in one line.
+    """Answer ``args`` (starting with the subcommand) from the cache if it can: print the help, or refuse in one line.
 
-    Args:
-        program: Command name for messages (``aras``, ``aras-fit``).
-        args: Command-line arguments (starting with the subcommand).
-
-    Returns:
-        The exit status when answered (0 for help; an error exits with status 2 through
-        :func:`aras400k.cli.fail`), ``None`` when the real parser must run.
+    Returns 0 after the help; an error exits with status 2 through :func:`aras400k.cli.fail`
+    (``program``: ``aras`` or ``aras-fit``); ``None`` when the real parser must run.
     """
     if not enabled():
         return None
@@ -385,15 +337,10 @@ def _shipped_key(files: list[str]) -> dict[str, Any]:
 
 
 def shipped_answers(path: Path | None = None) -> dict[str, Any] | None:
-    """The shipped answers if they were made for this installation, else ``None``.
+    """The shipped answers in ``path`` (default: :data:`SHIPPED`) if they were made for this installation.
 
-    Args:
-        path: The file (default: :data:`SHIPPED`).
-
-    Returns:
-        ``{"key": ..., "help": {program and arguments joined by NUL: text}, "options": ...}``, or ``None``
-        when the file is missing or unreadable, a version or module differs, or a
-        ``JSONARGPARSE_*`` / ``PL_*`` / ``LIGHTNING_*`` variable is set.
+    They are ``{"key": ..., "help": {program and arguments joined by NUL: text}, "options": ...}``;
+    ``None`` when the file is unreadable, its key differs, or a variable of ``_ENV_PREFIXES`` is set.
     """
     if any(name.startswith(_ENV_PREFIXES) for name in os.environ):
         return None
@@ -406,13 +353,10 @@ def shipped_answers(path: Path | None = None) -> dict[str, Any] | None:
 
 
 def make_shipped() -> dict[str, Any]:
-    """Run the real parser for every :data:`HELP_FORMS` request and collect the answers to ship.
+    """The answers to ship (as :func:`shipped_answers` returns them) of every :data:`HELP_FORMS` request.
 
     Call it in a fresh process (``python -m aras400k.cli.fast``): the key lists the aras400k
     modules imported by then, those the parser's output can depend on.
-
-    Returns:
-        The answers, as :func:`shipped_answers` returns them.
     """
     import io
     import tempfile

@@ -45,8 +45,7 @@ def _message(err: BaseException) -> str:
 class ArasCLI(LightningCLI):
     """LightningCLI with aras400k's checks.
 
-    - Checkpoints load through :class:`aras400k.checkpoints.SafeCheckpointIO` (tensors
-      and plain values only, for local paths, URLs and resumed runs alike).
+    - Checkpoints load through :class:`aras400k.checkpoints.SafeCheckpointIO` (``docs/safety.md``).
     - A class that refuses its arguments (a negative batch size, an unknown encoder)
       raises :class:`~aras400k.errors.ConfigError` with that class's own message.
     - A ``--ckpt_path`` that does not exist is refused before anything runs.
@@ -108,14 +107,7 @@ class ArasCLI(LightningCLI):
             raise ConfigError(_message(_innermost(err))) from err
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Build the Trainer and make it load checkpoints safely.
-
-        Args:
-            **kwargs: As Lightning's.
-
-        Returns:
-            The Trainer.
-        """
+        """Build the Trainer (``kwargs`` as Lightning's) and make it load checkpoints safely."""
         trainer = super().instantiate_trainer(**kwargs)
         install_safe_checkpoint_io(trainer)
         return trainer
@@ -157,15 +149,10 @@ class ArasCLI(LightningCLI):
 
 
 def build_cli(args: list[str], **parser_kwargs: Any) -> ArasCLI:
-    """Build and run the ``aras`` LightningCLI (see :func:`aras400k.cli.main.cli`).
+    """Build and run the ``aras`` LightningCLI on ``args`` (see :func:`aras400k.cli.main.cli`); return the CLI object.
 
-    Args:
-        args: Command-line arguments.
-        **parser_kwargs: Passed to the parsers (``exit_on_error=False`` makes argument
-            errors raise ``argparse.ArgumentError``).
-
-    Returns:
-        The CLI object.
+    ``parser_kwargs`` go to the parsers (``exit_on_error=False`` makes argument errors raise
+    ``argparse.ArgumentError``).
     """
     return ArasCLI(
         model_class=LightningModule,

@@ -32,14 +32,10 @@ DEBUG_VARIABLE = "ARAS_DEBUG"
 
 
 def cli(args: list[str] | None = None) -> ArasCLI:
-    """Build and run the ``aras`` LightningCLI.
+    """Build and run the ``aras`` LightningCLI; return it (holding ``trainer``, ``model`` and ``datamodule``).
 
-    Args:
-        args: Command-line arguments, e.g. ``["fit", "--config", "configs/seg_unet.yaml"]``
-            (default: ``sys.argv[1:]``). Passing them makes the CLI testable in-process.
-
-    Returns:
-        The CLI object (holding ``trainer``, ``model`` and ``datamodule``).
+    ``args``, e.g. ``["fit", "--config", "configs/seg_unet.yaml"]`` (default: ``sys.argv[1:]``),
+    make the CLI testable in-process.
     """
     from aras400k.cli.lightning_cli import build_cli
 
@@ -49,14 +45,9 @@ def cli(args: list[str] | None = None) -> ArasCLI:
 def run_cli(program: str, args: list[str]) -> None:
     """Run the CLI; input errors become ``PROGRAM: error: MESSAGE`` on one line and exit status 2.
 
-    ``--help`` and plain argument errors are answered without Lightning when the cache
-    allows (:func:`aras400k.cli.fast.answer`); a ``--help`` answered by the real parser
-    is stored for the next time. Set ``ARAS_DEBUG=1`` to see the traceback of an input
-    error instead.
-
-    Args:
-        program: Command name for messages.
-        args: Command-line arguments (starting with the subcommand).
+    ``--help`` and plain argument errors are answered from the cache when it can
+    (:mod:`aras400k.cli.fast`). Set ``ARAS_DEBUG=1`` to see the traceback of an input
+    error instead. ``program`` starts the messages; ``args`` start with the subcommand.
     """
     status = answer(program, args)
     if status is not None:
@@ -75,20 +66,12 @@ def run_cli(program: str, args: list[str]) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console entry point of ``aras`` (see :func:`cli`).
-
-    Args:
-        args: Command-line arguments (default: ``sys.argv[1:]``).
-    """
+    """Console entry point of ``aras`` (see :func:`cli`) on ``args`` (default: ``sys.argv[1:]``)."""
     run_cli("aras", sys.argv[1:] if args is None else args)
 
 
 def fit_main(args: list[str] | None = None) -> None:
-    """Console entry point of ``aras-fit``, i.e. ``aras fit ARGS``.
-
-    Args:
-        args: Arguments after ``fit`` (default: ``sys.argv[1:]``).
-    """
+    """Console entry point of ``aras-fit``, i.e. ``aras fit ARGS`` (default: ``sys.argv[1:]``)."""
     run_cli("aras-fit", ["fit", *(sys.argv[1:] if args is None else args)])
 
 

@@ -5,11 +5,8 @@
     aras-map --ckpt_path runs/seg_unet/checkpoints/last.ckpt --scene S2.tif --out landcover.tif
     aras-map --ckpt_path CKPT --scene S2.tif --out landcover.tif --reference worldcover.tif
 
-Sliding-window inference with blended overlapping tiles (see :mod:`aras400k.mapping`
-and ``docs/map.md``): writes ``landcover.tif`` (uint8 class ids, the release's colour
-table, the scene's CRS and transform, 255 where the scene has no data) and
-``landcover.png`` (a quicklook with the class legend); with ``--reference``, per-class
-F1 / IoU against WorldCover, ``landcover_confusion.png`` and ``landcover_reference.json``.
+Sliding-window inference with blended overlapping tiles (:mod:`aras400k.mapping`); the
+files it writes, with and without ``--reference``, are listed in ``docs/map.md``.
 """
 
 from __future__ import annotations
@@ -52,11 +49,10 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _run(cfg: Namespace) -> int:
+def _run(cfg: Namespace) -> None:
     from aras400k.mapping import map_scene
 
     print(call_with(map_scene, cfg, segmenter=cfg.ckpt_path).summary())
-    return 0
 
 
 main = command_main(PROGRAM, build_parser, _run)

@@ -64,13 +64,9 @@ def build_parser() -> ArgumentParser:
 
 
 def stage_names(text: str) -> list[str]:
-    """The stages of ``--only eval`` or ``--only eval,ablate`` (a list in brackets is parsed as YAML).
+    """The stage names of ``--only eval`` or ``--only eval,ablate``, in order (``run_pipeline`` refuses unknown ones).
 
-    Args:
-        text: One stage name, or several separated by commas.
-
-    Returns:
-        The names, in order (``run_pipeline`` refuses unknown ones).
+    A list in brackets is parsed as YAML before this.
 
     Raises:
         ValueError: If no name is given (``--only ""``, which would otherwise run everything).

@@ -1,11 +1,8 @@
 """Options from a function's signature and docstring, read from its source without importing it.
 
-The synthesis modules import torch at their top, seconds that ``aras-synth --help``
-should not wait for. :func:`source_signature` parses the source (``ast``) instead, without
-importing the module or its parent packages: each parameter's literal default, its
-annotation and its ``Args:`` description, which :func:`add_options` turns into options.
-A re-exported name (``from .x import f``, ``from .x import *``) is followed to where it is
-defined; if it cannot be found, the module is imported (:func:`inspect.signature`).
+The synthesis modules import torch, seconds ``aras-synth --help`` should not wait for
+(``docs/extending.md``). A re-exported name (``from .x import f``, ``from .x import *``) is
+followed to where it is defined; if it cannot be found, the module is imported.
 """
 
 from __future__ import annotations
@@ -58,9 +55,6 @@ class Parameter:
 
     def option_type(self) -> Any:
         """The option type the annotation stands for: ``int``, ``str | None``, ... (``Path`` counts as ``str``).
-
-        Returns:
-            The type.
 
         Raises:
             ValueError: If the annotation uses other names (give the option's type yourself).
@@ -170,14 +164,9 @@ def _from_import(module: str, name: str) -> dict[str, Parameter]:
 
 @cache
 def source_signature(module: str, name: str) -> dict[str, Parameter]:
-    """The parameters of function ``name`` of ``module``, read from the source (no import).
+    """The :class:`Parameter` by name, in signature order, of function ``name`` of ``module``, read from the source.
 
-    Args:
-        module: Dotted module path, e.g. ``aras400k.synthesis_spade``.
-        name: Function name, e.g. ``synthesize_conditional``.
-
-    Returns:
-        Parameter name -> :class:`Parameter`, in signature order.
+    E.g. ``source_signature("aras400k.synthesis_spade", "synthesize_conditional")``; nothing is imported.
     """
     node = _find(module, name, set())
     return _from_source(node) if node is not None else _from_import(module, name)

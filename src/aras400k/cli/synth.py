@@ -8,10 +8,7 @@ Subcommands::
     aras-synth stylegan3 --ckpt G.ckpt --n N --out DIR     unconditional images (StyleGAN3; seed i -> sample i)
 
 Every subcommand takes ``--config FILE.yaml`` with the same option names, and
-``--shard_index K --num_shards N`` to run as worker ``K`` of ``N`` (e.g. a cluster job
-array): each worker writes its part into ``OUT/part-K-of-N``, and ``aras-data merge OUT
---out OUT`` joins the parts into the shard set one worker would have written. Each
-subcommand is a :class:`Subcommand` entry in ``SUBCOMMANDS``.
+``--shard_index K --num_shards N`` to run as one of N workers (``docs/scaling.md``).
 """
 
 from __future__ import annotations
@@ -193,11 +190,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``aras-synth`` parser with one subparser per entry of ``SUBCOMMANDS``.
-
-    Returns:
-        The parser.
-    """
+    """The ``aras-synth`` parser with one subparser per entry of ``SUBCOMMANDS``."""
     parser = command_parser(PROGRAM, "Make synthetic aras400k shard sets and label them.", config=False)
     commands = parser.add_subcommands(dest="command")
     for name, command in SUBCOMMANDS.items():

@@ -1,14 +1,7 @@
 """The pipeline's configuration: one section per stage, each a base config plus overrides.
 
-A stage section names the YAML file its command would take on its own (``config``,
-e.g. ``configs/seg_unet.yaml``) and ``options`` laid over it. The pipeline fills in
-every path (inputs from earlier stages, outputs inside ``run_dir``), writes the merged
-file to ``run_dir/configs/<stage>.yaml`` and runs the command on it, so each stage
-can also be rerun by hand with exactly the settings the pipeline used.
-
-For the training stages (LightningCLI configs) ``options`` keys are dotted paths into
-the config (``trainer.max_epochs``, ``model.init_args.cbase``); for the other
-commands they are the command's own option names (``n``, ``batch_size``, ...).
+How sections, ``options`` and the merged ``run_dir/configs/<stage>.yaml`` files work:
+``docs/pipeline.md`` ("The config").
 """
 
 from __future__ import annotations

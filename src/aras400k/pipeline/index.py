@@ -25,15 +25,9 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def write_index(layout: RunLayout, stages: Sequence[Stage], records: Sequence[StageRecord]) -> Path:
-    """Write ``run_dir/index.md`` and return its path.
+    """Write ``run_dir/index.md`` of all ``stages`` (in order) and return its path.
 
-    Args:
-        layout: The run's paths.
-        stages: All stages, in order.
-        records: What this invocation did to each stage so far.
-
-    Returns:
-        The index file.
+    ``records`` says what this invocation did to each stage so far.
     """
     root = layout.run_dir
     status = {r.name: r.status for r in records}

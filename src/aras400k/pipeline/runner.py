@@ -1,14 +1,9 @@
 """Run the stages in order: skip finished ones, resume an interrupted one, record times.
 
-See ``docs/pipeline.md`` ("Resuming and redoing"). A stage is *finished* when
-``run_dir/.pipeline/<stage>.json`` records it with the same commands and config files
-as now and its outputs exist; once a stage runs, every later one runs too. A stage
-without a record was interrupted and runs again *without* deleting what it wrote, so
-its commands resume. ``--from`` / ``--only`` force stages to run from scratch.
-
-Each command runs in this process, its output going to ``run_dir/logs/<stage>.log``.
-One pipeline runs in a run folder at a time: it holds the lock ``RUN_DIR.lock`` beside
-the folder (:mod:`aras400k.locking`), and a second one stops at once naming its PID.
+The rules are those of ``docs/pipeline.md`` ("Resuming and redoing"). Each command runs
+in this process. One pipeline runs in a run folder at a time: it holds the lock
+``RUN_DIR.lock`` beside the folder (:mod:`aras400k.locking`), and a second one stops at
+once naming its PID.
 """
 
 from __future__ import annotations
@@ -51,15 +46,7 @@ def _programs() -> dict[str, Callable[[list[str]], Any]]:
 def plan_stages(
     config: PipelineConfig, from_stage: str | None = None, only: Sequence[str] | None = None
 ) -> tuple[list[Stage], set[str]]:
-    """Build the stages and decide which are forced to run from scratch.
-
-    Args:
-        config: The pipeline config.
-        from_stage: Rerun this stage and every later one.
-        only: Run only these stages (forced).
-
-    Returns:
-        ``(stages, forced)``: every stage in order, and the names forced.
+    """Every stage in order, and the names forced to run from scratch (``from_stage`` and all later ones, or ``only``).
 
     Raises:
         ValueError: On an unknown stage name, or both ``from_stage`` and ``only``.
@@ -166,7 +153,7 @@ def run_pipeline(
     verbose: bool = False,
     console: IO[str] | None = None,
 ) -> PipelineResult:
-    """Run the paper's stages (see the module docstring).
+    """Run the paper's stages (see the module docstring); return the stage records and the index path.
 
     Args:
         config: The pipeline config.
@@ -176,9 +163,6 @@ def run_pipeline(
             the commands; run nothing.
         verbose: Show the commands' own output instead of writing it to the stage logs.
         console: Where the progress lines go (default: standard output).
-
-    Returns:
-        The stage records and the index path.
 
     Raises:
         ValueError: On bad stage names.
@@ -228,8 +212,7 @@ def _run_stages(
             _console_warnings(stage, stream)
             continue
         if stage.name in forced or read_record(layout, stage.name) is not None:
-            # Forced, or finished before with other settings or inputs: start from scratch.
-            # A stage without a record was interrupted: keep its outputs, its commands resume.
+            # Forced or redone: from scratch; one without a record was interrupted and resumes.
             _record_path(layout, stage.name).unlink(missing_ok=True)
             for path in stage.reset():
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

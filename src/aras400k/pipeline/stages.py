@@ -1,11 +1,8 @@
 """The paper's stages, each a call of one of the library's own commands on a written config.
 
 A :class:`Stage` knows, for a given run (:class:`RunLayout`), the commands it runs
-(:class:`Command`: a program such as ``aras-fit`` and its arguments, always
-``--config run_dir/configs/<stage>.yaml`` plus a subcommand where the program has
-them), the outputs that prove it finished, and the artefacts ``index.md`` links.
-There is no second implementation here: a stage only writes a config and calls the
-command a user would call.
+(:class:`Command`), the outputs that prove it finished, and the artefacts ``index.md``
+links. A stage only writes a config and calls the command a user would call.
 """
 
 from __future__ import annotations
@@ -39,13 +36,7 @@ SPLITS = ("train", "val", "test")
 
 
 def load_yaml(path: str | Path | None) -> dict[str, Any]:
-    """Read a YAML mapping (``None`` gives an empty one).
-
-    Args:
-        path: The file.
-
-    Returns:
-        The mapping.
+    """The YAML mapping in the file at ``path`` (``None`` gives an empty one).
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -63,12 +54,7 @@ def load_yaml(path: str | Path | None) -> dict[str, Any]:
 
 
 def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``config["a"]["b"]["c"] = value`` for ``key="a.b.c"``, creating mappings on the way.
-
-    Args:
-        config: The nested mapping (changed in place).
-        key: Dotted path.
-        value: The value.
+    """Set ``config["a"]["b"]["c"] = value`` for ``key="a.b.c"`` in place, creating mappings on the way.
 
     Raises:
         ValueError: If a part of the path is not a mapping.
@@ -84,16 +70,9 @@ def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
 
 
 def deep_update(config: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """Lay ``options`` over ``config``: mappings are merged key by key, other values replaced.
+    """Lay ``options`` over ``config`` in place and return it: mappings merge key by key, other values replace.
 
     An empty mapping replaces (clears) the base's mapping, e.g. ``extra_body: {}``.
-
-    Args:
-        config: The base (changed in place).
-        options: The values laid over it.
-
-    Returns:
-        ``config``.
     """
     for key, value in options.items():
         if isinstance(value, dict) and value and isinstance(config.get(key), dict):
@@ -108,8 +87,7 @@ class Command:
     """One command line of a stage.
 
     Attributes:
-        program: Console script (``aras-fit``, ``aras``, ``aras-data``, ``aras-synth``,
-            ``aras-caption``, ``aras-eval``, ``aras-ablate``).
+        program: Console script (``aras-fit``, ``aras-data``, ...).
         args: Its arguments.
     """
 
@@ -214,19 +192,11 @@ class Stage(ABC):
         self.section: StageConfig = section if isinstance(section, StageConfig) else StageConfig()
 
     def config_path(self, suffix: str = "") -> Path:
-        """``run_dir/configs/<stage><suffix>.yaml``."""
+        """``run_dir/configs/<stage><suffix>.yaml`` (``suffix`` tells apart the configs of a stage's commands)."""
         return self.layout.configs / f"{self.name}{suffix}.yaml"
 
     def write_config(self, data: dict[str, Any], suffix: str = "") -> Path:
-        """Write a merged stage config to :meth:`config_path` and return its path.
-
-        Args:
-            data: The config.
-            suffix: Added to the file stem (for stages with several commands).
-
-        Returns:
-            The file written.
-        """
+        """Write the merged config ``data`` to :meth:`config_path` and return the path (``suffix``: see there)."""
         path = self.config_path(suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
         header = f"# Written by aras-pipeline for stage {self.name!r}; rerun it by hand with this file.\n"
@@ -236,15 +206,10 @@ class Stage(ABC):
     def flat_config(
         self, required: dict[str, Any], defaults: dict[str, Any] | None = None, section: StageConfig | None = None
     ) -> dict[str, Any]:
-        """Base config + pipeline defaults + options, with the pipeline's paths (``required``) last.
+        """Base config + pipeline ``defaults`` (options may change them) + options, with ``required`` last.
 
-        Args:
-            required: Paths and settings the pipeline must own (inputs, outputs).
-            defaults: Settings the pipeline prefers but options may change.
-            section: Base config and options (default: the stage's section).
-
-        Returns:
-            The merged mapping.
+        ``required`` holds the paths and settings the pipeline must own (inputs, outputs); ``section``
+        gives the base config and options (default: the stage's section).
         """
         section = section or self.section
         merged = load_yaml(section.config)
@@ -532,11 +497,7 @@ class SpadeStage(GANStage):
 
 
 class SynthesisStage(Stage):
-    """A stage that writes one synthetic shard set with ``aras-synth SUBCOMMAND --config FILE``.
-
-    Subclasses say which subcommand runs with which checkpoint on which inputs, what
-    the output set is called, and which preview figure (if any) shows it.
-    """
+    """A stage that writes one synthetic shard set with ``aras-synth SUBCOMMAND --config FILE``."""
 
     #: The ``aras-synth`` subcommand.
     subcommand: ClassVar[str]

@@ -2,9 +2,7 @@
 
 Nothing is trained or written besides ``run_dir/configs``. LightningCLI configs are
 checked with ``--print_config`` (which resolves every ``class_path`` and validates
-its ``init_args`` against the class signature); the other commands' configs are
-parsed by their jsonargparse parsers. This is how ``configs/pipeline_paper.yaml``, a
-GPU-cluster config, is tested on a CPU.
+its ``init_args``); the other commands' configs are parsed by their jsonargparse parsers.
 """
 
 from __future__ import annotations
@@ -32,10 +30,7 @@ CLI_MODULES = {
 
 
 def check_command(command: Command) -> None:
-    """Parse one command line without running it.
-
-    Args:
-        command: The command.
+    """Parse ``command`` without running it.
 
     Raises:
         ValueError: If its parser rejects the arguments (the parser's message is included).
@@ -61,14 +56,7 @@ def check_command(command: Command) -> None:
 
 
 def validate_commands(stages: Sequence[Stage], stream: IO[str]) -> list[StageRecord]:
-    """Write each stage's configs, check every command, and print the plan.
-
-    Args:
-        stages: The stages, in order.
-        stream: Where the plan goes.
-
-    Returns:
-        One ``planned`` record per stage.
+    """Write the ``stages``' configs, check every command, print the plan to ``stream``; a ``planned`` record each.
 
     Raises:
         ValueError: On the first command that does not parse.
