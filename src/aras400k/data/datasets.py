@@ -219,11 +219,7 @@ class ShardDataset(IterableDataset):
         return int(self._epoch[0])
 
     def set_epoch(self, epoch: int) -> None:
-        """Set the epoch that seeds shuffling (called by :class:`EpochDataLoader`), in memory loader workers share.
-
-        Args:
-            epoch: Zero-based epoch number.
-        """
+        """Set the zero-based epoch that seeds shuffling, in memory loader workers share (:class:`EpochDataLoader`)."""
         self._epoch[0] = epoch
 
     def _epoch_rng(self, slot: int = 0) -> random.Random:
@@ -241,8 +237,7 @@ class ShardDataset(IterableDataset):
     def epoch_samples(self, world: int | None = None) -> int:
         """Samples per epoch over all ranks: ``samples_per_epoch``, cut to a multiple of ``world`` with ``even_ranks``.
 
-        Args:
-            world: Number of processes (default: torch.distributed's, else 1).
+        ``world`` is the number of processes (default: torch.distributed's, else 1).
 
         Raises:
             TypeError: If the length is unknown (see :meth:`__len__`).
@@ -258,14 +253,7 @@ class ShardDataset(IterableDataset):
         return self.samples_per_epoch - self.samples_per_epoch % world
 
     def worker_lengths(self, num_workers: int) -> list[int]:
-        """Samples each loader worker of this rank yields in one epoch.
-
-        Args:
-            num_workers: The DataLoader's ``num_workers`` (0: the main process reads).
-
-        Returns:
-            One count per worker (one for ``num_workers=0``).
-        """
+        """Samples each of the ``num_workers`` loader workers of this rank yields in one epoch (one count for 0)."""
         rank, world = _rank_and_world()
         workers = max(1, num_workers)
         total = self.epoch_samples(world)
@@ -437,15 +425,9 @@ class ShardDataset(IterableDataset):
 
 
 def collate_samples(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Batch :class:`ShardDataset` items: tensors stacked, keys listed, ``meta`` kept as a list of dicts.
+    """Batch :class:`ShardDataset` items: tensors stacked, keys listed, ``meta`` (if any) a list of one dict per sample.
 
     (``default_collate`` would turn ``meta`` numbers into tensors and fail on differing fields.)
-
-    Args:
-        items: Items of one batch.
-
-    Returns:
-        The batch dict (``meta``, where the items have it, is a list with one dict per sample).
     """
     metas = [item.get("meta") for item in items]
     batch: dict[str, Any] = default_collate([{k: v for k, v in item.items() if k != "meta"} for item in items])

@@ -121,28 +121,15 @@ class ParsedSpec:
 
 
 def is_url(spec: str | Path) -> bool:
-    """Whether ``spec`` is a ``pipe:`` command or a ``scheme://`` URL (``file://`` too), not a local path.
-
-    Args:
-        spec: A spec; :class:`pathlib.Path` objects are always local.
-
-    Returns:
-        ``True`` for a command or URL.
-    """
+    """Whether ``spec`` is a ``pipe:`` command or a ``scheme://`` URL (``file://`` too); a :class:`Path` is local."""
     return isinstance(spec, str) and (spec.startswith(_PIPE) or _SCHEME_RE.match(spec) is not None)
 
 
 def expand_braces(spec: str) -> list[str]:
-    """Expand the brace patterns of a spec, as webdataset does.
+    """The specs a spec's brace patterns expand to, in order, as webdataset expands them (``[spec]`` if none).
 
     ``{000000..000003}`` is a zero-padded range, ``{a,b}`` a list; other braces
     (``awk '{print}'``) stay.
-
-    Args:
-        spec: A spec.
-
-    Returns:
-        The expanded specs, in order (``[spec]`` when there is nothing to expand).
     """
     return list(braceexpand(spec))
 
@@ -153,16 +140,10 @@ def _url_path(location: str) -> str:
 
 
 def parse_spec(spec: str | Path) -> ParsedSpec:
-    """Tell a shard set folder from a list of shards.
+    """Tell a shard set folder from a list of shards in a local path or URL spec (see the module docstring).
 
     ``pipe:`` specs (one command per expanded spec), brace patterns and ``.tar`` names
     list shards; anything else is a folder, and ``.../manifest.json`` names its folder.
-
-    Args:
-        spec: Local path or URL spec (see the module docstring).
-
-    Returns:
-        The parsed spec.
 
     Raises:
         ValueError: On an empty ``pipe:`` command, or a brace pattern that expands to folders.
@@ -193,26 +174,14 @@ def parse_spec(spec: str | Path) -> ParsedSpec:
 
 
 def join_location(folder: str, name: str) -> str:
-    """The location of file ``name`` (a shard, ``manifest.json``) in a shard set folder, as a string.
-
-    Args:
-        folder: Folder path or URL.
-        name: File name.
-
-    Returns:
-        ``folder/name`` joined the way the folder's kind needs.
-    """
+    """The location of file ``name`` (a shard, ``manifest.json``) in a folder path or URL, as a string."""
     return f"{folder.rstrip('/')}/{name}" if is_url(folder) else str(Path(folder) / name)
 
 
 def location_name(location: str | Path) -> str:
-    """A short name for a shard location, used in messages and to select shards.
+    """A shard location's short name, for messages and to select shards.
 
-    Args:
-        location: Local path, URL or ``pipe:`` command.
-
-    Returns:
-        The file name (the last path part of a URL, without query), or a whole ``pipe:`` command.
+    The file name (a URL's last path part, without query), or a whole ``pipe:`` command.
     """
     text = str(location)
     if not is_url(location):
@@ -224,37 +193,19 @@ def as_location(spec: str | Path) -> str | Path:
     """A spec in the form the readers keep: a local one as a :class:`Path`, a URL one unchanged.
 
     ``Path("http://host/set/")`` would merge the ``//`` into ``/``, so specs go through this instead.
-
-    Args:
-        spec: Local path or URL / ``pipe:`` spec.
-
-    Returns:
-        ``Path(spec)`` for a local spec, else ``spec`` as the string it is.
     """
     return spec if is_url(spec) else Path(spec)
 
 
 def locate(folder: str | Path, name: str) -> str | Path:
-    """Like :func:`join_location`, but a :class:`Path` when the folder is local.
-
-    Args:
-        folder: Folder path or URL.
-        name: File name.
-
-    Returns:
-        ``Path(folder) / name`` for a local folder, else the joined URL.
-    """
+    """Like :func:`join_location`, but ``Path(folder) / name`` when the folder is local."""
     return join_location(str(folder), name) if is_url(folder) else Path(folder) / name
 
 
 def read_deadline(deadline_s: float | None = None) -> float | None:
-    """The deadline of one remote shard: ``deadline_s``, else ``$ARAS_REMOTE_TIMEOUT``, else 600 s.
+    """The deadline in seconds of one remote shard: ``deadline_s``, else ``$ARAS_REMOTE_TIMEOUT``, else 600 s.
 
-    Args:
-        deadline_s: Seconds, or ``None`` to read the environment; ``0`` or less: no deadline.
-
-    Returns:
-        Seconds, or ``None`` for no deadline.
+    ``None`` (returned) means no deadline, as does a ``deadline_s`` of ``0`` or less.
 
     Raises:
         ValueError: If ``$ARAS_REMOTE_TIMEOUT`` is neither a number nor ``none``.
@@ -499,27 +450,17 @@ class ShardStream:
 
 
 def open_shard(location: str | Path, deadline_s: float | None = None) -> ShardStream:
-    """Open one shard (a file, URL or command) as a binary stream inside a ``with`` block.
+    """Open one shard (a file, URL or ``pipe:`` command, braces expanded) as a binary stream in a ``with`` block.
 
-    Args:
-        location: Local path, URL or ``pipe:`` command (one shard, braces already expanded).
-        deadline_s: See :class:`ShardStream`.
-
-    Returns:
-        A context manager yielding a binary stream (see :class:`ShardStream`).
+    See :class:`ShardStream`, which it returns, for ``deadline_s``.
     """
     return ShardStream(location, deadline_s)
 
 
 def read_location(location: str | Path, deadline_s: float | None = None) -> bytes:
-    """Read a whole file (e.g. a manifest) from a local path or URL.
+    """Read a whole file (e.g. a manifest) from a local path, URL or ``pipe:`` command.
 
-    Args:
-        location: Local path, URL or ``pipe:`` command.
-        deadline_s: Deadline of a remote read (see :class:`ShardStream`).
-
-    Returns:
-        The file content.
+    ``deadline_s``: of a remote read (see :class:`ShardStream`).
 
     Raises:
         FileNotFoundError: If it does not exist.

@@ -132,16 +132,10 @@ class _Layers:
 
 
 def generate_scene(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one synthetic land-cover scene.
+    """Draw one scene: ``(image, mask)``, ``(size, size, 3)`` uint8 RGB and ``(size, size)`` uint8 classes 0..6.
 
-    Args:
-        rng: Random generator; the scene depends only on its state, which advances.
-        size: Side of the square scene in pixels (meant for 32..256; features scale
-            with it).
-
-    Returns:
-        ``(image, mask)``: a ``(size, size, 3)`` uint8 RGB image and a
-        ``(size, size)`` uint8 mask of class indices ``0..6``.
+    It depends only on the state of ``rng``, which advances; ``size`` is meant for 32..256
+    pixels (features scale with it).
 
     Raises:
         ValueError: If ``size`` is smaller than 8.
