@@ -161,14 +161,9 @@ def _check_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
 
 
 def safe_name(name: str, suffix: str) -> str:
-    """A file name that stays in its folder and ends with ``suffix``.
+    """A catalogue ``name`` (item id, URL's last part) made a file name that stays in its folder.
 
-    Args:
-        name: Name from the catalogue (an item id or the last part of a URL).
-        suffix: Required ending, e.g. ``_Map.tif``.
-
-    Returns:
-        ``name`` with unsafe characters replaced by ``_`` and ``suffix`` added if missing.
+    Unsafe characters become ``_``, and ``suffix`` (e.g. ``_Map.tif``) is added if missing.
 
     Raises:
         ValueError: If nothing usable is left (``..``, an empty name).
@@ -232,7 +227,7 @@ def stac_plan(
     timeout: float = 60.0,
     token_env: str = STAC_TOKEN_ENV,
 ) -> DownloadPlan:
-    """Search a STAC API for the tiles covering a box in a year.
+    """Plan the download of the tiles a STAC API has covering a box in a year.
 
     Args:
         url: STAC API landing page.
@@ -242,9 +237,6 @@ def stac_plan(
         assets: Asset keys of the two (``None``: the asset ending in ``_S2RGBNIR.tif`` / ``_Map.tif``).
         timeout: Seconds to wait for each answer.
         token_env: Environment variable with an optional bearer token.
-
-    Returns:
-        The plan.
 
     Raises:
         ImportError: Without ``pystac-client``.
@@ -307,16 +299,14 @@ def terrascope_plan(
 ) -> DownloadPlan:
     """Search the Terrascope catalogue, as the published downloader does.
 
-    The credentials (see the module docstring) go only to the catalogue client.
+    The credentials (see the module docstring) go only to the catalogue client, and the
+    plan's ``auth`` is its login, used for the downloads.
 
     Args:
         bbox: ``(west, south, east, north)`` in degrees.
         year: 2020 or 2021 (other years need ``collections``).
         collections: Collection ids of the S2 RGBNIR composites and the WorldCover maps.
         catalogue: A ``terracatalogueclient.Catalogue`` (default: a new one; tests pass a fake).
-
-    Returns:
-        The plan (its ``auth`` is the catalogue's login, used for the downloads).
 
     Raises:
         ImportError: Without ``terracatalogueclient``.
@@ -491,7 +481,7 @@ def download(
     retries: int = 2,
     progress: bool = True,
 ) -> DownloadReport:
-    """Fetch a plan into ``out``, in parallel, resuming partial files.
+    """Fetch a plan into ``out``, in parallel, resuming partial files; returns what was done.
 
     Args:
         plan: Files to fetch.
@@ -500,9 +490,6 @@ def download(
         timeout: Seconds to wait for a connection or the next bytes.
         retries: Extra tries of a file whose connection drops (each continues the ``.part`` file).
         progress: Show a progress bar in bytes.
-
-    Returns:
-        The report.
 
     Raises:
         ValueError: For a destination outside ``out`` or refused access.

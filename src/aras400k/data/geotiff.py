@@ -67,8 +67,7 @@ class PrepareReport:
         tiles: Sentinel-2 tiles processed.
         patches: Candidate patches seen (whole patches of all tiles).
         written: Split name -> samples written.
-        skipped: Skip reason (``"zeros"``, ``"nodata"``, ``"water"``; see the module docstring)
-            -> patches dropped for it.
+        skipped: Skip reason (``"zeros"``, ``"nodata"``, ``"water"``) -> patches dropped for it.
     """
 
     tiles: int = 0
@@ -124,10 +123,9 @@ class _Options:
 
 
 class _GridReader:
-    """Samples a north-up WorldCover map in the Sentinel-2 CRS at the patch's pixel centres.
+    """Samples a north-up WorldCover map in the Sentinel-2 CRS at the patch's pixel centres (exact nearest).
 
-    Each output pixel takes the map pixel holding its centre (exact nearest resampling),
-    reading only the map window under the patch.
+    Only the map window under the patch is read.
     """
 
     def __init__(self, dataset: DatasetReader, s2_transform: Affine) -> None:
@@ -185,8 +183,7 @@ _CodeReader = _GridReader | _WarpedReader
 class _WorldCoverIndex:
     """The WorldCover maps' headers (CRS, bounds), read once, and the maps that overlap a tile.
 
-    A map is reopened only for the tiles it overlaps (never per patch), so few files are
-    open at once even for the global maps.
+    A map is reopened only for the tiles it overlaps (never per patch): few files are open at once.
     """
 
     def __init__(self, paths: Sequence[Path]) -> None:
@@ -389,15 +386,15 @@ def prepare_geotiffs(
     progress: bool = True,
     workers: int | None = None,
 ) -> PrepareReport:
-    """Cut Sentinel-2 tiles and WorldCover maps into ``train``/``val``/``test`` shard sets.
+    """Cut Sentinel-2 tiles and WorldCover maps into ``train``/``val``/``test`` shard sets; report the counts.
 
     The method is the module docstring's (band 4, NIR, is unused). ``meta.json`` gets
     ``tile``, ``bounds``, ``crs`` and ``transform`` (the patch's affine transform in
     rasterio's order; see ``docs/data.md``), which prediction GeoTIFFs reuse.
 
     Args:
-        s2_dir: Folder holding the Sentinel-2 tiles (searched recursively).
-        worldcover_dir: Folder holding the WorldCover maps (searched recursively).
+        s2_dir: Folder of the Sentinel-2 tiles (searched recursively).
+        worldcover_dir: Folder of the WorldCover maps (searched recursively).
         out_dir: Output folder; the shard sets go to ``out_dir/{train,val,test}``.
         patch_size: Patch side in Sentinel-2 pixels.
         remap: WorldCover code -> class index; ``None`` uses the published dataset's
@@ -410,9 +407,6 @@ def prepare_geotiffs(
         progress: Show a progress bar over rows of patches (a few lines on a non-terminal).
         workers: Processes encoding the PNGs (reading stays in this one); ``None``: every
             usable core. The shards are the same, byte for byte, for any number.
-
-    Returns:
-        The counts of tiles, patches, samples written per split and skips per reason.
 
     Raises:
         ImportError: If rasterio is not installed.
