@@ -31,14 +31,7 @@ _NOT_A_CLASS = 255
 
 
 def class_counts(mask: np.ndarray) -> np.ndarray:
-    """Count the pixels of each class in a mask (ignored pixels are not counted).
-
-    Args:
-        mask: Integer mask of class indices; values outside ``0..6`` are ignored.
-
-    Returns:
-        ``(NUM_CLASSES,)`` int64 array of pixel counts.
-    """
+    """``(NUM_CLASSES,)`` int64 pixel counts of each class in an integer mask (values outside ``0..6`` ignored)."""
     return class_counts_batch(np.asarray(mask)[None])[0]
 
 
@@ -53,10 +46,7 @@ def class_counts_batch(masks: np.ndarray, num_classes: int = NUM_CLASSES) -> np.
     Args:
         masks: ``(B, H, W)`` (or ``(B, N)``) integer masks; values outside
             ``0..num_classes - 1`` (the ignore index 255, negatives) are not counted.
-        num_classes: Number of classes (at most 255).
-
-    Returns:
-        ``(B, num_classes)`` int64 pixel counts, row ``i`` for ``masks[i]``.
+        num_classes: Number of classes (at most 255); row ``i`` of the int64 result counts ``masks[i]``.
 
     Raises:
         ValueError: If ``masks`` is not an integer array with a batch axis, or
@@ -96,14 +86,7 @@ def _as_class_bytes(flat: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def composition_from_counts(counts: Iterable[float] | np.ndarray) -> dict[str, float]:
-    """Turn per-class pixel counts into fractions keyed by class name.
-
-    Args:
-        counts: ``NUM_CLASSES`` counts in class-index order.
-
-    Returns:
-        Class name -> fraction (summing to 1, or all zeros when nothing is labelled).
-    """
+    """``NUM_CLASSES`` pixel counts (class order) as class name -> fraction (all zeros when nothing is labelled)."""
     counts = np.asarray(counts if isinstance(counts, np.ndarray) else list(counts), dtype=np.float64)
     total = counts.sum()
     shares = counts / total if total > 0 else np.zeros_like(counts)
@@ -111,29 +94,15 @@ def composition_from_counts(counts: Iterable[float] | np.ndarray) -> dict[str, f
 
 
 def composition(mask: np.ndarray) -> dict[str, float]:
-    """Composition of one mask: class name -> fraction of its labelled pixels.
-
-    Args:
-        mask: Integer mask of class indices (255 = ignore).
-
-    Returns:
-        Class name -> fraction, every class present as a key.
-    """
+    """Composition of one mask (255 = ignore): class name -> fraction of its labelled pixels, for every class."""
     return composition_from_counts(class_counts(mask))
 
 
 def format_composition(comp: Mapping[str, float], min_share: float = 0.0005, digits: int = 1) -> str:
-    """Render a composition the way the paper prompts its language models.
+    """Render a composition (class name -> fraction) the way the paper prompts its language models.
 
-    Classes are ordered by share, absent ones dropped: ``"tree 41.2%, crop 30.5%"``.
-
-    Args:
-        comp: Class name -> fraction.
-        min_share: Shares below this are treated as absent.
-        digits: Decimal places of the percentages.
-
-    Returns:
-        The rendered string (empty if nothing is present).
+    Classes are ordered by share, those under ``min_share`` dropped, percentages given to
+    ``digits`` places: ``"tree 41.2%, crop 30.5%"`` (empty if nothing is present).
     """
     items = sorted(((n, s) for n, s in comp.items() if s >= min_share), key=lambda kv: -kv[1])
     return ", ".join(f"{name} {100 * share:.{digits}f}%" for name, share in items)

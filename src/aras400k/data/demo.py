@@ -25,16 +25,9 @@ DEFAULT_DEMO_SAMPLES: tuple[int, int, int] = (1600, 200, 200)
 
 
 def demo_sample(split: str, index: int, image_size: int = 64, seed: int = 0) -> Sample:
-    """Render sample ``index`` of a demo split.
+    """Render sample ``index`` of demo split ``split``, keyed ``demo_{split}_{index:06d}``.
 
-    Args:
-        split: ``train``, ``val`` or ``test``.
-        index: Sample number within the split.
-        image_size: Side length in pixels.
-        seed: Seed of the whole demo set.
-
-    Returns:
-        The sample, keyed ``demo_{split}_{index:06d}``.
+    ``image_size`` is its side in pixels, ``seed`` that of the whole demo set.
     """
     rng = np.random.default_rng([seed, SPLIT_NAMES.index(split), index])
     image, mask = generate_scene(rng, image_size)
@@ -56,7 +49,7 @@ def make_demo(
     progress: bool = True,
     source: Source = "real",
 ) -> dict[str, int]:
-    """Write the procedural demo set as ``out_dir/{train,val,test}`` shard sets.
+    """Write the procedural demo set as ``out_dir/{train,val,test}`` shard sets; count the samples of each.
 
     Args:
         out_dir: Destination folder.
@@ -68,9 +61,6 @@ def make_demo(
         progress: Show a progress bar.
         source: ``source`` recorded in the shards: with another seed, ``synth_uncond`` or
             ``synth_cond`` gives stand-in synthetic data to try the study before any GAN.
-
-    Returns:
-        Split name -> samples written.
 
     Raises:
         ValueError: On a size below 32 px or a wrong number of split sizes.

@@ -19,7 +19,7 @@ __all__ = ["preview_shards"]
 
 
 def preview_shards(shard_dir: str | Path, out: str | Path, n: int = 16, columns: int = 4, spread: bool = False) -> Path:
-    """Draw ``n`` samples of a shard set as a grid of image / mask pairs.
+    """Draw ``n`` samples of a shard set as a grid of image / mask pairs into a PNG; return its path.
 
     Args:
         shard_dir: Shard set folder or URL folder (with its manifest).
@@ -27,9 +27,6 @@ def preview_shards(shard_dir: str | Path, out: str | Path, n: int = 16, columns:
         n: Number of samples (fewer if the set is smaller).
         columns: Image / mask pairs per row.
         spread: Take samples evenly spaced over the set instead of the first ``n``.
-
-    Returns:
-        The PNG written.
 
     Raises:
         ValueError: If ``n`` or ``columns`` is below 1 or the set is empty.

@@ -41,16 +41,8 @@ class ShardSource:
 
 
 def partition_range(total: int, part: int, parts: int) -> tuple[int, int]:
-    """Return the half-open range of part ``part`` when ``total`` items are cut into ``parts``.
+    """The half-open range ``(start, stop)`` of zero-based part ``part`` of ``total`` items cut into ``parts``.
 
     Ranges differ in length by at most one and cover ``0..total`` exactly once.
-
-    Args:
-        total: Number of items.
-        part: Zero-based part index.
-        parts: Number of parts.
-
-    Returns:
-        ``(start, stop)``.
     """
     return (part * total) // parts, ((part + 1) * total) // parts
