@@ -5,18 +5,14 @@
 
 * **Every sample once** (no source has a ``weight``): the samples of all sources, in
   a per-epoch shuffled shard order, are cut by the manifests' per-shard counts into
-  ``world_size * num_workers`` disjoint contiguous ranges, one per worker, covering
-  the data exactly once (``docs/scaling.md``).
+  ``world_size * num_workers`` disjoint contiguous ranges, one per worker.
 * **Weighted mixing** (every source has a ``weight``): each worker draws the next
   sample's source with probability proportional to the weights; a source that runs
   out starts over (reshuffled). An epoch has ``samples_per_epoch`` samples.
 
-A *shard list* without a manifest (see :mod:`aras400k.data.remote`) has unknown sample
-counts, so its shards are dealt whole to the workers: each sample is read once per
-epoch, workers may yield different numbers of samples, and the dataset has no ``len()``
-unless ``samples_per_epoch`` is set (each worker then cycles through its shards for an
-equal share). Corrupt samples, and samples of another size than the set's, are skipped
-with a warning and counted instead of ending a long run.
+A *shard list* without a manifest is dealt to the workers by whole shards
+(``docs/scaling.md``). Corrupt samples, and samples of another size than the set's, are
+skipped with a warning and counted instead of ending a long run.
 """
 
 from __future__ import annotations

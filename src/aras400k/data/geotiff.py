@@ -1,15 +1,11 @@
 """Real-patch preparation: Sentinel-2 true-colour GeoTIFFs + ESA WorldCover maps -> shards.
 
-This is the paper's section 3.1 (``aras-data prepare``; step by step in
-``docs/preparing-data.md``). Every Sentinel-2 tile (``*_S2RGBNIR.tif``, R, G, B, NIR,
-with a tile id such as ``N36E027`` in its name) is cut into whole patches on its own
-pixel grid, row-major, keyed ``{tile}_{row:03d}_{col:03d}``. Each patch's WorldCover
-codes are sampled on its pixel grid with nearest resampling from every map
-(``*_Map.tif``) overlapping it (through a ``WarpedVRT`` in another CRS). A patch is
-dropped, and counted, if its image is all zeros, if any pixel is no-data (WorldCover 0,
-a code the remap lacks, or no map), or if over ``max_water`` of it is water, in that
-order. Kept patches are scaled by their own maximum to uint8 and split by a seeded
-hash of their key (:func:`~aras400k.data.splits.split_for_key`).
+The paper's section 3.1 (``aras-data prepare``), step by step in ``docs/preparing-data.md``:
+every Sentinel-2 tile (``*_S2RGBNIR.tif``, with a tile id such as ``N36E027`` in its name)
+is cut into whole patches keyed ``{tile}_{row:03d}_{col:03d}``, labelled with nearest
+resampling from the WorldCover maps (``*_Map.tif``) overlapping it, dropped for the first
+of :data:`_SKIP_REASONS` that applies, else scaled by its own maximum to uint8 and split
+by a seeded hash of its key (:func:`~aras400k.data.splits.split_for_key`).
 
 rasterio is an optional dependency (``pip install "aras400k[geo]"``); it is imported
 when :func:`prepare_geotiffs` runs, so this module imports without it.
@@ -388,9 +384,8 @@ def prepare_geotiffs(
 ) -> PrepareReport:
     """Cut Sentinel-2 tiles and WorldCover maps into ``train``/``val``/``test`` shard sets; report the counts.
 
-    The method is the module docstring's (band 4, NIR, is unused). ``meta.json`` gets
-    ``tile``, ``bounds``, ``crs`` and ``transform`` (the patch's affine transform in
-    rasterio's order; see ``docs/data.md``), which prediction GeoTIFFs reuse.
+    ``meta.json`` gets ``tile``, ``bounds``, ``crs`` and ``transform`` (the patch's affine
+    transform in rasterio's order; ``docs/data.md``), which prediction GeoTIFFs reuse.
 
     Args:
         s2_dir: Folder of the Sentinel-2 tiles (searched recursively).

@@ -1,24 +1,12 @@
 """Shard specs: local shard sets, brace-expanded shard lists, shell pipes and URLs.
 
-Wherever the library reads a shard set (``iter_samples``, ``read_manifest``,
-``ShardDataset``, the DataModules) it accepts a *spec*, written the webdataset way:
-
-=================================================  ==============================================
-``data/aras400k/train``                            a local shard set folder (today's behaviour)
-``data/train/train-{000000..000099}.tar``          local tar shards, brace-expanded
-``pipe:cat /data/train-{000000..000003}.tar``      one shell command per shard; its stdout is a tar
-``pipe:curl -s http://host/train-{0..9}.tar``      the same, with any downloader
-``http://host/aras400k/train/``                    a shard set folder served over HTTP(S)
-``https://host/train/train-{000000..000099}.tar``  HTTP(S) shards, brace-expanded
-``s3://bucket/aras400k/train/``                    any fsspec URL; needs ``fsspec`` and its backend
-                                                   (``s3fs`` for ``s3://``, ``gcsfs`` for ``gs://``)
-=================================================  ==============================================
-
-A spec names a **shard set folder** (local or URL, neither ending in ``.tar`` nor
-holding a brace pattern), whose ``manifest.json`` gives the shard names and sample
-counts so datasets split it exactly across ranks and workers, or a **list of shards**
-(brace patterns, ``.tar`` names, every ``pipe:`` spec), which has no manifest and is
-split by whole shards (see :class:`aras400k.data.ShardDataset`).
+Wherever the library reads a shard set it accepts a *spec*, written the webdataset way
+(``docs/scaling.md#remote-shards``): a **shard set folder**, local or a URL
+(``http://host/train/``, ``s3://bucket/train/``: any fsspec URL, with ``fsspec`` and its
+backend), neither ending in ``.tar`` nor holding a brace pattern, read through its
+``manifest.json``; or a **list of shards** without a manifest: brace patterns
+(``data/train-{000000..000099}.tar``, also of URLs), ``.tar`` names, and ``pipe:`` shell
+commands (one per expanded spec) whose stdout is a tar.
 
 This is the transport layer, knowing nothing of the shard format
 (:mod:`aras400k.data.shards`); ``fsspec`` is imported only when an fsspec URL is opened.
@@ -331,8 +319,8 @@ class ShardStream:
     Local paths and ``file://`` URLs open as files, ``http(s)://`` URLs with :mod:`urllib`,
     ``pipe:`` commands through the shell (stdout is the stream, stderr kept for the error)
     and other URLs with fsspec. A remote shard's read fails with :class:`ShardTimeoutError`
-    once its reads have waited ``deadline_s`` seconds in all, even on a server that sends
-    a byte now and then; an HTTP(S) connection silent for :data:`HTTP_TIMEOUT_S` fails sooner.
+    once its reads have waited ``deadline_s`` seconds in all (``docs/scaling.md#remote-shards``);
+    an HTTP(S) connection silent for :data:`HTTP_TIMEOUT_S` fails sooner.
 
     A ``pipe:`` command is checked when the stream closes: after a complete read a non-zero
     exit status raises :class:`PipeError`; a reader that stopped early stops the command,

@@ -4,27 +4,13 @@
 (:mod:`aras400k.classes`) from a numpy random generator, so a segmenter can be trained
 and tested on a CPU without downloading anything.
 
-The approach, in drawing order:
-
-1. **Archetype.** Forest, farmland, mixed, urban or dry land sets the target shares
-   of trees and crops and the odds of the other features, so scenes vary a lot while
-   the pooled class shares stay imbalanced like Sentinel-2 / WorldCover data (tree,
-   crop and grass dominant, water and built moderate, shrub and barren rare).
-2. **Background.** Grass everywhere, then agricultural parcels on a slightly rotated
-   grid of strips (whole parcels where a smooth noise field is high, so farmland has
-   field-shaped borders), then blobby forests from thresholded power-law-spectrum
-   noise, plus small copses.
-3. **Features.** Settlements (road grid, blocks of buildings, parks), roads, rare
-   shrub and barren patches, meandering rivers of variable width with riparian trees
-   and sand bars, lakes and ponds.
-4. **Image.** Per-class base colours, per-parcel tones with tillage stripes, textures
-   at class-specific frequencies, roofs and roads, water darker with depth; then a
-   small blur (the sensor's point-spread function, which also softens class
-   boundaries), per-scene illumination, colour balance, haze and sensor noise.
-
-Every length is a fraction of the scene size, so a 256 px scene looks like a 64 px one
-at higher detail. Everything is vectorised numpy; a 64 px scene takes a few
-milliseconds and depends only on the state of the generator passed in.
+An archetype (forest, farmland, mixed, urban or dry land) sets the target shares of
+trees and crops and the odds of the other features, so scenes vary a lot while the
+pooled class shares stay imbalanced like Sentinel-2 / WorldCover data. Grass is the
+background; the ``_draw_*`` functions add parcels, forests, shrub and barren patches,
+settlements and roads, then rivers and lakes, and :func:`_render_image` paints and
+degrades the picture as a sensor would. Every length is a fraction of the scene size;
+a 64 px scene takes a few milliseconds and depends only on the generator's state.
 """
 
 from __future__ import annotations
@@ -511,7 +497,12 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _render_image(layers: _Layers, rng: np.random.Generator, haze_field: np.ndarray, archetype: str) -> np.ndarray:
-    """Render the RGB image for the drawn layers (step 4 of the module docstring)."""
+    """Render the RGB image for the drawn layers.
+
+    Per-class base colours, per-parcel tones with tillage stripes, textures at
+    class-specific frequencies, roofs and roads, water darker with depth; then a small
+    blur (the sensor's point-spread function), illumination, colour balance, haze and noise.
+    """
     size = layers.size
     s = size / 64
     mask = layers.mask

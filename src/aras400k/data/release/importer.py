@@ -94,44 +94,27 @@ def import_release(
 ) -> ImportReport:
     """Import an ARAS400k release folder, or the released zips as they are, into one shard set per split; report it.
 
-    The zips (``train.zip``, ``val.zip``, ``test.zip``, ``synth.zip``) are read in place,
-    nothing extracted; each is checked against the published MD5 table
-    (:data:`~aras400k.data.release.zips.RELEASE_MD5`) before anything is imported.
-
-    Samples are written in sorted file-name order, so two imports of the same release
-    give byte-identical shards. The key of a sample is its image's file stem with every
-    character other than letters, digits, ``_`` and ``-`` replaced by ``_``. Colour masks
-    become index masks; one-channel index masks are taken as they are. ``synth`` images
-    without a mask are written unlabelled, with the composition from
-    ``class_percentages/synth.csv`` when it has their row.
-
-    An 8-bit RGB PNG image is copied into the shard verbatim (decoded once, to check it);
-    other images and every mask are encoded anew. The shards are the same, byte for byte,
-    whatever the number of ``workers`` (``docs/data.md``).
+    ``docs/preparing-data.md`` describes it, option by option. Zips are read in place and
+    MD5-checked first (:data:`~aras400k.data.release.zips.RELEASE_MD5`). Samples are written
+    in sorted file-name order, keyed by their image's file stem with every character other
+    than letters, digits, ``_`` and ``-`` replaced by ``_``; the shards are the same, byte
+    for byte, whatever the number of ``workers``.
 
     Args:
-        root: The release folder (holding ``train``, ``val``, ``test``, ``synth``), or
-            one or more release zips (see :mod:`aras400k.data.release.zips`).
-        out_dir: Folder that receives one shard set per split (``out_dir/train``, ...).
-        splits: Splits to import; default: those of ``train``, ``val``, ``test`` and
-            ``synth`` present under ``root``.
-        synth_source: ``source`` of the ``synth`` split's samples (which generator made
-            them): ``synth_uncond`` (StyleGAN3) or ``synth_cond`` (SPADE).
-        on_error: ``"fail"`` stops at the first problem file (nothing is written);
-            ``"skip"`` skips it and lists it in the report.
-        unknown_colours: ``"error"`` treats a mask colour outside the class table as a
-            problem; ``"ignore"`` maps it to 255 (ignore).
-        captions: Extra caption CSVs (``filename,caption``), applied to whichever split
-            holds each file name. Captions found under ``root/captions`` are always read.
+        root: The release folder (holding ``train``, ``val``, ``test``, ``synth``), or release zips.
+        out_dir: Folder receiving one shard set per split (``out_dir/train``, ...).
+        splits: Splits to import; default: every release split present.
+        synth_source: ``source`` of the ``synth`` samples: ``synth_uncond`` (StyleGAN3) or ``synth_cond`` (SPADE).
+        on_error: ``"fail"`` stops at the first problem file (nothing written); ``"skip"`` lists it in the report.
+        unknown_colours: ``"error"``: a mask colour outside the class table is a problem; ``"ignore"``: it is 255.
+        captions: Extra caption CSVs (``filename,caption``), for whichever split holds each file name
+            (``root/captions`` is always read).
         samples_per_shard: Samples per tar shard.
         overwrite: Replace shard sets already in ``out_dir``.
-        progress: Show a progress bar per split (images/s; a few lines on a non-terminal)
-            and per zip while hashing.
-        workers: Processes reading, checking and encoding the samples down to their tar
-            bytes (each opens the zips itself); ``None``: every usable core.
-        check_md5: Check zips with a published name against the MD5 table; zips
-            with other names are imported with a notice and no check.
-        notice: Receives the notices (one line each) about unchecked zips.
+        progress: Show a progress bar per split (a few lines on a non-terminal) and per zip while hashing.
+        workers: Processes reading, checking and encoding the samples; ``None``: every usable core.
+        check_md5: Check zips with a published name against the MD5 table (others get a notice, no check).
+        notice: Receives the one-line notices about unchecked zips.
 
     Raises:
         ValueError: On an invalid argument (an unknown choice, a bad split name).

@@ -196,7 +196,7 @@ def _open_zip(path: Path) -> ReleaseZip:
 
 
 def _find_split_folder(path: Path, top: Any) -> tuple[Any, str, Any]:
-    """Find ``(root, split name, split folder)`` inside a zip (the layouts in the module docstring)."""
+    """Find ``(root, split name, split folder)`` inside a zip (the layouts of ``docs/preparing-data.md``)."""
     stem = path.stem
     candidates = [top] + [child for child in top.iterdir() if child.is_dir()]
     for root in candidates:
