@@ -446,18 +446,13 @@ _LENT: list[tuple[StorageWeakRef, int, int, int, int]] = []
 class ReusingCollate:
     """Batch :class:`ShardDataset` items into shared memory that loader workers reuse.
 
-    Filling a fresh shared-memory segment per tensor per batch (``default_collate``) costs
-    the kernel more than the copy, so a batch is packed into one segment of a per-worker
-    ring of :data:`BATCH_SLOTS`, sent to the main process once per slot; ownership is
-    tracked in a shared table (``docs/data.md#loader-speed``). With no free slot a
-    worker uses a fresh segment, so kept batches stay intact. One rule: tensors
-    forwarded to *another* process must be ``clone()``-d before the main process drops
-    them, as the slot may then be refilled. Batches equal :func:`collate_samples`'s bit
-    for bit; items that are not plain ShardDataset items, and batches made outside a
-    worker, go through it.
-
-    Args:
-        num_workers: The loader's worker count (sizes the shared table).
+    A batch is packed into one segment of a per-worker ring of :data:`BATCH_SLOTS` (a
+    fresh one when all are lent out), sent to the main process once per slot; a shared
+    table sized by ``num_workers`` tracks who owns which (``docs/data.md#loader-speed``).
+    One rule: tensors forwarded to *another* process must be ``clone()``-d before the main
+    process drops them, as the slot may then be refilled. Batches equal
+    :func:`collate_samples`'s bit for bit; other items, and batches made outside a worker,
+    go through it.
     """
 
     def __init__(self, num_workers: int) -> None:
@@ -636,8 +631,7 @@ class EpochDataLoader(DataLoader):
 
     Args:
         *args: :class:`~torch.utils.data.DataLoader`'s arguments.
-        reuse_batch_memory: Collate in workers with :class:`ReusingCollate` when no
-            ``collate_fn`` is given.
+        reuse_batch_memory: Collate in workers with :class:`ReusingCollate` (no ``collate_fn`` given).
         **kwargs: :class:`~torch.utils.data.DataLoader`'s keyword arguments.
     """
 

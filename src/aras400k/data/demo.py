@@ -54,13 +54,12 @@ def make_demo(
     Args:
         out_dir: Destination folder.
         num_samples: Samples in train, val and test.
-        image_size: Side length of the square patches (the paper's 256; 64 trains in CPU minutes).
+        image_size: Side of the square patches (the paper's 256; 64 trains in CPU minutes).
         seed: Seed of the whole set; the same seed gives byte-identical shards.
         samples_per_shard: Samples per tar file.
         overwrite: Replace existing shard sets.
         progress: Show a progress bar.
-        source: ``source`` recorded in the shards: with another seed, ``synth_uncond`` or
-            ``synth_cond`` gives stand-in synthetic data to try the study before any GAN.
+        source: ``source`` recorded: with another seed, ``synth_uncond`` or ``synth_cond`` is stand-in synthetic data.
 
     Raises:
         ValueError: On a size below 32 px or a wrong number of split sizes.

@@ -1,17 +1,10 @@
-"""Find and fetch the Sentinel-2 RGBNIR and WorldCover tiles covering a bounding box.
+"""Find and fetch the Sentinel-2 RGBNIR and WorldCover tiles covering a bounding box (``docs/mapping.md``).
 
-Two sources build a :class:`DownloadPlan` (see ``docs/mapping.md``):
-:func:`terrascope_plan`, the Terrascope catalogue of the published downloader
-(``terracatalogueclient``; credentials from :data:`TERRASCOPE_USER_ENV` and
-:data:`TERRASCOPE_PASSWORD_ENV`), and :func:`stac_plan`, any STAC API (``pystac-client``;
-configurable collections and asset keys, an optional bearer token from :data:`STAC_TOKEN_ENV`).
-
-:func:`download` fetches a plan into ``OUT/s2/*_S2RGBNIR.tif`` and
-``OUT/worldcover/*_Map.tif``, the folders ``aras-data prepare`` reads. It is resumable:
-a file goes to ``NAME.part``, renamed once complete and verified (size, and checksum
-where the catalogue gives one); a rerun skips finished files and continues a ``.part``
-file with an HTTP ``Range`` request. Secrets are never printed: they travel only in
-request headers or the catalogue client.
+:func:`terrascope_plan` (the published downloader's catalogue; credentials from
+:data:`TERRASCOPE_USER_ENV` and :data:`TERRASCOPE_PASSWORD_ENV`) or :func:`stac_plan` (any
+STAC API; an optional bearer token from :data:`STAC_TOKEN_ENV`) builds a :class:`DownloadPlan`;
+:func:`download` fetches it, resumably, into the ``OUT/s2`` and ``OUT/worldcover`` that
+``aras-data prepare`` reads. Secrets travel only in request headers or the catalogue client.
 """
 
 from __future__ import annotations

@@ -19,14 +19,10 @@ __all__ = ["preview_shards"]
 
 
 def preview_shards(shard_dir: str | Path, out: str | Path, n: int = 16, columns: int = 4, spread: bool = False) -> Path:
-    """Draw ``n`` samples of a shard set as a grid of image / mask pairs into a PNG; return its path.
+    """Draw ``n`` samples of a shard set (or URL folder) as image / mask pairs, ``columns`` per row, into PNG ``out``.
 
-    Args:
-        shard_dir: Shard set folder or URL folder (with its manifest).
-        out: Destination PNG.
-        n: Number of samples (fewer if the set is smaller).
-        columns: Image / mask pairs per row.
-        spread: Take samples evenly spaced over the set instead of the first ``n``.
+    Fewer if the set is smaller; ``spread`` takes them evenly spaced over the set instead
+    of the first ``n``. Returns the PNG's path.
 
     Raises:
         ValueError: If ``n`` or ``columns`` is below 1 or the set is empty.

@@ -314,23 +314,19 @@ class _TimedReader(io.RawIOBase):
 
 
 class ShardStream:
-    """A readable binary stream of one shard; use it as a context manager.
+    """A readable binary stream of one shard (local path, URL or ``pipe:`` command); a context manager.
 
     Local paths and ``file://`` URLs open as files, ``http(s)://`` URLs with :mod:`urllib`,
     ``pipe:`` commands through the shell (stdout is the stream, stderr kept for the error)
     and other URLs with fsspec. A remote shard's read fails with :class:`ShardTimeoutError`
-    once its reads have waited ``deadline_s`` seconds in all (``docs/scaling.md#remote-shards``);
-    an HTTP(S) connection silent for :data:`HTTP_TIMEOUT_S` fails sooner.
+    once its reads have waited ``deadline_s`` seconds in all (``None``: :func:`read_deadline`;
+    ``0``: no deadline; ``docs/scaling.md#remote-shards``); an HTTP(S) connection silent for
+    :data:`HTTP_TIMEOUT_S` fails sooner.
 
     A ``pipe:`` command is checked when the stream closes: after a complete read a non-zero
     exit status raises :class:`PipeError`; a reader that stopped early stops the command,
     and only a reader stopped by an error (an empty or truncated tar from a failed ``cat``
     or ``curl``) gets :class:`PipeError` raised from that error.
-
-    Args:
-        location: Local path, URL or ``pipe:`` command.
-        deadline_s: Seconds the reads of a remote shard may wait in all; ``None``: see
-            :func:`read_deadline`; ``0``: no deadline.
 
     Raises:
         FileNotFoundError: If the file or URL does not exist (HTTP 404).

@@ -4,10 +4,8 @@ A *shard set* is a folder of webdataset tar files plus ``manifest.json``. A samp
 the tar members sharing a key: ``image.png`` (RGB), an optional ``mask.png`` (class
 indices 0-6, 255 = ignore), ``meta.json`` and optional ``captions.json`` (``docs/data.md``).
 
-Shards are never edited in place: :class:`ShardWriter` renames each tar into place
-when complete and writes the manifest last, so a folder with a manifest is finished.
-The readers also take remote specs (URL folders, shard lists, ``pipe:`` commands; see
-:mod:`aras400k.data.remote`).
+A folder with a manifest is finished: :class:`ShardWriter` writes it last. The readers
+also take remote specs (:mod:`aras400k.data.remote`).
 """
 
 from __future__ import annotations
@@ -328,18 +326,15 @@ def decode_sample(
     size: Size | None = None,
     channels_first: bool = False,
 ) -> Sample:
-    """Decode one raw webdataset sample (``__key__`` plus member bytes).
+    """Decode one raw webdataset sample, ``{"__key__": key, "image.png": bytes, ...}``.
 
     Args:
-        raw: ``{"__key__": key, "image.png": bytes, ...}``.
+        raw: The sample.
         with_mask: Decode ``mask.png`` when present.
         with_captions: Parse ``captions.json`` when present.
         size: ``(height, width)`` of the set (:func:`manifest_image_size`); a sample of
             another size is refused undecoded. ``None``: any size.
         channels_first: Give the image as ``(3, H, W)`` planes.
-
-    Returns:
-        The decoded :class:`Sample`.
 
     Raises:
         SampleError: If ``image.png`` or ``meta.json`` is missing or corrupt, ``meta.json``
@@ -535,9 +530,7 @@ class ShardWriter:
         with ShardWriter("data/demo/train", split="train", source="real") as writer:
             writer.write(Sample(key="N36E027_000_001", image=rgb, mask=mask))
 
-    Each shard is written as ``NAME.tar.tmp`` and renamed once full. A sample's
-    ``image_png`` and ``raw_members`` are stored byte for byte, so a stage can copy
-    samples from another shard set and change only what it recomputes.
+    Each shard is written as ``NAME.tar.tmp`` and renamed once full (``docs/data.md#writing-shard-sets``).
 
     Args:
         out_dir: Folder to create; it may hold a manifest only with ``overwrite``.
@@ -968,10 +961,9 @@ def iter_raw_samples(
 
     Args:
         shard: Path of a ``.tar`` file, or one shard's URL or ``pipe:`` command (see :func:`list_shards`).
-        deadline_s: Seconds the reads of a remote shard may wait in all (see
-            :func:`aras400k.data.remote.open_shard`).
-        digest: A :mod:`hashlib` object fed every byte of the shard, which is then read
-            to its end (to check a remote shard's sha256 in the same pass).
+        deadline_s: Seconds the reads of a remote shard may wait in all (:func:`~aras400k.data.remote.open_shard`).
+        digest: A :mod:`hashlib` object fed every byte of the shard, then read to its end
+            (a remote shard's sha256 checked in the same pass).
         members: Read only these members (the others are skipped unread); ``None``: all.
 
     Yields:
