@@ -625,14 +625,10 @@ class EpochDataLoader(DataLoader):
     """A ``DataLoader`` that tells its :class:`ShardDataset` the epoch before each pass.
 
     The epoch is set in memory the loader workers share, so each epoch gets its own
-    shuffle with ``persistent_workers=True`` too (``docs/data.md#loader-speed``).
-    Batches are made by :func:`collate_samples` unless a ``collate_fn`` is given; with
-    ``reuse_batch_memory=True`` and workers, by :class:`ReusingCollate` (mind its one rule).
-
-    Args:
-        *args: :class:`~torch.utils.data.DataLoader`'s arguments.
-        reuse_batch_memory: Collate in workers with :class:`ReusingCollate` (no ``collate_fn`` given).
-        **kwargs: :class:`~torch.utils.data.DataLoader`'s keyword arguments.
+    shuffle with ``persistent_workers=True`` too (``docs/data.md#loader-speed``). It takes
+    ``DataLoader``'s arguments. Batches are made by :func:`collate_samples` unless a
+    ``collate_fn`` is given; with ``reuse_batch_memory=True`` and workers, by
+    :class:`ReusingCollate` (mind its one rule).
     """
 
     def __init__(self, *args: Any, reuse_batch_memory: bool = False, **kwargs: Any) -> None:

@@ -290,16 +290,12 @@ def terrascope_plan(
     collections: tuple[str, str] | None = None,
     catalogue: Any = None,
 ) -> DownloadPlan:
-    """Search the Terrascope catalogue, as the published downloader does.
+    """Search the Terrascope catalogue for a ``bbox`` (``W S E N`` degrees) in a year, as the published downloader.
 
+    Years other than 2020 and 2021 need the ``collections`` (S2 RGBNIR, WorldCover);
+    ``catalogue`` defaults to a new ``terracatalogueclient.Catalogue`` (tests pass a fake).
     The credentials (see the module docstring) go only to the catalogue client, and the
     plan's ``auth`` is its login, used for the downloads.
-
-    Args:
-        bbox: ``(west, south, east, north)`` in degrees.
-        year: 2020 or 2021 (other years need ``collections``).
-        collections: Collection ids of the S2 RGBNIR composites and the WorldCover maps.
-        catalogue: A ``terracatalogueclient.Catalogue`` (default: a new one; tests pass a fake).
 
     Raises:
         ImportError: Without ``terracatalogueclient``.

@@ -1,13 +1,10 @@
-"""Scale-out: split a stage over independent workers and merge their shard sets into one.
+"""Scale-out: split a stage over independent workers and merge their shard sets into one (``docs/scaling.md``).
 
-``aras-synth stylegan3|spade|label`` (and ``aras-caption``) take ``--shard_index K
---num_shards N``: worker ``K`` of ``N`` does a deterministic, contiguous ``K``-th part of
-the work and writes it, resumably, as a complete shard set in ``OUT/part-K-of-N``
-(:func:`worker_dir`) whose manifest records the worker (:func:`worker_record`).
-:func:`merge_shard_sets` (``aras-data merge OUT --out OUT``) joins the parts into one
-shard set with the same samples, order and member bytes as one worker doing everything;
-its shards are the parts' tar files, renumbered and hard-linked where possible (else
-copied), so the parts stay valid shard sets. See ``docs/scaling.md``.
+Worker ``K`` of ``N`` (``--shard_index K --num_shards N``) writes its part of the work as a
+complete shard set in ``OUT/part-K-of-N`` (:func:`worker_dir`) whose manifest records the
+worker (:func:`worker_record`). :func:`merge_shard_sets` (``aras-data merge``) joins the
+parts into what one worker would have written, hard-linking (else copying) their tar
+files, so the parts stay valid shard sets.
 """
 
 from __future__ import annotations
@@ -172,23 +169,18 @@ class MergeReport:
 def merge_shard_sets(
     parts: Sequence[str | Path], out_dir: str | Path, overwrite: bool = False, link: bool = True
 ) -> MergeReport:
-    """Join shard sets of one run (e.g. the ``part-K-of-N`` sets of split workers) into one; report it.
+    """Join shard sets of one run (e.g. the ``part-K-of-N`` sets of split workers) into one in ``out_dir``; report it.
 
     The parts must agree on split, source, classes and every run field (``generator``,
     ``labelled_by``, ...), and no key may occur in two parts. Worker parts must be all
     ``N`` parts of one run and are taken in worker order; other shard sets in the order given.
 
-    The merged manifest has the summed counts and class pixels, the composition
-    recomputed from them and the parts' common fields (no ``worker`` field). Shards are
-    named ``{prefix}-{i:06d}.tar``, their sha256 taken from the parts' manifests. The
-    manifest is written last, so ``out_dir`` is a shard set only once the merge is
-    complete. A part behind a URL is downloaded.
+    Shards are renamed ``{prefix}-{i:06d}.tar``; the manifest (summed counts, the parts'
+    common fields) is written last. A part behind a URL is downloaded.
 
-    Args:
-        parts: Shard set folders to merge (at least one), local or URLs.
-        out_dir: Folder of the merged set; it may be the folder holding the parts.
-        overwrite: Replace a shard set already in ``out_dir``.
-        link: Hard-link the tar files when on the same file system (no extra space), else copy them.
+    ``parts`` are local or URL folders; ``out_dir`` may hold them, and a shard set there is
+    replaced with ``overwrite``. ``link`` hard-links the tar files on one file system, else
+    they are copied.
 
     Raises:
         ManifestError: If a part is not a shard set, or its manifest lacks ``class_pixels``.

@@ -64,12 +64,7 @@ class JointAugmentation(nn.Module):
 
 
 class Normalize(nn.Module):
-    """Scale uint8 images to ``[0, 1]`` and normalise each channel: ``(x - mean) / std``.
-
-    Args:
-        mean: Per-channel mean in ``[0, 1]`` units.
-        std: Per-channel standard deviation in ``[0, 1]`` units.
-    """
+    """Scale uint8 images to ``[0, 1]`` and normalise each channel: ``(x - mean) / std``, both in ``[0, 1]`` units."""
 
     mean: torch.Tensor
     std: torch.Tensor

@@ -5,10 +5,8 @@ The release layout (``ROOT/{train,val,test,synth}/{images,masks}/*.png``, option
 (files that cannot be imported: ``on_error`` fails or skips them) are in
 ``docs/preparing-data.md``. Each split folder becomes the shard set ``OUT/{split}``.
 
-The modules, in the order an import uses them: ``importer`` (:func:`import_release`:
-checks the arguments, writes the shard sets), ``zips`` (MD5 check, zips read in place),
-``layout`` (split folders, image-mask pairs and keys), ``tables`` (percentage and
-caption CSVs), ``pictures`` (images, and masks as class indices) and ``problems``.
+The modules, in the order an import uses them: ``importer``, ``zips``, ``layout``,
+``tables``, ``pictures`` and ``problems``.
 """
 
 from aras400k.data.release.importer import ImportReport, import_release
