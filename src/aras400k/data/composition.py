@@ -1,8 +1,7 @@
 """Class composition: the share of each land-cover class in a mask or a dataset.
 
-A sample's composition (class name -> fraction of the labelled pixels, absent classes
-0.0) is stored in its ``meta.json``; a dataset's is pixel-weighted, kept as pixel
-counts in the manifest so that shard sets merge exactly.
+A sample's composition (class name -> fraction of the labelled pixels) is in its
+``meta.json``; a dataset's is kept as pixel counts in the manifest, so sets merge exactly.
 """
 
 from __future__ import annotations
@@ -42,8 +41,7 @@ def class_counts_batch(masks: np.ndarray, num_classes: int = NUM_CLASSES) -> np.
     words: about 5x faster than a per-mask loop (``benchmarks/bench_metrics.py``).
 
     Args:
-        masks: ``(B, H, W)`` (or ``(B, N)``) integer masks; values outside
-            ``0..num_classes - 1`` (the ignore index 255, negatives) are not counted.
+        masks: ``(B, H, W)`` (or ``(B, N)``) integer masks; values outside ``0..num_classes - 1`` are not counted.
         num_classes: Number of classes (at most 255); row ``i`` of the int64 result counts ``masks[i]``.
 
     Raises:
@@ -70,8 +68,8 @@ def class_counts_batch(masks: np.ndarray, num_classes: int = NUM_CLASSES) -> np.
 def _as_class_bytes(flat: np.ndarray, num_classes: int) -> np.ndarray:
     """``(B, N)`` masks as contiguous uint8 with whole 64-bit word groups per row.
 
-    Values that are not classes become 255 (so values such as 256 do not wrap onto a
-    class), and each row is padded with 255 to a multiple of ``8 * _LANE_GROUP`` bytes.
+    Values that are not classes become 255 (256 must not wrap onto a class), and rows are
+    padded with 255 to a multiple of ``8 * _LANE_GROUP`` bytes.
     """
     if flat.dtype != np.uint8:
         valid = (flat >= 0) & (flat < num_classes)

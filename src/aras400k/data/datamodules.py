@@ -1,11 +1,8 @@
 """LightningDataModules over shard sets: segmentation, and images (or image + mask) for GANs.
 
-Both read a *root* folder (or URL) holding ``train``, ``val`` and ``test`` shard sets;
-any of these can be replaced by explicit shard sets, and the training set can be a
-weighted list of sources, so the paper's data configurations are a few lines of YAML
-(``docs/data.md#datamodules``). With ``demo: true`` and no data at a local ``root``,
-``prepare_data`` builds the procedural demo set there, so every config runs on a fresh
-machine. Augmentation and normalisation run on the device in ``on_after_batch_transfer``.
+Both read a *root* folder (or URL) holding ``train``, ``val`` and ``test`` shard sets, or
+explicit shard sets and weighted training sources (``docs/data.md#datamodules``). With
+``demo: true`` and no data at a local ``root``, ``prepare_data`` builds the demo set there.
 """
 
 from __future__ import annotations

@@ -110,13 +110,12 @@ class ShardDataset(IterableDataset):
         with_mask: Decode masks and require every selected sample to have one.
         with_meta: Add each sample's ``meta.json`` (e.g. its georeference, for prediction files).
         shuffle: Shuffle shard order per epoch and samples through a buffer.
-        shuffle_buffer: Samples held by each worker for shuffling (it yields while it fills).
+        shuffle_buffer: Samples each worker holds for shuffling (it yields while it fills).
         seed: Base seed; epoch ``e`` uses ``seed + e``.
         samples_per_epoch: Epoch length over all ranks and workers (default: the sum
             of the sources' sizes; required with weights when a source has no manifest).
-        even_ranks: Cut the epoch to a multiple of the number of processes (leaving out
-            at most ``world_size - 1`` samples), so every rank takes as many steps, as DDP
-            *training* needs (``docs/scaling.md``); leave it off for evaluation.
+        even_ranks: Cut the epoch to a multiple of the number of processes, so every rank
+            takes as many steps, as DDP *training* needs (``docs/scaling.md``); off for evaluation.
 
     Raises:
         ValueError: On weights given to some sources only or not positive, a bad
@@ -161,9 +160,8 @@ class ShardDataset(IterableDataset):
         self.weighted = weights[0] is not None
         self._recorded_sizes: list[Size | None] = []
         self._segments = [self._source_segments(i, s) for i, s in enumerate(self.sources)]
-        #: ``(height, width)`` of every sample: the manifests' ``image_size``, else (older
-        #: manifests, sets of mixed sizes, shard lists) the first sample read. Samples of
-        #: another size are skipped: a batch holds one size.
+        #: ``(height, width)`` of every sample: the manifests' ``image_size``, else the first
+        #: sample read. Samples of another size are skipped: a batch holds one size.
         self.image_size = self._common_size()
         #: Samples per source, ``None`` for a source without a manifest.
         self.sizes: list[int | None] = [_size(segs) for segs in self._segments]

@@ -1,9 +1,7 @@
 """The procedural demo set: the embedded default every config runs on with no data given.
 
-:func:`make_demo` renders scenes with :func:`aras400k.data.scenes.generate_scene` into
-``OUT/{train,val,test}`` shard sets. Sample ``i`` of a split is drawn from its own
-seeded generator, so the set is identical whatever the order of work and any subset
-can be regenerated alone.
+:func:`make_demo` renders :func:`aras400k.data.scenes.generate_scene` scenes into
+``OUT/{train,val,test}`` shard sets, each sample from its own seeded generator.
 """
 
 from __future__ import annotations

@@ -79,10 +79,9 @@ class DownloadItem:
 
 @dataclass
 class DownloadPlan:
-    """The files covering a box, built by a source, and how to fetch them.
+    """The files covering a box (``items``), built by a source, and how to fetch them.
 
     Attributes:
-        items: Files to fetch.
         headers: Extra request headers (e.g. a bearer token), sent only to ``header_hosts``.
         header_hosts: Hosts (``netloc``) that receive ``headers``.
         auth: A ``requests`` auth object for every request (the catalogue's login), or ``None``.
@@ -226,8 +225,8 @@ def stac_plan(
         url: STAC API landing page.
         bbox: ``(west, south, east, north)`` in degrees.
         year: Year of the composites and maps.
-        collections: Collection ids of the Sentinel-2 RGBNIR composites and the WorldCover maps.
-        assets: Asset keys of the two (``None``: the asset ending in ``_S2RGBNIR.tif`` / ``_Map.tif``).
+        collections: Collection ids of the S2 RGBNIR composites and the WorldCover maps.
+        assets: Their asset keys (``None``: the asset ending in ``_S2RGBNIR.tif`` / ``_Map.tif``).
         timeout: Seconds to wait for each answer.
         token_env: Environment variable with an optional bearer token.
 
@@ -477,7 +476,7 @@ def download(
         out: Output folder (``out/s2``, ``out/worldcover`` are created).
         workers: Parallel downloads.
         timeout: Seconds to wait for a connection or the next bytes.
-        retries: Extra tries of a file whose connection drops (each continues the ``.part`` file).
+        retries: Extra tries of a dropped file (each continues its ``.part`` file).
         progress: Show a progress bar in bytes.
 
     Raises:

@@ -390,7 +390,7 @@ def prepare_geotiffs(
     Args:
         s2_dir: Folder of the Sentinel-2 tiles (searched recursively).
         worldcover_dir: Folder of the WorldCover maps (searched recursively).
-        out_dir: Output folder; the shard sets go to ``out_dir/{train,val,test}``.
+        out_dir: Output folder of the ``train``, ``val`` and ``test`` shard sets.
         patch_size: Patch side in Sentinel-2 pixels.
         remap: WorldCover code -> class index; ``None`` uses the published dataset's
             (wetland -> grass). Codes it lacks count as no-data.
@@ -399,9 +399,9 @@ def prepare_geotiffs(
         seed: Seed of the key-hash split assignment.
         samples_per_shard: Samples per tar shard.
         overwrite: Replace existing shard sets in ``out_dir``.
-        progress: Show a progress bar over rows of patches (a few lines on a non-terminal).
+        progress: Show a progress bar over rows of patches.
         workers: Processes encoding the PNGs (reading stays in this one); ``None``: every
-            usable core. The shards are the same, byte for byte, for any number.
+            usable core. The shards are the same for any number.
 
     Raises:
         ImportError: If rasterio is not installed.

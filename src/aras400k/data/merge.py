@@ -139,15 +139,10 @@ def worker_parts(directory: str | Path) -> list[Path]:
 
 @dataclass
 class MergeReport:
-    """What :func:`merge_shard_sets` wrote.
+    """What :func:`merge_shard_sets` wrote: the merged set ``out_dir``, its ``manifest`` path and counts.
 
-    Attributes:
-        out_dir: The merged shard set.
-        manifest: Path of its ``manifest.json``.
-        parts: The merged shard sets, in merge order.
-        num_samples: Samples in the merged set.
-        num_shards: Tar files in the merged set.
-        linked: Tar files hard-linked rather than copied.
+    ``parts`` are the merged shard sets in merge order; ``linked`` counts the tar files
+    hard-linked rather than copied.
     """
 
     out_dir: str

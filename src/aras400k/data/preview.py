@@ -1,8 +1,7 @@
 """A look at a shard set: its first samples drawn as image / mask pairs.
 
-``aras-data preview DIR --out grid.png`` shows real patches, a GAN's samples or their
-pseudo-labels side by side. Samples are the first ``n`` in manifest order (or evenly
-spaced with ``spread``), so previews of sets made from the same seeds match.
+``aras-data preview DIR --out grid.png``: the first ``n`` samples in manifest order (or
+evenly spaced), so previews of sets made from the same seeds match.
 """
 
 from __future__ import annotations

@@ -95,10 +95,9 @@ class ShardTimeoutError(TimeoutError):
 
 @dataclass(frozen=True)
 class ParsedSpec:
-    """What a spec names: a shard set folder, or a list of shards.
+    """What a ``spec`` names: a shard set ``folder``, or a list of ``shards``.
 
     Attributes:
-        spec: The spec as given.
         folder: The shard set folder (local path, or URL without its trailing slash), or ``None``.
         shards: The shard locations (local paths, URLs or ``pipe:`` commands); empty for a folder.
     """
@@ -214,9 +213,8 @@ def read_deadline(deadline_s: float | None = None) -> float | None:
 class _Deadline:
     """A budget of seconds that a remote shard may spend waiting for its bytes.
 
-    Only time inside reads counts, so a caller slow with the samples is never cut off. Once
-    the budget is spent a watchdog thread calls ``abort`` (shut the socket, kill the command),
-    which wakes a read blocked on a server that trickles bytes.
+    Only time inside reads counts. Once the budget is spent a watchdog thread calls
+    ``abort`` (shut the socket, kill the command), which wakes a blocked read.
     """
 
     def __init__(self, location: str, seconds: float, abort: Callable[[], None]) -> None:

@@ -171,11 +171,10 @@ def _smooth_noise(
 ) -> np.ndarray:
     """``(len(scales), size, size)`` float32 fields with zero mean, unit std and power-law spectra.
 
-    White noise is filtered by the amplitude spectrum ``(1 + (2 pi f L)^2)^(-beta / 4)``,
-    flat below ``1 / (2 pi L)`` and falling as ``f^(-beta / 2)`` above: the correlation
-    length ``L`` (``scales``, pixels) sets the blob size, ``beta`` the roughness (3: fractal
-    edges; 5: smooth blobs). ``pad`` draws 1.5 times larger and crops, so the periodic FFT
-    does not make opposite edges match.
+    White noise is filtered by the amplitude spectrum ``(1 + (2 pi f L)^2)^(-beta / 4)``:
+    the correlation length ``L`` (``scales``, pixels) sets the blob size, ``beta`` the
+    roughness (3: fractal edges; 5: smooth blobs). ``pad`` draws 1.5 times larger and crops,
+    so the periodic FFT does not make opposite edges match.
     """
     m = size + (size // 2 if pad else 0)
     m += m % 2
@@ -222,9 +221,8 @@ def _cover_targets(rng: np.random.Generator, archetype: str) -> tuple[float, flo
 def _draw_fields(layers: _Layers, rng: np.random.Generator, farm: np.ndarray, crop_frac: float) -> None:
     """Lay out parcels on a rotated strip grid and mark those where ``farm`` is high as crop.
 
-    Each strip of random width is cut into parcels of its own length; whole parcels are
-    taken, highest mean ``farm`` first (jittered), until ``crop_frac`` of the scene is
-    covered. Each parcel gets a kind (pasture is labelled grass), a tone and stripes.
+    Whole parcels are taken, highest mean ``farm`` first (jittered), until ``crop_frac`` of
+    the scene is covered. Each gets a kind (pasture is labelled grass), a tone and stripes.
     """
     size = layers.size
     if crop_frac <= 0.0:

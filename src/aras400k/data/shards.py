@@ -117,12 +117,10 @@ class Sample:
         mask: ``(H, W)`` uint8 class indices, or ``None`` for an unlabelled image.
         meta: Contents of ``meta.json``.
         captions: Contents of ``captions.json``, or ``None``.
-        image_png: Encoded ``image.png`` written verbatim (to copy a sample byte for byte);
-            it must decode to ``image``.
-        mask_png: Encoded ``mask.png`` written verbatim; it must decode to ``mask``, which
-            is still required (for checks and pixel counts).
-        raw_members: Further members written verbatim, name -> bytes (e.g. unknown ones
-            copied from another shard set).
+        image_png: Encoded ``image.png`` written verbatim; it must decode to ``image``.
+        mask_png: Encoded ``mask.png`` written verbatim; it must decode to ``mask`` (still
+            required, for checks and pixel counts).
+        raw_members: Further members written verbatim, name -> bytes.
     """
 
     key: str
@@ -540,7 +538,7 @@ class ShardWriter:
         prefix: Shard file name prefix (default: the split name).
         overwrite: Replace an existing shard set in ``out_dir``.
         compress_level: PNG zlib level for images and masks.
-        extra: Additional fields stored in the manifest (e.g. how it was made).
+        extra: More manifest fields (e.g. how it was made).
 
     Raises:
         FileExistsError: If ``out_dir`` already holds a shard set and ``overwrite`` is off.
@@ -914,10 +912,9 @@ class ShardList:
 
     Attributes:
         spec: The spec as given.
-        locations: Where each shard is read from (local path, URL or ``pipe:`` command),
-            in manifest (or spec) order; pass one to :func:`iter_raw_samples`.
-        names: Each shard's name: the manifest's, else the location's file name (the
-            whole command for ``pipe:``).
+        locations: Where each shard is read from, in manifest (or spec) order; pass one to
+            :func:`iter_raw_samples`.
+        names: Each shard's name: the manifest's, else :func:`~aras400k.data.remote.location_name`.
         manifest: The shard set's manifest, or ``None`` when the spec lists shards.
     """
 

@@ -2,8 +2,7 @@
 
 :class:`ShardSource` names one shard set a dataset reads; :func:`partition_range` is
 the one rule that splits a count of items over loader workers, ranks or the workers of
-a split command (``docs/scaling.md``). Configs use both before any model is built,
-hence no torch or Lightning here.
+a split command (``docs/scaling.md``). Configs use both before any model is built.
 """
 
 from __future__ import annotations

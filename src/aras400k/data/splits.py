@@ -1,7 +1,6 @@
 """Deterministic train/val/test assignment by a seeded hash of the sample key.
 
-Hashing the key (rather than shuffling a list) keeps a patch in the same split when
-tiles are added or processed in another order, and lets workers decide independently.
+A patch keeps its split when tiles are added or processed in another order.
 """
 
 from __future__ import annotations

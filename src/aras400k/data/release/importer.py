@@ -48,9 +48,8 @@ class ImportReport:
     """What :func:`import_release` wrote and every problem it found.
 
     Attributes:
-        written: Split name -> number of samples written to its shard set.
-        problems: ``(file path, reason)`` for every problem, in the order found. A
-            reason reads ``"<kind>: <details>"``, e.g. ``"image without mask: ..."``.
+        written: Split name -> samples written to its shard set.
+        problems: ``(file path, "<kind>: <details>")`` for every problem, in the order found.
     """
 
     written: dict[str, int]
@@ -291,9 +290,7 @@ _Loaded = tuple[EncodedSample | None, list[tuple[str, str]], tuple[str, str, Pat
 def _load_job(job: _Job) -> _Loaded:
     """Read, check and encode one sample in a worker, down to its tar bytes.
 
-    All the per-sample work happens here, so the process writing the shards only
-    appends bytes; the decoded arrays never leave the worker. Problems come back as
-    values, not exceptions.
+    The decoded arrays never leave the worker; problems come back as values, not exceptions.
     """
     warnings = ProblemLog("skip")
     try:

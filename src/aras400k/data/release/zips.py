@@ -59,9 +59,7 @@ class ReleaseZip:
 class ZipMember:
     """A file or folder inside a zip, named by the zip's path and its own: a picklable ``zipfile.Path``.
 
-    A ``zipfile.Path`` holds its open zip and cannot go to a worker process; this holds
-    names only, and each process opens the zip on first use (a forked process never
-    reads through its parent's file offset).
+    Each process opens the zip on first use (a fork never reads through its parent's file offset).
 
     Attributes:
         archive: The zip file, as the ``zipfile.ZipFile`` was opened with it.
