@@ -1,8 +1,7 @@
 """Class composition: the share of each land-cover class in a mask or a dataset.
 
-A sample's composition (class name -> fraction of the labelled pixels, absent classes
-0.0) is stored in its ``meta.json``; a dataset's is pixel-weighted, kept as pixel
-counts in the manifest so that shard sets merge exactly.
+A sample's composition (class name -> fraction of the labelled pixels) is in its
+``meta.json``; a dataset's is kept as pixel counts in the manifest, so sets merge exactly.
 """
 
 from __future__ import annotations
@@ -31,32 +30,19 @@ _NOT_A_CLASS = 255
 
 
 def class_counts(mask: np.ndarray) -> np.ndarray:
-    """Count the pixels of each class in a mask (ignored pixels are not counted).
-
-    Args:
-        mask: Integer mask of class indices; values outside ``0..6`` are ignored.
-
-    Returns:
-        ``(NUM_CLASSES,)`` int64 array of pixel counts.
-    """
+    """``(NUM_CLASSES,)`` int64 pixel counts of each class in an integer mask (values outside ``0..6`` ignored)."""
     return class_counts_batch(np.asarray(mask)[None])[0]
 
 
 def class_counts_batch(masks: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Count the pixels of each class in every mask of a batch, at once.
 
-    One SIMD comparison per class over the whole batch, then the booleans are summed
-    eight at a time as 64-bit words (byte lanes that cannot carry) and the lanes added
-    per mask: about 5x faster on one core than a per-mask ``(mask == c).sum()`` loop
-    (``benchmarks/bench_metrics.py``).
+    One comparison per class over the batch, the booleans summed eight at a time as 64-bit
+    words: about 5x faster than a per-mask loop (``benchmarks/bench_metrics.py``).
 
     Args:
-        masks: ``(B, H, W)`` (or ``(B, N)``) integer masks; values outside
-            ``0..num_classes - 1`` (the ignore index 255, negatives) are not counted.
-        num_classes: Number of classes (at most 255).
-
-    Returns:
-        ``(B, num_classes)`` int64 pixel counts, row ``i`` for ``masks[i]``.
+        masks: ``(B, H, W)`` (or ``(B, N)``) integer masks; values outside ``0..num_classes - 1`` are not counted.
+        num_classes: Number of classes (at most 255); row ``i`` of the int64 result counts ``masks[i]``.
 
     Raises:
         ValueError: If ``masks`` is not an integer array with a batch axis, or
@@ -82,8 +68,8 @@ def class_counts_batch(masks: np.ndarray, num_classes: int = NUM_CLASSES) -> np.
 def _as_class_bytes(flat: np.ndarray, num_classes: int) -> np.ndarray:
     """``(B, N)`` masks as contiguous uint8 with whole 64-bit word groups per row.
 
-    Values that are not classes become 255 (so values such as 256 do not wrap onto a
-    class), and each row is padded with 255 to a multiple of ``8 * _LANE_GROUP`` bytes.
+    Values that are not classes become 255 (256 must not wrap onto a class), and rows are
+    padded with 255 to a multiple of ``8 * _LANE_GROUP`` bytes.
     """
     if flat.dtype != np.uint8:
         valid = (flat >= 0) & (flat < num_classes)
@@ -96,14 +82,7 @@ def _as_class_bytes(flat: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def composition_from_counts(counts: Iterable[float] | np.ndarray) -> dict[str, float]:
-    """Turn per-class pixel counts into fractions keyed by class name.
-
-    Args:
-        counts: ``NUM_CLASSES`` counts in class-index order.
-
-    Returns:
-        Class name -> fraction (summing to 1, or all zeros when nothing is labelled).
-    """
+    """``NUM_CLASSES`` pixel counts (class order) as class name -> fraction (all zeros when nothing is labelled)."""
     counts = np.asarray(counts if isinstance(counts, np.ndarray) else list(counts), dtype=np.float64)
     total = counts.sum()
     shares = counts / total if total > 0 else np.zeros_like(counts)
@@ -111,29 +90,15 @@ def composition_from_counts(counts: Iterable[float] | np.ndarray) -> dict[str, f
 
 
 def composition(mask: np.ndarray) -> dict[str, float]:
-    """Composition of one mask: class name -> fraction of its labelled pixels.
-
-    Args:
-        mask: Integer mask of class indices (255 = ignore).
-
-    Returns:
-        Class name -> fraction, every class present as a key.
-    """
+    """Composition of one mask (255 = ignore): class name -> fraction of its labelled pixels, for every class."""
     return composition_from_counts(class_counts(mask))
 
 
 def format_composition(comp: Mapping[str, float], min_share: float = 0.0005, digits: int = 1) -> str:
-    """Render a composition the way the paper prompts its language models.
+    """Render a composition (class name -> fraction) the way the paper prompts its language models.
 
-    Classes are ordered by share, absent ones dropped: ``"tree 41.2%, crop 30.5%"``.
-
-    Args:
-        comp: Class name -> fraction.
-        min_share: Shares below this are treated as absent.
-        digits: Decimal places of the percentages.
-
-    Returns:
-        The rendered string (empty if nothing is present).
+    Classes are ordered by share, those under ``min_share`` dropped, percentages given to
+    ``digits`` places: ``"tree 41.2%, crop 30.5%"`` (empty if nothing is present).
     """
     items = sorted(((n, s) for n, s in comp.items() if s >= min_share), key=lambda kv: -kv[1])
     return ", ".join(f"{name} {100 * share:.{digits}f}%" for name, share in items)

@@ -1,11 +1,8 @@
 """LightningDataModules over shard sets: segmentation, and images (or image + mask) for GANs.
 
-Both read a *root* folder (or URL) holding ``train``, ``val`` and ``test`` shard sets;
-any of these can be replaced by explicit shard sets, and the training set can be a
-weighted list of sources, so the paper's data configurations are a few lines of YAML
-(``docs/data.md#datamodules``). With ``demo: true`` and no data at a local ``root``,
-``prepare_data`` builds the procedural demo set there, so every config runs on a fresh
-machine. Augmentation and normalisation run on the device in ``on_after_batch_transfer``.
+Both read a *root* folder (or URL) holding ``train``, ``val`` and ``test`` shard sets, or
+explicit shard sets and weighted training sources (``docs/data.md#datamodules``). With
+``demo: true`` and no data at a local ``root``, ``prepare_data`` builds the demo set there.
 """
 
 from __future__ import annotations
@@ -123,15 +120,7 @@ class ShardDataModule(LightningDataModule):
     def configure_transforms(
         self, mean: tuple[float, float, float], std: tuple[float, float, float]
     ) -> tuple[Normalize, JointAugmentation | None]:
-        """Build the normaliser and the training augmentation (override to change them).
-
-        Args:
-            mean: Normalisation mean.
-            std: Normalisation std.
-
-        Returns:
-            ``(normalize, augmentation or None)``.
-        """
+        """``(normaliser with mean and std, training augmentation or None)``; override to change them."""
         return Normalize(mean, std), JointAugmentation() if self.augment else None
 
     def prepare_data(self) -> None:
@@ -147,10 +136,7 @@ class ShardDataModule(LightningDataModule):
         make_demo(self.root, self.demo_samples, self.demo_image_size, seed=self.seed)
 
     def setup(self, stage: str) -> None:
-        """Open the shard sets the stage needs.
-
-        Args:
-            stage: ``fit``, ``validate``, ``test`` or ``predict``.
+        """Open the shard sets the stage (``fit``, ``validate``, ``test`` or ``predict``) needs.
 
         Raises:
             ConfigError: If a local ``root`` that the stage reads from does not exist.
@@ -224,15 +210,7 @@ class ShardDataModule(LightningDataModule):
         return self._loader("predict")
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Scale, augment (training only) and normalise a batch on its device.
-
-        Args:
-            batch: Collated samples with a uint8 ``image`` and optional uint8 ``mask``.
-            dataloader_idx: Index of the dataloader.
-
-        Returns:
-            The batch with a float ``image`` and, where present, a long ``mask``.
-        """
+        """Scale, augment (training only) and normalise a batch on its device: a float ``image``, a long ``mask``."""
         # A float copy owned here, scaled and normalised in place: bit for bit (image / 255 - mean) / std,
         # without two more batch-sized allocations (costlier than the arithmetic on a CPU; docs/data.md#loader-speed).
         image = batch["image"].to(torch.float32, copy=True).div_(255.0)

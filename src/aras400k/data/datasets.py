@@ -5,18 +5,14 @@
 
 * **Every sample once** (no source has a ``weight``): the samples of all sources, in
   a per-epoch shuffled shard order, are cut by the manifests' per-shard counts into
-  ``world_size * num_workers`` disjoint contiguous ranges, one per worker, covering
-  the data exactly once (``docs/scaling.md``).
+  ``world_size * num_workers`` disjoint contiguous ranges, one per worker.
 * **Weighted mixing** (every source has a ``weight``): each worker draws the next
   sample's source with probability proportional to the weights; a source that runs
   out starts over (reshuffled). An epoch has ``samples_per_epoch`` samples.
 
-A *shard list* without a manifest (see :mod:`aras400k.data.remote`) has unknown sample
-counts, so its shards are dealt whole to the workers: each sample is read once per
-epoch, workers may yield different numbers of samples, and the dataset has no ``len()``
-unless ``samples_per_epoch`` is set (each worker then cycles through its shards for an
-equal share). Corrupt samples, and samples of another size than the set's, are skipped
-with a warning and counted instead of ending a long run.
+A *shard list* without a manifest is dealt to the workers by whole shards
+(``docs/scaling.md``). Corrupt samples, and samples of another size than the set's, are
+skipped with a warning and counted instead of ending a long run.
 """
 
 from __future__ import annotations
@@ -114,13 +110,12 @@ class ShardDataset(IterableDataset):
         with_mask: Decode masks and require every selected sample to have one.
         with_meta: Add each sample's ``meta.json`` (e.g. its georeference, for prediction files).
         shuffle: Shuffle shard order per epoch and samples through a buffer.
-        shuffle_buffer: Samples held by each worker for shuffling (it yields while it fills).
+        shuffle_buffer: Samples each worker holds for shuffling (it yields while it fills).
         seed: Base seed; epoch ``e`` uses ``seed + e``.
         samples_per_epoch: Epoch length over all ranks and workers (default: the sum
             of the sources' sizes; required with weights when a source has no manifest).
-        even_ranks: Cut the epoch to a multiple of the number of processes (leaving out
-            at most ``world_size - 1`` samples), so every rank takes as many steps, as DDP
-            *training* needs (``docs/scaling.md``); leave it off for evaluation.
+        even_ranks: Cut the epoch to a multiple of the number of processes, so every rank
+            takes as many steps, as DDP *training* needs (``docs/scaling.md``); off for evaluation.
 
     Raises:
         ValueError: On weights given to some sources only or not positive, a bad
@@ -165,9 +160,8 @@ class ShardDataset(IterableDataset):
         self.weighted = weights[0] is not None
         self._recorded_sizes: list[Size | None] = []
         self._segments = [self._source_segments(i, s) for i, s in enumerate(self.sources)]
-        #: ``(height, width)`` of every sample: the manifests' ``image_size``, else (older
-        #: manifests, sets of mixed sizes, shard lists) the first sample read. Samples of
-        #: another size are skipped: a batch holds one size.
+        #: ``(height, width)`` of every sample: the manifests' ``image_size``, else the first
+        #: sample read. Samples of another size are skipped: a batch holds one size.
         self.image_size = self._common_size()
         #: Samples per source, ``None`` for a source without a manifest.
         self.sizes: list[int | None] = [_size(segs) for segs in self._segments]
@@ -219,11 +213,7 @@ class ShardDataset(IterableDataset):
         return int(self._epoch[0])
 
     def set_epoch(self, epoch: int) -> None:
-        """Set the epoch that seeds shuffling (called by :class:`EpochDataLoader`), in memory loader workers share.
-
-        Args:
-            epoch: Zero-based epoch number.
-        """
+        """Set the zero-based epoch that seeds shuffling, in memory loader workers share (:class:`EpochDataLoader`)."""
         self._epoch[0] = epoch
 
     def _epoch_rng(self, slot: int = 0) -> random.Random:
@@ -241,8 +231,7 @@ class ShardDataset(IterableDataset):
     def epoch_samples(self, world: int | None = None) -> int:
         """Samples per epoch over all ranks: ``samples_per_epoch``, cut to a multiple of ``world`` with ``even_ranks``.
 
-        Args:
-            world: Number of processes (default: torch.distributed's, else 1).
+        ``world`` is the number of processes (default: torch.distributed's, else 1).
 
         Raises:
             TypeError: If the length is unknown (see :meth:`__len__`).
@@ -258,14 +247,7 @@ class ShardDataset(IterableDataset):
         return self.samples_per_epoch - self.samples_per_epoch % world
 
     def worker_lengths(self, num_workers: int) -> list[int]:
-        """Samples each loader worker of this rank yields in one epoch.
-
-        Args:
-            num_workers: The DataLoader's ``num_workers`` (0: the main process reads).
-
-        Returns:
-            One count per worker (one for ``num_workers=0``).
-        """
+        """Samples each of the ``num_workers`` loader workers of this rank yields in one epoch (one count for 0)."""
         rank, world = _rank_and_world()
         workers = max(1, num_workers)
         total = self.epoch_samples(world)
@@ -437,15 +419,9 @@ class ShardDataset(IterableDataset):
 
 
 def collate_samples(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Batch :class:`ShardDataset` items: tensors stacked, keys listed, ``meta`` kept as a list of dicts.
+    """Batch :class:`ShardDataset` items: tensors stacked, keys listed, ``meta`` (if any) a list of one dict per sample.
 
     (``default_collate`` would turn ``meta`` numbers into tensors and fail on differing fields.)
-
-    Args:
-        items: Items of one batch.
-
-    Returns:
-        The batch dict (``meta``, where the items have it, is a list with one dict per sample).
     """
     metas = [item.get("meta") for item in items]
     batch: dict[str, Any] = default_collate([{k: v for k, v in item.items() if k != "meta"} for item in items])
@@ -468,18 +444,13 @@ _LENT: list[tuple[StorageWeakRef, int, int, int, int]] = []
 class ReusingCollate:
     """Batch :class:`ShardDataset` items into shared memory that loader workers reuse.
 
-    Filling a fresh shared-memory segment per tensor per batch (``default_collate``) costs
-    the kernel more than the copy, so a batch is packed into one segment of a per-worker
-    ring of :data:`BATCH_SLOTS`, sent to the main process once per slot; ownership is
-    tracked in a shared table (``docs/data.md#loader-speed``). With no free slot a
-    worker uses a fresh segment, so kept batches stay intact. One rule: tensors
-    forwarded to *another* process must be ``clone()``-d before the main process drops
-    them, as the slot may then be refilled. Batches equal :func:`collate_samples`'s bit
-    for bit; items that are not plain ShardDataset items, and batches made outside a
-    worker, go through it.
-
-    Args:
-        num_workers: The loader's worker count (sizes the shared table).
+    A batch is packed into one segment of a per-worker ring of :data:`BATCH_SLOTS` (a
+    fresh one when all are lent out), sent to the main process once per slot; a shared
+    table sized by ``num_workers`` tracks who owns which (``docs/data.md#loader-speed``).
+    One rule: tensors forwarded to *another* process must be ``clone()``-d before the main
+    process drops them, as the slot may then be refilled. Batches equal
+    :func:`collate_samples`'s bit for bit; other items, and batches made outside a worker,
+    go through it.
     """
 
     def __init__(self, num_workers: int) -> None:
@@ -652,15 +623,10 @@ class EpochDataLoader(DataLoader):
     """A ``DataLoader`` that tells its :class:`ShardDataset` the epoch before each pass.
 
     The epoch is set in memory the loader workers share, so each epoch gets its own
-    shuffle with ``persistent_workers=True`` too (``docs/data.md#loader-speed``).
-    Batches are made by :func:`collate_samples` unless a ``collate_fn`` is given; with
-    ``reuse_batch_memory=True`` and workers, by :class:`ReusingCollate` (mind its one rule).
-
-    Args:
-        *args: :class:`~torch.utils.data.DataLoader`'s arguments.
-        reuse_batch_memory: Collate in workers with :class:`ReusingCollate` when no
-            ``collate_fn`` is given.
-        **kwargs: :class:`~torch.utils.data.DataLoader`'s keyword arguments.
+    shuffle with ``persistent_workers=True`` too (``docs/data.md#loader-speed``). It takes
+    ``DataLoader``'s arguments. Batches are made by :func:`collate_samples` unless a
+    ``collate_fn`` is given; with ``reuse_batch_memory=True`` and workers, by
+    :class:`ReusingCollate` (mind its one rule).
     """
 
     def __init__(self, *args: Any, reuse_batch_memory: bool = False, **kwargs: Any) -> None:

@@ -1,9 +1,7 @@
 """The procedural demo set: the embedded default every config runs on with no data given.
 
-:func:`make_demo` renders scenes with :func:`aras400k.data.scenes.generate_scene` into
-``OUT/{train,val,test}`` shard sets. Sample ``i`` of a split is drawn from its own
-seeded generator, so the set is identical whatever the order of work and any subset
-can be regenerated alone.
+:func:`make_demo` renders :func:`aras400k.data.scenes.generate_scene` scenes into
+``OUT/{train,val,test}`` shard sets, each sample from its own seeded generator.
 """
 
 from __future__ import annotations
@@ -25,16 +23,9 @@ DEFAULT_DEMO_SAMPLES: tuple[int, int, int] = (1600, 200, 200)
 
 
 def demo_sample(split: str, index: int, image_size: int = 64, seed: int = 0) -> Sample:
-    """Render sample ``index`` of a demo split.
+    """Render sample ``index`` of demo split ``split``, keyed ``demo_{split}_{index:06d}``.
 
-    Args:
-        split: ``train``, ``val`` or ``test``.
-        index: Sample number within the split.
-        image_size: Side length in pixels.
-        seed: Seed of the whole demo set.
-
-    Returns:
-        The sample, keyed ``demo_{split}_{index:06d}``.
+    ``image_size`` is its side in pixels, ``seed`` that of the whole demo set.
     """
     rng = np.random.default_rng([seed, SPLIT_NAMES.index(split), index])
     image, mask = generate_scene(rng, image_size)
@@ -56,21 +47,17 @@ def make_demo(
     progress: bool = True,
     source: Source = "real",
 ) -> dict[str, int]:
-    """Write the procedural demo set as ``out_dir/{train,val,test}`` shard sets.
+    """Write the procedural demo set as ``out_dir/{train,val,test}`` shard sets; count the samples of each.
 
     Args:
         out_dir: Destination folder.
         num_samples: Samples in train, val and test.
-        image_size: Side length of the square patches (the paper's 256; 64 trains in CPU minutes).
+        image_size: Side of the square patches (the paper's 256; 64 trains in CPU minutes).
         seed: Seed of the whole set; the same seed gives byte-identical shards.
         samples_per_shard: Samples per tar file.
         overwrite: Replace existing shard sets.
         progress: Show a progress bar.
-        source: ``source`` recorded in the shards: with another seed, ``synth_uncond`` or
-            ``synth_cond`` gives stand-in synthetic data to try the study before any GAN.
-
-    Returns:
-        Split name -> samples written.
+        source: ``source`` recorded: with another seed, ``synth_uncond`` or ``synth_cond`` is stand-in synthetic data.
 
     Raises:
         ValueError: On a size below 32 px or a wrong number of split sizes.

@@ -1,17 +1,10 @@
-"""Find and fetch the Sentinel-2 RGBNIR and WorldCover tiles covering a bounding box.
+"""Find and fetch the Sentinel-2 RGBNIR and WorldCover tiles covering a bounding box (``docs/mapping.md``).
 
-Two sources build a :class:`DownloadPlan` (see ``docs/mapping.md``):
-:func:`terrascope_plan`, the Terrascope catalogue of the published downloader
-(``terracatalogueclient``; credentials from :data:`TERRASCOPE_USER_ENV` and
-:data:`TERRASCOPE_PASSWORD_ENV`), and :func:`stac_plan`, any STAC API (``pystac-client``;
-configurable collections and asset keys, an optional bearer token from :data:`STAC_TOKEN_ENV`).
-
-:func:`download` fetches a plan into ``OUT/s2/*_S2RGBNIR.tif`` and
-``OUT/worldcover/*_Map.tif``, the folders ``aras-data prepare`` reads. It is resumable:
-a file goes to ``NAME.part``, renamed once complete and verified (size, and checksum
-where the catalogue gives one); a rerun skips finished files and continues a ``.part``
-file with an HTTP ``Range`` request. Secrets are never printed: they travel only in
-request headers or the catalogue client.
+:func:`terrascope_plan` (the published downloader's catalogue; credentials from
+:data:`TERRASCOPE_USER_ENV` and :data:`TERRASCOPE_PASSWORD_ENV`) or :func:`stac_plan` (any
+STAC API; an optional bearer token from :data:`STAC_TOKEN_ENV`) builds a :class:`DownloadPlan`;
+:func:`download` fetches it, resumably, into the ``OUT/s2`` and ``OUT/worldcover`` that
+``aras-data prepare`` reads. Secrets travel only in request headers or the catalogue client.
 """
 
 from __future__ import annotations
@@ -86,10 +79,9 @@ class DownloadItem:
 
 @dataclass
 class DownloadPlan:
-    """The files covering a box, built by a source, and how to fetch them.
+    """The files covering a box (``items``), built by a source, and how to fetch them.
 
     Attributes:
-        items: Files to fetch.
         headers: Extra request headers (e.g. a bearer token), sent only to ``header_hosts``.
         header_hosts: Hosts (``netloc``) that receive ``headers``.
         auth: A ``requests`` auth object for every request (the catalogue's login), or ``None``.
@@ -161,14 +153,9 @@ def _check_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
 
 
 def safe_name(name: str, suffix: str) -> str:
-    """A file name that stays in its folder and ends with ``suffix``.
+    """A catalogue ``name`` (item id, URL's last part) made a file name that stays in its folder.
 
-    Args:
-        name: Name from the catalogue (an item id or the last part of a URL).
-        suffix: Required ending, e.g. ``_Map.tif``.
-
-    Returns:
-        ``name`` with unsafe characters replaced by ``_`` and ``suffix`` added if missing.
+    Unsafe characters become ``_``, and ``suffix`` (e.g. ``_Map.tif``) is added if missing.
 
     Raises:
         ValueError: If nothing usable is left (``..``, an empty name).
@@ -232,19 +219,16 @@ def stac_plan(
     timeout: float = 60.0,
     token_env: str = STAC_TOKEN_ENV,
 ) -> DownloadPlan:
-    """Search a STAC API for the tiles covering a box in a year.
+    """Plan the download of the tiles a STAC API has covering a box in a year.
 
     Args:
         url: STAC API landing page.
         bbox: ``(west, south, east, north)`` in degrees.
         year: Year of the composites and maps.
-        collections: Collection ids of the Sentinel-2 RGBNIR composites and the WorldCover maps.
-        assets: Asset keys of the two (``None``: the asset ending in ``_S2RGBNIR.tif`` / ``_Map.tif``).
+        collections: Collection ids of the S2 RGBNIR composites and the WorldCover maps.
+        assets: Their asset keys (``None``: the asset ending in ``_S2RGBNIR.tif`` / ``_Map.tif``).
         timeout: Seconds to wait for each answer.
         token_env: Environment variable with an optional bearer token.
-
-    Returns:
-        The plan.
 
     Raises:
         ImportError: Without ``pystac-client``.
@@ -305,18 +289,12 @@ def terrascope_plan(
     collections: tuple[str, str] | None = None,
     catalogue: Any = None,
 ) -> DownloadPlan:
-    """Search the Terrascope catalogue, as the published downloader does.
+    """Search the Terrascope catalogue for a ``bbox`` (``W S E N`` degrees) in a year, as the published downloader.
 
-    The credentials (see the module docstring) go only to the catalogue client.
-
-    Args:
-        bbox: ``(west, south, east, north)`` in degrees.
-        year: 2020 or 2021 (other years need ``collections``).
-        collections: Collection ids of the S2 RGBNIR composites and the WorldCover maps.
-        catalogue: A ``terracatalogueclient.Catalogue`` (default: a new one; tests pass a fake).
-
-    Returns:
-        The plan (its ``auth`` is the catalogue's login, used for the downloads).
+    Years other than 2020 and 2021 need the ``collections`` (S2 RGBNIR, WorldCover);
+    ``catalogue`` defaults to a new ``terracatalogueclient.Catalogue`` (tests pass a fake).
+    The credentials (see the module docstring) go only to the catalogue client, and the
+    plan's ``auth`` is its login, used for the downloads.
 
     Raises:
         ImportError: Without ``terracatalogueclient``.
@@ -491,18 +469,15 @@ def download(
     retries: int = 2,
     progress: bool = True,
 ) -> DownloadReport:
-    """Fetch a plan into ``out``, in parallel, resuming partial files.
+    """Fetch a plan into ``out``, in parallel, resuming partial files; returns what was done.
 
     Args:
         plan: Files to fetch.
         out: Output folder (``out/s2``, ``out/worldcover`` are created).
         workers: Parallel downloads.
         timeout: Seconds to wait for a connection or the next bytes.
-        retries: Extra tries of a file whose connection drops (each continues the ``.part`` file).
+        retries: Extra tries of a dropped file (each continues its ``.part`` file).
         progress: Show a progress bar in bytes.
-
-    Returns:
-        The report.
 
     Raises:
         ValueError: For a destination outside ``out`` or refused access.

@@ -1,15 +1,11 @@
 """Real-patch preparation: Sentinel-2 true-colour GeoTIFFs + ESA WorldCover maps -> shards.
 
-This is the paper's section 3.1 (``aras-data prepare``; step by step in
-``docs/preparing-data.md``). Every Sentinel-2 tile (``*_S2RGBNIR.tif``, R, G, B, NIR,
-with a tile id such as ``N36E027`` in its name) is cut into whole patches on its own
-pixel grid, row-major, keyed ``{tile}_{row:03d}_{col:03d}``. Each patch's WorldCover
-codes are sampled on its pixel grid with nearest resampling from every map
-(``*_Map.tif``) overlapping it (through a ``WarpedVRT`` in another CRS). A patch is
-dropped, and counted, if its image is all zeros, if any pixel is no-data (WorldCover 0,
-a code the remap lacks, or no map), or if over ``max_water`` of it is water, in that
-order. Kept patches are scaled by their own maximum to uint8 and split by a seeded
-hash of their key (:func:`~aras400k.data.splits.split_for_key`).
+The paper's section 3.1 (``aras-data prepare``), step by step in ``docs/preparing-data.md``:
+every Sentinel-2 tile (``*_S2RGBNIR.tif``, with a tile id such as ``N36E027`` in its name)
+is cut into whole patches keyed ``{tile}_{row:03d}_{col:03d}``, labelled with nearest
+resampling from the WorldCover maps (``*_Map.tif``) overlapping it, dropped for the first
+of :data:`_SKIP_REASONS` that applies, else scaled by its own maximum to uint8 and split
+by a seeded hash of its key (:func:`~aras400k.data.splits.split_for_key`).
 
 rasterio is an optional dependency (``pip install "aras400k[geo]"``); it is imported
 when :func:`prepare_geotiffs` runs, so this module imports without it.
@@ -67,8 +63,7 @@ class PrepareReport:
         tiles: Sentinel-2 tiles processed.
         patches: Candidate patches seen (whole patches of all tiles).
         written: Split name -> samples written.
-        skipped: Skip reason (``"zeros"``, ``"nodata"``, ``"water"``; see the module docstring)
-            -> patches dropped for it.
+        skipped: Skip reason (``"zeros"``, ``"nodata"``, ``"water"``) -> patches dropped for it.
     """
 
     tiles: int = 0
@@ -124,10 +119,9 @@ class _Options:
 
 
 class _GridReader:
-    """Samples a north-up WorldCover map in the Sentinel-2 CRS at the patch's pixel centres.
+    """Samples a north-up WorldCover map in the Sentinel-2 CRS at the patch's pixel centres (exact nearest).
 
-    Each output pixel takes the map pixel holding its centre (exact nearest resampling),
-    reading only the map window under the patch.
+    Only the map window under the patch is read.
     """
 
     def __init__(self, dataset: DatasetReader, s2_transform: Affine) -> None:
@@ -185,8 +179,7 @@ _CodeReader = _GridReader | _WarpedReader
 class _WorldCoverIndex:
     """The WorldCover maps' headers (CRS, bounds), read once, and the maps that overlap a tile.
 
-    A map is reopened only for the tiles it overlaps (never per patch), so few files are
-    open at once even for the global maps.
+    A map is reopened only for the tiles it overlaps (never per patch): few files are open at once.
     """
 
     def __init__(self, paths: Sequence[Path]) -> None:
@@ -389,16 +382,15 @@ def prepare_geotiffs(
     progress: bool = True,
     workers: int | None = None,
 ) -> PrepareReport:
-    """Cut Sentinel-2 tiles and WorldCover maps into ``train``/``val``/``test`` shard sets.
+    """Cut Sentinel-2 tiles and WorldCover maps into ``train``/``val``/``test`` shard sets; report the counts.
 
-    The method is the module docstring's (band 4, NIR, is unused). ``meta.json`` gets
-    ``tile``, ``bounds``, ``crs`` and ``transform`` (the patch's affine transform in
-    rasterio's order; see ``docs/data.md``), which prediction GeoTIFFs reuse.
+    ``meta.json`` gets ``tile``, ``bounds``, ``crs`` and ``transform`` (the patch's affine
+    transform in rasterio's order; ``docs/data.md``), which prediction GeoTIFFs reuse.
 
     Args:
-        s2_dir: Folder holding the Sentinel-2 tiles (searched recursively).
-        worldcover_dir: Folder holding the WorldCover maps (searched recursively).
-        out_dir: Output folder; the shard sets go to ``out_dir/{train,val,test}``.
+        s2_dir: Folder of the Sentinel-2 tiles (searched recursively).
+        worldcover_dir: Folder of the WorldCover maps (searched recursively).
+        out_dir: Output folder of the ``train``, ``val`` and ``test`` shard sets.
         patch_size: Patch side in Sentinel-2 pixels.
         remap: WorldCover code -> class index; ``None`` uses the published dataset's
             (wetland -> grass). Codes it lacks count as no-data.
@@ -407,12 +399,9 @@ def prepare_geotiffs(
         seed: Seed of the key-hash split assignment.
         samples_per_shard: Samples per tar shard.
         overwrite: Replace existing shard sets in ``out_dir``.
-        progress: Show a progress bar over rows of patches (a few lines on a non-terminal).
+        progress: Show a progress bar over rows of patches.
         workers: Processes encoding the PNGs (reading stays in this one); ``None``: every
-            usable core. The shards are the same, byte for byte, for any number.
-
-    Returns:
-        The counts of tiles, patches, samples written per split and skips per reason.
+            usable core. The shards are the same for any number.
 
     Raises:
         ImportError: If rasterio is not installed.

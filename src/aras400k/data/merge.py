@@ -1,13 +1,10 @@
-"""Scale-out: split a stage over independent workers and merge their shard sets into one.
+"""Scale-out: split a stage over independent workers and merge their shard sets into one (``docs/scaling.md``).
 
-``aras-synth stylegan3|spade|label`` (and ``aras-caption``) take ``--shard_index K
---num_shards N``: worker ``K`` of ``N`` does a deterministic, contiguous ``K``-th part of
-the work and writes it, resumably, as a complete shard set in ``OUT/part-K-of-N``
-(:func:`worker_dir`) whose manifest records the worker (:func:`worker_record`).
-:func:`merge_shard_sets` (``aras-data merge OUT --out OUT``) joins the parts into one
-shard set with the same samples, order and member bytes as one worker doing everything;
-its shards are the parts' tar files, renumbered and hard-linked where possible (else
-copied), so the parts stay valid shard sets. See ``docs/scaling.md``.
+Worker ``K`` of ``N`` (``--shard_index K --num_shards N``) writes its part of the work as a
+complete shard set in ``OUT/part-K-of-N`` (:func:`worker_dir`) whose manifest records the
+worker (:func:`worker_record`). :func:`merge_shard_sets` (``aras-data merge``) joins the
+parts into what one worker would have written, hard-linking (else copying) their tar
+files, so the parts stay valid shard sets.
 """
 
 from __future__ import annotations
@@ -66,11 +63,7 @@ _PART_RE = re.compile(r"^part-\d+-of-\d+$")
 
 
 def check_worker(shard_index: int, num_shards: int) -> None:
-    """Check a worker's place in a split run.
-
-    Args:
-        shard_index: This worker's part, ``0 .. num_shards - 1``.
-        num_shards: Workers the run is split over.
+    """Check a worker's place in a split run: part ``shard_index`` (``0 .. num_shards - 1``) of ``num_shards``.
 
     Raises:
         ValueError: If ``num_shards < 1`` or ``shard_index`` is out of range.
@@ -87,12 +80,7 @@ def check_worker(shard_index: int, num_shards: int) -> None:
 def worker_name(shard_index: int, num_shards: int) -> str:
     """Folder (or file) name part of worker ``shard_index`` of ``num_shards``: ``part-K-of-N``.
 
-    Args:
-        shard_index: The worker's part.
-        num_shards: Workers of the run.
-
-    Returns:
-        E.g. ``part-3-of-4`` or ``part-03-of-16`` (``K`` zero-padded, so names sort in worker order).
+    E.g. ``part-3-of-4`` or ``part-03-of-16`` (``K`` zero-padded, so names sort in worker order).
 
     Raises:
         ValueError: On an invalid ``shard_index``/``num_shards`` pair.
@@ -104,13 +92,7 @@ def worker_name(shard_index: int, num_shards: int) -> str:
 def worker_dir(out_dir: str | Path, shard_index: int, num_shards: int) -> Path:
     """Where a worker writes its shard set: ``out_dir`` itself for one worker, else ``out_dir/part-K-of-N``.
 
-    Args:
-        out_dir: The run's output folder (where the merged set goes).
-        shard_index: The worker's part.
-        num_shards: Workers of the run.
-
-    Returns:
-        The worker's folder.
+    ``out_dir`` is the run's output folder (where the merged set goes).
 
     Raises:
         ValueError: On an invalid ``shard_index``/``num_shards`` pair.
@@ -120,41 +102,23 @@ def worker_dir(out_dir: str | Path, shard_index: int, num_shards: int) -> Path:
 
 
 def work_digest(work: Any) -> str:
-    """16 hex digits hashing a JSON-serialisable description of a whole run's work (seeds, inputs, batching).
-
-    Args:
-        work: What every worker of the run must agree on.
-
-    Returns:
-        The digest.
-    """
+    """16 hex digits hashing a JSON-serialisable ``work``: what every worker of a run agrees on (seeds, inputs, ...)."""
     return hashlib.sha256(json.dumps(work, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def worker_record(shard_index: int, num_shards: int, work: Any) -> dict[str, Any]:
-    """The ``worker`` manifest field of part ``shard_index`` of a split run.
+    """The ``worker`` manifest field, ``{"shard_index", "num_shards", "work_sha256"}``, of a part of a split run.
 
-    Args:
-        shard_index: The worker's part.
-        num_shards: Workers of the run.
-        work: Description of the whole run's work (see :func:`work_digest`); parts differing in it are not merged.
-
-    Returns:
-        ``{"shard_index", "num_shards", "work_sha256"}``.
+    ``work`` describes the whole run's work (:func:`work_digest`); parts differing in it are not merged.
     """
     check_worker(shard_index, num_shards)
     return {"shard_index": shard_index, "num_shards": num_shards, "work_sha256": work_digest(work)}
 
 
 def merge_hint(part_dir: str | Path, worker: tuple[int, int]) -> str:
-    """The line a worker prints about joining the parts once all ``N`` are done.
+    """The line the worker ``(shard_index, num_shards)`` in ``part_dir`` (``OUT/part-K-of-N``) prints about merging.
 
-    Args:
-        part_dir: The worker's folder (``OUT/part-K-of-N``).
-        worker: ``(shard_index, num_shards)``.
-
-    Returns:
-        E.g. ``part 1 of 4; when all 4 are done, join them with: aras-data merge OUT --out OUT``.
+    E.g. ``part 1 of 4; when all 4 are done, join them with: aras-data merge OUT --out OUT``.
     """
     out = Path(part_dir).parent
     return (
@@ -164,14 +128,9 @@ def merge_hint(part_dir: str | Path, worker: tuple[int, int]) -> str:
 
 
 def worker_parts(directory: str | Path) -> list[Path]:
-    """The worker parts in a run's output folder: its ``part-K-of-N`` sub-folders holding a manifest.
+    """The ``part-K-of-N`` sub-folders holding a manifest in a run's ``--out`` folder, in worker order.
 
-    Args:
-        directory: The folder given as ``--out`` to the workers.
-
-    Returns:
-        The part folders in worker order; empty if there are none (always for a URL, which
-        cannot be listed: give its parts one by one).
+    Empty if there are none (always for a URL, which cannot be listed: give its parts one by one).
     """
     if is_url(directory) or not Path(directory).is_dir():
         return []
@@ -180,15 +139,10 @@ def worker_parts(directory: str | Path) -> list[Path]:
 
 @dataclass
 class MergeReport:
-    """What :func:`merge_shard_sets` wrote.
+    """What :func:`merge_shard_sets` wrote: the merged set ``out_dir``, its ``manifest`` path and counts.
 
-    Attributes:
-        out_dir: The merged shard set.
-        manifest: Path of its ``manifest.json``.
-        parts: The merged shard sets, in merge order.
-        num_samples: Samples in the merged set.
-        num_shards: Tar files in the merged set.
-        linked: Tar files hard-linked rather than copied.
+    ``parts`` are the merged shard sets in merge order; ``linked`` counts the tar files
+    hard-linked rather than copied.
     """
 
     out_dir: str
@@ -210,26 +164,18 @@ class MergeReport:
 def merge_shard_sets(
     parts: Sequence[str | Path], out_dir: str | Path, overwrite: bool = False, link: bool = True
 ) -> MergeReport:
-    """Join shard sets of one run (e.g. the ``part-K-of-N`` sets of split workers) into one shard set.
+    """Join shard sets of one run (e.g. the ``part-K-of-N`` sets of split workers) into one in ``out_dir``; report it.
 
     The parts must agree on split, source, classes and every run field (``generator``,
     ``labelled_by``, ...), and no key may occur in two parts. Worker parts must be all
     ``N`` parts of one run and are taken in worker order; other shard sets in the order given.
 
-    The merged manifest has the summed counts and class pixels, the composition
-    recomputed from them and the parts' common fields (no ``worker`` field). Shards are
-    named ``{prefix}-{i:06d}.tar``, their sha256 taken from the parts' manifests. The
-    manifest is written last, so ``out_dir`` is a shard set only once the merge is
-    complete. A part behind a URL is downloaded.
+    Shards are renamed ``{prefix}-{i:06d}.tar``; the manifest (summed counts, the parts'
+    common fields) is written last. A part behind a URL is downloaded.
 
-    Args:
-        parts: Shard set folders to merge (at least one), local or URLs.
-        out_dir: Folder of the merged set; it may be the folder holding the parts.
-        overwrite: Replace a shard set already in ``out_dir``.
-        link: Hard-link the tar files when on the same file system (no extra space), else copy them.
-
-    Returns:
-        A :class:`MergeReport`.
+    ``parts`` are local or URL folders; ``out_dir`` may hold them, and a shard set there is
+    replaced with ``overwrite``. ``link`` hard-links the tar files on one file system, else
+    they are copied.
 
     Raises:
         ManifestError: If a part is not a shard set, or its manifest lacks ``class_pixels``.

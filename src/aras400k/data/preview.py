@@ -1,8 +1,7 @@
 """A look at a shard set: its first samples drawn as image / mask pairs.
 
-``aras-data preview DIR --out grid.png`` shows real patches, a GAN's samples or their
-pseudo-labels side by side. Samples are the first ``n`` in manifest order (or evenly
-spaced with ``spread``), so previews of sets made from the same seeds match.
+``aras-data preview DIR --out grid.png``: the first ``n`` samples in manifest order (or
+evenly spaced), so previews of sets made from the same seeds match.
 """
 
 from __future__ import annotations
@@ -19,17 +18,10 @@ __all__ = ["preview_shards"]
 
 
 def preview_shards(shard_dir: str | Path, out: str | Path, n: int = 16, columns: int = 4, spread: bool = False) -> Path:
-    """Draw ``n`` samples of a shard set as a grid of image / mask pairs.
+    """Draw ``n`` samples of a shard set (or URL folder) as image / mask pairs, ``columns`` per row, into PNG ``out``.
 
-    Args:
-        shard_dir: Shard set folder or URL folder (with its manifest).
-        out: Destination PNG.
-        n: Number of samples (fewer if the set is smaller).
-        columns: Image / mask pairs per row.
-        spread: Take samples evenly spaced over the set instead of the first ``n``.
-
-    Returns:
-        The PNG written.
+    Fewer if the set is smaller; ``spread`` takes them evenly spaced over the set instead
+    of the first ``n``. Returns the PNG's path.
 
     Raises:
         ValueError: If ``n`` or ``columns`` is below 1 or the set is empty.

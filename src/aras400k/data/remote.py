@@ -1,24 +1,12 @@
 """Shard specs: local shard sets, brace-expanded shard lists, shell pipes and URLs.
 
-Wherever the library reads a shard set (``iter_samples``, ``read_manifest``,
-``ShardDataset``, the DataModules) it accepts a *spec*, written the webdataset way:
-
-=================================================  ==============================================
-``data/aras400k/train``                            a local shard set folder (today's behaviour)
-``data/train/train-{000000..000099}.tar``          local tar shards, brace-expanded
-``pipe:cat /data/train-{000000..000003}.tar``      one shell command per shard; its stdout is a tar
-``pipe:curl -s http://host/train-{0..9}.tar``      the same, with any downloader
-``http://host/aras400k/train/``                    a shard set folder served over HTTP(S)
-``https://host/train/train-{000000..000099}.tar``  HTTP(S) shards, brace-expanded
-``s3://bucket/aras400k/train/``                    any fsspec URL; needs ``fsspec`` and its backend
-                                                   (``s3fs`` for ``s3://``, ``gcsfs`` for ``gs://``)
-=================================================  ==============================================
-
-A spec names a **shard set folder** (local or URL, neither ending in ``.tar`` nor
-holding a brace pattern), whose ``manifest.json`` gives the shard names and sample
-counts so datasets split it exactly across ranks and workers, or a **list of shards**
-(brace patterns, ``.tar`` names, every ``pipe:`` spec), which has no manifest and is
-split by whole shards (see :class:`aras400k.data.ShardDataset`).
+Wherever the library reads a shard set it accepts a *spec*, written the webdataset way
+(``docs/scaling.md#remote-shards``): a **shard set folder**, local or a URL
+(``http://host/train/``, ``s3://bucket/train/``: any fsspec URL, with ``fsspec`` and its
+backend), neither ending in ``.tar`` nor holding a brace pattern, read through its
+``manifest.json``; or a **list of shards** without a manifest: brace patterns
+(``data/train-{000000..000099}.tar``, also of URLs), ``.tar`` names, and ``pipe:`` shell
+commands (one per expanded spec) whose stdout is a tar.
 
 This is the transport layer, knowing nothing of the shard format
 (:mod:`aras400k.data.shards`); ``fsspec`` is imported only when an fsspec URL is opened.
@@ -107,10 +95,9 @@ class ShardTimeoutError(TimeoutError):
 
 @dataclass(frozen=True)
 class ParsedSpec:
-    """What a spec names: a shard set folder, or a list of shards.
+    """What a ``spec`` names: a shard set ``folder``, or a list of ``shards``.
 
     Attributes:
-        spec: The spec as given.
         folder: The shard set folder (local path, or URL without its trailing slash), or ``None``.
         shards: The shard locations (local paths, URLs or ``pipe:`` commands); empty for a folder.
     """
@@ -121,28 +108,15 @@ class ParsedSpec:
 
 
 def is_url(spec: str | Path) -> bool:
-    """Whether ``spec`` is a ``pipe:`` command or a ``scheme://`` URL (``file://`` too), not a local path.
-
-    Args:
-        spec: A spec; :class:`pathlib.Path` objects are always local.
-
-    Returns:
-        ``True`` for a command or URL.
-    """
+    """Whether ``spec`` is a ``pipe:`` command or a ``scheme://`` URL (``file://`` too); a :class:`Path` is local."""
     return isinstance(spec, str) and (spec.startswith(_PIPE) or _SCHEME_RE.match(spec) is not None)
 
 
 def expand_braces(spec: str) -> list[str]:
-    """Expand the brace patterns of a spec, as webdataset does.
+    """The specs a spec's brace patterns expand to, in order, as webdataset expands them (``[spec]`` if none).
 
     ``{000000..000003}`` is a zero-padded range, ``{a,b}`` a list; other braces
     (``awk '{print}'``) stay.
-
-    Args:
-        spec: A spec.
-
-    Returns:
-        The expanded specs, in order (``[spec]`` when there is nothing to expand).
     """
     return list(braceexpand(spec))
 
@@ -153,16 +127,10 @@ def _url_path(location: str) -> str:
 
 
 def parse_spec(spec: str | Path) -> ParsedSpec:
-    """Tell a shard set folder from a list of shards.
+    """Tell a shard set folder from a list of shards in a local path or URL spec (see the module docstring).
 
     ``pipe:`` specs (one command per expanded spec), brace patterns and ``.tar`` names
     list shards; anything else is a folder, and ``.../manifest.json`` names its folder.
-
-    Args:
-        spec: Local path or URL spec (see the module docstring).
-
-    Returns:
-        The parsed spec.
 
     Raises:
         ValueError: On an empty ``pipe:`` command, or a brace pattern that expands to folders.
@@ -193,26 +161,14 @@ def parse_spec(spec: str | Path) -> ParsedSpec:
 
 
 def join_location(folder: str, name: str) -> str:
-    """The location of file ``name`` (a shard, ``manifest.json``) in a shard set folder, as a string.
-
-    Args:
-        folder: Folder path or URL.
-        name: File name.
-
-    Returns:
-        ``folder/name`` joined the way the folder's kind needs.
-    """
+    """The location of file ``name`` (a shard, ``manifest.json``) in a folder path or URL, as a string."""
     return f"{folder.rstrip('/')}/{name}" if is_url(folder) else str(Path(folder) / name)
 
 
 def location_name(location: str | Path) -> str:
-    """A short name for a shard location, used in messages and to select shards.
+    """A shard location's short name, for messages and to select shards.
 
-    Args:
-        location: Local path, URL or ``pipe:`` command.
-
-    Returns:
-        The file name (the last path part of a URL, without query), or a whole ``pipe:`` command.
+    The file name (a URL's last path part, without query), or a whole ``pipe:`` command.
     """
     text = str(location)
     if not is_url(location):
@@ -224,37 +180,19 @@ def as_location(spec: str | Path) -> str | Path:
     """A spec in the form the readers keep: a local one as a :class:`Path`, a URL one unchanged.
 
     ``Path("http://host/set/")`` would merge the ``//`` into ``/``, so specs go through this instead.
-
-    Args:
-        spec: Local path or URL / ``pipe:`` spec.
-
-    Returns:
-        ``Path(spec)`` for a local spec, else ``spec`` as the string it is.
     """
     return spec if is_url(spec) else Path(spec)
 
 
 def locate(folder: str | Path, name: str) -> str | Path:
-    """Like :func:`join_location`, but a :class:`Path` when the folder is local.
-
-    Args:
-        folder: Folder path or URL.
-        name: File name.
-
-    Returns:
-        ``Path(folder) / name`` for a local folder, else the joined URL.
-    """
+    """Like :func:`join_location`, but ``Path(folder) / name`` when the folder is local."""
     return join_location(str(folder), name) if is_url(folder) else Path(folder) / name
 
 
 def read_deadline(deadline_s: float | None = None) -> float | None:
-    """The deadline of one remote shard: ``deadline_s``, else ``$ARAS_REMOTE_TIMEOUT``, else 600 s.
+    """The deadline in seconds of one remote shard: ``deadline_s``, else ``$ARAS_REMOTE_TIMEOUT``, else 600 s.
 
-    Args:
-        deadline_s: Seconds, or ``None`` to read the environment; ``0`` or less: no deadline.
-
-    Returns:
-        Seconds, or ``None`` for no deadline.
+    ``None`` (returned) means no deadline, as does a ``deadline_s`` of ``0`` or less.
 
     Raises:
         ValueError: If ``$ARAS_REMOTE_TIMEOUT`` is neither a number nor ``none``.
@@ -275,9 +213,8 @@ def read_deadline(deadline_s: float | None = None) -> float | None:
 class _Deadline:
     """A budget of seconds that a remote shard may spend waiting for its bytes.
 
-    Only time inside reads counts, so a caller slow with the samples is never cut off. Once
-    the budget is spent a watchdog thread calls ``abort`` (shut the socket, kill the command),
-    which wakes a read blocked on a server that trickles bytes.
+    Only time inside reads counts. Once the budget is spent a watchdog thread calls
+    ``abort`` (shut the socket, kill the command), which wakes a blocked read.
     """
 
     def __init__(self, location: str, seconds: float, abort: Callable[[], None]) -> None:
@@ -375,23 +312,19 @@ class _TimedReader(io.RawIOBase):
 
 
 class ShardStream:
-    """A readable binary stream of one shard; use it as a context manager.
+    """A readable binary stream of one shard (local path, URL or ``pipe:`` command); a context manager.
 
     Local paths and ``file://`` URLs open as files, ``http(s)://`` URLs with :mod:`urllib`,
     ``pipe:`` commands through the shell (stdout is the stream, stderr kept for the error)
     and other URLs with fsspec. A remote shard's read fails with :class:`ShardTimeoutError`
-    once its reads have waited ``deadline_s`` seconds in all, even on a server that sends
-    a byte now and then; an HTTP(S) connection silent for :data:`HTTP_TIMEOUT_S` fails sooner.
+    once its reads have waited ``deadline_s`` seconds in all (``None``: :func:`read_deadline`;
+    ``0``: no deadline; ``docs/scaling.md#remote-shards``); an HTTP(S) connection silent for
+    :data:`HTTP_TIMEOUT_S` fails sooner.
 
     A ``pipe:`` command is checked when the stream closes: after a complete read a non-zero
     exit status raises :class:`PipeError`; a reader that stopped early stops the command,
     and only a reader stopped by an error (an empty or truncated tar from a failed ``cat``
     or ``curl``) gets :class:`PipeError` raised from that error.
-
-    Args:
-        location: Local path, URL or ``pipe:`` command.
-        deadline_s: Seconds the reads of a remote shard may wait in all; ``None``: see
-            :func:`read_deadline`; ``0``: no deadline.
 
     Raises:
         FileNotFoundError: If the file or URL does not exist (HTTP 404).
@@ -499,27 +432,17 @@ class ShardStream:
 
 
 def open_shard(location: str | Path, deadline_s: float | None = None) -> ShardStream:
-    """Open one shard (a file, URL or command) as a binary stream inside a ``with`` block.
+    """Open one shard (a file, URL or ``pipe:`` command, braces expanded) as a binary stream in a ``with`` block.
 
-    Args:
-        location: Local path, URL or ``pipe:`` command (one shard, braces already expanded).
-        deadline_s: See :class:`ShardStream`.
-
-    Returns:
-        A context manager yielding a binary stream (see :class:`ShardStream`).
+    See :class:`ShardStream`, which it returns, for ``deadline_s``.
     """
     return ShardStream(location, deadline_s)
 
 
 def read_location(location: str | Path, deadline_s: float | None = None) -> bytes:
-    """Read a whole file (e.g. a manifest) from a local path or URL.
+    """Read a whole file (e.g. a manifest) from a local path, URL or ``pipe:`` command.
 
-    Args:
-        location: Local path, URL or ``pipe:`` command.
-        deadline_s: Deadline of a remote read (see :class:`ShardStream`).
-
-    Returns:
-        The file content.
+    ``deadline_s``: of a remote read (see :class:`ShardStream`).
 
     Raises:
         FileNotFoundError: If it does not exist.

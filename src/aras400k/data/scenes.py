@@ -4,27 +4,13 @@
 (:mod:`aras400k.classes`) from a numpy random generator, so a segmenter can be trained
 and tested on a CPU without downloading anything.
 
-The approach, in drawing order:
-
-1. **Archetype.** Forest, farmland, mixed, urban or dry land sets the target shares
-   of trees and crops and the odds of the other features, so scenes vary a lot while
-   the pooled class shares stay imbalanced like Sentinel-2 / WorldCover data (tree,
-   crop and grass dominant, water and built moderate, shrub and barren rare).
-2. **Background.** Grass everywhere, then agricultural parcels on a slightly rotated
-   grid of strips (whole parcels where a smooth noise field is high, so farmland has
-   field-shaped borders), then blobby forests from thresholded power-law-spectrum
-   noise, plus small copses.
-3. **Features.** Settlements (road grid, blocks of buildings, parks), roads, rare
-   shrub and barren patches, meandering rivers of variable width with riparian trees
-   and sand bars, lakes and ponds.
-4. **Image.** Per-class base colours, per-parcel tones with tillage stripes, textures
-   at class-specific frequencies, roofs and roads, water darker with depth; then a
-   small blur (the sensor's point-spread function, which also softens class
-   boundaries), per-scene illumination, colour balance, haze and sensor noise.
-
-Every length is a fraction of the scene size, so a 256 px scene looks like a 64 px one
-at higher detail. Everything is vectorised numpy; a 64 px scene takes a few
-milliseconds and depends only on the state of the generator passed in.
+An archetype (forest, farmland, mixed, urban or dry land) sets the target shares of
+trees and crops and the odds of the other features, so scenes vary a lot while the
+pooled class shares stay imbalanced like Sentinel-2 / WorldCover data. Grass is the
+background; the ``_draw_*`` functions add parcels, forests, shrub and barren patches,
+settlements and roads, then rivers and lakes, and :func:`_render_image` paints and
+degrades the picture as a sensor would. Every length is a fraction of the scene size;
+a 64 px scene takes a few milliseconds and depends only on the generator's state.
 """
 
 from __future__ import annotations
@@ -132,16 +118,10 @@ class _Layers:
 
 
 def generate_scene(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one synthetic land-cover scene.
+    """Draw one scene: ``(image, mask)``, ``(size, size, 3)`` uint8 RGB and ``(size, size)`` uint8 classes 0..6.
 
-    Args:
-        rng: Random generator; the scene depends only on its state, which advances.
-        size: Side of the square scene in pixels (meant for 32..256; features scale
-            with it).
-
-    Returns:
-        ``(image, mask)``: a ``(size, size, 3)`` uint8 RGB image and a
-        ``(size, size)`` uint8 mask of class indices ``0..6``.
+    It depends only on the state of ``rng``, which advances; ``size`` is meant for 32..256
+    pixels (features scale with it).
 
     Raises:
         ValueError: If ``size`` is smaller than 8.
@@ -191,11 +171,10 @@ def _smooth_noise(
 ) -> np.ndarray:
     """``(len(scales), size, size)`` float32 fields with zero mean, unit std and power-law spectra.
 
-    White noise is filtered by the amplitude spectrum ``(1 + (2 pi f L)^2)^(-beta / 4)``,
-    flat below ``1 / (2 pi L)`` and falling as ``f^(-beta / 2)`` above: the correlation
-    length ``L`` (``scales``, pixels) sets the blob size, ``beta`` the roughness (3: fractal
-    edges; 5: smooth blobs). ``pad`` draws 1.5 times larger and crops, so the periodic FFT
-    does not make opposite edges match.
+    White noise is filtered by the amplitude spectrum ``(1 + (2 pi f L)^2)^(-beta / 4)``:
+    the correlation length ``L`` (``scales``, pixels) sets the blob size, ``beta`` the
+    roughness (3: fractal edges; 5: smooth blobs). ``pad`` draws 1.5 times larger and crops,
+    so the periodic FFT does not make opposite edges match.
     """
     m = size + (size // 2 if pad else 0)
     m += m % 2
@@ -242,9 +221,8 @@ def _cover_targets(rng: np.random.Generator, archetype: str) -> tuple[float, flo
 def _draw_fields(layers: _Layers, rng: np.random.Generator, farm: np.ndarray, crop_frac: float) -> None:
     """Lay out parcels on a rotated strip grid and mark those where ``farm`` is high as crop.
 
-    Each strip of random width is cut into parcels of its own length; whole parcels are
-    taken, highest mean ``farm`` first (jittered), until ``crop_frac`` of the scene is
-    covered. Each parcel gets a kind (pasture is labelled grass), a tone and stripes.
+    Whole parcels are taken, highest mean ``farm`` first (jittered), until ``crop_frac`` of
+    the scene is covered. Each gets a kind (pasture is labelled grass), a tone and stripes.
     """
     size = layers.size
     if crop_frac <= 0.0:
@@ -517,7 +495,12 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _render_image(layers: _Layers, rng: np.random.Generator, haze_field: np.ndarray, archetype: str) -> np.ndarray:
-    """Render the RGB image for the drawn layers (step 4 of the module docstring)."""
+    """Render the RGB image for the drawn layers.
+
+    Per-class base colours, per-parcel tones with tillage stripes, textures at
+    class-specific frequencies, roofs and roads, water darker with depth; then a small
+    blur (the sensor's point-spread function), illumination, colour balance, haze and noise.
+    """
     size = layers.size
     s = size / 64
     mask = layers.mask

@@ -4,10 +4,8 @@ A *shard set* is a folder of webdataset tar files plus ``manifest.json``. A samp
 the tar members sharing a key: ``image.png`` (RGB), an optional ``mask.png`` (class
 indices 0-6, 255 = ignore), ``meta.json`` and optional ``captions.json`` (``docs/data.md``).
 
-Shards are never edited in place: :class:`ShardWriter` renames each tar into place
-when complete and writes the manifest last, so a folder with a manifest is finished.
-The readers also take remote specs (URL folders, shard lists, ``pipe:`` commands; see
-:mod:`aras400k.data.remote`).
+A folder with a manifest is finished: :class:`ShardWriter` writes it last. The readers
+also take remote specs (:mod:`aras400k.data.remote`).
 """
 
 from __future__ import annotations
@@ -119,12 +117,10 @@ class Sample:
         mask: ``(H, W)`` uint8 class indices, or ``None`` for an unlabelled image.
         meta: Contents of ``meta.json``.
         captions: Contents of ``captions.json``, or ``None``.
-        image_png: Encoded ``image.png`` written verbatim (to copy a sample byte for byte);
-            it must decode to ``image``.
-        mask_png: Encoded ``mask.png`` written verbatim; it must decode to ``mask``, which
-            is still required (for checks and pixel counts).
-        raw_members: Further members written verbatim, name -> bytes (e.g. unknown ones
-            copied from another shard set).
+        image_png: Encoded ``image.png`` written verbatim; it must decode to ``image``.
+        mask_png: Encoded ``mask.png`` written verbatim; it must decode to ``mask`` (still
+            required, for checks and pixel counts).
+        raw_members: Further members written verbatim, name -> bytes.
     """
 
     key: str
@@ -138,17 +134,10 @@ class Sample:
 
 
 def encode_png(array: np.ndarray, compress_level: int = 6) -> bytes:
-    """Encode an ``(H, W)`` or ``(H, W, 3)`` uint8 array as PNG bytes.
+    """Encode an ``(H, W)`` or ``(H, W, 3)`` uint8 array as PNG bytes, at zlib level ``compress_level`` (0-9).
 
     A one-channel array (a mask: runs of a few values) is deflated with zlib's ``Z_RLE``
     strategy, about 3x faster to write and smaller than the default (``docs/data.md``).
-
-    Args:
-        array: Image or mask.
-        compress_level: zlib level 0-9.
-
-    Returns:
-        The PNG file content.
     """
     array = np.ascontiguousarray(array, dtype=np.uint8)
     options: dict[str, int] = {"compress_level": compress_level}
@@ -182,14 +171,9 @@ Size = tuple[int, int]
 
 
 def read_image_size(data: bytes, what: str = "image") -> Size:
-    """Read an image's ``(height, width)`` from its header (a PNG's ``IHDR``), decoding no pixels.
+    """Read a PNG or JPEG's ``(height, width)`` in pixels from its header, decoding no pixels.
 
-    Args:
-        data: PNG or JPEG bytes.
-        what: What the bytes are, for the message (``image``, ``mask``).
-
-    Returns:
-        ``(height, width)`` in pixels.
+    ``what`` names the bytes in the message (``image``, ``mask``).
 
     Raises:
         SampleError: If the header is unreadable or the picture has more than
@@ -246,18 +230,11 @@ def _open(data: bytes, what: str, formats: tuple[str, ...], size: Size | None, o
 
 
 def decode_image(data: bytes, size: Size | None = None, channels_first: bool = False) -> np.ndarray:
-    """Decode PNG/JPEG bytes into an ``(H, W, 3)`` (or ``(3, H, W)``) uint8 RGB array.
+    """Decode PNG/JPEG bytes into an ``(H, W, 3)`` uint8 RGB array (``(3, H, W)`` planes if ``channels_first``).
 
     The size is read from the header first: a picture over :data:`MAX_IMAGE_PIXELS`
-    (a decompression bomb) or of another size than ``size`` is refused undecoded.
-
-    Args:
-        data: The encoded image.
-        size: ``(height, width)`` the image must have; ``None``: any size.
-        channels_first: Return the pixels as ``(3, H, W)`` planes (``docs/data.md#loader-speed``).
-
-    Returns:
-        The image.
+    (a decompression bomb) or of another ``(height, width)`` than ``size`` (``None``:
+    any) is refused undecoded. Planes: ``docs/data.md#loader-speed``.
 
     Raises:
         SampleError: If the bytes are not a readable image or it has the wrong size.
@@ -313,15 +290,10 @@ def _decode_direct(img: Image.Image) -> np.ndarray | None:
 
 
 def decode_mask(data: bytes, size: Size | None = None, of: str = "image") -> np.ndarray:
-    """Decode a one-channel index-mask PNG and check its size and values.
+    """Decode a one-channel index-mask PNG into ``(H, W)`` uint8 class indices, checking its size and values.
 
-    Args:
-        data: The encoded mask.
-        size: ``(height, width)`` the mask must have (its image's); ``None``: any size.
-        of: Whose size ``size`` is, for the message.
-
-    Returns:
-        The ``(H, W)`` uint8 class indices.
+    ``size`` is the ``(height, width)`` it must have (``None``: any); ``of`` says whose
+    size that is, for the message.
 
     Raises:
         SampleError: If unreadable, of the wrong size, not one channel, or holding
@@ -352,18 +324,15 @@ def decode_sample(
     size: Size | None = None,
     channels_first: bool = False,
 ) -> Sample:
-    """Decode one raw webdataset sample (``__key__`` plus member bytes).
+    """Decode one raw webdataset sample, ``{"__key__": key, "image.png": bytes, ...}``.
 
     Args:
-        raw: ``{"__key__": key, "image.png": bytes, ...}``.
+        raw: The sample.
         with_mask: Decode ``mask.png`` when present.
         with_captions: Parse ``captions.json`` when present.
         size: ``(height, width)`` of the set (:func:`manifest_image_size`); a sample of
             another size is refused undecoded. ``None``: any size.
         channels_first: Give the image as ``(3, H, W)`` planes.
-
-    Returns:
-        The decoded :class:`Sample`.
 
     Raises:
         SampleError: If ``image.png`` or ``meta.json`` is missing or corrupt, ``meta.json``
@@ -413,12 +382,7 @@ _JSON_KINDS: dict[type, str] = {
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename (:func:`aras400k.files.write_json_atomic`).
-
-    Args:
-        path: Destination file.
-        obj: JSON-serialisable object.
-    """
+    """Write ``obj`` as JSON to ``path`` via a temporary file and rename (:func:`aras400k.files.write_json_atomic`)."""
     _write_json_atomic(path, obj)
 
 
@@ -564,9 +528,7 @@ class ShardWriter:
         with ShardWriter("data/demo/train", split="train", source="real") as writer:
             writer.write(Sample(key="N36E027_000_001", image=rgb, mask=mask))
 
-    Each shard is written as ``NAME.tar.tmp`` and renamed once full. A sample's
-    ``image_png`` and ``raw_members`` are stored byte for byte, so a stage can copy
-    samples from another shard set and change only what it recomputes.
+    Each shard is written as ``NAME.tar.tmp`` and renamed once full (``docs/data.md#writing-shard-sets``).
 
     Args:
         out_dir: Folder to create; it may hold a manifest only with ``overwrite``.
@@ -576,7 +538,7 @@ class ShardWriter:
         prefix: Shard file name prefix (default: the split name).
         overwrite: Replace an existing shard set in ``out_dir``.
         compress_level: PNG zlib level for images and masks.
-        extra: Additional fields stored in the manifest (e.g. how it was made).
+        extra: More manifest fields (e.g. how it was made).
 
     Raises:
         FileExistsError: If ``out_dir`` already holds a shard set and ``overwrite`` is off.
@@ -675,13 +637,7 @@ class ShardWriter:
         self.shards.append({"name": name, "num_samples": self._tar_count, "sha256": self._digest.hexdigest()})
 
     def encode(self, sample: Sample) -> EncodedSample:
-        """Check and encode a sample for this writer (see :func:`encode_sample`); writes nothing.
-
-        Args:
-            sample: The sample.
-
-        Returns:
-            What :meth:`write_encoded` appends.
+        """Check and encode a sample for this writer into what :meth:`write_encoded` appends; writes nothing.
 
         Raises:
             ValueError: As :func:`encode_sample`.
@@ -689,11 +645,7 @@ class ShardWriter:
         return encode_sample(sample, self.split, self.source, self.compress_level)
 
     def write(self, sample: Sample) -> None:
-        """Append one sample.
-
-        Args:
-            sample: The sample; its ``meta`` gets ``source``, ``split`` and
-                ``composition`` added when missing (composition needs a mask).
+        """Append one sample; its ``meta`` gets ``source``, ``split`` and ``composition`` (needs a mask) when missing.
 
         Raises:
             ValueError: On a repeated key, or as :func:`encode_sample`.
@@ -740,11 +692,7 @@ class ShardWriter:
             raise ValueError(f"sample key {key!r} is written twice")
 
     def close(self) -> dict[str, Any]:
-        """Finish the last shard and write ``manifest.json``.
-
-        Returns:
-            The manifest as written.
-        """
+        """Finish the last shard and write ``manifest.json``; returns the manifest as written."""
         if self._closed:
             return self.manifest
         self._finish_shard()
@@ -795,13 +743,7 @@ def _check_raw_members(key: str, raw: Mapping[str, bytes], with_captions: bool) 
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """Read and check the manifest of a shard set.
-
-    Args:
-        directory: Shard set folder (or its ``manifest.json``), local or a URL.
-
-    Returns:
-        The manifest dict.
+    """Read and check the manifest of a shard set folder (or its ``manifest.json``), local or a URL.
 
     Raises:
         ManifestError: If the folder or manifest is missing, unreadable or of another
@@ -909,12 +851,7 @@ def is_shard_name(name: Any) -> bool:
 
     Plain: a string ending in ``.tar``, with no slash, backslash or NUL and no leading ``.``
     (neither ``..`` nor hidden files), so a manifest never points outside its folder.
-
-    Args:
-        name: A manifest's shard name (any JSON value).
-
-    Returns:
-        Whether it is a plain shard name.
+    ``name`` may be any JSON value.
     """
     return (
         isinstance(name, str)
@@ -937,44 +874,26 @@ def brief(value: Any, limit: int = 60) -> str:
 
 
 def manifest_image_size(manifest: Mapping[str, Any] | None) -> Size | None:
-    """The ``(height, width)`` of every image of a set, as its manifest records it.
+    """The ``(height, width)`` of every image of a set, as its manifest (or ``None``) records it.
 
-    ``image_size`` is ``null`` where sizes differ (:func:`mixes_sizes`) and absent from
-    older manifests; readers then take the first sample's size.
-
-    Args:
-        manifest: A manifest from :func:`read_manifest`, or ``None``.
-
-    Returns:
-        ``(height, width)``, or ``None`` when not recorded or the sizes differ.
+    ``None`` when not recorded or the sizes differ: ``image_size`` is ``null`` where sizes
+    differ (:func:`mixes_sizes`) and absent from older manifests; readers then take the
+    first sample's size.
     """
     size = manifest.get("image_size") if manifest is not None else None
     return (int(size[0]), int(size[1])) if size is not None else None
 
 
 def mixes_sizes(manifest: Mapping[str, Any] | None) -> bool:
-    """Whether a manifest says its images differ in size (``image_size`` is ``null``).
+    """Whether a manifest (or ``None``) says its images differ in size (``image_size`` present and ``null``).
 
     Such a set suits per-sample tools (labelling, captioning), not batches.
-
-    Args:
-        manifest: A manifest from :func:`read_manifest`, or ``None``.
-
-    Returns:
-        ``True`` only when ``image_size`` is present and ``null``.
     """
     return manifest is not None and "image_size" in manifest and manifest["image_size"] is None
 
 
 def shard_paths(directory: str | Path, check: bool = True) -> list[Path]:
-    """List the tar shards of a local shard set in manifest order.
-
-    Args:
-        directory: Shard set folder.
-        check: Read the manifest (and fail if absent); otherwise glob ``*.tar``.
-
-    Returns:
-        Paths of the shards.
+    """The paths of a local shard set's tar shards in manifest order (without ``check``: globbed ``*.tar``).
 
     Raises:
         ValueError: If ``directory`` is a URL or ``pipe:`` spec (use :func:`list_shards`).
@@ -993,10 +912,9 @@ class ShardList:
 
     Attributes:
         spec: The spec as given.
-        locations: Where each shard is read from (local path, URL or ``pipe:`` command),
-            in manifest (or spec) order; pass one to :func:`iter_raw_samples`.
-        names: Each shard's name: the manifest's, else the location's file name (the
-            whole command for ``pipe:``).
+        locations: Where each shard is read from, in manifest (or spec) order; pass one to
+            :func:`iter_raw_samples`.
+        names: Each shard's name: the manifest's, else :func:`~aras400k.data.remote.location_name`.
         manifest: The shard set's manifest, or ``None`` when the spec lists shards.
     """
 
@@ -1007,14 +925,9 @@ class ShardList:
 
 
 def list_shards(spec: str | Path) -> ShardList:
-    """Resolve a spec into its shards: a folder through its manifest, a shard list as written.
+    """Resolve a spec into its shards in order: a folder (local or URL) through its manifest, a shard list as written.
 
-    Args:
-        spec: Shard set folder (local or URL), or a shard list (``train-{000000..000009}.tar``,
-            ``pipe:cat ...``).
-
-    Returns:
-        The shards in order.
+    A shard list: ``train-{000000..000009}.tar``, ``pipe:cat ...``.
 
     Raises:
         ManifestError: If a folder has no valid manifest.
@@ -1045,10 +958,9 @@ def iter_raw_samples(
 
     Args:
         shard: Path of a ``.tar`` file, or one shard's URL or ``pipe:`` command (see :func:`list_shards`).
-        deadline_s: Seconds the reads of a remote shard may wait in all (see
-            :func:`aras400k.data.remote.open_shard`).
-        digest: A :mod:`hashlib` object fed every byte of the shard, which is then read
-            to its end (to check a remote shard's sha256 in the same pass).
+        deadline_s: Seconds the reads of a remote shard may wait in all (:func:`~aras400k.data.remote.open_shard`).
+        digest: A :mod:`hashlib` object fed every byte of the shard, then read to its end
+            (a remote shard's sha256 checked in the same pass).
         members: Read only these members (the others are skipped unread); ``None``: all.
 
     Yields:
@@ -1269,14 +1181,8 @@ def iter_samples(
 ) -> Iterator[Sample]:
     """Iterate the decoded samples of a shard set in manifest (or spec) order.
 
-    Args:
-        directory: Shard set folder, or any spec :func:`list_shards` takes.
-        with_mask: Decode masks.
-        with_captions: Parse captions.
-        shards: Only these shard names (default: all); see :attr:`ShardList.names`.
-
-    Yields:
-        :class:`Sample` objects.
+    ``directory`` is any spec :func:`list_shards` takes; ``shards`` keeps only these
+    names (:attr:`ShardList.names`; default: all).
 
     Raises:
         ManifestError: If the folder is not a shard set.

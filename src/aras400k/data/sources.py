@@ -2,8 +2,7 @@
 
 :class:`ShardSource` names one shard set a dataset reads; :func:`partition_range` is
 the one rule that splits a count of items over loader workers, ranks or the workers of
-a split command (``docs/scaling.md``). Configs use both before any model is built,
-hence no torch or Lightning here.
+a split command (``docs/scaling.md``). Configs use both before any model is built.
 """
 
 from __future__ import annotations
@@ -41,16 +40,8 @@ class ShardSource:
 
 
 def partition_range(total: int, part: int, parts: int) -> tuple[int, int]:
-    """Return the half-open range of part ``part`` when ``total`` items are cut into ``parts``.
+    """The half-open range ``(start, stop)`` of zero-based part ``part`` of ``total`` items cut into ``parts``.
 
     Ranges differ in length by at most one and cover ``0..total`` exactly once.
-
-    Args:
-        total: Number of items.
-        part: Zero-based part index.
-        parts: Number of parts.
-
-    Returns:
-        ``(start, stop)``.
     """
     return (part * total) // parts, ((part + 1) * total) // parts

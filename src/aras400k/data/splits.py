@@ -1,7 +1,6 @@
 """Deterministic train/val/test assignment by a seeded hash of the sample key.
 
-Hashing the key (rather than shuffling a list) keeps a patch in the same split when
-tiles are added or processed in another order, and lets workers decide independently.
+A patch keeps its split when tiles are added or processed in another order.
 """
 
 from __future__ import annotations
@@ -16,15 +15,9 @@ SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
 
 
 def split_for_key(key: str, ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> str:
-    """Assign a key to ``train``, ``val`` or ``test``.
+    """Assign a sample key (``N36E027_003_011``) to ``train``, ``val`` or ``test``, in shares ``ratios``.
 
-    Args:
-        key: Sample key, e.g. ``N36E027_003_011``.
-        ratios: Shares of train, val and test; must be non-negative and sum to 1.
-        seed: Changes the assignment as a whole.
-
-    Returns:
-        The split name.
+    ``seed`` changes the assignment as a whole.
 
     Raises:
         ValueError: If ``ratios`` are not three non-negative numbers summing to 1.

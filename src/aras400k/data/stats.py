@@ -53,14 +53,9 @@ def _parent(spec: str | Path) -> str:
 
 
 def load_compositions(dirs: Sequence[str | Path], labels: Sequence[str] | None = None) -> list[DatasetComposition]:
-    """Read the summed composition of several shard sets from their manifests.
+    """Read the summed composition of shard set folders (local or URLs) from their manifests.
 
-    Args:
-        dirs: Shard set folders, local or URLs (``http://host/train/``, ``s3://bucket/train/``).
-        labels: Display names (default: the folder names).
-
-    Returns:
-        One :class:`DatasetComposition` per folder.
+    ``labels`` are display names (default: the folder names).
 
     Raises:
         ValueError: If ``labels`` has the wrong length.
@@ -86,14 +81,7 @@ def load_compositions(dirs: Sequence[str | Path], labels: Sequence[str] | None =
 
 
 def composition_table(datasets: Sequence[DatasetComposition]) -> str:
-    """Render per-class shares (in %) of several datasets as a Markdown table.
-
-    Args:
-        datasets: Compositions to compare.
-
-    Returns:
-        The table, one row per class plus a row of sample counts.
-    """
+    """Per-class shares (in %) of several datasets as a Markdown table, plus a row of sample counts."""
     header = "| class | " + " | ".join(d.label for d in datasets) + " |"
     rule = "|---|" + "---:|" * len(datasets)
     rows = [f"| {n} | " + " | ".join(f"{100 * d.shares[n]:.2f}" for d in datasets) + " |" for n in CLASS_NAMES]
@@ -102,16 +90,7 @@ def composition_table(datasets: Sequence[DatasetComposition]) -> str:
 
 
 def plot_compositions(datasets: Sequence[DatasetComposition], path: str | Path, title: str | None = None) -> Path:
-    """Draw the grouped per-class bar chart (the first dataset plain, the others hatched, as in Figure 3).
-
-    Args:
-        datasets: Compositions to compare.
-        path: PNG file to write (folders are created).
-        title: Optional figure title.
-
-    Returns:
-        The written path.
-    """
+    """Draw the grouped per-class bar chart of Figure 3 (first dataset plain, others hatched) to a PNG ``path``."""
     from matplotlib.patches import Patch
 
     plt = pyplot()

@@ -54,15 +54,7 @@ class JointAugmentation(nn.Module):
     def forward(
         self, image: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Augment a batch.
-
-        Args:
-            image: ``(B, C, H, W)`` float images in ``[0, 1]``.
-            mask: ``(B, H, W)`` integer masks, or ``None``.
-
-        Returns:
-            The augmented image and mask (same dtypes as given).
-        """
+        """Augment ``(B, C, H, W)`` floats in ``[0, 1]`` and ``(B, H, W)`` integer masks (or ``None``), dtypes kept."""
         if self.steps is None:
             return image, mask
         if mask is None:  # kornia's mask key wants a tensor: a dummy one
@@ -72,12 +64,7 @@ class JointAugmentation(nn.Module):
 
 
 class Normalize(nn.Module):
-    """Scale uint8 images to ``[0, 1]`` and normalise each channel: ``(x - mean) / std``.
-
-    Args:
-        mean: Per-channel mean in ``[0, 1]`` units.
-        std: Per-channel standard deviation in ``[0, 1]`` units.
-    """
+    """Scale uint8 images to ``[0, 1]`` and normalise each channel: ``(x - mean) / std``, both in ``[0, 1]`` units."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -94,15 +81,10 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        """Normalise a ``(B, C, H, W)`` batch already scaled to ``[0, 1]``.
+        """Normalise a ``(B, C, H, W)`` float batch already scaled to ``[0, 1]``.
 
-        Args:
-            image: Float images in ``[0, 1]``.
-            inplace: Overwrite ``image``, a tensor the caller owns: the same values without
-                allocating two more batches (most of the cost on a CPU; ``docs/data.md``).
-
-        Returns:
-            The normalised batch (``image`` itself when ``inplace``).
+        ``inplace`` overwrites and returns ``image``, a tensor the caller owns: the same values
+        without allocating two more batches (most of the cost on a CPU; ``docs/data.md``).
         """
         if inplace:
             return image.sub_(self.mean).div_(self.std)

@@ -60,14 +60,7 @@ class VerifyReport:
         return not self.problems
 
     def summary(self, limit: int = 20) -> str:
-        """Render the report as a few lines of text.
-
-        Args:
-            limit: Most problems (and warnings) to list one by one.
-
-        Returns:
-            The text.
-        """
+        """The report as a few lines of text, listing at most ``limit`` problems (and warnings) one by one."""
         status = "OK" if self.ok else f"{len(self.problems)} problem(s)"
         lines = [f"{self.directory}: {self.num_samples} samples decoded, {status}"]
         lines += [f"  problem: {where}: {what}" for where, what in self.problems[:limit]]
@@ -78,26 +71,14 @@ class VerifyReport:
 
 
 def verify_shards(directory: str | Path, progress: bool = True) -> VerifyReport:
-    """Check every shard of a set against the manifest and decode every sample.
+    """Check every shard of a local or URL set against the manifest and decode every sample (bar if ``progress``).
 
-    Checks: the manifest is well formed (a shard name that is not a plain ``.tar`` file
-    in the set is a problem, and never opened); every listed shard exists with its
-    sha256 and sample count; no unlisted ``.tar`` files; every sample has a valid key, a
-    readable ``image.png`` of the set's size (see :func:`~aras400k.data.shards.manifest_image_size`),
-    a ``meta.json`` object with a known ``source``, a ``split`` and a ``composition``, a
-    valid ``mask.png`` where present and a ``captions.json`` list; keys are unique; the
-    totals and class pixels equal the manifest's. It reports problems and never raises.
-
+    The checks are listed in ``docs/data.md#checking-and-summarising``; a shard name that is
+    not a plain ``.tar`` file in the set is a problem, never opened, and a sample's
+    ``meta.json`` needs a known ``source``, a ``split`` and a ``composition``. It never
+    raises: ``report.ok`` is false when anything is wrong (an unreadable shard included).
     A URL folder is checked the same way, each shard downloaded once, but cannot be
     listed for unlisted or temporary files.
-
-    Args:
-        directory: Shard set folder, local or a URL.
-        progress: Show a progress bar over shards.
-
-    Returns:
-        The report; ``report.ok`` is false when anything is wrong (a shard that cannot be
-        read, or misses its deadline, included).
     """
     directory = as_location(directory)
     name = str(directory).rstrip("/") if isinstance(directory, str) else str(directory)

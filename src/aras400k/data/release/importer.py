@@ -48,24 +48,15 @@ class ImportReport:
     """What :func:`import_release` wrote and every problem it found.
 
     Attributes:
-        written: Split name -> number of samples written to its shard set.
-        problems: ``(file path, reason)`` for every problem, in the order found. A
-            reason reads ``"<kind>: <details>"``, e.g. ``"image without mask: ..."``.
+        written: Split name -> samples written to its shard set.
+        problems: ``(file path, "<kind>: <details>")`` for every problem, in the order found.
     """
 
     written: dict[str, int]
     problems: list[tuple[str, str]] = field(default_factory=list)
 
     def summary(self, max_problems: int = 10) -> str:
-        """Render the report for a terminal.
-
-        Args:
-            max_problems: How many problems to list one by one.
-
-        Returns:
-            Multi-line text: samples per split, problem counts by kind (warnings
-            marked) and the first ``max_problems`` problems.
-        """
+        """Lines for a terminal: samples per split, problems by kind (warnings marked), the first ``max_problems``."""
         per_split = ", ".join(f"{split} {n}" for split, n in self.written.items())
         lines = [f"wrote {sum(self.written.values())} samples ({per_split or 'no splits'})"]
         if not self.problems:
@@ -100,53 +91,29 @@ def import_release(
     check_md5: bool = True,
     notice: Callable[[str], None] = print,
 ) -> ImportReport:
-    """Import an ARAS400k release folder, or the released zips as they are, into one shard set per split.
+    """Import an ARAS400k release folder, or the released zips as they are, into one shard set per split; report it.
 
-    The zips (``train.zip``, ``val.zip``, ``test.zip``, ``synth.zip``) are read in place,
-    nothing extracted; each is checked against the published MD5 table
-    (:data:`~aras400k.data.release.zips.RELEASE_MD5`) before anything is imported.
-
-    Samples are written in sorted file-name order, so two imports of the same release
-    give byte-identical shards. The key of a sample is its image's file stem with every
-    character other than letters, digits, ``_`` and ``-`` replaced by ``_``. Colour masks
-    become index masks; one-channel index masks are taken as they are. ``synth`` images
-    without a mask are written unlabelled, with the composition from
-    ``class_percentages/synth.csv`` when it has their row.
-
-    An 8-bit RGB PNG image is copied into the shard verbatim (it is decoded once, to
-    check it, never re-encoded); other images and every mask are encoded anew. Reading,
-    checking and encoding, down to each sample's tar bytes, run in ``workers``
-    processes, from a folder or a zip; this process only appends the bytes in order,
-    so the shards are the same, byte for byte, whatever their number (see
-    ``docs/data.md``).
+    ``docs/preparing-data.md`` describes it, option by option. Zips are read in place and
+    MD5-checked first (:data:`~aras400k.data.release.zips.RELEASE_MD5`). Samples are written
+    in sorted file-name order, keyed by their image's file stem with every character other
+    than letters, digits, ``_`` and ``-`` replaced by ``_``; the shards are the same, byte
+    for byte, whatever the number of ``workers``.
 
     Args:
-        root: The release folder (holding ``train``, ``val``, ``test``, ``synth``), or
-            one or more release zips (see :mod:`aras400k.data.release.zips`).
-        out_dir: Folder that receives one shard set per split (``out_dir/train``, ...).
-        splits: Splits to import; default: those of ``train``, ``val``, ``test`` and
-            ``synth`` present under ``root``.
-        synth_source: ``source`` of the ``synth`` split's samples (which generator made
-            them): ``synth_uncond`` (StyleGAN3) or ``synth_cond`` (SPADE).
-        on_error: ``"fail"`` stops at the first problem file (nothing is written);
-            ``"skip"`` skips it and lists it in the report.
-        unknown_colours: ``"error"`` treats a mask colour outside the class table as a
-            problem; ``"ignore"`` maps it to 255 (ignore).
-        captions: Extra caption CSVs (``filename,caption``), applied to whichever split
-            holds each file name. Captions found under ``root/captions`` are always read.
+        root: The release folder (holding ``train``, ``val``, ``test``, ``synth``), or release zips.
+        out_dir: Folder receiving one shard set per split (``out_dir/train``, ...).
+        splits: Splits to import; default: every release split present.
+        synth_source: ``source`` of the ``synth`` samples: ``synth_uncond`` (StyleGAN3) or ``synth_cond`` (SPADE).
+        on_error: ``"fail"`` stops at the first problem file (nothing written); ``"skip"`` lists it in the report.
+        unknown_colours: ``"error"``: a mask colour outside the class table is a problem; ``"ignore"``: it is 255.
+        captions: Extra caption CSVs (``filename,caption``), for whichever split holds each file name
+            (``root/captions`` is always read).
         samples_per_shard: Samples per tar shard.
         overwrite: Replace shard sets already in ``out_dir``.
-        progress: Show a progress bar per split (images/s; a few lines on a non-terminal)
-            and per zip while hashing.
-        workers: Processes reading, checking and encoding the samples (zips included:
-            each worker opens them itself), while this process only writes the bytes
-            they make; ``None``: every usable core.
-        check_md5: Check zips with a published name against the MD5 table; zips
-            with other names are imported with a notice and no check.
-        notice: Receives the notices (one line each) about unchecked zips.
-
-    Returns:
-        The :class:`ImportReport`: samples written per split and every problem found.
+        progress: Show a progress bar per split (a few lines on a non-terminal) and per zip while hashing.
+        workers: Processes reading, checking and encoding the samples; ``None``: every usable core.
+        check_md5: Check zips with a published name against the MD5 table (others get a notice, no check).
+        notice: Receives the one-line notices about unchecked zips.
 
     Raises:
         ValueError: On an invalid argument (an unknown choice, a bad split name).
@@ -193,13 +160,10 @@ def import_release(
 
 @dataclass
 class _Source:
-    """One split to import: its folder (on disk or in a zip) and the release root above it.
+    """One split ``name`` to import: its ``folder`` (``Path`` or ``zipfile.Path``) and the release root above it.
 
-    Attributes:
-        name: The split name.
-        folder: The split folder (``Path`` or ``zipfile.Path``).
-        root: The folder holding ``class_percentages`` and ``captions`` for the split.
-        label: The release root or zip, as recorded in the manifest.
+    ``root`` holds its ``class_percentages`` and ``captions``; ``label`` is the release root
+    or zip as the manifest records it.
     """
 
     name: str
@@ -223,10 +187,7 @@ def _open_sources(
     progress: bool,
     notice: Callable[[str], None],
 ) -> tuple[list[_Source], list[ReleaseZip]]:
-    """Resolve the splits to import from a release folder or from release zips.
-
-    Returns:
-        The splits, and the opened zips (empty for a folder) for the caller to close.
+    """The splits to import from a release folder or zips, and the opened zips (none for a folder) to close.
 
     Raises:
         ReleaseImportError: As :func:`find_splits` and :func:`open_release_zips` do.
@@ -308,15 +269,10 @@ def _check_outputs(out_dir: Path, split_dirs: Sequence[str], overwrite: bool) ->
 
 @dataclass(frozen=True)
 class _Job:
-    """One picture pair to read, check and encode in a worker (picklable).
+    """One picture pair (``entry``, with what the CSVs attached) to read, check and encode in a worker (picklable).
 
-    Attributes:
-        entry: The image, its mask and what the CSVs attached.
-        root: The release root the ``release_file`` path is relative to.
-        unknown: What an unknown mask colour is.
-        split: The writer's split (filled into ``meta.json``).
-        source: The writer's source (filled into ``meta.json``).
-        compress_level: PNG zlib level of what is encoded anew.
+    ``root`` is what ``release_file`` is relative to, ``unknown`` what an unknown mask colour is;
+    ``split``, ``source`` (filled into ``meta.json``) and ``compress_level`` are the writer's.
     """
 
     entry: Entry
@@ -334,9 +290,7 @@ _Loaded = tuple[EncodedSample | None, list[tuple[str, str]], tuple[str, str, Pat
 def _load_job(job: _Job) -> _Loaded:
     """Read, check and encode one sample in a worker, down to its tar bytes.
 
-    All the per-sample work happens here, so the process writing the shards only
-    appends bytes; the decoded arrays never leave the worker. Problems come back as
-    values, not exceptions.
+    The decoded arrays never leave the worker; problems come back as values, not exceptions.
     """
     warnings = ProblemLog("skip")
     try:
@@ -351,11 +305,7 @@ def _load_job(job: _Job) -> _Loaded:
 
 
 def _load_sample(entry: Entry, root: Any, unknown: Literal["error", "ignore"], problems: ProblemLog) -> Sample:
-    """Read one image (and mask) into a :class:`Sample`, checking the CSV composition.
-
-    Raises:
-        Problem: If the image or mask cannot be used.
-    """
+    """Read one image (and mask) into a :class:`Sample`, checking the CSV composition; :class:`Problem` if unusable."""
     image = read_image(entry.image)
     meta: dict[str, object] = {"release_file": _relative(entry.image, root)}
     mask = None
@@ -388,11 +338,7 @@ def _write_splits(
     problems: ProblemLog,
     workers: int = 1,
 ) -> dict[str, int]:
-    """Write every split; manifests are written only once all splits succeeded.
-
-    Returns:
-        Split name -> samples written.
-    """
+    """Write every split, returning the samples written per split; manifests only once all succeeded."""
     writers: list[ShardWriter] = []
     written: dict[str, int] = {}
     try:
@@ -425,11 +371,7 @@ def _write_split(
     progress_bar: bool,
     workers: int = 1,
 ) -> int:
-    """Write the samples of one split in file-name order, read and encoded by ``workers`` processes.
-
-    Returns:
-        The number of samples written.
-    """
+    """Write (and count) one split's samples in file-name order, read and encoded by ``workers`` processes."""
     count = 0
     level = writer.compress_level
     entries: Iterable[Entry] = plan.entries

@@ -1,8 +1,7 @@
 """The release's layout: its split folders, the images and masks in them, the caption CSVs.
 
-Scanning a split pairs each image with its mask, gives it a sample key and lists it in
-the split's plan, in file-name order, to which :mod:`~aras400k.data.release.tables`
-attaches percentages and captions before anything is written.
+Scanning a split pairs each image with its mask and keys it, in file-name order, into a
+plan that :mod:`~aras400k.data.release.tables` completes before anything is written.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The release's pictures: images as RGB, masks as class indices.
 
 A mask is a colour mask in the release colours (RGB or palette PNG) or a one-channel
-index mask; colours and values outside the class table are a problem, or map to 255
-(ignore) with ``unknown="ignore"``.
+index mask; what the class table lacks is a problem, or 255 with ``unknown="ignore"``.
 """
 
 from __future__ import annotations
@@ -62,7 +61,7 @@ def verbatim_png(path: Path) -> bytes | None:
     """The file's bytes if it is an 8-bit RGB PNG, which a shard may hold as its ``image.png`` unchanged.
 
     Call it after :func:`read_image` has decoded (so checked) the file; the header alone
-    decides here. Any other picture returns ``None`` and is encoded anew as an RGB PNG.
+    decides here. ``None`` for any other picture.
     """
     data = path.read_bytes()
     if len(data) < 29 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":

@@ -1,10 +1,8 @@
 """The release's CSVs: class percentages per image and captions.
 
-``class_percentages/{split}.csv`` holds a ``filename`` column and one percentage column
-per class (named loosely: ``Tree cover``, ``built-up``, ``water_pct``); a caption CSV
-holds ``filename`` and ``caption`` columns, and optionally ``model`` and ``mode``. Rows
-are attached to the images they name; a bad CSV or row is a problem, a row for a
-missing file or a composition that disagrees with the mask a warning.
+``class_percentages/{split}.csv`` holds a ``filename`` column and one loosely named
+percentage column per class; a caption CSV holds ``filename`` and ``caption`` columns,
+and optionally ``model`` and ``mode``. Rows are attached to the images they name.
 """
 
 from __future__ import annotations

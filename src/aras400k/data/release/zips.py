@@ -2,16 +2,9 @@
 
 :func:`open_release_zips` checks every zip before anything is imported: that it exists,
 is a zip and (for a published name, unless turned off) has the MD5 in :data:`RELEASE_MD5`;
-other names get a notice and no check. Nothing is extracted. The layout inside a zip may
-be any of::
-
-    {split}/images/*.png, {split}/masks/*.png      the split folder at the top
-    images/*.png, masks/*.png                      the zip is the split folder
-    ANY/{split}/images/*.png ...                   one folder above the split folder
-
-The split name is the split folder's name, else the zip's stem (``train.zip`` ->
-``train``). ``class_percentages/`` and ``captions/`` next to the split folder are read
-as in a release folder (see ``docs/preparing-data.md``).
+other names get a notice and no check. Nothing is extracted. The layouts a zip may hold
+(split folder at the top, one folder down, or the zip itself; named after the folder,
+else the zip's stem) are in ``docs/preparing-data.md``.
 """
 
 from __future__ import annotations
@@ -43,11 +36,9 @@ _CHUNK = 1 << 20
 
 @dataclass
 class ReleaseZip:
-    """One opened release zip.
+    """One opened release zip (``path``) holding ``split``.
 
     Attributes:
-        path: The zip file.
-        split: The split it holds.
         root: The folder inside the zip that holds the split folder (``zipfile.Path``).
         folder: The split folder inside the zip (holding ``images`` and ``masks``).
         archive: The open ``zipfile.ZipFile``; close it with :meth:`close`.
@@ -68,9 +59,7 @@ class ReleaseZip:
 class ZipMember:
     """A file or folder inside a zip, named by the zip's path and its own: a picklable ``zipfile.Path``.
 
-    A ``zipfile.Path`` holds its open zip and cannot go to a worker process; this holds
-    names only, and each process opens the zip on first use (a forked process never
-    reads through its parent's file offset).
+    Each process opens the zip on first use (a fork never reads through its parent's file offset).
 
     Attributes:
         archive: The zip file, as the ``zipfile.ZipFile`` was opened with it.
@@ -121,15 +110,7 @@ def _zip_in_this_process(path: str) -> zipfile.ZipFile:
 
 
 def md5_of_file(path: str | Path, progress: bool = False) -> str:
-    """MD5 hex digest of a file, read in 1 MiB chunks.
-
-    Args:
-        path: The file.
-        progress: Show a progress bar in bytes.
-
-    Returns:
-        The lower-case hex digest.
-    """
+    """Lower-case MD5 hex digest of a file, read in 1 MiB chunks (with a bar in bytes if ``progress``)."""
     path = Path(path)
     digest = hashlib.md5(usedforsecurity=False)
     with (
@@ -151,19 +132,12 @@ def open_release_zips(
     progress: bool = True,
     notice: Callable[[str], None] = print,
 ) -> list[ReleaseZip]:
-    """Check the release zips and open each one's split folder for reading in place.
+    """Check the release zips and open each one's split folder for reading in place, in the order given.
 
     Every zip is checked to exist and be readable before any is hashed, so a missing one
-    is named at once rather than after minutes of hashing.
-
-    Args:
-        zips: The zip files, e.g. ``train.zip val.zip test.zip synth.zip``.
-        check_md5: Compare zips with a published name against :data:`RELEASE_MD5`.
-        progress: Show a progress bar while hashing.
-        notice: Receives one line per zip with a name outside the table.
-
-    Returns:
-        One :class:`ReleaseZip` per zip, in the order given.
+    is named at once. With ``check_md5`` zips with a published name are compared against
+    :data:`RELEASE_MD5` (a bar while hashing if ``progress``); ``notice`` gets one line per
+    zip with a name outside the table.
 
     Raises:
         ReleaseImportError: If a zip is missing, not a zip, has the wrong digest, holds
@@ -220,7 +194,7 @@ def _open_zip(path: Path) -> ReleaseZip:
 
 
 def _find_split_folder(path: Path, top: Any) -> tuple[Any, str, Any]:
-    """Find ``(root, split name, split folder)`` inside a zip (the layouts in the module docstring)."""
+    """Find ``(root, split name, split folder)`` inside a zip (the layouts of ``docs/preparing-data.md``)."""
     stem = path.stem
     candidates = [top] + [child for child in top.iterdir() if child.is_dir()]
     for root in candidates:
