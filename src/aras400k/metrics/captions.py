@@ -384,7 +384,7 @@ class CaptionMetric(Metric):
     List states go through :meth:`_add_list_state`, so a rank that saw no data gathers
     an empty tensor of the right dtype and shape (torchmetrics would send float32). A
     metric summing per-caption rows calls :meth:`_add_group_states` once,
-    :meth:`_add_rows` per batch and returns :meth:`_results` (of its ``_means``). Group
+    :meth:`_add_rows` per batch and returns :meth:`_results`. Group
     sums are stored beside the name encoded in ``GROUP_KEY_BYTES`` bytes, so totals
     after a gather are exact without a shared name table.
     """
@@ -422,9 +422,14 @@ class CaptionMetric(Metric):
         super().merge_state(incoming_state)
         self._computed = None
 
-    def _add_group_states(self, columns: Sequence[str]) -> None:
-        """Register overall sums (``sums``) and per-group sums with the given column names."""
+    def _add_group_states(self, columns: Sequence[str], means: Callable[[Mapping[str, float]], dict[str, Any]]) -> None:
+        """Register overall sums (``sums``) and per-group sums with the given column names.
+
+        ``means`` turns one set of column sums into the subclass's results (means as
+        floats, counts as ints); :meth:`_results` applies it overall and per group.
+        """
         self._group_columns = tuple(columns)
+        self._group_means = means
         self.add_state("sums", torch.zeros(len(columns), dtype=torch.float64), dist_reduce_fx="sum")
         self._add_list_state("group_keys", torch.zeros(0, GROUP_KEY_BYTES, dtype=torch.uint8))
         self._add_list_state("group_sums", torch.zeros(0, len(columns), dtype=torch.float64))
@@ -435,18 +440,13 @@ class CaptionMetric(Metric):
         if groups is not None:
             self._update_groups(groups, rows)
 
-    @staticmethod
-    def _means(sums: Mapping[str, float]) -> dict[str, Any]:
-        """A subclass's results (means as floats, counts as ints) from column sums."""
-        raise NotImplementedError
-
     def _results(self) -> dict[str, Any]:
-        """``_means`` of the overall sums as tensors (float64 means, int64 counts) and ``groups``."""
-        overall = self._means(dict(zip(self._group_columns, self.sums.tolist(), strict=True)))
+        """The ``means`` of the overall sums as tensors (float64 means, int64 counts) and ``groups``."""
+        overall = self._group_means(dict(zip(self._group_columns, self.sums.tolist(), strict=True)))
         result: dict[str, Any] = {
             k: torch.tensor(v, dtype=torch.long if isinstance(v, int) else torch.float64) for k, v in overall.items()
         }
-        result["groups"] = {name: self._means(sums) for name, sums in self._group_totals().items()}
+        result["groups"] = {name: self._group_means(sums) for name, sums in self._group_totals().items()}
         return result
 
     def _update_groups(self, groups: Sequence[str], rows: torch.Tensor) -> None:

@@ -113,7 +113,7 @@ class CLIPScore(CaptionMetric):
         limit = int(self.model.config.text_config.max_position_embeddings)  # type: ignore[union-attr]
         self.max_length = int(min(limit, getattr(self.processor.tokenizer, "model_max_length", limit)))
         self._dim = int(self.model.config.projection_dim or 0)
-        self._add_group_states(_COLUMNS)
+        self._add_group_states(_COLUMNS, self._means)
         self._warned = False
 
     @torch.no_grad()

@@ -249,7 +249,7 @@ class CompositionConsistency(CaptionMetric):
                 raise ValueError(f"{label} is a fraction in [0, 1], got {value}")
         self.salient_share = salient_share
         self.present_share = present_share
-        self._add_group_states(_COLUMNS)
+        self._add_group_states(_COLUMNS, self._means)
 
     def _as_mappings(self, compositions: Any) -> list[Mapping[str, float]]:
         if isinstance(compositions, (torch.Tensor, np.ndarray)):
