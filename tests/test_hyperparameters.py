@@ -67,8 +67,15 @@ class _Sub(LightningModule):
         save_hyperparameters(self, ignore=["depth"])
 
 
+class _SubOneName(LightningModule):
+    def __init__(self, width: int = 3, depth: int = 2) -> None:
+        super().__init__()
+        save_hyperparameters(self, ignore="depth")  # one name, as Lightning takes it
+
+
 def test_save_hyperparameters_records_the_callers_arguments() -> None:
     assert dict(_Sub(width=5).hparams) == {"width": 5}
+    assert dict(_SubOneName(width=4).hparams) == {"width": 4}
 
 
 def _read_all(root: Path) -> int:

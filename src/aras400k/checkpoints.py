@@ -221,7 +221,7 @@ def checkpoint_normalization(checkpoint: Mapping[str, Any]) -> tuple[tuple[float
     return tuple(float(m) for m in hparams["mean"]), tuple(float(s) for s in hparams["std"])
 
 
-def save_hyperparameters(module: Any, ignore: Sequence[str] | None = None) -> None:
+def save_hyperparameters(module: Any, ignore: str | Sequence[str] | None = None) -> None:
     """``module.save_hyperparameters(ignore=ignore)`` for the ``__init__`` that calls this, keeping no frame alive.
 
     Lightning's own call (2.6) keeps its frame in one of its locals, a reference cycle
@@ -238,7 +238,7 @@ def save_hyperparameters(module: Any, ignore: Sequence[str] | None = None) -> No
     caller = frame.f_back if frame is not None else None
     del frame
     try:
-        module.save_hyperparameters(ignore=list(ignore) if ignore is not None else None, frame=caller)
+        module.save_hyperparameters(ignore=ignore, frame=caller)
     finally:
         del caller
 
