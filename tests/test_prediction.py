@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -304,3 +305,11 @@ def test_a_malformed_georeference_names_the_sample(tmp_path):
     batch = {"key": ["k1"], "meta": [{"crs": "EPSG:4326", "transform": [1, 0, 0]}]}
     with pytest.raises(SampleError, match=r"sample k1: meta.json transform must be 6 finite numbers"):
         writer.write_on_batch_end(None, None, {"mask": torch.zeros(1, 4, 4)}, None, batch, 0, 0)  # type: ignore[arg-type]
+
+
+def test_a_rasterio_that_fails_to_import_counts_as_missing(monkeypatch):
+    # An installed but broken rasterio (no GDAL library) must mean "no GeoTIFFs, one warning", not a crash.
+    import aras400k.prediction as prediction
+
+    monkeypatch.setitem(sys.modules, "rasterio", None)  # importing it now raises ImportError
+    assert not prediction._rasterio_available()

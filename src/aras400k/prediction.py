@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import json
 import warnings
 import zipfile
@@ -151,7 +150,12 @@ def write_geotiff(path: str | Path, mask: np.ndarray, where: Georeference) -> No
 
 
 def _rasterio_available() -> bool:
-    return importlib.util.find_spec("rasterio") is not None
+    """Whether rasterio imports (an installed but broken one, e.g. without its GDAL library, does not)."""
+    try:
+        import rasterio  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def model_fingerprint(module: torch.nn.Module) -> str:
