@@ -307,9 +307,16 @@ def test_a_malformed_georeference_names_the_sample(tmp_path):
         writer.write_on_batch_end(None, None, {"mask": torch.zeros(1, 4, 4)}, None, batch, 0, 0)  # type: ignore[arg-type]
 
 
-def test_a_rasterio_that_fails_to_import_counts_as_missing(monkeypatch):
+def test_a_rasterio_that_fails_to_import_counts_as_missing(monkeypatch, tmp_path):
     # An installed but broken rasterio (no GDAL library) must mean "no GeoTIFFs, one warning", not a crash.
+    import importlib
+
     import aras400k.prediction as prediction
 
-    monkeypatch.setitem(sys.modules, "rasterio", None)  # importing it now raises ImportError
+    broken = tmp_path / "rasterio"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('libgdal.so.32: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "rasterio", raising=False)
+    importlib.invalidate_caches()
     assert not prediction._rasterio_available()
