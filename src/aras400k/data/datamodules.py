@@ -20,6 +20,7 @@ from aras400k.checkpoints import save_hyperparameters
 from aras400k.classes import NUM_CLASSES
 from aras400k.data.datasets import EpochDataLoader, ShardDataset, ShardSource
 from aras400k.data.demo import DEFAULT_DEMO_SAMPLES, demo_is_ready, make_demo
+from aras400k.data.memory import ReusedBuffers
 from aras400k.data.remote import is_url, join_location
 from aras400k.data.transforms import JointAugmentation, Normalize
 from aras400k.errors import ConfigError, check_at_least
@@ -116,6 +117,7 @@ class ShardDataModule(LightningDataModule):
         self.seed = seed
         self.normalize, self.augmentation = self.configure_transforms(mean, std)
         self.datasets: dict[str, ShardDataset] = {}
+        self._host_memory = ReusedBuffers()
 
     def configure_transforms(
         self, mean: tuple[float, float, float], std: tuple[float, float, float]
@@ -213,7 +215,8 @@ class ShardDataModule(LightningDataModule):
         """Scale, augment (training only) and normalise a batch on its device: a float ``image``, a long ``mask``."""
         # A float copy owned here, scaled and normalised in place: bit for bit (image / 255 - mean) / std,
         # without two more batch-sized allocations (costlier than the arithmetic on a CPU; docs/data.md#loader-speed).
-        image = batch["image"].to(torch.float32, copy=True).div_(255.0)
+        # On the CPU the copy is made in memory an earlier batch released (ReusedBuffers).
+        image = self._host_copy(batch["image"], torch.float32).div_(255.0)
         mask = batch.get("mask")
         trainer = getattr(self, "trainer", None)
         training = trainer is not None and trainer.training
@@ -221,8 +224,14 @@ class ShardDataModule(LightningDataModule):
             image, mask = self.augmentation(image, mask)  # new tensors: still ours to overwrite
         batch["image"] = self.normalize.to(image.device)(image, inplace=True)
         if mask is not None:
-            batch["mask"] = mask.long()
+            batch["mask"] = self._host_copy(mask, torch.int64) if mask.dtype != torch.int64 else mask
         return batch
+
+    def _host_copy(self, tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A copy of ``tensor`` as ``dtype`` that the caller owns, on the CPU in :class:`ReusedBuffers` memory."""
+        if tensor.device.type != "cpu":
+            return tensor.to(dtype, copy=True)
+        return self._host_memory.empty(tensor.shape, dtype).copy_(tensor)
 
     def denormalize(self, image: torch.Tensor) -> torch.Tensor:
         """Map a normalised batch back to ``[0, 1]`` for display."""

@@ -36,6 +36,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
+from aras400k.data.memory import keep_freed_memory
 from aras400k.data.remote import location_name
 from aras400k.data.shards import (
     SampleError,
@@ -95,6 +96,17 @@ def _worker_slot() -> tuple[int, int]:
     info = get_worker_info()
     worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
     return rank * workers + worker, world * workers
+
+
+_TUNED_PID = 0  # the process _tune_loader_worker last ran in
+
+
+def _tune_loader_worker() -> None:
+    """Once in each loader worker process: keep freed memory for the next samples (:func:`keep_freed_memory`)."""
+    global _TUNED_PID
+    if get_worker_info() is not None and _TUNED_PID != os.getpid():
+        _TUNED_PID = os.getpid()
+        keep_freed_memory()
 
 
 class ShardDataset(IterableDataset):
@@ -256,6 +268,7 @@ class ShardDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Yield this worker's samples for the current epoch."""
+        _tune_loader_worker()
         slot, slots = _worker_slot()
         if self.weighted:
             stream = self._weighted_stream(slot, slots)
