@@ -58,7 +58,7 @@ def test_cli_bad_inputs_give_one_line_errors(demo_root, tmp_path, capsys):
     assert "rerun to resume" in err
 
 
-SUBCLASS = '''
+SUBCLASS = """
 from aras400k.captioning import Captioner
 
 
@@ -69,7 +69,7 @@ class ShoutingCaptioner(Captioner):
 
 class NotACaptioner:
     pass
-'''
+"""
 
 
 def test_cli_runs_a_captioner_subclass(demo_root, tmp_path, monkeypatch, capsys):

@@ -21,7 +21,6 @@ NUM_TRAIN = 10  # 3 shards of 4, 4 and 2 samples
 SHARDS = "train-{000000..000002}.tar"
 
 
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny root with train (10 samples, 3 shards) and val (4 samples) shard sets."""

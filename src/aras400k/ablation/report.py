@@ -78,9 +78,7 @@ def write_report(config: AblationConfig, runs: Sequence[RunScores], missing: Seq
     intro4 = "Per-class test F1 (%) on the real test split"
     files = {
         "table3.md": write_text(out / "table3.md", f"## Table 3. {intro}\n\n{format_table3(table3)}{note}"),
-        "table3.csv": write_csv(
-            table3, ["configuration", "model"], [k for k, _ in TABLE3_METRICS], out / "table3.csv"
-        ),
+        "table3.csv": write_csv(table3, ["configuration", "model"], [k for k, _ in TABLE3_METRICS], out / "table3.csv"),
         "table4.md": write_text(out / "table4.md", f"## Table 4. {intro4}\n\n{format_table4(table4)}{note}"),
         "table4.csv": write_csv(table4, ["model", "configuration"], list(CLASS_NAMES), out / "table4.csv"),
         "per_class_f1.png": plot_per_class_f1(table4, out / "per_class_f1.png"),
