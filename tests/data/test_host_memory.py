@@ -1,6 +1,8 @@
 """Host memory reused by the loader: ReusedBuffers in the device step, keep_freed_memory in the workers."""
 
+import copy
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -70,6 +72,20 @@ def test_a_held_batch_keeps_its_values_while_later_batches_are_made(demo_root):
     again = dm.on_after_batch_transfer(dict(raws[0]), 0)
     assert again["image"].data_ptr() == address  # dropped: its memory serves the next batch
     assert torch.equal(again["image"], kept_image)
+
+
+def test_a_datamodule_with_kept_memory_copies_and_pickles(demo_root):
+    # ddp_spawn pickles the DataModule; a copied weak reference would be freed twice (or read in another process).
+    dm = SegmentationDataModule(root=str(demo_root), batch_size=4, num_workers=0, augment=False)
+    dm.setup("validate")
+    raw = next(iter(dm.val_dataloader()))
+    dm.on_after_batch_transfer(dict(raw), 0)
+    assert dm._host_memory._kept
+    for copied in (copy.deepcopy(dm), pickle.loads(pickle.dumps(dm))):
+        assert not copied._host_memory._kept
+        batch = copied.on_after_batch_transfer(dict(raw), 0)
+        assert torch.equal(batch["image"], dm.on_after_batch_transfer(dict(raw), 0)["image"])
+    assert dm._host_memory._kept
 
 
 def _record_pid(folder):

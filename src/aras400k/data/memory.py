@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,6 +95,10 @@ class ReusedBuffers:
         tensor = self._over(array, key)
         kept.append((array, StorageWeakRef(tensor.untyped_storage())))
         return tensor
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy or a pickle starts empty: the kept memory and its weak references are this object's alone."""
+        return {"per_shape": self.per_shape, "shapes": self.shapes, "_kept": OrderedDict()}
 
     @staticmethod
     def _over(array: np.ndarray, key: tuple[tuple[int, ...], torch.dtype]) -> torch.Tensor:
