@@ -54,6 +54,13 @@ def test_each_shape_and_dtype_has_its_own_memory_and_the_kept_memory_is_bounded(
     assert all(t.shape == (3, 5) and t.dtype == torch.uint8 for t in held)
 
 
+def test_an_empty_shape_gives_an_empty_tensor():
+    buffers = ReusedBuffers()
+    for dtype in (torch.float32, torch.int64, torch.uint8):
+        tensor = buffers.empty((0, 3, 8, 8), dtype)
+        assert tensor.shape == (0, 3, 8, 8) and tensor.dtype == dtype
+
+
 def test_a_held_batch_keeps_its_values_while_later_batches_are_made(demo_root):
     dm = SegmentationDataModule(root=str(demo_root), batch_size=4, num_workers=0, augment=False)
     dm.setup("validate")

@@ -88,9 +88,9 @@ class ReusedBuffers:
                 tensor = self._over(array, key)
                 kept[index] = (array, StorageWeakRef(tensor.untyped_storage()))
                 return tensor
-        if len(kept) >= self.per_shape:
-            return torch.empty(shape, dtype=dtype)
         nbytes = int(np.prod(shape)) * torch.empty(0, dtype=dtype).element_size()
+        if len(kept) >= self.per_shape or nbytes == 0:  # nothing to keep of an empty tensor
+            return torch.empty(shape, dtype=dtype)
         array = np.empty(nbytes, dtype=np.uint8)
         tensor = self._over(array, key)
         kept.append((array, StorageWeakRef(tensor.untyped_storage())))
