@@ -16,7 +16,7 @@ from aras400k.data import SegmentationDataModule, ShardDataset
 from aras400k.data.memory import ReusedBuffers, keep_freed_memory
 from tests.conftest import write_random_set
 
-GLIBC = bool(os.confstr("CS_GNU_LIBC_VERSION")) if "CS_GNU_LIBC_VERSION" in os.confstr_names else False
+GLIBC = "CS_GNU_LIBC_VERSION" in getattr(os, "confstr_names", {}) and bool(os.confstr("CS_GNU_LIBC_VERSION"))
 
 
 def test_memory_is_handed_out_again_only_when_no_tensor_holds_it():
