@@ -78,6 +78,8 @@ class ReusedBuffers:
 
     def empty(self, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tensor:
         """An uninitialised tensor of ``shape`` and ``dtype`` (on the CPU), from kept memory where some is free."""
+        if not all(shape):  # an empty tensor: no memory to keep, and no shape slot taken
+            return torch.empty(shape, dtype=dtype)
         key = (tuple(shape), dtype)
         kept = self._kept.setdefault(key, [])
         self._kept.move_to_end(key)
@@ -89,7 +91,7 @@ class ReusedBuffers:
                 kept[index] = (array, StorageWeakRef(tensor.untyped_storage()))
                 return tensor
         nbytes = int(np.prod(shape)) * torch.empty(0, dtype=dtype).element_size()
-        if len(kept) >= self.per_shape or nbytes == 0:  # nothing to keep of an empty tensor
+        if len(kept) >= self.per_shape:
             return torch.empty(shape, dtype=dtype)
         array = np.empty(nbytes, dtype=np.uint8)
         tensor = self._over(array, key)
